@@ -1,0 +1,41 @@
+namespace Phi2Native;
+
+/// <summary>Base of every error the engine raises on purpose: bad input, bad files, unsupported settings.</summary>
+/// <remarks>Hosts can catch this one type; the CLI turns it into one message and exit code 2.</remarks>
+public class Phi2Exception : Exception
+{
+    /// <summary>Creates the exception with a message that says what was wrong and what was expected.</summary>
+    public Phi2Exception(string message, Exception? inner = null) : base(message, inner) { }
+}
+
+/// <summary>A safetensors file is truncated, corrupt or inconsistent. The message names the file and, where known, the tensor.</summary>
+public sealed class SafeTensorsFormatException : Phi2Exception
+{
+    /// <summary>The file that failed.</summary>
+    public string FilePath { get; }
+
+    /// <summary>Creates the exception for <paramref name="filePath"/>.</summary>
+    public SafeTensorsFormatException(string filePath, string message, Exception? inner = null)
+        : base($"{filePath}: {message}", inner) => FilePath = filePath;
+}
+
+/// <summary>A model's config.json is missing, malformed, or describes a model this engine cannot run.</summary>
+public sealed class ModelConfigException : Phi2Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public ModelConfigException(string message, Exception? inner = null) : base(message, inner) { }
+}
+
+/// <summary>A checkpoint's tensors do not match the model: missing, unexpected or mis-shaped tensors, all listed.</summary>
+public sealed class CheckpointException : Phi2Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public CheckpointException(string message, Exception? inner = null) : base(message, inner) { }
+}
+
+/// <summary>Input to the model is invalid: a token id outside the vocabulary, a sequence too long, a bad shape.</summary>
+public sealed class ModelInputException : Phi2Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public ModelInputException(string message, Exception? inner = null) : base(message, inner) { }
+}
