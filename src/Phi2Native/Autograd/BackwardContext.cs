@@ -1,0 +1,72 @@
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Autograd;
+
+/// <summary>
+/// What an op's backward uses to obtain gradient buffers and deliver gradients; it applies the
+/// accumulation rule of <see cref="GradientTape"/>.
+/// </summary>
+public sealed class BackwardContext
+{
+    private readonly Dictionary<Tensor, Tensor> _gradients;
+
+    internal BackwardContext(Dictionary<Tensor, Tensor> gradients) => _gradients = gradients;
+
+    /// <summary>
+    /// A fresh buffer for a gradient the backend overwrites (=), or null when <paramref name="input"/> needs none;
+    /// pass the filled buffer to <see cref="Deliver"/>.
+    /// </summary>
+    public Tensor? NewGradient(Tensor? input) =>
+        input is { RequiresGrad: true } ? input.Backend.Empty(input.Shape, input.DType) : null;
+
+    /// <summary>
+    /// The buffer a backend accumulates into (+=) for <paramref name="input"/>: a leaf's own <see cref="Tensor.Grad"/>,
+    /// created as zeros on first use, or the pending gradient of an intermediate; null when none is needed.
+    /// </summary>
+    public Tensor? AccumulatorFor(Tensor? input)
+    {
+        if (input is not { RequiresGrad: true }) return null;
+        if (input.IsLeaf)
+        {
+            if (input.Grad == null || input.Grad.Storage.IsShared) ReplaceLeafGradient(input, input.Backend.Zeros(input.Shape, input.DType));
+            return input.Grad;
+        }
+        if (_gradients.TryGetValue(input, out var pending) && !pending.Storage.IsShared) return pending;
+        var zeros = input.Backend.Zeros(input.Shape, input.DType);
+        if (pending != null) { input.Backend.AddInPlace(zeros, pending); pending.Dispose(); }
+        _gradients[input] = zeros;
+        return zeros;
+    }
+
+    /// <summary>
+    /// Hands <paramref name="gradient"/> (now owned by the context) to <paramref name="input"/>: it becomes the
+    /// input's gradient when it has none yet, and is added to it otherwise. Null gradients are ignored.
+    /// </summary>
+    public void Deliver(Tensor? input, Tensor? gradient)
+    {
+        if (gradient == null) return;
+        if (input is not { RequiresGrad: true }) { gradient.Dispose(); return; }
+        var backend = input.Backend;
+        if (input.IsLeaf)
+        {
+            if (input.Grad == null) ReplaceLeafGradient(input, gradient.Storage.IsShared ? backend.Cast(gradient, gradient.DType) : gradient);
+            else if (input.Grad.Storage.IsShared) ReplaceLeafGradient(input, backend.Add(input.Grad, gradient));
+            else backend.AddInPlace(input.Grad, gradient);
+            if (input.Grad != gradient) gradient.Dispose();
+            return;
+        }
+        if (!_gradients.TryGetValue(input, out var pending)) { _gradients[input] = gradient; return; }
+        // A buffer shared with another tensor's gradient (a view handed to two inputs) is never written in place.
+        if (pending.Storage.IsShared) { _gradients[input] = backend.Add(pending, gradient); pending.Dispose(); }
+        else backend.AddInPlace(pending, gradient);
+        gradient.Dispose();
+    }
+
+    private static void ReplaceLeafGradient(Tensor leaf, Tensor gradient)
+    {
+        var old = leaf.Grad;
+        // Leaf gradients outlive every scope: they belong to the leaf until ZeroGrad or Dispose.
+        leaf.Grad = TensorScope.Detach(gradient);
+        if (old != null && old != gradient) old.Dispose();
+    }
+}

@@ -1,0 +1,244 @@
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Backends.Cpu;
+
+// The differentiable ops: shape checks and dtype dispatch here; the math lives in the Cpu{Op} kernels.
+public sealed partial class CpuBackend
+{
+    /// <inheritdoc/>
+    public Tensor Embedding(Tensor weight, Tensor ids)
+    {
+        RequireRank(weight, 2, "Embedding weight [V, C]");
+        RequireIds(ids, "Embedding ids");
+        int vocab = weight.Size(0), channels = weight.Size(1);
+        var output = Allocate([.. ids.Shape, channels], Compute(weight).DType);
+        if (weight.DType == DType.F64) CpuEmbedding.Forward(Span<double>(weight), Span<int>(ids), Span<double>(output), vocab, channels);
+        else CpuEmbedding.Forward(Span<float>(weight), Span<int>(ids), Span<float>(output), vocab, channels);
+        return output;
+    }
+
+    /// <inheritdoc/>
+    public void EmbeddingBackward(Tensor dOutput, Tensor ids, Tensor dWeight)
+    {
+        int vocab = dWeight.Size(0), channels = dWeight.Size(1);
+        if (dWeight.DType == DType.F64) CpuEmbedding.Backward(Span<double>(dOutput), Span<int>(ids), Span<double>(dWeight), vocab, channels);
+        else CpuEmbedding.Backward(Span<float>(dOutput), Span<int>(ids), Span<float>(dWeight), vocab, channels);
+    }
+
+    /// <inheritdoc/>
+    public Tensor LayerNorm(Tensor x, Tensor weight, Tensor bias, double eps, out Tensor mean, out Tensor rstd)
+    {
+        int channels = x.Size(-1), rows = (int)(x.ElementCount / Math.Max(channels, 1));
+        RequireVector(weight, channels, "LayerNorm weight");
+        RequireVector(bias, channels, "LayerNorm bias");
+        var y = Allocate(x.Shape, Compute(x).DType);
+        mean = Allocate([rows], x.DType);
+        rstd = Allocate([rows], x.DType);
+        if (x.DType == DType.F64)
+            CpuLayerNorm.Forward(Span<double>(x), Span<double>(weight), Span<double>(bias), eps, Span<double>(y), Span<double>(mean), Span<double>(rstd), rows, channels);
+        else
+            CpuLayerNorm.Forward(Span<float>(x), Span<float>(weight), Span<float>(bias), eps, Span<float>(y), Span<float>(mean), Span<float>(rstd), rows, channels);
+        return y;
+    }
+
+    /// <inheritdoc/>
+    public void LayerNormBackward(Tensor dOutput, Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor? dx, Tensor? dWeight, Tensor? dBias)
+    {
+        int channels = x.Size(-1), rows = (int)(x.ElementCount / Math.Max(channels, 1));
+        if (x.DType == DType.F64)
+            CpuLayerNorm.Backward(Span<double>(dOutput), Span<double>(x), Span<double>(weight), Span<double>(mean), Span<double>(rstd),
+                Optional<double>(dx), Optional<double>(dWeight), Optional<double>(dBias), rows, channels);
+        else
+            CpuLayerNorm.Backward(Span<float>(dOutput), Span<float>(x), Span<float>(weight), Span<float>(mean), Span<float>(rstd),
+                Optional<float>(dx), Optional<float>(dWeight), Optional<float>(dBias), rows, channels);
+    }
+
+    /// <inheritdoc/>
+    public Tensor Linear(Tensor x, Tensor weight, Tensor? bias)
+    {
+        RequireRank(weight, 2, "Linear weight [out, in]");
+        int outFeatures = weight.Size(0), inFeatures = weight.Size(1);
+        if (x.Rank == 0 || x.Size(-1) != inFeatures)
+            throw new ArgumentException($"Linear: input [{x.ShapeText}] does not end in {inFeatures}, the weight's in-features");
+        if (bias != null) RequireVector(bias, outFeatures, "Linear bias");
+        int rows = (int)(x.ElementCount / Math.Max(inFeatures, 1));
+        int[] shape = [.. x.Shape[..^1], outFeatures];
+        var y = Allocate(shape, Compute(x).DType);
+        if (x.DType == DType.F64)
+        {
+            // y [N, out] = x [N, in] · W^T [in, out]
+            CpuGemm.Gemm(false, true, rows, outFeatures, inFeatures, 1.0, Span<double>(x), inFeatures, Span<double>(weight), inFeatures, 0.0, Span<double>(y), outFeatures);
+            if (bias != null) AddRowVector(Span<double>(y), Span<double>(bias));
+        }
+        else
+        {
+            CpuGemm.Gemm(false, true, rows, outFeatures, inFeatures, 1f, Span<float>(x), inFeatures, Span<float>(weight), inFeatures, 0f, Span<float>(y), outFeatures);
+            if (bias != null) AddRowVector(Span<float>(y), Span<float>(bias));
+        }
+        return y;
+    }
+
+    /// <inheritdoc/>
+    public void LinearBackward(Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias)
+    {
+        int outFeatures = weight.Size(0), inFeatures = weight.Size(1);
+        int rows = (int)(x.ElementCount / Math.Max(inFeatures, 1));
+        if (x.DType == DType.F64)
+        {
+            var dy = Span<double>(dOutput);
+            // dx [N, in] = dy [N, out] · W [out, in]
+            if (dx != null) CpuGemm.Gemm(false, false, rows, inFeatures, outFeatures, 1.0, dy, outFeatures, Span<double>(weight), inFeatures, 0.0, Span<double>(dx), inFeatures);
+            // dW [out, in] += dy^T [out, N] · x [N, in]
+            if (dWeight != null) CpuGemm.Gemm(true, false, outFeatures, inFeatures, rows, 1.0, dy, outFeatures, Span<double>(x), inFeatures, 1.0, Span<double>(dWeight), inFeatures);
+            if (dBias != null) AddColumnSums(dy, Span<double>(dBias));
+        }
+        else
+        {
+            var dy = Span<float>(dOutput);
+            if (dx != null) CpuGemm.Gemm(false, false, rows, inFeatures, outFeatures, 1f, dy, outFeatures, Span<float>(weight), inFeatures, 0f, Span<float>(dx), inFeatures);
+            if (dWeight != null) CpuGemm.Gemm(true, false, outFeatures, inFeatures, rows, 1f, dy, outFeatures, Span<float>(x), inFeatures, 1f, Span<float>(dWeight), inFeatures);
+            if (dBias != null) AddColumnSums(dy, Span<float>(dBias));
+        }
+    }
+
+    /// <inheritdoc/>
+    public Tensor Rotary(Tensor x, int rotaryDim, double theta, int positionOffset)
+    {
+        RequireRank(x, 4, "Rotary input [B, T, H, D]");
+        var y = Allocate(x.Shape, Compute(x).DType);
+        if (x.DType == DType.F64)
+            CpuRotary.Forward(Span<double>(x), Span<double>(y), x.Size(0), x.Size(1), x.Size(2), x.Size(3), rotaryDim, theta, positionOffset);
+        else
+            CpuRotary.Forward(Span<float>(x), Span<float>(y), x.Size(0), x.Size(1), x.Size(2), x.Size(3), rotaryDim, theta, positionOffset);
+        return y;
+    }
+
+    /// <inheritdoc/>
+    public void RotaryBackward(Tensor dOutput, Tensor dx, int rotaryDim, double theta, int positionOffset)
+    {
+        var s = dOutput.Shape;
+        if (dOutput.DType == DType.F64)
+            CpuRotary.Backward(Span<double>(dOutput), Span<double>(dx), s[0], s[1], s[2], s[3], rotaryDim, theta, positionOffset);
+        else
+            CpuRotary.Backward(Span<float>(dOutput), Span<float>(dx), s[0], s[1], s[2], s[3], rotaryDim, theta, positionOffset);
+    }
+
+    /// <inheritdoc/>
+    public Tensor Attention(Tensor q, Tensor k, Tensor v, out Tensor logSumExp)
+    {
+        RequireRank(q, 4, "Attention q [B, Tq, H, D]");
+        RequireRank(k, 4, "Attention k [B, Tk, H, D]");
+        RequireSameShape(k, v, "Attention k and v");
+        int batch = q.Size(0), queryTime = q.Size(1), heads = q.Size(2), headDim = q.Size(3), keyTime = k.Size(1);
+        if (k.Size(0) != batch || k.Size(2) != heads || k.Size(3) != headDim || keyTime < queryTime)
+            throw new ArgumentException($"Attention: k [{k.ShapeText}] does not fit q [{q.ShapeText}] (need the same B, H, D and Tk >= Tq)");
+        var output = Allocate(q.Shape, Compute(q).DType);
+        logSumExp = Allocate([batch, heads, queryTime], q.DType);
+        if (q.DType == DType.F64)
+            CpuAttention.Forward(Span<double>(q), Span<double>(k), Span<double>(v), Span<double>(output), Span<double>(logSumExp), batch, queryTime, keyTime, heads, headDim);
+        else
+            CpuAttention.Forward(Span<float>(q), Span<float>(k), Span<float>(v), Span<float>(output), Span<float>(logSumExp), batch, queryTime, keyTime, heads, headDim);
+        return output;
+    }
+
+    /// <inheritdoc/>
+    public void AttentionBackward(Tensor dOutput, Tensor q, Tensor k, Tensor v, Tensor output, Tensor logSumExp, Tensor? dq, Tensor? dk, Tensor? dv)
+    {
+        int batch = q.Size(0), queryTime = q.Size(1), heads = q.Size(2), headDim = q.Size(3), keyTime = k.Size(1);
+        if (q.DType == DType.F64)
+            CpuAttention.Backward(Span<double>(dOutput), Span<double>(q), Span<double>(k), Span<double>(v), Span<double>(output), Span<double>(logSumExp),
+                Optional<double>(dq), Optional<double>(dk), Optional<double>(dv), batch, queryTime, keyTime, heads, headDim);
+        else
+            CpuAttention.Backward(Span<float>(dOutput), Span<float>(q), Span<float>(k), Span<float>(v), Span<float>(output), Span<float>(logSumExp),
+                Optional<float>(dq), Optional<float>(dk), Optional<float>(dv), batch, queryTime, keyTime, heads, headDim);
+    }
+
+    /// <inheritdoc/>
+    public Tensor GeluNew(Tensor x)
+    {
+        var y = Allocate(x.Shape, Compute(x).DType);
+        if (x.DType == DType.F64) CpuGelu.Forward<double>(Span<double>(x), Span<double>(y));
+        else CpuGelu.Forward<float>(Span<float>(x), Span<float>(y));
+        return y;
+    }
+
+    /// <inheritdoc/>
+    public void GeluNewBackward(Tensor dOutput, Tensor x, Tensor dx)
+    {
+        if (x.DType == DType.F64) CpuGelu.Backward<double>(Span<double>(dOutput), Span<double>(x), Span<double>(dx));
+        else CpuGelu.Backward<float>(Span<float>(dOutput), Span<float>(x), Span<float>(dx));
+    }
+
+    /// <inheritdoc/>
+    public Tensor Dropout(Tensor x, double p, ulong seed)
+    {
+        var y = Allocate(x.Shape, Compute(x).DType);
+        if (x.DType == DType.F64) CpuDropout.Forward<double>(Span<double>(x), Span<double>(y), p, seed);
+        else CpuDropout.Forward<float>(Span<float>(x), Span<float>(y), p, seed);
+        return y;
+    }
+
+    /// <inheritdoc/>
+    public void DropoutBackward(Tensor dOutput, Tensor dx, double p, ulong seed)
+    {
+        if (dx.DType == DType.F64) CpuDropout.Backward<double>(Span<double>(dOutput), Span<double>(dx), p, seed);
+        else CpuDropout.Backward<float>(Span<float>(dOutput), Span<float>(dx), p, seed);
+    }
+
+    /// <inheritdoc/>
+    public Tensor CrossEntropy(Tensor logits, Tensor targets, int ignoreIndex, out Tensor logSumExp, out int counted)
+    {
+        RequireRank(logits, 2, "CrossEntropy logits [N, V]");
+        RequireIds(targets, "CrossEntropy targets");
+        int rows = logits.Size(0), vocab = logits.Size(1);
+        if (targets.ElementCount != rows)
+            throw new ArgumentException($"CrossEntropy: {targets.ElementCount} targets for {rows} rows of logits");
+        logSumExp = Allocate([rows], Compute(logits).DType);
+        var loss = Allocate([1], logits.DType);
+        (double sum, counted) = logits.DType == DType.F64
+            ? CpuCrossEntropy.Forward(Span<double>(logits), Span<int>(targets), Span<double>(logSumExp), rows, vocab, ignoreIndex)
+            : CpuCrossEntropy.Forward(Span<float>(logits), Span<int>(targets), Span<float>(logSumExp), rows, vocab, ignoreIndex);
+        if (logits.DType == DType.F64) Span<double>(loss)[0] = sum;
+        else Span<float>(loss)[0] = (float)sum;
+        return loss;
+    }
+
+    /// <inheritdoc/>
+    public void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor logSumExp, int ignoreIndex, double scale, Tensor dLogits)
+    {
+        int rows = logits.Size(0), vocab = logits.Size(1);
+        if (logits.DType == DType.F64)
+            CpuCrossEntropy.Backward(Span<double>(logits), Span<int>(targets), Span<double>(logSumExp), scale, Span<double>(dLogits), rows, vocab, ignoreIndex);
+        else
+            CpuCrossEntropy.Backward(Span<float>(logits), Span<int>(targets), Span<float>(logSumExp), scale, Span<float>(dLogits), rows, vocab, ignoreIndex);
+    }
+
+    private static Span<T> Optional<T>(Tensor? tensor) where T : unmanaged => tensor is null ? default : Span<T>(tensor);
+
+    private static void AddRowVector<T>(Span<T> matrix, ReadOnlySpan<T> row) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
+    {
+        for (int start = 0; start < matrix.Length; start += row.Length)
+            System.Numerics.Tensors.TensorPrimitives.Add(matrix.Slice(start, row.Length), row, matrix.Slice(start, row.Length));
+    }
+
+    private static void AddColumnSums<T>(ReadOnlySpan<T> matrix, Span<T> sums) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
+    {
+        for (int start = 0; start < matrix.Length; start += sums.Length)
+            System.Numerics.Tensors.TensorPrimitives.Add(sums, matrix.Slice(start, sums.Length), sums);
+    }
+
+    private static void RequireRank(Tensor tensor, int rank, string what)
+    {
+        if (tensor.Rank != rank) throw new ArgumentException($"{what}: expected rank {rank}, got [{tensor.ShapeText}]");
+    }
+
+    private static void RequireVector(Tensor tensor, int length, string what)
+    {
+        if (tensor.Rank != 1 || tensor.Size(0) != length) throw new ArgumentException($"{what}: expected [{length}], got [{tensor.ShapeText}]");
+    }
+
+    private static void RequireIds(Tensor ids, string what)
+    {
+        if (ids.DType != DType.I32) throw new ArgumentException($"{what}: expected I32 ids, got {ids.DType}");
+    }
+}

@@ -1,0 +1,33 @@
+using Phi2Native.Autograd.Ops;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Models;
+
+/// <summary>y = x W^T + b. weight [out, in] as checkpoints store it; bias [out].</summary>
+public sealed class Linear : Module
+{
+    /// <summary>Loads the module's parameters from <paramref name="weights"/>.</summary>
+    public Linear(string name, int inFeatures, int outFeatures, WeightSource weights, bool hasBias = true) : base(name)
+    {
+        Weight = Take(weights, "weight", outFeatures, inFeatures);
+        Bias = hasBias ? Take(weights, "bias", outFeatures) : null;
+    }
+
+    /// <summary>[out, in].</summary>
+    public Tensor Weight { get; }
+
+    /// <summary>[out], or null.</summary>
+    public Tensor? Bias { get; }
+
+    /// <summary>Input features.</summary>
+    public int InFeatures => Weight.Size(1);
+
+    /// <summary>Output features.</summary>
+    public int OutFeatures => Weight.Size(0);
+
+    /// <summary>x [..., in] -> [..., out].</summary>
+    public Tensor Forward(Tensor x) => LinearOp.Apply(x, Weight, Bias);
+
+    /// <inheritdoc/>
+    public override IEnumerable<Tensor> Parameters() => Bias is null ? [Weight] : [Weight, Bias];
+}

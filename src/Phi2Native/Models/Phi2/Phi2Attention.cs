@@ -1,0 +1,55 @@
+using Phi2Native.Autograd.Ops;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Models.Phi2;
+
+/// <summary>
+/// <c>model.layers.{i}.self_attn</c>: q_proj, k_proj, v_proj and dense (all [C, C] with bias); partial rotary on
+/// the first RotaryDim dims of each head; causal softmax attention in fp32 (or wider) scaled by 1/sqrt(D).
+/// </summary>
+public sealed class Phi2Attention : Module
+{
+    private readonly Phi2Config _config;
+
+    internal Phi2Attention(string name, Phi2Config config, WeightSource weights) : base(name)
+    {
+        _config = config;
+        int c = config.HiddenSize;
+        QProj = new Linear($"{name}.q_proj", c, c, weights);
+        KProj = new Linear($"{name}.k_proj", c, c, weights);
+        VProj = new Linear($"{name}.v_proj", c, c, weights);
+        Dense = new Linear($"{name}.dense", c, c, weights);
+    }
+
+    /// <summary>Query projection [C, C].</summary>
+    public Linear QProj { get; }
+
+    /// <summary>Key projection [C, C].</summary>
+    public Linear KProj { get; }
+
+    /// <summary>Value projection [C, C].</summary>
+    public Linear VProj { get; }
+
+    /// <summary>Output projection [C, C] (phi-msft's out_proj).</summary>
+    public Linear Dense { get; }
+
+    /// <summary>x [B, T, C] (the layer's normalized input) -> [B, T, C], before the residual dropout.</summary>
+    public Tensor Forward(Tensor x)
+    {
+        int batch = x.Size(0), time = x.Size(1), heads = _config.NumAttentionHeads, headDim = _config.HeadDim;
+        Tensor Heads(Linear projection) => ReshapeOp.Apply(projection.Forward(x), batch, time, heads, headDim);
+        Tensor Rotate(Tensor t) => _config.RotaryDim == 0 ? t : RotaryOp.Apply(t, _config.RotaryDim, _config.RopeTheta);
+        var q = Rotate(Heads(QProj));                           // [B, T, H, D]
+        var k = Rotate(Heads(KProj));
+        var v = Heads(VProj);
+        var attended = AttentionOp.Apply(q, k, v);              // [B, T, H, D]
+        return Dense.Forward(ReshapeOp.Apply(attended, batch, time, heads * headDim));
+    }
+
+    /// <inheritdoc/>
+    public override IEnumerable<Tensor> Parameters() =>
+        QProj.Parameters().Concat(KProj.Parameters()).Concat(VProj.Parameters()).Concat(Dense.Parameters());
+
+    /// <summary>The four projections.</summary>
+    public IEnumerable<Linear> Projections() => [QProj, KProj, VProj, Dense];
+}

@@ -1,0 +1,198 @@
+using Phi2Native.Autograd.Ops;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Models.Phi2;
+
+/// <summary>
+/// Microsoft's Phi-2 (HF <c>PhiForCausalLM</c>): token embedding, a stack of parallel attention+MLP blocks off
+/// one shared LayerNorm each, a final LayerNorm and an lm_head with bias. What is special about Phi-2: the
+/// parallel block, partial rotary (40% of each head, half-split), gelu_new, every Linear biased, untied lm_head.
+/// </summary>
+/// <remarks>
+/// Modules and parameters carry the HF checkpoint names (<c>model.layers.0.self_attn.q_proj.weight</c>, ...).
+/// Load one with Phi2Checkpoint.Load, or make a random one with <see cref="CreateRandom"/>.
+/// </remarks>
+public sealed class Phi2Model : IDisposable
+{
+    private long _trainingForwards;
+
+    /// <summary>Builds the model, asking <paramref name="weights"/> for each parameter by HF name and shape.</summary>
+    public Phi2Model(Phi2Config config, IBackend backend, WeightSource weights)
+    {
+        config.Validate();
+        Config = config;
+        Backend = backend;
+        EmbedTokens = new Embedding("model.embed_tokens", config.VocabSize, config.HiddenSize, weights);
+        Layers = Enumerable.Range(0, config.NumHiddenLayers).Select(i => new Phi2DecoderLayer(i, config, weights)).ToArray();
+        FinalLayerNorm = new LayerNorm("model.final_layernorm", config.HiddenSize, config.LayerNormEps, weights);
+        LmHead = new Linear("lm_head", config.HiddenSize, config.VocabSize, weights);
+    }
+
+    /// <summary>The hyper-parameters.</summary>
+    public Phi2Config Config { get; }
+
+    /// <summary>The backend holding the weights and running the ops.</summary>
+    public IBackend Backend { get; }
+
+    /// <summary><c>model.embed_tokens</c> [V, C] (phi-msft: transformer.embd.wte).</summary>
+    public Embedding EmbedTokens { get; }
+
+    /// <summary><c>model.layers.{i}</c>.</summary>
+    public IReadOnlyList<Phi2DecoderLayer> Layers { get; }
+
+    /// <summary><c>model.final_layernorm</c> (phi-msft: lm_head.ln).</summary>
+    public LayerNorm FinalLayerNorm { get; }
+
+    /// <summary><c>lm_head</c> [V, C] with bias (phi-msft: lm_head.linear).</summary>
+    public Linear LmHead { get; }
+
+    /// <summary>Training mode turns on the config's dropouts; evaluation mode (the default) is deterministic.</summary>
+    public bool Training { get; set; }
+
+    /// <summary>Base seed of the dropout masks; each training forward derives fresh masks from it and a counter.</summary>
+    public ulong DropoutSeed { get; set; } = 0x9E3779B97F4A7C15UL;
+
+    /// <summary>Every module that holds parameters directly (Embedding, LayerNorm, Linear), in checkpoint order.</summary>
+    public IEnumerable<Module> LeafModules()
+    {
+        yield return EmbedTokens;
+        foreach (var layer in Layers)
+        {
+            yield return layer.InputLayerNorm;
+            foreach (var projection in layer.SelfAttention.Projections()) yield return projection;
+            yield return layer.Mlp.Fc1;
+            yield return layer.Mlp.Fc2;
+        }
+        yield return FinalLayerNorm;
+        yield return LmHead;
+    }
+
+    /// <summary>Every parameter, named by its HF key, in checkpoint order.</summary>
+    public IEnumerable<Tensor> Parameters() => LeafModules().SelectMany(m => m.Parameters());
+
+    /// <summary>The HF name and shape of every parameter a model of <paramref name="config"/> has, in checkpoint order.</summary>
+    public static IReadOnlyList<(string Name, int[] Shape)> ParameterShapes(Phi2Config config)
+    {
+        var shapes = new List<(string, int[])>();
+        int c = config.HiddenSize, inner = config.IntermediateSize, v = config.VocabSize;
+        void Linear(string name, int outFeatures, int inFeatures)
+        {
+            shapes.Add(($"{name}.weight", [outFeatures, inFeatures]));
+            shapes.Add(($"{name}.bias", [outFeatures]));
+        }
+        void Norm(string name)
+        {
+            shapes.Add(($"{name}.weight", [c]));
+            shapes.Add(($"{name}.bias", [c]));
+        }
+        shapes.Add(("model.embed_tokens.weight", [v, c]));
+        for (int i = 0; i < config.NumHiddenLayers; i++)
+        {
+            string layer = $"model.layers.{i}";
+            Norm($"{layer}.input_layernorm");
+            foreach (var projection in new[] { "q_proj", "k_proj", "v_proj", "dense" }) Linear($"{layer}.self_attn.{projection}", c, c);
+            Linear($"{layer}.mlp.fc1", inner, c);
+            Linear($"{layer}.mlp.fc2", c, inner);
+        }
+        Norm("model.final_layernorm");
+        Linear("lm_head", v, c);
+        return shapes;
+    }
+
+    /// <summary>
+    /// A model with random weights, initialized as HF does (normal(0, 0.02) matrices and embeddings, zero biases,
+    /// unit LayerNorms), reproducible from <paramref name="seed"/>.
+    /// </summary>
+    public static Phi2Model CreateRandom(Phi2Config config, IBackend backend, int seed, DType dtype = DType.F32)
+    {
+        var random = new Random(seed);
+        return new Phi2Model(config, backend, (name, shape) =>
+        {
+            var values = new float[Tensor.CountElements(shape)];
+            bool layerNorm = name.Contains("layernorm", StringComparison.Ordinal);
+            if (name.EndsWith(".weight", StringComparison.Ordinal))
+            {
+                if (layerNorm) values.AsSpan().Fill(1f);
+                else for (int i = 0; i < values.Length; i++) values[i] = (float)(0.02 * Gaussian(random));
+            }
+            return backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()), DType.F32, shape, dtype);
+        });
+    }
+
+    /// <summary>
+    /// Checks <paramref name="ids"/> (row-major [batch, ids.Length / batch]) against the vocabulary and the maximum
+    /// length, and puts them on the backend as an I32 tensor [B, T].
+    /// </summary>
+    /// <exception cref="ModelInputException">An id is outside [0, V), the length is not a multiple of the batch, or T exceeds max_position_embeddings.</exception>
+    public Tensor CreateInputIds(ReadOnlySpan<int> ids, int batch = 1)
+    {
+        if (batch <= 0 || ids.Length == 0 || ids.Length % batch != 0)
+            throw new ModelInputException($"{ids.Length} ids cannot form a batch of {batch} equal rows");
+        int time = ids.Length / batch;
+        if (time > Config.MaxPositionEmbeddings)
+            throw new ModelInputException($"a sequence of {time} tokens is longer than this model's max_position_embeddings ({Config.MaxPositionEmbeddings})");
+        for (int i = 0; i < ids.Length; i++)
+            if (ids[i] < 0 || ids[i] >= Config.VocabSize)
+                throw new ModelInputException($"token id {ids[i]} at position {i} is outside the vocabulary [0, {Config.VocabSize})");
+        return Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(ids), DType.I32, [batch, time], DType.I32);
+    }
+
+    /// <summary>ids [B, T] (I32, from <see cref="CreateInputIds"/>) -> logits [B, T, V].</summary>
+    public Tensor Forward(Tensor inputIds)
+    {
+        if (inputIds.Rank != 2 || inputIds.DType != DType.I32)
+            throw new ModelInputException($"input ids must be an I32 tensor [B, T], got [{inputIds.ShapeText}] {inputIds.DType}");
+        if (Training && Config.AttentionDropout > 0)
+            throw new Phi2Exception($"attention_dropout {Config.AttentionDropout} is not supported in training; set it to 0 in config.json");
+        ulong forwardSeed = Training ? Mix(DropoutSeed, (ulong)Interlocked.Increment(ref _trainingForwards)) : 0;
+        var hidden = EmbedTokens.Forward(inputIds);                                   // [B, T, C]
+        if (Training && Config.EmbdPdrop > 0) hidden = DropoutOp.Apply(hidden, Config.EmbdPdrop, Mix(forwardSeed, ulong.MaxValue));
+        double residualDropout = Training ? Config.ResidPdrop : 0;
+        foreach (var layer in Layers)
+            hidden = layer.Forward(hidden, residualDropout, Mix(forwardSeed, (ulong)layer.Index));
+        return LmHead.Forward(FinalLayerNorm.Forward(hidden));                       // [B, T, V]
+    }
+
+    /// <summary>
+    /// The causal-LM loss: mean cross-entropy of logits[:, :-1] against labels[:, 1:], leaving out positions whose
+    /// label is -100. <paramref name="labels"/> is row-major [B, T] (usually the input ids themselves).
+    /// </summary>
+    public Tensor CausalLanguageModelLoss(Tensor logits, ReadOnlySpan<int> labels)
+    {
+        int batch = logits.Size(0), time = logits.Size(1), vocab = logits.Size(2);
+        if (labels.Length != batch * time)
+            throw new ModelInputException($"{labels.Length} labels for logits [{logits.ShapeText}]: expected B x T = {batch * time}");
+        // Shift on the host: row (b, t) predicts labels[b, t + 1]; the last position of each row predicts nothing.
+        var targets = new int[batch * time];
+        for (int b = 0; b < batch; b++)
+            for (int t = 0; t < time; t++)
+            {
+                int target = t + 1 < time ? labels[b * time + t + 1] : CrossEntropyOp.DefaultIgnoreIndex;
+                if (target != CrossEntropyOp.DefaultIgnoreIndex && (target < 0 || target >= vocab))
+                    throw new ModelInputException($"label {target} at row {b}, position {t + 1} is outside the vocabulary [0, {vocab}) and is not -100");
+                targets[b * time + t] = target;
+            }
+        var targetTensor = Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(targets.AsSpan()), DType.I32, [batch * time], DType.I32);
+        return CrossEntropyOp.Apply(ReshapeOp.Apply(logits, batch * time, vocab), targetTensor);
+    }
+
+    /// <summary>Frees every parameter and gradient.</summary>
+    public void Dispose()
+    {
+        foreach (var module in LeafModules()) module.Dispose();
+    }
+
+    private static ulong Mix(ulong seed, ulong value)
+    {
+        ulong z = seed ^ (value + 0x9E3779B97F4A7C15UL + (seed << 6) + (seed >> 2));
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        return z ^ (z >> 31);
+    }
+
+    private static double Gaussian(Random random)
+    {
+        // Box-Muller; 1 - NextDouble() avoids log(0).
+        return Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble());
+    }
+}

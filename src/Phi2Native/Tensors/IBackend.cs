@@ -1,0 +1,100 @@
+namespace Phi2Native.Tensors;
+
+/// <summary>
+/// The operations every backend (managed CPU, CUDA) implements. Autograd ops and models call only these,
+/// so a model runs unchanged on any backend. An op, its kernel and its autograd op carry the same name.
+/// </summary>
+/// <remarks>
+/// Gradient outputs follow one rule: an activation gradient passed in (dx, dq, ...) is overwritten (=);
+/// a parameter gradient (dWeight, dBias) is accumulated (+=). A null gradient output is not computed at all.
+/// Shapes use B batch, T time, C channels, H heads, D head dim, V vocabulary, N rows.
+/// Floating-point inputs of one call share a dtype; the CPU backend computes in F32 and F64.
+/// </remarks>
+public interface IBackend : IDisposable
+{
+    /// <summary>The device this backend computes on.</summary>
+    Device Device { get; }
+
+    /// <summary>A tensor of undefined contents (backends may poison it with NaN to catch reads before writes).</summary>
+    Tensor Empty(ReadOnlySpan<int> shape, DType dtype);
+
+    /// <summary>A tensor of zeros.</summary>
+    Tensor Zeros(ReadOnlySpan<int> shape, DType dtype);
+
+    /// <summary>A tensor of <paramref name="dtype"/> from raw little-endian host bytes of <paramref name="sourceType"/>, converted on the way.</summary>
+    Tensor FromBytes(ReadOnlySpan<byte> data, DType sourceType, ReadOnlySpan<int> shape, DType dtype);
+
+    /// <summary>Copies the tensor's raw bytes (in its own dtype) to host memory.</summary>
+    void CopyToHost(Tensor tensor, Span<byte> destination);
+
+    /// <summary>A converted copy (F32 &lt;-&gt; F64/F16/BF16).</summary>
+    Tensor Cast(Tensor tensor, DType dtype);
+
+    /// <summary>a + b, same shapes.</summary>
+    Tensor Add(Tensor a, Tensor b);
+
+    /// <summary>accumulator += value, same element counts.</summary>
+    void AddInPlace(Tensor accumulator, Tensor value);
+
+    /// <summary>tensor *= factor.</summary>
+    void ScaleInPlace(Tensor tensor, double factor);
+
+    /// <summary>Sum of squares of all elements, accumulated in double (for gradient norms).</summary>
+    double SumOfSquares(Tensor tensor);
+
+    /// <summary>weight [V, C] gathered at ids [...] (I32) -> [..., C].</summary>
+    Tensor Embedding(Tensor weight, Tensor ids);
+
+    /// <summary>dWeight [V, C] += scatter of dOutput [..., C] at ids.</summary>
+    void EmbeddingBackward(Tensor dOutput, Tensor ids, Tensor dWeight);
+
+    /// <summary>LayerNorm over the last dimension of x [..., C]; saves mean and rstd [rows] for backward.</summary>
+    Tensor LayerNorm(Tensor x, Tensor weight, Tensor bias, double eps, out Tensor mean, out Tensor rstd);
+
+    /// <summary>Gradients of LayerNorm: dx (=), dWeight and dBias (+=); each may be null.</summary>
+    void LayerNormBackward(Tensor dOutput, Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor? dx, Tensor? dWeight, Tensor? dBias);
+
+    /// <summary>x [..., in] times weight [out, in] transposed, plus bias [out] (may be null) -> [..., out].</summary>
+    Tensor Linear(Tensor x, Tensor weight, Tensor? bias);
+
+    /// <summary>Gradients of Linear: dx = dOutput W (=); dWeight += dOutput^T x; dBias += column sums of dOutput.</summary>
+    void LinearBackward(Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias);
+
+    /// <summary>
+    /// Partial rotary embedding (half-split) of x [B, T, H, D] on dims [0, rotaryDim) of each head; position of t is positionOffset + t.
+    /// </summary>
+    Tensor Rotary(Tensor x, int rotaryDim, double theta, int positionOffset);
+
+    /// <summary>dx (=) from dOutput: the inverse rotation.</summary>
+    void RotaryBackward(Tensor dOutput, Tensor dx, int rotaryDim, double theta, int positionOffset);
+
+    /// <summary>
+    /// Causal attention: q [B, Tq, H, D], k and v [B, Tk, H, D] (Tk >= Tq; query i sits at position Tk - Tq + i),
+    /// scores scaled by 1/sqrt(D), softmax in fp32 or wider. Returns [B, Tq, H, D]; saves logSumExp [B, H, Tq].
+    /// </summary>
+    Tensor Attention(Tensor q, Tensor k, Tensor v, out Tensor logSumExp);
+
+    /// <summary>Gradients of attention: dq, dk, dv (=), each may be null; probabilities recomputed from logSumExp.</summary>
+    void AttentionBackward(Tensor dOutput, Tensor q, Tensor k, Tensor v, Tensor output, Tensor logSumExp, Tensor? dq, Tensor? dk, Tensor? dv);
+
+    /// <summary>gelu_new (tanh approximation), elementwise.</summary>
+    Tensor GeluNew(Tensor x);
+
+    /// <summary>dx (=) of gelu_new.</summary>
+    void GeluNewBackward(Tensor dOutput, Tensor x, Tensor dx);
+
+    /// <summary>Dropout with probability p and a counter-based mask from seed (reproducible on every backend).</summary>
+    Tensor Dropout(Tensor x, double p, ulong seed);
+
+    /// <summary>dx (=) of dropout: the same mask, recomputed from the seed.</summary>
+    void DropoutBackward(Tensor dOutput, Tensor dx, double p, ulong seed);
+
+    /// <summary>
+    /// Sum of cross-entropy of logits [N, V] against targets [N] (I32), rows whose target is ignoreIndex left out.
+    /// Returns the sum as a one-element tensor; saves logSumExp [N]; counted is the number of rows used.
+    /// </summary>
+    Tensor CrossEntropy(Tensor logits, Tensor targets, int ignoreIndex, out Tensor logSumExp, out int counted);
+
+    /// <summary>dLogits (=) = scale * (softmax - onehot) on counted rows, 0 on ignored rows.</summary>
+    void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor logSumExp, int ignoreIndex, double scale, Tensor dLogits);
+}
