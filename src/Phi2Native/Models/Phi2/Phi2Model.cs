@@ -52,6 +52,9 @@ public sealed class Phi2Model : IDisposable
     /// <summary>Base seed of the dropout masks; each training forward derives fresh masks from it and a counter.</summary>
     public ulong DropoutSeed { get; set; } = 0x9E3779B97F4A7C15UL;
 
+    /// <summary>Restarts the count of training forwards, so the next forward reuses the masks of the first one after <see cref="DropoutSeed"/> was set.</summary>
+    public void ResetDropoutCounter() => Interlocked.Exchange(ref _trainingForwards, 0);
+
     /// <summary>Every module that holds parameters directly (Embedding, LayerNorm, Linear), in checkpoint order.</summary>
     public IEnumerable<Module> LeafModules()
     {
@@ -65,6 +68,12 @@ public sealed class Phi2Model : IDisposable
         }
         yield return FinalLayerNorm;
         yield return LmHead;
+    }
+
+    /// <summary>Trains (true) or freezes (false) every parameter.</summary>
+    public void SetRequiresGrad(bool requiresGrad)
+    {
+        foreach (var module in LeafModules()) module.SetRequiresGrad(requiresGrad);
     }
 
     /// <summary>Every parameter, named by its HF key, in checkpoint order.</summary>

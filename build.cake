@@ -1,0 +1,39 @@
+// Build script: `dotnet tool restore && dotnet cake --target=<Target>`.
+// Targets: Build, Test (the README's test command), Demo, Bench (CPU GEMM throughput), Publish (self-contained phi2).
+var target = Argument("target", "Test");
+var configuration = Argument("configuration", "Release");
+
+Task("Build").Does(() =>
+{
+    DotNetBuild("Phi2Native.sln", new DotNetBuildSettings { Configuration = configuration });
+});
+
+Task("Test").IsDependentOn("Build").Does(() =>
+{
+    DotNetTest("Phi2Native.sln", new DotNetTestSettings { Configuration = configuration, NoBuild = true });
+});
+
+Task("Demo").Does(() =>
+{
+    DotNetRun("src/Phi2Native.Cli/Phi2Native.Cli.csproj", new ProcessArgumentBuilder().Append("demo"),
+        new DotNetRunSettings { Configuration = configuration });
+});
+
+Task("Bench").Does(() =>
+{
+    DotNetRun("bench/Phi2Native.Bench/Phi2Native.Bench.csproj", new ProcessArgumentBuilder().Append("gemm"),
+        new DotNetRunSettings { Configuration = "Release" });
+});
+
+Task("Publish").Does(() =>
+{
+    DotNetPublish("src/Phi2Native.Cli/Phi2Native.Cli.csproj", new DotNetPublishSettings
+    {
+        Configuration = "Release",
+        Runtime = "linux-x64",
+        SelfContained = true,
+        OutputDirectory = "artifacts/phi2-linux-x64",
+    });
+});
+
+RunTarget(target);

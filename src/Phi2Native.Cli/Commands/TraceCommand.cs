@@ -1,0 +1,73 @@
+using System.CommandLine;
+using Phi2Native.Autograd;
+using Phi2Native.Backends.Cpu;
+using Phi2Native.IO;
+using Phi2Native.Models.Phi2;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Cli.Commands;
+
+/// <summary>
+/// `phi2 trace`: one evaluation-mode forward over the given ids (batch 1) and, with --grads, one backward of the
+/// causal-LM loss; writes logits [T, V], loss [1] and grad.&lt;HF name&gt; (all F32) to a safetensors file.
+/// </summary>
+internal static class TraceCommand
+{
+    public static Command Create(TextWriter output, TextWriter error)
+    {
+        var model = new Option<string>("--model") { Description = "Model folder: config.json plus model.safetensors (or sharded, or phi-msft).", Required = true };
+        var ids = new Option<string>("--ids") { Description = "Comma-separated token ids, at least 2 (e.g. 1,2,3).", Required = true };
+        var outPath = new Option<string>("--out") { Description = "Output .safetensors file.", Required = true };
+        var grads = new Option<bool>("--grads") { Description = "Also back-propagate the loss and write grad.<name> for every parameter." };
+        var command = new Command("trace", "Write the logits, loss and (with --grads) every parameter's gradient for one sequence.")
+        {
+            model, ids, outPath, grads,
+        };
+        command.SetAction(result => CommandErrors.Guard(error, () => Run(
+            result.GetValue(model)!, result.GetValue(ids)!, result.GetValue(outPath)!, result.GetValue(grads), output, error)));
+        return command;
+    }
+
+    public static int Run(string modelDirectory, string idsText, string outPath, bool withGrads, TextWriter output, TextWriter error)
+    {
+        int[] tokenIds = ParseIds(idsText);
+        using var phi = Phi2Checkpoint.Load(modelDirectory, CpuBackend.Default, DType.F32, warning => error.WriteLine($"warning: {warning}"));
+        phi.Training = false;
+        if (withGrads) phi.SetRequiresGrad(true);
+        var writer = new SafeTensorsWriter();
+        writer.Metadata["producer"] = "phi2 trace";
+        writer.Metadata["model"] = Path.GetFullPath(modelDirectory);
+        using (var scope = TensorScope.Begin())
+        using (var tape = withGrads ? GradientTape.Begin() : null)
+        {
+            var inputIds = phi.CreateInputIds(tokenIds);
+            var logits = phi.Forward(inputIds);
+            var loss = phi.CausalLanguageModelLoss(logits, tokenIds);
+            tape?.Backward(loss);
+            writer.AddSingle("logits", logits.ToSingleArray(), [tokenIds.Length, phi.Config.VocabSize]);
+            writer.AddSingle("loss", loss.ToSingleArray(), [1]);
+            if (withGrads)
+                foreach (var parameter in phi.Parameters().Where(p => p.RequiresGrad))
+                {
+                    // A parameter no path reached (never the case for a full model) still gets its zero gradient.
+                    float[] gradient = parameter.Grad?.ToSingleArray() ?? new float[parameter.ElementCount];
+                    writer.AddSingle($"grad.{parameter.Name}", gradient, Array.ConvertAll(parameter.Shape.ToArray(), d => (long)d));
+                }
+            error.WriteLine($"loss {loss.Item():F6} over {tokenIds.Length} ids");
+        }
+        writer.Save(outPath);
+        output.WriteLine($"wrote {outPath}");
+        return 0;
+    }
+
+    private static int[] ParseIds(string text)
+    {
+        var parts = text.Split(',', StringSplitOptions.TrimEntries);
+        var ids = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+            if (!int.TryParse(parts[i], out ids[i]))
+                throw new ModelInputException($"--ids: \"{parts[i]}\" (item {i + 1}) is not an integer token id; expected comma-separated ids like 1,2,3");
+        if (ids.Length < 2) throw new ModelInputException($"--ids: got {ids.Length} id; the causal-LM loss needs at least 2");
+        return ids;
+    }
+}

@@ -1,0 +1,131 @@
+using NUnit.Framework;
+using Phi2Native.Autograd.Ops;
+using Phi2Native.Tensors;
+using Phi2Native.Tests.Support;
+using static Phi2Native.Tests.Support.GradientCheck;
+
+namespace Phi2Native.Tests.Autograd;
+
+/// <summary>A finite-difference gradient check in double precision for every differentiable op, at odd sizes.</summary>
+[TestFixture]
+public class OpGradientTests
+{
+    private readonly Random _random = new(20261128);
+    private readonly List<Tensor> _owned = new();
+
+    private Tensor Input(string name, int[] shape, double scale = 1, bool requiresGrad = true)
+    {
+        var tensor = Random(_random, shape, scale, requiresGrad);
+        tensor.Name = name;
+        _owned.Add(tensor);
+        return tensor;
+    }
+
+    [TearDown]
+    public void TearDown()
+    {
+        foreach (var tensor in _owned) tensor.Dispose();
+        _owned.Clear();
+    }
+
+    [Test]
+    public void Embedding()
+    {
+        var weight = Input("weight", [11, 5]);
+        var ids = Ids([3, 0, 10, 3, 7, 3], 2, 3);   // repeated ids accumulate
+        Check("Embedding", () => EmbeddingOp.Apply(weight, ids), [weight]);
+        ids.Dispose();
+    }
+
+    [Test]
+    public void LayerNorm()
+    {
+        var x = Input("x", [3, 4, 37], 2);
+        var weight = Input("weight", [37]);
+        var bias = Input("bias", [37]);
+        Check("LayerNorm", () => LayerNormOp.Apply(x, weight, bias, 1e-5), [x, weight, bias]);
+    }
+
+    [Test]
+    public void LinearWithAndWithoutBias()
+    {
+        var x = Input("x", [2, 3, 13]);
+        var weight = Input("weight", [7, 13]);
+        var bias = Input("bias", [7]);
+        Check("Linear", () => LinearOp.Apply(x, weight, bias), [x, weight, bias]);
+        Check("Linear without bias", () => LinearOp.Apply(x, weight, null), [x, weight]);
+    }
+
+    [Test]
+    public void LinearOnlyWhereGradientsAreNeeded()
+    {
+        var x = Input("x", [5, 6], requiresGrad: false);
+        var weight = Input("weight", [4, 6]);
+        var bias = Input("bias", [4], requiresGrad: false);
+        Check("Linear, frozen x and bias", () => LinearOp.Apply(x, weight, bias), [weight]);
+        Assert.That(x.Grad, Is.Null);
+        Assert.That(bias.Grad, Is.Null);
+    }
+
+    [TestCase(12, 0)]
+    [TestCase(30, 5)]
+    [TestCase(0, 0)]
+    public void RotaryPartialHalfSplit(int rotaryDim, int positionOffset)
+    {
+        var x = Input("x", [2, 5, 3, 30]);
+        Check("Rotary", () => RotaryOp.Apply(x, rotaryDim, 500.0, positionOffset), [x]);
+    }
+
+    [TestCase(7, 7)]
+    [TestCase(3, 8)]
+    [TestCase(1, 1)]
+    public void CausalAttention(int queryTime, int keyTime)
+    {
+        var q = Input("q", [2, queryTime, 3, 10]);
+        var k = Input("k", [2, keyTime, 3, 10]);
+        var v = Input("v", [2, keyTime, 3, 10]);
+        Check("Attention", () => AttentionOp.Apply(q, k, v), [q, k, v]);
+    }
+
+    [Test]
+    public void GeluNew()
+    {
+        var x = Input("x", [3, 41], 3);
+        Check("GeluNew", () => GeluNewOp.Apply(x), [x]);
+    }
+
+    [Test]
+    public void Dropout()
+    {
+        var x = Input("x", [4, 33]);
+        Check("Dropout", () => DropoutOp.Apply(x, 0.3, 42), [x]);
+    }
+
+    [Test]
+    public void ResidualAddOfATensorWithItself()
+    {
+        var a = Input("a", [3, 9]);
+        var b = Input("b", [3, 9]);
+        // a reaches the output twice: its gradient must be the sum of both paths.
+        Check("Add", () => AddOp.Apply(AddOp.Apply(a, b), a), [a, b]);
+    }
+
+    [Test]
+    public void CrossEntropyWithIgnoredRows()
+    {
+        var logits = Input("logits", [6, 17], 3);
+        var targets = Ids([4, -100, 16, 0, -100, 9], 6);
+        Check("CrossEntropy", () => CrossEntropyOp.Apply(logits, targets), [logits]);
+        targets.Dispose();
+    }
+
+    [Test]
+    public void CrossEntropyOfLargeLogitsStaysFinite()
+    {
+        using var scope = TensorScope.Begin();
+        var logits = Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(new[] { 1e4, -1e4, 0.0, 1e4 }.AsSpan()), DType.F64, [2, 2], DType.F64);
+        var loss = CrossEntropyOp.Apply(logits, Ids([1, 0], 2));
+        // Row 0: logsumexp(1e4, -1e4) - (-1e4) = 2e4; row 1: logsumexp(0, 1e4) - 0 = 1e4.
+        Assert.That(loss.Item(), Is.EqualTo(1.5e4).Within(1e-6));
+    }
+}

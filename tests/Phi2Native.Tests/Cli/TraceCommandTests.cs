@@ -1,0 +1,96 @@
+using NUnit.Framework;
+using Phi2Native.Cli;
+using Phi2Native.IO;
+using Phi2Native.Tests.Support;
+
+namespace Phi2Native.Tests.Cli;
+
+/// <summary>`phi2 trace` end to end, in process: its output file against PyTorch, and its errors.</summary>
+[TestFixture]
+public class TraceCommandTests
+{
+    private string _temp = null!;
+
+    [SetUp] public void SetUp() => _temp = Fixtures.TemporaryDirectory();
+    [TearDown] public void TearDown() => Directory.Delete(_temp, recursive: true);
+
+    private static (int Code, string Output, string Error) Phi2(params string[] args)
+    {
+        var output = new StringWriter();
+        var error = new StringWriter();
+        int code = Program.Run(args, output, error);
+        return (code, output.ToString(), error.ToString());
+    }
+
+    [TestCaseSource(typeof(Models.GoldenTests), nameof(Models.GoldenTests.Variants))]
+    public void TraceWithGradsWritesWhatPyTorchComputes(string variant)
+    {
+        using var golden = Fixtures.OpenGolden(variant);
+        string ids = string.Join(",", golden.ReadInt32("trace.input_ids"));
+        string outPath = Path.Combine(_temp, "trace.safetensors");
+        var (code, _, error) = Phi2("trace", "--model", Fixtures.ModelDirectory(variant), "--ids", ids, "--out", outPath, "--grads");
+        Assert.That(code, Is.EqualTo(0), error);
+
+        using var trace = SafeTensorsFile.Open(outPath);
+        var expectedNames = golden.Tensors.Select(t => t.Name).Where(n => n.StartsWith("trace.", StringComparison.Ordinal) && n != "trace.input_ids")
+            .Select(n => n["trace.".Length..]);
+        Assert.That(trace.Tensors.Select(t => t.Name), Is.EquivalentTo(expectedNames), "trace writes exactly logits, loss and grad.<name>");
+        Assert.That(trace.Get("logits").Shape, Is.EqualTo(golden.Get("trace.logits").Shape));
+        foreach (var tensor in trace.Tensors)
+        {
+            Assert.That(tensor.DTypeName, Is.EqualTo("F32"), tensor.Name);
+            var tolerance = tensor.Name.StartsWith("grad.", StringComparison.Ordinal) ? Tolerance.Gradient(Tensors.DType.F32) : Tolerance.Forward(Tensors.DType.F32);
+            TensorAssert.Close(tensor.Name, golden.ReadAsSingle("trace." + tensor.Name), trace.ReadAsSingle(tensor.Name), tolerance, Fixtures.RegenerateHint);
+        }
+    }
+
+    [Test]
+    public void TraceWithoutGradsWritesOnlyLogitsAndLoss()
+    {
+        string outPath = Path.Combine(_temp, "t.safetensors");
+        var (code, _, error) = Phi2("trace", "--model", Fixtures.ModelDirectory("f32"), "--ids", "1,2,3", "--out", outPath);
+        Assert.That(code, Is.EqualTo(0), error);
+        using var trace = SafeTensorsFile.Open(outPath);
+        Assert.That(trace.Tensors.Select(t => t.Name), Is.EquivalentTo(new[] { "logits", "loss" }));
+        Assert.That(trace.Get("logits").Shape, Is.EqualTo(new long[] { 3, 203 }));
+    }
+
+    [TestCase("--model", "does-not-exist", "does-not-exist")]
+    [TestCase("--ids", "1,2,999", "999")]
+    [TestCase("--ids", "7", "at least 2")]
+    [TestCase("--ids", "1,x,3", "\"x\"")]
+    public void BadInputGivesOneMessageAndExitCode2(string option, string value, string mentioned)
+    {
+        var args = new Dictionary<string, string>
+        {
+            ["--model"] = Fixtures.ModelDirectory("f32"), ["--ids"] = "1,2,3", ["--out"] = Path.Combine(_temp, "o.safetensors"),
+        };
+        args[option] = option == "--model" ? Path.Combine(_temp, value) : value;
+        var (code, _, error) = Phi2(["trace", .. args.SelectMany(kv => new[] { kv.Key, kv.Value })]);
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(error, Does.Contain(mentioned));
+        Assert.That(error, Does.Not.Contain("   at "), "no stack trace for bad input");
+        Assert.That(File.Exists(args["--out"]), Is.False, "nothing written on failure");
+    }
+
+    [Test]
+    public void CorruptWeightsGiveExitCode2NamingTheFile()
+    {
+        string model = Path.Combine(_temp, "model");
+        Directory.CreateDirectory(model);
+        File.Copy(Path.Combine(Fixtures.ModelDirectory("f32"), "config.json"), Path.Combine(model, "config.json"));
+        var bytes = File.ReadAllBytes(Path.Combine(Fixtures.ModelDirectory("f32"), "model.safetensors"));
+        File.WriteAllBytes(Path.Combine(model, "model.safetensors"), bytes[..(bytes.Length / 2)]);
+        var (code, _, error) = Phi2("trace", "--model", model, "--ids", "1,2", "--out", Path.Combine(_temp, "o.safetensors"));
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(error, Does.Contain("model.safetensors"));
+    }
+
+    [Test]
+    public void MissingRequiredOptionIsAUsageErrorWithExitCode2()
+    {
+        var (code, _, error) = Phi2("trace", "--ids", "1,2");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(error, Does.Contain("--model"));
+    }
+}
