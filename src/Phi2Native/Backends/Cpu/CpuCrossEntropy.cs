@@ -1,0 +1,136 @@
+// Fused softmax + cross-entropy over the vocabulary (the LM loss), with an ignore index for masked
+// positions (padding, prompt tokens).
+//
+//   Forward(logits [N,V], targets [N], logSumExp [N]) -> (lossSum, count)
+//       lse_r = log sum_v exp(logits[r,v])  (max-subtracted: finite for any finite logits)
+//       loss_r = lse_r - logits[r, targets[r]],  summed in double over rows with targets[r] != ignoreIndex
+//   Backward(logits [N,V], targets [N], logSumExp [N], scale, dLogits [N,V] =)
+//       dLogits[r] = scale * (softmax(logits[r]) - onehot(targets[r])) on counted rows, 0 on ignored rows
+//       (scale = 1/count gives the mean loss's gradient).
+//
+// Backward needs logits, targets and the logSumExp Forward saved; the [N,V] probabilities are never
+// stored. lse is written for every row, ignored ones included. The loss is summed in row order after
+// the per-row work, so it does not depend on threading.
+using System.Numerics;
+using System.Numerics.Tensors;
+
+namespace Phi2Native.Backends.Cpu;
+
+internal static class CpuCrossEntropy
+{
+    /// <summary>Stack scratch chunk for the exp pass (so a 51200-wide row needs no heap buffer).</summary>
+    private const int Chunk = 512;
+
+    /// <summary>Per-row log-sum-exp and the summed negative log-likelihood of the targets.</summary>
+    /// <param name="logits">[N, V] unnormalized scores.</param>
+    /// <param name="targets">[N] target ids in [0, V), or <paramref name="ignoreIndex"/>.</param>
+    /// <param name="logSumExp">[N] log-sum-exp of each row, overwritten; saved for backward.</param>
+    /// <param name="rows">N.</param>
+    /// <param name="vocabSize">V (&gt; 0).</param>
+    /// <param name="ignoreIndex">Target value that marks a row as excluded (e.g. -100).</param>
+    /// <returns>The loss summed over counted rows (in double) and how many rows were counted.</returns>
+    /// <exception cref="ArgumentException">A span length does not match the dims.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A dim is out of range, or a target that is not
+    /// ignoreIndex is outside [0, V) (the message names the row).</exception>
+    public static unsafe (double lossSum, int count) Forward<TFloat>(ReadOnlySpan<TFloat> logits, ReadOnlySpan<int> targets,
+        Span<TFloat> logSumExp, int rows, int vocabSize, int ignoreIndex)
+        where TFloat : unmanaged, IFloatingPointIeee754<TFloat>
+    {
+        CheckArgs(logits.Length, targets, rows, vocabSize, ignoreIndex);
+        CpuKernelSupport.Length(logSumExp.Length, rows, nameof(logSumExp), "[N]");
+
+        bool parallel = CpuKernelSupport.ShouldParallelize(rows, 3L * rows * vocabSize);
+        fixed (TFloat* pl = logits, plse = logSumExp)
+        {
+            TFloat* lp = pl, lsep = plse;
+            CpuKernelSupport.For(rows, parallel, r =>
+            {
+                var row = new ReadOnlySpan<TFloat>(lp + (long)r * vocabSize, vocabSize);
+                // Subtracting the max keeps every exp in (0, 1]: logits of 1e4 do not overflow.
+                TFloat max = TensorPrimitives.Max(row), sum = TFloat.Zero;
+                Span<TFloat> e = stackalloc TFloat[Math.Min(Chunk, vocabSize)];
+                for (int v0 = 0; v0 < vocabSize; v0 += e.Length)
+                {
+                    int w = Math.Min(e.Length, vocabSize - v0);
+                    TensorPrimitives.Subtract(row.Slice(v0, w), max, e[..w]);
+                    TensorPrimitives.Exp<TFloat>(e[..w], e[..w]);
+                    sum += TensorPrimitives.Sum<TFloat>(e[..w]);
+                }
+                lsep[r] = max + TFloat.Log(sum);
+            });
+        }
+
+        double lossSum = 0;
+        int count = 0;
+        for (int r = 0; r < rows; r++)
+        {
+            int target = targets[r];
+            if (target == ignoreIndex) continue;
+            lossSum += double.CreateChecked(logSumExp[r]) - double.CreateChecked(logits[r * vocabSize + target]);
+            count++;
+        }
+        return (lossSum, count);
+    }
+
+    /// <summary>Gradient of <c>scale * lossSum</c> with respect to the logits.</summary>
+    /// <param name="logits">[N, V] as in forward.</param>
+    /// <param name="targets">[N] as in forward.</param>
+    /// <param name="logSumExp">[N] saved by forward.</param>
+    /// <param name="scale">Upstream gradient of lossSum (1/count for a mean loss).</param>
+    /// <param name="dLogits">[N, V] overwritten: scale * (softmax - onehot) on counted rows, 0 on ignored ones.</param>
+    /// <param name="rows">N.</param>
+    /// <param name="vocabSize">V (&gt; 0).</param>
+    /// <param name="ignoreIndex">As in forward.</param>
+    /// <exception cref="ArgumentException">A span length does not match the dims.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A dim is out of range, or a target that is not
+    /// ignoreIndex is outside [0, V).</exception>
+    public static unsafe void Backward<TFloat>(ReadOnlySpan<TFloat> logits, ReadOnlySpan<int> targets,
+        ReadOnlySpan<TFloat> logSumExp, double scale, Span<TFloat> dLogits, int rows, int vocabSize, int ignoreIndex)
+        where TFloat : unmanaged, IFloatingPointIeee754<TFloat>
+    {
+        CheckArgs(logits.Length, targets, rows, vocabSize, ignoreIndex);
+        CpuKernelSupport.Length(logSumExp.Length, rows, nameof(logSumExp), "[N]");
+        CpuKernelSupport.Length(dLogits.Length, (long)rows * vocabSize, nameof(dLogits), "[N, V]");
+
+        TFloat s = TFloat.CreateChecked(scale);
+        bool parallel = CpuKernelSupport.ShouldParallelize(rows, 3L * rows * vocabSize);
+        fixed (TFloat* pl = logits, plse = logSumExp, pd = dLogits)
+        fixed (int* pt = targets)
+        {
+            TFloat* lp = pl, lsep = plse, dp = pd;
+            int* tp = pt;
+            CpuKernelSupport.For(rows, parallel, r =>
+            {
+                long offset = (long)r * vocabSize;
+                var d = new Span<TFloat>(dp + offset, vocabSize);
+                int target = tp[r];
+                if (target == ignoreIndex)
+                {
+                    d.Clear();
+                    return;
+                }
+                TensorPrimitives.Subtract(new ReadOnlySpan<TFloat>(lp + offset, vocabSize), lsep[r], d);
+                TensorPrimitives.Exp<TFloat>(d, d);
+                TensorPrimitives.Multiply<TFloat>(d, s, d);
+                d[target] -= s;
+            });
+        }
+    }
+
+    private static void CheckArgs(int logitsLength, ReadOnlySpan<int> targets, int rows, int vocabSize, int ignoreIndex)
+    {
+        CpuKernelSupport.NonNegative(rows, nameof(rows));
+        CpuKernelSupport.Positive(vocabSize, nameof(vocabSize));
+        CpuKernelSupport.Length(logitsLength, (long)rows * vocabSize, "logits", "[N, V]");
+        CpuKernelSupport.Length(targets.Length, rows, nameof(targets), "[N]");
+        // Checked up front, on the calling thread, so a bad target surfaces as itself rather than
+        // inside an AggregateException, and before anything is written.
+        for (int r = 0; r < rows; r++)
+        {
+            int t = targets[r];
+            if (t != ignoreIndex && (uint)t >= (uint)vocabSize)
+                throw new ArgumentOutOfRangeException(nameof(targets), t,
+                    $"targets[{r}] (row {r}) = {t} is outside [0, {vocabSize}) and is not the ignore index {ignoreIndex}.");
+        }
+    }
+}
