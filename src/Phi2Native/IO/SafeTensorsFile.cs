@@ -29,7 +29,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     // even for a tensor whose byte size does.
     private const int ChunkElements = 1 << 20;
 
-    private readonly SafeTensorInfo[] _tensors;
+    private readonly IReadOnlyList<SafeTensorInfo> _tensors;
     private readonly Dictionary<string, SafeTensorInfo> _byName;
     private readonly IReadOnlyDictionary<string, string> _metadata;
     private readonly MemoryMappedFile _mapping;
@@ -44,8 +44,9 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         _mapping = mapping;
         _view = view;
         _data = data;
-        _metadata = header.Metadata;
-        _tensors = header.Tensors;
+        _metadata = new System.Collections.ObjectModel.ReadOnlyDictionary<string, string>(header.Metadata);
+        // Read-only wrappers, so a caller that casts cannot change what every other reader of this file sees.
+        _tensors = Array.AsReadOnly(header.Tensors);
         _byName = _tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
     }
 
@@ -157,7 +158,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     {
         ThrowIfDisposed();
         if (_byName.TryGetValue(name, out SafeTensorInfo? info)) return info;
-        throw new KeyNotFoundException($"{FilePath}: no tensor named '{name}' (the file has {_tensors.Length} tensors)");
+        throw new KeyNotFoundException($"{FilePath}: no tensor named '{name}' (the file has {_tensors.Count} tensors)");
     }
 
     /// <summary>

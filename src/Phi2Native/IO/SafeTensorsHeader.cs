@@ -25,7 +25,7 @@ internal static class SafeTensorsHeader
     public const string MetadataKey = "__metadata__";
 
     /// <summary>A validated header.</summary>
-    public sealed record Parsed(IReadOnlyDictionary<string, string> Metadata, SafeTensorInfo[] Tensors);
+    public sealed record Parsed(Dictionary<string, string> Metadata, SafeTensorInfo[] Tensors);
 
     /// <summary>
     /// Parses <paramref name="header"/> and checks every entry against a data section of
@@ -54,7 +54,7 @@ internal static class SafeTensorsHeader
             if (root.ValueKind != JsonValueKind.Object)
                 throw Fail(path, $"the header must be a JSON object, found {Describe(root.ValueKind)}");
 
-            IReadOnlyDictionary<string, string> metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+            var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
             var tensors = new List<SafeTensorInfo>();
             // JsonDocument keeps duplicate properties, and a reader that silently took the first or the last
             // could load a different tensor than another tool does; so they are an error.
