@@ -11,7 +11,7 @@ public static class Fixtures
     private static readonly Lazy<string> s_root = new(() =>
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "Phi2Native.sln"))) return dir.FullName;
+            if (File.Exists(System.IO.Path.Combine(dir.FullName, "Phi2Native.sln"))) return dir.FullName;
         throw new DirectoryNotFoundException($"no Phi2Native.sln above {AppContext.BaseDirectory}");
     });
 
