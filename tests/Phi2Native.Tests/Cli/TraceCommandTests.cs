@@ -87,6 +87,19 @@ public class TraceCommandTests
     }
 
     [Test]
+    public void InconsistentConfigGivesExitCode2NamingTheFields()
+    {
+        string model = Path.Combine(_temp, "model");
+        Directory.CreateDirectory(model);
+        string config = File.ReadAllText(Path.Combine(Fixtures.ModelDirectory("f32"), "config.json"));
+        File.WriteAllText(Path.Combine(model, "config.json"), config.Replace("\"hidden_size\": 60", "\"hidden_size\": 61"));
+        File.Copy(Path.Combine(Fixtures.ModelDirectory("f32"), "model.safetensors"), Path.Combine(model, "model.safetensors"));
+        var (code, _, error) = Phi2("trace", "--model", model, "--ids", "1,2", "--out", Path.Combine(_temp, "o.safetensors"));
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(error, Does.Contain("hidden_size 61 is not divisible by num_attention_heads 2"));
+    }
+
+    [Test]
     public void MissingRequiredOptionIsAUsageErrorWithExitCode2()
     {
         var (code, _, error) = Phi2("trace", "--ids", "1,2");

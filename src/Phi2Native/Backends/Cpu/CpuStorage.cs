@@ -29,7 +29,17 @@ internal sealed unsafe class CpuStorage : TensorStorage
 
     protected override void Release()
     {
-        NativeMemory.AlignedFree(_pointer);
-        _pointer = null;
+        Free();
+        GC.SuppressFinalize(this);
+    }
+
+    // A safety net for tensors that were never disposed: native memory must not leak with them.
+    ~CpuStorage() => Free();
+
+    private void Free()
+    {
+        void* pointer;
+        fixed (void** slot = &_pointer) pointer = (void*)Interlocked.Exchange(ref *(nint*)slot, 0);
+        if (pointer != null) NativeMemory.AlignedFree(pointer);
     }
 }

@@ -1,3 +1,4 @@
+using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Tensors;
 
@@ -158,7 +159,16 @@ public sealed class Phi2Model : IDisposable
         if (Training && Config.EmbdPdrop > 0) hidden = DropoutOp.Apply(hidden, Config.EmbdPdrop, Mix(forwardSeed, ulong.MaxValue));
         double residualDropout = Training ? Config.ResidPdrop : 0;
         foreach (var layer in Layers)
-            hidden = layer.Forward(hidden, residualDropout, Mix(forwardSeed, (ulong)layer.Index));
+        {
+            if (GradientTape.Current != null)
+            {
+                hidden = layer.Forward(hidden, residualDropout, Mix(forwardSeed, (ulong)layer.Index));
+                continue;
+            }
+            // Inference: nothing is saved for backward, so a layer's intermediates are freed as soon as it is done.
+            using var layerScope = TensorScope.Begin();
+            hidden = layerScope.Keep(layer.Forward(hidden, residualDropout, Mix(forwardSeed, (ulong)layer.Index)));
+        }
         return LmHead.Forward(FinalLayerNorm.Forward(hidden));                       // [B, T, V]
     }
 
