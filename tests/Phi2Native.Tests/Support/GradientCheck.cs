@@ -33,7 +33,7 @@ public static class GradientCheck
     /// Checks every input that requires a gradient, at up to <paramref name="samplesPerInput"/> elements each
     /// (all of them for small inputs).
     /// </summary>
-    public static void Check(string name, Func<Tensor> function, IReadOnlyList<Tensor> inputs, int seed = 7, int samplesPerInput = 40, double step = 1e-6)
+    public static void Check(string name, Func<Tensor> function, IReadOnlyList<Tensor> inputs, int seed = 7, int samplesPerInput = 40, double step = Tolerance.Kernel.FdStep)
     {
         var random = new Random(seed);
         Tensor? weights = null;

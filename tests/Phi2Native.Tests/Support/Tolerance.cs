@@ -27,4 +27,19 @@ public readonly record struct Tolerance(double Absolute, double Relative)
 
     /// <summary>Analytic double-precision gradients against central finite differences (h = 1e-6).</summary>
     public static Tolerance FiniteDifference => new(1e-7, 1e-6);
+
+    /// <summary>
+    /// Span-level kernel tests, whose comparisons use a plain absolute part: |a - e| &lt;= atol + rtol * |e|.
+    /// </summary>
+    public static class Kernel
+    {
+        /// <summary>Forward in double against the double reference: only rounding separates them.</summary>
+        public const double DoubleAtol = 1e-12, DoubleRtol = 1e-10;
+
+        /// <summary>The float path against the double path (reductions over a few hundred terms lose a little more than 1 ulp).</summary>
+        public const double FloatAtol = 2e-5, FloatRtol = 2e-5;
+
+        /// <summary>Central-difference step and the allowed gap between numeric and analytic gradients (truncation ~h^2, rounding ~1e-16/h).</summary>
+        public const double FdStep = 1e-6, GradTol = 1e-7;
+    }
 }

@@ -1,22 +1,16 @@
-// Shared helpers for the CPU kernel tests: seeded random data, tolerances (defined once here),
+// Shared helpers for the CPU kernel tests: seeded random data, tolerances (from Support/Tolerance.cs),
 // element-wise comparison that names the tensor and the first bad index, and central-difference
 // gradient checks in double precision.
 using NUnit.Framework;
+using Phi2Native.Tests.Support;
 
 namespace Phi2Native.Tests.Backends.Cpu;
 
 internal static class KernelCheck
 {
-    /// <summary>Forward in double against the double reference: only rounding separates them.</summary>
-    public const double DoubleAtol = 1e-12, DoubleRtol = 1e-10;
-
-    /// <summary>The float path against the double path (float has ~7 significant digits, and
-    /// reductions over a few hundred terms lose a little more).</summary>
-    public const double FloatAtol = 2e-5, FloatRtol = 2e-5;
-
-    /// <summary>Central-difference step and the allowed relative gap between numeric and analytic
-    /// gradients (truncation ~h^2 and rounding ~1e-16/h both sit well below it).</summary>
-    public const double FdStep = 1e-6, GradTol = 1e-7;
+    public const double DoubleAtol = Tolerance.Kernel.DoubleAtol, DoubleRtol = Tolerance.Kernel.DoubleRtol;
+    public const double FloatAtol = Tolerance.Kernel.FloatAtol, FloatRtol = Tolerance.Kernel.FloatRtol;
+    public const double FdStep = Tolerance.Kernel.FdStep, GradTol = Tolerance.Kernel.GradTol;
 
     /// <summary>Uniform values in [-scale, scale) from a fixed seed.</summary>
     public static double[] Random(int count, int seed, double scale = 1.0)
