@@ -73,7 +73,7 @@ public static class DTypes
     }
 
     /// <summary>
-    /// Widens <paramref name="count"/> elements of <paramref name="source"/> (raw little-endian bytes of
+    /// Widens destination.Length elements of <paramref name="source"/> (raw little-endian bytes of
     /// <paramref name="sourceType"/>) into <paramref name="destination"/>.
     /// </summary>
     public static void WidenToSingle(ReadOnlySpan<byte> source, DType sourceType, Span<float> destination)
