@@ -26,16 +26,19 @@ public sealed class BackwardContext
     public Tensor? AccumulatorFor(Tensor? input)
     {
         if (input is not { RequiresGrad: true }) return null;
+        var backend = input.Backend;
         if (input.IsLeaf)
         {
-            if (input.Grad == null || input.Grad.Storage.IsShared) ReplaceLeafGradient(input, input.Backend.Zeros(input.Shape, input.DType));
+            if (input.Grad == null) ReplaceLeafGradient(input, backend.Zeros(input.Shape, input.DType));
+            // Never accumulate in place into memory another gradient shares: take a private copy first.
+            else if (input.Grad.Storage.IsShared) ReplaceLeafGradient(input, backend.Cast(input.Grad, input.DType));
             return input.Grad;
         }
-        if (_gradients.TryGetValue(input, out var pending) && !pending.Storage.IsShared) return pending;
-        var zeros = input.Backend.Zeros(input.Shape, input.DType);
-        if (pending != null) { input.Backend.AddInPlace(zeros, pending); pending.Dispose(); }
-        _gradients[input] = zeros;
-        return zeros;
+        if (!_gradients.TryGetValue(input, out var pending)) return _gradients[input] = backend.Zeros(input.Shape, input.DType);
+        if (!pending.Storage.IsShared) return pending;
+        _gradients[input] = backend.Cast(pending, pending.DType);
+        pending.Dispose();
+        return _gradients[input];
     }
 
     /// <summary>
