@@ -1,1 +1,56 @@
-System.Console.WriteLine("bench");
+// Phi2Native benchmark harness.
+//
+//   dotnet run -c Release --project bench/Phi2Native.Bench -- gemm [options]
+//
+// Each mode validates what it times against a reference first, warms up, then reports the median
+// of repeated runs against the machine's ceiling (see Machine.cs). Arguments are parsed by hand:
+// the harness takes no dependencies beyond the library.
+using Phi2Native.Bench;
+
+return BenchMain.Run(args);
+
+namespace Phi2Native.Bench
+{
+    internal static class BenchMain
+    {
+        public static int Run(string[] args)
+        {
+            if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
+            {
+                Console.WriteLine(Usage);
+                return args.Length == 0 ? 1 : 0;
+            }
+            try
+            {
+                var options = new ArgReader(args[1..]);
+                switch (args[0])
+                {
+                    case "gemm": return GemmBench.Run(options);
+                    default:
+                        Console.Error.WriteLine($"unknown mode '{args[0]}'\n\n{Usage}");
+                        return 1;
+                }
+            }
+            catch (ArgumentException e)
+            {
+                Console.Error.WriteLine($"error: {e.Message}\n\n{Usage}");
+                return 1;
+            }
+        }
+
+        private const string Usage = """
+            usage: Phi2Native.Bench <mode> [options]
+
+            modes:
+              gemm   CPU matrix multiply (CpuGemm): validate, warm up, time, report GFLOP/s and % of peak
+                     --shapes MxNxK[:TT],...   shapes; the optional suffix gives transposes of A and B
+                                               (N = as stored, T = transposed), default NT (x . W^T)
+                     --reps N                  timed runs per shape, median reported (default 7)
+                     --warmup N                untimed runs per shape (default 2)
+                     --threads N               cap on threads (default: all cores)
+                     --kernel auto|v512|v256|portable
+                     --double                  time the double-precision path instead of float
+                     --markdown                print the table as Markdown
+            """;
+    }
+}
