@@ -5,8 +5,11 @@ namespace Phi2Native.Tests.Support;
 /// <summary>Element-wise comparison that, on failure, names the tensor, the largest error, where it is, and the first mismatch.</summary>
 public static class TensorAssert
 {
-    /// <summary>Asserts actual ≈ expected within <paramref name="tolerance"/> (see <see cref="Tolerance"/>).</summary>
-    public static void Close(string name, ReadOnlySpan<double> expected, ReadOnlySpan<double> actual, Tolerance tolerance, string? hint = null)
+    /// <summary>
+    /// Asserts actual ≈ expected within <paramref name="tolerance"/> (see <see cref="Tolerance"/>), plus
+    /// <paramref name="absoluteFloor"/>: a fixed allowance for noise in the reference itself (finite differences).
+    /// </summary>
+    public static void Close(string name, ReadOnlySpan<double> expected, ReadOnlySpan<double> actual, Tolerance tolerance, string? hint = null, double absoluteFloor = 0)
     {
         Assert.That(actual.Length, Is.EqualTo(expected.Length), $"{name}: element count");
         double scale = 0;
@@ -18,14 +21,14 @@ public static class TensorAssert
             double error = Math.Abs(actual[i] - expected[i]);
             if (double.IsNaN(actual[i]) || double.IsNaN(expected[i])) error = double.PositiveInfinity;
             if (error > worstError || worst < 0) (worstError, worst) = (error, i);
-            if (!(error <= tolerance.Absolute * scale + tolerance.Relative * Math.Abs(expected[i])))
+            if (!(error <= absoluteFloor + tolerance.Absolute * scale + tolerance.Relative * Math.Abs(expected[i])))
             {
                 bad++;
                 if (firstBad < 0) firstBad = i;
             }
         }
         if (bad == 0) return;
-        Assert.Fail($"{name}: {bad} of {expected.Length} elements out of tolerance (abs {tolerance.Absolute:G3} x max|ref| {scale:G4}, rel {tolerance.Relative:G3}); " +
+        Assert.Fail($"{name}: {bad} of {expected.Length} elements out of tolerance (abs {tolerance.Absolute:G3} x max|ref| {scale:G4} + {absoluteFloor:G3}, rel {tolerance.Relative:G3}); " +
                     $"largest error {worstError:G4} at [{worst}] (expected {expected[worst]:G9}, got {actual[worst]:G9}); " +
                     $"first mismatch at [{firstBad}] (expected {expected[firstBad]:G9}, got {actual[firstBad]:G9})" +
                     (hint is null ? "" : $"; {hint}"));
