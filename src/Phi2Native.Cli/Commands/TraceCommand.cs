@@ -31,7 +31,10 @@ internal static class TraceCommand
     public static int Run(string modelDirectory, string idsText, string outPath, bool withGrads, TextWriter output, TextWriter error)
     {
         int[] tokenIds = ParseIds(idsText);
-        using var phi = Phi2Checkpoint.Load(modelDirectory, CpuBackend.Default, DType.F32, warning => error.WriteLine($"warning: {warning}"));
+        // Progress and remarks go to standard error: standard output carries only the result line.
+        var stages = new StageProgress(error);
+        using var phi = stages.Run($"loading {modelDirectory}", progress => Phi2Checkpoint.Load(modelDirectory, CpuBackend.Default, DType.F32,
+            warning => error.WriteLine($"warning: {warning}"), progress));
         phi.Training = false;
         if (withGrads) phi.SetRequiresGrad(true);
         var writer = new SafeTensorsWriter();
@@ -40,10 +43,13 @@ internal static class TraceCommand
         using (var scope = TensorScope.Begin())
         using (var tape = withGrads ? GradientTape.Begin() : null)
         {
-            var inputIds = phi.CreateInputIds(tokenIds);
-            var logits = phi.Forward(inputIds);
-            var loss = phi.CausalLanguageModelLoss(logits, tokenIds);
-            tape?.Backward(loss);
+            var (logits, loss) = stages.Run(withGrads ? "forward and backward" : "forward", _ =>
+            {
+                var logits = phi.Forward(phi.CreateInputIds(tokenIds));
+                var loss = phi.CausalLanguageModelLoss(logits, tokenIds);
+                tape?.Backward(loss);
+                return (logits, loss);
+            });
             writer.AddSingle("logits", logits.ToSingleArray(), [tokenIds.Length, phi.Config.VocabSize]);
             writer.AddSingle("loss", loss.ToSingleArray(), [1]);
             if (withGrads)

@@ -19,10 +19,11 @@ public static class Phi2Checkpoint
     /// <param name="backend">Where the weights go.</param>
     /// <param name="dtype">Compute dtype of the weights (F32 on the CPU; F64 for gradient checks).</param>
     /// <param name="warn">Receives non-fatal remarks (e.g. bos/eos outside a tiny vocabulary).</param>
+    /// <param name="progress">Receives the fraction of parameters loaded, from 0 to 1 (a real Phi-2 takes a while).</param>
     /// <exception cref="CheckpointException">The folder or weight files are missing, or tensors are missing, unexpected or mis-shaped (all listed).</exception>
     /// <exception cref="ModelConfigException">config.json is missing, malformed or unsupported.</exception>
     /// <exception cref="SafeTensorsFormatException">A weight file is truncated or corrupt.</exception>
-    public static Phi2Model Load(string directory, IBackend backend, DType dtype = DType.F32, Action<string>? warn = null)
+    public static Phi2Model Load(string directory, IBackend backend, DType dtype = DType.F32, Action<string>? warn = null, IProgress<double>? progress = null)
     {
         if (!Directory.Exists(directory))
             throw new CheckpointException($"model folder '{directory}' does not exist; pass a folder holding config.json and model.safetensors");
@@ -31,7 +32,14 @@ public static class Phi2Checkpoint
         try
         {
             var sources = CollectSources(files, config);
-            return new Phi2Model(config, backend, (name, shape) => sources[name].Load(backend, dtype));
+            int loaded = 0;
+            progress?.Report(0);
+            return new Phi2Model(config, backend, (name, shape) =>
+            {
+                var tensor = sources[name].Load(backend, dtype);
+                progress?.Report((double)++loaded / sources.Count);
+                return tensor;
+            });
         }
         finally
         {
