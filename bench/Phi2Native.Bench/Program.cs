@@ -26,6 +26,7 @@ namespace Phi2Native.Bench
                 switch (args[0])
                 {
                     case "gemm": return GemmBench.Run(options);
+                    case "gemm-kernel": return GemmKernelBench.Run(options);
                     default:
                         Console.Error.WriteLine($"unknown mode '{args[0]}'\n\n{Usage}");
                         return 1;
@@ -51,6 +52,10 @@ namespace Phi2Native.Bench
                      --kernel auto|v512|v256|portable
                      --double                  time the double-precision path instead of float
                      --markdown                print the table as Markdown
+                     --peak GFLOPS             fp32 ceiling to report against, instead of probing the machine
+              gemm-kernel   each fp32 microkernel alone on L1-resident panels, one core: the ceiling for gemm
+                     --kc N                    depth of the panels (default 256)
+                     --peak GFLOPS, --markdown as for gemm
             """;
     }
 }

@@ -5,14 +5,17 @@ namespace Phi2Native.Backends.Cpu;
 
 // The blocked driver (GotoBLAS / BLIS loop order) and its split over threads.
 //
-//   for jc in N step NC:                      B panel  [KC, NC]  packed once, reused for all of M (L2/L3)
+//   for jc in N step NC:                      B panel  [KC, NC]  packed once, reused for all of M (L2)
 //     for pc in K step KC:                    beta applies on the first k block only
 //       pack op(B)[pc:+KC, jc:+NC]
-//       for ic in M step MC:                  A block  [MC, KC]  packed once, reused for the whole B panel (L2)
+//       for ic in M step MC:                  A block  [MC, KC]  packed just before use, so it is hot in L2
 //         pack op(A)[ic:+MC, pc:+KC]
-//         for jr in NC step NR:               B micro-panel [KC, NR] reused across the MC rows (L1)
+//         for jr in NC step NR:               B micro-panel [KC, NR] reused across the MC rows (L1/L2)
 //           for ir in MC step MR:             A micro-panel [MR, KC] streamed
 //             kernel: C[ic+ir:+MR, jc+jr:+NR] = alpha * A . B + beta_k * C
+//
+// A is re-packed once per B panel (N / NC times). Packing all of A once per k block instead
+// (it fits L2 for 512 tokens) measured 6% slower on Zen 4: the block then comes back from L3.
 //
 // Threads split C into independent tiles (no barriers, no shared packing): along N when n >= m
 // (each thread packs only its columns of B and re-packs the smaller A), along M otherwise.

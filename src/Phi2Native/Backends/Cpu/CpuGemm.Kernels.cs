@@ -89,9 +89,11 @@ internal readonly unsafe struct Vector512Kernel<T> : IGemmKernel<T> where T : un
 {
     public static int MR => 12;
     public static int NR => 2 * Vector512<T>.Count;
+    // Tuned on Zen 4 (single core, 512x2560x2560 x.W^T and 1024^3): KC 192..384 and MC 72..288 are
+    // within noise of each other; NC 512 (B panel 512 KB, half of L2) beats 4096 by ~5%.
     public static int KC => 256;
     public static int MC => 144;
-    public static int NC => 4096;
+    public static int NC => 512;
     public static bool IsSupported => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -165,8 +167,8 @@ internal readonly unsafe struct Vector256Kernel<T> : IGemmKernel<T> where T : un
     public static int MR => 6;
     public static int NR => 2 * Vector256<T>.Count;
     public static int KC => 256;
-    public static int MC => 120;
-    public static int NC => 4096;
+    public static int MC => 144;
+    public static int NC => 512;
     public static bool IsSupported => Vector256.IsHardwareAccelerated && Fma.IsSupported;
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -228,8 +230,8 @@ internal readonly unsafe struct PortableKernel<T> : IGemmKernel<T> where T : unm
     public static int MR => 4;
     public static int NR => 2 * Vector<T>.Count;
     public static int KC => 256;
-    public static int MC => 128;
-    public static int NC => 4096;
+    public static int MC => 144;
+    public static int NC => 512;
     public static bool IsSupported => true;
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
