@@ -44,8 +44,9 @@ namespace Phi2Native.Bench
 
             modes:
               gemm   CPU matrix multiply (CpuGemm): validate, warm up, time, report GFLOP/s and % of peak
-                     --shapes MxNxK[:TT],...   shapes; the optional suffix gives transposes of A and B
-                                               (N = as stored, T = transposed), default NT (x . W^T)
+                     --shapes [B*]MxNxK[:TT],...  shapes; the optional suffix gives transposes of A and B
+                                               (N = as stored, T = transposed), default NT (x . W^T);
+                                               B* makes it a strided batch of B products
                      --reps N                  timed runs per shape, median reported (default 7)
                      --warmup N                untimed runs per shape (default 2)
                      --threads N               cap on threads (default: all cores)
