@@ -133,15 +133,15 @@ public class CpuGemmTests
         // (which sizes this thread's packing buffers) it must not touch the GC heap.
         float[] a = new float[40 * 50], b = new float[30 * 50], c = new float[40 * 30];
         double[] ad = new double[40 * 50], bd = new double[30 * 50], cd = new double[40 * 30];
-        void Both()
+        void Products()
         {
             CpuGemm.Gemm(false, true, 40, 30, 50, 1f, a, 50, b, 50, 0f, c, 30);
             CpuGemm.Gemm(true, false, 30, 30, 40, 1.0, ad, 30, bd, 30, 0.5, cd, 30);
             CpuGemm.GemmBatched(false, true, 8, 6, 50, 1f, a, 50, 400, b, 50, 300, 0f, c, 30, 6, 5);
         }
-        Both();
+        Products();
         long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 10; i++) Both();
+        for (int i = 0; i < 10; i++) Products();
         Assert.That(GC.GetAllocatedBytesForCurrentThread() - before, Is.Zero);
     }
 

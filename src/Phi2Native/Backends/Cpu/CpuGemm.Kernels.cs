@@ -18,6 +18,8 @@ namespace Phi2Native.Backends.Cpu;
 // Sizing on Zen 4 (the machine this was tuned on): 32 zmm registers; 512-bit FMAs issue one per
 // cycle (two 256-bit pipes), latency 4. 12 x 32 floats = 24 zmm accumulators + 2 for b keeps
 // 24 independent FMA chains in flight (>= 4 needed) with 2 loads + 12 broadcasts per 24 FMAs.
+// On its own (L1-resident panels, `Phi2Native.Bench gemm-kernel`) it runs at 99.8% of a core's
+// peak; RyuJIT keeps all 24 accumulators in zmm registers (checked with DOTNET_JitDisasm).
 
 /// <summary>
 /// One register-blocked microkernel: its tile shape, its cache blocking and the tile update itself.
