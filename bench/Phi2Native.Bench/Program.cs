@@ -26,6 +26,7 @@ namespace Phi2Native.Bench
                 switch (args[0])
                 {
                     case "gemm": return GemmBench.Run(options);
+                    case "gemm-kernel": return GemmKernelBench.Run(options);
                     default:
                         Console.Error.WriteLine($"unknown mode '{args[0]}'\n\n{Usage}");
                         return 1;
@@ -43,14 +44,19 @@ namespace Phi2Native.Bench
 
             modes:
               gemm   CPU matrix multiply (CpuGemm): validate, warm up, time, report GFLOP/s and % of peak
-                     --shapes MxNxK[:TT],...   shapes; the optional suffix gives transposes of A and B
-                                               (N = as stored, T = transposed), default NT (x . W^T)
+                     --shapes [B*]MxNxK[:TT],...  shapes; the optional suffix gives transposes of A and B
+                                               (N = as stored, T = transposed), default NT (x . W^T);
+                                               B* makes it a strided batch of B products
                      --reps N                  timed runs per shape, median reported (default 7)
                      --warmup N                untimed runs per shape (default 2)
                      --threads N               cap on threads (default: all cores)
                      --kernel auto|v512|v256|portable
                      --double                  time the double-precision path instead of float
                      --markdown                print the table as Markdown
+                     --peak GFLOPS             fp32 ceiling to report against, instead of probing the machine
+              gemm-kernel   each fp32 microkernel alone on L1-resident panels, one core: the ceiling for gemm
+                     --kc N                    depth of the panels (default 256)
+                     --peak GFLOPS, --markdown as for gemm
             """;
     }
 }

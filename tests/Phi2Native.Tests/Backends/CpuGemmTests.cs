@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using NUnit.Framework;
 using Phi2Native.Backends.Cpu;
 
@@ -6,7 +7,7 @@ namespace Phi2Native.Tests.Backends;
 
 /// <summary>
 /// <see cref="CpuGemm"/> against a triple loop in double: every transpose, every kernel, sizes that
-/// are not multiples of any block (MR 12/6/4, NR 32/16, KC 256, MC 144), padded leading dimensions
+/// are not multiples of any block (MR 12/6/4, NR 32/16/8, KC 256, MC 144, NC 512/1024), padded leading dimensions
 /// whose padding holds NaN (A, B: must not be read) or a sentinel (C: must not be written),
 /// alpha/beta cases, batches and argument errors. Fixed seeds throughout.
 /// </summary>
@@ -18,11 +19,14 @@ public class CpuGemmTests
 
     private static GemmKernelKind Kernel(string name) => Enum.Parse<GemmKernelKind>(name);
 
-    /// <summary>(m, n, k): odd sizes, single rows/columns, k spanning two k blocks, n spanning two n blocks.</summary>
+    /// <summary>
+    /// (m, n, k): odd sizes, single rows/columns, exact tile multiples, and products spanning several
+    /// blocks of M (MC 144), N (NC 512/1024) and K (KC 256) at once.
+    /// </summary>
     private static readonly (int M, int N, int K)[] Shapes =
     [
         (1, 1, 1), (7, 33, 65), (33, 7, 257), (65, 257, 7), (257, 65, 33), (1, 257, 33), (257, 1, 65),
-        (33, 65, 1), (12, 32, 256), (24, 64, 512), (145, 97, 300), (3, 4133, 5),
+        (33, 65, 1), (12, 32, 256), (24, 64, 512), (145, 97, 300), (3, 4133, 5), (150, 1100, 260),
     ];
 
     private static IEnumerable<TestCaseData> ProductCases()
@@ -120,6 +124,25 @@ public class CpuGemmTests
         var expectedF = new Expected(new double[m * n]);
         expectedF.Add(false, false, m, n, k, 1.0, ToDouble(af), 0, k, ToDouble(bf), 0, n, 0.0, 0, n);
         expectedF.AssertMatches(cf, k, "float");
+    }
+
+    [Test]
+    public void SmallProducts_AllocateNothing()
+    {
+        // Below the parallel threshold a product runs on the calling thread; after the first call
+        // (which sizes this thread's packing buffers) it must not touch the GC heap.
+        float[] a = new float[40 * 50], b = new float[30 * 50], c = new float[40 * 30];
+        double[] ad = new double[40 * 50], bd = new double[30 * 50], cd = new double[40 * 30];
+        void Products()
+        {
+            CpuGemm.Gemm(false, true, 40, 30, 50, 1f, a, 50, b, 50, 0f, c, 30);
+            CpuGemm.Gemm(true, false, 30, 30, 40, 1.0, ad, 30, bd, 30, 0.5, cd, 30);
+            CpuGemm.GemmBatched(false, true, 8, 6, 50, 1f, a, 50, 400, b, 50, 300, 0f, c, 30, 6, 5);
+        }
+        Products();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 10; i++) Products();
+        Assert.That(GC.GetAllocatedBytesForCurrentThread() - before, Is.Zero);
     }
 
     [Test]
@@ -282,26 +305,43 @@ public class CpuGemmTests
         private readonly bool[] _written = new bool[c0.Length];
 
         /// <summary>Applies C[cOffset + i ldc + j] = alpha op(A) op(B) + beta C0 by a triple loop.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)] // skip tier 0: it runs once per test, for up to 10^8 steps
         public void Add(bool ta, bool tb, int m, int n, int k, double alpha, double[] a, int aOffset, int lda,
             double[] b, int bOffset, int ldb, double beta, int cOffset, int ldc)
         {
+            // op(A) [m, k] and op(B) [k, n] gathered contiguously, then an i-p-j loop that streams rows of op(B).
+            var opA = new double[m * k];
+            var opB = new double[k * n];
             for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
+            for (int p = 0; p < k; p++) opA[i * k + p] = a[aOffset + (ta ? p * lda + i : i * lda + p)];
+            for (int p = 0; p < k; p++)
+            for (int j = 0; j < n; j++) opB[p * n + j] = b[bOffset + (tb ? j * ldb + p : p * ldb + j)];
+            var sums = new double[n];
+            var abs = new double[n];
+            for (int i = 0; i < m; i++)
             {
-                double sum = 0, abs = 0;
+                Array.Clear(sums);
+                Array.Clear(abs);
                 for (int p = 0; p < k; p++)
                 {
-                    double x = a[aOffset + (ta ? p * lda + i : i * lda + p)], y = b[bOffset + (tb ? j * ldb + p : p * ldb + j)];
-                    sum += x * y;
-                    abs += Math.Abs(x * y);
+                    double x = opA[i * k + p];
+                    var row = opB.AsSpan(p * n, n);
+                    for (int j = 0; j < n; j++)
+                    {
+                        sums[j] += x * row[j];
+                        abs[j] += Math.Abs(x * row[j]);
+                    }
                 }
-                int idx = cOffset + i * ldc + j;
-                Assert.That(_written[idx], Is.False, $"test bug: C element {idx} written by two products");
-                // beta == 0 (alpha == 0) means "not used" (BLAS), not IEEE 0 * NaN.
-                double old = beta == 0 ? 0 : beta * c0[idx];
-                _value[idx] = (alpha == 0 ? 0 : alpha * sum) + old;
-                _magnitude[idx] = Math.Abs(alpha) * abs + Math.Abs(old);
-                _written[idx] = true;
+                for (int j = 0; j < n; j++)
+                {
+                    int idx = cOffset + i * ldc + j;
+                    if (_written[idx]) Assert.Fail($"test bug: C element {idx} written by two products");
+                    // beta == 0 (alpha == 0) means "not used" (BLAS), not IEEE 0 * NaN.
+                    double old = beta == 0 ? 0 : beta * c0[idx];
+                    _value[idx] = (alpha == 0 ? 0 : alpha * sums[j]) + old;
+                    _magnitude[idx] = Math.Abs(alpha) * abs[j] + Math.Abs(old);
+                    _written[idx] = true;
+                }
             }
         }
 
