@@ -27,6 +27,7 @@ namespace Phi2Native.Bench
                 {
                     case "gemm": return GemmBench.Run(options);
                     case "gemm-kernel": return GemmKernelBench.Run(options);
+                    case "step": return StepBench.Run(options);
                     default:
                         Console.Error.WriteLine($"unknown mode '{args[0]}'\n\n{Usage}");
                         return 1;
@@ -57,6 +58,9 @@ namespace Phi2Native.Bench
               gemm-kernel   each fp32 microkernel alone on L1-resident panels, one core: the ceiling for gemm
                      --kc N                    depth of the panels (default 256)
                      --peak GFLOPS, --markdown as for gemm
+              step   end-to-end training steps (forward + backward, all parameters trainable) on the CPU backend:
+                     the demo's tiny model and Phi-2's dimensions cut to 2 layers; tokens/s, GFLOP/s, % of peak
+                     --reps N, --warmup N, --peak GFLOPS, --markdown
             """;
     }
 }

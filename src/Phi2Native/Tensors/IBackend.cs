@@ -15,6 +15,15 @@ public interface IBackend : IDisposable
     /// <summary>The device this backend computes on.</summary>
     Device Device { get; }
 
+    /// <summary>Bytes held by tensors, their peak, and bytes cached for reuse.</summary>
+    MemoryStatistics Memory { get; }
+
+    /// <summary>Returns memory cached for reuse to the system (or the driver).</summary>
+    void ReleaseCachedMemory();
+
+    /// <summary>Starts a new peak measurement at the current use.</summary>
+    void ResetPeakMemory();
+
     /// <summary>A tensor of undefined contents (backends may poison it with NaN to catch reads before writes).</summary>
     Tensor Empty(ReadOnlySpan<int> shape, DType dtype);
 

@@ -11,9 +11,16 @@ namespace Phi2Native.Backends.Cpu;
 /// <remarks>F16 and BF16 tensors can be stored and cast here, but ops compute in F32 or F64 only.</remarks>
 public sealed unsafe partial class CpuBackend : IBackend
 {
+    private readonly CpuMemoryPool _pool;
+
     /// <summary>Creates the backend.</summary>
     /// <param name="poisonNewMemory">Fill <see cref="Empty"/> tensors with NaN so reads before writes show up (tests turn this on).</param>
-    public CpuBackend(bool poisonNewMemory = false) => PoisonNewMemory = poisonNewMemory;
+    /// <param name="maxCachedBytes">Memory freed by tensors that is kept for reuse, at most (default 4 GiB).</param>
+    public CpuBackend(bool poisonNewMemory = false, long maxCachedBytes = 4L << 30)
+    {
+        PoisonNewMemory = poisonNewMemory;
+        _pool = new CpuMemoryPool(maxCachedBytes);
+    }
 
     /// <summary>A shared instance without poisoning.</summary>
     public static CpuBackend Default { get; } = new();
@@ -23,6 +30,15 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     /// <inheritdoc/>
     public Device Device => Device.Cpu;
+
+    /// <inheritdoc/>
+    public MemoryStatistics Memory => _pool.Statistics;
+
+    /// <inheritdoc/>
+    public void ReleaseCachedMemory() => _pool.ReleaseCached();
+
+    /// <inheritdoc/>
+    public void ResetPeakMemory() => _pool.ResetPeak();
 
     /// <inheritdoc/>
     public Tensor Empty(ReadOnlySpan<int> shape, DType dtype)
@@ -100,13 +116,13 @@ public sealed unsafe partial class CpuBackend : IBackend
         return total;
     }
 
-    /// <summary>Does nothing: memory belongs to tensors.</summary>
-    public void Dispose() { }
+    /// <summary>Returns the cached memory to the system; memory of live tensors stays theirs.</summary>
+    public void Dispose() => _pool.ReleaseCached();
 
     private Tensor Allocate(ReadOnlySpan<int> shape, DType dtype)
     {
         long bytes = Tensor.CountElements(shape) * dtype.SizeInBytes();
-        return new Tensor(this, new CpuStorage(bytes), shape.ToArray(), dtype);
+        return new Tensor(this, new CpuStorage(_pool, bytes), shape.ToArray(), dtype);
     }
 
     private static void FillNaN(Tensor tensor)

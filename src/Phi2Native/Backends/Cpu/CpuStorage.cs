@@ -1,19 +1,19 @@
-using System.Runtime.InteropServices;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Cpu;
 
-/// <summary>64-byte aligned native memory for CPU tensors; freed when the last tensor over it is disposed.</summary>
+/// <summary>A 64-byte aligned block from the backend's <see cref="CpuMemoryPool"/>; returned to it when the last tensor over it is disposed.</summary>
 internal sealed unsafe class CpuStorage : TensorStorage
 {
-    private void* _pointer;
-    private readonly long _byteLength;
+    private readonly CpuMemoryPool _pool;
+    private readonly long _byteLength, _capacity;
+    private nint _pointer;
 
-    public CpuStorage(long byteLength)
+    public CpuStorage(CpuMemoryPool pool, long byteLength)
     {
+        _pool = pool;
         _byteLength = byteLength;
-        // Zero-byte tensors still get a valid, unique pointer.
-        _pointer = NativeMemory.AlignedAlloc((nuint)Math.Max(byteLength, 1), 64);
+        _pointer = (nint)pool.Rent(byteLength, out _capacity);
     }
 
     public override long ByteLength => _byteLength;
@@ -22,8 +22,9 @@ internal sealed unsafe class CpuStorage : TensorStorage
     {
         get
         {
-            if (_pointer == null) throw new ObjectDisposedException(nameof(CpuStorage), "the tensor's memory was released");
-            return _pointer;
+            var pointer = _pointer;
+            if (pointer == 0) throw new ObjectDisposedException(nameof(CpuStorage), "the tensor's memory was released");
+            return (void*)pointer;
         }
     }
 
@@ -38,8 +39,7 @@ internal sealed unsafe class CpuStorage : TensorStorage
 
     private void Free()
     {
-        void* pointer;
-        fixed (void** slot = &_pointer) pointer = (void*)Interlocked.Exchange(ref *(nint*)slot, 0);
-        if (pointer != null) NativeMemory.AlignedFree(pointer);
+        var pointer = Interlocked.Exchange(ref _pointer, 0);
+        if (pointer != 0) _pool.Return((void*)pointer, _capacity);
     }
 }
