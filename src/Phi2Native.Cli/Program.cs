@@ -12,7 +12,7 @@ public static class Program
     /// <summary>Runs the command line with the given writers (tests call this in process).</summary>
     public static int Run(string[] args, TextWriter output, TextWriter error)
     {
-        var root = new RootCommand("Phi2Native: a from-scratch compute engine for Microsoft's Phi-2 (forward, backward, LoRA, generation).")
+        var root = new RootCommand("Phi2Native: a from-scratch compute engine for Microsoft's Phi-2 language model.")
         {
             DemoCommand.Create(output, error),
             TraceCommand.Create(output, error),
