@@ -55,8 +55,7 @@ public sealed class GradientTape : IDisposable
         _backwardDone = true;
         var gradients = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
         var context = new BackwardContext(gradients);
-        var one = loss.DType == DType.F64 ? BitConverter.GetBytes(1.0) : BitConverter.GetBytes(1f);
-        context.Deliver(loss, loss.Backend.FromBytes(one, loss.DType, loss.Shape, loss.DType));
+        context.Deliver(loss, loss.Backend.FromBytes(BitConverter.GetBytes(1.0), DType.F64, loss.Shape, loss.DType));
         for (int i = _ops.Count - 1; i >= 0; i--)
         {
             var op = _ops[i];
