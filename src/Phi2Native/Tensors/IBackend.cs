@@ -42,6 +42,9 @@ public interface IBackend : IDisposable
     /// <summary>a + b, same shapes.</summary>
     Tensor Add(Tensor a, Tensor b);
 
+    /// <summary>The transpose of a matrix [R, C] -> [C, R].</summary>
+    Tensor Transpose(Tensor matrix);
+
     /// <summary>accumulator += value, same element counts.</summary>
     void AddInPlace(Tensor accumulator, Tensor value);
 

@@ -111,6 +111,16 @@ public class OpGradientTests
     }
 
     [Test]
+    public void TransposeAndScale()
+    {
+        var x = Input("x", [5, 7]);
+        var w = Input("w", [3, 5]);
+        // A non-square transpose feeding a product, so a wrong layout cannot pass by symmetry.
+        Check("Transpose", () => LinearOp.Apply(TransposeOp.Apply(x), w, null), [x, w]);
+        Check("Scale", () => ScaleOp.Apply(x, -2.5), [x]);
+    }
+
+    [Test]
     public void CrossEntropyWithIgnoredRows()
     {
         var logits = Input("logits", [6, 17], 3);

@@ -89,6 +89,28 @@ public sealed unsafe partial class CpuBackend : IBackend
     }
 
     /// <inheritdoc/>
+    public Tensor Transpose(Tensor matrix)
+    {
+        if (matrix.Rank != 2) throw new ArgumentException($"Transpose: expected a matrix, got [{matrix.ShapeText}]");
+        int rows = matrix.Size(0), columns = matrix.Size(1);
+        var result = Allocate([columns, rows], Compute(matrix).DType);
+        if (matrix.DType == DType.F64) TransposeBlocked(Span<double>(matrix), Span<double>(result), rows, columns);
+        else TransposeBlocked(Span<float>(matrix), Span<float>(result), rows, columns);
+        return result;
+    }
+
+    // 32 x 32 tiles keep both the rows read and the rows written in L1.
+    private static void TransposeBlocked<T>(ReadOnlySpan<T> source, Span<T> destination, int rows, int columns)
+    {
+        const int Tile = 32;
+        for (int r0 = 0; r0 < rows; r0 += Tile)
+            for (int c0 = 0; c0 < columns; c0 += Tile)
+                for (int r = r0; r < Math.Min(r0 + Tile, rows); r++)
+                    for (int c = c0; c < Math.Min(c0 + Tile, columns); c++)
+                        destination[c * rows + r] = source[r * columns + c];
+    }
+
+    /// <inheritdoc/>
     public void AddInPlace(Tensor accumulator, Tensor value)
     {
         if (accumulator.ElementCount != value.ElementCount || accumulator.DType != value.DType)

@@ -13,8 +13,15 @@ public sealed class Embedding : Module
     /// <summary>[V, C].</summary>
     public Tensor Weight { get; }
 
+    /// <summary>An adapter (LoRA) that changes this module's output, or null.</summary>
+    public IModuleAdapter? Adapter { get; set; }
+
     /// <summary>ids [...] (I32) -> [..., C].</summary>
-    public Tensor Forward(Tensor ids) => EmbeddingOp.Apply(Weight, ids);
+    public Tensor Forward(Tensor ids)
+    {
+        var y = EmbeddingOp.Apply(Weight, ids);
+        return Adapter is null ? y : Adapter.Forward(ids, y, Training);
+    }
 
     /// <inheritdoc/>
     public override IEnumerable<Tensor> Parameters() => [Weight];

@@ -25,8 +25,15 @@ public sealed class Linear : Module
     /// <summary>Output features.</summary>
     public int OutFeatures => Weight.Size(0);
 
+    /// <summary>An adapter (LoRA) that changes this module's output, or null.</summary>
+    public IModuleAdapter? Adapter { get; set; }
+
     /// <summary>x [..., in] -> [..., out].</summary>
-    public Tensor Forward(Tensor x) => LinearOp.Apply(x, Weight, Bias);
+    public Tensor Forward(Tensor x)
+    {
+        var y = LinearOp.Apply(x, Weight, Bias);
+        return Adapter is null ? y : Adapter.Forward(x, y, Training);
+    }
 
     /// <inheritdoc/>
     public override IEnumerable<Tensor> Parameters() => Bias is null ? [Weight] : [Weight, Bias];

@@ -14,6 +14,9 @@ public abstract class Module : IDisposable
     /// <summary>The module's full checkpoint name.</summary>
     public string Name { get; }
 
+    /// <summary>Training mode (dropout on); the model sets it on every module.</summary>
+    public bool Training { get; set; }
+
     /// <summary>The module's own parameters and those of its children, in checkpoint order.</summary>
     public abstract IEnumerable<Tensor> Parameters();
 

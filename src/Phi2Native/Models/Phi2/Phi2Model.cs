@@ -16,6 +16,7 @@ namespace Phi2Native.Models.Phi2;
 public sealed class Phi2Model : IDisposable
 {
     private long _trainingForwards;
+    private bool _training;
 
     /// <summary>Builds the model, asking <paramref name="weights"/> for each parameter by HF name and shape.</summary>
     public Phi2Model(Phi2Config config, IBackend backend, WeightSource weights)
@@ -47,8 +48,16 @@ public sealed class Phi2Model : IDisposable
     /// <summary><c>lm_head</c> [V, C] with bias (phi-msft: lm_head.linear).</summary>
     public Linear LmHead { get; }
 
-    /// <summary>Training mode turns on the config's dropouts; evaluation mode (the default) is deterministic.</summary>
-    public bool Training { get; set; }
+    /// <summary>Training mode turns on the config's dropouts (and adapters'); evaluation mode (the default) is deterministic.</summary>
+    public bool Training
+    {
+        get => _training;
+        set
+        {
+            _training = value;
+            foreach (var module in LeafModules()) module.Training = value;
+        }
+    }
 
     /// <summary>Base seed of the dropout masks; each training forward derives fresh masks from it and a counter.</summary>
     public ulong DropoutSeed { get; set; } = 0x9E3779B97F4A7C15UL;
