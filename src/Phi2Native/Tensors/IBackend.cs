@@ -42,6 +42,9 @@ public interface IBackend : IDisposable
     /// <summary>a + b, same shapes.</summary>
     Tensor Add(Tensor a, Tensor b);
 
+    /// <summary>Copies the elements of <paramref name="source"/> into <paramref name="destination"/> (same element count and dtype).</summary>
+    void Copy(Tensor source, Tensor destination);
+
     /// <summary>The transpose of a matrix [R, C] -> [C, R].</summary>
     Tensor Transpose(Tensor matrix);
 

@@ -89,6 +89,14 @@ public sealed unsafe partial class CpuBackend : IBackend
     }
 
     /// <inheritdoc/>
+    public void Copy(Tensor source, Tensor destination)
+    {
+        if (source.ElementCount != destination.ElementCount || source.DType != destination.DType)
+            throw new ArgumentException($"cannot copy [{source.ShapeText}] {source.DType} into [{destination.ShapeText}] {destination.DType}");
+        Bytes(source).CopyTo(Bytes(destination));
+    }
+
+    /// <inheritdoc/>
     public Tensor Transpose(Tensor matrix)
     {
         if (matrix.Rank != 2) throw new ArgumentException($"Transpose: expected a matrix, got [{matrix.ShapeText}]");

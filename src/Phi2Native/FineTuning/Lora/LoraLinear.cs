@@ -1,0 +1,81 @@
+using Phi2Native.Autograd.Ops;
+using Phi2Native.Models;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.FineTuning.Lora;
+
+/// <summary>
+/// LoRA on a Linear, as PEFT computes it: y = W x + b + scaling * B (A dropout(x)), A [r, in], B [out, r].
+/// PEFT's init: A kaiming-uniform with a = sqrt(5) (bound 1/sqrt(in)), B = 0, so the adapter starts as a no-op.
+/// </summary>
+public sealed class LoraLinear : IModuleAdapter, IDisposable
+{
+    private long _trainingForwards;
+
+    internal LoraLinear(Linear module, LoraConfig config, Random random)
+    {
+        Module = module;
+        Scaling = config.Scaling;
+        Dropout = config.Dropout;
+        float bound = 1f / MathF.Sqrt(module.InFeatures);
+        var a = new float[config.R * module.InFeatures];
+        for (int i = 0; i < a.Length; i++) a[i] = (float)((2 * random.NextDouble() - 1) * bound);
+        A = Parameter(module.Weight, a, [config.R, module.InFeatures], $"base_model.model.{module.Name}.lora_A.weight");
+        B = Parameter(module.Weight, new float[module.OutFeatures * config.R], [module.OutFeatures, config.R], $"base_model.model.{module.Name}.lora_B.weight");
+        DropoutSeed = (ulong)random.NextInt64();
+    }
+
+    /// <summary>The wrapped module.</summary>
+    public Linear Module { get; }
+
+    /// <summary>lora_A [r, in], named with its PEFT key.</summary>
+    public Tensor A { get; }
+
+    /// <summary>lora_B [out, r], named with its PEFT key.</summary>
+    public Tensor B { get; }
+
+    /// <summary>alpha / r (or alpha / sqrt(r)).</summary>
+    public double Scaling { get; }
+
+    /// <summary>lora_dropout on x, training only.</summary>
+    public double Dropout { get; }
+
+    /// <summary>Base seed of the dropout masks.</summary>
+    public ulong DropoutSeed { get; set; }
+
+    /// <inheritdoc/>
+    public Tensor Forward(Tensor input, Tensor baseOutput, bool training)
+    {
+        var x = input;
+        if (training && Dropout > 0) x = DropoutOp.Apply(x, Dropout, DropoutSeed + (ulong)Interlocked.Increment(ref _trainingForwards) * 0x9E3779B97F4A7C15UL);
+        var update = LinearOp.Apply(LinearOp.Apply(x, A, null), B, null);             // [..., r] -> [..., out]
+        return AddOp.Apply(baseOutput, ScaleOp.Apply(update, Scaling));
+    }
+
+    /// <summary>scaling * B A [out, in]: what merging adds to the weight.</summary>
+    public Tensor Delta()
+    {
+        var backend = A.Backend;
+        using var aTransposed = backend.Transpose(A);                                    // [in, r]
+        var delta = backend.Linear(B, aTransposed, null);                                 // B (A^T)^T = B A
+        backend.ScaleInPlace(delta, Scaling);
+        return delta;
+    }
+
+    /// <summary>Frees A and B.</summary>
+    public void Dispose()
+    {
+        A.Dispose();
+        B.Dispose();
+    }
+
+    /// <summary>A trainable tensor in fp32, as PEFT trains adapters (fp64 when the base computes in fp64, for gradient checks).</summary>
+    internal static Tensor Parameter(Tensor baseWeight, float[] values, int[] shape, string name)
+    {
+        var dtype = baseWeight.DType == DType.F64 ? DType.F64 : DType.F32;
+        var tensor = TensorScope.Detach(baseWeight.Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()), DType.F32, shape, dtype));
+        tensor.Name = name;
+        tensor.RequiresGrad = true;
+        return tensor;
+    }
+}

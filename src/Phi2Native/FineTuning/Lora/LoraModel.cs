@@ -1,0 +1,192 @@
+using Phi2Native.Models;
+using Phi2Native.Models.Phi2;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.FineTuning.Lora;
+
+/// <summary>
+/// A Phi-2 model with LoRA adapters and fully trained modules attached as a <see cref="LoraConfig"/> (PEFT's rules)
+/// selects them. Everything else is frozen, so backward stops below the lowest layer that has anything trainable.
+/// </summary>
+/// <remarks>
+/// Trainable tensors carry their PEFT key as <see cref="PeftKey"/> gives it
+/// (<c>base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight</c>, <c>base_model.model.lm_head.weight</c>).
+/// Disposing detaches the adapters and restores the modules trained in full, leaving the base model as it was.
+/// </remarks>
+public sealed class LoraModel : IDisposable
+{
+    /// <summary>Prefix PEFT gives every key of a causal-LM adapter.</summary>
+    public const string KeyPrefix = "base_model.model.";
+
+    private readonly List<LoraLinear> _linear = new();
+    private readonly List<LoraEmbedding> _embedding = new();
+    private readonly List<Module> _modulesToSave = new();
+    private readonly Dictionary<Tensor, Tensor> _originals = new(ReferenceEqualityComparer.Instance);
+    private bool _detached;
+
+    private LoraModel(Phi2Model model, LoraConfig config)
+    {
+        Model = model;
+        Config = config;
+    }
+
+    /// <summary>The base model (its modules now carry the adapters).</summary>
+    public Phi2Model Model { get; }
+
+    /// <summary>The configuration the adapters were made from.</summary>
+    public LoraConfig Config { get; }
+
+    /// <summary>LoRA on Linear modules, in model order.</summary>
+    public IReadOnlyList<LoraLinear> LinearAdapters => _linear;
+
+    /// <summary>LoRA on Embedding modules.</summary>
+    public IReadOnlyList<LoraEmbedding> EmbeddingAdapters => _embedding;
+
+    /// <summary>Leaf modules trained in full (modules_to_save).</summary>
+    public IReadOnlyList<Module> ModulesToSave => _modulesToSave;
+
+    /// <summary>
+    /// Attaches fresh adapters (PEFT's initialization, reproducible from <paramref name="seed"/>) to the modules
+    /// <paramref name="config"/> selects, unfreezes the modules to save and freezes everything else.
+    /// </summary>
+    /// <exception cref="Phi2Exception">An entry names no module of the model, a layer index is out of range, a target is not a Linear or Embedding, or nothing is selected; the message lists what is valid.</exception>
+    public static LoraModel Create(Phi2Model model, LoraConfig config, int seed = 0)
+    {
+        config.Validate();
+        Check(model, config);
+        var lora = new LoraModel(model, config);
+        var random = new Random(seed);
+        model.SetRequiresGrad(false);
+        foreach (var module in model.LeafModules())
+        {
+            if (ModuleSelection.IsModuleToSave(config, module.Name) || ModulesToSaveCover(model, config, module))
+            {
+                lora._modulesToSave.Add(module);
+                foreach (var parameter in module.Parameters())
+                {
+                    lora._originals[parameter] = TensorScope.Detach(parameter.Backend.Cast(parameter, parameter.DType));
+                    parameter.RequiresGrad = true;
+                }
+                continue;
+            }
+            if (!ModuleSelection.IsTarget(config, module.Name)) continue;
+            switch (module)
+            {
+                case Linear linear:
+                    var adapter = new LoraLinear(linear, config, random);
+                    linear.Adapter = adapter;
+                    lora._linear.Add(adapter);
+                    break;
+                case Embedding embedding:
+                    var embeddingAdapter = new LoraEmbedding(embedding, config, random);
+                    embedding.Adapter = embeddingAdapter;
+                    lora._embedding.Add(embeddingAdapter);
+                    break;
+            }
+        }
+        return lora;
+    }
+
+    /// <summary>Every trainable tensor: LoRA matrices, then the parameters of the modules trained in full.</summary>
+    public IEnumerable<Tensor> TrainableParameters() =>
+        _embedding.SelectMany(a => new[] { a.A, a.B })
+            .Concat(_linear.SelectMany(a => new[] { a.A, a.B }))
+            .Concat(_modulesToSave.SelectMany(m => m.Parameters()));
+
+    /// <summary>The PEFT key of a trainable tensor: LoRA tensors are named with it; a base parameter gets the prefix.</summary>
+    public static string PeftKey(Tensor parameter)
+    {
+        string name = parameter.Name ?? throw new ArgumentException("the tensor has no name", nameof(parameter));
+        return name.StartsWith(KeyPrefix, StringComparison.Ordinal) ? name : KeyPrefix + name;
+    }
+
+    /// <summary>
+    /// Folds the adapters into the base weights (W += scaling B A; E += scaling (B A)^T) and detaches them; the modules
+    /// trained in full keep their trained values. The model then computes what the adapted model computed.
+    /// </summary>
+    public void Merge()
+    {
+        ThrowIfDetached();
+        foreach (var adapter in _linear)
+            using (var delta = adapter.Delta()) adapter.Module.Weight.Backend.AddInPlace(adapter.Module.Weight, delta);
+        foreach (var adapter in _embedding)
+            using (var delta = adapter.Delta()) adapter.Module.Weight.Backend.AddInPlace(adapter.Module.Weight, delta);
+        foreach (var original in _originals.Values) original.Dispose();
+        _originals.Clear();
+        Detach();
+    }
+
+    /// <summary>Detaches and frees the adapters and restores the modules trained in full to their original values.</summary>
+    public void Dispose()
+    {
+        if (_detached) return;
+        foreach (var (parameter, original) in _originals)
+        {
+            parameter.Backend.Copy(original, parameter);
+            parameter.ZeroGrad();
+            original.Dispose();
+        }
+        _originals.Clear();
+        Detach();
+    }
+
+    private void Detach()
+    {
+        foreach (var adapter in _linear) { adapter.Module.Adapter = null; adapter.Dispose(); }
+        foreach (var adapter in _embedding) { adapter.Module.Adapter = null; adapter.Dispose(); }
+        foreach (var parameter in _modulesToSave.SelectMany(m => m.Parameters())) parameter.RequiresGrad = false;
+        _linear.Clear();
+        _embedding.Clear();
+        _modulesToSave.Clear();
+        _detached = true;
+    }
+
+    private void ThrowIfDetached()
+    {
+        if (_detached) throw new ObjectDisposedException(nameof(LoraModel), "the adapters were already merged or removed");
+    }
+
+    // A modules_to_save entry may name a composite module (e.g. "model.layers.3.mlp"): its leaves train in full.
+    private static bool ModulesToSaveCover(Phi2Model model, LoraConfig config, Module leaf) =>
+        CompositeModuleNames(model).Any(name => ModuleSelection.IsModuleToSave(config, name) && leaf.Name.StartsWith(name + ".", StringComparison.Ordinal));
+
+    private static IEnumerable<string> CompositeModuleNames(Phi2Model model)
+    {
+        yield return "model";
+        yield return "model.layers";
+        foreach (var layer in model.Layers)
+        {
+            yield return layer.Name;
+            yield return layer.SelfAttention.Name;
+            yield return layer.Mlp.Name;
+        }
+    }
+
+    private static void Check(Phi2Model model, LoraConfig config)
+    {
+        var leaves = model.LeafModules().ToList();
+        var allNames = leaves.Select(m => m.Name).Concat(CompositeModuleNames(model)).ToList();
+        string valid = "q_proj, k_proj, v_proj, dense, fc1 (or mlp.fc1), fc2 (or mlp.fc2), embed_tokens (model.embed_tokens), lm_head, " +
+                       "or a full module name such as model.layers.0.self_attn.q_proj";
+        foreach (var entry in config.TargetModules)
+        {
+            var matched = allNames.Where(n => n == entry || n.EndsWith("." + entry, StringComparison.Ordinal)).ToList();
+            if (matched.Count == 0) throw new Phi2Exception($"target module \"{entry}\" names no module of this model; valid: {valid}");
+            var wrong = leaves.Where(m => matched.Contains(m.Name) && m is not (Linear or Embedding)).Select(m => m.Name)
+                .Concat(matched.Where(n => !leaves.Any(m => m.Name == n))).FirstOrDefault();
+            if (wrong != null)
+                throw new Phi2Exception($"target module \"{entry}\" matches {wrong}, which LoRA cannot adapt: only Linear and Embedding modules take adapters ({valid}); " +
+                                        "train other modules in full with modules_to_save");
+        }
+        foreach (var entry in config.ModulesToSave)
+            if (!allNames.Any(n => n.EndsWith(entry, StringComparison.Ordinal)))
+                throw new Phi2Exception($"module to save \"{entry}\" names no module of this model; valid: lm_head, embed_tokens, input_layernorm, final_layernorm, {valid}");
+        if (config.LayersToTransform is { } layers)
+            foreach (int index in layers)
+                if (index < 0 || index >= model.Layers.Count)
+                    throw new Phi2Exception($"layer {index} in layers_to_transform does not exist: this model has layers 0-{model.Layers.Count - 1}");
+        bool anything = leaves.Any(m => ModuleSelection.IsModuleToSave(config, m.Name) || ModulesToSaveCover(model, config, m) ||
+                                        (m is Linear or Embedding && ModuleSelection.IsTarget(config, m.Name)));
+        if (!anything) throw new Phi2Exception("the LoRA configuration selects no module of this model (check target_modules against layers_to_transform)");
+    }
+}
