@@ -1,0 +1,132 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Phi2Native.FineTuning.Lora;
+
+/// <summary>
+/// adapter_config.json as HF PEFT reads and writes it for a LoRA causal-LM adapter. Unknown keys are ignored (PEFT
+/// versions add fields); settings that would change results and that this engine does not implement are errors.
+/// </summary>
+public static class PeftAdapterConfig
+{
+    /// <summary>The file name PEFT uses.</summary>
+    public const string FileName = "adapter_config.json";
+
+    /// <summary>Reads <paramref name="path"/>; every error names the file and the field.</summary>
+    /// <exception cref="Phi2Exception">The file is missing or malformed, not a LoRA causal-LM adapter, or uses an unsupported setting.</exception>
+    public static LoraConfig Read(string path)
+    {
+        if (!File.Exists(path)) throw new Phi2Exception($"{path}: no such file; a PEFT adapter folder holds {FileName} and adapter_model.safetensors");
+        JsonObject root;
+        try
+        {
+            root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new Phi2Exception($"{path}: expected a JSON object");
+        }
+        catch (JsonException e)
+        {
+            throw new Phi2Exception($"{path}: not valid JSON ({e.Message})", e);
+        }
+        string? Text(string key) => root[key] is JsonValue v && v.TryGetValue(out string? s) ? s : root[key] is null ? null
+            : throw new Phi2Exception($"{path}: {key} must be a string, got {root[key]!.ToJsonString()}");
+        bool Flag(string key) => root[key] switch
+        {
+            null => false,
+            JsonValue v when v.TryGetValue(out bool b) => b,
+            var other => throw new Phi2Exception($"{path}: {key} must be true or false, got {other.ToJsonString()}"),
+        };
+        double Number(string key, double? fallback)
+        {
+            if (root[key] is JsonValue v && v.TryGetValue(out double d)) return d;
+            if (root[key] is null && fallback is { } f) return f;
+            throw new Phi2Exception($"{path}: {key} must be a number{(root[key] is null ? " and is missing" : $", got {root[key]!.ToJsonString()}")}");
+        }
+        List<string> Strings(string key) => root[key] switch
+        {
+            null => [],
+            JsonArray array => array.Select(item => item is JsonValue v && v.TryGetValue(out string? s) ? s
+                : throw new Phi2Exception($"{path}: {key} must be a list of strings")).ToList(),
+            _ => throw new Phi2Exception($"{path}: {key} must be a list of strings or null"),
+        };
+        void RequireEmpty(string key, string why)
+        {
+            if (root[key] is JsonObject { Count: > 0 } or JsonArray { Count: > 0 })
+                throw new Phi2Exception($"{path}: a non-empty {key} is not supported ({why}); remove it or train without it");
+        }
+
+        if (Text("peft_type") is { } type && type != "LORA") throw new Phi2Exception($"{path}: peft_type \"{type}\" is not supported (expected \"LORA\")");
+        if (Text("task_type") is { } task && task != "CAUSAL_LM") throw new Phi2Exception($"{path}: task_type \"{task}\" is not supported (expected \"CAUSAL_LM\")");
+        if (Flag("use_dora")) throw new Phi2Exception($"{path}: use_dora true is not supported (DoRA changes the forward); use a plain LoRA adapter");
+        RequireEmpty("rank_pattern", "per-module ranks");
+        RequireEmpty("alpha_pattern", "per-module alphas");
+        if (Text("bias") is { } bias && bias != "none") throw new Phi2Exception($"{path}: bias \"{bias}\" is not supported (expected \"none\")");
+        if (Flag("fan_in_fan_out")) throw new Phi2Exception($"{path}: fan_in_fan_out true is not supported (Phi-2's Linear weights are [out, in])");
+        if (root["layer_replication"] is not null) throw new Phi2Exception($"{path}: layer_replication is not supported");
+        if (Text("layers_pattern") is { } pattern && pattern != "layers")
+            throw new Phi2Exception($"{path}: layers_pattern \"{pattern}\" is not supported (Phi-2's layers are model.layers.N)");
+
+        List<int>? layers = root["layers_to_transform"] switch
+        {
+            null => null,
+            JsonValue v when v.TryGetValue(out int single) => [single],
+            JsonArray array => array.Select(item => item is JsonValue v && v.TryGetValue(out int i) ? i
+                : throw new Phi2Exception($"{path}: layers_to_transform must be a list of integers")).ToList(),
+            var other => throw new Phi2Exception($"{path}: layers_to_transform must be an integer or a list of integers, got {other.ToJsonString()}"),
+        };
+        double rank = Number("r", null);
+        if (rank != Math.Floor(rank)) throw new Phi2Exception($"{path}: r must be an integer, got {rank}");
+        var config = new LoraConfig
+        {
+            R = (int)rank,
+            Alpha = Number("lora_alpha", null),
+            Dropout = Number("lora_dropout", 0),
+            TargetModules = root["target_modules"] is JsonValue ? [] : Strings("target_modules"),
+            TargetModulesRegex = root["target_modules"] is JsonValue ? Text("target_modules") : null,
+            LayersToTransform = layers is { Count: > 0 } ? layers : null,
+            ModulesToSave = Strings("modules_to_save"),
+            UseRsLora = Flag("use_rslora"),
+        };
+        try
+        {
+            config.Validate();
+        }
+        catch (Phi2Exception e)
+        {
+            throw new Phi2Exception($"{path}: {e.Message}", e);
+        }
+        return config;
+    }
+
+    /// <summary>The JSON PEFT writes for <paramref name="config"/> (PEFT's field set; inference_mode true).</summary>
+    public static string ToJson(LoraConfig config, string? baseModelNameOrPath)
+    {
+        var root = new JsonObject
+        {
+            ["alpha_pattern"] = new JsonObject(),
+            ["auto_mapping"] = null,
+            ["base_model_name_or_path"] = baseModelNameOrPath,
+            ["bias"] = "none",
+            ["fan_in_fan_out"] = false,
+            ["inference_mode"] = true,
+            ["init_lora_weights"] = true,
+            ["layer_replication"] = null,
+            ["layers_pattern"] = null,
+            ["layers_to_transform"] = config.LayersToTransform is { } layers ? new JsonArray(layers.Select(i => (JsonNode?)i).ToArray()) : null,
+            ["loftq_config"] = new JsonObject(),
+            ["lora_alpha"] = config.Alpha,
+            ["lora_dropout"] = config.Dropout,
+            ["megatron_config"] = null,
+            ["megatron_core"] = "megatron.core",
+            ["modules_to_save"] = config.ModulesToSave.Count > 0 ? new JsonArray(config.ModulesToSave.Select(m => (JsonNode?)m).ToArray()) : null,
+            ["peft_type"] = "LORA",
+            ["r"] = config.R,
+            ["rank_pattern"] = new JsonObject(),
+            ["revision"] = null,
+            ["target_modules"] = config.TargetModulesRegex is { } regex ? regex
+                : new JsonArray(config.TargetModules.Order(StringComparer.Ordinal).Select(m => (JsonNode?)m).ToArray()),
+            ["task_type"] = "CAUSAL_LM",
+            ["use_dora"] = false,
+            ["use_rslora"] = config.UseRsLora,
+        };
+        return root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
+    }
+}
