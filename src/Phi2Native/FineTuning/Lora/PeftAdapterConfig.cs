@@ -60,6 +60,11 @@ public static class PeftAdapterConfig
         RequireEmpty("alpha_pattern", "per-module alphas");
         if (Text("bias") is { } bias && bias != "none") throw new Phi2Exception($"{path}: bias \"{bias}\" is not supported (expected \"none\")");
         if (Flag("fan_in_fan_out")) throw new Phi2Exception($"{path}: fan_in_fan_out true is not supported (Phi-2's Linear weights are [out, in])");
+        if (Flag("lora_bias")) throw new Phi2Exception($"{path}: lora_bias true is not supported (a bias on lora_B)");
+        if (Flag("use_qalora")) throw new Phi2Exception($"{path}: use_qalora true is not supported");
+        if (root["target_parameters"] is JsonArray { Count: > 0 }) throw new Phi2Exception($"{path}: target_parameters is not supported");
+        if (root["trainable_token_indices"] is not null) throw new Phi2Exception($"{path}: trainable_token_indices is not supported");
+        if (root["exclude_modules"] is JsonArray { Count: > 0 } or JsonValue) throw new Phi2Exception($"{path}: exclude_modules is not supported");
         if (root["layer_replication"] is not null) throw new Phi2Exception($"{path}: layer_replication is not supported");
         if (Text("layers_pattern") is { } pattern && pattern != "layers")
             throw new Phi2Exception($"{path}: layers_pattern \"{pattern}\" is not supported (Phi-2's layers are model.layers.N)");
@@ -96,15 +101,24 @@ public static class PeftAdapterConfig
         return config;
     }
 
-    /// <summary>The JSON PEFT writes for <paramref name="config"/> (PEFT's field set; inference_mode true).</summary>
+    /// <summary>
+    /// The JSON PEFT 0.18 writes for <paramref name="config"/>: its full key set, sorted, indented by 2, inference_mode true.
+    /// </summary>
     public static string ToJson(LoraConfig config, string? baseModelNameOrPath)
     {
+        JsonArray Strings(IEnumerable<string> values) => new(values.Select(v => (JsonNode?)v).ToArray());
         var root = new JsonObject
         {
+            ["alora_invocation_tokens"] = null,
             ["alpha_pattern"] = new JsonObject(),
+            ["arrow_config"] = null,
             ["auto_mapping"] = null,
             ["base_model_name_or_path"] = baseModelNameOrPath,
             ["bias"] = "none",
+            ["corda_config"] = null,
+            ["ensure_weight_tying"] = false,
+            ["eva_config"] = null,
+            ["exclude_modules"] = null,
             ["fan_in_fan_out"] = false,
             ["inference_mode"] = true,
             ["init_lora_weights"] = true,
@@ -112,21 +126,35 @@ public static class PeftAdapterConfig
             ["layers_pattern"] = null,
             ["layers_to_transform"] = config.LayersToTransform is { } layers ? new JsonArray(layers.Select(i => (JsonNode?)i).ToArray()) : null,
             ["loftq_config"] = new JsonObject(),
-            ["lora_alpha"] = config.Alpha,
-            ["lora_dropout"] = config.Dropout,
+            ["lora_alpha"] = config.Alpha == Math.Floor(config.Alpha) && Math.Abs(config.Alpha) < 1e15 ? (long)config.Alpha : PythonFloat(config.Alpha),
+            ["lora_bias"] = false,
+            ["lora_dropout"] = PythonFloat(config.Dropout),
             ["megatron_config"] = null,
             ["megatron_core"] = "megatron.core",
-            ["modules_to_save"] = config.ModulesToSave.Count > 0 ? new JsonArray(config.ModulesToSave.Select(m => (JsonNode?)m).ToArray()) : null,
+            ["modules_to_save"] = config.ModulesToSave.Count > 0 ? Strings(config.ModulesToSave) : null,
             ["peft_type"] = "LORA",
+            ["peft_version"] = "0.18.1",
+            ["qalora_group_size"] = 16,
             ["r"] = config.R,
             ["rank_pattern"] = new JsonObject(),
             ["revision"] = null,
-            ["target_modules"] = config.TargetModulesRegex is { } regex ? regex
-                : new JsonArray(config.TargetModules.Order(StringComparer.Ordinal).Select(m => (JsonNode?)m).ToArray()),
+            // PEFT keeps target_modules as a set and writes it as a list in no particular order: sorted here.
+            ["target_modules"] = config.TargetModulesRegex is { } regex ? regex : Strings(config.TargetModules.Order(StringComparer.Ordinal)),
+            ["target_parameters"] = null,
             ["task_type"] = "CAUSAL_LM",
+            ["trainable_token_indices"] = null,
             ["use_dora"] = false,
+            ["use_qalora"] = false,
             ["use_rslora"] = config.UseRsLora,
         };
-        return root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
+        return root.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+    }
+
+    // Python's json writes floats with repr: "0.0", "0.05", "1e-05"; System.Text.Json would write "0" for 0.0.
+    private static JsonNode PythonFloat(double value)
+    {
+        string text = value.ToString("R", System.Globalization.CultureInfo.InvariantCulture);
+        if (!text.Contains('.') && !text.Contains('E')) text += ".0";
+        return JsonNode.Parse(text.Replace("E", "e"))!;
     }
 }
