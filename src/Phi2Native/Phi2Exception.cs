@@ -39,3 +39,25 @@ public sealed class ModelInputException : Phi2Exception
     /// <summary>Creates the exception.</summary>
     public ModelInputException(string message, Exception? inner = null) : base(message, inner) { }
 }
+
+/// <summary>
+/// Training data is malformed or unusable: a JSONL line that is not the expected object, a file with no usable
+/// example, a data order that does not fit the data it is applied to. The message names the file and, where
+/// there is one, the 1-based line.
+/// </summary>
+public sealed class DataFormatException : Phi2Exception
+{
+    /// <summary>The file (or other named source) that failed.</summary>
+    public string FilePath { get; }
+
+    /// <summary>The 1-based line that failed, or null when the error is about the whole file.</summary>
+    public int? LineNumber { get; }
+
+    /// <summary>Creates the exception; the message reads <c>file:line: message</c>, or <c>file: message</c> without a line.</summary>
+    public DataFormatException(string filePath, int? lineNumber, string message, Exception? inner = null)
+        : base(lineNumber is int line ? $"{filePath}:{line}: {message}" : $"{filePath}: {message}", inner)
+    {
+        FilePath = filePath;
+        LineNumber = lineNumber;
+    }
+}
