@@ -16,6 +16,7 @@ public static class Program
         {
             DemoCommand.Create(output, error),
             TraceCommand.Create(output, error),
+            MergeCommand.Create(output, error),
         };
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Phi2Native.Autograd;
 using Phi2Native.Backends.Cpu;
+using Phi2Native.FineTuning.Lora;
 using Phi2Native.IO;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
@@ -18,17 +19,18 @@ internal static class TraceCommand
         var model = new Option<string>("--model") { Description = "Model folder: config.json plus model.safetensors (or sharded, or phi-msft).", Required = true };
         var ids = new Option<string>("--ids") { Description = "Comma-separated token ids, at least 2 (e.g. 1,2,3).", Required = true };
         var outPath = new Option<string>("--out") { Description = "Output .safetensors file.", Required = true };
-        var grads = new Option<bool>("--grads") { Description = "Also back-propagate the loss and write grad.<name> for every parameter." };
+        var grads = new Option<bool>("--grads") { Description = "Also back-propagate the loss and write grad.<name> for every parameter (with --adapter: for every adapter tensor, under its PEFT key)." };
+        var adapter = new Option<string?>("--adapter") { Description = "A PEFT LoRA adapter folder to apply first." };
         var command = new Command("trace", "Write the logits, loss and (with --grads) every parameter's gradient for one sequence.")
         {
-            model, ids, outPath, grads,
+            model, ids, outPath, grads, adapter,
         };
         command.SetAction(result => CommandErrors.Guard(error, () => Run(
-            result.GetValue(model)!, result.GetValue(ids)!, result.GetValue(outPath)!, result.GetValue(grads), output, error)));
+            result.GetValue(model)!, result.GetValue(ids)!, result.GetValue(outPath)!, result.GetValue(grads), result.GetValue(adapter), output, error)));
         return command;
     }
 
-    public static int Run(string modelDirectory, string idsText, string outPath, bool withGrads, TextWriter output, TextWriter error)
+    public static int Run(string modelDirectory, string idsText, string outPath, bool withGrads, string? adapterDirectory, TextWriter output, TextWriter error)
     {
         int[] tokenIds = ParseIds(idsText);
         // Progress and remarks go to standard error: standard output carries only the result line.
@@ -36,7 +38,10 @@ internal static class TraceCommand
         using var phi = stages.Run($"loading {modelDirectory}", progress => Phi2Checkpoint.Load(modelDirectory, CpuBackend.Default, DType.F32,
             warning => error.WriteLine($"warning: {warning}"), progress));
         phi.Training = false;
-        if (withGrads) phi.SetRequiresGrad(true);
+        // With an adapter, exactly its trainable tensors get gradients (the base stays frozen); without, every parameter.
+        using var lora = adapterDirectory is null ? null : PeftAdapter.Load(phi, adapterDirectory, warning => error.WriteLine($"warning: {warning}"));
+        if (withGrads && lora is null) phi.SetRequiresGrad(true);
+        var trainable = lora?.TrainableParameters().ToList() ?? phi.Parameters().ToList();
         var writer = new SafeTensorsWriter();
         writer.Metadata["producer"] = "phi2 trace";
         writer.Metadata["model"] = Path.GetFullPath(modelDirectory);
@@ -53,11 +58,12 @@ internal static class TraceCommand
             writer.AddSingle("logits", logits.ToSingleArray(), [tokenIds.Length, phi.Config.VocabSize]);
             writer.AddSingle("loss", loss.ToSingleArray(), [1]);
             if (withGrads)
-                foreach (var parameter in phi.Parameters().Where(p => p.RequiresGrad))
+                foreach (var parameter in trainable)
                 {
-                    // A parameter no path reached (never the case for a full model) still gets its zero gradient.
+                    // A parameter no path reached (e.g. embedding rows of ids not in the input stay 0) still gets its zero gradient.
                     float[] gradient = parameter.Grad?.ToSingleArray() ?? new float[parameter.ElementCount];
-                    writer.AddSingle($"grad.{parameter.Name}", gradient, Array.ConvertAll(parameter.Shape.ToArray(), d => (long)d));
+                    string name = lora is null ? parameter.Name! : LoraModel.PeftKey(parameter);
+                    writer.AddSingle($"grad.{name}", gradient, Array.ConvertAll(parameter.Shape.ToArray(), d => (long)d));
                 }
             error.WriteLine($"loss {loss.Item():F6} over {tokenIds.Length} ids");
         }

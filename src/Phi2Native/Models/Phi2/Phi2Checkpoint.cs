@@ -34,12 +34,14 @@ public static class Phi2Checkpoint
             var sources = CollectSources(files, config);
             int loaded = 0;
             progress?.Report(0);
-            return new Phi2Model(config, backend, (name, shape) =>
+            var model = new Phi2Model(config, backend, (name, shape) =>
             {
                 var tensor = sources[name].Load(backend, dtype);
                 progress?.Report((double)++loaded / sources.Count);
                 return tensor;
             });
+            model.CheckpointDType = sources.Values.GroupBy(s => s.Info.DType!.Value).MaxBy(g => g.Count())!.Key;
+            return model;
         }
         finally
         {

@@ -33,6 +33,9 @@ public sealed class Phi2Model : IDisposable
     /// <summary>The hyper-parameters.</summary>
     public Phi2Config Config { get; }
 
+    /// <summary>The dtype most weights had in the checkpoint this model was loaded from (null for a model built in memory).</summary>
+    public DType? CheckpointDType { get; internal set; }
+
     /// <summary>The backend holding the weights and running the ops.</summary>
     public IBackend Backend { get; }
 
