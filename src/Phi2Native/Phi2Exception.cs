@@ -61,3 +61,17 @@ public sealed class DataFormatException : Phi2Exception
         LineNumber = lineNumber;
     }
 }
+
+/// <summary>
+/// A tokenizer file (vocab.json, merges.txt, added tokens) is malformed or inconsistent, or a token cannot be added
+/// or decoded. The message names the file where there is one.
+/// </summary>
+public sealed class TokenizerException : Phi2Exception
+{
+    /// <summary>The file that failed, or null when the error is not about a file.</summary>
+    public string? FilePath { get; }
+
+    /// <summary>Creates the exception; a <paramref name="filePath"/> is put in front of the message.</summary>
+    public TokenizerException(string message, string? filePath = null, Exception? inner = null)
+        : base(filePath is null ? message : $"{filePath}: {message}", inner) => FilePath = filePath;
+}
