@@ -39,6 +39,7 @@ public sealed class AdamW : IDisposable
 
     private readonly Tensor[] _parameters;
     private readonly MomentState?[] _state;
+    private readonly bool[] _decays;
     private double _learningRate;
     private bool _disposed;
 
@@ -64,6 +65,7 @@ public sealed class AdamW : IDisposable
             if (!parameter.DType.IsFloatingPoint()) throw new ArgumentException($"AdamW: parameter {parameter} is not floating-point", nameof(parameters));
         }
         _state = new MomentState?[_parameters.Length];
+        _decays = _parameters.Select(p => Options.AppliesWeightDecay(p.Name!)).ToArray();
         _learningRate = Options.LearningRate;
     }
 
@@ -105,7 +107,7 @@ public sealed class AdamW : IDisposable
             var parameter = _parameters[i];
             if (parameter.Grad is not { } gradient) continue;
             var state = _state[i] ??= MomentState.Zeros(parameter);
-            var arguments = Options.StepArguments(parameter.Name!, LearningRate, state.Step + 1);
+            var arguments = Options.StepArguments(_decays[i], LearningRate, state.Step + 1);
             parameter.Backend.AdamWStep(parameter, gradient, state.FirstMoment, state.SecondMoment, arguments);
             state.Step++;
         }

@@ -55,8 +55,8 @@ public sealed record AdamWOptions
     }
 
     /// <summary>The step arguments for a parameter, at <paramref name="learningRate"/> and its 1-based <paramref name="step"/>.</summary>
-    internal AdamWStepArguments StepArguments(string parameterName, double learningRate, int step) =>
-        new(learningRate, Beta1, Beta2, Epsilon, AppliesWeightDecay(parameterName) ? WeightDecay : 0, step);
+    internal AdamWStepArguments StepArguments(bool decays, double learningRate, int step) =>
+        new(learningRate, Beta1, Beta2, Epsilon, decays ? WeightDecay : 0, step);
 
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> for values torch.optim.AdamW rejects.</summary>
     internal void Validate()

@@ -17,8 +17,8 @@ public static class GradientClipping
     /// <param name="maxNorm">The largest global norm allowed, &gt; 0.</param>
     /// <returns>
     /// The global norm before clipping (0 when no parameter has a gradient). A non-finite value means a gradient
-    /// overflowed: an infinite norm zeroes the gradients (coefficient 0), a NaN one leaves them as they are, so a
-    /// training loop should check <see cref="double.IsFinite"/> and skip the step.
+    /// overflowed and the gradients are unusable (as in torch, which scales them by 0 or NaN then): a training loop
+    /// should check <see cref="double.IsFinite"/> and skip the step.
     /// </returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxNorm"/> is not a positive number.</exception>
     public static double ClipGradientsByGlobalNorm(IEnumerable<Tensor> parameters, double maxNorm)
