@@ -98,10 +98,16 @@ public sealed class AdamW : IDisposable
     /// <see cref="Tensor.Grad"/> is null are skipped and keep their state, as in torch. Gradients are left as they are.
     /// </summary>
     /// <exception cref="ObjectDisposedException">The optimizer was disposed.</exception>
-    /// <exception cref="ArgumentException">A gradient whose element count or dtype does not match its parameter.</exception>
+    /// <exception cref="ArgumentException">A gradient whose shape or dtype does not match its parameter (then nothing is updated).</exception>
     public void Step()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        // Checked up front so that a bad gradient cannot leave the step half applied.
+        foreach (var parameter in _parameters)
+        {
+            if (parameter.Grad is { } gradient && (!gradient.Shape.SequenceEqual(parameter.Shape) || gradient.DType != parameter.DType))
+                throw new ArgumentException($"AdamW: the gradient of {parameter.Name} is [{gradient.ShapeText}] {gradient.DType}; the parameter is [{parameter.ShapeText}] {parameter.DType}");
+        }
         for (int i = 0; i < _parameters.Length; i++)
         {
             var parameter = _parameters[i];

@@ -247,6 +247,28 @@ public class AdamWTests
     }
 
     [Test]
+    public void MismatchedGradient_ThrowsBeforeUpdatingAnything()
+    {
+        var parameters = Parameters();
+        try
+        {
+            using var optimizer = new AdamW(parameters);
+            SetGradients(parameters, seed: 60);
+            parameters[2].ZeroGrad();
+            parameters[2].Grad = Tensor(null, new float[4], 2, 2);
+            var before = parameters.Select(p => p.ToArray<float>()).ToArray();
+            var ex = Assert.Throws<ArgumentException>(optimizer.Step);
+            Assert.That(ex!.Message, Does.Contain(parameters[2].Name!).And.Contain("[2, 2]"));
+            Assert.That(parameters.Select(p => p.ToArray<float>()), Is.EqualTo(before), "nothing moved");
+            Assert.That(optimizer.StepCount, Is.EqualTo(0));
+        }
+        finally
+        {
+            DisposeAll(parameters);
+        }
+    }
+
+    [Test]
     public void BadConstruction_Throws()
     {
         using var unnamed = Tensor(null, [1], 1);
