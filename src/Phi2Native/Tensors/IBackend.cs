@@ -112,4 +112,18 @@ public interface IBackend : IDisposable
 
     /// <summary>dLogits (=) = scale * (softmax - onehot) on counted rows, 0 on ignored rows.</summary>
     void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor logSumExp, int ignoreIndex, double scale, Tensor dLogits);
+
+    /// <summary>
+    /// One torch.optim.AdamW update of <paramref name="parameter"/> in place, with its moments updated in place:
+    /// <c>p -= lr*wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps)</c>.
+    /// </summary>
+    /// <param name="parameter">The parameter, updated in place.</param>
+    /// <param name="gradient">Its gradient, same element count; read only.</param>
+    /// <param name="firstMoment">exp_avg, same element count, updated in place (zeros before the first step).</param>
+    /// <param name="secondMoment">exp_avg_sq, same element count, updated in place (zeros before the first step).</param>
+    /// <param name="arguments">Learning rate, betas, epsilon, weight decay and the 1-based step.</param>
+    /// <remarks>The moments are F32 (F64 beside an F64 parameter, for double-precision checks); the CPU backend needs all four tensors in one dtype.</remarks>
+    /// <exception cref="ArgumentException">Element counts or dtypes do not match.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">An argument torch would reject, or a step below 1.</exception>
+    void AdamWStep(Tensor parameter, Tensor gradient, Tensor firstMoment, Tensor secondMoment, in AdamWStepArguments arguments);
 }

@@ -213,6 +213,20 @@ public sealed partial class CpuBackend
             CpuCrossEntropy.Backward(Span<float>(logits), Span<int>(targets), Span<float>(logSumExp), scale, Span<float>(dLogits), rows, vocab, ignoreIndex);
     }
 
+    /// <inheritdoc/>
+    public void AdamWStep(Tensor parameter, Tensor gradient, Tensor firstMoment, Tensor secondMoment, in AdamWStepArguments arguments)
+    {
+        foreach (var (tensor, what) in new[] { (gradient, "gradient"), (firstMoment, "first moment"), (secondMoment, "second moment") })
+        {
+            if (tensor.ElementCount != parameter.ElementCount || tensor.DType != parameter.DType)
+                throw new ArgumentException($"AdamWStep: {what} [{tensor.ShapeText}] {tensor.DType} does not match parameter {parameter}");
+        }
+        if (Compute(parameter).DType == DType.F64)
+            CpuAdamW.Step(Span<double>(parameter), Span<double>(gradient), Span<double>(firstMoment), Span<double>(secondMoment), arguments);
+        else
+            CpuAdamW.Step(Span<float>(parameter), Span<float>(gradient), Span<float>(firstMoment), Span<float>(secondMoment), arguments);
+    }
+
     private static Span<T> Optional<T>(Tensor? tensor) where T : unmanaged => tensor is null ? default : Span<T>(tensor);
 
     private static void AddRowVector<T>(Span<T> matrix, ReadOnlySpan<T> row) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
