@@ -43,6 +43,13 @@ public sealed class LoraLinear : IModuleAdapter, IDisposable
     /// <summary>Base seed of the dropout masks.</summary>
     public ulong DropoutSeed { get; set; }
 
+    /// <summary>Training forwards run so far (fixes the next dropout mask with <see cref="DropoutSeed"/>; saved in checkpoints).</summary>
+    public long TrainingForwardCount
+    {
+        get => Interlocked.Read(ref _trainingForwards);
+        set => Interlocked.Exchange(ref _trainingForwards, value);
+    }
+
     /// <inheritdoc/>
     public Tensor Forward(Tensor input, Tensor baseOutput, bool training)
     {

@@ -68,6 +68,16 @@ public sealed class Phi2Model : IDisposable
     /// <summary>Restarts the count of training forwards, so the next forward reuses the masks of the first one after <see cref="DropoutSeed"/> was set.</summary>
     public void ResetDropoutCounter() => Interlocked.Exchange(ref _trainingForwards, 0);
 
+    /// <summary>Training forwards run so far: with <see cref="DropoutSeed"/> it fixes the next dropout masks (saved in checkpoints so a resumed run repeats them).</summary>
+    public long TrainingForwardCount
+    {
+        get => Interlocked.Read(ref _trainingForwards);
+        set => Interlocked.Exchange(ref _trainingForwards, value);
+    }
+
+    /// <summary>Replaces the config's resid_pdrop in training when set (e.g. 0 to fine-tune without dropout).</summary>
+    public double? ResidualDropoutOverride { get; set; }
+
     /// <summary>Every module that holds parameters directly (Embedding, LayerNorm, Linear), in checkpoint order.</summary>
     public IEnumerable<Module> LeafModules()
     {
@@ -169,7 +179,7 @@ public sealed class Phi2Model : IDisposable
         ulong forwardSeed = Training ? Mix(DropoutSeed, (ulong)Interlocked.Increment(ref _trainingForwards)) : 0;
         var hidden = EmbedTokens.Forward(inputIds);                                   // [B, T, C]
         if (Training && Config.EmbdPdrop > 0) hidden = DropoutOp.Apply(hidden, Config.EmbdPdrop, Mix(forwardSeed, ulong.MaxValue));
-        double residualDropout = Training ? Config.ResidPdrop : 0;
+        double residualDropout = Training ? ResidualDropoutOverride ?? Config.ResidPdrop : 0;
         foreach (var layer in Layers)
         {
             if (GradientTape.Current != null)

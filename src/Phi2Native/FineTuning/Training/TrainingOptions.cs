@@ -1,0 +1,58 @@
+namespace Phi2Native.FineTuning;
+
+/// <summary>How a fine-tuning run trains. Defaults follow common LoRA practice for a small model.</summary>
+public sealed record TrainingOptions
+{
+    /// <summary>Passes over the training data.</summary>
+    public int Epochs { get; init; } = 1;
+
+    /// <summary>Stop after this many optimizer steps, if set (before the epochs run out).</summary>
+    public int? MaxSteps { get; init; }
+
+    /// <summary>Micro-batches whose gradients are summed (each loss divided by this) before one optimizer step.</summary>
+    public int GradientAccumulation { get; init; } = 1;
+
+    /// <summary>Peak learning rate.</summary>
+    public double LearningRate { get; init; } = 2e-4;
+
+    /// <summary>Decoupled weight decay (AdamW), not applied to biases and LayerNorm weights.</summary>
+    public double WeightDecay { get; init; }
+
+    /// <summary>Optimizer steps of linear warmup from 0.</summary>
+    public int WarmupSteps { get; init; }
+
+    /// <summary>Decay after warmup.</summary>
+    public LearningRateDecay Decay { get; init; } = LearningRateDecay.Cosine;
+
+    /// <summary>Clip gradients to this global norm; 0 or less turns clipping off.</summary>
+    public double MaxGradientNorm { get; init; } = 1.0;
+
+    /// <summary>Replaces the config's resid_pdrop while training, if set.</summary>
+    public double? ResidualDropout { get; init; }
+
+    /// <summary>Seed of the dropout masks (data order has its own, in the batch loader).</summary>
+    public int Seed { get; init; } = 42;
+
+    /// <summary>Evaluate on the validation data every this many optimizer steps (0: at the end of each epoch).</summary>
+    public int EvaluateEvery { get; init; }
+
+    /// <summary>Write a checkpoint every this many optimizer steps (0: only at the end and on interruption).</summary>
+    public int SaveEvery { get; init; }
+
+    /// <summary>Checks the values; the message names the option.</summary>
+    public void Validate()
+    {
+        void Positive(int value, string name)
+        {
+            if (value <= 0) throw new Phi2Exception($"{name} must be positive, got {value}");
+        }
+        Positive(Epochs, "--epochs");
+        Positive(GradientAccumulation, "--grad-accum");
+        if (MaxSteps is { } max) Positive(max, "--max-steps");
+        if (!(LearningRate > 0) || !double.IsFinite(LearningRate)) throw new Phi2Exception($"--lr must be a positive number, got {LearningRate}");
+        if (WeightDecay < 0) throw new Phi2Exception($"--weight-decay must not be negative, got {WeightDecay}");
+        if (WarmupSteps < 0) throw new Phi2Exception($"--warmup must not be negative, got {WarmupSteps}");
+        if (ResidualDropout is < 0 or >= 1) throw new Phi2Exception($"--resid-dropout must be in [0, 1), got {ResidualDropout}");
+        if (EvaluateEvery < 0 || SaveEvery < 0) throw new Phi2Exception("--eval-every and --save-every must not be negative");
+    }
+}
