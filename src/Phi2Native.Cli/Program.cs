@@ -17,6 +17,8 @@ public static class Program
             DemoCommand.Create(output, error),
             TraceCommand.Create(output, error),
             MergeCommand.Create(output, error),
+            FinetuneCommand.Create(output, error),
+            LayersCommand.Create(output, error),
         };
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)

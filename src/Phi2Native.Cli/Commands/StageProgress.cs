@@ -12,6 +12,12 @@ internal sealed class StageProgress(TextWriter error)
     private readonly bool _interactive = ReferenceEquals(error, System.Console.Error) && !System.Console.IsErrorRedirected;
     private readonly IAnsiConsole _console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(error) });
 
+    /// <summary>True on a terminal, where live widgets render.</summary>
+    public bool Interactive => _interactive;
+
+    /// <summary>The console on standard error.</summary>
+    public IAnsiConsole Console => _console;
+
     /// <summary>Runs <paramref name="work"/>, which reports its fraction done (0..1), and returns its result.</summary>
     public T Run<T>(string stage, Func<IProgress<double>, T> work)
     {

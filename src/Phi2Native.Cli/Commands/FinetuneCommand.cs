@@ -1,0 +1,133 @@
+using System.CommandLine;
+using System.Text.Json;
+using Phi2Native.Backends.Cpu;
+using Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Lora;
+using Phi2Native.Models.Phi2;
+using Phi2Native.Tensors;
+using Phi2Native.Text;
+using Spectre.Console;
+
+namespace Phi2Native.Cli.Commands;
+
+/// <summary>
+/// `phi2 finetune`: LoRA (and full) fine-tuning on JSONL data. The output folder gets the adapter at its top,
+/// checkpoints/step-N/, metrics.jsonl and loss.png; Ctrl-C writes a checkpoint before exiting, and --resume continues it.
+/// </summary>
+internal static class FinetuneCommand
+{
+    public static Command Create(TextWriter output, TextWriter error)
+    {
+        var o = new FinetuneOptions();
+        var command = new Command("finetune", "Fine-tune with LoRA (PEFT-compatible adapters) on JSONL data ({\"text\"} or {\"prompt\",\"completion\"} lines).");
+        foreach (var option in o.All) command.Options.Add(option);
+        command.SetAction(result => CommandErrors.Guard(error, () => Run(o.Read(result), output, error)));
+        return command;
+    }
+
+    public static int Run(FinetuneOptions.Values args, TextWriter output, TextWriter error)
+    {
+        if (args.ModelDirectory is null) throw new Phi2Exception("--model is required for now: give a Phi-2 model folder (config.json, weights, vocab.json, merges.txt)");
+        var stages = new StageProgress(error);
+        using var model = stages.Run($"loading {args.ModelDirectory}", progress => Phi2Checkpoint.Load(args.ModelDirectory, CpuBackend.Default, DType.F32,
+            warning => error.WriteLine($"warning: {warning}"), progress));
+        var tokenizer = TextTokenizer.FromModelFolder(args.ModelDirectory, warning => error.WriteLine($"warning: {warning}"));
+        if (tokenizer.VocabularySize > model.Config.VocabSize)
+            throw new Phi2Exception($"the tokenizer ({tokenizer.Source}) has ids up to {tokenizer.VocabularySize - 1}, beyond the model's vocab_size {model.Config.VocabSize}: they do not belong together");
+        int? endOfText = tokenizer.EndOfTextId is { } eot && eot < model.Config.VocabSize ? eot : null;
+        var jsonl = new JsonlOptions { EndOfTextId = endOfText, SkipMalformedLines = args.SkipBadLines, Warn = warning => error.WriteLine($"warning: {warning}") };
+        var training = JsonlDataset.Load(args.Data, tokenizer.Encode, jsonl);
+        var validation = args.Validation is null ? null : JsonlDataset.Load(args.Validation, tokenizer.Encode, jsonl);
+        var batching = new BatchingOptions
+        {
+            BatchSize = args.BatchSize, MaxLength = Math.Min(args.MaxLength, model.Config.MaxPositionEmbeddings), Mode = args.Batching,
+            PadId = endOfText ?? 0, Seed = (ulong)args.Training.Seed,
+        };
+        var loader = BatchLoader.Create(training, batching);
+        var validationRows = validation is null ? null : TrainingRows.Create(validation, batching.MaxLength, args.Batching, batching.PadId);
+        error.WriteLine($"data: {loader.Rows.Summary}; {loader.BatchesPerEpoch} batches of {args.BatchSize} x {batching.MaxLength} per epoch");
+
+        using var lora = args.Resume is null
+            ? LoraModel.Create(model, args.Selection(model.Config), seed: args.Training.Seed)
+            : PeftAdapter.Load(model, args.Resume, warning => error.WriteLine($"warning: {warning}"));
+        Directory.CreateDirectory(args.Out);
+        using var trainer = new Trainer(lora, loader, validationRows, args.Training, args.Out);
+        if (args.Resume is not null)
+        {
+            TrainingCheckpoint.Restore(trainer, args.Resume);
+            error.WriteLine($"resumed from {args.Resume} at step {trainer.Step} of {trainer.TotalSteps}");
+        }
+        long trainable = lora.TrainableParameters().Sum(p => p.ElementCount), total = model.Parameters().Sum(p => p.ElementCount);
+        error.WriteLine($"training {trainable:N0} of {total:N0} parameters ({100.0 * trainable / total:F3}%), {trainer.TotalSteps} steps");
+
+        var steps = new List<StepMetrics>();
+        var evaluations = new List<EvaluationMetrics>();
+        string metricsPath = Path.Combine(args.Out, "metrics.jsonl");
+        using var metrics = new StreamWriter(metricsPath, append: args.Resume is not null);
+        trainer.StepCompleted += m =>
+        {
+            steps.Add(m);
+            metrics.WriteLine(JsonSerializer.Serialize(new { m.Step, m.Epoch, m.Loss, learning_rate = m.LearningRate, gradient_norm = m.GradientNorm, m.Tokens, m.Seconds }));
+            metrics.Flush();
+        };
+        trainer.Evaluated += m =>
+        {
+            evaluations.Add(m);
+            metrics.WriteLine(JsonSerializer.Serialize(new { m.Step, validation_loss = m.Loss, validation_perplexity = m.Perplexity, validation_tokens = m.Tokens }));
+            metrics.Flush();
+            error.WriteLine($"step {m.Step}: validation loss {m.Loss:F4}, perplexity {m.Perplexity:F2}");
+        };
+        trainer.CheckpointSaved += directory => error.WriteLine($"checkpoint {directory}");
+
+        using var cancellation = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancellation.Cancel(); error.WriteLine("interrupted: saving a checkpoint..."); };
+        Console.CancelKeyPress += onCancel;
+        TrainingResult result;
+        try
+        {
+            result = RunWithProgress(trainer, stages, error, cancellation.Token);
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+        }
+        PeftAdapter.Save(lora, args.Out, Path.GetFullPath(args.ModelDirectory));
+        LossPlot.Save(Path.Combine(args.Out, "loss.png"), steps, evaluations, $"phi2 finetune: {Path.GetFileName(Path.GetFullPath(args.ModelDirectory))}");
+        output.WriteLine(result.Interrupted
+            ? $"interrupted at step {result.Steps}; resume with --resume {result.LastCheckpoint}"
+            : $"done: {result.Steps} steps; adapter, metrics.jsonl and loss.png in {args.Out}");
+        return result.Interrupted ? 130 : 0;
+    }
+
+    private static TrainingResult RunWithProgress(Trainer trainer, StageProgress stages, TextWriter error, CancellationToken cancellation)
+    {
+        // A live bar (loss, tokens/s, ETA) on a terminal; one line per tenth of the run otherwise.
+        if (!stages.Interactive)
+        {
+            int every = Math.Max(1, trainer.TotalSteps / 10);
+            trainer.StepCompleted += m =>
+            {
+                if (m.Step % every == 0 || m.Step == m.TotalSteps)
+                    error.WriteLine($"step {m.Step}/{m.TotalSteps}: loss {m.Loss:F4}, lr {m.LearningRate:G3}, {m.Tokens / Math.Max(m.Seconds / m.Step, 1e-9):F0} tokens/s");
+            };
+            return trainer.Run(cancellation);
+        }
+        TrainingResult result = null!;
+        stages.Console.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+            .Start(context =>
+            {
+                var task = context.AddTask("training", maxValue: trainer.TotalSteps);
+                task.Value = trainer.Step;
+                long tokens = 0;
+                trainer.StepCompleted += m =>
+                {
+                    tokens += m.Tokens;
+                    task.Value = m.Step;
+                    task.Description = $"loss {m.Loss:F4}  {tokens / Math.Max(m.Seconds, 1e-9):F0} tok/s";
+                };
+                result = trainer.Run(cancellation);
+            });
+        return result;
+    }
+}
