@@ -34,6 +34,9 @@ internal static class FinetuneCommand
         var tokenizer = TextTokenizer.FromModelFolder(args.ModelDirectory, warning => error.WriteLine($"warning: {warning}"));
         if (tokenizer.VocabularySize > model.Config.VocabSize)
             throw new Phi2Exception($"the tokenizer ({tokenizer.Source}) has ids up to {tokenizer.VocabularySize - 1}, beyond the model's vocab_size {model.Config.VocabSize}: they do not belong together");
+        if (args.Resume is not null) NewTokens.Apply(tokenizer, args.Resume);
+        else if (args.NewTokens.Length > 0)
+            foreach (var (token, id) in NewTokens.Add(tokenizer, model.Config, args.NewTokens)) error.WriteLine($"new token \"{token}\" -> id {id}");
         int? endOfText = tokenizer.EndOfTextId is { } eot && eot < model.Config.VocabSize ? eot : null;
         var jsonl = new JsonlOptions { EndOfTextId = endOfText, SkipMalformedLines = args.SkipBadLines, Warn = warning => error.WriteLine($"warning: {warning}") };
         var training = JsonlDataset.Load(args.Data, tokenizer.Encode, jsonl);
@@ -48,7 +51,7 @@ internal static class FinetuneCommand
         error.WriteLine($"data: {loader.Rows.Summary}; {loader.BatchesPerEpoch} batches of {args.BatchSize} x {batching.MaxLength} per epoch");
 
         using var lora = args.Resume is null
-            ? LoraModel.Create(model, args.Selection(model.Config), seed: args.Training.Seed)
+            ? LoraModel.Create(model, WithNewTokenRows(args.Selection(model.Config), tokenizer, error), seed: args.Training.Seed)
             : PeftAdapter.Load(model, args.Resume, warning => error.WriteLine($"warning: {warning}"));
         Directory.CreateDirectory(args.Out);
         using var trainer = new Trainer(lora, loader, validationRows, args.Training, args.Out);
@@ -77,7 +80,11 @@ internal static class FinetuneCommand
             metrics.Flush();
             error.WriteLine($"step {m.Step}: validation loss {m.Loss:F4}, perplexity {m.Perplexity:F2}");
         };
-        trainer.CheckpointSaved += directory => error.WriteLine($"checkpoint {directory}");
+        trainer.CheckpointSaved += directory =>
+        {
+            NewTokens.Save(tokenizer, directory);
+            error.WriteLine($"checkpoint {directory}");
+        };
 
         using var cancellation = new CancellationTokenSource();
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancellation.Cancel(); error.WriteLine("interrupted: saving a checkpoint..."); };
@@ -92,11 +99,26 @@ internal static class FinetuneCommand
             Console.CancelKeyPress -= onCancel;
         }
         PeftAdapter.Save(lora, args.Out, Path.GetFullPath(args.ModelDirectory));
+        NewTokens.Save(tokenizer, args.Out);
         LossPlot.Save(Path.Combine(args.Out, "loss.png"), steps, evaluations, $"phi2 finetune: {Path.GetFileName(Path.GetFullPath(args.ModelDirectory))}");
         output.WriteLine(result.Interrupted
             ? $"interrupted at step {result.Steps}; resume with --resume {result.LastCheckpoint}"
             : $"done: {result.Steps} steps; adapter, metrics.jsonl and loss.png in {args.Out}");
         return result.Interrupted ? 130 : 0;
+    }
+
+    // New tokens' rows must learn: their embedding and their lm_head row train through LoRA unless they already train.
+    private static LoraConfig WithNewTokenRows(LoraConfig config, TextTokenizer tokenizer, TextWriter error)
+    {
+        if (tokenizer.AddedTokens.Count == 0) return config;
+        var targets = config.TargetModules.ToList();
+        foreach (var module in new[] { "model.embed_tokens", "lm_head" })
+            if (!targets.Contains(module) && !ModuleSelection.IsModuleToSave(config, module))
+            {
+                targets.Add(module);
+                error.WriteLine($"note: {module} trains with LoRA so the new tokens' rows learn");
+            }
+        return config with { TargetModules = targets };
     }
 
     private static TrainingResult RunWithProgress(Trainer trainer, StageProgress stages, TextWriter error, CancellationToken cancellation)

@@ -28,16 +28,17 @@ internal sealed class FinetuneOptions
     public readonly Option<int> Seed = new("--seed") { Description = "Seed of data order, adapter init and dropout (runs repeat bit for bit).", DefaultValueFactory = _ => 42 };
     public readonly Option<bool> Padding = new("--padding") { Description = "One example per row, padded (default: pack examples into full rows)." };
     public readonly Option<bool> SkipBadLines = new("--skip-bad-lines") { Description = "Skip malformed JSONL lines (each reported) instead of stopping." };
+    public readonly Option<string?> NewTokens = new("--new-tokens") { Description = "New words, comma-separated: they take unused embedding rows, and embed_tokens and lm_head then train." };
     public readonly Option<int> EvalEvery = new("--eval-every") { Description = "Validate every N steps (0: each epoch).", DefaultValueFactory = _ => 0 };
     public readonly Option<int> SaveEvery = new("--save-every") { Description = "Checkpoint every N steps (0: at the end).", DefaultValueFactory = _ => 0 };
 
     public IEnumerable<Option> All =>
         [Model, Data, Validation, Out, Resume, .. Selection.All, LearningRate, Epochs, MaxSteps, BatchSize, MaxLength, GradientAccumulation,
-         Warmup, Schedule, WeightDecay, MaxGradNorm, ResidualDropout, Seed, Padding, SkipBadLines, EvalEvery, SaveEvery];
+         Warmup, Schedule, WeightDecay, MaxGradNorm, ResidualDropout, Seed, Padding, SkipBadLines, NewTokens, EvalEvery, SaveEvery];
 
     /// <summary>What the command line said, checked.</summary>
     public sealed record Values(string? ModelDirectory, string Data, string? Validation, string Out, string? Resume, Func<Phi2Config, LoraConfig> Selection,
-        TrainingOptions Training, int BatchSize, int MaxLength, BatchingMode Batching, bool SkipBadLines);
+        TrainingOptions Training, int BatchSize, int MaxLength, BatchingMode Batching, bool SkipBadLines, string[] NewTokens);
 
     public Values Read(ParseResult result)
     {
@@ -60,7 +61,8 @@ internal sealed class FinetuneOptions
         };
         training.Validate();
         return new Values(result.GetValue(Model), result.GetValue(Data)!, result.GetValue(Validation), result.GetValue(Out)!, result.GetValue(Resume),
-            Selection.Reader(result), training, batch, length, result.GetValue(Padding) ? BatchingMode.Padding : BatchingMode.Packing, result.GetValue(SkipBadLines));
+            Selection.Reader(result), training, batch, length, result.GetValue(Padding) ? BatchingMode.Padding : BatchingMode.Packing, result.GetValue(SkipBadLines),
+            result.GetValue(NewTokens)?.Split(',', StringSplitOptions.RemoveEmptyEntries) ?? []);
     }
 }
 
