@@ -235,7 +235,7 @@ public sealed record EmbeddedTrainingSettings
     public int WarmupSteps { get; init; } = 20;
 
     /// <summary>Optimizer steps in the run; the cosine decay reaches 0 at the last one.</summary>
-    public int Steps { get; init; } = 700;
+    public int Steps { get; init; } = 600;
 
     /// <summary>Decoupled weight decay (biases and LayerNorms are exempt, as in HF).</summary>
     public double WeightDecay { get; init; } = 0.1;
