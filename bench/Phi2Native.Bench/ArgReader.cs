@@ -45,6 +45,16 @@ internal sealed class ArgReader
         return value;
     }
 
+    /// <summary>The value of <c>--name</c> as a finite number &gt;= 0, or <paramref name="fallback"/>.</summary>
+    public double Double(string name, double fallback)
+    {
+        string text = String(name, fallback.ToString("R", System.Globalization.CultureInfo.InvariantCulture));
+        if (!double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double value) ||
+            !double.IsFinite(value) || value < 0)
+            throw new ArgumentException($"--{name} must be a number >= 0 (got '{text}')");
+        return value;
+    }
+
     /// <summary>Throws for any option that no accessor asked about (catches typos such as --rep).</summary>
     public void RejectUnknown()
     {

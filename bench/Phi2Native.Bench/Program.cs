@@ -1,6 +1,7 @@
 // Phi2Native benchmark harness.
 //
 //   dotnet run -c Release --project bench/Phi2Native.Bench -- gemm [options]
+//   dotnet run -c Release --project bench/Phi2Native.Bench -- embedded [options]
 //
 // Each mode validates what it times against a reference first, warms up, then reports the median
 // of repeated runs against the machine's ceiling (see Machine.cs). Arguments are parsed by hand:
@@ -28,6 +29,7 @@ namespace Phi2Native.Bench
                     case "gemm": return GemmBench.Run(options);
                     case "gemm-kernel": return GemmKernelBench.Run(options);
                     case "step": return StepBench.Run(options);
+                    case "embedded": return EmbeddedBench.Run(options);
                     default:
                         Console.Error.WriteLine($"unknown mode '{args[0]}'\n\n{Usage}");
                         return 1;
@@ -61,6 +63,11 @@ namespace Phi2Native.Bench
               step   end-to-end training steps (forward + backward, all parameters trainable) on the CPU backend:
                      the demo's tiny model and Phi-2's dimensions cut to 2 layers; tokens/s, GFLOP/s, % of peak
                      --reps N, --warmup N, --peak GFLOPS, --markdown
+              embedded   the embedded default model's training curve: full-parameter AdamW on the shipped text,
+                     validation loss at fixed steps, seconds of training; does it halve in about a minute?
+                     --steps N --batch B --length T --lr LR --warmup N --weight-decay W --eval-every N --seed S
+                     --hidden C --heads H --layers L --inner I --dropout P --tokenizer DIR   (overrides, for tuning)
+                     --prompt TEXT (continued greedily at the end), --markdown
             """;
     }
 }

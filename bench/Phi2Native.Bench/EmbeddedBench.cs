@@ -1,0 +1,191 @@
+using System.Diagnostics;
+using System.Globalization;
+using Phi2Native.Autograd;
+using Phi2Native.Backends.Cpu;
+using Phi2Native.FineTuning;
+using Phi2Native.Models.Phi2;
+using Phi2Native.Tensors;
+using Phi2Native.Text;
+
+namespace Phi2Native.Bench;
+
+/// <summary>
+/// The embedded default model's training curve: plain full-parameter AdamW (GradientTape + AdamW + BatchLoader,
+/// no trainer) on the shipped text, with the validation loss over the whole validation part at fixed steps.
+/// Checks the claim the embedded default is built for: the validation loss falls below half its starting value
+/// within about a minute of training on a 2-core CPU. Seconds count training steps only, not evaluation.
+/// </summary>
+/// <remarks>
+/// Ends with a greedy continuation of a prompt from the text, to show what was learnt.
+/// The options override the embedded dimensions, tokenizer and settings, for choosing them: <c>--tokenizer DIR</c>
+/// takes another vocab.json + merges.txt (the model's vocabulary follows it).
+/// </remarks>
+internal static class EmbeddedBench
+{
+    public static int Run(ArgReader args)
+    {
+        var defaults = EmbeddedDefault.RecommendedTraining;
+        var baseConfig = EmbeddedDefault.Config;
+        string tokenizerFolder = args.String("tokenizer", "");
+        var settings = defaults with
+        {
+            BatchSize = args.Int("batch", defaults.BatchSize),
+            MaxLength = args.Int("length", defaults.MaxLength, min: 2),
+            LearningRate = args.Double("lr", defaults.LearningRate),
+            WarmupSteps = args.Int("warmup", defaults.WarmupSteps, min: 0),
+            Steps = args.Int("steps", defaults.Steps),
+            WeightDecay = args.Double("weight-decay", defaults.WeightDecay),
+        };
+        int evalEvery = args.Int("eval-every", Math.Max(1, settings.Steps / 10));
+        int seed = args.Int("seed", EmbeddedDefault.DefaultSeed, min: 0);
+        bool markdown = args.Flag("markdown");
+        string prompt = args.String("prompt", "And the LORD said unto Moses,");
+        var tokenizer = tokenizerFolder.Length > 0 ? TextTokenizer.FromModelFolder(tokenizerFolder) : EmbeddedDefault.Tokenizer();
+        int endOfText = tokenizer.EndOfTextId ?? throw new ArgumentException("the tokenizer has no <|endoftext|>");
+        int hidden = args.Int("hidden", baseConfig.HiddenSize), heads = args.Int("heads", baseConfig.NumAttentionHeads);
+        var config = baseConfig with
+        {
+            VocabSize = tokenizerFolder.Length > 0 ? tokenizer.VocabularySize : baseConfig.VocabSize,
+            HiddenSize = hidden,
+            NumAttentionHeads = heads,
+            IntermediateSize = args.Int("inner", hidden == baseConfig.HiddenSize ? baseConfig.IntermediateSize : 4 * hidden),
+            NumHiddenLayers = args.Int("layers", baseConfig.NumHiddenLayers),
+            RotaryDim = (int)(0.4 * (hidden / heads)) / 2 * 2,
+            ResidPdrop = args.Double("dropout", baseConfig.ResidPdrop),
+            BosTokenId = endOfText, EosTokenId = endOfText,
+        };
+        args.RejectUnknown();
+
+        string folder = Path.Combine(Path.GetTempPath(), "phi2native-embedded-bench-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(folder);
+        try
+        {
+            var jsonl = new JsonlOptions { EndOfTextId = endOfText };
+            var train = JsonlDataset.Load(EmbeddedDefault.WriteTrainingJsonl(Path.Combine(folder, "train.jsonl")), tokenizer.Encode, jsonl);
+            var validation = JsonlDataset.Load(EmbeddedDefault.WriteValidationJsonl(Path.Combine(folder, "val.jsonl")), tokenizer.Encode, jsonl);
+            return Train(config, settings, seed, evalEvery, train, validation, markdown, tokenizer, prompt);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    private static int Train(Phi2Config config, EmbeddedTrainingSettings s, int seed, int evalEvery,
+        JsonlDataset train, JsonlDataset validation, bool markdown, TextTokenizer tokenizer, string prompt)
+    {
+        var machine = Machine.Detect();
+        foreach (string line in machine.Describe()) Console.WriteLine(line);
+        long parameters = Phi2Model.ParameterShapes(config).Sum(p => p.Shape.Aggregate(1L, (a, b) => a * b));
+        Console.WriteLine($"{DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, .NET {Environment.Version}, CPU backend, fp32, {Environment.ProcessorCount} threads");
+        Console.WriteLine($"model: V={config.VocabSize} C={config.HiddenSize} layers={config.NumHiddenLayers} heads={config.NumAttentionHeads} " +
+                          $"D={config.HeadDim} rotary={config.RotaryDim} MLP={config.IntermediateSize} resid_pdrop={config.ResidPdrop}, " +
+                          $"{parameters:N0} parameters, seed {seed}");
+        var loader = BatchLoader.Create(train, new BatchingOptions { BatchSize = s.BatchSize, MaxLength = s.MaxLength, Seed = s.DataSeed, PadId = config.EosTokenId ?? 0 });
+        var validationRows = TrainingRows.Create(validation, s.MaxLength, BatchingMode.Packing, config.EosTokenId ?? 0);
+        Console.WriteLine($"data: train {train.TokenCount:N0} tokens ({loader.Rows.Summary}), validation {validation.TokenCount:N0} tokens ({validationRows.Summary})");
+        Console.WriteLine($"AdamW lr {s.LearningRate} (warmup {s.WarmupSteps}, cosine to 0 at step {s.Steps}), weight decay {s.WeightDecay}, " +
+                          $"clip {s.MaxGradientNorm}, B={s.BatchSize} T={s.MaxLength}: {s.Steps * s.BatchSize * s.MaxLength:N0} tokens " +
+                          $"= {(double)s.Steps * s.BatchSize / loader.Rows.Count:F2} epochs");
+        Console.WriteLine();
+
+        using var model = Phi2Model.CreateRandom(config, CpuBackend.Default, seed);
+        model.SetRequiresGrad(true);
+        using var optimizer = new AdamW(model.Parameters(), new AdamWOptions { LearningRate = s.LearningRate, WeightDecay = s.WeightDecay });
+        var schedule = LearningRateSchedule.CosineWithWarmup(s.WarmupSteps, s.Steps);
+
+        var table = new Table("step", "seconds", "train loss", "validation loss", "val / start");
+        double start = Evaluate(model, validationRows, s.BatchSize), halvedAt = double.NaN;
+        table.Add("0", "0.0", "", start.ToString("F4", CultureInfo.InvariantCulture), "1.000");
+        Console.WriteLine($"step 0: validation loss {start:F4} (ln V = {Math.Log(config.VocabSize):F4})");
+        var clock = new Stopwatch();
+        double trainSum = 0;
+        int trainCount = 0;
+        for (int step = 1; step <= s.Steps; step++)
+        {
+            var batch = loader.Next();
+            clock.Start();
+            model.Training = true;
+            using (TensorScope.Begin())
+            using (var tape = GradientTape.Begin())
+            {
+                var loss = model.CausalLanguageModelLoss(model.Forward(model.CreateInputIds(batch.InputIds, batch.BatchSize)), batch.Labels);
+                trainSum += loss.Item();
+                trainCount++;
+                tape.Backward(loss);
+            }
+            GradientClipping.ClipGradientsByGlobalNorm(optimizer.Parameters, s.MaxGradientNorm);
+            optimizer.LearningRate = s.LearningRate * schedule.Factor(optimizer.StepCount);
+            optimizer.Step();
+            optimizer.ZeroGrad();
+            clock.Stop();
+            if (step % evalEvery != 0 && step != s.Steps) continue;
+
+            double validationLoss = Evaluate(model, validationRows, s.BatchSize);
+            double seconds = clock.Elapsed.TotalSeconds;
+            if (double.IsNaN(halvedAt) && validationLoss < start / 2) halvedAt = seconds;
+            table.Add(step.ToString(CultureInfo.InvariantCulture), seconds.ToString("F1", CultureInfo.InvariantCulture),
+                (trainSum / trainCount).ToString("F4", CultureInfo.InvariantCulture), validationLoss.ToString("F4", CultureInfo.InvariantCulture),
+                (validationLoss / start).ToString("F3", CultureInfo.InvariantCulture));
+            Console.WriteLine($"step {step}: {seconds:F1} s, train {trainSum / trainCount:F4}, validation {validationLoss:F4}");
+            (trainSum, trainCount) = (0, 0);
+        }
+        Console.WriteLine();
+        table.Write(Console.Out, markdown);
+        Console.WriteLine();
+        Console.WriteLine("train loss: mean over the steps since the previous row; validation loss: every validation token, evaluation mode.");
+        Console.WriteLine(double.IsNaN(halvedAt)
+            ? $"the validation loss never fell below half its start ({start / 2:F4}) in {clock.Elapsed.TotalSeconds:F1} s"
+            : $"validation loss below half its start ({start / 2:F4}) after {halvedAt:F1} s of training; {s.Steps} steps took {clock.Elapsed.TotalSeconds:F1} s");
+        Console.WriteLine($"greedy continuation: {prompt}{GreedyContinuation(model, tokenizer, prompt, 40).ReplaceLineEndings(" / ")}");
+        return 0;
+    }
+
+    /// <summary>
+    /// The argmax continuation of <paramref name="prompt"/>, one full forward per new token (no KV cache; a
+    /// look at what the minute of training taught, not a generation benchmark).
+    /// </summary>
+    private static string GreedyContinuation(Phi2Model model, TextTokenizer tokenizer, string prompt, int tokens)
+    {
+        model.Training = false;
+        var ids = tokenizer.Encode(prompt).ToList();
+        int first = ids.Count, vocab = model.Config.VocabSize;
+        for (int n = 0; n < tokens && ids.Count < model.Config.MaxPositionEmbeddings; n++)
+        {
+            using var scope = TensorScope.Begin();
+            float[] logits = model.Forward(model.CreateInputIds(ids.ToArray())).ToSingleArray();
+            var last = logits.AsSpan((ids.Count - 1) * vocab, vocab);
+            int next = 0;
+            for (int v = 1; v < vocab; v++)
+                if (last[v] > last[next]) next = v;
+            if (next == model.Config.EosTokenId) break;
+            ids.Add(next);
+        }
+        return tokenizer.Decode(ids.Skip(first));
+    }
+
+    /// <summary>Mean cross-entropy over every scored token of the rows, in evaluation mode (no dropout, no tape).</summary>
+    private static double Evaluate(Phi2Model model, TrainingRows rows, int batchSize)
+    {
+        model.Training = false;
+        double sum = 0;
+        long count = 0;
+        int time = rows.Time;
+        for (int first = 0; first < rows.Count; first += batchSize)
+        {
+            int batch = Math.Min(batchSize, rows.Count - first);
+            var ids = new int[batch * time];
+            var labels = new int[batch * time];
+            for (int b = 0; b < batch; b++) rows.CopyRow(first + b, ids.AsSpan(b * time, time), labels.AsSpan(b * time, time));
+            // The loss is a mean over the batch's scored positions; weighting by their count gives the mean over all.
+            long scored = 0;
+            for (int b = 0; b < batch; b++)
+                for (int t = 1; t < time; t++)
+                    if (labels[b * time + t] != TokenizedExample.IgnoreLabel) scored++;
+            using var scope = TensorScope.Begin();
+            sum += model.CausalLanguageModelLoss(model.Forward(model.CreateInputIds(ids, batch)), labels).Item() * scored;
+            count += scored;
+        }
+        return sum / count;
+    }
+}
