@@ -27,11 +27,11 @@ internal static class FinetuneCommand
 
     public static int Run(FinetuneOptions.Values args, TextWriter output, TextWriter error)
     {
-        if (args.ModelDirectory is null) throw new Phi2Exception("--model is required for now: give a Phi-2 model folder (config.json, weights, vocab.json, merges.txt)");
+        string modelDirectory = ModelSource.Resolve(args.ModelDirectory, error);
         var stages = new StageProgress(error);
-        using var model = stages.Run($"loading {args.ModelDirectory}", progress => Phi2Checkpoint.Load(args.ModelDirectory, CpuBackend.Default, DType.F32,
+        using var model = stages.Run($"loading {args.ModelDirectory ?? "the embedded model"}", progress => Phi2Checkpoint.Load(modelDirectory, CpuBackend.Default, DType.F32,
             warning => error.WriteLine($"warning: {warning}"), progress));
-        var tokenizer = TextTokenizer.FromModelFolder(args.ModelDirectory, warning => error.WriteLine($"warning: {warning}"));
+        var tokenizer = TextTokenizer.FromModelFolder(modelDirectory, warning => error.WriteLine($"warning: {warning}"));
         if (tokenizer.VocabularySize > model.Config.VocabSize)
             throw new Phi2Exception($"the tokenizer ({tokenizer.Source}) has ids up to {tokenizer.VocabularySize - 1}, beyond the model's vocab_size {model.Config.VocabSize}: they do not belong together");
         if (args.Resume is not null) NewTokens.Apply(tokenizer, args.Resume);
@@ -39,8 +39,9 @@ internal static class FinetuneCommand
             foreach (var (token, id) in NewTokens.Add(tokenizer, model.Config, args.NewTokens)) error.WriteLine($"new token \"{token}\" -> id {id}");
         int? endOfText = tokenizer.EndOfTextId is { } eot && eot < model.Config.VocabSize ? eot : null;
         var jsonl = new JsonlOptions { EndOfTextId = endOfText, SkipMalformedLines = args.SkipBadLines, Warn = warning => error.WriteLine($"warning: {warning}") };
-        var training = JsonlDataset.Load(args.Data, tokenizer.Encode, jsonl);
-        var validation = args.Validation is null ? null : JsonlDataset.Load(args.Validation, tokenizer.Encode, jsonl);
+        var (dataPath, validationPath) = DataFiles(args, error);
+        var training = JsonlDataset.Load(dataPath, tokenizer.Encode, jsonl);
+        var validation = validationPath is null ? null : JsonlDataset.Load(validationPath, tokenizer.Encode, jsonl);
         var batching = new BatchingOptions
         {
             BatchSize = args.BatchSize, MaxLength = Math.Min(args.MaxLength, model.Config.MaxPositionEmbeddings), Mode = args.Batching,
@@ -98,13 +99,25 @@ internal static class FinetuneCommand
         {
             Console.CancelKeyPress -= onCancel;
         }
-        PeftAdapter.Save(lora, args.Out, Path.GetFullPath(args.ModelDirectory));
+        PeftAdapter.Save(lora, args.Out, ModelSource.BaseName(args.ModelDirectory));
         NewTokens.Save(tokenizer, args.Out);
-        LossPlot.Save(Path.Combine(args.Out, "loss.png"), steps, evaluations, $"phi2 finetune: {Path.GetFileName(Path.GetFullPath(args.ModelDirectory))}");
+        LossPlot.Save(Path.Combine(args.Out, "loss.png"), steps, evaluations, $"phi2 finetune: {(args.ModelDirectory is null ? "embedded tiny model" : Path.GetFileName(Path.GetFullPath(args.ModelDirectory)))}");
         output.WriteLine(result.Interrupted
             ? $"interrupted at step {result.Steps}; resume with --resume {result.LastCheckpoint}"
             : $"done: {result.Steps} steps; adapter, metrics.jsonl and loss.png in {args.Out}");
         return result.Interrupted ? 130 : 0;
+    }
+
+    // Without --data, the embedded model trains on its own text (written beside the run), validated on the held-out part.
+    private static (string Data, string? Validation) DataFiles(FinetuneOptions.Values args, TextWriter error)
+    {
+        if (args.Data is not null) return (args.Data, args.Validation);
+        if (args.ModelDirectory is not null) throw new Phi2Exception("--data is required with --model: give a JSONL file of {\"text\": ...} or {\"prompt\": ..., \"completion\": ...} lines");
+        Directory.CreateDirectory(args.Out);
+        string data = EmbeddedDefault.WriteTrainingJsonl(Path.Combine(args.Out, "embedded-train.jsonl"));
+        string validation = args.Validation ?? EmbeddedDefault.WriteValidationJsonl(Path.Combine(args.Out, "embedded-validation.jsonl"));
+        error.WriteLine($"no --data: training on the embedded text ({EmbeddedDefault.TextSource.Split(';')[0]}), validating on its held-out chapters");
+        return (data, validation);
     }
 
     // New tokens' rows must learn: their embedding and their lm_head row train through LoRA unless they already train.

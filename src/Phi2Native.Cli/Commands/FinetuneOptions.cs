@@ -9,7 +9,7 @@ namespace Phi2Native.Cli.Commands;
 internal sealed class FinetuneOptions
 {
     public readonly Option<string?> Model = new("--model") { Description = "Model folder (default: the embedded tiny model)." };
-    public readonly Option<string> Data = new("--data") { Description = "Training data: JSONL with a \"text\" field, or \"prompt\" and \"completion\".", Required = true };
+    public readonly Option<string?> Data = new("--data") { Description = "Training data: JSONL with a \"text\" field, or \"prompt\" and \"completion\" (default with no --model: the embedded text)." };
     public readonly Option<string?> Validation = new("--val") { Description = "Validation data (same format), reported as loss and perplexity." };
     public readonly Option<string> Out = new("--out") { Description = "Output folder: adapter, checkpoints/, metrics.jsonl, loss.png.", Required = true };
     public readonly Option<string?> Resume = new("--resume") { Description = "Continue from a checkpoint folder (checkpoints/step-N) with the same other options." };
@@ -37,7 +37,7 @@ internal sealed class FinetuneOptions
          Warmup, Schedule, WeightDecay, MaxGradNorm, ResidualDropout, Seed, Padding, SkipBadLines, NewTokens, EvalEvery, SaveEvery];
 
     /// <summary>What the command line said, checked.</summary>
-    public sealed record Values(string? ModelDirectory, string Data, string? Validation, string Out, string? Resume, Func<Phi2Config, LoraConfig> Selection,
+    public sealed record Values(string? ModelDirectory, string? Data, string? Validation, string Out, string? Resume, Func<Phi2Config, LoraConfig> Selection,
         TrainingOptions Training, int BatchSize, int MaxLength, BatchingMode Batching, bool SkipBadLines, string[] NewTokens);
 
     public Values Read(ParseResult result)
@@ -60,7 +60,7 @@ internal sealed class FinetuneOptions
             Seed = result.GetValue(Seed), EvaluateEvery = result.GetValue(EvalEvery), SaveEvery = result.GetValue(SaveEvery),
         };
         training.Validate();
-        return new Values(result.GetValue(Model), result.GetValue(Data)!, result.GetValue(Validation), result.GetValue(Out)!, result.GetValue(Resume),
+        return new Values(result.GetValue(Model), result.GetValue(Data), result.GetValue(Validation), result.GetValue(Out)!, result.GetValue(Resume),
             Selection.Reader(result), training, batch, length, result.GetValue(Padding) ? BatchingMode.Padding : BatchingMode.Packing, result.GetValue(SkipBadLines),
             result.GetValue(NewTokens)?.Split(',', StringSplitOptions.RemoveEmptyEntries) ?? []);
     }

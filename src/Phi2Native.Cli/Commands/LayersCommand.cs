@@ -31,7 +31,7 @@ internal static class LayersCommand
 
     private static Phi2Config LoadConfig(string? directory, TextWriter error)
     {
-        if (directory is null) return Phi2Config.Tiny;
+        if (directory is null) return EmbeddedDefault.Config;
         if (!Directory.Exists(directory)) throw new CheckpointException($"model folder '{directory}' does not exist");
         return Phi2Config.Load(Path.Combine(directory, "config.json"), warning => error.WriteLine($"warning: {warning}"));
     }

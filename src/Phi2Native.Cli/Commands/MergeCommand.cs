@@ -14,17 +14,17 @@ internal static class MergeCommand
 {
     public static Command Create(TextWriter output, TextWriter error)
     {
-        var model = new Option<string>("--model") { Description = "Base model folder.", Required = true };
+        var model = new Option<string?>("--model") { Description = "Base model folder (default: the embedded tiny model)." };
         var adapter = new Option<string>("--adapter") { Description = "PEFT adapter folder (adapter_config.json + adapter_model.safetensors).", Required = true };
         var outPath = new Option<string>("--out") { Description = "Output folder for the merged checkpoint.", Required = true };
         var dtype = new Option<string?>("--dtype") { Description = "Stored dtype: f32, f16 or bf16 (default: the base checkpoint's)." };
         var command = new Command("merge", "Merge a LoRA adapter into its base model and export an HF-layout checkpoint.") { model, adapter, outPath, dtype };
         command.SetAction(result => CommandErrors.Guard(error, () => Run(
-            result.GetValue(model)!, result.GetValue(adapter)!, result.GetValue(outPath)!, result.GetValue(dtype), output, error)));
+            result.GetValue(model), result.GetValue(adapter)!, result.GetValue(outPath)!, result.GetValue(dtype), output, error)));
         return command;
     }
 
-    public static int Run(string modelDirectory, string adapterDirectory, string outDirectory, string? dtypeText, TextWriter output, TextWriter error)
+    public static int Run(string? modelOption, string adapterDirectory, string outDirectory, string? dtypeText, TextWriter output, TextWriter error)
     {
         DType? requested = dtypeText switch
         {
@@ -34,6 +34,7 @@ internal static class MergeCommand
             "bf16" or "bfloat16" => DType.BF16,
             _ => throw new Phi2Exception($"--dtype \"{dtypeText}\" is not one of f32, f16, bf16"),
         };
+        string modelDirectory = ModelSource.Resolve(modelOption, error);
         if (Path.GetFullPath(outDirectory) == Path.GetFullPath(modelDirectory))
             throw new Phi2Exception("--out must differ from --model: the merge never overwrites its base checkpoint");
         var stages = new StageProgress(error);

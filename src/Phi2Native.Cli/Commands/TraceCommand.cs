@@ -16,7 +16,7 @@ internal static class TraceCommand
 {
     public static Command Create(TextWriter output, TextWriter error)
     {
-        var model = new Option<string>("--model") { Description = "Model folder: config.json plus model.safetensors (or sharded, or phi-msft).", Required = true };
+        var model = new Option<string?>("--model") { Description = "Model folder: config.json plus model.safetensors (or sharded, or phi-msft); default: the embedded tiny model." };
         var ids = new Option<string>("--ids") { Description = "Comma-separated token ids, at least 2 (e.g. 1,2,3).", Required = true };
         var outPath = new Option<string>("--out") { Description = "Output .safetensors file.", Required = true };
         var grads = new Option<bool>("--grads") { Description = "Also back-propagate the loss and write grad.<name> for every parameter (with --adapter: for every adapter tensor, under its PEFT key)." };
@@ -26,16 +26,17 @@ internal static class TraceCommand
             model, ids, outPath, grads, adapter,
         };
         command.SetAction(result => CommandErrors.Guard(error, () => Run(
-            result.GetValue(model)!, result.GetValue(ids)!, result.GetValue(outPath)!, result.GetValue(grads), result.GetValue(adapter), output, error)));
+            result.GetValue(model), result.GetValue(ids)!, result.GetValue(outPath)!, result.GetValue(grads), result.GetValue(adapter), output, error)));
         return command;
     }
 
-    public static int Run(string modelDirectory, string idsText, string outPath, bool withGrads, string? adapterDirectory, TextWriter output, TextWriter error)
+    public static int Run(string? modelOption, string idsText, string outPath, bool withGrads, string? adapterDirectory, TextWriter output, TextWriter error)
     {
         int[] tokenIds = ParseIds(idsText);
+        string modelDirectory = ModelSource.Resolve(modelOption, error);
         // Progress and remarks go to standard error: standard output carries only the result line.
         var stages = new StageProgress(error);
-        using var phi = stages.Run($"loading {modelDirectory}", progress => Phi2Checkpoint.Load(modelDirectory, CpuBackend.Default, DType.F32,
+        using var phi = stages.Run($"loading {modelOption ?? "the embedded model"}", progress => Phi2Checkpoint.Load(modelDirectory, CpuBackend.Default, DType.F32,
             warning => error.WriteLine($"warning: {warning}"), progress));
         phi.Training = false;
         // With an adapter, exactly its trainable tensors get gradients (the base stays frozen); without, every parameter.
@@ -44,7 +45,7 @@ internal static class TraceCommand
         var trainable = lora?.TrainableParameters().ToList() ?? phi.Parameters().ToList();
         var writer = new SafeTensorsWriter();
         writer.Metadata["producer"] = "phi2 trace";
-        writer.Metadata["model"] = Path.GetFullPath(modelDirectory);
+        writer.Metadata["model"] = ModelSource.BaseName(modelOption);
         using (var scope = TensorScope.Begin())
         using (var tape = withGrads ? GradientTape.Begin() : null)
         {

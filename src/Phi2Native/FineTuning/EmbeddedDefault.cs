@@ -34,6 +34,8 @@ public static class EmbeddedDefault
 
     private const string ResourcePrefix = "Phi2Native.Embedded.";
     private const string TextResource = "kjv-genesis-exodus.txt";
+    private static readonly Lazy<int> s_tokenizerSize = new(() => Tokenizer().VocabularySize);
+
     private static readonly string[] TokenizerResources = ["vocab.json", "merges.txt", "added_tokens.json"];
 
     private static readonly Lazy<Phi2Config> s_config = new(() =>
@@ -64,7 +66,8 @@ public static class EmbeddedDefault
         $"The embedded default model is a tiny stand-in, not Phi-2: {ParameterCount(Config) / 1e6:F2}M parameters " +
         $"(V={Config.VocabSize} C={Config.HiddenSize} layers={Config.NumHiddenLayers} heads={Config.NumAttentionHeads} " +
         $"D={Config.HeadDim} rotary={Config.RotaryDim} MLP={Config.IntermediateSize}) with Phi-2's structure and random " +
-        $"weights, and a {Config.VocabSize}-token BPE tokenizer of its own, trained on the shipped text ({TextSource}). " +
+        $"weights, and a {s_tokenizerSize.Value}-token BPE tokenizer of its own ({Config.VocabSize - s_tokenizerSize.Value} spare embedding rows for new tokens), " +
+        $"trained on the shipped text ({TextSource}). " +
         "It knows nothing until trained. To work with the real Phi-2, pass --model with a folder holding its " +
         "config.json, model*.safetensors, vocab.json and merges.txt (e.g. a download of microsoft/phi-2).";
 

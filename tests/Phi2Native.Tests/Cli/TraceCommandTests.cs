@@ -104,6 +104,6 @@ public class TraceCommandTests
     {
         var (code, _, error) = Phi2("trace", "--ids", "1,2");
         Assert.That(code, Is.EqualTo(2));
-        Assert.That(error, Does.Contain("--model"));
+        Assert.That(error, Does.Contain("--out"));
     }
 }

@@ -1,0 +1,35 @@
+using Phi2Native.FineTuning;
+
+namespace Phi2Native.Cli.Commands;
+
+/// <summary>
+/// Where a command's model comes from: the folder given with --model, or, without one, the embedded tiny model written
+/// to a temporary folder (deleted when the process ends), so every path that reads a folder reads it the same way.
+/// </summary>
+internal static class ModelSource
+{
+    private static readonly Lazy<string> s_embedded = new(() =>
+    {
+        string directory = Path.Combine(Path.GetTempPath(), $"phi2native-embedded-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        EmbeddedDefault.WriteModelFolder(directory);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try { Directory.Delete(directory, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        };
+        return directory;
+    });
+
+    /// <summary>True when no --model was given.</summary>
+    public static bool IsEmbedded(string? model) => model is null;
+
+    /// <summary>The model folder to read: <paramref name="model"/>, or the embedded one (announced on <paramref name="error"/>).</summary>
+    public static string Resolve(string? model, TextWriter error)
+    {
+        if (model is not null) return model;
+        error.WriteLine($"no --model: using the embedded default. {EmbeddedDefault.Description}");
+        return s_embedded.Value;
+    }
+
+    /// <summary>What an adapter records as its base: the folder, or "embedded".</summary>
+    public static string BaseName(string? model) => model is null ? "embedded" : Path.GetFullPath(model);
+}
