@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using Phi2Native.Autograd;
 using Phi2Native.Backends.Cpu;
+using Phi2Native.FineTuning;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
 using Spectre.Console;
@@ -16,10 +17,10 @@ internal static class DemoCommand
 {
     public static Command Create(TextWriter output, TextWriter error)
     {
-        var seed = new Option<int>("--seed") { Description = "Seed of the weights and the tokens.", DefaultValueFactory = _ => 1234 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the weights and the text windows.", DefaultValueFactory = _ => EmbeddedDefault.DefaultSeed };
         var batch = new Option<int>("--batch-size") { Description = "Sequences per batch (B).", DefaultValueFactory = _ => 4 };
         var length = new Option<int>("--length") { Description = "Tokens per sequence (T).", DefaultValueFactory = _ => 64 };
-        var command = new Command("demo", "Run a forward and backward pass of the built-in tiny Phi-2-architecture model.") { seed, batch, length };
+        var command = new Command("demo", "Run a forward and backward pass of the embedded tiny Phi-2-architecture model on its text.") { seed, batch, length };
         command.SetAction(result => CommandErrors.Guard(error, () =>
             Run(result.GetValue(seed), result.GetValue(batch), result.GetValue(length), output)));
         return command;
@@ -27,22 +28,23 @@ internal static class DemoCommand
 
     public static int Run(int seed, int batch, int length, TextWriter output)
     {
-        var config = Phi2Config.Tiny;
+        var config = EmbeddedDefault.Config;
         if (batch <= 0) throw new ModelInputException($"--batch-size must be positive, got {batch}");
         if (length < 2 || length > config.MaxPositionEmbeddings)
             throw new ModelInputException($"--length must be in [2, {config.MaxPositionEmbeddings}], got {length}");
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
+        var console = CliConsole.Create(output);
         console.Write(new Rule("[bold]Phi2Native demo[/]"));
-        console.MarkupLine("[yellow]This is a built-in tiny stand-in with random weights, not Phi-2.[/] It has Phi-2's structure " +
-                           "(parallel attention + MLP off one LayerNorm, partial rotary, gelu_new) at small dimensions.");
+        console.MarkupLine("[yellow]" + Markup.Escape(EmbeddedDefault.Description) + "[/]");
         console.MarkupLine($"V={config.VocabSize} C={config.HiddenSize} layers={config.NumHiddenLayers} H={config.NumAttentionHeads} " +
                            $"D={config.HeadDim} rotary={config.RotaryDim} B={batch} T={length}, CPU backend, {Environment.ProcessorCount} threads");
 
-        using var phi = Phi2Model.CreateRandom(config, CpuBackend.Default, seed);
+        using var phi = EmbeddedDefault.CreateModel(CpuBackend.Default, seed);
         phi.Training = true;
         phi.SetRequiresGrad(true);
+        // B windows of the shipped text, at offsets drawn from the seed.
+        var text = EmbeddedDefault.Tokenizer().Encode(EmbeddedDefault.TrainingText);
         var random = new Random(seed);
-        var tokens = Enumerable.Range(0, batch * length).Select(_ => random.Next(config.VocabSize)).ToArray();
+        var tokens = Enumerable.Range(0, batch).SelectMany(_ => text.Skip(random.Next(text.Length - length)).Take(length)).ToArray();
         double loss;
         var forwardClock = Stopwatch.StartNew();
         TimeSpan forwardTime, backwardTime;

@@ -39,9 +39,7 @@ internal static class LayersCommand
     private static void Render(TrainingPlan plan, int batch, int time, TextWriter output)
     {
         if (batch <= 0 || time <= 0) throw new Phi2Exception($"--batch-size and --max-length must be positive, got {batch} and {time}");
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
-        // Redirected output (a file, a pipe) has no width of its own: give the table room instead of wrapping every cell.
-        if (!ReferenceEquals(output, Console.Out) || Console.IsOutputRedirected) console.Profile.Width = 200;
+        var console = CliConsole.Create(output);
         var c = plan.Config;
         console.Write(new Rule($"[bold]Phi-2 architecture[/]: {c.NumHiddenLayers} layers, C={c.HiddenSize}, MLP {c.IntermediateSize}, H={c.NumAttentionHeads}, V={c.VocabSize}"));
         // The true data flow: one LayerNorm feeds attention and the MLP side by side; both add into the residual stream.

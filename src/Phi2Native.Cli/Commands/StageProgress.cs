@@ -9,8 +9,8 @@ namespace Phi2Native.Cli.Commands;
 /// </summary>
 internal sealed class StageProgress(TextWriter error)
 {
-    private readonly bool _interactive = ReferenceEquals(error, System.Console.Error) && !System.Console.IsErrorRedirected;
-    private readonly IAnsiConsole _console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(error) });
+    private readonly bool _interactive = CliConsole.IsTerminal(error);
+    private readonly IAnsiConsole _console = CliConsole.Create(error);
 
     /// <summary>True on a terminal, where live widgets render.</summary>
     public bool Interactive => _interactive;
