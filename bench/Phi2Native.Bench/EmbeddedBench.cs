@@ -1,8 +1,7 @@
-using System.Diagnostics;
 using System.Globalization;
-using Phi2Native.Autograd;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Lora;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
 using Phi2Native.Text;
@@ -10,8 +9,8 @@ using Phi2Native.Text;
 namespace Phi2Native.Bench;
 
 /// <summary>
-/// The embedded default model's training curve: plain full-parameter AdamW (GradientTape + AdamW + BatchLoader,
-/// no trainer) on the shipped text, with the validation loss over the whole validation part at fixed steps.
+/// The embedded default model's training curve: full-parameter training with the Trainer `phi2 finetune` uses
+/// (AdamW, warmup and cosine decay, clipping) on the shipped text, with the validation loss over the whole validation part at fixed steps.
 /// Checks the claim the embedded default is built for: the validation loss falls below half its starting value
 /// within about a minute of training on a 2-core CPU. Seconds count training steps only, not evaluation.
 /// </summary>
@@ -90,53 +89,51 @@ internal static class EmbeddedBench
         Console.WriteLine();
 
         using var model = Phi2Model.CreateRandom(config, CpuBackend.Default, seed);
-        model.SetRequiresGrad(true);
-        using var optimizer = new AdamW(model.Parameters(), new AdamWOptions { LearningRate = s.LearningRate, WeightDecay = s.WeightDecay });
-        var schedule = LearningRateSchedule.CosineWithWarmup(s.WarmupSteps, s.Steps);
+        // Every parameter trains: the whole model as PEFT modules_to_save, through the same Trainer `phi2 finetune` uses.
+        using var everything = LoraModel.Create(model, new LoraConfig { ModulesToSave = ["model", "lm_head"] });
+        var options = new TrainingOptions
+        {
+            Epochs = int.MaxValue / Math.Max(loader.BatchesPerEpoch, 1), MaxSteps = s.Steps, LearningRate = s.LearningRate, WarmupSteps = s.WarmupSteps,
+            WeightDecay = s.WeightDecay, MaxGradientNorm = s.MaxGradientNorm, EvaluateEvery = evalEvery, Seed = seed,
+        };
+        string output = Path.Combine(Path.GetTempPath(), "phi2native-embedded-bench-run-" + Guid.NewGuid().ToString("N"));
+        using var trainer = new Trainer(everything, loader, validationRows, options, output);
 
         var table = new Table("step", "seconds", "train loss", "validation loss", "val / start");
-        double start = Evaluate(model, validationRows, s.BatchSize), halvedAt = double.NaN;
-        table.Add("0", "0.0", "", start.ToString("F4", CultureInfo.InvariantCulture), "1.000");
-        Console.WriteLine($"step 0: validation loss {start:F4} (ln V = {Math.Log(config.VocabSize):F4})");
-        var clock = new Stopwatch();
-        double trainSum = 0;
+        double start = double.NaN, halvedAt = double.NaN, seconds = 0, trainSum = 0;
         int trainCount = 0;
-        for (int step = 1; step <= s.Steps; step++)
+        trainer.StepCompleted += m => { trainSum += m.Loss; trainCount++; seconds = m.Seconds; };
+        trainer.Evaluated += e =>
         {
-            var batch = loader.Next();
-            clock.Start();
-            model.Training = true;
-            using (TensorScope.Begin())
-            using (var tape = GradientTape.Begin())
+            if (e.Step == 0)
             {
-                var loss = model.CausalLanguageModelLoss(model.Forward(model.CreateInputIds(batch.InputIds, batch.BatchSize)), batch.Labels);
-                trainSum += loss.Item();
-                trainCount++;
-                tape.Backward(loss);
+                start = e.Loss;
+                table.Add("0", "0.0", "", start.ToString("F4", CultureInfo.InvariantCulture), "1.000");
+                Console.WriteLine($"step 0: validation loss {start:F4} (ln V = {Math.Log(config.VocabSize):F4})");
+                return;
             }
-            GradientClipping.ClipGradientsByGlobalNorm(optimizer.Parameters, s.MaxGradientNorm);
-            optimizer.LearningRate = s.LearningRate * schedule.Factor(optimizer.StepCount);
-            optimizer.Step();
-            optimizer.ZeroGrad();
-            clock.Stop();
-            if (step % evalEvery != 0 && step != s.Steps) continue;
-
-            double validationLoss = Evaluate(model, validationRows, s.BatchSize);
-            double seconds = clock.Elapsed.TotalSeconds;
-            if (double.IsNaN(halvedAt) && validationLoss < start / 2) halvedAt = seconds;
-            table.Add(step.ToString(CultureInfo.InvariantCulture), seconds.ToString("F1", CultureInfo.InvariantCulture),
-                (trainSum / trainCount).ToString("F4", CultureInfo.InvariantCulture), validationLoss.ToString("F4", CultureInfo.InvariantCulture),
-                (validationLoss / start).ToString("F3", CultureInfo.InvariantCulture));
-            Console.WriteLine($"step {step}: {seconds:F1} s, train {trainSum / trainCount:F4}, validation {validationLoss:F4}");
+            if (double.IsNaN(halvedAt) && e.Loss < start / 2) halvedAt = seconds;
+            table.Add(e.Step.ToString(CultureInfo.InvariantCulture), seconds.ToString("F1", CultureInfo.InvariantCulture),
+                (trainSum / trainCount).ToString("F4", CultureInfo.InvariantCulture), e.Loss.ToString("F4", CultureInfo.InvariantCulture),
+                (e.Loss / start).ToString("F3", CultureInfo.InvariantCulture));
+            Console.WriteLine($"step {e.Step}: {seconds:F1} s, train {trainSum / trainCount:F4}, validation {e.Loss:F4}");
             (trainSum, trainCount) = (0, 0);
+        };
+        try
+        {
+            trainer.Run();
+        }
+        finally
+        {
+            Directory.Delete(output, recursive: true);
         }
         Console.WriteLine();
         table.Write(Console.Out, markdown);
         Console.WriteLine();
         Console.WriteLine("train loss: mean over the steps since the previous row; validation loss: every validation token, evaluation mode.");
         Console.WriteLine(double.IsNaN(halvedAt)
-            ? $"the validation loss never fell below half its start ({start / 2:F4}) in {clock.Elapsed.TotalSeconds:F1} s"
-            : $"validation loss below half its start ({start / 2:F4}) after {halvedAt:F1} s of training; {s.Steps} steps took {clock.Elapsed.TotalSeconds:F1} s");
+            ? $"the validation loss never fell below half its start ({start / 2:F4}) in {seconds:F1} s"
+            : $"validation loss below half its start ({start / 2:F4}) after {halvedAt:F1} s of training; {s.Steps} steps took {seconds:F1} s");
         Console.WriteLine($"greedy continuation: {prompt}{GreedyContinuation(model, tokenizer, prompt, 40).ReplaceLineEndings(" / ")}");
         return 0;
     }
@@ -162,30 +159,5 @@ internal static class EmbeddedBench
             ids.Add(next);
         }
         return tokenizer.Decode(ids.Skip(first));
-    }
-
-    /// <summary>Mean cross-entropy over every scored token of the rows, in evaluation mode (no dropout, no tape).</summary>
-    private static double Evaluate(Phi2Model model, TrainingRows rows, int batchSize)
-    {
-        model.Training = false;
-        double sum = 0;
-        long count = 0;
-        int time = rows.Time;
-        for (int first = 0; first < rows.Count; first += batchSize)
-        {
-            int batch = Math.Min(batchSize, rows.Count - first);
-            var ids = new int[batch * time];
-            var labels = new int[batch * time];
-            for (int b = 0; b < batch; b++) rows.CopyRow(first + b, ids.AsSpan(b * time, time), labels.AsSpan(b * time, time));
-            // The loss is a mean over the batch's scored positions; weighting by their count gives the mean over all.
-            long scored = 0;
-            for (int b = 0; b < batch; b++)
-                for (int t = 1; t < time; t++)
-                    if (labels[b * time + t] != TokenizedExample.IgnoreLabel) scored++;
-            using var scope = TensorScope.Begin();
-            sum += model.CausalLanguageModelLoss(model.Forward(model.CreateInputIds(ids, batch)), labels).Item() * scored;
-            count += scored;
-        }
-        return sum / count;
     }
 }

@@ -88,7 +88,8 @@ public sealed class Trainer : IDisposable
     public TrainingResult Run(CancellationToken cancellation = default)
     {
         var model = _lora.Model;
-        var clock = Stopwatch.StartNew();
+        // Training time only: validation passes and checkpoints are not part of tokens/s or of "seconds of training".
+        var clock = new Stopwatch();
         string? lastCheckpoint = null;
         int epochOfLastEvaluation = _training.Order.Epoch;
         if (Step == 0 && _validation != null) Evaluated?.Invoke(Evaluate());
@@ -99,6 +100,7 @@ public sealed class Trainer : IDisposable
                 lastCheckpoint = SaveCheckpoint();
                 return new TrainingResult(Step, Interrupted: true, lastCheckpoint);
             }
+            clock.Start();
             Optimizer.LearningRate = _options.LearningRate * _schedule.Factor(Optimizer.StepCount);
             double learningRate = Optimizer.LearningRate, lossSum = 0;
             int microBatches = 0, epoch = _training.Order.Epoch;
@@ -123,6 +125,7 @@ public sealed class Trainer : IDisposable
                 : Math.Sqrt(parameters.Where(p => p.Grad != null).Sum(p => p.Backend.SumOfSquares(p.Grad!)));
             Optimizer.Step();
             Optimizer.ZeroGrad();
+            clock.Stop();
             Step++;
             StepCompleted?.Invoke(new StepMetrics(Step, TotalSteps, epoch, lossSum / Math.Max(microBatches, 1), learningRate, norm, tokens, clock.Elapsed.TotalSeconds));
             bool epochEnded = _training.Order.Epoch != epochOfLastEvaluation;

@@ -8,7 +8,7 @@ namespace Phi2Native.FineTuning;
 /// <param name="LearningRate">The rate the step used.</param>
 /// <param name="GradientNorm">Global gradient norm before clipping.</param>
 /// <param name="Tokens">Input tokens processed by the step.</param>
-/// <param name="Seconds">Wall time since the run (or resume) started.</param>
+/// <param name="Seconds">Seconds spent in training steps since the run (or resume) started; validation and checkpoints not counted.</param>
 public sealed record StepMetrics(int Step, int TotalSteps, int Epoch, double Loss, double LearningRate, double GradientNorm, long Tokens, double Seconds);
 
 /// <summary>A validation pass.</summary>
