@@ -1,6 +1,6 @@
 // Phi2Native benchmark harness.
 //
-//   dotnet run -c Release --project bench/Phi2Native.Bench -- gemm [options]
+//   dotnet run -c Release --project bench/Phi2Native.Bench -- <gemm|gemm-kernel|step|attention> [options]
 //
 // Each mode validates what it times against a reference first, warms up, then reports the median
 // of repeated runs against the machine's ceiling (see Machine.cs). Arguments are parsed by hand:
@@ -28,6 +28,7 @@ namespace Phi2Native.Bench
                     case "gemm": return GemmBench.Run(options);
                     case "gemm-kernel": return GemmKernelBench.Run(options);
                     case "step": return StepBench.Run(options);
+                    case "attention": return AttentionBench.Run(options);
                     default:
                         Console.Error.WriteLine($"unknown mode '{args[0]}'\n\n{Usage}");
                         return 1;
@@ -60,6 +61,11 @@ namespace Phi2Native.Bench
                      --peak GFLOPS, --markdown as for gemm
               step   end-to-end training steps (forward + backward, all parameters trainable) on the CPU backend:
                      the demo's tiny model and Phi-2's dimensions cut to 2 layers; tokens/s, GFLOP/s, % of peak
+                     --reps N, --warmup N, --peak GFLOPS, --markdown
+              attention   causal attention (CpuAttention), fp32: B=1, H=32, D=80 for each T, and the demo's
+                     B=4, T=64, H=4, D=32; validated on one head against fp64, then forward and backward timed
+                     --time T,...              sequence lengths of the H=32 shapes (default 128,512,2048)
+                     --no-tiny                 skip the demo shape
                      --reps N, --warmup N, --peak GFLOPS, --markdown
             """;
     }
