@@ -19,6 +19,7 @@
 // own upper triangle is masked out row by row (p = 0 there).
 //
 //   forward, per block:   S [rows, keys] = scale Q_blk K^T        row softmax of the visible part, lse
+//                         (a block of 1 or 2 rows, e.g. a decode step, uses dot products instead: DirectRows)
 //                         O_blk [rows, D] = P V, then each row scaled by 1 / its exp-sum
 //   backward, per block:  P = exp(scale Q_blk K^T - lse)           (the forward's S, recomputed)
 //                         dV[0:keys] += P^T dO_blk
@@ -56,6 +57,13 @@ internal static class CpuAttention
     /// (K is packed once per block) and the row loop longer.
     /// </summary>
     internal const int DefaultQueryBlock = 128;
+
+    /// <summary>
+    /// Forward blocks of at most this many queries (a decode step: Tq = 1) skip the products: a GEMM packs
+    /// all of K and V (two copies of `keys` x D) to use them for one or two rows, which costs about 2.5x
+    /// a dot product per key and query (measured at Tk = 128..512, H = 32, D = 80).
+    /// </summary>
+    internal const int DirectRows = 2;
 
     /// <summary>Causal softmax(q k^T / sqrt(D)) v for every (batch, head).</summary>
     /// <param name="q">[B, Tq, H, D] queries.</param>
@@ -122,6 +130,11 @@ internal static class CpuAttention
         for (int i0 = 0; i0 < plan.QueryTime; i0 += plan.BlockRows)
         {
             int rows = Math.Min(plan.BlockRows, plan.QueryTime - i0), keys = plan.KeysSeenBy(i0 + rows - 1);
+            if (rows <= DirectRows)
+            {
+                ForwardRowsDirect(plan, q, k, v, output, lse, i0, rows, buffer.AsSpan(0, keys), scale);
+                continue;
+            }
             Span<T> s = buffer.AsSpan(0, rows * keys), inverseSum = buffer.AsSpan(rows * keys, rows);
             // S [rows, keys] = scale Q_blk K^T
             CpuGemm.Batched(GemmKernelKind.Auto, plan.GemmThreads, false, true, rows, keys, d, scale,
@@ -147,6 +160,32 @@ internal static class CpuAttention
                 Span<T> oRow = o.Slice(r * ld, d);
                 TensorPrimitives.Multiply(oRow, inverseSum[r], oRow);
             }
+        }
+    }
+
+    /// <summary>Forward of queries i0 .. i0 + rows - 1 one at a time: a dot product per visible key, then
+    /// output = sum_j p_j v_j as one multiply-add of a value row per key (scores: at least `keys` elements).</summary>
+    private static unsafe void ForwardRowsDirect<T>(in Plan plan, T* q, T* k, T* v, T* output, T* lse, int i0, int rows,
+        Span<T> scores, T scale)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int ld = plan.RowStride, d = plan.HeadDim;
+        for (int i = i0; i < i0 + rows; i++)
+        {
+            var qi = new ReadOnlySpan<T>(q + (long)i * ld, d);
+            var oi = new Span<T>(output + (long)i * ld, d);
+            Span<T> s = scores[..plan.KeysSeenBy(i)];
+            for (int j = 0; j < s.Length; j++)
+                s[j] = TensorPrimitives.Dot(qi, new ReadOnlySpan<T>(k + (long)j * ld, d)) * scale;
+            T max = TensorPrimitives.Max<T>(s);
+            TensorPrimitives.Subtract(s, max, s);
+            TensorPrimitives.Exp<T>(s, s);
+            T sum = TensorPrimitives.Sum<T>(s);
+            oi.Clear();
+            for (int j = 0; j < s.Length; j++)
+                TensorPrimitives.MultiplyAdd(new ReadOnlySpan<T>(v + (long)j * ld, d), s[j], oi, oi);
+            TensorPrimitives.Multiply(oi, T.One / sum, oi);
+            lse[i] = max + T.Log(sum);
         }
     }
 

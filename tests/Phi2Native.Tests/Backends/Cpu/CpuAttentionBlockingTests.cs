@@ -13,6 +13,8 @@ public class CpuAttentionBlockingTests
 
     // (Tq, Tk, query rows per block): T = 1, 7, 129, 300 with blocks that leave a short last block;
     // then Tq < Tk, where every block sees keys beyond its own rows and the boundaries fall mid-way.
+    // Forward blocks of <= CpuAttention.DirectRows rows take the dot-product path, larger ones the
+    // products: (7, 7, 1), (5, 300, 2) and the 1-row calls are all direct, (130, 130, 128) mixes both.
     [TestCase(1, 1, 4)]
     [TestCase(7, 7, 4)]
     [TestCase(7, 7, 1)]
@@ -23,6 +25,7 @@ public class CpuAttentionBlockingTests
     [TestCase(5, 300, 2)]
     [TestCase(1, 129, 4)]
     [TestCase(130, 131, 64)]
+    [TestCase(130, 130, 128)]
     public void SmallBlocks_MatchReference_BothThreadingPaths(int tq, int tk, int block)
     {
         double[] q = Random(B * tq * H * D, 70), k = Random(B * tk * H * D, 71), v = Random(B * tk * H * D, 72);
