@@ -26,12 +26,15 @@
 //                         dP [rows, keys] = dO_blk V^T;  dS = scale P (dP - delta)
 //                         dQ_blk = dS K[0:keys];  dK[0:keys] += dS^T Q_blk
 //
-// The only temporaries are S and dP of one block (2 x QueryBlock x Tk elements: 2 MB per thread for
-// float at Tk = 2048), rented per pair. Threads: many pairs run in parallel, each with single-threaded
-// products; few pairs with large products run one after another and let CpuGemm split each product.
-// Each output element is then computed by one fixed sequence of operations whichever thread runs it:
-// every product either has beta = 0 or alpha = beta = 1 (scale is folded into dS), for which CpuGemm's
-// full and edge tiles round identically, so the result does not depend on how a product is tiled.
+// The only temporaries are S and dP of one block, rented per pair: BlockRows x Tk elements each, with
+// BlockRows = 128 up to Tk = 2048 (1 MB each for float) and fewer rows beyond, so that a block stays
+// near 2^18 elements however long the sequence. Threads: many pairs run in parallel, each with
+// single-threaded products; few pairs with large products run one after another and let CpuGemm
+// split each product. Either way the result does not depend on thread scheduling: every element is
+// computed by the same sequence of operations whichever thread runs it, and dk / dv accumulate over
+// query blocks in a fixed order. It does not even depend on the threading path (a test checks it bit
+// for bit): every product has beta = 0 or alpha = beta = 1 (scale is folded into dS), for which
+// CpuGemm's full and edge tiles round alike, given D <= 256 (one k block; Phi-2's D is 80).
 using System.Buffers;
 using System.Numerics;
 using System.Numerics.Tensors;
@@ -57,6 +60,13 @@ internal static class CpuAttention
     /// (K is packed once per block) and the row loop longer.
     /// </summary>
     internal const int DefaultQueryBlock = 128;
+
+    /// <summary>Cap on a block's [rows, Tk] temporaries: beyond Tk = 2^18 / DefaultQueryBlock = 2048 the
+    /// blocks get fewer rows (at least MinBlockRows), so memory stays bounded for any sequence length.</summary>
+    private const int MaxBlockElements = 1 << 18;
+
+    /// <summary>Fewest rows the cap makes a block (thinner products lose more to packing than they save).</summary>
+    private const int MinBlockRows = 8;
 
     /// <summary>
     /// Forward blocks of at most this many queries (a decode step: Tq = 1) skip the products: a GEMM packs
@@ -347,7 +357,8 @@ internal static class CpuAttention
             int productsPerBlock)
         {
             (Batch, QueryTime, KeyTime, Heads, HeadDim) = (batch, queryTime, keyTime, heads, headDim);
-            BlockRows = Math.Min(queryBlock, queryTime);
+            // (Only built for non-empty calls: 1 <= Tq <= Tk.)
+            BlockRows = Math.Min(Math.Min(queryBlock, Math.Max(MinBlockRows, MaxBlockElements / keyTime)), queryTime);
             Pairs = batch * heads;
             RowStride = heads * headDim;
             int threads = Environment.ProcessorCount;
