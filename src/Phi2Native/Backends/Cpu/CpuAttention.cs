@@ -12,7 +12,7 @@
 //
 // Backward needs q, k, v, output and logSumExp saved (O(B*T*H*D) + O(B*H*T) memory).
 //
-// How it runs: per (b, h) pair, queries in blocks of QueryBlock rows, every product a CpuGemm call on
+// How it runs: per (b, h) pair, queries in blocks of BlockRows rows, every product a CpuGemm call on
 // the head's rows in place (head h of batch b is a [T, D] matrix with row stride H*D starting at
 // element (b*T*H + h)*D, so no copies). A block of `rows` queries starting at i0 sees keys
 // 0 .. Tk - Tq + i0 + rows - 1 (`keys` of them); the products cover that rectangle and the block's
