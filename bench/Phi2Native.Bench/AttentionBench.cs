@@ -103,9 +103,16 @@ internal static class AttentionBench
         return new Result(TimeMs(Forward, reps, warmup), TimeMs(Backward, reps, warmup), maxError, tolerance, worst);
     }
 
+    /// <summary>
+    /// Median of <paramref name="reps"/> timed runs after at least <paramref name="warmup"/> untimed ones and at
+    /// least a second of them: the softmax passes are TensorPrimitives calls that start as unoptimized tier-0
+    /// code and are recompiled in the background only after a quiet 100 ms, so a single warm-up run of a short
+    /// shape would time the JIT's first draft (3-10x slower at T = 128).
+    /// </summary>
     private static double TimeMs(Action run, int reps, int warmup)
     {
-        for (int i = 0; i < warmup; i++) run();
+        long start = Stopwatch.GetTimestamp();
+        for (int i = 0; i < warmup || Stopwatch.GetElapsedTime(start).TotalSeconds < 1; i++) run();
         var times = new double[reps];
         for (int i = 0; i < reps; i++)
         {

@@ -66,7 +66,9 @@ namespace Phi2Native.Bench
                      B=4, T=64, H=4, D=32; validated on one head against fp64, then forward and backward timed
                      --time T,...              sequence lengths of the H=32 shapes (default 128,512,2048)
                      --no-tiny                 skip the demo shape
-                     --reps N, --warmup N, --peak GFLOPS, --markdown
+                     --reps N                  timed runs per shape, median reported (default 5)
+                     --warmup N                untimed runs per shape (default 1, and at least 1 s of them: JIT tiering)
+                     --peak GFLOPS, --markdown
             """;
     }
 }
