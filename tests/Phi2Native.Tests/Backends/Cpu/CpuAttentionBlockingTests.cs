@@ -73,7 +73,7 @@ public class CpuAttentionBlockingTests
     public void LongSequence_ThreadedProducts_MatchPairParallel_BitForBit_AndReference(int tq, int tk)
     {
         const int b = 1, h = 2, d = 80;
-        Assert.That(2L * CpuAttention.DefaultQueryBlock * tk * d, Is.GreaterThanOrEqualTo(CpuGemm.ParallelFlopThreshold),
+        Assert.That(2L * CpuAttention.DefaultQueryBlock(tq) * tk * d, Is.GreaterThanOrEqualTo(CpuGemm.ParallelFlopThreshold),
             "the products are large enough for CpuGemm to use threads");
         double[] q = Random(b * tq * h * d, 81), k = Random(b * tk * h * d, 82), v = Random(b * tk * h * d, 83);
         double[] dOut = Random(q.Length, 84);
@@ -83,10 +83,10 @@ public class CpuAttentionBlockingTests
         {
             var output = new float[q.Length];
             var lse = new float[b * h * tq];
-            CpuAttention.Forward<float>(qf, kf, vf, output, lse, b, tq, tk, h, d, CpuAttention.DefaultQueryBlock, parallelism);
+            CpuAttention.Forward<float>(qf, kf, vf, output, lse, b, tq, tk, h, d, CpuAttention.DefaultQueryBlock(tq), parallelism);
             float[] dq = new float[q.Length], dk = new float[k.Length], dv = new float[v.Length];
             CpuAttention.Backward<float>(dOutF, qf, kf, vf, output, lse, dq, dk, dv, b, tq, tk, h, d,
-                CpuAttention.DefaultQueryBlock, parallelism);
+                CpuAttention.DefaultQueryBlock(tq), parallelism);
             return (output, lse, dq, dk, dv);
         }
 
