@@ -1,7 +1,6 @@
 // Phi2Native benchmark harness.
 //
-//   dotnet run -c Release --project bench/Phi2Native.Bench -- gemm [options]
-//   dotnet run -c Release --project bench/Phi2Native.Bench -- embedded [options]
+//   dotnet run -c Release --project bench/Phi2Native.Bench -- <gemm|gemm-kernel|step|attention|embedded> [options]
 //
 // Each mode validates what it times against a reference first, warms up, then reports the median
 // of repeated runs against the machine's ceiling (see Machine.cs). Arguments are parsed by hand:
@@ -30,6 +29,7 @@ namespace Phi2Native.Bench
                     case "gemm-kernel": return GemmKernelBench.Run(options);
                     case "step": return StepBench.Run(options);
                     case "embedded": return EmbeddedBench.Run(options);
+                    case "attention": return AttentionBench.Run(options);
                     default:
                         Console.Error.WriteLine($"unknown mode '{args[0]}'\n\n{Usage}");
                         return 1;
@@ -60,14 +60,22 @@ namespace Phi2Native.Bench
               gemm-kernel   each fp32 microkernel alone on L1-resident panels, one core: the ceiling for gemm
                      --kc N                    depth of the panels (default 256)
                      --peak GFLOPS, --markdown as for gemm
-              step   end-to-end training steps (forward + backward, all parameters trainable) on the CPU backend:
-                     the demo's tiny model and Phi-2's dimensions cut to 2 layers; tokens/s, GFLOP/s, % of peak
+              step   end-to-end training steps (forward + backward) on the CPU backend: the tiny model and Phi-2's
+                     dimensions cut to 2 layers, all parameters trainable, then LoRA on all layers and on the top one;
+                     tokens/s, GFLOP/s, % of peak, backward ops
                      --reps N, --warmup N, --peak GFLOPS, --markdown
               embedded   the embedded default model's training curve: full-parameter AdamW on the shipped text,
                      validation loss at fixed steps, seconds of training; does it halve in about a minute?
                      --steps N --batch B --length T --lr LR --warmup N --weight-decay W --eval-every N --seed S
                      --hidden C --heads H --layers L --inner I --dropout P --tokenizer DIR   (overrides, for tuning)
                      --prompt TEXT (continued greedily at the end), --markdown
+              attention   causal attention (CpuAttention), fp32: B=1, H=32, D=80 for each T, and the demo's
+                     B=4, T=64, H=4, D=32; validated on one head against fp64, then forward and backward timed
+                     --time T,...              sequence lengths of the H=32 shapes (default 128,512,2048)
+                     --no-tiny                 skip the demo shape
+                     --reps N                  timed runs per shape, median reported (default 5)
+                     --warmup N                untimed runs per shape (default 1, and at least 1 s of them: JIT tiering)
+                     --peak GFLOPS, --markdown
             """;
     }
 }

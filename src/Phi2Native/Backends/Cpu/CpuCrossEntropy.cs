@@ -11,6 +11,11 @@
 // Backward needs logits, targets and the logSumExp Forward saved; the [N,V] probabilities are never
 // stored. lse is written for every row, ignored ones included. The loss is summed in row order after
 // the per-row work, so it does not depend on threading.
+//
+// Vectorized as TensorPrimitives passes over a row (forward: max, then subtract / exp / sum over
+// stack chunks; backward: subtract, exp, scale into dLogits). Threads take groups of whole rows of at
+// least TaskElements elements, so that small vocabularies (the demo's 512) do not pay a thread hand-off
+// per row.
 using System.Numerics;
 using System.Numerics.Tensors;
 
@@ -18,8 +23,11 @@ namespace Phi2Native.Backends.Cpu;
 
 internal static class CpuCrossEntropy
 {
-    /// <summary>Stack scratch chunk for the exp pass (so a 51200-wide row needs no heap buffer).</summary>
-    private const int Chunk = 512;
+    /// <summary>Stack scratch chunk for the exp pass (so a 51200-wide row needs no heap buffer): 4 KB float, 8 KB double.</summary>
+    private const int Chunk = 1024;
+
+    /// <summary>Least elements per parallel work item (~15 us of one core): rows are grouped up to it.</summary>
+    private const int TaskElements = 16 * 1024;
 
     /// <summary>Per-row log-sum-exp and the summed negative log-likelihood of the targets.</summary>
     /// <param name="logits">[N, V] unnormalized scores.</param>
@@ -39,24 +47,28 @@ internal static class CpuCrossEntropy
         CheckArgs(logits.Length, targets, rows, vocabSize, ignoreIndex);
         CpuKernelSupport.Length(logSumExp.Length, rows, nameof(logSumExp), "[N]");
 
-        bool parallel = CpuKernelSupport.ShouldParallelize(rows, 3L * rows * vocabSize);
+        int rowsPerTask = RowsPerTask(vocabSize), tasks = (rows + rowsPerTask - 1) / rowsPerTask;
+        bool parallel = CpuKernelSupport.ShouldParallelize(tasks, 3L * rows * vocabSize);
         fixed (TFloat* pl = logits, plse = logSumExp)
         {
             TFloat* lp = pl, lsep = plse;
-            CpuKernelSupport.For(rows, parallel, r =>
+            CpuKernelSupport.For(tasks, parallel, task =>
             {
-                var row = new ReadOnlySpan<TFloat>(lp + (long)r * vocabSize, vocabSize);
-                // Subtracting the max keeps every exp in (0, 1]: logits of 1e4 do not overflow.
-                TFloat max = TensorPrimitives.Max(row), sum = TFloat.Zero;
                 Span<TFloat> e = stackalloc TFloat[Math.Min(Chunk, vocabSize)];
-                for (int v0 = 0; v0 < vocabSize; v0 += e.Length)
+                for (int r = task * rowsPerTask, end = Math.Min(rows, r + rowsPerTask); r < end; r++)
                 {
-                    int w = Math.Min(e.Length, vocabSize - v0);
-                    TensorPrimitives.Subtract(row.Slice(v0, w), max, e[..w]);
-                    TensorPrimitives.Exp<TFloat>(e[..w], e[..w]);
-                    sum += TensorPrimitives.Sum<TFloat>(e[..w]);
+                    var row = new ReadOnlySpan<TFloat>(lp + (long)r * vocabSize, vocabSize);
+                    // Subtracting the max keeps every exp in (0, 1]: logits of 1e4 do not overflow.
+                    TFloat max = TensorPrimitives.Max(row), sum = TFloat.Zero;
+                    for (int v0 = 0; v0 < vocabSize; v0 += e.Length)
+                    {
+                        Span<TFloat> chunk = e[..Math.Min(e.Length, vocabSize - v0)];
+                        TensorPrimitives.Subtract(row.Slice(v0, chunk.Length), max, chunk);
+                        TensorPrimitives.Exp<TFloat>(chunk, chunk);
+                        sum += TensorPrimitives.Sum<TFloat>(chunk);
+                    }
+                    lsep[r] = max + TFloat.Log(sum);
                 }
-                lsep[r] = max + TFloat.Log(sum);
             });
         }
 
@@ -93,29 +105,37 @@ internal static class CpuCrossEntropy
         CpuKernelSupport.Length(dLogits.Length, (long)rows * vocabSize, nameof(dLogits), "[N, V]");
 
         TFloat s = TFloat.CreateChecked(scale);
-        bool parallel = CpuKernelSupport.ShouldParallelize(rows, 3L * rows * vocabSize);
+        int rowsPerTask = RowsPerTask(vocabSize), tasks = (rows + rowsPerTask - 1) / rowsPerTask;
+        bool parallel = CpuKernelSupport.ShouldParallelize(tasks, 3L * rows * vocabSize);
         fixed (TFloat* pl = logits, plse = logSumExp, pd = dLogits)
         fixed (int* pt = targets)
         {
             TFloat* lp = pl, lsep = plse, dp = pd;
             int* tp = pt;
-            CpuKernelSupport.For(rows, parallel, r =>
+            CpuKernelSupport.For(tasks, parallel, task =>
             {
-                long offset = (long)r * vocabSize;
-                var d = new Span<TFloat>(dp + offset, vocabSize);
-                int target = tp[r];
-                if (target == ignoreIndex)
+                for (int r = task * rowsPerTask, end = Math.Min(rows, r + rowsPerTask); r < end; r++)
                 {
-                    d.Clear();
-                    return;
+                    long offset = (long)r * vocabSize;
+                    var d = new Span<TFloat>(dp + offset, vocabSize);
+                    int target = tp[r];
+                    if (target == ignoreIndex)
+                    {
+                        d.Clear();
+                        continue;
+                    }
+                    // d = s exp(logits - lse) = s softmax, straight into dLogits (no scratch).
+                    TensorPrimitives.Subtract(new ReadOnlySpan<TFloat>(lp + offset, vocabSize), lsep[r], d);
+                    TensorPrimitives.Exp<TFloat>(d, d);
+                    TensorPrimitives.Multiply<TFloat>(d, s, d);
+                    d[target] -= s;
                 }
-                TensorPrimitives.Subtract(new ReadOnlySpan<TFloat>(lp + offset, vocabSize), lsep[r], d);
-                TensorPrimitives.Exp<TFloat>(d, d);
-                TensorPrimitives.Multiply<TFloat>(d, s, d);
-                d[target] -= s;
             });
         }
     }
+
+    /// <summary>Whole rows per parallel work item: enough for TaskElements, at least one.</summary>
+    private static int RowsPerTask(int vocabSize) => Math.Max(1, TaskElements / vocabSize);
 
     private static void CheckArgs(int logitsLength, ReadOnlySpan<int> targets, int rows, int vocabSize, int ignoreIndex)
     {

@@ -80,6 +80,34 @@ public class CpuCrossEntropyTests
     }
 
     [Test]
+    public void ManySmallRows_GroupedIntoParallelTasks_MatchReference()
+    {
+        // 16K-element tasks of 163 rows of 100: two tasks, the second short; every 7th row ignored.
+        const int rows = 300, vocab = 100;
+        const double scale = 1.0 / 3;
+        double[] logits = Random(rows * vocab, seed: 95, scale: 4);
+        int[] targets = Enumerable.Range(0, rows).Select(r => r % 7 == 3 ? Ignore : (r * 37) % vocab).ToArray();
+        var (expectedLse, expectedLoss, expectedCount) = Reference(logits, targets, rows, vocab, Ignore);
+        var expectedGrad = new double[rows * vocab];
+        for (int r = 0; r < rows; r++)
+        {
+            if (targets[r] == Ignore) continue;
+            for (int v = 0; v < vocab; v++) expectedGrad[r * vocab + v] = scale * Math.Exp(logits[r * vocab + v] - expectedLse[r]);
+            expectedGrad[r * vocab + targets[r]] -= scale;
+        }
+
+        float[] lf = ToFloat(logits);
+        var lseF = new float[rows];
+        var (lossF, countF) = CpuCrossEntropy.Forward<float>(lf, targets, lseF, rows, vocab, Ignore);
+        Assert.That(countF, Is.EqualTo(expectedCount));
+        Assert.That(lossF, Is.EqualTo(expectedLoss).Within(1e-5 * Math.Abs(expectedLoss)));
+        AssertClose("logSumExp(float)", lseF, expectedLse);
+        var dF = ToFloat(Random(rows * vocab, seed: 96)); // overwritten, ignored rows included
+        CpuCrossEntropy.Backward<float>(lf, targets, lseF, scale, dF, rows, vocab, Ignore);
+        AssertClose("dLogits(float)", dF, expectedGrad);
+    }
+
+    [Test]
     public void LargeLogits_DoNotOverflow_FloatPathParallelSize()
     {
         // A Phi-2-like width with logits of 1e4: exp without the max would be inf in float and double.

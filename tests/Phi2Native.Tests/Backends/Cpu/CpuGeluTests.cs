@@ -11,6 +11,7 @@ public class CpuGeluTests
 
     [TestCase(37)]
     [TestCase(1031)] // several scratch chunks plus a ragged tail
+    [TestCase(40_000)] // several parallel work items (16K elements each), the last one short
     public void Forward_MatchesReference_FloatAndDouble(int n)
     {
         double[] x = Random(n, seed: 70, scale: 6);
