@@ -45,14 +45,7 @@ internal static class AttentionBench
         }
         if (tiny) cases.Add(new Case(4, 64, 4, 32));
 
-        double peak = givenPeak;
-        if (givenPeak == 0)
-        {
-            var machine = Machine.Detect();
-            foreach (string line in machine.Describe()) Console.WriteLine(line);
-            peak = machine.PeakGflops;
-        }
-        else Console.WriteLine($"peak fp32: {givenPeak} GFLOP/s (given with --peak, not probed)");
+        double peak = Machine.Fp32PeakGflops(givenPeak);
         Console.WriteLine($"{DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, .NET {Environment.Version}, fp32, {Environment.ProcessorCount} threads, " +
                           $"median of {reps} after {warmup} warm-up runs");
         Console.WriteLine();

@@ -21,14 +21,7 @@ internal static class GemmBench
         int givenPeak = args.Int("peak", 0, min: 0);
         args.RejectUnknown();
 
-        double fp32Peak = givenPeak;
-        if (givenPeak == 0)
-        {
-            var machine = Machine.Detect();
-            foreach (string line in machine.Describe()) Console.WriteLine(line);
-            fp32Peak = machine.PeakGflops;
-        }
-        else Console.WriteLine($"peak fp32: {givenPeak} GFLOP/s (given with --peak, not probed)");
+        double fp32Peak = Machine.Fp32PeakGflops(givenPeak);
         double peak = useDouble ? fp32Peak / 2 : fp32Peak;
         string precision = useDouble ? "fp64" : "fp32";
         Console.WriteLine($"{DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, .NET {Environment.Version}, {precision}, " +

@@ -34,6 +34,22 @@ internal sealed record Machine(
     /// <summary>fp32 ceiling of all cores, GFLOP/s.</summary>
     public double PeakGflops => Cores * Fp32FlopsPerCycle * ClockGHz;
 
+    /// <summary>
+    /// The fp32 ceiling of all cores for a bench: <paramref name="givenGflops"/> when the user gave one with --peak,
+    /// else probed (and described on standard output, so every table says what its percentages are of).
+    /// </summary>
+    public static double Fp32PeakGflops(int givenGflops)
+    {
+        if (givenGflops > 0)
+        {
+            Console.WriteLine($"peak fp32: {givenGflops} GFLOP/s (given with --peak, not probed)");
+            return givenGflops;
+        }
+        var machine = Detect();
+        foreach (string line in machine.Describe()) Console.WriteLine(line);
+        return machine.PeakGflops;
+    }
+
     /// <summary>Probes the machine (about a second of timed FMA loops on every core).</summary>
     public static Machine Detect()
     {

@@ -36,13 +36,7 @@ internal static class StepBench
         bool markdown = args.Flag("markdown");
         int givenPeak = args.Int("peak", 0, min: 0);
         args.RejectUnknown();
-        double peak = givenPeak;
-        if (givenPeak == 0)
-        {
-            var machine = Machine.Detect();
-            foreach (string line in machine.Describe()) Console.WriteLine(line);
-            peak = machine.PeakGflops;
-        }
+        double peak = Machine.Fp32PeakGflops(givenPeak);
         Console.WriteLine($"{DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, .NET {Environment.Version}, fp32, median of {reps} after {warmup} warm-up steps");
         Console.WriteLine();
 
