@@ -83,7 +83,8 @@ public sealed class Trainer : IDisposable
 
     /// <summary>
     /// Trains until <see cref="TotalSteps"/>, validating and saving as the options say; on cancellation it finishes the
-    /// current step, writes a checkpoint and returns with Interrupted set. A final checkpoint is always written.
+    /// current step, writes a checkpoint and returns with Interrupted set. A final checkpoint is always written, and the
+    /// model is left in evaluation mode.
     /// </summary>
     public TrainingResult Run(CancellationToken cancellation = default)
     {
@@ -97,6 +98,7 @@ public sealed class Trainer : IDisposable
         {
             if (cancellation.IsCancellationRequested)
             {
+                model.Training = false;
                 lastCheckpoint = SaveCheckpoint();
                 return new TrainingResult(Step, Interrupted: true, lastCheckpoint);
             }
@@ -138,6 +140,7 @@ public sealed class Trainer : IDisposable
         }
         if (_validation != null) Evaluated?.Invoke(Evaluate());
         lastCheckpoint = SaveCheckpoint();
+        model.Training = false;
         return new TrainingResult(Step, Interrupted: false, lastCheckpoint);
     }
 
