@@ -10,27 +10,16 @@ namespace Phi2Native.Tests.Cli;
 
 /// <summary>`phi2 trace --adapter` and `phi2 merge` against PyTorch's PEFT semantics (golden/lora.safetensors).</summary>
 [TestFixture]
-public class AdapterCommandTests
+public class AdapterCommandTests : TemporaryDirectoryTest
 {
-    private string _temp = null!;
-
-    [SetUp] public void SetUp() => _temp = Fixtures.TemporaryDirectory();
-    [TearDown] public void TearDown() => Directory.Delete(_temp, recursive: true);
-
-    private static (int Code, string Error) Phi2(params string[] args)
-    {
-        var error = new StringWriter();
-        int code = Program.Run(args, new StringWriter(), error);
-        return (code, error.ToString());
-    }
 
     [TestCase("lora")]
     [TestCase("rslora")]
     public void TraceWithAnAdapterWritesGradientsOfExactlyItsTensorsUnderPeftKeys(string variant)
     {
         using var golden = Fixtures.OpenGolden("lora");
-        string outPath = Path.Combine(_temp, "trace.safetensors");
-        var (code, error) = Phi2("trace", "--model", Fixtures.ModelDirectory("f32"), "--adapter", Fixtures.Path($"adapter-{variant}"),
+        string outPath = Path.Combine(Temp, "trace.safetensors");
+        var (code, _, error) = Phi2("trace", "--model", Fixtures.ModelDirectory("f32"), "--adapter", Fixtures.Path($"adapter-{variant}"),
             "--ids", string.Join(",", golden.ReadInt32("trace.input_ids")), "--out", outPath, "--grads");
         Assert.That(code, Is.EqualTo(0), error);
         using var trace = SafeTensorsFile.Open(outPath);
@@ -47,12 +36,12 @@ public class AdapterCommandTests
     [Test]
     public void MergeWritesTheMergedWeightsInTheBaseDtypeAndCopiesTheOtherFiles()
     {
-        string model = Path.Combine(_temp, "base");
+        string model = Path.Combine(Temp, "base");
         Directory.CreateDirectory(model);
         foreach (var file in Directory.GetFiles(Fixtures.ModelDirectory("f32"))) File.Copy(file, Path.Combine(model, Path.GetFileName(file)));
         File.WriteAllText(Path.Combine(model, "vocab.json"), "{}");
-        string merged = Path.Combine(_temp, "merged");
-        var (code, error) = Phi2("merge", "--model", model, "--adapter", Fixtures.Path("adapter-lora"), "--out", merged);
+        string merged = Path.Combine(Temp, "merged");
+        var (code, _, error) = Phi2("merge", "--model", model, "--adapter", Fixtures.Path("adapter-lora"), "--out", merged);
         Assert.That(code, Is.EqualTo(0), error);
         Assert.That(File.ReadAllText(Path.Combine(merged, "vocab.json")), Is.EqualTo("{}"));
 
@@ -74,8 +63,8 @@ public class AdapterCommandTests
     [TestCase("f16", "F16")]
     public void MergeCanStoreAnotherDtype(string option, string stored)
     {
-        string merged = Path.Combine(_temp, "merged");
-        var (code, error) = Phi2("merge", "--model", Fixtures.ModelDirectory("f32"), "--adapter", Fixtures.Path("adapter-rslora"), "--out", merged, "--dtype", option);
+        string merged = Path.Combine(Temp, "merged");
+        var (code, _, error) = Phi2("merge", "--model", Fixtures.ModelDirectory("f32"), "--adapter", Fixtures.Path("adapter-rslora"), "--out", merged, "--dtype", option);
         Assert.That(code, Is.EqualTo(0), error);
         using (var weights = SafeTensorsFile.Open(Path.Combine(merged, "model.safetensors")))
             Assert.That(weights.Tensors.Select(t => t.DTypeName).Distinct(), Is.EqualTo(new[] { stored }));
@@ -85,8 +74,8 @@ public class AdapterCommandTests
     [Test]
     public void MergeKeepsAnF16BaseInF16()
     {
-        string merged = Path.Combine(_temp, "merged");
-        var (code, error) = Phi2("merge", "--model", Fixtures.ModelDirectory("f16"), "--adapter", Fixtures.Path("adapter-lora"), "--out", merged);
+        string merged = Path.Combine(Temp, "merged");
+        var (code, _, error) = Phi2("merge", "--model", Fixtures.ModelDirectory("f16"), "--adapter", Fixtures.Path("adapter-lora"), "--out", merged);
         Assert.That(code, Is.EqualTo(0), error);
         using var weights = SafeTensorsFile.Open(Path.Combine(merged, "model.safetensors"));
         Assert.That(weights.Tensors.Select(t => t.DTypeName).Distinct(), Is.EqualTo(new[] { "F16" }));
@@ -95,7 +84,7 @@ public class AdapterCommandTests
     [Test]
     public void MergeOfAPhiMsftBaseWritesAnHfCheckpointThatComputesTheSame()
     {
-        string adapter = Path.Combine(_temp, "adapter"), merged = Path.Combine(_temp, "merged");
+        string adapter = Path.Combine(Temp, "adapter"), merged = Path.Combine(Temp, "merged");
         float[] expected;
         int[] ids = [5, 7, 11, 13];
         using (var model = Phi2Checkpoint.Load(Fixtures.ModelDirectory("msft"), CpuBackend.Default))
@@ -105,7 +94,7 @@ public class AdapterCommandTests
             using (TensorScope.Begin()) expected = model.Forward(model.CreateInputIds(ids)).ToSingleArray();
             Phi2Native.FineTuning.Lora.PeftAdapter.Save(lora, adapter);
         }
-        var (code, error) = Phi2("merge", "--model", Fixtures.ModelDirectory("msft"), "--adapter", adapter, "--out", merged);
+        var (code, _, error) = Phi2("merge", "--model", Fixtures.ModelDirectory("msft"), "--adapter", adapter, "--out", merged);
         Assert.That(code, Is.EqualTo(0), error);
         var config = Phi2Config.Load(Path.Combine(merged, "config.json"));
         Assert.That(config.IsPhiMsft, Is.False, "written with HF keys");
@@ -118,7 +107,7 @@ public class AdapterCommandTests
     [Test]
     public void MergeRefusesToOverwriteItsBase()
     {
-        var (code, error) = Phi2("merge", "--model", Fixtures.ModelDirectory("f32"), "--adapter", Fixtures.Path("adapter-lora"), "--out", Fixtures.ModelDirectory("f32"));
+        var (code, _, error) = Phi2("merge", "--model", Fixtures.ModelDirectory("f32"), "--adapter", Fixtures.Path("adapter-lora"), "--out", Fixtures.ModelDirectory("f32"));
         Assert.That(code, Is.EqualTo(2));
         Assert.That(error, Does.Contain("--out must differ from --model"));
     }
@@ -126,8 +115,8 @@ public class AdapterCommandTests
     [Test]
     public void AnAdapterThatDoesNotFitIsExitCode2()
     {
-        var (code, error) = Phi2("trace", "--model", Fixtures.ModelDirectory("msft"), "--adapter", Fixtures.Path("adapter-lora"),
-            "--ids", "1,2", "--out", Path.Combine(_temp, "t.safetensors"));
+        var (code, _, error) = Phi2("trace", "--model", Fixtures.ModelDirectory("msft"), "--adapter", Fixtures.Path("adapter-lora"),
+            "--ids", "1,2", "--out", Path.Combine(Temp, "t.safetensors"));
         Assert.That(code, Is.EqualTo(2));
         Assert.That(error, Does.Contain("does not fit this model").And.Contain("layers 0-1"));
     }

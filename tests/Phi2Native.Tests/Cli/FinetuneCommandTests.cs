@@ -13,20 +13,8 @@ namespace Phi2Native.Tests.Cli;
 
 /// <summary>`phi2 finetune` end to end on the embedded model: outputs, learning, resume, new tokens, bad input.</summary>
 [TestFixture]
-public class FinetuneCommandTests
+public class FinetuneCommandTests : TemporaryDirectoryTest
 {
-    private string _temp = null!;
-
-    [SetUp] public void SetUp() => _temp = Fixtures.TemporaryDirectory();
-    [TearDown] public void TearDown() => Directory.Delete(_temp, recursive: true);
-
-    private static (int Code, string Output, string Error) Phi2(params string[] args)
-    {
-        var output = new StringWriter();
-        var error = new StringWriter();
-        int code = Program.Run(args, output, error);
-        return (code, output.ToString(), error.ToString());
-    }
 
     private static List<JsonElement> Metrics(string run) =>
         File.ReadAllLines(Path.Combine(run, "metrics.jsonl")).Select(line => JsonDocument.Parse(line).RootElement.Clone()).ToList();
@@ -36,7 +24,7 @@ public class FinetuneCommandTests
     [Test]
     public void ALoraRunOnTheEmbeddedModelLowersValidationLossAndWritesEverything()
     {
-        string run = Path.Combine(_temp, "run");
+        string run = Path.Combine(Temp, "run");
         var (code, output, error) = Phi2(["finetune", "--out", run, "--target", "q_proj,v_proj,fc1,lm_head", "--max-steps", "16", "--eval-every", "8", .. Small]);
         Assert.That(code, Is.EqualTo(0), error);
         Assert.That(error, Does.Contain("not Phi-2"), "the embedded default says what it is");
@@ -53,7 +41,7 @@ public class FinetuneCommandTests
     [Test]
     public void ResumingFromACheckpointRepeatsTheUninterruptedLosses()
     {
-        string whole = Path.Combine(_temp, "whole"), resumed = Path.Combine(_temp, "resumed");
+        string whole = Path.Combine(Temp, "whole"), resumed = Path.Combine(Temp, "resumed");
         string[] common = ["finetune", "--preset", "attention-refinement", "--layers", "2-3", "--max-steps", "6", "--save-every", "3", "--dropout", "0.1", "--grad-accum", "2", .. Small];
         Assert.That(Phi2([.. common, "--out", whole]).Code, Is.EqualTo(0));
         var (code, _, error) = Phi2([.. common, "--out", resumed, "--resume", Path.Combine(whole, "checkpoints", "step-3")]);
@@ -66,7 +54,7 @@ public class FinetuneCommandTests
     [Test]
     public void ANewTokenTrainsInAnUnusedRowAndIsGenerated()
     {
-        string data = Path.Combine(_temp, "data.jsonl"), run = Path.Combine(_temp, "run");
+        string data = Path.Combine(Temp, "data.jsonl"), run = Path.Combine(Temp, "run");
         File.WriteAllLines(data, Enumerable.Repeat("{\"text\": \"And the Zorbl said unto Moses, the Zorbl is here. And Moses said unto the Zorbl, go.\"}", 40));
         var (code, _, error) = Phi2(["finetune", "--data", data, "--out", run, "--new-tokens", "Zorbl", "--target", "q_proj,v_proj", "--epochs", "5", "--warmup", "0",
             "--batch-size", "4", "--max-length", "64", "--lr", "1e-2"]);
@@ -97,9 +85,9 @@ public class FinetuneCommandTests
     [TestCase("\n\n", "no usable example")]
     public void BadDataIsExitCode2WithTheFileAndLine(string content, string mentioned)
     {
-        string data = Path.Combine(_temp, "data.jsonl");
+        string data = Path.Combine(Temp, "data.jsonl");
         File.WriteAllText(data, content);
-        var (code, _, error) = Phi2(["finetune", "--data", data, "--out", Path.Combine(_temp, "run"), .. Small]);
+        var (code, _, error) = Phi2(["finetune", "--data", data, "--out", Path.Combine(Temp, "run"), .. Small]);
         Assert.That(code, Is.EqualTo(2));
         Assert.That(error, Does.Contain(mentioned));
     }
@@ -111,7 +99,7 @@ public class FinetuneCommandTests
     [TestCase("--schedule", "wavy", "--schedule")]
     public void BadSettingsAreExitCode2AndListWhatIsValid(string option, string value, string mentioned)
     {
-        var (code, _, error) = Phi2(["finetune", "--out", Path.Combine(_temp, "run"), option, value, .. Small]);
+        var (code, _, error) = Phi2(["finetune", "--out", Path.Combine(Temp, "run"), option, value, .. Small]);
         Assert.That(code, Is.EqualTo(2));
         Assert.That(error, Does.Contain(mentioned));
     }

@@ -7,27 +7,15 @@ namespace Phi2Native.Tests.Cli;
 
 /// <summary>`phi2 trace` end to end, in process: its output file against PyTorch, and its errors.</summary>
 [TestFixture]
-public class TraceCommandTests
+public class TraceCommandTests : TemporaryDirectoryTest
 {
-    private string _temp = null!;
-
-    [SetUp] public void SetUp() => _temp = Fixtures.TemporaryDirectory();
-    [TearDown] public void TearDown() => Directory.Delete(_temp, recursive: true);
-
-    private static (int Code, string Output, string Error) Phi2(params string[] args)
-    {
-        var output = new StringWriter();
-        var error = new StringWriter();
-        int code = Program.Run(args, output, error);
-        return (code, output.ToString(), error.ToString());
-    }
 
     [TestCaseSource(typeof(Models.GoldenTests), nameof(Models.GoldenTests.Variants))]
     public void TraceWithGradsWritesWhatPyTorchComputes(string variant)
     {
         using var golden = Fixtures.OpenGolden(variant);
         string ids = string.Join(",", golden.ReadInt32("trace.input_ids"));
-        string outPath = Path.Combine(_temp, "trace.safetensors");
+        string outPath = Path.Combine(Temp, "trace.safetensors");
         var (code, _, error) = Phi2("trace", "--model", Fixtures.ModelDirectory(variant), "--ids", ids, "--out", outPath, "--grads");
         Assert.That(code, Is.EqualTo(0), error);
 
@@ -47,7 +35,7 @@ public class TraceCommandTests
     [Test]
     public void TraceWithoutGradsWritesOnlyLogitsAndLoss()
     {
-        string outPath = Path.Combine(_temp, "t.safetensors");
+        string outPath = Path.Combine(Temp, "t.safetensors");
         var (code, _, error) = Phi2("trace", "--model", Fixtures.ModelDirectory("f32"), "--ids", "1,2,3", "--out", outPath);
         Assert.That(code, Is.EqualTo(0), error);
         using var trace = SafeTensorsFile.Open(outPath);
@@ -63,9 +51,9 @@ public class TraceCommandTests
     {
         var args = new Dictionary<string, string>
         {
-            ["--model"] = Fixtures.ModelDirectory("f32"), ["--ids"] = "1,2,3", ["--out"] = Path.Combine(_temp, "o.safetensors"),
+            ["--model"] = Fixtures.ModelDirectory("f32"), ["--ids"] = "1,2,3", ["--out"] = Path.Combine(Temp, "o.safetensors"),
         };
-        args[option] = option == "--model" ? Path.Combine(_temp, value) : value;
+        args[option] = option == "--model" ? Path.Combine(Temp, value) : value;
         var (code, _, error) = Phi2(["trace", .. args.SelectMany(kv => new[] { kv.Key, kv.Value })]);
         Assert.That(code, Is.EqualTo(2));
         Assert.That(error, Does.Contain(mentioned));
@@ -76,12 +64,12 @@ public class TraceCommandTests
     [Test]
     public void CorruptWeightsGiveExitCode2NamingTheFile()
     {
-        string model = Path.Combine(_temp, "model");
+        string model = Path.Combine(Temp, "model");
         Directory.CreateDirectory(model);
         File.Copy(Path.Combine(Fixtures.ModelDirectory("f32"), "config.json"), Path.Combine(model, "config.json"));
         var bytes = File.ReadAllBytes(Path.Combine(Fixtures.ModelDirectory("f32"), "model.safetensors"));
         File.WriteAllBytes(Path.Combine(model, "model.safetensors"), bytes[..(bytes.Length / 2)]);
-        var (code, _, error) = Phi2("trace", "--model", model, "--ids", "1,2", "--out", Path.Combine(_temp, "o.safetensors"));
+        var (code, _, error) = Phi2("trace", "--model", model, "--ids", "1,2", "--out", Path.Combine(Temp, "o.safetensors"));
         Assert.That(code, Is.EqualTo(2));
         Assert.That(error, Does.Contain("model.safetensors"));
     }
@@ -89,12 +77,12 @@ public class TraceCommandTests
     [Test]
     public void InconsistentConfigGivesExitCode2NamingTheFields()
     {
-        string model = Path.Combine(_temp, "model");
+        string model = Path.Combine(Temp, "model");
         Directory.CreateDirectory(model);
         string config = File.ReadAllText(Path.Combine(Fixtures.ModelDirectory("f32"), "config.json"));
         File.WriteAllText(Path.Combine(model, "config.json"), config.Replace("\"hidden_size\": 60", "\"hidden_size\": 61"));
         File.Copy(Path.Combine(Fixtures.ModelDirectory("f32"), "model.safetensors"), Path.Combine(model, "model.safetensors"));
-        var (code, _, error) = Phi2("trace", "--model", model, "--ids", "1,2", "--out", Path.Combine(_temp, "o.safetensors"));
+        var (code, _, error) = Phi2("trace", "--model", model, "--ids", "1,2", "--out", Path.Combine(Temp, "o.safetensors"));
         Assert.That(code, Is.EqualTo(2));
         Assert.That(error, Does.Contain("hidden_size 61 is not divisible by num_attention_heads 2"));
     }

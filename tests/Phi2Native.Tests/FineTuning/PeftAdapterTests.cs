@@ -11,12 +11,8 @@ namespace Phi2Native.Tests.FineTuning;
 
 /// <summary>PEFT adapter folders written by PEFT's layout (tests/fixtures/make_golden_lora.py) against PyTorch, and round trips.</summary>
 [TestFixture]
-public class PeftAdapterTests
+public class PeftAdapterTests : TemporaryDirectoryTest
 {
-    private string _temp = null!;
-
-    [SetUp] public void SetUp() => _temp = Fixtures.TemporaryDirectory();
-    [TearDown] public void TearDown() => Directory.Delete(_temp, recursive: true);
 
     private static Phi2Model Base() => Phi2Checkpoint.Load(Fixtures.ModelDirectory("f32"), new CpuBackend(poisonNewMemory: true));
 
@@ -73,17 +69,17 @@ public class PeftAdapterTests
         using (var lora = PeftAdapter.Load(model, Fixtures.Path("adapter-lora")))
         {
             using (TensorScope.Begin()) expected = model.Forward(model.CreateInputIds([1, 2, 3, 4])).ToSingleArray();
-            PeftAdapter.Save(lora, _temp, "tiny-f32");
+            PeftAdapter.Save(lora, Temp, "tiny-f32");
         }
         using (var original = SafeTensorsFile.Open(Fixtures.Path("adapter-lora/adapter_model.safetensors")))
-        using (var saved = SafeTensorsFile.Open(Path.Combine(_temp, PeftAdapter.WeightsFileName)))
+        using (var saved = SafeTensorsFile.Open(Path.Combine(Temp, PeftAdapter.WeightsFileName)))
         {
             Assert.That(saved.Tensors.Select(t => t.Name), Is.EquivalentTo(original.Tensors.Select(t => t.Name)));
             foreach (var tensor in original.Tensors)
                 Assert.That(saved.ReadAsSingle(tensor.Name), Is.EqualTo(original.ReadAsSingle(tensor.Name)), tensor.Name);
             Assert.That(saved.Tensors.All(t => t.DTypeName == "F32"), Is.True);
         }
-        var savedConfig = PeftAdapterConfig.Read(Path.Combine(_temp, PeftAdapterConfig.FileName));
+        var savedConfig = PeftAdapterConfig.Read(Path.Combine(Temp, PeftAdapterConfig.FileName));
         var originalConfig = PeftAdapterConfig.Read(Fixtures.Path("adapter-lora/adapter_config.json"));
         Assert.That(savedConfig with { TargetModules = [], LayersToTransform = null, ModulesToSave = [] },
             Is.EqualTo(originalConfig with { TargetModules = [], LayersToTransform = null, ModulesToSave = [] }));
@@ -91,14 +87,14 @@ public class PeftAdapterTests
         Assert.That(savedConfig.LayersToTransform, Is.EqualTo(originalConfig.LayersToTransform));
         Assert.That(savedConfig.ModulesToSave, Is.EqualTo(originalConfig.ModulesToSave));
         // PEFT's own writer produces the same JSON text (sorted keys, indent 2).
-        Assert.That(File.ReadAllText(Path.Combine(_temp, PeftAdapterConfig.FileName)), Is.EqualTo(File.ReadAllText(Fixtures.Path("adapter-lora/adapter_config.json"))));
-        using var reloaded = PeftAdapter.Load(model, _temp);
+        Assert.That(File.ReadAllText(Path.Combine(Temp, PeftAdapterConfig.FileName)), Is.EqualTo(File.ReadAllText(Fixtures.Path("adapter-lora/adapter_config.json"))));
+        using var reloaded = PeftAdapter.Load(model, Temp);
         using (TensorScope.Begin()) Assert.That(model.Forward(model.CreateInputIds([1, 2, 3, 4])).ToSingleArray(), Is.EqualTo(expected));
     }
 
     private string CopyAdapter(string variant)
     {
-        string dir = Path.Combine(_temp, variant);
+        string dir = Path.Combine(Temp, variant);
         Directory.CreateDirectory(dir);
         foreach (var file in Directory.GetFiles(Fixtures.Path($"adapter-{variant}"))) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
         return dir;
@@ -152,7 +148,7 @@ public class PeftAdapterTests
     public void MissingFolderAndBinOnlyAdaptersAreNamed()
     {
         using var model = Base();
-        Assert.That(Assert.Throws<Phi2Exception>(() => PeftAdapter.Load(model, Path.Combine(_temp, "none")))!.Message, Does.Contain("does not exist"));
+        Assert.That(Assert.Throws<Phi2Exception>(() => PeftAdapter.Load(model, Path.Combine(Temp, "none")))!.Message, Does.Contain("does not exist"));
         string dir = CopyAdapter("lora");
         File.Move(Path.Combine(dir, PeftAdapter.WeightsFileName), Path.Combine(dir, "adapter_model.bin"));
         Assert.That(Assert.Throws<Phi2Exception>(() => PeftAdapter.Load(model, dir))!.Message, Does.Contain("adapter_model.bin"));

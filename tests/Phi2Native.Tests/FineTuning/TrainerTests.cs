@@ -9,17 +9,12 @@ namespace Phi2Native.Tests.FineTuning;
 
 /// <summary>The training loop: it learns, it repeats bit for bit, and a resumed run continues exactly.</summary>
 [TestFixture]
-public class TrainerTests
+public class TrainerTests : TemporaryDirectoryTest
 {
     private static readonly Phi2Config Small = Phi2Config.Tiny with
     {
         VocabSize = 40, HiddenSize = 24, IntermediateSize = 48, NumHiddenLayers = 2, NumAttentionHeads = 2, RotaryDim = 6, ResidPdrop = 0.1,
     };
-
-    private string _temp = null!;
-
-    [SetUp] public void SetUp() => _temp = Fixtures.TemporaryDirectory();
-    [TearDown] public void TearDown() => Directory.Delete(_temp, recursive: true);
 
     private static int[] Encode(string text) => text.Select(c => c % 40).ToArray();
 
@@ -60,22 +55,22 @@ public class TrainerTests
     public void ValidationLossFallsAndTheRunRepeatsBitForBit()
     {
         var learns = Options with { LearningRate = 1e-2, Epochs = 5 };
-        var first = Train(learns, Path.Combine(_temp, "a"));
-        var second = Train(learns, Path.Combine(_temp, "b"));
+        var first = Train(learns, Path.Combine(Temp, "a"));
+        var second = Train(learns, Path.Combine(Temp, "b"));
         Assert.That(first.Result.Steps, Is.EqualTo(first.Losses.Count));
         Assert.That(first.Validation.Last(), Is.LessThan(first.Validation.First() * 0.8), "validation loss falls");
         Assert.That(second.Losses, Is.EqualTo(first.Losses), "same seeds, same losses, bit for bit");
-        Assert.That(Directory.Exists(Path.Combine(_temp, "a", "checkpoints", $"step-{first.Result.Steps}")), Is.True, "a final checkpoint");
+        Assert.That(Directory.Exists(Path.Combine(Temp, "a", "checkpoints", $"step-{first.Result.Steps}")), Is.True, "a final checkpoint");
     }
 
     [Test]
     public void AResumedRunContinuesWithExactlyTheUninterruptedLosses()
     {
-        var whole = Train(Options with { SaveEvery = 4 }, Path.Combine(_temp, "whole"));
+        var whole = Train(Options with { SaveEvery = 4 }, Path.Combine(Temp, "whole"));
         Assert.That(whole.Result.Steps, Is.GreaterThan(6));
-        string checkpoint = Path.Combine(_temp, "whole", "checkpoints", "step-4");
+        string checkpoint = Path.Combine(Temp, "whole", "checkpoints", "step-4");
         Assert.That(TrainingCheckpoint.IsCheckpoint(checkpoint), Is.True);
-        var resumed = Train(Options with { SaveEvery = 4 }, Path.Combine(_temp, "resumed"), resumeFrom: checkpoint);
+        var resumed = Train(Options with { SaveEvery = 4 }, Path.Combine(Temp, "resumed"), resumeFrom: checkpoint);
         Assert.That(resumed.Losses, Is.EqualTo(whole.Losses.Skip(4)), "resumed losses equal the uninterrupted run's, bit for bit");
     }
 
@@ -83,13 +78,13 @@ public class TrainerTests
     public void CancellationWritesACheckpointThatResumesExactly()
     {
         using var cancel = new CancellationTokenSource();
-        var interrupted = Train(Options, Path.Combine(_temp, "run"), cancel: cancel.Token, onStep: t => { if (t.Step == 3) cancel.Cancel(); });
+        var interrupted = Train(Options, Path.Combine(Temp, "run"), cancel: cancel.Token, onStep: t => { if (t.Step == 3) cancel.Cancel(); });
         Assert.That(interrupted.Result.Interrupted, Is.True);
         Assert.That(interrupted.Result.LastCheckpoint, Does.EndWith("step-3"));
-        Assert.That(Directory.GetDirectories(Path.Combine(_temp, "run", "checkpoints")).Select(Path.GetFileName), Is.EqualTo(new[] { "step-3" }),
+        Assert.That(Directory.GetDirectories(Path.Combine(Temp, "run", "checkpoints")).Select(Path.GetFileName), Is.EqualTo(new[] { "step-3" }),
             "no temporary folder is left behind");
-        var resumed = Train(Options, Path.Combine(_temp, "run2"), resumeFrom: interrupted.Result.LastCheckpoint);
-        var whole = Train(Options, Path.Combine(_temp, "whole"));
+        var resumed = Train(Options, Path.Combine(Temp, "run2"), resumeFrom: interrupted.Result.LastCheckpoint);
+        var whole = Train(Options, Path.Combine(Temp, "whole"));
         Assert.That(resumed.Losses, Is.EqualTo(whole.Losses.Skip(3)));
     }
 
@@ -99,8 +94,8 @@ public class TrainerTests
         var noDropout = Options with { GradientAccumulation = 1, MaxSteps = 2, WarmupSteps = 0, Epochs = 1, ResidualDropout = 0, MaxGradientNorm = 0 };
         // Packed rows all score the same number of tokens, so the mean of two half-batch means is the full batch's mean,
         // and the summed gradients are the full batch's gradient: same loss, same gradient norm.
-        var full = Train(noDropout, Path.Combine(_temp, "full"), accumulationBatch: 4, loraDropout: 0);
-        var halves = Train(noDropout with { GradientAccumulation = 2 }, Path.Combine(_temp, "halves"), accumulationBatch: 2, loraDropout: 0);
+        var full = Train(noDropout, Path.Combine(Temp, "full"), accumulationBatch: 4, loraDropout: 0);
+        var halves = Train(noDropout with { GradientAccumulation = 2 }, Path.Combine(Temp, "halves"), accumulationBatch: 2, loraDropout: 0);
         Assert.That(halves.Losses[0], Is.EqualTo(full.Losses[0]).Within(1e-5));
         Assert.That(halves.GradientNorms[0], Is.EqualTo(full.GradientNorms[0]).Within(1e-5 * full.GradientNorms[0]));
         Assert.That(halves.Losses[1], Is.EqualTo(full.Losses[1]).Within(1e-4), "and the step after the update agrees too");

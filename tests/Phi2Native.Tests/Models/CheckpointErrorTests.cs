@@ -9,18 +9,14 @@ namespace Phi2Native.Tests.Models;
 
 /// <summary>Bad model folders, configs and inputs: each gives one exception of a named type that says what is wrong.</summary>
 [TestFixture]
-public class CheckpointErrorTests
+public class CheckpointErrorTests : TemporaryDirectoryTest
 {
-    private string _temp = null!;
-
-    [SetUp] public void SetUp() => _temp = Fixtures.TemporaryDirectory();
-    [TearDown] public void TearDown() => Directory.Delete(_temp, recursive: true);
 
     private static string Config(string variant) => File.ReadAllText(Path.Combine(Fixtures.ModelDirectory(variant), "config.json"));
 
     private string ModelWith(string configJson, Action<SafeTensorsFile, SafeTensorsWriter>? rewrite = null)
     {
-        string dir = Path.Combine(_temp, "model");
+        string dir = Path.Combine(Temp, "model");
         Directory.CreateDirectory(dir);
         File.WriteAllText(Path.Combine(dir, "config.json"), configJson);
         using var source = SafeTensorsFile.Open(Path.Combine(Fixtures.ModelDirectory("f32"), "model.safetensors"));
@@ -35,7 +31,7 @@ public class CheckpointErrorTests
     [Test]
     public void MissingFolderIsNamed()
     {
-        string missing = Path.Combine(_temp, "nope");
+        string missing = Path.Combine(Temp, "nope");
         var e = Assert.Throws<CheckpointException>(() => Phi2Checkpoint.Load(missing, CpuBackend.Default));
         Assert.That(e!.Message, Does.Contain(missing));
     }
@@ -43,8 +39,8 @@ public class CheckpointErrorTests
     [Test]
     public void FolderWithoutWeightsSaysWhatIsExpected()
     {
-        File.WriteAllText(Path.Combine(_temp, "config.json"), Config("f32"));
-        var e = Assert.Throws<CheckpointException>(() => Phi2Checkpoint.Load(_temp, CpuBackend.Default));
+        File.WriteAllText(Path.Combine(Temp, "config.json"), Config("f32"));
+        var e = Assert.Throws<CheckpointException>(() => Phi2Checkpoint.Load(Temp, CpuBackend.Default));
         Assert.That(e!.Message, Does.Contain("model.safetensors"));
     }
 
@@ -135,7 +131,7 @@ public class CheckpointErrorTests
     [Test]
     public void ShardMissingFromTheIndexIsNamed()
     {
-        string dir = Path.Combine(_temp, "sharded");
+        string dir = Path.Combine(Temp, "sharded");
         Directory.CreateDirectory(dir);
         foreach (var file in Directory.GetFiles(Fixtures.ModelDirectory("sharded")))
             File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
