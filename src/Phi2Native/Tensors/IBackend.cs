@@ -92,6 +92,20 @@ public interface IBackend : IDisposable
     /// <summary>Gradients of attention: dq, dk, dv (=), each may be null; probabilities recomputed from logSumExp.</summary>
     void AttentionBackward(Tensor dOutput, Tensor q, Tensor k, Tensor v, Tensor output, Tensor logSumExp, Tensor? dq, Tensor? dk, Tensor? dv);
 
+    /// <summary>
+    /// KV-cache write: copies <paramref name="source"/> [B, T, H, D] into rows [position, position + T) of
+    /// <paramref name="cache"/> [B, Tmax, H, D] (same B, H, D and dtype; position + T &lt;= Tmax). Other rows are untouched.
+    /// </summary>
+    void CacheWrite(Tensor source, Tensor cache, int position);
+
+    /// <summary>
+    /// Causal attention of q [B, Tq, H, D] against the first <paramref name="keyTime"/> rows of
+    /// <paramref name="keyCache"/> and <paramref name="valueCache"/> [B, Tmax, H, D], read in place (no copy of the
+    /// prefix); query i sits at position keyTime - Tq + i. The same math as <see cref="Attention"/> over those rows.
+    /// Inference only: returns [B, Tq, H, D] and saves nothing for backward.
+    /// </summary>
+    Tensor CachedAttention(Tensor q, Tensor keyCache, Tensor valueCache, int keyTime);
+
     /// <summary>gelu_new (tanh approximation), elementwise.</summary>
     Tensor GeluNew(Tensor x);
 

@@ -98,16 +98,41 @@ internal static class CpuAttention
         => Forward(q, k, v, output, logSumExp, batch, queryTime, keyTime, heads, headDim, DefaultQueryBlock(queryTime),
             AttentionParallelism.Auto);
 
+    /// <summary>
+    /// Forward against the first <paramref name="keyTime"/> rows of a KV cache: k and v are [B, keyCapacity, H, D]
+    /// (batch stride keyCapacity * H * D), of which only rows [0, keyTime) of each batch are read, in place.
+    /// </summary>
+    /// <param name="q">[B, Tq, H, D] queries.</param>
+    /// <param name="k">[B, keyCapacity, H, D] cached keys.</param>
+    /// <param name="v">[B, keyCapacity, H, D] cached values.</param>
+    /// <param name="output">[B, Tq, H, D] attention output, overwritten.</param>
+    /// <param name="logSumExp">[B, H, Tq] log-sum-exp of each query's scores.</param>
+    /// <param name="batch">B.</param>
+    /// <param name="queryTime">Tq.</param>
+    /// <param name="keyTime">Tk: cached rows attended (Tq &lt;= Tk &lt;= keyCapacity); the last query sits at position Tk - 1.</param>
+    /// <param name="keyCapacity">Rows per batch in k and v (the cache's Tmax), &gt;= keyTime.</param>
+    /// <param name="heads">H.</param>
+    /// <param name="headDim">D (&gt; 0).</param>
+    public static void ForwardCached<TFloat>(ReadOnlySpan<TFloat> q, ReadOnlySpan<TFloat> k, ReadOnlySpan<TFloat> v,
+        Span<TFloat> output, Span<TFloat> logSumExp, int batch, int queryTime, int keyTime, int keyCapacity, int heads, int headDim)
+        where TFloat : unmanaged, IFloatingPointIeee754<TFloat>
+        => Forward(q, k, v, output, logSumExp, batch, queryTime, keyTime, heads, headDim, DefaultQueryBlock(queryTime),
+            AttentionParallelism.Auto, keyCapacity);
+
     /// <summary><see cref="Forward{TFloat}(ReadOnlySpan{TFloat}, ReadOnlySpan{TFloat}, ReadOnlySpan{TFloat}, Span{TFloat}, Span{TFloat}, int, int, int, int, int)"/>
     /// with <c>queryBlock</c> query rows per block (&gt; 0) and the threading chosen: tests force block
     /// boundaries and each threading path.</summary>
     internal static unsafe void Forward<TFloat>(ReadOnlySpan<TFloat> q, ReadOnlySpan<TFloat> k, ReadOnlySpan<TFloat> v,
         Span<TFloat> output, Span<TFloat> logSumExp, int batch, int queryTime, int keyTime, int heads, int headDim,
-        int queryBlock, AttentionParallelism parallelism)
+        int queryBlock, AttentionParallelism parallelism, int keyCapacity = -1)
         where TFloat : unmanaged, IFloatingPointIeee754<TFloat>
     {
         CheckDims(batch, queryTime, keyTime, heads, headDim, queryBlock);
-        long qSize = (long)batch * queryTime * heads * headDim, kSize = (long)batch * keyTime * heads * headDim;
+        // keyCapacity: rows per batch of k and v as stored (a KV cache's Tmax); -1 means exactly Tk.
+        if (keyCapacity < 0) keyCapacity = keyTime;
+        if (keyCapacity < keyTime)
+            throw new ArgumentOutOfRangeException(nameof(keyCapacity), keyCapacity, $"keyCapacity must be >= keyTime ({keyTime}).");
+        long qSize = (long)batch * queryTime * heads * headDim, kSize = (long)batch * keyCapacity * heads * headDim;
         CpuKernelSupport.Length(q.Length, qSize, nameof(q), "[B, Tq, H, D]");
         CpuKernelSupport.Length(k.Length, kSize, nameof(k), "[B, Tk, H, D]");
         CpuKernelSupport.Length(v.Length, kSize, nameof(v), "[B, Tk, H, D]");
@@ -115,7 +140,7 @@ internal static class CpuAttention
         CpuKernelSupport.Length(logSumExp.Length, (long)batch * heads * queryTime, nameof(logSumExp), "[B, H, Tq]");
         if (qSize == 0) return;
 
-        var plan = new Plan(batch, queryTime, keyTime, heads, headDim, queryBlock, parallelism, productsPerBlock: 2);
+        var plan = new Plan(batch, queryTime, keyTime, heads, headDim, queryBlock, parallelism, productsPerBlock: 2, keyCapacity);
         fixed (TFloat* pq = q, pk = k, pv = v, po = output, pl = logSumExp)
         {
             TFloat* qp = pq, kp = pk, vp = pv, op = po, lp = pl;
@@ -353,15 +378,16 @@ internal static class CpuAttention
     /// <summary>The dims of one call, the block size and how it is threaded.</summary>
     private readonly struct Plan
     {
-        public readonly int Batch, QueryTime, KeyTime, Heads, HeadDim, BlockRows, Pairs, RowStride, GemmThreads;
+        public readonly int Batch, QueryTime, KeyTime, KeyCapacity, Heads, HeadDim, BlockRows, Pairs, RowStride, GemmThreads;
         public readonly bool PairsInParallel;
 
         /// <summary>Dims as validated by the caller; <c>productsPerBlock</c> is the GEMMs per query block
         /// (forward 2, backward up to 5), which sizes the parallel decision.</summary>
         public Plan(int batch, int queryTime, int keyTime, int heads, int headDim, int queryBlock, AttentionParallelism parallelism,
-            int productsPerBlock)
+            int productsPerBlock, int keyCapacity = -1)
         {
             (Batch, QueryTime, KeyTime, Heads, HeadDim) = (batch, queryTime, keyTime, heads, headDim);
+            KeyCapacity = keyCapacity < 0 ? keyTime : keyCapacity;
             // (Only built for non-empty calls: 1 <= Tq <= Tk.)
             BlockRows = Math.Min(Math.Min(queryBlock, Math.Max(MinBlockRows, MaxBlockElements / keyTime)), queryTime);
             Pairs = batch * heads;
@@ -389,8 +415,8 @@ internal static class CpuAttention
         /// <summary>Element offset of row 0 of pair (b, h) in a [B, Tq, H, D] tensor.</summary>
         public long QueryOffset(int pair) => ((long)(pair / Heads) * QueryTime * Heads + pair % Heads) * HeadDim;
 
-        /// <summary>Element offset of row 0 of pair (b, h) in a [B, Tk, H, D] tensor.</summary>
-        public long KeyOffset(int pair) => ((long)(pair / Heads) * KeyTime * Heads + pair % Heads) * HeadDim;
+        /// <summary>Element offset of row 0 of pair (b, h) in a [B, KeyCapacity, H, D] tensor (KeyCapacity = Tk except for a cache).</summary>
+        public long KeyOffset(int pair) => ((long)(pair / Heads) * KeyCapacity * Heads + pair % Heads) * HeadDim;
     }
 
     private static void CheckDims(int batch, int queryTime, int keyTime, int heads, int headDim, int queryBlock)

@@ -46,6 +46,26 @@ public sealed class Phi2Attention : Module
         return Dense.Forward(ReshapeOp.Apply(attended, batch, time, heads * headDim));
     }
 
+    /// <summary>
+    /// Inference through a KV cache: x [B, T, C] holds the T positions after the cache's Length t. Their keys
+    /// and values (rotated at positions t .. t + T - 1) are written into the cache's rows [t, t + T) of layer
+    /// <paramref name="layer"/>, and the T queries attend over rows [0, t + T) in place -> [B, T, C]. The caller
+    /// advances the cache once every layer has run. q/k/v still go through Linear.Forward, so adapters apply.
+    /// </summary>
+    public Tensor Forward(Tensor x, KeyValueCache cache, int layer)
+    {
+        int batch = x.Size(0), time = x.Size(1), heads = _config.NumAttentionHeads, headDim = _config.HeadDim;
+        int positionOffset = cache.Length;
+        Tensor Heads(Linear projection) => ReshapeOp.Apply(projection.Forward(x), batch, time, heads, headDim);
+        Tensor Rotate(Tensor t) => _config.RotaryDim == 0 ? t : RotaryOp.Apply(t, _config.RotaryDim, _config.RopeTheta, positionOffset);
+        var q = Rotate(Heads(QProj));                           // [B, T, H, D] at positions t .. t + T - 1
+        Tensor keys = cache.Keys(layer), values = cache.Values(layer);   // [B, Tmax, H, D]
+        x.Backend.CacheWrite(Rotate(Heads(KProj)), keys, positionOffset);
+        x.Backend.CacheWrite(Heads(VProj), values, positionOffset);
+        var attended = x.Backend.CachedAttention(q, keys, values, positionOffset + time);   // [B, T, H, D]
+        return Dense.Forward(ReshapeOp.Apply(attended, batch, time, heads * headDim));
+    }
+
     /// <inheritdoc/>
     public override IEnumerable<Tensor> Parameters() =>
         QProj.Parameters().Concat(KProj.Parameters()).Concat(VProj.Parameters()).Concat(Dense.Parameters());

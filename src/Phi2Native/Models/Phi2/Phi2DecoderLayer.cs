@@ -33,10 +33,12 @@ public sealed class Phi2DecoderLayer : Module
     public Phi2Mlp Mlp { get; }
 
     /// <summary>h [B, T, C] -> [B, T, C]. <paramref name="dropoutSeed"/> is used only when <paramref name="dropout"/> &gt; 0.</summary>
-    public Tensor Forward(Tensor hidden, double dropout, ulong dropoutSeed)
+    /// <remarks>With a <paramref name="cache"/> (inference only) hidden holds the positions after the cache's Length,
+    /// and attention reads and extends this layer's cached keys and values instead of seeing only hidden.</remarks>
+    public Tensor Forward(Tensor hidden, double dropout, ulong dropoutSeed, KeyValueCache? cache = null)
     {
         var x = InputLayerNorm.Forward(hidden);
-        var attention = SelfAttention.Forward(x);
+        var attention = cache is null ? SelfAttention.Forward(x) : SelfAttention.Forward(x, cache, Index);
         var mlp = Mlp.Forward(x);
         if (dropout > 0)
         {

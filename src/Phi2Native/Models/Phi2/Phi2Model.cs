@@ -15,7 +15,7 @@ namespace Phi2Native.Models.Phi2;
 /// </remarks>
 public sealed class Phi2Model : IDisposable
 {
-    private long _trainingForwards;
+    private long _trainingForwards, _tokensComputed;
     private bool _training;
 
     /// <summary>Builds the model, asking <paramref name="weights"/> for each parameter by HF name and shape.</summary>
@@ -176,6 +176,7 @@ public sealed class Phi2Model : IDisposable
             throw new ModelInputException($"input ids must be an I32 tensor [B, T], got [{inputIds.ShapeText}] {inputIds.DType}");
         if (Training && Config.AttentionDropout > 0)
             throw new Phi2Exception($"attention_dropout {Config.AttentionDropout} is not supported in training; set it to 0 in config.json");
+        Interlocked.Add(ref _tokensComputed, (long)inputIds.Size(0) * inputIds.Size(1));
         ulong forwardSeed = Training ? Mix(DropoutSeed, (ulong)Interlocked.Increment(ref _trainingForwards)) : 0;
         var hidden = EmbedTokens.Forward(inputIds);                                   // [B, T, C]
         if (Training && Config.EmbdPdrop > 0) hidden = DropoutOp.Apply(hidden, Config.EmbdPdrop, Mix(forwardSeed, ulong.MaxValue));
@@ -193,6 +194,41 @@ public sealed class Phi2Model : IDisposable
         }
         return LmHead.Forward(FinalLayerNorm.Forward(hidden));                       // [B, T, V]
     }
+
+    /// <summary>
+    /// Inference through a KV cache: ids [B, T] (I32) are the T tokens after the cache's Length t, at positions
+    /// t .. t + T - 1 -> logits [B, T, V] of those positions only. The prefix is not recomputed: each layer attends
+    /// over its cached keys and values plus the T new ones, which it appends. A prompt is prefilled with one call
+    /// (T = prompt length), then each generation step passes one token (T = 1).
+    /// </summary>
+    /// <exception cref="ModelInputException">The ids are not [B, T] I32, B differs from the cache's, or t + T exceeds its capacity.</exception>
+    /// <exception cref="InvalidOperationException">A gradient tape is recording, or the model is in training mode: the cache path saves nothing for backward.</exception>
+    public Tensor Forward(Tensor inputIds, KeyValueCache cache)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        if (inputIds.Rank != 2 || inputIds.DType != DType.I32)
+            throw new ModelInputException($"input ids must be an I32 tensor [B, T], got [{inputIds.ShapeText}] {inputIds.DType}");
+        if (GradientTape.Current != null || Training)
+            throw new InvalidOperationException("the KV-cache forward is for inference only: stop the gradient tape and set Training = false");
+        int batch = inputIds.Size(0), time = inputIds.Size(1);
+        cache.EnsureRoom(batch, time);
+        var hidden = EmbedTokens.Forward(inputIds);                                   // [B, T, C]
+        foreach (var layer in Layers)
+        {
+            // Each layer's intermediates are freed when it is done; its keys and values live on in the cache.
+            using var layerScope = TensorScope.Begin();
+            hidden = layerScope.Keep(layer.Forward(hidden, 0, 0, cache));
+        }
+        cache.Advance(time);
+        Interlocked.Add(ref _tokensComputed, (long)batch * time);
+        return LmHead.Forward(FinalLayerNorm.Forward(hidden));                       // [B, T, V]
+    }
+
+    /// <summary>
+    /// Positions run through the layers by every forward so far (B x T per call, training or inference, with or
+    /// without a cache): a test of the cache compares it before and after a decode step, which must add exactly B.
+    /// </summary>
+    public long TokensComputed => Interlocked.Read(ref _tokensComputed);
 
     /// <summary>
     /// The causal-LM loss: mean cross-entropy of logits[:, :-1] against labels[:, 1:], leaving out positions whose

@@ -1,0 +1,179 @@
+using System.Runtime.InteropServices;
+using NUnit.Framework;
+using Phi2Native.Autograd;
+using Phi2Native.FineTuning.Lora;
+using Phi2Native.Models.Phi2;
+using Phi2Native.Tensors;
+using Phi2Native.Tests.Support;
+
+namespace Phi2Native.Tests.Models;
+
+/// <summary>The KV-cache path: the backend's cache ops, logits equal to a full forward at every step, one position per step.</summary>
+[TestFixture]
+public class KeyValueCacheTests
+{
+    internal static readonly Phi2Config Small = Phi2Config.Tiny with
+    {
+        VocabSize = 37, HiddenSize = 24, IntermediateSize = 40, NumHiddenLayers = 3, NumAttentionHeads = 3, RotaryDim = 4,
+        MaxPositionEmbeddings = 32, ResidPdrop = 0,
+    };
+
+    // Two rows of equal length (the model-level cache takes a rectangular batch).
+    private static readonly int[][] Rows = [[3, 17, 5, 36, 0, 21, 9, 9, 14, 2, 30], [8, 1, 33, 12, 7, 7, 25, 4, 19, 28, 6]];
+
+    private static Tensor Random(int seed, params int[] shape)
+    {
+        var random = new Random(seed);
+        var values = new float[Tensor.CountElements(shape)];
+        for (int i = 0; i < values.Length; i++) values[i] = (float)(random.NextDouble() * 2 - 1);
+        return GradientCheck.Backend.FromBytes(MemoryMarshal.AsBytes(values.AsSpan()), DType.F32, shape, DType.F32);
+    }
+
+    [Test]
+    public void CachedAttentionOverFilledRowsEqualsAttention()
+    {
+        using var scope = TensorScope.Begin();
+        var backend = GradientCheck.Backend;
+        int batch = 2, time = 7, capacity = 11, heads = 3, dim = 5;
+        var q = Random(1, batch, time, heads, dim);
+        var k = Random(2, batch, time, heads, dim);
+        var v = Random(3, batch, time, heads, dim);
+        var expected = backend.Attention(q, k, v, out _).ToSingleArray();
+
+        // Rows 0..4 in one write, 5..6 in another; rows 7..10 are poisoned below and must not be read.
+        using var keys = TensorScope.Detach(backend.Zeros([batch, capacity, heads, dim], DType.F32));
+        using var values = TensorScope.Detach(backend.Zeros([batch, capacity, heads, dim], DType.F32));
+        float[] kAll = k.ToSingleArray(), vAll = v.ToSingleArray();
+        Tensor Slice(float[] all, int from, int count)
+        {
+            var part = new float[batch * count * heads * dim];
+            int row = heads * dim;
+            for (int b = 0; b < batch; b++)
+                Array.Copy(all, (b * time + from) * row, part, b * count * row, count * row);
+            return backend.FromBytes(MemoryMarshal.AsBytes(part.AsSpan()), DType.F32, [batch, count, heads, dim], DType.F32);
+        }
+        backend.CacheWrite(Slice(kAll, 0, 5), keys, 0);
+        backend.CacheWrite(Slice(vAll, 0, 5), values, 0);
+        backend.CacheWrite(Slice(kAll, 5, 2), keys, 5);
+        backend.CacheWrite(Slice(vAll, 5, 2), values, 5);
+        // Poison the unused rows: a read past keyTime would show up as NaN.
+        var poisoned = keys.ToSingleArray();
+        for (int b = 0; b < batch; b++)
+            for (int t = time; t < capacity; t++)
+                poisoned.AsSpan((b * capacity + t) * heads * dim, heads * dim).Fill(float.NaN);
+        backend.Copy(backend.FromBytes(MemoryMarshal.AsBytes(poisoned.AsSpan()), DType.F32, keys.Shape, DType.F32), keys);
+
+        TensorAssert.Close("all queries", expected, backend.CachedAttention(q, keys, values, time).ToSingleArray(), Tolerance.Forward(DType.F32));
+        // The last query alone (a decode step) against the 7 cached rows: the last row of the full result.
+        var lastQuery = Slice(q.ToSingleArray(), time - 1, 1);
+        float[] last = backend.CachedAttention(lastQuery, keys, values, time).ToSingleArray();
+        int rowSize = heads * dim;
+        var expectedLast = new float[batch * rowSize];
+        for (int b = 0; b < batch; b++) Array.Copy(expected, (b * time + time - 1) * rowSize, expectedLast, b * rowSize, rowSize);
+        TensorAssert.Close("decode step", expectedLast, last, Tolerance.Forward(DType.F32));
+    }
+
+    [Test]
+    public void CacheOpsRejectMisfits()
+    {
+        using var scope = TensorScope.Begin();
+        var backend = GradientCheck.Backend;
+        var cache = backend.Zeros([1, 4, 2, 3], DType.F32);
+        Assert.Throws<ArgumentOutOfRangeException>(() => backend.CacheWrite(Random(1, 1, 2, 2, 3), cache, 3));
+        Assert.Throws<ArgumentException>(() => backend.CacheWrite(Random(1, 1, 2, 3, 3), cache, 0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => backend.CachedAttention(Random(1, 1, 2, 2, 3), cache, cache, 5));
+        Assert.Throws<ArgumentOutOfRangeException>(() => backend.CachedAttention(Random(1, 1, 2, 2, 3), cache, cache, 1));
+    }
+
+    private static float[] FullLogits(Phi2Model model, int[][] rows, int length)
+    {
+        using var scope = TensorScope.Begin();
+        var ids = rows.SelectMany(r => r.Take(length)).ToArray();
+        return model.Forward(model.CreateInputIds(ids, rows.Length)).ToSingleArray();   // [B, length, V]
+    }
+
+    /// <summary>Row b, position t of logits [B, T, V].</summary>
+    private static float[] Position(float[] logits, int batch, int time, int vocab, int b, int t) =>
+        logits.AsSpan((b * time + t) * vocab, vocab).ToArray();
+
+    [TestCase(false)]
+    [TestCase(true)]
+    public void CachedLogitsEqualAFullForwardAtEveryStep(bool withLora)
+    {
+        using var model = Phi2Model.CreateRandom(Small, GradientCheck.Backend, seed: 5);
+        using var lora = withLora ? LoraModel.Create(model, new LoraConfig { R = 2, TargetModules = ["q_proj", "k_proj", "v_proj", "dense", "fc1"] }, seed: 1) : null;
+        if (lora != null) LoraModelRandomize(lora);
+        int batch = Rows.Length, vocab = Small.VocabSize, prompt = 4, total = Rows[0].Length;
+        using var cache = new KeyValueCache(model, batch, total);
+
+        using (var scope = TensorScope.Begin())
+        {
+            var ids = Rows.SelectMany(r => r.Take(prompt)).ToArray();
+            float[] prefill = model.Forward(model.CreateInputIds(ids, batch), cache).ToSingleArray();   // [B, 4, V]
+            TensorAssert.Close("prefill", FullLogits(model, Rows, prompt), prefill, Tolerance.Forward(DType.F32));
+        }
+        for (int t = prompt; t < total; t++)
+        {
+            float[] full = FullLogits(model, Rows, t + 1);
+            long before = model.TokensComputed;
+            using var scope = TensorScope.Begin();
+            float[] step = model.Forward(model.CreateInputIds(Rows.Select(r => r[t]).ToArray(), batch), cache).ToSingleArray();   // [B, 1, V]
+            Assert.That(model.TokensComputed - before, Is.EqualTo(batch), "a decode step computes one position per row");
+            for (int b = 0; b < batch; b++)
+                TensorAssert.Close($"row {b}, position {t}", Position(full, batch, t + 1, vocab, b, t), Position(step, batch, 1, vocab, b, 0),
+                    Tolerance.Forward(DType.F32));
+        }
+        Assert.That(cache.Length, Is.EqualTo(total));
+        Assert.That(cache.PositionsComputed, Is.EqualTo(batch * total), "each position was computed once");
+    }
+
+    /// <summary>PEFT starts B at zero; a non-zero B makes the adapters change the logits.</summary>
+    private static void LoraModelRandomize(LoraModel lora)
+    {
+        var random = new Random(9);
+        foreach (var b in lora.LinearAdapters.Select(a => a.B))
+        {
+            var values = b.ToSingleArray().Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
+            using var source = b.Backend.FromBytes(MemoryMarshal.AsBytes(values.AsSpan()), DType.F32, b.Shape, b.DType);
+            b.Backend.Copy(source, b);
+        }
+    }
+
+    [Test]
+    public void TheLoraAdapterChangesTheCachedLogits()
+    {
+        using var model = Phi2Model.CreateRandom(Small, GradientCheck.Backend, seed: 5);
+        float[] Cached()
+        {
+            using var cache = new KeyValueCache(model, 1, 8);
+            using var scope = TensorScope.Begin();
+            return model.Forward(model.CreateInputIds(Rows[0].Take(5).ToArray()), cache).ToSingleArray();
+        }
+        float[] plain = Cached();
+        using var lora = LoraModel.Create(model, new LoraConfig { R = 2, TargetModules = ["q_proj", "v_proj"] }, seed: 1);
+        LoraModelRandomize(lora);
+        Assert.That(Cached(), Is.Not.EqualTo(plain));
+    }
+
+    [Test]
+    public void MisuseIsAClearError()
+    {
+        using var model = Phi2Model.CreateRandom(Small, GradientCheck.Backend, seed: 5);
+        using var cache = new KeyValueCache(model, 1, 6);
+        using var scope = TensorScope.Begin();
+        var five = model.CreateInputIds([1, 2, 3, 4, 5]);
+        model.Forward(five, cache);
+        Assert.Throws<ModelInputException>(() => model.Forward(model.CreateInputIds([1, 2]), cache));   // 5 + 2 > 6
+        Assert.Throws<ModelInputException>(() => model.Forward(model.CreateInputIds([1, 2], batch: 2), cache));
+        Assert.Throws<ModelInputException>(() => new KeyValueCache(model, 1, Small.MaxPositionEmbeddings + 1));
+        Assert.Throws<ModelInputException>(() => new KeyValueCache(model, 0, 4));
+        using (GradientTape.Begin())
+            Assert.Throws<InvalidOperationException>(() => model.Forward(model.CreateInputIds([1]), cache));
+        model.Training = true;
+        Assert.Throws<InvalidOperationException>(() => model.Forward(model.CreateInputIds([1]), cache));
+        model.Training = false;
+        cache.Reset();
+        Assert.That(cache.Length, Is.Zero);
+        Assert.DoesNotThrow(() => model.Forward(five, cache));
+    }
+}
