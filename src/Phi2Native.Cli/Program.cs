@@ -19,6 +19,8 @@ public static class Program
             MergeCommand.Create(output, error),
             FinetuneCommand.Create(output, error),
             LayersCommand.Create(output, error),
+            GenerateCommand.Create(output, error),
+            TokenizeCommand.Create(output, error),
         };
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)

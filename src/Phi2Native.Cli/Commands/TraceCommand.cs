@@ -73,14 +73,15 @@ internal static class TraceCommand
         return 0;
     }
 
-    private static int[] ParseIds(string text)
+    /// <summary>Comma-separated ids; each item that is not an integer is named.</summary>
+    public static int[] ParseIds(string text, int minimum = 2)
     {
         var parts = text.Split(',', StringSplitOptions.TrimEntries);
         var ids = new int[parts.Length];
         for (int i = 0; i < parts.Length; i++)
             if (!int.TryParse(parts[i], out ids[i]))
                 throw new ModelInputException($"--ids: \"{parts[i]}\" (item {i + 1}) is not an integer token id; expected comma-separated ids like 1,2,3");
-        if (ids.Length < 2) throw new ModelInputException($"--ids: got {ids.Length} id; the causal-LM loss needs at least 2");
+        if (ids.Length < minimum) throw new ModelInputException($"--ids: got {ids.Length} id(s); {(minimum == 2 ? "the causal-LM loss needs" : "give")} at least {minimum}");
         return ids;
     }
 }

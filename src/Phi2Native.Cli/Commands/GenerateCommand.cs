@@ -1,0 +1,96 @@
+using System.CommandLine;
+using System.Diagnostics;
+using Phi2Native.Backends.Cpu;
+using Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Lora;
+using Phi2Native.Models.Phi2;
+using Phi2Native.Tensors;
+using Phi2Native.Text;
+
+namespace Phi2Native.Cli.Commands;
+
+/// <summary>
+/// `phi2 generate`: continues a prompt with the KV cache, streaming text to standard output token by token; everything
+/// else (speed, warnings, the model used) goes to standard error. --ids/--print-ids work on raw ids for research.
+/// </summary>
+internal static class GenerateCommand
+{
+    public static Command Create(TextWriter output, TextWriter error)
+    {
+        var model = new Option<string?>("--model") { Description = "Model folder (default: the embedded tiny model)." };
+        var adapter = new Option<string?>("--adapter") { Description = "A PEFT LoRA adapter folder to apply (its added tokens too)." };
+        var prompt = new Option<string?>("--prompt") { Description = "The text to continue." };
+        var ids = new Option<string?>("--ids") { Description = "The prompt as raw comma-separated ids (no tokenizer needed)." };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "New tokens at most.", DefaultValueFactory = _ => 64 };
+        var temperature = new Option<double>("--temperature") { Description = "0 = greedy (the lowest id on ties); higher = more random.", DefaultValueFactory = _ => 0 };
+        var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens (0: off).", DefaultValueFactory = _ => 0 };
+        var topP = new Option<double>("--top-p") { Description = "Sample among the most likely tokens whose probability adds up to p, in (0, 1].", DefaultValueFactory = _ => 1 };
+        var seed = new Option<ulong?>("--seed") { Description = "Seed of the sampling (runs repeat)." };
+        var stop = new Option<string[]>("--stop") { Description = "Stop after this text appears (repeatable).", AllowMultipleArgumentsPerToken = false };
+        var printIds = new Option<bool>("--print-ids") { Description = "Print only the new ids, comma-separated, on one line." };
+        var truncate = new Option<bool>("--truncate") { Description = "Keep the end of a prompt longer than the model's context instead of failing." };
+        var command = new Command("generate", "Continue a prompt (greedy, temperature, top-k, top-p) with a KV cache, streaming the text.")
+        {
+            model, adapter, prompt, ids, maxTokens, temperature, topK, topP, seed, stop, printIds, truncate,
+        };
+        command.SetAction(result => CommandErrors.Guard(error, () => Run(new Request(
+            result.GetValue(model), result.GetValue(adapter), result.GetValue(prompt), result.GetValue(ids), result.GetValue(maxTokens),
+            new SamplingOptions { Temperature = result.GetValue(temperature), TopK = result.GetValue(topK), TopP = result.GetValue(topP), Seed = result.GetValue(seed) },
+            result.GetValue(stop) ?? [], result.GetValue(printIds), result.GetValue(truncate)), output, error)));
+        return command;
+    }
+
+    public sealed record Request(string? Model, string? Adapter, string? Prompt, string? Ids, int MaxTokens, SamplingOptions Sampling,
+        string[] Stop, bool PrintIds, bool Truncate);
+
+    public static int Run(Request request, TextWriter output, TextWriter error)
+    {
+        if ((request.Prompt is null) == (request.Ids is null)) throw new Phi2Exception("give the prompt as --prompt TEXT or as --ids 1,2,3 (one of them)");
+        if (request.MaxTokens < 0) throw new Phi2Exception($"--max-tokens must not be negative, got {request.MaxTokens}");
+        var options = new GenerationOptions { MaxNewTokens = request.MaxTokens, Sampling = request.Sampling, StopStrings = request.Stop };
+        options.Validate();
+        string directory = ModelSource.Resolve(request.Model, error);
+        var stages = new StageProgress(error);
+        using var phi = stages.Run($"loading {request.Model ?? "the embedded model"}", progress => Phi2Checkpoint.Load(directory, CpuBackend.Default, DType.F32,
+            warning => error.WriteLine($"warning: {warning}"), progress));
+        // A tokenizer is needed for text in or out; a folder without one falls back to GPT-2's, announced by the warning.
+        TextTokenizer? tokenizer = request.Prompt is not null || !request.PrintIds || request.Stop.Length > 0
+            ? TextTokenizer.FromModelFolder(directory, warning => error.WriteLine($"warning: {warning}"))
+            : null;
+        using var lora = request.Adapter is null ? null : PeftAdapter.Load(phi, request.Adapter, warning => error.WriteLine($"warning: {warning}"));
+        if (request.Adapter is not null && tokenizer is not null) NewTokens.Apply(tokenizer, request.Adapter);
+
+        int[] promptIds = request.Prompt is not null ? tokenizer!.Encode(request.Prompt) : TraceCommand.ParseIds(request.Ids!, minimum: 1);
+        int limit = phi.Config.MaxPositionEmbeddings;
+        if (promptIds.Length > limit && request.Truncate)
+        {
+            error.WriteLine($"warning: the prompt has {promptIds.Length} tokens; keeping its last {limit - 1} (--truncate)");
+            promptIds = promptIds[^(limit - 1)..];
+        }
+        else if (promptIds.Length > limit)
+            throw new ModelInputException($"the prompt has {promptIds.Length} tokens, more than this model's max_position_embeddings ({limit}); shorten it or pass --truncate");
+
+        var generator = new Generator(phi, tokenizer);
+        var generated = new List<int>();
+        string shown = "";
+        var clock = Stopwatch.StartNew();
+        var result = generator.Generate(promptIds, options, token =>
+        {
+            generated.Add(token);
+            if (request.PrintIds) return;
+            // Stream whole characters only: a token can end inside a multi-byte UTF-8 character.
+            string text = tokenizer!.Decode(generated.Where(id => tokenizer.TokenText(id) is not null));
+            if (text.Length > shown.Length && text.StartsWith(shown, StringComparison.Ordinal) && !text.EndsWith('\uFFFD'))
+            {
+                output.Write(text[shown.Length..]);
+                output.Flush();
+                shown = text;
+            }
+        });
+        double seconds = clock.Elapsed.TotalSeconds;
+        if (request.PrintIds) output.WriteLine(string.Join(",", result.Tokens));
+        else output.WriteLine(tokenizer!.Decode(generated.Where(id => tokenizer.TokenText(id) is not null))[shown.Length..]);
+        error.WriteLine($"{result.Tokens.Count} tokens in {seconds:F2} s ({result.Tokens.Count / Math.Max(seconds, 1e-9):F1} tokens/s), stopped: {result.StopReason}; CPU backend");
+        return 0;
+    }
+}

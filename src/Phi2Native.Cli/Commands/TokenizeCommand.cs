@@ -1,0 +1,27 @@
+using System.CommandLine;
+using Phi2Native.Text;
+
+namespace Phi2Native.Cli.Commands;
+
+/// <summary>`phi2 tokenize`: the ids and pieces of a text under a model's tokenizer, one token per line, then the ids on one line.</summary>
+internal static class TokenizeCommand
+{
+    public static Command Create(TextWriter output, TextWriter error)
+    {
+        var model = new Option<string?>("--model") { Description = "Model folder with vocab.json and merges.txt (default: the embedded tiny model)." };
+        var text = new Option<string>("--text") { Description = "The text to tokenize.", Required = true };
+        var command = new Command("tokenize", "Show how a text splits into token ids and pieces.") { model, text };
+        command.SetAction(result => CommandErrors.Guard(error, () =>
+        {
+            var tokenizer = TextTokenizer.FromModelFolder(ModelSource.Resolve(result.GetValue(model), error), warning => error.WriteLine($"warning: {warning}"));
+            var pieces = tokenizer.EncodeWithPieces(result.GetValue(text)!);
+            foreach (var (id, piece) in pieces) output.WriteLine($"{id}\t{Visible(piece)}");
+            output.WriteLine(string.Join(",", pieces.Select(p => p.Id)));
+            return 0;
+        }));
+        return command;
+    }
+
+    // Whitespace made visible, so a run of spaces or a newline token can be told apart.
+    private static string Visible(string piece) => piece.Replace("\n", "\\n").Replace("\t", "\\t").Replace(" ", "\u00b7");
+}

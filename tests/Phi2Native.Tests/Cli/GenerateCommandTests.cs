@@ -1,0 +1,81 @@
+using NUnit.Framework;
+using Phi2Native.Backends.Cpu;
+using Phi2Native.FineTuning;
+using Phi2Native.Tensors;
+using Phi2Native.Tests.Support;
+
+namespace Phi2Native.Tests.Cli;
+
+/// <summary>`phi2 generate` and `phi2 tokenize` on the embedded model.</summary>
+[TestFixture]
+public class GenerateCommandTests : TemporaryDirectoryTest
+{
+    [Test]
+    public void GreedyIdsEqualTheArgmaxOfRepeatedFullForwards()
+    {
+        int[] prompt = [40, 77, 258, 65];
+        var (code, output, error) = Phi2("generate", "--ids", string.Join(",", prompt), "--max-tokens", "6", "--print-ids");
+        Assert.That(code, Is.EqualTo(0), error);
+        var printed = output.Trim().Split(',').Select(int.Parse).ToArray();
+
+        // The reference: no cache, one full forward per new token, argmax with the lowest id on ties.
+        using var model = EmbeddedDefault.CreateModel(CpuBackend.Default);
+        var ids = prompt.ToList();
+        for (int n = 0; n < 6; n++)
+        {
+            using var scope = TensorScope.Begin();
+            var logits = model.Forward(model.CreateInputIds(ids.ToArray())).ToSingleArray();
+            int vocab = model.Config.VocabSize, last = ids.Count - 1, best = 0;
+            for (int v = 1; v < vocab; v++)
+                if (logits[last * vocab + v] > logits[last * vocab + best]) best = v;
+            ids.Add(best);
+        }
+        Assert.That(printed, Is.EqualTo(ids.Skip(prompt.Length).ToArray()));
+        Assert.That(error, Does.Contain("tokens/s"), "speed goes to standard error");
+    }
+
+    [Test]
+    public void SamplingRepeatsWithItsSeedAndTextStreamsToStandardOutput()
+    {
+        string[] args = ["generate", "--prompt", "And God said", "--max-tokens", "8", "--temperature", "0.9", "--top-k", "40", "--top-p", "0.95", "--seed", "11"];
+        var first = Phi2(args);
+        var second = Phi2(args);
+        Assert.That(first.Code, Is.EqualTo(0), first.Error);
+        Assert.That(second.Output, Is.EqualTo(first.Output));
+        Assert.That(first.Output, Is.Not.Empty);
+    }
+
+    [TestCase("--temperature", "-1", "temperature")]
+    [TestCase("--top-p", "1.5", "top-p")]
+    [TestCase("--top-p", "0", "top-p")]
+    public void BadSamplingSettingsAreExitCode2(string option, string value, string mentioned)
+    {
+        var (code, _, error) = Phi2("generate", "--prompt", "In the", option, value);
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(error, Does.Contain(mentioned));
+    }
+
+    [Test]
+    public void APromptLongerThanTheContextIsAClearErrorUnlessTruncationIsAsked()
+    {
+        string ids = string.Join(",", Enumerable.Repeat(65, 300));   // the embedded model has 256 positions
+        var (code, _, error) = Phi2("generate", "--ids", ids, "--print-ids", "--max-tokens", "2");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(error, Does.Contain("max_position_embeddings (256)").And.Contain("--truncate"));
+        var truncated = Phi2("generate", "--ids", ids, "--print-ids", "--max-tokens", "2", "--truncate");
+        Assert.That(truncated.Code, Is.EqualTo(0), truncated.Error);
+        Assert.That(truncated.Error, Does.Contain("keeping its last 255"));
+    }
+
+    [Test]
+    public void TokenizePrintsIdsAndPieces()
+    {
+        var (code, output, error) = Phi2("tokenize", "--text", "In the  beginning");
+        Assert.That(code, Is.EqualTo(0), error);
+        var expected = EmbeddedDefault.Tokenizer().Encode("In the  beginning");
+        var lines = output.TrimEnd().Split('\n');
+        Assert.That(lines[^1], Is.EqualTo(string.Join(",", expected)));
+        Assert.That(lines, Has.Length.EqualTo(expected.Length + 1));
+        Assert.That(lines[0], Does.StartWith($"{expected[0]}\t"));
+    }
+}
