@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Text.Json;
-using Phi2Native.Backends.Cpu;
 using Phi2Native.FineTuning;
 using Phi2Native.FineTuning.Lora;
 using Phi2Native.Models.Phi2;
@@ -27,10 +26,9 @@ internal static class FinetuneCommand
 
     public static int Run(FinetuneOptions.Values args, TextWriter output, TextWriter error)
     {
-        string modelDirectory = ModelSource.Resolve(args.ModelDirectory, error);
         var stages = new StageProgress(error);
-        using var model = stages.Run($"loading {args.ModelDirectory ?? "the embedded model"}", progress => Phi2Checkpoint.Load(modelDirectory, CpuBackend.Default, DType.F32,
-            warning => error.WriteLine($"warning: {warning}"), progress));
+        var (model, modelDirectory) = ModelSource.Load(args.ModelDirectory, stages, error);
+        using var modelScope = model;
         var tokenizer = TextTokenizer.FromModelFolder(modelDirectory, warning => error.WriteLine($"warning: {warning}"));
         if (tokenizer.VocabularySize > model.Config.VocabSize)
             throw new Phi2Exception($"the tokenizer ({tokenizer.Source}) has ids up to {tokenizer.VocabularySize - 1}, beyond the model's vocab_size {model.Config.VocabSize}: they do not belong together");

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Diagnostics;
-using Phi2Native.Backends.Cpu;
 using Phi2Native.FineTuning;
 using Phi2Native.FineTuning.Lora;
 using Phi2Native.Models.Phi2;
@@ -49,10 +48,8 @@ internal static class GenerateCommand
         if (request.MaxTokens < 0) throw new Phi2Exception($"--max-tokens must not be negative, got {request.MaxTokens}");
         var options = new GenerationOptions { MaxNewTokens = request.MaxTokens, Sampling = request.Sampling, StopStrings = request.Stop };
         options.Validate();
-        string directory = ModelSource.Resolve(request.Model, error);
-        var stages = new StageProgress(error);
-        using var phi = stages.Run($"loading {request.Model ?? "the embedded model"}", progress => Phi2Checkpoint.Load(directory, CpuBackend.Default, DType.F32,
-            warning => error.WriteLine($"warning: {warning}"), progress));
+        var (phi, directory) = ModelSource.Load(request.Model, new StageProgress(error), error);
+        using var modelScope = phi;
         // A tokenizer is needed for text in or out; a folder without one falls back to GPT-2's, announced by the warning.
         TextTokenizer? tokenizer = request.Prompt is not null || !request.PrintIds || request.Stop.Length > 0
             ? TextTokenizer.FromModelFolder(directory, warning => error.WriteLine($"warning: {warning}"))

@@ -1,5 +1,4 @@
 using System.CommandLine;
-using Phi2Native.Backends.Cpu;
 using Phi2Native.FineTuning.Lora;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
@@ -34,12 +33,11 @@ internal static class MergeCommand
             "bf16" or "bfloat16" => DType.BF16,
             _ => throw new Phi2Exception($"--dtype \"{dtypeText}\" is not one of f32, f16, bf16"),
         };
-        string modelDirectory = ModelSource.Resolve(modelOption, error);
-        if (Path.GetFullPath(outDirectory) == Path.GetFullPath(modelDirectory))
+        if (modelOption is not null && Path.GetFullPath(outDirectory) == Path.GetFullPath(modelOption))
             throw new Phi2Exception("--out must differ from --model: the merge never overwrites its base checkpoint");
         var stages = new StageProgress(error);
-        using var phi = stages.Run($"loading {modelDirectory}", progress => Phi2Checkpoint.Load(modelDirectory, CpuBackend.Default, DType.F32,
-            warning => error.WriteLine($"warning: {warning}"), progress));
+        var (phi, modelDirectory) = ModelSource.Load(modelOption, stages, error);
+        using var modelScope = phi;
         var lora = PeftAdapter.Load(phi, adapterDirectory, warning => error.WriteLine($"warning: {warning}"));
         lora.Merge();
         var dtype = requested ?? phi.CheckpointDType ?? DType.F32;

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using Phi2Native.Autograd;
-using Phi2Native.Backends.Cpu;
 using Phi2Native.FineTuning.Lora;
 using Phi2Native.IO;
 using Phi2Native.Models.Phi2;
@@ -33,11 +32,10 @@ internal static class TraceCommand
     public static int Run(string? modelOption, string idsText, string outPath, bool withGrads, string? adapterDirectory, TextWriter output, TextWriter error)
     {
         int[] tokenIds = ParseIds(idsText);
-        string modelDirectory = ModelSource.Resolve(modelOption, error);
         // Progress and remarks go to standard error: standard output carries only the result line.
         var stages = new StageProgress(error);
-        using var phi = stages.Run($"loading {modelOption ?? "the embedded model"}", progress => Phi2Checkpoint.Load(modelDirectory, CpuBackend.Default, DType.F32,
-            warning => error.WriteLine($"warning: {warning}"), progress));
+        var (phi, _) = ModelSource.Load(modelOption, stages, error);
+        using var modelScope = phi;
         phi.Training = false;
         // With an adapter, exactly its trainable tensors get gradients (the base stays frozen); without, every parameter.
         using var lora = adapterDirectory is null ? null : PeftAdapter.Load(phi, adapterDirectory, warning => error.WriteLine($"warning: {warning}"));
