@@ -68,25 +68,16 @@ internal static class GenerateCommand
             throw new ModelInputException($"the prompt has {promptIds.Length} tokens, more than this model's max_position_embeddings ({limit}); shorten it or pass --truncate");
 
         var generator = new Generator(phi, tokenizer);
-        var generated = new List<int>();
-        string shown = "";
+        var decoder = tokenizer is null ? null : new IncrementalDecoder(tokenizer);
         var clock = Stopwatch.StartNew();
         var result = generator.Generate(promptIds, options, token =>
         {
-            generated.Add(token);
             if (request.PrintIds) return;
-            // Stream whole characters only: a token can end inside a multi-byte UTF-8 character.
-            string text = tokenizer!.Decode(generated.Where(id => tokenizer.TokenText(id) is not null));
-            if (text.Length > shown.Length && text.StartsWith(shown, StringComparison.Ordinal) && !text.EndsWith('\uFFFD'))
-            {
-                output.Write(text[shown.Length..]);
-                output.Flush();
-                shown = text;
-            }
+            output.Write(decoder!.Append(token));
+            output.Flush();
         });
         double seconds = clock.Elapsed.TotalSeconds;
-        if (request.PrintIds) output.WriteLine(string.Join(",", result.Tokens));
-        else output.WriteLine(tokenizer!.Decode(generated.Where(id => tokenizer.TokenText(id) is not null))[shown.Length..]);
+        output.WriteLine(request.PrintIds ? string.Join(",", result.Tokens) : decoder!.Flush());
         error.WriteLine($"{result.Tokens.Count} tokens in {seconds:F2} s ({result.Tokens.Count / Math.Max(seconds, 1e-9):F1} tokens/s), stopped: {result.StopReason}; CPU backend");
         return 0;
     }
