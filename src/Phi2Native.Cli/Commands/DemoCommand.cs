@@ -75,16 +75,15 @@ internal static class DemoCommand
         double start = evaluations[0].Loss, end = evaluations[^1].Loss;
         console.MarkupLine($"validation loss [bold]{start:F3} -> {end:F3}[/] ({end / start:P0} of the start) after {seconds:F1} s of training");
 
+        console.MarkupLine("This is the tiny stand-in, not Phi-2. With the real Phi-2 (a folder holding its config.json, safetensors, vocab.json, merges.txt):");
+        console.MarkupLine("  [grey]phi2 generate --model /path/to/phi-2 --prompt \"def fibonacci(n):\"[/]");
+        console.MarkupLine("  [grey]phi2 finetune --model /path/to/phi-2 --data train.jsonl --preset domain --out run/[/]");
         console.Write(new Rule("[bold]generating[/] (greedy, KV cache)"));
         var decoder = new IncrementalDecoder(tokenizer);
         console.Markup($"[bold]{Markup.Escape(prompt)}[/]");
         var generator = new Generator(model, tokenizer);
         generator.Generate(prompt, new GenerationOptions { MaxNewTokens = maxTokens }, token => console.Write(decoder.Append(token)));
         console.WriteLine(decoder.Flush());
-        console.Write(new Rule());
-        console.MarkupLine("That was the tiny stand-in. With the real Phi-2 (a folder holding its config.json, safetensors, vocab.json, merges.txt):");
-        console.MarkupLine("  [grey]phi2 generate --model /path/to/phi-2 --prompt \"def fibonacci(n):\"[/]");
-        console.MarkupLine("  [grey]phi2 finetune --model /path/to/phi-2 --data train.jsonl --preset domain --out run/[/]");
         return 0;
     }
 }

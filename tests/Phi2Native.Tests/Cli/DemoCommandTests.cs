@@ -30,7 +30,8 @@ public class DemoCommandTests : TemporaryDirectoryTest
         double start = double.Parse(match.Groups[1].Value), end = double.Parse(match.Groups[2].Value);
         Assert.That(end, Is.LessThan(start / 2));
         string prompt = "And the LORD said unto Moses,";
-        string continuation = output[(output.LastIndexOf(prompt, StringComparison.Ordinal) + prompt.Length)..output.IndexOf("That was the tiny stand-in", StringComparison.Ordinal)];
+        // The output ends with the generated text.
+        string continuation = output[(output.LastIndexOf(prompt, StringComparison.Ordinal) + prompt.Length)..];
         Assert.That(continuation, Does.Contain("LORD").Or.Contain(" unto ").Or.Contain("Moses"), "the continuation is recognizably the text's");
     }
 

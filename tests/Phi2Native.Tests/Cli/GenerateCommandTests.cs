@@ -68,6 +68,17 @@ public class GenerateCommandTests : TemporaryDirectoryTest
     }
 
     [Test]
+    public void AFolderWithoutTokenizerFilesAnnouncesTheFallback()
+    {
+        // tiny-f32 has only config.json and weights: text goes through GPT-2's tokenizer, said on standard error.
+        var (code, _, error) = Phi2("generate", "--model", Fixtures.ModelDirectory("f32"), "--prompt", "Hi", "--max-tokens", "2");
+        Assert.That(error, Does.Contain("using GPT-2's tokenizer"));
+        // GPT-2's ids for "Hi" lie beyond this tiny model's 203 rows: a clear error, not a crash.
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(error, Does.Contain("outside the vocabulary"));
+    }
+
+    [Test]
     public void TokenizePrintsIdsAndPieces()
     {
         var (code, output, error) = Phi2("tokenize", "--text", "In the  beginning");
