@@ -55,23 +55,12 @@ internal static class EmbeddedBench
         };
         args.RejectUnknown();
 
-        string folder = Path.Combine(Path.GetTempPath(), "phi2native-embedded-bench-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(folder);
-        try
-        {
-            var jsonl = new JsonlOptions { EndOfTextId = endOfText };
-            var train = JsonlDataset.Load(EmbeddedDefault.WriteTrainingJsonl(Path.Combine(folder, "train.jsonl")), tokenizer.Encode, jsonl);
-            var validation = JsonlDataset.Load(EmbeddedDefault.WriteValidationJsonl(Path.Combine(folder, "val.jsonl")), tokenizer.Encode, jsonl);
-            return Train(config, settings, seed, evalEvery, train, validation, markdown, tokenizer, prompt);
-        }
-        finally
-        {
-            Directory.Delete(folder, recursive: true);
-        }
+        var (train, validation) = EmbeddedDefault.PackedRows(tokenizer, settings.MaxLength);
+        return Train(config, settings, seed, evalEvery, train, validation, markdown, tokenizer, prompt);
     }
 
     private static int Train(Phi2Config config, EmbeddedTrainingSettings s, int seed, int evalEvery,
-        JsonlDataset train, JsonlDataset validation, bool markdown, TextTokenizer tokenizer, string prompt)
+        TrainingRows train, TrainingRows validationRows, bool markdown, TextTokenizer tokenizer, string prompt)
     {
         var machine = Machine.Detect();
         foreach (string line in machine.Describe()) Console.WriteLine(line);
@@ -80,9 +69,8 @@ internal static class EmbeddedBench
         Console.WriteLine($"model: V={config.VocabSize} C={config.HiddenSize} layers={config.NumHiddenLayers} heads={config.NumAttentionHeads} " +
                           $"D={config.HeadDim} rotary={config.RotaryDim} MLP={config.IntermediateSize} resid_pdrop={config.ResidPdrop}, " +
                           $"{parameters:N0} parameters, seed {seed}");
-        var loader = BatchLoader.Create(train, new BatchingOptions { BatchSize = s.BatchSize, MaxLength = s.MaxLength, Seed = s.DataSeed, PadId = config.EosTokenId ?? 0 });
-        var validationRows = TrainingRows.Create(validation, s.MaxLength, BatchingMode.Packing, config.EosTokenId ?? 0);
-        Console.WriteLine($"data: train {train.TokenCount:N0} tokens ({loader.Rows.Summary}), validation {validation.TokenCount:N0} tokens ({validationRows.Summary})");
+        var loader = new BatchLoader(train, new DataOrder(train.Count, s.BatchSize, s.DataSeed));
+        Console.WriteLine($"data: train {train.Summary}; validation {validationRows.Summary}");
         Console.WriteLine($"AdamW lr {s.LearningRate} (warmup {s.WarmupSteps}, cosine to 0 at step {s.Steps}), weight decay {s.WeightDecay}, " +
                           $"clip {s.MaxGradientNorm}, B={s.BatchSize} T={s.MaxLength}: {s.Steps * s.BatchSize * s.MaxLength:N0} tokens " +
                           $"= {(double)s.Steps * s.BatchSize / loader.Rows.Count:F2} epochs");

@@ -34,12 +34,7 @@ internal static class DemoCommand
 
         var settings = EmbeddedDefault.RecommendedTraining;
         var tokenizer = EmbeddedDefault.Tokenizer();
-        int endOfText = tokenizer.EndOfTextId ?? throw new Phi2Exception("the embedded tokenizer has no <|endoftext|>");
-        TrainingRows Rows(IReadOnlyList<string> paragraphs, string source) => TrainingRows.Create(
-            paragraphs.Select(p => tokenizer.Encode(p).Append(endOfText).ToArray()).Select(ids => new TokenizedExample(ids, ids)).ToList(),
-            settings.MaxLength, BatchingMode.Packing, endOfText, source);
-        var training = Rows(EmbeddedDefault.TrainingParagraphs, "embedded training text");
-        var validation = Rows(EmbeddedDefault.ValidationParagraphs, "embedded validation text");
+        var (training, validation) = EmbeddedDefault.PackedRows(tokenizer, settings.MaxLength);
         var loader = new BatchLoader(training, new DataOrder(training.Count, settings.BatchSize, settings.DataSeed));
 
         var backend = BackendChoice.Choose(error);

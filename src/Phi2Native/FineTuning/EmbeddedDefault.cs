@@ -149,6 +149,19 @@ public static class EmbeddedDefault
         return Path.GetFullPath(directory);
     }
 
+    /// <summary>
+    /// The shipped text as packed rows of <paramref name="maxLength"/> tokens, an &lt;|endoftext|&gt; after each
+    /// chapter: training and validation parts, as <c>phi2 demo</c> and the embedded bench train on them.
+    /// </summary>
+    public static (TrainingRows Training, TrainingRows Validation) PackedRows(TextTokenizer tokenizer, int maxLength)
+    {
+        int endOfText = tokenizer.EndOfTextId ?? throw new Phi2Exception("the tokenizer has no <|endoftext|> to separate chapters");
+        TrainingRows Rows(IReadOnlyList<string> paragraphs, string source) => TrainingRows.Create(
+            paragraphs.Select(p => tokenizer.Encode(p).Append(endOfText).ToArray()).Select(ids => new TokenizedExample(ids, ids)).ToList(),
+            maxLength, BatchingMode.Packing, endOfText, source);
+        return (Rows(TrainingParagraphs, "embedded training text"), Rows(ValidationParagraphs, "embedded validation text"));
+    }
+
     /// <summary>Writes the training paragraphs as JSONL, one <c>{"text": "..."}</c> line per paragraph (chapter), for <see cref="JsonlDataset"/>.</summary>
     /// <returns>The file's full path.</returns>
     public static string WriteTrainingJsonl(string path) => WriteJsonl(path, TrainingParagraphs);
