@@ -22,6 +22,9 @@ namespace
         PHI2_EMU_ENTRY(emu_test_early_return),
         PHI2_EMU_ENTRY(emu_test_warp_sum),
         PHI2_EMU_ENTRY(emu_test_trap),
+        PHI2_EMU_ENTRY(emu_test_shfl_outside_mask),
+        PHI2_EMU_ENTRY(emu_test_block_sum),
+        PHI2_EMU_ENTRY(emu_test_convert),
     };
 }
 

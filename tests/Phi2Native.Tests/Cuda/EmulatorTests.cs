@@ -1,6 +1,7 @@
 using System.Text.RegularExpressions;
 using NUnit.Framework;
 using Phi2Native.Cuda;
+using Phi2Native.Tensors;
 
 namespace Phi2Native.Tests.Cuda;
 
@@ -129,6 +130,75 @@ public unsafe class EmulatorTests
             var e = Assert.Throws<InvalidOperationException>(() =>
                 EmulatorNative.LaunchChecked("emu_test_warp_sum", (1, 1, 1), (48, 1, 1), 0, args));
             Assert.That(e!.Message, Does.Contain("emu_test_warp_sum").And.Contain("lane 16 of warp 1"));
+        }
+    }
+
+    [Test]
+    public void AShuffleFromALaneOutsideTheMaskFails()
+    {
+        float[] x = new float[32], y = new float[32];
+        fixed (float* px = x, py = y)
+        {
+            float* argX = px, argY = py;
+            nint[] args = [(nint)(&argX), (nint)(&argY)];
+            var e = Assert.Throws<InvalidOperationException>(() =>
+                EmulatorNative.LaunchChecked("emu_test_shfl_outside_mask", (1, 1, 1), (32, 1, 1), 0, args));
+            Assert.That(e!.Message, Does.Contain("emu_test_shfl_outside_mask").And.Contain("source lane 16 is not in the mask"));
+        }
+    }
+
+    [TestCase(256, 1000)]
+    [TestCase(64, 5)]
+    public void ABlockSumThroughWarpShufflesAndDynamicSharedMemory(int threads, int n)
+    {
+        float[] x = Enumerable.Range(0, n).Select(i => (float)(i % 7) - 2f).ToArray();
+        float[] y = [float.NaN];
+        fixed (float* px = x, py = y)
+        {
+            float* argX = px, argY = py;
+            int argN = n;
+            nint[] args = [(nint)(&argX), (nint)(&argY), (nint)(&argN)];
+            EmulatorNative.LaunchChecked("emu_test_block_sum", (1, 1, 1), ((uint)threads, 1, 1), threads / 32 * sizeof(float), args);
+        }
+        Assert.That(y[0], Is.EqualTo(x.Sum()));
+    }
+
+    [Test]
+    public void Bf16AndF16ConversionsMatchDotNetBitForBit()
+    {
+        var random = new Random(5);
+        var values = new List<float> { 0f, -0f, 1f, -1f, 65504f, 65519.99f, 65520f, 1e6f, -1e6f, 6.1035156e-5f, 6.0975552e-5f,
+            5.9604645e-8f, 2.9802322e-8f, 2.9802326e-8f, 1e-10f, float.Epsilon, float.MaxValue, float.PositiveInfinity,
+            float.NegativeInfinity, float.NaN, 1.00390625f, 1.01171875f, 3.14159265f };
+        // Exact midpoints between fp16 neighbours, to pin round-half-to-even, and random bit patterns.
+        for (int i = 0; i < 2000; i++) values.Add((float)BitConverter.UInt16BitsToHalf((ushort)random.Next(0x7c00)) + (float)Math.ScaleB(1, -25));
+        for (int i = 0; i < 20000; i++) values.Add(BitConverter.Int32BitsToSingle(random.Next() ^ (random.Next(2) << 31)));
+        for (int i = 0; i < 5000; i++) values.Add((float)(random.NextDouble() - 0.5) * MathF.Pow(2, random.Next(-30, 20)));
+        float[] x = values.ToArray();
+        int n = x.Length;
+        ushort[] bf = new ushort[n], h = new ushort[n];
+        float[] bfBack = new float[n], hBack = new float[n];
+        fixed (float* px = x, pbfb = bfBack, phb = hBack)
+        fixed (ushort* pbf = bf, ph = h)
+        {
+            float* a0 = px, a3 = pbfb, a4 = phb;
+            ushort* a1 = pbf, a2 = ph;
+            int a5 = n;
+            nint[] args = [(nint)(&a0), (nint)(&a1), (nint)(&a2), (nint)(&a3), (nint)(&a4), (nint)(&a5)];
+            EmulatorNative.LaunchChecked("emu_test_convert", ((uint)(n + 255) / 256, 1, 1), (256, 1, 1), 0, args);
+        }
+        for (int i = 0; i < n; i++)
+        {
+            Half expected = (Half)x[i];
+            if (float.IsNaN(x[i]))
+            {
+                Assert.That(float.IsNaN(bfBack[i]) && float.IsNaN(hBack[i]), Is.True, $"NaN stays NaN ({x[i]})");
+                continue;
+            }
+            Assert.That(bf[i], Is.EqualTo(DTypes.SingleToBFloat16(x[i])), $"bf16 of {x[i]:R}");
+            Assert.That(h[i], Is.EqualTo(BitConverter.HalfToUInt16Bits(expected)), $"f16 of {x[i]:R}");
+            Assert.That(bfBack[i], Is.EqualTo(DTypes.BFloat16ToSingle(bf[i])), $"bf16 back of {x[i]:R}");
+            Assert.That(BitConverter.SingleToInt32Bits(hBack[i]), Is.EqualTo(BitConverter.SingleToInt32Bits((float)expected)), $"f16 back of {x[i]:R}");
         }
     }
 
