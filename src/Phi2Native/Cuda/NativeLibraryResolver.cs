@@ -22,6 +22,9 @@ internal static class NativeLibraryResolver
     internal const string Nvrtc = "nvrtc";
     internal const string Cublas = "cublas";
     internal const string CublasLt = "cublasLt";
+    /// <summary>The kernel emulator (kernels/emu), built by the project's MSBuild target beside this assembly.</summary>
+    internal const string Emulator = "phi2emu";
+    internal const string EmulatorFileName = "libphi2emu.so";
 
     /// <summary>Sonames per logical name, preferred first; the unversioned name (a development symlink) last.</summary>
     internal static readonly IReadOnlyDictionary<string, string[]> Sonames = new Dictionary<string, string[]>
@@ -54,7 +57,9 @@ internal static class NativeLibraryResolver
     }
 
     private static nint Resolve(string libraryName, Assembly assembly, DllImportSearchPath? searchPath) =>
-        Sonames.ContainsKey(libraryName) ? Load(libraryName).Handle : 0; // 0: let the runtime's default probing handle other names
+        Sonames.ContainsKey(libraryName) || libraryName == Emulator
+            ? Load(libraryName).Handle
+            : 0; // 0: let the runtime's default probing handle other names
 
     /// <summary>
     /// Loads <paramref name="logicalName"/> once per process and remembers the outcome, so the bindings,
@@ -65,7 +70,7 @@ internal static class NativeLibraryResolver
         lock (Gate)
         {
             if (Outcomes.TryGetValue(logicalName, out var known)) return known;
-            var outcome = LoadUncached(logicalName, ProbeEnvironment.Current());
+            var outcome = logicalName == Emulator ? LoadEmulator() : LoadUncached(logicalName, ProbeEnvironment.Current());
             Outcomes[logicalName] = outcome;
             return outcome;
         }
@@ -82,6 +87,20 @@ internal static class NativeLibraryResolver
             if (NativeLibrary.TryLoad(candidate, out nint handle)) return new LoadOutcome(handle, candidate, null);
         }
         return new LoadOutcome(0, null, NotFoundMessage(logicalName, env));
+    }
+
+    /// <summary>
+    /// The emulator is ours, not the system's: it is loaded only from beside this assembly (where the build
+    /// puts it), never from the loader's paths, so a stale copy elsewhere cannot stand in for the one just built.
+    /// </summary>
+    private static LoadOutcome LoadEmulator()
+    {
+        string directory = Path.GetDirectoryName(typeof(NativeLibraryResolver).Assembly.Location) is { Length: > 0 } d ? d : AppContext.BaseDirectory;
+        string path = Path.Combine(directory, EmulatorFileName);
+        if (NativeLibrary.TryLoad(path, out nint handle)) return new LoadOutcome(handle, path, null);
+        return new LoadOutcome(0, null, File.Exists(path)
+            ? $"{path} exists but does not load (built for another platform?)"
+            : $"{path} is missing: the build makes it with g++ (target BuildKernelEmulator in Phi2Native.csproj)");
     }
 
     private static void PreloadBuiltins(string nvrtcPath, ProbeEnvironment env)

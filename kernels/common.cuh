@@ -1,0 +1,89 @@
+// common.cuh - everything a kernel needs, with no CUDA toolkit header, so NVRTC needs no include
+// path and g++ (the emulator, kernels/emu) compiles the very same kernel text.
+//
+// This is the only file with two-way code (#ifdef __CUDACC_RTC__): kernel files hold no #if on the
+// build, so what CI runs on the emulator is what the GPU runs.
+#pragma once
+
+#ifdef __CUDACC_RTC__
+// NVRTC supplies threadIdx, __syncthreads, __shfl_xor_sync, atomics and the math functions itself.
+// Dynamic shared memory is declared through this macro so the emulator can hand out its own buffer.
+#define PHI2_DYNAMIC_SHARED(T, name) \
+    extern __shared__ __align__(16) unsigned char phi2_dynamic_shared_[]; \
+    T* name = reinterpret_cast<T*>(phi2_dynamic_shared_)
+#else
+#include "emu/emu.h"
+#define PHI2_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(phi2_emu::dynamic_shared())
+#endif
+
+// An entry point: unmangled so NVRTC's cuModuleGetFunction and the emulator's table find it by name.
+#define PHI2_KERNEL extern "C" __global__
+#define PHI2_DEVICE __device__ __forceinline__
+
+// 16-bit floats are plain storage types: cuda_bf16.h / cuda_fp16.h are toolkit headers, and one
+// software conversion, identical on both sides, keeps the emulator bit-exact with the GPU.
+typedef unsigned short bf16_t;
+typedef unsigned short f16_t;
+
+PHI2_DEVICE float bf16_to_f32(bf16_t h) { return __uint_as_float(((unsigned)h) << 16); }
+
+// Round to nearest even, as PyTorch and .NET do; NaN stays a (quiet) NaN rather than rounding to Inf.
+PHI2_DEVICE bf16_t f32_to_bf16(float f)
+{
+    unsigned u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((u >> 16) | 0x0040u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (bf16_t)(u >> 16);
+}
+
+PHI2_DEVICE float f16_to_f32(f16_t h)
+{
+    unsigned sign = ((unsigned)h & 0x8000u) << 16;
+    unsigned exp = ((unsigned)h >> 10) & 0x1fu;
+    unsigned man = (unsigned)h & 0x3ffu;
+    if (exp == 0x1fu) return __uint_as_float(sign | 0x7f800000u | (man << 13)); // Inf, NaN
+    if (exp != 0) return __uint_as_float(sign | ((exp + 112u) << 23) | (man << 13));
+    // Subnormal (or zero): the value is man * 2^-24, exact in fp32.
+    float v = (float)man * 5.9604644775390625e-8f;
+    return sign ? -v : v;
+}
+
+// Round to nearest even, with fp16 subnormals, overflow to Inf and NaN kept a NaN.
+PHI2_DEVICE f16_t f32_to_f16(float f)
+{
+    unsigned u = __float_as_uint(f);
+    unsigned sign = (u >> 16) & 0x8000u;
+    unsigned a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (f16_t)(sign | 0x7e00u);
+    if (a >= 0x477ff000u) return (f16_t)(sign | 0x7c00u); // rounds to >= 65520: Inf
+    if (a >= 0x38800000u)
+    {
+        // Normal range: rebias the exponent (127 -> 15) and round the 13 dropped mantissa bits.
+        unsigned r = a - 0x38000000u;
+        r += 0xfffu + ((r >> 13) & 1u);
+        return (f16_t)(sign | (r >> 13));
+    }
+    if (a < 0x33000000u) return (f16_t)sign; // below half the smallest subnormal: +-0
+    // Subnormal: shift the full significand into place, rounding the dropped bits to nearest even.
+    unsigned e = a >> 23;
+    unsigned m = (a & 0x7fffffu) | 0x800000u;
+    unsigned shift = 126u - e; // 14..24
+    unsigned half = 1u << (shift - 1);
+    unsigned rest = m & ((1u << shift) - 1u);
+    unsigned q = m >> shift;
+    if (rest > half || (rest == half && (q & 1u))) q++;
+    return (f16_t)(sign | q);
+}
+
+// Warp reductions over all 32 lanes: every lane ends with the result.
+PHI2_DEVICE float warp_sum(float v)
+{
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+PHI2_DEVICE float warp_max(float v)
+{
+    for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}

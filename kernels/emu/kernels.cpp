@@ -1,0 +1,53 @@
+// kernels.cpp - compiles every kernels/*.cu (and the emulator's own test kernels) into one
+// translation unit and lists their entry points. The table is maintained by hand: a row is one line,
+// its types are deduced from the kernel, and EmulatorTests checks that every PHI2_KERNEL in
+// kernels/*.cu and kernels/emu/*.cu has a row, so a forgotten row fails CI rather than a launch.
+#include "../elementwise.cu"
+#include "test_kernels.cu"
+#include "kernels.h"
+
+#include <string.h>
+
+namespace phi2_emu
+{
+namespace
+{
+    const KernelEntry table[] = {
+        // elementwise.cu
+        PHI2_EMU_ENTRY(add_f32),
+        PHI2_EMU_ENTRY(scale_f32),
+        // test_kernels.cu (planted bugs; never embedded for NVRTC)
+        PHI2_EMU_ENTRY(emu_test_rotate_synced),
+        PHI2_EMU_ENTRY(emu_test_rotate_unsynced),
+        PHI2_EMU_ENTRY(emu_test_early_return),
+        PHI2_EMU_ENTRY(emu_test_warp_sum),
+        PHI2_EMU_ENTRY(emu_test_trap),
+        PHI2_EMU_ENTRY(emu_test_shfl_outside_mask),
+        PHI2_EMU_ENTRY(emu_test_block_sum),
+        PHI2_EMU_ENTRY(emu_test_convert),
+    };
+}
+
+const KernelEntry* find_kernel(const char* name)
+{
+    if (!name) return nullptr;
+    for (const KernelEntry& e : table)
+        if (strcmp(e.name, name) == 0) return &e;
+    return nullptr;
+}
+
+const KernelEntry* kernel_table(int* count)
+{
+    *count = (int)(sizeof table / sizeof table[0]);
+    return table;
+}
+}
+
+// The names in the table, for the completeness test: writes up to `capacity` pointers and returns the count.
+extern "C" __attribute__((visibility("default"))) int emu_kernel_names(const char** names, int capacity)
+{
+    int count = 0;
+    const phi2_emu::KernelEntry* table = phi2_emu::kernel_table(&count);
+    for (int i = 0; i < count && i < capacity; i++) names[i] = table[i].name;
+    return count;
+}

@@ -1,0 +1,357 @@
+// launch.cpp - the emulator's runtime: emu_launch walks the grid block by block and runs the threads
+// of each block as fibers (ucontext), switching only at barriers, so a kernel's result never depends
+// on the host's scheduling. Anything the GPU leaves undefined that can be detected here fails the
+// launch with a message naming the kernel, the block and the thread.
+#include "emu.h"
+#include "kernels.h"
+
+#include <link.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#include <mutex>
+#include <string>
+#include <vector>
+
+thread_local uint3 threadIdx;
+thread_local uint3 blockIdx;
+thread_local dim3 blockDim;
+thread_local dim3 gridDim;
+
+namespace phi2_emu
+{
+namespace
+{
+    enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Exited };
+
+    struct Fiber
+    {
+        ucontext_t context;
+        State state = State::Ready;
+        unsigned warp_mask = 0;    // the mask of the warp barrier it waits at
+        uint64_t slot = 0;         // its deposit for the current warp exchange
+    };
+
+    // Fibers switch with swapcontext; each needs its own stack. 256 KiB leaves room for the local
+    // arrays of a register-heavy kernel; the stacks are reserved once per launch and reused per block.
+    constexpr size_t StackBytes = 256 * 1024;
+    // The largest dynamic shared memory a block may opt into on Hopper (sm_90).
+    constexpr int MaxDynamicShared = 227 * 1024;
+
+    struct Launch
+    {
+        const char* kernel;
+        KernelThunk thunk;
+        void** args;
+        std::vector<Fiber> fibers;
+        ucontext_t scheduler;
+        unsigned current = 0;
+        bool failed = false;
+        std::string error;
+        unsigned char* dynamic_shared = nullptr;
+    };
+
+    // Launches share the module's TLS refill and the non-reentrant fiber state of their OS thread;
+    // serializing them costs nothing for tests and keeps the model simple.
+    std::mutex launch_mutex;
+
+    // The only emulator state that must live in TLS (the fill below wipes all of it before each block).
+    thread_local Launch* current_launch;
+
+    [[noreturn]] void fail_current(const std::string& what)
+    {
+        Launch& l = *current_launch;
+        if (!l.failed)
+        {
+            char where[160];
+            snprintf(where, sizeof where, "kernel %s, block (%u,%u,%u), thread (%u,%u,%u): ", l.kernel,
+                     blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, threadIdx.y, threadIdx.z);
+            l.failed = true;
+            l.error = where + what;
+        }
+        // Leave the fiber for good: its stack is abandoned, which is fine since kernels hold only
+        // trivially destructible locals.
+        l.fibers[l.current].state = State::Exited;
+        setcontext(&l.scheduler);
+        __builtin_unreachable();
+    }
+
+    void yield_to_scheduler()
+    {
+        Launch& l = *current_launch;
+        swapcontext(&l.fibers[l.current].context, &l.scheduler);
+    }
+
+    // Fills this library's TLS block (all __shared__ variables and the emulator's own thread_locals)
+    // with 0xFF: a NaN in every float format, so unsynchronized or uninitialized reads show up.
+    struct TlsBlock { unsigned char* start; size_t bytes; };
+    int find_tls(struct dl_phdr_info* info, size_t, void* data)
+    {
+        auto* out = static_cast<TlsBlock*>(data);
+        uintptr_t self = reinterpret_cast<uintptr_t>(&find_tls);
+        bool mine = false;
+        size_t tls = 0;
+        for (int i = 0; i < info->dlpi_phnum; i++)
+        {
+            const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+            uintptr_t begin = info->dlpi_addr + ph.p_vaddr;
+            if (ph.p_type == PT_LOAD && self >= begin && self < begin + ph.p_memsz) mine = true;
+            if (ph.p_type == PT_TLS) tls = ph.p_memsz;
+        }
+        if (!mine) return 0;
+        out->start = static_cast<unsigned char*>(info->dlpi_tls_data);
+        out->bytes = tls;
+        return 1;
+    }
+
+    void poison_shared(Launch* launch, const TlsBlock& tls, size_t dynamic_bytes)
+    {
+        memset(tls.start, 0xFF, tls.bytes);
+        current_launch = launch;
+        if (dynamic_bytes) memset(launch->dynamic_shared, 0xFF, dynamic_bytes);
+    }
+
+    void fiber_main()
+    {
+        Launch& l = *current_launch;
+        l.thunk(l.args);
+        l.fibers[l.current].state = State::Exited;
+        setcontext(&l.scheduler);
+    }
+
+    unsigned count(const Launch& l, State s)
+    {
+        unsigned n = 0;
+        for (const Fiber& f : l.fibers) n += f.state == s;
+        return n;
+    }
+
+    // Releases the warp barriers whose every named lane has arrived with the same mask; a mask naming
+    // an exited or missing lane can never complete and fails. Returns whether any fiber was released.
+    bool release_warps(Launch& l, std::string& problem)
+    {
+        bool released = false;
+        unsigned n = (unsigned)l.fibers.size();
+        for (unsigned base = 0; base < n; base += 32)
+        {
+            for (unsigned lane = 0; lane < 32 && base + lane < n; lane++)
+            {
+                Fiber& f = l.fibers[base + lane];
+                if (f.state != State::AtWarpBarrier) continue;
+                bool all = true;
+                for (unsigned other = 0; other < 32; other++)
+                {
+                    if (!(f.warp_mask >> other & 1u)) continue;
+                    if (base + other >= n || l.fibers[base + other].state == State::Exited)
+                    {
+                        char text[160];
+                        snprintf(text, sizeof text, "a warp operation's mask 0x%08x names lane %u of warp %u, which %s",
+                                 f.warp_mask, other, base / 32, base + other >= n ? "does not exist" : "has exited");
+                        problem = text;
+                        return false;
+                    }
+                    const Fiber& o = l.fibers[base + other];
+                    if (o.state != State::AtWarpBarrier || o.warp_mask != f.warp_mask) all = false;
+                }
+                if (!all) continue;
+                for (unsigned other = 0; other < 32; other++)
+                    if (f.warp_mask >> other & 1u) l.fibers[base + other].state = State::Ready;
+                released = true;
+            }
+        }
+        return released;
+    }
+
+    // getcontext returns twice in the compiler's eyes, so it lives apart from the grid loop's variables.
+    __attribute__((noinline)) void start_fibers(Launch& l, char* stacks)
+    {
+        for (size_t i = 0; i < l.fibers.size(); i++)
+        {
+            Fiber& f = l.fibers[i];
+            f.state = State::Ready;
+            getcontext(&f.context);
+            f.context.uc_stack.ss_sp = stacks + StackBytes * i;
+            f.context.uc_stack.ss_size = StackBytes;
+            f.context.uc_link = nullptr;
+            makecontext(&f.context, fiber_main, 0);
+        }
+    }
+
+    // Runs one block's fibers to completion; false (with l.error set) when the block failed.
+    bool run_block(Launch& l)
+    {
+        unsigned n = (unsigned)l.fibers.size();
+        for (;;)
+        {
+            for (unsigned i = 0; i < n; i++)
+            {
+                if (l.fibers[i].state != State::Ready) continue;
+                l.current = i;
+                threadIdx = uint3{ i % blockDim.x, i / blockDim.x % blockDim.y, i / (blockDim.x * blockDim.y) };
+                swapcontext(&l.scheduler, &l.fibers[i].context);
+                if (l.failed) return false;
+            }
+            unsigned exited = count(l, State::Exited);
+            if (exited == n) return true;
+            std::string problem;
+            if (release_warps(l, problem)) continue;
+            unsigned at_block = count(l, State::AtBlockBarrier);
+            if (problem.empty() && at_block == n - exited && exited == 0)
+            {
+                for (Fiber& f : l.fibers) f.state = State::Ready;
+                continue;
+            }
+            if (problem.empty())
+            {
+                char text[200];
+                snprintf(text, sizeof text,
+                         "barrier deadlock: %u thread(s) wait at __syncthreads, %u at a warp operation, %u exited "
+                         "without reaching the barrier", at_block, count(l, State::AtWarpBarrier), exited);
+                problem = text;
+            }
+            char where[120];
+            snprintf(where, sizeof where, "kernel %s, block (%u,%u,%u): ", l.kernel, blockIdx.x, blockIdx.y, blockIdx.z);
+            l.failed = true;
+            l.error = where + problem;
+            return false;
+        }
+    }
+
+    void set_error(char* buffer, int length, const std::string& text)
+    {
+        if (!buffer || length <= 0) return;
+        snprintf(buffer, (size_t)length, "%s", text.c_str());
+    }
+}
+
+void sync_block()
+{
+    Launch& l = *current_launch;
+    l.fibers[l.current].state = State::AtBlockBarrier;
+    yield_to_scheduler();
+}
+
+void fail(const char* what) { fail_current(what); }
+
+unsigned lane_id() { return current_launch->current % 32; }
+
+void* dynamic_shared() { return current_launch->dynamic_shared; }
+
+// Two warp barriers: the first makes every deposit visible, the second keeps a fast lane from
+// overwriting its slot with the next exchange's value before the slow ones have read this one.
+static void warp_barrier(unsigned mask)
+{
+    Launch& l = *current_launch;
+    l.fibers[l.current].state = State::AtWarpBarrier;
+    l.fibers[l.current].warp_mask = mask;
+    yield_to_scheduler();
+}
+
+static void check_mask(unsigned mask, const char* op)
+{
+    if (!(mask >> lane_id() & 1u))
+        fail_current(std::string(op) + ": the calling lane is not in its own mask");
+}
+
+uint64_t warp_exchange(unsigned mask, uint64_t value, int src_lane, const char* op)
+{
+    check_mask(mask, op);
+    Launch& l = *current_launch;
+    unsigned base = l.current & ~31u;
+    l.fibers[l.current].slot = value;
+    warp_barrier(mask);
+    if (src_lane < 0 || src_lane > 31 || !(mask >> src_lane & 1u))
+        fail_current(std::string(op) + ": source lane " + std::to_string(src_lane) + " is not in the mask");
+    uint64_t result = l.fibers[base + (unsigned)src_lane].slot;
+    warp_barrier(mask);
+    return result;
+}
+
+unsigned warp_ballot(unsigned mask, bool predicate, const char* op)
+{
+    check_mask(mask, op);
+    Launch& l = *current_launch;
+    unsigned base = l.current & ~31u;
+    l.fibers[l.current].slot = predicate;
+    warp_barrier(mask);
+    unsigned ballot = 0;
+    for (unsigned lane = 0; lane < 32; lane++)
+        if ((mask >> lane & 1u) && l.fibers[base + lane].slot) ballot |= 1u << lane;
+    warp_barrier(mask);
+    return ballot;
+}
+}
+
+using namespace phi2_emu;
+
+// Launches kernel `name` as cuLaunchKernel would: args[i] points at the i-th parameter's value.
+// Returns 0 on success; otherwise non-zero with a message naming the kernel in errorBuffer.
+extern "C" __attribute__((visibility("default"))) int emu_launch(
+    const char* name, unsigned grid_x, unsigned grid_y, unsigned grid_z, unsigned block_x, unsigned block_y,
+    unsigned block_z, int dynamic_shared_bytes, void** args, char* error_buffer, int error_length)
+{
+    std::lock_guard<std::mutex> guard(launch_mutex);
+    const KernelEntry* entry = find_kernel(name);
+    if (!entry)
+    {
+        set_error(error_buffer, error_length, std::string("no kernel named ") + (name ? name : "(null)") + " in libphi2emu");
+        return 1;
+    }
+    uint64_t threads = (uint64_t)block_x * block_y * block_z;
+    if (grid_x == 0 || grid_y == 0 || grid_z == 0 || grid_y > 65535 || grid_z > 65535 || threads == 0 ||
+        threads > 1024 || block_z > 64 || dynamic_shared_bytes < 0 || dynamic_shared_bytes > MaxDynamicShared)
+    {
+        char text[200];
+        snprintf(text, sizeof text, "kernel %s: invalid launch configuration grid (%u,%u,%u) block (%u,%u,%u) dynamic shared %d",
+                 name, grid_x, grid_y, grid_z, block_x, block_y, block_z, dynamic_shared_bytes);
+        set_error(error_buffer, error_length, text);
+        return 1;
+    }
+
+    Launch launch;
+    launch.kernel = entry->name;
+    launch.thunk = entry->thunk;
+    launch.args = args;
+    launch.fibers.resize(threads);
+    std::vector<unsigned char> dynamic((size_t)dynamic_shared_bytes + 16);
+    launch.dynamic_shared = dynamic_shared_bytes ? dynamic.data() : nullptr;
+
+    current_launch = &launch; // touching a thread_local makes glibc allocate this thread's TLS block
+    TlsBlock tls{};
+    dl_iterate_phdr(find_tls, &tls);
+    if (!tls.start)
+    {
+        set_error(error_buffer, error_length, "libphi2emu: cannot find its own TLS block");
+        return 1;
+    }
+    size_t stack_bytes = StackBytes * threads;
+    void* stacks = mmap(nullptr, stack_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (stacks == MAP_FAILED)
+    {
+        set_error(error_buffer, error_length, "libphi2emu: cannot reserve fiber stacks");
+        return 1;
+    }
+
+    bool ok = true;
+    for (unsigned z = 0; ok && z < grid_z; z++)
+        for (unsigned y = 0; ok && y < grid_y; y++)
+            for (unsigned x = 0; ok && x < grid_x; x++)
+            {
+                poison_shared(&launch, tls, (size_t)dynamic_shared_bytes);
+                blockIdx = uint3{ x, y, z };
+                blockDim = dim3(block_x, block_y, block_z);
+                gridDim = dim3(grid_x, grid_y, grid_z);
+                start_fibers(launch, static_cast<char*>(stacks));
+                ok = run_block(launch);
+            }
+    munmap(stacks, stack_bytes);
+    current_launch = nullptr;
+    if (!ok)
+    {
+        set_error(error_buffer, error_length, launch.error);
+        return 1;
+    }
+    return 0;
+}

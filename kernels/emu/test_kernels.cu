@@ -1,0 +1,77 @@
+// test_kernels.cu - kernels with planted bugs, compiled only into the emulator, so EmulatorTests can
+// show that each bug fails instead of passing. Never embedded for NVRTC.
+//
+// Kernels (grid (1), block (n <= 256), no dynamic shared memory):
+//   emu_test_rotate_synced(x, y)    y[t] = x[(t + 1) % n] through shared memory, with the barrier
+//   emu_test_rotate_unsynced(x, y)  the same without __syncthreads: reads a neighbour's unwritten slot
+//   emu_test_early_return(x, y)     thread 0 returns before a barrier the others reach: a deadlock
+//   emu_test_warp_sum(x, y)         y[t] = sum of x over t's warp (warp_sum from common.cuh)
+//   emu_test_trap()                 calls __trap()
+//   emu_test_shfl_outside_mask(x, y) lanes 0..15 (mask 0xffff) read lanes 16..31: outside the mask
+//   emu_test_block_sum(x, y, n)     y[0] = sum of x[0..n); dynamic shared memory: one float per warp
+//   emu_test_convert(x, bf, h, bf_back, h_back, n)  bf16/fp16 round trips through common.cuh (grid any)
+#include "../common.cuh"
+
+template <bool Sync>
+PHI2_DEVICE void rotate(const float* x, float* y)
+{
+    __shared__ float s[256];
+    unsigned t = threadIdx.x;
+    s[t] = x[t];
+    if (Sync) __syncthreads();
+    y[t] = s[(t + 1) % blockDim.x];
+}
+
+PHI2_KERNEL void emu_test_rotate_synced(const float* x, float* y) { rotate<true>(x, y); }
+PHI2_KERNEL void emu_test_rotate_unsynced(const float* x, float* y) { rotate<false>(x, y); }
+
+PHI2_KERNEL void emu_test_early_return(const float* x, float* y)
+{
+    __shared__ float s[256];
+    unsigned t = threadIdx.x;
+    if (t == 0) return;
+    s[t] = x[t];
+    __syncthreads();
+    y[t] = s[t];
+}
+
+PHI2_KERNEL void emu_test_warp_sum(const float* x, float* y)
+{
+    unsigned t = threadIdx.x;
+    y[t] = warp_sum(x[t]);
+}
+
+PHI2_KERNEL void emu_test_trap() { __trap(); }
+
+PHI2_KERNEL void emu_test_shfl_outside_mask(const float* x, float* y)
+{
+    unsigned t = threadIdx.x;
+    if (t < 16) y[t] = __shfl_sync(0x0000ffffu, x[t], (int)t + 16);
+}
+
+PHI2_KERNEL void emu_test_block_sum(const float* x, float* y, int n)
+{
+    PHI2_DYNAMIC_SHARED(float, partial);
+    unsigned t = threadIdx.x, warp = t / 32, lane = t % 32, warps = blockDim.x / 32;
+    float v = 0.0f;
+    for (int i = (int)t; i < n; i += (int)blockDim.x) v += x[i];
+    v = warp_sum(v);
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    if (warp == 0)
+    {
+        v = lane < warps ? partial[lane] : 0.0f;
+        v = warp_sum(v);
+        if (lane == 0) y[0] = v;
+    }
+}
+
+PHI2_KERNEL void emu_test_convert(const float* x, bf16_t* bf, f16_t* h, float* bf_back, float* h_back, int n)
+{
+    int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (i >= n) return;
+    bf[i] = f32_to_bf16(x[i]);
+    h[i] = f32_to_f16(x[i]);
+    bf_back[i] = bf16_to_f32(bf[i]);
+    h_back[i] = f16_to_f32(h[i]);
+}
