@@ -10,6 +10,7 @@
 //   emu_test_shfl_outside_mask(x, y) lanes 0..15 (mask 0xffff) read lanes 16..31: outside the mask
 //   emu_test_block_sum(x, y, n)     y[0] = sum of x[0..n); dynamic shared memory: one float per warp
 //   emu_test_convert(x, bf, h, bf_back, h_back, n)  bf16/fp16 round trips through common.cuh (grid any)
+//   emu_test_write_past_end(y, n)   y[i] = i for i <= n: one element past the end (an off-by-one bound)
 #include "../common.cuh"
 
 template <bool Sync>
@@ -74,4 +75,12 @@ PHI2_KERNEL void emu_test_convert(const float* x, bf16_t* bf, f16_t* h, float* b
     h[i] = f32_to_f16(x[i]);
     bf_back[i] = bf16_to_f32(bf[i]);
     h_back[i] = f16_to_f32(h[i]);
+}
+
+// The classic off-by-one: `<=` where `<` was meant. On the GPU this silently corrupts the neighbouring
+// buffer; the emulated device's guard bands must catch it.
+PHI2_KERNEL void emu_test_write_past_end(float* y, int n)
+{
+    int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (i <= n) y[i] = (float)i;
 }
