@@ -83,9 +83,9 @@ public sealed unsafe class EmulatedDevice : IDeviceApi
     }
 
     /// <inheritdoc />
-    public MemoryStatistics Memory
+    public DeviceMemoryStatistics Memory
     {
-        get { lock (_gate) return new MemoryStatistics(_bytesInUse, _peak, _live.Count, _total); }
+        get { lock (_gate) return new DeviceMemoryStatistics(_bytesInUse, _peak, _live.Count, _total); }
     }
 
     /// <inheritdoc />

@@ -56,7 +56,7 @@ public readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
 /// <param name="PeakBytesInUse">The largest <paramref name="BytesInUse"/> has been since the device was created.</param>
 /// <param name="LiveAllocations">Allocations not yet freed.</param>
 /// <param name="TotalAllocations">Allocations made since the device was created.</param>
-public readonly record struct MemoryStatistics(long BytesInUse, long PeakBytesInUse, int LiveAllocations, long TotalAllocations);
+public readonly record struct DeviceMemoryStatistics(long BytesInUse, long PeakBytesInUse, int LiveAllocations, long TotalAllocations);
 
 /// <summary>
 /// The seam between the CUDA backend and the machine: one instance per device, either the real GPU (over the
@@ -95,5 +95,5 @@ public interface IDeviceApi : IDisposable
     void Synchronize(DeviceStream stream);
 
     /// <summary>The device's allocation statistics right now.</summary>
-    MemoryStatistics Memory { get; }
+    DeviceMemoryStatistics Memory { get; }
 }
