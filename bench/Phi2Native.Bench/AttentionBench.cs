@@ -98,9 +98,8 @@ internal static class AttentionBench
 
     /// <summary>
     /// Median of <paramref name="reps"/> timed runs after at least <paramref name="warmup"/> untimed ones and at
-    /// least a second of them: the softmax passes are TensorPrimitives calls that start as unoptimized tier-0
-    /// code and are recompiled in the background only after a quiet 100 ms, so a single warm-up run of a short
-    /// shape would time the JIT's first draft (3-10x slower at T = 128).
+    /// least a second of them, so that code the JIT recompiles in the background (tiered compilation, where the
+    /// host enables quick JIT; this harness does not, see its .csproj) has settled before timing starts.
     /// </summary>
     private static double TimeMs(Action run, int reps, int warmup)
     {
