@@ -68,12 +68,13 @@ internal sealed partial class KernelIndex
         }
     }
 
-    private static KernelIndex Build(IEnumerable<(string File, string Text)> files, string source)
+    /// <summary>An index over the given (file name, source text) pairs; <paramref name="source"/> says where they came from.</summary>
+    public static KernelIndex Build(IEnumerable<(string File, string Text)> files, string source)
     {
         var fileOf = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var (file, text) in files)
             foreach (Match m in EntryPoint().Matches(text))
                 fileOf.TryAdd(m.Groups[1].Value, file);
-        return new KernelIndex(fileOf, source);
+        return new KernelIndex(fileOf, $"{source} ({fileOf.Count} entry points)");
     }
 }

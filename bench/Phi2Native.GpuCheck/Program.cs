@@ -169,6 +169,7 @@ namespace Phi2Native.GpuCheck
             string name;
             using (var probe = new EmulatedDevice()) name = probe.Name;
             output.WriteLine($"device: {name}, from {emulator.LoadedFrom} (kernels compiled by g++ at build time, no NVRTC)");
+            output.WriteLine($"kernel sources: {KernelIndex.Load().Source}");
             output.WriteLine();
             output.WriteLine($"== checks on {name}, a fresh device each (time: host time, nothing about a GPU) ==");
             // A fresh device per check, as the NUnit fixture makes one: a check cannot inherit another's state.
@@ -183,6 +184,7 @@ namespace Phi2Native.GpuCheck
             output.WriteLine();
             output.WriteLine("== summary ==");
             Reports.WriteCheckTable(output, summary.Outcomes, compiled, markdown);
+            output.WriteLine();
             output.WriteLine(summary.LastLine);
         }
     }

@@ -6,8 +6,9 @@ namespace Phi2Native.GpuCheck;
 
 /// <summary>
 /// The runner's own check, run by CI on the emulator (--self-test): planted checks that pass, answer wrong, leak,
-/// throw, or get no device, must be classified as such, never stop the run, and earn the right exit code. A runner
-/// that counted a thrown check as passed would make every GPU session look green.
+/// throw, or get no device, must be classified as such, never stop the run, and earn the right exit code; and the
+/// GPU-only reporting (NVRTC table, "compiled" column) must read planted compile reports right. A runner that
+/// counted a thrown check as passed would make every GPU session look green.
 /// </summary>
 internal static class SelfTest
 {
@@ -48,11 +49,28 @@ internal static class SelfTest
         ExpectExit("a kernel did not compile", new RunSummary("emu", passed, 1, null, false), 1);
         ExpectExit("the planted run", new RunSummary("emu", outcomes, outcomes.Count, null, true), 1);
 
+        // The GPU-only reporting: the NVRTC table and the "compiled" column, over planted sources and reports.
+        var index = KernelIndex.Build([("good.cu", "PHI2_KERNEL void k_good(int n) {}"), ("bad.cu", "extern \"C\" __global__ void k_bad(int n) {}")], "planted");
+        KernelCompileReport[] reports = [new("good.cu", true, true, 0.01, null), new("bad.cu", false, false, 0.2, "bad.cu(1): error: planted")];
+        var column = Reports.CompiledColumn(index, reports);
+        (string[] Kernels, string Expected, Func<DeviceCheck, string> Column)[] cells =
+        [
+            (["k_good"], "yes", column), (["k_good", "k_bad"], "NO", column), (["cublasGemmEx"], "n/a", column),
+            (["k_good"], "?", Reports.CompiledColumn(index, null)),
+        ];
+        foreach (var (kernels, expectedCell, columnOf) in cells)
+        {
+            string cell = columnOf(passes with { Kernels = kernels });
+            if (cell != expectedCell) problems.Add($"compiled column for [{string.Join(",", kernels)}]: '{cell}', expected '{expectedCell}'");
+        }
+
+        Reports.WriteCompileTable(output, reports, markdown: false);
+        output.WriteLine();
         Reports.WriteCheckTable(output, outcomes, _ => "emu", markdown: false);
         output.WriteLine();
         foreach (string problem in problems) output.WriteLine($"self-test: WRONG: {problem}");
         output.WriteLine(problems.Count == 0
-            ? $"self-test: all {outcomes.Count} planted checks and 5 exit-code cases classified as expected"
+            ? $"self-test: all {outcomes.Count} planted checks, 5 exit codes and {cells.Length} compiled cells as expected"
             : $"self-test FAILED: {problems.Count} problem(s)");
         return problems.Count == 0 ? 0 : 1;
     }
