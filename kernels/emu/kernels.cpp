@@ -4,6 +4,7 @@
 // kernels/*.cu and kernels/emu/*.cu has a row, so a forgotten row fails CI rather than a launch.
 #include "../elementwise.cu"
 #include "test_kernels.cu"
+#include "test_mma.cu"
 #include "kernels.h"
 
 #include <string.h>
@@ -26,6 +27,15 @@ namespace
         PHI2_EMU_ENTRY(emu_test_block_sum),
         PHI2_EMU_ENTRY(emu_test_convert),
         PHI2_EMU_ENTRY(emu_test_write_past_end),
+        // test_mma.cu (the tensor-core wrappers: layout pins, products, planted bugs; never embedded for NVRTC)
+        PHI2_EMU_ENTRY(emu_test_mma_tile_bf16),
+        PHI2_EMU_ENTRY(emu_test_mma_tile_f16),
+        PHI2_EMU_ENTRY(emu_test_mma_fragments),
+        PHI2_EMU_ENTRY(emu_test_mma_by_hand_bf16),
+        PHI2_EMU_ENTRY(emu_test_mma_by_hand_swapped_bf16),
+        PHI2_EMU_ENTRY(emu_test_mma_gemm_bf16),
+        PHI2_EMU_ENTRY(emu_test_mma_lane_exits),
+        PHI2_EMU_ENTRY(emu_test_ldmatrix_misaligned),
     };
 }
 
