@@ -1,82 +1,21 @@
 // test_mma.cu - kernels for the tensor-core wrappers of common.cuh (mma_m16n8k16_*, ldmatrix_*), compiled
-// only into the emulator, so MmaEmulationTests can pin the emulated fragment layouts to the PTX ISA's
-// table (DESIGN.md) and show that a wrong fragment index fails. Never embedded for NVRTC.
+// only into the emulator, so MmaEmulationTests can show that fragments loaded by hand from the PTX ISA's
+// table (DESIGN.md) give the plain product, that a wrong fragment index does not, that a product over
+// several k tiles accumulates, and that what .sync.aligned forbids fails the launch. Never embedded for
+// NVRTC. The tile products through ldmatrix and the fragment dump that pins the layout are in
+// ../mma_check.cu, so the GPU runs them too.
 //
-// Matrices are row-major unless named otherwise; A is m x k, B is k x n ("kn"), or n x k ("nk", B's
-// column-major form), C and D are m x n fp32. All launches: no dynamic shared memory unless stated.
-//   emu_test_mma_tile_bf16(a, b, c, d, b_nk)   grid (1), block (32): D = A * B + C for one 16x16 A, 16x8 B
-//                                              through ldmatrix_x4 (A) and ldmatrix_x2_trans (B kn) or
-//                                              ldmatrix_x2 (B nk, when b_nk != 0), then mma_m16n8k16_bf16
-//   emu_test_mma_tile_f16(a, b, c, d, b_nk)    the same with fp16 inputs and mma_m16n8k16_f16
-//   emu_test_mma_fragments(a, b_kn, b_nk, out) grid (1), block (32): out[lane * 12 + ...] = the registers
-//                                              each lane receives: [0..3] ldmatrix_x4 of A, [4..5]
-//                                              ldmatrix_x2_trans of B kn, [6..7] ldmatrix_x2 of B nk,
-//                                              [8..11] ldmatrix_x4_trans of A (16-bit codes, not numbers)
-//   emu_test_mma_by_hand_bf16(a, b, c, d)      grid (1), block (32): the 16x16x8 product with fragments
-//                                              loaded from global memory by the table's formulas
-//   emu_test_mma_by_hand_swapped_bf16(...)     the same with a[1] and a[2] swapped: a planted bug
-//   emu_test_mma_gemm_bf16(a, b, d, m, n, k)   grid (m / 16), block (32 * n / 8), dynamic shared
-//                                              (16 * k + k * n) * 2 bytes: D = A * B, one warp per 16x8 tile
-//                                              of D, looping over k in steps of 16 (m % 16 = n % 8 = k % 16 = 0)
-//   emu_test_mma_lane_exits(d)                 grid (1), block (32): lane 31 returns before the mma
-//   emu_test_ldmatrix_misaligned(a, out)       grid (1), block (32): ldmatrix_x4 from row addresses 2 bytes
-//                                              past 16-byte alignment
+// Matrices are row-major; A is m x k, B is k x n, C and D are m x n fp32. Launches: grid (1), block (32),
+// no dynamic shared memory, unless stated.
+//   emu_test_mma_by_hand_bf16(a, b, c, d)     D = A * B + C (16x16 by 16x8) with fragments loaded from
+//                                             global memory by the table's formulas, no ldmatrix
+//   emu_test_mma_by_hand_swapped_bf16(...)    the same with a[1] and a[2] swapped: a planted bug
+//   emu_test_mma_gemm_bf16(a, b, d, m, n, k)  grid (m / 16), block (32 * n / 8), dynamic shared
+//                                             (16 * k + k * n) * 2 bytes: D = A * B, one warp per 16x8 tile
+//                                             of D, looping over k in steps of 16 (m % 16 = n % 8 = k % 16 = 0)
+//   emu_test_mma_lane_exits(d)                lane 31 returns before the mma: a planted bug
+//   emu_test_ldmatrix_misaligned(a, out)      ldmatrix_x4 from row addresses 2 bytes past 16-byte alignment
 #include "../common.cuh"
-
-// Fragment coordinates spelled out here rather than taken from emu/mma.h, so a mistake there shows.
-template <bool Bf16>
-PHI2_DEVICE void emu_mma_tile(const unsigned short* a, const unsigned short* b, const float* c, float* d, int b_nk)
-{
-    __shared__ __align__(16) unsigned short sa[16 * 16];
-    __shared__ __align__(16) unsigned short sb[16 * 8];
-    unsigned lane = threadIdx.x % 32, g = lane >> 2, t = lane % 4;
-    for (unsigned i = lane; i < 16 * 16; i += 32) sa[i] = a[i];
-    for (unsigned i = lane; i < 16 * 8; i += 32) sb[i] = b[i];
-    __syncthreads();
-
-    unsigned fa[4], fb[2];
-    ldmatrix_x4(fa, &sa[(lane % 16) * 16 + (lane / 16) * 8]);
-    if (b_nk) ldmatrix_x2(fb, &sb[(lane % 8) * 16 + (lane / 8 % 2) * 8]);
-    else ldmatrix_x2_trans(fb, &sb[(lane % 16) * 8]);
-
-    float acc[4] = { c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1], c[(g + 8) * 8 + 2 * t], c[(g + 8) * 8 + 2 * t + 1] };
-    if (Bf16) mma_m16n8k16_bf16(acc, fa, fb);
-    else mma_m16n8k16_f16(acc, fa, fb);
-    d[g * 8 + 2 * t] = acc[0];
-    d[g * 8 + 2 * t + 1] = acc[1];
-    d[(g + 8) * 8 + 2 * t] = acc[2];
-    d[(g + 8) * 8 + 2 * t + 1] = acc[3];
-}
-
-PHI2_KERNEL void emu_test_mma_tile_bf16(const bf16_t* a, const bf16_t* b, const float* c, float* d, int b_nk)
-{
-    emu_mma_tile<true>(a, b, c, d, b_nk);
-}
-
-PHI2_KERNEL void emu_test_mma_tile_f16(const f16_t* a, const f16_t* b, const float* c, float* d, int b_nk)
-{
-    emu_mma_tile<false>(a, b, c, d, b_nk);
-}
-
-PHI2_KERNEL void emu_test_mma_fragments(const unsigned short* a, const unsigned short* b_kn, const unsigned short* b_nk,
-                                        unsigned* out)
-{
-    __shared__ __align__(16) unsigned short sa[16 * 16];
-    __shared__ __align__(16) unsigned short skn[16 * 8];
-    __shared__ __align__(16) unsigned short snk[8 * 16];
-    unsigned lane = threadIdx.x % 32;
-    for (unsigned i = lane; i < 16 * 16; i += 32) sa[i] = a[i];
-    for (unsigned i = lane; i < 16 * 8; i += 32) skn[i] = b_kn[i];
-    for (unsigned i = lane; i < 16 * 8; i += 32) snk[i] = b_nk[i];
-    __syncthreads();
-
-    unsigned r[12];
-    ldmatrix_x4(&r[0], &sa[(lane % 16) * 16 + (lane / 16) * 8]);
-    ldmatrix_x2_trans(&r[4], &skn[(lane % 16) * 8]);
-    ldmatrix_x2(&r[6], &snk[(lane % 8) * 16 + (lane / 8 % 2) * 8]);
-    ldmatrix_x4_trans(&r[8], &sa[(lane % 16) * 16 + (lane / 16) * 8]);
-    for (int i = 0; i < 12; i++) out[lane * 12 + i] = r[i];
-}
 
 // The table, read straight from global memory: a[0] = A[g][2t..2t+1], a[1] = A[g+8][2t..2t+1],
 // a[2] = A[g][2t+8..2t+9], a[3] = A[g+8][2t+8..2t+9]; b[0] = B[2t..2t+1][g], b[1] = B[2t+8..2t+9][g].

@@ -6,7 +6,8 @@ namespace Phi2Native.Tests.Cuda;
 
 /// <summary>
 /// The emulated tensor-core wrappers of kernels/common.cuh (mma_m16n8k16_bf16/f16, ldmatrix_x2/x4 and their
-/// .trans forms), through the test kernels of kernels/emu/test_mma.cu: products against a plain product in
+/// .trans forms), through kernels/mma_check.cu (which the GPU device checks run too) and the emulator-only
+/// kernels of kernels/emu/test_mma.cu: products against a plain product in
 /// double of the same 16-bit inputs, the fragment layout pinned lane by lane to the PTX ISA's table in
 /// DESIGN.md (a layout that is wrong but self-consistent would pass the product tests and fail on a GPU),
 /// and planted bugs - a swapped fragment register, a partial warp, an exited lane, a misaligned row - that
@@ -101,7 +102,7 @@ public unsafe class MmaEmulationTests
         var random = new Random(input == Input.Bf16 ? 11 : 12);
         ushort[] a = RandomInputs(input, 16 * 16, random), b = RandomInputs(input, 16 * 8, random);
         float[] c = Enumerable.Range(0, 16 * 8).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
-        string kernel = input == Input.Bf16 ? "emu_test_mma_tile_bf16" : "emu_test_mma_tile_f16";
+        string kernel = input == Input.Bf16 ? "mma_tile_bf16" : "mma_tile_f16";
         float[] d = LaunchTile(kernel, a, bColumnMajor ? Transpose(b, 16, 8) : b, c, bColumnMajor ? 1 : 0);
 
         var report = new List<string>();
@@ -115,7 +116,7 @@ public unsafe class MmaEmulationTests
     private static ushort ACode(int row, int col) => (ushort)(row * 16 + col);
     private static ushort BCode(int k, int n) => (ushort)(0x1000 + k * 16 + n);
 
-    /// <summary>Per lane, the 12 registers emu_test_mma_fragments writes (see test_mma.cu).</summary>
+    /// <summary>Per lane, the 12 registers ldmatrix_fragments_b16 writes (see kernels/mma_check.cu).</summary>
     private static uint[] DumpFragments()
     {
         ushort[] a = new ushort[16 * 16], bKn = new ushort[16 * 8], bNk = new ushort[8 * 16];
@@ -130,7 +131,7 @@ public unsafe class MmaEmulationTests
             ushort* argA = pa, argKn = pkn, argNk = pnk;
             uint* argOut = po;
             nint[] args = [(nint)(&argA), (nint)(&argKn), (nint)(&argNk), (nint)(&argOut)];
-            EmulatorNative.LaunchChecked("emu_test_mma_fragments", (1, 1, 1), (32, 1, 1), 0, args);
+            EmulatorNative.LaunchChecked("ldmatrix_fragments_b16", (1, 1, 1), (32, 1, 1), 0, args);
         }
         return out_;
     }
@@ -248,8 +249,8 @@ public unsafe class MmaEmulationTests
         // 16 threads: the warp's lanes 16..31 do not exist, and .sync.aligned matrix operations need all 32.
         ushort[] a = new ushort[16 * 16], b = new ushort[16 * 8];
         float[] c = new float[16 * 8];
-        var e = Assert.Throws<InvalidOperationException>(() => LaunchTile("emu_test_mma_tile_bf16", a, b, c, 0, threads: 16));
-        Assert.That(e!.Message, Does.Contain("kernel emu_test_mma_tile_bf16")
+        var e = Assert.Throws<InvalidOperationException>(() => LaunchTile("mma_tile_bf16", a, b, c, 0, threads: 16));
+        Assert.That(e!.Message, Does.Contain("kernel mma_tile_bf16")
             .And.Contain("ldmatrix_x4 needs lanes 0xffffffff of warp 0, but lane 16 does not exist")
             .And.Contain("need whole warps"));
     }
