@@ -33,7 +33,7 @@ internal readonly record struct BlasOperand(string Name, DevicePtr Pointer, DTyp
 
 /// <summary>
 /// The argument checks cuBLAS and cuBLASLt make before they run, shared by <see cref="EmulatedBlas"/> and
-/// <c>CudaBlas</c> so both refuse the same calls with the same <see cref="BlasArgumentException"/>.
+/// <see cref="CudaBlas"/> so both refuse the same calls with the same <see cref="BlasArgumentException"/>.
 /// </summary>
 /// <remarks>
 /// From the cuBLAS documentation: cublasGemmEx returns CUBLAS_STATUS_INVALID_VALUE "if m &lt; 0 or n &lt; 0 or

@@ -16,7 +16,7 @@ public enum BlasOperation
 /// <summary>
 /// The matrix products of a device, with exactly cuBLAS's and cuBLASLt's semantics and arguments, so backend code
 /// reads like the cuBLAS calls it makes and runs unchanged on <see cref="EmulatedDevice"/> (a CPU reference that
-/// checks every operand's memory) and on a GPU (<c>CudaBlas</c>).
+/// checks every operand's memory) and on a GPU (<see cref="CudaBlas"/>).
 /// </summary>
 /// <remarks>
 /// <para>
