@@ -15,6 +15,7 @@ public static class DeviceCheckCatalog
         IEnumerable<DeviceCheck>[] families =
         [
             ElementwiseChecks.All,
+            MmaChecks.All,
             BlasChecks.All,
         ];
         var all = families.SelectMany(f => f).ToList();
