@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 
 namespace Phi2Native.Cuda;
@@ -7,9 +8,17 @@ namespace Phi2Native.Cuda;
 /// <c>#include "common.cuh"</c> needs no include path), the image is the cubin (nvrtcGetCUBIN), and a failed compile
 /// throws <see cref="KernelCompileException"/> with NVRTC's log.
 /// </summary>
-/// <remarks>NVRTC is thread-safe for distinct programs, so compiles may run on several threads at once.</remarks>
+/// <remarks>
+/// NVRTC is thread-safe for distinct programs, so compiles may run on several threads at once. Each compile runs on a
+/// thread of its own with a <see cref="CompilerStackBytes"/> stack: NVRTC's front end recurses deeply (NVIDIA's CCCL
+/// measured 1.0-1.5 MiB for its block primitives, and runs its own compiler with 8 MiB), while .NET's secondary
+/// threads (NUnit's workers, the thread pool) get 1.5 MiB, and an overflow kills the process instead of throwing.
+/// </remarks>
 internal sealed unsafe class NvrtcKernelCompiler : IKernelCompiler
 {
+    /// <summary>The stack of the compile thread: twice a Linux main thread's 8 MiB; only touched pages cost memory.</summary>
+    internal const int CompilerStackBytes = 16 << 20;
+
     private readonly Lazy<string> _version = new(QueryVersion, LazyThreadSafetyMode.ExecutionAndPublication);
 
     /// <summary>
@@ -25,6 +34,21 @@ internal sealed unsafe class NvrtcKernelCompiler : IKernelCompiler
         ArgumentNullException.ThrowIfNull(headers);
         ArgumentNullException.ThrowIfNull(options);
         _ = Version; // binds NVRTC, or says clearly why it cannot
+        KernelCompilation? result = null;
+        ExceptionDispatchInfo? error = null;
+        var thread = new Thread(() =>
+        {
+            try { result = CompileHere(fileName, source, headers, options); }
+            catch (Exception e) { error = ExceptionDispatchInfo.Capture(e); }
+        }, CompilerStackBytes) { IsBackground = true, Name = $"NVRTC {fileName}" };
+        thread.Start();
+        thread.Join();
+        error?.Throw();
+        return result!;
+    }
+
+    private static KernelCompilation CompileHere(string fileName, string source, IReadOnlyList<KernelHeader> headers, IReadOnlyList<string> options)
+    {
         var texts = new nint[headers.Count];
         var names = new nint[headers.Count];
         try
