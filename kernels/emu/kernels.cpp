@@ -3,7 +3,9 @@
 // its types are deduced from the kernel, and EmulatorTests checks that every PHI2_KERNEL in
 // kernels/*.cu and kernels/emu/*.cu has a row, so a forgotten row fails CI rather than a launch.
 #include "../elementwise.cu"
+#include "../mma_check.cu"
 #include "test_kernels.cu"
+#include "test_mma.cu"
 #include "kernels.h"
 
 #include <string.h>
@@ -26,6 +28,16 @@ namespace
         PHI2_EMU_ENTRY(emu_test_block_sum),
         PHI2_EMU_ENTRY(emu_test_convert),
         PHI2_EMU_ENTRY(emu_test_write_past_end),
+        // test_mma.cu (the tensor-core wrappers: products by hand and over k, planted bugs; never embedded for NVRTC)
+        PHI2_EMU_ENTRY(emu_test_mma_by_hand_bf16),
+        PHI2_EMU_ENTRY(emu_test_mma_by_hand_swapped_bf16),
+        PHI2_EMU_ENTRY(emu_test_mma_gemm_bf16),
+        PHI2_EMU_ENTRY(emu_test_mma_lane_exits),
+        PHI2_EMU_ENTRY(emu_test_ldmatrix_misaligned),
+        // mma_check.cu (the tensor-core wrappers on one tile, for the device checks; a real kernel file, for NVRTC too)
+        PHI2_EMU_ENTRY(mma_tile_bf16),
+        PHI2_EMU_ENTRY(mma_tile_f16),
+        PHI2_EMU_ENTRY(ldmatrix_fragments_b16),
     };
 }
 
