@@ -147,6 +147,13 @@ public sealed partial class CudaDevice : IDeviceApi
         if (first is not null) throw first;
     }
 
+    /// <summary>
+    /// Makes this device's primary context current on the calling thread. Every member of this class does so itself;
+    /// code that calls a CUDA library directly with this device's memory and streams (cuBLAS through CudaBlas, say)
+    /// calls this first, since a thread that never set a context would otherwise get device 0's.
+    /// </summary>
+    public void MakeCurrent() => Enter();
+
     /// <summary>Every public call starts here: refuse after dispose, then make the context current on this thread.</summary>
     private void Enter()
     {
