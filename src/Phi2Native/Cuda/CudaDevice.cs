@@ -124,22 +124,24 @@ public sealed partial class CudaDevice : IDeviceApi
     }
 
     /// <summary>
-    /// Waits for all queued work, then frees every allocation, the staging buffers, streams and events this object
-    /// created, and releases the primary context (the last device on it unloads the kernels). An error of queued work
+    /// Waits for all queued work, then disposes the cuBLAS handles and frees every allocation, the staging buffers,
+    /// streams and events this object created, and releases the primary context (the last device on it unloads the kernels). An error of queued work
     /// is thrown after everything is released.
     /// </summary>
     public void Dispose()
     {
         if (_disposed) return;
-        _disposed = true;
         Exception? first = null;
         void Try(Action action)
         {
             try { action(); }
-            catch (Exception e) when (e is CudaException or InvalidOperationException) { first ??= e; }
+            catch (Exception e) when (e is Phi2Exception or InvalidOperationException or ArgumentException) { first ??= e; }
         }
         Try(_context.MakeCurrent);
         Try(() => CudaDriver.Check(CudaDriver.cuCtxSynchronize()));
+        // cuBLAS frees its workspace through this device, so it goes while the device still takes calls.
+        Try(() => _blas?.Dispose());
+        _disposed = true;
         Try(() => _staging?.Dispose());
         Try(_allocator.Dispose);
         Try(DestroyEventsAndStreams);

@@ -261,6 +261,17 @@ public class CudaDeviceGpuTests : Support.TemporaryDirectoryTest
     }
 
     [Test]
+    public void BlasIsMadeOnceAndItsWorkspaceFreedWithTheDevice()
+    {
+        var device = CudaDevice.Open(0, KernelCacheOptions.Disabled);
+        IBlas blas = device.Blas;
+        Assert.That(device.Blas, Is.SameAs(blas));
+        Assert.That(device.Memory.BytesInUse, Is.EqualTo(CudaBlas.WorkspaceBytes), "cuBLASLt's workspace comes from the device");
+        device.Dispose(); // disposes the handles, which free the workspace through the device before it closes
+        Assert.That(() => device.Blas, Throws.InstanceOf<ObjectDisposedException>());
+    }
+
+    [Test]
     public void TwoDevicesShareTheContextAndOneClosingLeavesTheOtherWorking()
     {
         var first = CudaDevice.Open(0, KernelCacheOptions.Disabled);
