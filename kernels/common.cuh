@@ -87,3 +87,37 @@ PHI2_DEVICE float warp_max(float v)
     for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
     return v;
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Dtype tags: one kernel template serves fp32, bf16 and fp16.
+//
+// bf16_t and f16_t are both `unsigned short`, so neither overloading nor `a + b` can tell them apart
+// (on a bf16_t, `a + b` is an integer add). A kernel template therefore takes a dtype tag D, never the
+// storage type: D::type is the element type in memory, D::to_f32 widens (exactly) and D::from_f32
+// rounds to nearest even, once, on the way out. load<D>/store<D> read and write element i of a D
+// buffer as fp32; `D::type` in a parameter list is not deduced, so every call names its dtype.
+// ---------------------------------------------------------------------------------------------------
+
+struct dtype_f32
+{
+    typedef float type;
+    static PHI2_DEVICE float to_f32(float v) { return v; }
+    static PHI2_DEVICE float from_f32(float v) { return v; }
+};
+
+struct dtype_bf16
+{
+    typedef bf16_t type;
+    static PHI2_DEVICE float to_f32(bf16_t v) { return bf16_to_f32(v); }
+    static PHI2_DEVICE bf16_t from_f32(float v) { return f32_to_bf16(v); }
+};
+
+struct dtype_f16
+{
+    typedef f16_t type;
+    static PHI2_DEVICE float to_f32(f16_t v) { return f16_to_f32(v); }
+    static PHI2_DEVICE f16_t from_f32(float v) { return f32_to_f16(v); }
+};
+
+template <typename D> PHI2_DEVICE float load(const typename D::type* p, long long i) { return D::to_f32(p[i]); }
+template <typename D> PHI2_DEVICE void store(typename D::type* p, long long i, float v) { p[i] = D::from_f32(v); }

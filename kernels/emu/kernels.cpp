@@ -15,7 +15,11 @@ namespace
     const KernelEntry table[] = {
         // elementwise.cu
         PHI2_EMU_ENTRY(add_f32),
+        PHI2_EMU_ENTRY(add_bf16),
+        PHI2_EMU_ENTRY(add_f16),
         PHI2_EMU_ENTRY(scale_f32),
+        PHI2_EMU_ENTRY(scale_bf16),
+        PHI2_EMU_ENTRY(scale_f16),
         // test_kernels.cu (planted bugs; never embedded for NVRTC)
         PHI2_EMU_ENTRY(emu_test_rotate_synced),
         PHI2_EMU_ENTRY(emu_test_rotate_unsynced),
