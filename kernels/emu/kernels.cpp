@@ -3,6 +3,7 @@
 // its types are deduced from the kernel, and EmulatorTests checks that every PHI2_KERNEL in
 // kernels/*.cu and kernels/emu/*.cu has a row, so a forgotten row fails CI rather than a launch.
 #include "../elementwise.cu"
+#include "../cast.cu"
 #include "test_kernels.cu"
 #include "kernels.h"
 
@@ -20,6 +21,13 @@ namespace
         PHI2_EMU_ENTRY(scale_f32),
         PHI2_EMU_ENTRY(scale_bf16),
         PHI2_EMU_ENTRY(scale_f16),
+        // cast.cu
+        PHI2_EMU_ENTRY(cast_f32_bf16),
+        PHI2_EMU_ENTRY(cast_f32_f16),
+        PHI2_EMU_ENTRY(cast_bf16_f32),
+        PHI2_EMU_ENTRY(cast_bf16_f16),
+        PHI2_EMU_ENTRY(cast_f16_f32),
+        PHI2_EMU_ENTRY(cast_f16_bf16),
         // test_kernels.cu (planted bugs; never embedded for NVRTC)
         PHI2_EMU_ENTRY(emu_test_rotate_synced),
         PHI2_EMU_ENTRY(emu_test_rotate_unsynced),

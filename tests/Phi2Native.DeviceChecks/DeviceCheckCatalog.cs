@@ -15,6 +15,7 @@ public static class DeviceCheckCatalog
         IEnumerable<DeviceCheck>[] families =
         [
             ElementwiseChecks.All,
+            CastChecks.All,
         ];
         var all = families.SelectMany(f => f).ToList();
         var duplicate = all.GroupBy(c => c.Name).FirstOrDefault(g => g.Count() > 1);
