@@ -4,6 +4,7 @@
 // kernels/*.cu and kernels/emu/*.cu has a row, so a forgotten row fails CI rather than a launch.
 #include "../elementwise.cu"
 #include "../cast.cu"
+#include "../reduce.cu"
 #include "test_kernels.cu"
 #include "kernels.h"
 
@@ -28,6 +29,13 @@ namespace
         PHI2_EMU_ENTRY(cast_bf16_f16),
         PHI2_EMU_ENTRY(cast_f16_f32),
         PHI2_EMU_ENTRY(cast_f16_bf16),
+        // reduce.cu
+        PHI2_EMU_ENTRY(row_sum_f32),
+        PHI2_EMU_ENTRY(row_sum_bf16),
+        PHI2_EMU_ENTRY(row_sum_f16),
+        PHI2_EMU_ENTRY(row_max_f32),
+        PHI2_EMU_ENTRY(row_max_bf16),
+        PHI2_EMU_ENTRY(row_max_f16),
         // test_kernels.cu (planted bugs; never embedded for NVRTC)
         PHI2_EMU_ENTRY(emu_test_rotate_synced),
         PHI2_EMU_ENTRY(emu_test_rotate_unsynced),

@@ -16,6 +16,7 @@ public static class DeviceCheckCatalog
         [
             ElementwiseChecks.All,
             CastChecks.All,
+            ReductionChecks.All,
         ];
         var all = families.SelectMany(f => f).ToList();
         var duplicate = all.GroupBy(c => c.Name).FirstOrDefault(g => g.Count() > 1);
