@@ -6,6 +6,7 @@
 #include "../cast.cu"
 #include "../reduce.cu"
 #include "test_kernels.cu"
+#include "test_reduce.cu"
 #include "kernels.h"
 
 #include <string.h>
@@ -46,6 +47,9 @@ namespace
         PHI2_EMU_ENTRY(emu_test_block_sum),
         PHI2_EMU_ENTRY(emu_test_convert),
         PHI2_EMU_ENTRY(emu_test_write_past_end),
+        // test_reduce.cu (planted bugs in the row reduction; never embedded for NVRTC)
+        PHI2_EMU_ENTRY(emu_test_row_sum_unsynced),
+        PHI2_EMU_ENTRY(emu_test_row_sum_wrong_lane),
     };
 }
 
