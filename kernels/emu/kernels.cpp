@@ -5,6 +5,7 @@
 #include "../elementwise.cu"
 #include "../cast.cu"
 #include "../reduce.cu"
+#include "../layernorm.cu"
 #include "test_kernels.cu"
 #include "test_reduce.cu"
 #include "kernels.h"
@@ -37,6 +38,11 @@ namespace
         PHI2_EMU_ENTRY(row_max_f32),
         PHI2_EMU_ENTRY(row_max_bf16),
         PHI2_EMU_ENTRY(row_max_f16),
+        // layernorm.cu
+        PHI2_EMU_ENTRY(layernorm_f32),
+        PHI2_EMU_ENTRY(layernorm_bf16),
+        PHI2_EMU_ENTRY(layernorm_backward_f32),
+        PHI2_EMU_ENTRY(layernorm_backward_bf16),
         // test_kernels.cu (planted bugs; never embedded for NVRTC)
         PHI2_EMU_ENTRY(emu_test_rotate_synced),
         PHI2_EMU_ENTRY(emu_test_rotate_unsynced),

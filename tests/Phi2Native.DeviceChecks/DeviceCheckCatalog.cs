@@ -17,6 +17,7 @@ public static class DeviceCheckCatalog
             ElementwiseChecks.All,
             CastChecks.All,
             ReductionChecks.All,
+            LayerNormChecks.All,
         ];
         var all = families.SelectMany(f => f).ToList();
         var duplicate = all.GroupBy(c => c.Name).FirstOrDefault(g => g.Count() > 1);
