@@ -47,6 +47,11 @@ namespace phi2_emu
     uint64_t warp_exchange(unsigned mask, uint64_t value, int src_lane, const char* op);
     // Every lane of `mask` deposits a predicate; returns the ballot of the lanes in `mask`.
     unsigned warp_ballot(unsigned mask, bool predicate, const char* op);
+    // The wide exchange behind the warp-collective matrix operations (mma, ldmatrix; see mma.h): every
+    // lane of `mask` deposits `bytes` bytes from `mine`; once all have, each copies the 32 deposits into
+    // `all32` (32 * bytes; lane i's at i * bytes, 0xFF bytes for lanes outside the mask). Lanes of the
+    // mask that do not exist (a block size that is not a multiple of 32) fail the launch, naming `op`.
+    void warp_gather(unsigned mask, const void* mine, size_t bytes, void* all32, const char* op);
     unsigned lane_id();
     void* dynamic_shared();
 

@@ -6,8 +6,10 @@
 #include "../cast.cu"
 #include "../reduce.cu"
 #include "../layernorm.cu"
+#include "../mma_check.cu"
 #include "test_kernels.cu"
 #include "test_reduce.cu"
+#include "test_mma.cu"
 #include "kernels.h"
 
 #include <string.h>
@@ -56,6 +58,16 @@ namespace
         // test_reduce.cu (planted bugs in the row reduction; never embedded for NVRTC)
         PHI2_EMU_ENTRY(emu_test_row_sum_unsynced),
         PHI2_EMU_ENTRY(emu_test_row_sum_wrong_lane),
+        // test_mma.cu (the tensor-core wrappers: products by hand and over k, planted bugs; never embedded for NVRTC)
+        PHI2_EMU_ENTRY(emu_test_mma_by_hand_bf16),
+        PHI2_EMU_ENTRY(emu_test_mma_by_hand_swapped_bf16),
+        PHI2_EMU_ENTRY(emu_test_mma_gemm_bf16),
+        PHI2_EMU_ENTRY(emu_test_mma_lane_exits),
+        PHI2_EMU_ENTRY(emu_test_ldmatrix_misaligned),
+        // mma_check.cu (the tensor-core wrappers on one tile, for the device checks; a real kernel file, for NVRTC too)
+        PHI2_EMU_ENTRY(mma_tile_bf16),
+        PHI2_EMU_ENTRY(mma_tile_f16),
+        PHI2_EMU_ENTRY(ldmatrix_fragments_b16),
     };
 }
 

@@ -18,6 +18,7 @@ public static class DeviceCheckCatalog
             CastChecks.All,
             ReductionChecks.All,
             LayerNormChecks.All,
+            MmaChecks.All,
         ];
         var all = families.SelectMany(f => f).ToList();
         var duplicate = all.GroupBy(c => c.Name).FirstOrDefault(g => g.Count() > 1);
