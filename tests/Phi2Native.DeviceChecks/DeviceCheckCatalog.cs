@@ -19,6 +19,7 @@ public static class DeviceCheckCatalog
             ReductionChecks.All,
             LayerNormChecks.All,
             MmaChecks.All,
+            BlasChecks.All,
         ];
         var all = families.SelectMany(f => f).ToList();
         var duplicate = all.GroupBy(c => c.Name).FirstOrDefault(g => g.Count() > 1);

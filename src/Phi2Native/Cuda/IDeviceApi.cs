@@ -122,6 +122,12 @@ public interface IDeviceApi : IDisposable
     /// <summary>Destroys an event from <see cref="RecordEvent"/>.</summary>
     void DestroyEvent(DeviceEvent deviceEvent);
 
+    /// <summary>
+    /// The device's matrix products (cuBLAS and cuBLASLt on a GPU, a checked CPU reference on the emulated device),
+    /// ordered on the streams they are given like every other call. The device owns it and disposes of it.
+    /// </summary>
+    IBlas Blas { get; }
+
     /// <summary>What this device is, for logs and reports: e.g. "NVIDIA H200 (sm_90)" or "emulated (libphi2emu)".</summary>
     string Name { get; }
 

@@ -99,6 +99,7 @@ public class KernelLauncherTests
         private static Exception Called(string call) => new AssertionException($"the launcher called IDeviceApi.{call}");
         public string Name => "no calls";
         public DeviceMemoryStatistics Memory => throw Called(nameof(Memory));
+        public IBlas Blas => throw Called(nameof(Blas));
         public DevicePtr Allocate(long bytes) => throw Called(nameof(Allocate));
         public void Free(DevicePtr pointer) => throw Called(nameof(Free));
         public void CopyToDevice(DevicePtr destination, ReadOnlySpan<byte> source, DeviceStream stream) => throw Called(nameof(CopyToDevice));
