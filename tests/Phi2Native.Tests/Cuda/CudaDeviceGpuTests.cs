@@ -170,7 +170,7 @@ public class CudaDeviceGpuTests : Support.TemporaryDirectoryTest
         using var da = DeviceBuffer.Upload(_device, DType.F32, a);
         using var db = DeviceBuffer.Upload(_device, DType.F32, b);
         using var dy = DeviceBuffer.Allocate(_device, DType.F32, n);
-        ElementwiseKernels.AddF32(_device, da.Pointer, db.Pointer, dy.Pointer, n);
+        ElementwiseKernels.Add(_device, DType.F32, da.Pointer, db.Pointer, dy.Pointer, n);
         Assert.That(dy.Download(), Is.EqualTo(a.Zip(b, (x, y) => x + y).ToArray()));
     }
 
