@@ -100,6 +100,87 @@ PHI2_DEVICE float warp_max(float v)
     return v;
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Dtype tags: one kernel template serves fp32, bf16 and fp16.
+//
+// bf16_t and f16_t are both `unsigned short`, so neither overloading nor `a + b` can tell them apart
+// (on a bf16_t, `a + b` is an integer add). A kernel template therefore takes a dtype tag D, never the
+// storage type: D::type is the element type in memory, D::to_f32 widens (exactly) and D::from_f32
+// rounds to nearest even, once, on the way out. load<D>/store<D> read and write element i of a D
+// buffer as fp32; `D::type` in a parameter list is not deduced, so every call names its dtype.
+// ---------------------------------------------------------------------------------------------------
+
+struct dtype_f32
+{
+    typedef float type;
+    static PHI2_DEVICE float to_f32(float v) { return v; }
+    static PHI2_DEVICE float from_f32(float v) { return v; }
+};
+
+struct dtype_bf16
+{
+    typedef bf16_t type;
+    static PHI2_DEVICE float to_f32(bf16_t v) { return bf16_to_f32(v); }
+    static PHI2_DEVICE bf16_t from_f32(float v) { return f32_to_bf16(v); }
+};
+
+struct dtype_f16
+{
+    typedef f16_t type;
+    static PHI2_DEVICE float to_f32(f16_t v) { return f16_to_f32(v); }
+    static PHI2_DEVICE f16_t from_f32(float v) { return f32_to_f16(v); }
+};
+
+template <typename D> PHI2_DEVICE float load(const typename D::type* p, long long i) { return D::to_f32(p[i]); }
+template <typename D> PHI2_DEVICE void store(typename D::type* p, long long i, float v) { p[i] = D::from_f32(v); }
+
+// ---------------------------------------------------------------------------------------------------
+// Block reductions: warp shuffles, one partial per warp through shared memory, then a final warp.
+//
+// block_sum / block_max return the reduction of v over every thread of the block to every thread.
+// Requirements: blockDim.x a multiple of 32 (full-mask shuffles need whole warps) and at most 1024,
+// blockDim.y == blockDim.z == 1; `scratch` points at >= blockDim.x / 32 floats of shared memory; every
+// thread of the block calls it (it holds two __syncthreads), so no thread may have returned early.
+// The same scratch may serve consecutive calls: the trailing barrier keeps a fast warp's next write
+// from landing before a slow warp has read this call's partials.
+// ---------------------------------------------------------------------------------------------------
+
+// The sum; identity 0.
+struct reduce_sum
+{
+    static PHI2_DEVICE float identity() { return 0.0f; }
+    static PHI2_DEVICE float combine(float a, float b) { return a + b; }
+};
+
+// The maximum; identity -Inf. A NaN wins (torch.max's rule), where fmaxf would drop it.
+struct reduce_max
+{
+    static PHI2_DEVICE float identity() { return __uint_as_float(0xff800000u); }
+    static PHI2_DEVICE float combine(float a, float b) { return (a > b || a != a) ? a : b; }
+};
+
+// Every lane of a whole warp ends with the reduction over the warp (butterfly: xor exchanges).
+template <typename Op> PHI2_DEVICE float warp_reduce(float v)
+{
+    for (int offset = 16; offset > 0; offset >>= 1) v = Op::combine(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}
+
+template <typename Op> PHI2_DEVICE float block_reduce(float v, float* scratch)
+{
+    unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    v = warp_reduce<Op>(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    // Every warp reduces the partials itself, so the result reaches all threads without a broadcast.
+    v = warp_reduce<Op>(lane < warps ? scratch[lane] : Op::identity());
+    __syncthreads();
+    return v;
+}
+
+PHI2_DEVICE float block_sum(float v, float* scratch) { return block_reduce<reduce_sum>(v, scratch); }
+PHI2_DEVICE float block_max(float v, float* scratch) { return block_reduce<reduce_max>(v, scratch); }
+
 // Tensor cores (sm_80 and later): mma.sync m16n8k16 with fp32 accumulators, and ldmatrix to feed it from
 // shared memory. Fragment layouts (PTX ISA "Matrix fragments for mma.m16n8k16"; DESIGN.md has the table),
 // g = lane >> 2, t = lane % 4, each 32-bit register holding two 16-bit elements, the lower index low:

@@ -15,6 +15,9 @@ public static class DeviceCheckCatalog
         IEnumerable<DeviceCheck>[] families =
         [
             ElementwiseChecks.All,
+            CastChecks.All,
+            ReductionChecks.All,
+            LayerNormChecks.All,
             MmaChecks.All,
             BlasChecks.All,
         ];

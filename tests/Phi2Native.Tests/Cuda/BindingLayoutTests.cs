@@ -22,6 +22,7 @@ public class BindingLayoutTests
         Assert.That((int)CuResult.ErrorNoDevice, Is.EqualTo(100));
         Assert.That((int)CuResult.ErrorInvalidPtx, Is.EqualTo(218));
         Assert.That((int)CuResult.ErrorNotFound, Is.EqualTo(500));
+        Assert.That((int)CuResult.ErrorNotReady, Is.EqualTo(600));
         Assert.That((int)CuResult.ErrorIllegalAddress, Is.EqualTo(700));
         Assert.That((int)CuResult.ErrorLaunchFailed, Is.EqualTo(719));
         Assert.That((int)CuResult.ErrorUnknown, Is.EqualTo(999));
@@ -35,6 +36,9 @@ public class BindingLayoutTests
         Assert.That((int)CuDeviceAttribute.MultiprocessorCount, Is.EqualTo(16));
         Assert.That((int)CuDeviceAttribute.MaxSharedMemoryPerBlockOptin, Is.EqualTo(97));
         Assert.That((int)CuFunctionAttribute.MaxDynamicSharedSizeBytes, Is.EqualTo(8));
+        Assert.That(CudaDriver.StreamNonBlocking, Is.EqualTo(1u));
+        Assert.That(CudaDriver.EventDefault, Is.EqualTo(0u));
+        Assert.That(CudaDriver.EventDisableTiming, Is.EqualTo(2u));
     }
 
     [Test]
