@@ -97,13 +97,13 @@ namespace Phi2Native.GpuCheck
                 return 1;
             }
             string name = device.Name;
-            var index = KernelIndex.Load();
+            var sources = Reports.LoadKernelSources(out string sourcesText);
             IReadOnlyList<KernelCompileReport>? reports;
             IReadOnlyList<CheckOutcome> outcomes;
             bool compiled, closed;
             try
             {
-                output.WriteLine($"device: {name}; kernel sources: {index.Source}");
+                output.WriteLine($"device: {name}; kernel sources: {sourcesText}");
                 output.WriteLine();
                 output.WriteLine($"== NVRTC: every kernel file for {name} ==");
                 reports = CompileKernels(device, options.Markdown, output, out compiled);
@@ -116,7 +116,7 @@ namespace Phi2Native.GpuCheck
                 closed = CloseQuietly(device, output);
             }
             var summary = new RunSummary(name, outcomes, catalogCount, options.Filter, compiled);
-            WriteEnd(output, summary, Reports.CompiledColumn(index, reports), options.Markdown);
+            WriteEnd(output, summary, Reports.CompiledColumn(sources, reports), options.Markdown);
             return closed ? summary.ExitCode : 1;
         }
 
@@ -169,7 +169,8 @@ namespace Phi2Native.GpuCheck
             string name;
             using (var probe = new EmulatedDevice()) name = probe.Name;
             output.WriteLine($"device: {name}, from {emulator.LoadedFrom} (kernels compiled by g++ at build time, no NVRTC)");
-            output.WriteLine($"kernel sources: {KernelIndex.Load().Source}");
+            Reports.LoadKernelSources(out string sourcesText);
+            output.WriteLine($"kernel sources: {sourcesText}");
             output.WriteLine();
             output.WriteLine($"== checks on {name}, a fresh device each (time: host time, nothing about a GPU) ==");
             // A fresh device per check, as the NUnit fixture makes one: a check cannot inherit another's state.

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Phi2Native.Cuda;
 using Phi2Native.DeviceChecks;
 
 namespace Phi2Native.GpuCheck;
@@ -97,18 +98,36 @@ internal static class Reports
     /// <summary>
     /// The "compiled" cell on a GPU: "yes" when every kernel file the check's kernels live in compiled, "NO" when one
     /// did not, "n/a" when none of its kernels is an NVRTC kernel (cuBLAS calls only), "?" when that cannot be told
-    /// (the compile step failed, or the kernel sources were not found).
+    /// (the compile step failed, or the kernel sources could not be read).
     /// </summary>
-    public static Func<DeviceCheck, string> CompiledColumn(KernelIndex index, IReadOnlyList<KernelCompileReport>? reports)
+    /// <param name="sources">The kernel sources, which map each entry point to its file (the map launches use).</param>
+    /// <param name="reports">NVRTC's reports, or null when the compile step failed.</param>
+    public static Func<DeviceCheck, string> CompiledColumn(KernelSourceCatalog? sources, IReadOnlyList<KernelCompileReport>? reports)
     {
         var byFile = (reports ?? []).GroupBy(r => r.File, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.All(r => r.Compiled), StringComparer.Ordinal);
         return check =>
         {
-            if (index.IsEmpty || reports is null) return "?";
-            var files = check.Kernels.Select(index.FileOf).OfType<string>().Distinct().ToList();
+            if (sources is null || reports is null) return "?";
+            var files = check.Kernels.Select(k => sources.KernelFiles.GetValueOrDefault(k)).OfType<string>().Distinct().ToList();
             if (files.Count == 0) return "n/a";
             if (files.Any(f => byFile.TryGetValue(f, out bool compiled) && !compiled)) return "NO";
             return files.All(byFile.ContainsKey) ? "yes" : "?";
         };
+    }
+
+    /// <summary>The kernel sources embedded in Phi2Native, or null with <paramref name="description"/> saying why; never throws.</summary>
+    public static KernelSourceCatalog? LoadKernelSources(out string description)
+    {
+        try
+        {
+            var sources = KernelSourceCatalog.Embedded;
+            description = $"{sources.Files.Count} kernel files embedded in Phi2Native ({sources.KernelFiles.Count} entry points)";
+            return sources;
+        }
+        catch (Exception e)
+        {
+            description = $"the embedded kernel sources could not be read: {e.GetType().Name}: {e.Message}";
+            return null;
+        }
     }
 }

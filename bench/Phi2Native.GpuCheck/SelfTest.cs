@@ -50,13 +50,17 @@ internal static class SelfTest
         ExpectExit("the planted run", new RunSummary("emu", outcomes, outcomes.Count, null, true), 1);
 
         // The GPU-only reporting: the NVRTC table and the "compiled" column, over planted sources and reports.
-        var index = KernelIndex.Build([("good.cu", "PHI2_KERNEL void k_good(int n) {}"), ("bad.cu", "extern \"C\" __global__ void k_bad(int n) {}")], "planted");
+        var sources = new KernelSourceCatalog(new Dictionary<string, string>
+        {
+            ["good.cu"] = "PHI2_KERNEL void k_good(int n) {}",
+            ["bad.cu"] = "PHI2_KERNEL void k_bad(int n) {}",
+        }, []);
         KernelCompileReport[] reports = [new("good.cu", true, true, 0.01, null), new("bad.cu", false, false, 0.2, "bad.cu(1): error: planted")];
-        var column = Reports.CompiledColumn(index, reports);
+        var column = Reports.CompiledColumn(sources, reports);
         (string[] Kernels, string Expected, Func<DeviceCheck, string> Column)[] cells =
         [
             (["k_good"], "yes", column), (["k_good", "k_bad"], "NO", column), (["cublasGemmEx"], "n/a", column),
-            (["k_good"], "?", Reports.CompiledColumn(index, null)),
+            (["k_good"], "?", Reports.CompiledColumn(sources, null)),
         ];
         foreach (var (kernels, expectedCell, columnOf) in cells)
         {
