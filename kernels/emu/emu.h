@@ -23,6 +23,9 @@
 #define __restrict__ __restrict
 #define __shared__ static thread_local
 #define __align__(n) __attribute__((aligned(n)))
+// Occupancy hints for the GPU's register allocator; nothing to do on the CPU.
+#define __launch_bounds__(...)
+#define __noinline__ __attribute__((noinline))
 
 struct uint3 { unsigned x, y, z; };
 struct dim3
@@ -145,3 +148,6 @@ inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __ffs(int x) { return __builtin_ffs(x); }
 inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
 template <typename T> inline T __ldg(const T* p) { return *p; }
+
+// Last: names outside the subset, so a kernel using one fails to build with a message that says so.
+#include "unsupported.h"

@@ -68,7 +68,7 @@ public sealed unsafe class CudaBlas : IBlas, IDisposable
         BlasArguments.Gemm(nameof(GemmEx), transposeA, transposeB, m, n, k, a, aType, lda, 0, b, bType, ldb, 0, c, cType, ldc, 0, 1);
         lock (_gate)
         {
-            ThrowIfDisposed();
+            Enter();
             Cublas.Check(Cublas.cublasSetStream(_cublas, stream.Handle));
             Cublas.Check(Cublas.cublasGemmEx(_cublas, (CublasOperation)transposeA, (CublasOperation)transposeB, m, n, k, &alpha,
                 a.Address, ToCublas(aType), lda, b.Address, ToCublas(bType), ldb, &beta,
@@ -85,7 +85,7 @@ public sealed unsafe class CudaBlas : IBlas, IDisposable
             a, aType, lda, strideA, b, bType, ldb, strideB, c, cType, ldc, strideC, batchCount);
         lock (_gate)
         {
-            ThrowIfDisposed();
+            Enter();
             Cublas.Check(Cublas.cublasSetStream(_cublas, stream.Handle));
             Cublas.Check(Cublas.cublasGemmStridedBatchedEx(_cublas, (CublasOperation)transposeA, (CublasOperation)transposeB, m, n, k, &alpha,
                 a.Address, ToCublas(aType), lda, strideA, b.Address, ToCublas(bType), ldb, strideB, &beta,
@@ -102,7 +102,7 @@ public sealed unsafe class CudaBlas : IBlas, IDisposable
         var key = CudaBlasLtPlanKey.Of(x);
         lock (_gate)
         {
-            ThrowIfDisposed();
+            Enter();
             if (!_plans.TryGetValue(key, out var plan))
             {
                 if (_plans.Count >= MaxPlans) ClearPlans();
@@ -153,6 +153,14 @@ public sealed unsafe class CudaBlas : IBlas, IDisposable
     {
         foreach (var plan in _plans.Values) plan.Dispose();
         _plans.Clear();
+    }
+
+    // cuBLAS runs in whichever context is current on the calling thread; a thread that never set one would get
+    // device 0's, so the owning device's context is made current before every call.
+    private void Enter()
+    {
+        ThrowIfDisposed();
+        (_device as CudaDevice)?.MakeCurrent();
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
