@@ -20,6 +20,11 @@ public static class DeviceCheckCatalog
             LayerNormChecks.All,
             MmaChecks.All,
             BlasChecks.All,
+            // embedding.cu, rotary.cu, cache.cu, transpose.cu
+            EmbeddingChecks.All,
+            RotaryChecks.All,
+            CacheChecks.All,
+            TransposeChecks.All,
         ];
         var all = families.SelectMany(f => f).ToList();
         var duplicate = all.GroupBy(c => c.Name).FirstOrDefault(g => g.Count() > 1);
