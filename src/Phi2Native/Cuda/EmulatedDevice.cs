@@ -35,7 +35,7 @@ public sealed class EmulatedDeviceException : Phi2Exception
 /// reused while it is remembered), so a use after free is refused by copies and caught after a launch.
 /// </summary>
 /// <remarks>Thread-safe: every call takes one lock (the emulator serializes launches process-wide anyway).</remarks>
-public sealed unsafe class EmulatedDevice : IDeviceApi
+public sealed unsafe partial class EmulatedDevice : IDeviceApi
 {
     /// <summary>Bytes of guard band before and after each allocation; also the alignment of user pointers, as cudaMalloc's.</summary>
     public const int GuardBytes = 256;
@@ -139,6 +139,7 @@ public sealed unsafe class EmulatedDevice : IDeviceApi
     {
         lock (_gate)
         {
+            CheckStream(nameof(CopyToDevice), stream);
             byte* p = Check(nameof(CopyToDevice), destination, source.Length);
             source.CopyTo(new Span<byte>(p, source.Length));
         }
@@ -149,6 +150,7 @@ public sealed unsafe class EmulatedDevice : IDeviceApi
     {
         lock (_gate)
         {
+            CheckStream(nameof(CopyToHost), stream);
             byte* p = Check(nameof(CopyToHost), source, destination.Length);
             new ReadOnlySpan<byte>(p, destination.Length).CopyTo(destination);
         }
@@ -159,6 +161,7 @@ public sealed unsafe class EmulatedDevice : IDeviceApi
     {
         lock (_gate)
         {
+            CheckStream(nameof(Fill), stream);
             byte* p = Check(nameof(Fill), pointer, bytes);
             Fill(p, bytes, value);
         }
@@ -170,7 +173,7 @@ public sealed unsafe class EmulatedDevice : IDeviceApi
         ArgumentNullException.ThrowIfNull(kernelName);
         lock (_gate)
         {
-            ThrowIfDisposed(nameof(Launch));
+            CheckStream(nameof(Launch), stream);
             try
             {
                 EmulatorNative.LaunchChecked(kernelName, (grid.X, grid.Y, grid.Z), (block.X, block.Y, block.Z), dynamicSharedBytes, argPointers);
@@ -186,7 +189,7 @@ public sealed unsafe class EmulatedDevice : IDeviceApi
     /// <summary>Launches run synchronously, so by the time this is called every error has already been thrown.</summary>
     public void Synchronize(DeviceStream stream)
     {
-        lock (_gate) ThrowIfDisposed(nameof(Synchronize));
+        lock (_gate) CheckStream(nameof(Synchronize), stream);
     }
 
     /// <summary>Frees every live and quarantined allocation. Pointers handed out before become invalid.</summary>

@@ -26,7 +26,7 @@ public readonly record struct DevicePtr(ulong Address)
 
 /// <summary>
 /// A stream on which copies, fills and launches are ordered (a CUstream). <see cref="Default"/> is the legacy
-/// default stream; creating more streams arrives with events.
+/// default stream; <see cref="IDeviceApi.CreateStream"/> makes more.
 /// </summary>
 /// <param name="Handle">The native handle; 0 is the default stream.</param>
 public readonly record struct DeviceStream(nint Handle)
@@ -34,6 +34,13 @@ public readonly record struct DeviceStream(nint Handle)
     /// <summary>The default stream (handle 0), which every device has without creating it.</summary>
     public static DeviceStream Default => default;
 }
+
+/// <summary>
+/// A marker recorded on a stream (a CUevent): it completes when the work queued before it has, and two of them
+/// time the work between them.
+/// </summary>
+/// <param name="Handle">The native handle (on the emulated device, an index into its own table).</param>
+public readonly record struct DeviceEvent(nint Handle);
 
 /// <summary>A launch's grid or block extent, as cuLaunchKernel takes it.</summary>
 /// <param name="X">Extent along x (at least 1).</param>
@@ -81,6 +88,9 @@ public interface IDeviceApi : IDisposable
     /// <summary>Copies <c>destination.Length</c> bytes of device memory at <paramref name="source"/> into <paramref name="destination"/>.</summary>
     void CopyToHost(Span<byte> destination, DevicePtr source, DeviceStream stream);
 
+    /// <summary>Copies <paramref name="bytes"/> bytes of device memory from <paramref name="source"/> to <paramref name="destination"/> (the ranges must not overlap).</summary>
+    void CopyOnDevice(DevicePtr destination, DevicePtr source, long bytes, DeviceStream stream);
+
     /// <summary>Sets <paramref name="bytes"/> bytes at <paramref name="pointer"/> to <paramref name="value"/> (cuMemsetD8).</summary>
     void Fill(DevicePtr pointer, byte value, long bytes, DeviceStream stream);
 
@@ -93,6 +103,27 @@ public interface IDeviceApi : IDisposable
 
     /// <summary>Waits until all work queued on <paramref name="stream"/> has finished, and reports its errors.</summary>
     void Synchronize(DeviceStream stream);
+
+    /// <summary>Creates a stream that does not synchronize with the default stream; destroy it with <see cref="DestroyStream"/>.</summary>
+    DeviceStream CreateStream();
+
+    /// <summary>Destroys a stream from <see cref="CreateStream"/> once its queued work has finished; the default stream cannot be destroyed.</summary>
+    void DestroyStream(DeviceStream stream);
+
+    /// <summary>Records a timing event on <paramref name="stream"/>: it completes when the work queued before it has.</summary>
+    DeviceEvent RecordEvent(DeviceStream stream);
+
+    /// <summary>
+    /// Milliseconds between two recorded events, waiting for <paramref name="end"/> to complete. On the emulated
+    /// device this is host time, which says nothing about a GPU.
+    /// </summary>
+    float ElapsedMilliseconds(DeviceEvent start, DeviceEvent end);
+
+    /// <summary>Destroys an event from <see cref="RecordEvent"/>.</summary>
+    void DestroyEvent(DeviceEvent deviceEvent);
+
+    /// <summary>What this device is, for logs and reports: e.g. "NVIDIA H200 (sm_90)" or "emulated (libphi2emu)".</summary>
+    string Name { get; }
 
     /// <summary>The device's allocation statistics right now.</summary>
     DeviceMemoryStatistics Memory { get; }

@@ -1,0 +1,25 @@
+using Phi2Native.Cuda;
+
+namespace Phi2Native.Backends.Cuda;
+
+/// <summary>Grid arithmetic shared by the kernel launchers.</summary>
+public static class LaunchShape
+{
+    /// <summary>Enough blocks of <paramref name="blockSize"/> threads to give each of <paramref name="elements"/> one thread.</summary>
+    public static Dim3 Linear(long elements, uint blockSize)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(elements);
+        long blocks = (elements + blockSize - 1) / blockSize;
+        // cuLaunchKernel's grid.x limit; beyond it a kernel must loop, which these one-thread-per-element kernels do not.
+        if (blocks > int.MaxValue) throw new ArgumentOutOfRangeException(nameof(elements), elements, "too many elements for a one-dimensional grid");
+        return new Dim3((uint)blocks);
+    }
+
+    /// <summary>An element count as the <c>int n</c> kernels take, refusing what does not fit.</summary>
+    public static int Count(long elements, string argument)
+    {
+        if (elements <= 0 || elements > int.MaxValue)
+            throw new ArgumentOutOfRangeException(argument, elements, "kernels take an element count in 1..2^31-1");
+        return (int)elements;
+    }
+}
