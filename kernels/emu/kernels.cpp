@@ -26,6 +26,7 @@ namespace
         PHI2_EMU_ENTRY(emu_test_block_sum),
         PHI2_EMU_ENTRY(emu_test_convert),
         PHI2_EMU_ENTRY(emu_test_write_past_end),
+        PHI2_EMU_ENTRY(emu_test_read_shifted),
     };
 }
 

@@ -1,9 +1,11 @@
 // launch.cpp - the emulator's runtime: emu_launch walks the grid block by block and runs the threads
 // of each block as fibers (fiber.h), switching only at barriers, so a kernel's result never depends
 // on the host's scheduling. Anything the GPU leaves undefined that can be detected here fails the
-// launch with a message naming the kernel, the block and the thread.
+// launch with a message naming the kernel, the block and the thread; so does a kernel's access to a
+// guard page or freed memory (guard.h).
 #include "emu.h"
 #include "fiber.h"
+#include "guard.h"
 #include "kernels.h"
 
 #include <link.h>
@@ -54,9 +56,8 @@ namespace
         unsigned char* dynamic_shared = nullptr;
     };
 
-    // Launches share the module's TLS refill, the fiber stacks and the non-reentrant fiber state of
-    // their OS thread; serializing them costs nothing for tests and keeps the model simple.
-    std::mutex launch_mutex;
+    // Launches share the module's TLS refill, the fiber stacks and the fault handler's state, so they
+    // are serialized by guard.h's launch_mutex; that costs nothing for tests and keeps the model simple.
 
     // The fiber stacks, kept from launch to launch (guarded by launch_mutex): mapping them and faulting
     // their first pages in again cost ~0.45 ms per launch of 256 threads (add_f32 over 1000 elements:
@@ -94,6 +95,9 @@ namespace
         context_switch(l.fibers[l.current].context, l.scheduler);
         __builtin_unreachable();
     }
+
+    // Where the fault handler resumes a fiber that touched a guard page, freed memory or no memory.
+    [[noreturn]] void fail_on_fault() { fail_current(guard_fault_message()); }
 
     void yield_to_scheduler()
     {
@@ -311,6 +315,7 @@ extern "C" __attribute__((visibility("default"))) int emu_launch(
     unsigned block_z, int dynamic_shared_bytes, void** args, char* error_buffer, int error_length)
 {
     std::lock_guard<std::mutex> guard(launch_mutex);
+    guard_install();
     const KernelEntry* entry = find_kernel(name);
     if (!entry)
     {
@@ -355,6 +360,7 @@ extern "C" __attribute__((visibility("default"))) int emu_launch(
     }
 
     bool ok = true;
+    guard_begin_launch(stacks, stack_bytes, fail_on_fault);
     for (unsigned z = 0; ok && z < grid_z; z++)
         for (unsigned y = 0; ok && y < grid_y; y++)
             for (unsigned x = 0; ok && x < grid_x; x++)
@@ -366,6 +372,7 @@ extern "C" __attribute__((visibility("default"))) int emu_launch(
                 start_fibers(launch, stacks);
                 ok = run_block(launch);
             }
+    guard_end_launch();
     current_launch = nullptr;
     if (!ok)
     {
