@@ -11,8 +11,20 @@
 #define PHI2_DYNAMIC_SHARED(T, name) \
     extern __shared__ __align__(16) unsigned char phi2_dynamic_shared_[]; \
     T* name = reinterpret_cast<T*>(phi2_dynamic_shared_)
+// The 32-bit shared-window address of a generic pointer into shared memory, as ldmatrix's .shared form
+// takes it. Plain PTX (cvta.to.shared), so it depends on no toolkit header or NVRTC built-in.
+__device__ __forceinline__ unsigned phi2_shared_window_address(const void* p)
+{
+    unsigned address;
+    asm("{ .reg .u64 phi2_p;\n\t"
+        "cvta.to.shared.u64 phi2_p, %1;\n\t"
+        "cvt.u32.u64 %0, phi2_p; }\n"
+        : "=r"(address) : "l"((unsigned long long)p));
+    return address;
+}
 #else
 #include "emu/emu.h"
+#include "emu/mma.h"
 #define PHI2_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(phi2_emu::dynamic_shared())
 #endif
 
@@ -86,4 +98,180 @@ PHI2_DEVICE float warp_max(float v)
 {
     for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
     return v;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Dtype tags: one kernel template serves fp32, bf16 and fp16.
+//
+// bf16_t and f16_t are both `unsigned short`, so neither overloading nor `a + b` can tell them apart
+// (on a bf16_t, `a + b` is an integer add). A kernel template therefore takes a dtype tag D, never the
+// storage type: D::type is the element type in memory, D::to_f32 widens (exactly) and D::from_f32
+// rounds to nearest even, once, on the way out. load<D>/store<D> read and write element i of a D
+// buffer as fp32; `D::type` in a parameter list is not deduced, so every call names its dtype.
+// ---------------------------------------------------------------------------------------------------
+
+struct dtype_f32
+{
+    typedef float type;
+    static PHI2_DEVICE float to_f32(float v) { return v; }
+    static PHI2_DEVICE float from_f32(float v) { return v; }
+};
+
+struct dtype_bf16
+{
+    typedef bf16_t type;
+    static PHI2_DEVICE float to_f32(bf16_t v) { return bf16_to_f32(v); }
+    static PHI2_DEVICE bf16_t from_f32(float v) { return f32_to_bf16(v); }
+};
+
+struct dtype_f16
+{
+    typedef f16_t type;
+    static PHI2_DEVICE float to_f32(f16_t v) { return f16_to_f32(v); }
+    static PHI2_DEVICE f16_t from_f32(float v) { return f32_to_f16(v); }
+};
+
+template <typename D> PHI2_DEVICE float load(const typename D::type* p, long long i) { return D::to_f32(p[i]); }
+template <typename D> PHI2_DEVICE void store(typename D::type* p, long long i, float v) { p[i] = D::from_f32(v); }
+
+// ---------------------------------------------------------------------------------------------------
+// Block reductions: warp shuffles, one partial per warp through shared memory, then a final warp.
+//
+// block_sum / block_max return the reduction of v over every thread of the block to every thread.
+// Requirements: blockDim.x a multiple of 32 (full-mask shuffles need whole warps) and at most 1024,
+// blockDim.y == blockDim.z == 1; `scratch` points at >= blockDim.x / 32 floats of shared memory; every
+// thread of the block calls it (it holds two __syncthreads), so no thread may have returned early.
+// The same scratch may serve consecutive calls: the trailing barrier keeps a fast warp's next write
+// from landing before a slow warp has read this call's partials.
+// ---------------------------------------------------------------------------------------------------
+
+// The sum; identity 0.
+struct reduce_sum
+{
+    static PHI2_DEVICE float identity() { return 0.0f; }
+    static PHI2_DEVICE float combine(float a, float b) { return a + b; }
+};
+
+// The maximum; identity -Inf. A NaN wins (torch.max's rule), where fmaxf would drop it.
+struct reduce_max
+{
+    static PHI2_DEVICE float identity() { return __uint_as_float(0xff800000u); }
+    static PHI2_DEVICE float combine(float a, float b) { return (a > b || a != a) ? a : b; }
+};
+
+// Every lane of a whole warp ends with the reduction over the warp (butterfly: xor exchanges).
+template <typename Op> PHI2_DEVICE float warp_reduce(float v)
+{
+    for (int offset = 16; offset > 0; offset >>= 1) v = Op::combine(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}
+
+template <typename Op> PHI2_DEVICE float block_reduce(float v, float* scratch)
+{
+    unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    v = warp_reduce<Op>(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    // Every warp reduces the partials itself, so the result reaches all threads without a broadcast.
+    v = warp_reduce<Op>(lane < warps ? scratch[lane] : Op::identity());
+    __syncthreads();
+    return v;
+}
+
+PHI2_DEVICE float block_sum(float v, float* scratch) { return block_reduce<reduce_sum>(v, scratch); }
+PHI2_DEVICE float block_max(float v, float* scratch) { return block_reduce<reduce_max>(v, scratch); }
+
+// Tensor cores (sm_80 and later): mma.sync m16n8k16 with fp32 accumulators, and ldmatrix to feed it from
+// shared memory. Fragment layouts (PTX ISA "Matrix fragments for mma.m16n8k16"; DESIGN.md has the table),
+// g = lane >> 2, t = lane % 4, each 32-bit register holding two 16-bit elements, the lower index low:
+//   A 16x16 row-major, a[0..3] = A[g][2t..2t+1], A[g+8][2t..2t+1], A[g][2t+8..2t+9], A[g+8][2t+8..2t+9]
+//   B 16x8 (k x n) column-major, b[0..1] = B[2t..2t+1][g], B[2t+8..2t+9][g]
+//   C, D 16x8 fp32, c[0..3] = C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1]
+// All are warp-collective: the 32 lanes of a warp call the same wrapper together (whole warps, no
+// divergence); the emulator fails a launch that breaks this.
+
+// One fragment register from two 16-bit values: `lo` is the element with the lower column (or k) index.
+PHI2_DEVICE unsigned pack_b16x2(unsigned short lo, unsigned short hi) { return (unsigned)lo | ((unsigned)hi << 16); }
+PHI2_DEVICE unsigned pack_bf16x2(float lo, float hi) { return pack_b16x2(f32_to_bf16(lo), f32_to_bf16(hi)); }
+PHI2_DEVICE unsigned pack_f16x2(float lo, float hi) { return pack_b16x2(f32_to_f16(lo), f32_to_f16(hi)); }
+
+// D = A * B + C over one warp, bf16 inputs: c holds this lane's C on entry and its D on return.
+PHI2_DEVICE void mma_m16n8k16_bf16(float c[4], const unsigned a[4], const unsigned b[2])
+{
+#ifdef __CUDACC_RTC__
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
+                 : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),
+                   "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+#else
+    phi2_emu::mma_m16n8k16(c, a, b, bf16_to_f32, "mma_m16n8k16_bf16");
+#endif
+}
+
+// D = A * B + C over one warp, fp16 inputs (fp32 accumulation), as mma_m16n8k16_bf16.
+PHI2_DEVICE void mma_m16n8k16_f16(float c[4], const unsigned a[4], const unsigned b[2])
+{
+#ifdef __CUDACC_RTC__
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
+                 : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),
+                   "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+#else
+    phi2_emu::mma_m16n8k16(c, a, b, f16_to_f32, "mma_m16n8k16_f16");
+#endif
+}
+
+// ldmatrix (8x8 matrices of 16-bit elements, from shared memory): lanes 8j..8j+7 pass the addresses of
+// rows 0..7 of matrix j (16 bytes each, 16-byte aligned; rows need not be contiguous); each lane gets in
+// r[j] the elements of matrix j at row lane / 4, columns 2 * (lane % 4) and +1. With _trans each lane
+// gets the transposed matrix's: elements (2 * (lane % 4), lane / 4) and (2 * (lane % 4) + 1, lane / 4).
+// For a 16x16 row-major A tile at `a` (row stride s elements), ldmatrix_x4(frag, a + (lane % 16) * s +
+// (lane / 16) * 8) yields the A fragment above; a k x n row-major B tile yields the B fragment through
+// ldmatrix_x2_trans(frag, b + (lane % 16) * s), an n x k one through ldmatrix_x2(frag, b + (lane % 8) * s
+// + (lane / 8 % 2) * 8).
+// x2 reads only lanes 0..15's addresses, but every lane must still pass a valid one (sm_75 needs it).
+PHI2_DEVICE void ldmatrix_x4(unsigned r[4], const void* shared_row_address)
+{
+#ifdef __CUDACC_RTC__
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(phi2_shared_window_address(shared_row_address)) : "memory");
+#else
+    phi2_emu::ldmatrix(r, 4, false, shared_row_address, "ldmatrix_x4");
+#endif
+}
+
+PHI2_DEVICE void ldmatrix_x2(unsigned r[2], const void* shared_row_address)
+{
+#ifdef __CUDACC_RTC__
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(phi2_shared_window_address(shared_row_address)) : "memory");
+#else
+    phi2_emu::ldmatrix(r, 2, false, shared_row_address, "ldmatrix_x2");
+#endif
+}
+
+PHI2_DEVICE void ldmatrix_x4_trans(unsigned r[4], const void* shared_row_address)
+{
+#ifdef __CUDACC_RTC__
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(phi2_shared_window_address(shared_row_address)) : "memory");
+#else
+    phi2_emu::ldmatrix(r, 4, true, shared_row_address, "ldmatrix_x4_trans");
+#endif
+}
+
+PHI2_DEVICE void ldmatrix_x2_trans(unsigned r[2], const void* shared_row_address)
+{
+#ifdef __CUDACC_RTC__
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(phi2_shared_window_address(shared_row_address)) : "memory");
+#else
+    phi2_emu::ldmatrix(r, 2, true, shared_row_address, "ldmatrix_x2_trans");
+#endif
 }

@@ -1,24 +1,31 @@
-// elementwise.cu - elementwise ops over contiguous buffers.
+// elementwise.cu - elementwise ops over contiguous buffers, computed in fp32 and rounded once on store.
 //
-// Kernels (all: grid ((n + 255) / 256), block (256), no dynamic shared memory; any block size works):
-//   add_f32(a, b, y, n)    y[i] = a[i] + b[i]    backward: dA = dB = dY, nothing saved
-//   scale_f32(x, y, a, n)  y[i] = a * x[i]       backward: dX = a * dY, nothing saved
-// y may alias a, b or x (each element is read before it is written, by the same thread).
+// Kernels (dtype: f32, bf16, f16; all: grid ((n + 255) / 256), block (256), no dynamic shared memory;
+// any block size and any grid that covers n work):
+//   add_{dtype}(a, b, y, n)    y[i] = a[i] + b[i]    backward: dA = dB = dY, nothing saved
+//   scale_{dtype}(x, y, a, n)  y[i] = a * x[i]       backward: dX = a * dY, nothing saved
+// y may alias a, b or x (each element is read before it is written, by the same thread). alpha is an
+// fp32 scalar whatever the dtype, as the CPU backend's ScaleInPlace takes (float)factor.
 #include "common.cuh"
 
-template <typename T>
-PHI2_DEVICE void add(const T* a, const T* b, T* y, int n)
+template <typename D>
+PHI2_DEVICE void add(const typename D::type* a, const typename D::type* b, typename D::type* y, int n)
 {
     int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    if (i < n) y[i] = a[i] + b[i];
+    if (i < n) store<D>(y, i, load<D>(a, i) + load<D>(b, i));
 }
 
-template <typename T>
-PHI2_DEVICE void scale(const T* x, T* y, float alpha, int n)
+template <typename D>
+PHI2_DEVICE void scale(const typename D::type* x, typename D::type* y, float alpha, int n)
 {
     int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    if (i < n) y[i] = (T)(alpha * x[i]);
+    if (i < n) store<D>(y, i, alpha * load<D>(x, i));
 }
 
-PHI2_KERNEL void add_f32(const float* a, const float* b, float* y, int n) { add<float>(a, b, y, n); }
-PHI2_KERNEL void scale_f32(const float* x, float* y, float alpha, int n) { scale<float>(x, y, alpha, n); }
+PHI2_KERNEL void add_f32(const float* a, const float* b, float* y, int n) { add<dtype_f32>(a, b, y, n); }
+PHI2_KERNEL void add_bf16(const bf16_t* a, const bf16_t* b, bf16_t* y, int n) { add<dtype_bf16>(a, b, y, n); }
+PHI2_KERNEL void add_f16(const f16_t* a, const f16_t* b, f16_t* y, int n) { add<dtype_f16>(a, b, y, n); }
+
+PHI2_KERNEL void scale_f32(const float* x, float* y, float alpha, int n) { scale<dtype_f32>(x, y, alpha, n); }
+PHI2_KERNEL void scale_bf16(const bf16_t* x, bf16_t* y, float alpha, int n) { scale<dtype_bf16>(x, y, alpha, n); }
+PHI2_KERNEL void scale_f16(const f16_t* x, f16_t* y, float alpha, int n) { scale<dtype_f16>(x, y, alpha, n); }

@@ -23,6 +23,9 @@
 #define __restrict__ __restrict
 #define __shared__ static thread_local
 #define __align__(n) __attribute__((aligned(n)))
+// Occupancy hints for the GPU's register allocator; nothing to do on the CPU.
+#define __launch_bounds__(...)
+#define __noinline__ __attribute__((noinline))
 
 struct uint3 { unsigned x, y, z; };
 struct dim3
@@ -47,6 +50,11 @@ namespace phi2_emu
     uint64_t warp_exchange(unsigned mask, uint64_t value, int src_lane, const char* op);
     // Every lane of `mask` deposits a predicate; returns the ballot of the lanes in `mask`.
     unsigned warp_ballot(unsigned mask, bool predicate, const char* op);
+    // The wide exchange behind the warp-collective matrix operations (mma, ldmatrix; see mma.h): every
+    // lane of `mask` deposits `bytes` bytes from `mine`; once all have, each copies the 32 deposits into
+    // `all32` (32 * bytes; lane i's at i * bytes, 0xFF bytes for lanes outside the mask). Lanes of the
+    // mask that do not exist (a block size that is not a multiple of 32) fail the launch, naming `op`.
+    void warp_gather(unsigned mask, const void* mine, size_t bytes, void* all32, const char* op);
     unsigned lane_id();
     void* dynamic_shared();
 
@@ -140,3 +148,6 @@ inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __ffs(int x) { return __builtin_ffs(x); }
 inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
 template <typename T> inline T __ldg(const T* p) { return *p; }
+
+// Last: names outside the subset, so a kernel using one fails to build with a message that says so.
+#include "unsupported.h"

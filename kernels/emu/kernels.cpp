@@ -3,7 +3,13 @@
 // its types are deduced from the kernel, and EmulatorTests checks that every PHI2_KERNEL in
 // kernels/*.cu and kernels/emu/*.cu has a row, so a forgotten row fails CI rather than a launch.
 #include "../elementwise.cu"
+#include "../cast.cu"
+#include "../reduce.cu"
+#include "../layernorm.cu"
+#include "../mma_check.cu"
 #include "test_kernels.cu"
+#include "test_reduce.cu"
+#include "test_mma.cu"
 #include "kernels.h"
 
 #include <string.h>
@@ -15,7 +21,30 @@ namespace
     const KernelEntry table[] = {
         // elementwise.cu
         PHI2_EMU_ENTRY(add_f32),
+        PHI2_EMU_ENTRY(add_bf16),
+        PHI2_EMU_ENTRY(add_f16),
         PHI2_EMU_ENTRY(scale_f32),
+        PHI2_EMU_ENTRY(scale_bf16),
+        PHI2_EMU_ENTRY(scale_f16),
+        // cast.cu
+        PHI2_EMU_ENTRY(cast_f32_bf16),
+        PHI2_EMU_ENTRY(cast_f32_f16),
+        PHI2_EMU_ENTRY(cast_bf16_f32),
+        PHI2_EMU_ENTRY(cast_bf16_f16),
+        PHI2_EMU_ENTRY(cast_f16_f32),
+        PHI2_EMU_ENTRY(cast_f16_bf16),
+        // reduce.cu
+        PHI2_EMU_ENTRY(row_sum_f32),
+        PHI2_EMU_ENTRY(row_sum_bf16),
+        PHI2_EMU_ENTRY(row_sum_f16),
+        PHI2_EMU_ENTRY(row_max_f32),
+        PHI2_EMU_ENTRY(row_max_bf16),
+        PHI2_EMU_ENTRY(row_max_f16),
+        // layernorm.cu
+        PHI2_EMU_ENTRY(layernorm_f32),
+        PHI2_EMU_ENTRY(layernorm_bf16),
+        PHI2_EMU_ENTRY(layernorm_backward_f32),
+        PHI2_EMU_ENTRY(layernorm_backward_bf16),
         // test_kernels.cu (planted bugs; never embedded for NVRTC)
         PHI2_EMU_ENTRY(emu_test_rotate_synced),
         PHI2_EMU_ENTRY(emu_test_rotate_unsynced),
@@ -27,6 +56,19 @@ namespace
         PHI2_EMU_ENTRY(emu_test_convert),
         PHI2_EMU_ENTRY(emu_test_write_past_end),
         PHI2_EMU_ENTRY(emu_test_read_shifted),
+        // test_reduce.cu (planted bugs in the row reduction; never embedded for NVRTC)
+        PHI2_EMU_ENTRY(emu_test_row_sum_unsynced),
+        PHI2_EMU_ENTRY(emu_test_row_sum_wrong_lane),
+        // test_mma.cu (the tensor-core wrappers: products by hand and over k, planted bugs; never embedded for NVRTC)
+        PHI2_EMU_ENTRY(emu_test_mma_by_hand_bf16),
+        PHI2_EMU_ENTRY(emu_test_mma_by_hand_swapped_bf16),
+        PHI2_EMU_ENTRY(emu_test_mma_gemm_bf16),
+        PHI2_EMU_ENTRY(emu_test_mma_lane_exits),
+        PHI2_EMU_ENTRY(emu_test_ldmatrix_misaligned),
+        // mma_check.cu (the tensor-core wrappers on one tile, for the device checks; a real kernel file, for NVRTC too)
+        PHI2_EMU_ENTRY(mma_tile_bf16),
+        PHI2_EMU_ENTRY(mma_tile_f16),
+        PHI2_EMU_ENTRY(ldmatrix_fragments_b16),
     };
 }
 

@@ -304,6 +304,46 @@ unsigned warp_ballot(unsigned mask, bool predicate, const char* op)
     warp_barrier(mask);
     return ballot;
 }
+
+// The deposits are pointers into each lane's own stack (`Deposit` below), valid while the lane waits:
+// after the first barrier every lane copies all of them, and the second keeps any lane from returning
+// (and reusing that stack) before the slowest has copied. Lanes that reached a different gather (a
+// warp that diverged between two matrix operations) fail instead of exchanging mismatched data.
+void warp_gather(unsigned mask, const void* mine, size_t bytes, void* all32, const char* op)
+{
+    check_mask(mask, op);
+    Launch& l = *current_launch;
+    unsigned n = (unsigned)l.fibers.size();
+    unsigned base = l.current & ~31u;
+    for (unsigned lane = 0; lane < 32; lane++)
+    {
+        if (!(mask >> lane & 1u) || base + lane < n) continue;
+        char text[240];
+        snprintf(text, sizeof text,
+                 "%s needs lanes 0x%08x of warp %u, but lane %u does not exist (the block has %u threads; "
+                 "warp-collective matrix operations need whole warps)", op, mask, base / 32, lane, n);
+        fail_current(text);
+    }
+    struct Deposit { const void* data; size_t bytes; const char* op; };
+    Deposit deposit{ mine, bytes, op };
+    l.fibers[l.current].slot = (uint64_t)(uintptr_t)&deposit;
+    warp_barrier(mask);
+    unsigned char* out = static_cast<unsigned char*>(all32);
+    for (unsigned lane = 0; lane < 32; lane++)
+    {
+        if (!(mask >> lane & 1u))
+        {
+            memset(out + lane * bytes, 0xFF, bytes);
+            continue;
+        }
+        const Deposit* other = reinterpret_cast<const Deposit*>((uintptr_t)l.fibers[base + lane].slot);
+        if (other->bytes != bytes || strcmp(other->op, op) != 0)
+            fail_current(std::string(op) + ": lane " + std::to_string(lane) + " of the warp reached " + other->op +
+                         " instead (the lanes of a warp must execute the same matrix operation together)");
+        memcpy(out + lane * bytes, other->data, bytes);
+    }
+    warp_barrier(mask);
+}
 }
 
 using namespace phi2_emu;

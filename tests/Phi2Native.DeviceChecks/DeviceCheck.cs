@@ -75,6 +75,34 @@ public sealed record CheckResult(double MaxAbsoluteError, double WorstRatio, str
         return new CheckResult(maxError, worst, detail);
     }
 
+    /// <summary>
+    /// Compares bit for bit (so -0 differs from +0), except that any NaN matches any NaN: NaN payloads are not part
+    /// of any conversion's contract. The ratio is 0 when everything matches and infinity otherwise.
+    /// </summary>
+    /// <param name="what">Names the output in the detail, e.g. "y".</param>
+    public static CheckResult CompareBits(string what, ReadOnlySpan<float> actual, ReadOnlySpan<float> expected)
+    {
+        if (actual.Length != expected.Length)
+            return new CheckResult(double.PositiveInfinity, double.PositiveInfinity, $"{what}: {actual.Length} values, expected {expected.Length}");
+        int mismatches = 0, first = -1;
+        double maxError = 0;
+        for (int i = 0; i < actual.Length; i++)
+        {
+            bool same = float.IsNaN(expected[i])
+                ? float.IsNaN(actual[i])
+                : BitConverter.SingleToInt32Bits(actual[i]) == BitConverter.SingleToInt32Bits(expected[i]);
+            if (same) continue;
+            mismatches++;
+            if (first < 0) first = i;
+            double error = Math.Abs((double)actual[i] - expected[i]);
+            maxError = Math.Max(maxError, double.IsNaN(error) ? double.PositiveInfinity : error);
+        }
+        if (first < 0) return new CheckResult(0, 0, $"{what}: {actual.Length} values equal bit for bit");
+        return new CheckResult(maxError, double.PositiveInfinity,
+            $"{what}: {mismatches} of {actual.Length} differ; first {what}[{first}] = {actual[first]:R} (0x{BitConverter.SingleToInt32Bits(actual[first]):x8}), " +
+            $"expected {expected[first]:R} (0x{BitConverter.SingleToInt32Bits(expected[first]):x8})");
+    }
+
     /// <summary><see cref="Compare(string, ReadOnlySpan{float}, ReadOnlySpan{double}, double, double)"/> against fp32 expectations.</summary>
     public static CheckResult Compare(string what, ReadOnlySpan<float> actual, ReadOnlySpan<float> expected, double absoluteTolerance, double relativeTolerance)
     {

@@ -15,6 +15,11 @@ public static class DeviceCheckCatalog
         IEnumerable<DeviceCheck>[] families =
         [
             ElementwiseChecks.All,
+            CastChecks.All,
+            ReductionChecks.All,
+            LayerNormChecks.All,
+            MmaChecks.All,
+            BlasChecks.All,
         ];
         var all = families.SelectMany(f => f).ToList();
         var duplicate = all.GroupBy(c => c.Name).FirstOrDefault(g => g.Count() > 1);

@@ -4,36 +4,69 @@ using Phi2Native.Tensors;
 
 namespace Phi2Native.DeviceChecks;
 
-/// <summary>kernels/elementwise.cu through <see cref="ElementwiseKernels"/>, against plain fp32 arithmetic.</summary>
+/// <summary>
+/// kernels/elementwise.cu through <see cref="ElementwiseKernels"/>, against the CPU backend's Add and ScaleInPlace on
+/// the same (widened) inputs, cast back to the dtype by its Cast. Both sides do one fp32 operation and round once to
+/// nearest even, so the results must agree bit for bit (NaN with NaN).
+/// </summary>
 public static class ElementwiseChecks
 {
+    private static readonly DType[] Types = [DType.F32, DType.BF16, DType.F16];
+
     /// <summary>The checks of this family.</summary>
     public static IReadOnlyList<DeviceCheck> All { get; } =
     [
-        new("add_f32 n=1000", ["add_f32"], device => Add(device, 1000)),
-        new("add_f32 n=1 in place", ["add_f32"], device => Add(device, 1, inPlace: true)),
-        new("scale_f32 n=77 in place", ["scale_f32"], device => Scale(device, 77, -2.5f)),
+        .. Types.Select(d => Check($"add_{KernelName.Suffix(d)} n=1001", "add", d, device => Add(device, d, 1001))),
+        .. Types.Select(d => Check($"add_{KernelName.Suffix(d)} n=77 in place", "add", d, device => Add(device, d, 77, inPlace: true))),
+        Check("add_f32 n=1", "add", DType.F32, device => Add(device, DType.F32, 1)),
+        .. Types.Select(d => Check($"scale_{KernelName.Suffix(d)} n=1001", "scale", d, device => Scale(device, d, 1001, 0.3f))),
+        .. Types.Select(d => Check($"scale_{KernelName.Suffix(d)} n=77 in place", "scale", d, device => Scale(device, d, 77, -2.5f, inPlace: true))),
     ];
 
-    // An odd n leaves the last block partial: the kernel's bound check is what keeps y's neighbour intact.
-    private static CheckResult Add(IDeviceApi device, int n, bool inPlace = false)
+    private static DeviceCheck Check(string name, string op, DType dtype, Func<IDeviceApi, CheckResult> run) =>
+        new(name, [op + "_" + KernelName.Suffix(dtype)], run);
+
+    // Inputs start with values whose fp32 sum or product overflows the 16-bit formats, a NaN and infinities; the
+    // rest are uniform. An odd n leaves the last block partial: the kernel's bound check keeps y's neighbour intact.
+    private static float[] Inputs(int n, int seed, float special)
     {
-        float[] a = TestData.Uniform(n, seed: 1), b = TestData.Uniform(n, seed: 2);
-        using var da = DeviceBuffer.Upload(device, DType.F32, a);
-        using var db = DeviceBuffer.Upload(device, DType.F32, b);
-        using var dy = inPlace ? null : DeviceBuffer.Allocate(device, DType.F32, n);
-        ElementwiseKernels.AddF32(device, da.Pointer, db.Pointer, (dy ?? da).Pointer, n);
-        float[] expected = [.. a.Zip(b, (x, y) => x + y)];
-        // fp32 addition is exact to the same rounding on every IEEE machine.
-        return CheckResult.Compare("y", (dy ?? da).Download(), expected, 0, 0);
+        float[] values = TestData.Uniform(n, seed, scale: 4f);
+        float[] specials = [special, -special, float.NaN, float.PositiveInfinity, float.NegativeInfinity, 1e-3f];
+        Array.Copy(specials, values, Math.Min(n, specials.Length));
+        return values;
     }
 
-    private static CheckResult Scale(IDeviceApi device, int n, float alpha)
+    private static CheckResult Add(IDeviceApi device, DType dtype, int n, bool inPlace = false)
     {
-        float[] x = TestData.Uniform(n, seed: 3);
-        using var dx = DeviceBuffer.Upload(device, DType.F32, x);
-        ElementwiseKernels.ScaleF32(device, dx.Pointer, dx.Pointer, alpha, n);
-        float[] expected = [.. x.Select(v => alpha * v)];
-        return CheckResult.Compare("y", dx.Download(), expected, 0, 0);
+        // 40000 + 40000 overflows f16 (max 65504); 3e38 + 3e38 overflows fp32 and so bf16.
+        float big = dtype == DType.F16 ? 40000f : 3e38f;
+        float[] a = Inputs(n, seed: 1, big), b = Inputs(n, seed: 2, big);
+        using var da = DeviceBuffer.Upload(device, dtype, a);
+        using var db = DeviceBuffer.Upload(device, dtype, b);
+        using var dy = inPlace ? null : DeviceBuffer.Allocate(device, dtype, n);
+        var output = dy ?? da;
+        ElementwiseKernels.Add(device, dtype, da.Pointer, db.Pointer, output.Pointer, n);
+        float[] actual = output.Download();
+
+        using var cpu = new CpuReference();
+        using var ta = cpu.Stored(dtype, a, n);
+        using var tb = cpu.Stored(dtype, b, n);
+        using var sum = cpu.Backend.Add(ta, tb);
+        return CheckResult.CompareBits("y", actual, cpu.CastTo(dtype, sum));
+    }
+
+    private static CheckResult Scale(IDeviceApi device, DType dtype, int n, float alpha, bool inPlace = false)
+    {
+        float[] x = Inputs(n, seed: 3, dtype == DType.F16 ? 30000f : 2e38f);
+        using var dx = DeviceBuffer.Upload(device, dtype, x);
+        using var dy = inPlace ? null : DeviceBuffer.Allocate(device, dtype, n);
+        var output = dy ?? dx;
+        ElementwiseKernels.Scale(device, dtype, dx.Pointer, output.Pointer, alpha, n);
+        float[] actual = output.Download();
+
+        using var cpu = new CpuReference();
+        using var t = cpu.Stored(dtype, x, n);
+        cpu.Backend.ScaleInPlace(t, alpha);
+        return CheckResult.CompareBits("y", actual, cpu.CastTo(dtype, t));
     }
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Phi2Native.Cuda;
 
 namespace Phi2Native.DeviceChecks;
@@ -14,8 +15,8 @@ public sealed record KernelCompileReport(string File, bool Compiled, bool FromCa
 public static class GpuDevices
 {
     /// <summary>
-    /// The first CUDA device, or null with <paramref name="reason"/> saying why not (no driver, no device, or the
-    /// real device layer failed to start). Never throws.
+    /// The first CUDA device (a <see cref="CudaDevice"/>, kernel cache from the environment), or null with
+    /// <paramref name="reason"/> saying why not (no driver, no device, or the device layer failed to start). Never throws.
     /// </summary>
     public static IDeviceApi? TryOpen(out string reason)
     {
@@ -25,11 +26,48 @@ public static class GpuDevices
             reason = probe.Reason ?? "CUDA is unavailable";
             return null;
         }
-        reason = "the real CUDA device layer is not built yet";
-        return null;
+        try
+        {
+            var device = CudaDevice.Open(0);
+            reason = "";
+            return device;
+        }
+        catch (Exception e) // the contract is "never throws": whatever failed becomes the reason
+        {
+            reason = $"CUDA is available ({probe.Summary}) but the device layer failed to start: {e.GetType().Name}: {e.Message}";
+            return null;
+        }
     }
 
-    /// <summary>Compiles (or loads from the disk cache) every embedded kernel file for <paramref name="device"/>, one report per file.</summary>
-    public static IReadOnlyList<KernelCompileReport> CompileAllKernels(IDeviceApi device) =>
-        throw new NotSupportedException($"{device.Name} does not compile kernels with NVRTC");
+    /// <summary>
+    /// Compiles (or reads from the disk cache) and loads every embedded kernel file for <paramref name="device"/>, one
+    /// report per file in file order. A file that fails is reported with NVRTC's log (or the driver's error when the
+    /// image does not load) and the others still run.
+    /// </summary>
+    /// <exception cref="NotSupportedException"><paramref name="device"/> is not a <see cref="CudaDevice"/> (the emulator compiles nothing at run time).</exception>
+    public static IReadOnlyList<KernelCompileReport> CompileAllKernels(IDeviceApi device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        if (device is not CudaDevice cuda) throw new NotSupportedException($"{device.Name} does not compile kernels with NVRTC");
+        var reports = new List<KernelCompileReport>();
+        foreach (string file in cuda.KernelFiles)
+        {
+            var clock = Stopwatch.StartNew();
+            try
+            {
+                var image = cuda.LoadKernelFile(file);
+                reports.Add(new KernelCompileReport(file, true, image.Origin != KernelImageOrigin.Compiled, clock.Elapsed.TotalSeconds,
+                    string.IsNullOrWhiteSpace(image.Log) ? null : image.Log));
+            }
+            catch (KernelCompileException e)
+            {
+                reports.Add(new KernelCompileReport(file, false, false, clock.Elapsed.TotalSeconds, string.IsNullOrWhiteSpace(e.Log) ? e.Message : e.Log));
+            }
+            catch (CudaException e)
+            {
+                reports.Add(new KernelCompileReport(file, false, false, clock.Elapsed.TotalSeconds, e.Message));
+            }
+        }
+        return reports;
+    }
 }

@@ -3,6 +3,12 @@ using System.Runtime.InteropServices;
 
 namespace Phi2Native.Cuda;
 
+// Values verified against cublas_api.h / library_types.h text found in public repositories and the cuBLAS
+// documentation (nvmath-python's generated enums): cublasOperation_t N 0, T 1; cudaDataType_t R_32F 0, R_16F 2,
+// R_16BF 14; cublasComputeType_t 32F 68, 32F_PEDANTIC 69, 32F_FAST_TF32 77 (and the others listed); cublasMath_t
+// DEFAULT 0, PEDANTIC 2, TF32_TENSOR_OP 3, DISALLOW_REDUCED_PRECISION_REDUCTION 16; CUBLAS_GEMM_DEFAULT -1; the
+// cublasStatus_t codes 1, 3, 7, 8, 13, 15; and the cublasGemmEx / cublasGemmStridedBatchedEx signatures.
+
 /// <summary>cublasStatus_t, returned by every cuBLAS and cuBLASLt call (cublas_api.h).</summary>
 internal enum CublasStatus
 {

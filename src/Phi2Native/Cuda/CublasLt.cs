@@ -3,6 +3,15 @@ using System.Runtime.InteropServices;
 
 namespace Phi2Native.Cuda;
 
+// Values verified against cublasLt.h text (NVIDIA's header as found in public repositories, and the cuBLAS
+// documentation's cublasLtEpilogue_t / cublasLtMatmulDescAttributes_t / cublasLtMatmulPreferenceAttributes_t
+// tables, CUDA 12/13): every cublasLtEpilogue_t member below (DEFAULT 1, BIAS 4, GELU 32, GELU_BIAS 36, GELU_AUX 160,
+// GELU_AUX_BIAS 164, DGELU 192 = 64 | 128, DGELU_BGRAD 208, BGRADA 256, BGRADB 512); the matmul descriptor attributes
+// COMPUTE_TYPE 0 .. TRANSB 4, EPILOGUE 7, BIAS_POINTER 8, BIAS_BATCH_STRIDE 10, EPILOGUE_AUX_POINTER 11,
+// EPILOGUE_AUX_LD 12, EPILOGUE_AUX_BATCH_STRIDE 13, EPILOGUE_AUX_DATA_TYPE 22, BIAS_DATA_TYPE 26 and their C types;
+// the layout attributes TYPE 0 .. STRIDED_BATCH_OFFSET 6; the preference attributes SEARCH_MODE 0,
+// MAX_WORKSPACE_BYTES 1, REDUCTION_SCHEME_MASK 3, MIN_ALIGNMENT_A..D_BYTES 5..8; cublasLtReductionScheme_t.
+
 /// <summary>cublasLtEpilogue_t: what cublasLtMatmul does to the product before storing it (cublasLt.h).</summary>
 internal enum CublasLtEpilogue
 {
@@ -43,6 +52,8 @@ internal enum CublasLtMatmulDescAttribute
     EpilogueAuxLd = 12,
     EpilogueAuxBatchStride = 13,
     EpilogueAuxDataType = 22,
+    /// <summary>The bias (or bias gradient) vector's element type, as an int32 <see cref="CudaDataType"/>; -1 (unset) means D's type.</summary>
+    BiasDataType = 26,
 }
 
 /// <summary>cublasLtMatrixLayoutAttribute_t (cublasLt.h): batching of a layout.</summary>
@@ -65,6 +76,30 @@ internal enum CublasLtMatmulPreferenceAttribute
     SearchMode = 0,
     /// <summary>The largest workspace the heuristic may ask for, as uint64.</summary>
     MaxWorkspaceBytes = 1,
+    /// <summary>Which split-K reduction schemes an algorithm may use (<see cref="CublasLtReductionScheme"/> bits), as uint32.</summary>
+    ReductionSchemeMask = 3,
+    /// <summary>The alignment in bytes A's pointer is guaranteed to have, as uint32 (default 256): smaller excludes algorithms needing more.</summary>
+    MinAlignmentABytes = 5,
+    /// <summary>As <see cref="MinAlignmentABytes"/>, for B.</summary>
+    MinAlignmentBBytes = 6,
+    /// <summary>As <see cref="MinAlignmentABytes"/>, for C.</summary>
+    MinAlignmentCBytes = 7,
+    /// <summary>As <see cref="MinAlignmentABytes"/>, for D.</summary>
+    MinAlignmentDBytes = 8,
+}
+
+/// <summary>cublasLtReductionScheme_t (cublasLt.h): how the partial sums of a split-K product are combined.</summary>
+[Flags]
+internal enum CublasLtReductionScheme
+{
+    None = 0,
+    /// <summary>In the output buffer, in the output type: for BF16/F16 outputs, reduced precision.</summary>
+    InPlace = 1,
+    /// <summary>In the workspace, in the compute type (fp32).</summary>
+    ComputeType = 2,
+    /// <summary>In the workspace, in the output type: for BF16/F16 outputs, reduced precision.</summary>
+    OutputType = 4,
+    Mask = 7,
 }
 
 /// <summary>cublasLtMatmulAlgo_t: an opaque 64-byte algorithm description (<c>uint64_t data[8]</c>).</summary>

@@ -64,6 +64,16 @@ internal enum CuFunctionAttribute
 /// binding the unversioned names would pick the legacy 32-bit-size ABIs. Calls that have no
 /// <c>_v2</c> (<c>cuMemsetD8Async</c>, <c>cuMemFreeHost</c>, <c>cuStreamCreate</c>, <c>cuLaunchKernel</c>)
 /// keep their plain names. Every call returns <see cref="CuResult"/>; wrap it in <see cref="Check"/>.
+/// <para>
+/// Reviewed against the CUDA driver API reference (cuda.h of CUDA 12.x/13.0) for the device layer: every
+/// signature here (argument order, <c>size_t</c> as <see cref="nuint"/>, <c>CUdeviceptr</c> as <see cref="ulong"/>,
+/// <c>unsigned int</c> flags and grid/block sizes as <see cref="uint"/>, <c>int</c> attribute values), the
+/// <c>_v2</c> entry points cuda.h maps the plain names to (cuDeviceTotalMem, cuDevicePrimaryCtxRelease,
+/// cuMemGetInfo, cuMemAlloc, cuMemFree, cuMemAllocHost, the cuMemcpy family, cuMemsetD8, cuStreamDestroy,
+/// cuEventDestroy), the enum values (CUdevice_attribute 1, 8, 10, 16, 75, 76, 97; CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+/// 8; CU_STREAM_NON_BLOCKING 1; CU_EVENT_DISABLE_TIMING 2) and the CUresult codes named in <see cref="CuResult"/>.
+/// cuEventQuery was added for the allocator's fences and the staging buffers. Nothing needed fixing.
+/// </para>
 /// </remarks>
 internal static unsafe partial class CudaDriver
 {
@@ -137,6 +147,8 @@ internal static unsafe partial class CudaDriver
     [LibraryImport(Library)] internal static partial CuResult cuEventCreate(out nint e, uint flags);
     [LibraryImport(Library)] internal static partial CuResult cuEventRecord(nint e, nint stream);
     [LibraryImport(Library)] internal static partial CuResult cuEventSynchronize(nint e);
+    /// <summary>Success when the event's work has finished, <see cref="CuResult.ErrorNotReady"/> while it has not; does not block.</summary>
+    [LibraryImport(Library)] internal static partial CuResult cuEventQuery(nint e);
     // The unversioned export still exists in CUDA 13 drivers (cuEventElapsedTime_v2 only changes the
     // error it reports for unfinished events), and older drivers have only this one.
     [LibraryImport(Library)] internal static partial CuResult cuEventElapsedTime(out float milliseconds, nint start, nint end);

@@ -86,9 +86,13 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
     }
 
     /// <inheritdoc />
+    /// <remarks>
+    /// The emulator keeps no cache of reusable blocks: it reserves what it hands out (guard bands and the quarantine
+    /// are checking overhead in host memory, not device memory), so reserved equals in use and there are no cache hits.
+    /// </remarks>
     public DeviceMemoryStatistics Memory
     {
-        get { lock (_gate) return new DeviceMemoryStatistics(_bytesInUse, _peak, _live.Count, _total); }
+        get { lock (_gate) return new DeviceMemoryStatistics(_bytesInUse, _peak, _live.Count, _total, BytesReserved: _bytesInUse, PeakBytesReserved: _peak); }
     }
 
     /// <inheritdoc />

@@ -58,12 +58,19 @@ public readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
     public override string ToString() => $"({X},{Y},{Z})";
 }
 
-/// <summary>How much device memory a device has handed out through <see cref="IDeviceApi.Allocate"/>.</summary>
+/// <summary>How much device memory a device has handed out through <see cref="IDeviceApi.Allocate"/>, and how much it holds.</summary>
 /// <param name="BytesInUse">Bytes in live allocations (as requested, without any padding or guard bands).</param>
 /// <param name="PeakBytesInUse">The largest <paramref name="BytesInUse"/> has been since the device was created.</param>
 /// <param name="LiveAllocations">Allocations not yet freed.</param>
 /// <param name="TotalAllocations">Allocations made since the device was created.</param>
-public readonly record struct DeviceMemoryStatistics(long BytesInUse, long PeakBytesInUse, int LiveAllocations, long TotalAllocations);
+/// <param name="BytesReserved">
+/// Bytes the device holds from its allocator underneath (the CUDA driver, or host memory on the emulated device):
+/// live allocations after rounding, plus freed blocks a caching allocator keeps for reuse.
+/// </param>
+/// <param name="PeakBytesReserved">The largest <paramref name="BytesReserved"/> has been since the device was created.</param>
+/// <param name="CacheHits">Allocations served from freed blocks instead of the allocator underneath (0 without a cache).</param>
+public readonly record struct DeviceMemoryStatistics(long BytesInUse, long PeakBytesInUse, int LiveAllocations, long TotalAllocations,
+    long BytesReserved = 0, long PeakBytesReserved = 0, long CacheHits = 0);
 
 /// <summary>
 /// The seam between the CUDA backend and the machine: one instance per device, either the real GPU (over the
@@ -121,6 +128,12 @@ public interface IDeviceApi : IDisposable
 
     /// <summary>Destroys an event from <see cref="RecordEvent"/>.</summary>
     void DestroyEvent(DeviceEvent deviceEvent);
+
+    /// <summary>
+    /// The device's matrix products (cuBLAS and cuBLASLt on a GPU, a checked CPU reference on the emulated device),
+    /// ordered on the streams they are given like every other call. The device owns it and disposes of it.
+    /// </summary>
+    IBlas Blas { get; }
 
     /// <summary>What this device is, for logs and reports: e.g. "NVIDIA H200 (sm_90)" or "emulated (libphi2emu)".</summary>
     string Name { get; }

@@ -40,7 +40,8 @@ internal static unsafe partial class Nvrtc
 
     /// <summary>
     /// Creates a program from <paramref name="source"/>; <paramref name="name"/> appears in the log.
-    /// Headers are passed as NUL-terminated UTF-8 string arrays (null with zero count: the kernels include none).
+    /// Headers are passed as NUL-terminated UTF-8 string arrays (may be null with a zero count): the kernel cache
+    /// passes kernels/*.cuh here under their file names, so <c>#include "common.cuh"</c> resolves without an include path.
     /// </summary>
     [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial NvrtcResult nvrtcCreateProgram(out nint program, string source, string name,

@@ -22,6 +22,7 @@ public class BindingLayoutTests
         Assert.That((int)CuResult.ErrorNoDevice, Is.EqualTo(100));
         Assert.That((int)CuResult.ErrorInvalidPtx, Is.EqualTo(218));
         Assert.That((int)CuResult.ErrorNotFound, Is.EqualTo(500));
+        Assert.That((int)CuResult.ErrorNotReady, Is.EqualTo(600));
         Assert.That((int)CuResult.ErrorIllegalAddress, Is.EqualTo(700));
         Assert.That((int)CuResult.ErrorLaunchFailed, Is.EqualTo(719));
         Assert.That((int)CuResult.ErrorUnknown, Is.EqualTo(999));
@@ -35,6 +36,9 @@ public class BindingLayoutTests
         Assert.That((int)CuDeviceAttribute.MultiprocessorCount, Is.EqualTo(16));
         Assert.That((int)CuDeviceAttribute.MaxSharedMemoryPerBlockOptin, Is.EqualTo(97));
         Assert.That((int)CuFunctionAttribute.MaxDynamicSharedSizeBytes, Is.EqualTo(8));
+        Assert.That(CudaDriver.StreamNonBlocking, Is.EqualTo(1u));
+        Assert.That(CudaDriver.EventDefault, Is.EqualTo(0u));
+        Assert.That(CudaDriver.EventDisableTiming, Is.EqualTo(2u));
     }
 
     [Test]
@@ -81,6 +85,15 @@ public class BindingLayoutTests
         Assert.That((int)CublasLtMatmulDescAttribute.EpilogueAuxLd, Is.EqualTo(12));
         Assert.That((int)CublasLtMatmulPreferenceAttribute.MaxWorkspaceBytes, Is.EqualTo(1));
         Assert.That((int)CublasLtMatrixLayoutAttribute.BatchCount, Is.EqualTo(5));
+        Assert.That((int)CublasLtMatrixLayoutAttribute.StridedBatchOffset, Is.EqualTo(6));
+        Assert.That((int)CublasLtMatmulDescAttribute.BiasBatchStride, Is.EqualTo(10));
+        Assert.That((int)CublasLtMatmulDescAttribute.EpilogueAuxBatchStride, Is.EqualTo(13));
+        Assert.That((int)CublasLtMatmulDescAttribute.BiasDataType, Is.EqualTo(26));
+        Assert.That((int)CublasLtMatmulPreferenceAttribute.ReductionSchemeMask, Is.EqualTo(3));
+        Assert.That((int)CublasLtMatmulPreferenceAttribute.MinAlignmentABytes, Is.EqualTo(5));
+        Assert.That((int)CublasLtMatmulPreferenceAttribute.MinAlignmentDBytes, Is.EqualTo(8));
+        Assert.That((int)CublasLtReductionScheme.ComputeType, Is.EqualTo(2));
+        Assert.That((int)CublasLtReductionScheme.Mask, Is.EqualTo(7));
     }
 
     [Test]
@@ -90,7 +103,8 @@ public class BindingLayoutTests
         foreach (var t in new[] { typeof(CuResult), typeof(CuDeviceAttribute), typeof(CuFunctionAttribute), typeof(NvrtcResult),
                      typeof(CublasStatus), typeof(CublasOperation), typeof(CudaDataType), typeof(CublasComputeType), typeof(CublasMath),
                      typeof(CublasGemmAlgo), typeof(CublasLtEpilogue), typeof(CublasLtMatmulDescAttribute),
-                     typeof(CublasLtMatrixLayoutAttribute), typeof(CublasLtMatmulPreferenceAttribute) })
+                     typeof(CublasLtMatrixLayoutAttribute), typeof(CublasLtMatmulPreferenceAttribute), typeof(CublasLtReductionScheme),
+                     typeof(BlasOperation) })
             Assert.That(Enum.GetUnderlyingType(t), Is.EqualTo(typeof(int)), t.Name);
     }
 

@@ -144,16 +144,16 @@ public unsafe class EmulatedDeviceTests
     public void StatisticsCountBytesAllocationsAndPeak()
     {
         using var device = new EmulatedDevice();
-        Assert.That(device.Memory, Is.EqualTo(new DeviceMemoryStatistics(0, 0, 0, 0)));
+        Assert.That(device.Memory, Is.EqualTo(new DeviceMemoryStatistics(0, 0, 0, 0, 0, 0)));
         DevicePtr a = device.Allocate(100), b = device.Allocate(300);
-        Assert.That(device.Memory, Is.EqualTo(new DeviceMemoryStatistics(400, 400, 2, 2)));
+        Assert.That(device.Memory, Is.EqualTo(new DeviceMemoryStatistics(400, 400, 2, 2, 400, 400)));
         device.Free(a);
-        Assert.That(device.Memory, Is.EqualTo(new DeviceMemoryStatistics(300, 400, 1, 2)));
+        Assert.That(device.Memory, Is.EqualTo(new DeviceMemoryStatistics(300, 400, 1, 2, 300, 400)));
         DevicePtr c = device.Allocate(50);
-        Assert.That(device.Memory, Is.EqualTo(new DeviceMemoryStatistics(350, 400, 2, 3)));
+        Assert.That(device.Memory, Is.EqualTo(new DeviceMemoryStatistics(350, 400, 2, 3, 350, 400)));
         device.Free(b);
         device.Free(c);
-        Assert.That(device.Memory, Is.EqualTo(new DeviceMemoryStatistics(0, 400, 0, 3)));
+        Assert.That(device.Memory, Is.EqualTo(new DeviceMemoryStatistics(0, 400, 0, 3, 0, 400)));
     }
 
     [Test]

@@ -1,28 +1,48 @@
 using Phi2Native.Cuda;
+using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Cuda;
 
 /// <summary>
-/// Launchers for kernels/elementwise.cu. Arguments travel exactly as cuLaunchKernel's kernelParams: an array of
-/// pointers, element i pointing at parameter i's value (here, the method's own parameters).
+/// Launchers for kernels/elementwise.cu (add, scale) in F32, BF16 and F16: fp32 arithmetic, one rounding on store.
+/// Arguments travel exactly as cuLaunchKernel's kernelParams: an array of pointers, element i pointing at parameter
+/// i's value (here, the method's own parameters).
 /// </summary>
 public static unsafe class ElementwiseKernels
 {
-    private const uint BlockSize = 256;
+    /// <summary>Threads per block (one element per thread).</summary>
+    public const uint BlockSize = 256;
 
-    /// <summary>y[i] = a[i] + b[i] for i &lt; n (fp32). y may alias a or b.</summary>
-    public static void AddF32(IDeviceApi device, DevicePtr a, DevicePtr b, DevicePtr y, long n, DeviceStream stream = default)
+    private static readonly DType[] Supported = [DType.F32, DType.BF16, DType.F16];
+
+    /// <summary>y[i] = a[i] + b[i] for i &lt; n, all of <paramref name="dtype"/>. y may alias a or b.</summary>
+    /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
+    /// <exception cref="ArgumentNullException">A null pointer.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="n"/> is not in 1..2^31-1.</exception>
+    public static void Add(IDeviceApi device, DType dtype, DevicePtr a, DevicePtr b, DevicePtr y, long n, DeviceStream stream = default)
     {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("add", dtype, Supported);
+        LaunchArguments.Pointer(a, dtype, nameof(a));
+        LaunchArguments.Pointer(b, dtype, nameof(b));
+        LaunchArguments.Pointer(y, dtype, nameof(y));
         int count = LaunchShape.Count(n, nameof(n));
         nint* args = stackalloc nint[] { (nint)(&a), (nint)(&b), (nint)(&y), (nint)(&count) };
-        device.Launch("add_f32", LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 4));
+        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 4));
     }
 
-    /// <summary>y[i] = alpha * x[i] for i &lt; n (fp32). y may alias x.</summary>
-    public static void ScaleF32(IDeviceApi device, DevicePtr x, DevicePtr y, float alpha, long n, DeviceStream stream = default)
+    /// <summary>y[i] = alpha * x[i] for i &lt; n, x and y of <paramref name="dtype"/>, alpha in fp32. y may alias x.</summary>
+    /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
+    /// <exception cref="ArgumentNullException">A null pointer.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="n"/> is not in 1..2^31-1.</exception>
+    public static void Scale(IDeviceApi device, DType dtype, DevicePtr x, DevicePtr y, float alpha, long n, DeviceStream stream = default)
     {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("scale", dtype, Supported);
+        LaunchArguments.Pointer(x, dtype, nameof(x));
+        LaunchArguments.Pointer(y, dtype, nameof(y));
         int count = LaunchShape.Count(n, nameof(n));
         nint* args = stackalloc nint[] { (nint)(&x), (nint)(&y), (nint)(&alpha), (nint)(&count) };
-        device.Launch("scale_f32", LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 4));
+        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 4));
     }
 }

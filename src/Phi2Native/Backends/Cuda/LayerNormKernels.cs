@@ -1,0 +1,127 @@
+using Phi2Native.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Backends.Cuda;
+
+/// <summary>
+/// Launchers for kernels/layernorm.cu: LayerNorm over the last dimension of x [rows, C] in F32 or BF16, with the
+/// CPU backend's semantics (biased variance, eps inside the square root) and fp32 statistics. x, gamma, beta, y,
+/// dY and dX are of the dtype; mean, rstd, dGamma and dBeta are fp32.
+/// </summary>
+public static unsafe class LayerNormKernels
+{
+    /// <summary>
+    /// Blocks of the backward launch at most when dGamma or dBeta is wanted: each block ends with one atomicAdd per
+    /// column, so fewer blocks than rows means fewer atomics, while 512 blocks of up to 256 threads still fill an
+    /// H200's 132 SMs several times over.
+    /// </summary>
+    public const int ParameterGradientBlocks = 512;
+
+    /// <summary>
+    /// The widest row whose dGamma/dBeta partials (2 * C floats) fit in the 48 KiB of dynamic shared memory a block
+    /// may use without opting in: 6144 (Phi-2's C is 2560).
+    /// </summary>
+    public const int MaxParameterGradientChannels = 48 * 1024 / (2 * sizeof(float));
+
+    private static readonly DType[] Supported = [DType.F32, DType.BF16];
+
+    /// <summary>
+    /// y = (x - mean) * rstd * gamma + beta over each row, rstd = 1 / sqrt(var + eps); saves mean [rows] and rstd
+    /// [rows] in fp32. Launch: grid (rows), block <see cref="LaunchShape.RowBlock"/>(C), no dynamic shared memory.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32 or BF16: x, gamma, beta and y.</param>
+    /// <param name="x">[rows, C] input.</param>
+    /// <param name="gamma">[C] weight.</param>
+    /// <param name="beta">[C] bias.</param>
+    /// <param name="eps">Added to the variance (layer_norm_eps); at least 0.</param>
+    /// <param name="y">[rows, C] output; must not alias x.</param>
+    /// <param name="mean">[rows] fp32 row means, saved for backward.</param>
+    /// <param name="rstd">[rows] fp32 1 / sqrt(var + eps), saved for backward.</param>
+    /// <param name="rows">Rows; 0 launches nothing.</param>
+    /// <param name="channels">C, at least 1.</param>
+    /// <param name="stream">The stream.</param>
+    /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
+    /// <exception cref="ArgumentNullException">A null pointer.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A negative row count, no channels, or eps negative or NaN.</exception>
+    public static void LayerNorm(IDeviceApi device, DType dtype, DevicePtr x, DevicePtr gamma, DevicePtr beta, float eps,
+        DevicePtr y, DevicePtr mean, DevicePtr rstd, int rows, int channels, DeviceStream stream = default)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("layernorm", dtype, Supported);
+        LaunchArguments.Pointer(x, dtype, nameof(x));
+        LaunchArguments.Pointer(gamma, dtype, nameof(gamma));
+        LaunchArguments.Pointer(beta, dtype, nameof(beta));
+        LaunchArguments.Pointer(y, dtype, nameof(y));
+        LaunchArguments.Pointer(mean, DType.F32, nameof(mean));
+        LaunchArguments.Pointer(rstd, DType.F32, nameof(rstd));
+        if (!(eps >= 0)) throw new ArgumentOutOfRangeException(nameof(eps), eps, "eps must be >= 0");
+        ArgumentOutOfRangeException.ThrowIfNegative(rows);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(channels);
+        if (x == y) throw new ArgumentException("y must not alias x: LayerNorm writes a new tensor, as the CPU backend's does (which uses y as scratch), and only that is checked", nameof(y));
+        if (rows == 0) return;
+        nint* args = stackalloc nint[]
+        {
+            (nint)(&x), (nint)(&gamma), (nint)(&beta), (nint)(&eps), (nint)(&y), (nint)(&mean), (nint)(&rstd), (nint)(&rows), (nint)(&channels),
+        };
+        device.Launch(kernel, new Dim3((uint)rows), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 9));
+    }
+
+    /// <summary>
+    /// Gradients of <see cref="LayerNorm"/>. With xhat = (x - mean) * rstd and g = dY * gamma:
+    /// dX = rstd * (g - mean(g) - xhat * mean(g * xhat)) (=), dGamma += sum over rows of dY * xhat, dBeta += sum
+    /// over rows of dY (fp32). A null dX, dGamma or dBeta is not computed; all three null launches nothing.
+    /// Launch: grid (rows, at most <paramref name="maxBlocks"/> when dGamma or dBeta is wanted), block
+    /// <see cref="LaunchShape.RowBlock"/>(C), dynamic shared memory 2 * C floats when dGamma or dBeta is wanted.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32 or BF16: dY, x, gamma and dX.</param>
+    /// <param name="dY">[rows, C] gradient of y.</param>
+    /// <param name="x">[rows, C] the forward input.</param>
+    /// <param name="gamma">[C] the forward weight.</param>
+    /// <param name="mean">[rows] fp32, saved by forward.</param>
+    /// <param name="rstd">[rows] fp32, saved by forward.</param>
+    /// <param name="dX">[rows, C] written; null when not needed. Must not alias dY or x.</param>
+    /// <param name="dGamma">[C] fp32, accumulated; null when not needed (a frozen weight).</param>
+    /// <param name="dBeta">[C] fp32, accumulated; null when not needed.</param>
+    /// <param name="rows">Rows; 0 launches nothing.</param>
+    /// <param name="channels">C, at least 1; at most <see cref="MaxParameterGradientChannels"/> when dGamma or dBeta is wanted.</param>
+    /// <param name="stream">The stream.</param>
+    /// <param name="maxBlocks">
+    /// The grid's cap when parameter gradients are wanted (default <see cref="ParameterGradientBlocks"/>); checks pass
+    /// a small value so each block walks several rows.
+    /// </param>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or dX aliasing an input.</exception>
+    /// <exception cref="ArgumentNullException">A null input pointer.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A negative row count, no channels, or maxBlocks below 1.</exception>
+    /// <exception cref="NotSupportedException">C is too wide for the parameter-gradient partials in shared memory.</exception>
+    public static void LayerNormBackward(IDeviceApi device, DType dtype, DevicePtr dY, DevicePtr x, DevicePtr gamma, DevicePtr mean,
+        DevicePtr rstd, DevicePtr dX, DevicePtr dGamma, DevicePtr dBeta, int rows, int channels, DeviceStream stream = default,
+        int maxBlocks = ParameterGradientBlocks)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("layernorm_backward", dtype, Supported);
+        LaunchArguments.Pointer(dY, dtype, nameof(dY));
+        LaunchArguments.Pointer(x, dtype, nameof(x));
+        LaunchArguments.Pointer(gamma, dtype, nameof(gamma));
+        LaunchArguments.Pointer(mean, DType.F32, nameof(mean));
+        LaunchArguments.Pointer(rstd, DType.F32, nameof(rstd));
+        bool wantDx = LaunchArguments.OptionalPointer(dX, dtype, nameof(dX));
+        bool wantParameters = LaunchArguments.OptionalPointer(dGamma, DType.F32, nameof(dGamma)) | LaunchArguments.OptionalPointer(dBeta, DType.F32, nameof(dBeta));
+        ArgumentOutOfRangeException.ThrowIfNegative(rows);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(channels);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxBlocks);
+        if (wantDx && (dX == dY || dX == x)) throw new ArgumentException("dX must not alias dY or x: it is a separate output, as in the CPU backend (which uses dX as scratch), and only that is checked", nameof(dX));
+        if (wantParameters && channels > MaxParameterGradientChannels)
+            throw new NotSupportedException($"LayerNorm backward with dGamma/dBeta keeps 2 * C floats in shared memory; C = {channels} exceeds {MaxParameterGradientChannels}");
+        if (rows == 0 || !(wantDx || wantParameters)) return;
+        int blocks = wantParameters ? Math.Min(rows, maxBlocks) : rows;
+        int sharedBytes = wantParameters ? 2 * channels * sizeof(float) : 0;
+        nint* args = stackalloc nint[]
+        {
+            (nint)(&dY), (nint)(&x), (nint)(&gamma), (nint)(&mean), (nint)(&rstd), (nint)(&dX), (nint)(&dGamma), (nint)(&dBeta),
+            (nint)(&rows), (nint)(&channels),
+        };
+        device.Launch(kernel, new Dim3((uint)blocks), LaunchShape.RowBlock(channels), sharedBytes, stream, new ReadOnlySpan<nint>(args, 10));
+    }
+}

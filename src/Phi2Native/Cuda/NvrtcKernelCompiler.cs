@@ -1,0 +1,116 @@
+using System.Runtime.ExceptionServices;
+using System.Runtime.InteropServices;
+
+namespace Phi2Native.Cuda;
+
+/// <summary>
+/// <see cref="IKernelCompiler"/> over NVRTC: the headers go through nvrtcCreateProgram's headers/includeNames (so
+/// <c>#include "common.cuh"</c> needs no include path), the image is the cubin (nvrtcGetCUBIN), and a failed compile
+/// throws <see cref="KernelCompileException"/> with NVRTC's log.
+/// </summary>
+/// <remarks>
+/// NVRTC is thread-safe for distinct programs, so compiles may run on several threads at once. Each compile runs on a
+/// thread of its own with a <see cref="CompilerStackBytes"/> stack: NVRTC's front end recurses deeply (NVIDIA's CCCL
+/// measured 1.0-1.5 MiB for its block primitives, and runs its own compiler with 8 MiB), while .NET's secondary
+/// threads (NUnit's workers, the thread pool) get 1.5 MiB, and an overflow kills the process instead of throwing.
+/// </remarks>
+internal sealed unsafe class NvrtcKernelCompiler : IKernelCompiler
+{
+    /// <summary>The stack of the compile thread: twice a Linux main thread's 8 MiB; only touched pages cost memory.</summary>
+    internal const int CompilerStackBytes = 16 << 20;
+
+    private readonly Lazy<string> _version = new(QueryVersion, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    /// <summary>
+    /// "NVRTC 12.8 (libnvrtc.so.12.8.93)": nvrtcVersion gives only major.minor, so the file the loader mapped is
+    /// added where /proc/self/maps shows it: a patch release may generate different code, and must not reuse old cubins.
+    /// </summary>
+    public string Version => _version.Value;
+
+    public KernelCompilation Compile(string fileName, string source, IReadOnlyList<KernelHeader> headers, IReadOnlyList<string> options)
+    {
+        ArgumentNullException.ThrowIfNull(fileName);
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(headers);
+        ArgumentNullException.ThrowIfNull(options);
+        _ = Version; // binds NVRTC, or says clearly why it cannot
+        KernelCompilation? result = null;
+        ExceptionDispatchInfo? error = null;
+        var thread = new Thread(() =>
+        {
+            try { result = CompileHere(fileName, source, headers, options); }
+            catch (Exception e) { error = ExceptionDispatchInfo.Capture(e); }
+        }, CompilerStackBytes) { IsBackground = true, Name = $"NVRTC {fileName}" };
+        thread.Start();
+        thread.Join();
+        error?.Throw();
+        return result!;
+    }
+
+    private static KernelCompilation CompileHere(string fileName, string source, IReadOnlyList<KernelHeader> headers, IReadOnlyList<string> options)
+    {
+        var texts = new nint[headers.Count];
+        var names = new nint[headers.Count];
+        try
+        {
+            for (int i = 0; i < headers.Count; i++)
+            {
+                texts[i] = Marshal.StringToCoTaskMemUTF8(headers[i].Text);
+                names[i] = Marshal.StringToCoTaskMemUTF8(headers[i].Name);
+            }
+            nint program;
+            fixed (nint* t = texts, n = names)
+                Nvrtc.Check(Nvrtc.nvrtcCreateProgram(out program, source, fileName, headers.Count, (byte**)t, (byte**)n));
+            try
+            {
+                NvrtcResult result = Nvrtc.Compile(program, options);
+                string log = Nvrtc.GetLog(program);
+                if (result != NvrtcResult.Success) throw new KernelCompileException(fileName, options, Nvrtc.Describe(result).Name, log);
+                return new KernelCompilation(Nvrtc.GetCubin(program), log);
+            }
+            finally
+            {
+                Nvrtc.nvrtcDestroyProgram(ref program);
+            }
+        }
+        finally
+        {
+            foreach (nint p in texts) Marshal.FreeCoTaskMem(p);
+            foreach (nint p in names) Marshal.FreeCoTaskMem(p);
+        }
+    }
+
+    private static string QueryVersion()
+    {
+        try
+        {
+            Nvrtc.Check(Nvrtc.nvrtcVersion(out int major, out int minor));
+            string? file = MappedFile("libnvrtc.so");
+            return file is null ? $"NVRTC {major}.{minor}" : $"NVRTC {major}.{minor} ({file})";
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            string why = NativeLibraryResolver.Load(NativeLibraryResolver.Nvrtc).Failure ?? e.Message;
+            throw new CudaException(CudaException.NvrtcLibrary, "nvrtcVersion", -1, "NVRTC unavailable",
+                $"NVRTC (the CUDA run-time compiler, needed to compile the kernels) could not be loaded: {why}");
+        }
+    }
+
+    // The file name of the first mapping whose name starts with prefix (e.g. libnvrtc.so.12.8.93), or null.
+    private static string? MappedFile(string prefix)
+    {
+        try
+        {
+            if (!File.Exists("/proc/self/maps")) return null;
+            foreach (string line in File.ReadLines("/proc/self/maps"))
+            {
+                int slash = line.LastIndexOf('/');
+                if (slash < 0) continue;
+                string name = line[(slash + 1)..].Trim();
+                if (name.StartsWith(prefix, StringComparison.Ordinal)) return name;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        return null;
+    }
+}

@@ -1,0 +1,50 @@
+using Phi2Native.Tensors;
+
+namespace Phi2Native.DeviceChecks;
+
+/// <summary>An allowed difference from a reference: |actual - expected| &lt;= Absolute + Relative * |expected|.</summary>
+/// <param name="Absolute">atol: covers results near zero, where a relative bound means nothing.</param>
+/// <param name="Relative">rtol: the part that scales with the value.</param>
+public readonly record struct Tolerance(double Absolute, double Relative)
+{
+    /// <summary><see cref="CheckResult.Compare(string, ReadOnlySpan{float}, ReadOnlySpan{float}, double, double)"/> with this tolerance.</summary>
+    public CheckResult Compare(string what, ReadOnlySpan<float> actual, ReadOnlySpan<float> expected) =>
+        CheckResult.Compare(what, actual, expected, Absolute, Relative);
+
+    /// <summary>"atol .., rtol ..", for messages.</summary>
+    public override string ToString() => $"atol {Absolute:G2}, rtol {Relative:G2}";
+}
+
+/// <summary>
+/// Every tolerance the device checks use, in one place, per dtype of the compared output, forward and gradient
+/// separately. Inputs are the same values on both sides (the CPU widens the very bf16/f16 values the device reads),
+/// so what remains is fp32 arithmetic in another order (reduction trees, FMA contraction on the GPU) plus, for a
+/// 16-bit output, its one rounding: half an ulp, 2^-9 (bf16) or 2^-12 (f16) relative at worst, doubled when the
+/// fp32 results straddle a rounding boundary. Elementwise ops and casts are held to bit equality instead.
+/// </summary>
+public static class Tolerances
+{
+    /// <summary>Forward outputs (LayerNorm y, statistics, row reductions) of <paramref name="dtype"/>.</summary>
+    public static Tolerance Forward(DType dtype) => dtype switch
+    {
+        // A few fp32 ulps of a unit-scale result: reordered sums over a few thousand terms.
+        DType.F32 => new(1e-5, 1e-5),
+        // One bf16 ulp (2^-7 relative at the bottom of a binade), plus fp32 noise near zero.
+        DType.BF16 => new(1e-5, 1.0 / 128),
+        // One f16 ulp (2^-10 relative).
+        DType.F16 => new(1e-5, 1.0 / 1024),
+        _ => throw new ArgumentException($"no device tolerance for {dtype}", nameof(dtype)),
+    };
+
+    /// <summary>
+    /// Gradients of <paramref name="dtype"/>: looser than forward, since dX subtracts two row means from g and the
+    /// parameter gradients sum over every row, both cancelling to values small next to their terms.
+    /// </summary>
+    public static Tolerance Gradient(DType dtype) => dtype switch
+    {
+        DType.F32 => new(2e-5, 2e-5),
+        DType.BF16 => new(1e-4, 1.0 / 128),
+        DType.F16 => new(2e-5, 1.0 / 1024),
+        _ => throw new ArgumentException($"no device tolerance for {dtype}", nameof(dtype)),
+    };
+}

@@ -1,0 +1,286 @@
+using NUnit.Framework;
+using Phi2Native.Backends.Cuda;
+using Phi2Native.Cuda;
+using Phi2Native.DeviceChecks;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Tests.Cuda;
+
+/// <summary>
+/// <see cref="CudaDevice"/> on a real GPU: copies through the staging buffers across chunk boundaries, the caching
+/// allocator on the driver, streams and timing events, launches by name through the kernel cache (with the
+/// over-48-KiB shared memory opt-in), NVRTC's log for a broken source, the disk cache across opens, and calls from
+/// threads that never set a context. Ignored, with the probe's reason, where there is no CUDA GPU.
+/// </summary>
+[TestFixture, Category("Gpu"), NonParallelizable]
+public class CudaDeviceGpuTests : Support.TemporaryDirectoryTest
+{
+    private const int Chunk = 64 << 10; // small staging chunks, so modest sizes cross several boundaries
+    private CudaDevice _device = null!;
+
+    [OneTimeSetUp]
+    public void OpenDevice()
+    {
+        var probe = CudaAvailability.Probe(TestContext.Progress.WriteLine);
+        if (!probe.IsAvailable) Assert.Ignore($"needs a CUDA GPU: {probe.Reason}");
+        // Held for the whole fixture, so the primary context (and its loaded modules) outlives each test's own devices.
+        _device = CudaDevice.Open(0, KernelCacheOptions.Disabled, Chunk);
+        TestContext.Progress.WriteLine($"{_device.Name}: {_device.MaxDynamicSharedBytes} bytes of opt-in shared memory");
+    }
+
+    [OneTimeTearDown]
+    public void CloseDevice() => _device?.Dispose();
+
+    private CudaDevice OpenWithCacheIn(string folder) =>
+        CudaDevice.Open(0, KernelCacheOptions.InDirectory(folder) with { Warning = w => Assert.Fail($"unexpected cache warning: {w}") }, Chunk);
+
+    private static byte[] Pattern(int bytes, int seed) => [.. Enumerable.Range(0, bytes).Select(i => (byte)(i * 31 + seed))];
+
+    [TestCase(1)]
+    [TestCase(Chunk - 1)]
+    [TestCase(Chunk)]
+    [TestCase(Chunk + 1)]
+    [TestCase(2 * Chunk)]
+    [TestCase(5 * Chunk + 77)]
+    public void BytesRoundTripThroughStagingOnAStream(int bytes)
+    {
+        var stream = _device.CreateStream();
+        DevicePtr p = _device.Allocate(bytes + 512);
+        try
+        {
+            byte[] data = Pattern(bytes, seed: bytes);
+            _device.Fill(p, 0xAB, bytes + 512, stream);
+            _device.CopyToDevice(p.Offset(256), data, stream); // inside the allocation, not at its start
+            var back = new byte[bytes + 512];
+            _device.CopyToHost(back, p, stream);
+            Assert.That(back.AsSpan(256, bytes).ToArray(), Is.EqualTo(data));
+            Assert.That(back.AsSpan(0, 256).ToArray(), Is.All.EqualTo(0xAB));
+            Assert.That(back.AsSpan(256 + bytes).ToArray(), Is.All.EqualTo(0xAB));
+        }
+        finally
+        {
+            _device.Free(p);
+            _device.DestroyStream(stream);
+        }
+    }
+
+    [Test]
+    public void TheSourceSpanMayBeReusedAsSoonAsCopyToDeviceReturns()
+    {
+        const int bytes = 3 * Chunk + 5;
+        byte[] data = Pattern(bytes, 1), expected = (byte[])data.Clone();
+        DevicePtr p = _device.Allocate(bytes);
+        DevicePtr q = _device.Allocate(bytes);
+        try
+        {
+            _device.CopyToDevice(p, data, DeviceStream.Default);
+            Array.Fill(data, (byte)0); // staged already: this must not reach the device
+            _device.CopyOnDevice(q, p, bytes, DeviceStream.Default);
+            var back = new byte[bytes];
+            _device.CopyToHost(back, q, DeviceStream.Default);
+            Assert.That(back, Is.EqualTo(expected));
+        }
+        finally
+        {
+            _device.Free(p);
+            _device.Free(q);
+        }
+    }
+
+    [Test]
+    public void ALargeCopyWithTheDefaultChunkRoundTrips()
+    {
+        using var device = CudaDevice.Open(0, KernelCacheOptions.Disabled);
+        const int bytes = (20 << 20) + 3; // crosses two 8 MiB chunks
+        byte[] data = Pattern(bytes, 7);
+        DevicePtr p = device.Allocate(bytes);
+        var back = new byte[bytes];
+        device.CopyToDevice(p, data, DeviceStream.Default);
+        device.CopyToHost(back, p, DeviceStream.Default);
+        device.Free(p);
+        Assert.That(back.AsSpan().SequenceEqual(data), Is.True);
+    }
+
+    [Test]
+    public void TheAllocatorReusesAFreedBlockOnceItsFenceHasPassed()
+    {
+        using var device = CudaDevice.Open(0, KernelCacheOptions.Disabled);
+        DevicePtr a = device.Allocate(1000);
+        device.Free(a);
+        DevicePtr other = device.Allocate(100); // a different size class; records the fence behind a's free
+        device.Synchronize(DeviceStream.Default); // the fence's only stream is idle now
+        DevicePtr b = device.Allocate(900);
+        Assert.That(b, Is.EqualTo(a), "same 1024-byte block");
+        Assert.That(a.Address % 256, Is.Zero);
+        var stats = device.Memory;
+        Assert.That(stats.CacheHits, Is.EqualTo(1));
+        Assert.That(stats.BytesInUse, Is.EqualTo(1000L));
+        Assert.That(stats.LiveAllocations, Is.EqualTo(2));
+        Assert.That(stats.TotalAllocations, Is.EqualTo(3));
+        Assert.That(stats.BytesReserved, Is.EqualTo(1024L + 512));
+        device.Free(b);
+        device.Free(other);
+        Assert.That(device.EmptyCache(), Is.EqualTo(1024L + 512));
+        Assert.That(device.Memory.BytesReserved, Is.Zero);
+        Assert.That(() => device.Free(b), Throws.ArgumentException);
+    }
+
+    [Test]
+    public void AnImpossibleAllocationThrowsOutOfMemoryWithTheDevicesNumbers()
+    {
+        var e = Assert.Throws<DeviceOutOfMemoryException>(() => _device.Allocate(4 * _device.Info.TotalMemoryBytes))!;
+        Assert.That(e.DeviceTotalBytes, Is.GreaterThan(0));
+        Assert.That(e.Message, Does.Contain(_device.Name));
+        TestContext.Progress.WriteLine(e.Message);
+        DevicePtr p = _device.Allocate(1 << 20); // and the device still works
+        _device.Free(p);
+    }
+
+    [Test]
+    public void EventsOnAStreamTimeTheWorkBetweenThem()
+    {
+        var stream = _device.CreateStream();
+        const long bytes = 256L << 20;
+        DevicePtr p = _device.Allocate(bytes);
+        try
+        {
+            var start = _device.RecordEvent(stream);
+            for (int i = 0; i < 8; i++) _device.Fill(p, (byte)i, bytes, stream);
+            var end = _device.RecordEvent(stream);
+            float ms = _device.ElapsedMilliseconds(start, end);
+            TestContext.Progress.WriteLine($"8 fills of 256 MiB: {ms:F3} ms");
+            Assert.That(ms, Is.GreaterThan(0f).And.LessThan(10_000f));
+            _device.DestroyEvent(start);
+            _device.DestroyEvent(end);
+            Assert.That(() => _device.ElapsedMilliseconds(start, end), Throws.ArgumentException.With.Property("ParamName").EqualTo("start"));
+        }
+        finally
+        {
+            _device.Free(p);
+            _device.DestroyStream(stream);
+        }
+        Assert.That(() => _device.Synchronize(stream), Throws.ArgumentException.With.Property("ParamName").EqualTo("stream"));
+    }
+
+    [Test]
+    public void AddF32LaunchesByNameThroughTheKernelCache()
+    {
+        const int n = 1001;
+        float[] a = TestData.Uniform(n, 1), b = TestData.Uniform(n, 2);
+        using var da = DeviceBuffer.Upload(_device, DType.F32, a);
+        using var db = DeviceBuffer.Upload(_device, DType.F32, b);
+        using var dy = DeviceBuffer.Allocate(_device, DType.F32, n);
+        ElementwiseKernels.Add(_device, DType.F32, da.Pointer, db.Pointer, dy.Pointer, n);
+        Assert.That(dy.Download(), Is.EqualTo(a.Zip(b, (x, y) => x + y).ToArray()));
+    }
+
+    [Test]
+    public unsafe void ALaunchAskingForMoreThan48KiBOfSharedMemoryOptsIn()
+    {
+        // add_f32 ignores dynamic shared memory, but the launch is refused unless the attribute was raised first.
+        const int n = 256;
+        using var x = DeviceBuffer.Upload(_device, DType.F32, TestData.Uniform(n, 3));
+        DevicePtr a = x.Pointer, y = x.Pointer;
+        int count = n;
+        nint* args = stackalloc nint[] { (nint)(&a), (nint)(&a), (nint)(&y), (nint)(&count) };
+        int shared = Math.Min(100 << 10, _device.MaxDynamicSharedBytes);
+        _device.Launch("add_f32", 1, 256, shared, DeviceStream.Default, new ReadOnlySpan<nint>(args, 4));
+        _device.Synchronize(DeviceStream.Default);
+        Assert.That(() => _device.Launch("add_f32", 1, 2048, 0, DeviceStream.Default, new ReadOnlySpan<nint>(args, 4)),
+            Throws.InstanceOf<CudaException>().With.Message.Contains("add_f32").And.Message.Contains("block (2048,1,1)"));
+        Assert.That(() => _device.Launch("no_such_kernel", 1, 1, 0, DeviceStream.Default, []),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("kernelName"));
+    }
+
+    [Test]
+    public void ACompileErrorComesBackWithNvrtcsLog()
+    {
+        const string broken = "#include \"common.cuh\"\nPHI2_KERNEL void broken(float* y) { y[0] = undeclared_thing; }\n";
+        var compiler = new NvrtcKernelCompiler();
+        var e = Assert.Throws<KernelCompileException>(() => compiler.Compile("broken.cu", broken,
+            KernelSourceCatalog.Embedded.Headers, KernelCache.CompileOptions(_device.Info.Architecture)))!;
+        TestContext.Progress.WriteLine(e.Message);
+        Assert.That(e.Log, Does.Contain("undeclared_thing").And.Contain("broken.cu"));
+        Assert.That(e.Message, Does.Contain("NVRTC_ERROR_COMPILATION"));
+        Assert.That(compiler.Version, Does.StartWith("NVRTC "));
+    }
+
+    [Test]
+    public void TheSecondOpenReadsTheDiskCache()
+    {
+        string folder = Path.Combine(Temp, "kernels");
+        using (var first = OpenWithCacheIn(folder))
+        {
+            Assert.That(first.KernelCacheDirectory, Is.EqualTo(folder));
+            Assert.That(first.LoadKernelFile("elementwise.cu").Origin, Is.EqualTo(KernelImageOrigin.Compiled));
+        }
+        Assert.That(Directory.GetFiles(folder, "*.cubin"), Has.Length.EqualTo(1));
+        using var second = OpenWithCacheIn(folder);
+        var image = second.Kernels.GetImage("elementwise.cu");
+        Assert.That(image.Origin, Is.EqualTo(KernelImageOrigin.DiskCache));
+        TestContext.Progress.WriteLine($"elementwise.cu from disk in {image.Seconds * 1000:F1} ms ({image.Image.Length} bytes)");
+        var check = ElementwiseChecks.All[0].Run(second);
+        Assert.That(check.Passed, check.ToString());
+    }
+
+    [Test]
+    public void EveryEmbeddedKernelFileCompilesAndLoads()
+    {
+        using var device = OpenWithCacheIn(Path.Combine(Temp, "all"));
+        var reports = GpuDevices.CompileAllKernels(device);
+        foreach (var r in reports) TestContext.Progress.WriteLine($"{r.File}: {(r.Compiled ? "ok" : "FAILED")} in {r.Seconds:F2} s{(r.Log is null ? "" : "\n" + r.Log)}");
+        Assert.That(reports.Select(r => r.File), Is.EqualTo(KernelSourceCatalog.Embedded.Files));
+        Assert.That(reports.Where(r => !r.Compiled).Select(r => r.File), Is.Empty);
+    }
+
+    [Test]
+    public void CallsFromFreshThreadsFindTheContext()
+    {
+        // New threads have no current context: every call must set it itself.
+        var errors = new System.Collections.Concurrent.ConcurrentBag<Exception>();
+        var threads = Enumerable.Range(0, 4).Select(t => new Thread(() =>
+        {
+            try
+            {
+                byte[] data = Pattern(Chunk + 100 * t + 1, t);
+                DevicePtr p = _device.Allocate(data.Length);
+                var back = new byte[data.Length];
+                _device.CopyToDevice(p, data, DeviceStream.Default);
+                _device.CopyToHost(back, p, DeviceStream.Default);
+                _device.Free(p);
+                if (!back.AsSpan().SequenceEqual(data)) throw new InvalidOperationException($"thread {t}: data differ");
+            }
+            catch (Exception e)
+            {
+                errors.Add(e);
+            }
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+        Assert.That(errors, Is.Empty);
+    }
+
+    [Test]
+    public void BlasIsMadeOnceAndItsWorkspaceFreedWithTheDevice()
+    {
+        var device = CudaDevice.Open(0, KernelCacheOptions.Disabled);
+        IBlas blas = device.Blas;
+        Assert.That(device.Blas, Is.SameAs(blas));
+        Assert.That(device.Memory.BytesInUse, Is.EqualTo(CudaBlas.WorkspaceBytes), "cuBLASLt's workspace comes from the device");
+        device.Dispose(); // disposes the handles, which free the workspace through the device before it closes
+        Assert.That(() => device.Blas, Throws.InstanceOf<ObjectDisposedException>());
+    }
+
+    [Test]
+    public void TwoDevicesShareTheContextAndOneClosingLeavesTheOtherWorking()
+    {
+        var first = CudaDevice.Open(0, KernelCacheOptions.Disabled);
+        using var second = CudaDevice.Open(0, KernelCacheOptions.Disabled);
+        Assert.That(ElementwiseChecks.All[0].Run(first).Passed);
+        first.Dispose();
+        Assert.That(() => first.Allocate(1), Throws.InstanceOf<ObjectDisposedException>());
+        var check = ElementwiseChecks.All[0].Run(second);
+        Assert.That(check.Passed, check.ToString());
+        Assert.That(second.Memory.LiveAllocations, Is.Zero);
+    }
+}
