@@ -1,5 +1,6 @@
 // Build script: `dotnet tool restore && dotnet cake --target=<Target>`.
-// Targets: Build, Test (the README's test command), Demo, Bench (CPU GEMM throughput), Publish (self-contained phi2).
+// Targets: Build, Test (the README's test command), Demo, Bench (CPU GEMM throughput), Publish (self-contained phi2),
+// GpuRunner (the self-contained, trimmed GPU check runner that bench/gpu-check.sh carries to a GPU machine).
 var target = Argument("target", "Test");
 var configuration = Argument("configuration", "Release");
 
@@ -33,6 +34,18 @@ Task("Publish").Does(() =>
         Runtime = "linux-x64",
         SelfContained = true,
         OutputDirectory = "artifacts/phi2-linux-x64",
+    });
+});
+
+// PublishTrimmed and TrimMode=partial are set in the project; the output folder is the one bench/gpu-check.sh looks in.
+Task("GpuRunner").Does(() =>
+{
+    DotNetPublish("bench/Phi2Native.GpuCheck/Phi2Native.GpuCheck.csproj", new DotNetPublishSettings
+    {
+        Configuration = "Release",
+        Runtime = "linux-x64",
+        SelfContained = true,
+        OutputDirectory = "bench/gpu-runner",
     });
 });
 

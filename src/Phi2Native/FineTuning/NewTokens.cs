@@ -38,7 +38,7 @@ public static class NewTokens
     {
         if (tokenizer.AddedTokens.Count == 0) return;
         string path = Path.Combine(directory, FileName), temporary = path + ".tmp";
-        File.WriteAllText(temporary, JsonSerializer.Serialize(tokenizer.AddedTokens.OrderBy(kv => kv.Value).ToDictionary(), new JsonSerializerOptions { WriteIndented = true }));
+        File.WriteAllText(temporary, JsonSerializer.Serialize(tokenizer.AddedTokens.OrderBy(kv => kv.Value).ToDictionary(), FineTuningJson.Default.DictionaryStringInt32));
         File.Move(temporary, path, overwrite: true);
     }
 
@@ -51,7 +51,7 @@ public static class NewTokens
         Dictionary<string, int> tokens;
         try
         {
-            tokens = JsonSerializer.Deserialize<Dictionary<string, int>>(File.ReadAllText(path)) ?? [];
+            tokens = JsonSerializer.Deserialize(File.ReadAllText(path), FineTuningJson.Default.DictionaryStringInt32) ?? [];
         }
         catch (JsonException e)
         {

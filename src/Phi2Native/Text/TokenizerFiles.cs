@@ -1,5 +1,7 @@
+using System.Buffers;
 using System.IO.Compression;
 using System.Reflection;
+using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 
@@ -17,10 +19,16 @@ internal static class TokenizerFiles
     public const string TokenizerJsonFile = "tokenizer.json";
     public const string TokenizerConfigFile = "tokenizer_config.json";
 
-    private static readonly JsonSerializerOptions s_quoteOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+    private static readonly JsonWriterOptions s_quoteOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     /// <summary>A token as a JSON string, so runs of spaces and tabs are visible in messages.</summary>
-    public static string Quote(string token) => JsonSerializer.Serialize(token, s_quoteOptions);
+    /// <remarks>Written with <see cref="Utf8JsonWriter"/>, which is what JsonSerializer uses for a string, without its reflection.</remarks>
+    public static string Quote(string token)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        using (var writer = new Utf8JsonWriter(buffer, s_quoteOptions)) writer.WriteStringValue(token);
+        return Encoding.UTF8.GetString(buffer.WrittenSpan);
+    }
 
     /// <summary>
     /// vocab.json: a JSON object from each token (byte-level spelling, "Ġworld") to its id. Ids are distinct

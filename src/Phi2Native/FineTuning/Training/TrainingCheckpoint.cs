@@ -53,7 +53,7 @@ public static class TrainingCheckpoint
             var adapters = trainer.Model.LinearAdapters;
             var trainerState = new State(trainer.Step, trainer.TotalSteps, trainer.Batches.Order.Save(), model.DropoutSeed, model.TrainingForwardCount,
                 adapters.Select(a => a.DropoutSeed).ToArray(), adapters.Select(a => a.TrainingForwardCount).ToArray());
-            File.WriteAllText(Path.Combine(temporary, StateFileName), JsonSerializer.Serialize(trainerState, JsonOptions));
+            File.WriteAllText(Path.Combine(temporary, StateFileName), JsonSerializer.Serialize(trainerState, FineTuningJson.Default.State));
             Replace(temporary, directory);
             return directory;
         }
@@ -77,7 +77,7 @@ public static class TrainingCheckpoint
         State state;
         try
         {
-            state = JsonSerializer.Deserialize<State>(File.ReadAllText(statePath), JsonOptions) ?? throw new Phi2Exception($"{statePath}: empty");
+            state = JsonSerializer.Deserialize(File.ReadAllText(statePath), FineTuningJson.Default.State) ?? throw new Phi2Exception($"{statePath}: empty");
         }
         catch (JsonException e)
         {
@@ -111,8 +111,6 @@ public static class TrainingCheckpoint
             adapters[i].TrainingForwardCount = state.AdapterTrainingForwards[i];
         }
     }
-
-    private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
     // Swap the finished folder in: the old checkpoint of the same step (a rerun) goes only after the new one is in place.
     private static void Replace(string temporary, string directory)

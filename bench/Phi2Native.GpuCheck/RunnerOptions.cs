@@ -1,0 +1,79 @@
+using System.Globalization;
+
+namespace Phi2Native.GpuCheck;
+
+/// <summary>The runner's command line, parsed by hand: the runner takes no dependencies beyond the check library.</summary>
+internal sealed record RunnerOptions
+{
+    /// <summary>How long checks may run in all before the rest are reported as not run. bench/gpu-check.sh kills the
+    /// runner at 280 s; stopping checks well before that still leaves time to print the tables.</summary>
+    public static readonly TimeSpan DefaultTimeLimit = TimeSpan.FromSeconds(240);
+
+    /// <summary>Run on the kernel emulator instead of a GPU.</summary>
+    public bool Emulated { get; init; }
+
+    /// <summary>Run only the checks whose name contains this (ordinal, ignoring case); null runs all.</summary>
+    public string? Filter { get; init; }
+
+    /// <summary>Print the checks' names and kernels, run nothing.</summary>
+    public bool List { get; init; }
+
+    /// <summary>Print the tables as Markdown, ready for bench/RESULTS.md.</summary>
+    public bool Markdown { get; init; }
+
+    /// <summary>Check the runner's own bookkeeping on planted checks.</summary>
+    public bool SelfTest { get; init; }
+
+    /// <summary>Print the usage.</summary>
+    public bool Help { get; init; }
+
+    /// <summary>See <see cref="DefaultTimeLimit"/>.</summary>
+    public TimeSpan TimeLimit { get; init; } = DefaultTimeLimit;
+
+    /// <summary>Parses <paramref name="args"/>.</summary>
+    /// <exception cref="ArgumentException">An unknown option, or an option without its value.</exception>
+    public static RunnerOptions Parse(IReadOnlyList<string> args)
+    {
+        var options = new RunnerOptions();
+        for (int i = 0; i < args.Count; i++)
+        {
+            string Value() => i + 1 < args.Count ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
+            options = args[i] switch
+            {
+                "--emulated" => options with { Emulated = true },
+                "--filter" => options with { Filter = Value() },
+                "--list" => options with { List = true },
+                "--markdown" => options with { Markdown = true },
+                "--self-test" => options with { SelfTest = true },
+                "--time-limit" => options with { TimeLimit = ParseSeconds(Value()) },
+                "-h" or "--help" => options with { Help = true },
+                _ => throw new ArgumentException($"unknown argument '{args[i]}'"),
+            };
+        }
+        return options;
+    }
+
+    private static TimeSpan ParseSeconds(string text) =>
+        double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double seconds) && seconds > 0
+            ? TimeSpan.FromSeconds(seconds)
+            : throw new ArgumentException($"--time-limit takes seconds (> 0), not '{text}'");
+
+    /// <summary>The help text.</summary>
+    public const string Usage = """
+        usage: Phi2Native.GpuCheck [--emulated] [--filter TEXT] [--list] [--markdown] [--time-limit S] [--self-test]
+
+        Compiles every kernel with NVRTC for the first GPU, runs every device check (tests/Phi2Native.DeviceChecks,
+        the same bodies NUnit runs on the emulator) against its CPU reference, and prints a table last.
+        Without a GPU it says why and exits 0.
+
+          --emulated      run the checks on the kernel emulator (libphi2emu.so beside this program) instead
+          --filter TEXT   only the checks whose name contains TEXT (ignoring case)
+          --list          print the checks and their kernels, run nothing
+          --markdown      print the tables as Markdown (for bench/RESULTS.md)
+          --time-limit S  stop starting checks after S seconds (default 240); the rest count as not run
+          --self-test     check the runner's own bookkeeping on planted checks (pass, wrong, throwing, leaking)
+
+        exit: 0 every selected check passed, or there is no GPU; 1 a check failed, threw or did not run, a kernel
+        did not compile, or a GPU is present but could not be opened; 2 bad arguments.
+        """;
+}
