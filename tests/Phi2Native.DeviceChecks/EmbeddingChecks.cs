@@ -10,7 +10,7 @@ namespace Phi2Native.DeviceChecks;
 /// EmbeddingBackward on the same widened values. A gather is a move and the backward adds each id's rows in the CPU's
 /// order, so everything is compared bit for bit: forward in every table/output dtype pair, ids that repeat, ids in the
 /// padding rows at the end of the vocabulary (Phi-2 uses 50295 of its 51200), channel counts not a multiple of the
-/// block, more ids than one id tile of backward (so the owner scan crosses tiles), dWeight already holding a gradient;
+/// block, grids smaller than the row count (each block walks several rows), more ids than one id tile of backward (so the owner scan crosses tiles), dWeight already holding a gradient;
 /// and ids outside the vocabulary: no access out of bounds, a NaN row (forward) or nothing (backward) for them, the
 /// first bad position flagged, while the CPU backend refuses the same ids.
 /// </summary>
@@ -25,25 +25,32 @@ public static class EmbeddingChecks
         Forward(DType.BF16, DType.BF16, vocab: 37, channels: 80, count: 11),
         Forward(DType.BF16, DType.F32, vocab: 37, channels: 45, count: 11),
         Forward(DType.F32, DType.BF16, vocab: 37, channels: 45, count: 11),
+        Forward(DType.BF16, DType.BF16, vocab: 37, channels: 80, count: 11, maxBlocks: 3),
         Backward(DType.F32, vocab: 37, channels: 80, count: 13),
         Backward(DType.F32, vocab: 20, channels: 7, count: 70),
         Backward(DType.F32, vocab: 5, channels: 300, count: 9),
         Backward(DType.BF16, vocab: 37, channels: 80, count: 13),
         Backward(DType.BF16, vocab: 20, channels: 7, count: 70),
+        Backward(DType.F32, vocab: 20, channels: 7, count: 70, maxBlocks: 3),
+        Backward(DType.F32, vocab: 5, channels: 300, count: 9, maxBlocks: 2),
         new("embedding_f32 ids outside the vocabulary", ["embedding_f32"], ForwardBadIds),
         new("embedding_backward_f32 ids outside the vocabulary", ["embedding_backward_f32"], BackwardBadIds),
     ];
 
-    private static DeviceCheck Forward(DType table, DType output, int vocab, int channels, int count)
+    private static string Grid(int maxBlocks) => maxBlocks == int.MaxValue ? "" : $", {maxBlocks} blocks";
+
+    private static DeviceCheck Forward(DType table, DType output, int vocab, int channels, int count, int maxBlocks = int.MaxValue)
     {
         string kernel = EmbeddingKernels.ForwardName(table, output);
-        return new($"{kernel} [{vocab}, {channels}] x {count} ids", [kernel], device => RunForward(device, table, output, vocab, channels, count));
+        return new($"{kernel} [{vocab}, {channels}] x {count} ids{Grid(maxBlocks)}", [kernel],
+            device => RunForward(device, table, output, vocab, channels, count, maxBlocks));
     }
 
-    private static DeviceCheck Backward(DType dtype, int vocab, int channels, int count)
+    private static DeviceCheck Backward(DType dtype, int vocab, int channels, int count, int maxBlocks = int.MaxValue)
     {
         string kernel = $"embedding_backward_{KernelName.Suffix(dtype)}";
-        return new($"{kernel} [{vocab}, {channels}] x {count} ids", [kernel], device => RunBackward(device, dtype, vocab, channels, count));
+        return new($"{kernel} [{vocab}, {channels}] x {count} ids{Grid(maxBlocks)}", [kernel],
+            device => RunBackward(device, dtype, vocab, channels, count, maxBlocks));
     }
 
     /// <summary>
@@ -68,7 +75,7 @@ public static class EmbeddingChecks
     internal static Tensor CpuIds(CpuReference cpu, int[] ids) =>
         cpu.Backend.FromBytes(MemoryMarshal.AsBytes(ids.AsSpan()), DType.I32, [ids.Length], DType.I32);
 
-    private static CheckResult RunForward(IDeviceApi device, DType tableDtype, DType outputDtype, int vocab, int channels, int count)
+    private static CheckResult RunForward(IDeviceApi device, DType tableDtype, DType outputDtype, int vocab, int channels, int count, int maxBlocks)
     {
         float[] table = TestData.Uniform(vocab * channels, seed: 800 + channels, scale: 2f);
         int[] ids = MakeIds(count, vocab);
@@ -76,7 +83,7 @@ public static class EmbeddingChecks
         using var weight = DeviceBuffer.Upload(device, tableDtype, table);
         using var dIds = DeviceBuffer.Upload(device, ids);
         using var output = DeviceBuffer.Allocate(device, outputDtype, count * channels);
-        EmbeddingKernels.Embedding(device, tableDtype, outputDtype, weight.Pointer, dIds.Pointer, output.Pointer, count, vocab, channels);
+        EmbeddingKernels.Embedding(device, tableDtype, outputDtype, weight.Pointer, dIds.Pointer, output.Pointer, count, vocab, channels, maxBlocks: maxBlocks);
 
         using var cpu = new CpuReference();
         using var cw = cpu.Stored(tableDtype, table, vocab, channels);
@@ -85,7 +92,7 @@ public static class EmbeddingChecks
         return CheckResult.CompareBits("output", output.Download(), cpu.CastTo(outputDtype, cy));
     }
 
-    private static CheckResult RunBackward(IDeviceApi device, DType dtype, int vocab, int channels, int count)
+    private static CheckResult RunBackward(IDeviceApi device, DType dtype, int vocab, int channels, int count, int maxBlocks)
     {
         float[] dOut = TestData.Uniform(count * channels, seed: 900 + channels);
         float[] prior = TestData.Uniform(vocab * channels, seed: 1000 + channels, scale: 3f);
@@ -93,7 +100,7 @@ public static class EmbeddingChecks
         using var dY = DeviceBuffer.Upload(device, dtype, dOut);
         using var dIds = DeviceBuffer.Upload(device, ids);
         using var dWeight = DeviceBuffer.Upload(device, DType.F32, prior);
-        EmbeddingKernels.EmbeddingBackward(device, dtype, dY.Pointer, dIds.Pointer, dWeight.Pointer, count, vocab, channels);
+        EmbeddingKernels.EmbeddingBackward(device, dtype, dY.Pointer, dIds.Pointer, dWeight.Pointer, count, vocab, channels, maxBlocks: maxBlocks);
 
         using var cpu = new CpuReference();
         using var cdy = cpu.Stored(dtype, dOut, count, channels);

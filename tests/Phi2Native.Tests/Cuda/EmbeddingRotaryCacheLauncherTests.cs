@@ -85,6 +85,8 @@ public class EmbeddingRotaryCacheLauncherTests
             Throws.ArgumentException.With.Message.Contains("embedding_backward has no F16 kernel"));
         Assert.That(() => EmbeddingKernels.EmbeddingBackward(_device, DType.F32, p, _ids.Pointer, p, 4, 8, 0),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("channels"));
+        Assert.That(() => EmbeddingKernels.EmbeddingBackward(_device, DType.F32, p, _ids.Pointer, p, 4, 8, 4, maxBlocks: 0),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("maxBlocks"));
     }
 
     [Test]
@@ -101,6 +103,8 @@ public class EmbeddingRotaryCacheLauncherTests
         Assert.That(() => Rotary(p.Offset(64), theta: 0), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("theta"));
         Assert.That(() => Rotary(p.Offset(64), theta: double.NaN), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("theta"));
         Assert.That(() => Rotary(p.Offset(64), offset: -1), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("positionOffset"));
+        Assert.That(() => RotaryKernels.Rotary(_device, DType.F32, p, p, 1, 2, 2, 8, 4, 10000, 0, maxBlocks: -1),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("maxBlocks"));
         // In place is allowed; a partial overlap would race.
         Rotary(p);
         Assert.That(() => Rotary(p.Offset(16)), Throws.ArgumentException.With.Property("ParamName").EqualTo("y").And.Message.Contains("partly overlaps"));
@@ -170,6 +174,8 @@ public class EmbeddingRotaryCacheLauncherTests
         RotaryKernels.Rotary(device, DType.BF16, p, p, 2, 2048, 32, 80, 32, 10000, 0);
         CacheKernels.CacheWrite(device, DType.BF16, p, q, 1, 1, 32, 80, 2048, 7);
         TransposeKernels.Transpose(device, DType.F32, p, q, 70, 33);
+        EmbeddingKernels.EmbeddingBackward(device, DType.F32, p, p, q, 4096, 51200, 7, maxBlocks: 512);
+        RotaryKernels.RotaryBackward(device, DType.F32, p, p, 1, 5, 2, 10, 6, 10000, 3, maxBlocks: 2);
         Assert.That(device.Launches, Is.EqualTo(new[]
         {
             ("embedding_bf16_f32", new Dim3(4096), new Dim3(256)),
@@ -178,6 +184,8 @@ public class EmbeddingRotaryCacheLauncherTests
             ("rotary_bf16", new Dim3(4096), new Dim3(256)),
             ("cache_write_bf16", new Dim3(10), new Dim3(256)),
             ("transpose_f32", new Dim3(2, 3), new Dim3(32, 8)),
+            ("embedding_backward_f32", new Dim3(512), new Dim3(32)),
+            ("rotary_backward_f32", new Dim3(2), new Dim3(32)),
         }));
     }
 

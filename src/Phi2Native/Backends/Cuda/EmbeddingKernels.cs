@@ -68,7 +68,7 @@ public static unsafe class EmbeddingKernels
     }
 
     /// <summary>
-    /// output[n, :] = weight[ids[n], :], converted once through fp32 when the dtypes differ. Launch: grid (N), block
+    /// output[n, :] = weight[ids[n], :], converted once through fp32 when the dtypes differ. Launch: grid (N, at most maxBlocks), block
     /// <see cref="LaunchShape.RowBlock"/>(C), no dynamic shared memory.
     /// </summary>
     /// <param name="device">The device.</param>
@@ -82,11 +82,13 @@ public static unsafe class EmbeddingKernels
     /// <param name="channels">C, at least 1.</param>
     /// <param name="badPosition">An int receiving (atomicMin) the first position with a bad id; null when not wanted.</param>
     /// <param name="stream">The stream.</param>
+    /// <param name="maxBlocks">The grid's cap (default: one block per id); checks pass a small value so each block walks several rows.</param>
     /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
     /// <exception cref="ArgumentNullException">A null weight, ids or output.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative count, or no vocabulary or channels.</exception>
     public static void Embedding(IDeviceApi device, DType tableDtype, DType outputDtype, DevicePtr weight, DevicePtr ids, DevicePtr output,
-        int count, int vocabSize, int channels, DevicePtr badPosition = default, DeviceStream stream = default)
+        int count, int vocabSize, int channels, DevicePtr badPosition = default, DeviceStream stream = default,
+        int maxBlocks = int.MaxValue)
     {
         LaunchArguments.Device(device);
         string kernel = ForwardName(tableDtype, outputDtype);
@@ -97,17 +99,18 @@ public static unsafe class EmbeddingKernels
         ArgumentOutOfRangeException.ThrowIfNegative(count);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(vocabSize);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(channels);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxBlocks);
         if (count == 0) return;
         nint* args = stackalloc nint[]
         {
             (nint)(&weight), (nint)(&ids), (nint)(&output), (nint)(&badPosition), (nint)(&count), (nint)(&vocabSize), (nint)(&channels),
         };
-        device.Launch(kernel, new Dim3((uint)count), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 7));
+        device.Launch(kernel, new Dim3((uint)Math.Min(count, maxBlocks)), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 7));
     }
 
     /// <summary>
     /// dWeight[ids[n], :] += dOutput[n, :] in fp32, deterministic: each id's rows are added in increasing n by one block,
-    /// without atomics. An id outside [0, V) is skipped and flagged. Launch: grid (N), block
+    /// without atomics. An id outside [0, V) is skipped and flagged. Launch: grid (N, at most maxBlocks), block
     /// <see cref="LaunchShape.RowBlock"/>(C) (at most <see cref="MaxBackwardBlock"/>), no dynamic shared memory.
     /// </summary>
     /// <param name="device">The device.</param>
@@ -120,11 +123,13 @@ public static unsafe class EmbeddingKernels
     /// <param name="channels">C, at least 1.</param>
     /// <param name="badPosition">An int receiving (atomicMin) the first position with a bad id; null when not wanted.</param>
     /// <param name="stream">The stream.</param>
+    /// <param name="maxBlocks">The grid's cap (default: one block per id); checks pass a small value so each block walks several rows.</param>
     /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
     /// <exception cref="ArgumentNullException">A null dOutput, ids or dWeight.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative count, or no vocabulary or channels.</exception>
     public static void EmbeddingBackward(IDeviceApi device, DType dtype, DevicePtr dOutput, DevicePtr ids, DevicePtr dWeight,
-        int count, int vocabSize, int channels, DevicePtr badPosition = default, DeviceStream stream = default)
+        int count, int vocabSize, int channels, DevicePtr badPosition = default, DeviceStream stream = default,
+        int maxBlocks = int.MaxValue)
     {
         LaunchArguments.Device(device);
         string kernel = KernelName.For("embedding_backward", dtype, Supported);
@@ -135,12 +140,13 @@ public static unsafe class EmbeddingKernels
         ArgumentOutOfRangeException.ThrowIfNegative(count);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(vocabSize);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(channels);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxBlocks);
         if (count == 0) return;
         nint* args = stackalloc nint[]
         {
             (nint)(&dOutput), (nint)(&ids), (nint)(&dWeight), (nint)(&badPosition), (nint)(&count), (nint)(&vocabSize), (nint)(&channels),
         };
         uint block = Math.Min(MaxBackwardBlock, LaunchShape.RowBlock(channels));
-        device.Launch(kernel, new Dim3((uint)count), block, 0, stream, new ReadOnlySpan<nint>(args, 7));
+        device.Launch(kernel, new Dim3((uint)Math.Min(count, maxBlocks)), block, 0, stream, new ReadOnlySpan<nint>(args, 7));
     }
 }

@@ -17,7 +17,7 @@ public static unsafe class RotaryKernels
 
     /// <summary>
     /// Rotates dims [0, rotaryDim) of every head of x [B, T, H, D] by its position's angles into y (=); dims
-    /// [rotaryDim, D) are copied. Launch: grid (B * T), block <see cref="LaunchShape.RowBlock"/>(H * (D - rotaryDim / 2)),
+    /// [rotaryDim, D) are copied. Launch: grid (B * T, at most maxBlocks), block <see cref="LaunchShape.RowBlock"/>(H * (D - rotaryDim / 2)),
     /// no dynamic shared memory.
     /// </summary>
     /// <param name="device">The device.</param>
@@ -32,12 +32,13 @@ public static unsafe class RotaryKernels
     /// <param name="theta">rope_theta, finite and &gt; 0 (10000 for Phi-2).</param>
     /// <param name="positionOffset">The position of t = 0 (the KV-cache length when decoding), at least 0.</param>
     /// <param name="stream">The stream.</param>
+    /// <param name="maxBlocks">The grid's cap (default: one block per token row); checks pass a small value so each block walks several rows.</param>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or y partly overlapping x.</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A dimension, rotaryDim, theta or the offset is out of range.</exception>
     public static void Rotary(IDeviceApi device, DType dtype, DevicePtr x, DevicePtr y, int batch, int time, int heads, int headDim,
-        int rotaryDim, double theta, int positionOffset, DeviceStream stream = default) =>
-        Launch("rotary", device, dtype, x, y, batch, time, heads, headDim, rotaryDim, theta, positionOffset, stream, nameof(x), nameof(y));
+        int rotaryDim, double theta, int positionOffset, DeviceStream stream = default, int maxBlocks = int.MaxValue) =>
+        Launch("rotary", device, dtype, x, y, batch, time, heads, headDim, rotaryDim, theta, positionOffset, stream, maxBlocks, nameof(x), nameof(y));
 
     /// <summary>
     /// Gradient of <see cref="Rotary"/>: dX (=) is dY rotated back by the same angles (sin negated); the passed-through
@@ -47,11 +48,11 @@ public static unsafe class RotaryKernels
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A dimension, rotaryDim, theta or the offset is out of range.</exception>
     public static void RotaryBackward(IDeviceApi device, DType dtype, DevicePtr dY, DevicePtr dX, int batch, int time, int heads, int headDim,
-        int rotaryDim, double theta, int positionOffset, DeviceStream stream = default) =>
-        Launch("rotary_backward", device, dtype, dY, dX, batch, time, heads, headDim, rotaryDim, theta, positionOffset, stream, nameof(dY), nameof(dX));
+        int rotaryDim, double theta, int positionOffset, DeviceStream stream = default, int maxBlocks = int.MaxValue) =>
+        Launch("rotary_backward", device, dtype, dY, dX, batch, time, heads, headDim, rotaryDim, theta, positionOffset, stream, maxBlocks, nameof(dY), nameof(dX));
 
     private static void Launch(string op, IDeviceApi device, DType dtype, DevicePtr x, DevicePtr y, int batch, int time, int heads, int headDim,
-        int rotaryDim, double theta, int positionOffset, DeviceStream stream, string xName, string yName)
+        int rotaryDim, double theta, int positionOffset, DeviceStream stream, int maxBlocks, string xName, string yName)
     {
         LaunchArguments.Device(device);
         string kernel = KernelName.For(op, dtype, Supported);
@@ -62,6 +63,7 @@ public static unsafe class RotaryKernels
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(heads);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(headDim);
         ArgumentOutOfRangeException.ThrowIfNegative(positionOffset);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxBlocks);
         if (rotaryDim < 0 || rotaryDim > headDim || rotaryDim % 2 != 0 || rotaryDim > MaxRotaryDim)
             throw new ArgumentOutOfRangeException(nameof(rotaryDim), rotaryDim, $"rotaryDim must be even and in [0, min(headDim = {headDim}, {MaxRotaryDim})]");
         if (rotaryDim > 0 && !(theta > 0 && double.IsFinite(theta)))
@@ -79,6 +81,6 @@ public static unsafe class RotaryKernels
             (nint)(&x), (nint)(&y), (nint)(&rowCount), (nint)(&time), (nint)(&heads), (nint)(&headDim), (nint)(&rotaryDim), (nint)(&theta),
             (nint)(&positionOffset),
         };
-        device.Launch(kernel, new Dim3((uint)rowCount), LaunchShape.RowBlock((int)items), 0, stream, new ReadOnlySpan<nint>(args, 9));
+        device.Launch(kernel, new Dim3((uint)Math.Min(rowCount, maxBlocks)), LaunchShape.RowBlock((int)items), 0, stream, new ReadOnlySpan<nint>(args, 9));
     }
 }
