@@ -20,6 +20,7 @@ public static class DeviceCheckCatalog
             LayerNormChecks.All,
             MmaChecks.All,
             BlasChecks.All,
+            DeviceLayerChecks.All,
         ];
         var all = families.SelectMany(f => f).ToList();
         var duplicate = all.GroupBy(c => c.Name).FirstOrDefault(g => g.Count() > 1);
