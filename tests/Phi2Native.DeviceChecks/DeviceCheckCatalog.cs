@@ -18,6 +18,7 @@ public static class DeviceCheckCatalog
             CastChecks.All,
             ReductionChecks.All,
             LayerNormChecks.All,
+            CrossEntropyChecks.All,
             MmaChecks.All,
             BlasChecks.All,
         ];

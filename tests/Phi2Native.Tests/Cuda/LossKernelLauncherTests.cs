@@ -1,0 +1,135 @@
+using NUnit.Framework;
+using Phi2Native.Backends.Cuda;
+using Phi2Native.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Tests.Cuda;
+
+/// <summary>
+/// The launchers of the loss (<see cref="CrossEntropyKernels"/>) refuse
+/// bad arguments in C#, naming the argument, before anything reaches a kernel; they launch nothing where nothing is to
+/// be done.
+/// </summary>
+[TestFixture, Category("Emulated")]
+public class LossKernelLauncherTests
+{
+    private EmulatedDevice _device = null!;
+    private DeviceBuffer _f32 = null!, _bf16 = null!, _i32 = null!;
+
+    [SetUp]
+    public void Open()
+    {
+        _device = new EmulatedDevice();
+        _f32 = DeviceBuffer.Upload(_device, DType.F32, new float[64]);
+        _bf16 = DeviceBuffer.Upload(_device, DType.BF16, new float[64]);
+        _i32 = DeviceBuffer.Upload(_device, new int[16]);
+    }
+
+    [TearDown]
+    public void Close()
+    {
+        _f32.Dispose();
+        _bf16.Dispose();
+        _i32.Dispose();
+        _device.Dispose();
+    }
+
+    private DevicePtr F(int index) => _f32.Pointer.Offset(4 * index);
+
+    [Test]
+    public void CrossEntropyRefusesAnUnsupportedDTypeByName()
+    {
+        var e = Assert.Throws<ArgumentException>(() =>
+            CrossEntropyKernels.CrossEntropy(_device, DType.F16, _bf16.Pointer, _i32.Pointer, F(0), DevicePtr.Null, 2, 8));
+        Assert.That(e!.Message, Does.Contain("cross_entropy has no F16 kernel"));
+        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(_device, DType.F16, _bf16.Pointer, _i32.Pointer, F(0), 1f, _bf16.Pointer, 2, 8),
+            Throws.ArgumentException.With.Message.Contains("cross_entropy_backward has no F16 kernel"));
+        Assert.That(() => CrossEntropyKernels.CrossEntropySum(_device, DType.F16, _bf16.Pointer, _i32.Pointer, F(0), F(1), DevicePtr.Null, _i32.Pointer, 2, 8),
+            Throws.ArgumentException.With.Message.Contains("cross_entropy_sum has no F16 kernel"));
+    }
+
+    [Test]
+    public void CrossEntropyRefusesNullAndMisalignedPointersByName()
+    {
+        Assert.That(() => CrossEntropyKernels.CrossEntropy(_device, DType.F32, F(0), DevicePtr.Null, F(16), DevicePtr.Null, 2, 8),
+            Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("targets"));
+        Assert.That(() => CrossEntropyKernels.CrossEntropy(_device, DType.F32, F(0), _i32.Pointer, DevicePtr.Null, DevicePtr.Null, 2, 8),
+            Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("logSumExp"));
+        // Targets are I32 (4 bytes) and the statistics fp32 beside bf16 logits (2-byte aligned).
+        Assert.That(() => CrossEntropyKernels.CrossEntropy(_device, DType.BF16, _bf16.Pointer.Offset(2), _i32.Pointer.Offset(2), F(16), DevicePtr.Null, 2, 8),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("targets"));
+        Assert.That(() => CrossEntropyKernels.CrossEntropy(_device, DType.BF16, _bf16.Pointer, _i32.Pointer, F(16), _bf16.Pointer.Offset(2), 2, 8),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("loss"));
+        Assert.That(() => CrossEntropyKernels.CrossEntropySum(_device, DType.F32, F(0), _i32.Pointer, F(16), F(20), DevicePtr.Null, DevicePtr.Null, 2, 8),
+            Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("counted"));
+        Assert.That(() => CrossEntropyKernels.CrossEntropySum(_device, DType.F32, F(0), _i32.Pointer, F(16), DevicePtr.Null, F(20), _i32.Pointer, 2, 8),
+            Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("lossSum"));
+        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(_device, DType.F32, F(0), _i32.Pointer, F(16), 1f, _f32.Pointer.Offset(1), 2, 8),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("dLogits"));
+    }
+
+    [Test]
+    public void CrossEntropyChecksSizesAndTheScale()
+    {
+        Assert.That(() => CrossEntropyKernels.CrossEntropy(_device, DType.F32, F(0), _i32.Pointer, F(16), DevicePtr.Null, -1, 8),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rows"));
+        Assert.That(() => CrossEntropyKernels.CrossEntropy(_device, DType.F32, F(0), _i32.Pointer, F(16), DevicePtr.Null, 2, 0),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("vocabSize"));
+        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(_device, DType.F32, F(0), _i32.Pointer, F(16), float.NaN, F(32), 2, 8),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("scale"));
+        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(_device, DType.F32, F(0), _i32.Pointer, F(16), float.PositiveInfinity, F(32), 2, 8),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("scale"));
+    }
+
+    [Test]
+    public void CrossEntropyOverNoRowsLaunchesNothingButTheTotal()
+    {
+        var device = new RecordingDevice();
+        DevicePtr p = new(0x10000);
+        CrossEntropyKernels.CrossEntropy(device, DType.F32, p, p, p, DevicePtr.Null, 0, 8);
+        CrossEntropyKernels.CrossEntropyBackward(device, DType.BF16, p, p, p, 1f, p, 0, 8);
+        Assert.That(device.Launches, Is.Empty);
+        // The total must still write its zeros, so that an empty batch reads back loss 0 and counted 0.
+        CrossEntropyKernels.CrossEntropySum(device, DType.F32, p, p, p, p, DevicePtr.Null, p, 0, 8);
+        Assert.That(device.Launches, Is.EqualTo(new[] { ("cross_entropy_sum_f32", new Dim3(1), new Dim3(CrossEntropyKernels.SumBlock)) }));
+    }
+
+    [Test]
+    public void CrossEntropyLaunchesOneBlockPerRow()
+    {
+        var device = new RecordingDevice();
+        DevicePtr p = new(0x10000);
+        CrossEntropyKernels.CrossEntropy(device, DType.BF16, p, p, p, DevicePtr.Null, 6, 1003);
+        CrossEntropyKernels.CrossEntropyBackward(device, DType.F32, p, p, p, 0.5f, p, 5, 7);
+        Assert.That(device.Launches, Is.EqualTo(new[]
+        {
+            ("cross_entropy_bf16", new Dim3(6), new Dim3(256)),
+            ("cross_entropy_backward_f32", new Dim3(5), new Dim3(32)),
+        }));
+    }
+
+    /// <summary>A device that records launches (name, grid, block) and refuses every other call.</summary>
+    private sealed class RecordingDevice : IDeviceApi
+    {
+        public List<(string Kernel, Dim3 Grid, Dim3 Block)> Launches { get; } = [];
+        private static Exception Called(string call) => new AssertionException($"the launcher called IDeviceApi.{call}");
+        public string Name => "recording";
+        public DeviceMemoryStatistics Memory => throw Called(nameof(Memory));
+        public IBlas Blas => throw Called(nameof(Blas));
+        public DevicePtr Allocate(long bytes) => throw Called(nameof(Allocate));
+        public void Free(DevicePtr pointer) => throw Called(nameof(Free));
+        public void CopyToDevice(DevicePtr destination, ReadOnlySpan<byte> source, DeviceStream stream) => throw Called(nameof(CopyToDevice));
+        public void CopyToHost(Span<byte> destination, DevicePtr source, DeviceStream stream) => throw Called(nameof(CopyToHost));
+        public void CopyOnDevice(DevicePtr destination, DevicePtr source, long bytes, DeviceStream stream) => throw Called(nameof(CopyOnDevice));
+        public void Fill(DevicePtr pointer, byte value, long bytes, DeviceStream stream) => throw Called(nameof(Fill));
+        public void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers) =>
+            Launches.Add((kernelName, grid, block));
+        public void Synchronize(DeviceStream stream) => throw Called(nameof(Synchronize));
+        public DeviceStream CreateStream() => throw Called(nameof(CreateStream));
+        public void DestroyStream(DeviceStream stream) => throw Called(nameof(DestroyStream));
+        public DeviceEvent RecordEvent(DeviceStream stream) => throw Called(nameof(RecordEvent));
+        public float ElapsedMilliseconds(DeviceEvent start, DeviceEvent end) => throw Called(nameof(ElapsedMilliseconds));
+        public void DestroyEvent(DeviceEvent deviceEvent) => throw Called(nameof(DestroyEvent));
+        public void Dispose() { }
+    }
+}
