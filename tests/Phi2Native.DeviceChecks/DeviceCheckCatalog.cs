@@ -19,6 +19,7 @@ public static class DeviceCheckCatalog
             ReductionChecks.All,
             LayerNormChecks.All,
             CrossEntropyChecks.All,
+            AdamWChecks.All,
             MmaChecks.All,
             BlasChecks.All,
         ];

@@ -6,13 +6,15 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Tests.Cuda;
 
 /// <summary>
-/// The launchers of the loss (<see cref="CrossEntropyKernels"/>) refuse
+/// The launchers of the loss and the optimizer (<see cref="CrossEntropyKernels"/>, <see cref="AdamWKernels"/>) refuse
 /// bad arguments in C#, naming the argument, before anything reaches a kernel; they launch nothing where nothing is to
-/// be done.
+/// be done, and form AdamW's scalars as the CPU backend does.
 /// </summary>
 [TestFixture, Category("Emulated")]
 public class LossKernelLauncherTests
 {
+    private static readonly AdamWStepArguments Step1 = new(2e-4, 0.9, 0.999, 1e-8, 0.01, 1);
+
     private EmulatedDevice _device = null!;
     private DeviceBuffer _f32 = null!, _bf16 = null!, _i32 = null!;
 
@@ -106,6 +108,50 @@ public class LossKernelLauncherTests
             ("cross_entropy_bf16", new Dim3(6), new Dim3(256)),
             ("cross_entropy_backward_f32", new Dim3(5), new Dim3(32)),
         }));
+    }
+
+    [Test]
+    public void AdamWRefusesBadArgumentsByName()
+    {
+        Assert.That(() => AdamWKernels.AdamWStep(_device, DType.BF16, _bf16.Pointer, _bf16.Pointer.Offset(32), F(0), F(16), 8, Step1),
+            Throws.ArgumentException.With.Message.Contains("adamw has no BF16 kernel"));
+        Assert.That(() => AdamWKernels.AdamWStep(_device, DType.F32, F(0), DevicePtr.Null, F(16), F(32), 8, Step1),
+            Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("gradient"));
+        Assert.That(() => AdamWKernels.AdamWStep(_device, DType.F32, F(0), F(8), _f32.Pointer.Offset(66), F(32), 8, Step1),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("firstMoment"));
+        Assert.That(() => AdamWKernels.AdamWStep(_device, DType.F32, F(0), F(8), F(16), F(8), 8, Step1),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("secondMoment").And.Message.Contains("must not alias gradient"));
+        Assert.That(() => AdamWKernels.AdamWStep(_device, DType.F32, F(0), F(8), F(16), F(24), 0, Step1),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("n"));
+        Assert.That(() => AdamWKernels.AdamWStep(_device, DType.F32, F(0), F(8), F(16), F(24), 8, Step1 with { Step = 0 }),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("Step"));
+        Assert.That(() => AdamWKernels.AdamWStep(_device, DType.F32, F(0), F(8), F(16), F(24), 8, Step1 with { Beta2 = 1 }),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("Beta2"));
+    }
+
+    [Test]
+    public void AdamWScalarsAreFormedInDoubleAndRoundedOnce()
+    {
+        var arguments = new AdamWStepArguments(3e-4, 0.9, 0.999, 1e-8, 0.1, 3);
+        var s = AdamWKernels.Scalars(arguments);
+        Assert.That(s.Decay, Is.EqualTo((float)(1 - 3e-4 * 0.1)));
+        Assert.That(s.OneMinusBeta1, Is.EqualTo((float)(1 - 0.9)));
+        Assert.That(s.OneMinusBeta2, Is.EqualTo((float)(1 - 0.999)));
+        Assert.That(s.NegativeStepSize, Is.EqualTo((float)(-3e-4 / (1 - Math.Pow(0.9, 3)))));
+        Assert.That(s.Correction2Root, Is.EqualTo((float)Math.Sqrt(1 - Math.Pow(0.999, 3))));
+        Assert.That(s.Epsilon, Is.EqualTo(1e-8f));
+        // 1 - beta rounded from double differs from 1f - (float)beta: the CPU's is the former.
+        Assert.That(s.OneMinusBeta2, Is.Not.EqualTo(1f - (float)0.999));
+        Assert.That(AdamWKernels.Scalars(arguments with { WeightDecay = 0 }).Decay, Is.EqualTo(1f));
+    }
+
+    [Test]
+    public void AdamWLaunchesOneThreadPerElement()
+    {
+        var device = new RecordingDevice();
+        DevicePtr p = new(0x10000);
+        AdamWKernels.AdamWStep(device, DType.F32, p, p.Offset(4096), p.Offset(8192), p.Offset(12288), 1003, Step1);
+        Assert.That(device.Launches, Is.EqualTo(new[] { ("adamw_f32", new Dim3(4), new Dim3(256)) }));
     }
 
     /// <summary>A device that records launches (name, grid, block) and refuses every other call.</summary>
