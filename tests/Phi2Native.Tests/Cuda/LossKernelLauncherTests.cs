@@ -111,6 +111,36 @@ public class LossKernelLauncherTests
     }
 
     [Test]
+    public void ATargetOutsideTheVocabularyMakesItsRowNaNInsteadOfReadingOutOfBounds()
+    {
+        // The CPU backend throws for such a target; a kernel cannot, so the row's loss, its term of the total and its
+        // gradient row are NaN, and the other rows are untouched by it. Row 1 is ignored, row 2 is fine.
+        const int rows = 4, vocab = 5;
+        float[] values = [.. Enumerable.Range(0, rows * vocab).Select(i => 0.1f * (i % 7))];
+        using var logits = DeviceBuffer.Upload(_device, DType.F32, values);
+        using var targets = DeviceBuffer.Upload(_device, [vocab, CrossEntropyKernels.DefaultIgnoreIndex, 2, -1]);
+        using var lse = DeviceBuffer.Allocate(_device, DType.F32, rows);
+        using var loss = DeviceBuffer.Allocate(_device, DType.F32, rows);
+        using var sum = DeviceBuffer.Allocate(_device, DType.F32, 1);
+        using var counted = DeviceBuffer.Allocate(_device, DType.I32, 1);
+        using var dLogits = DeviceBuffer.Allocate(_device, DType.F32, rows * vocab);
+        CrossEntropyKernels.CrossEntropy(_device, DType.F32, logits.Pointer, targets.Pointer, lse.Pointer, loss.Pointer, rows, vocab);
+        CrossEntropyKernels.CrossEntropySum(_device, DType.F32, logits.Pointer, targets.Pointer, lse.Pointer, sum.Pointer, DevicePtr.Null,
+            counted.Pointer, rows, vocab);
+        CrossEntropyKernels.CrossEntropyBackward(_device, DType.F32, logits.Pointer, targets.Pointer, lse.Pointer, 1f, dLogits.Pointer, rows, vocab);
+
+        float[] l = loss.Download(), d = dLogits.Download();
+        Assert.That(lse.Download(), Has.All.Matches<float>(float.IsFinite));
+        Assert.That(float.IsNaN(l[0]) && l[1] == 0 && float.IsFinite(l[2]) && float.IsNaN(l[3]), $"loss: {string.Join(", ", l)}");
+        Assert.That(float.IsNaN(sum.Download()[0]));
+        Assert.That(counted.DownloadInt32()[0], Is.EqualTo(3));
+        Assert.That(d[..vocab], Has.All.NaN);
+        Assert.That(d[vocab..(2 * vocab)], Has.All.EqualTo(0f));
+        Assert.That(d[(2 * vocab)..(3 * vocab)].Sum(), Is.EqualTo(0).Within(1e-6), "softmax - onehot sums to 0");
+        Assert.That(d[(3 * vocab)..], Has.All.NaN);
+    }
+
+    [Test]
     public void AdamWRefusesBadArgumentsByName()
     {
         Assert.That(() => AdamWKernels.AdamWStep(_device, DType.BF16, _bf16.Pointer, _bf16.Pointer.Offset(32), F(0), F(16), 8, Step1),
