@@ -18,6 +18,8 @@ public static class DeviceCheckCatalog
             CastChecks.All,
             ReductionChecks.All,
             LayerNormChecks.All,
+            CrossEntropyChecks.All,
+            AdamWChecks.All,
             MmaChecks.All,
             BlasChecks.All,
             DeviceLayerChecks.All,
