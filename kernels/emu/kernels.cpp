@@ -6,6 +6,8 @@
 #include "../cast.cu"
 #include "../reduce.cu"
 #include "../layernorm.cu"
+#include "../cross_entropy.cu"
+#include "../adamw.cu"
 #include "../mma_check.cu"
 #include "../embedding.cu"
 #include "../rotary.cu"
@@ -67,6 +69,15 @@ namespace
         // transpose.cu
         PHI2_EMU_ENTRY(transpose_f32),
         PHI2_EMU_ENTRY(transpose_bf16),
+        // cross_entropy.cu
+        PHI2_EMU_ENTRY(cross_entropy_f32),
+        PHI2_EMU_ENTRY(cross_entropy_bf16),
+        PHI2_EMU_ENTRY(cross_entropy_sum_f32),
+        PHI2_EMU_ENTRY(cross_entropy_sum_bf16),
+        PHI2_EMU_ENTRY(cross_entropy_backward_f32),
+        PHI2_EMU_ENTRY(cross_entropy_backward_bf16),
+        // adamw.cu
+        PHI2_EMU_ENTRY(adamw_f32),
         // test_kernels.cu (planted bugs; never embedded for NVRTC)
         PHI2_EMU_ENTRY(emu_test_rotate_synced),
         PHI2_EMU_ENTRY(emu_test_rotate_unsynced),
