@@ -1,0 +1,278 @@
+using NUnit.Framework;
+using Phi2Native.Autograd;
+using Phi2Native.Autograd.Ops;
+using Phi2Native.Tensors;
+using Phi2Native.Tests.Support;
+
+namespace Phi2Native.Tests.Backends;
+
+/// <summary>
+/// Each op of the CUDA backend on the emulated device against the CPU backend on the same inputs: Linear through the
+/// emulated cuBLAS(Lt), the kernels through their launchers. Odd sizes throughout; parameter gradients start non-zero
+/// so that accumulation (+=) is checked, not just assignment.
+/// </summary>
+[TestFixture, Category("Emulated")]
+public class CudaBackendOpTests : CudaBackendTestBase
+{
+    private static Tolerance Bf16Forward => Tolerance.Forward(DType.BF16);
+
+    [TestCase(true)]
+    [TestCase(false)]
+    public void LinearForwardAndBackwardMatchTheCpuBackendInF32(bool withBias)
+    {
+        using var scope = TensorScope.Begin();
+        var (x, gx) = RandomPair(1, DType.F32, 2, 3, 7);
+        var (w, gw) = RandomPair(2, DType.F32, 5, 7);
+        var (b, gb) = RandomPair(3, DType.F32, 5);
+        Close("y", Cpu.Linear(x, w, withBias ? b : null), Cuda.Linear(gx, gw, withBias ? gb : null), F32);
+
+        var (dy, gdy) = RandomPair(4, DType.F32, 2, 3, 5);
+        var (dw, gdw) = RandomPair(5, DType.F32, 5, 7);
+        var (db, gdb) = RandomPair(6, DType.F32, 5);
+        var dx = Cpu.Empty([2, 3, 7], DType.F32);
+        var gdx = Cuda.Empty([2, 3, 7], DType.F32);
+        Cpu.LinearBackward(dy, x, w, dx, dw, db);
+        Cuda.LinearBackward(gdy, gx, gw, gdx, gdw, gdb);
+        Close("dx", dx, gdx, F32);
+        Close("dW (+=)", dw, gdw, F32);
+        Close("dBias (+=)", db, gdb, F32);
+    }
+
+    [Test]
+    public void LinearBackwardComputesOnlyTheGradientsAskedFor()
+    {
+        using var scope = TensorScope.Begin();
+        var (x, gx) = RandomPair(7, DType.F32, 9, 4);
+        var (w, gw) = RandomPair(8, DType.F32, 3, 4);
+        var (dy, gdy) = RandomPair(9, DType.F32, 9, 3);
+        var (db, gdb) = RandomPair(10, DType.F32, 3);
+        Cpu.LinearBackward(dy, x, w, null, null, db);
+        Cuda.LinearBackward(gdy, gx, gw, null, null, gdb);
+        Close("dBias only", db, gdb, F32);
+        var gdx = Cuda.Empty([9, 4], DType.F32);
+        Cuda.LinearBackward(gdy, gx, gw, gdx, null, null);
+        var dx = Cpu.Empty([9, 4], DType.F32);
+        Cpu.LinearBackward(dy, x, w, dx, null, null);
+        Close("dx only", dx, gdx, F32);
+    }
+
+    [Test]
+    public void LinearInBFloat16MatchesTheCpuBackendToBFloat16Rounding()
+    {
+        using var scope = TensorScope.Begin();
+        var (x, gx) = RandomPair(11, DType.BF16, 6, 19);
+        var (w, gw) = RandomPair(12, DType.BF16, 10, 19);
+        var (b, gb) = RandomPair(13, DType.BF16, 10);
+        var y = Cuda.Linear(gx, gw, gb);
+        Assert.That(y.DType, Is.EqualTo(DType.BF16));
+        Close("y bf16", Cpu.Linear(x, w, b), y, Bf16Forward);
+
+        var (dy, gdy) = RandomPair(14, DType.BF16, 6, 10);
+        var dw = Cpu.Zeros([10, 19], DType.F32);
+        var db = Cpu.Zeros([10], DType.F32);
+        var dx = Cpu.Empty([6, 19], DType.F32);
+        Cpu.LinearBackward(dy, x, w, dx, dw, db);
+        // fp32 parameter gradients of a bf16 layer, and a bf16 activation gradient.
+        var gdw = Cuda.Zeros([10, 19], DType.F32);
+        var gdb = Cuda.Zeros([10], DType.F32);
+        var gdx = Cuda.Empty([6, 19], DType.BF16);
+        Cuda.LinearBackward(gdy, gx, gw, gdx, gdw, gdb);
+        Close("dx bf16", dx, gdx, Bf16Forward);
+        Close("dW f32 from bf16", dw, gdw, F32);
+        Close("dBias f32 from bf16", db, gdb, F32);
+    }
+
+    [Test]
+    public void LinearRefusesMismatchedShapesAndDTypes()
+    {
+        using var scope = TensorScope.Begin();
+        var x = On(Cuda, Random(12, 1), DType.F32, 2, 6);
+        var w = On(Cuda, Random(35, 2), DType.F32, 5, 7);
+        Assert.That(() => Cuda.Linear(x, w, null), Throws.ArgumentException.With.Message.Contains("does not end in 7"));
+        var x7 = On(Cuda, Random(14, 1), DType.F32, 2, 7);
+        var badBias = On(Cuda, Random(4, 3), DType.F32, 4);
+        Assert.That(() => Cuda.Linear(x7, w, badBias), Throws.ArgumentException.With.Message.Contains("Linear bias"));
+        var wb = On(Cuda, Random(35, 2), DType.BF16, 5, 7);
+        Assert.That(() => Cuda.Linear(x7, wb, null), Throws.ArgumentException.With.Property("ParamName").EqualTo("weight"));
+        var dy = On(Cuda, Random(10, 4), DType.F32, 2, 5);
+        var dwWrong = Cuda.Zeros([7, 5], DType.F32);
+        Assert.That(() => Cuda.LinearBackward(dy, x7, w, null, dwWrong, null), Throws.ArgumentException.With.Message.Contains("dWeight"));
+    }
+
+    [TestCase(DType.F32)]
+    [TestCase(DType.BF16)]
+    public void EmbeddingForwardAndBackwardMatchTheCpuBackend(DType dtype)
+    {
+        using var scope = TensorScope.Begin();
+        var (table, gtable) = RandomPair(20, dtype, 11, 6);
+        int[] ids = [3, 0, 10, 3, 7, 3, 1, 0];
+        var cpuIds = Ids(Cpu, ids, 2, 4);
+        var cudaIds = Ids(Cuda, ids, 2, 4);
+        var y = Cuda.Embedding(gtable, cudaIds);
+        Assert.That(y.DType, Is.EqualTo(dtype));
+        Equal("gathered rows", Cpu.Embedding(table, cpuIds), y);
+
+        var (dy, gdy) = RandomPair(21, dtype, 2, 4, 6);
+        var (dw, gdw) = RandomPair(22, DType.F32, 11, 6);
+        Cpu.EmbeddingBackward(dy, cpuIds, dw);
+        Cuda.EmbeddingBackward(gdy, cudaIds, gdw);
+        Close("dWeight (+=, repeated ids)", dw, gdw, F32);
+    }
+
+    [Test]
+    public void EmbeddingRefusesAnIdOutsideTheVocabularyAsTheCpuBackendDoes()
+    {
+        using var scope = TensorScope.Begin();
+        var table = On(Cuda, Random(12, 1), DType.F32, 4, 3);
+        var ids = Ids(Cuda, [1, 4, 0], 3);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Cuda.Embedding(table, ids));
+        Assert.That(e!.ParamName, Is.EqualTo("ids"));
+        Assert.That(e.Message, Does.Contain("ids[1] = 4 is outside the vocabulary [0, 4)"));
+        var floats = On(Cuda, [1f], DType.F32, 1);
+        Assert.That(() => Cuda.Embedding(table, floats), Throws.ArgumentException.With.Message.Contains("expected I32 ids"));
+    }
+
+    [TestCase(DType.F32)]
+    [TestCase(DType.BF16)]
+    public void LayerNormForwardAndBackwardMatchTheCpuBackend(DType dtype)
+    {
+        using var scope = TensorScope.Begin();
+        int rows = 5, channels = 37;
+        var values = Random(rows * channels, 30, 3).Select((v, i) => v + i % 7).ToArray();
+        var (x, gx) = RandomPairFrom(values, dtype, rows, channels);
+        var (w, gw) = RandomPair(31, dtype, channels);
+        var (b, gb) = RandomPair(32, dtype, channels);
+        var y = Cpu.LayerNorm(x, w, b, 1e-5, out var mean, out var rstd);
+        var gy = Cuda.LayerNorm(gx, gw, gb, 1e-5, out var gmean, out var grstd);
+        var tolerance = dtype == DType.F32 ? F32 : Bf16Forward;
+        Close("y", y, gy, tolerance);
+        Assert.That(gmean.DType, Is.EqualTo(DType.F32));
+        Close("mean", mean, gmean, F32);
+        Close("rstd", rstd, grstd, dtype == DType.F32 ? F32 : new Tolerance(1e-5, 1e-4));
+
+        var (dy, gdy) = RandomPair(33, dtype, rows, channels);
+        var (dw, gdw) = RandomPair(34, dtype, channels);
+        var (db, gdb) = RandomPair(35, dtype, channels);
+        var dx = Cpu.Empty([rows, channels], DType.F32);
+        var gdx = Cuda.Empty([rows, channels], dtype);
+        Cpu.LayerNormBackward(dy, x, w, mean, rstd, dx, dw, db);
+        Cuda.LayerNormBackward(gdy, gx, gw, gmean, grstd, gdx, gdw, gdb);
+        var gradient = dtype == DType.F32 ? new Tolerance(1e-5, 1e-4) : Tolerance.Gradient(DType.BF16);
+        Close("dx", dx, gdx, gradient);
+        Close("dWeight (+=)", dw, gdw, gradient);
+        Close("dBias (+=)", db, gdb, gradient);
+    }
+
+    [Test]
+    public void RotaryForwardAndBackwardMatchTheCpuBackend()
+    {
+        using var scope = TensorScope.Begin();
+        var (x, gx) = RandomPair(40, DType.F32, 2, 3, 2, 10);
+        Close("rotary", Cpu.Rotary(x, 6, 10000, 3), Cuda.Rotary(gx, 6, 10000, 3), F32);
+        var dx = Cpu.Empty([2, 3, 2, 10], DType.F32);
+        var gdx = Cuda.Empty([2, 3, 2, 10], DType.F32);
+        Cpu.RotaryBackward(x, dx, 6, 10000, 3);
+        Cuda.RotaryBackward(gx, gdx, 6, 10000, 3);
+        Close("rotary backward", dx, gdx, F32);
+        Assert.That(() => Cuda.Rotary(gx, 5, 10000, 0), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rotaryDim"));
+    }
+
+    [Test]
+    public void CacheWriteFillsTheSameRowsAsTheCpuBackend()
+    {
+        using var scope = TensorScope.Begin();
+        var (source, gsource) = RandomPair(41, DType.F32, 2, 2, 3, 4);
+        var cache = Cpu.Zeros([2, 5, 3, 4], DType.F32);
+        var gcache = Cuda.Zeros([2, 5, 3, 4], DType.F32);
+        Cpu.CacheWrite(source, cache, 1);
+        Cuda.CacheWrite(gsource, gcache, 1);
+        Equal("cache", cache, gcache);
+        Assert.That(() => Cuda.CacheWrite(gsource, gcache, 4), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("position"));
+    }
+
+    [Test]
+    public void CrossEntropyMatchesTheCpuBackendsSumCountAndGradient()
+    {
+        using var scope = TensorScope.Begin();
+        var (logits, glogits) = RandomPair(50, DType.F32, 6, 13);
+        int[] targets = [4, -100, 12, 0, -100, 7];
+        var loss = Cpu.CrossEntropy(logits, Ids(Cpu, targets, 6), -100, out var lse, out int counted);
+        var gloss = Cuda.CrossEntropy(glogits, Ids(Cuda, targets, 6), -100, out var glse, out int gcounted);
+        Assert.That(gcounted, Is.EqualTo(counted).And.EqualTo(4));
+        Close("loss sum", loss, gloss, F32);
+        Close("logSumExp", lse, glse, F32);
+        var dLogits = Cpu.Empty([6, 13], DType.F32);
+        var gdLogits = Cuda.Empty([6, 13], DType.F32);
+        Cpu.CrossEntropyBackward(logits, Ids(Cpu, targets, 6), lse, -100, 1.0 / counted, dLogits);
+        Cuda.CrossEntropyBackward(glogits, Ids(Cuda, targets, 6), glse, -100, 1.0 / counted, gdLogits);
+        Close("dLogits", dLogits, gdLogits, F32);
+    }
+
+    [Test]
+    public void CrossEntropyRefusesABadTargetAsTheCpuBackendDoes()
+    {
+        using var scope = TensorScope.Begin();
+        var logits = On(Cuda, Random(6, 1), DType.F32, 2, 3);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Cuda.CrossEntropy(logits, Ids(Cuda, [1, 3], 2), -100, out _, out _));
+        Assert.That(e!.Message, Does.Contain("targets[1] (row 1) = 3 is outside [0, 3)"));
+        Assert.That(() => Cuda.CrossEntropy(logits, Ids(Cuda, [1], 1), -100, out _, out _), Throws.ArgumentException.With.Message.Contains("1 targets for 2 rows"));
+    }
+
+    [Test]
+    public void AdamWStepsAreBitExactWithTheCpuBackend()
+    {
+        using var scope = TensorScope.Begin();
+        var (p, gp) = RandomPair(60, DType.F32, 3, 43);
+        var (g, gg) = RandomPair(61, DType.F32, 3, 43);
+        var m = Cpu.Zeros([3, 43], DType.F32);
+        var v = Cpu.Zeros([3, 43], DType.F32);
+        var gm = Cuda.Zeros([3, 43], DType.F32);
+        var gv = Cuda.Zeros([3, 43], DType.F32);
+        for (int step = 1; step <= 2; step++)
+        {
+            var arguments = new AdamWStepArguments(2e-3, 0.9, 0.999, 1e-8, 0.01, step);
+            Cpu.AdamWStep(p, g, m, v, arguments);
+            Cuda.AdamWStep(gp, gg, gm, gv, arguments);
+        }
+        Equal("parameter", p, gp);
+        Equal("first moment", m, gm);
+        Equal("second moment", v, gv);
+        var bf = Cuda.Zeros([3, 43], DType.BF16);
+        Assert.That(() => Cuda.AdamWStep(gp, bf, gm, gv, new AdamWStepArguments(1e-3, 0.9, 0.999, 1e-8, 0, 1)),
+            Throws.ArgumentException.With.Message.Contains("gradient"));
+    }
+
+    [Test]
+    public void AutogradThroughLayerNormLinearAndLossMatchesTheCpuBackend()
+    {
+        // A model's tail on each backend: loss = CE(Linear(LayerNorm(Embedding(ids)))), gradients through the tape.
+        var results = new Dictionary<string, float[]>();
+        foreach (var backend in new IBackend[] { Cpu, Cuda })
+        {
+            string side = backend == Cpu ? "cpu" : "cuda";
+            using var scope = TensorScope.Begin();
+            using var tape = GradientTape.Begin();
+            var table = On(backend, Random(9 * 8, 70), DType.F32, 9, 8);
+            var gamma = On(backend, Random(8, 71).Select(v => 1 + v / 4).ToArray(), DType.F32, 8);
+            var beta = On(backend, Random(8, 72), DType.F32, 8);
+            var weight = On(backend, Random(9 * 8, 73), DType.F32, 9, 8);
+            var bias = On(backend, Random(9, 74), DType.F32, 9);
+            foreach (var parameter in new[] { table, gamma, beta, weight, bias }) parameter.RequiresGrad = true;
+            var hidden = EmbeddingOp.Apply(table, Ids(backend, [1, 5, 8, 2, 2], 5));
+            var logits = LinearOp.Apply(LayerNormOp.Apply(hidden, gamma, beta, 1e-5), weight, bias);
+            var loss = CrossEntropyOp.Apply(logits, Ids(backend, [5, 8, -100, 2, 0], 5));
+            tape.Backward(loss);
+            results[$"{side} loss"] = loss.ToSingleArray();
+            foreach (var (parameter, name) in new[] { (table, "table"), (gamma, "gamma"), (beta, "beta"), (weight, "weight"), (bias, "bias") })
+                results[$"{side} d{name}"] = parameter.Grad!.ToSingleArray();
+        }
+        foreach (var name in new[] { "loss", "dtable", "dgamma", "dbeta", "dweight", "dbias" })
+            TensorAssert.Close(name, results[$"cpu {name}"], results[$"cuda {name}"], new Tolerance(1e-5, 1e-4));
+    }
+
+    private (Tensor Cpu, Tensor Cuda) RandomPairFrom(float[] values, DType dtype, params int[] shape)
+    {
+        if (dtype != DType.F32) values = Phi2Native.Cuda.DeviceBuffer.Decode(dtype, Phi2Native.Cuda.DeviceBuffer.Encode(dtype, values));
+        return Pair(values, dtype, shape);
+    }
+}
