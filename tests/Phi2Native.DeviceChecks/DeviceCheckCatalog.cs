@@ -18,6 +18,8 @@ public static class DeviceCheckCatalog
             CastChecks.All,
             ReductionChecks.All,
             LayerNormChecks.All,
+            GeluChecks.All,
+            DropoutChecks.All,
             MmaChecks.All,
             BlasChecks.All,
         ];
