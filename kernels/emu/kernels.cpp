@@ -81,6 +81,7 @@ namespace
         PHI2_EMU_ENTRY(emu_test_block_sum),
         PHI2_EMU_ENTRY(emu_test_convert),
         PHI2_EMU_ENTRY(emu_test_write_past_end),
+        PHI2_EMU_ENTRY(emu_test_read_shifted),
         // test_reduce.cu (planted bugs in the row reduction; never embedded for NVRTC)
         PHI2_EMU_ENTRY(emu_test_row_sum_unsynced),
         PHI2_EMU_ENTRY(emu_test_row_sum_wrong_lane),
