@@ -21,12 +21,13 @@
 //       dx[r, c] = dy[r, c] * gelu_new'(pre[r, c])  written (=), the gradient of both x and h
 //       dbias[c] += sum over rows of dx[r, c]       accumulated (+=), fp32, from the unrounded fp32 dx
 //       Either output may be null: not needed, not computed. dx may alias dy or pre.
-//   Both: grid ((C + blockDim.x - 1) / blockDim.x, at most rows: the launcher caps it at 65535 and, when dbias is
-//       wanted, at 64), block (a multiple of 32, at most 1024: the launcher takes C rounded up to 32, at most 256),
-//       no dynamic shared memory. Thread t of block (bx, by) owns column c = bx * blockDim.x + t (consecutive
-//       threads, consecutive addresses) of rows by, by + gridDim.y, ...; in backward it sums its column's dbias
-//       terms in a register and adds them to dbias with one atomicAdd at the end (gridDim.y atomics per column;
-//       their order varies run to run on a GPU, so dbias is deterministic only with gridDim.y == 1).
+//   Both: grid ((C + blockDim.x - 1) / blockDim.x, R) with 1 <= R <= rows (the launcher takes min(rows, 65535), or
+//       min(rows, 64) in backward when dbias is wanted), block (any size; the launcher takes C rounded up to whole
+//       warps, at most 256), no dynamic shared memory. Thread t of block (bx, by) owns column
+//       c = bx * blockDim.x + t (consecutive threads, consecutive addresses) of rows by, by + gridDim.y, ...; in
+//       backward it sums its column's dbias terms in a register and adds them to dbias with one atomicAdd at the
+//       end (gridDim.y atomics per column; their order varies run to run on a GPU, so dbias is deterministic only
+//       with gridDim.y == 1).
 #include "common.cuh"
 
 // The constants are CpuGelu's doubles rounded to fp32 (written with the 9 digits that name exactly that float):

@@ -13,7 +13,7 @@
 // partial per warp through shared memory, a final warp.
 //
 // Sum of squares over a whole buffer (gradient norms for clipping), deterministic in two stages:
-//   sum_squares_{dtype}(x, partial, n)  partial[b] = sum of x[i]^2 over block b's elements i = b * blockDim.x + t,
+//   sum_of_squares_{dtype}(x, partial, n)  partial[b] = sum of x[i]^2 over block b's elements i = b * blockDim.x + t,
 //       + gridDim.x * blockDim.x, ... (fp32, combined in a fixed order by block_sum)
 //       grid (G: the launcher takes min((n + 255) / 256, 1024), a function of n alone), block (256), no dynamic
 //       shared memory; partial is fp32 [gridDim.x].
@@ -44,7 +44,7 @@ PHI2_KERNEL void row_max_bf16(const bf16_t* x, float* y, int rows, int cols) { r
 PHI2_KERNEL void row_max_f16(const f16_t* x, float* y, int rows, int cols) { row_reduce<dtype_f16, reduce_max>(x, y, rows, cols); }
 
 template <typename D>
-PHI2_DEVICE void sum_squares(const typename D::type* x, float* partial, int n)
+PHI2_DEVICE void sum_of_squares(const typename D::type* x, float* partial, int n)
 {
     __shared__ float scratch[32];
     float v = 0.0f;
@@ -58,6 +58,6 @@ PHI2_DEVICE void sum_squares(const typename D::type* x, float* partial, int n)
     if (threadIdx.x == 0) partial[blockIdx.x] = v;
 }
 
-PHI2_KERNEL void sum_squares_f32(const float* x, float* partial, int n) { sum_squares<dtype_f32>(x, partial, n); }
-PHI2_KERNEL void sum_squares_bf16(const bf16_t* x, float* partial, int n) { sum_squares<dtype_bf16>(x, partial, n); }
-PHI2_KERNEL void sum_squares_f16(const f16_t* x, float* partial, int n) { sum_squares<dtype_f16>(x, partial, n); }
+PHI2_KERNEL void sum_of_squares_f32(const float* x, float* partial, int n) { sum_of_squares<dtype_f32>(x, partial, n); }
+PHI2_KERNEL void sum_of_squares_bf16(const bf16_t* x, float* partial, int n) { sum_of_squares<dtype_bf16>(x, partial, n); }
+PHI2_KERNEL void sum_of_squares_f16(const f16_t* x, float* partial, int n) { sum_of_squares<dtype_f16>(x, partial, n); }

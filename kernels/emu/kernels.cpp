@@ -43,9 +43,9 @@ namespace
         PHI2_EMU_ENTRY(row_max_f32),
         PHI2_EMU_ENTRY(row_max_bf16),
         PHI2_EMU_ENTRY(row_max_f16),
-        PHI2_EMU_ENTRY(sum_squares_f32),
-        PHI2_EMU_ENTRY(sum_squares_bf16),
-        PHI2_EMU_ENTRY(sum_squares_f16),
+        PHI2_EMU_ENTRY(sum_of_squares_f32),
+        PHI2_EMU_ENTRY(sum_of_squares_bf16),
+        PHI2_EMU_ENTRY(sum_of_squares_f16),
         // layernorm.cu
         PHI2_EMU_ENTRY(layernorm_f32),
         PHI2_EMU_ENTRY(layernorm_bf16),

@@ -9,7 +9,7 @@ namespace Phi2Native.DeviceChecks;
 /// kernels/reduce.cu through <see cref="ReductionKernels"/>: row sums and maxima of F32, BF16 and F16 matrices, each
 /// row compared with System.Numerics.Tensors' Sum and Max (what the CPU backend reduces with) over the same widened
 /// values. Shapes cover a row wider than the block (2561: ten strided columns per thread, odd), a row of 80, and rows
-/// narrower than a warp (7, 1). The sum of squares of a whole buffer (sum_squares_{dtype}, then row_sum_f32 over the
+/// narrower than a warp (7, 1). The sum of squares of a whole buffer (sum_of_squares_{dtype}, then row_sum_f32 over the
 /// per-block partials) is compared with the CPU backend's SumOfSquares (fp32 squares summed in double) rounded to fp32,
 /// over sizes of one block (1, 200: one launch), a few blocks, and more than the 1024-block grid holds, with a NaN, an
 /// infinity or a square that overflows fp32 among the values; the result lands at an offset into a vector, whose
@@ -86,7 +86,7 @@ public static class ReductionChecks
 
     private static DeviceCheck SumOfSquaresCheck(DType dtype, int n, float? special = null)
     {
-        string kernel = "sum_squares_" + KernelName.Suffix(dtype);
+        string kernel = "sum_of_squares_" + KernelName.Suffix(dtype);
         int blocks = ReductionKernels.SumOfSquaresBlocks(n);
         return new($"{kernel} n={n}{(special is { } s ? $" with {s:R}" : "")}", blocks > 1 ? [kernel, "row_sum_f32"] : [kernel],
             device => SumOfSquares(device, dtype, n, special));

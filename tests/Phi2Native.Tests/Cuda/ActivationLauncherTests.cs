@@ -84,7 +84,7 @@ public class ActivationLauncherTests
             Throws.ArgumentException.With.Message.Contains("accumulate has no BF16 kernel"));
         Assert.That(() => GeluKernels.GeluNew(_device, DType.F64, F(0), F(8), 4), Throws.ArgumentException.With.Message.Contains("gelu_new has no F64 kernel"));
         Assert.That(() => DropoutKernels.Dropout(_device, DType.I32, F(0), F(8), 0.1, 1, 4), Throws.ArgumentException.With.Message.Contains("dropout has no I32 kernel"));
-        Assert.That(() => ReductionKernels.SumOfSquares(_device, DType.F64, F(0), F(8), F(16), 4), Throws.ArgumentException.With.Message.Contains("sum_squares has no F64 kernel"));
+        Assert.That(() => ReductionKernels.SumOfSquares(_device, DType.F64, F(0), F(8), F(16), 4), Throws.ArgumentException.With.Message.Contains("sum_of_squares has no F64 kernel"));
     }
 
     [TestCase(1.0)]
@@ -189,13 +189,13 @@ public class ActivationLauncherTests
         var device = new RecordingDevice();
         DevicePtr x = new(0x10000), result = new(0x20000), workspace = new(0x30000);
         ReductionKernels.SumOfSquares(device, DType.BF16, x, result, DevicePtr.Null, 200);
-        Assert.That(device.Launches.Select(l => (l.Kernel, l.Grid, l.Block)), Is.EqualTo(new[] { ("sum_squares_bf16", new Dim3(1), new Dim3(256)) }));
+        Assert.That(device.Launches.Select(l => (l.Kernel, l.Grid, l.Block)), Is.EqualTo(new[] { ("sum_of_squares_bf16", new Dim3(1), new Dim3(256)) }));
         Assert.That(device.Launches[0].Pointers[1], Is.EqualTo(result), "one block writes the result itself");
 
         device.Clear();
         ReductionKernels.SumOfSquares(device, DType.F32, x, result, workspace, 300_001);
         Assert.That(device.Launches.Select(l => (l.Kernel, l.Grid, l.Block)),
-            Is.EqualTo(new[] { ("sum_squares_f32", new Dim3(1024), new Dim3(256)), ("row_sum_f32", new Dim3(1), new Dim3(256)) }));
+            Is.EqualTo(new[] { ("sum_of_squares_f32", new Dim3(1024), new Dim3(256)), ("row_sum_f32", new Dim3(1), new Dim3(256)) }));
         Assert.That(device.Launches[0].Pointers[1], Is.EqualTo(workspace));
         Assert.That(device.Launches[1].Pointers, Is.EqualTo(new[] { workspace, result }));
         Assert.That(device.Launches[1].Scalars, Is.EqualTo(new object[] { 1, 1024 }));
@@ -237,7 +237,7 @@ public class ActivationLauncherTests
             (int pointers, Func<nint, object>[] scalars) = kernelName switch
             {
                 _ when kernelName.StartsWith("dropout", StringComparison.Ordinal) => (2, new Func<nint, object>[] { a => *(uint*)a, a => *(float*)a, a => *(ulong*)a, a => *(int*)a }),
-                _ when kernelName.StartsWith("sum_squares", StringComparison.Ordinal) => (2, [a => *(int*)a]),
+                _ when kernelName.StartsWith("sum_of_squares", StringComparison.Ordinal) => (2, [a => *(int*)a]),
                 _ when kernelName.StartsWith("row_sum", StringComparison.Ordinal) => (2, [a => *(int*)a, a => *(int*)a]),
                 _ when kernelName.StartsWith("bias_gelu", StringComparison.Ordinal) => (4, [a => *(int*)a, a => *(int*)a]),
                 _ => throw new AssertionException($"the recording device does not know {kernelName}'s parameters"),

@@ -59,7 +59,7 @@ public static unsafe class ReductionKernels
     /// <summary>
     /// result[0] = sum over i &lt; n of x[i]^2 in fp32 (the CPU backend's <see cref="IBackend.SumOfSquares"/>, for gradient
     /// norms), written (=); pass <c>results.Offset(4 * k)</c> to gather several tensors' sums into one vector for a final
-    /// <see cref="RowSum"/>. Deterministic, in two stages without atomics: sum_squares_{dtype} with G =
+    /// <see cref="RowSum"/>. Deterministic, in two stages without atomics: sum_of_squares_{dtype} with G =
     /// <see cref="SumOfSquaresBlocks"/>(n) blocks of 256 threads writes one partial per block into
     /// <paramref name="workspace"/>, then row_sum_f32 adds the G partials as one row [1, G] into result. When G is 1
     /// the single partial is the result: one launch, and the workspace is not touched (it may be null).
@@ -77,7 +77,7 @@ public static unsafe class ReductionKernels
     public static void SumOfSquares(IDeviceApi device, DType dtype, DevicePtr x, DevicePtr result, DevicePtr workspace, long n, DeviceStream stream = default)
     {
         LaunchArguments.Device(device);
-        string kernel = KernelName.For("sum_squares", dtype, Supported);
+        string kernel = KernelName.For("sum_of_squares", dtype, Supported);
         LaunchArguments.Pointer(x, dtype, nameof(x));
         LaunchArguments.Pointer(result, DType.F32, nameof(result));
         int count = LaunchShape.Count(n, nameof(n));
