@@ -6,7 +6,13 @@
 #include "../cast.cu"
 #include "../reduce.cu"
 #include "../layernorm.cu"
+#include "../cross_entropy.cu"
+#include "../adamw.cu"
 #include "../mma_check.cu"
+#include "../embedding.cu"
+#include "../rotary.cu"
+#include "../cache.cu"
+#include "../transpose.cu"
 #include "../gelu.cu"
 #include "../dropout.cu"
 #include "test_kernels.cu"
@@ -51,6 +57,33 @@ namespace
         PHI2_EMU_ENTRY(layernorm_bf16),
         PHI2_EMU_ENTRY(layernorm_backward_f32),
         PHI2_EMU_ENTRY(layernorm_backward_bf16),
+        // embedding.cu
+        PHI2_EMU_ENTRY(embedding_f32),
+        PHI2_EMU_ENTRY(embedding_bf16),
+        PHI2_EMU_ENTRY(embedding_f32_bf16),
+        PHI2_EMU_ENTRY(embedding_bf16_f32),
+        PHI2_EMU_ENTRY(embedding_backward_f32),
+        PHI2_EMU_ENTRY(embedding_backward_bf16),
+        // rotary.cu
+        PHI2_EMU_ENTRY(rotary_f32),
+        PHI2_EMU_ENTRY(rotary_bf16),
+        PHI2_EMU_ENTRY(rotary_backward_f32),
+        PHI2_EMU_ENTRY(rotary_backward_bf16),
+        // cache.cu
+        PHI2_EMU_ENTRY(cache_write_f32),
+        PHI2_EMU_ENTRY(cache_write_bf16),
+        // transpose.cu
+        PHI2_EMU_ENTRY(transpose_f32),
+        PHI2_EMU_ENTRY(transpose_bf16),
+        // cross_entropy.cu
+        PHI2_EMU_ENTRY(cross_entropy_f32),
+        PHI2_EMU_ENTRY(cross_entropy_bf16),
+        PHI2_EMU_ENTRY(cross_entropy_sum_f32),
+        PHI2_EMU_ENTRY(cross_entropy_sum_bf16),
+        PHI2_EMU_ENTRY(cross_entropy_backward_f32),
+        PHI2_EMU_ENTRY(cross_entropy_backward_bf16),
+        // adamw.cu
+        PHI2_EMU_ENTRY(adamw_f32),
         // gelu.cu
         PHI2_EMU_ENTRY(gelu_new_f32),
         PHI2_EMU_ENTRY(gelu_new_bf16),
