@@ -114,6 +114,33 @@ public class ActivationLauncherTests
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("maxRowBlocks"));
         Assert.That(() => ReductionKernels.SumOfSquares(_device, DType.F32, F(0), F(8), F(8), 257),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("workspace"));
+        Assert.That(() => ReductionKernels.SumOfSquares(_device, DType.F32, F(0), F(9), F(8), 257),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("workspace"), "the result inside the workspace's two partials");
+    }
+
+    [Test]
+    public void PartlyOverlappingBuffersAreRefusedInPlaceIsAllowed()
+    {
+        // In place (the same pointer) is fine for these elementwise kernels; a shifted overlap would race.
+        Assert.That(() => GeluKernels.GeluNew(_device, DType.F32, F(0), F(1), 4),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("y").With.Message.Contains("partly overlaps x"));
+        Assert.That(() => GeluKernels.GeluNewBackward(_device, DType.F32, F(0), F(10), F(12), 4),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("dX").With.Message.Contains("partly overlaps x"));
+        Assert.That(() => DropoutKernels.DropoutBackward(_device, DType.F32, F(0), F(3), 0.1, 1, 4),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("dX").With.Message.Contains("partly overlaps dY"));
+        Assert.That(() => DropoutKernels.Dropout(_device, DType.F32, F(0), F(3), 0, 1, 4),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("y"), "p = 0 copies, and a partly overlapping copy is refused too");
+        Assert.That(() => ElementwiseKernels.Accumulate(_device, DType.F32, F(2), F(0), 4),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("y"));
+        Assert.That(() => GeluKernels.BiasGeluNew(_device, DType.F32, F(0), F(40), F(16), F(20), 2, 4),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("pre").With.Message.Contains("overlaps y"));
+        Assert.That(() => GeluKernels.BiasGeluNewBackward(_device, DType.F32, F(0), F(16), F(20), DevicePtr.Null, 2, 4),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("dX").With.Message.Contains("partly overlaps pre"));
+        GeluKernels.GeluNew(_device, DType.F32, F(0), F(0), 4);
+        DropoutKernels.Dropout(_device, DType.F32, F(0), F(0), 0.5, 1, 4);
+        ElementwiseKernels.Accumulate(_device, DType.F32, F(0), F(0), 4);
+        GeluKernels.BiasGeluNew(_device, DType.F32, F(0), F(40), F(0), F(16), 2, 4);
+        GeluKernels.BiasGeluNewBackward(_device, DType.F32, F(0), F(16), F(0), F(48), 2, 4);
     }
 
     [Test]
@@ -165,13 +192,14 @@ public class ActivationLauncherTests
     public void BiasGeluUsesColumnBlocksAcrossAndCappedRowBlocksDown(int rows, int channels, bool wantBias, uint gridX, uint gridY, uint block)
     {
         var device = new RecordingDevice();
-        DevicePtr p = new(0x10000);
-        GeluKernels.BiasGeluNewBackward(device, DType.F32, p, p, p, wantBias ? p : DevicePtr.Null, rows, channels);
+        // Far apart: 100000 x 10240 floats are 4 GB.
+        DevicePtr p = new(1UL << 33), bias = new(2UL << 33), q = new(3UL << 33);
+        GeluKernels.BiasGeluNewBackward(device, DType.F32, p, p, p, wantBias ? bias : DevicePtr.Null, rows, channels);
         var launch = device.Launches.Single();
         Assert.That(launch.Kernel, Is.EqualTo("bias_gelu_new_backward_f32"));
         Assert.That((launch.Grid, launch.Block, launch.SharedBytes), Is.EqualTo((new Dim3(gridX, gridY), new Dim3(block), 0)));
         device.Clear();
-        GeluKernels.BiasGeluNew(device, DType.BF16, p, p, p.Offset(64), DevicePtr.Null, rows, channels);
+        GeluKernels.BiasGeluNew(device, DType.BF16, p, bias, q, DevicePtr.Null, rows, channels);
         Assert.That(device.Launches.Single().Grid, Is.EqualTo(new Dim3(gridX, (uint)Math.Min(rows, GeluKernels.MaxRowBlocks))));
     }
 

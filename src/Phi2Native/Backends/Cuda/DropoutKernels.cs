@@ -29,7 +29,7 @@ public static unsafe class DropoutKernels
     /// <param name="seed">The mask's seed: a fresh one per call site and step, passed again to backward.</param>
     /// <param name="n">Elements, 1..2^31-1.</param>
     /// <param name="stream">The stream.</param>
-    /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output that partly overlaps an input (the same pointer, in place, is allowed).</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException">p is outside [0, 1), or n is not in 1..2^31-1.</exception>
     public static void Dropout(IDeviceApi device, DType dtype, DevicePtr x, DevicePtr y, double p, ulong seed, long n, DeviceStream stream = default) =>
@@ -39,7 +39,7 @@ public static unsafe class DropoutKernels
     /// dX[i] = keep(seed, i) ? dY[i] / (1 - p) : 0 for i &lt; n, written (=): the forward call's mask, recomputed from
     /// its seed. dX may alias dY. Launch as <see cref="Dropout"/>.
     /// </summary>
-    /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output that partly overlaps an input (the same pointer, in place, is allowed).</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException">p is outside [0, 1), or n is not in 1..2^31-1.</exception>
     public static void DropoutBackward(IDeviceApi device, DType dtype, DevicePtr dY, DevicePtr dX, double p, ulong seed, long n, DeviceStream stream = default) =>
@@ -57,6 +57,7 @@ public static unsafe class DropoutKernels
         LaunchArguments.Pointer(output, dtype, outputName);
         if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), p, "the drop probability p must be in [0, 1)");
         int count = LaunchShape.Count(n, nameof(n));
+        BufferOverlap.RequireExactOrNone(input, output, count * (long)dtype.SizeInBytes(), inputName, outputName);
         if (p == 0)
         {
             // Every element kept, scaled by 1: the CPU copies, and so does this (no copy at all in place).

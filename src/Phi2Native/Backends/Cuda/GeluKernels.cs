@@ -29,7 +29,7 @@ public static unsafe class GeluKernels
     /// y[i] = gelu_new(x[i]) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) for i &lt; n; saves nothing (backward
     /// needs x). y may alias x. Launch: grid ((n + 255) / 256), block (256).
     /// </summary>
-    /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output that partly overlaps an input (the same pointer, in place, is allowed).</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="n"/> is not in 1..2^31-1.</exception>
     public static void GeluNew(IDeviceApi device, DType dtype, DevicePtr x, DevicePtr y, long n, DeviceStream stream = default)
@@ -39,6 +39,7 @@ public static unsafe class GeluKernels
         LaunchArguments.Pointer(x, dtype, nameof(x));
         LaunchArguments.Pointer(y, dtype, nameof(y));
         int count = LaunchShape.Count(n, nameof(n));
+        BufferOverlap.RequireExactOrNone(x, y, count * (long)dtype.SizeInBytes(), nameof(x), nameof(y));
         nint* args = stackalloc nint[] { (nint)(&x), (nint)(&y), (nint)(&count) };
         device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 3));
     }
@@ -47,7 +48,7 @@ public static unsafe class GeluKernels
     /// dX[i] = dY[i] * gelu_new'(x[i]) for i &lt; n, written (=). dX may alias dY or x.
     /// Launch: grid ((n + 255) / 256), block (256).
     /// </summary>
-    /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output that partly overlaps an input (the same pointer, in place, is allowed).</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="n"/> is not in 1..2^31-1.</exception>
     public static void GeluNewBackward(IDeviceApi device, DType dtype, DevicePtr dY, DevicePtr x, DevicePtr dX, long n, DeviceStream stream = default)
@@ -58,6 +59,9 @@ public static unsafe class GeluKernels
         LaunchArguments.Pointer(x, dtype, nameof(x));
         LaunchArguments.Pointer(dX, dtype, nameof(dX));
         int count = LaunchShape.Count(n, nameof(n));
+        long bytes = count * (long)dtype.SizeInBytes();
+        BufferOverlap.RequireExactOrNone(dY, dX, bytes, nameof(dY), nameof(dX));
+        BufferOverlap.RequireExactOrNone(x, dX, bytes, nameof(x), nameof(dX));
         nint* args = stackalloc nint[] { (nint)(&dY), (nint)(&x), (nint)(&dX), (nint)(&count) };
         device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 4));
     }
@@ -77,7 +81,7 @@ public static unsafe class GeluKernels
     /// <param name="channels">C, at least 1.</param>
     /// <param name="stream">The stream.</param>
     /// <param name="maxRowBlocks">gridDim.y at most (default <see cref="MaxRowBlocks"/>); checks pass a small value so each block walks several rows.</param>
-    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or pre equal to y.</exception>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, pre equal to or overlapping y, or an output that partly overlaps x.</exception>
     /// <exception cref="ArgumentNullException">A null x, bias or y.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative row count, no channels, or maxRowBlocks outside 1..65535.</exception>
     public static void BiasGeluNew(IDeviceApi device, DType dtype, DevicePtr x, DevicePtr bias, DevicePtr y, DevicePtr pre, int rows, int channels,
@@ -90,7 +94,14 @@ public static unsafe class GeluKernels
         LaunchArguments.Pointer(y, dtype, nameof(y));
         bool savePre = LaunchArguments.OptionalPointer(pre, dtype, nameof(pre));
         CheckMatrix(rows, channels, maxRowBlocks);
-        if (savePre && pre == y) throw new ArgumentException("pre must not be y: both are written, with different values", nameof(pre));
+        long bytes = (long)rows * channels * dtype.SizeInBytes();
+        BufferOverlap.RequireExactOrNone(x, y, bytes, nameof(x), nameof(y));
+        if (savePre)
+        {
+            if (pre == y) throw new ArgumentException("pre must not be y: both are written, with different values", nameof(pre));
+            BufferOverlap.RequireExactOrNone(x, pre, bytes, nameof(x), nameof(pre));
+            BufferOverlap.RequireNone(y, bytes, pre, bytes, nameof(y), nameof(pre));
+        }
         if (rows == 0) return;
         nint* args = stackalloc nint[] { (nint)(&x), (nint)(&bias), (nint)(&y), (nint)(&pre), (nint)(&rows), (nint)(&channels) };
         device.Launch(kernel, Grid(rows, channels, maxRowBlocks), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 6));
@@ -114,7 +125,7 @@ public static unsafe class GeluKernels
     /// <param name="channels">C, at least 1.</param>
     /// <param name="stream">The stream.</param>
     /// <param name="maxRowBlocks">gridDim.y at most (default: <see cref="ParameterGradientRowBlocks"/> when dBias is wanted, else <see cref="MaxRowBlocks"/>).</param>
-    /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output that partly overlaps an input (the same pointer, in place, is allowed).</exception>
     /// <exception cref="ArgumentNullException">A null dY or pre.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative row count, no channels, or maxRowBlocks outside 1..65535.</exception>
     public static void BiasGeluNewBackward(IDeviceApi device, DType dtype, DevicePtr dY, DevicePtr pre, DevicePtr dX, DevicePtr dBias, int rows, int channels,
@@ -128,6 +139,12 @@ public static unsafe class GeluKernels
         bool wantBias = LaunchArguments.OptionalPointer(dBias, DType.F32, nameof(dBias));
         int cap = maxRowBlocks ?? (wantBias ? ParameterGradientRowBlocks : MaxRowBlocks);
         CheckMatrix(rows, channels, cap, nameof(maxRowBlocks));
+        if (wantDx)
+        {
+            long bytes = (long)rows * channels * dtype.SizeInBytes();
+            BufferOverlap.RequireExactOrNone(dY, dX, bytes, nameof(dY), nameof(dX));
+            BufferOverlap.RequireExactOrNone(pre, dX, bytes, nameof(pre), nameof(dX));
+        }
         if (rows == 0 || !(wantDx || wantBias)) return;
         nint* args = stackalloc nint[] { (nint)(&dY), (nint)(&pre), (nint)(&dX), (nint)(&dBias), (nint)(&rows), (nint)(&channels) };
         device.Launch(kernel, Grid(rows, channels, cap), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 6));

@@ -86,7 +86,8 @@ public static unsafe class ReductionKernels
         if (blocks > 1)
         {
             LaunchArguments.Pointer(workspace, DType.F32, nameof(workspace));
-            if (workspace == result) throw new ArgumentException("the workspace must not be the result: the last stage reads the one while writing the other", nameof(workspace));
+            if (BufferOverlap.Overlaps(workspace, blocks * (long)sizeof(float), result, sizeof(float)))
+                throw new ArgumentException($"the workspace ({blocks} floats at {workspace}) must not overlap the result ({result}): the last stage reads the one while writing the other", nameof(workspace));
             partial = workspace;
         }
         nint* args = stackalloc nint[] { (nint)(&x), (nint)(&partial), (nint)(&count) };
