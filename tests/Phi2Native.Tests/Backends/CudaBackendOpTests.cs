@@ -242,6 +242,42 @@ public class CudaBackendOpTests : CudaBackendTestBase
             Throws.ArgumentException.With.Message.Contains("gradient"));
     }
 
+    [TestCase(DType.F32)]
+    [TestCase(DType.BF16)]
+    public void GeluNewForwardAndBackwardMatchTheCpuBackend(DType dtype)
+    {
+        using var scope = TensorScope.Begin();
+        var values = Random(3 * 41, 80, 4);
+        var (x, gx) = RandomPairFrom(values, dtype, 3, 41);
+        var (dy, gdy) = RandomPair(81, dtype, 3, 41);
+        var tolerance = dtype == DType.F32 ? F32 : Bf16Forward;
+        var y = Cuda.GeluNew(gx);
+        Assert.That(y.DType, Is.EqualTo(dtype));
+        Close("gelu_new", Cpu.GeluNew(x), y, tolerance);
+        var dx = Cpu.Empty([3, 41], DType.F32);
+        var gdx = Cuda.Empty([3, 41], dtype);
+        Cpu.GeluNewBackward(dy, x, dx);
+        Cuda.GeluNewBackward(gdy, gx, gdx);
+        Close("gelu_new backward", dx, gdx, tolerance);
+    }
+
+    [Test]
+    public void DropoutDropsTheSameElementsAsTheCpuBackend()
+    {
+        using var scope = TensorScope.Begin();
+        var (x, gx) = RandomPair(82, DType.F32, 5, 77);
+        var y = Cpu.Dropout(x, 0.3, 1234);
+        var gy = Cuda.Dropout(gx, 0.3, 1234);
+        Equal("dropout", y, gy);
+        Assert.That(gy.ToArray<float>().Count(v => v == 0), Is.InRange(60, 180), "about 30% dropped");
+        var dx = Cpu.Empty([5, 77], DType.F32);
+        var gdx = Cuda.Empty([5, 77], DType.F32);
+        Cpu.DropoutBackward(x, dx, 0.3, 1234);
+        Cuda.DropoutBackward(gx, gdx, 0.3, 1234);
+        Equal("dropout backward", dx, gdx);
+        Assert.That(() => Cuda.Dropout(gx, 1.0, 1), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("p"));
+    }
+
     [Test]
     public void AutogradThroughLayerNormLinearAndLossMatchesTheCpuBackend()
     {

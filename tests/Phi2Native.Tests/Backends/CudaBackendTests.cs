@@ -238,11 +238,20 @@ public class CudaBackendTests : CudaBackendTestBase
     public void OpsWhoseKernelsAreNotBuiltRefuseNamingThem()
     {
         using var x = On(Cuda, [1f, 2f], DType.F32, 1, 1, 1, 2);
-        Assert.That(() => Cuda.GeluNew(x), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("GeluKernels"));
-        Assert.That(() => Cuda.Dropout(x, 0.1, 1), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("DropoutKernels"));
         Assert.That(() => Cuda.Attention(x, x, x, out _), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("AttentionKernels"));
         Assert.That(() => Cuda.CachedAttention(x, x, x, 1), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("AttentionKernels"));
-        Assert.That(() => Cuda.SumOfSquares(x), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("sum_of_squares"));
+    }
+
+    [TestCase(5, DType.F32)]
+    [TestCase(3001, DType.F32)]
+    [TestCase(700, DType.BF16)]
+    public void SumOfSquaresMatchesTheCpuBackend(int count, DType dtype)
+    {
+        var (cpu, cuda) = RandomPair(9, dtype, count);
+        using (cpu) using (cuda)
+            Assert.That(Cuda.SumOfSquares(cuda), Is.EqualTo(Cpu.SumOfSquares(cpu)).Within(1e-3).Percent, "fp32 partial sums: 1e-5 relative");
+        using var empty = Cuda.Zeros([0], DType.F32);
+        Assert.That(Cuda.SumOfSquares(empty), Is.Zero);
     }
 
     [Test]

@@ -2,42 +2,55 @@ using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Cuda;
 
-// The MLP's activation and the residual dropout: their kernels (kernels/gelu.cu with GeluKernels, and DropoutKernels)
-// are not built yet, so these ops refuse with NotSupportedException naming them.
+// The MLP's activation and the dropouts (kernels/gelu.cu, kernels/dropout.cu), element-wise in F32, BF16 or F16 with
+// fp32 math; dropout's counter-based mask is the CPU backend's, bit for bit, so a seed drops the same elements on
+// every backend.
 public sealed partial class CudaBackend
 {
-    private const string MissingGelu = "the CUDA backend needs the gelu_new kernels (kernels/gelu.cu, GeluKernels), which are not built yet";
-    private const string MissingDropout = "the CUDA backend needs the dropout kernels (DropoutKernels), which are not built yet";
-
     /// <inheritdoc/>
-    /// <exception cref="NotSupportedException">Until the gelu_new kernels (GeluKernels) are built.</exception>
     public Tensor GeluNew(Tensor x)
     {
-        Pointer(x, nameof(x));
-        throw new NotSupportedException($"{nameof(GeluNew)}: {MissingGelu}");
+        var px = Pointer(x, nameof(x));
+        RequireDType(x, nameof(GeluNew), nameof(x), DType.F32, DType.BF16, DType.F16);
+        var y = Allocate(x.Shape, x.DType, nameof(x));
+        if (x.ElementCount > 0) GeluKernels.GeluNew(_device, x.DType, px, Pointer(y, "y"), x.ElementCount, _stream);
+        return y;
     }
 
     /// <inheritdoc/>
-    /// <exception cref="NotSupportedException">Until the gelu_new kernels (GeluKernels) are built.</exception>
     public void GeluNewBackward(Tensor dOutput, Tensor x, Tensor dx)
     {
-        Pointer(dOutput, nameof(dOutput));
-        throw new NotSupportedException($"{nameof(GeluNewBackward)}: {MissingGelu}");
+        var pdy = Pointer(dOutput, nameof(dOutput));
+        var px = Pointer(x, nameof(x));
+        var pdx = Pointer(dx, nameof(dx));
+        RequireDType(x, nameof(GeluNewBackward), nameof(x), DType.F32, DType.BF16, DType.F16);
+        RequireCount(dOutput, x.ElementCount, $"GeluNewBackward dOutput (like x [{x.ShapeText}])");
+        RequireCount(dx, x.ElementCount, $"GeluNewBackward dx (like x [{x.ShapeText}])");
+        RequireSameDType(dOutput, x.DType, nameof(GeluNewBackward), nameof(dOutput));
+        RequireSameDType(dx, x.DType, nameof(GeluNewBackward), nameof(dx));
+        if (x.ElementCount > 0) GeluKernels.GeluNewBackward(_device, x.DType, pdy, px, pdx, x.ElementCount, _stream);
     }
 
     /// <inheritdoc/>
-    /// <exception cref="NotSupportedException">Until the dropout kernels (DropoutKernels) are built.</exception>
     public Tensor Dropout(Tensor x, double p, ulong seed)
     {
-        Pointer(x, nameof(x));
-        throw new NotSupportedException($"{nameof(Dropout)}: {MissingDropout}");
+        var px = Pointer(x, nameof(x));
+        RequireDType(x, nameof(Dropout), nameof(x), DType.F32, DType.BF16, DType.F16);
+        if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), p, "the drop probability p must be in [0, 1)");
+        var y = Allocate(x.Shape, x.DType, nameof(x));
+        if (x.ElementCount > 0) DropoutKernels.Dropout(_device, x.DType, px, Pointer(y, "y"), p, seed, x.ElementCount, _stream);
+        return y;
     }
 
     /// <inheritdoc/>
-    /// <exception cref="NotSupportedException">Until the dropout kernels (DropoutKernels) are built.</exception>
     public void DropoutBackward(Tensor dOutput, Tensor dx, double p, ulong seed)
     {
-        Pointer(dOutput, nameof(dOutput));
-        throw new NotSupportedException($"{nameof(DropoutBackward)}: {MissingDropout}");
+        var pdy = Pointer(dOutput, nameof(dOutput));
+        var pdx = Pointer(dx, nameof(dx));
+        RequireDType(dOutput, nameof(DropoutBackward), nameof(dOutput), DType.F32, DType.BF16, DType.F16);
+        RequireCount(dx, dOutput.ElementCount, $"DropoutBackward dx (like dOutput [{dOutput.ShapeText}])");
+        RequireSameDType(dx, dOutput.DType, nameof(DropoutBackward), nameof(dx));
+        if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), p, "the drop probability p must be in [0, 1)");
+        if (dOutput.ElementCount > 0) DropoutKernels.DropoutBackward(_device, dOutput.DType, pdy, pdx, p, seed, dOutput.ElementCount, _stream);
     }
 }
