@@ -1,0 +1,132 @@
+using NUnit.Framework;
+using Phi2Native.Autograd;
+using Phi2Native.Backends.Cpu;
+using Phi2Native.Backends.Cuda;
+using Phi2Native.Cuda;
+using Phi2Native.Models.Phi2;
+using Phi2Native.Tensors;
+using Phi2Native.Tests.Support;
+
+namespace Phi2Native.Tests.Backends;
+
+/// <summary>
+/// The tiny Phi-2 fixture (tests/fixtures/tiny-*) on the CUDA backend over the emulated device: loading converts the
+/// checkpoint's weights as the CPU backend does, and the forward logits, loss and every gradient match PyTorch's golden
+/// data and the CPU backend, in evaluation and in training mode (dropout masks are the CPU's, bit for bit).
+/// </summary>
+[TestFixture, Category("Emulated")]
+public class CudaBackendModelTests
+{
+    private const string MissingAttention = "AttentionKernels";
+
+    [TestCase("f32", DType.F32)]
+    [TestCase("f16", DType.F32)]
+    [TestCase("bf16", DType.BF16)]
+    [TestCase("msft", DType.F32)]
+    public void TheTinyCheckpointLoadsOntoTheDeviceAsOntoTheCpu(string variant, DType dtype)
+    {
+        using var device = new EmulatedDevice();
+        using var cuda = new CudaBackend(device, ownsDevice: false);
+        var cpu = new CpuBackend();
+        using (var cpuModel = Phi2Checkpoint.Load(Fixtures.ModelDirectory(variant), cpu, dtype))
+        using (var cudaModel = Phi2Checkpoint.Load(Fixtures.ModelDirectory(variant), cuda, dtype))
+        {
+            var expected = cpuModel.Parameters().ToList();
+            var actual = cudaModel.Parameters().ToList();
+            Assert.That(actual.Select(p => p.Name), Is.EqualTo(expected.Select(p => p.Name)));
+            for (int i = 0; i < expected.Count; i++)
+            {
+                Assert.That(actual[i].Device.Kind, Is.EqualTo(DeviceKind.Cuda), actual[i].Name);
+                Assert.That(actual[i].DType, Is.EqualTo(dtype), actual[i].Name);
+                Assert.That(actual[i].ToSingleArray(), Is.EqualTo(expected[i].ToSingleArray()), actual[i].Name);
+            }
+        }
+        cuda.Dispose();
+        Assert.That(device.Memory.LiveAllocations, Is.Zero, "disposing the model frees every parameter on the device");
+    }
+
+    [Test]
+    public void TraceCaseMatchesPyTorchOnTheDevice() => CheckGolden("f32", "trace");
+
+    [Test]
+    public void BatchWithIgnoredLabelsMatchesPyTorchOnTheDevice() => CheckGolden("f32", "batch");
+
+    [Test]
+    public void TrainingModeGradientsMatchTheCpuBackend()
+    {
+        // resid_pdrop is 0.1 in the fixture: training mode drops elements, with the same seeds on both backends.
+        var results = new Dictionary<string, float[]>();
+        using var device = new EmulatedDevice();
+        using var cuda = new CudaBackend(device, ownsDevice: false);
+        foreach (var backend in new IBackend[] { new CpuBackend(poisonNewMemory: true), cuda })
+        {
+            string side = backend is CpuBackend ? "cpu" : "cuda";
+            using var model = Phi2Checkpoint.Load(Fixtures.ModelDirectory("f32"), backend);
+            model.SetRequiresGrad(true);
+            model.Training = true;
+            int[] ids = [5, 17, 202, 3, 99, 0, 150, 42];
+            using var scope = TensorScope.Begin();
+            using var tape = GradientTape.Begin();
+            var logits = RunOrIgnore(() => model.Forward(model.CreateInputIds(ids, 2)));
+            var loss = model.CausalLanguageModelLoss(logits, ids);
+            tape.Backward(loss);
+            results[$"{side} logits"] = logits.ToSingleArray();
+            results[$"{side} loss"] = loss.ToSingleArray();
+            foreach (var parameter in model.Parameters()) results[$"{side} {parameter.Name}"] = parameter.Grad!.ToSingleArray();
+        }
+        foreach (var key in results.Keys.Where(k => k.StartsWith("cpu ", StringComparison.Ordinal)))
+        {
+            string name = key[4..];
+            var tolerance = name is "logits" or "loss" ? Tolerance.Forward(DType.F32) : Tolerance.Gradient(DType.F32);
+            TensorAssert.Close(name, results[key], results["cuda " + name], tolerance);
+        }
+    }
+
+    private static void CheckGolden(string variant, string prefix)
+    {
+        using var golden = Fixtures.OpenGolden(variant);
+        using var device = new EmulatedDevice();
+        using var cuda = new CudaBackend(device, ownsDevice: false);
+        using (var model = Phi2Checkpoint.Load(Fixtures.ModelDirectory(variant), cuda, DType.F32))
+        {
+            model.SetRequiresGrad(true);
+            int[] ids = golden.ReadInt32($"{prefix}.input_ids");
+            var idShape = golden.Get($"{prefix}.input_ids").Shape;
+            int batch = idShape.Length == 2 ? (int)idShape[0] : 1;
+            int[] labels = golden.Contains($"{prefix}.labels") ? golden.ReadInt32($"{prefix}.labels") : ids;
+            string hint = $"variant {variant} on {cuda.Device} ({device.Name})";
+
+            using var scope = TensorScope.Begin();
+            using var tape = GradientTape.Begin();
+            var logits = RunOrIgnore(() => model.Forward(model.CreateInputIds(ids, batch)));
+            var loss = model.CausalLanguageModelLoss(logits, labels);
+            tape.Backward(loss);
+
+            TensorAssert.Close($"{prefix}.logits", golden.ReadAsSingle($"{prefix}.logits"), logits.ToSingleArray(), Tolerance.Forward(DType.F32), hint);
+            TensorAssert.Close($"{prefix}.loss", golden.ReadAsSingle($"{prefix}.loss"), loss.ToSingleArray(), Tolerance.Forward(DType.F32), hint);
+            foreach (var parameter in model.Parameters())
+            {
+                Assert.That(parameter.Grad, Is.Not.Null, $"{parameter.Name} got no gradient");
+                Assert.That(parameter.Grad!.Device, Is.EqualTo(cuda.Device), parameter.Name);
+                TensorAssert.Close($"{prefix}.grad.{parameter.Name}", golden.ReadAsSingle($"{prefix}.grad.{parameter.Name}"),
+                    parameter.Grad.ToSingleArray(), Tolerance.Gradient(DType.F32), hint);
+            }
+        }
+        cuda.Dispose();
+        Assert.That(device.Memory.LiveAllocations, Is.Zero, "every tensor of the model and the step freed on the device");
+    }
+
+    /// <summary>Runs the forward; until the attention kernels are built, the CUDA backend refuses attention and the test is ignored saying so.</summary>
+    private static Tensor RunOrIgnore(Func<Tensor> forward)
+    {
+        try
+        {
+            return forward();
+        }
+        catch (NotSupportedException e) when (e.Message.Contains(MissingAttention, StringComparison.Ordinal))
+        {
+            Assert.Ignore($"the CUDA backend cannot run the model yet: {e.Message}");
+            throw;
+        }
+    }
+}
