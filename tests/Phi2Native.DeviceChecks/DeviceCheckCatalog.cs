@@ -30,6 +30,8 @@ public static class DeviceCheckCatalog
             CacheChecks.All,
             TransposeChecks.All,
             DeviceLayerChecks.All,
+            // the CUDA backend over the device (cuBLAS(Lt) mapping, uploads, a chain through the tape)
+            BackendChecks.All,
         ];
         var all = families.SelectMany(f => f).ToList();
         var duplicate = all.GroupBy(c => c.Name).FirstOrDefault(g => g.Count() > 1);
