@@ -52,6 +52,49 @@ public class CudaBackendModelTests
     public void BatchWithIgnoredLabelsMatchesPyTorchOnTheDevice() => CheckGolden("f32", "batch");
 
     [Test]
+    public void InferenceLogitsAndLossMatchPyTorchOnTheDevice()
+    {
+        // No tape: the layers free their intermediates as they go, and only forward kernels run.
+        using var golden = Fixtures.OpenGolden("f32");
+        using var device = new EmulatedDevice();
+        using var cuda = new CudaBackend(device, ownsDevice: false);
+        using (var model = Phi2Checkpoint.Load(Fixtures.ModelDirectory("f32"), cuda))
+        {
+            int[] ids = golden.ReadInt32("trace.input_ids");
+            using var scope = TensorScope.Begin();
+            var logits = RunOrIgnore(() => model.Forward(model.CreateInputIds(ids)));
+            var loss = model.CausalLanguageModelLoss(logits, ids);
+            TensorAssert.Close("trace.logits", golden.ReadAsSingle("trace.logits"), logits.ToSingleArray(), Tolerance.Forward(DType.F32));
+            TensorAssert.Close("trace.loss", golden.ReadAsSingle("trace.loss"), loss.ToSingleArray(), Tolerance.Forward(DType.F32));
+        }
+        cuda.Dispose();
+        Assert.That(device.Memory.LiveAllocations, Is.Zero, "every tensor of the forward freed on the device");
+    }
+
+    [Test]
+    public void KeyValueCacheDecodingMatchesTheCpuBackend()
+    {
+        // Prefill 5 tokens through the cache, then decode 3 one at a time: the logits of every step, on both backends.
+        int[] prompt = [7, 33, 120, 5, 199];
+        int[] next = [42, 0, 150];
+        var logits = new Dictionary<string, float[]>();
+        using var device = new EmulatedDevice();
+        using var cuda = new CudaBackend(device, ownsDevice: false);
+        foreach (var backend in new IBackend[] { new CpuBackend(poisonNewMemory: true), cuda })
+        {
+            string side = backend is CpuBackend ? "cpu" : "cuda";
+            using var model = Phi2Checkpoint.Load(Fixtures.ModelDirectory("f32"), backend);
+            using var cache = new KeyValueCache(model, 1, 16);
+            using var scope = TensorScope.Begin();
+            logits[$"{side} prefill"] = RunOrIgnore(() => model.Forward(model.CreateInputIds(prompt), cache)).ToSingleArray();
+            for (int i = 0; i < next.Length; i++)
+                logits[$"{side} step {i}"] = model.Forward(model.CreateInputIds([next[i]]), cache).ToSingleArray();
+        }
+        foreach (var key in logits.Keys.Where(k => k.StartsWith("cpu ", StringComparison.Ordinal)))
+            TensorAssert.Close(key[4..], logits[key], logits["cuda " + key[4..]], Tolerance.Forward(DType.F32));
+    }
+
+    [Test]
     public void TrainingModeGradientsMatchTheCpuBackend()
     {
         // resid_pdrop is 0.1 in the fixture: training mode drops elements, with the same seeds on both backends.
