@@ -72,6 +72,26 @@ public class CudaBackendModelTests
     }
 
     [Test]
+    public void BFloat16InferenceStaysCloseToTheCpuBackendInF32()
+    {
+        // The design's CUDA numerics: bf16 weights and activations, fp32 statistics, softmax and loss. The CPU computes
+        // in fp32 from the very same bf16 weights, so what separates them is the bf16 rounding of each activation.
+        int[] ids = [5, 17, 202, 3, 99, 0, 150, 42, 8, 61];
+        using var device = new EmulatedDevice();
+        using var cuda = new CudaBackend(device, ownsDevice: false);
+        using var cpuModel = Phi2Checkpoint.Load(Fixtures.ModelDirectory("bf16"), new CpuBackend(), DType.F32);
+        using var cudaModel = Phi2Checkpoint.Load(Fixtures.ModelDirectory("bf16"), cuda, DType.BF16);
+        using var scope = TensorScope.Begin();
+        var logits = RunOrIgnore(() => cudaModel.Forward(cudaModel.CreateInputIds(ids)));
+        Assert.That(logits.DType, Is.EqualTo(DType.BF16));
+        var expected = cpuModel.Forward(cpuModel.CreateInputIds(ids));
+        TensorAssert.Close("bf16 logits", expected.ToSingleArray(), logits.ToSingleArray(), new Tolerance(3e-2, 3e-2));
+        var loss = cudaModel.CausalLanguageModelLoss(logits, ids);
+        Assert.That(loss.DType, Is.EqualTo(DType.F32), "the loss is fp32 whatever the logits are");
+        Assert.That(loss.Item(), Is.EqualTo(cpuModel.CausalLanguageModelLoss(expected, ids).Item()).Within(1).Percent);
+    }
+
+    [Test]
     public void KeyValueCacheDecodingMatchesTheCpuBackend()
     {
         // Prefill 5 tokens through the cache, then decode 3 one at a time: the logits of every step, on both backends.

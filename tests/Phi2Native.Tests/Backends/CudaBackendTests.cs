@@ -255,6 +255,18 @@ public class CudaBackendTests : CudaBackendTestBase
     }
 
     [Test]
+    public void ABackendOwningItsDeviceFreesEverythingOnDispose()
+    {
+        var owner = new CudaBackend(new EmulatedDevice(), ownsDevice: true);
+        var survivor = On(owner, [1f, 2f], DType.F32, 2);
+        owner.Dispose();
+        Assert.That(owner.IsDisposed);
+        // The device freed its memory with itself: disposing the tensor afterwards must not free it again.
+        Assert.DoesNotThrow(survivor.Dispose);
+        Assert.That(() => owner.Zeros([1], DType.F32), Throws.InstanceOf<ObjectDisposedException>());
+    }
+
+    [Test]
     public void ADisposedTensorIsRefused()
     {
         var x = On(Cuda, [1f], DType.F32, 1);
