@@ -106,6 +106,17 @@ public interface IBackend : IDisposable
     /// </summary>
     Tensor CachedAttention(Tensor q, Tensor keyCache, Tensor valueCache, int keyTime);
 
+    /// <summary>
+    /// Gathers positions along dim 1: x [B, T, ...] (any dtype) and <paramref name="positions"/> [B, K] (I32, each in
+    /// [0, T)) -> [B, K, ...] with output[b, k] = x[b, positions[b, k]]. Generation takes the last position of each
+    /// row of the hidden states [B, T, C] with it (K = 1), so that the final LayerNorm and lm_head run on B rows
+    /// instead of B x T, and a batch of prompts of different lengths takes each row's own last position.
+    /// Inference only: nothing is saved for backward. A device backend implements it as B x K row copies of
+    /// x.ElementCount / (B x T) elements on the device (the positions stay on the device); callers pass valid
+    /// positions (the CPU backend checks them, a device backend need not).
+    /// </summary>
+    Tensor SelectPositions(Tensor x, Tensor positions);
+
     /// <summary>gelu_new (tanh approximation), elementwise.</summary>
     Tensor GeluNew(Tensor x);
 
