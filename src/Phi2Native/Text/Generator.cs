@@ -156,9 +156,7 @@ public sealed class Generator
         // A scope per forward: nothing of it outlives this call (it must not stay open across a yield, since
         // scopes are per thread and nest with the caller's).
         using var scope = TensorScope.Begin();
-        var logits = Model.Forward(Model.CreateInputIds(ids), cache);        // [1, T, V]
-        float[] all = logits.ToSingleArray();
-        int vocab = logits.Size(2);
-        return all.AsSpan(all.Length - vocab).ToArray();
+        // Only the last position's logits are computed and copied: [1, 1, V], not [1, T, V] after a prefill of T.
+        return Model.ForwardLast(Model.CreateInputIds(ids), cache).ToSingleArray();
     }
 }

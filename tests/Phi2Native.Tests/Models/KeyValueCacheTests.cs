@@ -127,6 +127,58 @@ public class KeyValueCacheTests
         Assert.That(cache.PositionsComputed, Is.EqualTo(batch * total), "each position was computed once");
     }
 
+    [Test]
+    public void TheLastPositionAloneEqualsTheFullForwardsLastPositionAndComputesOneLogitRowPerRow()
+    {
+        using var model = Phi2Model.CreateRandom(Small, GradientCheck.Backend, seed: 5);
+        int batch = Rows.Length, vocab = Small.VocabSize, prompt = 7;
+        float[] full = FullLogits(model, Rows, prompt + 1);                                       // [B, 8, V]
+        using var cache = new KeyValueCache(model, batch, 12);
+        using var scope = TensorScope.Begin();
+        long before = model.LogitRowsComputed;
+        var prefill = model.ForwardLast(model.CreateInputIds(Rows.SelectMany(r => r.Take(prompt)).ToArray(), batch), cache);
+        Assert.That(prefill.Shape.ToArray(), Is.EqualTo(new[] { batch, 1, vocab }));
+        Assert.That(model.LogitRowsComputed - before, Is.EqualTo(batch), "lm_head ran on one position per row, not on B x T");
+        Assert.That(cache.Length, Is.EqualTo(prompt), "every prompt position still went into the cache");
+        float[] last = prefill.ToSingleArray();
+        for (int b = 0; b < batch; b++)
+            TensorAssert.Close($"row {b}, prefill's last position", Position(full, batch, prompt + 1, vocab, b, prompt - 1),
+                Position(last, batch, 1, vocab, b, 0), Tolerance.Forward(DType.F32));
+        // A decode step after it: the cache holds exactly what a full-logits prefill would have left.
+        float[] step = model.ForwardLast(model.CreateInputIds(Rows.Select(r => r[prompt]).ToArray(), batch), cache).ToSingleArray();
+        for (int b = 0; b < batch; b++)
+            TensorAssert.Close($"row {b}, decode step", Position(full, batch, prompt + 1, vocab, b, prompt),
+                Position(step, batch, 1, vocab, b, 0), Tolerance.Forward(DType.F32));
+        // The full-logits cache forward computes every row.
+        before = model.LogitRowsComputed;
+        model.Forward(model.CreateInputIds(Rows.Select(r => r[prompt + 1]).ToArray(), batch), cache);
+        Assert.That(model.LogitRowsComputed - before, Is.EqualTo(batch));
+        cache.Reset();
+        before = model.LogitRowsComputed;
+        model.Forward(model.CreateInputIds(Rows.SelectMany(r => r.Take(prompt)).ToArray(), batch), cache);
+        Assert.That(model.LogitRowsComputed - before, Is.EqualTo(batch * prompt));
+    }
+
+    [Test]
+    public void LogitsAtChosenPositionsEqualTheFullForwardThere()
+    {
+        using var model = Phi2Model.CreateRandom(Small, GradientCheck.Backend, seed: 5);
+        int batch = Rows.Length, vocab = Small.VocabSize, time = 6;
+        float[] full = FullLogits(model, Rows, time);
+        using var cache = new KeyValueCache(model, batch, time);
+        using var scope = TensorScope.Begin();
+        int[] positions = [2, 5];
+        float[] chosen = model.Forward(model.CreateInputIds(Rows.SelectMany(r => r.Take(time)).ToArray(), batch), cache, positions).ToSingleArray();
+        for (int b = 0; b < batch; b++)
+            TensorAssert.Close($"row {b} at {positions[b]}", Position(full, batch, time, vocab, b, positions[b]), Position(chosen, batch, 1, vocab, b, 0),
+                Tolerance.Forward(DType.F32));
+        cache.Reset();
+        var ids = model.CreateInputIds(Rows.SelectMany(r => r.Take(3)).ToArray(), batch);
+        Assert.That(() => model.Forward(ids, cache, [0]), Throws.InstanceOf<ModelInputException>().With.Message.Contains("logitPositions"));
+        Assert.That(() => model.Forward(ids, cache, [0, 3]), Throws.InstanceOf<ModelInputException>().With.Message.Contains("row 1's position 3"));
+        Assert.That(cache.Length, Is.Zero, "a bad position is found before anything runs");
+    }
+
     /// <summary>PEFT starts B at zero; a non-zero B makes the adapters change the logits.</summary>
     private static void LoraModelRandomize(LoraModel lora)
     {

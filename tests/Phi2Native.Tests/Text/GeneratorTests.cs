@@ -61,6 +61,17 @@ public class GeneratorTests
     }
 
     [Test]
+    public void OnlyTheLastPositionGoesThroughLmHead()
+    {
+        using var model = Model();
+        long before = model.LogitRowsComputed;
+        var result = new Generator(model).Generate(Prompt, Greedy(6));
+        Assert.That(result.Tokens, Has.Count.EqualTo(6));
+        // One logits row for the prefill (not one per prompt position) and one per fed-back token.
+        Assert.That(model.LogitRowsComputed - before, Is.EqualTo(6));
+    }
+
+    [Test]
     public void SamplingRepeatsPerSeed()
     {
         using var model = Model();
