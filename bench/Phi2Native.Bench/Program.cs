@@ -1,6 +1,6 @@
 // Phi2Native benchmark harness.
 //
-//   dotnet run -c Release --project bench/Phi2Native.Bench -- <gemm|gemm-kernel|step|attention|embedded|prefill> [options]
+//   dotnet run -c Release --project bench/Phi2Native.Bench -- <gemm|gemm-kernel|step|attention|embedded|emulator|prefill> [options]
 //
 // Each mode validates what it times against a reference first, warms up, then reports the median
 // of repeated runs against the machine's ceiling (see Machine.cs). Arguments are parsed by hand:
@@ -30,6 +30,7 @@ namespace Phi2Native.Bench
                     case "step": return StepBench.Run(options);
                     case "embedded": return EmbeddedBench.Run(options);
                     case "attention": return AttentionBench.Run(options);
+                    case "emulator": return EmulatorBench.Run(options);
                     case "prefill": return PrefillBench.Run(options);
                     default:
                         Console.Error.WriteLine($"unknown mode '{args[0]}'\n\n{Usage}");
@@ -77,6 +78,10 @@ namespace Phi2Native.Bench
                      --reps N                  timed runs per shape, median reported (default 5)
                      --warmup N                untimed runs per shape (default 1, and at least 1 s of them: JIT tiering)
                      --peak GFLOPS, --markdown
+              emulator   the kernel emulator (libphi2emu through EmulatedDevice): add_f32 over 1M and 1000 elements,
+                     the block-sum test kernel in one big block and in 1024 small ones; ms per launch, us per block,
+                     ns per emulated thread, each result checked against the host first
+                     --reps N, --warmup N, --markdown
               prefill   a long prompt's prefill through the KV cache, logits of every position against the last
                      position only (what generation needs): ms, lm_head rows, logits copied to the host, transient peak
                      --time T                  prompt length on the embedded model (default 255)

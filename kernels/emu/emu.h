@@ -144,6 +144,16 @@ inline float __logf(float x) { return logf(x); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float __saturatef(float x) { return x != x ? 0.0f : fminf(fmaxf(x, 0.0f), 1.0f); }
 inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+// One operation rounded to nearest even, never contracted with a neighbour into an FMA: the GPU contracts a * b + c
+// by default and these intrinsics are how a kernel forbids it. Out of line, so that g++ cannot contract them either
+// where the target has FMA and -ffp-contract=fast (GNU C's default) applies, e.g. on aarch64.
+#define PHI2_EMU_ROUNDED inline __attribute__((noinline))
+PHI2_EMU_ROUNDED float __fadd_rn(float a, float b) { return a + b; }
+PHI2_EMU_ROUNDED float __fsub_rn(float a, float b) { return a - b; }
+PHI2_EMU_ROUNDED float __fmul_rn(float a, float b) { return a * b; }
+PHI2_EMU_ROUNDED float __fdiv_rn(float a, float b) { return a / b; }
+PHI2_EMU_ROUNDED float __fsqrt_rn(float x) { return sqrtf(x); }
+#undef PHI2_EMU_ROUNDED
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __ffs(int x) { return __builtin_ffs(x); }
 inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }

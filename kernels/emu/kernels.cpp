@@ -6,7 +6,13 @@
 #include "../cast.cu"
 #include "../reduce.cu"
 #include "../layernorm.cu"
+#include "../cross_entropy.cu"
+#include "../adamw.cu"
 #include "../mma_check.cu"
+#include "../embedding.cu"
+#include "../rotary.cu"
+#include "../cache.cu"
+#include "../transpose.cu"
 #include "test_kernels.cu"
 #include "test_reduce.cu"
 #include "test_mma.cu"
@@ -45,6 +51,33 @@ namespace
         PHI2_EMU_ENTRY(layernorm_bf16),
         PHI2_EMU_ENTRY(layernorm_backward_f32),
         PHI2_EMU_ENTRY(layernorm_backward_bf16),
+        // embedding.cu
+        PHI2_EMU_ENTRY(embedding_f32),
+        PHI2_EMU_ENTRY(embedding_bf16),
+        PHI2_EMU_ENTRY(embedding_f32_bf16),
+        PHI2_EMU_ENTRY(embedding_bf16_f32),
+        PHI2_EMU_ENTRY(embedding_backward_f32),
+        PHI2_EMU_ENTRY(embedding_backward_bf16),
+        // rotary.cu
+        PHI2_EMU_ENTRY(rotary_f32),
+        PHI2_EMU_ENTRY(rotary_bf16),
+        PHI2_EMU_ENTRY(rotary_backward_f32),
+        PHI2_EMU_ENTRY(rotary_backward_bf16),
+        // cache.cu
+        PHI2_EMU_ENTRY(cache_write_f32),
+        PHI2_EMU_ENTRY(cache_write_bf16),
+        // transpose.cu
+        PHI2_EMU_ENTRY(transpose_f32),
+        PHI2_EMU_ENTRY(transpose_bf16),
+        // cross_entropy.cu
+        PHI2_EMU_ENTRY(cross_entropy_f32),
+        PHI2_EMU_ENTRY(cross_entropy_bf16),
+        PHI2_EMU_ENTRY(cross_entropy_sum_f32),
+        PHI2_EMU_ENTRY(cross_entropy_sum_bf16),
+        PHI2_EMU_ENTRY(cross_entropy_backward_f32),
+        PHI2_EMU_ENTRY(cross_entropy_backward_bf16),
+        // adamw.cu
+        PHI2_EMU_ENTRY(adamw_f32),
         // test_kernels.cu (planted bugs; never embedded for NVRTC)
         PHI2_EMU_ENTRY(emu_test_rotate_synced),
         PHI2_EMU_ENTRY(emu_test_rotate_unsynced),
@@ -55,6 +88,7 @@ namespace
         PHI2_EMU_ENTRY(emu_test_block_sum),
         PHI2_EMU_ENTRY(emu_test_convert),
         PHI2_EMU_ENTRY(emu_test_write_past_end),
+        PHI2_EMU_ENTRY(emu_test_read_shifted),
         // test_reduce.cu (planted bugs in the row reduction; never embedded for NVRTC)
         PHI2_EMU_ENTRY(emu_test_row_sum_unsynced),
         PHI2_EMU_ENTRY(emu_test_row_sum_wrong_lane),

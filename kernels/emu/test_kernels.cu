@@ -11,6 +11,8 @@
 //   emu_test_block_sum(x, y, n)     y[0] = sum of x[0..n); dynamic shared memory: one float per warp
 //   emu_test_convert(x, bf, h, bf_back, h_back, n)  bf16/fp16 round trips through common.cuh (grid any)
 //   emu_test_write_past_end(y, n)   y[i] = i for i <= n: one element past the end (an off-by-one bound)
+//   emu_test_read_shifted(x, y, n, shift)  y[i] = x[i + shift] for i < n (grid any): shift 1 reads one element
+//                                   past the end of x, -1 one before its start (an off-by-one index)
 #include "../common.cuh"
 
 template <bool Sync>
@@ -83,4 +85,12 @@ PHI2_KERNEL void emu_test_write_past_end(float* y, int n)
 {
     int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
     if (i <= n) y[i] = (float)i;
+}
+
+// The same off-by-one on the load side: `x[i + 1]` over i < n reads one element past the end. On the GPU that
+// reads the neighbouring buffer's first element; the emulated device's guard pages must catch it.
+PHI2_KERNEL void emu_test_read_shifted(const float* x, float* y, int n, int shift)
+{
+    int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (i < n) y[i] = x[i + shift];
 }

@@ -18,8 +18,16 @@ public static class DeviceCheckCatalog
             CastChecks.All,
             ReductionChecks.All,
             LayerNormChecks.All,
+            CrossEntropyChecks.All,
+            AdamWChecks.All,
             MmaChecks.All,
             BlasChecks.All,
+            // embedding.cu, rotary.cu, cache.cu, transpose.cu
+            EmbeddingChecks.All,
+            RotaryChecks.All,
+            CacheChecks.All,
+            TransposeChecks.All,
+            DeviceLayerChecks.All,
         ];
         var all = families.SelectMany(f => f).ToList();
         var duplicate = all.GroupBy(c => c.Name).FirstOrDefault(g => g.Count() > 1);

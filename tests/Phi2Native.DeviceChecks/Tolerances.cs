@@ -47,4 +47,18 @@ public static class Tolerances
         DType.F16 => new(2e-5, 1.0 / 1024),
         _ => throw new ArgumentException($"no device tolerance for {dtype}", nameof(dtype)),
     };
+
+    /// <summary>
+    /// dLogits of cross-entropy with upstream scale <paramref name="scale"/>: scale * (softmax - onehot). Both sides
+    /// form exp(x - lse) from an fp32 lse of their own, which may differ by an ulp or two (2^-23 |lse| relative each,
+    /// so a few 10^-6 for |lse| up to ~100), and exp itself by an ulp or two; the absolute part is scaled with the
+    /// gradient, whose entries are probabilities times scale (1e-3 of scale and far less at V of a thousand).
+    /// </summary>
+    public static Tolerance CrossEntropyGradient(DType dtype, double scale) => dtype switch
+    {
+        DType.F32 => new(1e-7 * Math.Abs(scale), 2e-5),
+        // One bf16 rounding of the output on each side (the CPU's cast of its fp32 result).
+        DType.BF16 => new(1e-7 * Math.Abs(scale), 1.0 / 128),
+        _ => throw new ArgumentException($"no cross-entropy gradient tolerance for {dtype}", nameof(dtype)),
+    };
 }

@@ -1,11 +1,10 @@
-using System.Runtime.InteropServices;
-
 namespace Phi2Native.Cuda;
 
 /// <summary>
 /// A call on the <see cref="EmulatedDevice"/> was refused or a kernel misbehaved: an address outside every live
-/// allocation, a range crossing an allocation's end, a use after free, a kernel that wrote out of bounds, or a
-/// launch the emulator failed. The message names the call (and for a launch, the kernel).
+/// allocation, a range crossing an allocation's end, a use after free, a kernel that read or wrote out of bounds
+/// or touched freed memory, or a launch the emulator failed. The message names the call (and for a launch, the
+/// kernel).
 /// </summary>
 public sealed class EmulatedDeviceException : Phi2Exception
 {
@@ -28,40 +27,43 @@ public sealed class EmulatedDeviceException : Phi2Exception
 /// <see cref="IDeviceApi"/> over the kernel emulator (libphi2emu): a device pointer is a host address of native
 /// memory and launches run synchronously on the calling thread. It is strict so that backend bugs fail in CI
 /// instead of producing plausible numbers:
-/// every allocation starts as 0xFF bytes (NaN in fp32, bf16 and fp16), so reading memory nobody wrote shows;
-/// it is framed by guard bands that are checked after every launch and on free, so a kernel writing past
-/// either end fails the launch naming the kernel and the allocation; copies and fills are checked against the
-/// allocation they address; freed memory is poisoned and held in a quarantine (so its address cannot be
-/// reused while it is remembered), so a use after free is refused by copies and caught after a launch.
+/// every allocation starts as 0xFF bytes (NaN in fp32, bf16 and fp16), so reading memory nobody wrote shows.
+/// Each allocation is mapped so that it ends (its size rounded up to <see cref="Alignment"/>) right at an
+/// inaccessible guard page, with another guard page before it: a kernel reading or writing past the end faults,
+/// and the emulator fails the launch naming the kernel, block, thread, allocation and byte offset; so does one
+/// reaching back to the page before the start. The few bytes between the user bytes and the guard pages hold
+/// <see cref="GuardBits"/>, which reads as NaN and is checked after every launch and on free, so a store there
+/// fails the launch too. Copies and fills are checked against the allocation they address. Freed memory is made
+/// inaccessible and held in a quarantine (so its address cannot be reused while it is remembered): a copy from
+/// it is refused and a kernel touching it fails its launch.
 /// </summary>
-/// <remarks>Thread-safe: every call takes one lock (the emulator serializes launches process-wide anyway).</remarks>
+/// <remarks>
+/// Thread-safe: every call takes one lock (the emulator serializes launches process-wide anyway). Linux only, like
+/// the emulator: memory comes from mmap, and libphi2emu's SIGSEGV handler, which passes every fault that is not an
+/// emulated kernel's to the handler installed before it (the .NET runtime's).
+/// </remarks>
 public sealed unsafe partial class EmulatedDevice : IDeviceApi
 {
-    /// <summary>Bytes of guard band before and after each allocation; also the alignment of user pointers, as cudaMalloc's.</summary>
-    public const int GuardBytes = 256;
+    /// <summary>
+    /// The alignment of every pointer <see cref="Allocate"/> returns, and the unit its size is rounded up to before
+    /// the trailing guard page. Enough for 16-byte vector loads; cudaMalloc's 256 would leave up to 255 bytes past
+    /// the end whose reads are not caught.
+    /// </summary>
+    public const int Alignment = 16;
 
     /// <summary>The byte fresh memory is filled with: 0xFFFF... is a NaN in fp32, bf16 and fp16 alike.</summary>
     public const byte FreshByte = 0xFF;
 
-    /// <summary>The guard bands' byte. Not 0xFF and not 0, so neither a NaN-writing nor a zeroing kernel blends in.</summary>
-    public const byte GuardByte = 0xA5;
-
-    /// <summary>The byte freed memory is overwritten with, distinct from the others so a dump tells them apart.</summary>
-    public const byte FreedByte = 0xDD;
+    /// <summary>
+    /// The 16 bits (little-endian, at every even address) of the guard bytes around each allocation: a NaN in bf16
+    /// and fp16, and 0x7FA57FA5 is one in fp32, so a load there shows as NaN; and neither 0xFF.. nor 0, so a store
+    /// of the fresh-memory NaN or of zeros shows as damage.
+    /// </summary>
+    public const ushort GuardBits = 0x7FA5;
 
     /// <summary>Default bound on quarantined (freed but still remembered) bytes.</summary>
-    public const long DefaultQuarantineBytes = 64L << 20;
-
-    private sealed class Block
-    {
-        public required long Id;
-        public required byte* Base;        // start of the leading guard band
-        public required ulong Start;       // the user pointer
-        public required long Length;       // requested bytes
-        public ulong End => Start + (ulong)Length;
-        public byte* User => Base + GuardBytes;
-        public override string ToString() => $"allocation #{Id} of {Length} bytes at 0x{Start:x}";
-    }
+    /// <remarks>Quarantined memory is given back to the host; only its address range stays reserved.</remarks>
+    public const long DefaultQuarantineBytes = 1L << 30;
 
     private readonly object _gate = new();
     private readonly List<Block> _live = [];          // sorted by Start, for binary search of an address
@@ -73,8 +75,9 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
 
     /// <summary>Creates an emulated device.</summary>
     /// <param name="quarantineBytes">
-    /// How many freed bytes stay poisoned and remembered before the oldest are released to the host. Larger
-    /// catches older dangling pointers; each launch scans the quarantine, so larger also costs time.
+    /// How many freed bytes stay inaccessible and remembered before the oldest addresses are released for reuse.
+    /// Larger catches older dangling pointers; it costs address space, not memory (at most 4096 allocations are
+    /// kept whatever the bound, since each is a kernel mapping).
     /// </param>
     public EmulatedDevice(long quarantineBytes = DefaultQuarantineBytes)
     {
@@ -99,13 +102,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
         lock (_gate)
         {
             ThrowIfDisposed(nameof(Allocate));
-            byte* b;
-            try { b = (byte*)NativeMemory.AlignedAlloc((nuint)(bytes + 2 * GuardBytes), GuardBytes); }
-            catch (OutOfMemoryException e) { throw new EmulatedDeviceException(nameof(Allocate), $"out of host memory for {bytes} bytes", inner: e); }
-            var block = new Block { Id = ++_total, Base = b, Start = (ulong)(b + GuardBytes), Length = bytes };
-            new Span<byte>(b, GuardBytes).Fill(GuardByte);
-            Fill(block.User, bytes, FreshByte);
-            new Span<byte>(block.User + bytes, GuardBytes).Fill(GuardByte);
+            Block block = MapBlock(bytes);
             _live.Insert(~_live.BinarySearch(block, StartOrder.Instance), block);
             _bytesInUse += bytes;
             _peak = Math.Max(_peak, _bytesInUse);
@@ -130,7 +127,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
             Block block = _live[i];
             _live.RemoveAt(i);
             _bytesInUse -= block.Length;
-            // Report damage before the evidence is poisoned; the memory is still quarantined so the state stays consistent.
+            // Report damage before the evidence is unmapped; the memory is still quarantined so the state stays consistent.
             string? damage = GuardDamage(block);
             Quarantine(block);
             if (damage is not null)
@@ -184,9 +181,13 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
             }
             catch (InvalidOperationException e)
             {
-                throw new EmulatedDeviceException(nameof(Launch), e.Message, kernelName, e);
+                // A failed launch may have stored out of bounds before it failed: say so, and repair the guards now
+                // so that the next launch is not blamed.
+                string message = GuardReport() is { } also ? $"{e.Message}; kernel {kernelName} also {also}" : e.Message;
+                throw new EmulatedDeviceException(nameof(Launch), message, kernelName, e);
             }
-            CheckAfterLaunch(kernelName);
+            if (GuardReport() is { } damage)
+                throw new EmulatedDeviceException(nameof(Launch), $"kernel {kernelName} {damage}", kernelName);
         }
     }
 
@@ -203,62 +204,12 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
         {
             if (_disposed) return;
             _disposed = true;
-            foreach (Block b in _live) NativeMemory.AlignedFree(b.Base);
-            foreach (Block b in _quarantine) NativeMemory.AlignedFree(b.Base);
+            foreach (Block b in _live) Unmap(b);
+            foreach (Block b in _quarantine) Unmap(b);
             _live.Clear();
             _quarantine.Clear();
             _bytesInUse = 0;
             _quarantined = 0;
-        }
-    }
-
-    // Every live allocation's guards, and every quarantined allocation's poison, must be intact after a kernel:
-    // the emulator runs kernels on raw host addresses, so this is where an out-of-bounds store becomes visible.
-    private void CheckAfterLaunch(string kernel)
-    {
-        foreach (Block b in _live)
-        {
-            if (GuardDamage(b) is not { } damage) continue;
-            RepairGuards(b); // report once: the next launch should not blame its kernel for this one's store
-            throw new EmulatedDeviceException(nameof(Launch), $"kernel {kernel} wrote out of bounds of {b}: {damage}", kernel);
-        }
-        foreach (Block b in _quarantine)
-        {
-            long at = IndexOfAnyExcept(b.Base, b.Length + 2 * GuardBytes, FreedByte);
-            if (at < 0) continue;
-            Fill(b.Base, b.Length + 2 * GuardBytes, FreedByte);
-            throw new EmulatedDeviceException(nameof(Launch),
-                $"kernel {kernel} wrote to freed memory: byte {at - GuardBytes} of freed {b}", kernel);
-        }
-    }
-
-    private static string? GuardDamage(Block b)
-    {
-        int before = new ReadOnlySpan<byte>(b.Base, GuardBytes).LastIndexOfAnyExcept(GuardByte);
-        if (before >= 0) return $"byte {before - GuardBytes} (before its start) was overwritten";
-        int after = new ReadOnlySpan<byte>(b.User + b.Length, GuardBytes).IndexOfAnyExcept(GuardByte);
-        if (after >= 0) return $"byte {b.Length + after} (offset {after} past its end) was overwritten";
-        return null;
-    }
-
-    private static void RepairGuards(Block b)
-    {
-        new Span<byte>(b.Base, GuardBytes).Fill(GuardByte);
-        new Span<byte>(b.User + b.Length, GuardBytes).Fill(GuardByte);
-    }
-
-    private void Quarantine(Block block)
-    {
-        long span = block.Length + 2 * GuardBytes;
-        Fill(block.Base, span, FreedByte);
-        _quarantine.AddLast(block);
-        _quarantined += span;
-        // Release the oldest first: a dangling pointer is most likely to be used soon after its free.
-        while (_quarantined > _quarantineLimit && _quarantine.First is { } oldest)
-        {
-            _quarantine.RemoveFirst();
-            _quarantined -= oldest.Value.Length + 2 * GuardBytes;
-            NativeMemory.AlignedFree(oldest.Value.Base);
         }
     }
 
@@ -311,19 +262,6 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
         foreach (Block b in _quarantine)
             if (address < b.End && address + (ulong)bytes > b.Start) return b;
         return null;
-    }
-
-    private static long IndexOfAnyExcept(byte* p, long bytes, byte value)
-    {
-        // Span lengths are int; device buffers may exceed 2 GiB.
-        for (long done = 0; done < bytes;)
-        {
-            int n = (int)Math.Min(bytes - done, int.MaxValue);
-            int at = new ReadOnlySpan<byte>(p + done, n).IndexOfAnyExcept(value);
-            if (at >= 0) return done + at;
-            done += n;
-        }
-        return -1;
     }
 
     private static void Fill(byte* p, long bytes, byte value)

@@ -21,6 +21,20 @@ internal static partial class EmulatorNative
     internal static unsafe partial int Launch(string name, uint gridX, uint gridY, uint gridZ, uint blockX, uint blockY, uint blockZ,
         int dynamicSharedBytes, void** args, byte* errorBuffer, int errorLength);
 
+    /// <summary>
+    /// Registers the host mapping [<paramref name="begin"/>, + <paramref name="bytes"/>) holding allocation
+    /// <paramref name="id"/> (<paramref name="length"/> bytes at <paramref name="start"/>) with the emulator's fault
+    /// handler, live (<paramref name="freed"/> = 0: only its guard pages fault) or freed (1: it faults anywhere), so a
+    /// kernel's access there fails its launch naming the allocation. Registering at a registered begin replaces that
+    /// registration. Returns 0, or non-zero when the range is empty or overlaps another registration.
+    /// </summary>
+    [LibraryImport(Library, EntryPoint = "emu_register_range")]
+    internal static partial int RegisterRange(ulong begin, ulong bytes, long id, ulong start, long length, int freed);
+
+    /// <summary>Forgets the registration at <paramref name="begin"/>; returns 0, or 1 when there was none.</summary>
+    [LibraryImport(Library, EntryPoint = "emu_unregister_range")]
+    internal static partial int UnregisterRange(ulong begin);
+
     /// <summary>Writes up to <paramref name="capacity"/> kernel names (static C strings) and returns how many the table holds.</summary>
     [LibraryImport(Library, EntryPoint = "emu_kernel_names")]
     internal static unsafe partial int KernelNames(nint* names, int capacity);

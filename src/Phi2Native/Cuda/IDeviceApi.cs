@@ -83,7 +83,7 @@ public readonly record struct DeviceMemoryStatistics(long BytesInUse, long PeakB
 /// </remarks>
 public interface IDeviceApi : IDisposable
 {
-    /// <summary>Allocates <paramref name="bytes"/> (more than 0) of device memory, aligned to at least 256 bytes. Its contents are undefined.</summary>
+    /// <summary>Allocates <paramref name="bytes"/> (more than 0) of device memory, aligned to at least 16 bytes (any vector load; the real device gives cuMemAlloc's 256, the emulated one exactly 16 so that an allocation can end at a guard page). Its contents are undefined.</summary>
     DevicePtr Allocate(long bytes);
 
     /// <summary>Frees an allocation returned by <see cref="Allocate"/>; freeing anything else, or freeing twice, is an error.</summary>

@@ -48,7 +48,7 @@ public unsafe class EmulatedDeviceTests
         using var device = new EmulatedDevice();
         DevicePtr p = device.Allocate(4 * 37);
         Assert.That(Download(device, p, 37), Is.All.NaN);
-        Assert.That(p.Address % EmulatedDevice.GuardBytes, Is.Zero, "aligned like cudaMalloc");
+        Assert.That(p.Address % EmulatedDevice.Alignment, Is.Zero, "aligned for 16-byte vector loads");
     }
 
     [Test]
@@ -127,7 +127,8 @@ public unsafe class EmulatedDeviceTests
         int argN = 7;
         nint[] args = [(nint)(&y), (nint)(&argN)];
         var e = Assert.Throws<EmulatedDeviceException>(() => device.Launch("emu_test_write_past_end", 1, 8, 0, DeviceStream.Default, args));
-        Assert.That(e!.Message, Does.Contain("kernel emu_test_write_past_end wrote to freed memory"));
+        Assert.That(e!.Message, Does.Contain(
+            $"kernel emu_test_write_past_end, block (0,0,0), thread (0,0,0): wrote to freed memory: byte 0 of freed allocation #1 of 64 bytes at {y}"));
     }
 
     [Test]

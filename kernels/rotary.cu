@@ -1,0 +1,96 @@
+// rotary.cu - Phi-2's partial rotary position embedding, half-split (GPT-NeoX "rotate_half") convention, as the CPU
+// backend (src/Phi2Native/Backends/Cpu/CpuRotary.cs) and HF PhiAttention apply it to q and k [B, T, H, D]: in each
+// head, dims [0, rd) rotate and dims [rd, D) pass through (Phi-2: D = 80, rd = 32, theta = 10000).
+//
+//   half = rd / 2, p = positionOffset + t, angle_j = p * (1 / theta^(2j / rd)) for j < half
+//   y[j]        = x[j] * cos(angle_j) - x[j + half] * sin(angle_j)
+//   y[j + half] = x[j + half] * cos(angle_j) + x[j] * sin(angle_j)
+//
+// Kernels (dtype: f32, bf16; x, y, dY, dX of the dtype, arithmetic in fp32, one rounding on store):
+//   rotary_{dtype}(x, y, rows, T, H, D, rd, theta, positionOffset)
+//       rows = B * T; row r is token t = r % T of batch r / T, holding H * D elements.
+//       Saves nothing for backward: the rotation is linear and depends only on the positions.
+//   rotary_backward_{dtype}(dY, dX, rows, T, H, D, rd, theta, positionOffset)
+//       dX = the transposed (inverse) rotation of dY: the same formula with sin negated; written (=), an activation
+//       gradient.
+//   Both: grid (rows; fewer works, each block then walks rows blockIdx.x, + gridDim.x, ...), block (any; the launcher
+//   takes H * (D - rd / 2) work items rounded up to 32, at most 256), no dynamic shared memory. Per row the block first
+//   computes cos and sin of its position's half angles into shared memory (rd / 2 <= 128 entries), then each work item
+//   is one rotated pair (j, j + half) or one passed-through dim of one head. y may be x itself (exact overlap), and dX
+//   may be dY: each element is read before it is written, by the same thread.
+//
+// Angles as the CPU backend computes them: inv_freq, the angle, cos and sin in double, each rounded once to fp32, so
+// the cos/sin values equal the CPU's (CUDA's double pow, sin and cos are within 2 double ulps of correctly rounded,
+// which survives rounding to fp32 except in rare ties). Positions up to 2048 and beyond keep full fp32 accuracy this
+// way, where an fp32 angle would lose it. The products then differ from the CPU's only by FMA contraction on the GPU
+// (the CPU rounds x*c and x*s separately): a few fp32 ulps of the terms.
+#include "common.cuh"
+
+// Cos and sin of at most this many half angles per row: rd <= 256.
+#define PHI2_ROTARY_MAX_HALF 128
+
+template <typename D>
+PHI2_DEVICE void rotary(const typename D::type* x, typename D::type* y, int rows, int T, int H, int headDim, int rd, double theta,
+                        int position_offset, bool inverse)
+{
+    __shared__ float cos_s[PHI2_ROTARY_MAX_HALF];
+    __shared__ float sin_s[PHI2_ROTARY_MAX_HALF];
+    int half = rd / 2;
+    int items = headDim - half; // per head: half rotated pairs, then headDim - rd passed-through dims
+    long long row_elements = (long long)H * headDim;
+    for (int r = (int)blockIdx.x; r < rows; r += (int)gridDim.x)
+    {
+        __syncthreads(); // the previous row's cos/sin are read by every thread
+        long long p = (long long)position_offset + r % T;
+        for (int j = (int)threadIdx.x; j < half; j += (int)blockDim.x)
+        {
+            double inv_freq = 1.0 / pow(theta, 2.0 * j / rd);
+            double angle = (double)p * inv_freq;
+            float s = (float)sin(angle);
+            cos_s[j] = (float)cos(angle);
+            sin_s[j] = inverse ? -s : s;
+        }
+        __syncthreads();
+        const typename D::type* xr = x + (long long)r * row_elements;
+        typename D::type* yr = y + (long long)r * row_elements;
+        for (int i = (int)threadIdx.x; i < H * items; i += (int)blockDim.x)
+        {
+            int h = i / items, k = i - h * items;
+            long long base = (long long)h * headDim;
+            if (k < half)
+            {
+                float x1 = load<D>(xr, base + k), x2 = load<D>(xr, base + k + half);
+                float c = cos_s[k], s = sin_s[k];
+                store<D>(yr, base + k, x1 * c - x2 * s);
+                store<D>(yr, base + k + half, x2 * c + x1 * s);
+            }
+            else
+            {
+                long long d = base + k + half; // k + half in [rd, headDim)
+                store<D>(yr, d, load<D>(xr, d));
+            }
+        }
+    }
+}
+
+PHI2_KERNEL void rotary_f32(const float* x, float* y, int rows, int T, int H, int D, int rd, double theta, int position_offset)
+{
+    rotary<dtype_f32>(x, y, rows, T, H, D, rd, theta, position_offset, false);
+}
+
+PHI2_KERNEL void rotary_bf16(const bf16_t* x, bf16_t* y, int rows, int T, int H, int D, int rd, double theta, int position_offset)
+{
+    rotary<dtype_bf16>(x, y, rows, T, H, D, rd, theta, position_offset, false);
+}
+
+PHI2_KERNEL void rotary_backward_f32(const float* dy, float* dx, int rows, int T, int H, int D, int rd, double theta,
+                                     int position_offset)
+{
+    rotary<dtype_f32>(dy, dx, rows, T, H, D, rd, theta, position_offset, true);
+}
+
+PHI2_KERNEL void rotary_backward_bf16(const bf16_t* dy, bf16_t* dx, int rows, int T, int H, int D, int rd, double theta,
+                                      int position_offset)
+{
+    rotary<dtype_bf16>(dy, dx, rows, T, H, D, rd, theta, position_offset, true);
+}

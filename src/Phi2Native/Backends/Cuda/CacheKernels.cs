@@ -1,0 +1,60 @@
+using Phi2Native.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Backends.Cuda;
+
+/// <summary>
+/// Launchers for kernels/cache.cu: the KV-cache write of generation, source [B, T, H, D] into rows
+/// [position, position + T) of cache [B, Tmax, H, D], an exact move of the stored bits (F32 or BF16), as the CPU
+/// backend's <see cref="IBackend.CacheWrite"/>.
+/// </summary>
+public static unsafe class CacheKernels
+{
+    /// <summary>Threads per block (one element per thread).</summary>
+    public const uint BlockSize = 256;
+
+    private static readonly DType[] Supported = [DType.F32, DType.BF16];
+
+    /// <summary>
+    /// Copies source [B, T, H, D] into rows [position, position + T) of cache [B, Tmax, H, D]; the other rows are untouched.
+    /// Launch: grid ((B * T * H * D + 255) / 256), block (256), no dynamic shared memory.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32 or BF16: source and cache.</param>
+    /// <param name="source">[B, T, H, D] keys or values of this step.</param>
+    /// <param name="cache">[B, Tmax, H, D] the cache; must not overlap source.</param>
+    /// <param name="batch">B.</param>
+    /// <param name="time">T; 0 (or B = 0) launches nothing.</param>
+    /// <param name="heads">H, at least 1.</param>
+    /// <param name="headDim">D, at least 1.</param>
+    /// <param name="capacity">Tmax, the cache's rows per batch.</param>
+    /// <param name="position">The first row written: position + T &lt;= Tmax.</param>
+    /// <param name="stream">The stream.</param>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or cache overlapping source.</exception>
+    /// <exception cref="ArgumentNullException">A null pointer.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A negative size, or rows outside the cache.</exception>
+    public static void CacheWrite(IDeviceApi device, DType dtype, DevicePtr source, DevicePtr cache, int batch, int time, int heads, int headDim,
+        int capacity, int position, DeviceStream stream = default)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("cache_write", dtype, Supported);
+        LaunchArguments.Pointer(source, dtype, nameof(source));
+        LaunchArguments.Pointer(cache, dtype, nameof(cache));
+        ArgumentOutOfRangeException.ThrowIfNegative(batch);
+        ArgumentOutOfRangeException.ThrowIfNegative(time);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(heads);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(headDim);
+        ArgumentOutOfRangeException.ThrowIfNegative(capacity);
+        if (position < 0 || (long)position + time > capacity)
+            throw new ArgumentOutOfRangeException(nameof(position), position, $"rows [{position}, {(long)position + time}) are outside the cache's {capacity}");
+        long rowElements = (long)heads * headDim;
+        long elements = (long)batch * time * rowElements;
+        if (rowElements > int.MaxValue) throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "H * D must fit in an int");
+        int size = dtype.SizeInBytes();
+        BufferOverlap.RequireNone(source, elements * size, cache, (long)batch * capacity * rowElements * size, nameof(source), nameof(cache));
+        if (elements == 0) return;
+        int row = (int)rowElements;
+        nint* args = stackalloc nint[] { (nint)(&source), (nint)(&cache), (nint)(&batch), (nint)(&time), (nint)(&capacity), (nint)(&row), (nint)(&position) };
+        device.Launch(kernel, LaunchShape.Linear(elements, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 7));
+    }
+}

@@ -1,0 +1,154 @@
+using Phi2Native.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Backends.Cuda;
+
+/// <summary>
+/// Launchers for kernels/cross_entropy.cu: softmax cross-entropy of logits [rows, V] (F32 or BF16, fp32 math) against
+/// I32 targets, rows whose target is the ignore index left out, as the CPU backend's <see cref="IBackend.CrossEntropy"/>
+/// and <see cref="IBackend.CrossEntropyBackward"/>. <see cref="CrossEntropy"/> saves the per-row log-sum-exp;
+/// <see cref="CrossEntropySum"/> forms the CPU's total (a double sum in row order, rounded to fp32), the counted rows
+/// and the mean; <see cref="CrossEntropyBackward"/> writes dLogits.
+/// </summary>
+/// <remarks>
+/// The CPU backend refuses a target outside [0, V) that is not the ignore index; a kernel cannot throw, so such a row
+/// gets a NaN loss, a NaN term in the sum and a NaN gradient row (never an out-of-bounds read). Targets usually come
+/// from the host, where the CUDA backend checks them before the upload.
+/// </remarks>
+public static unsafe class CrossEntropyKernels
+{
+    /// <summary>PyTorch's default ignore index (CrossEntropyOp's too).</summary>
+    public const int DefaultIgnoreIndex = -100;
+
+    /// <summary>Threads of the one block of <c>cross_entropy_sum</c>: rows are loaded 256 at a time.</summary>
+    public const uint SumBlock = 256;
+
+    private static readonly DType[] Supported = [DType.F32, DType.BF16];
+
+    /// <summary>
+    /// lse[r] = log sum_v exp(logits[r, v]) for every row (saved for backward) and, when <paramref name="loss"/> is
+    /// given, loss[r] = lse[r] - logits[r, targets[r]] on counted rows and 0 on ignored rows, in one pass over each row.
+    /// Launch: grid (rows), block <see cref="LaunchShape.RowBlock"/>(V), no dynamic shared memory.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32 or BF16: the logits.</param>
+    /// <param name="logits">[rows, V] scores.</param>
+    /// <param name="targets">[rows] I32 ids in [0, V), or <paramref name="ignoreIndex"/>.</param>
+    /// <param name="logSumExp">[rows] fp32, written; saved for backward.</param>
+    /// <param name="loss">[rows] fp32 per-row loss, written; null when not needed.</param>
+    /// <param name="rows">Rows (N); 0 launches nothing.</param>
+    /// <param name="vocabSize">V, at least 1.</param>
+    /// <param name="ignoreIndex">The target value that leaves a row out (<see cref="DefaultIgnoreIndex"/>).</param>
+    /// <param name="stream">The stream.</param>
+    /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
+    /// <exception cref="ArgumentNullException">A null pointer other than <paramref name="loss"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A negative row count or no vocabulary.</exception>
+    public static void CrossEntropy(IDeviceApi device, DType dtype, DevicePtr logits, DevicePtr targets, DevicePtr logSumExp, DevicePtr loss,
+        int rows, int vocabSize, int ignoreIndex = DefaultIgnoreIndex, DeviceStream stream = default)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("cross_entropy", dtype, Supported);
+        LaunchArguments.Pointer(logits, dtype, nameof(logits));
+        LaunchArguments.Pointer(targets, DType.I32, nameof(targets));
+        LaunchArguments.Pointer(logSumExp, DType.F32, nameof(logSumExp));
+        LaunchArguments.OptionalPointer(loss, DType.F32, nameof(loss));
+        CheckSizes(rows, vocabSize);
+        if (rows == 0) return;
+        nint* args = stackalloc nint[]
+        {
+            (nint)(&logits), (nint)(&targets), (nint)(&logSumExp), (nint)(&loss), (nint)(&rows), (nint)(&vocabSize), (nint)(&ignoreIndex),
+        };
+        device.Launch(kernel, new Dim3((uint)rows), LaunchShape.RowBlock(vocabSize), 0, stream, new ReadOnlySpan<nint>(args, 7));
+    }
+
+    /// <summary>
+    /// The CPU backend's total over the rows <see cref="CrossEntropy"/> has seen: lossSum = (float) of the double sum,
+    /// in row order, of (double)lse[r] - (double)logits[r, targets[r]] over counted rows (the one-element tensor
+    /// <see cref="IBackend.CrossEntropy"/> returns); counted = the number of counted rows (its <c>counted</c>); and
+    /// lossMean = lossSum * (float)(1.0 / counted) (CrossEntropyOp's mean), lossSum (0) when no row counts. Given the
+    /// same lse, equal to the CPU's bit for bit. Rows may be 0: the outputs are still written (0, 0, 0).
+    /// Launch: grid (1), block <see cref="SumBlock"/>, no dynamic shared memory.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32 or BF16: the logits.</param>
+    /// <param name="logits">[rows, V] as in forward.</param>
+    /// <param name="targets">[rows] I32, as in forward.</param>
+    /// <param name="logSumExp">[rows] fp32, saved by forward.</param>
+    /// <param name="lossSum">[1] fp32, written.</param>
+    /// <param name="lossMean">[1] fp32, written; null when not needed.</param>
+    /// <param name="counted">[1] I32, written.</param>
+    /// <param name="rows">Rows (N), at least 0.</param>
+    /// <param name="vocabSize">V, at least 1.</param>
+    /// <param name="ignoreIndex">As in forward.</param>
+    /// <param name="stream">The stream.</param>
+    /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
+    /// <exception cref="ArgumentNullException">A null pointer other than <paramref name="lossMean"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A negative row count or no vocabulary.</exception>
+    public static void CrossEntropySum(IDeviceApi device, DType dtype, DevicePtr logits, DevicePtr targets, DevicePtr logSumExp,
+        DevicePtr lossSum, DevicePtr lossMean, DevicePtr counted, int rows, int vocabSize, int ignoreIndex = DefaultIgnoreIndex,
+        DeviceStream stream = default)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("cross_entropy_sum", dtype, Supported);
+        LaunchArguments.Pointer(logits, dtype, nameof(logits));
+        LaunchArguments.Pointer(targets, DType.I32, nameof(targets));
+        LaunchArguments.Pointer(logSumExp, DType.F32, nameof(logSumExp));
+        LaunchArguments.Pointer(lossSum, DType.F32, nameof(lossSum));
+        LaunchArguments.OptionalPointer(lossMean, DType.F32, nameof(lossMean));
+        LaunchArguments.Pointer(counted, DType.I32, nameof(counted));
+        CheckSizes(rows, vocabSize);
+        nint* args = stackalloc nint[]
+        {
+            (nint)(&logits), (nint)(&targets), (nint)(&logSumExp), (nint)(&rows), (nint)(&vocabSize), (nint)(&ignoreIndex),
+            (nint)(&lossSum), (nint)(&lossMean), (nint)(&counted),
+        };
+        device.Launch(kernel, new Dim3(1), SumBlock, 0, stream, new ReadOnlySpan<nint>(args, 9));
+    }
+
+    /// <summary>
+    /// dLogits (=) = scale * (softmax(logits[r]) - onehot(targets[r])) on counted rows, in the CPU's order
+    /// (scale * exp(x - lse), then minus scale at the target), and 0 on ignored rows. Pass (float)scale as the CPU
+    /// backend rounds it; 1 / counted gives the mean loss's gradient.
+    /// Launch: grid (rows), block <see cref="LaunchShape.RowBlock"/>(V), no dynamic shared memory.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32 or BF16: logits and dLogits.</param>
+    /// <param name="logits">[rows, V] as in forward.</param>
+    /// <param name="targets">[rows] I32, as in forward.</param>
+    /// <param name="logSumExp">[rows] fp32, saved by forward.</param>
+    /// <param name="scale">The upstream gradient of the summed loss; finite.</param>
+    /// <param name="dLogits">[rows, V], written. May be <paramref name="logits"/> itself (in place): each element is
+    /// read before the same thread writes it.</param>
+    /// <param name="rows">Rows (N); 0 launches nothing.</param>
+    /// <param name="vocabSize">V, at least 1.</param>
+    /// <param name="ignoreIndex">As in forward.</param>
+    /// <param name="stream">The stream.</param>
+    /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
+    /// <exception cref="ArgumentNullException">A null pointer.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A negative row count, no vocabulary, or a scale that is not finite.</exception>
+    public static void CrossEntropyBackward(IDeviceApi device, DType dtype, DevicePtr logits, DevicePtr targets, DevicePtr logSumExp,
+        float scale, DevicePtr dLogits, int rows, int vocabSize, int ignoreIndex = DefaultIgnoreIndex, DeviceStream stream = default)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("cross_entropy_backward", dtype, Supported);
+        LaunchArguments.Pointer(logits, dtype, nameof(logits));
+        LaunchArguments.Pointer(targets, DType.I32, nameof(targets));
+        LaunchArguments.Pointer(logSumExp, DType.F32, nameof(logSumExp));
+        LaunchArguments.Pointer(dLogits, dtype, nameof(dLogits));
+        if (!float.IsFinite(scale)) throw new ArgumentOutOfRangeException(nameof(scale), scale, "the scale must be finite");
+        CheckSizes(rows, vocabSize);
+        if (rows == 0) return;
+        nint* args = stackalloc nint[]
+        {
+            (nint)(&logits), (nint)(&targets), (nint)(&logSumExp), (nint)(&scale), (nint)(&dLogits), (nint)(&rows), (nint)(&vocabSize),
+            (nint)(&ignoreIndex),
+        };
+        device.Launch(kernel, new Dim3((uint)rows), LaunchShape.RowBlock(vocabSize), 0, stream, new ReadOnlySpan<nint>(args, 8));
+    }
+
+    private static void CheckSizes(int rows, int vocabSize)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(rows);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(vocabSize);
+    }
+}

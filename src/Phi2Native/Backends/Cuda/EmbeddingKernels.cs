@@ -1,0 +1,152 @@
+using Phi2Native.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Backends.Cuda;
+
+/// <summary>
+/// Launchers for kernels/embedding.cu: the token embedding lookup output[n] = weight[ids[n]] over a [V, C] table and
+/// I32 ids [N], and its backward dWeight[ids[n]] += dOutput[n] (fp32, deterministic: bit for bit the CPU backend's sum
+/// on the same inputs, on a GPU too).
+/// </summary>
+/// <remarks>
+/// Ids outside [0, V): the CPU backend throws. Ids that live on the host (the tokenizer's, a batch's) are checked there
+/// with <see cref="CheckIds"/>, which throws the CPU backend's exception, before they are uploaded. On the device the
+/// kernels never read or write out of bounds for such an id: forward writes a NaN row, backward skips it, and both
+/// record the first such position in an optional int flag (4-byte aligned) (<c>badPosition</c>) that
+/// <see cref="ResetBadPosition"/> prepares and <see cref="ReadBadPosition"/> reads back (a synchronizing copy).
+/// </remarks>
+public static unsafe class EmbeddingKernels
+{
+    /// <summary>What <see cref="ResetBadPosition"/> leaves in the flag: 0x7F7F7F7F, larger than any row count in use.</summary>
+    public const int NoBadPosition = 0x7F7F7F7F;
+
+    /// <summary>Threads per block of backward at most: its id tile (PHI2_EMBEDDING_ID_TILE in embedding.cu).</summary>
+    public const uint MaxBackwardBlock = 256;
+
+    private static readonly DType[] Supported = [DType.F32, DType.BF16];
+
+    /// <summary>The forward kernel for a table of <paramref name="tableDtype"/> and an output of <paramref name="outputDtype"/>:
+    /// <c>embedding_{dtype}</c> when they agree, else <c>embedding_{table}_{output}</c>.</summary>
+    /// <exception cref="ArgumentException">A dtype other than F32 or BF16.</exception>
+    public static string ForwardName(DType tableDtype, DType outputDtype)
+    {
+        if (!Supported.Contains(tableDtype)) throw new ArgumentException($"embedding has no {tableDtype} table kernel (F32, BF16)", nameof(tableDtype));
+        if (!Supported.Contains(outputDtype)) throw new ArgumentException($"embedding has no {outputDtype} output kernel (F32, BF16)", nameof(outputDtype));
+        return tableDtype == outputDtype
+            ? "embedding_" + KernelName.Suffix(tableDtype)
+            : "embedding_" + KernelName.Suffix(tableDtype) + "_" + KernelName.Suffix(outputDtype);
+    }
+
+    /// <summary>
+    /// Throws the CPU backend's exception when an id is outside [0, <paramref name="vocabSize"/>): the host-side check
+    /// of ids before they are uploaded (O(N), no device work).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">An id is out of range; the message names its position.</exception>
+    public static void CheckIds(ReadOnlySpan<int> ids, int vocabSize)
+    {
+        for (int n = 0; n < ids.Length; n++)
+            if ((uint)ids[n] >= (uint)vocabSize)
+                throw new ArgumentOutOfRangeException(nameof(ids), ids[n], $"ids[{n}] = {ids[n]} is outside the vocabulary [0, {vocabSize}).");
+    }
+
+    /// <summary>Fills the int flag at <paramref name="badPosition"/> with <see cref="NoBadPosition"/> (one 4-byte memset).</summary>
+    public static void ResetBadPosition(IDeviceApi device, DevicePtr badPosition, DeviceStream stream = default)
+    {
+        LaunchArguments.Device(device);
+        LaunchArguments.Pointer(badPosition, DType.I32, nameof(badPosition));
+        device.Fill(badPosition, 0x7F, sizeof(int), stream);
+    }
+
+    /// <summary>The first position whose id was out of range, or null when there was none (reads the flag back: synchronizes).</summary>
+    public static int? ReadBadPosition(IDeviceApi device, DevicePtr badPosition, DeviceStream stream = default)
+    {
+        LaunchArguments.Device(device);
+        LaunchArguments.Pointer(badPosition, DType.I32, nameof(badPosition));
+        int value = 0;
+        device.CopyToHost(new Span<byte>(&value, sizeof(int)), badPosition, stream);
+        return value == NoBadPosition ? null : value;
+    }
+
+    /// <summary>
+    /// output[n, :] = weight[ids[n], :], converted once through fp32 when the dtypes differ. Launch: grid (N, at most maxBlocks), block
+    /// <see cref="LaunchShape.RowBlock"/>(C), no dynamic shared memory.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="tableDtype">F32 or BF16: the table.</param>
+    /// <param name="outputDtype">F32 or BF16: the output.</param>
+    /// <param name="weight">[V, C] table.</param>
+    /// <param name="ids">[N] I32 ids; an id outside [0, V) gets a NaN row and is flagged.</param>
+    /// <param name="output">[N, C] gathered rows (=).</param>
+    /// <param name="count">N; 0 launches nothing.</param>
+    /// <param name="vocabSize">V, at least 1.</param>
+    /// <param name="channels">C, at least 1.</param>
+    /// <param name="badPosition">An int receiving (atomicMin) the first position with a bad id; null when not wanted.</param>
+    /// <param name="stream">The stream.</param>
+    /// <param name="maxBlocks">The grid's cap (default: one block per id); checks pass a small value so each block walks several rows.</param>
+    /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
+    /// <exception cref="ArgumentNullException">A null weight, ids or output.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A negative count, or no vocabulary or channels.</exception>
+    public static void Embedding(IDeviceApi device, DType tableDtype, DType outputDtype, DevicePtr weight, DevicePtr ids, DevicePtr output,
+        int count, int vocabSize, int channels, DevicePtr badPosition = default, DeviceStream stream = default,
+        int maxBlocks = int.MaxValue)
+    {
+        LaunchArguments.Device(device);
+        string kernel = ForwardName(tableDtype, outputDtype);
+        LaunchArguments.Pointer(weight, tableDtype, nameof(weight));
+        LaunchArguments.Pointer(ids, DType.I32, nameof(ids));
+        LaunchArguments.Pointer(output, outputDtype, nameof(output));
+        LaunchArguments.OptionalPointer(badPosition, DType.I32, nameof(badPosition));
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(vocabSize);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(channels);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxBlocks);
+        if (count == 0) return;
+        nint* args = stackalloc nint[]
+        {
+            (nint)(&weight), (nint)(&ids), (nint)(&output), (nint)(&badPosition), (nint)(&count), (nint)(&vocabSize), (nint)(&channels),
+        };
+        device.Launch(kernel, new Dim3((uint)Math.Min(count, maxBlocks)), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 7));
+    }
+
+    /// <summary>
+    /// dWeight[ids[n], :] += dOutput[n, :] in fp32, deterministic: each id's rows are added in increasing n by one block,
+    /// without atomics. An id outside [0, V) is skipped and flagged. Launch: grid (N, at most maxBlocks), block
+    /// <see cref="LaunchShape.RowBlock"/>(C) (at most <see cref="MaxBackwardBlock"/>), no dynamic shared memory.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32 or BF16: dOutput.</param>
+    /// <param name="dOutput">[N, C] gradient of the gathered rows.</param>
+    /// <param name="ids">[N] I32, the ids forward used.</param>
+    /// <param name="dWeight">[V, C] fp32 parameter gradient, accumulated (+=).</param>
+    /// <param name="count">N; 0 launches nothing.</param>
+    /// <param name="vocabSize">V, at least 1.</param>
+    /// <param name="channels">C, at least 1.</param>
+    /// <param name="badPosition">An int receiving (atomicMin) the first position with a bad id; null when not wanted.</param>
+    /// <param name="stream">The stream.</param>
+    /// <param name="maxBlocks">The grid's cap (default: one block per id); checks pass a small value so each block walks several rows.</param>
+    /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
+    /// <exception cref="ArgumentNullException">A null dOutput, ids or dWeight.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A negative count, or no vocabulary or channels.</exception>
+    public static void EmbeddingBackward(IDeviceApi device, DType dtype, DevicePtr dOutput, DevicePtr ids, DevicePtr dWeight,
+        int count, int vocabSize, int channels, DevicePtr badPosition = default, DeviceStream stream = default,
+        int maxBlocks = int.MaxValue)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("embedding_backward", dtype, Supported);
+        LaunchArguments.Pointer(dOutput, dtype, nameof(dOutput));
+        LaunchArguments.Pointer(ids, DType.I32, nameof(ids));
+        LaunchArguments.Pointer(dWeight, DType.F32, nameof(dWeight));
+        LaunchArguments.OptionalPointer(badPosition, DType.I32, nameof(badPosition));
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(vocabSize);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(channels);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxBlocks);
+        if (count == 0) return;
+        nint* args = stackalloc nint[]
+        {
+            (nint)(&dOutput), (nint)(&ids), (nint)(&dWeight), (nint)(&badPosition), (nint)(&count), (nint)(&vocabSize), (nint)(&channels),
+        };
+        uint block = Math.Min(MaxBackwardBlock, LaunchShape.RowBlock(channels));
+        device.Launch(kernel, new Dim3((uint)Math.Min(count, maxBlocks)), block, 0, stream, new ReadOnlySpan<nint>(args, 7));
+    }
+}

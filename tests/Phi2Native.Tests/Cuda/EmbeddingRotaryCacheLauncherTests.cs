@@ -1,0 +1,219 @@
+using NUnit.Framework;
+using Phi2Native.Backends.Cuda;
+using Phi2Native.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Tests.Cuda;
+
+/// <summary>
+/// The launchers of embedding.cu, rotary.cu, cache.cu and transpose.cu refuse bad arguments in C#, naming the
+/// argument, before anything reaches a kernel; and pick the names and shapes their kernel files document.
+/// </summary>
+[TestFixture, Category("Emulated")]
+public class EmbeddingRotaryCacheLauncherTests
+{
+    private EmulatedDevice _device = null!;
+    private DeviceBuffer _f32 = null!, _bf16 = null!, _ids = null!;
+
+    [SetUp]
+    public void Open()
+    {
+        _device = new EmulatedDevice();
+        _f32 = DeviceBuffer.Upload(_device, DType.F32, new float[256]);
+        _bf16 = DeviceBuffer.Upload(_device, DType.BF16, new float[256]);
+        _ids = DeviceBuffer.Upload(_device, new int[] { 0, 1, 2, 3 });
+    }
+
+    [TearDown]
+    public void Close()
+    {
+        _f32.Dispose();
+        _bf16.Dispose();
+        _ids.Dispose();
+        _device.Dispose();
+    }
+
+    [Test]
+    public void EmbeddingKernelNamesNameTheTableThenTheOutput()
+    {
+        Assert.That(EmbeddingKernels.ForwardName(DType.F32, DType.F32), Is.EqualTo("embedding_f32"));
+        Assert.That(EmbeddingKernels.ForwardName(DType.BF16, DType.BF16), Is.EqualTo("embedding_bf16"));
+        Assert.That(EmbeddingKernels.ForwardName(DType.BF16, DType.F32), Is.EqualTo("embedding_bf16_f32"));
+        Assert.That(EmbeddingKernels.ForwardName(DType.F32, DType.BF16), Is.EqualTo("embedding_f32_bf16"));
+        Assert.That(() => EmbeddingKernels.ForwardName(DType.F16, DType.F32), Throws.ArgumentException.With.Property("ParamName").EqualTo("tableDtype"));
+        Assert.That(() => EmbeddingKernels.ForwardName(DType.F32, DType.I32), Throws.ArgumentException.With.Property("ParamName").EqualTo("outputDtype"));
+    }
+
+    [Test]
+    public void HostIdsAreCheckedAsTheCpuBackendChecksThem()
+    {
+        EmbeddingKernels.CheckIds([0, 4, 9], 10);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => EmbeddingKernels.CheckIds([0, 4, 10, -1], 10));
+        Assert.That(e!.ParamName, Is.EqualTo("ids"));
+        Assert.That(e.Message, Does.Contain("ids[2] = 10 is outside the vocabulary [0, 10)"));
+        Assert.That(() => EmbeddingKernels.CheckIds([int.MinValue], 10), Throws.InstanceOf<ArgumentOutOfRangeException>());
+    }
+
+    [Test]
+    public void TheBadPositionFlagReadsNoneAfterAReset()
+    {
+        using var flag = DeviceBuffer.Allocate(_device, DType.I32, 1);
+        EmbeddingKernels.ResetBadPosition(_device, flag.Pointer);
+        Assert.That(EmbeddingKernels.ReadBadPosition(_device, flag.Pointer), Is.Null);
+        Assert.That(flag.DownloadInt32()[0], Is.EqualTo(EmbeddingKernels.NoBadPosition));
+    }
+
+    [Test]
+    public void EmbeddingArgumentsAreCheckedByName()
+    {
+        var p = _f32.Pointer;
+        Assert.That(() => EmbeddingKernels.Embedding(_device, DType.F32, DType.F32, p, DevicePtr.Null, p.Offset(512), 4, 8, 4),
+            Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("ids"));
+        Assert.That(() => EmbeddingKernels.Embedding(_device, DType.F32, DType.F32, p, _ids.Pointer.Offset(2), p.Offset(512), 4, 8, 4),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("ids"));
+        Assert.That(() => EmbeddingKernels.Embedding(_device, DType.BF16, DType.F32, _bf16.Pointer, _ids.Pointer, p.Offset(2), 4, 8, 4),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("output"));
+        Assert.That(() => EmbeddingKernels.Embedding(_device, DType.F32, DType.F32, p, _ids.Pointer, p.Offset(512), 4, 8, 4, badPosition: p.Offset(1)),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("badPosition"));
+        Assert.That(() => EmbeddingKernels.Embedding(_device, DType.F32, DType.F32, p, _ids.Pointer, p.Offset(512), -1, 8, 4),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("count"));
+        Assert.That(() => EmbeddingKernels.Embedding(_device, DType.F32, DType.F32, p, _ids.Pointer, p.Offset(512), 4, 0, 4),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("vocabSize"));
+        Assert.That(() => EmbeddingKernels.EmbeddingBackward(_device, DType.BF16, _bf16.Pointer, _ids.Pointer, _bf16.Pointer.Offset(2), 4, 8, 4),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("dWeight"));
+        Assert.That(() => EmbeddingKernels.EmbeddingBackward(_device, DType.F16, p, _ids.Pointer, p, 4, 8, 4),
+            Throws.ArgumentException.With.Message.Contains("embedding_backward has no F16 kernel"));
+        Assert.That(() => EmbeddingKernels.EmbeddingBackward(_device, DType.F32, p, _ids.Pointer, p, 4, 8, 0),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("channels"));
+        Assert.That(() => EmbeddingKernels.EmbeddingBackward(_device, DType.F32, p, _ids.Pointer, p, 4, 8, 4, maxBlocks: 0),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("maxBlocks"));
+    }
+
+    [Test]
+    public void RotaryArgumentsAreCheckedByName()
+    {
+        var p = _f32.Pointer;
+        void Rotary(DevicePtr y, int headDim = 8, int rotaryDim = 4, double theta = 10000, int offset = 0, int time = 2) =>
+            RotaryKernels.Rotary(_device, DType.F32, p, y, 1, time, 2, headDim, rotaryDim, theta, offset);
+        Assert.That(() => Rotary(p.Offset(64), rotaryDim: 3), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rotaryDim"));
+        Assert.That(() => Rotary(p.Offset(64), rotaryDim: 10), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rotaryDim"));
+        Assert.That(() => Rotary(p.Offset(64), rotaryDim: -2), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rotaryDim"));
+        Assert.That(() => RotaryKernels.Rotary(_device, DType.F32, p, p, 1, 1, 1, 300, 258, 10000, 0),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rotaryDim").And.Message.Contains("256"));
+        Assert.That(() => Rotary(p.Offset(64), theta: 0), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("theta"));
+        Assert.That(() => Rotary(p.Offset(64), theta: double.NaN), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("theta"));
+        Assert.That(() => Rotary(p.Offset(64), offset: -1), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("positionOffset"));
+        Assert.That(() => RotaryKernels.Rotary(_device, DType.F32, p, p, 1, 2, 2, 8, 4, 10000, 0, maxBlocks: -1),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("maxBlocks"));
+        // In place is allowed; a partial overlap would race.
+        Rotary(p);
+        Assert.That(() => Rotary(p.Offset(16)), Throws.ArgumentException.With.Property("ParamName").EqualTo("y").And.Message.Contains("partly overlaps"));
+        Assert.That(() => RotaryKernels.RotaryBackward(_device, DType.F32, p, p.Offset(4), 1, 2, 2, 8, 4, 10000, 0),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("dX"));
+        Assert.That(() => RotaryKernels.RotaryBackward(_device, DType.BF16, DevicePtr.Null, p, 1, 2, 2, 8, 4, 10000, 0),
+            Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("dY"));
+        Assert.That(() => RotaryKernels.Rotary(_device, DType.F16, p, p, 1, 2, 2, 8, 4, 10000, 0),
+            Throws.ArgumentException.With.Message.Contains("rotary has no F16 kernel"));
+    }
+
+    [Test]
+    public void CacheWriteArgumentsAreCheckedByName()
+    {
+        var p = _f32.Pointer;
+        // source [1, 2, 2, 4] at p (64 bytes), cache [1, 5, 2, 4] at p + 64 (160 bytes).
+        CacheKernels.CacheWrite(_device, DType.F32, p, p.Offset(64), 1, 2, 2, 4, 5, 3);
+        Assert.That(() => CacheKernels.CacheWrite(_device, DType.F32, p, p.Offset(64), 1, 2, 2, 4, 5, 4),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("position").And.Message.Contains("[4, 6)"));
+        Assert.That(() => CacheKernels.CacheWrite(_device, DType.F32, p, p.Offset(64), 1, 2, 2, 4, 5, -1),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("position"));
+        Assert.That(() => CacheKernels.CacheWrite(_device, DType.F32, p, p.Offset(32), 1, 2, 2, 4, 5, 0),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("cache").And.Message.Contains("overlaps"));
+        Assert.That(() => CacheKernels.CacheWrite(_device, DType.BF16, _bf16.Pointer, _bf16.Pointer.Offset(65), 1, 2, 2, 4, 5, 0),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("cache"));
+        Assert.That(() => CacheKernels.CacheWrite(_device, DType.F32, p, p.Offset(64), 1, 2, 0, 4, 5, 0),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("heads"));
+    }
+
+    [Test]
+    public void TransposeArgumentsAreCheckedByName()
+    {
+        var p = _f32.Pointer;
+        Assert.That(() => TransposeKernels.Transpose(_device, DType.F32, p, p.Offset(16), 4, 4),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("y").And.Message.Contains("overlaps"));
+        Assert.That(() => TransposeKernels.Transpose(_device, DType.F32, p, p, 4, 4), Throws.ArgumentException.With.Property("ParamName").EqualTo("y"));
+        Assert.That(() => TransposeKernels.Transpose(_device, DType.F32, p, p.Offset(64), -1, 4),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rows"));
+        Assert.That(() => TransposeKernels.Transpose(_device, DType.F32, p, p.Offset(64), 65536 * 32, 1),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rows"));
+        Assert.That(() => TransposeKernels.Transpose(_device, DType.F16, p, p.Offset(64), 4, 4),
+            Throws.ArgumentException.With.Message.Contains("transpose has no F16 kernel"));
+    }
+
+    [Test]
+    public void EmptyWorkLaunchesNothing()
+    {
+        var device = new LaunchRecorder();
+        DevicePtr p = new(0x10000);
+        EmbeddingKernels.Embedding(device, DType.F32, DType.F32, p, p, p.Offset(4096), 0, 8, 4);
+        EmbeddingKernels.EmbeddingBackward(device, DType.F32, p, p, p.Offset(4096), 0, 8, 4);
+        RotaryKernels.Rotary(device, DType.F32, p, p, 0, 3, 2, 8, 4, 10000, 0);
+        RotaryKernels.RotaryBackward(device, DType.BF16, p, p, 2, 0, 2, 8, 4, 10000, 0);
+        CacheKernels.CacheWrite(device, DType.F32, p, p.Offset(4096), 1, 0, 2, 4, 5, 5);
+        TransposeKernels.Transpose(device, DType.F32, p, p.Offset(4096), 0, 7);
+        TransposeKernels.Transpose(device, DType.BF16, p, p.Offset(4096), 7, 0);
+        Assert.That(device.Launches, Is.Empty);
+    }
+
+    [Test]
+    public void LaunchShapesAreTheDocumentedOnes()
+    {
+        var device = new LaunchRecorder();
+        DevicePtr p = new(0x10000), q = new(0x1000000);
+        EmbeddingKernels.Embedding(device, DType.BF16, DType.F32, p, p, q, 4096, 51200, 2560);
+        EmbeddingKernels.EmbeddingBackward(device, DType.BF16, p, p, q, 4096, 51200, 2560);
+        RotaryKernels.Rotary(device, DType.BF16, p, p, 2, 2048, 32, 80, 32, 10000, 0);
+        CacheKernels.CacheWrite(device, DType.BF16, p, q, 1, 1, 32, 80, 2048, 7);
+        TransposeKernels.Transpose(device, DType.F32, p, q, 70, 33);
+        EmbeddingKernels.EmbeddingBackward(device, DType.F32, p, p, q, 4096, 51200, 7, maxBlocks: 512);
+        RotaryKernels.RotaryBackward(device, DType.F32, p, p, 1, 5, 2, 10, 6, 10000, 3, maxBlocks: 2);
+        Assert.That(device.Launches, Is.EqualTo(new[]
+        {
+            ("embedding_bf16_f32", new Dim3(4096), new Dim3(256)),
+            ("embedding_backward_bf16", new Dim3(4096), new Dim3(256)),
+            // H * (D - rd / 2) = 32 * 64 work items per token row: 256 threads.
+            ("rotary_bf16", new Dim3(4096), new Dim3(256)),
+            ("cache_write_bf16", new Dim3(10), new Dim3(256)),
+            ("transpose_f32", new Dim3(2, 3), new Dim3(32, 8)),
+            ("embedding_backward_f32", new Dim3(512), new Dim3(32)),
+            ("rotary_backward_f32", new Dim3(2), new Dim3(32)),
+        }));
+    }
+
+    /// <summary>Records launches (and refuses every other device call); the addresses are never dereferenced.</summary>
+    private sealed class LaunchRecorder : IDeviceApi
+    {
+        public List<(string Kernel, Dim3 Grid, Dim3 Block)> Launches { get; } = [];
+        private static Exception Called(string call) => new AssertionException($"the launcher called IDeviceApi.{call}");
+        public string Name => "launch recorder";
+        public DeviceMemoryStatistics Memory => throw Called(nameof(Memory));
+        public IBlas Blas => throw Called(nameof(Blas));
+        public DevicePtr Allocate(long bytes) => throw Called(nameof(Allocate));
+        public void Free(DevicePtr pointer) => throw Called(nameof(Free));
+        public void CopyToDevice(DevicePtr destination, ReadOnlySpan<byte> source, DeviceStream stream) => throw Called(nameof(CopyToDevice));
+        public void CopyToHost(Span<byte> destination, DevicePtr source, DeviceStream stream) => throw Called(nameof(CopyToHost));
+        public void CopyOnDevice(DevicePtr destination, DevicePtr source, long bytes, DeviceStream stream) => throw Called(nameof(CopyOnDevice));
+        public void Fill(DevicePtr pointer, byte value, long bytes, DeviceStream stream) => throw Called(nameof(Fill));
+        public void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers)
+        {
+            Assert.That(dynamicSharedBytes, Is.Zero, kernelName);
+            Launches.Add((kernelName, grid, block));
+        }
+        public void Synchronize(DeviceStream stream) => throw Called(nameof(Synchronize));
+        public DeviceStream CreateStream() => throw Called(nameof(CreateStream));
+        public void DestroyStream(DeviceStream stream) => throw Called(nameof(DestroyStream));
+        public DeviceEvent RecordEvent(DeviceStream stream) => throw Called(nameof(RecordEvent));
+        public float ElapsedMilliseconds(DeviceEvent start, DeviceEvent end) => throw Called(nameof(ElapsedMilliseconds));
+        public void DestroyEvent(DeviceEvent deviceEvent) => throw Called(nameof(DestroyEvent));
+        public void Dispose() { }
+    }
+}
