@@ -122,25 +122,25 @@ public interface IBackend : IDisposable
 
     /// <summary>
     /// Per-row partial rotary for a KV cache whose rows hold different lengths: as
-    /// <see cref="Rotary(Tensor, int, double, int)"/>, but the position of (b, t) is <paramref name="rowOffsets"/>[b] + t,
+    /// <see cref="Rotary"/>, but the position of (b, t) is <paramref name="rowOffsets"/>[b] + t,
     /// rowOffsets being I32 [B] on this backend (each &gt;= 0). Inference only (no backward counterpart).
     /// </summary>
-    Tensor Rotary(Tensor x, int rotaryDim, double theta, Tensor rowOffsets);
+    Tensor RotaryPerRow(Tensor x, int rotaryDim, double theta, Tensor rowOffsets);
 
     /// <summary>
-    /// Per-row KV-cache write: as <see cref="CacheWrite(Tensor, Tensor, int)"/>, but row b of <paramref name="source"/>
+    /// Per-row KV-cache write: as <see cref="CacheWrite"/>, but row b of <paramref name="source"/>
     /// [B, T, H, D] goes to rows [p, p + T) of batch row b of the cache, p = <paramref name="rowPositions"/>[b]
     /// (I32 [B] on this backend, p + T &lt;= Tmax).
     /// </summary>
-    void CacheWrite(Tensor source, Tensor cache, Tensor rowPositions);
+    void CacheWritePerRow(Tensor source, Tensor cache, Tensor rowPositions);
 
     /// <summary>
-    /// Per-row cached attention: as <see cref="CachedAttention(Tensor, Tensor, Tensor, int)"/>, but batch row b attends
+    /// Per-row cached attention: as <see cref="CachedAttention"/>, but batch row b attends
     /// over the first <paramref name="rowKeyTimes"/>[b] rows of its cache (I32 [B] on this backend, each in
     /// [Tq, Tmax]), its query i sitting at position rowKeyTimes[b] - Tq + i. Row b's result is exactly what the
-    /// int overload gives for that row alone with keyTime = rowKeyTimes[b].
+    /// plain op gives for that row alone with keyTime = rowKeyTimes[b].
     /// </summary>
-    Tensor CachedAttention(Tensor q, Tensor keyCache, Tensor valueCache, Tensor rowKeyTimes);
+    Tensor CachedAttentionPerRow(Tensor q, Tensor keyCache, Tensor valueCache, Tensor rowKeyTimes);
 
     /// <summary>gelu_new (tanh approximation), elementwise.</summary>
     Tensor GeluNew(Tensor x);

@@ -46,19 +46,19 @@ public sealed partial class CpuBackend
         return output;
     }
 
-    // The per-row overloads: batch row b is a contiguous [T, H, D] block of the input and a contiguous [Tmax, H, D]
-    // block of the cache, so each row runs the int overload's kernel on its own slices with its own position. A row
+    // The per-row ops: batch row b is a contiguous [T, H, D] block of the input and a contiguous [Tmax, H, D]
+    // block of the cache, so each row runs the plain op's kernel on its own slices with its own position. A row
     // therefore gets bit for bit what it gets alone, which batched generation relies on.
 
     /// <inheritdoc/>
-    public Tensor Rotary(Tensor x, int rotaryDim, double theta, Tensor rowOffsets)
+    public Tensor RotaryPerRow(Tensor x, int rotaryDim, double theta, Tensor rowOffsets)
     {
-        RequireRank(x, 4, "Rotary input [B, T, H, D]");
+        RequireRank(x, 4, "RotaryPerRow input [B, T, H, D]");
         int batch = x.Size(0), rowElements = x.Size(1) * x.Size(2) * x.Size(3);
-        var offsets = RowValues(rowOffsets, batch, nameof(rowOffsets), "Rotary row offsets");
+        var offsets = RowValues(rowOffsets, batch, nameof(rowOffsets), "RotaryPerRow row offsets");
         for (int b = 0; b < batch; b++)
             if (offsets[b] < 0)
-                throw new ArgumentOutOfRangeException(nameof(rowOffsets), offsets[b], $"Rotary: row {b}'s position offset must be >= 0");
+                throw new ArgumentOutOfRangeException(nameof(rowOffsets), offsets[b], $"RotaryPerRow: row {b}'s position offset must be >= 0");
         var y = Allocate(x.Shape, Compute(x).DType);
         for (int b = 0; b < batch; b++)
         {
@@ -73,18 +73,18 @@ public sealed partial class CpuBackend
     }
 
     /// <inheritdoc/>
-    public void CacheWrite(Tensor source, Tensor cache, Tensor rowPositions)
+    public void CacheWritePerRow(Tensor source, Tensor cache, Tensor rowPositions)
     {
-        RequireRank(source, 4, "CacheWrite source [B, T, H, D]");
-        RequireRank(cache, 4, "CacheWrite cache [B, Tmax, H, D]");
+        RequireRank(source, 4, "CacheWritePerRow source [B, T, H, D]");
+        RequireRank(cache, 4, "CacheWritePerRow cache [B, Tmax, H, D]");
         int batch = source.Size(0), time = source.Size(1), capacity = cache.Size(1);
         if (cache.Size(0) != batch || cache.Size(2) != source.Size(2) || cache.Size(3) != source.Size(3) || cache.DType != source.DType)
-            throw new ArgumentException($"CacheWrite: source [{source.ShapeText}] {source.DType} does not fit cache [{cache.ShapeText}] {cache.DType} (need the same B, H, D and dtype)");
-        var positions = RowValues(rowPositions, batch, nameof(rowPositions), "CacheWrite row positions");
+            throw new ArgumentException($"CacheWritePerRow: source [{source.ShapeText}] {source.DType} does not fit cache [{cache.ShapeText}] {cache.DType} (need the same B, H, D and dtype)");
+        var positions = RowValues(rowPositions, batch, nameof(rowPositions), "CacheWritePerRow row positions");
         for (int b = 0; b < batch; b++)
             if (positions[b] < 0 || positions[b] + time > capacity)
                 throw new ArgumentOutOfRangeException(nameof(rowPositions), positions[b],
-                    $"CacheWrite: row {b}'s rows [{positions[b]}, {positions[b] + time}) are outside the cache's {capacity}");
+                    $"CacheWritePerRow: row {b}'s rows [{positions[b]}, {positions[b] + time}) are outside the cache's {capacity}");
         int rowBytes = source.Size(2) * source.Size(3) * source.DType.SizeInBytes();
         Span<byte> from = Bytes(source), to = Bytes(cache);
         for (int b = 0; b < batch; b++)
@@ -92,7 +92,7 @@ public sealed partial class CpuBackend
     }
 
     /// <inheritdoc/>
-    public Tensor CachedAttention(Tensor q, Tensor keyCache, Tensor valueCache, Tensor rowKeyTimes)
+    public Tensor CachedAttentionPerRow(Tensor q, Tensor keyCache, Tensor valueCache, Tensor rowKeyTimes)
     {
         RequireRank(q, 4, "CachedAttention q [B, Tq, H, D]");
         RequireRank(keyCache, 4, "CachedAttention key cache [B, Tmax, H, D]");
@@ -100,13 +100,13 @@ public sealed partial class CpuBackend
         int batch = q.Size(0), queryTime = q.Size(1), heads = q.Size(2), headDim = q.Size(3), capacity = keyCache.Size(1);
         if (keyCache.Size(0) != batch || keyCache.Size(2) != heads || keyCache.Size(3) != headDim || keyCache.DType != q.DType)
             throw new ArgumentException($"CachedAttention: cache [{keyCache.ShapeText}] {keyCache.DType} does not fit q [{q.ShapeText}] {q.DType} (need the same B, H, D and dtype)");
-        var keyTimes = RowValues(rowKeyTimes, batch, nameof(rowKeyTimes), "CachedAttention row key times");
+        var keyTimes = RowValues(rowKeyTimes, batch, nameof(rowKeyTimes), "CachedAttentionPerRow row key times");
         for (int b = 0; b < batch; b++)
             if (keyTimes[b] < queryTime || keyTimes[b] > capacity)
                 throw new ArgumentOutOfRangeException(nameof(rowKeyTimes), keyTimes[b],
-                    $"CachedAttention: row {b}'s key time must be in [Tq = {queryTime}, Tmax = {capacity}]");
+                    $"CachedAttentionPerRow: row {b}'s key time must be in [Tq = {queryTime}, Tmax = {capacity}]");
         var output = Allocate(q.Shape, Compute(q).DType);
-        using var logSumExp = Allocate([1, heads, queryTime], q.DType);   // scratch, as in the int overload
+        using var logSumExp = Allocate([1, heads, queryTime], q.DType);   // scratch, as in CachedAttention
         TensorScope.Detach(logSumExp);
         int queryRow = queryTime * heads * headDim, cacheRow = capacity * heads * headDim;
         for (int b = 0; b < batch; b++)

@@ -61,7 +61,7 @@ public sealed class Phi2Attention : Module
         Tensor Heads(Linear projection) => ReshapeOp.Apply(projection.Forward(x), batch, time, heads, headDim);
         Tensor Rotate(Tensor t) => _config.RotaryDim == 0 ? t
             : positions.Shared ? RotaryOp.Apply(t, _config.RotaryDim, _config.RopeTheta, positions.Offset)
-            : backend.Rotary(t, _config.RotaryDim, _config.RopeTheta, positions.RowOffsets!);
+            : backend.RotaryPerRow(t, _config.RotaryDim, _config.RopeTheta, positions.RowOffsets!);
         var q = Rotate(Heads(QProj));                           // [B, T, H, D] at positions t .. t + T - 1 (t per row)
         Tensor keys = cache.Keys(layer), values = cache.Values(layer);   // [B, Tmax, H, D]
         Tensor attended;                                        // [B, T, H, D]
@@ -73,9 +73,9 @@ public sealed class Phi2Attention : Module
         }
         else
         {
-            backend.CacheWrite(Rotate(Heads(KProj)), keys, positions.RowOffsets!);
-            backend.CacheWrite(Heads(VProj), values, positions.RowOffsets!);
-            attended = backend.CachedAttention(q, keys, values, positions.RowKeyTimes!);
+            backend.CacheWritePerRow(Rotate(Heads(KProj)), keys, positions.RowOffsets!);
+            backend.CacheWritePerRow(Heads(VProj), values, positions.RowOffsets!);
+            attended = backend.CachedAttentionPerRow(q, keys, values, positions.RowKeyTimes!);
         }
         return Dense.Forward(ReshapeOp.Apply(attended, batch, time, heads * headDim));
     }

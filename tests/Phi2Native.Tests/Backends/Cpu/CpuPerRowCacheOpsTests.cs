@@ -7,7 +7,7 @@ using Phi2Native.Tests.Support;
 namespace Phi2Native.Tests.Backends.Cpu;
 
 /// <summary>
-/// The per-row overloads of Rotary, CacheWrite and CachedAttention (rows of a KV cache at different positions), each
+/// The per-row ops RotaryPerRow, CacheWritePerRow and CachedAttentionPerRow (rows of a KV cache at different positions), each
 /// against the definition on every row alone: the plain attention over that row's own keys, the rotary at that
 /// row's own offset, a copy into that row's own slots.
 /// </summary>
@@ -43,11 +43,11 @@ public class CpuPerRowCacheOpsTests
         int batch = 3, time = 4, rotaryDim = 4;
         var x = Random(1, batch, time, Heads, Dim);
         int[] offsets = [0, 9, 2];
-        float[] actual = Backend.Rotary(x, rotaryDim, 10000, Rows(offsets)).ToSingleArray();
+        float[] actual = Backend.RotaryPerRow(x, rotaryDim, 10000, Rows(offsets)).ToSingleArray();
         int rowSize = time * Heads * Dim;
         for (int b = 0; b < batch; b++)
         {
-            // The int overload is checked against HF's formula in CpuRotaryTests.
+            // Rotary is checked against HF's formula in CpuRotaryTests.
             float[] expected = Backend.Rotary(Slice(x, b, 0, time), rotaryDim, 10000, offsets[b]).ToSingleArray();
             Assert.That(actual.AsSpan(b * rowSize, rowSize).ToArray(), Is.EqualTo(expected), $"row {b}");
         }
@@ -61,7 +61,7 @@ public class CpuPerRowCacheOpsTests
         var source = Random(2, batch, time, Heads, Dim);
         var cache = Backend.Zeros([batch, capacity, Heads, Dim], DType.F32);
         int[] positions = [4, 1];
-        Backend.CacheWrite(source, cache, Rows(positions));
+        Backend.CacheWritePerRow(source, cache, Rows(positions));
         float[] written = cache.ToSingleArray(), values = source.ToSingleArray();
         int row = Heads * Dim;
         for (int b = 0; b < batch; b++)
@@ -83,7 +83,7 @@ public class CpuPerRowCacheOpsTests
         var q = Random(3, batch, queryTime, Heads, Dim);
         var keys = Random(4, batch, capacity, Heads, Dim);
         var values = Random(5, batch, capacity, Heads, Dim);
-        float[] actual = Backend.CachedAttention(q, keys, values, Rows(keyTimes)).ToSingleArray();
+        float[] actual = Backend.CachedAttentionPerRow(q, keys, values, Rows(keyTimes)).ToSingleArray();
         int rowSize = queryTime * Heads * Dim;
         for (int b = 0; b < batch; b++)
         {
@@ -99,16 +99,16 @@ public class CpuPerRowCacheOpsTests
         using var scope = TensorScope.Begin();
         var x = Random(6, 2, 1, Heads, Dim);
         var cache = Backend.Zeros([2, 4, Heads, Dim], DType.F32);
-        Assert.That(() => Backend.Rotary(x, 4, 10000, Rows(0, -1)),
+        Assert.That(() => Backend.RotaryPerRow(x, 4, 10000, Rows(0, -1)),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rowOffsets"));
-        Assert.That(() => Backend.Rotary(x, 4, 10000, Rows(0)), Throws.ArgumentException.With.Property("ParamName").EqualTo("rowOffsets"));
-        Assert.That(() => Backend.CacheWrite(x, cache, Rows(0, 4)),
+        Assert.That(() => Backend.RotaryPerRow(x, 4, 10000, Rows(0)), Throws.ArgumentException.With.Property("ParamName").EqualTo("rowOffsets"));
+        Assert.That(() => Backend.CacheWritePerRow(x, cache, Rows(0, 4)),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rowPositions").And.Message.Contains("row 1"));
-        Assert.That(() => Backend.CachedAttention(x, cache, cache, Rows(1, 0)),
+        Assert.That(() => Backend.CachedAttentionPerRow(x, cache, cache, Rows(1, 0)),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rowKeyTimes"));
-        Assert.That(() => Backend.CachedAttention(x, cache, cache, Rows(1, 5)),
+        Assert.That(() => Backend.CachedAttentionPerRow(x, cache, cache, Rows(1, 5)),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rowKeyTimes"));
-        Assert.That(() => Backend.CachedAttention(x, cache, cache, Backend.Zeros([2], DType.F32)),
+        Assert.That(() => Backend.CachedAttentionPerRow(x, cache, cache, Backend.Zeros([2], DType.F32)),
             Throws.ArgumentException.With.Message.Contains("I32"));
     }
 }
