@@ -13,6 +13,8 @@
 #include "../rotary.cu"
 #include "../cache.cu"
 #include "../transpose.cu"
+#include "../gelu.cu"
+#include "../dropout.cu"
 #include "test_kernels.cu"
 #include "test_reduce.cu"
 #include "test_mma.cu"
@@ -32,6 +34,7 @@ namespace
         PHI2_EMU_ENTRY(scale_f32),
         PHI2_EMU_ENTRY(scale_bf16),
         PHI2_EMU_ENTRY(scale_f16),
+        PHI2_EMU_ENTRY(accumulate_f32),
         // cast.cu
         PHI2_EMU_ENTRY(cast_f32_bf16),
         PHI2_EMU_ENTRY(cast_f32_f16),
@@ -46,6 +49,9 @@ namespace
         PHI2_EMU_ENTRY(row_max_f32),
         PHI2_EMU_ENTRY(row_max_bf16),
         PHI2_EMU_ENTRY(row_max_f16),
+        PHI2_EMU_ENTRY(sum_of_squares_f32),
+        PHI2_EMU_ENTRY(sum_of_squares_bf16),
+        PHI2_EMU_ENTRY(sum_of_squares_f16),
         // layernorm.cu
         PHI2_EMU_ENTRY(layernorm_f32),
         PHI2_EMU_ENTRY(layernorm_bf16),
@@ -78,6 +84,26 @@ namespace
         PHI2_EMU_ENTRY(cross_entropy_backward_bf16),
         // adamw.cu
         PHI2_EMU_ENTRY(adamw_f32),
+        // gelu.cu
+        PHI2_EMU_ENTRY(gelu_new_f32),
+        PHI2_EMU_ENTRY(gelu_new_bf16),
+        PHI2_EMU_ENTRY(gelu_new_f16),
+        PHI2_EMU_ENTRY(gelu_new_backward_f32),
+        PHI2_EMU_ENTRY(gelu_new_backward_bf16),
+        PHI2_EMU_ENTRY(gelu_new_backward_f16),
+        PHI2_EMU_ENTRY(bias_gelu_new_f32),
+        PHI2_EMU_ENTRY(bias_gelu_new_bf16),
+        PHI2_EMU_ENTRY(bias_gelu_new_f16),
+        PHI2_EMU_ENTRY(bias_gelu_new_backward_f32),
+        PHI2_EMU_ENTRY(bias_gelu_new_backward_bf16),
+        PHI2_EMU_ENTRY(bias_gelu_new_backward_f16),
+        // dropout.cu
+        PHI2_EMU_ENTRY(dropout_f32),
+        PHI2_EMU_ENTRY(dropout_bf16),
+        PHI2_EMU_ENTRY(dropout_f16),
+        PHI2_EMU_ENTRY(dropout_backward_f32),
+        PHI2_EMU_ENTRY(dropout_backward_bf16),
+        PHI2_EMU_ENTRY(dropout_backward_f16),
         // test_kernels.cu (planted bugs; never embedded for NVRTC)
         PHI2_EMU_ENTRY(emu_test_rotate_synced),
         PHI2_EMU_ENTRY(emu_test_rotate_unsynced),
