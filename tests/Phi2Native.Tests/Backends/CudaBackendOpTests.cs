@@ -191,6 +191,45 @@ public class CudaBackendOpTests : CudaBackendTestBase
     }
 
     [Test]
+    public void PerRowRotaryAndCacheWriteMatchTheCpuBackend()
+    {
+        using var scope = TensorScope.Begin();
+        var (x, gx) = RandomPair(42, DType.F32, 3, 2, 2, 10);
+        int[] offsets = [0, 5, 2];
+        Close("rotary per row", Cpu.RotaryPerRow(x, 6, 10000, Ids(Cpu, offsets, 3)), Cuda.RotaryPerRow(gx, 6, 10000, Ids(Cuda, offsets, 3)), F32);
+        var cache = Cpu.Zeros([3, 8, 2, 10], DType.F32);
+        var gcache = Cuda.Zeros([3, 8, 2, 10], DType.F32);
+        Cpu.CacheWritePerRow(x, cache, Ids(Cpu, offsets, 3));
+        Cuda.CacheWritePerRow(gx, gcache, Ids(Cuda, offsets, 3));
+        Equal("cache per row", cache, gcache);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Cuda.CacheWritePerRow(gx, gcache, Ids(Cuda, [0, 7, 0], 3)));
+        Assert.That(e!.Message, Does.Contain("row 1's rows [7, 9) are outside the cache's 8"));
+        Assert.That(() => Cuda.RotaryPerRow(gx, 6, 10000, Ids(Cuda, [0, 1], 2)), Throws.ArgumentException.With.Message.Contains("expected I32 [3]"));
+    }
+
+    [TestCase(DType.F32)]
+    [TestCase(DType.BF16)]
+    [TestCase(DType.I32)]
+    public void SelectPositionsGathersTheSameRowsAsTheCpuBackend(DType dtype)
+    {
+        using var scope = TensorScope.Begin();
+        int[] positions = [4, 0, 2, 2, 1, 3];
+        Tensor x, gx;
+        if (dtype == DType.I32)
+        {
+            var ids = Enumerable.Range(0, 2 * 5 * 3).ToArray();
+            (x, gx) = (Ids(Cpu, ids, 2, 5, 3), Ids(Cuda, ids, 2, 5, 3));
+        }
+        else (x, gx) = RandomPair(43, dtype, 2, 5, 3);
+        var expected = Cpu.SelectPositions(x, Ids(Cpu, positions, 2, 3));
+        var actual = Cuda.SelectPositions(gx, Ids(Cuda, positions, 2, 3));
+        Assert.That(actual.Shape.ToArray(), Is.EqualTo(new[] { 2, 3, 3 }));
+        if (dtype == DType.I32) Assert.That(actual.ToArray<int>(), Is.EqualTo(expected.ToArray<int>()));
+        else Equal("selected rows", expected, actual);
+        Assert.That(() => Cuda.SelectPositions(gx, Ids(Cuda, [0, 5], 2, 1)), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Message.Contains("positions[1, 0] = 5"));
+    }
+
+    [Test]
     public void CrossEntropyMatchesTheCpuBackendsSumCountAndGradient()
     {
         using var scope = TensorScope.Begin();

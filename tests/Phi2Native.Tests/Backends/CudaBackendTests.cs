@@ -240,6 +240,8 @@ public class CudaBackendTests : CudaBackendTestBase
         using var x = On(Cuda, [1f, 2f], DType.F32, 1, 1, 1, 2);
         Assert.That(() => Cuda.Attention(x, x, x, out _), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("AttentionKernels"));
         Assert.That(() => Cuda.CachedAttention(x, x, x, 1), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("AttentionKernels"));
+        using var rows = Ids(Cuda, [1], 1);
+        Assert.That(() => Cuda.CachedAttentionPerRow(x, x, x, rows), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("AttentionKernels"));
     }
 
     [TestCase(5, DType.F32)]

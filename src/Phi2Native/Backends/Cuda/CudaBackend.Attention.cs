@@ -86,4 +86,15 @@ public sealed partial class CudaBackend
         Pointer(valueCache, nameof(valueCache));
         throw new NotSupportedException($"{nameof(CachedAttention)}: {MissingAttention}");
     }
+
+    /// <inheritdoc/>
+    /// <exception cref="NotSupportedException">Until the attention kernels (AttentionKernels) are built.</exception>
+    public Tensor CachedAttentionPerRow(Tensor q, Tensor keyCache, Tensor valueCache, Tensor rowKeyTimes)
+    {
+        Pointer(q, nameof(q));
+        Pointer(keyCache, nameof(keyCache));
+        Pointer(valueCache, nameof(valueCache));
+        Pointer(rowKeyTimes, nameof(rowKeyTimes));
+        throw new NotSupportedException($"{nameof(CachedAttentionPerRow)}: {MissingAttention}");
+    }
 }
