@@ -62,8 +62,9 @@ public sealed partial class CudaBackend : IBackend
     /// <inheritdoc/>
     /// <remarks>
     /// BytesInUse and its peak count this backend's tensors (bytes as requested, so a reset peak is this backend's own);
-    /// BytesCached is what the device holds beyond its live allocations (a caching allocator's free blocks; 0 on the
-    /// emulated device, which caches nothing).
+    /// BytesCached is what the device holds beyond the bytes its live allocations asked for: a caching allocator's free
+    /// blocks plus its rounding of live ones (the device reports no finer split); 0 on the emulated device, which caches
+    /// nothing. All of it comes from the device, so another backend on the same device shows in it too.
     /// </remarks>
     public MemoryStatistics Memory
     {
