@@ -13,6 +13,7 @@
 #include "../rotary.cu"
 #include "../cache.cu"
 #include "../transpose.cu"
+#include "../attention.cu"
 #include "test_kernels.cu"
 #include "test_reduce.cu"
 #include "test_mma.cu"
@@ -78,6 +79,9 @@ namespace
         PHI2_EMU_ENTRY(cross_entropy_backward_bf16),
         // adamw.cu
         PHI2_EMU_ENTRY(adamw_f32),
+        // attention.cu (causal flash-style attention: forward)
+        PHI2_EMU_ENTRY(attention_f32),
+        PHI2_EMU_ENTRY(attention_bf16),
         // test_kernels.cu (planted bugs; never embedded for NVRTC)
         PHI2_EMU_ENTRY(emu_test_rotate_synced),
         PHI2_EMU_ENTRY(emu_test_rotate_unsynced),

@@ -27,6 +27,8 @@ public static class DeviceCheckCatalog
             RotaryChecks.All,
             CacheChecks.All,
             TransposeChecks.All,
+            // attention.cu
+            AttentionChecks.All,
             DeviceLayerChecks.All,
         ];
         var all = families.SelectMany(f => f).ToList();

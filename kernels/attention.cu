@@ -1,0 +1,185 @@
+// attention.cu - Phi-2's causal scaled-dot-product attention (HF PhiAttention's core after rotary), flash-style: no
+// [Tq, Tk] matrix ever reaches global memory. The same contracts as the CPU backend
+// (src/Phi2Native/Backends/Cpu/CpuAttention.cs; IBackend.Attention, AttentionBackward, CachedAttention):
+//
+//   q [B, Tq, H, D], k and v [B, Tk, H, D] (Tk >= Tq); query i sits at position Tk - Tq + i and sees keys j <= Tk - Tq + i.
+//   s_ij = (q_i . k_j) * scale, scale = 1 / sqrt(D) (rounded once, as the CPU's fp32 1 / sqrt(D));
+//   lse_i = log sum_j exp(s_ij);  p_ij = exp(s_ij - lse_i);  out_i = sum_j p_ij v_j
+//   backward: delta_i = dO_i . out_i;  dp_ij = dO_i . v_j;  ds_ij = (dp_ij - delta_i) * p_ij * scale
+//             dv_j = sum_i p_ij dO_i;  dq_i = sum_j ds_ij k_j;  dk_j = sum_i ds_ij q_i
+//
+// q, k, v, out, dO, dq, dk, dv are of the dtype (f32 or bf16); lse and delta are fp32 [B, H, Tq]. Every tile is
+// widened to fp32 in shared memory as it is staged; scores, the softmax (running max and sum), the products and
+// every accumulation are fp32; each output is rounded once on store. D may be anything in 1..128 (Phi-2: 80):
+// global tensors are used as they are, unpadded; shared tiles use a row stride of D | 1 (odd, so the rows that
+// one warp reads at once fall in different banks).
+//
+// Kernels. T = PHI2_ATTENTION_TILE (32) queries or keys per tile; every kernel but delta runs 128 threads as
+// 32 rows x 4 lanes: lane c of a row owns scores c, c + 4, ..., c + 28 of a 32 x 32 score tile and output
+// columns c, c + 4, ... of its row (at most 128 / 4 = 32 fp32 accumulators per output).
+//   attention_{dtype}(q, k, v, out, lse, Tq, Tk, H, D)
+//       grid (B * H, ceil(Tq / T)), block (128), dynamic shared memory (3 * T * (D | 1) + T * (T + 1)) floats
+//       (35,328 bytes at D = 80, 53,760 at D = 128; above 48 KiB the device opts the kernel in).
+//       A block owns query tile blockIdx.y counted from the end (the tiles with the most keys start first), stages
+//       its queries once, then walks key tiles 0 .. the last key its last query sees: stage K and V, scores of its
+//       rows (masked: -Inf beyond each row's position), online softmax (m = running max, l = running sum of
+//       exp(s - m), both fp32; acc and l are rescaled by exp(m_old - m_new)), P through shared memory, acc += P V.
+//       Key tile 0 holds key 0, which every query sees, so m is finite from the first tile on and a later tile
+//       with every key masked only adds zeros. out = acc * (1 / l) (the CPU's order); lse = m + log(l).
+//       Saves lse [B, H, Tq] for backward (which also needs q, k, v and out); lse may be null (not needed).
+//
+// Performance notes (correctness and a clear structure first; none of this is done yet):
+//   - Tensor cores: mma_m16n8k16_bf16 for Q K^T, P V (and dO V^T, P^T dO, dS^T Q, dS K), one warp per 16 rows, fed
+//     by ldmatrix from bf16 tiles (D = 80 is 5 k-steps of 16 without padding); the SIMT products here are bound by
+//     shared-memory loads (one per FMA plus the broadcast).
+//   - Register tiling of the score tile (e.g. 4 x 4 per thread) to cut shared loads per FMA.
+//   - Stage bf16 (not fp32) tiles, halving shared memory and doubling occupancy; cp.async double buffering of the
+//     next K/V tile while this one is used.
+//   - Decode (Tq = 1) uses 1 of the 32 rows of a tile: a split-K ("flash-decoding") variant over key chunks, with
+//     a small combine of (m, l, acc) partials, would fill the GPU at batch 1.
+//   - Causal tiles fully below the diagonal need no mask test.
+#include "common.cuh"
+
+#define PHI2_ATTENTION_TILE 32
+#define PHI2_ATTENTION_THREADS 128
+#define PHI2_ATTENTION_MAX_D 128
+// Scores of the 32 x 32 tile per thread (32 rows x 4 lanes), and output columns per thread at most.
+#define PHI2_ATTENTION_SCORES (PHI2_ATTENTION_TILE / 4)
+#define PHI2_ATTENTION_COLUMNS (PHI2_ATTENTION_MAX_D / 4)
+// Row stride of a 32 x 32 score tile in shared memory.
+#define PHI2_ATTENTION_TILE_STRIDE (PHI2_ATTENTION_TILE + 1)
+
+PHI2_DEVICE int attention_min(int a, int b) { return a < b ? a : b; }
+PHI2_DEVICE int attention_max(int a, int b) { return a > b ? a : b; }
+
+PHI2_DEVICE float attention_minus_infinity() { return __uint_as_float(0xff800000u); }
+
+// 1 / sqrt(D) with one rounding each, as the CPU's float 1 / MathF.Sqrt(D) (on the GPU too: no fast-math sqrt).
+PHI2_DEVICE float attention_scale(int D) { return __fdiv_rn(1.0f, __fsqrt_rn((float)D)); }
+
+// Rows [row0, row0 + T) of one head into a shared fp32 tile (row stride ds); rows at or past `limit` read as 0.
+// `head` points at row 0 of the head ((b * rows_per_batch * H + h) * D); rows are H * D elements apart.
+template <typename Dt>
+PHI2_DEVICE void attention_stage(const typename Dt::type* head, int row0, int limit, long long row_stride, int D, int ds,
+                                 float* tile)
+{
+    for (int e = (int)threadIdx.x; e < PHI2_ATTENTION_TILE * D; e += (int)blockDim.x)
+    {
+        int r = e / D, d = e - r * D;
+        int row = row0 + r;
+        tile[r * ds + d] = row < limit ? load<Dt>(head, (long long)row * row_stride + d) : 0.0f;
+    }
+}
+
+// Forward over keys [0, key_time) of k and v [B, capacity, H, D] (capacity = Tk, or a cache's Tmax).
+template <typename Dt>
+PHI2_DEVICE void attention_forward(const typename Dt::type* q, const typename Dt::type* k, const typename Dt::type* v,
+                                   typename Dt::type* out, float* lse, int Tq, int key_time, int capacity, int H, int D)
+{
+    PHI2_DYNAMIC_SHARED(float, shared);
+    const int ds = D | 1;
+    float* qs = shared;
+    float* ks = qs + PHI2_ATTENTION_TILE * ds;
+    float* vs = ks + PHI2_ATTENTION_TILE * ds;
+    float* ps = vs + PHI2_ATTENTION_TILE * ds;
+
+    const int pair = (int)blockIdx.x, b = pair / H, h = pair - b * H;
+    const int q0 = ((int)gridDim.y - 1 - (int)blockIdx.y) * PHI2_ATTENTION_TILE;
+    const long long row_stride = (long long)H * D;
+    const long long q_head = ((long long)b * Tq * H + h) * D, k_head = ((long long)b * capacity * H + h) * D;
+    const int offset = key_time - Tq;
+    const int r = (int)threadIdx.x / 4, c = (int)threadIdx.x % 4;
+    const int qi = q0 + r;
+    const bool valid = qi < Tq;
+    const int last = offset + attention_min(q0 + PHI2_ATTENTION_TILE, Tq) - 1; // the last key any query of the tile sees
+    const int position = valid ? offset + qi : last; // padding rows see every key: finite, never stored
+    const float scale = attention_scale(D);
+
+    attention_stage<Dt>(q + q_head, q0, Tq, row_stride, D, ds, qs);
+    float m = attention_minus_infinity(), l = 0.0f;
+    float acc[PHI2_ATTENTION_COLUMNS];
+#pragma unroll
+    for (int x = 0; x < PHI2_ATTENTION_COLUMNS; x++) acc[x] = 0.0f;
+
+    for (int k0 = 0; k0 <= last; k0 += PHI2_ATTENTION_TILE)
+    {
+        __syncthreads(); // qs staged; the previous tile's ks, vs and ps all read
+        attention_stage<Dt>(k + k_head, k0, last + 1, row_stride, D, ds, ks);
+        attention_stage<Dt>(v + k_head, k0, last + 1, row_stride, D, ds, vs);
+        __syncthreads();
+
+        float s[PHI2_ATTENTION_SCORES];
+#pragma unroll
+        for (int jj = 0; jj < PHI2_ATTENTION_SCORES; jj++) s[jj] = 0.0f;
+        for (int d = 0; d < D; d++)
+        {
+            float qd = qs[r * ds + d];
+#pragma unroll
+            for (int jj = 0; jj < PHI2_ATTENTION_SCORES; jj++) s[jj] += qd * ks[(c + 4 * jj) * ds + d];
+        }
+        float tile_max = attention_minus_infinity();
+#pragma unroll
+        for (int jj = 0; jj < PHI2_ATTENTION_SCORES; jj++)
+        {
+            int j = k0 + c + 4 * jj;
+            s[jj] = j <= position ? s[jj] * scale : attention_minus_infinity();
+            tile_max = fmaxf(tile_max, s[jj]);
+        }
+        // The row's 4 lanes are adjacent in one warp: lanes 4r .. 4r + 3.
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+        float m_new = fmaxf(m, tile_max); // finite: tile 0 holds key 0, which every row sees
+        float alpha = expf(m - m_new);    // 0 on the first tile (m = -Inf), 1 while the max holds
+        float sum = 0.0f;
+#pragma unroll
+        for (int jj = 0; jj < PHI2_ATTENTION_SCORES; jj++)
+        {
+            float p = expf(s[jj] - m_new); // masked: exp(-Inf) = 0
+            ps[r * PHI2_ATTENTION_TILE_STRIDE + c + 4 * jj] = p;
+            sum += p;
+        }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        l = l * alpha + sum;
+        m = m_new;
+        __syncthreads(); // ps written
+
+        int keys = attention_min(PHI2_ATTENTION_TILE, last + 1 - k0);
+#pragma unroll
+        for (int x = 0; x < PHI2_ATTENTION_COLUMNS; x++) acc[x] *= alpha;
+        for (int j = 0; j < keys; j++)
+        {
+            float p = ps[r * PHI2_ATTENTION_TILE_STRIDE + j];
+            const float* vj = vs + j * ds;
+#pragma unroll
+            for (int x = 0; x < PHI2_ATTENTION_COLUMNS; x++)
+            {
+                int d = c + 4 * x;
+                if (d < D) acc[x] += p * vj[d];
+            }
+        }
+    }
+
+    if (!valid) return; // no barrier follows
+    float inverse = 1.0f / l;
+    long long o = q_head + (long long)qi * row_stride;
+#pragma unroll
+    for (int x = 0; x < PHI2_ATTENTION_COLUMNS; x++)
+    {
+        int d = c + 4 * x;
+        if (d < D) store<Dt>(out, o + d, acc[x] * inverse);
+    }
+    if (lse && c == 0) lse[(long long)pair * Tq + qi] = m + logf(l);
+}
+
+PHI2_KERNEL void attention_f32(const float* q, const float* k, const float* v, float* out, float* lse, int Tq, int Tk,
+                               int H, int D)
+{
+    attention_forward<dtype_f32>(q, k, v, out, lse, Tq, Tk, Tk, H, D);
+}
+
+PHI2_KERNEL void attention_bf16(const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* out, float* lse, int Tq,
+                                int Tk, int H, int D)
+{
+    attention_forward<dtype_bf16>(q, k, v, out, lse, Tq, Tk, Tk, H, D);
+}

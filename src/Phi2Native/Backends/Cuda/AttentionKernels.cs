@@ -1,0 +1,112 @@
+using Phi2Native.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Backends.Cuda;
+
+/// <summary>
+/// Launchers for kernels/attention.cu: Phi-2's causal attention, flash-style (no [Tq, Tk] matrix in global memory), with
+/// the CPU backend's contracts (IBackend.Attention, AttentionBackward, CachedAttention): q [B, Tq, H, D], k and v
+/// [B, Tk, H, D] (Tk &gt;= Tq, query i at position Tk - Tq + i), scale 1 / sqrt(D), softmax and every accumulation in
+/// fp32, logSumExp [B, H, Tq] fp32. Tensors are F32 or BF16; D is 1..<see cref="MaxHeadDim"/>, unpadded.
+/// </summary>
+public static unsafe class AttentionKernels
+{
+    /// <summary>The largest head dim the kernels take (their per-thread accumulators: PHI2_ATTENTION_MAX_D).</summary>
+    public const int MaxHeadDim = 128;
+
+    /// <summary>Queries or keys per tile (PHI2_ATTENTION_TILE).</summary>
+    public const int Tile = 32;
+
+    /// <summary>Threads per block of the forward and backward kernels: 32 tile rows x 4 lanes (PHI2_ATTENTION_THREADS).</summary>
+    public const uint Threads = 128;
+
+    private static readonly DType[] Supported = [DType.F32, DType.BF16];
+
+    /// <summary>
+    /// Dynamic shared memory of a forward block: Q, K and V tiles (row stride D | 1) and the 32 x 33 probability tile,
+    /// fp32: 35,328 bytes at D = 80, 53,760 at D = 128 (above 48 KiB the device opts the kernel in).
+    /// </summary>
+    public static int ForwardSharedBytes(int headDim) => (3 * Tile * (headDim | 1) + Tile * (Tile + 1)) * sizeof(float);
+
+
+    /// <summary>Tiles of <see cref="Tile"/> rows covering <paramref name="rows"/>.</summary>
+    public static int Tiles(int rows) => (int)(((long)rows + Tile - 1) / Tile);
+
+    /// <summary>
+    /// output = softmax(q k^T / sqrt(D) + causal mask) v, and logSumExp [B, H, Tq] of each query's scaled, masked scores
+    /// (saved for backward). Launch: grid (B * H, ceil(Tq / 32)), block 128, <see cref="ForwardSharedBytes"/> of
+    /// dynamic shared memory. Tq = 0 (or B = 0) launches nothing.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32 or BF16: q, k, v and output.</param>
+    /// <param name="q">[B, Tq, H, D] queries.</param>
+    /// <param name="k">[B, Tk, H, D] keys.</param>
+    /// <param name="v">[B, Tk, H, D] values.</param>
+    /// <param name="output">[B, Tq, H, D] written (=); must not overlap an input.</param>
+    /// <param name="logSumExp">[B, H, Tq] fp32, written; null when not needed.</param>
+    /// <param name="batch">B.</param>
+    /// <param name="queryTime">Tq.</param>
+    /// <param name="keyTime">Tk &gt;= Tq.</param>
+    /// <param name="heads">H, at least 1.</param>
+    /// <param name="headDim">D in 1..<see cref="MaxHeadDim"/>.</param>
+    /// <param name="stream">The stream.</param>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output overlapping an input.</exception>
+    /// <exception cref="ArgumentNullException">A null input or output.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A dimension out of range, or Tk &lt; Tq.</exception>
+    public static void Attention(IDeviceApi device, DType dtype, DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr output, DevicePtr logSumExp,
+        int batch, int queryTime, int keyTime, int heads, int headDim, DeviceStream stream = default)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("attention", dtype, Supported);
+        LaunchArguments.Pointer(q, dtype, nameof(q));
+        LaunchArguments.Pointer(k, dtype, nameof(k));
+        LaunchArguments.Pointer(v, dtype, nameof(v));
+        LaunchArguments.Pointer(output, dtype, nameof(output));
+        LaunchArguments.OptionalPointer(logSumExp, DType.F32, nameof(logSumExp));
+        var dims = Dims.Check(batch, queryTime, keyTime, keyTime, heads, headDim, dtype);
+        RequireApart(output, dims.QueryBytes, nameof(output), (q, dims.QueryBytes, nameof(q)), (k, dims.KeyBytes, nameof(k)), (v, dims.KeyBytes, nameof(v)));
+        RequireApart(logSumExp, dims.LseBytes, nameof(logSumExp), (q, dims.QueryBytes, nameof(q)), (k, dims.KeyBytes, nameof(k)),
+            (v, dims.KeyBytes, nameof(v)), (output, dims.QueryBytes, nameof(output)));
+        if (dims.Empty) return;
+        nint* args = stackalloc nint[]
+        {
+            (nint)(&q), (nint)(&k), (nint)(&v), (nint)(&output), (nint)(&logSumExp), (nint)(&queryTime), (nint)(&keyTime), (nint)(&heads),
+            (nint)(&headDim),
+        };
+        device.Launch(kernel, new Dim3((uint)dims.Pairs, (uint)Tiles(queryTime)), Threads, ForwardSharedBytes(headDim), stream,
+            new ReadOnlySpan<nint>(args, 9));
+    }
+
+    /// <summary>Refuses an output (when not null) that overlaps any of <paramref name="others"/> (null ones skipped).</summary>
+    private static void RequireApart(DevicePtr output, long outputBytes, string outputName, params ReadOnlySpan<(DevicePtr Pointer, long Bytes, string Name)> others)
+    {
+        if (output.IsNull) return;
+        foreach (var other in others)
+            if (!other.Pointer.IsNull) BufferOverlap.RequireNone(other.Pointer, other.Bytes, output, outputBytes, other.Name, outputName);
+    }
+
+    /// <summary>The checked dimensions of one call and the byte sizes of its tensors.</summary>
+    private readonly record struct Dims(long Pairs, long QueryRows, long QueryBytes, long KeyBytes, long LseBytes)
+    {
+        public bool Empty => Pairs == 0 || QueryRows == 0;
+
+        public static Dims Check(int batch, int queryTime, int keyTime, int capacity, int heads, int headDim, DType dtype)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(batch);
+            ArgumentOutOfRangeException.ThrowIfNegative(queryTime);
+            ArgumentOutOfRangeException.ThrowIfNegativeOrZero(heads);
+            if (headDim < 1 || headDim > MaxHeadDim)
+                throw new ArgumentOutOfRangeException(nameof(headDim), headDim, $"headDim must be in 1..{MaxHeadDim}");
+            if (keyTime < queryTime)
+                throw new ArgumentOutOfRangeException(nameof(keyTime), keyTime, $"keyTime must be >= queryTime ({queryTime}): query i sits at position keyTime - queryTime + i");
+            if (capacity < keyTime)
+                throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"capacity (Tmax) must be >= keyTime ({keyTime})");
+            long pairs = (long)batch * heads, queryRows = pairs * queryTime;
+            // Grid x is the (batch, head) pair, y the tiles (at most 65535); the delta kernel counts rows in an int.
+            if (queryRows > int.MaxValue || (long)Tiles(capacity) + Tiles(queryTime) > ushort.MaxValue)
+                throw new ArgumentOutOfRangeException(nameof(batch), "B * Tq * H must fit in an int, and Tq and Tk in 65535 tiles of 32 together");
+            int size = dtype.SizeInBytes();
+            return new Dims(pairs, queryRows, queryRows * headDim * size, pairs * capacity * headDim * size, queryRows * sizeof(float));
+        }
+    }
+}

@@ -1,0 +1,73 @@
+using Phi2Native.Backends.Cuda;
+using Phi2Native.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.DeviceChecks;
+
+/// <summary>
+/// kernels/attention.cu through <see cref="AttentionKernels"/>, against the CPU backend's Attention (through
+/// <see cref="IBackend"/>) on the same widened values: Tq == Tk and Tq &lt; Tk (the KV-cache offset), T not a multiple of
+/// the 32-row tile and spanning several tiles, Phi-2's D = 80, an odd small D (7) and the largest D (128), B and H above 1,
+/// large scores (the running max moves across key tiles), f32 and bf16. Tolerances: <see cref="Tolerances.Forward"/> for the output and logSumExp.
+/// </summary>
+public static class AttentionChecks
+{
+    private sealed record Shape(int B, int Tq, int Tk, int H, int D)
+    {
+        public override string ToString() => $"B {B} Tq {Tq} Tk {Tk} H {H} D {D}";
+        public int QueryCount => B * Tq * H * D;
+        public int KeyCount => B * Tk * H * D;
+    }
+
+    private static readonly Shape Phi2 = new(2, 37, 37, 2, 80);
+
+    /// <summary>The checks of this family.</summary>
+    public static IReadOnlyList<DeviceCheck> All { get; } =
+    [
+        Forward(DType.F32, Phi2),
+        Forward(DType.F32, new(1, 70, 70, 3, 80)),
+        Forward(DType.F32, new(2, 20, 70, 2, 80)),
+        Forward(DType.F32, new(2, 1, 45, 3, 80)),
+        Forward(DType.F32, new(2, 33, 33, 3, 7)),
+        Forward(DType.F32, new(1, 40, 40, 2, 128)),
+        Forward(DType.F32, new(1, 50, 66, 2, 80), scale: 4f),
+        Forward(DType.BF16, new(2, 45, 45, 2, 80)),
+        Forward(DType.BF16, new(2, 13, 64, 2, 7)),
+    ];
+
+    private static DeviceCheck Forward(DType dtype, Shape s, float scale = 1.5f)
+    {
+        string kernel = $"attention_{KernelName.Suffix(dtype)}";
+        return new($"{kernel} {s}{(scale != 1.5f ? $" inputs x{scale}" : "")}", [kernel], device => RunForward(device, dtype, s, scale));
+    }
+
+    private static (float[] Q, float[] K, float[] V) Inputs(Shape s, int keyRows, float scale)
+    {
+        int seed = 2300 + s.Tq * 31 + s.Tk * 7 + s.D;
+        return (TestData.Uniform(s.QueryCount, seed, scale), TestData.Uniform(s.B * keyRows * s.H * s.D, seed + 1, scale),
+            TestData.Uniform(s.B * keyRows * s.H * s.D, seed + 2));
+    }
+
+    private static CheckResult RunForward(IDeviceApi device, DType dtype, Shape s, float scale)
+    {
+        var (q, k, v) = Inputs(s, s.Tk, scale);
+        using var dq = DeviceBuffer.Upload(device, dtype, q);
+        using var dk = DeviceBuffer.Upload(device, dtype, k);
+        using var dv = DeviceBuffer.Upload(device, dtype, v);
+        using var output = DeviceBuffer.Allocate(device, dtype, s.QueryCount);
+        using var lse = DeviceBuffer.Allocate(device, DType.F32, s.B * s.H * s.Tq);
+        AttentionKernels.Attention(device, dtype, dq.Pointer, dk.Pointer, dv.Pointer, output.Pointer, lse.Pointer, s.B, s.Tq, s.Tk, s.H, s.D);
+
+        using var cpu = new CpuReference();
+        using var cq = cpu.Stored(dtype, q, s.B, s.Tq, s.H, s.D);
+        using var ck = cpu.Stored(dtype, k, s.B, s.Tk, s.H, s.D);
+        using var cv = cpu.Stored(dtype, v, s.B, s.Tk, s.H, s.D);
+        using var co = cpu.Backend.Attention(cq, ck, cv, out var clse);
+        using (clse)
+        {
+            return CheckResult.Combine(
+                Tolerances.Forward(dtype).Compare("output", output.Download(), cpu.CastTo(dtype, co)),
+                Tolerances.Forward(DType.F32).Compare("logSumExp", lse.Download(), clse.ToSingleArray()));
+        }
+    }
+}

@@ -1,0 +1,91 @@
+using NUnit.Framework;
+using NUnit.Framework.Constraints;
+using Phi2Native.Backends.Cuda;
+using Phi2Native.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Tests.Cuda;
+
+/// <summary>
+/// The launchers of attention.cu refuse bad arguments in C#, naming the argument, before anything reaches a kernel; size
+/// shared memory as the kernel file documents; and launch nothing (or, backward with Tq = 0, zeros) for empty calls.
+/// </summary>
+[TestFixture, Category("Emulated")]
+public class AttentionLauncherTests
+{
+    // Dims of the argument checks: B 1, Tq 2, Tk 3, H 1, D 4 (q 8 floats, k and v 12, lse 2), each tensor 256 bytes apart.
+    private const int B = 1, Tq = 2, Tk = 3, H = 1, D = 4;
+
+    private EmulatedDevice _device = null!;
+    private DeviceBuffer _f32 = null!, _bf16 = null!;
+
+    [SetUp]
+    public void Open()
+    {
+        _device = new EmulatedDevice();
+        _f32 = DeviceBuffer.Upload(_device, DType.F32, new float[1024]);
+        _bf16 = DeviceBuffer.Upload(_device, DType.BF16, new float[1024]);
+    }
+
+    [TearDown]
+    public void Close()
+    {
+        _f32.Dispose();
+        _bf16.Dispose();
+        _device.Dispose();
+    }
+
+    private DevicePtr At(int slot) => _f32.Pointer.Offset(256L * slot);
+
+    private static IResolveConstraint Named<TException>(string name) where TException : ArgumentException =>
+        Throws.InstanceOf<TException>().With.Property("ParamName").EqualTo(name);
+
+    [Test]
+    public void SharedMemoryIsTheHeaderCommentsArithmetic()
+    {
+        Assert.That(AttentionKernels.ForwardSharedBytes(80), Is.EqualTo(35_328));
+        Assert.That(AttentionKernels.ForwardSharedBytes(128), Is.EqualTo(53_760));
+        Assert.That(AttentionKernels.ForwardSharedBytes(7), Is.EqualTo((3 * 32 * 7 + 32 * 33) * 4));
+        Assert.That(AttentionKernels.Tiles(0), Is.Zero);
+        Assert.That(AttentionKernels.Tiles(33), Is.EqualTo(2));
+    }
+
+    [Test]
+    public void ForwardArgumentsAreCheckedByName()
+    {
+        void Forward(DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr output, DevicePtr lse, int batch = B, int queryTime = Tq, int keyTime = Tk,
+            int heads = H, int headDim = D, DType dtype = DType.F32) =>
+            AttentionKernels.Attention(_device, dtype, q, k, v, output, lse, batch, queryTime, keyTime, heads, headDim);
+
+        Forward(At(0), At(1), At(2), At(3), At(4));
+        Forward(At(0), At(1), At(2), At(3), DevicePtr.Null); // logSumExp not needed
+        Assert.That(() => Forward(DevicePtr.Null, At(1), At(2), At(3), At(4)), Named<ArgumentNullException>("q"));
+        Assert.That(() => Forward(At(0), DevicePtr.Null, At(2), At(3), At(4)), Named<ArgumentNullException>("k"));
+        Assert.That(() => Forward(At(0), At(1), DevicePtr.Null, At(3), At(4)), Named<ArgumentNullException>("v"));
+        Assert.That(() => Forward(At(0), At(1), At(2), DevicePtr.Null, At(4)), Named<ArgumentNullException>("output"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(4).Offset(2)), Named<ArgumentException>("logSumExp"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(4), dtype: DType.F16), Throws.ArgumentException.With.Message.Contains("attention has no F16 kernel"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(4), headDim: 0), Named<ArgumentOutOfRangeException>("headDim"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(4), headDim: 129), Named<ArgumentOutOfRangeException>("headDim"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(4), keyTime: 1), Named<ArgumentOutOfRangeException>("keyTime"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(4), heads: 0), Named<ArgumentOutOfRangeException>("heads"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(4), batch: -1), Named<ArgumentOutOfRangeException>("batch"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(4), queryTime: -1), Named<ArgumentOutOfRangeException>("queryTime"));
+        // The output must not overlap an input (other blocks still read k and v), nor logSumExp the output.
+        Assert.That(() => Forward(At(0), At(1), At(2), At(1).Offset(16), At(4)), Named<ArgumentException>("output"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(0), At(4)), Named<ArgumentException>("output"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(3).Offset(28)), Named<ArgumentException>("logSumExp"));
+        var bf16 = _bf16.Pointer;
+        Assert.That(() => AttentionKernels.Attention(_device, DType.BF16, bf16, bf16.Offset(256), bf16.Offset(513), bf16.Offset(768), DevicePtr.Null, B, Tq, Tk, H, D),
+            Named<ArgumentException>("v"));
+    }
+
+    [Test]
+    public void AnEmptyForwardLaunchesNothing()
+    {
+        using var output = DeviceBuffer.Allocate(_device, DType.F32, 1);
+        AttentionKernels.Attention(_device, DType.F32, At(0), At(1), At(2), output.Pointer, DevicePtr.Null, 0, Tq, Tk, H, D);
+        AttentionKernels.Attention(_device, DType.F32, At(0), At(1), At(2), output.Pointer, DevicePtr.Null, B, 0, 0, H, D);
+        Assert.That(float.IsNaN(output.Download()[0]), "fresh emulated memory is NaN; nothing may have written it");
+    }
+}
