@@ -27,6 +27,10 @@
 //       Key tile 0 holds key 0, which every query sees, so m is finite from the first tile on and a later tile
 //       with every key masked only adds zeros. out = acc * (1 / l) (the CPU's order); lse = m + log(l).
 //       Saves lse [B, H, Tq] for backward (which also needs q, k, v and out); lse may be null (not needed).
+//   cached_attention_{dtype}(q, key_cache, value_cache, out, lse, Tq, key_time, Tmax, H, D)
+//       The same kernel over the first key_time rows of caches [B, Tmax, H, D], read in place (Tmax is the
+//       batch stride in rows); query i sits at key_time - Tq + i; Tq >= 1 (decode: Tq = 1; prefill through the
+//       cache: Tq = key_time). lse may be null (inference saves nothing). Launch as attention_{dtype}.
 //
 // Performance notes (correctness and a clear structure first; none of this is done yet):
 //   - Tensor cores: mma_m16n8k16_bf16 for Q K^T, P V (and dO V^T, P^T dO, dS^T Q, dS K), one warp per 16 rows, fed
@@ -182,4 +186,16 @@ PHI2_KERNEL void attention_bf16(const bf16_t* q, const bf16_t* k, const bf16_t* 
                                 int Tk, int H, int D)
 {
     attention_forward<dtype_bf16>(q, k, v, out, lse, Tq, Tk, Tk, H, D);
+}
+
+PHI2_KERNEL void cached_attention_f32(const float* q, const float* key_cache, const float* value_cache, float* out, float* lse,
+                                      int Tq, int key_time, int Tmax, int H, int D)
+{
+    attention_forward<dtype_f32>(q, key_cache, value_cache, out, lse, Tq, key_time, Tmax, H, D);
+}
+
+PHI2_KERNEL void cached_attention_bf16(const bf16_t* q, const bf16_t* key_cache, const bf16_t* value_cache, bf16_t* out,
+                                       float* lse, int Tq, int key_time, int Tmax, int H, int D)
+{
+    attention_forward<dtype_bf16>(q, key_cache, value_cache, out, lse, Tq, key_time, Tmax, H, D);
 }

@@ -5,10 +5,11 @@ using Phi2Native.Tensors;
 namespace Phi2Native.DeviceChecks;
 
 /// <summary>
-/// kernels/attention.cu through <see cref="AttentionKernels"/>, against the CPU backend's Attention (through
+/// kernels/attention.cu through <see cref="AttentionKernels"/>, against the CPU backend's Attention and CachedAttention (through
 /// <see cref="IBackend"/>) on the same widened values: Tq == Tk and Tq &lt; Tk (the KV-cache offset), T not a multiple of
 /// the 32-row tile and spanning several tiles, Phi-2's D = 80, an odd small D (7) and the largest D (128), B and H above 1,
-/// large scores (the running max moves across key tiles), f32 and bf16. Tolerances: <see cref="Tolerances.Forward"/> for the output and logSumExp.
+/// large scores (the running max moves across key tiles), f32 and bf16, the cache read in place with NaN in every row past keyTime
+/// (a kernel that reads them shows NaN). Tolerances: <see cref="Tolerances.Forward"/> for the output and logSumExp.
 /// </summary>
 public static class AttentionChecks
 {
@@ -33,12 +34,23 @@ public static class AttentionChecks
         Forward(DType.F32, new(1, 50, 66, 2, 80), scale: 4f),
         Forward(DType.BF16, new(2, 45, 45, 2, 80)),
         Forward(DType.BF16, new(2, 13, 64, 2, 7)),
+        Cached(DType.F32, new(2, 1, 40, 3, 80), capacity: 64),
+        Cached(DType.F32, new(1, 9, 50, 2, 80), capacity: 70),
+        Cached(DType.F32, new(2, 33, 33, 2, 7), capacity: 48),
+        Cached(DType.BF16, new(2, 1, 37, 2, 80), capacity: 40),
+        Cached(DType.BF16, new(1, 5, 70, 3, 80), capacity: 70),
     ];
 
     private static DeviceCheck Forward(DType dtype, Shape s, float scale = 1.5f)
     {
         string kernel = $"attention_{KernelName.Suffix(dtype)}";
         return new($"{kernel} {s}{(scale != 1.5f ? $" inputs x{scale}" : "")}", [kernel], device => RunForward(device, dtype, s, scale));
+    }
+
+    private static DeviceCheck Cached(DType dtype, Shape s, int capacity)
+    {
+        string kernel = $"cached_attention_{KernelName.Suffix(dtype)}";
+        return new($"{kernel} {s} Tmax {capacity}", [kernel], device => RunCached(device, dtype, s, capacity));
     }
 
     private static (float[] Q, float[] K, float[] V) Inputs(Shape s, int keyRows, float scale)
@@ -69,5 +81,25 @@ public static class AttentionChecks
                 Tolerances.Forward(dtype).Compare("output", output.Download(), cpu.CastTo(dtype, co)),
                 Tolerances.Forward(DType.F32).Compare("logSumExp", lse.Download(), clse.ToSingleArray()));
         }
+    }
+
+    private static CheckResult RunCached(IDeviceApi device, DType dtype, Shape s, int capacity)
+    {
+        var (q, k, v) = Inputs(s, capacity, 1.5f);
+        // Rows at or past keyTime hold NaN: a kernel that reads them (even to multiply by a zero probability) shows it.
+        for (int i = 0; i < k.Length; i++)
+            if (i / (s.H * s.D) % capacity >= s.Tk) k[i] = v[i] = float.NaN;
+        using var dq = DeviceBuffer.Upload(device, dtype, q);
+        using var dk = DeviceBuffer.Upload(device, dtype, k);
+        using var dv = DeviceBuffer.Upload(device, dtype, v);
+        using var output = DeviceBuffer.Allocate(device, dtype, s.QueryCount);
+        AttentionKernels.CachedAttention(device, dtype, dq.Pointer, dk.Pointer, dv.Pointer, output.Pointer, s.B, s.Tq, s.Tk, capacity, s.H, s.D);
+
+        using var cpu = new CpuReference();
+        using var cq = cpu.Stored(dtype, q, s.B, s.Tq, s.H, s.D);
+        using var ck = cpu.Stored(dtype, k, s.B, capacity, s.H, s.D);
+        using var cv = cpu.Stored(dtype, v, s.B, capacity, s.H, s.D);
+        using var co = cpu.Backend.CachedAttention(cq, ck, cv, s.Tk);
+        return Tolerances.Forward(dtype).Compare("output", output.Download(), cpu.CastTo(dtype, co));
     }
 }

@@ -88,4 +88,25 @@ public class AttentionLauncherTests
         AttentionKernels.Attention(_device, DType.F32, At(0), At(1), At(2), output.Pointer, DevicePtr.Null, B, 0, 0, H, D);
         Assert.That(float.IsNaN(output.Download()[0]), "fresh emulated memory is NaN; nothing may have written it");
     }
+
+    [Test]
+    public void CachedArgumentsAreCheckedByName()
+    {
+        // Caches [1, 5, 1, 4] (80 bytes each).
+        void Cached(DevicePtr q, DevicePtr keyCache, DevicePtr valueCache, DevicePtr output, int queryTime = Tq, int keyTime = Tk, int capacity = 5,
+            DevicePtr logSumExp = default) =>
+            AttentionKernels.CachedAttention(_device, DType.F32, q, keyCache, valueCache, output, B, queryTime, keyTime, capacity, H, D, logSumExp: logSumExp);
+
+        Cached(At(0), At(1), At(2), At(3));
+        Cached(At(0), At(1), At(2), At(3), queryTime: 1, keyTime: 5, logSumExp: At(4));
+        Assert.That(() => Cached(At(0), DevicePtr.Null, At(2), At(3)), Named<ArgumentNullException>("keyCache"));
+        Assert.That(() => Cached(At(0), At(1), DevicePtr.Null, At(3)), Named<ArgumentNullException>("valueCache"));
+        Assert.That(() => Cached(At(0), At(1), At(2), At(3), keyTime: 6), Named<ArgumentOutOfRangeException>("capacity"));
+        Assert.That(() => Cached(At(0), At(1), At(2), At(3), queryTime: 4), Named<ArgumentOutOfRangeException>("keyTime"));
+        // The whole cache counts, not only its first keyTime rows: row 4 of the key cache is at byte 64.
+        Assert.That(() => Cached(At(0), At(1), At(2), At(1).Offset(64)), Named<ArgumentException>("output"));
+        Assert.That(() => Cached(At(0), At(1), At(2), At(3), logSumExp: At(2).Offset(76)), Named<ArgumentException>("logSumExp"));
+        Assert.That(() => AttentionKernels.CachedAttention(_device, DType.F16, At(0), At(1), At(2), At(3), B, Tq, Tk, 5, H, D),
+            Throws.ArgumentException.With.Message.Contains("cached_attention has no F16 kernel"));
+    }
 }

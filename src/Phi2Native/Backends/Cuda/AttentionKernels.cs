@@ -77,6 +77,53 @@ public static unsafe class AttentionKernels
             new ReadOnlySpan<nint>(args, 9));
     }
 
+    /// <summary>
+    /// Attention of q [B, Tq, H, D] against the first <paramref name="keyTime"/> rows of the caches [B, Tmax, H, D], read in
+    /// place (query i at position keyTime - Tq + i): the math of <see cref="Attention"/>, for decoding (Tq = 1) and prefill
+    /// through the cache. Launch as <see cref="Attention"/>.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32 or BF16: q, the caches and output.</param>
+    /// <param name="q">[B, Tq, H, D] queries.</param>
+    /// <param name="keyCache">[B, Tmax, H, D] keys; rows [0, keyTime) of each batch are read.</param>
+    /// <param name="valueCache">[B, Tmax, H, D] values, as keyCache.</param>
+    /// <param name="output">[B, Tq, H, D] written (=); must not overlap an input.</param>
+    /// <param name="batch">B.</param>
+    /// <param name="queryTime">Tq (1 when decoding); 0 launches nothing.</param>
+    /// <param name="keyTime">Cached rows attended: Tq &lt;= keyTime &lt;= Tmax.</param>
+    /// <param name="capacity">Tmax, the caches' rows per batch.</param>
+    /// <param name="heads">H, at least 1.</param>
+    /// <param name="headDim">D in 1..<see cref="MaxHeadDim"/>.</param>
+    /// <param name="stream">The stream.</param>
+    /// <param name="logSumExp">[B, H, Tq] fp32, written when not null (inference needs none).</param>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output overlapping an input.</exception>
+    /// <exception cref="ArgumentNullException">A null input or output.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A dimension out of range, keyTime &lt; Tq or keyTime &gt; Tmax.</exception>
+    public static void CachedAttention(IDeviceApi device, DType dtype, DevicePtr q, DevicePtr keyCache, DevicePtr valueCache, DevicePtr output,
+        int batch, int queryTime, int keyTime, int capacity, int heads, int headDim, DeviceStream stream = default, DevicePtr logSumExp = default)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("cached_attention", dtype, Supported);
+        LaunchArguments.Pointer(q, dtype, nameof(q));
+        LaunchArguments.Pointer(keyCache, dtype, nameof(keyCache));
+        LaunchArguments.Pointer(valueCache, dtype, nameof(valueCache));
+        LaunchArguments.Pointer(output, dtype, nameof(output));
+        LaunchArguments.OptionalPointer(logSumExp, DType.F32, nameof(logSumExp));
+        var dims = Dims.Check(batch, queryTime, keyTime, capacity, heads, headDim, dtype);
+        RequireApart(output, dims.QueryBytes, nameof(output), (q, dims.QueryBytes, nameof(q)), (keyCache, dims.KeyBytes, nameof(keyCache)),
+            (valueCache, dims.KeyBytes, nameof(valueCache)));
+        RequireApart(logSumExp, dims.LseBytes, nameof(logSumExp), (q, dims.QueryBytes, nameof(q)), (keyCache, dims.KeyBytes, nameof(keyCache)),
+            (valueCache, dims.KeyBytes, nameof(valueCache)), (output, dims.QueryBytes, nameof(output)));
+        if (dims.Empty) return;
+        nint* args = stackalloc nint[]
+        {
+            (nint)(&q), (nint)(&keyCache), (nint)(&valueCache), (nint)(&output), (nint)(&logSumExp), (nint)(&queryTime), (nint)(&keyTime),
+            (nint)(&capacity), (nint)(&heads), (nint)(&headDim),
+        };
+        device.Launch(kernel, new Dim3((uint)dims.Pairs, (uint)Tiles(queryTime)), Threads, ForwardSharedBytes(headDim), stream,
+            new ReadOnlySpan<nint>(args, 10));
+    }
+
     /// <summary>Refuses an output (when not null) that overlaps any of <paramref name="others"/> (null ones skipped).</summary>
     private static void RequireApart(DevicePtr output, long outputBytes, string outputName, params ReadOnlySpan<(DevicePtr Pointer, long Bytes, string Name)> others)
     {
