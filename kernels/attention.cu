@@ -31,6 +31,25 @@
 //       The same kernel over the first key_time rows of caches [B, Tmax, H, D], read in place (Tmax is the
 //       batch stride in rows); query i sits at key_time - Tq + i; Tq >= 1 (decode: Tq = 1; prefill through the
 //       cache: Tq = key_time). lse may be null (inference saves nothing). Launch as attention_{dtype}.
+//   attention_backward_delta_{dtype}(dout, out, delta, rows, Tq, H, D)
+//       delta[b, h, i] = dO_i . out_i (fp32; the CPU's delta), rows = B * Tq * H; one warp per row:
+//       grid (ceil(rows / 8)), block (256), no dynamic shared memory. Needed when dq or dk is.
+//   attention_backward_{dtype}(dout, q, k, v, lse, delta, dq, dk, dv, Tq, Tk, H, D)
+//       Deterministic, no atomics: two kinds of block in one grid, grid (B * H, key_tiles + query_tiles), block (128),
+//       key_tiles = ceil(Tk / T) when dk or dv is wanted (else 0), query_tiles = ceil(Tq / T) when dq is (else 0):
+//       - blockIdx.y < key_tiles: key tile y. Stages its K and V once, walks the query tiles that see any of its
+//         keys (from query max(0, k0 - (Tk - Tq)) on): stage Q, dO, lse, delta; recompute P = exp(s - lse) and
+//         dS; dv_j += sum_i p_ij dO_i, dk_j += sum_i ds_ij q_i in registers; writes dk and dv (=) at the end.
+//       - otherwise query tile (counted from the end): stages its Q and dO once, walks key tiles 0 .. its last
+//         key: recompute P and dS (the same arithmetic, in the same order, as the key tiles);
+//         dq_i += sum_j ds_ij k_j in registers; writes dq (=) at the end.
+//       dynamic shared memory (4 * T * (D | 1) + 2 * T * (T + 1) + 2 * T) floats (50,176 bytes at D = 80, 74,752 at
+//       D = 128). dq, dk, dv may each be null (not needed; all null launches nothing); delta is read only when dq
+//       or dk is wanted. Tq = 0 with Tk > 0 writes dk = dv = 0 (nothing attends), as the CPU does.
+//       Why two passes rather than FlashAttention-2's single pass with atomicAdd on dq: the result does not depend
+//       on block scheduling (run to run, and emulator to GPU), dq needs no fp32 scratch and no zeroing, and dq's
+//       blocks run beside dk/dv's in one launch. The price is recomputing S and dP in the dq blocks: 7 tile
+//       products per (query tile, key tile) instead of 5.
 //
 // Performance notes (correctness and a clear structure first; none of this is done yet):
 //   - Tensor cores: mma_m16n8k16_bf16 for Q K^T, P V (and dO V^T, P^T dO, dS^T Q, dS K), one warp per 16 rows, fed
@@ -198,4 +217,222 @@ PHI2_KERNEL void cached_attention_bf16(const bf16_t* q, const bf16_t* key_cache,
                                        float* lse, int Tq, int key_time, int Tmax, int H, int D)
 {
     attention_forward<dtype_bf16>(q, key_cache, value_cache, out, lse, Tq, key_time, Tmax, H, D);
+}
+
+// delta[b, h, i] = dO_i . out_i, one warp per row of [B, Tq, H] (whole warps exit together past the end).
+template <typename Dt>
+PHI2_DEVICE void attention_delta(const typename Dt::type* dout, const typename Dt::type* out, float* delta, int rows, int Tq,
+                                 int H, int D)
+{
+    int row = (int)(((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32), lane = (int)threadIdx.x % 32;
+    if (row >= rows) return;
+    long long base = (long long)row * D;
+    float s = 0.0f;
+    for (int d = lane; d < D; d += 32) s += load<Dt>(dout, base + d) * load<Dt>(out, base + d);
+    s = warp_sum(s);
+    if (lane != 0) return;
+    int h = row % H, t = (row / H) % Tq, b = row / H / Tq;
+    delta[((long long)b * H + h) * Tq + t] = s;
+}
+
+PHI2_KERNEL void attention_backward_delta_f32(const float* dout, const float* out, float* delta, int rows, int Tq, int H, int D)
+{
+    attention_delta<dtype_f32>(dout, out, delta, rows, Tq, H, D);
+}
+
+PHI2_KERNEL void attention_backward_delta_bf16(const bf16_t* dout, const bf16_t* out, float* delta, int rows, int Tq, int H,
+                                               int D)
+{
+    attention_delta<dtype_bf16>(dout, out, delta, rows, Tq, H, D);
+}
+
+// p and ds of one (query, key) pair from its two dot products (q_i . k_j and dO_i . v_j); both kinds of backward
+// block call this with dot products summed in the same order, so both recompute the same P and dS. Not visible:
+// p = ds = 0.
+PHI2_DEVICE void attention_probability(bool visible, float qk, float dov, float lse_i, float delta_i, float scale, float& p,
+                                       float& ds)
+{
+    p = visible ? expf(qk * scale - lse_i) : 0.0f;
+    ds = visible ? (dov - delta_i) * p * scale : 0.0f;
+}
+
+template <typename Dt>
+PHI2_DEVICE void attention_backward(const typename Dt::type* dout, const typename Dt::type* q, const typename Dt::type* k,
+                                    const typename Dt::type* v, const float* lse, const float* delta, typename Dt::type* dq,
+                                    typename Dt::type* dk, typename Dt::type* dv, int Tq, int Tk, int H, int D)
+{
+    PHI2_DYNAMIC_SHARED(float, shared);
+    const int ds = D | 1;
+    float* qs = shared;
+    float* dos = qs + PHI2_ATTENTION_TILE * ds;
+    float* ks = dos + PHI2_ATTENTION_TILE * ds;
+    float* vs = ks + PHI2_ATTENTION_TILE * ds;
+    float* ps = vs + PHI2_ATTENTION_TILE * ds;
+    float* dss = ps + PHI2_ATTENTION_TILE * PHI2_ATTENTION_TILE_STRIDE;
+    float* lse_s = dss + PHI2_ATTENTION_TILE * PHI2_ATTENTION_TILE_STRIDE;
+    float* delta_s = lse_s + PHI2_ATTENTION_TILE;
+
+    const int pair = (int)blockIdx.x, b = pair / H, h = pair - b * H;
+    const long long row_stride = (long long)H * D;
+    const long long q_head = ((long long)b * Tq * H + h) * D, k_head = ((long long)b * Tk * H + h) * D;
+    const long long lse_head = (long long)pair * Tq;
+    const int offset = Tk - Tq;
+    const float scale = attention_scale(D);
+    const bool want_ds = dq || dk;
+    const int key_tiles = (dk || dv) ? (Tk + PHI2_ATTENTION_TILE - 1) / PHI2_ATTENTION_TILE : 0;
+    const int row = (int)threadIdx.x / 4, c = (int)threadIdx.x % 4;
+    float acc1[PHI2_ATTENTION_COLUMNS], acc2[PHI2_ATTENTION_COLUMNS];
+#pragma unroll
+    for (int x = 0; x < PHI2_ATTENTION_COLUMNS; x++) acc1[x] = acc2[x] = 0.0f;
+
+    if ((int)blockIdx.y < key_tiles)
+    {
+        // Key tile: this thread owns key kj; acc1 = its dk row, acc2 = its dv row.
+        const int k0 = (int)blockIdx.y * PHI2_ATTENTION_TILE, kj = k0 + row;
+        attention_stage<Dt>(k + k_head, k0, Tk, row_stride, D, ds, ks);
+        attention_stage<Dt>(v + k_head, k0, Tk, row_stride, D, ds, vs);
+        for (int q0 = attention_max(0, k0 - offset); q0 < Tq; q0 += PHI2_ATTENTION_TILE)
+        {
+            __syncthreads(); // ks, vs staged; the previous tile's qs, dos, ps, dss, lse_s, delta_s all read
+            attention_stage<Dt>(q + q_head, q0, Tq, row_stride, D, ds, qs);
+            attention_stage<Dt>(dout + q_head, q0, Tq, row_stride, D, ds, dos);
+            for (int i = (int)threadIdx.x; i < PHI2_ATTENTION_TILE; i += (int)blockDim.x)
+            {
+                bool in = q0 + i < Tq;
+                lse_s[i] = in ? lse[lse_head + q0 + i] : 0.0f;
+                delta_s[i] = in && want_ds ? delta[lse_head + q0 + i] : 0.0f;
+            }
+            __syncthreads();
+
+            float qk[PHI2_ATTENTION_SCORES], dov[PHI2_ATTENTION_SCORES];
+#pragma unroll
+            for (int ii = 0; ii < PHI2_ATTENTION_SCORES; ii++) qk[ii] = dov[ii] = 0.0f;
+            for (int d = 0; d < D; d++)
+            {
+                float kd = ks[row * ds + d], vd = vs[row * ds + d];
+#pragma unroll
+                for (int ii = 0; ii < PHI2_ATTENTION_SCORES; ii++)
+                {
+                    int i = c + 4 * ii;
+                    qk[ii] += qs[i * ds + d] * kd;
+                    dov[ii] += dos[i * ds + d] * vd;
+                }
+            }
+#pragma unroll
+            for (int ii = 0; ii < PHI2_ATTENTION_SCORES; ii++)
+            {
+                int i = c + 4 * ii, qi = q0 + i;
+                float p, dsv;
+                attention_probability(qi < Tq && kj < Tk && kj <= offset + qi, qk[ii], dov[ii], lse_s[i], delta_s[i], scale, p, dsv);
+                ps[i * PHI2_ATTENTION_TILE_STRIDE + row] = p;
+                dss[i * PHI2_ATTENTION_TILE_STRIDE + row] = dsv;
+            }
+            __syncthreads(); // ps, dss written
+
+            int rows = attention_min(PHI2_ATTENTION_TILE, Tq - q0);
+            for (int i = 0; i < rows; i++)
+            {
+                float p = ps[i * PHI2_ATTENTION_TILE_STRIDE + row], dsv = dss[i * PHI2_ATTENTION_TILE_STRIDE + row];
+                const float* qrow = qs + i * ds;
+                const float* dorow = dos + i * ds;
+#pragma unroll
+                for (int x = 0; x < PHI2_ATTENTION_COLUMNS; x++)
+                {
+                    int d = c + 4 * x;
+                    if (d < D)
+                    {
+                        acc1[x] += dsv * qrow[d];
+                        acc2[x] += p * dorow[d];
+                    }
+                }
+            }
+        }
+        if (kj >= Tk) return; // no barrier follows
+        long long o = k_head + (long long)kj * row_stride;
+#pragma unroll
+        for (int x = 0; x < PHI2_ATTENTION_COLUMNS; x++)
+        {
+            int d = c + 4 * x;
+            if (d >= D) continue;
+            if (dk) store<Dt>(dk, o + d, acc1[x]);
+            if (dv) store<Dt>(dv, o + d, acc2[x]);
+        }
+        return;
+    }
+
+    // Query tile (counted from the end: the tiles with the most keys start first): this thread owns query qi;
+    // acc1 = its dq row.
+    const int query_tiles = (int)gridDim.y - key_tiles;
+    const int q0 = (query_tiles - 1 - ((int)blockIdx.y - key_tiles)) * PHI2_ATTENTION_TILE, qi = q0 + row;
+    const bool valid = qi < Tq;
+    const int last = offset + attention_min(q0 + PHI2_ATTENTION_TILE, Tq) - 1;
+    attention_stage<Dt>(q + q_head, q0, Tq, row_stride, D, ds, qs);
+    attention_stage<Dt>(dout + q_head, q0, Tq, row_stride, D, ds, dos);
+    const float lse_i = valid ? lse[lse_head + qi] : 0.0f, delta_i = valid ? delta[lse_head + qi] : 0.0f;
+    for (int k0 = 0; k0 <= last; k0 += PHI2_ATTENTION_TILE)
+    {
+        __syncthreads(); // qs, dos staged; the previous tile's ks, vs and dss all read
+        attention_stage<Dt>(k + k_head, k0, last + 1, row_stride, D, ds, ks);
+        attention_stage<Dt>(v + k_head, k0, last + 1, row_stride, D, ds, vs);
+        __syncthreads();
+
+        float qk[PHI2_ATTENTION_SCORES], dov[PHI2_ATTENTION_SCORES];
+#pragma unroll
+        for (int jj = 0; jj < PHI2_ATTENTION_SCORES; jj++) qk[jj] = dov[jj] = 0.0f;
+        for (int d = 0; d < D; d++)
+        {
+            float qd = qs[row * ds + d], dod = dos[row * ds + d];
+#pragma unroll
+            for (int jj = 0; jj < PHI2_ATTENTION_SCORES; jj++)
+            {
+                int j = c + 4 * jj;
+                // The same products in the same order as the key tiles' (q_i[d] * k_j[d], dO_i[d] * v_j[d]).
+                qk[jj] += qd * ks[j * ds + d];
+                dov[jj] += dod * vs[j * ds + d];
+            }
+        }
+#pragma unroll
+        for (int jj = 0; jj < PHI2_ATTENTION_SCORES; jj++)
+        {
+            int j = c + 4 * jj, kj = k0 + j;
+            float p, dsv;
+            attention_probability(valid && kj <= offset + qi, qk[jj], dov[jj], lse_i, delta_i, scale, p, dsv);
+            dss[row * PHI2_ATTENTION_TILE_STRIDE + j] = dsv;
+        }
+        __syncthreads(); // dss written
+
+        int keys = attention_min(PHI2_ATTENTION_TILE, last + 1 - k0);
+        for (int j = 0; j < keys; j++)
+        {
+            float dsv = dss[row * PHI2_ATTENTION_TILE_STRIDE + j];
+            const float* krow = ks + j * ds;
+#pragma unroll
+            for (int x = 0; x < PHI2_ATTENTION_COLUMNS; x++)
+            {
+                int d = c + 4 * x;
+                if (d < D) acc1[x] += dsv * krow[d];
+            }
+        }
+    }
+    if (!valid) return;
+    long long o = q_head + (long long)qi * row_stride;
+#pragma unroll
+    for (int x = 0; x < PHI2_ATTENTION_COLUMNS; x++)
+    {
+        int d = c + 4 * x;
+        if (d < D) store<Dt>(dq, o + d, acc1[x]);
+    }
+}
+
+PHI2_KERNEL void attention_backward_f32(const float* dout, const float* q, const float* k, const float* v, const float* lse,
+                                        const float* delta, float* dq, float* dk, float* dv, int Tq, int Tk, int H, int D)
+{
+    attention_backward<dtype_f32>(dout, q, k, v, lse, delta, dq, dk, dv, Tq, Tk, H, D);
+}
+
+PHI2_KERNEL void attention_backward_bf16(const bf16_t* dout, const bf16_t* q, const bf16_t* k, const bf16_t* v, const float* lse,
+                                         const float* delta, bf16_t* dq, bf16_t* dk, bf16_t* dv, int Tq, int Tk, int H,
+                                         int D)
+{
+    attention_backward<dtype_bf16>(dout, q, k, v, lse, delta, dq, dk, dv, Tq, Tk, H, D);
 }

@@ -79,11 +79,15 @@ namespace
         PHI2_EMU_ENTRY(cross_entropy_backward_bf16),
         // adamw.cu
         PHI2_EMU_ENTRY(adamw_f32),
-        // attention.cu (causal flash-style attention: forward, through the KV cache)
+        // attention.cu (causal flash-style attention: forward, through the KV cache, backward)
         PHI2_EMU_ENTRY(attention_f32),
         PHI2_EMU_ENTRY(attention_bf16),
         PHI2_EMU_ENTRY(cached_attention_f32),
         PHI2_EMU_ENTRY(cached_attention_bf16),
+        PHI2_EMU_ENTRY(attention_backward_delta_f32),
+        PHI2_EMU_ENTRY(attention_backward_delta_bf16),
+        PHI2_EMU_ENTRY(attention_backward_f32),
+        PHI2_EMU_ENTRY(attention_backward_bf16),
         // test_kernels.cu (planted bugs; never embedded for NVRTC)
         PHI2_EMU_ENTRY(emu_test_rotate_synced),
         PHI2_EMU_ENTRY(emu_test_rotate_unsynced),

@@ -5,11 +5,14 @@ using Phi2Native.Tensors;
 namespace Phi2Native.DeviceChecks;
 
 /// <summary>
-/// kernels/attention.cu through <see cref="AttentionKernels"/>, against the CPU backend's Attention and CachedAttention (through
-/// <see cref="IBackend"/>) on the same widened values: Tq == Tk and Tq &lt; Tk (the KV-cache offset), T not a multiple of
-/// the 32-row tile and spanning several tiles, Phi-2's D = 80, an odd small D (7) and the largest D (128), B and H above 1,
-/// large scores (the running max moves across key tiles), f32 and bf16, the cache read in place with NaN in every row past keyTime
-/// (a kernel that reads them shows NaN). Tolerances: <see cref="Tolerances.Forward"/> for the output and logSumExp.
+/// kernels/attention.cu through <see cref="AttentionKernels"/>, against the CPU backend's Attention, CachedAttention and
+/// AttentionBackward (through <see cref="IBackend"/>) on the same widened values: Tq == Tk and Tq &lt; Tk (the KV-cache
+/// offset), T not a multiple of the 32-row tile and spanning several tiles, Phi-2's D = 80, an odd small D (7) and the
+/// largest D (128), B and H above 1, large scores (the running max moves across key tiles), f32 and bf16, the cache read
+/// in place with NaN in every row past keyTime (a kernel that reads them shows NaN), and backward with each gradient
+/// alone (the others null). Backward gets the CPU forward's output (rounded to the dtype) and logSumExp on both sides,
+/// so it is checked on its own. Tolerances: <see cref="Tolerances.Forward"/> for the output and logSumExp,
+/// <see cref="Tolerances.Gradient"/> for dq, dk and dv.
 /// </summary>
 public static class AttentionChecks
 {
@@ -18,6 +21,15 @@ public static class AttentionChecks
         public override string ToString() => $"B {B} Tq {Tq} Tk {Tk} H {H} D {D}";
         public int QueryCount => B * Tq * H * D;
         public int KeyCount => B * Tk * H * D;
+    }
+
+    [Flags]
+    private enum Wanted
+    {
+        Dq = 1,
+        Dk = 2,
+        Dv = 4,
+        All = Dq | Dk | Dv,
     }
 
     private static readonly Shape Phi2 = new(2, 37, 37, 2, 80);
@@ -39,6 +51,17 @@ public static class AttentionChecks
         Cached(DType.F32, new(2, 33, 33, 2, 7), capacity: 48),
         Cached(DType.BF16, new(2, 1, 37, 2, 80), capacity: 40),
         Cached(DType.BF16, new(1, 5, 70, 3, 80), capacity: 70),
+        Backward(DType.F32, Phi2, Wanted.All),
+        Backward(DType.F32, new(1, 20, 70, 2, 80), Wanted.All),
+        Backward(DType.F32, new(2, 33, 33, 3, 7), Wanted.All),
+        Backward(DType.F32, new(1, 40, 40, 2, 128), Wanted.All),
+        Backward(DType.F32, new(1, 45, 60, 2, 80), Wanted.All, scale: 4f),
+        Backward(DType.F32, new(2, 40, 40, 2, 80), Wanted.Dq),
+        Backward(DType.F32, new(2, 40, 40, 2, 80), Wanted.Dk),
+        Backward(DType.F32, new(2, 40, 40, 2, 80), Wanted.Dv),
+        Backward(DType.F32, new(2, 40, 40, 2, 80), Wanted.Dk | Wanted.Dv),
+        Backward(DType.BF16, new(2, 45, 45, 2, 80), Wanted.All),
+        Backward(DType.BF16, new(1, 10, 50, 2, 80), Wanted.Dk | Wanted.Dv),
     ];
 
     private static DeviceCheck Forward(DType dtype, Shape s, float scale = 1.5f)
@@ -51,6 +74,15 @@ public static class AttentionChecks
     {
         string kernel = $"cached_attention_{KernelName.Suffix(dtype)}";
         return new($"{kernel} {s} Tmax {capacity}", [kernel], device => RunCached(device, dtype, s, capacity));
+    }
+
+    private static DeviceCheck Backward(DType dtype, Shape s, Wanted wanted, float scale = 1.5f)
+    {
+        string suffix = KernelName.Suffix(dtype);
+        string what = wanted == Wanted.All ? "all gradients" : string.Join(" and ", Enum.GetValues<Wanted>().Where(w => w != Wanted.All && wanted.HasFlag(w)).Select(w => w.ToString().ToLowerInvariant())) + " only";
+        string[] kernels = (wanted & (Wanted.Dq | Wanted.Dk)) != 0 ? [$"attention_backward_delta_{suffix}", $"attention_backward_{suffix}"] : [$"attention_backward_{suffix}"];
+        return new($"attention_backward_{suffix} {s} {what}{(scale != 1.5f ? $" inputs x{scale}" : "")}", kernels,
+            device => RunBackward(device, dtype, s, wanted, scale));
     }
 
     private static (float[] Q, float[] K, float[] V) Inputs(Shape s, int keyRows, float scale)
@@ -101,5 +133,53 @@ public static class AttentionChecks
         using var cv = cpu.Stored(dtype, v, s.B, capacity, s.H, s.D);
         using var co = cpu.Backend.CachedAttention(cq, ck, cv, s.Tk);
         return Tolerances.Forward(dtype).Compare("output", output.Download(), cpu.CastTo(dtype, co));
+    }
+
+    private static CheckResult RunBackward(IDeviceApi device, DType dtype, Shape s, Wanted wanted, float scale)
+    {
+        var (q, k, v) = Inputs(s, s.Tk, scale);
+        float[] dOut = TestData.Uniform(s.QueryCount, seed: 2900 + s.Tq + s.D);
+        bool wantDq = wanted.HasFlag(Wanted.Dq), wantDk = wanted.HasFlag(Wanted.Dk), wantDv = wanted.HasFlag(Wanted.Dv);
+
+        using var cpu = new CpuReference();
+        using var cq = cpu.Stored(dtype, q, s.B, s.Tq, s.H, s.D);
+        using var ck = cpu.Stored(dtype, k, s.B, s.Tk, s.H, s.D);
+        using var cv = cpu.Stored(dtype, v, s.B, s.Tk, s.H, s.D);
+        using var cdo = cpu.Stored(dtype, dOut, s.B, s.Tq, s.H, s.D);
+        // The forward's output as a buffer of the dtype holds it, and its logSumExp, feed both backwards.
+        float[] output, lse;
+        using (var co = cpu.Backend.Attention(cq, ck, cv, out var clse))
+        using (clse)
+        {
+            output = cpu.CastTo(dtype, co);
+            lse = clse.ToSingleArray();
+        }
+        using var cout = cpu.Stored(dtype, output, s.B, s.Tq, s.H, s.D);
+        using var clseStored = cpu.F32(lse, s.B, s.H, s.Tq);
+        using var cdq = wantDq ? cpu.Backend.Empty([s.B, s.Tq, s.H, s.D], DType.F32) : null;
+        using var cdk = wantDk ? cpu.Backend.Empty([s.B, s.Tk, s.H, s.D], DType.F32) : null;
+        using var cdv = wantDv ? cpu.Backend.Empty([s.B, s.Tk, s.H, s.D], DType.F32) : null;
+        cpu.Backend.AttentionBackward(cdo, cq, ck, cv, cout, clseStored, cdq, cdk, cdv);
+
+        using var gq = DeviceBuffer.Upload(device, dtype, q);
+        using var gk = DeviceBuffer.Upload(device, dtype, k);
+        using var gv = DeviceBuffer.Upload(device, dtype, v);
+        using var gdo = DeviceBuffer.Upload(device, dtype, dOut);
+        using var gout = DeviceBuffer.Upload(device, dtype, output);
+        using var glse = DeviceBuffer.Upload(device, DType.F32, lse);
+        using var delta = wantDq || wantDk ? DeviceBuffer.Allocate(device, DType.F32, s.B * s.H * s.Tq) : null;
+        using var gdq = wantDq ? DeviceBuffer.Allocate(device, dtype, s.QueryCount) : null;
+        using var gdk = wantDk ? DeviceBuffer.Allocate(device, dtype, s.KeyCount) : null;
+        using var gdv = wantDv ? DeviceBuffer.Allocate(device, dtype, s.KeyCount) : null;
+        AttentionKernels.AttentionBackward(device, dtype, gdo.Pointer, gq.Pointer, gk.Pointer, gv.Pointer, gout.Pointer, glse.Pointer,
+            delta?.Pointer ?? DevicePtr.Null, gdq?.Pointer ?? DevicePtr.Null, gdk?.Pointer ?? DevicePtr.Null, gdv?.Pointer ?? DevicePtr.Null,
+            s.B, s.Tq, s.Tk, s.H, s.D);
+
+        var tolerance = Tolerances.Gradient(dtype);
+        var parts = new List<CheckResult>();
+        if (wantDq) parts.Add(tolerance.Compare("dq", gdq!.Download(), cpu.CastTo(dtype, cdq!)));
+        if (wantDk) parts.Add(tolerance.Compare("dk", gdk!.Download(), cpu.CastTo(dtype, cdk!)));
+        if (wantDv) parts.Add(tolerance.Compare("dv", gdv!.Download(), cpu.CastTo(dtype, cdv!)));
+        return CheckResult.Combine([.. parts]);
     }
 }

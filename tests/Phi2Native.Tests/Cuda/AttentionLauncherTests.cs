@@ -109,4 +109,55 @@ public class AttentionLauncherTests
         Assert.That(() => AttentionKernels.CachedAttention(_device, DType.F16, At(0), At(1), At(2), At(3), B, Tq, Tk, 5, H, D),
             Throws.ArgumentException.With.Message.Contains("cached_attention has no F16 kernel"));
     }
+
+    [Test]
+    public void BackwardSharedMemoryIsTheHeaderCommentsArithmetic()
+    {
+        Assert.That(AttentionKernels.BackwardSharedBytes(80), Is.EqualTo(50_176));
+        Assert.That(AttentionKernels.BackwardSharedBytes(128), Is.EqualTo(74_752));
+    }
+
+    [Test]
+    public void BackwardArgumentsAreCheckedByName()
+    {
+        // dOutput 0, q 1, k 2, v 3, output 4, logSumExp 5, delta 6, dq 7, dk 8, dv 9.
+        void Backward(DevicePtr dq, DevicePtr dk, DevicePtr dv, DevicePtr delta, DevicePtr? dOutput = null, DevicePtr? logSumExp = null,
+            int keyTime = Tk, int headDim = D, DType dtype = DType.F32) =>
+            AttentionKernels.AttentionBackward(_device, dtype, dOutput ?? At(0), At(1), At(2), At(3), At(4), logSumExp ?? At(5), delta, dq, dk, dv,
+                B, Tq, keyTime, H, headDim);
+
+        Backward(At(7), At(8), At(9), At(6));
+        Backward(DevicePtr.Null, DevicePtr.Null, At(9), DevicePtr.Null); // dv alone needs no delta
+        Backward(DevicePtr.Null, DevicePtr.Null, DevicePtr.Null, DevicePtr.Null); // nothing wanted: nothing launched
+        Assert.That(() => Backward(At(7), DevicePtr.Null, DevicePtr.Null, DevicePtr.Null), Named<ArgumentNullException>("delta"));
+        Assert.That(() => Backward(DevicePtr.Null, At(8), DevicePtr.Null, DevicePtr.Null), Named<ArgumentNullException>("delta"));
+        Assert.That(() => Backward(At(7), At(8), At(9), At(6), dOutput: DevicePtr.Null), Named<ArgumentNullException>("dOutput"));
+        Assert.That(() => Backward(At(7), At(8), At(9), At(6), logSumExp: DevicePtr.Null), Named<ArgumentNullException>("logSumExp"));
+        Assert.That(() => Backward(At(7).Offset(1), At(8), At(9), At(6)), Named<ArgumentException>("dq"));
+        Assert.That(() => Backward(At(7), At(8), At(9), At(6), keyTime: 1), Named<ArgumentOutOfRangeException>("keyTime"));
+        Assert.That(() => Backward(At(7), At(8), At(9), At(6), headDim: 200), Named<ArgumentOutOfRangeException>("headDim"));
+        Assert.That(() => Backward(At(7), At(8), At(9), At(6), dtype: DType.F16), Throws.ArgumentException.With.Message.Contains("attention_backward has no F16 kernel"));
+        // Outputs apart from the inputs and from each other.
+        Assert.That(() => Backward(At(1), At(8), At(9), At(6)), Named<ArgumentException>("dq"));
+        Assert.That(() => Backward(At(7), At(3).Offset(8), At(9), At(6)), Named<ArgumentException>("dk"));
+        Assert.That(() => Backward(At(7), At(8), At(8), At(6)), Named<ArgumentException>("dv"));
+        Assert.That(() => Backward(At(7), At(8), At(7).Offset(16), At(6)), Named<ArgumentException>("dv"));
+        Assert.That(() => Backward(At(7), At(8), At(9), At(5)), Named<ArgumentException>("delta"));
+        Assert.That(() => Backward(At(6), At(8), At(9), At(6)), Named<ArgumentException>("dq"));
+    }
+
+    [Test]
+    public void BackwardWithoutQueriesWritesZeroKeyGradients()
+    {
+        // Tq = 0, Tk = 3: nothing attends, so dk = dv = 0 (as the CPU backend writes them).
+        using var dk = DeviceBuffer.Allocate(_device, DType.F32, Tk * H * D);
+        using var dv = DeviceBuffer.Allocate(_device, DType.BF16, Tk * H * D);
+        AttentionKernels.AttentionBackward(_device, DType.F32, At(0), At(1), At(2), At(3), At(4), At(5), At(6), DevicePtr.Null, dk.Pointer, DevicePtr.Null,
+            B, 0, Tk, H, D);
+        Assert.That(dk.Download(), Is.All.EqualTo(0f));
+        var bf16 = _bf16.Pointer;
+        AttentionKernels.AttentionBackward(_device, DType.BF16, bf16, bf16.Offset(256), bf16.Offset(512), bf16.Offset(768), bf16.Offset(1024), At(5), DevicePtr.Null,
+            DevicePtr.Null, DevicePtr.Null, dv.Pointer, B, 0, Tk, H, D);
+        Assert.That(dv.Download(), Is.All.EqualTo(0f));
+    }
 }

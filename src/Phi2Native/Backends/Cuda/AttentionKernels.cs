@@ -20,6 +20,9 @@ public static unsafe class AttentionKernels
     /// <summary>Threads per block of the forward and backward kernels: 32 tile rows x 4 lanes (PHI2_ATTENTION_THREADS).</summary>
     public const uint Threads = 128;
 
+    /// <summary>Threads per block of the delta kernel: 8 warps, one row each.</summary>
+    public const uint DeltaThreads = 256;
+
     private static readonly DType[] Supported = [DType.F32, DType.BF16];
 
     /// <summary>
@@ -28,6 +31,12 @@ public static unsafe class AttentionKernels
     /// </summary>
     public static int ForwardSharedBytes(int headDim) => (3 * Tile * (headDim | 1) + Tile * (Tile + 1)) * sizeof(float);
 
+    /// <summary>
+    /// Dynamic shared memory of a backward block: Q, dO, K and V tiles, the P and dS tiles and a tile of lse and delta,
+    /// fp32: 50,176 bytes at D = 80, 74,752 at D = 128.
+    /// </summary>
+    public static int BackwardSharedBytes(int headDim) =>
+        (4 * Tile * (headDim | 1) + 2 * Tile * (Tile + 1) + 2 * Tile) * sizeof(float);
 
     /// <summary>Tiles of <see cref="Tile"/> rows covering <paramref name="rows"/>.</summary>
     public static int Tiles(int rows) => (int)(((long)rows + Tile - 1) / Tile);
@@ -122,6 +131,87 @@ public static unsafe class AttentionKernels
         };
         device.Launch(kernel, new Dim3((uint)dims.Pairs, (uint)Tiles(queryTime)), Threads, ForwardSharedBytes(headDim), stream,
             new ReadOnlySpan<nint>(args, 10));
+    }
+
+    /// <summary>
+    /// Gradients of <see cref="Attention"/>, probabilities recomputed from q, k and logSumExp: dq, dk, dv written (=), each
+    /// null when not needed (all null launches nothing). Deterministic, without atomics, in two launches:
+    /// attention_backward_delta (delta = rowsum(dO * output) into <paramref name="delta"/>; grid (ceil(B * Tq * H / 8)),
+    /// block 256; only when dq or dk is wanted), then attention_backward (grid (B * H, key tiles + query tiles): a block per
+    /// key tile writes dk and dv, a block per query tile writes dq; block 128, <see cref="BackwardSharedBytes"/> of dynamic
+    /// shared memory). Tq = 0 with Tk &gt; 0 writes dk = dv = 0.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32 or BF16: dOutput, q, k, v, output and the gradients.</param>
+    /// <param name="dOutput">[B, Tq, H, D] gradient of the output.</param>
+    /// <param name="q">[B, Tq, H, D] as in forward.</param>
+    /// <param name="k">[B, Tk, H, D] as in forward.</param>
+    /// <param name="v">[B, Tk, H, D] as in forward.</param>
+    /// <param name="output">[B, Tq, H, D] the forward output.</param>
+    /// <param name="logSumExp">[B, H, Tq] fp32, saved by forward.</param>
+    /// <param name="delta">[B, H, Tq] fp32 scratch, written; may be null when neither dq nor dk is wanted.</param>
+    /// <param name="dq">[B, Tq, H, D] written; null when not needed.</param>
+    /// <param name="dk">[B, Tk, H, D] written; null when not needed.</param>
+    /// <param name="dv">[B, Tk, H, D] written; null when not needed.</param>
+    /// <param name="batch">B.</param>
+    /// <param name="queryTime">Tq.</param>
+    /// <param name="keyTime">Tk &gt;= Tq.</param>
+    /// <param name="heads">H, at least 1.</param>
+    /// <param name="headDim">D in 1..<see cref="MaxHeadDim"/>.</param>
+    /// <param name="stream">The stream.</param>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output overlapping an input or another output.</exception>
+    /// <exception cref="ArgumentNullException">A null input, or a null delta when dq or dk is wanted.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A dimension out of range, or Tk &lt; Tq.</exception>
+    public static void AttentionBackward(IDeviceApi device, DType dtype, DevicePtr dOutput, DevicePtr q, DevicePtr k, DevicePtr v,
+        DevicePtr output, DevicePtr logSumExp, DevicePtr delta, DevicePtr dq, DevicePtr dk, DevicePtr dv, int batch, int queryTime,
+        int keyTime, int heads, int headDim, DeviceStream stream = default)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("attention_backward", dtype, Supported);
+        string deltaKernel = KernelName.For("attention_backward_delta", dtype, Supported);
+        LaunchArguments.Pointer(dOutput, dtype, nameof(dOutput));
+        LaunchArguments.Pointer(q, dtype, nameof(q));
+        LaunchArguments.Pointer(k, dtype, nameof(k));
+        LaunchArguments.Pointer(v, dtype, nameof(v));
+        LaunchArguments.Pointer(output, dtype, nameof(output));
+        LaunchArguments.Pointer(logSumExp, DType.F32, nameof(logSumExp));
+        bool wantDq = LaunchArguments.OptionalPointer(dq, dtype, nameof(dq));
+        bool wantDk = LaunchArguments.OptionalPointer(dk, dtype, nameof(dk));
+        bool wantDv = LaunchArguments.OptionalPointer(dv, dtype, nameof(dv));
+        bool wantDelta = wantDq || wantDk;
+        if (wantDelta) LaunchArguments.Pointer(delta, DType.F32, nameof(delta));
+        else LaunchArguments.OptionalPointer(delta, DType.F32, nameof(delta));
+        var dims = Dims.Check(batch, queryTime, keyTime, keyTime, heads, headDim, dtype);
+
+        var inputs = new (DevicePtr, long, string)[]
+        {
+            (dOutput, dims.QueryBytes, nameof(dOutput)), (q, dims.QueryBytes, nameof(q)), (k, dims.KeyBytes, nameof(k)), (v, dims.KeyBytes, nameof(v)),
+            (output, dims.QueryBytes, nameof(output)), (logSumExp, dims.LseBytes, nameof(logSumExp)),
+        };
+        RequireApart(delta, wantDelta ? dims.LseBytes : 0, nameof(delta), inputs);
+        RequireApart(dq, dims.QueryBytes, nameof(dq), [.. inputs, (delta, wantDelta ? dims.LseBytes : 0, nameof(delta))]);
+        RequireApart(dk, dims.KeyBytes, nameof(dk), [.. inputs, (delta, wantDelta ? dims.LseBytes : 0, nameof(delta)), (dq, dims.QueryBytes, nameof(dq))]);
+        RequireApart(dv, dims.KeyBytes, nameof(dv),
+            [.. inputs, (delta, wantDelta ? dims.LseBytes : 0, nameof(delta)), (dq, dims.QueryBytes, nameof(dq)), (dk, dims.KeyBytes, nameof(dk))]);
+
+        int keyTiles = wantDk || wantDv ? Tiles(keyTime) : 0, queryTiles = wantDq ? Tiles(queryTime) : 0;
+        if (dims.Pairs == 0 || keyTiles + queryTiles == 0) return;
+        if (wantDelta && queryTime > 0)
+        {
+            int rows = (int)dims.QueryRows;
+            nint* deltaArgs = stackalloc nint[]
+            {
+                (nint)(&dOutput), (nint)(&output), (nint)(&delta), (nint)(&rows), (nint)(&queryTime), (nint)(&heads), (nint)(&headDim),
+            };
+            device.Launch(deltaKernel, LaunchShape.Linear(dims.QueryRows * 32, DeltaThreads), DeltaThreads, 0, stream, new ReadOnlySpan<nint>(deltaArgs, 7));
+        }
+        nint* args = stackalloc nint[]
+        {
+            (nint)(&dOutput), (nint)(&q), (nint)(&k), (nint)(&v), (nint)(&logSumExp), (nint)(&delta), (nint)(&dq), (nint)(&dk), (nint)(&dv),
+            (nint)(&queryTime), (nint)(&keyTime), (nint)(&heads), (nint)(&headDim),
+        };
+        device.Launch(kernel, new Dim3((uint)dims.Pairs, (uint)(keyTiles + queryTiles)), Threads, BackwardSharedBytes(headDim), stream,
+            new ReadOnlySpan<nint>(args, 13));
     }
 
     /// <summary>Refuses an output (when not null) that overlaps any of <paramref name="others"/> (null ones skipped).</summary>
