@@ -53,6 +53,7 @@ public static class AttentionChecks
         Cached(DType.BF16, new(1, 5, 70, 3, 80), capacity: 70),
         Backward(DType.F32, Phi2, Wanted.All),
         Backward(DType.F32, new(1, 20, 70, 2, 80), Wanted.All),
+        Backward(DType.F32, new(1, 70, 70, 2, 80), Wanted.All),
         Backward(DType.F32, new(2, 33, 33, 3, 7), Wanted.All),
         Backward(DType.F32, new(1, 40, 40, 2, 128), Wanted.All),
         Backward(DType.F32, new(1, 45, 60, 2, 80), Wanted.All, scale: 4f),
@@ -62,6 +63,7 @@ public static class AttentionChecks
         Backward(DType.F32, new(2, 40, 40, 2, 80), Wanted.Dk | Wanted.Dv),
         Backward(DType.BF16, new(2, 45, 45, 2, 80), Wanted.All),
         Backward(DType.BF16, new(1, 10, 50, 2, 80), Wanted.Dk | Wanted.Dv),
+        Backward(DType.BF16, new(2, 33, 33, 3, 7), Wanted.All),
     ];
 
     private static DeviceCheck Forward(DType dtype, Shape s, float scale = 1.5f)
