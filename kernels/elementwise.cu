@@ -6,6 +6,9 @@
 //   scale_{dtype}(x, y, a, n)  y[i] = a * x[i]       backward: dX = a * dY, nothing saved
 // y may alias a, b or x (each element is read before it is written, by the same thread). alpha is an
 // fp32 scalar whatever the dtype, as the CPU backend's ScaleInPlace takes (float)factor.
+//
+// Gradient accumulation (f32 only, as gradients are fp32; same launch shape as above):
+//   accumulate_f32(x, y, n)    y[i] += x[i]    the CPU backend's AddInPlace(y, x); y may alias x
 #include "common.cuh"
 
 template <typename D>
@@ -29,3 +32,10 @@ PHI2_KERNEL void add_f16(const f16_t* a, const f16_t* b, f16_t* y, int n) { add<
 PHI2_KERNEL void scale_f32(const float* x, float* y, float alpha, int n) { scale<dtype_f32>(x, y, alpha, n); }
 PHI2_KERNEL void scale_bf16(const bf16_t* x, bf16_t* y, float alpha, int n) { scale<dtype_bf16>(x, y, alpha, n); }
 PHI2_KERNEL void scale_f16(const f16_t* x, f16_t* y, float alpha, int n) { scale<dtype_f16>(x, y, alpha, n); }
+
+// Gradient accumulation: fp32 gradients of one micro-batch added into the running sum.
+PHI2_KERNEL void accumulate_f32(const float* x, float* y, int n)
+{
+    int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (i < n) y[i] += x[i];
+}

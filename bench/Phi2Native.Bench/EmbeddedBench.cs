@@ -1,7 +1,6 @@
 using System.Globalization;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.FineTuning;
-using Phi2Native.FineTuning.Lora;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
 using Phi2Native.Text;
@@ -69,52 +68,39 @@ internal static class EmbeddedBench
         Console.WriteLine($"model: V={config.VocabSize} C={config.HiddenSize} layers={config.NumHiddenLayers} heads={config.NumAttentionHeads} " +
                           $"D={config.HeadDim} rotary={config.RotaryDim} MLP={config.IntermediateSize} resid_pdrop={config.ResidPdrop}, " +
                           $"{parameters:N0} parameters, seed {seed}");
-        var loader = new BatchLoader(train, new DataOrder(train.Count, s.BatchSize, s.DataSeed));
         Console.WriteLine($"data: train {train.Summary}; validation {validationRows.Summary}");
-        Console.WriteLine($"AdamW lr {s.LearningRate} (warmup {s.WarmupSteps}, cosine to 0 at step {s.Steps}), weight decay {s.WeightDecay}, " +
-                          $"clip {s.MaxGradientNorm}, B={s.BatchSize} T={s.MaxLength}: {s.Steps * s.BatchSize * s.MaxLength:N0} tokens " +
-                          $"= {(double)s.Steps * s.BatchSize / loader.Rows.Count:F2} epochs");
-        Console.WriteLine();
 
         using var model = Phi2Model.CreateRandom(config, CpuBackend.Default, seed);
-        // Every parameter trains: the whole model as PEFT modules_to_save, through the same Trainer `phi2 finetune` uses.
-        using var everything = LoraModel.Create(model, new LoraConfig { ModulesToSave = ["model", "lm_head"] });
-        var options = new TrainingOptions
-        {
-            Epochs = int.MaxValue / Math.Max(loader.BatchesPerEpoch, 1), MaxSteps = s.Steps, LearningRate = s.LearningRate, WarmupSteps = s.WarmupSteps,
-            WeightDecay = s.WeightDecay, MaxGradientNorm = s.MaxGradientNorm, EvaluateEvery = evalEvery, Seed = seed,
-        };
-        string output = Path.Combine(Path.GetTempPath(), "phi2native-embedded-bench-run-" + Guid.NewGuid().ToString("N"));
-        using var trainer = new Trainer(everything, loader, validationRows, options, output);
+        // Every parameter trains, through the same Trainer `phi2 finetune` uses, set up as `phi2 demo` sets it up.
+        using var run = new EmbeddedTraining(model, train, validationRows, s, evalEvery, seed);
+        Console.WriteLine($"AdamW lr {s.LearningRate} (warmup {s.WarmupSteps}, cosine to 0 at step {s.Steps}), weight decay {s.WeightDecay}, " +
+                          $"clip {s.MaxGradientNorm}, B={s.BatchSize} T={s.MaxLength}: {s.Steps * s.BatchSize * s.MaxLength:N0} tokens " +
+                          $"= {(double)s.Steps * s.BatchSize / run.Loader.Rows.Count:F2} epochs");
+        Console.WriteLine();
 
         var table = new Table("step", "seconds", "train loss", "validation loss", "val / start");
         double start = double.NaN, halvedAt = double.NaN, seconds = 0, trainSum = 0;
         int trainCount = 0;
-        trainer.StepCompleted += m => { trainSum += m.Loss; trainCount++; seconds = m.Seconds; };
-        trainer.Evaluated += e =>
+        run.Train(trainer =>
         {
-            if (e.Step == 0)
+            trainer.StepCompleted += m => { trainSum += m.Loss; trainCount++; seconds = m.Seconds; };
+            trainer.Evaluated += e =>
             {
-                start = e.Loss;
-                table.Add("0", "0.0", "", start.ToString("F4", CultureInfo.InvariantCulture), "1.000");
-                Console.WriteLine($"step 0: validation loss {start:F4} (ln V = {Math.Log(config.VocabSize):F4})");
-                return;
-            }
-            if (double.IsNaN(halvedAt) && e.Loss < start / 2) halvedAt = seconds;
-            table.Add(e.Step.ToString(CultureInfo.InvariantCulture), seconds.ToString("F1", CultureInfo.InvariantCulture),
-                (trainSum / trainCount).ToString("F4", CultureInfo.InvariantCulture), e.Loss.ToString("F4", CultureInfo.InvariantCulture),
-                (e.Loss / start).ToString("F3", CultureInfo.InvariantCulture));
-            Console.WriteLine($"step {e.Step}: {seconds:F1} s, train {trainSum / trainCount:F4}, validation {e.Loss:F4}");
-            (trainSum, trainCount) = (0, 0);
-        };
-        try
-        {
-            trainer.Run();
-        }
-        finally
-        {
-            Directory.Delete(output, recursive: true);
-        }
+                if (e.Step == 0)
+                {
+                    start = e.Loss;
+                    table.Add("0", "0.0", "", start.ToString("F4", CultureInfo.InvariantCulture), "1.000");
+                    Console.WriteLine($"step 0: validation loss {start:F4} (ln V = {Math.Log(config.VocabSize):F4})");
+                    return;
+                }
+                if (double.IsNaN(halvedAt) && e.Loss < start / 2) halvedAt = seconds;
+                table.Add(e.Step.ToString(CultureInfo.InvariantCulture), seconds.ToString("F1", CultureInfo.InvariantCulture),
+                    (trainSum / trainCount).ToString("F4", CultureInfo.InvariantCulture), e.Loss.ToString("F4", CultureInfo.InvariantCulture),
+                    (e.Loss / start).ToString("F3", CultureInfo.InvariantCulture));
+                Console.WriteLine($"step {e.Step}: {seconds:F1} s, train {trainSum / trainCount:F4}, validation {e.Loss:F4}");
+                (trainSum, trainCount) = (0, 0);
+            };
+        });
         Console.WriteLine();
         table.Write(Console.Out, markdown);
         Console.WriteLine();

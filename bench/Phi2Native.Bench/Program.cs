@@ -1,6 +1,6 @@
 // Phi2Native benchmark harness.
 //
-//   dotnet run -c Release --project bench/Phi2Native.Bench -- <gemm|gemm-kernel|step|attention|embedded|emulator> [options]
+//   dotnet run -c Release --project bench/Phi2Native.Bench -- <gemm|gemm-kernel|step|attention|embedded|emulator|prefill|generate> [options]
 //
 // Each mode validates what it times against a reference first, warms up, then reports the median
 // of repeated runs against the machine's ceiling (see Machine.cs). Arguments are parsed by hand:
@@ -31,6 +31,8 @@ namespace Phi2Native.Bench
                     case "embedded": return EmbeddedBench.Run(options);
                     case "attention": return AttentionBench.Run(options);
                     case "emulator": return EmulatorBench.Run(options);
+                    case "prefill": return PrefillBench.Run(options);
+                    case "generate": return GenerateBench.Run(options);
                     default:
                         Console.Error.WriteLine($"unknown mode '{args[0]}'\n\n{Usage}");
                         return 1;
@@ -80,6 +82,18 @@ namespace Phi2Native.Bench
               emulator   the kernel emulator (libphi2emu through EmulatedDevice): add_f32 over 1M and 1000 elements,
                      the block-sum test kernel in one big block and in 1024 small ones; ms per launch, us per block,
                      ns per emulated thread, each result checked against the host first
+                     --reps N, --warmup N, --markdown
+              prefill   a long prompt's prefill through the KV cache, logits of every position against the last
+                     position only (what generation needs): ms, lm_head rows, logits copied to the host, transient peak
+                     --time T                  prompt length on the embedded model (default 255)
+                     --phi2-time T             prompt length on Phi-2's dimensions cut to 2 layers (default 512)
+                     --no-phi2                 skip the Phi-2-dimensions case (1.7 GB of weights)
+                     --reps N, --warmup N, --markdown
+              generate   greedy generation for prompts of different lengths, row after row against one batch
+                     (checked to give the same tokens): ms and new tokens/s
+                     --batch B                 prompts on the embedded model, lengths spread over [8, 128) (default 8)
+                     --tokens N                new tokens per prompt (default 32; at most 16 on the Phi-2 case, B = 4)
+                     --no-phi2                 skip the Phi-2-dimensions case
                      --reps N, --warmup N, --markdown
             """;
     }

@@ -13,6 +13,8 @@
 #include "../rotary.cu"
 #include "../cache.cu"
 #include "../transpose.cu"
+#include "../gelu.cu"
+#include "../dropout.cu"
 #include "../attention.cu"
 #include "test_kernels.cu"
 #include "test_reduce.cu"
@@ -33,6 +35,7 @@ namespace
         PHI2_EMU_ENTRY(scale_f32),
         PHI2_EMU_ENTRY(scale_bf16),
         PHI2_EMU_ENTRY(scale_f16),
+        PHI2_EMU_ENTRY(accumulate_f32),
         // cast.cu
         PHI2_EMU_ENTRY(cast_f32_bf16),
         PHI2_EMU_ENTRY(cast_f32_f16),
@@ -47,6 +50,9 @@ namespace
         PHI2_EMU_ENTRY(row_max_f32),
         PHI2_EMU_ENTRY(row_max_bf16),
         PHI2_EMU_ENTRY(row_max_f16),
+        PHI2_EMU_ENTRY(sum_of_squares_f32),
+        PHI2_EMU_ENTRY(sum_of_squares_bf16),
+        PHI2_EMU_ENTRY(sum_of_squares_f16),
         // layernorm.cu
         PHI2_EMU_ENTRY(layernorm_f32),
         PHI2_EMU_ENTRY(layernorm_bf16),
@@ -79,6 +85,26 @@ namespace
         PHI2_EMU_ENTRY(cross_entropy_backward_bf16),
         // adamw.cu
         PHI2_EMU_ENTRY(adamw_f32),
+        // gelu.cu
+        PHI2_EMU_ENTRY(gelu_new_f32),
+        PHI2_EMU_ENTRY(gelu_new_bf16),
+        PHI2_EMU_ENTRY(gelu_new_f16),
+        PHI2_EMU_ENTRY(gelu_new_backward_f32),
+        PHI2_EMU_ENTRY(gelu_new_backward_bf16),
+        PHI2_EMU_ENTRY(gelu_new_backward_f16),
+        PHI2_EMU_ENTRY(bias_gelu_new_f32),
+        PHI2_EMU_ENTRY(bias_gelu_new_bf16),
+        PHI2_EMU_ENTRY(bias_gelu_new_f16),
+        PHI2_EMU_ENTRY(bias_gelu_new_backward_f32),
+        PHI2_EMU_ENTRY(bias_gelu_new_backward_bf16),
+        PHI2_EMU_ENTRY(bias_gelu_new_backward_f16),
+        // dropout.cu
+        PHI2_EMU_ENTRY(dropout_f32),
+        PHI2_EMU_ENTRY(dropout_bf16),
+        PHI2_EMU_ENTRY(dropout_f16),
+        PHI2_EMU_ENTRY(dropout_backward_f32),
+        PHI2_EMU_ENTRY(dropout_backward_bf16),
+        PHI2_EMU_ENTRY(dropout_backward_f16),
         // attention.cu (causal flash-style attention: forward, through the KV cache, backward)
         PHI2_EMU_ENTRY(attention_f32),
         PHI2_EMU_ENTRY(attention_bf16),

@@ -20,6 +20,8 @@ public static class DeviceCheckCatalog
             LayerNormChecks.All,
             CrossEntropyChecks.All,
             AdamWChecks.All,
+            GeluChecks.All,
+            DropoutChecks.All,
             MmaChecks.All,
             BlasChecks.All,
             // embedding.cu, rotary.cu, cache.cu, transpose.cu

@@ -5,7 +5,7 @@ using Phi2Native.Tensors;
 namespace Phi2Native.DeviceChecks;
 
 /// <summary>
-/// kernels/elementwise.cu through <see cref="ElementwiseKernels"/>, against the CPU backend's Add and ScaleInPlace on
+/// kernels/elementwise.cu through <see cref="ElementwiseKernels"/>, against the CPU backend's Add, ScaleInPlace and AddInPlace on
 /// the same (widened) inputs, cast back to the dtype by its Cast. Both sides do one fp32 operation and round once to
 /// nearest even, so the results must agree bit for bit (NaN with NaN).
 /// </summary>
@@ -21,6 +21,8 @@ public static class ElementwiseChecks
         Check("add_f32 n=1", "add", DType.F32, device => Add(device, DType.F32, 1)),
         .. Types.Select(d => Check($"scale_{KernelName.Suffix(d)} n=1001", "scale", d, device => Scale(device, d, 1001, 0.3f))),
         .. Types.Select(d => Check($"scale_{KernelName.Suffix(d)} n=77 in place", "scale", d, device => Scale(device, d, 77, -2.5f, inPlace: true))),
+        Check("accumulate_f32 n=1001", "accumulate", DType.F32, device => Accumulate(device, 1001)),
+        Check("accumulate_f32 n=77 into itself", "accumulate", DType.F32, device => Accumulate(device, 77, intoItself: true)),
     ];
 
     private static DeviceCheck Check(string name, string op, DType dtype, Func<IDeviceApi, CheckResult> run) =>
@@ -68,5 +70,22 @@ public static class ElementwiseChecks
         using var t = cpu.Stored(dtype, x, n);
         cpu.Backend.ScaleInPlace(t, alpha);
         return CheckResult.CompareBits("y", actual, cpu.CastTo(dtype, t));
+    }
+
+    // y += x over a y that already holds a gradient, as the second micro-batch finds it; fp32 only.
+    private static CheckResult Accumulate(IDeviceApi device, int n, bool intoItself = false)
+    {
+        float[] x = Inputs(n, seed: 4, 3e38f), prior = Inputs(n, seed: 5, 3e38f);
+        using var dx = DeviceBuffer.Upload(device, DType.F32, x);
+        using var dy = intoItself ? null : DeviceBuffer.Upload(device, DType.F32, prior);
+        var accumulator = dy ?? dx;
+        ElementwiseKernels.Accumulate(device, DType.F32, dx.Pointer, accumulator.Pointer, n);
+        float[] actual = accumulator.Download();
+
+        using var cpu = new CpuReference();
+        using var tx = cpu.F32(x, n);
+        using var ty = cpu.F32(intoItself ? x : prior, n);
+        cpu.Backend.AddInPlace(ty, tx);
+        return CheckResult.CompareBits("y", actual, ty.ToSingleArray());
     }
 }

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using Phi2Native.FineTuning;
-using Phi2Native.FineTuning.Lora;
 using Phi2Native.Text;
 using Spectre.Console;
 
@@ -32,41 +31,29 @@ internal static class DemoCommand
         console.Write(new Rule("[bold]Phi2Native demo[/]"));
         console.MarkupLine("[yellow]" + Markup.Escape(EmbeddedDefault.Description) + "[/]");
 
-        var settings = EmbeddedDefault.RecommendedTraining;
+        var settings = EmbeddedDefault.RecommendedTraining with
+        {
+            Steps = steps, WarmupSteps = Math.Min(EmbeddedDefault.RecommendedTraining.WarmupSteps, steps / 4),
+        };
         var tokenizer = EmbeddedDefault.Tokenizer();
         var (training, validation) = EmbeddedDefault.PackedRows(tokenizer, settings.MaxLength);
-        var loader = new BatchLoader(training, new DataOrder(training.Count, settings.BatchSize, settings.DataSeed));
 
         var backend = BackendChoice.Choose(error);
         using var model = EmbeddedDefault.CreateModel(backend);
-        // Every parameter trains: the whole model as PEFT modules_to_save.
-        using var everything = LoraModel.Create(model, new LoraConfig { ModulesToSave = ["model", "lm_head"] });
-        var options = new TrainingOptions
-        {
-            Epochs = int.MaxValue / Math.Max(loader.BatchesPerEpoch, 1), MaxSteps = steps, LearningRate = settings.LearningRate,
-            WarmupSteps = Math.Min(settings.WarmupSteps, steps / 4), WeightDecay = settings.WeightDecay, MaxGradientNorm = settings.MaxGradientNorm,
-            EvaluateEvery = Math.Max(1, steps / 6),
-        };
+        using var run = new EmbeddedTraining(model, training, validation, settings, evaluateEvery: Math.Max(1, steps / 6));
         console.MarkupLine($"training every parameter for {steps} steps: B={settings.BatchSize} T={settings.MaxLength}, AdamW lr {settings.LearningRate}, " +
                            $"{training.Count} rows of the text, validation on {validation.TargetCount:N0} held-out tokens");
-        string scratch = Path.Combine(Path.GetTempPath(), $"phi2native-demo-{Guid.NewGuid():N}");
         var evaluations = new List<EvaluationMetrics>();
         double seconds = 0;
-        try
+        run.Train(trainer =>
         {
-            using var trainer = new Trainer(everything, loader, validation, options, scratch);
             trainer.Evaluated += e =>
             {
                 evaluations.Add(e);
                 error.WriteLine($"step {e.Step}: validation loss {e.Loss:F4}");
             };
             trainer.StepCompleted += m => seconds = m.Seconds;
-            TrainingProgress.Run(trainer, new StageProgress(error), error, CancellationToken.None);
-        }
-        finally
-        {
-            if (Directory.Exists(scratch)) Directory.Delete(scratch, recursive: true);
-        }
+        }, trainer => TrainingProgress.Run(trainer, new StageProgress(error), error, CancellationToken.None));
         double start = evaluations[0].Loss, end = evaluations[^1].Loss;
         console.MarkupLine($"validation loss [bold]{start:F3} -> {end:F3}[/] ({end / start:P0} of the start) after {seconds:F1} s of training");
 

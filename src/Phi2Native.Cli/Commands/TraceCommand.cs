@@ -1,44 +1,53 @@
 using System.CommandLine;
 using Phi2Native.Autograd;
+using Phi2Native.FineTuning;
 using Phi2Native.FineTuning.Lora;
 using Phi2Native.IO;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
+using Phi2Native.Text;
 
 namespace Phi2Native.Cli.Commands;
 
 /// <summary>
-/// `phi2 trace`: one evaluation-mode forward over the given ids (batch 1) and, with --grads, one backward of the
-/// causal-LM loss; writes logits [T, V], loss [1] and grad.&lt;HF name&gt; (all F32) to a safetensors file.
+/// `phi2 trace`: one evaluation-mode forward over the given ids, or a text tokenized with the model folder's tokenizer
+/// (batch 1), and, with --grads, one backward of the causal-LM loss; writes logits [T, V], loss [1] and
+/// grad.&lt;HF name&gt; (all F32) to a safetensors file.
 /// </summary>
 internal static class TraceCommand
 {
     public static Command Create(TextWriter output, TextWriter error)
     {
         var model = new Option<string?>("--model") { Description = "Model folder: config.json plus model.safetensors (or sharded, or phi-msft); default: the embedded tiny model." };
-        var ids = new Option<string>("--ids") { Description = "Comma-separated token ids, at least 2 (e.g. 1,2,3).", Required = true };
+        var ids = new Option<string?>("--ids") { Description = "The sequence as comma-separated token ids, at least 2 (e.g. 1,2,3); or give --text." };
+        var text = new Option<string?>("--text") { Description = "The sequence as text, tokenized with the model folder's tokenizer (the embedded one without --model); or give --ids." };
         var outPath = new Option<string>("--out") { Description = "Output .safetensors file.", Required = true };
         var grads = new Option<bool>("--grads") { Description = "Also back-propagate the loss and write grad.<name> for every parameter (with --adapter: for every adapter tensor, under its PEFT key)." };
         var adapter = new Option<string?>("--adapter") { Description = "A PEFT LoRA adapter folder to apply first." };
         var command = new Command("trace", "Write the logits, loss and (with --grads) every parameter's gradient for one sequence.")
         {
-            model, ids, outPath, grads, adapter,
+            model, ids, text, outPath, grads, adapter,
         };
         command.SetAction(result => CommandErrors.Guard(error, () => Run(
-            result.GetValue(model), result.GetValue(ids)!, result.GetValue(outPath)!, result.GetValue(grads), result.GetValue(adapter), output, error)));
+            result.GetValue(model), result.GetValue(ids), result.GetValue(text), result.GetValue(outPath)!, result.GetValue(grads), result.GetValue(adapter), output, error)));
         return command;
     }
 
-    public static int Run(string? modelOption, string idsText, string outPath, bool withGrads, string? adapterDirectory, TextWriter output, TextWriter error)
+    public static int Run(string? modelOption, string? idsText, string? text, string outPath, bool withGrads, string? adapterDirectory, TextWriter output, TextWriter error)
     {
-        int[] tokenIds = ParseIds(idsText);
+        if ((idsText is null) == (text is null))
+            throw new ModelInputException(idsText is null
+                ? "give the sequence as --ids 1,2,3 or as --text \"some text\" (one of them is required)"
+                : "give the sequence as --ids or as --text, not both");
+        int[]? tokenIds = idsText is null ? null : ParseIds(idsText);   // bad ids fail before the model loads
         // Progress and remarks go to standard error: standard output carries only the result line.
         var stages = new StageProgress(error);
-        var (phi, _) = ModelSource.Load(modelOption, stages, error);
+        var (phi, directory) = ModelSource.Load(modelOption, stages, error);
         using var modelScope = phi;
         phi.Training = false;
         // With an adapter, exactly its trainable tensors get gradients (the base stays frozen); without, every parameter.
         using var lora = adapterDirectory is null ? null : PeftAdapter.Load(phi, adapterDirectory, warning => error.WriteLine($"warning: {warning}"));
+        tokenIds ??= Tokenize(text!, directory, adapterDirectory, error);
         if (withGrads && lora is null) phi.SetRequiresGrad(true);
         var trainable = lora?.TrainableParameters().ToList() ?? phi.Parameters().ToList();
         var writer = new SafeTensorsWriter();
@@ -69,6 +78,21 @@ internal static class TraceCommand
         writer.Save(outPath);
         output.WriteLine($"wrote {outPath}");
         return 0;
+    }
+
+    /// <summary>
+    /// --text as ids: the model folder's tokenizer (a folder without tokenizer files falls back to GPT-2's, with a
+    /// warning), with an adapter's added tokens; the ids go to standard error so a run can be repeated with --ids.
+    /// </summary>
+    private static int[] Tokenize(string text, string modelDirectory, string? adapterDirectory, TextWriter error)
+    {
+        var tokenizer = TextTokenizer.FromModelFolder(modelDirectory, warning => error.WriteLine($"warning: {warning}"));
+        if (adapterDirectory is not null) NewTokens.Apply(tokenizer, adapterDirectory);
+        int[] ids = tokenizer.Encode(text);
+        if (ids.Length < 2)
+            throw new ModelInputException($"--text: \"{text}\" is {ids.Length} token(s); the causal-LM loss needs at least 2");
+        error.WriteLine($"--text is {ids.Length} ids: {string.Join(",", ids)}");
+        return ids;
     }
 
     /// <summary>Comma-separated ids; each item that is not an integer is named.</summary>

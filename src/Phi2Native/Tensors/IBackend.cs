@@ -9,6 +9,9 @@ namespace Phi2Native.Tensors;
 /// a parameter gradient (dWeight, dBias) is accumulated (+=). A null gradient output is not computed at all.
 /// Shapes use B batch, T time, C channels, H heads, D head dim, V vocabulary, N rows.
 /// Floating-point inputs of one call share a dtype; the CPU backend computes in F32 and F64.
+/// Per-row positions (a batch whose rows sit at different positions of a KV cache) travel as small I32 tensors on
+/// the backend, made once per forward, so a device backend reads them on the device instead of taking host arrays
+/// in every layer; values must be in range (the CPU backend checks them, a device backend need not).
 /// </remarks>
 public interface IBackend : IDisposable
 {
@@ -105,6 +108,39 @@ public interface IBackend : IDisposable
     /// Inference only: returns [B, Tq, H, D] and saves nothing for backward.
     /// </summary>
     Tensor CachedAttention(Tensor q, Tensor keyCache, Tensor valueCache, int keyTime);
+
+    /// <summary>
+    /// Gathers positions along dim 1: x [B, T, ...] (any dtype) and <paramref name="positions"/> [B, K] (I32, each in
+    /// [0, T)) -> [B, K, ...] with output[b, k] = x[b, positions[b, k]]. Generation takes the last position of each
+    /// row of the hidden states [B, T, C] with it (K = 1), so that the final LayerNorm and lm_head run on B rows
+    /// instead of B x T, and a batch of prompts of different lengths takes each row's own last position.
+    /// Inference only: nothing is saved for backward. A device backend implements it as B x K row copies of
+    /// x.ElementCount / (B x T) elements on the device (the positions stay on the device); callers pass valid
+    /// positions (the CPU backend checks them, a device backend need not).
+    /// </summary>
+    Tensor SelectPositions(Tensor x, Tensor positions);
+
+    /// <summary>
+    /// Per-row partial rotary for a KV cache whose rows hold different lengths: as
+    /// <see cref="Rotary"/>, but the position of (b, t) is <paramref name="rowOffsets"/>[b] + t,
+    /// rowOffsets being I32 [B] on this backend (each &gt;= 0). Inference only (no backward counterpart).
+    /// </summary>
+    Tensor RotaryPerRow(Tensor x, int rotaryDim, double theta, Tensor rowOffsets);
+
+    /// <summary>
+    /// Per-row KV-cache write: as <see cref="CacheWrite"/>, but row b of <paramref name="source"/>
+    /// [B, T, H, D] goes to rows [p, p + T) of batch row b of the cache, p = <paramref name="rowPositions"/>[b]
+    /// (I32 [B] on this backend, p + T &lt;= Tmax).
+    /// </summary>
+    void CacheWritePerRow(Tensor source, Tensor cache, Tensor rowPositions);
+
+    /// <summary>
+    /// Per-row cached attention: as <see cref="CachedAttention"/>, but batch row b attends
+    /// over the first <paramref name="rowKeyTimes"/>[b] rows of its cache (I32 [B] on this backend, each in
+    /// [Tq, Tmax]), its query i sitting at position rowKeyTimes[b] - Tq + i. Row b's result is exactly what the
+    /// plain op gives for that row alone with keyTime = rowKeyTimes[b].
+    /// </summary>
+    Tensor CachedAttentionPerRow(Tensor q, Tensor keyCache, Tensor valueCache, Tensor rowKeyTimes);
 
     /// <summary>gelu_new (tanh approximation), elementwise.</summary>
     Tensor GeluNew(Tensor x);

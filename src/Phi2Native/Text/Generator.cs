@@ -9,8 +9,9 @@ namespace Phi2Native.Text;
 /// </summary>
 /// <remarks>
 /// Tokens are exposed one by one as they are chosen (<see cref="Stream"/>), or collected (<see cref="Generate(IReadOnlyList{int}, GenerationOptions, Action{int}?, CancellationToken)"/>).
-/// A batch of prompts of different lengths (<see cref="GenerateBatch"/>) runs row by row, each with its own cache of
-/// batch 1: no padding, masks or per-row positions are needed, and every row gives exactly the tokens it gives alone.
+/// A batch of prompts, of equal or different lengths (<see cref="StreamBatch"/>, <see cref="GenerateBatch"/>), runs
+/// as one batch through one cache: one prefill of all prompts, then one forward per step for all rows; every row
+/// gives exactly the tokens it gives alone (how, in <see cref="BatchDecoding"/>).
 /// The model must be in evaluation mode with no gradient tape recording.
 /// </remarks>
 public sealed class Generator
@@ -41,7 +42,7 @@ public sealed class Generator
     public IEnumerable<int> Stream(IReadOnlyList<int> promptIds, GenerationOptions options, CancellationToken cancellationToken = default)
     {
         Check(promptIds, options);
-        return Run(promptIds, options, new Outcome(), cancellationToken);
+        return BatchDecoding.Run(Model, Tokenizer, [promptIds], options, new StopReason[1], cancellationToken).Select(token => token.Id);
     }
 
     /// <summary>Generates for <paramref name="promptIds"/> as <see cref="Stream"/> does, calling <paramref name="onToken"/> with each new id as it comes.</summary>
@@ -49,18 +50,8 @@ public sealed class Generator
     /// <exception cref="Phi2Exception">Invalid options, or stop strings without a tokenizer.</exception>
     /// <exception cref="OperationCanceledException">Cancelled.</exception>
     public GenerationResult Generate(IReadOnlyList<int> promptIds, GenerationOptions options, Action<int>? onToken = null,
-        CancellationToken cancellationToken = default)
-    {
-        Check(promptIds, options);
-        var outcome = new Outcome();
-        var tokens = new List<int>();
-        foreach (int token in Run(promptIds, options, outcome, cancellationToken))
-        {
-            tokens.Add(token);
-            onToken?.Invoke(token);
-        }
-        return new GenerationResult(tokens, outcome.Reason);
-    }
+        CancellationToken cancellationToken = default) =>
+        GenerateBatch([promptIds], options, onToken is null ? null : (_, id) => onToken(id), cancellationToken)[0];
 
     /// <summary>Encodes <paramref name="prompt"/> with the tokenizer and generates from it.</summary>
     /// <exception cref="Phi2Exception">No tokenizer was given, or as the id overload.</exception>
@@ -72,28 +63,46 @@ public sealed class Generator
     }
 
     /// <summary>
-    /// Generates for each prompt of a batch (lengths may differ), row after row, each exactly as it would be alone;
-    /// with a seed s, row r samples with seed s + r so rows differ yet repeat. <paramref name="onToken"/> gets (row, id).
+    /// The new tokens of every prompt of a batch (lengths may differ), run as one batch: each round yields at most one
+    /// token per row, in row order, as soon as it is chosen; a row that has stopped yields nothing more while the others
+    /// go on. Each row gives exactly the tokens it gives alone; with a seed s, row r samples with seed s + r so rows
+    /// differ yet repeat. Nothing runs until the enumeration starts.
     /// </summary>
-    /// <exception cref="ModelInputException">A prompt is empty, too long or holds an id outside the vocabulary (all are checked before any runs).</exception>
+    /// <exception cref="ModelInputException">No prompt, or a prompt is empty, too long or holds an id outside the vocabulary (all are checked before any runs).</exception>
+    /// <exception cref="Phi2Exception">Invalid options, or stop strings without a tokenizer.</exception>
+    /// <exception cref="OperationCanceledException">Cancelled (checked before each forward).</exception>
+    public IEnumerable<BatchToken> StreamBatch(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options, CancellationToken cancellationToken = default)
+    {
+        CheckBatch(prompts, options);
+        return BatchDecoding.Run(Model, Tokenizer, prompts, options, new StopReason[prompts.Count], cancellationToken);
+    }
+
+    /// <summary>
+    /// Generates for each prompt of a batch as <see cref="StreamBatch"/> does, calling <paramref name="onToken"/> with
+    /// (row, id) for each new token as it comes; returns each row's tokens and stop reason, in the prompts' order.
+    /// </summary>
+    /// <exception cref="ModelInputException">No prompt, or a prompt is empty, too long or holds an id outside the vocabulary (all are checked before any runs).</exception>
     /// <exception cref="Phi2Exception">Invalid options, or stop strings without a tokenizer.</exception>
     /// <exception cref="OperationCanceledException">Cancelled.</exception>
     public IReadOnlyList<GenerationResult> GenerateBatch(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options,
         Action<int, int>? onToken = null, CancellationToken cancellationToken = default)
     {
+        CheckBatch(prompts, options);
+        var reasons = new StopReason[prompts.Count];
+        var tokens = prompts.Select(_ => new List<int>()).ToArray();
+        foreach (var (row, id) in BatchDecoding.Run(Model, Tokenizer, prompts, options, reasons, cancellationToken))
+        {
+            tokens[row].Add(id);
+            onToken?.Invoke(row, id);
+        }
+        return tokens.Select((rowTokens, row) => new GenerationResult(rowTokens, reasons[row])).ToArray();
+    }
+
+    private void CheckBatch(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options)
+    {
         ArgumentNullException.ThrowIfNull(prompts);
         if (prompts.Count == 0) throw new ModelInputException("a batch needs at least one prompt");
         foreach (var prompt in prompts) Check(prompt, options);
-        var results = new List<GenerationResult>(prompts.Count);
-        for (int row = 0; row < prompts.Count; row++)
-        {
-            var rowOptions = options.Sampling.Seed is ulong seed
-                ? options with { Sampling = options.Sampling with { Seed = unchecked(seed + (ulong)row) } }
-                : options;
-            int current = row;
-            results.Add(Generate(prompts[row], rowOptions, onToken is null ? null : id => onToken(current, id), cancellationToken));
-        }
-        return results;
     }
 
     private void Check(IReadOnlyList<int> promptIds, GenerationOptions options)
@@ -111,54 +120,5 @@ public sealed class Generator
         for (int i = 0; i < promptIds.Count; i++)
             if (promptIds[i] < 0 || promptIds[i] >= config.VocabSize)
                 throw new ModelInputException($"prompt token id {promptIds[i]} at position {i} is outside the vocabulary [0, {config.VocabSize})");
-    }
-
-    /// <summary>Where an iterator leaves its stop reason (iterators have no out parameters).</summary>
-    private sealed class Outcome
-    {
-        public StopReason Reason { get; set; } = StopReason.MaxTokens;
-    }
-
-    private IEnumerable<int> Run(IReadOnlyList<int> promptIds, GenerationOptions options, Outcome outcome, CancellationToken cancellationToken)
-    {
-        outcome.Reason = StopReason.MaxTokens;
-        if (options.MaxNewTokens == 0) yield break;
-        var sampler = new Sampler(options.Sampling);
-        int? eos = options.StopAtEndOfText ? Model.Config.EosTokenId : null;
-        // The last new token is never fed back, so prompt + max - 1 positions suffice (capped by the model's maximum).
-        int capacity = (int)Math.Min(Model.Config.MaxPositionEmbeddings, (long)promptIds.Count + options.MaxNewTokens - 1);
-        using var cache = new KeyValueCache(Model, batch: 1, Math.Max(capacity, promptIds.Count));
-        var generated = new List<int>();
-        cancellationToken.ThrowIfCancellationRequested();
-        float[] logits = NextLogits(cache, promptIds.ToArray());
-        while (true)
-        {
-            int token = sampler.Next(logits);
-            generated.Add(token);
-            yield return token;
-            if (token == eos) { outcome.Reason = StopReason.EndOfText; yield break; }
-            if (options.StopStrings.Count > 0)
-            {
-                // Ids without a token (a checkpoint's padding rows past the tokenizer's vocabulary) add no text.
-                string text = Tokenizer!.Decode(generated.Where(id => Tokenizer.TokenText(id) != null));
-                if (options.StopStrings.Any(stop => text.Contains(stop, StringComparison.Ordinal))) { outcome.Reason = StopReason.StopString; yield break; }
-            }
-            if (generated.Count == options.MaxNewTokens) { outcome.Reason = StopReason.MaxTokens; yield break; }
-            if (cache.Remaining == 0) { outcome.Reason = StopReason.ContextFull; yield break; }
-            cancellationToken.ThrowIfCancellationRequested();
-            logits = NextLogits(cache, [token]);
-        }
-    }
-
-    /// <summary>Runs <paramref name="ids"/> (one row) through the cache and returns the last position's logits [V].</summary>
-    private float[] NextLogits(KeyValueCache cache, int[] ids)
-    {
-        // A scope per forward: nothing of it outlives this call (it must not stay open across a yield, since
-        // scopes are per thread and nest with the caller's).
-        using var scope = TensorScope.Begin();
-        var logits = Model.Forward(Model.CreateInputIds(ids), cache);        // [1, T, V]
-        float[] all = logits.ToSingleArray();
-        int vocab = logits.Size(2);
-        return all.AsSpan(all.Length - vocab).ToArray();
     }
 }

@@ -1,5 +1,6 @@
 using NUnit.Framework;
 using Phi2Native.Cli;
+using Phi2Native.FineTuning;
 using Phi2Native.IO;
 using Phi2Native.Tests.Support;
 
@@ -41,6 +42,40 @@ public class TraceCommandTests : TemporaryDirectoryTest
         using var trace = SafeTensorsFile.Open(outPath);
         Assert.That(trace.Tensors.Select(t => t.Name), Is.EquivalentTo(new[] { "logits", "loss" }));
         Assert.That(trace.Get("logits").Shape, Is.EqualTo(new long[] { 3, 203 }));
+    }
+
+    [Test]
+    public void TextIsTokenizedWithTheModelsTokenizerAndTracesAsItsIds()
+    {
+        const string Text = "And God said, Let there be light";
+        int[] expectedIds = EmbeddedDefault.Tokenizer().Encode(Text);
+        Assert.That(expectedIds, Has.Length.GreaterThan(2));
+        string fromText = Path.Combine(Temp, "text.safetensors"), fromIds = Path.Combine(Temp, "ids.safetensors");
+        // No --model: the embedded model and its tokenizer.
+        var (code, _, error) = Phi2("trace", "--text", Text, "--out", fromText);
+        Assert.That(code, Is.EqualTo(0), error);
+        Assert.That(error, Does.Contain(string.Join(",", expectedIds)), "the ids go to standard error");
+        var ids = Phi2("trace", "--ids", string.Join(",", expectedIds), "--out", fromIds);
+        Assert.That(ids.Code, Is.EqualTo(0), ids.Error);
+
+        using SafeTensorsFile text = SafeTensorsFile.Open(fromText), direct = SafeTensorsFile.Open(fromIds);
+        Assert.That(text.Get("logits").Shape, Is.EqualTo(new long[] { expectedIds.Length, EmbeddedDefault.Config.VocabSize }));
+        Assert.That(text.ReadAsSingle("logits"), Is.EqualTo(direct.ReadAsSingle("logits")));
+        Assert.That(text.ReadAsSingle("loss"), Is.EqualTo(direct.ReadAsSingle("loss")));
+    }
+
+    [TestCase(new string[0], "one of them is required")]
+    [TestCase(new[] { "--ids", "1,2", "--text", "In the beginning" }, "not both")]
+    [TestCase(new[] { "--text", "I" }, "at least 2")]
+    public void TextAndIdsAreExactlyOneOfTwo(string[] sequence, string mentioned)
+    {
+        string outPath = Path.Combine(Temp, "o.safetensors");
+        var (code, _, error) = Phi2(["trace", .. sequence, "--out", outPath]);
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(error, Does.Contain(mentioned));
+        Assert.That(error, Does.Contain(sequence.Length == 2 && sequence[0] == "--text" ? "--text" : "--ids"));
+        Assert.That(error, Does.Not.Contain("   at "), "no stack trace for bad input");
+        Assert.That(File.Exists(outPath), Is.False, "nothing written on failure");
     }
 
     [TestCase("--model", "does-not-exist", "does-not-exist")]

@@ -127,6 +127,107 @@ public class KeyValueCacheTests
         Assert.That(cache.PositionsComputed, Is.EqualTo(batch * total), "each position was computed once");
     }
 
+    [Test]
+    public void TheLastPositionAloneEqualsTheFullForwardsLastPositionAndComputesOneLogitRowPerRow()
+    {
+        using var model = Phi2Model.CreateRandom(Small, GradientCheck.Backend, seed: 5);
+        int batch = Rows.Length, vocab = Small.VocabSize, prompt = 7;
+        float[] full = FullLogits(model, Rows, prompt + 1);                                       // [B, 8, V]
+        using var cache = new KeyValueCache(model, batch, 12);
+        using var scope = TensorScope.Begin();
+        long before = model.LogitRowsComputed;
+        var prefill = model.ForwardLast(model.CreateInputIds(Rows.SelectMany(r => r.Take(prompt)).ToArray(), batch), cache);
+        Assert.That(prefill.Shape.ToArray(), Is.EqualTo(new[] { batch, 1, vocab }));
+        Assert.That(model.LogitRowsComputed - before, Is.EqualTo(batch), "lm_head ran on one position per row, not on B x T");
+        Assert.That(cache.Length, Is.EqualTo(prompt), "every prompt position still went into the cache");
+        float[] last = prefill.ToSingleArray();
+        for (int b = 0; b < batch; b++)
+            TensorAssert.Close($"row {b}, prefill's last position", Position(full, batch, prompt + 1, vocab, b, prompt - 1),
+                Position(last, batch, 1, vocab, b, 0), Tolerance.Forward(DType.F32));
+        // A decode step after it: the cache holds exactly what a full-logits prefill would have left.
+        float[] step = model.ForwardLast(model.CreateInputIds(Rows.Select(r => r[prompt]).ToArray(), batch), cache).ToSingleArray();
+        for (int b = 0; b < batch; b++)
+            TensorAssert.Close($"row {b}, decode step", Position(full, batch, prompt + 1, vocab, b, prompt),
+                Position(step, batch, 1, vocab, b, 0), Tolerance.Forward(DType.F32));
+        // The full-logits cache forward computes every row.
+        before = model.LogitRowsComputed;
+        model.Forward(model.CreateInputIds(Rows.Select(r => r[prompt + 1]).ToArray(), batch), cache);
+        Assert.That(model.LogitRowsComputed - before, Is.EqualTo(batch));
+        cache.Reset();
+        before = model.LogitRowsComputed;
+        model.Forward(model.CreateInputIds(Rows.SelectMany(r => r.Take(prompt)).ToArray(), batch), cache);
+        Assert.That(model.LogitRowsComputed - before, Is.EqualTo(batch * prompt));
+    }
+
+    [Test]
+    public void LogitsAtChosenPositionsEqualTheFullForwardThere()
+    {
+        using var model = Phi2Model.CreateRandom(Small, GradientCheck.Backend, seed: 5);
+        int batch = Rows.Length, vocab = Small.VocabSize, time = 6;
+        float[] full = FullLogits(model, Rows, time);
+        using var cache = new KeyValueCache(model, batch, time);
+        using var scope = TensorScope.Begin();
+        int[] positions = [2, 5];
+        float[] chosen = model.Forward(model.CreateInputIds(Rows.SelectMany(r => r.Take(time)).ToArray(), batch), cache, positions).ToSingleArray();
+        for (int b = 0; b < batch; b++)
+            TensorAssert.Close($"row {b} at {positions[b]}", Position(full, batch, time, vocab, b, positions[b]), Position(chosen, batch, 1, vocab, b, 0),
+                Tolerance.Forward(DType.F32));
+        cache.Reset();
+        var ids = model.CreateInputIds(Rows.SelectMany(r => r.Take(3)).ToArray(), batch);
+        Assert.That(() => model.Forward(ids, cache, [0]), Throws.InstanceOf<ModelInputException>().With.Message.Contains("logitPositions"));
+        Assert.That(() => model.Forward(ids, cache, [0, 3]), Throws.InstanceOf<ModelInputException>().With.Message.Contains("row 1's position 3"));
+        Assert.That(cache.Length, Is.Zero, "a bad position is found before anything runs");
+    }
+
+    [Test]
+    public void RowsOfDifferentLengthsEachEqualTheirOwnFullForward()
+    {
+        using var model = Phi2Model.CreateRandom(Small, GradientCheck.Backend, seed: 5);
+        int batch = Rows.Length, vocab = Small.VocabSize;
+        int[] prompts = [6, 3];   // row 1 is prefilled right-padded to 6 with junk, then truncated to its 3
+        float[] Alone(int b, int length) => FullLogits(model, [Rows[b]], length);   // [1, length, V]
+        using var cache = new KeyValueCache(model, batch, Rows[0].Length);
+        using (var scope = TensorScope.Begin())
+        {
+            int[] padded = [.. Rows[0].Take(6), .. Rows[1].Take(3), 36, 36, 36];
+            float[] first = model.Forward(model.CreateInputIds(padded, batch), cache, [prompts[0] - 1, prompts[1] - 1]).ToSingleArray();
+            for (int b = 0; b < batch; b++)
+                TensorAssert.Close($"row {b}, prefill", Position(Alone(b, prompts[b]), 1, prompts[b], vocab, 0, prompts[b] - 1),
+                    Position(first, batch, 1, vocab, b, 0), Tolerance.Forward(DType.F32));
+        }
+        cache.Truncate(1, prompts[1]);
+        Assert.That((cache.RowLength(0), cache.RowLength(1), cache.Length, cache.RowsEqual), Is.EqualTo((6, 3, 6, false)));
+        // Each step appends one token to each row at its own position: row 0 at 6, 7, ...; row 1 at 3, 4, ...
+        for (int step = 0; step < 4; step++)
+        {
+            using var scope = TensorScope.Begin();
+            int[] ids = [Rows[0][prompts[0] + step], Rows[1][prompts[1] + step]];
+            float[] logits = model.ForwardLast(model.CreateInputIds(ids, batch), cache).ToSingleArray();
+            for (int b = 0; b < batch; b++)
+            {
+                int position = prompts[b] + step;
+                TensorAssert.Close($"row {b}, position {position}", Position(Alone(b, position + 1), 1, position + 1, vocab, 0, position),
+                    Position(logits, batch, 1, vocab, b, 0), Tolerance.Forward(DType.F32));
+            }
+        }
+        Assert.That((cache.RowLength(0), cache.RowLength(1)), Is.EqualTo((10, 7)));
+    }
+
+    [Test]
+    public void TruncateRefusesToGrowARow()
+    {
+        using var model = Phi2Model.CreateRandom(Small, GradientCheck.Backend, seed: 5);
+        using var cache = new KeyValueCache(model, 2, 8);
+        using var scope = TensorScope.Begin();
+        model.Forward(model.CreateInputIds([1, 2, 3, 4], batch: 2), cache);
+        Assert.That(() => cache.Truncate(0, 3), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Message.Contains("[0, 2]"));
+        Assert.That(() => cache.Truncate(2, 0), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("row"));
+        cache.Truncate(0, 0);
+        Assert.That((cache.RowLength(0), cache.RowLength(1), cache.Length), Is.EqualTo((0, 2, 2)));
+        cache.Reset();
+        Assert.That(cache.RowsEqual && cache.Length == 0, Is.True);
+    }
+
     /// <summary>PEFT starts B at zero; a non-zero B makes the adapters change the logits.</summary>
     private static void LoraModelRandomize(LoraModel lora)
     {

@@ -61,6 +61,17 @@ public class GeneratorTests
     }
 
     [Test]
+    public void OnlyTheLastPositionGoesThroughLmHead()
+    {
+        using var model = Model();
+        long before = model.LogitRowsComputed;
+        var result = new Generator(model).Generate(Prompt, Greedy(6));
+        Assert.That(result.Tokens, Has.Count.EqualTo(6));
+        // One logits row for the prefill (not one per prompt position) and one per fed-back token.
+        Assert.That(model.LogitRowsComputed - before, Is.EqualTo(6));
+    }
+
+    [Test]
     public void SamplingRepeatsPerSeed()
     {
         using var model = Model();
@@ -135,6 +146,98 @@ public class GeneratorTests
             Assert.That(results[row].Tokens, Is.EqualTo(alone.Tokens), $"row {row}");
             Assert.That(streamed.Where(s => s.Row == row).Select(s => s.Id), Is.EqualTo(alone.Tokens));
         }
+    }
+
+    private static IReadOnlyList<int> Alone(Generator generator, int[] prompt, GenerationOptions options) => generator.Generate(prompt, options).Tokens;
+
+    [Test]
+    public void AGreedyBatchOfEqualLengthsIsOneBatchAndGivesWhatEachRowGivesAlone()
+    {
+        using var model = Model();
+        var generator = new Generator(model);
+        int[][] prompts = [Prompt, [8, 1, 33, 12, 7], [30, 29, 28, 27, 26]];
+        var options = Greedy(7);
+        long before = model.TokensComputed;
+        var results = generator.GenerateBatch(prompts, options);
+        // One prefill of 3 x 5 positions, then 6 steps of one position per row: not three runs one after another.
+        Assert.That(model.TokensComputed - before, Is.EqualTo(3 * 5 + 3 * 6));
+        for (int row = 0; row < prompts.Length; row++)
+        {
+            Assert.That(results[row].Tokens, Is.EqualTo(GreedyByFullForwards(model, prompts[row], 7)), $"row {row} against full forwards");
+            Assert.That(results[row].Tokens, Is.EqualTo(Alone(generator, prompts[row], options)), $"row {row} against generating it alone");
+            Assert.That(results[row].StopReason, Is.EqualTo(StopReason.MaxTokens));
+        }
+    }
+
+    [Test]
+    public void AGreedyBatchOfDifferentLengthsWithAStopInOneRowGivesWhatEachRowGivesAlone()
+    {
+        int[][] prompts = [[30, 29, 28, 27, 26, 25, 24, 23], Prompt, [8, 1]];
+        const int Max = 8;
+        List<int>[] free;
+        using (var probe = Model())
+            free = prompts.Select(p => GreedyByFullForwards(probe, p, Max)).ToArray();
+        // The eos: a token row 1 reaches at step 1 or later that no other row generates, so only row 1 stops on it.
+        int stopAt = Enumerable.Range(1, Max - 2).First(i => free[1].IndexOf(free[1][i]) == i && !free[0].Contains(free[1][i]) && !free[2].Contains(free[1][i]));
+        using var model = Model(KeyValueCacheTests.Small with { EosTokenId = free[1][stopAt] });
+        var generator = new Generator(model);
+        var options = new GenerationOptions { MaxNewTokens = Max };
+        var streamed = new List<BatchToken>();
+        long before = model.TokensComputed;
+        foreach (var token in generator.StreamBatch(prompts, options)) streamed.Add(token);
+        // One prefill right-padded to 8 positions per row, then one position per row for each of the 7 later steps.
+        Assert.That(model.TokensComputed - before, Is.EqualTo(3 * 8 + 3 * (Max - 1)));
+
+        var results = generator.GenerateBatch(prompts, options);
+        for (int row = 0; row < prompts.Length; row++)
+        {
+            var alone = generator.Generate(prompts[row], options);
+            Assert.That(results[row].Tokens, Is.EqualTo(alone.Tokens), $"row {row}");
+            Assert.That(results[row].StopReason, Is.EqualTo(alone.StopReason), $"row {row}");
+            Assert.That(streamed.Where(t => t.Row == row).Select(t => t.Id), Is.EqualTo(alone.Tokens), $"row {row} streamed");
+        }
+        Assert.That(results[1].StopReason, Is.EqualTo(StopReason.EndOfText));
+        Assert.That(results[1].Tokens, Is.EqualTo(free[1].Take(stopAt + 1)));
+        Assert.That(results[0].Tokens, Is.EqualTo(free[0]));
+        Assert.That(results[2].Tokens, Is.EqualTo(free[2]));
+        // Streaming: rounds of one token per unfinished row, in row order; row 1 is silent after its eos while the others go on.
+        int lastOfRow1 = streamed.FindLastIndex(t => t.Row == 1);
+        Assert.That(lastOfRow1, Is.EqualTo(3 * stopAt + 1));
+        int[] after = [2, .. Enumerable.Range(0, 2 * (Max - stopAt - 1)).Select(i => i % 2 == 0 ? 0 : 2)];   // row 2 ends that round
+        Assert.That(streamed.Skip(lastOfRow1 + 1).Select(t => t.Row), Is.EqualTo(after));
+    }
+
+    [Test]
+    public void EachRowOfABatchStopsWhenItsOwnContextIsFull()
+    {
+        using var model = Model();
+        var generator = new Generator(model);
+        int maxPositions = KeyValueCacheTests.Small.MaxPositionEmbeddings;
+        int[][] prompts = [Enumerable.Range(0, maxPositions - 2).Select(i => i % 30).ToArray(), [4, 9, 16]];
+        var results = generator.GenerateBatch(prompts, Greedy(6));
+        Assert.That(results[0].StopReason, Is.EqualTo(StopReason.ContextFull));
+        Assert.That(results[0].Tokens, Is.EqualTo(GreedyByFullForwards(model, prompts[0], 3)));
+        Assert.That(results[1].StopReason, Is.EqualTo(StopReason.MaxTokens));
+        Assert.That(results[1].Tokens, Is.EqualTo(GreedyByFullForwards(model, prompts[1], 6)));
+    }
+
+    [Test]
+    public void ABatchStopsAtAStopStringInOneRowOnly()
+    {
+        using var model = EmbeddedDefault.CreateModel(GradientCheck.Backend);
+        var tokenizer = EmbeddedDefault.Tokenizer();
+        var generator = new Generator(model, tokenizer);
+        int[][] prompts = [tokenizer.Encode("In the beginning God created"), tokenizer.Encode("And Moses said")];
+        var free = prompts.Select(p => generator.Generate(p, Greedy(10)).Tokens).ToArray();
+        string Text(int row, int count) => tokenizer.Decode(free[row].Take(count).Where(id => tokenizer.TokenText(id) != null));
+        string stop = Text(0, 3);
+        Assume.That(Text(0, 2).Length, Is.LessThan(stop.Length), "the third token of row 0 adds text");
+        Assume.That(Text(1, 10), Does.Not.Contain(stop), "row 1 never produces row 0's stop string");
+        var results = generator.GenerateBatch(prompts, Greedy(10) with { StopStrings = [stop] });
+        Assert.That(results[0].StopReason, Is.EqualTo(StopReason.StopString));
+        Assert.That(results[0].Tokens, Is.EqualTo(free[0].Take(3)));
+        Assert.That(results[1].StopReason, Is.EqualTo(StopReason.MaxTokens));
+        Assert.That(results[1].Tokens, Is.EqualTo(free[1]));
     }
 
     [Test]

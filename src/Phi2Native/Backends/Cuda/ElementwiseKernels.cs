@@ -45,4 +45,23 @@ public static unsafe class ElementwiseKernels
         nint* args = stackalloc nint[] { (nint)(&x), (nint)(&y), (nint)(&alpha), (nint)(&count) };
         device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 4));
     }
+
+    /// <summary>
+    /// y[i] += x[i] for i &lt; n, fp32 (gradient accumulation: the CPU backend's <see cref="IBackend.AddInPlace"/>(y, x)).
+    /// y may alias x. Launch: grid ((n + 255) / 256), block (256).
+    /// </summary>
+    /// <exception cref="ArgumentException">A dtype other than F32, a misaligned pointer, or y partly overlapping x (y = x is allowed).</exception>
+    /// <exception cref="ArgumentNullException">A null pointer.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="n"/> is not in 1..2^31-1.</exception>
+    public static void Accumulate(IDeviceApi device, DType dtype, DevicePtr x, DevicePtr y, long n, DeviceStream stream = default)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("accumulate", dtype, DType.F32);
+        LaunchArguments.Pointer(x, dtype, nameof(x));
+        LaunchArguments.Pointer(y, dtype, nameof(y));
+        int count = LaunchShape.Count(n, nameof(n));
+        BufferOverlap.RequireExactOrNone(x, y, count * (long)sizeof(float), nameof(x), nameof(y));
+        nint* args = stackalloc nint[] { (nint)(&x), (nint)(&y), (nint)(&count) };
+        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 3));
+    }
 }

@@ -13,10 +13,18 @@ namespace Phi2Native.Models.Phi2;
 /// again). <see cref="Phi2Model.Forward(Tensor, KeyValueCache)"/> writes rows [Length, Length + T) in every layer,
 /// attends over rows [0, Length + T) in place, then advances <see cref="Length"/> by T. Memory: 2 x layers x B x Tmax x C
 /// elements (Phi-2, B = 1, Tmax = 2048, fp32: 1.34 GB), allocated once.
+/// <para>Each batch row is its own sequence with its own length (<see cref="RowLength"/>): a forward appends its T
+/// tokens to every row at that row's length, at that row's positions. Rows start equal and stay equal until
+/// <see cref="Truncate"/> shortens one, e.g. after a batch of prompts of different lengths was prefilled right-padded
+/// to the longest: truncating each row to its prompt's length forgets the padding, whose slots the next tokens
+/// overwrite. A pad never influences a real position, since attention is causal and pads come after.</para>
 /// </remarks>
 public sealed class KeyValueCache : IDisposable
 {
     private readonly Tensor[] _keys, _values;
+    private readonly int[] _lengths;
+    private readonly IBackend _backend;
+    private CachePositions? _positions;
     private bool _disposed;
 
     /// <summary>Allocates an empty cache for <paramref name="model"/>: <paramref name="batch"/> rows of at most <paramref name="capacity"/> positions.</summary>
@@ -30,6 +38,8 @@ public sealed class KeyValueCache : IDisposable
             throw new ModelInputException($"a KV cache of {capacity} positions is outside [1, max_position_embeddings = {config.MaxPositionEmbeddings}]");
         Batch = batch;
         Capacity = capacity;
+        _lengths = new int[batch];
+        _backend = model.Backend;
         DType = model.EmbedTokens.Weight.DType;
         int[] shape = [batch, capacity, config.NumAttentionHeads, config.HeadDim];
         _keys = new Tensor[config.NumHiddenLayers];
@@ -52,11 +62,24 @@ public sealed class KeyValueCache : IDisposable
     /// <summary>Element type of the cached keys and values (the model's activation dtype).</summary>
     public DType DType { get; }
 
-    /// <summary>t: positions filled so far; the next forward's first token sits at this position.</summary>
-    public int Length { get; private set; }
+    /// <summary>t: positions filled so far in the longest row; while every row has the same length (always, unless
+    /// <see cref="Truncate"/> made them differ) the next forward's first token sits at this position.</summary>
+    public int Length => _lengths.Max();
 
-    /// <summary>Positions still free.</summary>
+    /// <summary>Positions still free in the longest row: the most tokens the next forward may append.</summary>
     public int Remaining => Capacity - Length;
+
+    /// <summary>Positions filled in batch row <paramref name="row"/>; the next forward's first token of that row sits there.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The row is outside [0, B).</exception>
+    public int RowLength(int row)
+    {
+        Alive();
+        if (row < 0 || row >= Batch) throw new ArgumentOutOfRangeException(nameof(row), row, $"the KV cache has rows [0, {Batch})");
+        return _lengths[row];
+    }
+
+    /// <summary>Whether every row holds the same number of positions.</summary>
+    public bool RowsEqual => _lengths.All(length => length == _lengths[0]);
 
     /// <summary>Layers covered (one key and one value tensor each).</summary>
     public int LayerCount => _keys.Length;
@@ -75,7 +98,23 @@ public sealed class KeyValueCache : IDisposable
     public void Reset()
     {
         Alive();
-        Length = 0;
+        Array.Clear(_lengths);
+        ForgetPositions();
+    }
+
+    /// <summary>
+    /// Shortens row <paramref name="row"/> to its first <paramref name="length"/> positions: the rest are forgotten and
+    /// the next forward writes that row's tokens from there. Other rows are untouched.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The row is outside [0, B), or the length outside [0, RowLength(row)].</exception>
+    public void Truncate(int row, int length)
+    {
+        int current = RowLength(row);
+        if (length < 0 || length > current)
+            throw new ArgumentOutOfRangeException(nameof(length), length, $"row {row} holds {current} positions; it can be truncated to [0, {current}] of them");
+        if (length == current) return;
+        _lengths[row] = length;
+        ForgetPositions();
     }
 
     /// <summary>Checks that <paramref name="time"/> more positions fit, before a forward writes any of them.</summary>
@@ -89,11 +128,35 @@ public sealed class KeyValueCache : IDisposable
             throw new ModelInputException($"{time} more positions do not fit in the KV cache: {Length} of {Capacity} are used");
     }
 
-    /// <summary>Marks <paramref name="time"/> positions written by every layer as filled.</summary>
+    /// <summary>Marks <paramref name="time"/> positions written by every layer as filled, in every row.</summary>
     internal void Advance(int time)
     {
-        Length += time;
+        for (int b = 0; b < _lengths.Length; b++) _lengths[b] += time;
         PositionsComputed += (long)Batch * time;
+        ForgetPositions();
+    }
+
+    /// <summary>
+    /// Where a forward of <paramref name="time"/> new tokens puts them: one offset shared by every row, or, when rows
+    /// differ, I32 [B] tensors of each row's offset and key count on the model's backend, made once for all layers.
+    /// </summary>
+    internal CachePositions Positions(int time)
+    {
+        Alive();
+        if (_positions is { } made && made.Time == time) return made;
+        ForgetPositions();
+        if (RowsEqual) return _positions = new CachePositions(time, _lengths[0], null, null);
+        int[] keyTimes = _lengths.Select(length => length + time).ToArray();
+        // Owned by the cache, not by the caller's scope: they live until the lengths change.
+        var offsets = TensorScope.Detach(_backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(_lengths.AsSpan()), DType.I32, [Batch], DType.I32));
+        var keys = TensorScope.Detach(_backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(keyTimes.AsSpan()), DType.I32, [Batch], DType.I32));
+        return _positions = new CachePositions(time, 0, offsets, keys);
+    }
+
+    private void ForgetPositions()
+    {
+        _positions?.Dispose();
+        _positions = null;
     }
 
     /// <summary>Frees every key and value tensor.</summary>
@@ -101,6 +164,7 @@ public sealed class KeyValueCache : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
+        ForgetPositions();
         foreach (var tensor in _keys.Concat(_values)) tensor.Dispose();
     }
 
@@ -108,5 +172,22 @@ public sealed class KeyValueCache : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         return this;
+    }
+}
+
+/// <summary>
+/// The positions of a forward's T new tokens in a KV cache: with rows of equal length one <see cref="Offset"/>
+/// (<see cref="RowOffsets"/> null); otherwise each row's offset (its length) and key count (length + T) as I32 [B]
+/// tensors for the backend's per-row ops.
+/// </summary>
+internal sealed record CachePositions(int Time, int Offset, Tensor? RowOffsets, Tensor? RowKeyTimes) : IDisposable
+{
+    /// <summary>Whether every row puts its tokens at <see cref="Offset"/>.</summary>
+    public bool Shared => RowOffsets is null;
+
+    public void Dispose()
+    {
+        RowOffsets?.Dispose();
+        RowKeyTimes?.Dispose();
     }
 }

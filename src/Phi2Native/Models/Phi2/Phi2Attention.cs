@@ -49,20 +49,34 @@ public sealed class Phi2Attention : Module
     /// <summary>
     /// Inference through a KV cache: x [B, T, C] holds the T positions after the cache's Length t. Their keys
     /// and values (rotated at positions t .. t + T - 1) are written into the cache's rows [t, t + T) of layer
-    /// <paramref name="layer"/>, and the T queries attend over rows [0, t + T) in place -> [B, T, C]. The caller
-    /// advances the cache once every layer has run. q/k/v still go through Linear.Forward, so adapters apply.
+    /// <paramref name="layer"/>, and the T queries attend over rows [0, t + T) in place -> [B, T, C]. When the cache's
+    /// rows hold different lengths, each row b does the same at its own t = cache.RowLength(b). The caller advances
+    /// the cache once every layer has run. q/k/v still go through Linear.Forward, so adapters apply.
     /// </summary>
     public Tensor Forward(Tensor x, KeyValueCache cache, int layer)
     {
         int batch = x.Size(0), time = x.Size(1), heads = _config.NumAttentionHeads, headDim = _config.HeadDim;
-        int positionOffset = cache.Length;
+        var positions = cache.Positions(time);
+        var backend = x.Backend;
         Tensor Heads(Linear projection) => ReshapeOp.Apply(projection.Forward(x), batch, time, heads, headDim);
-        Tensor Rotate(Tensor t) => _config.RotaryDim == 0 ? t : RotaryOp.Apply(t, _config.RotaryDim, _config.RopeTheta, positionOffset);
-        var q = Rotate(Heads(QProj));                           // [B, T, H, D] at positions t .. t + T - 1
+        Tensor Rotate(Tensor t) => _config.RotaryDim == 0 ? t
+            : positions.Shared ? RotaryOp.Apply(t, _config.RotaryDim, _config.RopeTheta, positions.Offset)
+            : backend.RotaryPerRow(t, _config.RotaryDim, _config.RopeTheta, positions.RowOffsets!);
+        var q = Rotate(Heads(QProj));                           // [B, T, H, D] at positions t .. t + T - 1 (t per row)
         Tensor keys = cache.Keys(layer), values = cache.Values(layer);   // [B, Tmax, H, D]
-        x.Backend.CacheWrite(Rotate(Heads(KProj)), keys, positionOffset);
-        x.Backend.CacheWrite(Heads(VProj), values, positionOffset);
-        var attended = x.Backend.CachedAttention(q, keys, values, positionOffset + time);   // [B, T, H, D]
+        Tensor attended;                                        // [B, T, H, D]
+        if (positions.Shared)
+        {
+            backend.CacheWrite(Rotate(Heads(KProj)), keys, positions.Offset);
+            backend.CacheWrite(Heads(VProj), values, positions.Offset);
+            attended = backend.CachedAttention(q, keys, values, positions.Offset + time);
+        }
+        else
+        {
+            backend.CacheWritePerRow(Rotate(Heads(KProj)), keys, positions.RowOffsets!);
+            backend.CacheWritePerRow(Heads(VProj), values, positions.RowOffsets!);
+            attended = backend.CachedAttentionPerRow(q, keys, values, positions.RowKeyTimes!);
+        }
         return Dense.Forward(ReshapeOp.Apply(attended, batch, time, heads * headDim));
     }
 

@@ -15,7 +15,7 @@ namespace Phi2Native.Models.Phi2;
 /// </remarks>
 public sealed class Phi2Model : IDisposable
 {
-    private long _trainingForwards, _tokensComputed;
+    private long _trainingForwards, _tokensComputed, _logitRowsComputed;
     private bool _training;
 
     /// <summary>Builds the model, asking <paramref name="weights"/> for each parameter by HF name and shape.</summary>
@@ -172,8 +172,7 @@ public sealed class Phi2Model : IDisposable
     /// <summary>ids [B, T] (I32, from <see cref="CreateInputIds"/>) -> logits [B, T, V].</summary>
     public Tensor Forward(Tensor inputIds)
     {
-        if (inputIds.Rank != 2 || inputIds.DType != DType.I32)
-            throw new ModelInputException($"input ids must be an I32 tensor [B, T], got [{inputIds.ShapeText}] {inputIds.DType}");
+        RequireInputIds(inputIds);
         if (Training && Config.AttentionDropout > 0)
             throw new Phi2Exception($"attention_dropout {Config.AttentionDropout} is not supported in training; set it to 0 in config.json");
         Interlocked.Add(ref _tokensComputed, (long)inputIds.Size(0) * inputIds.Size(1));
@@ -192,22 +191,64 @@ public sealed class Phi2Model : IDisposable
             using var layerScope = TensorScope.Begin();
             hidden = layerScope.Keep(layer.Forward(hidden, residualDropout, Mix(forwardSeed, (ulong)layer.Index)));
         }
-        return LmHead.Forward(FinalLayerNorm.Forward(hidden));                       // [B, T, V]
+        return Logits(hidden);                                                        // [B, T, V]
     }
 
     /// <summary>
     /// Inference through a KV cache: ids [B, T] (I32) are the T tokens after the cache's Length t, at positions
     /// t .. t + T - 1 -> logits [B, T, V] of those positions only. The prefix is not recomputed: each layer attends
     /// over its cached keys and values plus the T new ones, which it appends. A prompt is prefilled with one call
-    /// (T = prompt length), then each generation step passes one token (T = 1).
+    /// (T = prompt length), then each generation step passes one token (T = 1). Generation needs only the last
+    /// position's logits: <see cref="ForwardLast"/> computes just those.
     /// </summary>
     /// <exception cref="ModelInputException">The ids are not [B, T] I32, B differs from the cache's, or t + T exceeds its capacity.</exception>
     /// <exception cref="InvalidOperationException">A gradient tape is recording, or the model is in training mode: the cache path saves nothing for backward.</exception>
-    public Tensor Forward(Tensor inputIds, KeyValueCache cache)
+    public Tensor Forward(Tensor inputIds, KeyValueCache cache) => Logits(CachedHidden(inputIds, cache));   // [B, T, V]
+
+    /// <summary>
+    /// <see cref="Forward(Tensor, KeyValueCache)"/> that runs the final LayerNorm and lm_head on one position per row
+    /// only: position <paramref name="logitPositions"/>[b] (an index into the T new tokens) of row b -> logits [B, 1, V].
+    /// Every position still goes through the layers and into the cache. For a prompt of T tokens this computes B rows
+    /// of lm_head instead of B x T (Phi-2: 51200 x 2560 multiply-adds per row) and copies B x V logits to the host.
+    /// </summary>
+    /// <exception cref="ModelInputException">As <see cref="Forward(Tensor, KeyValueCache)"/>, or <paramref name="logitPositions"/>
+    /// does not hold one index in [0, T) per row.</exception>
+    /// <exception cref="InvalidOperationException">A gradient tape is recording, or the model is in training mode.</exception>
+    public Tensor Forward(Tensor inputIds, KeyValueCache cache, ReadOnlySpan<int> logitPositions)
+    {
+        RequireInputIds(inputIds);
+        int batch = inputIds.Size(0), time = inputIds.Size(1);
+        if (logitPositions.Length != batch)
+            throw new ModelInputException($"logitPositions: {logitPositions.Length} positions for a batch of {batch} rows; give one per row");
+        for (int b = 0; b < batch; b++)
+            if (logitPositions[b] < 0 || logitPositions[b] >= time)
+                throw new ModelInputException($"logitPositions: row {b}'s position {logitPositions[b]} is outside the {time} new tokens [0, {time})");
+        // Checked before anything runs, so a bad position leaves the cache as it was.
+        var hidden = CachedHidden(inputIds, cache);                                   // [B, T, C]
+        var positions = Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(logitPositions), DType.I32,
+            [logitPositions.Length, 1], DType.I32);
+        return Logits(Backend.SelectPositions(hidden, positions));                   // [B, 1, C] -> [B, 1, V]
+    }
+
+    /// <summary>
+    /// <see cref="Forward(Tensor, KeyValueCache)"/> with the final LayerNorm and lm_head on the last of the T new
+    /// positions only -> logits [B, 1, V]: what generation needs after a prefill or a decode step.
+    /// </summary>
+    /// <exception cref="ModelInputException">As <see cref="Forward(Tensor, KeyValueCache)"/>.</exception>
+    /// <exception cref="InvalidOperationException">A gradient tape is recording, or the model is in training mode.</exception>
+    public Tensor ForwardLast(Tensor inputIds, KeyValueCache cache)
+    {
+        RequireInputIds(inputIds);
+        var last = new int[inputIds.Size(0)];
+        Array.Fill(last, inputIds.Size(1) - 1);
+        return Forward(inputIds, cache, last);
+    }
+
+    /// <summary>The layers through the cache: ids [B, T] -> hidden [B, T, C] before the final LayerNorm; advances the cache by T.</summary>
+    private Tensor CachedHidden(Tensor inputIds, KeyValueCache cache)
     {
         ArgumentNullException.ThrowIfNull(cache);
-        if (inputIds.Rank != 2 || inputIds.DType != DType.I32)
-            throw new ModelInputException($"input ids must be an I32 tensor [B, T], got [{inputIds.ShapeText}] {inputIds.DType}");
+        RequireInputIds(inputIds);
         if (GradientTape.Current != null || Training)
             throw new InvalidOperationException("the KV-cache forward is for inference only: stop the gradient tape and set Training = false");
         int batch = inputIds.Size(0), time = inputIds.Size(1);
@@ -221,8 +262,21 @@ public sealed class Phi2Model : IDisposable
         }
         cache.Advance(time);
         Interlocked.Add(ref _tokensComputed, (long)batch * time);
-        return LmHead.Forward(FinalLayerNorm.Forward(hidden));                       // [B, T, V]
+        return hidden;
     }
+
+    /// <summary>hidden [..., C] -> logits [..., V]: the final LayerNorm and lm_head, counted in <see cref="LogitRowsComputed"/>.</summary>
+    private Tensor Logits(Tensor hidden)
+    {
+        Interlocked.Add(ref _logitRowsComputed, hidden.ElementCount / Config.HiddenSize);
+        return LmHead.Forward(FinalLayerNorm.Forward(hidden));
+    }
+
+    /// <summary>
+    /// Rows of logits computed by lm_head so far (B x T per full forward, B per <see cref="ForwardLast"/>): the
+    /// measure of what computing only the last position saves (each row is V x C multiply-adds and V floats).
+    /// </summary>
+    public long LogitRowsComputed => Interlocked.Read(ref _logitRowsComputed);
 
     /// <summary>
     /// Positions run through the layers by every forward so far (B x T per call, training or inference, with or
@@ -257,6 +311,13 @@ public sealed class Phi2Model : IDisposable
     public void Dispose()
     {
         foreach (var module in LeafModules()) module.Dispose();
+    }
+
+    private static void RequireInputIds(Tensor inputIds)
+    {
+        ArgumentNullException.ThrowIfNull(inputIds);
+        if (inputIds.Rank != 2 || inputIds.DType != DType.I32)
+            throw new ModelInputException($"input ids must be an I32 tensor [B, T], got [{inputIds.ShapeText}] {inputIds.DType}");
     }
 
     private static ulong Mix(ulong seed, ulong value)

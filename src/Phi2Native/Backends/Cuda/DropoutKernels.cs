@@ -1,0 +1,72 @@
+using Phi2Native.Backends.Cpu;
+using Phi2Native.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Backends.Cuda;
+
+/// <summary>
+/// Launchers for kernels/dropout.cu: dropout and its gradient in F32, BF16 and F16 with the CPU backend's
+/// counter-based mask, bit for bit (<see cref="IBackend.Dropout"/>, <see cref="IBackend.DropoutBackward"/>): element i
+/// is kept when its 24-bit SplitMix64 draw from (seed, i) is at least <see cref="CpuDropout.KeepThreshold"/>(p), and
+/// scaled by 1 / (1 - p) computed in double and rounded to fp32, as the CPU does. p = 0 is a plain copy (no kernel).
+/// </summary>
+public static unsafe class DropoutKernels
+{
+    /// <summary>Threads per block (one element per thread).</summary>
+    public const uint BlockSize = 256;
+
+    private static readonly DType[] Supported = [DType.F32, DType.BF16, DType.F16];
+
+    /// <summary>
+    /// y[i] = keep(seed, i) ? x[i] / (1 - p) : 0 for i &lt; n; saves nothing (backward recomputes the mask from the
+    /// seed). y may alias x. p = 0 copies x to y (nothing at all when y is x). Launch: grid ((n + 255) / 256), block (256).
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32, BF16 or F16: x and y.</param>
+    /// <param name="x">[n] input.</param>
+    /// <param name="y">[n] output.</param>
+    /// <param name="p">Drop probability in [0, 1).</param>
+    /// <param name="seed">The mask's seed: a fresh one per call site and step, passed again to backward.</param>
+    /// <param name="n">Elements, 1..2^31-1.</param>
+    /// <param name="stream">The stream.</param>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output that partly overlaps an input (the same pointer, in place, is allowed).</exception>
+    /// <exception cref="ArgumentNullException">A null pointer.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">p is outside [0, 1), or n is not in 1..2^31-1.</exception>
+    public static void Dropout(IDeviceApi device, DType dtype, DevicePtr x, DevicePtr y, double p, ulong seed, long n, DeviceStream stream = default) =>
+        Launch("dropout", device, dtype, x, nameof(x), y, nameof(y), p, seed, n, stream);
+
+    /// <summary>
+    /// dX[i] = keep(seed, i) ? dY[i] / (1 - p) : 0 for i &lt; n, written (=): the forward call's mask, recomputed from
+    /// its seed. dX may alias dY. Launch as <see cref="Dropout"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output that partly overlaps an input (the same pointer, in place, is allowed).</exception>
+    /// <exception cref="ArgumentNullException">A null pointer.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">p is outside [0, 1), or n is not in 1..2^31-1.</exception>
+    public static void DropoutBackward(IDeviceApi device, DType dtype, DevicePtr dY, DevicePtr dX, double p, ulong seed, long n, DeviceStream stream = default) =>
+        Launch("dropout_backward", device, dtype, dY, nameof(dY), dX, nameof(dX), p, seed, n, stream);
+
+    /// <summary>1 / (1 - p) in double, rounded once to fp32: the factor the CPU backend's fp32 dropout multiplies by.</summary>
+    public static float Scale(double p) => (float)(1.0 / (1.0 - p));
+
+    private static void Launch(string op, IDeviceApi device, DType dtype, DevicePtr input, string inputName, DevicePtr output, string outputName,
+        double p, ulong seed, long n, DeviceStream stream)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For(op, dtype, Supported);
+        LaunchArguments.Pointer(input, dtype, inputName);
+        LaunchArguments.Pointer(output, dtype, outputName);
+        if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), p, "the drop probability p must be in [0, 1)");
+        int count = LaunchShape.Count(n, nameof(n));
+        BufferOverlap.RequireExactOrNone(input, output, count * (long)dtype.SizeInBytes(), inputName, outputName);
+        if (p == 0)
+        {
+            // Every element kept, scaled by 1: the CPU copies, and so does this (no copy at all in place).
+            if (input != output) device.CopyOnDevice(output, input, count * (long)dtype.SizeInBytes(), stream);
+            return;
+        }
+        uint threshold = CpuDropout.KeepThreshold(p);
+        float scale = Scale(p);
+        nint* args = stackalloc nint[] { (nint)(&input), (nint)(&output), (nint)(&threshold), (nint)(&scale), (nint)(&seed), (nint)(&count) };
+        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 6));
+    }
+}

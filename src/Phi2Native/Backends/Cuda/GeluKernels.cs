@@ -1,0 +1,167 @@
+using Phi2Native.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Backends.Cuda;
+
+/// <summary>
+/// Launchers for kernels/gelu.cu: gelu_new (the tanh form, Phi-2's hidden_act) and its gradient in F32, BF16 and F16,
+/// computed in fp32 as the CPU backend's <see cref="IBackend.GeluNew"/> and <see cref="IBackend.GeluNewBackward"/>
+/// compute them, and the fused bias + gelu_new of the MLP's fc1 (the hand-written fallback of cuBLASLt's
+/// GELU_AUX_BIAS epilogue) with its backward (dX, and dBias accumulated in fp32).
+/// </summary>
+public static unsafe class GeluKernels
+{
+    /// <summary>Threads per block of the one-thread-per-element kernels.</summary>
+    public const uint BlockSize = 256;
+
+    /// <summary>
+    /// The row blocks (gridDim.y) of the bias kernels at most when dBias is wanted: each column's sum ends in one
+    /// atomicAdd per row block, and 64 row blocks times C / 256 column blocks (40 for Phi-2's 10240) fill an H200.
+    /// </summary>
+    public const int ParameterGradientRowBlocks = 64;
+
+    /// <summary>gridDim.y's limit (cuLaunchKernel): the bias kernels walk the rows beyond it.</summary>
+    public const int MaxRowBlocks = 65535;
+
+    private static readonly DType[] Supported = [DType.F32, DType.BF16, DType.F16];
+
+    /// <summary>
+    /// y[i] = gelu_new(x[i]) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) for i &lt; n; saves nothing (backward
+    /// needs x). y may alias x. Launch: grid ((n + 255) / 256), block (256).
+    /// </summary>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output that partly overlaps an input (the same pointer, in place, is allowed).</exception>
+    /// <exception cref="ArgumentNullException">A null pointer.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="n"/> is not in 1..2^31-1.</exception>
+    public static void GeluNew(IDeviceApi device, DType dtype, DevicePtr x, DevicePtr y, long n, DeviceStream stream = default)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("gelu_new", dtype, Supported);
+        LaunchArguments.Pointer(x, dtype, nameof(x));
+        LaunchArguments.Pointer(y, dtype, nameof(y));
+        int count = LaunchShape.Count(n, nameof(n));
+        BufferOverlap.RequireExactOrNone(x, y, count * (long)dtype.SizeInBytes(), nameof(x), nameof(y));
+        nint* args = stackalloc nint[] { (nint)(&x), (nint)(&y), (nint)(&count) };
+        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 3));
+    }
+
+    /// <summary>
+    /// dX[i] = dY[i] * gelu_new'(x[i]) for i &lt; n, written (=). dX may alias dY or x.
+    /// Launch: grid ((n + 255) / 256), block (256).
+    /// </summary>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output that partly overlaps an input (the same pointer, in place, is allowed).</exception>
+    /// <exception cref="ArgumentNullException">A null pointer.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="n"/> is not in 1..2^31-1.</exception>
+    public static void GeluNewBackward(IDeviceApi device, DType dtype, DevicePtr dY, DevicePtr x, DevicePtr dX, long n, DeviceStream stream = default)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("gelu_new_backward", dtype, Supported);
+        LaunchArguments.Pointer(dY, dtype, nameof(dY));
+        LaunchArguments.Pointer(x, dtype, nameof(x));
+        LaunchArguments.Pointer(dX, dtype, nameof(dX));
+        int count = LaunchShape.Count(n, nameof(n));
+        long bytes = count * (long)dtype.SizeInBytes();
+        BufferOverlap.RequireExactOrNone(dY, dX, bytes, nameof(dY), nameof(dX));
+        BufferOverlap.RequireExactOrNone(x, dX, bytes, nameof(x), nameof(dX));
+        nint* args = stackalloc nint[] { (nint)(&dY), (nint)(&x), (nint)(&dX), (nint)(&count) };
+        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 4));
+    }
+
+    /// <summary>
+    /// The fc1 epilogue: h = x[r, c] + bias[c] rounded to the dtype (what an unfused Linear stores), y = gelu_new(h);
+    /// saves h in <paramref name="pre"/> for <see cref="BiasGeluNewBackward"/> (null: not saved, for inference).
+    /// Launch: grid (ceil(C / block), min(rows, <paramref name="maxRowBlocks"/>)), block <see cref="LaunchShape.RowBlock"/>(C).
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32, BF16 or F16: x, bias, y and pre.</param>
+    /// <param name="x">[rows, C] the GEMM's output without its bias.</param>
+    /// <param name="bias">[C] fc1's bias.</param>
+    /// <param name="y">[rows, C] output; may alias x.</param>
+    /// <param name="pre">[rows, C] the pre-activation h, saved for backward; may alias x, must not be y; null when not needed.</param>
+    /// <param name="rows">Rows; 0 launches nothing.</param>
+    /// <param name="channels">C, at least 1.</param>
+    /// <param name="stream">The stream.</param>
+    /// <param name="maxRowBlocks">gridDim.y at most (default <see cref="MaxRowBlocks"/>); checks pass a small value so each block walks several rows.</param>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, pre equal to or overlapping y, or an output that partly overlaps x.</exception>
+    /// <exception cref="ArgumentNullException">A null x, bias or y.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A negative row count, no channels, or maxRowBlocks outside 1..65535.</exception>
+    public static void BiasGeluNew(IDeviceApi device, DType dtype, DevicePtr x, DevicePtr bias, DevicePtr y, DevicePtr pre, int rows, int channels,
+        DeviceStream stream = default, int maxRowBlocks = MaxRowBlocks)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("bias_gelu_new", dtype, Supported);
+        LaunchArguments.Pointer(x, dtype, nameof(x));
+        LaunchArguments.Pointer(bias, dtype, nameof(bias));
+        LaunchArguments.Pointer(y, dtype, nameof(y));
+        bool savePre = LaunchArguments.OptionalPointer(pre, dtype, nameof(pre));
+        CheckMatrix(rows, channels, maxRowBlocks);
+        long bytes = (long)rows * channels * dtype.SizeInBytes();
+        BufferOverlap.RequireExactOrNone(x, y, bytes, nameof(x), nameof(y));
+        if (savePre)
+        {
+            if (pre == y) throw new ArgumentException("pre must not be y: both are written, with different values", nameof(pre));
+            BufferOverlap.RequireExactOrNone(x, pre, bytes, nameof(x), nameof(pre));
+            BufferOverlap.RequireNone(y, bytes, pre, bytes, nameof(y), nameof(pre));
+        }
+        if (rows == 0) return;
+        nint* args = stackalloc nint[] { (nint)(&x), (nint)(&bias), (nint)(&y), (nint)(&pre), (nint)(&rows), (nint)(&channels) };
+        device.Launch(kernel, Grid(rows, channels, maxRowBlocks), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 6));
+    }
+
+    /// <summary>
+    /// Gradients of <see cref="BiasGeluNew"/> from the saved pre-activation: dX[r, c] = dY[r, c] * gelu_new'(pre[r, c])
+    /// (=, the gradient of x and of h), dBias[c] += sum over rows of dX[r, c] (fp32, from the unrounded values). A null
+    /// dX or dBias is not computed; both null launches nothing.
+    /// Launch: grid (ceil(C / block), min(rows, <paramref name="maxRowBlocks"/>, and <see cref="ParameterGradientRowBlocks"/>
+    /// when dBias is wanted)), block <see cref="LaunchShape.RowBlock"/>(C), no dynamic shared memory. dBias's atomic adds
+    /// make it deterministic only when one row block covers every row.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32, BF16 or F16: dY, pre and dX.</param>
+    /// <param name="dY">[rows, C] gradient of y.</param>
+    /// <param name="pre">[rows, C] the pre-activation forward saved.</param>
+    /// <param name="dX">[rows, C] written; may alias dY or pre; null when not needed.</param>
+    /// <param name="dBias">[C] fp32, accumulated; null when not needed (a frozen bias).</param>
+    /// <param name="rows">Rows; 0 launches nothing.</param>
+    /// <param name="channels">C, at least 1.</param>
+    /// <param name="stream">The stream.</param>
+    /// <param name="maxRowBlocks">gridDim.y at most (default: <see cref="ParameterGradientRowBlocks"/> when dBias is wanted, else <see cref="MaxRowBlocks"/>).</param>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output that partly overlaps an input (the same pointer, in place, is allowed).</exception>
+    /// <exception cref="ArgumentNullException">A null dY or pre.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A negative row count, no channels, or maxRowBlocks outside 1..65535.</exception>
+    public static void BiasGeluNewBackward(IDeviceApi device, DType dtype, DevicePtr dY, DevicePtr pre, DevicePtr dX, DevicePtr dBias, int rows, int channels,
+        DeviceStream stream = default, int? maxRowBlocks = null)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("bias_gelu_new_backward", dtype, Supported);
+        LaunchArguments.Pointer(dY, dtype, nameof(dY));
+        LaunchArguments.Pointer(pre, dtype, nameof(pre));
+        bool wantDx = LaunchArguments.OptionalPointer(dX, dtype, nameof(dX));
+        bool wantBias = LaunchArguments.OptionalPointer(dBias, DType.F32, nameof(dBias));
+        int cap = maxRowBlocks ?? (wantBias ? ParameterGradientRowBlocks : MaxRowBlocks);
+        CheckMatrix(rows, channels, cap, nameof(maxRowBlocks));
+        if (wantDx)
+        {
+            long bytes = (long)rows * channels * dtype.SizeInBytes();
+            BufferOverlap.RequireExactOrNone(dY, dX, bytes, nameof(dY), nameof(dX));
+            BufferOverlap.RequireExactOrNone(pre, dX, bytes, nameof(pre), nameof(dX));
+        }
+        if (rows == 0 || !(wantDx || wantBias)) return;
+        nint* args = stackalloc nint[] { (nint)(&dY), (nint)(&pre), (nint)(&dX), (nint)(&dBias), (nint)(&rows), (nint)(&channels) };
+        device.Launch(kernel, Grid(rows, channels, cap), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 6));
+    }
+
+    private static void CheckMatrix(int rows, int channels, int maxRowBlocks, string capArgument = "maxRowBlocks")
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(rows);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(channels);
+        if (maxRowBlocks < 1 || maxRowBlocks > MaxRowBlocks)
+            throw new ArgumentOutOfRangeException(capArgument, maxRowBlocks, $"the row blocks must be in 1..{MaxRowBlocks} (gridDim.y)");
+    }
+
+    /// <summary>Column blocks of RowBlock(C) threads across, and up to <paramref name="maxRowBlocks"/> row blocks down.</summary>
+    private static Dim3 Grid(int rows, int channels, int maxRowBlocks)
+    {
+        uint block = LaunchShape.RowBlock(channels);
+        return new Dim3((uint)((channels + block - 1) / block), (uint)Math.Min(rows, maxRowBlocks));
+    }
+}
