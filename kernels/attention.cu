@@ -27,10 +27,13 @@
 //       Key tile 0 holds key 0, which every query sees, so m is finite from the first tile on and a later tile
 //       with every key masked only adds zeros. out = acc * (1 / l) (the CPU's order); lse = m + log(l).
 //       Saves lse [B, H, Tq] for backward (which also needs q, k, v and out); lse may be null (not needed).
-//   cached_attention_{dtype}(q, key_cache, value_cache, out, lse, Tq, key_time, Tmax, H, D)
+//   cached_attention_{dtype}(q, key_cache, value_cache, row_key_times, out, lse, Tq, key_time, Tmax, H, D)
 //       The same kernel over the first key_time rows of caches [B, Tmax, H, D], read in place (Tmax is the
 //       batch stride in rows); query i sits at key_time - Tq + i; Tq >= 1 (decode: Tq = 1; prefill through the
-//       cache: Tq = key_time). lse may be null (inference saves nothing). Launch as attention_{dtype}.
+//       cache: Tq = key_time). row_key_times (I32 [B], IBackend.CachedAttentionPerRow) gives each batch row its
+//       own key time instead (key_time is then ignored), or is null; a row's key time outside [Tq, Tmax] makes
+//       that row's output (and lse) NaN and reads nothing. lse may be null (inference saves nothing). Launch as
+//       attention_{dtype}.
 //   attention_backward_delta_{dtype}(dout, out, delta, rows, Tq, H, D)
 //       delta[b, h, i] = dO_i . out_i (fp32; the CPU's delta), rows = B * Tq * H; one warp per row:
 //       grid (ceil(rows / 8)), block (256), no dynamic shared memory. Needed when dq or dk is.
@@ -94,10 +97,12 @@ PHI2_DEVICE void attention_stage(const typename Dt::type* head, int row0, int li
     }
 }
 
-// Forward over keys [0, key_time) of k and v [B, capacity, H, D] (capacity = Tk, or a cache's Tmax).
+// Forward over keys [0, key_time) of k and v [B, capacity, H, D] (capacity = Tk, or a cache's Tmax); with
+// row_key_times (I32 [B], the per-row cache), batch row b attends over its first row_key_times[b] keys instead.
 template <typename Dt>
 PHI2_DEVICE void attention_forward(const typename Dt::type* q, const typename Dt::type* k, const typename Dt::type* v,
-                                   typename Dt::type* out, float* lse, int Tq, int key_time, int capacity, int H, int D)
+                                   const int* row_key_times, typename Dt::type* out, float* lse, int Tq, int key_time,
+                                   int capacity, int H, int D)
 {
     PHI2_DYNAMIC_SHARED(float, shared);
     const int ds = D | 1;
@@ -110,10 +115,21 @@ PHI2_DEVICE void attention_forward(const typename Dt::type* q, const typename Dt
     const int q0 = ((int)gridDim.y - 1 - (int)blockIdx.y) * PHI2_ATTENTION_TILE;
     const long long row_stride = (long long)H * D;
     const long long q_head = ((long long)b * Tq * H + h) * D, k_head = ((long long)b * capacity * H + h) * D;
-    const int offset = key_time - Tq;
     const int r = (int)threadIdx.x / 4, c = (int)threadIdx.x % 4;
     const int qi = q0 + r;
     const bool valid = qi < Tq;
+    if (row_key_times) key_time = row_key_times[b];
+    if (key_time < Tq || key_time > capacity)
+    {
+        // A per-row key time outside [Tq, Tmax] (the CPU backend throws; a kernel cannot): NaN rows, no cache read.
+        // Block-uniform, before any barrier.
+        if (!valid) return;
+        float nan = __uint_as_float(0x7fc00000u);
+        for (int d = c; d < D; d += 4) store<Dt>(out, q_head + (long long)qi * row_stride + d, nan);
+        if (lse && c == 0) lse[(long long)pair * Tq + qi] = nan;
+        return;
+    }
+    const int offset = key_time - Tq;
     const int last = offset + attention_min(q0 + PHI2_ATTENTION_TILE, Tq) - 1; // the last key any query of the tile sees
     const int position = valid ? offset + qi : last; // padding rows see every key: finite, never stored
     const float scale = attention_scale(D);
@@ -198,25 +214,25 @@ PHI2_DEVICE void attention_forward(const typename Dt::type* q, const typename Dt
 PHI2_KERNEL void attention_f32(const float* q, const float* k, const float* v, float* out, float* lse, int Tq, int Tk,
                                int H, int D)
 {
-    attention_forward<dtype_f32>(q, k, v, out, lse, Tq, Tk, Tk, H, D);
+    attention_forward<dtype_f32>(q, k, v, nullptr, out, lse, Tq, Tk, Tk, H, D);
 }
 
 PHI2_KERNEL void attention_bf16(const bf16_t* q, const bf16_t* k, const bf16_t* v, bf16_t* out, float* lse, int Tq,
                                 int Tk, int H, int D)
 {
-    attention_forward<dtype_bf16>(q, k, v, out, lse, Tq, Tk, Tk, H, D);
+    attention_forward<dtype_bf16>(q, k, v, nullptr, out, lse, Tq, Tk, Tk, H, D);
 }
 
-PHI2_KERNEL void cached_attention_f32(const float* q, const float* key_cache, const float* value_cache, float* out, float* lse,
-                                      int Tq, int key_time, int Tmax, int H, int D)
+PHI2_KERNEL void cached_attention_f32(const float* q, const float* key_cache, const float* value_cache, const int* row_key_times,
+                                      float* out, float* lse, int Tq, int key_time, int Tmax, int H, int D)
 {
-    attention_forward<dtype_f32>(q, key_cache, value_cache, out, lse, Tq, key_time, Tmax, H, D);
+    attention_forward<dtype_f32>(q, key_cache, value_cache, row_key_times, out, lse, Tq, key_time, Tmax, H, D);
 }
 
-PHI2_KERNEL void cached_attention_bf16(const bf16_t* q, const bf16_t* key_cache, const bf16_t* value_cache, bf16_t* out,
-                                       float* lse, int Tq, int key_time, int Tmax, int H, int D)
+PHI2_KERNEL void cached_attention_bf16(const bf16_t* q, const bf16_t* key_cache, const bf16_t* value_cache,
+                                       const int* row_key_times, bf16_t* out, float* lse, int Tq, int key_time, int Tmax, int H, int D)
 {
-    attention_forward<dtype_bf16>(q, key_cache, value_cache, out, lse, Tq, key_time, Tmax, H, D);
+    attention_forward<dtype_bf16>(q, key_cache, value_cache, row_key_times, out, lse, Tq, key_time, Tmax, H, D);
 }
 
 // delta[b, h, i] = dO_i . out_i, one warp per row of [B, Tq, H] (whole warps exit together past the end).

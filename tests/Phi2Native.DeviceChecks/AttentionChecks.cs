@@ -5,11 +5,12 @@ using Phi2Native.Tensors;
 namespace Phi2Native.DeviceChecks;
 
 /// <summary>
-/// kernels/attention.cu through <see cref="AttentionKernels"/>, against the CPU backend's Attention, CachedAttention and
-/// AttentionBackward (through <see cref="IBackend"/>) on the same widened values: Tq == Tk and Tq &lt; Tk (the KV-cache
+/// kernels/attention.cu through <see cref="AttentionKernels"/>, against the CPU backend's Attention, CachedAttention,
+/// CachedAttentionPerRow and AttentionBackward (through <see cref="IBackend"/>) on the same widened values: Tq == Tk and Tq &lt; Tk (the KV-cache
 /// offset), T not a multiple of the 32-row tile and spanning several tiles, Phi-2's D = 80, an odd small D (7) and the
 /// largest D (128), B and H above 1, large scores (the running max moves across key tiles), f32 and bf16, the cache read
-/// in place with NaN in every row past keyTime (a kernel that reads them shows NaN), and backward with each gradient
+/// in place with NaN in every row past keyTime (a kernel that reads them shows NaN), per-row key times
+/// (CachedAttentionPerRow, a time outside [Tq, Tmax] giving NaN rows), and backward with each gradient
 /// alone (the others null). Backward gets the CPU forward's output (rounded to the dtype) and logSumExp on both sides,
 /// so it is checked on its own. Tolerances: <see cref="Tolerances.Forward"/> for the output and logSumExp,
 /// <see cref="Tolerances.Gradient"/> for dq, dk and dv.
@@ -51,6 +52,10 @@ public static class AttentionChecks
         Cached(DType.F32, new(2, 33, 33, 2, 7), capacity: 48),
         Cached(DType.BF16, new(2, 1, 37, 2, 80), capacity: 40),
         Cached(DType.BF16, new(1, 5, 70, 3, 80), capacity: 70),
+        PerRow(DType.F32, new(3, 1, 48, 2, 80), [5, 40, 17]),
+        PerRow(DType.F32, new(3, 4, 48, 2, 7), [4, 48, 33]),
+        PerRow(DType.BF16, new(2, 3, 70, 3, 80), [70, 9]),
+        PerRow(DType.F32, new(4, 2, 40, 2, 80), [12, 41, 1, 40]),
         Backward(DType.F32, Phi2, Wanted.All),
         Backward(DType.F32, new(1, 20, 70, 2, 80), Wanted.All),
         Backward(DType.F32, new(1, 70, 70, 2, 80), Wanted.All),
@@ -76,6 +81,14 @@ public static class AttentionChecks
     {
         string kernel = $"cached_attention_{KernelName.Suffix(dtype)}";
         return new($"{kernel} {s} Tmax {capacity}", [kernel], device => RunCached(device, dtype, s, capacity));
+    }
+
+    /// <summary>Per-row key times over caches of <c>s.Tk</c> (= Tmax) rows; a time outside [Tq, Tmax] expects NaN rows.</summary>
+    private static DeviceCheck PerRow(DType dtype, Shape s, int[] keyTimes)
+    {
+        string kernel = $"cached_attention_{KernelName.Suffix(dtype)}";
+        return new($"{kernel} per row B {s.B} Tq {s.Tq} H {s.H} D {s.D} Tmax {s.Tk} key times [{string.Join(", ", keyTimes)}]", [kernel],
+            device => RunPerRow(device, dtype, s, keyTimes));
     }
 
     private static DeviceCheck Backward(DType dtype, Shape s, Wanted wanted, float scale = 1.5f)
@@ -135,6 +148,37 @@ public static class AttentionChecks
         using var cv = cpu.Stored(dtype, v, s.B, capacity, s.H, s.D);
         using var co = cpu.Backend.CachedAttention(cq, ck, cv, s.Tk);
         return Tolerances.Forward(dtype).Compare("output", output.Download(), cpu.CastTo(dtype, co));
+    }
+
+    private static CheckResult RunPerRow(IDeviceApi device, DType dtype, Shape s, int[] keyTimes)
+    {
+        int capacity = s.Tk, rowElements = s.Tq * s.H * s.D;
+        var (q, k, v) = Inputs(s, capacity, 1.5f);
+        bool[] bad = keyTimes.Select(t => t < s.Tq || t > capacity).ToArray();
+        // Rows at or past each batch row's key time hold NaN (bad rows keep their data: they read nothing).
+        for (int i = 0; i < k.Length; i++)
+        {
+            int b = i / (capacity * s.H * s.D);
+            if (!bad[b] && i / (s.H * s.D) % capacity >= keyTimes[b]) k[i] = v[i] = float.NaN;
+        }
+        using var dq = DeviceBuffer.Upload(device, dtype, q);
+        using var dk = DeviceBuffer.Upload(device, dtype, k);
+        using var dv = DeviceBuffer.Upload(device, dtype, v);
+        using var times = DeviceBuffer.Upload(device, keyTimes);
+        using var output = DeviceBuffer.Allocate(device, dtype, s.QueryCount);
+        AttentionKernels.CachedAttentionPerRow(device, dtype, dq.Pointer, dk.Pointer, dv.Pointer, times.Pointer, output.Pointer, s.B, s.Tq, capacity, s.H, s.D);
+
+        using var cpu = new CpuReference();
+        int[] cpuTimes = keyTimes.Select((t, b) => bad[b] ? capacity : t).ToArray(); // the CPU throws for a bad time
+        using var cq = cpu.Stored(dtype, q, s.B, s.Tq, s.H, s.D);
+        using var ck = cpu.Stored(dtype, k, s.B, capacity, s.H, s.D);
+        using var cv = cpu.Stored(dtype, v, s.B, capacity, s.H, s.D);
+        using var ct = cpu.Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(cpuTimes.AsSpan()), DType.I32, [s.B], DType.I32);
+        using var co = cpu.Backend.CachedAttentionPerRow(cq, ck, cv, ct);
+        float[] expected = cpu.CastTo(dtype, co);
+        for (int b = 0; b < s.B; b++)
+            if (bad[b]) expected.AsSpan(b * rowElements, rowElements).Fill(float.NaN);
+        return Tolerances.Forward(dtype).Compare("output", output.Download(), expected);
     }
 
     private static CheckResult RunBackward(IDeviceApi device, DType dtype, Shape s, Wanted wanted, float scale)

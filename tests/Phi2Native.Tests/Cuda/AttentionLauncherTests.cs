@@ -111,6 +111,20 @@ public class AttentionLauncherTests
     }
 
     [Test]
+    public void PerRowCachedArgumentsAreCheckedByName()
+    {
+        using var times = DeviceBuffer.Upload(_device, new[] { 3 });
+        void PerRow(DevicePtr rowKeyTimes, DevicePtr output, int capacity = 5) =>
+            AttentionKernels.CachedAttentionPerRow(_device, DType.F32, At(0), At(1), At(2), rowKeyTimes, output, B, Tq, capacity, H, D);
+
+        PerRow(times.Pointer, At(3));
+        Assert.That(() => PerRow(DevicePtr.Null, At(3)), Named<ArgumentNullException>("rowKeyTimes"));
+        Assert.That(() => PerRow(times.Pointer.Offset(2), At(3)), Named<ArgumentException>("rowKeyTimes"));
+        Assert.That(() => PerRow(times.Pointer, At(3), capacity: 1), Named<ArgumentOutOfRangeException>("capacity"));
+        Assert.That(() => PerRow(At(3).Offset(28), At(3)), Named<ArgumentException>("output"));
+    }
+
+    [Test]
     public void BackwardSharedMemoryIsTheHeaderCommentsArithmetic()
     {
         Assert.That(AttentionKernels.BackwardSharedBytes(80), Is.EqualTo(50_176));

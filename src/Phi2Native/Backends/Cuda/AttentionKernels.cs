@@ -109,7 +109,43 @@ public static unsafe class AttentionKernels
     /// <exception cref="ArgumentNullException">A null input or output.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A dimension out of range, keyTime &lt; Tq or keyTime &gt; Tmax.</exception>
     public static void CachedAttention(IDeviceApi device, DType dtype, DevicePtr q, DevicePtr keyCache, DevicePtr valueCache, DevicePtr output,
-        int batch, int queryTime, int keyTime, int capacity, int heads, int headDim, DeviceStream stream = default, DevicePtr logSumExp = default)
+        int batch, int queryTime, int keyTime, int capacity, int heads, int headDim, DeviceStream stream = default, DevicePtr logSumExp = default) =>
+        LaunchCached(device, dtype, q, keyCache, valueCache, DevicePtr.Null, output, batch, queryTime, keyTime, capacity, heads, headDim, stream, logSumExp);
+
+    /// <summary>
+    /// Per-row cached attention (IBackend.CachedAttentionPerRow): as <see cref="CachedAttention"/>, but batch row b attends over
+    /// the first rowKeyTimes[b] rows of its caches, its query i at position rowKeyTimes[b] - Tq + i. The key times stay on
+    /// the device: a row whose key time is outside [Tq, Tmax] (the CPU backend throws for it; the kernel cannot) gets NaN
+    /// output (and logSumExp) and reads nothing. Launch as <see cref="Attention"/>.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32 or BF16: q, the caches and output.</param>
+    /// <param name="q">[B, Tq, H, D] queries.</param>
+    /// <param name="keyCache">[B, Tmax, H, D] keys; rows [0, rowKeyTimes[b]) of batch row b are read.</param>
+    /// <param name="valueCache">[B, Tmax, H, D] values, as keyCache.</param>
+    /// <param name="rowKeyTimes">I32 [B] device memory: each row's key time, in [Tq, Tmax].</param>
+    /// <param name="output">[B, Tq, H, D] written (=); must not overlap an input.</param>
+    /// <param name="batch">B.</param>
+    /// <param name="queryTime">Tq (1 when decoding); 0 launches nothing.</param>
+    /// <param name="capacity">Tmax, the caches' rows per batch (at least Tq).</param>
+    /// <param name="heads">H, at least 1.</param>
+    /// <param name="headDim">D in 1..<see cref="MaxHeadDim"/>.</param>
+    /// <param name="stream">The stream.</param>
+    /// <param name="logSumExp">[B, H, Tq] fp32, written when not null.</param>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output overlapping an input.</exception>
+    /// <exception cref="ArgumentNullException">A null input or output.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A dimension out of range, or Tmax &lt; Tq.</exception>
+    public static void CachedAttentionPerRow(IDeviceApi device, DType dtype, DevicePtr q, DevicePtr keyCache, DevicePtr valueCache, DevicePtr rowKeyTimes,
+        DevicePtr output, int batch, int queryTime, int capacity, int heads, int headDim, DeviceStream stream = default, DevicePtr logSumExp = default)
+    {
+        LaunchArguments.Pointer(rowKeyTimes, DType.I32, nameof(rowKeyTimes));
+        if (capacity < queryTime)
+            throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"capacity (Tmax) must be >= queryTime ({queryTime}): every row's key time is in [Tq, Tmax]");
+        LaunchCached(device, dtype, q, keyCache, valueCache, rowKeyTimes, output, batch, queryTime, capacity, capacity, heads, headDim, stream, logSumExp);
+    }
+
+    private static void LaunchCached(IDeviceApi device, DType dtype, DevicePtr q, DevicePtr keyCache, DevicePtr valueCache, DevicePtr rowKeyTimes,
+        DevicePtr output, int batch, int queryTime, int keyTime, int capacity, int heads, int headDim, DeviceStream stream, DevicePtr logSumExp)
     {
         LaunchArguments.Device(device);
         string kernel = KernelName.For("cached_attention", dtype, Supported);
@@ -119,18 +155,19 @@ public static unsafe class AttentionKernels
         LaunchArguments.Pointer(output, dtype, nameof(output));
         LaunchArguments.OptionalPointer(logSumExp, DType.F32, nameof(logSumExp));
         var dims = Dims.Check(batch, queryTime, keyTime, capacity, heads, headDim, dtype);
+        long keyTimesBytes = (long)batch * sizeof(int); // read only when rowKeyTimes is not null (RequireApart skips null pointers)
         RequireApart(output, dims.QueryBytes, nameof(output), (q, dims.QueryBytes, nameof(q)), (keyCache, dims.KeyBytes, nameof(keyCache)),
-            (valueCache, dims.KeyBytes, nameof(valueCache)));
+            (valueCache, dims.KeyBytes, nameof(valueCache)), (rowKeyTimes, keyTimesBytes, nameof(rowKeyTimes)));
         RequireApart(logSumExp, dims.LseBytes, nameof(logSumExp), (q, dims.QueryBytes, nameof(q)), (keyCache, dims.KeyBytes, nameof(keyCache)),
-            (valueCache, dims.KeyBytes, nameof(valueCache)), (output, dims.QueryBytes, nameof(output)));
+            (valueCache, dims.KeyBytes, nameof(valueCache)), (rowKeyTimes, keyTimesBytes, nameof(rowKeyTimes)), (output, dims.QueryBytes, nameof(output)));
         if (dims.Empty) return;
         nint* args = stackalloc nint[]
         {
-            (nint)(&q), (nint)(&keyCache), (nint)(&valueCache), (nint)(&output), (nint)(&logSumExp), (nint)(&queryTime), (nint)(&keyTime),
-            (nint)(&capacity), (nint)(&heads), (nint)(&headDim),
+            (nint)(&q), (nint)(&keyCache), (nint)(&valueCache), (nint)(&rowKeyTimes), (nint)(&output), (nint)(&logSumExp), (nint)(&queryTime),
+            (nint)(&keyTime), (nint)(&capacity), (nint)(&heads), (nint)(&headDim),
         };
         device.Launch(kernel, new Dim3((uint)dims.Pairs, (uint)Tiles(queryTime)), Threads, ForwardSharedBytes(headDim), stream,
-            new ReadOnlySpan<nint>(args, 10));
+            new ReadOnlySpan<nint>(args, 11));
     }
 
     /// <summary>
