@@ -15,6 +15,7 @@
 #include "../transpose.cu"
 #include "../gelu.cu"
 #include "../dropout.cu"
+#include "../attention.cu"
 #include "test_kernels.cu"
 #include "test_reduce.cu"
 #include "test_mma.cu"
@@ -104,6 +105,15 @@ namespace
         PHI2_EMU_ENTRY(dropout_backward_f32),
         PHI2_EMU_ENTRY(dropout_backward_bf16),
         PHI2_EMU_ENTRY(dropout_backward_f16),
+        // attention.cu (causal flash-style attention: forward, through the KV cache, backward)
+        PHI2_EMU_ENTRY(attention_f32),
+        PHI2_EMU_ENTRY(attention_bf16),
+        PHI2_EMU_ENTRY(cached_attention_f32),
+        PHI2_EMU_ENTRY(cached_attention_bf16),
+        PHI2_EMU_ENTRY(attention_backward_delta_f32),
+        PHI2_EMU_ENTRY(attention_backward_delta_bf16),
+        PHI2_EMU_ENTRY(attention_backward_f32),
+        PHI2_EMU_ENTRY(attention_backward_bf16),
         // test_kernels.cu (planted bugs; never embedded for NVRTC)
         PHI2_EMU_ENTRY(emu_test_rotate_synced),
         PHI2_EMU_ENTRY(emu_test_rotate_unsynced),

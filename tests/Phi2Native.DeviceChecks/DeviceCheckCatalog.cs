@@ -29,6 +29,8 @@ public static class DeviceCheckCatalog
             RotaryChecks.All,
             CacheChecks.All,
             TransposeChecks.All,
+            // attention.cu
+            AttentionChecks.All,
             DeviceLayerChecks.All,
             // the CUDA backend over the device (cuBLAS(Lt) mapping, uploads, a chain through the tape)
             BackendChecks.All,

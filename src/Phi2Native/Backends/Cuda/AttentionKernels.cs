@@ -1,0 +1,286 @@
+using Phi2Native.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Backends.Cuda;
+
+/// <summary>
+/// Launchers for kernels/attention.cu: Phi-2's causal attention, flash-style (no [Tq, Tk] matrix in global memory), with
+/// the CPU backend's contracts (IBackend.Attention, AttentionBackward, CachedAttention): q [B, Tq, H, D], k and v
+/// [B, Tk, H, D] (Tk &gt;= Tq, query i at position Tk - Tq + i), scale 1 / sqrt(D), softmax and every accumulation in
+/// fp32, logSumExp [B, H, Tq] fp32. Tensors are F32 or BF16; D is 1..<see cref="MaxHeadDim"/>, unpadded.
+/// </summary>
+public static unsafe class AttentionKernels
+{
+    /// <summary>The largest head dim the kernels take (their per-thread accumulators: PHI2_ATTENTION_MAX_D).</summary>
+    public const int MaxHeadDim = 128;
+
+    /// <summary>Queries or keys per tile (PHI2_ATTENTION_TILE).</summary>
+    public const int Tile = 32;
+
+    /// <summary>Threads per block of the forward and backward kernels: 32 tile rows x 4 lanes (PHI2_ATTENTION_THREADS).</summary>
+    public const uint Threads = 128;
+
+    /// <summary>Threads per block of the delta kernel: 8 warps, one row each.</summary>
+    public const uint DeltaThreads = 256;
+
+    private static readonly DType[] Supported = [DType.F32, DType.BF16];
+
+    /// <summary>
+    /// Dynamic shared memory of a forward block: Q, K and V tiles (row stride D | 1) and the 32 x 33 probability tile,
+    /// fp32: 35,328 bytes at D = 80, 53,760 at D = 128 (above 48 KiB the device opts the kernel in).
+    /// </summary>
+    public static int ForwardSharedBytes(int headDim) => (3 * Tile * (headDim | 1) + Tile * (Tile + 1)) * sizeof(float);
+
+    /// <summary>
+    /// Dynamic shared memory of a backward block: Q, dO, K and V tiles, the P and dS tiles and a tile of lse and delta,
+    /// fp32: 50,176 bytes at D = 80, 74,752 at D = 128.
+    /// </summary>
+    public static int BackwardSharedBytes(int headDim) =>
+        (4 * Tile * (headDim | 1) + 2 * Tile * (Tile + 1) + 2 * Tile) * sizeof(float);
+
+    /// <summary>Tiles of <see cref="Tile"/> rows covering <paramref name="rows"/>.</summary>
+    public static int Tiles(int rows) => (int)(((long)rows + Tile - 1) / Tile);
+
+    /// <summary>
+    /// output = softmax(q k^T / sqrt(D) + causal mask) v, and logSumExp [B, H, Tq] of each query's scaled, masked scores
+    /// (saved for backward). Launch: grid (B * H, ceil(Tq / 32)), block 128, <see cref="ForwardSharedBytes"/> of
+    /// dynamic shared memory. Tq = 0 (or B = 0) launches nothing.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32 or BF16: q, k, v and output.</param>
+    /// <param name="q">[B, Tq, H, D] queries.</param>
+    /// <param name="k">[B, Tk, H, D] keys.</param>
+    /// <param name="v">[B, Tk, H, D] values.</param>
+    /// <param name="output">[B, Tq, H, D] written (=); must not overlap an input.</param>
+    /// <param name="logSumExp">[B, H, Tq] fp32, written; null when not needed.</param>
+    /// <param name="batch">B.</param>
+    /// <param name="queryTime">Tq.</param>
+    /// <param name="keyTime">Tk &gt;= Tq.</param>
+    /// <param name="heads">H, at least 1.</param>
+    /// <param name="headDim">D in 1..<see cref="MaxHeadDim"/>.</param>
+    /// <param name="stream">The stream.</param>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output overlapping an input.</exception>
+    /// <exception cref="ArgumentNullException">A null input or output.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A dimension out of range, or Tk &lt; Tq.</exception>
+    public static void Attention(IDeviceApi device, DType dtype, DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr output, DevicePtr logSumExp,
+        int batch, int queryTime, int keyTime, int heads, int headDim, DeviceStream stream = default)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("attention", dtype, Supported);
+        LaunchArguments.Pointer(q, dtype, nameof(q));
+        LaunchArguments.Pointer(k, dtype, nameof(k));
+        LaunchArguments.Pointer(v, dtype, nameof(v));
+        LaunchArguments.Pointer(output, dtype, nameof(output));
+        LaunchArguments.OptionalPointer(logSumExp, DType.F32, nameof(logSumExp));
+        var dims = Dims.Check(batch, queryTime, keyTime, keyTime, heads, headDim, dtype);
+        RequireApart(output, dims.QueryBytes, nameof(output), (q, dims.QueryBytes, nameof(q)), (k, dims.KeyBytes, nameof(k)), (v, dims.KeyBytes, nameof(v)));
+        RequireApart(logSumExp, dims.LseBytes, nameof(logSumExp), (q, dims.QueryBytes, nameof(q)), (k, dims.KeyBytes, nameof(k)),
+            (v, dims.KeyBytes, nameof(v)), (output, dims.QueryBytes, nameof(output)));
+        if (dims.Empty) return;
+        nint* args = stackalloc nint[]
+        {
+            (nint)(&q), (nint)(&k), (nint)(&v), (nint)(&output), (nint)(&logSumExp), (nint)(&queryTime), (nint)(&keyTime), (nint)(&heads),
+            (nint)(&headDim),
+        };
+        device.Launch(kernel, new Dim3((uint)dims.Pairs, (uint)Tiles(queryTime)), Threads, ForwardSharedBytes(headDim), stream,
+            new ReadOnlySpan<nint>(args, 9));
+    }
+
+    /// <summary>
+    /// Attention of q [B, Tq, H, D] against the first <paramref name="keyTime"/> rows of the caches [B, Tmax, H, D], read in
+    /// place (query i at position keyTime - Tq + i): the math of <see cref="Attention"/>, for decoding (Tq = 1) and prefill
+    /// through the cache. Launch as <see cref="Attention"/>.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32 or BF16: q, the caches and output.</param>
+    /// <param name="q">[B, Tq, H, D] queries.</param>
+    /// <param name="keyCache">[B, Tmax, H, D] keys; rows [0, keyTime) of each batch are read.</param>
+    /// <param name="valueCache">[B, Tmax, H, D] values, as keyCache.</param>
+    /// <param name="output">[B, Tq, H, D] written (=); must not overlap an input.</param>
+    /// <param name="batch">B.</param>
+    /// <param name="queryTime">Tq (1 when decoding); 0 launches nothing.</param>
+    /// <param name="keyTime">Cached rows attended: Tq &lt;= keyTime &lt;= Tmax.</param>
+    /// <param name="capacity">Tmax, the caches' rows per batch.</param>
+    /// <param name="heads">H, at least 1.</param>
+    /// <param name="headDim">D in 1..<see cref="MaxHeadDim"/>.</param>
+    /// <param name="stream">The stream.</param>
+    /// <param name="logSumExp">[B, H, Tq] fp32, written when not null (inference needs none).</param>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output overlapping an input.</exception>
+    /// <exception cref="ArgumentNullException">A null input or output.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A dimension out of range, keyTime &lt; Tq or keyTime &gt; Tmax.</exception>
+    public static void CachedAttention(IDeviceApi device, DType dtype, DevicePtr q, DevicePtr keyCache, DevicePtr valueCache, DevicePtr output,
+        int batch, int queryTime, int keyTime, int capacity, int heads, int headDim, DeviceStream stream = default, DevicePtr logSumExp = default) =>
+        LaunchCached(device, dtype, q, keyCache, valueCache, DevicePtr.Null, output, batch, queryTime, keyTime, capacity, heads, headDim, stream, logSumExp);
+
+    /// <summary>
+    /// Per-row cached attention (IBackend.CachedAttentionPerRow): as <see cref="CachedAttention"/>, but batch row b attends over
+    /// the first rowKeyTimes[b] rows of its caches, its query i at position rowKeyTimes[b] - Tq + i. The key times stay on
+    /// the device: a row whose key time is outside [Tq, Tmax] (the CPU backend throws for it; the kernel cannot) gets NaN
+    /// output (and logSumExp) and reads nothing. Launch as <see cref="Attention"/>.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32 or BF16: q, the caches and output.</param>
+    /// <param name="q">[B, Tq, H, D] queries.</param>
+    /// <param name="keyCache">[B, Tmax, H, D] keys; rows [0, rowKeyTimes[b]) of batch row b are read.</param>
+    /// <param name="valueCache">[B, Tmax, H, D] values, as keyCache.</param>
+    /// <param name="rowKeyTimes">I32 [B] device memory: each row's key time, in [Tq, Tmax].</param>
+    /// <param name="output">[B, Tq, H, D] written (=); must not overlap an input.</param>
+    /// <param name="batch">B.</param>
+    /// <param name="queryTime">Tq (1 when decoding); 0 launches nothing.</param>
+    /// <param name="capacity">Tmax, the caches' rows per batch (at least Tq).</param>
+    /// <param name="heads">H, at least 1.</param>
+    /// <param name="headDim">D in 1..<see cref="MaxHeadDim"/>.</param>
+    /// <param name="stream">The stream.</param>
+    /// <param name="logSumExp">[B, H, Tq] fp32, written when not null.</param>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output overlapping an input.</exception>
+    /// <exception cref="ArgumentNullException">A null input or output.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A dimension out of range, or Tmax &lt; Tq.</exception>
+    public static void CachedAttentionPerRow(IDeviceApi device, DType dtype, DevicePtr q, DevicePtr keyCache, DevicePtr valueCache, DevicePtr rowKeyTimes,
+        DevicePtr output, int batch, int queryTime, int capacity, int heads, int headDim, DeviceStream stream = default, DevicePtr logSumExp = default)
+    {
+        LaunchArguments.Pointer(rowKeyTimes, DType.I32, nameof(rowKeyTimes));
+        if (capacity < queryTime)
+            throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"capacity (Tmax) must be >= queryTime ({queryTime}): every row's key time is in [Tq, Tmax]");
+        LaunchCached(device, dtype, q, keyCache, valueCache, rowKeyTimes, output, batch, queryTime, capacity, capacity, heads, headDim, stream, logSumExp);
+    }
+
+    private static void LaunchCached(IDeviceApi device, DType dtype, DevicePtr q, DevicePtr keyCache, DevicePtr valueCache, DevicePtr rowKeyTimes,
+        DevicePtr output, int batch, int queryTime, int keyTime, int capacity, int heads, int headDim, DeviceStream stream, DevicePtr logSumExp)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("cached_attention", dtype, Supported);
+        LaunchArguments.Pointer(q, dtype, nameof(q));
+        LaunchArguments.Pointer(keyCache, dtype, nameof(keyCache));
+        LaunchArguments.Pointer(valueCache, dtype, nameof(valueCache));
+        LaunchArguments.Pointer(output, dtype, nameof(output));
+        LaunchArguments.OptionalPointer(logSumExp, DType.F32, nameof(logSumExp));
+        var dims = Dims.Check(batch, queryTime, keyTime, capacity, heads, headDim, dtype);
+        long keyTimesBytes = (long)batch * sizeof(int); // read only when rowKeyTimes is not null (RequireApart skips null pointers)
+        RequireApart(output, dims.QueryBytes, nameof(output), (q, dims.QueryBytes, nameof(q)), (keyCache, dims.KeyBytes, nameof(keyCache)),
+            (valueCache, dims.KeyBytes, nameof(valueCache)), (rowKeyTimes, keyTimesBytes, nameof(rowKeyTimes)));
+        RequireApart(logSumExp, dims.LseBytes, nameof(logSumExp), (q, dims.QueryBytes, nameof(q)), (keyCache, dims.KeyBytes, nameof(keyCache)),
+            (valueCache, dims.KeyBytes, nameof(valueCache)), (rowKeyTimes, keyTimesBytes, nameof(rowKeyTimes)), (output, dims.QueryBytes, nameof(output)));
+        if (dims.Empty) return;
+        nint* args = stackalloc nint[]
+        {
+            (nint)(&q), (nint)(&keyCache), (nint)(&valueCache), (nint)(&rowKeyTimes), (nint)(&output), (nint)(&logSumExp), (nint)(&queryTime),
+            (nint)(&keyTime), (nint)(&capacity), (nint)(&heads), (nint)(&headDim),
+        };
+        device.Launch(kernel, new Dim3((uint)dims.Pairs, (uint)Tiles(queryTime)), Threads, ForwardSharedBytes(headDim), stream,
+            new ReadOnlySpan<nint>(args, 11));
+    }
+
+    /// <summary>
+    /// Gradients of <see cref="Attention"/>, probabilities recomputed from q, k and logSumExp: dq, dk, dv written (=), each
+    /// null when not needed (all null launches nothing). Deterministic, without atomics, in two launches:
+    /// attention_backward_delta (delta = rowsum(dO * output) into <paramref name="delta"/>; grid (ceil(B * Tq * H / 8)),
+    /// block 256; only when dq or dk is wanted), then attention_backward (grid (B * H, key tiles + query tiles): a block per
+    /// key tile writes dk and dv, a block per query tile writes dq; block 128, <see cref="BackwardSharedBytes"/> of dynamic
+    /// shared memory). Tq = 0 with Tk &gt; 0 writes dk = dv = 0.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="dtype">F32 or BF16: dOutput, q, k, v, output and the gradients.</param>
+    /// <param name="dOutput">[B, Tq, H, D] gradient of the output.</param>
+    /// <param name="q">[B, Tq, H, D] as in forward.</param>
+    /// <param name="k">[B, Tk, H, D] as in forward.</param>
+    /// <param name="v">[B, Tk, H, D] as in forward.</param>
+    /// <param name="output">[B, Tq, H, D] the forward output.</param>
+    /// <param name="logSumExp">[B, H, Tq] fp32, saved by forward.</param>
+    /// <param name="delta">[B, H, Tq] fp32 scratch, written; may be null when neither dq nor dk is wanted.</param>
+    /// <param name="dq">[B, Tq, H, D] written; null when not needed.</param>
+    /// <param name="dk">[B, Tk, H, D] written; null when not needed.</param>
+    /// <param name="dv">[B, Tk, H, D] written; null when not needed.</param>
+    /// <param name="batch">B.</param>
+    /// <param name="queryTime">Tq.</param>
+    /// <param name="keyTime">Tk &gt;= Tq.</param>
+    /// <param name="heads">H, at least 1.</param>
+    /// <param name="headDim">D in 1..<see cref="MaxHeadDim"/>.</param>
+    /// <param name="stream">The stream.</param>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output overlapping an input or another output.</exception>
+    /// <exception cref="ArgumentNullException">A null input, or a null delta when dq or dk is wanted.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A dimension out of range, or Tk &lt; Tq.</exception>
+    public static void AttentionBackward(IDeviceApi device, DType dtype, DevicePtr dOutput, DevicePtr q, DevicePtr k, DevicePtr v,
+        DevicePtr output, DevicePtr logSumExp, DevicePtr delta, DevicePtr dq, DevicePtr dk, DevicePtr dv, int batch, int queryTime,
+        int keyTime, int heads, int headDim, DeviceStream stream = default)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("attention_backward", dtype, Supported);
+        string deltaKernel = KernelName.For("attention_backward_delta", dtype, Supported);
+        LaunchArguments.Pointer(dOutput, dtype, nameof(dOutput));
+        LaunchArguments.Pointer(q, dtype, nameof(q));
+        LaunchArguments.Pointer(k, dtype, nameof(k));
+        LaunchArguments.Pointer(v, dtype, nameof(v));
+        LaunchArguments.Pointer(output, dtype, nameof(output));
+        LaunchArguments.Pointer(logSumExp, DType.F32, nameof(logSumExp));
+        bool wantDq = LaunchArguments.OptionalPointer(dq, dtype, nameof(dq));
+        bool wantDk = LaunchArguments.OptionalPointer(dk, dtype, nameof(dk));
+        bool wantDv = LaunchArguments.OptionalPointer(dv, dtype, nameof(dv));
+        bool wantDelta = wantDq || wantDk;
+        if (wantDelta) LaunchArguments.Pointer(delta, DType.F32, nameof(delta));
+        else LaunchArguments.OptionalPointer(delta, DType.F32, nameof(delta));
+        var dims = Dims.Check(batch, queryTime, keyTime, keyTime, heads, headDim, dtype);
+
+        var inputs = new (DevicePtr, long, string)[]
+        {
+            (dOutput, dims.QueryBytes, nameof(dOutput)), (q, dims.QueryBytes, nameof(q)), (k, dims.KeyBytes, nameof(k)), (v, dims.KeyBytes, nameof(v)),
+            (output, dims.QueryBytes, nameof(output)), (logSumExp, dims.LseBytes, nameof(logSumExp)),
+        };
+        RequireApart(delta, wantDelta ? dims.LseBytes : 0, nameof(delta), inputs);
+        RequireApart(dq, dims.QueryBytes, nameof(dq), [.. inputs, (delta, wantDelta ? dims.LseBytes : 0, nameof(delta))]);
+        RequireApart(dk, dims.KeyBytes, nameof(dk), [.. inputs, (delta, wantDelta ? dims.LseBytes : 0, nameof(delta)), (dq, dims.QueryBytes, nameof(dq))]);
+        RequireApart(dv, dims.KeyBytes, nameof(dv),
+            [.. inputs, (delta, wantDelta ? dims.LseBytes : 0, nameof(delta)), (dq, dims.QueryBytes, nameof(dq)), (dk, dims.KeyBytes, nameof(dk))]);
+
+        int keyTiles = wantDk || wantDv ? Tiles(keyTime) : 0, queryTiles = wantDq ? Tiles(queryTime) : 0;
+        if (dims.Pairs == 0 || keyTiles + queryTiles == 0) return;
+        if (wantDelta && queryTime > 0)
+        {
+            int rows = (int)dims.QueryRows;
+            nint* deltaArgs = stackalloc nint[]
+            {
+                (nint)(&dOutput), (nint)(&output), (nint)(&delta), (nint)(&rows), (nint)(&queryTime), (nint)(&heads), (nint)(&headDim),
+            };
+            device.Launch(deltaKernel, LaunchShape.Linear(dims.QueryRows * 32, DeltaThreads), DeltaThreads, 0, stream, new ReadOnlySpan<nint>(deltaArgs, 7));
+        }
+        nint* args = stackalloc nint[]
+        {
+            (nint)(&dOutput), (nint)(&q), (nint)(&k), (nint)(&v), (nint)(&logSumExp), (nint)(&delta), (nint)(&dq), (nint)(&dk), (nint)(&dv),
+            (nint)(&queryTime), (nint)(&keyTime), (nint)(&heads), (nint)(&headDim),
+        };
+        device.Launch(kernel, new Dim3((uint)dims.Pairs, (uint)(keyTiles + queryTiles)), Threads, BackwardSharedBytes(headDim), stream,
+            new ReadOnlySpan<nint>(args, 13));
+    }
+
+    /// <summary>Refuses an output (when not null) that overlaps any of <paramref name="others"/> (null ones skipped).</summary>
+    private static void RequireApart(DevicePtr output, long outputBytes, string outputName, params ReadOnlySpan<(DevicePtr Pointer, long Bytes, string Name)> others)
+    {
+        if (output.IsNull) return;
+        foreach (var other in others)
+            if (!other.Pointer.IsNull) BufferOverlap.RequireNone(other.Pointer, other.Bytes, output, outputBytes, other.Name, outputName);
+    }
+
+    /// <summary>The checked dimensions of one call and the byte sizes of its tensors.</summary>
+    private readonly record struct Dims(long Pairs, long QueryRows, long QueryBytes, long KeyBytes, long LseBytes)
+    {
+        public bool Empty => Pairs == 0 || QueryRows == 0;
+
+        public static Dims Check(int batch, int queryTime, int keyTime, int capacity, int heads, int headDim, DType dtype)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(batch);
+            ArgumentOutOfRangeException.ThrowIfNegative(queryTime);
+            ArgumentOutOfRangeException.ThrowIfNegativeOrZero(heads);
+            if (headDim < 1 || headDim > MaxHeadDim)
+                throw new ArgumentOutOfRangeException(nameof(headDim), headDim, $"headDim must be in 1..{MaxHeadDim}");
+            if (keyTime < queryTime)
+                throw new ArgumentOutOfRangeException(nameof(keyTime), keyTime, $"keyTime must be >= queryTime ({queryTime}): query i sits at position keyTime - queryTime + i");
+            if (capacity < keyTime)
+                throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"capacity (Tmax) must be >= keyTime ({keyTime})");
+            long pairs = (long)batch * heads, queryRows = pairs * queryTime;
+            // Grid x is the (batch, head) pair, y the tiles (at most 65535); the delta kernel counts rows in an int.
+            if (queryRows > int.MaxValue || (long)Tiles(capacity) + Tiles(queryTime) > ushort.MaxValue)
+                throw new ArgumentOutOfRangeException(nameof(batch), "B * Tq * H must fit in an int, and Tq and Tk in 65535 tiles of 32 together");
+            int size = dtype.SizeInBytes();
+            return new Dims(pairs, queryRows, queryRows * headDim * size, pairs * capacity * headDim * size, queryRows * sizeof(float));
+        }
+    }
+}

@@ -1,0 +1,177 @@
+using NUnit.Framework;
+using NUnit.Framework.Constraints;
+using Phi2Native.Backends.Cuda;
+using Phi2Native.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Tests.Cuda;
+
+/// <summary>
+/// The launchers of attention.cu refuse bad arguments in C#, naming the argument, before anything reaches a kernel; size
+/// shared memory as the kernel file documents; and launch nothing (or, backward with Tq = 0, zeros) for empty calls.
+/// </summary>
+[TestFixture, Category("Emulated")]
+public class AttentionLauncherTests
+{
+    // Dims of the argument checks: B 1, Tq 2, Tk 3, H 1, D 4 (q 8 floats, k and v 12, lse 2), each tensor 256 bytes apart.
+    private const int B = 1, Tq = 2, Tk = 3, H = 1, D = 4;
+
+    private EmulatedDevice _device = null!;
+    private DeviceBuffer _f32 = null!, _bf16 = null!;
+
+    [SetUp]
+    public void Open()
+    {
+        _device = new EmulatedDevice();
+        _f32 = DeviceBuffer.Upload(_device, DType.F32, new float[1024]);
+        _bf16 = DeviceBuffer.Upload(_device, DType.BF16, new float[1024]);
+    }
+
+    [TearDown]
+    public void Close()
+    {
+        _f32.Dispose();
+        _bf16.Dispose();
+        _device.Dispose();
+    }
+
+    private DevicePtr At(int slot) => _f32.Pointer.Offset(256L * slot);
+
+    private static IResolveConstraint Named<TException>(string name) where TException : ArgumentException =>
+        Throws.InstanceOf<TException>().With.Property("ParamName").EqualTo(name);
+
+    [Test]
+    public void SharedMemoryIsTheHeaderCommentsArithmetic()
+    {
+        Assert.That(AttentionKernels.ForwardSharedBytes(80), Is.EqualTo(35_328));
+        Assert.That(AttentionKernels.ForwardSharedBytes(128), Is.EqualTo(53_760));
+        Assert.That(AttentionKernels.ForwardSharedBytes(7), Is.EqualTo((3 * 32 * 7 + 32 * 33) * 4));
+        Assert.That(AttentionKernels.Tiles(0), Is.Zero);
+        Assert.That(AttentionKernels.Tiles(33), Is.EqualTo(2));
+    }
+
+    [Test]
+    public void ForwardArgumentsAreCheckedByName()
+    {
+        void Forward(DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr output, DevicePtr lse, int batch = B, int queryTime = Tq, int keyTime = Tk,
+            int heads = H, int headDim = D, DType dtype = DType.F32) =>
+            AttentionKernels.Attention(_device, dtype, q, k, v, output, lse, batch, queryTime, keyTime, heads, headDim);
+
+        Forward(At(0), At(1), At(2), At(3), At(4));
+        Forward(At(0), At(1), At(2), At(3), DevicePtr.Null); // logSumExp not needed
+        Assert.That(() => Forward(DevicePtr.Null, At(1), At(2), At(3), At(4)), Named<ArgumentNullException>("q"));
+        Assert.That(() => Forward(At(0), DevicePtr.Null, At(2), At(3), At(4)), Named<ArgumentNullException>("k"));
+        Assert.That(() => Forward(At(0), At(1), DevicePtr.Null, At(3), At(4)), Named<ArgumentNullException>("v"));
+        Assert.That(() => Forward(At(0), At(1), At(2), DevicePtr.Null, At(4)), Named<ArgumentNullException>("output"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(4).Offset(2)), Named<ArgumentException>("logSumExp"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(4), dtype: DType.F16), Throws.ArgumentException.With.Message.Contains("attention has no F16 kernel"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(4), headDim: 0), Named<ArgumentOutOfRangeException>("headDim"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(4), headDim: 129), Named<ArgumentOutOfRangeException>("headDim"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(4), keyTime: 1), Named<ArgumentOutOfRangeException>("keyTime"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(4), heads: 0), Named<ArgumentOutOfRangeException>("heads"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(4), batch: -1), Named<ArgumentOutOfRangeException>("batch"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(4), queryTime: -1), Named<ArgumentOutOfRangeException>("queryTime"));
+        // The output must not overlap an input (other blocks still read k and v), nor logSumExp the output.
+        Assert.That(() => Forward(At(0), At(1), At(2), At(1).Offset(16), At(4)), Named<ArgumentException>("output"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(0), At(4)), Named<ArgumentException>("output"));
+        Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(3).Offset(28)), Named<ArgumentException>("logSumExp"));
+        var bf16 = _bf16.Pointer;
+        Assert.That(() => AttentionKernels.Attention(_device, DType.BF16, bf16, bf16.Offset(256), bf16.Offset(513), bf16.Offset(768), DevicePtr.Null, B, Tq, Tk, H, D),
+            Named<ArgumentException>("v"));
+    }
+
+    [Test]
+    public void AnEmptyForwardLaunchesNothing()
+    {
+        using var output = DeviceBuffer.Allocate(_device, DType.F32, 1);
+        AttentionKernels.Attention(_device, DType.F32, At(0), At(1), At(2), output.Pointer, DevicePtr.Null, 0, Tq, Tk, H, D);
+        AttentionKernels.Attention(_device, DType.F32, At(0), At(1), At(2), output.Pointer, DevicePtr.Null, B, 0, 0, H, D);
+        Assert.That(float.IsNaN(output.Download()[0]), "fresh emulated memory is NaN; nothing may have written it");
+    }
+
+    [Test]
+    public void CachedArgumentsAreCheckedByName()
+    {
+        // Caches [1, 5, 1, 4] (80 bytes each).
+        void Cached(DevicePtr q, DevicePtr keyCache, DevicePtr valueCache, DevicePtr output, int queryTime = Tq, int keyTime = Tk, int capacity = 5,
+            DevicePtr logSumExp = default) =>
+            AttentionKernels.CachedAttention(_device, DType.F32, q, keyCache, valueCache, output, B, queryTime, keyTime, capacity, H, D, logSumExp: logSumExp);
+
+        Cached(At(0), At(1), At(2), At(3));
+        Cached(At(0), At(1), At(2), At(3), queryTime: 1, keyTime: 5, logSumExp: At(4));
+        Assert.That(() => Cached(At(0), DevicePtr.Null, At(2), At(3)), Named<ArgumentNullException>("keyCache"));
+        Assert.That(() => Cached(At(0), At(1), DevicePtr.Null, At(3)), Named<ArgumentNullException>("valueCache"));
+        Assert.That(() => Cached(At(0), At(1), At(2), At(3), keyTime: 6), Named<ArgumentOutOfRangeException>("capacity"));
+        Assert.That(() => Cached(At(0), At(1), At(2), At(3), queryTime: 4), Named<ArgumentOutOfRangeException>("keyTime"));
+        // The whole cache counts, not only its first keyTime rows: row 4 of the key cache is at byte 64.
+        Assert.That(() => Cached(At(0), At(1), At(2), At(1).Offset(64)), Named<ArgumentException>("output"));
+        Assert.That(() => Cached(At(0), At(1), At(2), At(3), logSumExp: At(2).Offset(76)), Named<ArgumentException>("logSumExp"));
+        Assert.That(() => AttentionKernels.CachedAttention(_device, DType.F16, At(0), At(1), At(2), At(3), B, Tq, Tk, 5, H, D),
+            Throws.ArgumentException.With.Message.Contains("cached_attention has no F16 kernel"));
+    }
+
+    [Test]
+    public void PerRowCachedArgumentsAreCheckedByName()
+    {
+        using var times = DeviceBuffer.Upload(_device, new[] { 3 });
+        void PerRow(DevicePtr rowKeyTimes, DevicePtr output, int capacity = 5) =>
+            AttentionKernels.CachedAttentionPerRow(_device, DType.F32, At(0), At(1), At(2), rowKeyTimes, output, B, Tq, capacity, H, D);
+
+        PerRow(times.Pointer, At(3));
+        Assert.That(() => PerRow(DevicePtr.Null, At(3)), Named<ArgumentNullException>("rowKeyTimes"));
+        Assert.That(() => PerRow(times.Pointer.Offset(2), At(3)), Named<ArgumentException>("rowKeyTimes"));
+        Assert.That(() => PerRow(times.Pointer, At(3), capacity: 1), Named<ArgumentOutOfRangeException>("capacity"));
+        Assert.That(() => PerRow(At(3).Offset(28), At(3)), Named<ArgumentException>("output"));
+    }
+
+    [Test]
+    public void BackwardSharedMemoryIsTheHeaderCommentsArithmetic()
+    {
+        Assert.That(AttentionKernels.BackwardSharedBytes(80), Is.EqualTo(50_176));
+        Assert.That(AttentionKernels.BackwardSharedBytes(128), Is.EqualTo(74_752));
+    }
+
+    [Test]
+    public void BackwardArgumentsAreCheckedByName()
+    {
+        // dOutput 0, q 1, k 2, v 3, output 4, logSumExp 5, delta 6, dq 7, dk 8, dv 9.
+        void Backward(DevicePtr dq, DevicePtr dk, DevicePtr dv, DevicePtr delta, DevicePtr? dOutput = null, DevicePtr? logSumExp = null,
+            int keyTime = Tk, int headDim = D, DType dtype = DType.F32) =>
+            AttentionKernels.AttentionBackward(_device, dtype, dOutput ?? At(0), At(1), At(2), At(3), At(4), logSumExp ?? At(5), delta, dq, dk, dv,
+                B, Tq, keyTime, H, headDim);
+
+        Backward(At(7), At(8), At(9), At(6));
+        Backward(DevicePtr.Null, DevicePtr.Null, At(9), DevicePtr.Null); // dv alone needs no delta
+        Backward(DevicePtr.Null, DevicePtr.Null, DevicePtr.Null, DevicePtr.Null); // nothing wanted: nothing launched
+        Assert.That(() => Backward(At(7), DevicePtr.Null, DevicePtr.Null, DevicePtr.Null), Named<ArgumentNullException>("delta"));
+        Assert.That(() => Backward(DevicePtr.Null, At(8), DevicePtr.Null, DevicePtr.Null), Named<ArgumentNullException>("delta"));
+        Assert.That(() => Backward(At(7), At(8), At(9), At(6), dOutput: DevicePtr.Null), Named<ArgumentNullException>("dOutput"));
+        Assert.That(() => Backward(At(7), At(8), At(9), At(6), logSumExp: DevicePtr.Null), Named<ArgumentNullException>("logSumExp"));
+        Assert.That(() => Backward(At(7).Offset(1), At(8), At(9), At(6)), Named<ArgumentException>("dq"));
+        Assert.That(() => Backward(At(7), At(8), At(9), At(6), keyTime: 1), Named<ArgumentOutOfRangeException>("keyTime"));
+        Assert.That(() => Backward(At(7), At(8), At(9), At(6), headDim: 200), Named<ArgumentOutOfRangeException>("headDim"));
+        Assert.That(() => Backward(At(7), At(8), At(9), At(6), dtype: DType.F16), Throws.ArgumentException.With.Message.Contains("attention_backward has no F16 kernel"));
+        // Outputs apart from the inputs and from each other.
+        Assert.That(() => Backward(At(1), At(8), At(9), At(6)), Named<ArgumentException>("dq"));
+        Assert.That(() => Backward(At(7), At(3).Offset(8), At(9), At(6)), Named<ArgumentException>("dk"));
+        Assert.That(() => Backward(At(7), At(8), At(8), At(6)), Named<ArgumentException>("dv"));
+        Assert.That(() => Backward(At(7), At(8), At(7).Offset(16), At(6)), Named<ArgumentException>("dv"));
+        Assert.That(() => Backward(At(7), At(8), At(9), At(5)), Named<ArgumentException>("delta"));
+        Assert.That(() => Backward(At(6), At(8), At(9), At(6)), Named<ArgumentException>("dq"));
+    }
+
+    [Test]
+    public void BackwardWithoutQueriesWritesZeroKeyGradients()
+    {
+        // Tq = 0, Tk = 3: nothing attends, so dk = dv = 0 (as the CPU backend writes them).
+        using var dk = DeviceBuffer.Allocate(_device, DType.F32, Tk * H * D);
+        using var dv = DeviceBuffer.Allocate(_device, DType.BF16, Tk * H * D);
+        AttentionKernels.AttentionBackward(_device, DType.F32, At(0), At(1), At(2), At(3), At(4), At(5), At(6), DevicePtr.Null, dk.Pointer, DevicePtr.Null,
+            B, 0, Tk, H, D);
+        Assert.That(dk.Download(), Is.All.EqualTo(0f));
+        var bf16 = _bf16.Pointer;
+        AttentionKernels.AttentionBackward(_device, DType.BF16, bf16, bf16.Offset(256), bf16.Offset(512), bf16.Offset(768), bf16.Offset(1024), At(5), DevicePtr.Null,
+            DevicePtr.Null, DevicePtr.Null, dv.Pointer, B, 0, Tk, H, D);
+        Assert.That(dv.Download(), Is.All.EqualTo(0f));
+    }
+}
