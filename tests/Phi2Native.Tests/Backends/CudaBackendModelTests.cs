@@ -17,8 +17,6 @@ namespace Phi2Native.Tests.Backends;
 [TestFixture, Category("Emulated")]
 public class CudaBackendModelTests
 {
-    private const string MissingAttention = "AttentionKernels";
-
     [TestCase("f32", DType.F32)]
     [TestCase("f16", DType.F32)]
     [TestCase("bf16", DType.BF16)]
@@ -62,7 +60,7 @@ public class CudaBackendModelTests
         {
             int[] ids = golden.ReadInt32("trace.input_ids");
             using var scope = TensorScope.Begin();
-            var logits = RunOrIgnore(() => model.Forward(model.CreateInputIds(ids)));
+            var logits = model.Forward(model.CreateInputIds(ids));
             var loss = model.CausalLanguageModelLoss(logits, ids);
             TensorAssert.Close("trace.logits", golden.ReadAsSingle("trace.logits"), logits.ToSingleArray(), Tolerance.Forward(DType.F32));
             TensorAssert.Close("trace.loss", golden.ReadAsSingle("trace.loss"), loss.ToSingleArray(), Tolerance.Forward(DType.F32));
@@ -82,7 +80,7 @@ public class CudaBackendModelTests
         using var cpuModel = Phi2Checkpoint.Load(Fixtures.ModelDirectory("bf16"), new CpuBackend(), DType.F32);
         using var cudaModel = Phi2Checkpoint.Load(Fixtures.ModelDirectory("bf16"), cuda, DType.BF16);
         using var scope = TensorScope.Begin();
-        var logits = RunOrIgnore(() => cudaModel.Forward(cudaModel.CreateInputIds(ids)));
+        var logits = cudaModel.Forward(cudaModel.CreateInputIds(ids));
         Assert.That(logits.DType, Is.EqualTo(DType.BF16));
         var expected = cpuModel.Forward(cpuModel.CreateInputIds(ids));
         TensorAssert.Close("bf16 logits", expected.ToSingleArray(), logits.ToSingleArray(), Tolerance.Forward(DType.BF16));
@@ -106,9 +104,34 @@ public class CudaBackendModelTests
             using var model = Phi2Checkpoint.Load(Fixtures.ModelDirectory("f32"), backend);
             using var cache = new KeyValueCache(model, 1, 16);
             using var scope = TensorScope.Begin();
-            logits[$"{side} prefill"] = RunOrIgnore(() => model.Forward(model.CreateInputIds(prompt), cache)).ToSingleArray();
+            logits[$"{side} prefill"] = model.Forward(model.CreateInputIds(prompt), cache).ToSingleArray();
             for (int i = 0; i < next.Length; i++)
                 logits[$"{side} step {i}"] = model.Forward(model.CreateInputIds([next[i]]), cache).ToSingleArray();
+        }
+        foreach (var key in logits.Keys.Where(k => k.StartsWith("cpu ", StringComparison.Ordinal)))
+            TensorAssert.Close(key[4..], logits[key], logits["cuda " + key[4..]], Tolerance.Forward(DType.F32));
+    }
+
+    [Test]
+    public void BatchedDecodingOfRowsOfDifferentLengthsMatchesTheCpuBackend()
+    {
+        // Row 1 is prefilled right-padded to row 0's 6 tokens, then truncated to its 3: the decode steps then run the
+        // per-row ops (SelectPositions, RotaryPerRow, CacheWritePerRow, CachedAttentionPerRow).
+        int[] padded = [7, 33, 120, 5, 199, 14, 61, 2, 90, 36, 36, 36];
+        int[][] steps = [[42, 8], [0, 150], [77, 3]];
+        var logits = new Dictionary<string, float[]>();
+        using var device = new EmulatedDevice();
+        using var cuda = new CudaBackend(device, ownsDevice: false);
+        foreach (var backend in new IBackend[] { new CpuBackend(poisonNewMemory: true), cuda })
+        {
+            string side = backend is CpuBackend ? "cpu" : "cuda";
+            using var model = Phi2Checkpoint.Load(Fixtures.ModelDirectory("f32"), backend);
+            using var cache = new KeyValueCache(model, 2, 16);
+            using var scope = TensorScope.Begin();
+            logits[$"{side} prefill"] = model.Forward(model.CreateInputIds(padded, 2), cache, [5, 2]).ToSingleArray();
+            cache.Truncate(1, 3);
+            for (int i = 0; i < steps.Length; i++)
+                logits[$"{side} step {i}"] = model.ForwardLast(model.CreateInputIds(steps[i], 2), cache).ToSingleArray();
         }
         foreach (var key in logits.Keys.Where(k => k.StartsWith("cpu ", StringComparison.Ordinal)))
             TensorAssert.Close(key[4..], logits[key], logits["cuda " + key[4..]], Tolerance.Forward(DType.F32));
@@ -130,7 +153,7 @@ public class CudaBackendModelTests
             int[] ids = [5, 17, 202, 3, 99, 0, 150, 42];
             using var scope = TensorScope.Begin();
             using var tape = GradientTape.Begin();
-            var logits = RunOrIgnore(() => model.Forward(model.CreateInputIds(ids, 2)));
+            var logits = model.Forward(model.CreateInputIds(ids, 2));
             var loss = model.CausalLanguageModelLoss(logits, ids);
             tape.Backward(loss);
             results[$"{side} logits"] = logits.ToSingleArray();
@@ -161,7 +184,7 @@ public class CudaBackendModelTests
 
             using var scope = TensorScope.Begin();
             using var tape = GradientTape.Begin();
-            var logits = RunOrIgnore(() => model.Forward(model.CreateInputIds(ids, batch)));
+            var logits = model.Forward(model.CreateInputIds(ids, batch));
             var loss = model.CausalLanguageModelLoss(logits, labels);
             tape.Backward(loss);
 
@@ -177,19 +200,5 @@ public class CudaBackendModelTests
         }
         cuda.Dispose();
         Assert.That(device.Memory.LiveAllocations, Is.Zero, "every tensor of the model and the step freed on the device");
-    }
-
-    /// <summary>Runs the forward; until the attention kernels are built, the CUDA backend refuses attention and the test is ignored saying so.</summary>
-    private static Tensor RunOrIgnore(Func<Tensor> forward)
-    {
-        try
-        {
-            return forward();
-        }
-        catch (NotSupportedException e) when (e.Message.Contains(MissingAttention, StringComparison.Ordinal))
-        {
-            Assert.Ignore($"the CUDA backend cannot run the model yet: {e.Message}");
-            throw;
-        }
     }
 }

@@ -9,7 +9,7 @@ namespace Phi2Native.Tests.Backends;
 /// <summary>
 /// The CUDA backend's memory and plumbing on the emulated device: uploads and conversions against the CPU backend,
 /// copies, element-wise ops, transposes, memory accounting and freeing, and the refusals (F64, CPU tensors, mismatched
-/// shapes and dtypes, ops whose kernels are not built yet).
+/// shapes and dtypes).
 /// </summary>
 [TestFixture, Category("Emulated")]
 public class CudaBackendTests : CudaBackendTestBase
@@ -232,16 +232,6 @@ public class CudaBackendTests : CudaBackendTestBase
         Assert.That(() => Cuda.Add(ids, ids), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("I32"));
         Assert.That(() => Cuda.Cast(ids, DType.F32), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("I32"));
         Assert.That(() => Cuda.FromBytes(new byte[7], DType.F32, [2], DType.F32), Throws.ArgumentException.With.Property("ParamName").EqualTo("data"));
-    }
-
-    [Test]
-    public void OpsWhoseKernelsAreNotBuiltRefuseNamingThem()
-    {
-        using var x = On(Cuda, [1f, 2f], DType.F32, 1, 1, 1, 2);
-        Assert.That(() => Cuda.Attention(x, x, x, out _), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("AttentionKernels"));
-        Assert.That(() => Cuda.CachedAttention(x, x, x, 1), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("AttentionKernels"));
-        using var rows = Ids(Cuda, [1], 1);
-        Assert.That(() => Cuda.CachedAttentionPerRow(x, x, x, rows), Throws.InstanceOf<NotSupportedException>().With.Message.Contains("AttentionKernels"));
     }
 
     [TestCase(5, DType.F32)]

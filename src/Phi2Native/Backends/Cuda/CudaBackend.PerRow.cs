@@ -3,13 +3,13 @@ using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Cuda;
 
-// The per-row ops of batched generation (a KV cache whose rows hold different lengths) and SelectPositions. There are
-// no per-row kernels yet: each op reads its small I32 [B] (or [B, K]) position tensor back to the host (one
-// synchronizing copy of a few bytes, checked there as the CPU backend checks it) and runs the plain kernel once per
-// batch row on that row's slices - batch row b is a contiguous [T, H, D] block of the input and a contiguous
+// The per-row ops of batched generation (a KV cache whose rows hold different lengths) and SelectPositions, but for
+// CachedAttentionPerRow, whose kernel reads the key times on the device (CudaBackend.Attention.cs). rotary.cu and
+// cache.cu have no per-row form yet: these ops read their small I32 [B] (or [B, K]) position tensor back to the host
+// (one synchronizing copy of a few bytes, checked there as the CPU backend checks it) and run the plain kernel once
+// per batch row on that row's slices - batch row b is a contiguous [T, H, D] block of the input and a contiguous
 // [Tmax, H, D] block of the cache - so a row gets bit for bit what it gets alone, as on the CPU. Generation reads the
-// logits back every step anyway, so the extra synchronization costs a few microseconds a layer, not a pipeline stall
-// that matters; per-row kernels reading the positions on the device would remove it.
+// logits back every step anyway, so the extra synchronization costs little; per-row kernels would remove it.
 public sealed partial class CudaBackend
 {
     /// <inheritdoc/>

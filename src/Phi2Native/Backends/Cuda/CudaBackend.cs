@@ -18,8 +18,9 @@ namespace Phi2Native.Backends.Cuda;
 /// </para>
 /// <para>
 /// Host synchronization: only <see cref="CopyToHost"/> and the few ops whose contract returns a host value
-/// (<see cref="SumOfSquares"/>, <see cref="CrossEntropy"/>'s counted rows, and the id checks of
-/// <see cref="Embedding"/> and <see cref="CrossEntropy"/>) wait for the stream; everything else is queued.
+/// (<see cref="SumOfSquares"/>, <see cref="CrossEntropy"/>'s counted rows, the id checks of <see cref="Embedding"/>
+/// and <see cref="CrossEntropy"/>, and the position reads of <see cref="SelectPositions"/>, <see cref="RotaryPerRow"/>
+/// and <see cref="CacheWritePerRow"/>) wait for the stream; everything else is queued.
 /// </para>
 /// <para>Not thread-safe: one thread drives a backend at a time, as with the CPU backend's tensors.</para>
 /// </remarks>
