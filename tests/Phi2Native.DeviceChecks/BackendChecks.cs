@@ -3,6 +3,7 @@ using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
+using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.DeviceChecks;
@@ -10,8 +11,9 @@ namespace Phi2Native.DeviceChecks;
 /// <summary>
 /// The CUDA backend (<see cref="CudaBackend"/>) over the device, against the CPU backend on the same inputs: what the
 /// kernel checks do not cover - Linear's row-major/column-major mapping onto cuBLAS and cuBLASLt (BIAS epilogue, the
-/// bias gradient as a GEMM against ones, beta = 1 accumulation), uploads converted on the device, and a chain of ops
-/// through the gradient tape queued on the backend's own (non-default) stream.
+/// bias gradient as a GEMM against ones, beta = 1 accumulation), uploads converted on the device, a chain of ops
+/// through the gradient tape queued on the backend's own (non-default) stream, and a whole Phi-2 (the Tiny config,
+/// seeded random weights): a training-mode step and batched KV-cache decoding, on the GPU the end-to-end proof.
 /// </summary>
 public static class BackendChecks
 {
@@ -25,6 +27,8 @@ public static class BackendChecks
         new("CudaBackend tape: embedding -> layernorm -> linear -> gelu_new -> cross-entropy, f32",
             ["embedding_f32", "layernorm_f32", "cublasLtMatmul", "cublasGemmEx", "gelu_new_f32", "cross_entropy_f32", "embedding_backward_f32",
              "layernorm_backward_f32", "gelu_new_backward_f32", "cross_entropy_backward_f32", "add_f32"], Chain),
+        new("CudaBackend Phi-2 (Tiny config): training-mode step (dropout) and batched KV-cache decoding, f32",
+            ["attention_f32", "attention_backward_f32", "cached_attention_f32", "rotary_f32", "dropout_f32", "cache_write_f32", "cublasLtMatmul"], TinyModel),
     ];
 
     private static DeviceCheck Linear(DType dtype, int rows, int inFeatures, int outFeatures) =>
@@ -120,6 +124,47 @@ public static class BackendChecks
         tape.Backward(loss);
         var result = new Dictionary<string, float[]> { ["loss"] = loss.ToSingleArray(), ["logits"] = logits.ToSingleArray() };
         foreach (var (name, parameter) in parameters) result["d" + name] = parameter.Grad!.ToSingleArray();
+        return result;
+    }
+
+    private static CheckResult TinyModel(IDeviceApi device)
+    {
+        using var backend = new CudaBackend(device, ownsDevice: false);
+        using var cpu = new CpuReference();
+        var expected = RunModel(cpu.Backend);
+        var actual = RunModel(backend);
+        return CheckResult.Combine([.. expected.Select(e => Tolerances.Model.Compare(e.Key, actual[e.Key], e.Value))]);
+    }
+
+    // Random Tiny weights (seeded), one training-mode forward and backward (resid_pdrop 0.1: the masks are seeded too),
+    // then batched generation: rows of 6 and 3 tokens prefilled, then two decode steps through the per-row ops.
+    private static Dictionary<string, float[]> RunModel(IBackend backend)
+    {
+        var result = new Dictionary<string, float[]>();
+        using var model = Phi2Model.CreateRandom(Phi2Config.Tiny, backend, seed: 4400);
+        int[] ids = [5, 17, 300, 3, 99, 0, 150, 42, 511, 7, 260, 11, 64, 2, 9, 480, 33, 1];
+        using (var scope = TensorScope.Begin())
+        using (var tape = GradientTape.Begin())
+        {
+            model.SetRequiresGrad(true);
+            model.Training = true;
+            var logits = model.Forward(model.CreateInputIds(ids, 2));
+            var loss = model.CausalLanguageModelLoss(logits, ids);
+            tape.Backward(loss);
+            result["logits"] = logits.ToSingleArray();
+            result["loss"] = loss.ToSingleArray();
+            foreach (var parameter in model.Parameters()) result["d" + parameter.Name] = parameter.Grad!.ToSingleArray();
+        }
+        model.SetRequiresGrad(false);
+        model.Training = false;
+        using (var scope = TensorScope.Begin())
+        using (var cache = new KeyValueCache(model, 2, 12))
+        {
+            result["prefill"] = model.Forward(model.CreateInputIds([.. ids[..6], .. ids[6..9], 1, 1, 1], 2), cache, [5, 2]).ToSingleArray();
+            cache.Truncate(1, 3);
+            result["decode 0"] = model.ForwardLast(model.CreateInputIds([ids[9], ids[10]], 2), cache).ToSingleArray();
+            result["decode 1"] = model.ForwardLast(model.CreateInputIds([ids[11], ids[12]], 2), cache).ToSingleArray();
+        }
         return result;
     }
 

@@ -61,4 +61,11 @@ public static class Tolerances
         DType.BF16 => new(1e-7 * Math.Abs(scale), 1.0 / 128),
         _ => throw new ArgumentException($"no cross-entropy gradient tolerance for {dtype}", nameof(dtype)),
     };
+
+    /// <summary>
+    /// A whole model on the CUDA backend against the CPU backend (logits, loss, every parameter's gradient after a few
+    /// layers): each op's fp32 reordering compounds through the layers, and a parameter gradient sums over every row,
+    /// so the absolute part is larger than a single op's. Scaled like the golden suite's F32 gradient tolerance.
+    /// </summary>
+    public static Tolerance Model => new(1e-4, 1e-3);
 }
