@@ -248,6 +248,36 @@ public class CudaBackendOpTests : CudaBackendTestBase
     }
 
     [Test]
+    public void BFloat16LogitsRotaryAndCacheMatchTheCpuBackendToBFloat16Rounding()
+    {
+        using var scope = TensorScope.Begin();
+        var (logits, glogits) = RandomPair(51, DType.BF16, 5, 17);
+        int[] targets = [3, 16, -100, 0, 9];
+        var loss = Cpu.CrossEntropy(logits, Ids(Cpu, targets, 5), -100, out var lse, out int counted);
+        var gloss = Cuda.CrossEntropy(glogits, Ids(Cuda, targets, 5), -100, out var glse, out int gcounted);
+        Assert.That((gloss.DType, glse.DType, gcounted), Is.EqualTo((DType.F32, DType.F32, counted)), "the loss is fp32 whatever the logits are");
+        // The logits are the same bf16 values on both sides and the math is fp32 on both: only summation order differs.
+        Close("loss sum (bf16 logits)", loss, gloss, F32);
+        Close("logSumExp (bf16 logits)", lse, glse, F32);
+        var dLogits = Cpu.Empty([5, 17], DType.F32);
+        var gdLogits = Cuda.Empty([5, 17], DType.BF16);
+        Cpu.CrossEntropyBackward(logits, Ids(Cpu, targets, 5), lse, -100, 0.25, dLogits);
+        Cuda.CrossEntropyBackward(glogits, Ids(Cuda, targets, 5), glse, -100, 0.25, gdLogits);
+        Close("dLogits bf16", dLogits, gdLogits, Tolerance.Forward(DType.BF16));
+
+        var (x, gx) = RandomPair(52, DType.BF16, 2, 3, 2, 10);
+        var gy = Cuda.Rotary(gx, 6, 10000, 1);
+        Assert.That(gy.DType, Is.EqualTo(DType.BF16));
+        Close("rotary bf16", Cpu.Rotary(x, 6, 10000, 1), gy, Tolerance.Forward(DType.BF16));
+        var cache = Cpu.Zeros([2, 4, 2, 10], DType.BF16);
+        var gcache = Cuda.Zeros([2, 4, 2, 10], DType.BF16);
+        var xb = Cpu.Cast(x, DType.BF16);
+        Cpu.CacheWrite(xb, cache, 1);
+        Cuda.CacheWrite(gx, gcache, 1);
+        Equal("cache bf16 (an exact move)", cache, gcache);
+    }
+
+    [Test]
     public void CrossEntropyRefusesABadTargetAsTheCpuBackendDoes()
     {
         using var scope = TensorScope.Begin();
