@@ -1,10 +1,13 @@
 // Phi2Native GPU check runner: what bench/gpu-check.sh runs on a machine with a GPU (see the top of that script).
 //
 //   bench/gpu-runner/Phi2Native.GpuCheck [--emulated] [--filter TEXT] [--list] [--markdown] [--time-limit S]
+//                                        [--no-bench | --bench-only] [--bench-tiny]
 //
 // On a GPU it NVRTC-compiles every kernel file, runs every device check of tests/Phi2Native.DeviceChecks against
-// its CPU reference and prints a table last; without one it says why and exits 0. --emulated runs the same checks
-// on the kernel emulator, which is how CI proves the published runner works on a machine without a GPU.
+// its CPU reference, then the benchmarks (Benchmarks.cs: Phi-2-sized ops and model steps, device-event timing) and
+// prints the tables last; without one it says why and exits 0. --emulated runs the same checks on the kernel
+// emulator, which is how CI proves the published runner works on a machine without a GPU; --emulated --bench-tiny
+// runs the benchmark code on it too, at tiny sizes.
 using System.Diagnostics;
 using System.Reflection;
 using System.Runtime.InteropServices;
@@ -56,7 +59,7 @@ namespace Phi2Native.GpuCheck
             var selected = options.Filter is null
                 ? catalog
                 : catalog.Where(c => c.Name.Contains(options.Filter, StringComparison.OrdinalIgnoreCase)).ToList();
-            if (selected.Count == 0)
+            if (selected.Count == 0 && options.RunsChecks)
             {
                 output.WriteLine($"error: --filter '{options.Filter}' matches none of the {catalog.Count} checks (--list prints them)");
                 return 1;
@@ -65,6 +68,8 @@ namespace Phi2Native.GpuCheck
             {
                 foreach (var check in selected) output.WriteLine($"{check.Name}  [{string.Join(", ", check.Kernels)}]");
                 output.WriteLine($"{selected.Count} of the catalog's {catalog.Count} checks");
+                output.WriteLine($"benchmarks ({(options.RunsBenchmarks ? options.BenchSizes.Label + " sizes" : "not run with these options")}): " +
+                                 string.Join("; ", Benchmarks.CaseNames));
                 return 0;
             }
             output.WriteLine(Header());
@@ -82,6 +87,7 @@ namespace Phi2Native.GpuCheck
 
         private static int RunOnGpu(RunnerOptions options, IReadOnlyList<DeviceCheck> selected, int catalogCount, TextWriter output)
         {
+            var clock = Stopwatch.StartNew();
             var probe = CudaAvailability.Probe();
             output.WriteLine(probe.Summary);
             if (!probe.IsAvailable)
@@ -98,26 +104,41 @@ namespace Phi2Native.GpuCheck
             }
             string name = device.Name;
             var sources = Reports.LoadKernelSources(out string sourcesText);
-            IReadOnlyList<KernelCompileReport>? reports;
-            IReadOnlyList<CheckOutcome> outcomes;
-            bool compiled, closed;
+            IReadOnlyList<KernelCompileReport>? reports = null;
+            IReadOnlyList<CheckOutcome> outcomes = [];
+            IReadOnlyList<BenchOutcome>? bench = null;
+            bool compiled = true, closed;
             try
             {
                 output.WriteLine($"device: {name}; kernel sources: {sourcesText}");
-                output.WriteLine();
-                output.WriteLine($"== NVRTC: every kernel file for {name} ==");
-                reports = CompileKernels(device, options.Markdown, output, out compiled);
-                output.WriteLine();
-                output.WriteLine($"== checks on {name} (time: the body and a synchronize, CPU reference included) ==");
-                outcomes = CheckRunner.RunAll(selected, () => device, _ => { }, options.TimeLimit, output);
+                if (options.RunsChecks)
+                {
+                    output.WriteLine();
+                    output.WriteLine($"== NVRTC: every kernel file for {name} ==");
+                    reports = CompileKernels(device, options.Markdown, output, out compiled);
+                    output.WriteLine();
+                    output.WriteLine($"== checks on {name} (time: the body and a synchronize, CPU reference included) ==");
+                    outcomes = CheckRunner.RunAll(selected, () => device, _ => { }, options.TimeLimit - clock.Elapsed, output);
+                }
+                if (options.RunsBenchmarks) bench = RunBenchmarks(options, device, clock, output);
             }
             finally
             {
                 closed = CloseQuietly(device, output);
             }
-            var summary = new RunSummary(name, outcomes, catalogCount, options.Filter, compiled);
-            WriteEnd(output, summary, Reports.CompiledColumn(sources, reports), options.Markdown);
-            return closed ? summary.ExitCode : 1;
+            int exit = WriteEnd(output, options, new RunSummary(name, outcomes, catalogCount, options.Filter, compiled), bench,
+                Reports.CompiledColumn(sources, reports));
+            return closed ? exit : 1;
+        }
+
+        /// <summary>The benchmark stage on <paramref name="device"/>, bounded by what is left of --time-limit.</summary>
+        private static IReadOnlyList<BenchOutcome> RunBenchmarks(RunnerOptions options, IDeviceApi device, Stopwatch clock, TextWriter output)
+        {
+            var sizes = options.BenchSizes;
+            output.WriteLine();
+            output.WriteLine($"== benchmarks on {device.Name} at {sizes.Label} sizes (device-event time, median of up to {Benchmarks.MaxReps} after " +
+                             $"{Benchmarks.WarmUp} warm-up; {Format.Seconds(Math.Max(0, (options.TimeLimit - clock.Elapsed).TotalSeconds))} s of the time limit left) ==");
+            return Benchmarks.RunAll(device, sizes, clock, options.TimeLimit, output);
         }
 
         private static IReadOnlyList<KernelCompileReport>? CompileKernels(IDeviceApi device, bool markdown, TextWriter output, out bool allCompiled)
@@ -158,6 +179,7 @@ namespace Phi2Native.GpuCheck
 
         private static int RunEmulated(RunnerOptions options, IReadOnlyList<DeviceCheck> selected, int catalogCount, TextWriter output)
         {
+            var clock = Stopwatch.StartNew();
             // Probed anyway: it shows what the GPU path would say on this machine.
             output.WriteLine(CudaAvailability.Probe().Summary);
             var emulator = NativeLibraryResolver.Load(NativeLibraryResolver.Emulator);
@@ -171,22 +193,54 @@ namespace Phi2Native.GpuCheck
             output.WriteLine($"device: {name}, from {emulator.LoadedFrom} (kernels compiled by g++ at build time, no NVRTC)");
             Reports.LoadKernelSources(out string sourcesText);
             output.WriteLine($"kernel sources: {sourcesText}");
-            output.WriteLine();
-            output.WriteLine($"== checks on {name}, a fresh device each (time: host time, nothing about a GPU) ==");
-            // A fresh device per check, as the NUnit fixture makes one: a check cannot inherit another's state.
-            var outcomes = CheckRunner.RunAll(selected, () => new EmulatedDevice(), d => d.Dispose(), options.TimeLimit, output);
-            var summary = new RunSummary(name, outcomes, catalogCount, options.Filter, KernelsCompiled: true);
-            WriteEnd(output, summary, _ => "emu", options.Markdown);
-            return summary.ExitCode;
+            IReadOnlyList<CheckOutcome> outcomes = [];
+            if (options.RunsChecks)
+            {
+                output.WriteLine();
+                output.WriteLine($"== checks on {name}, a fresh device each (time: host time, nothing about a GPU) ==");
+                // A fresh device per check, as the NUnit fixture makes one: a check cannot inherit another's state.
+                outcomes = CheckRunner.RunAll(selected, () => new EmulatedDevice(), d => d.Dispose(), options.TimeLimit - clock.Elapsed, output);
+            }
+            IReadOnlyList<BenchOutcome>? bench = null;
+            if (options.RunsBenchmarks)
+            {
+                // The same code paths as on a GPU, at tiny sizes; the times say nothing about a GPU.
+                using var device = new EmulatedDevice();
+                bench = RunBenchmarks(options, device, clock, output);
+            }
+            return WriteEnd(output, options, new RunSummary(name, outcomes, catalogCount, options.Filter, KernelsCompiled: true), bench, _ => "emu");
         }
 
-        private static void WriteEnd(TextWriter output, RunSummary summary, Func<DeviceCheck, string> compiled, bool markdown)
+        /// <summary>
+        /// The tables (checks, then benchmarks) and the last line; returns the exit code. The last line is the checks'
+        /// (what CI parses), or the benchmarks' with --bench-only.
+        /// </summary>
+        private static int WriteEnd(TextWriter output, RunnerOptions options, RunSummary summary, IReadOnlyList<BenchOutcome>? bench,
+            Func<DeviceCheck, string> compiled)
         {
             output.WriteLine();
             output.WriteLine("== summary ==");
-            Reports.WriteCheckTable(output, summary.Outcomes, compiled, markdown);
-            output.WriteLine();
+            if (options.RunsChecks)
+            {
+                Reports.WriteCheckTable(output, summary.Outcomes, compiled, options.Markdown);
+                output.WriteLine();
+            }
+            string? benchLine = null;
+            if (bench is not null)
+            {
+                Benchmarks.WriteTable(output, bench, options.Markdown);
+                output.WriteLine();
+                benchLine = Benchmarks.Line(bench, summary.DeviceName, options.BenchSizes);
+            }
+            bool benchThrew = bench?.Any(b => b.Status == BenchStatus.Threw) ?? false;
+            if (!options.RunsChecks)
+            {
+                output.WriteLine(benchLine);
+                return benchThrew ? 1 : 0;
+            }
+            if (benchLine is not null) output.WriteLine(benchLine);
             output.WriteLine(summary.LastLine);
+            return summary.ExitCode == 0 && !benchThrew ? 0 : 1;
         }
     }
 }

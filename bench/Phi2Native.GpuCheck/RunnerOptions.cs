@@ -24,6 +24,24 @@ internal sealed record RunnerOptions
     /// <summary>Check the runner's own bookkeeping on planted checks.</summary>
     public bool SelfTest { get; init; }
 
+    /// <summary>Skip the benchmark stage (on a GPU it runs after the checks by default).</summary>
+    public bool NoBench { get; init; }
+
+    /// <summary>Run only the benchmark stage: no NVRTC table, no checks.</summary>
+    public bool BenchOnly { get; init; }
+
+    /// <summary>Run the benchmarks at tiny sizes (Phi2Config.Tiny); with --emulated this also turns the stage on.</summary>
+    public bool BenchTiny { get; init; }
+
+    /// <summary>Whether this run has a benchmark stage: on a GPU unless --no-bench; on the emulator only with --bench-tiny.</summary>
+    public bool RunsBenchmarks => !NoBench && (BenchOnly || !Emulated || BenchTiny);
+
+    /// <summary>The benchmarks' sizes: tiny on the emulator or with --bench-tiny, else Phi-2's.</summary>
+    public BenchSizes BenchSizes => Emulated || BenchTiny ? BenchSizes.Tiny : BenchSizes.Phi2;
+
+    /// <summary>Whether this run runs the checks.</summary>
+    public bool RunsChecks => !BenchOnly;
+
     /// <summary>Print the usage.</summary>
     public bool Help { get; init; }
 
@@ -45,11 +63,15 @@ internal sealed record RunnerOptions
                 "--list" => options with { List = true },
                 "--markdown" => options with { Markdown = true },
                 "--self-test" => options with { SelfTest = true },
+                "--no-bench" => options with { NoBench = true },
+                "--bench-only" => options with { BenchOnly = true },
+                "--bench-tiny" => options with { BenchTiny = true },
                 "--time-limit" => options with { TimeLimit = ParseSeconds(Value()) },
                 "-h" or "--help" => options with { Help = true },
                 _ => throw new ArgumentException($"unknown argument '{args[i]}'"),
             };
         }
+        if (options.NoBench && options.BenchOnly) throw new ArgumentException("--no-bench and --bench-only contradict each other");
         return options;
     }
 
@@ -61,19 +83,25 @@ internal sealed record RunnerOptions
     /// <summary>The help text.</summary>
     public const string Usage = """
         usage: Phi2Native.GpuCheck [--emulated] [--filter TEXT] [--list] [--markdown] [--time-limit S] [--self-test]
+                                   [--no-bench | --bench-only] [--bench-tiny]
 
         Compiles every kernel with NVRTC for the first GPU, runs every device check (tests/Phi2Native.DeviceChecks,
-        the same bodies NUnit runs on the emulator) against its CPU reference, and prints a table last.
-        Without a GPU it says why and exits 0.
+        the same bodies NUnit runs on the emulator) against its CPU reference, then the benchmarks (Phi-2 sizes,
+        BF16, device-event timing), and prints the tables last. Without a GPU it says why and exits 0.
 
           --emulated      run the checks on the kernel emulator (libphi2emu.so beside this program) instead
           --filter TEXT   only the checks whose name contains TEXT (ignoring case)
           --list          print the checks and their kernels, run nothing
           --markdown      print the tables as Markdown (for bench/RESULTS.md)
-          --time-limit S  stop starting checks after S seconds (default 240); the rest count as not run
+          --time-limit S  stop starting checks and benchmarks after S seconds in all (default 240); the rest
+                          count as not run
+          --no-bench      skip the benchmark stage
+          --bench-only    run only the benchmarks (no NVRTC table, no checks)
+          --bench-tiny    run the benchmarks at tiny sizes; with --emulated it runs them on the emulator (CI)
           --self-test     check the runner's own bookkeeping on planted checks (pass, wrong, throwing, leaking)
 
-        exit: 0 every selected check passed, or there is no GPU; 1 a check failed, threw or did not run, a kernel
-        did not compile, or a GPU is present but could not be opened; 2 bad arguments.
+        exit: 0 every selected check passed (and no benchmark threw), or there is no GPU; 1 a check failed, threw or
+        did not run, a benchmark threw, a kernel did not compile, or a GPU is present but could not be opened;
+        2 bad arguments. Benchmarks left unrun by the time limit are reported, not failed.
         """;
 }

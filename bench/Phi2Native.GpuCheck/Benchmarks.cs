@@ -1,0 +1,495 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Phi2Native.Autograd;
+using Phi2Native.Backends.Cuda;
+using Phi2Native.Cuda;
+using Phi2Native.Models.Phi2;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.GpuCheck;
+
+/// <summary>How one benchmark case ended.</summary>
+internal enum BenchStatus
+{
+    /// <summary>Timed.</summary>
+    Ran,
+    /// <summary>Threw (the device failed, the op is unsupported, or the case has a bug).</summary>
+    Threw,
+    /// <summary>Never started: the time limit was reached first.</summary>
+    NotRun,
+}
+
+/// <summary>One case's result: median milliseconds per repetition and a rate in <paramref name="Unit"/>.</summary>
+/// <param name="Reps">Timed repetitions the median is over (after warm-up).</param>
+internal sealed record BenchOutcome(string Name, string Shape, string DType, BenchStatus Status, double Ms, double Rate, string Unit, int Reps, string Detail);
+
+/// <summary>The sizes the cases run at: Phi-2's real ones on a GPU, tiny ones on the emulator (CI).</summary>
+/// <param name="Tokens">Rows of the Linear, LayerNorm and gelu cases, and the attention cases' T (B = 1).</param>
+/// <param name="Model">The config of the model cases (the layer cases cut it to <paramref name="TrainLayers"/> layers).</param>
+/// <param name="Prefill">Tokens prefilled into the KV cache before decode steps are timed.</param>
+internal sealed record BenchSizes(string Label, int Tokens, Phi2Config Model, int TrainLayers, int Prefill)
+{
+    /// <summary>Phi-2: C 2560, H 32, D 80, intermediate 10240, V 51200, 32 layers; 2048 tokens.</summary>
+    public static BenchSizes Phi2 { get; } = new("Phi-2", 2048, Phi2Config.Phi2, 2, 2000);
+
+    /// <summary>Phi2Config.Tiny (C 128, H 4, D 32, intermediate 512, V 512, 4 layers); 32 tokens: seconds on the emulator.</summary>
+    public static BenchSizes Tiny { get; } = new("tiny", 32, Phi2Config.Tiny, 2, 24);
+}
+
+/// <summary>
+/// The runner's benchmark stage: cuBLAS(Lt) Linears, attention, LayerNorm, gelu, a Phi-2-sized training step and
+/// KV-cache decoding, all through <see cref="CudaBackend"/> in BF16 (fp32 accumulation and softmax). Each case is
+/// timed with device events on the backend's stream (<see cref="IDeviceApi.RecordEvent"/> around one repetition,
+/// <see cref="IDeviceApi.ElapsedMilliseconds"/>) after warm-up, and reports the median of a few repetitions; each
+/// case stops repeating after <see cref="PerCase"/>, and no case starts after the deadline.
+/// </summary>
+internal sealed class Benchmarks
+{
+    /// <summary>Warm-up repetitions (the first also compiles the kernels it launches, and fills the allocator's cache).</summary>
+    public const int WarmUp = 2;
+
+    /// <summary>Timed repetitions at most; the median is reported.</summary>
+    public const int MaxReps = 10;
+
+    /// <summary>How long one case may keep repeating (it always times at least one repetition).</summary>
+    public static readonly TimeSpan PerCase = TimeSpan.FromSeconds(4);
+
+    private const DType Dt = DType.BF16;
+    private const string DtName = "bf16 (fp32 acc)";
+
+    private readonly CudaBackend _backend;
+    private readonly BenchSizes _sizes;
+    private readonly TextWriter _progress;
+
+    private Benchmarks(CudaBackend backend, BenchSizes sizes, TextWriter progress)
+    {
+        _backend = backend;
+        _sizes = sizes;
+        _progress = progress;
+    }
+
+    private sealed record Case(string Name, Func<Benchmarks, BenchOutcome> Run);
+
+    /// <summary>The cases, cheapest and most telling first; the full-model decode (the biggest build) last.</summary>
+    private static readonly Case[] Cases =
+    [
+        new("linear q/k/v/dense (LtMatmul BIAS)", b => b.LinearForward(b.C, b.C, bias: true)),
+        new("linear qkv fused (LtMatmul BIAS)", b => b.LinearForward(b.C, 3 * b.C, bias: true)),
+        new("linear fc1 (LtMatmul BIAS)", b => b.LinearForward(b.C, b.Inner, bias: true)),
+        new("linear fc1 (GemmEx, no bias)", b => b.LinearForward(b.C, b.Inner, bias: false)),
+        new("linear fc1 in F32 (LtMatmul BIAS)", b => b.LinearForward(b.C, b.Inner, bias: true, DType.F32)),
+        new("linear fc2 (LtMatmul BIAS)", b => b.LinearForward(b.Inner, b.C, bias: true)),
+        new("linear backward q/k/v/dense (dx, dW)", b => b.LinearBackward(b.C, b.C)),
+        new("linear backward fc1 (dx, dW)", b => b.LinearBackward(b.C, b.Inner)),
+        new("linear backward fc2 (dx, dW)", b => b.LinearBackward(b.Inner, b.C)),
+        new("attention forward (causal)", b => b.AttentionForward()),
+        new("attention backward (causal)", b => b.AttentionBackward()),
+        new("cached attention decode", b => b.CachedAttentionDecode()),
+        new("layernorm forward", b => b.LayerNormForward()),
+        new("layernorm backward (dx, dW, dB)", b => b.LayerNormBackward()),
+        new("gelu_new forward", b => b.Gelu(backward: false)),
+        new("gelu_new backward", b => b.Gelu(backward: true)),
+        new("training step (forward+backward+loss)", b => b.TrainingStep()),
+        new("model prefill (KV cache, last logits)", b => b.Generation(prefillOnly: true)),
+        new("model decode step (KV cache)", b => b.Generation(prefillOnly: false)),
+    ];
+
+    /// <summary>The names of the cases, in the order they run.</summary>
+    public static IEnumerable<string> CaseNames => Cases.Select(c => c.Name);
+
+    /// <summary>
+    /// Runs every case on <paramref name="device"/> (a backend over it, not owning it) at <paramref name="sizes"/>;
+    /// cases not started before <paramref name="deadline"/> are <see cref="BenchStatus.NotRun"/>. Never throws for a
+    /// case: its exception becomes its row.
+    /// </summary>
+    public static IReadOnlyList<BenchOutcome> RunAll(IDeviceApi device, BenchSizes sizes, Stopwatch clock, TimeSpan deadline, TextWriter progress)
+    {
+        var outcomes = new List<BenchOutcome>(Cases.Length);
+        using var backend = new CudaBackend(device, ownsDevice: false);
+        var bench = new Benchmarks(backend, sizes, progress);
+        for (int i = 0; i < Cases.Length; i++)
+        {
+            var c = Cases[i];
+            string position = $"[{(i + 1).ToString(CultureInfo.InvariantCulture).PadLeft(2)}/{Cases.Length}]";
+            if (clock.Elapsed >= deadline)
+            {
+                outcomes.Add(new BenchOutcome(c.Name, "-", "-", BenchStatus.NotRun, 0, 0, "", 0, $"not run: the time limit ({deadline.TotalSeconds:0} s) was reached"));
+                progress.WriteLine($"{position} {c.Name}: not run (time limit)");
+                continue;
+            }
+            progress.Write($"{position} {c.Name} ... ");
+            progress.Flush();
+            var watch = Stopwatch.StartNew();
+            BenchOutcome outcome;
+            try
+            {
+                outcome = c.Run(bench) with { Name = c.Name };
+                backend.Synchronize();
+            }
+            catch (Exception e)
+            {
+                outcome = new BenchOutcome(c.Name, "-", DtName, BenchStatus.Threw, 0, 0, "", 0, $"{e.GetType().Name}: {FirstLine(e.Message)}");
+                progress.WriteLine($"FAIL (threw) after {Format.Seconds(watch.Elapsed.TotalSeconds)} s");
+                progress.WriteLine(e.ToString());
+                outcomes.Add(outcome);
+                TryRelease(backend);
+                continue;
+            }
+            progress.WriteLine($"{FormatMs(outcome.Ms)} ms, {FormatRate(outcome.Rate)} {outcome.Unit} (median of {outcome.Reps}; " +
+                               $"{Format.Seconds(watch.Elapsed.TotalSeconds)} s){(outcome.Detail.Length > 0 ? "; " + outcome.Detail : "")}");
+            outcomes.Add(outcome);
+            TryRelease(backend);
+        }
+        return outcomes;
+    }
+
+    /// <summary>The benchmark table: case, shape, dtype, ms, rate, unit; then the detail of each case that did not run cleanly.</summary>
+    public static void WriteTable(TextWriter output, IReadOnlyList<BenchOutcome> outcomes, bool markdown)
+    {
+        var table = new TextTable("benchmark", "shape", "dtype", "ms", "rate", "unit", "reps");
+        foreach (var o in outcomes)
+        {
+            bool ran = o.Status == BenchStatus.Ran;
+            table.Add(o.Name, o.Shape, o.DType, ran ? FormatMs(o.Ms) : "-", ran ? FormatRate(o.Rate) : "-",
+                ran ? o.Unit : o.Status == BenchStatus.Threw ? "FAIL (threw)" : "NOT RUN", ran ? o.Reps.ToString(CultureInfo.InvariantCulture) : "-");
+        }
+        table.Write(output, markdown);
+        var notes = outcomes.Where(o => o.Status != BenchStatus.Ran || o.Detail.Length > 0).ToList();
+        if (notes.Count == 0) return;
+        output.WriteLine();
+        foreach (var o in notes) output.WriteLine($"{o.Name}: {o.Detail}");
+    }
+
+    /// <summary>"benchmarks: N of M cases ran on DEVICE (sizes), K threw, J not run".</summary>
+    public static string Line(IReadOnlyList<BenchOutcome> outcomes, string device, BenchSizes sizes)
+    {
+        int ran = outcomes.Count(o => o.Status == BenchStatus.Ran), threw = outcomes.Count(o => o.Status == BenchStatus.Threw);
+        int notRun = outcomes.Count(o => o.Status == BenchStatus.NotRun);
+        string line = $"benchmarks: {ran} of {outcomes.Count} cases ran on {device} at {sizes.Label} sizes";
+        if (threw > 0) line += $"; {threw} threw";
+        if (notRun > 0) line += $"; {notRun} not run (time limit)";
+        return line;
+    }
+
+    // ---- sizes ----
+
+    private int N => _sizes.Tokens;
+    private int C => _sizes.Model.HiddenSize;
+    private int Inner => _sizes.Model.IntermediateSize;
+    private int Heads => _sizes.Model.NumAttentionHeads;
+    private int HeadDim => _sizes.Model.HeadDim;
+
+    // ---- cases ----
+
+    private BenchOutcome LinearForward(int inFeatures, int outFeatures, bool bias, DType dtype = Dt)
+    {
+        using var x = Random([N, inFeatures], 1, dtype: dtype);
+        using var w = Random([outFeatures, inFeatures], 2, 0.02f, dtype);
+        using var b = bias ? Random([outFeatures], 3, 0.02f, dtype) : null;
+        var (ms, reps) = Time(() => _backend.Linear(x, w, b).Dispose());
+        double flops = 2.0 * N * inFeatures * outFeatures;
+        var outcome = Rate($"[{N}, {inFeatures}] x [{outFeatures}, {inFeatures}]^T", ms, reps, flops / 1e12, "TFLOP/s");
+        return dtype == Dt ? outcome : outcome with { DType = "f32 (fp32 acc)" };
+    }
+
+    private BenchOutcome LinearBackward(int inFeatures, int outFeatures)
+    {
+        using var x = Random([N, inFeatures], 1);
+        using var w = Random([outFeatures, inFeatures], 2, 0.02f);
+        using var dy = Random([N, outFeatures], 3);
+        using var dx = _backend.Empty([N, inFeatures], Dt);
+        using var dw = _backend.Zeros([outFeatures, inFeatures], DType.F32);
+        var (ms, reps) = Time(() => _backend.LinearBackward(dy, x, w, dx, dw, null));
+        double flops = 4.0 * N * inFeatures * outFeatures;
+        return Rate($"[{N}, {inFeatures}] -> {outFeatures}; dW fp32", ms, reps, flops / 1e12, "TFLOP/s");
+    }
+
+    /// <summary>Causal forward flops: q.k^T and p.v over half of T x T: 2 products x 2 flops x B H (T^2 / 2) D.</summary>
+    private double AttentionFlops => 2.0 * Heads * (double)N * N * HeadDim;
+
+    private string AttentionShape => $"B 1, T {N}, H {Heads}, D {HeadDim}";
+
+    private BenchOutcome AttentionForward()
+    {
+        using var q = Random([1, N, Heads, HeadDim], 1);
+        using var k = Random([1, N, Heads, HeadDim], 2);
+        using var v = Random([1, N, Heads, HeadDim], 3);
+        var (ms, reps) = Time(() =>
+        {
+            _backend.Attention(q, k, v, out var lse).Dispose();
+            lse.Dispose();
+        });
+        return Rate(AttentionShape, ms, reps, AttentionFlops / 1e12, "TFLOP/s", "flops: the causal half");
+    }
+
+    private BenchOutcome AttentionBackward()
+    {
+        using var q = Random([1, N, Heads, HeadDim], 1);
+        using var k = Random([1, N, Heads, HeadDim], 2);
+        using var v = Random([1, N, Heads, HeadDim], 3);
+        using var dy = Random([1, N, Heads, HeadDim], 4);
+        using var o = _backend.Attention(q, k, v, out var lse);
+        using var _ = lse;
+        using var dq = _backend.Empty(q.Shape, Dt);
+        using var dk = _backend.Empty(q.Shape, Dt);
+        using var dv = _backend.Empty(q.Shape, Dt);
+        var (ms, reps) = Time(() => _backend.AttentionBackward(dy, q, k, v, o, lse, dq, dk, dv));
+        // Recomputed q.k^T, then dV, dP, dQ, dK: 5 products to the forward's 2.
+        return Rate(AttentionShape, ms, reps, 2.5 * AttentionFlops / 1e12, "TFLOP/s", "flops: 2.5 x the forward's causal half");
+    }
+
+    private BenchOutcome CachedAttentionDecode()
+    {
+        int keyTime = N;
+        using var q = Random([1, 1, Heads, HeadDim], 1);
+        using var keys = Random([1, keyTime, Heads, HeadDim], 2);
+        using var values = Random([1, keyTime, Heads, HeadDim], 3);
+        var (ms, reps) = Time(() => _backend.CachedAttention(q, keys, values, keyTime).Dispose());
+        double bytes = 2.0 * keyTime * Heads * HeadDim * 2;
+        return Rate($"Tq 1, keyTime {keyTime}, H {Heads}, D {HeadDim}", ms, reps, bytes / 1e9, "GB/s", "bytes: the K and V rows read");
+    }
+
+    private BenchOutcome LayerNormForward()
+    {
+        using var x = Random([N, C], 1);
+        using var w = Random([C], 2);
+        using var b = Random([C], 3);
+        var (ms, reps) = Time(() =>
+        {
+            _backend.LayerNorm(x, w, b, 1e-5, out var mean, out var rstd).Dispose();
+            mean.Dispose();
+            rstd.Dispose();
+        });
+        return Rate($"[{N}, {C}]", ms, reps, 2.0 * N * C * 2 / 1e9, "GB/s", null);
+    }
+
+    private BenchOutcome LayerNormBackward()
+    {
+        using var x = Random([N, C], 1);
+        using var w = Random([C], 2);
+        using var b = Random([C], 3);
+        using var dy = Random([N, C], 4);
+        using var y = _backend.LayerNorm(x, w, b, 1e-5, out var mean, out var rstd);
+        using var m = mean;
+        using var r = rstd;
+        using var dx = _backend.Empty([N, C], Dt);
+        using var dw = _backend.Zeros([C], DType.F32);
+        using var db = _backend.Zeros([C], DType.F32);
+        var (ms, reps) = Time(() => _backend.LayerNormBackward(dy, x, w, mean, rstd, dx, dw, db));
+        return Rate($"[{N}, {C}]; dW, dB fp32", ms, reps, 3.0 * N * C * 2 / 1e9, "GB/s", null);
+    }
+
+    private BenchOutcome Gelu(bool backward)
+    {
+        using var x = Random([N, Inner], 1);
+        using var dy = backward ? Random([N, Inner], 2) : null;
+        using var dx = backward ? _backend.Empty([N, Inner], Dt) : null;
+        var (ms, reps) = backward
+            ? Time(() => _backend.GeluNewBackward(dy!, x, dx!))
+            : Time(() => _backend.GeluNew(x).Dispose());
+        return Rate($"[{N}, {Inner}]", ms, reps, (backward ? 3.0 : 2.0) * N * Inner * 2 / 1e9, "GB/s", null);
+    }
+
+    private BenchOutcome TrainingStep()
+    {
+        var config = _sizes.Model with { NumHiddenLayers = _sizes.TrainLayers };
+        var build = Stopwatch.StartNew();
+        using var model = RandomModel(config, seed: 7);
+        model.SetRequiresGrad(true);
+        model.Training = true;
+        int[] ids = Ids(N, config.VocabSize, 8);
+        double buildSeconds = build.Elapsed.TotalSeconds;
+        var (ms, reps) = Time(() =>
+        {
+            using var scope = TensorScope.Begin();
+            using var tape = GradientTape.Begin();
+            var loss = model.CausalLanguageModelLoss(model.Forward(model.CreateInputIds(ids)), ids);
+            tape.Backward(loss);
+        }, warmUp: 1);
+        return new BenchOutcome("training step (forward+backward+loss)",
+            $"{config.NumHiddenLayers} layers + embedding + lm_head, B 1, T {N}", DtName, BenchStatus.Ran, ms, N / (ms / 1000), "tokens/s", reps,
+            $"every parameter trained, dropout on; built in {Format.Seconds(buildSeconds)} s");
+    }
+
+    private Phi2Model? _generationModel;
+
+    private BenchOutcome Generation(bool prefillOnly)
+    {
+        var config = _sizes.Model;
+        var build = Stopwatch.StartNew();
+        // Built for the prefill case, kept for the decode case right after it, disposed there.
+        var model = _generationModel ??= RandomModel(config, seed: 9);
+        double buildSeconds = build.Elapsed.TotalSeconds;
+        try
+        {
+            int prefill = _sizes.Prefill;
+            int capacity = Math.Min(config.MaxPositionEmbeddings, prefill + WarmUp + MaxReps + 1);
+            int[] prompt = Ids(prefill, config.VocabSize, 10);
+            using var cache = new KeyValueCache(model, 1, capacity);
+            if (prefillOnly)
+            {
+                var (pms, preps) = Time(() =>
+                {
+                    cache.Reset();
+                    using var scope = TensorScope.Begin();
+                    model.ForwardLast(model.CreateInputIds(prompt), cache);
+                }, warmUp: 1, maxReps: 3);
+                return new BenchOutcome("model prefill (KV cache, last logits)", $"{config.NumHiddenLayers} layers, B 1, T {prefill}", DtName,
+                    BenchStatus.Ran, pms, prefill / (pms / 1000), "tokens/s", preps, $"built in {Format.Seconds(buildSeconds)} s");
+            }
+            using (TensorScope.Begin()) model.ForwardLast(model.CreateInputIds(prompt), cache);
+            int next = 1, firstTimed = prefill + WarmUp + 1;
+            var (ms, reps) = Time(() =>
+            {
+                using var scope = TensorScope.Begin();
+                model.ForwardLast(model.CreateInputIds([next++ % config.VocabSize]), cache);
+            }, maxReps: Math.Min(MaxReps, capacity - prefill - WarmUp));
+            return new BenchOutcome("model decode step (KV cache)", $"{config.NumHiddenLayers} layers, B 1, keyTime {firstTimed}-{firstTimed + reps - 1}",
+                DtName, BenchStatus.Ran, ms, 1000 / ms, "tokens/s", reps, $"ms = ms/token (one token through every layer and lm_head)");
+        }
+        finally
+        {
+            if (!prefillOnly)
+            {
+                model.Dispose();
+                _generationModel = null;
+            }
+        }
+    }
+
+    // ---- helpers ----
+
+    /// <summary>
+    /// Runs <paramref name="op"/> <paramref name="warmUp"/> times, then times up to <paramref name="maxReps"/>
+    /// repetitions with device events on the backend's stream (stopping after <see cref="PerCase"/>, one at least);
+    /// returns the median milliseconds and the count.
+    /// </summary>
+    private (double Ms, int Reps) Time(Action op, int warmUp = WarmUp, int maxReps = MaxReps)
+    {
+        var device = _backend.DeviceApi;
+        var stream = _backend.Stream;
+        var wall = Stopwatch.StartNew();
+        for (int i = 0; i < warmUp && (i == 0 || wall.Elapsed < PerCase / 2); i++) op();
+        _backend.Synchronize();
+        var times = new List<double>(maxReps);
+        wall.Restart();
+        while (times.Count < Math.Max(1, maxReps) && (times.Count == 0 || wall.Elapsed < PerCase))
+        {
+            var start = device.RecordEvent(stream);
+            try
+            {
+                op();
+                var end = device.RecordEvent(stream);
+                try
+                {
+                    times.Add(device.ElapsedMilliseconds(start, end));
+                }
+                finally
+                {
+                    device.DestroyEvent(end);
+                }
+            }
+            finally
+            {
+                device.DestroyEvent(start);
+            }
+        }
+        times.Sort();
+        return (times[times.Count / 2], times.Count);
+    }
+
+    private static BenchOutcome Rate(string shape, double ms, int reps, double amount, string unit, string? detail = null, [System.Runtime.CompilerServices.CallerMemberName] string caller = "") =>
+        new(caller, shape, DtName, BenchStatus.Ran, ms, ms > 0 ? amount / (ms / 1000) : double.PositiveInfinity, unit, reps, detail ?? "");
+
+    /// <summary>A BF16 tensor of uniform values in [-scale, scale), from a tiled random pattern (fast at any size).</summary>
+    private Tensor Random(int[] shape, int seed, float scale = 1f, DType dtype = Dt)
+    {
+        var values = Pattern(Tensor.CountElements(shape), seed, scale);
+        return _backend.FromBytes(MemoryMarshal.AsBytes(values.AsSpan()), DType.BF16, shape, dtype);
+    }
+
+    /// <summary>
+    /// A Phi-2 model with random BF16 weights built on the device quickly: each matrix tiles a 64 Ki-element random
+    /// pattern (normal-ish, 0.02 scale) from a random offset, biases are zero and LayerNorms unit. Phi2Model.CreateRandom
+    /// draws every weight with a Gaussian in fp32 on the host, which for 2.7 B parameters would take minutes.
+    /// </summary>
+    private Phi2Model RandomModel(Phi2Config config, int seed)
+    {
+        var random = new System.Random(seed);
+        return new Phi2Model(config, _backend, (name, shape) =>
+        {
+            long count = Tensor.CountElements(shape);
+            if (!name.EndsWith(".weight", StringComparison.Ordinal)) return _backend.Zeros(shape, Dt);
+            ushort[] values;
+            if (name.Contains("layernorm", StringComparison.Ordinal))
+            {
+                values = new ushort[count];
+                values.AsSpan().Fill(Bf16(1f));
+            }
+            else values = Pattern(count, random.Next(), 0.035f); // uniform [-a, a) with a = 0.02 sqrt(3): sd 0.02
+            return _backend.FromBytes(MemoryMarshal.AsBytes(values.AsSpan()), DType.BF16, shape, Dt);
+        });
+    }
+
+    private static readonly ushort[] s_pattern = MakePattern();
+
+    private static ushort[] MakePattern()
+    {
+        var random = new System.Random(12345);
+        var pattern = new ushort[1 << 16];
+        for (int i = 0; i < pattern.Length; i++) pattern[i] = Bf16((float)(random.NextDouble() * 2 - 1));
+        return pattern;
+    }
+
+    private static ushort[] Pattern(long count, int seed, float scale)
+    {
+        var values = new ushort[count];
+        var scaled = new ushort[s_pattern.Length];
+        for (int i = 0; i < scaled.Length; i++) scaled[i] = Bf16(FromBf16(s_pattern[i]) * scale);
+        int offset = new System.Random(seed).Next(scaled.Length);
+        var span = values.AsSpan();
+        var source = scaled.AsSpan(offset);
+        while (span.Length > 0)
+        {
+            int n = Math.Min(span.Length, source.Length);
+            source[..n].CopyTo(span);
+            span = span[n..];
+            source = scaled;
+        }
+        return values;
+    }
+
+    private static ushort Bf16(float value) => (ushort)(BitConverter.SingleToUInt32Bits(value) >> 16);
+
+    private static float FromBf16(ushort bits) => BitConverter.UInt32BitsToSingle((uint)bits << 16);
+
+    private static int[] Ids(int count, int vocab, int seed)
+    {
+        var random = new System.Random(seed);
+        return [.. Enumerable.Range(0, count).Select(_ => random.Next(vocab))];
+    }
+
+    private static void TryRelease(CudaBackend backend)
+    {
+        try
+        {
+            backend.ReleaseCachedMemory();
+        }
+        catch (Exception)
+        {
+            // A failed release after a failed case: the next case reports whatever is still wrong.
+        }
+    }
+
+    private static string FirstLine(string text)
+    {
+        int end = text.IndexOfAny(['\r', '\n']);
+        return end < 0 ? text : text[..end];
+    }
+
+    private static string FormatMs(double ms) => ms.ToString(ms < 10 ? "0.000" : "0.0", CultureInfo.InvariantCulture);
+
+    private static string FormatRate(double rate) =>
+        double.IsInfinity(rate) ? "inf" : rate.ToString(rate >= 100 ? "0" : rate >= 1 ? "0.0" : "0.000", CultureInfo.InvariantCulture);
+}
