@@ -3,9 +3,12 @@
 #
 # It runs bench/gpu-runner/Phi2Native.GpuCheck, a self-contained .NET build that needs no .NET and no network where
 # it runs: it NVRTC-compiles every kernel file for the GPU, runs every device check (tests/Phi2Native.DeviceChecks,
-# the same check bodies CI runs on the kernel emulator) against its CPU reference, and prints a short table last,
-# ending "N of N checks passed on DEVICE; the emulated catalog has N checks". Well under 5 minutes: the runner stops
-# starting checks after 240 s and is killed at 280 s.
+# the same check bodies CI runs on the kernel emulator) against its CPU reference, then the benchmarks (Phi-2-sized
+# BF16 Linears, attention, LayerNorm, gelu, a 2-layer training step, a 32-layer model's prefill and decode step;
+# device-event times, bench/Phi2Native.GpuCheck/Benchmarks.cs), and prints the tables last: the checks', the
+# benchmarks' ("benchmarks: N of N cases ran on DEVICE ..."), then "N of N checks passed on DEVICE; the emulated
+# catalog has N checks". Well under 5 minutes: the benchmarks start cases for 75 s at most, the runner starts
+# nothing (check or benchmark) after 240 s in all and reports what it did not run, and it is killed at 280 s.
 #
 # How it is used:
 #   1. Here, with the .NET 10 SDK, make the runner (bench/gpu-runner/ is ignored by git; ~26 MiB, so with the
@@ -15,13 +18,15 @@
 #      or  dotnet publish bench/Phi2Native.GpuCheck -c Release -r linux-x64 --self-contained -o bench/gpu-runner
 #   2. Carry the repository and bench/gpu-runner to the GPU machine (CUDA toolkit and driver: libcuda, libnvrtc and
 #      libcublas on the loader's paths or under /usr/local/cuda*).
-#   3. There:  bench/gpu-check.sh [runner options]   e.g. --filter layernorm, --markdown, --time-limit 120
+#   3. There:  bench/gpu-check.sh [runner options]   e.g. --filter layernorm, --markdown, --time-limit 120,
+#      --no-bench (checks only), --bench-only (benchmarks only)
 #      (bench/gpu-runner/Phi2Native.GpuCheck --help lists them; --emulated runs the checks on the emulator instead.)
-#   4. Record the date, commit and device (the runner's first lines) and the final table in bench/RESULTS.md,
-#      section "GPU check"; --markdown prints the tables ready to paste.
+#   4. Record the date, commit and device (the runner's first lines) and the final tables (checks and benchmarks)
+#      in bench/RESULTS.md, section "GPU check"; --markdown prints the tables ready to paste.
 #
-# Exit status: the runner's. 0: every check passed, or there is no GPU here (reported, not failed). 1: a check failed,
-# threw or did not run, a kernel did not compile, or a GPU is present but could not be opened. 124: the runner
+# Exit status: the runner's. 0: every check passed and no benchmark threw, or there is no GPU here (reported, not
+# failed). 1: a check failed, threw or did not run, a benchmark threw, a kernel did not compile, or a GPU is present
+# but could not be opened (benchmarks the time limit left unrun are reported, not failed). 124: the runner
 # overran 280 s and was killed. 2: the runner is missing (this script says how to make it) or got bad arguments.
 set -euo pipefail
 cd "$(dirname "$0")/.."
