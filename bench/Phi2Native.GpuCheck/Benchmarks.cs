@@ -185,6 +185,16 @@ internal sealed class Benchmarks
         return line;
     }
 
+    /// <summary>
+    /// The run's exit code: the checks' (<see cref="RunSummary.ExitCode"/>; null with --bench-only), and 1 when a
+    /// benchmark threw. Benchmarks the time limit left unrun do not fail the run: they are reported.
+    /// </summary>
+    public static int ExitCode(RunSummary? checks, IReadOnlyList<BenchOutcome>? bench)
+    {
+        bool threw = bench?.Any(b => b.Status == BenchStatus.Threw) ?? false;
+        return (checks?.ExitCode ?? 0) == 0 && !threw ? 0 : 1;
+    }
+
     // ---- sizes ----
 
     private int N => _sizes.Tokens;

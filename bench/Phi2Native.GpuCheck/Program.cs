@@ -233,15 +233,9 @@ namespace Phi2Native.GpuCheck
                 output.WriteLine();
                 benchLine = Benchmarks.Line(bench, summary.DeviceName, options.BenchSizes);
             }
-            bool benchThrew = bench?.Any(b => b.Status == BenchStatus.Threw) ?? false;
-            if (!options.RunsChecks)
-            {
-                output.WriteLine(benchLine);
-                return benchThrew ? 1 : 0;
-            }
             if (benchLine is not null) output.WriteLine(benchLine);
-            output.WriteLine(summary.LastLine);
-            return summary.ExitCode == 0 && !benchThrew ? 0 : 1;
+            if (options.RunsChecks) output.WriteLine(summary.LastLine);
+            return Benchmarks.ExitCode(options.RunsChecks ? summary : null, bench);
         }
     }
 }

@@ -49,6 +49,35 @@ internal static class SelfTest
         ExpectExit("a kernel did not compile", new RunSummary("emu", passed, 1, null, false), 1);
         ExpectExit("the planted run", new RunSummary("emu", outcomes, outcomes.Count, null, true), 1);
 
+        // The benchmark stage's bookkeeping: a case that threw fails the run, one the time limit left out does not;
+        // which options run the stage, at which sizes.
+        BenchOutcome Bench(BenchStatus status) => new("planted bench", "-", "-", status, 1, 1, "x", 1, "");
+        void ExpectBenchExit(string what, RunSummary? checks, BenchStatus[] bench, int code)
+        {
+            int exit = Benchmarks.ExitCode(checks, [.. bench.Select(Bench)]);
+            if (exit != code) problems.Add($"benchmarks, {what}: exit {exit}, expected {code}");
+        }
+        var allPassed = new RunSummary("emu", passed, 1, null, true);
+        ExpectBenchExit("all ran", allPassed, [BenchStatus.Ran, BenchStatus.Ran], 0);
+        ExpectBenchExit("one not run (time)", allPassed, [BenchStatus.Ran, BenchStatus.NotRun], 0);
+        ExpectBenchExit("one threw", allPassed, [BenchStatus.Ran, BenchStatus.Threw], 1);
+        ExpectBenchExit("--bench-only, all ran", null, [BenchStatus.Ran], 0);
+        ExpectBenchExit("--bench-only, one threw", null, [BenchStatus.Threw, BenchStatus.NotRun], 1);
+        ExpectBenchExit("a check failed", new RunSummary("emu", outcomes, outcomes.Count, null, true), [BenchStatus.Ran], 1);
+        (string[] Args, bool Checks, bool Bench, bool Tiny)[] stages =
+        [
+            ([], true, true, false), (["--no-bench"], true, false, false), (["--bench-only"], false, true, false),
+            (["--emulated"], true, false, true), (["--emulated", "--bench-tiny"], true, true, true),
+            (["--emulated", "--bench-only"], false, true, true), (["--bench-tiny"], true, true, true),
+        ];
+        foreach (var (args, checks, bench, tiny) in stages)
+        {
+            var o = RunnerOptions.Parse(args);
+            if (o.RunsChecks != checks || o.RunsBenchmarks != bench || (o.BenchSizes == BenchSizes.Tiny) != tiny)
+                problems.Add($"options [{string.Join(" ", args)}]: checks {o.RunsChecks}, benchmarks {o.RunsBenchmarks} at {o.BenchSizes.Label}; " +
+                             $"expected {checks}, {bench}, {(tiny ? "tiny" : "Phi-2")}");
+        }
+
         // The GPU-only reporting: the NVRTC table and the "compiled" column, over planted sources and reports.
         var sources = new KernelSourceCatalog(new Dictionary<string, string>
         {
@@ -74,7 +103,7 @@ internal static class SelfTest
         output.WriteLine();
         foreach (string problem in problems) output.WriteLine($"self-test: WRONG: {problem}");
         output.WriteLine(problems.Count == 0
-            ? $"self-test: all {outcomes.Count} planted checks, 5 exit codes and {cells.Length} compiled cells as expected"
+            ? $"self-test: all {outcomes.Count} planted checks, 5 exit codes, {cells.Length} compiled cells, 6 benchmark exit codes and {stages.Length} stage choices as expected"
             : $"self-test FAILED: {problems.Count} problem(s)");
         return problems.Count == 0 ? 0 : 1;
     }
