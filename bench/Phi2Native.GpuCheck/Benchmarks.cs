@@ -33,8 +33,12 @@ internal sealed record BenchSizes(string Label, int Tokens, Phi2Config Model, in
     /// <summary>Phi-2: C 2560, H 32, D 80, intermediate 10240, V 51200, 32 layers; 2048 tokens.</summary>
     public static BenchSizes Phi2 { get; } = new("Phi-2", 2048, Phi2Config.Phi2, 2, 2000);
 
-    /// <summary>Phi2Config.Tiny (C 128, H 4, D 32, intermediate 512, V 512, 4 layers); 32 tokens: seconds on the emulator.</summary>
-    public static BenchSizes Tiny { get; } = new("tiny", 32, Phi2Config.Tiny, 2, 24);
+    /// <summary>
+    /// Small enough for the emulator to run every case in seconds, with Phi-2's head size and rotary dims (D 80,
+    /// rotary 32) so the same kernel paths run: C 160, H 2, intermediate 640, V 512, 2 layers; 32 tokens.
+    /// </summary>
+    public static BenchSizes Tiny { get; } = new("tiny", 32,
+        Phi2Config.Tiny with { HiddenSize = 160, NumAttentionHeads = 2, IntermediateSize = 640, RotaryDim = 32, NumHiddenLayers = 2 }, 2, 24);
 }
 
 /// <summary>

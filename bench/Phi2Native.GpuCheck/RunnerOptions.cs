@@ -30,7 +30,7 @@ internal sealed record RunnerOptions
     /// <summary>Run only the benchmark stage: no NVRTC table, no checks.</summary>
     public bool BenchOnly { get; init; }
 
-    /// <summary>Run the benchmarks at tiny sizes (Phi2Config.Tiny); with --emulated this also turns the stage on.</summary>
+    /// <summary>Run the benchmarks at tiny sizes (BenchSizes.Tiny); with --emulated this also turns the stage on.</summary>
     public bool BenchTiny { get; init; }
 
     /// <summary>Whether this run has a benchmark stage: on a GPU unless --no-bench; on the emulator only with --bench-tiny.</summary>
