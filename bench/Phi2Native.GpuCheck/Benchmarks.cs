@@ -158,6 +158,8 @@ internal sealed class Benchmarks
             outcomes.Add(outcome);
             TryRelease(backend);
         }
+        // The prefill case's model, when the decode case did not run to dispose it.
+        bench._generationModel?.Dispose();
         return outcomes;
     }
 
