@@ -4,7 +4,7 @@
 # It runs bench/gpu-runner/Phi2Native.GpuCheck, a self-contained .NET build that needs no .NET and no network where
 # it runs: it NVRTC-compiles every kernel file for the GPU, runs every device check (tests/Phi2Native.DeviceChecks,
 # the same check bodies CI runs on the kernel emulator) against its CPU reference, then the benchmarks (Phi-2-sized
-# BF16 Linears, attention, LayerNorm, gelu, a 2-layer training step, a 32-layer model's prefill and decode step;
+# BF16 Linears, attention, LayerNorm, gelu, 1- and 2-layer training steps, a 32-layer model's prefill and decode step;
 # device-event times, bench/Phi2Native.GpuCheck/Benchmarks.cs), and prints the tables last: the checks', the
 # benchmarks' ("benchmarks: N of N cases ran on DEVICE ..."), then "N of N checks passed on DEVICE; the emulated
 # catalog has N checks". Well under 5 minutes: the benchmarks start cases for 75 s at most, the runner starts

@@ -26,19 +26,20 @@ internal sealed record BenchOutcome(string Name, string Shape, string DType, Ben
 
 /// <summary>The sizes the cases run at: Phi-2's real ones on a GPU, tiny ones on the emulator (CI).</summary>
 /// <param name="Tokens">Rows of the Linear, LayerNorm and gelu cases, and the attention cases' T (B = 1).</param>
-/// <param name="Model">The config of the model cases (the layer cases cut it to <paramref name="TrainLayers"/> layers).</param>
+/// <param name="Model">The config of the model cases (the training steps cut it to 1 and 2 layers).</param>
 /// <param name="Prefill">Tokens prefilled into the KV cache before decode steps are timed.</param>
-internal sealed record BenchSizes(string Label, int Tokens, Phi2Config Model, int TrainLayers, int Prefill)
+/// <param name="Reps">Timed repetitions at most per case (the emulator needs few: its times mean nothing).</param>
+internal sealed record BenchSizes(string Label, int Tokens, Phi2Config Model, int Prefill, int Reps)
 {
     /// <summary>Phi-2: C 2560, H 32, D 80, intermediate 10240, V 51200, 32 layers; 2048 tokens.</summary>
-    public static BenchSizes Phi2 { get; } = new("Phi-2", 2048, Phi2Config.Phi2, 2, 2000);
+    public static BenchSizes Phi2 { get; } = new("Phi-2", 2048, Phi2Config.Phi2, 2000, Benchmarks.MaxReps);
 
     /// <summary>
     /// Small enough for the emulator to run every case in seconds, with Phi-2's head size and rotary dims (D 80,
     /// rotary 32) so the same kernel paths run: C 160, H 2, intermediate 640, V 512, 2 layers; 32 tokens.
     /// </summary>
     public static BenchSizes Tiny { get; } = new("tiny", 32,
-        Phi2Config.Tiny with { HiddenSize = 160, NumAttentionHeads = 2, IntermediateSize = 640, RotaryDim = 32, NumHiddenLayers = 2 }, 2, 24);
+        Phi2Config.Tiny with { HiddenSize = 160, NumAttentionHeads = 2, IntermediateSize = 640, RotaryDim = 32, NumHiddenLayers = 2 }, 24, 2);
 }
 
 /// <summary>
@@ -101,7 +102,9 @@ internal sealed class Benchmarks
         new("layernorm backward (dx, dW, dB)", b => b.LayerNormBackward()),
         new("gelu_new forward", b => b.Gelu(backward: false)),
         new("gelu_new backward", b => b.Gelu(backward: true)),
-        new("training step (forward+backward+loss)", b => b.TrainingStep()),
+        new("training step, 1 layer", b => b.TrainingStep(1)),
+        new("training step, 2 layers", b => b.TrainingStep(2)),
+        new("decoder layer forward+backward", b => b.LayerStep()),
         new("model prefill (KV cache, last logits)", b => b.Generation(prefillOnly: true)),
         new("model decode step (KV cache)", b => b.Generation(prefillOnly: false)),
     ];
@@ -153,8 +156,11 @@ internal sealed class Benchmarks
                 TryRelease(backend);
                 continue;
             }
-            progress.WriteLine($"{FormatMs(outcome.Ms)} ms, {FormatRate(outcome.Rate)} {outcome.Unit} (median of {outcome.Reps}; " +
-                               $"{Format.Seconds(watch.Elapsed.TotalSeconds)} s){(outcome.Detail.Length > 0 ? "; " + outcome.Detail : "")}");
+            string median = outcome.Reps > 0 ? $"median of {outcome.Reps}; " : "";
+            progress.WriteLine(outcome.Status == BenchStatus.Ran
+                ? $"{FormatMs(outcome.Ms)} ms, {FormatRate(outcome.Rate)} {outcome.Unit} ({median}{Format.Seconds(watch.Elapsed.TotalSeconds)} s)" +
+                  (outcome.Detail.Length > 0 ? "; " + outcome.Detail : "")
+                : outcome.Detail);
             outcomes.Add(outcome);
             TryRelease(backend);
         }
@@ -171,7 +177,7 @@ internal sealed class Benchmarks
         {
             bool ran = o.Status == BenchStatus.Ran;
             table.Add(o.Name, o.Shape, o.DType, ran ? FormatMs(o.Ms) : "-", ran ? FormatRate(o.Rate) : "-",
-                ran ? o.Unit : o.Status == BenchStatus.Threw ? "FAIL (threw)" : "NOT RUN", ran ? o.Reps.ToString(CultureInfo.InvariantCulture) : "-");
+                ran ? o.Unit : o.Status == BenchStatus.Threw ? "FAIL (threw)" : "NOT RUN", ran && o.Reps > 0 ? o.Reps.ToString(CultureInfo.InvariantCulture) : "-");
         }
         table.Write(output, markdown);
         var notes = outcomes.Where(o => o.Status != BenchStatus.Ran || o.Detail.Length > 0).ToList();
@@ -320,9 +326,12 @@ internal sealed class Benchmarks
         return Rate($"[{N}, {Inner}]", ms, reps, (backward ? 3.0 : 2.0) * N * Inner * 2 / 1e9, "GB/s", null);
     }
 
-    private BenchOutcome TrainingStep()
+    /// <summary>Median ms of the training step by layer count, for <see cref="LayerStep"/>.</summary>
+    private readonly Dictionary<int, double> _stepMs = [];
+
+    private BenchOutcome TrainingStep(int layers)
     {
-        var config = _sizes.Model with { NumHiddenLayers = _sizes.TrainLayers };
+        var config = _sizes.Model with { NumHiddenLayers = layers };
         var build = Stopwatch.StartNew();
         using var model = RandomModel(config, seed: 7);
         model.SetRequiresGrad(true);
@@ -336,9 +345,20 @@ internal sealed class Benchmarks
             var loss = model.CausalLanguageModelLoss(model.Forward(model.CreateInputIds(ids)), ids);
             tape.Backward(loss);
         }, warmUp: 1);
-        return new BenchOutcome("training step (forward+backward+loss)",
-            $"{config.NumHiddenLayers} layers + embedding + lm_head, B 1, T {N}", DtName, BenchStatus.Ran, ms, N / (ms / 1000), "tokens/s", reps,
-            $"every parameter trained, dropout on; built in {Format.Seconds(buildSeconds)} s");
+        _stepMs[layers] = ms;
+        return new BenchOutcome("", $"{layers} layer{(layers == 1 ? "" : "s")} + embedding + lm_head + loss, B 1, T {N}", DtName,
+            BenchStatus.Ran, ms, N / (ms / 1000), "tokens/s", reps, $"every parameter trained, dropout on; built in {Format.Seconds(buildSeconds)} s");
+    }
+
+    /// <summary>One decoder layer's forward and backward: the 2-layer step's median less the 1-layer step's.</summary>
+    private BenchOutcome LayerStep()
+    {
+        string shape = $"B 1, T {N}: 2-layer step - 1-layer step";
+        if (!_stepMs.TryGetValue(1, out double one) || !_stepMs.TryGetValue(2, out double two))
+            return new BenchOutcome("", shape, DtName, BenchStatus.NotRun, 0, 0, "", 0, "not run: needs both training steps");
+        double ms = two - one;
+        return new BenchOutcome("", shape, DtName, BenchStatus.Ran, ms, ms > 0 ? N / (ms / 1000) : double.NaN, "tokens/s", 0,
+            ms > 0 ? "a difference of two medians" : "a difference of two medians, not positive: timing noise exceeds a layer's cost");
     }
 
     private Phi2Model? _generationModel;
@@ -396,6 +416,7 @@ internal sealed class Benchmarks
     /// </summary>
     private (double Ms, int Reps) Time(Action op, int warmUp = WarmUp, int maxReps = MaxReps)
     {
+        maxReps = Math.Min(maxReps, _sizes.Reps);
         var device = _backend.DeviceApi;
         var stream = _backend.Stream;
         var wall = Stopwatch.StartNew();
@@ -520,5 +541,5 @@ internal sealed class Benchmarks
     private static string FormatMs(double ms) => ms.ToString(ms < 10 ? "0.000" : "0.0", CultureInfo.InvariantCulture);
 
     private static string FormatRate(double rate) =>
-        double.IsInfinity(rate) ? "inf" : rate.ToString(rate >= 100 ? "0" : rate >= 1 ? "0.0" : "0.000", CultureInfo.InvariantCulture);
+        double.IsNaN(rate) ? "-" : double.IsInfinity(rate) ? "inf" : rate.ToString(rate >= 100 ? "0" : rate >= 1 ? "0.0" : "0.000", CultureInfo.InvariantCulture);
 }
