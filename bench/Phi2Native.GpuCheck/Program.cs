@@ -136,7 +136,7 @@ namespace Phi2Native.GpuCheck
         {
             var sizes = options.BenchSizes;
             output.WriteLine();
-            output.WriteLine($"== benchmarks on {device.Name} at {sizes.Label} sizes (device-event time, median of up to {Benchmarks.MaxReps} after " +
+            output.WriteLine($"== benchmarks on {device.Name} at {sizes.Label} sizes (device-event time, median of up to {sizes.Reps} after " +
                              $"{Benchmarks.WarmUp} warm-up, {Benchmarks.PerCase.TotalSeconds:0} s a case; cases start for {Benchmarks.StageLimit.TotalSeconds:0} s at most, " +
                              $"{Format.Seconds(Math.Max(0, (options.TimeLimit - clock.Elapsed).TotalSeconds))} s of the time limit left) ==");
             return Benchmarks.RunAll(device, sizes, clock, options.TimeLimit, output);
