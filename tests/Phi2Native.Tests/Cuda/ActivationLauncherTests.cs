@@ -3,6 +3,7 @@ using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
+using Phi2Native.Tests.Support;
 
 namespace Phi2Native.Tests.Cuda;
 
@@ -12,52 +13,31 @@ namespace Phi2Native.Tests.Cuda;
 /// kernel files document, read off a device that records launches instead of running them.
 /// </summary>
 [TestFixture, Category("Emulated")]
-public class ActivationLauncherTests
+public class ActivationLauncherTests : LauncherTest
 {
-    private EmulatedDevice _device = null!;
-    private DeviceBuffer _f32 = null!, _bf16 = null!;
-
-    [SetUp]
-    public void Open()
-    {
-        _device = new EmulatedDevice();
-        _f32 = DeviceBuffer.Upload(_device, DType.F32, new float[64]);
-        _bf16 = DeviceBuffer.Upload(_device, DType.BF16, new float[64]);
-    }
-
-    [TearDown]
-    public void Close()
-    {
-        _f32.Dispose();
-        _bf16.Dispose();
-        _device.Dispose();
-    }
-
-    private DevicePtr F(int element) => _f32.Pointer.Offset(4L * element);
-
     [Test]
     public void NullPointersAreRefusedByName()
     {
-        Assert.That(() => GeluKernels.GeluNew(_device, DType.F32, DevicePtr.Null, F(8), 4),
+        Assert.That(() => GeluKernels.GeluNew(Emulated, DType.F32, DevicePtr.Null, F(8), 4),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("x"));
-        Assert.That(() => GeluKernels.GeluNewBackward(_device, DType.F32, F(0), DevicePtr.Null, F(8), 4),
+        Assert.That(() => GeluKernels.GeluNewBackward(Emulated, DType.F32, F(0), DevicePtr.Null, F(8), 4),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("x"));
-        Assert.That(() => GeluKernels.GeluNewBackward(_device, DType.F32, F(0), F(4), DevicePtr.Null, 4),
+        Assert.That(() => GeluKernels.GeluNewBackward(Emulated, DType.F32, F(0), F(4), DevicePtr.Null, 4),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("dX"));
-        Assert.That(() => GeluKernels.BiasGeluNew(_device, DType.F32, F(0), DevicePtr.Null, F(8), F(16), 2, 4),
+        Assert.That(() => GeluKernels.BiasGeluNew(Emulated, DType.F32, F(0), DevicePtr.Null, F(8), F(16), 2, 4),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("bias"));
-        Assert.That(() => GeluKernels.BiasGeluNewBackward(_device, DType.F32, F(0), DevicePtr.Null, F(8), F(16), 2, 4),
+        Assert.That(() => GeluKernels.BiasGeluNewBackward(Emulated, DType.F32, F(0), DevicePtr.Null, F(8), F(16), 2, 4),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("pre"));
-        Assert.That(() => DropoutKernels.Dropout(_device, DType.F32, F(0), DevicePtr.Null, 0.1, 1, 4),
+        Assert.That(() => DropoutKernels.Dropout(Emulated, DType.F32, F(0), DevicePtr.Null, 0.1, 1, 4),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("y"));
-        Assert.That(() => DropoutKernels.DropoutBackward(_device, DType.F32, DevicePtr.Null, F(0), 0.1, 1, 4),
+        Assert.That(() => DropoutKernels.DropoutBackward(Emulated, DType.F32, DevicePtr.Null, F(0), 0.1, 1, 4),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("dY"));
-        Assert.That(() => ElementwiseKernels.Accumulate(_device, DType.F32, F(0), DevicePtr.Null, 4),
+        Assert.That(() => ElementwiseKernels.Accumulate(Emulated, DType.F32, F(0), DevicePtr.Null, 4),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("y"));
-        Assert.That(() => ReductionKernels.SumOfSquares(_device, DType.F32, F(0), DevicePtr.Null, F(8), 4),
+        Assert.That(() => ReductionKernels.SumOfSquares(Emulated, DType.F32, F(0), DevicePtr.Null, F(8), 4),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("result"));
         // More than one block of partials needs a workspace; one block does not.
-        Assert.That(() => ReductionKernels.SumOfSquares(_device, DType.F32, F(0), F(8), DevicePtr.Null, 257),
+        Assert.That(() => ReductionKernels.SumOfSquares(Emulated, DType.F32, F(0), F(8), DevicePtr.Null, 257),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("workspace"));
     }
 
@@ -65,26 +45,26 @@ public class ActivationLauncherTests
     public void MisalignedPointersAreRefusedByName()
     {
         // A bf16 buffer is 2-byte aligned; dBias is fp32 whatever the dtype, so it must be 4-byte aligned.
-        var e = Assert.Throws<ArgumentException>(() => GeluKernels.BiasGeluNewBackward(_device, DType.BF16, _bf16.Pointer, _bf16.Pointer.Offset(2),
-            _bf16.Pointer.Offset(64), F(0).Offset(2), 2, 4));
+        var e = Assert.Throws<ArgumentException>(() => GeluKernels.BiasGeluNewBackward(Emulated, DType.BF16, Bf16Buffer.Pointer, Bf16Buffer.Pointer.Offset(2),
+            Bf16Buffer.Pointer.Offset(64), F(0).Offset(2), 2, 4));
         Assert.That(e!.ParamName, Is.EqualTo("dBias"));
         Assert.That(e.Message, Does.Contain("not aligned to 4 bytes"));
-        Assert.That(() => GeluKernels.BiasGeluNew(_device, DType.BF16, _bf16.Pointer, _bf16.Pointer, _bf16.Pointer.Offset(32), _bf16.Pointer.Offset(65), 2, 4),
+        Assert.That(() => GeluKernels.BiasGeluNew(Emulated, DType.BF16, Bf16Buffer.Pointer, Bf16Buffer.Pointer, Bf16Buffer.Pointer.Offset(32), Bf16Buffer.Pointer.Offset(65), 2, 4),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("pre"));
-        Assert.That(() => DropoutKernels.Dropout(_device, DType.F16, _bf16.Pointer.Offset(1), _bf16.Pointer, 0.1, 1, 4),
+        Assert.That(() => DropoutKernels.Dropout(Emulated, DType.F16, Bf16Buffer.Pointer.Offset(1), Bf16Buffer.Pointer, 0.1, 1, 4),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("x"));
-        Assert.That(() => ReductionKernels.SumOfSquares(_device, DType.F32, F(0), F(8).Offset(2), F(16), 4),
+        Assert.That(() => ReductionKernels.SumOfSquares(Emulated, DType.F32, F(0), F(8).Offset(2), F(16), 4),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("result"));
     }
 
     [Test]
     public void UnsupportedDTypesAreRefusedByName()
     {
-        Assert.That(() => ElementwiseKernels.Accumulate(_device, DType.BF16, _bf16.Pointer, _bf16.Pointer, 4),
+        Assert.That(() => ElementwiseKernels.Accumulate(Emulated, DType.BF16, Bf16Buffer.Pointer, Bf16Buffer.Pointer, 4),
             Throws.ArgumentException.With.Message.Contains("accumulate has no BF16 kernel"));
-        Assert.That(() => GeluKernels.GeluNew(_device, DType.F64, F(0), F(8), 4), Throws.ArgumentException.With.Message.Contains("gelu_new has no F64 kernel"));
-        Assert.That(() => DropoutKernels.Dropout(_device, DType.I32, F(0), F(8), 0.1, 1, 4), Throws.ArgumentException.With.Message.Contains("dropout has no I32 kernel"));
-        Assert.That(() => ReductionKernels.SumOfSquares(_device, DType.F64, F(0), F(8), F(16), 4), Throws.ArgumentException.With.Message.Contains("sum_of_squares has no F64 kernel"));
+        Assert.That(() => GeluKernels.GeluNew(Emulated, DType.F64, F(0), F(8), 4), Throws.ArgumentException.With.Message.Contains("gelu_new has no F64 kernel"));
+        Assert.That(() => DropoutKernels.Dropout(Emulated, DType.I32, F(0), F(8), 0.1, 1, 4), Throws.ArgumentException.With.Message.Contains("dropout has no I32 kernel"));
+        Assert.That(() => ReductionKernels.SumOfSquares(Emulated, DType.F64, F(0), F(8), F(16), 4), Throws.ArgumentException.With.Message.Contains("sum_of_squares has no F64 kernel"));
     }
 
     [TestCase(1.0)]
@@ -93,28 +73,28 @@ public class ActivationLauncherTests
     [TestCase(1.5)]
     public void DropProbabilitiesOutsideZeroToOneAreRefused(double p)
     {
-        Assert.That(() => DropoutKernels.Dropout(_device, DType.F32, F(0), F(8), p, 1, 4),
+        Assert.That(() => DropoutKernels.Dropout(Emulated, DType.F32, F(0), F(8), p, 1, 4),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("p"));
-        Assert.That(() => DropoutKernels.DropoutBackward(_device, DType.F32, F(0), F(8), p, 1, 4),
+        Assert.That(() => DropoutKernels.DropoutBackward(Emulated, DType.F32, F(0), F(8), p, 1, 4),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("p"));
     }
 
     [Test]
     public void SizesAliasesAndGridCapsAreChecked()
     {
-        Assert.That(() => GeluKernels.GeluNew(_device, DType.F32, F(0), F(8), 0), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("n"));
-        Assert.That(() => DropoutKernels.Dropout(_device, DType.F32, F(0), F(8), 0.1, 1, -1), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("n"));
-        Assert.That(() => ReductionKernels.SumOfSquares(_device, DType.F32, F(0), F(8), F(16), 0), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("n"));
-        Assert.That(() => GeluKernels.BiasGeluNew(_device, DType.F32, F(0), F(0), F(8), F(16), -1, 4), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rows"));
-        Assert.That(() => GeluKernels.BiasGeluNew(_device, DType.F32, F(0), F(0), F(8), F(16), 1, 0), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("channels"));
-        Assert.That(() => GeluKernels.BiasGeluNew(_device, DType.F32, F(0), F(0), F(8), F(8), 1, 4), Throws.ArgumentException.With.Property("ParamName").EqualTo("pre"));
-        Assert.That(() => GeluKernels.BiasGeluNew(_device, DType.F32, F(0), F(0), F(8), F(16), 1, 4, maxRowBlocks: 0),
+        Assert.That(() => GeluKernels.GeluNew(Emulated, DType.F32, F(0), F(8), 0), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("n"));
+        Assert.That(() => DropoutKernels.Dropout(Emulated, DType.F32, F(0), F(8), 0.1, 1, -1), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("n"));
+        Assert.That(() => ReductionKernels.SumOfSquares(Emulated, DType.F32, F(0), F(8), F(16), 0), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("n"));
+        Assert.That(() => GeluKernels.BiasGeluNew(Emulated, DType.F32, F(0), F(0), F(8), F(16), -1, 4), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rows"));
+        Assert.That(() => GeluKernels.BiasGeluNew(Emulated, DType.F32, F(0), F(0), F(8), F(16), 1, 0), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("channels"));
+        Assert.That(() => GeluKernels.BiasGeluNew(Emulated, DType.F32, F(0), F(0), F(8), F(8), 1, 4), Throws.ArgumentException.With.Property("ParamName").EqualTo("pre"));
+        Assert.That(() => GeluKernels.BiasGeluNew(Emulated, DType.F32, F(0), F(0), F(8), F(16), 1, 4, maxRowBlocks: 0),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("maxRowBlocks"));
-        Assert.That(() => GeluKernels.BiasGeluNewBackward(_device, DType.F32, F(0), F(0), F(8), F(16), 1, 4, maxRowBlocks: 65536),
+        Assert.That(() => GeluKernels.BiasGeluNewBackward(Emulated, DType.F32, F(0), F(0), F(8), F(16), 1, 4, maxRowBlocks: 65536),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("maxRowBlocks"));
-        Assert.That(() => ReductionKernels.SumOfSquares(_device, DType.F32, F(0), F(8), F(8), 257),
+        Assert.That(() => ReductionKernels.SumOfSquares(Emulated, DType.F32, F(0), F(8), F(8), 257),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("workspace"));
-        Assert.That(() => ReductionKernels.SumOfSquares(_device, DType.F32, F(0), F(9), F(8), 257),
+        Assert.That(() => ReductionKernels.SumOfSquares(Emulated, DType.F32, F(0), F(9), F(8), 257),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("workspace"), "the result inside the workspace's two partials");
     }
 
@@ -122,31 +102,31 @@ public class ActivationLauncherTests
     public void PartlyOverlappingBuffersAreRefusedInPlaceIsAllowed()
     {
         // In place (the same pointer) is fine for these elementwise kernels; a shifted overlap would race.
-        Assert.That(() => GeluKernels.GeluNew(_device, DType.F32, F(0), F(1), 4),
+        Assert.That(() => GeluKernels.GeluNew(Emulated, DType.F32, F(0), F(1), 4),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("y").With.Message.Contains("partly overlaps x"));
-        Assert.That(() => GeluKernels.GeluNewBackward(_device, DType.F32, F(0), F(10), F(12), 4),
+        Assert.That(() => GeluKernels.GeluNewBackward(Emulated, DType.F32, F(0), F(10), F(12), 4),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("dX").With.Message.Contains("partly overlaps x"));
-        Assert.That(() => DropoutKernels.DropoutBackward(_device, DType.F32, F(0), F(3), 0.1, 1, 4),
+        Assert.That(() => DropoutKernels.DropoutBackward(Emulated, DType.F32, F(0), F(3), 0.1, 1, 4),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("dX").With.Message.Contains("partly overlaps dY"));
-        Assert.That(() => DropoutKernels.Dropout(_device, DType.F32, F(0), F(3), 0, 1, 4),
+        Assert.That(() => DropoutKernels.Dropout(Emulated, DType.F32, F(0), F(3), 0, 1, 4),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("y"), "p = 0 copies, and a partly overlapping copy is refused too");
-        Assert.That(() => ElementwiseKernels.Accumulate(_device, DType.F32, F(2), F(0), 4),
+        Assert.That(() => ElementwiseKernels.Accumulate(Emulated, DType.F32, F(2), F(0), 4),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("y"));
-        Assert.That(() => GeluKernels.BiasGeluNew(_device, DType.F32, F(0), F(40), F(16), F(20), 2, 4),
+        Assert.That(() => GeluKernels.BiasGeluNew(Emulated, DType.F32, F(0), F(40), F(16), F(20), 2, 4),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("pre").With.Message.Contains("overlaps y"));
-        Assert.That(() => GeluKernels.BiasGeluNewBackward(_device, DType.F32, F(0), F(16), F(20), DevicePtr.Null, 2, 4),
+        Assert.That(() => GeluKernels.BiasGeluNewBackward(Emulated, DType.F32, F(0), F(16), F(20), DevicePtr.Null, 2, 4),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("dX").With.Message.Contains("partly overlaps pre"));
-        GeluKernels.GeluNew(_device, DType.F32, F(0), F(0), 4);
-        DropoutKernels.Dropout(_device, DType.F32, F(0), F(0), 0.5, 1, 4);
-        ElementwiseKernels.Accumulate(_device, DType.F32, F(0), F(0), 4);
-        GeluKernels.BiasGeluNew(_device, DType.F32, F(0), F(40), F(0), F(16), 2, 4);
-        GeluKernels.BiasGeluNewBackward(_device, DType.F32, F(0), F(16), F(0), F(48), 2, 4);
+        GeluKernels.GeluNew(Emulated, DType.F32, F(0), F(0), 4);
+        DropoutKernels.Dropout(Emulated, DType.F32, F(0), F(0), 0.5, 1, 4);
+        ElementwiseKernels.Accumulate(Emulated, DType.F32, F(0), F(0), 4);
+        GeluKernels.BiasGeluNew(Emulated, DType.F32, F(0), F(40), F(0), F(16), 2, 4);
+        GeluKernels.BiasGeluNewBackward(Emulated, DType.F32, F(0), F(16), F(0), F(48), 2, 4);
     }
 
     [Test]
     public void NothingToDoLaunchesNothing()
     {
-        var device = new RecordingDevice();
+        var device = Recorder();
         DevicePtr p = new(0x10000);
         GeluKernels.BiasGeluNew(device, DType.F32, p, p, p.Offset(64), DevicePtr.Null, 0, 8);
         GeluKernels.BiasGeluNewBackward(device, DType.F32, p, p, DevicePtr.Null, DevicePtr.Null, 4, 8);
@@ -160,7 +140,7 @@ public class ActivationLauncherTests
     [Test]
     public void DropoutWithPZeroIsACopyAsOnTheCpu()
     {
-        var device = new RecordingDevice();
+        var device = Recorder();
         DevicePtr x = new(0x10000), y = new(0x20000);
         DropoutKernels.Dropout(device, DType.BF16, x, y, 0, 1, 100);
         Assert.That(device.Calls, Is.EqualTo(new[] { "copy 200 bytes 0x10000 -> 0x20000" }));
@@ -169,7 +149,7 @@ public class ActivationLauncherTests
     [Test]
     public void DropoutPassesTheCpuThresholdTheRoundedScaleAndTheWholeSeed()
     {
-        var device = new RecordingDevice();
+        var device = Recorder();
         DevicePtr x = new(0x10000), y = new(0x20000);
         const ulong seed = 0xFEDCBA9876543210UL;
         foreach (double p in new[] { 0.1, 0.5, 0.9999999, 1 - 1.0 / (1 << 25), 1e-9 })
@@ -191,7 +171,7 @@ public class ActivationLauncherTests
     [TestCase(3, 7, true, 1u, 3u, 32u)]
     public void BiasGeluUsesColumnBlocksAcrossAndCappedRowBlocksDown(int rows, int channels, bool wantBias, uint gridX, uint gridY, uint block)
     {
-        var device = new RecordingDevice();
+        var device = Recorder();
         // Far apart: 100000 x 10240 floats are 4 GB.
         DevicePtr p = new(1UL << 33), bias = new(2UL << 33), q = new(3UL << 33);
         GeluKernels.BiasGeluNewBackward(device, DType.F32, p, p, p, wantBias ? bias : DevicePtr.Null, rows, channels);
@@ -214,77 +194,30 @@ public class ActivationLauncherTests
     [Test]
     public void SumOfSquaresIsOneLaunchForOneBlockAndTwoStagesBeyond()
     {
-        var device = new RecordingDevice();
+        var device = Recorder();
         DevicePtr x = new(0x10000), result = new(0x20000), workspace = new(0x30000);
         ReductionKernels.SumOfSquares(device, DType.BF16, x, result, DevicePtr.Null, 200);
-        Assert.That(device.Launches.Select(l => (l.Kernel, l.Grid, l.Block)), Is.EqualTo(new[] { ("sum_of_squares_bf16", new Dim3(1), new Dim3(256)) }));
+        Assert.That(device.Shapes, Is.EqualTo(new[] { ("sum_of_squares_bf16", new Dim3(1), new Dim3(256)) }));
         Assert.That(device.Launches[0].Pointers[1], Is.EqualTo(result), "one block writes the result itself");
 
         device.Clear();
         ReductionKernels.SumOfSquares(device, DType.F32, x, result, workspace, 300_001);
-        Assert.That(device.Launches.Select(l => (l.Kernel, l.Grid, l.Block)),
+        Assert.That(device.Shapes,
             Is.EqualTo(new[] { ("sum_of_squares_f32", new Dim3(1024), new Dim3(256)), ("row_sum_f32", new Dim3(1), new Dim3(256)) }));
         Assert.That(device.Launches[0].Pointers[1], Is.EqualTo(workspace));
         Assert.That(device.Launches[1].Pointers, Is.EqualTo(new[] { workspace, result }));
         Assert.That(device.Launches[1].Scalars, Is.EqualTo(new object[] { 1, 1024 }));
     }
 
-    /// <summary>A launch as the recording device saw it; pointers and scalars read back from the argument pointers.</summary>
-    private sealed record Launch(string Kernel, Dim3 Grid, Dim3 Block, int SharedBytes, DevicePtr[] Pointers, object[] Scalars);
-
-    /// <summary>
-    /// Records launches (with their arguments decoded by kernel name) and device-to-device copies; any other call is a
-    /// test failure. The addresses it is given are never dereferenced.
-    /// </summary>
-    private sealed unsafe class RecordingDevice : IDeviceApi
+    // The parameters of the kernels these tests decode: pointers first, then scalars, as the kernel files declare them.
+    private static unsafe (int Pointers, Func<nint, object>[] Scalars) Layout(string kernel) => kernel switch
     {
-        public List<string> Calls { get; } = [];
-        public List<Launch> Launches { get; } = [];
+        _ when kernel.StartsWith("dropout", StringComparison.Ordinal) => (2, [a => *(uint*)a, a => *(float*)a, a => *(ulong*)a, a => *(int*)a]),
+        _ when kernel.StartsWith("sum_of_squares", StringComparison.Ordinal) => (2, [a => *(int*)a]),
+        _ when kernel.StartsWith("row_sum", StringComparison.Ordinal) => (2, [a => *(int*)a, a => *(int*)a]),
+        _ when kernel.StartsWith("bias_gelu", StringComparison.Ordinal) => (4, [a => *(int*)a, a => *(int*)a]),
+        _ => throw new AssertionException($"the test does not know {kernel}'s parameters"),
+    };
 
-        public void Clear()
-        {
-            Calls.Clear();
-            Launches.Clear();
-        }
-
-        private static Exception Called(string call) => new AssertionException($"the launcher called IDeviceApi.{call}");
-        public string Name => "recording";
-        public DeviceMemoryStatistics Memory => throw Called(nameof(Memory));
-        public IBlas Blas => throw Called(nameof(Blas));
-        public DevicePtr Allocate(long bytes) => throw Called(nameof(Allocate));
-        public void Free(DevicePtr pointer) => throw Called(nameof(Free));
-        public void CopyToDevice(DevicePtr destination, ReadOnlySpan<byte> source, DeviceStream stream) => throw Called(nameof(CopyToDevice));
-        public void CopyToHost(Span<byte> destination, DevicePtr source, DeviceStream stream) => throw Called(nameof(CopyToHost));
-        public void CopyOnDevice(DevicePtr destination, DevicePtr source, long bytes, DeviceStream stream) =>
-            Calls.Add($"copy {bytes} bytes 0x{source.Address:x} -> 0x{destination.Address:x}");
-        public void Fill(DevicePtr pointer, byte value, long bytes, DeviceStream stream) => throw Called(nameof(Fill));
-
-        public void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers)
-        {
-            // Each kernel's parameters: its pointers first, then its scalars, as the kernel files declare them.
-            (int pointers, Func<nint, object>[] scalars) = kernelName switch
-            {
-                _ when kernelName.StartsWith("dropout", StringComparison.Ordinal) => (2, new Func<nint, object>[] { a => *(uint*)a, a => *(float*)a, a => *(ulong*)a, a => *(int*)a }),
-                _ when kernelName.StartsWith("sum_of_squares", StringComparison.Ordinal) => (2, [a => *(int*)a]),
-                _ when kernelName.StartsWith("row_sum", StringComparison.Ordinal) => (2, [a => *(int*)a, a => *(int*)a]),
-                _ when kernelName.StartsWith("bias_gelu", StringComparison.Ordinal) => (4, [a => *(int*)a, a => *(int*)a]),
-                _ => throw new AssertionException($"the recording device does not know {kernelName}'s parameters"),
-            };
-            Assert.That(argPointers.Length, Is.EqualTo(pointers + scalars.Length), kernelName);
-            var ptrs = new DevicePtr[pointers];
-            for (int i = 0; i < pointers; i++) ptrs[i] = *(DevicePtr*)argPointers[i];
-            var values = new object[scalars.Length];
-            for (int i = 0; i < scalars.Length; i++) values[i] = scalars[i](argPointers[pointers + i]);
-            Calls.Add("launch " + kernelName);
-            Launches.Add(new Launch(kernelName, grid, block, dynamicSharedBytes, ptrs, values));
-        }
-
-        public void Synchronize(DeviceStream stream) => throw Called(nameof(Synchronize));
-        public DeviceStream CreateStream() => throw Called(nameof(CreateStream));
-        public void DestroyStream(DeviceStream stream) => throw Called(nameof(DestroyStream));
-        public DeviceEvent RecordEvent(DeviceStream stream) => throw Called(nameof(RecordEvent));
-        public float ElapsedMilliseconds(DeviceEvent start, DeviceEvent end) => throw Called(nameof(ElapsedMilliseconds));
-        public void DestroyEvent(DeviceEvent deviceEvent) => throw Called(nameof(DestroyEvent));
-        public void Dispose() { }
-    }
+    private static RecordingDevice Recorder() => new(allowCopies: true, layout: Layout);
 }

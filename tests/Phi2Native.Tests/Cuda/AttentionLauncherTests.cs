@@ -3,6 +3,7 @@ using NUnit.Framework.Constraints;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
+using Phi2Native.Tests.Support;
 
 namespace Phi2Native.Tests.Cuda;
 
@@ -11,31 +12,14 @@ namespace Phi2Native.Tests.Cuda;
 /// shared memory as the kernel file documents; and launch nothing (or, backward with Tq = 0, zeros) for empty calls.
 /// </summary>
 [TestFixture, Category("Emulated")]
-public class AttentionLauncherTests
+public class AttentionLauncherTests : LauncherTest
 {
     // Dims of the argument checks: B 1, Tq 2, Tk 3, H 1, D 4 (q 8 floats, k and v 12, lse 2), each tensor 256 bytes apart.
     private const int B = 1, Tq = 2, Tk = 3, H = 1, D = 4;
 
-    private EmulatedDevice _device = null!;
-    private DeviceBuffer _f32 = null!, _bf16 = null!;
+    protected override int Elements => 1024;
 
-    [SetUp]
-    public void Open()
-    {
-        _device = new EmulatedDevice();
-        _f32 = DeviceBuffer.Upload(_device, DType.F32, new float[1024]);
-        _bf16 = DeviceBuffer.Upload(_device, DType.BF16, new float[1024]);
-    }
-
-    [TearDown]
-    public void Close()
-    {
-        _f32.Dispose();
-        _bf16.Dispose();
-        _device.Dispose();
-    }
-
-    private DevicePtr At(int slot) => _f32.Pointer.Offset(256L * slot);
+    private DevicePtr At(int slot) => F32Buffer.Pointer.Offset(256L * slot);
 
     private static IResolveConstraint Named<TException>(string name) where TException : ArgumentException =>
         Throws.InstanceOf<TException>().With.Property("ParamName").EqualTo(name);
@@ -55,7 +39,7 @@ public class AttentionLauncherTests
     {
         void Forward(DevicePtr q, DevicePtr k, DevicePtr v, DevicePtr output, DevicePtr lse, int batch = B, int queryTime = Tq, int keyTime = Tk,
             int heads = H, int headDim = D, DType dtype = DType.F32) =>
-            AttentionKernels.Attention(_device, dtype, q, k, v, output, lse, batch, queryTime, keyTime, heads, headDim);
+            AttentionKernels.Attention(Emulated, dtype, q, k, v, output, lse, batch, queryTime, keyTime, heads, headDim);
 
         Forward(At(0), At(1), At(2), At(3), At(4));
         Forward(At(0), At(1), At(2), At(3), DevicePtr.Null); // logSumExp not needed
@@ -75,17 +59,17 @@ public class AttentionLauncherTests
         Assert.That(() => Forward(At(0), At(1), At(2), At(1).Offset(16), At(4)), Named<ArgumentException>("output"));
         Assert.That(() => Forward(At(0), At(1), At(2), At(0), At(4)), Named<ArgumentException>("output"));
         Assert.That(() => Forward(At(0), At(1), At(2), At(3), At(3).Offset(28)), Named<ArgumentException>("logSumExp"));
-        var bf16 = _bf16.Pointer;
-        Assert.That(() => AttentionKernels.Attention(_device, DType.BF16, bf16, bf16.Offset(256), bf16.Offset(513), bf16.Offset(768), DevicePtr.Null, B, Tq, Tk, H, D),
+        var bf16 = Bf16Buffer.Pointer;
+        Assert.That(() => AttentionKernels.Attention(Emulated, DType.BF16, bf16, bf16.Offset(256), bf16.Offset(513), bf16.Offset(768), DevicePtr.Null, B, Tq, Tk, H, D),
             Named<ArgumentException>("v"));
     }
 
     [Test]
     public void AnEmptyForwardLaunchesNothing()
     {
-        using var output = DeviceBuffer.Allocate(_device, DType.F32, 1);
-        AttentionKernels.Attention(_device, DType.F32, At(0), At(1), At(2), output.Pointer, DevicePtr.Null, 0, Tq, Tk, H, D);
-        AttentionKernels.Attention(_device, DType.F32, At(0), At(1), At(2), output.Pointer, DevicePtr.Null, B, 0, 0, H, D);
+        using var output = DeviceBuffer.Allocate(Emulated, DType.F32, 1);
+        AttentionKernels.Attention(Emulated, DType.F32, At(0), At(1), At(2), output.Pointer, DevicePtr.Null, 0, Tq, Tk, H, D);
+        AttentionKernels.Attention(Emulated, DType.F32, At(0), At(1), At(2), output.Pointer, DevicePtr.Null, B, 0, 0, H, D);
         Assert.That(float.IsNaN(output.Download()[0]), "fresh emulated memory is NaN; nothing may have written it");
     }
 
@@ -95,7 +79,7 @@ public class AttentionLauncherTests
         // Caches [1, 5, 1, 4] (80 bytes each).
         void Cached(DevicePtr q, DevicePtr keyCache, DevicePtr valueCache, DevicePtr output, int queryTime = Tq, int keyTime = Tk, int capacity = 5,
             DevicePtr logSumExp = default) =>
-            AttentionKernels.CachedAttention(_device, DType.F32, q, keyCache, valueCache, output, B, queryTime, keyTime, capacity, H, D, logSumExp: logSumExp);
+            AttentionKernels.CachedAttention(Emulated, DType.F32, q, keyCache, valueCache, output, B, queryTime, keyTime, capacity, H, D, logSumExp: logSumExp);
 
         Cached(At(0), At(1), At(2), At(3));
         Cached(At(0), At(1), At(2), At(3), queryTime: 1, keyTime: 5, logSumExp: At(4));
@@ -106,16 +90,16 @@ public class AttentionLauncherTests
         // The whole cache counts, not only its first keyTime rows: row 4 of the key cache is at byte 64.
         Assert.That(() => Cached(At(0), At(1), At(2), At(1).Offset(64)), Named<ArgumentException>("output"));
         Assert.That(() => Cached(At(0), At(1), At(2), At(3), logSumExp: At(2).Offset(76)), Named<ArgumentException>("logSumExp"));
-        Assert.That(() => AttentionKernels.CachedAttention(_device, DType.F16, At(0), At(1), At(2), At(3), B, Tq, Tk, 5, H, D),
+        Assert.That(() => AttentionKernels.CachedAttention(Emulated, DType.F16, At(0), At(1), At(2), At(3), B, Tq, Tk, 5, H, D),
             Throws.ArgumentException.With.Message.Contains("cached_attention has no F16 kernel"));
     }
 
     [Test]
     public void PerRowCachedArgumentsAreCheckedByName()
     {
-        using var times = DeviceBuffer.Upload(_device, new[] { 3 });
+        using var times = DeviceBuffer.Upload(Emulated, new[] { 3 });
         void PerRow(DevicePtr rowKeyTimes, DevicePtr output, int capacity = 5) =>
-            AttentionKernels.CachedAttentionPerRow(_device, DType.F32, At(0), At(1), At(2), rowKeyTimes, output, B, Tq, capacity, H, D);
+            AttentionKernels.CachedAttentionPerRow(Emulated, DType.F32, At(0), At(1), At(2), rowKeyTimes, output, B, Tq, capacity, H, D);
 
         PerRow(times.Pointer, At(3));
         Assert.That(() => PerRow(DevicePtr.Null, At(3)), Named<ArgumentNullException>("rowKeyTimes"));
@@ -137,7 +121,7 @@ public class AttentionLauncherTests
         // dOutput 0, q 1, k 2, v 3, output 4, logSumExp 5, delta 6, dq 7, dk 8, dv 9.
         void Backward(DevicePtr dq, DevicePtr dk, DevicePtr dv, DevicePtr delta, DevicePtr? dOutput = null, DevicePtr? logSumExp = null,
             int keyTime = Tk, int headDim = D, DType dtype = DType.F32) =>
-            AttentionKernels.AttentionBackward(_device, dtype, dOutput ?? At(0), At(1), At(2), At(3), At(4), logSumExp ?? At(5), delta, dq, dk, dv,
+            AttentionKernels.AttentionBackward(Emulated, dtype, dOutput ?? At(0), At(1), At(2), At(3), At(4), logSumExp ?? At(5), delta, dq, dk, dv,
                 B, Tq, keyTime, H, headDim);
 
         Backward(At(7), At(8), At(9), At(6));
@@ -164,13 +148,13 @@ public class AttentionLauncherTests
     public void BackwardWithoutQueriesWritesZeroKeyGradients()
     {
         // Tq = 0, Tk = 3: nothing attends, so dk = dv = 0 (as the CPU backend writes them).
-        using var dk = DeviceBuffer.Allocate(_device, DType.F32, Tk * H * D);
-        using var dv = DeviceBuffer.Allocate(_device, DType.BF16, Tk * H * D);
-        AttentionKernels.AttentionBackward(_device, DType.F32, At(0), At(1), At(2), At(3), At(4), At(5), At(6), DevicePtr.Null, dk.Pointer, DevicePtr.Null,
+        using var dk = DeviceBuffer.Allocate(Emulated, DType.F32, Tk * H * D);
+        using var dv = DeviceBuffer.Allocate(Emulated, DType.BF16, Tk * H * D);
+        AttentionKernels.AttentionBackward(Emulated, DType.F32, At(0), At(1), At(2), At(3), At(4), At(5), At(6), DevicePtr.Null, dk.Pointer, DevicePtr.Null,
             B, 0, Tk, H, D);
         Assert.That(dk.Download(), Is.All.EqualTo(0f));
-        var bf16 = _bf16.Pointer;
-        AttentionKernels.AttentionBackward(_device, DType.BF16, bf16, bf16.Offset(256), bf16.Offset(512), bf16.Offset(768), bf16.Offset(1024), At(5), DevicePtr.Null,
+        var bf16 = Bf16Buffer.Pointer;
+        AttentionKernels.AttentionBackward(Emulated, DType.BF16, bf16, bf16.Offset(256), bf16.Offset(512), bf16.Offset(768), bf16.Offset(1024), At(5), DevicePtr.Null,
             DevicePtr.Null, DevicePtr.Null, dv.Pointer, B, 0, Tk, H, D);
         Assert.That(dv.Download(), Is.All.EqualTo(0f));
     }

@@ -2,6 +2,7 @@ using NUnit.Framework;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
+using Phi2Native.Tests.Support;
 
 namespace Phi2Native.Tests.Cuda;
 
@@ -11,75 +12,52 @@ namespace Phi2Native.Tests.Cuda;
 /// be done, and form AdamW's scalars as the CPU backend does.
 /// </summary>
 [TestFixture, Category("Emulated")]
-public class LossKernelLauncherTests
+public class LossKernelLauncherTests : LauncherTest
 {
     private static readonly AdamWStepArguments Step1 = new(2e-4, 0.9, 0.999, 1e-8, 0.01, 1);
-
-    private EmulatedDevice _device = null!;
-    private DeviceBuffer _f32 = null!, _bf16 = null!, _i32 = null!;
-
-    [SetUp]
-    public void Open()
-    {
-        _device = new EmulatedDevice();
-        _f32 = DeviceBuffer.Upload(_device, DType.F32, new float[64]);
-        _bf16 = DeviceBuffer.Upload(_device, DType.BF16, new float[64]);
-        _i32 = DeviceBuffer.Upload(_device, new int[16]);
-    }
-
-    [TearDown]
-    public void Close()
-    {
-        _f32.Dispose();
-        _bf16.Dispose();
-        _i32.Dispose();
-        _device.Dispose();
-    }
-
-    private DevicePtr F(int index) => _f32.Pointer.Offset(4 * index);
 
     [Test]
     public void CrossEntropyRefusesAnUnsupportedDTypeByName()
     {
         var e = Assert.Throws<ArgumentException>(() =>
-            CrossEntropyKernels.CrossEntropy(_device, DType.F16, _bf16.Pointer, _i32.Pointer, F(0), DevicePtr.Null, 2, 8));
+            CrossEntropyKernels.CrossEntropy(Emulated, DType.F16, Bf16Buffer.Pointer, I32Buffer.Pointer, F(0), DevicePtr.Null, 2, 8));
         Assert.That(e!.Message, Does.Contain("cross_entropy has no F16 kernel"));
-        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(_device, DType.F16, _bf16.Pointer, _i32.Pointer, F(0), 1f, _bf16.Pointer, 2, 8),
+        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(Emulated, DType.F16, Bf16Buffer.Pointer, I32Buffer.Pointer, F(0), 1f, Bf16Buffer.Pointer, 2, 8),
             Throws.ArgumentException.With.Message.Contains("cross_entropy_backward has no F16 kernel"));
-        Assert.That(() => CrossEntropyKernels.CrossEntropySum(_device, DType.F16, _bf16.Pointer, _i32.Pointer, F(0), F(1), DevicePtr.Null, _i32.Pointer, 2, 8),
+        Assert.That(() => CrossEntropyKernels.CrossEntropySum(Emulated, DType.F16, Bf16Buffer.Pointer, I32Buffer.Pointer, F(0), F(1), DevicePtr.Null, I32Buffer.Pointer, 2, 8),
             Throws.ArgumentException.With.Message.Contains("cross_entropy_sum has no F16 kernel"));
     }
 
     [Test]
     public void CrossEntropyRefusesNullAndMisalignedPointersByName()
     {
-        Assert.That(() => CrossEntropyKernels.CrossEntropy(_device, DType.F32, F(0), DevicePtr.Null, F(16), DevicePtr.Null, 2, 8),
+        Assert.That(() => CrossEntropyKernels.CrossEntropy(Emulated, DType.F32, F(0), DevicePtr.Null, F(16), DevicePtr.Null, 2, 8),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("targets"));
-        Assert.That(() => CrossEntropyKernels.CrossEntropy(_device, DType.F32, F(0), _i32.Pointer, DevicePtr.Null, DevicePtr.Null, 2, 8),
+        Assert.That(() => CrossEntropyKernels.CrossEntropy(Emulated, DType.F32, F(0), I32Buffer.Pointer, DevicePtr.Null, DevicePtr.Null, 2, 8),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("logSumExp"));
         // Targets are I32 (4 bytes) and the statistics fp32 beside bf16 logits (2-byte aligned).
-        Assert.That(() => CrossEntropyKernels.CrossEntropy(_device, DType.BF16, _bf16.Pointer.Offset(2), _i32.Pointer.Offset(2), F(16), DevicePtr.Null, 2, 8),
+        Assert.That(() => CrossEntropyKernels.CrossEntropy(Emulated, DType.BF16, Bf16Buffer.Pointer.Offset(2), I32Buffer.Pointer.Offset(2), F(16), DevicePtr.Null, 2, 8),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("targets"));
-        Assert.That(() => CrossEntropyKernels.CrossEntropy(_device, DType.BF16, _bf16.Pointer, _i32.Pointer, F(16), _bf16.Pointer.Offset(2), 2, 8),
+        Assert.That(() => CrossEntropyKernels.CrossEntropy(Emulated, DType.BF16, Bf16Buffer.Pointer, I32Buffer.Pointer, F(16), Bf16Buffer.Pointer.Offset(2), 2, 8),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("loss"));
-        Assert.That(() => CrossEntropyKernels.CrossEntropySum(_device, DType.F32, F(0), _i32.Pointer, F(16), F(20), DevicePtr.Null, DevicePtr.Null, 2, 8),
+        Assert.That(() => CrossEntropyKernels.CrossEntropySum(Emulated, DType.F32, F(0), I32Buffer.Pointer, F(16), F(20), DevicePtr.Null, DevicePtr.Null, 2, 8),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("counted"));
-        Assert.That(() => CrossEntropyKernels.CrossEntropySum(_device, DType.F32, F(0), _i32.Pointer, F(16), DevicePtr.Null, F(20), _i32.Pointer, 2, 8),
+        Assert.That(() => CrossEntropyKernels.CrossEntropySum(Emulated, DType.F32, F(0), I32Buffer.Pointer, F(16), DevicePtr.Null, F(20), I32Buffer.Pointer, 2, 8),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("lossSum"));
-        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(_device, DType.F32, F(0), _i32.Pointer, F(16), 1f, _f32.Pointer.Offset(1), 2, 8),
+        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(Emulated, DType.F32, F(0), I32Buffer.Pointer, F(16), 1f, F32Buffer.Pointer.Offset(1), 2, 8),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("dLogits"));
     }
 
     [Test]
     public void CrossEntropyChecksSizesAndTheScale()
     {
-        Assert.That(() => CrossEntropyKernels.CrossEntropy(_device, DType.F32, F(0), _i32.Pointer, F(16), DevicePtr.Null, -1, 8),
+        Assert.That(() => CrossEntropyKernels.CrossEntropy(Emulated, DType.F32, F(0), I32Buffer.Pointer, F(16), DevicePtr.Null, -1, 8),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rows"));
-        Assert.That(() => CrossEntropyKernels.CrossEntropy(_device, DType.F32, F(0), _i32.Pointer, F(16), DevicePtr.Null, 2, 0),
+        Assert.That(() => CrossEntropyKernels.CrossEntropy(Emulated, DType.F32, F(0), I32Buffer.Pointer, F(16), DevicePtr.Null, 2, 0),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("vocabSize"));
-        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(_device, DType.F32, F(0), _i32.Pointer, F(16), float.NaN, F(32), 2, 8),
+        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(Emulated, DType.F32, F(0), I32Buffer.Pointer, F(16), float.NaN, F(32), 2, 8),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("scale"));
-        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(_device, DType.F32, F(0), _i32.Pointer, F(16), float.PositiveInfinity, F(32), 2, 8),
+        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(Emulated, DType.F32, F(0), I32Buffer.Pointer, F(16), float.PositiveInfinity, F(32), 2, 8),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("scale"));
     }
 
@@ -93,7 +71,7 @@ public class LossKernelLauncherTests
         Assert.That(device.Launches, Is.Empty);
         // The total must still write its zeros, so that an empty batch reads back loss 0 and counted 0.
         CrossEntropyKernels.CrossEntropySum(device, DType.F32, p, p, p, p, DevicePtr.Null, p, 0, 8);
-        Assert.That(device.Launches, Is.EqualTo(new[] { ("cross_entropy_sum_f32", new Dim3(1), new Dim3(CrossEntropyKernels.SumBlock)) }));
+        Assert.That(device.Shapes, Is.EqualTo(new[] { ("cross_entropy_sum_f32", new Dim3(1), new Dim3(CrossEntropyKernels.SumBlock)) }));
     }
 
     [Test]
@@ -103,7 +81,7 @@ public class LossKernelLauncherTests
         DevicePtr p = new(0x10000);
         CrossEntropyKernels.CrossEntropy(device, DType.BF16, p, p, p, DevicePtr.Null, 6, 1003);
         CrossEntropyKernels.CrossEntropyBackward(device, DType.F32, p, p, p, 0.5f, p, 5, 7);
-        Assert.That(device.Launches, Is.EqualTo(new[]
+        Assert.That(device.Shapes, Is.EqualTo(new[]
         {
             ("cross_entropy_bf16", new Dim3(6), new Dim3(256)),
             ("cross_entropy_backward_f32", new Dim3(5), new Dim3(32)),
@@ -117,17 +95,17 @@ public class LossKernelLauncherTests
         // gradient row are NaN, and the other rows are untouched by it. Row 1 is ignored, row 2 is fine.
         const int rows = 4, vocab = 5;
         float[] values = [.. Enumerable.Range(0, rows * vocab).Select(i => 0.1f * (i % 7))];
-        using var logits = DeviceBuffer.Upload(_device, DType.F32, values);
-        using var targets = DeviceBuffer.Upload(_device, [vocab, CrossEntropyKernels.DefaultIgnoreIndex, 2, -1]);
-        using var lse = DeviceBuffer.Allocate(_device, DType.F32, rows);
-        using var loss = DeviceBuffer.Allocate(_device, DType.F32, rows);
-        using var sum = DeviceBuffer.Allocate(_device, DType.F32, 1);
-        using var counted = DeviceBuffer.Allocate(_device, DType.I32, 1);
-        using var dLogits = DeviceBuffer.Allocate(_device, DType.F32, rows * vocab);
-        CrossEntropyKernels.CrossEntropy(_device, DType.F32, logits.Pointer, targets.Pointer, lse.Pointer, loss.Pointer, rows, vocab);
-        CrossEntropyKernels.CrossEntropySum(_device, DType.F32, logits.Pointer, targets.Pointer, lse.Pointer, sum.Pointer, DevicePtr.Null,
+        using var logits = DeviceBuffer.Upload(Emulated, DType.F32, values);
+        using var targets = DeviceBuffer.Upload(Emulated, [vocab, CrossEntropyKernels.DefaultIgnoreIndex, 2, -1]);
+        using var lse = DeviceBuffer.Allocate(Emulated, DType.F32, rows);
+        using var loss = DeviceBuffer.Allocate(Emulated, DType.F32, rows);
+        using var sum = DeviceBuffer.Allocate(Emulated, DType.F32, 1);
+        using var counted = DeviceBuffer.Allocate(Emulated, DType.I32, 1);
+        using var dLogits = DeviceBuffer.Allocate(Emulated, DType.F32, rows * vocab);
+        CrossEntropyKernels.CrossEntropy(Emulated, DType.F32, logits.Pointer, targets.Pointer, lse.Pointer, loss.Pointer, rows, vocab);
+        CrossEntropyKernels.CrossEntropySum(Emulated, DType.F32, logits.Pointer, targets.Pointer, lse.Pointer, sum.Pointer, DevicePtr.Null,
             counted.Pointer, rows, vocab);
-        CrossEntropyKernels.CrossEntropyBackward(_device, DType.F32, logits.Pointer, targets.Pointer, lse.Pointer, 1f, dLogits.Pointer, rows, vocab);
+        CrossEntropyKernels.CrossEntropyBackward(Emulated, DType.F32, logits.Pointer, targets.Pointer, lse.Pointer, 1f, dLogits.Pointer, rows, vocab);
 
         float[] l = loss.Download(), d = dLogits.Download();
         Assert.That(lse.Download(), Has.All.Matches<float>(float.IsFinite));
@@ -143,19 +121,19 @@ public class LossKernelLauncherTests
     [Test]
     public void AdamWRefusesBadArgumentsByName()
     {
-        Assert.That(() => AdamWKernels.AdamWStep(_device, DType.BF16, _bf16.Pointer, _bf16.Pointer.Offset(32), F(0), F(16), 8, Step1),
+        Assert.That(() => AdamWKernels.AdamWStep(Emulated, DType.BF16, Bf16Buffer.Pointer, Bf16Buffer.Pointer.Offset(32), F(0), F(16), 8, Step1),
             Throws.ArgumentException.With.Message.Contains("adamw has no BF16 kernel"));
-        Assert.That(() => AdamWKernels.AdamWStep(_device, DType.F32, F(0), DevicePtr.Null, F(16), F(32), 8, Step1),
+        Assert.That(() => AdamWKernels.AdamWStep(Emulated, DType.F32, F(0), DevicePtr.Null, F(16), F(32), 8, Step1),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("gradient"));
-        Assert.That(() => AdamWKernels.AdamWStep(_device, DType.F32, F(0), F(8), _f32.Pointer.Offset(66), F(32), 8, Step1),
+        Assert.That(() => AdamWKernels.AdamWStep(Emulated, DType.F32, F(0), F(8), F32Buffer.Pointer.Offset(66), F(32), 8, Step1),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("firstMoment"));
-        Assert.That(() => AdamWKernels.AdamWStep(_device, DType.F32, F(0), F(8), F(16), F(8), 8, Step1),
+        Assert.That(() => AdamWKernels.AdamWStep(Emulated, DType.F32, F(0), F(8), F(16), F(8), 8, Step1),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("secondMoment").And.Message.Contains("must not alias gradient"));
-        Assert.That(() => AdamWKernels.AdamWStep(_device, DType.F32, F(0), F(8), F(16), F(24), 0, Step1),
+        Assert.That(() => AdamWKernels.AdamWStep(Emulated, DType.F32, F(0), F(8), F(16), F(24), 0, Step1),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("n"));
-        Assert.That(() => AdamWKernels.AdamWStep(_device, DType.F32, F(0), F(8), F(16), F(24), 8, Step1 with { Step = 0 }),
+        Assert.That(() => AdamWKernels.AdamWStep(Emulated, DType.F32, F(0), F(8), F(16), F(24), 8, Step1 with { Step = 0 }),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("Step"));
-        Assert.That(() => AdamWKernels.AdamWStep(_device, DType.F32, F(0), F(8), F(16), F(24), 8, Step1 with { Beta2 = 1 }),
+        Assert.That(() => AdamWKernels.AdamWStep(Emulated, DType.F32, F(0), F(8), F(16), F(24), 8, Step1 with { Beta2 = 1 }),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("Beta2"));
     }
 
@@ -181,31 +159,6 @@ public class LossKernelLauncherTests
         var device = new RecordingDevice();
         DevicePtr p = new(0x10000);
         AdamWKernels.AdamWStep(device, DType.F32, p, p.Offset(4096), p.Offset(8192), p.Offset(12288), 1003, Step1);
-        Assert.That(device.Launches, Is.EqualTo(new[] { ("adamw_f32", new Dim3(4), new Dim3(256)) }));
-    }
-
-    /// <summary>A device that records launches (name, grid, block) and refuses every other call.</summary>
-    private sealed class RecordingDevice : IDeviceApi
-    {
-        public List<(string Kernel, Dim3 Grid, Dim3 Block)> Launches { get; } = [];
-        private static Exception Called(string call) => new AssertionException($"the launcher called IDeviceApi.{call}");
-        public string Name => "recording";
-        public DeviceMemoryStatistics Memory => throw Called(nameof(Memory));
-        public IBlas Blas => throw Called(nameof(Blas));
-        public DevicePtr Allocate(long bytes) => throw Called(nameof(Allocate));
-        public void Free(DevicePtr pointer) => throw Called(nameof(Free));
-        public void CopyToDevice(DevicePtr destination, ReadOnlySpan<byte> source, DeviceStream stream) => throw Called(nameof(CopyToDevice));
-        public void CopyToHost(Span<byte> destination, DevicePtr source, DeviceStream stream) => throw Called(nameof(CopyToHost));
-        public void CopyOnDevice(DevicePtr destination, DevicePtr source, long bytes, DeviceStream stream) => throw Called(nameof(CopyOnDevice));
-        public void Fill(DevicePtr pointer, byte value, long bytes, DeviceStream stream) => throw Called(nameof(Fill));
-        public void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers) =>
-            Launches.Add((kernelName, grid, block));
-        public void Synchronize(DeviceStream stream) => throw Called(nameof(Synchronize));
-        public DeviceStream CreateStream() => throw Called(nameof(CreateStream));
-        public void DestroyStream(DeviceStream stream) => throw Called(nameof(DestroyStream));
-        public DeviceEvent RecordEvent(DeviceStream stream) => throw Called(nameof(RecordEvent));
-        public float ElapsedMilliseconds(DeviceEvent start, DeviceEvent end) => throw Called(nameof(ElapsedMilliseconds));
-        public void DestroyEvent(DeviceEvent deviceEvent) => throw Called(nameof(DestroyEvent));
-        public void Dispose() { }
+        Assert.That(device.Shapes, Is.EqualTo(new[] { ("adamw_f32", new Dim3(4), new Dim3(256)) }));
     }
 }
