@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
-using Phi2Native.Backends.Cpu;
+using Phi2Native.Backends;
 using Phi2Native.FineTuning;
 using Phi2Native.FineTuning.Lora;
 using Phi2Native.Models.Phi2;
@@ -22,15 +22,24 @@ public sealed record GeneratedToken(int Id, string Text);
 /// </code></example>
 public sealed class Phi2Engine : IDisposable
 {
-    private Phi2Engine(Phi2Model model, TextTokenizer tokenizer, LoraModel? adapter)
+    private readonly IBackend? _ownedBackend;
+
+    private Phi2Engine(Phi2Model model, TextTokenizer tokenizer, LoraModel? adapter, IBackend? ownedBackend)
     {
         Model = model;
         Tokenizer = tokenizer;
         Adapter = adapter;
+        _ownedBackend = ownedBackend;
     }
 
-    /// <summary>The model (on the CPU backend until the CUDA backend lands).</summary>
+    /// <summary>The model, on the backend it was loaded onto (<see cref="Phi2EngineOptions.Device"/> or <see cref="Phi2EngineOptions.Backend"/>).</summary>
     public Phi2Model Model { get; }
+
+    /// <summary>The backend the model computes on.</summary>
+    public IBackend Backend => Model.Backend;
+
+    /// <summary>The dtype the model computes in (F32, or BF16 on the CUDA backend).</summary>
+    public DType DType => Model.EmbedTokens.Weight.DType;
 
     /// <summary>The model's tokenizer, with the adapter's added tokens.</summary>
     public TextTokenizer Tokenizer { get; }
@@ -40,24 +49,58 @@ public sealed class Phi2Engine : IDisposable
 
     /// <summary>
     /// Loads a model folder (config.json, weights, vocab.json, merges.txt), or the embedded tiny model when
-    /// <paramref name="modelDirectory"/> is null, and applies a PEFT LoRA adapter folder if given.
+    /// <paramref name="modelDirectory"/> is null, and applies a PEFT LoRA adapter folder if given; on the CPU, in fp32.
     /// </summary>
     /// <exception cref="Phi2Exception">A folder or file is missing, malformed or does not fit (the message names it).</exception>
-    public static Phi2Engine Load(string? modelDirectory = null, string? adapterDirectory = null, Action<string>? warn = null)
+    public static Phi2Engine Load(string? modelDirectory = null, string? adapterDirectory = null, Action<string>? warn = null) =>
+        Load(new Phi2EngineOptions { ModelDirectory = modelDirectory, AdapterDirectory = adapterDirectory, Warn = warn });
+
+    /// <summary>
+    /// Loads as <see cref="Load(string?, string?, Action{string}?)"/> does, onto the backend and in the dtype
+    /// <paramref name="options"/> name: the CPU in fp32 by default, or the CUDA backend (a GPU or the emulated device) in
+    /// fp32 or bf16. A backend the engine opened itself is disposed with the engine; <see cref="Phi2EngineOptions.Backend"/> is not.
+    /// </summary>
+    /// <exception cref="Phi2Exception">
+    /// A folder or file is missing, malformed or does not fit; the device cannot be opened (no GPU: the message carries
+    /// the CUDA probe's reason); or the backend cannot compute in the dtype, or not with an adapter
+    /// (<see cref="ComputeDTypes.InferenceRefusal"/>: bf16 on the CPU, an adapter over a bf16 base).
+    /// </exception>
+    public static Phi2Engine Load(Phi2EngineOptions options)
     {
-        var model = modelDirectory is null
-            ? EmbeddedDefault.CreateModel(CpuBackend.Default)
-            : Phi2Checkpoint.Load(modelDirectory, CpuBackend.Default, DType.F32, warn);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(options.Device, nameof(options.Device));
+        // Refused before any device is opened or weight read: the reason is all the host needs to act on.
+        var kind = options.Backend?.Device.Kind ?? (options.Device.Kind == DeviceChoiceKind.Cpu ? DeviceKind.Cpu : DeviceKind.Cuda);
+        if (ComputeDTypes.InferenceRefusal(kind, options.DType, options.AdapterDirectory is not null) is { } refusal)
+            throw new Phi2Exception($"cannot compute in {options.DType} on {options.Backend?.Device.ToString() ?? options.Device.ToString()}: {refusal}");
+        var backend = options.Backend ?? options.Device.CreateBackend();
+        var owned = options.Backend is null && options.Device.OwnsBackend ? backend : null;
         try
         {
-            var tokenizer = modelDirectory is null ? EmbeddedDefault.Tokenizer() : TextTokenizer.FromModelFolder(modelDirectory, warn);
+            return Load(options, backend, owned);
+        }
+        catch
+        {
+            owned?.Dispose();
+            throw;
+        }
+    }
+
+    private static Phi2Engine Load(Phi2EngineOptions options, IBackend backend, IBackend? owned)
+    {
+        var model = options.ModelDirectory is null
+            ? EmbeddedDefault.CreateModel(backend, options.DType)
+            : Phi2Checkpoint.Load(options.ModelDirectory, backend, options.DType, options.Warn);
+        try
+        {
+            var tokenizer = options.ModelDirectory is null ? EmbeddedDefault.Tokenizer() : TextTokenizer.FromModelFolder(options.ModelDirectory, options.Warn);
             LoraModel? adapter = null;
-            if (adapterDirectory is not null)
+            if (options.AdapterDirectory is not null)
             {
-                adapter = PeftAdapter.Load(model, adapterDirectory, warn);
-                NewTokens.Apply(tokenizer, adapterDirectory);
+                adapter = PeftAdapter.Load(model, options.AdapterDirectory, options.Warn);
+                NewTokens.Apply(tokenizer, options.AdapterDirectory);
             }
-            return new Phi2Engine(model, tokenizer, adapter);
+            return new Phi2Engine(model, tokenizer, adapter, owned);
         }
         catch
         {
@@ -108,10 +151,11 @@ public sealed class Phi2Engine : IDisposable
         return text.ToString();
     }
 
-    /// <summary>Frees the adapter and the model.</summary>
+    /// <summary>Frees the adapter and the model, then the backend if the engine opened it (its device memory with it).</summary>
     public void Dispose()
     {
         Adapter?.Dispose();
         Model.Dispose();
+        _ownedBackend?.Dispose();
     }
 }

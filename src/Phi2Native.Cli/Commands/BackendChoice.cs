@@ -1,21 +1,93 @@
-using Phi2Native.Backends.Cpu;
+using Phi2Native.Backends;
+using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Cli.Commands;
 
 /// <summary>
-/// The backend a command computes on, said once on standard error. Until the CUDA backend lands every command uses
-/// the CPU; the probe still says whether a CUDA driver is there, so a user knows what the engine sees.
+/// The backend a command computes on and the dtype it computes in, said once on standard error. Opened from a
+/// <see cref="DeviceRequest"/> after the combination is checked (so a refusal is one message naming the option, before
+/// any weight is read); disposing it disposes a CUDA backend, freeing its device memory, once the models on it are gone.
 /// </summary>
-internal static class BackendChoice
+internal sealed class BackendChoice : IDisposable
 {
-    public static IBackend Choose(TextWriter error)
+    private readonly bool _owned;
+
+    private BackendChoice(DeviceRequest request, IBackend backend)
     {
-        var cuda = CudaAvailability.Probe();
-        error.WriteLine(cuda.IsAvailable
-            ? $"device: cpu ({Environment.ProcessorCount} threads); {cuda.Summary} (the CUDA backend is not built yet)"
-            : $"device: cpu ({Environment.ProcessorCount} threads); {cuda.Reason}");
-        return CpuBackend.Default;
+        Request = request;
+        Backend = backend;
+        _owned = request.Device.OwnsBackend;
+    }
+
+    /// <summary>What was asked for.</summary>
+    public DeviceRequest Request { get; }
+
+    /// <summary>The backend the command's models go on.</summary>
+    public IBackend Backend { get; }
+
+    /// <summary>The dtype the weights and activations compute in.</summary>
+    public DType DType => Request.DType;
+
+    /// <summary>"cpu, f32", "cuda:0 NVIDIA H200 (sm_90), bf16", "emulated CUDA, f32": for the commands' summary lines.</summary>
+    public string Summary => Backend switch
+    {
+        CudaBackend { DeviceApi: EmulatedDevice } => $"emulated CUDA, {DeviceRequest.Name(DType)}",
+        CudaBackend cuda => $"{cuda.Device} {cuda.DeviceApi.Name}, {DeviceRequest.Name(DType)}",
+        _ => $"cpu, {DeviceRequest.Name(DType)}",
+    };
+
+    /// <summary>
+    /// Checks that the backend can do what the command will (<paramref name="training"/>, or inference with or without
+    /// an adapter) in the requested dtype, opens it and says which it is on <paramref name="error"/>.
+    /// </summary>
+    /// <exception cref="Phi2Exception">The combination is refused, or the device cannot be opened (no GPU: the probe's reason).</exception>
+    public static BackendChoice Open(DeviceRequest request, TextWriter error, bool training = false, bool withAdapter = false)
+    {
+        var kind = request.Device.Kind == DeviceChoiceKind.Cpu ? DeviceKind.Cpu : DeviceKind.Cuda;
+        string? refusal = training ? ComputeDTypes.TrainingRefusal(kind, request.DType) : ComputeDTypes.InferenceRefusal(kind, request.DType, withAdapter);
+        if (refusal is not null)
+        {
+            string context = withAdapter && !training && kind == DeviceKind.Cuda ? " with --adapter" : $" on --device {request.Device}";
+            throw new Phi2Exception($"--dtype {DeviceRequest.Name(request.DType)}{context}: {refusal}");
+        }
+        IBackend backend;
+        try
+        {
+            backend = request.Device.CreateBackend();
+        }
+        catch (Phi2Exception e)
+        {
+            throw new Phi2Exception($"--device {request.Device}: {e.Message}; use --device cpu, or --device emulated to run the CUDA backend on the CPU", e);
+        }
+        var choice = new BackendChoice(request, backend);
+        error.WriteLine($"device: {choice.Describe()}");
+        return choice;
+    }
+
+    private string Describe()
+    {
+        string dtype = DeviceRequest.Name(DType);
+        switch (Backend)
+        {
+            case CudaBackend { DeviceApi: EmulatedDevice }:
+                return $"emulated, {dtype}: the CUDA backend with its kernels run on the CPU by the kernel emulator (libphi2emu), " +
+                       "far slower than --device cpu; for checking the CUDA path without a GPU";
+            case CudaBackend gpu:
+                return $"{gpu.Device} {gpu.DeviceApi.Name}, {dtype}";
+            default:
+                // The probe still says whether a GPU is there, so a user knows --device cuda would work.
+                var probe = CudaAvailability.Probe();
+                return probe.IsAvailable
+                    ? $"cpu ({Environment.ProcessorCount} threads), {dtype}; {probe.Summary} (--device cuda computes on it)"
+                    : $"cpu ({Environment.ProcessorCount} threads), {dtype}; {probe.Reason}";
+        }
+    }
+
+    /// <summary>Disposes the backend if this choice opened it (a CUDA backend and its device); the shared CPU backend stays.</summary>
+    public void Dispose()
+    {
+        if (_owned) Backend.Dispose();
     }
 }

@@ -17,13 +17,15 @@ internal static class DemoCommand
         var steps = new Option<int>("--steps") { Description = "Optimizer steps of training.", DefaultValueFactory = _ => EmbeddedDefault.RecommendedTraining.Steps };
         var prompt = new Option<string>("--prompt") { Description = "The text to continue after training.", DefaultValueFactory = _ => "And the LORD said unto Moses," };
         var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens to generate.", DefaultValueFactory = _ => 48 };
+        var device = new DeviceOptions(dtypeDescription: null);
         var command = new Command("demo", "Train the embedded tiny model on its text for about a minute, then generate from a prompt.") { steps, prompt, maxTokens };
+        foreach (var option in device.All) command.Options.Add(option);
         command.SetAction(result => CommandErrors.Guard(error, () =>
-            Run(result.GetValue(steps), result.GetValue(prompt)!, result.GetValue(maxTokens), output, error)));
+            Run(result.GetValue(steps), result.GetValue(prompt)!, result.GetValue(maxTokens), device.Read(result), output, error)));
         return command;
     }
 
-    public static int Run(int steps, string prompt, int maxTokens, TextWriter output, TextWriter error)
+    public static int Run(int steps, string prompt, int maxTokens, DeviceRequest device, TextWriter output, TextWriter error)
     {
         if (steps <= 0) throw new Phi2Exception($"--steps must be positive, got {steps}");
         if (maxTokens < 0) throw new Phi2Exception($"--max-tokens must not be negative, got {maxTokens}");
@@ -38,8 +40,9 @@ internal static class DemoCommand
         var tokenizer = EmbeddedDefault.Tokenizer();
         var (training, validation) = EmbeddedDefault.PackedRows(tokenizer, settings.MaxLength);
 
-        var backend = BackendChoice.Choose(error);
-        using var model = EmbeddedDefault.CreateModel(backend);
+        // Declared before the model, so the model's device memory is freed before the backend goes.
+        using var backend = BackendChoice.Open(device, error, training: true);
+        using var model = EmbeddedDefault.CreateModel(backend.Backend);
         using var run = new EmbeddedTraining(model, training, validation, settings, evaluateEvery: Math.Max(1, steps / 6));
         console.MarkupLine($"training every parameter for {steps} steps: B={settings.BatchSize} T={settings.MaxLength}, AdamW lr {settings.LearningRate}, " +
                            $"{training.Count} rows of the text, validation on {validation.TargetCount:N0} held-out tokens");

@@ -27,7 +27,9 @@ internal static class FinetuneCommand
     public static int Run(FinetuneOptions.Values args, TextWriter output, TextWriter error)
     {
         var stages = new StageProgress(error);
-        var (model, modelDirectory) = ModelSource.Load(args.ModelDirectory, stages, error);
+        // Declared before the model, so the model's device memory is freed before the backend goes.
+        using var backend = BackendChoice.Open(args.Device, error, training: true);
+        var (model, modelDirectory) = ModelSource.Load(args.ModelDirectory, backend, stages, error);
         using var modelScope = model;
         var tokenizer = TextTokenizer.FromModelFolder(modelDirectory, warning => error.WriteLine($"warning: {warning}"));
         if (tokenizer.VocabularySize > model.Config.VocabSize)

@@ -28,19 +28,21 @@ internal static class GenerateCommand
         var stop = new Option<string[]>("--stop") { Description = "Stop after this text appears (repeatable).", AllowMultipleArgumentsPerToken = false };
         var printIds = new Option<bool>("--print-ids") { Description = "Print only the new ids, comma-separated, on one line." };
         var truncate = new Option<bool>("--truncate") { Description = "Keep the end of a prompt longer than the model's context instead of failing." };
+        var device = new DeviceOptions(DeviceOptions.InferenceDTypeDescription);
         var command = new Command("generate", "Continue a prompt (greedy, temperature, top-k, top-p) with a KV cache, streaming the text.")
         {
             model, adapter, prompt, ids, maxTokens, temperature, topK, topP, seed, stop, printIds, truncate,
         };
+        foreach (var option in device.All) command.Options.Add(option);
         command.SetAction(result => CommandErrors.Guard(error, () => Run(new Request(
             result.GetValue(model), result.GetValue(adapter), result.GetValue(prompt), result.GetValue(ids), result.GetValue(maxTokens),
             new SamplingOptions { Temperature = result.GetValue(temperature), TopK = result.GetValue(topK), TopP = result.GetValue(topP), Seed = result.GetValue(seed) },
-            result.GetValue(stop) ?? [], result.GetValue(printIds), result.GetValue(truncate)), output, error)));
+            result.GetValue(stop) ?? [], result.GetValue(printIds), result.GetValue(truncate), device.Read(result)), output, error)));
         return command;
     }
 
     public sealed record Request(string? Model, string? Adapter, string? Prompt, string? Ids, int MaxTokens, SamplingOptions Sampling,
-        string[] Stop, bool PrintIds, bool Truncate);
+        string[] Stop, bool PrintIds, bool Truncate, DeviceRequest Device);
 
     public static int Run(Request request, TextWriter output, TextWriter error)
     {
@@ -48,7 +50,9 @@ internal static class GenerateCommand
         if (request.MaxTokens < 0) throw new Phi2Exception($"--max-tokens must not be negative, got {request.MaxTokens}");
         var options = new GenerationOptions { MaxNewTokens = request.MaxTokens, Sampling = request.Sampling, StopStrings = request.Stop };
         options.Validate();
-        var (phi, directory) = ModelSource.Load(request.Model, new StageProgress(error), error);
+        // Declared before the model, so the model's device memory is freed before the backend goes.
+        using var backend = BackendChoice.Open(request.Device, error, withAdapter: request.Adapter is not null);
+        var (phi, directory) = ModelSource.Load(request.Model, backend, new StageProgress(error), error);
         using var modelScope = phi;
         // A tokenizer is needed for text in or out; a folder without one falls back to GPT-2's, announced by the warning.
         TextTokenizer? tokenizer = request.Prompt is not null || !request.PrintIds || request.Stop.Length > 0
@@ -78,7 +82,7 @@ internal static class GenerateCommand
         });
         double seconds = clock.Elapsed.TotalSeconds;
         output.WriteLine(request.PrintIds ? string.Join(",", result.Tokens) : decoder!.Flush());
-        error.WriteLine($"{result.Tokens.Count} tokens in {seconds:F2} s ({result.Tokens.Count / Math.Max(seconds, 1e-9):F1} tokens/s), stopped: {result.StopReason}; CPU backend");
+        error.WriteLine($"{result.Tokens.Count} tokens in {seconds:F2} s ({result.Tokens.Count / Math.Max(seconds, 1e-9):F1} tokens/s), stopped: {result.StopReason}; {backend.Summary}");
         return 0;
     }
 }

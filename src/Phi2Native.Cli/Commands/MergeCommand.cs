@@ -36,7 +36,9 @@ internal static class MergeCommand
         if (modelOption is not null && Path.GetFullPath(outDirectory) == Path.GetFullPath(modelOption))
             throw new Phi2Exception("--out must differ from --model: the merge never overwrites its base checkpoint");
         var stages = new StageProgress(error);
-        var (phi, modelDirectory) = ModelSource.Load(modelOption, stages, error);
+        // On the CPU: merging is one small product per adapted module, and --dtype here is the stored dtype, not a compute one.
+        using var backend = BackendChoice.Open(DeviceRequest.Cpu, error);
+        var (phi, modelDirectory) = ModelSource.Load(modelOption, backend, stages, error);
         using var modelScope = phi;
         var lora = PeftAdapter.Load(phi, adapterDirectory, warning => error.WriteLine($"warning: {warning}"));
         lora.Merge();

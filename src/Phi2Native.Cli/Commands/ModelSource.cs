@@ -1,6 +1,5 @@
 using Phi2Native.FineTuning;
 using Phi2Native.Models.Phi2;
-using Phi2Native.Tensors;
 
 namespace Phi2Native.Cli.Commands;
 
@@ -36,15 +35,14 @@ internal static class ModelSource
     public static string BaseName(string? model) => model is null ? "embedded" : Path.GetFullPath(model);
 
     /// <summary>
-    /// Loads the model of <paramref name="model"/> (or the embedded one) onto the chosen backend, with progress and
-    /// warnings on <paramref name="error"/>; returns it with the folder it came from.
+    /// Loads the model of <paramref name="model"/> (or the embedded one) onto the chosen backend in its dtype, with
+    /// progress and warnings on <paramref name="error"/>; returns it with the folder it came from.
     /// </summary>
-    public static (Phi2Model Model, string Directory) Load(string? model, StageProgress stages, TextWriter error)
+    public static (Phi2Model Model, string Directory) Load(string? model, BackendChoice backend, StageProgress stages, TextWriter error)
     {
         string directory = Resolve(model, error);
-        var backend = BackendChoice.Choose(error);
         var loaded = stages.Run($"loading {model ?? "the embedded model"}", progress =>
-            Phi2Checkpoint.Load(directory, backend, DType.F32, warning => error.WriteLine($"warning: {warning}"), progress));
+            Phi2Checkpoint.Load(directory, backend.Backend, backend.DType, warning => error.WriteLine($"warning: {warning}"), progress));
         return (loaded, directory);
     }
 }

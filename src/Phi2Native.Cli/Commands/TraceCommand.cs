@@ -24,16 +24,20 @@ internal static class TraceCommand
         var outPath = new Option<string>("--out") { Description = "Output .safetensors file.", Required = true };
         var grads = new Option<bool>("--grads") { Description = "Also back-propagate the loss and write grad.<name> for every parameter (with --adapter: for every adapter tensor, under its PEFT key)." };
         var adapter = new Option<string?>("--adapter") { Description = "A PEFT LoRA adapter folder to apply first." };
+        var device = new DeviceOptions(DeviceOptions.InferenceDTypeDescription);
         var command = new Command("trace", "Write the logits, loss and (with --grads) every parameter's gradient for one sequence.")
         {
             model, ids, text, outPath, grads, adapter,
         };
+        foreach (var option in device.All) command.Options.Add(option);
         command.SetAction(result => CommandErrors.Guard(error, () => Run(
-            result.GetValue(model), result.GetValue(ids), result.GetValue(text), result.GetValue(outPath)!, result.GetValue(grads), result.GetValue(adapter), output, error)));
+            result.GetValue(model), result.GetValue(ids), result.GetValue(text), result.GetValue(outPath)!, result.GetValue(grads), result.GetValue(adapter),
+            device.Read(result), output, error)));
         return command;
     }
 
-    public static int Run(string? modelOption, string? idsText, string? text, string outPath, bool withGrads, string? adapterDirectory, TextWriter output, TextWriter error)
+    public static int Run(string? modelOption, string? idsText, string? text, string outPath, bool withGrads, string? adapterDirectory, DeviceRequest device,
+        TextWriter output, TextWriter error)
     {
         if ((idsText is null) == (text is null))
             throw new ModelInputException(idsText is null
@@ -42,7 +46,9 @@ internal static class TraceCommand
         int[]? tokenIds = idsText is null ? null : ParseIds(idsText);   // bad ids fail before the model loads
         // Progress and remarks go to standard error: standard output carries only the result line.
         var stages = new StageProgress(error);
-        var (phi, directory) = ModelSource.Load(modelOption, stages, error);
+        // Declared before the model, so the model's device memory is freed before the backend goes.
+        using var backend = BackendChoice.Open(device, error, withAdapter: adapterDirectory is not null);
+        var (phi, directory) = ModelSource.Load(modelOption, backend, stages, error);
         using var modelScope = phi;
         phi.Training = false;
         // With an adapter, exactly its trainable tensors get gradients (the base stays frozen); without, every parameter.
@@ -73,7 +79,7 @@ internal static class TraceCommand
                     string name = lora is null ? parameter.Name! : LoraModel.PeftKey(parameter);
                     writer.AddSingle($"grad.{name}", gradient, Array.ConvertAll(parameter.Shape.ToArray(), d => (long)d));
                 }
-            error.WriteLine($"loss {loss.Item():F6} over {tokenIds.Length} ids");
+            error.WriteLine($"loss {loss.Item():F6} over {tokenIds.Length} ids; {backend.Summary}");
         }
         writer.Save(outPath);
         output.WriteLine($"wrote {outPath}");

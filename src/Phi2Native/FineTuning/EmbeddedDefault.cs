@@ -87,7 +87,7 @@ public static class EmbeddedDefault
     public static string FullText => s_text.Value;
 
     /// <summary>
-    /// Settings with which plain full-parameter AdamW training of <see cref="CreateModel"/> halves the validation
+    /// Settings with which plain full-parameter AdamW training of <see cref="CreateModel(IBackend, int)"/> halves the validation
     /// loss in about a minute on a 2-core CPU (measured in bench/RESULTS.md); a starting point for commands.
     /// </summary>
     public static EmbeddedTrainingSettings RecommendedTraining { get; } = new();
@@ -125,8 +125,22 @@ public static class EmbeddedDefault
     }
 
     /// <summary>
+    /// The embedded model as <see cref="CreateModel(IBackend, int)"/> makes it, its weights stored and computed in
+    /// <paramref name="dtype"/> (each drawn in fp32, then rounded once: BF16 on the CUDA backend, see
+    /// <see cref="Backends.ComputeDTypes"/>).
+    /// </summary>
+    /// <param name="backend">Where the weights go.</param>
+    /// <param name="dtype">The weights' dtype.</param>
+    /// <param name="seed">The weights' seed.</param>
+    public static Phi2Model CreateModel(IBackend backend, DType dtype, int seed = DefaultSeed)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        return Phi2Model.CreateRandom(Config, backend, seed, dtype);
+    }
+
+    /// <summary>
     /// Writes the embedded model as a normal model folder that every <c>--model</c> path reads: config.json,
-    /// model.safetensors (F32, the weights of <see cref="CreateModel"/> with <paramref name="seed"/>), vocab.json,
+    /// model.safetensors (F32, the weights of <see cref="CreateModel(IBackend, int)"/> with <paramref name="seed"/>), vocab.json,
     /// merges.txt and added_tokens.json. Files already there with those names are replaced.
     /// </summary>
     /// <returns>The folder's full path.</returns>

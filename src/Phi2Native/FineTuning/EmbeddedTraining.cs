@@ -20,7 +20,7 @@ public sealed class EmbeddedTraining : IDisposable
     private readonly TrainingRows _validation;
 
     /// <summary>Wraps <paramref name="model"/> for training on <paramref name="training"/> with <paramref name="settings"/>.</summary>
-    /// <param name="model">The model to train (e.g. <see cref="EmbeddedDefault.CreateModel"/>).</param>
+    /// <param name="model">The model to train (e.g. <see cref="EmbeddedDefault.CreateModel(Tensors.IBackend, int)"/>).</param>
     /// <param name="training">Training rows (<see cref="EmbeddedDefault.PackedRows"/>).</param>
     /// <param name="validation">Validation rows, evaluated at step 0 and every <paramref name="evaluateEvery"/> steps.</param>
     /// <param name="settings">Batch size, learning rate, warmup, steps, weight decay, clipping and data seed.</param>

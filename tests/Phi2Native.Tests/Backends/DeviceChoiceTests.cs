@@ -1,0 +1,77 @@
+using NUnit.Framework;
+using Phi2Native.Backends;
+using Phi2Native.Backends.Cpu;
+using Phi2Native.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Tests.Backends;
+
+/// <summary>DeviceChoice's spellings and what it opens, and the dtype rules of ComputeDTypes.</summary>
+[TestFixture]
+public class DeviceChoiceTests
+{
+    [TestCase("cpu", DeviceChoiceKind.Cpu, 0, "cpu")]
+    [TestCase(" CPU ", DeviceChoiceKind.Cpu, 0, "cpu")]
+    [TestCase("cuda", DeviceChoiceKind.Cuda, 0, "cuda:0")]
+    [TestCase("cuda:3", DeviceChoiceKind.Cuda, 3, "cuda:3")]
+    [TestCase("emulated", DeviceChoiceKind.Emulated, 0, "emulated")]
+    public void SpellingsParseAndPrintBack(string text, DeviceChoiceKind kind, int ordinal, string printed)
+    {
+        var choice = DeviceChoice.Parse(text);
+        Assert.That(choice.Kind, Is.EqualTo(kind));
+        Assert.That(choice.Ordinal, Is.EqualTo(ordinal));
+        Assert.That(choice.ToString(), Is.EqualTo(printed));
+        Assert.That(DeviceChoice.Parse(printed), Is.EqualTo(choice));
+    }
+
+    [TestCase("tpu")]
+    [TestCase("cuda:")]
+    [TestCase("cuda:-1")]
+    [TestCase("cuda:x")]
+    [TestCase("cuda0")]
+    [TestCase("")]
+    public void OtherTextIsNotADevice(string text)
+    {
+        Assert.That(DeviceChoice.TryParse(text, out _), Is.False);
+        Assert.That(() => DeviceChoice.Parse(text), Throws.InstanceOf<FormatException>().With.Message.Contain("cpu, cuda, cuda:N"));
+    }
+
+    [Test]
+    public void TheCpuChoiceIsTheSharedCpuBackendWhichTheCallerDoesNotOwn()
+    {
+        Assert.That(DeviceChoice.Cpu.CreateBackend(), Is.SameAs(CpuBackend.Default));
+        Assert.That(DeviceChoice.Cpu.OwnsBackend, Is.False);
+        Assert.That(DeviceChoice.Emulated.OwnsBackend, Is.True);
+    }
+
+    [Test]
+    public void OpeningAGpuWhereThereIsNoneIsAPhi2ExceptionWithTheProbesReason()
+    {
+        var probe = CudaAvailability.Probe();
+        if (probe.IsAvailable) Assert.Ignore($"this machine has a GPU ({probe.Summary})");
+        Assert.That(() => DeviceChoice.Cuda(0).CreateBackend(), Throws.InstanceOf<Phi2Exception>().With.Message.Contain(probe.Reason!));
+    }
+
+    [Test, Category("Emulated")]
+    public void TheEmulatedChoiceOpensACudaBackendThatOwnsItsDevice()
+    {
+        var backend = DeviceChoice.Emulated.CreateBackend();
+        Assert.That(backend, Is.InstanceOf<Phi2Native.Backends.Cuda.CudaBackend>());
+        Assert.That(backend.Device.Kind, Is.EqualTo(DeviceKind.Cuda));
+        backend.Dispose();
+        Assert.That(((Phi2Native.Backends.Cuda.CudaBackend)backend).DeviceApi, Is.InstanceOf<EmulatedDevice>());
+    }
+
+    [Test]
+    public void Bf16IsForTheCudaBackendAndNotWithAnAdapterOrForTraining()
+    {
+        Assert.That(ComputeDTypes.InferenceRefusal(DeviceKind.Cpu, DType.F32, withAdapter: true), Is.Null);
+        Assert.That(ComputeDTypes.InferenceRefusal(DeviceKind.Cuda, DType.BF16, withAdapter: false), Is.Null);
+        Assert.That(ComputeDTypes.InferenceRefusal(DeviceKind.Cpu, DType.BF16, withAdapter: false), Does.Contain("f32 only"));
+        Assert.That(ComputeDTypes.InferenceRefusal(DeviceKind.Cuda, DType.BF16, withAdapter: true), Does.Contain("adapter"));
+        Assert.That(ComputeDTypes.InferenceRefusal(DeviceKind.Cuda, DType.F16, withAdapter: false), Does.Contain("f32 or bf16"));
+        Assert.That(ComputeDTypes.TrainingRefusal(DeviceKind.Cuda, DType.F32), Is.Null);
+        Assert.That(ComputeDTypes.TrainingRefusal(DeviceKind.Cuda, DType.BF16), Does.Contain("fine-tuning runs in f32 only"));
+        Assert.That(ComputeDTypes.TrainingRefusal(DeviceKind.Cpu, DType.BF16), Does.Contain("CPU backend"));
+    }
+}
