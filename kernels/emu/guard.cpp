@@ -48,6 +48,7 @@ namespace
         Access access;
         bool registered;   // whether range below is meaningful
         Range range;
+        bool shared;       // in the dynamic shared memory mapping (range unused)
     };
 
     // The armed launch. launch_thread and the stack range are stored before `armed` (release), so a handler
@@ -57,6 +58,10 @@ namespace
     uintptr_t stacks_begin, stacks_end;
     void (*fault_target)();
     Fault fault;
+
+    // The launch's dynamic shared memory mapping (guard_set_dynamic_shared).
+    uintptr_t shared_map_begin, shared_map_end, shared_start;
+    size_t shared_bytes;
 
     struct sigaction previous[2]; // SIGSEGV, SIGBUS: what was installed before us
     bool installed;
@@ -117,10 +122,12 @@ namespace
             return;
         }
         uintptr_t address = (uintptr_t)info->si_addr;
-        const Range* r = find(address);
+        bool shared = address >= shared_map_begin && address < shared_map_end;
+        const Range* r = shared ? nullptr : find(address);
         fault.pending = true;
         fault.address = address;
         fault.access = access_of(context);
+        fault.shared = shared;
         fault.registered = r != nullptr;
         if (r) fault.range = *r;
 #if defined(__x86_64__)
@@ -169,6 +176,14 @@ void guard_begin_launch(const void* stacks, size_t bytes, void (*on_fault)())
     armed.store(true, std::memory_order_release);
 }
 
+void guard_set_dynamic_shared(const void* map, size_t map_bytes, const void* start, size_t launched_bytes)
+{
+    shared_map_begin = (uintptr_t)map;
+    shared_map_end = (uintptr_t)map + map_bytes;
+    shared_start = (uintptr_t)start;
+    shared_bytes = launched_bytes;
+}
+
 void guard_end_launch() { armed.store(false, std::memory_order_release); }
 
 std::string guard_fault_message()
@@ -176,6 +191,14 @@ std::string guard_fault_message()
     const Fault& f = fault;
     bool write = f.access == Access::Write, unknown = f.access == Access::Unknown;
     char text[300];
+    if (f.shared)
+    {
+        long long offset = (long long)(f.address - shared_start);
+        size_t mapped = (shared_bytes + 15) & ~(size_t)15;
+        snprintf(text, sizeof text, "%s dynamic shared memory out of bounds: byte %lld of %zu (launched with %zu bytes)",
+                 write ? "wrote" : unknown ? "accessed" : "read", offset, mapped, shared_bytes);
+        return text;
+    }
     if (!f.registered)
     {
         snprintf(text, sizeof text, "%s address 0x%llx, which is in no allocation%s", write ? "wrote to" : unknown ? "accessed" : "read",

@@ -29,6 +29,11 @@ namespace phi2_emu
     void guard_begin_launch(const void* stacks, size_t bytes, void (*on_fault)());
     void guard_end_launch();
 
+    // The launch's dynamic shared memory: the mapping [map, map + map_bytes) holds the `launched_bytes` buffer
+    // at start, between PROT_NONE guard pages; a fault in the mapping is reported as a dynamic shared memory
+    // access out of bounds. map == nullptr: the launch has none. Call with launch_mutex held.
+    void guard_set_dynamic_shared(const void* map, size_t map_bytes, const void* start, size_t launched_bytes);
+
     // The last fault the handler caught, e.g. "read out of bounds: byte 4000 (0 past the end) of
     // allocation #3 of 4000 bytes at 0x7f...". Call from on_fault, on the faulting fiber.
     std::string guard_fault_message();

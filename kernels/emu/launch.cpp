@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <mutex>
 #include <string>
@@ -73,6 +74,34 @@ namespace
         if (stack_cache.base) munmap(stack_cache.base, stack_cache.bytes);
         stack_cache = StackCache{ static_cast<char*>(p), bytes };
         return stack_cache.base;
+    }
+
+    // The launch's dynamic shared memory, kept from launch to launch like the stacks (guarded by launch_mutex):
+    // [PROT_NONE page][capacity bytes][PROT_NONE page], the buffer placed so it ends (its size rounded up to 16)
+    // right at the trailing guard page. Only grows; a launch of no more than the capacity reuses it.
+    struct SharedCache { char* base = nullptr; size_t capacity = 0; } shared_cache;
+
+    // Where a launch of `bytes` (> 0) dynamic shared bytes gets its buffer, or null when it cannot be mapped.
+    unsigned char* dynamic_shared_buffer(size_t bytes)
+    {
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        size_t rounded = (bytes + 15) & ~(size_t)15;
+        if (rounded > shared_cache.capacity)
+        {
+            size_t capacity = (rounded + page - 1) & ~(page - 1);
+            void* p = mmap(nullptr, capacity + 2 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            if (p == MAP_FAILED) return nullptr;
+            if (mprotect(static_cast<char*>(p) + page, capacity, PROT_READ | PROT_WRITE) != 0)
+            {
+                munmap(p, capacity + 2 * page);
+                return nullptr;
+            }
+            if (shared_cache.base) munmap(shared_cache.base, shared_cache.capacity + 2 * page);
+            shared_cache = SharedCache{ static_cast<char*>(p), capacity };
+        }
+        unsigned char* start = reinterpret_cast<unsigned char*>(shared_cache.base + page + shared_cache.capacity - rounded);
+        guard_set_dynamic_shared(shared_cache.base, shared_cache.capacity + 2 * page, start, bytes);
+        return start;
     }
 
     // The only emulator state that must live in TLS (the fill below wipes all of it before each block).
@@ -380,8 +409,17 @@ extern "C" __attribute__((visibility("default"))) int emu_launch(
     launch.fibers.resize(threads);
     for (unsigned i = 0; i < (unsigned)threads; i++)
         launch.fibers[i].thread = uint3{ i % block_x, i / block_x % block_y, i / (block_x * block_y) };
-    std::vector<unsigned char> dynamic((size_t)dynamic_shared_bytes + 16);
-    launch.dynamic_shared = dynamic_shared_bytes ? dynamic.data() : nullptr;
+    launch.dynamic_shared = nullptr;
+    guard_set_dynamic_shared(nullptr, 0, nullptr, 0);
+    if (dynamic_shared_bytes)
+    {
+        launch.dynamic_shared = dynamic_shared_buffer((size_t)dynamic_shared_bytes);
+        if (!launch.dynamic_shared)
+        {
+            set_error(error_buffer, error_length, "libphi2emu: cannot map dynamic shared memory");
+            return 1;
+        }
+    }
 
     current_launch = &launch; // touching a thread_local makes glibc allocate this thread's TLS block
     TlsBlock tls{};

@@ -94,3 +94,16 @@ PHI2_KERNEL void emu_test_read_shifted(const float* x, float* y, int n, int shif
     int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
     if (i < n) y[i] = x[i + shift];
 }
+
+// Dynamic shared memory indexed one element past its launched size (blockDim.x floats): each thread writes
+// s[threadIdx.x], then reads its right neighbour's slot, s[threadIdx.x + 1]; the last thread reads s[blockDim.x].
+// With `wrap` set the index wraps around (the correct kernel, which uses exactly the launched size).
+PHI2_KERNEL void emu_test_dynamic_shared_neighbour(float* y, int wrap)
+{
+    PHI2_DYNAMIC_SHARED(float, s);
+    unsigned t = threadIdx.x, next = t + 1;
+    if (wrap && next == blockDim.x) next = 0;
+    s[t] = (float)(blockIdx.x * blockDim.x + t);
+    __syncthreads();
+    y[blockIdx.x * blockDim.x + t] = s[next];
+}
