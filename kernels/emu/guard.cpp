@@ -49,6 +49,7 @@ namespace
         bool registered;   // whether range below is meaningful
         Range range;
         bool shared;       // in the dynamic shared memory mapping (range unused)
+        bool overflow;     // in a fiber stack's guard page: a stack overflow (range unused)
     };
 
     // The armed launch. launch_thread and the stack range are stored before `armed` (release), so a handler
@@ -56,6 +57,12 @@ namespace
     std::atomic<bool> armed{ false };
     std::atomic<pthread_t> launch_thread{};
     uintptr_t stacks_begin, stacks_end;
+    size_t stack_slot, stack_guard;
+
+    bool in_stack_guard(uintptr_t address)
+    {
+        return address >= stacks_begin && address < stacks_end && (address - stacks_begin) % stack_slot < stack_guard;
+    }
     void (*fault_target)();
     Fault fault;
 
@@ -114,7 +121,8 @@ namespace
         if (ours)
         {
             uintptr_t sp = interrupted_sp(context);
-            ours = !fault.pending && (sp == 0 || (sp >= stacks_begin && sp < stacks_end));
+            // A thread that overflowed its stack may have moved its stack pointer far below it (a huge frame).
+            ours = !fault.pending && (sp == 0 || (sp >= stacks_begin && sp < stacks_end) || in_stack_guard((uintptr_t)info->si_addr));
         }
         if (!ours)
         {
@@ -122,12 +130,14 @@ namespace
             return;
         }
         uintptr_t address = (uintptr_t)info->si_addr;
-        bool shared = address >= shared_map_begin && address < shared_map_end;
-        const Range* r = shared ? nullptr : find(address);
+        bool overflow = in_stack_guard(address);
+        bool shared = !overflow && address >= shared_map_begin && address < shared_map_end;
+        const Range* r = shared || overflow ? nullptr : find(address);
         fault.pending = true;
         fault.address = address;
         fault.access = access_of(context);
         fault.shared = shared;
+        fault.overflow = overflow;
         fault.registered = r != nullptr;
         if (r) fault.range = *r;
 #if defined(__x86_64__)
@@ -136,7 +146,11 @@ namespace
         // fail_current abandons every frame of a failing fiber; returning from the handler (sigreturn) restores
         // the signal mask, which a switch made from inside the handler would leave with SIGSEGV blocked.
         ucontext_t* uc = static_cast<ucontext_t*>(context);
-        uintptr_t sp = (((uintptr_t)uc->uc_mcontext.gregs[REG_RSP] - 256) & ~(uintptr_t)15) - 8;
+        // After a stack overflow the interrupted frame's stack pointer is in (or beyond) the guard page: on_fault
+        // runs from the top of the fiber's own slot instead, whose frames are as abandoned as the rest.
+        uintptr_t from = overflow ? stacks_begin + ((address - stacks_begin) / stack_slot + 1) * stack_slot
+                                  : (uintptr_t)uc->uc_mcontext.gregs[REG_RSP] - 256;
+        uintptr_t sp = (from & ~(uintptr_t)15) - 8;
         *reinterpret_cast<uintptr_t*>(sp) = 0;
         uc->uc_mcontext.gregs[REG_RSP] = (greg_t)sp;
         uc->uc_mcontext.gregs[REG_RIP] = (greg_t)(uintptr_t)fault_target;
@@ -166,8 +180,10 @@ void guard_install()
     installed = true;
 }
 
-void guard_begin_launch(const void* stacks, size_t bytes, void (*on_fault)())
+void guard_begin_launch(const void* stacks, size_t bytes, size_t slot_bytes, size_t guard_bytes, void (*on_fault)())
 {
+    stack_slot = slot_bytes;
+    stack_guard = guard_bytes;
     stacks_begin = (uintptr_t)stacks;
     stacks_end = (uintptr_t)stacks + bytes;
     fault_target = on_fault;
@@ -191,6 +207,13 @@ std::string guard_fault_message()
     const Fault& f = fault;
     bool write = f.access == Access::Write, unknown = f.access == Access::Unknown;
     char text[300];
+    if (f.overflow)
+    {
+        snprintf(text, sizeof text, "stack overflow in a GPU thread: its locals and calls need more than the emulator's %zu KiB "
+                 "stack per thread (%s its guard page at 0x%llx; a huge local array or runaway recursion?)",
+                 (stack_slot - stack_guard) / 1024, write ? "wrote to" : unknown ? "accessed" : "read", (unsigned long long)f.address);
+        return text;
+    }
     if (f.shared)
     {
         long long offset = (long long)(f.address - shared_start);

@@ -23,10 +23,12 @@ namespace phi2_emu
     // Installs the SIGSEGV/SIGBUS handler, once. Call with launch_mutex held.
     void guard_install();
 
-    // Arms the handler for the calling thread's launch; its fibers run on [stacks, stacks + bytes). A fault
-    // raised there resumes the faulting fiber in on_fault, which must fail the launch (never return).
+    // Arms the handler for the calling thread's launch; its fibers run on [stacks, stacks + bytes), in slots of
+    // slot_bytes that each begin with guard_bytes of PROT_NONE guard page. A fault raised there, or in a guard
+    // page (a stack overflow, reported as such), resumes the faulting fiber in on_fault - at the top of its own
+    // slot after an overflow - which must fail the launch (never return).
     // Call with launch_mutex held; guard_end_launch disarms.
-    void guard_begin_launch(const void* stacks, size_t bytes, void (*on_fault)());
+    void guard_begin_launch(const void* stacks, size_t bytes, size_t slot_bytes, size_t guard_bytes, void (*on_fault)());
     void guard_end_launch();
 
     // The launch's dynamic shared memory: the mapping [map, map + map_bytes) holds the `launched_bytes` buffer

@@ -126,6 +126,7 @@ namespace
         PHI2_EMU_ENTRY(emu_test_write_past_end),
         PHI2_EMU_ENTRY(emu_test_read_shifted),
         PHI2_EMU_ENTRY(emu_test_dynamic_shared_neighbour),
+        PHI2_EMU_ENTRY(emu_test_stack_overflow),
         // test_reduce.cu (planted bugs in the row reduction; never embedded for NVRTC)
         PHI2_EMU_ENTRY(emu_test_row_sum_unsynced),
         PHI2_EMU_ENTRY(emu_test_row_sum_wrong_lane),

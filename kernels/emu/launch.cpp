@@ -10,6 +10,7 @@
 
 #include <link.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -63,18 +64,37 @@ namespace
     // The fiber stacks, kept from launch to launch (guarded by launch_mutex): mapping them and faulting
     // their first pages in again cost ~0.45 ms per launch of 256 threads (add_f32 over 1000 elements:
     // 0.53 ms a launch without the cache, 0.06 ms with it). Only grows, to at most 1024 threads x
-    // StackBytes of address space (MAP_NORESERVE; only the pages kernels touched stay resident).
-    struct StackCache { char* base = nullptr; size_t bytes = 0; } stack_cache;
+    // slot_bytes() of address space (MAP_NORESERVE; only the pages kernels touched stay resident). Each
+    // fiber's slot is a PROT_NONE guard page followed by its StackBytes stack, so a thread that overflows its
+    // stack faults in its own guard page (guard.cpp reports it) instead of overwriting its neighbour's stack;
+    // -fstack-clash-protection (the MSBuild target) makes a frame larger than a page probe every page it
+    // allocates, so even a huge local array reaches the guard page before it could skip over it.
+    struct StackCache { char* base = nullptr; size_t threads = 0; } stack_cache;
 
-    char* fiber_stacks(size_t bytes)
+    size_t page_bytes() { static const size_t page = (size_t)sysconf(_SC_PAGESIZE); return page; }
+    size_t slot_bytes() { return page_bytes() + StackBytes; }
+
+    char* fiber_stacks(size_t threads)
     {
-        if (bytes <= stack_cache.bytes) return stack_cache.base;
+        if (threads <= stack_cache.threads) return stack_cache.base;
+        size_t bytes = slot_bytes() * threads;
         void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED) return nullptr;
-        if (stack_cache.base) munmap(stack_cache.base, stack_cache.bytes);
-        stack_cache = StackCache{ static_cast<char*>(p), bytes };
+        for (size_t i = 0; i < threads; i++)
+            if (mprotect(static_cast<char*>(p) + slot_bytes() * i, page_bytes(), PROT_NONE) != 0)
+            {
+                munmap(p, bytes);
+                return nullptr;
+            }
+        if (stack_cache.base) munmap(stack_cache.base, slot_bytes() * stack_cache.threads);
+        stack_cache = StackCache{ static_cast<char*>(p), threads };
         return stack_cache.base;
     }
+
+    // A fault in a fiber's guard page leaves the fiber's stack pointer there, where the kernel cannot push the
+    // signal frame: the handler runs only on an alternate signal stack. The .NET runtime gives every thread it
+    // runs managed code on one; a launching thread without one (a native thread) gets this one for the launch.
+    alignas(16) char alternate_stack[64 * 1024];
 
     // The launch's dynamic shared memory, kept from launch to launch like the stacks (guarded by launch_mutex):
     // [PROT_NONE page][capacity bytes][PROT_NONE page], the buffer placed so it ends (its size rounded up to 16)
@@ -226,7 +246,7 @@ namespace
             // so the fibers' frames evict each other; shifting each top by i * 64 bytes (mod 16 KiB) spreads
             // them over 256 sets (about 5% off add_f32 over 1M elements).
             size_t colour = (i * 64) % (16 * 1024);
-            context_start(f.context, stacks + StackBytes * i, StackBytes - colour, fiber_main);
+            context_start(f.context, stacks + slot_bytes() * i + page_bytes(), StackBytes - colour, fiber_main);
         }
     }
 
@@ -429,16 +449,25 @@ extern "C" __attribute__((visibility("default"))) int emu_launch(
         set_error(error_buffer, error_length, "libphi2emu: cannot find its own TLS block");
         return 1;
     }
-    size_t stack_bytes = StackBytes * threads;
-    char* stacks = fiber_stacks(stack_bytes);
+    size_t stack_bytes = slot_bytes() * threads;
+    char* stacks = fiber_stacks(threads);
     if (!stacks)
     {
         set_error(error_buffer, error_length, "libphi2emu: cannot reserve fiber stacks");
         return 1;
     }
 
+    stack_t own{}, previous_alternate{};
+    bool borrowed = sigaltstack(nullptr, &previous_alternate) == 0 && (previous_alternate.ss_flags & SS_DISABLE);
+    if (borrowed)
+    {
+        own.ss_sp = alternate_stack;
+        own.ss_size = sizeof alternate_stack;
+        borrowed = sigaltstack(&own, nullptr) == 0;
+    }
+
     bool ok = true;
-    guard_begin_launch(stacks, stack_bytes, fail_on_fault);
+    guard_begin_launch(stacks, stack_bytes, slot_bytes(), page_bytes(), fail_on_fault);
     for (unsigned z = 0; ok && z < grid_z; z++)
         for (unsigned y = 0; ok && y < grid_y; y++)
             for (unsigned x = 0; ok && x < grid_x; x++)
@@ -451,6 +480,12 @@ extern "C" __attribute__((visibility("default"))) int emu_launch(
                 ok = run_block(launch);
             }
     guard_end_launch();
+    if (borrowed)
+    {
+        stack_t off{};
+        off.ss_flags = SS_DISABLE;
+        sigaltstack(&off, nullptr);
+    }
     current_launch = nullptr;
     if (!ok)
     {

@@ -107,3 +107,12 @@ PHI2_KERNEL void emu_test_dynamic_shared_neighbour(float* y, int wrap)
     __syncthreads();
     y[blockIdx.x * blockDim.x + t] = s[next];
 }
+
+// A local array larger than the emulator's 256 KiB fiber stack, touched from its end downwards: the stack
+// overflows into its guard page. (On the GPU the local memory would be sized for it, or the launch refused.)
+PHI2_KERNEL void emu_test_stack_overflow(float* y, int n)
+{
+    volatile char big[300 * 1024];
+    for (int i = (int)sizeof(big) - 1; i >= 0; i -= 64) big[i] = (char)i;
+    y[blockIdx.x * blockDim.x + threadIdx.x] = (float)big[n];
+}

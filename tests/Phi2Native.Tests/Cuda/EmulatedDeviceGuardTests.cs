@@ -278,4 +278,64 @@ public unsafe class EmulatedDeviceGuardTests
         device.Free(z);
         device.Free(y);
     }
+
+    [Test]
+    public void AThreadOverflowingItsStackFailsTheLaunchAndTheDeviceKeepsWorking()
+    {
+        using var device = new EmulatedDevice();
+        DevicePtr y = device.Allocate(2 * 64 * 4L);
+        for (int round = 0; round < 2; round++)
+        {
+            int argN = 0;
+            nint[] args = [(nint)(&y), (nint)(&argN)];
+            var e = Assert.Throws<EmulatedDeviceException>(() => device.Launch("emu_test_stack_overflow", 2, 64, 0, DeviceStream.Default, args));
+            Assert.That(e!.Kernel, Is.EqualTo("emu_test_stack_overflow"));
+            Assert.That(e.Message, Does.Contain("kernel emu_test_stack_overflow, block (0,0,0), thread (0,0,0): stack overflow in a GPU thread: " +
+                "its locals and calls need more than the emulator's 256 KiB stack per thread"));
+            // The neighbouring fibers' stacks were not overwritten, and later launches (more threads too) run.
+            DevicePtr x = device.Allocate(1000 * 4L), z = device.Allocate(1000 * 4L);
+            Upload(device, x, Ramp(1000));
+            LaunchShifted(device, x, z, 1000, 0);
+            Assert.That(Download(device, z, 1000), Is.EqualTo(Ramp(1000)), $"round {round}");
+            Assert.Throws<EmulatedDeviceException>(() => LaunchShifted(device, x, z, 1000, 1));
+            device.Free(x);
+            device.Free(z);
+        }
+        device.Free(y);
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct StackT { public nint Sp; public int Flags; public nuint Size; }
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int sigaltstack(StackT* ss, StackT* old);
+
+    [Test]
+    public void AStackOverflowOnAFreshManagedThreadIsCaughtAndItsAlternateSignalStackLeftAlone()
+    {
+        // The handler can run after a stack overflow only on an alternate signal stack: the runtime gives its threads
+        // one (the emulator lends one to a launching thread without, e.g. a native thread), and a launch leaves it be.
+        string? message = null;
+        StackT before = default, after = default;
+        var thread = new Thread(() =>
+        {
+            using var device = new EmulatedDevice();
+            DevicePtr y = device.Allocate(32 * 4L);
+            int argN = 0;
+            nint[] args = [(nint)(&y), (nint)(&argN)];
+            StackT b, a;
+            sigaltstack(null, &b);
+            try { device.Launch("emu_test_stack_overflow", 1, 32, 0, DeviceStream.Default, args); }
+            catch (EmulatedDeviceException e) { message = e.Message; }
+            sigaltstack(null, &a);
+            before = b;
+            after = a;
+            device.Free(y);
+        });
+        thread.Start();
+        thread.Join();
+        Assert.That(message, Does.Contain("stack overflow in a GPU thread"));
+        TestContext.Out.WriteLine($"the runtime's alternate signal stack: {(before.Flags & 2) == 0} (ss_flags {before.Flags}, {before.Size} bytes)");
+        Assert.That((after.Sp, after.Flags, after.Size), Is.EqualTo((before.Sp, before.Flags, before.Size)));
+    }
 }
