@@ -62,8 +62,8 @@ public sealed class Phi2Engine : IDisposable
     /// </summary>
     /// <exception cref="Phi2Exception">
     /// A folder or file is missing, malformed or does not fit; the device cannot be opened (no GPU: the message carries
-    /// the CUDA probe's reason); or the backend cannot compute in the dtype, or not with an adapter
-    /// (<see cref="ComputeDTypes.InferenceRefusal"/>: bf16 on the CPU, an adapter over a bf16 base).
+    /// the CUDA probe's reason); or the backend cannot compute in the dtype
+    /// (<see cref="ComputeDTypes.InferenceRefusal"/>: bf16 on the CPU; an fp32 adapter over a bf16 base runs on the CUDA backend).
     /// </exception>
     public static Phi2Engine Load(Phi2EngineOptions options)
     {

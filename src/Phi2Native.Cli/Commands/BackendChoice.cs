@@ -49,8 +49,7 @@ internal sealed class BackendChoice : IDisposable
         string? refusal = training ? ComputeDTypes.TrainingRefusal(kind, request.DType) : ComputeDTypes.InferenceRefusal(kind, request.DType, withAdapter);
         if (refusal is not null)
         {
-            string context = withAdapter && !training && kind == DeviceKind.Cuda ? " with --adapter" : $" on --device {request.Device}";
-            throw new Phi2Exception($"--dtype {DeviceRequest.Name(request.DType)}{context}: {refusal}");
+            throw new Phi2Exception($"--dtype {DeviceRequest.Name(request.DType)} on --device {request.Device}: {refusal}");
         }
         IBackend backend;
         try

@@ -29,7 +29,7 @@ internal sealed class DeviceOptions
     /// <summary>The --dtype help of the inference commands (generate, trace).</summary>
     public const string InferenceDTypeDescription =
         "Compute dtype: f32 (default) or bf16 (bf16 weights and activations, fp32 accumulation, statistics, softmax and loss; " +
-        "the CUDA backend only, and not with --adapter yet).";
+        "the CUDA backend only; a --adapter stays fp32 beside the bf16 base).";
 
     public IEnumerable<Option> All => ComputeDType is null ? [Device] : [Device, ComputeDType];
 

@@ -32,7 +32,7 @@ internal sealed class FinetuneOptions
     public readonly Option<int> EvalEvery = new("--eval-every") { Description = "Validate every N steps (0: each epoch).", DefaultValueFactory = _ => 0 };
     public readonly Option<int> SaveEvery = new("--save-every") { Description = "Checkpoint every N steps (0: at the end).", DefaultValueFactory = _ => 0 };
     public readonly DeviceOptions Device = new(
-        "Compute dtype: f32 only for now (bf16 is refused: the fp32 LoRA adapters and a bf16 base do not mix in one op on the CUDA backend yet).");
+        "Compute dtype of the base: f32, or bf16 on the CUDA backend (the LoRA adapters and AdamW state stay fp32; --full modules need f32).");
 
     public IEnumerable<Option> All =>
         [Model, Data, Validation, Out, Resume, .. Selection.All, LearningRate, Epochs, MaxSteps, BatchSize, MaxLength, GradientAccumulation,

@@ -63,15 +63,16 @@ public class DeviceChoiceTests
     }
 
     [Test]
-    public void Bf16IsForTheCudaBackendAndNotWithAnAdapterOrForTraining()
+    public void Bf16IsForTheCudaBackendWithOrWithoutAnAdapterAndForLoraTraining()
     {
         Assert.That(ComputeDTypes.InferenceRefusal(DeviceKind.Cpu, DType.F32, withAdapter: true), Is.Null);
         Assert.That(ComputeDTypes.InferenceRefusal(DeviceKind.Cuda, DType.BF16, withAdapter: false), Is.Null);
         Assert.That(ComputeDTypes.InferenceRefusal(DeviceKind.Cpu, DType.BF16, withAdapter: false), Does.Contain("f32 only"));
-        Assert.That(ComputeDTypes.InferenceRefusal(DeviceKind.Cuda, DType.BF16, withAdapter: true), Does.Contain("adapter"));
+        Assert.That(ComputeDTypes.InferenceRefusal(DeviceKind.Cuda, DType.BF16, withAdapter: true), Is.Null);
+        Assert.That(ComputeDTypes.InferenceRefusal(DeviceKind.Cpu, DType.BF16, withAdapter: true), Does.Contain("f32 only"));
         Assert.That(ComputeDTypes.InferenceRefusal(DeviceKind.Cuda, DType.F16, withAdapter: false), Does.Contain("f32 or bf16"));
         Assert.That(ComputeDTypes.TrainingRefusal(DeviceKind.Cuda, DType.F32), Is.Null);
-        Assert.That(ComputeDTypes.TrainingRefusal(DeviceKind.Cuda, DType.BF16), Does.Contain("fine-tuning runs in f32 only"));
+        Assert.That(ComputeDTypes.TrainingRefusal(DeviceKind.Cuda, DType.BF16), Is.Null);
         Assert.That(ComputeDTypes.TrainingRefusal(DeviceKind.Cpu, DType.BF16), Does.Contain("CPU backend"));
     }
 }

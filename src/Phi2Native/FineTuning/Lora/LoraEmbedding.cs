@@ -39,7 +39,7 @@ public sealed class LoraEmbedding : IModuleAdapter, IDisposable
     {
         var rows = EmbeddingOp.Apply(TransposeOp.Apply(A), input);                      // A^T [V, r] at ids -> [..., r]
         var update = LinearOp.Apply(rows, B, null);                                      // [..., r] B^T -> [..., C]
-        return AddOp.Apply(baseOutput, ScaleOp.Apply(update, Scaling));
+        return LoraLinear.AddUpdate(baseOutput, ScaleOp.Apply(update, Scaling));
     }
 
     /// <summary>scaling * (B A)^T [V, C]: what merging adds to the embedding table.</summary>

@@ -53,10 +53,31 @@ public sealed class LoraLinear : IModuleAdapter, IDisposable
     /// <inheritdoc/>
     public Tensor Forward(Tensor input, Tensor baseOutput, bool training)
     {
-        var x = input;
+        // Over a base of another dtype (bf16 on the CUDA backend) the branch computes in the adapter's fp32: x is widened
+        // first (no op when the dtypes agree, so an all-fp32 model records exactly the ops it always did).
+        var x = CastOp.Apply(input, A.DType);
         if (training && Dropout > 0) x = DropoutOp.Apply(x, Dropout, DropoutSeed + (ulong)Interlocked.Increment(ref _trainingForwards) * 0x9E3779B97F4A7C15UL);
         var update = LinearOp.Apply(LinearOp.Apply(x, A, null), B, null);             // [..., r] -> [..., out]
-        return AddOp.Apply(baseOutput, ScaleOp.Apply(update, Scaling));
+        return AddUpdate(baseOutput, ScaleOp.Apply(update, Scaling));
+    }
+
+    /// <summary>
+    /// baseOutput + update. When the base computes in another dtype than the adapter (a bf16 base, an fp32 adapter) the
+    /// sum is taken in the adapter's dtype (widening the base output is exact) and rounded to the base's dtype once,
+    /// rather than rounding the update to bf16 and rounding again in a bf16 add; the gradients are the same either way.
+    /// </summary>
+    internal static Tensor AddUpdate(Tensor baseOutput, Tensor update)
+    {
+        if (baseOutput.DType == update.DType) return AddOp.Apply(baseOutput, update);
+        return CastOp.Apply(AddOp.Apply(CastOp.Apply(baseOutput, update.DType), update), baseOutput.DType);
+    }
+
+    /// <summary><paramref name="delta"/> (the adapter's dtype) added into <paramref name="weight"/>, rounded to the weight's dtype when it differs.</summary>
+    internal static void AddDelta(Tensor weight, Tensor delta)
+    {
+        if (delta.DType == weight.DType) { weight.Backend.AddInPlace(weight, delta); return; }
+        using var cast = weight.Backend.Cast(delta, weight.DType);
+        weight.Backend.AddInPlace(weight, cast);
     }
 
     /// <summary>scaling * B A [out, in]: what merging adds to the weight.</summary>

@@ -54,6 +54,7 @@ public sealed class LoraModel : IDisposable
     {
         config.Validate();
         Check(model, config);
+        RequireFullTrainingDTypes(model, config);
         var lora = new LoraModel(model, config);
         var random = new Random(seed);
         model.SetRequiresGrad(false);
@@ -108,9 +109,9 @@ public sealed class LoraModel : IDisposable
     {
         ThrowIfDetached();
         foreach (var adapter in _linear)
-            using (var delta = adapter.Delta()) adapter.Module.Weight.Backend.AddInPlace(adapter.Module.Weight, delta);
+            using (var delta = adapter.Delta()) LoraLinear.AddDelta(adapter.Module.Weight, delta);
         foreach (var adapter in _embedding)
-            using (var delta = adapter.Delta()) adapter.Module.Weight.Backend.AddInPlace(adapter.Module.Weight, delta);
+            using (var delta = adapter.Delta()) LoraLinear.AddDelta(adapter.Module.Weight, delta);
         foreach (var original in _originals.Values) original.Dispose();
         _originals.Clear();
         Detach();
@@ -159,6 +160,19 @@ public sealed class LoraModel : IDisposable
             yield return layer.Name;
             yield return layer.SelfAttention.Name;
             yield return layer.Mlp.Name;
+        }
+    }
+
+    // LoRA adapters are fp32 whatever the base computes in, but a module trained in full updates its own weights, and
+    // AdamW updates fp32 (or fp64) parameters only: over a bf16 base such a module is refused up front.
+    private static void RequireFullTrainingDTypes(Phi2Model model, LoraConfig config)
+    {
+        foreach (var module in model.LeafModules())
+        {
+            if (!ModuleSelection.IsModuleToSave(config, module.Name) && !ModulesToSaveCover(model, config, module)) continue;
+            if (module.Parameters().FirstOrDefault(p => p.DType is not (DType.F32 or DType.F64)) is { } parameter)
+                throw new Phi2Exception($"{module.Name} is trained in full (modules_to_save / --full), but its weights are {parameter.DType}: " +
+                                        "AdamW keeps fp32 state and updates fp32 parameters only; over a bf16 base train it with LoRA (--target) instead, or fine-tune in f32");
         }
     }
 
