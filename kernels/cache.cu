@@ -9,25 +9,46 @@
 //       grid ((B * T * rowElements + 255) / 256), block (256), no dynamic shared memory; any block size and any grid
 //       that covers B * T * rowElements work (one element per thread). source must not overlap cache.
 //       Inference only: no backward, nothing saved.
+//   cache_write_per_row_{dtype}(source, cache, row_positions, B, T, Tmax, rowElements)
+//       IBackend.CacheWritePerRow: as cache_write, but batch row b goes to rows [p, p + T), p = row_positions[b]
+//       (I32 [B] in device memory). A row whose p is outside [0, Tmax - T] (the CPU backend throws; a kernel cannot)
+//       is skipped: its cache rows keep what they held. Same launch.
 #include "common.cuh"
 
 template <typename D>
 PHI2_DEVICE void cache_write(const typename D::type* source, typename D::type* cache, int B, int T, int Tmax, int row_elements,
-                             int position)
+                             int position, const int* row_positions)
 {
     long long block = (long long)T * row_elements; // one batch's rows, in source
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)B * block) return;
     long long b = i / block, within = i - b * block;
+    if (row_positions)
+    {
+        position = row_positions[b];
+        if (position < 0 || (long long)position + T > Tmax) return;
+    }
     cache[(b * Tmax + position) * row_elements + within] = source[i];
 }
 
 PHI2_KERNEL void cache_write_f32(const float* source, float* cache, int B, int T, int Tmax, int row_elements, int position)
 {
-    cache_write<dtype_f32>(source, cache, B, T, Tmax, row_elements, position);
+    cache_write<dtype_f32>(source, cache, B, T, Tmax, row_elements, position, nullptr);
 }
 
 PHI2_KERNEL void cache_write_bf16(const bf16_t* source, bf16_t* cache, int B, int T, int Tmax, int row_elements, int position)
 {
-    cache_write<dtype_bf16>(source, cache, B, T, Tmax, row_elements, position);
+    cache_write<dtype_bf16>(source, cache, B, T, Tmax, row_elements, position, nullptr);
+}
+
+PHI2_KERNEL void cache_write_per_row_f32(const float* source, float* cache, const int* row_positions, int B, int T, int Tmax,
+                                         int row_elements)
+{
+    cache_write<dtype_f32>(source, cache, B, T, Tmax, row_elements, 0, row_positions);
+}
+
+PHI2_KERNEL void cache_write_per_row_bf16(const bf16_t* source, bf16_t* cache, const int* row_positions, int B, int T, int Tmax,
+                                          int row_elements)
+{
+    cache_write<dtype_bf16>(source, cache, B, T, Tmax, row_elements, 0, row_positions);
 }

@@ -13,7 +13,11 @@
 //   rotary_backward_{dtype}(dY, dX, rows, T, H, D, rd, theta, positionOffset)
 //       dX = the transposed (inverse) rotation of dY: the same formula with sin negated; written (=), an activation
 //       gradient.
-//   Both: grid (rows; fewer works, each block then walks rows blockIdx.x, + gridDim.x, ...), block (any; the launcher
+//   rotary_per_row_{dtype}(x, y, row_offsets, rows, T, H, D, rd, theta)
+//       IBackend.RotaryPerRow: as rotary, but token t of batch b sits at position row_offsets[b] + t, row_offsets being
+//       I32 [B] in device memory (B = rows / T). A negative offset (the CPU backend throws; a kernel cannot) makes
+//       that batch row's output NaN, x unread. Inference only: no backward.
+//   All: grid (rows; fewer works, each block then walks rows blockIdx.x, + gridDim.x, ...), block (any; the launcher
 //   takes H * (D - rd / 2) work items rounded up to 32, at most 256), no dynamic shared memory. Per row the block first
 //   computes cos and sin of its position's half angles into shared memory (rd / 2 <= 128 entries), then each work item
 //   is one rotated pair (j, j + half) or one passed-through dim of one head. y may be x itself (exact overlap), and dX
@@ -31,7 +35,7 @@
 
 template <typename D>
 PHI2_DEVICE void rotary(const typename D::type* x, typename D::type* y, int rows, int T, int H, int headDim, int rd, double theta,
-                        int position_offset, bool inverse)
+                        int position_offset, const int* row_offsets, bool inverse)
 {
     __shared__ float cos_s[PHI2_ROTARY_MAX_HALF];
     __shared__ float sin_s[PHI2_ROTARY_MAX_HALF];
@@ -41,8 +45,10 @@ PHI2_DEVICE void rotary(const typename D::type* x, typename D::type* y, int rows
     for (int r = (int)blockIdx.x; r < rows; r += (int)gridDim.x)
     {
         __syncthreads(); // the previous row's cos/sin are read by every thread
-        long long p = (long long)position_offset + r % T;
-        for (int j = (int)threadIdx.x; j < half; j += (int)blockDim.x)
+        long long offset = row_offsets ? row_offsets[r / T] : position_offset;
+        bool bad = offset < 0; // per-row offsets only (the launcher checks the scalar one); uniform over the block
+        long long p = offset + r % T;
+        for (int j = (int)threadIdx.x; j < half && !bad; j += (int)blockDim.x)
         {
             double inv_freq = 1.0 / pow(theta, 2.0 * j / rd);
             double angle = (double)p * inv_freq;
@@ -57,7 +63,17 @@ PHI2_DEVICE void rotary(const typename D::type* x, typename D::type* y, int rows
         {
             int h = i / items, k = i - h * items;
             long long base = (long long)h * headDim;
-            if (k < half)
+            if (bad)
+            {
+                float nan = __uint_as_float(0x7fc00000u);
+                if (k < half)
+                {
+                    store<D>(yr, base + k, nan);
+                    store<D>(yr, base + k + half, nan);
+                }
+                else store<D>(yr, base + k + half, nan);
+            }
+            else if (k < half)
             {
                 float x1 = load<D>(xr, base + k), x2 = load<D>(xr, base + k + half);
                 float c = cos_s[k], s = sin_s[k];
@@ -75,22 +91,34 @@ PHI2_DEVICE void rotary(const typename D::type* x, typename D::type* y, int rows
 
 PHI2_KERNEL void rotary_f32(const float* x, float* y, int rows, int T, int H, int D, int rd, double theta, int position_offset)
 {
-    rotary<dtype_f32>(x, y, rows, T, H, D, rd, theta, position_offset, false);
+    rotary<dtype_f32>(x, y, rows, T, H, D, rd, theta, position_offset, nullptr, false);
 }
 
 PHI2_KERNEL void rotary_bf16(const bf16_t* x, bf16_t* y, int rows, int T, int H, int D, int rd, double theta, int position_offset)
 {
-    rotary<dtype_bf16>(x, y, rows, T, H, D, rd, theta, position_offset, false);
+    rotary<dtype_bf16>(x, y, rows, T, H, D, rd, theta, position_offset, nullptr, false);
 }
 
 PHI2_KERNEL void rotary_backward_f32(const float* dy, float* dx, int rows, int T, int H, int D, int rd, double theta,
                                      int position_offset)
 {
-    rotary<dtype_f32>(dy, dx, rows, T, H, D, rd, theta, position_offset, true);
+    rotary<dtype_f32>(dy, dx, rows, T, H, D, rd, theta, position_offset, nullptr, true);
 }
 
 PHI2_KERNEL void rotary_backward_bf16(const bf16_t* dy, bf16_t* dx, int rows, int T, int H, int D, int rd, double theta,
                                       int position_offset)
 {
-    rotary<dtype_bf16>(dy, dx, rows, T, H, D, rd, theta, position_offset, true);
+    rotary<dtype_bf16>(dy, dx, rows, T, H, D, rd, theta, position_offset, nullptr, true);
+}
+
+PHI2_KERNEL void rotary_per_row_f32(const float* x, float* y, const int* row_offsets, int rows, int T, int H, int D, int rd,
+                                    double theta)
+{
+    rotary<dtype_f32>(x, y, rows, T, H, D, rd, theta, 0, row_offsets, false);
+}
+
+PHI2_KERNEL void rotary_per_row_bf16(const bf16_t* x, bf16_t* y, const int* row_offsets, int rows, int T, int H, int D, int rd,
+                                     double theta)
+{
+    rotary<dtype_bf16>(x, y, rows, T, H, D, rd, theta, 0, row_offsets, false);
 }

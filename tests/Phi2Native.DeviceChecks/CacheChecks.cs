@@ -7,7 +7,9 @@ namespace Phi2Native.DeviceChecks;
 /// <summary>
 /// kernels/cache.cu through <see cref="CacheKernels"/>, against the CPU backend's CacheWrite: the whole cache after the
 /// write, bit for bit, so rows outside [position, position + T) must keep what they held. A prefill at 0, a write in
-/// the middle, a one-token decode step into the last row, and a write that fills the cache.
+/// the middle, a one-token decode step into the last row, and a write that fills the cache; cache_write_per_row against
+/// CacheWritePerRow with a different position per batch row (0, the last valid one, and rows outside the cache, which
+/// are skipped).
 /// </summary>
 public static class CacheChecks
 {
@@ -20,7 +22,56 @@ public static class CacheChecks
         Check(DType.F32, batch: 1, time: 6, heads: 2, headDim: 7, capacity: 6, position: 0),
         Check(DType.BF16, batch: 2, time: 4, heads: 3, headDim: 5, capacity: 9, position: 3),
         Check(DType.BF16, batch: 3, time: 1, heads: 2, headDim: 80, capacity: 7, position: 6),
+        PerRow(DType.F32, time: 1, heads: 2, headDim: 80, capacity: 7, [0, 6, 3, 5]),
+        PerRow(DType.F32, time: 3, heads: 3, headDim: 5, capacity: 9, [6, 0, 2]),
+        PerRow(DType.F32, time: 2, heads: 2, headDim: 7, capacity: 6, [4, -1, 5, 0]),
+        PerRow(DType.BF16, time: 1, heads: 2, headDim: 80, capacity: 7, [6, 0, 2]),
+        PerRow(DType.BF16, time: 2, heads: 3, headDim: 5, capacity: 5, [3, 7, 0]),
     ];
+
+    /// <summary>
+    /// cache_write_per_row against the CPU's CacheWritePerRow, the whole cache bit for bit; a row whose position would
+    /// leave the cache (the CPU throws) expects that row's cache untouched.
+    /// </summary>
+    private static DeviceCheck PerRow(DType dtype, int time, int heads, int headDim, int capacity, int[] positions)
+    {
+        string kernel = $"cache_write_per_row_{KernelName.Suffix(dtype)}";
+        int batch = positions.Length;
+        return new($"{kernel} [{batch}, {time}, {heads}, {headDim}] into [{batch}, {capacity}, {heads}, {headDim}] at [{string.Join(", ", positions)}]",
+            [kernel], device => RunPerRow(device, dtype, time, heads, headDim, capacity, positions));
+    }
+
+    private static CheckResult RunPerRow(IDeviceApi device, DType dtype, int time, int heads, int headDim, int capacity, int[] positions)
+    {
+        int batch = positions.Length;
+        float[] source = TestData.Uniform(batch * time * heads * headDim, seed: 1700 + capacity);
+        float[] prior = TestData.Uniform(batch * capacity * heads * headDim, seed: 1800 + time, scale: 5f);
+        using var dSource = DeviceBuffer.Upload(device, dtype, source);
+        using var dCache = DeviceBuffer.Upload(device, dtype, prior);
+        using var rows = DeviceBuffer.Upload(device, positions);
+        CacheKernels.CacheWritePerRow(device, dtype, dSource.Pointer, dCache.Pointer, rows.Pointer, batch, time, heads, headDim, capacity);
+
+        // The CPU throws for a row outside the cache: give it the good rows only (a bad row's cache is left as it was).
+        bool[] bad = positions.Select(p => p < 0 || (long)p + time > capacity).ToArray();
+        int[] good = Enumerable.Range(0, batch).Where(b => !bad[b]).ToArray();
+        int sourceRow = time * heads * headDim, cacheRow = capacity * heads * headDim;
+        float[] expected = CpuReference.RoundTrip(dtype, prior);
+        if (good.Length > 0)
+        {
+            using var cpu = new CpuReference();
+            float[] goodSource = good.SelectMany(b => source.Skip(b * sourceRow).Take(sourceRow)).ToArray();
+            float[] goodPrior = good.SelectMany(b => prior.Skip(b * cacheRow).Take(cacheRow)).ToArray();
+            int[] goodPositions = good.Select(b => positions[b]).ToArray();
+            using var cs = cpu.Stored(dtype, goodSource, good.Length, time, heads, headDim);
+            using var cc = cpu.Stored(dtype, goodPrior, good.Length, capacity, heads, headDim);
+            using var cp = cpu.Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(goodPositions.AsSpan()), DType.I32, [good.Length], DType.I32);
+            cpu.Backend.CacheWritePerRow(cs, cc, cp);
+            float[] written = cc.ToSingleArray();
+            for (int g = 0; g < good.Length; g++)
+                written.AsSpan(g * cacheRow, cacheRow).CopyTo(expected.AsSpan(good[g] * cacheRow, cacheRow));
+        }
+        return CheckResult.CompareBits("cache", dCache.Download(), expected);
+    }
 
     private static DeviceCheck Check(DType dtype, int batch, int time, int heads, int headDim, int capacity, int position)
     {

@@ -9,7 +9,8 @@ namespace Phi2Native.DeviceChecks;
 /// same widened values: Phi-2's shape per head (D = 80, rd = 32, theta 10000) at position 0 and at KV-cache offsets up
 /// to the end of its 2048 positions (where an fp32 angle would already be off), odd head dims and rotary parts, the
 /// whole head rotated, rd = 0 (a copy), in place (y = x, dX = dY), and grids smaller than the row count (each block
-/// then recomputes its shared cos/sin per row). Tolerances are <see cref="Tolerances.Forward"/>
+/// then recomputes its shared cos/sin per row); rotary_per_row against RotaryPerRow with a different offset per batch
+/// row (0, 2047 and past it, a negative one expecting a NaN row). Tolerances are <see cref="Tolerances.Forward"/>
 /// for both directions: the angles match the CPU's (double, rounded once), and what remains is FMA contraction of the
 /// two products on a GPU and, for bf16, the output's one rounding.
 /// </summary>
@@ -44,7 +45,40 @@ public static class RotaryChecks
         Check(DType.F32, backward: true, Phi2, offset: 11, inPlace: true),
         Check(DType.BF16, backward: true, Phi2, offset: 37),
         Check(DType.BF16, backward: true, Phi2, offset: 7, inPlace: true, maxBlocks: 4),
+        PerRow(DType.F32, Phi2 with { B = 4, T = 1 }, [0, 37, 2047, 5]),
+        PerRow(DType.F32, Phi2 with { B = 3, T = 4 }, [0, 2044, 11], maxBlocks: 5),
+        PerRow(DType.F32, new(3, 2, 2, 10, 6), [3, -1, 0]),
+        PerRow(DType.BF16, Phi2 with { B = 3, T = 2 }, [2046, 0, 100]),
+        PerRow(DType.BF16, Phi2 with { B = 2, T = 1 }, [-5, 9]),
     ];
+
+    /// <summary>rotary_per_row against the CPU's RotaryPerRow; a negative offset (the CPU throws) expects a NaN row.</summary>
+    private static DeviceCheck PerRow(DType dtype, Shape s, int[] offsets, int maxBlocks = int.MaxValue)
+    {
+        string kernel = $"rotary_per_row_{KernelName.Suffix(dtype)}";
+        string grid = maxBlocks == int.MaxValue ? "" : $", {maxBlocks} blocks";
+        return new($"{kernel} {s} offsets [{string.Join(", ", offsets)}]{grid}", [kernel], device => RunPerRow(device, dtype, s, offsets, maxBlocks));
+    }
+
+    private static CheckResult RunPerRow(IDeviceApi device, DType dtype, Shape s, int[] offsets, int maxBlocks)
+    {
+        float[] x = TestData.Uniform(s.Count, seed: 1450 + s.D * 7 + s.B, scale: 2f);
+        using var input = DeviceBuffer.Upload(device, dtype, x);
+        using var output = DeviceBuffer.Allocate(device, dtype, s.Count);
+        using var rows = DeviceBuffer.Upload(device, offsets);
+        RotaryKernels.RotaryPerRow(device, dtype, input.Pointer, output.Pointer, rows.Pointer, s.B, s.T, s.H, s.D, s.Rd, Theta, maxBlocks: maxBlocks);
+
+        using var cpu = new CpuReference();
+        int[] cpuOffsets = offsets.Select(o => Math.Max(o, 0)).ToArray(); // the CPU throws for a negative offset
+        using var cx = cpu.Stored(dtype, x, s.B, s.T, s.H, s.D);
+        using var co = cpu.Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(cpuOffsets.AsSpan()), DType.I32, [s.B], DType.I32);
+        using var cy = cpu.Backend.RotaryPerRow(cx, s.Rd, Theta, co);
+        float[] expected = cpu.CastTo(dtype, cy);
+        int rowElements = s.T * s.H * s.D;
+        for (int b = 0; b < s.B; b++)
+            if (offsets[b] < 0) expected.AsSpan(b * rowElements, rowElements).Fill(float.NaN);
+        return Tolerances.Forward(dtype).Compare("y", output.Download(), expected);
+    }
 
     private static DeviceCheck Check(DType dtype, bool backward, Shape s, int offset, bool inPlace = false, int maxBlocks = int.MaxValue)
     {

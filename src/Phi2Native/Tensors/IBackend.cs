@@ -124,13 +124,17 @@ public interface IBackend : IDisposable
     /// Per-row partial rotary for a KV cache whose rows hold different lengths: as
     /// <see cref="Rotary"/>, but the position of (b, t) is <paramref name="rowOffsets"/>[b] + t,
     /// rowOffsets being I32 [B] on this backend (each &gt;= 0). Inference only (no backward counterpart).
+    /// Callers pass valid offsets: the CPU backend checks them and throws; a device backend need not read them back
+    /// (the CUDA backend gives a row with a negative offset NaN output instead).
     /// </summary>
     Tensor RotaryPerRow(Tensor x, int rotaryDim, double theta, Tensor rowOffsets);
 
     /// <summary>
     /// Per-row KV-cache write: as <see cref="CacheWrite"/>, but row b of <paramref name="source"/>
     /// [B, T, H, D] goes to rows [p, p + T) of batch row b of the cache, p = <paramref name="rowPositions"/>[b]
-    /// (I32 [B] on this backend, p + T &lt;= Tmax).
+    /// (I32 [B] on this backend, p + T &lt;= Tmax). Callers pass valid positions: the CPU backend checks them and
+    /// throws; a device backend need not read them back (the CUDA backend skips a row whose rows would leave the
+    /// cache, leaving them as they were).
     /// </summary>
     void CacheWritePerRow(Tensor source, Tensor cache, Tensor rowPositions);
 

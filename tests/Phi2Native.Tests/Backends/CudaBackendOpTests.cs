@@ -202,8 +202,25 @@ public class CudaBackendOpTests : CudaBackendTestBase
         Cpu.CacheWritePerRow(x, cache, Ids(Cpu, offsets, 3));
         Cuda.CacheWritePerRow(gx, gcache, Ids(Cuda, offsets, 3));
         Equal("cache per row", cache, gcache);
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Cuda.CacheWritePerRow(gx, gcache, Ids(Cuda, [0, 7, 0], 3)));
-        Assert.That(e!.Message, Does.Contain("row 1's rows [7, 9) are outside the cache's 8"));
+        // The last valid position (Tmax - T = 6) and 0 in one batch.
+        Cpu.CacheWritePerRow(x, cache, Ids(Cpu, [6, 0, 6], 3));
+        Cuda.CacheWritePerRow(gx, gcache, Ids(Cuda, [6, 0, 6], 3));
+        Equal("cache per row, last rows", cache, gcache);
+        // Positions stay on the device, so a row the CPU refuses is not refused here: it is skipped, its cache untouched.
+        var before = gcache.ToSingleArray();
+        var gsource2 = Cuda.Zeros([3, 2, 2, 10], DType.F32);
+        Cuda.CacheWritePerRow(gsource2, gcache, Ids(Cuda, [-1, 7, 0], 3));
+        var after = gcache.ToSingleArray();
+        int cacheRow = 8 * 2 * 10;
+        Assert.That(after.AsSpan(0, 2 * cacheRow).ToArray(), Is.EqualTo(before.AsSpan(0, 2 * cacheRow).ToArray()), "rows 0 and 1 skipped");
+        Assert.That(after.AsSpan(2 * cacheRow, 2 * 2 * 10).ToArray(), Is.All.Zero, "row 2 written at 0");
+        Assert.That(() => Cuda.CacheWritePerRow(Cuda.Zeros([3, 9, 2, 10], DType.F32), gcache, Ids(Cuda, [0, 0, 0], 3)),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rowPositions"));
+        // A negative rotary offset (the CPU throws) gives that row NaN.
+        var rotated = Cuda.RotaryPerRow(gx, 6, 10000, Ids(Cuda, [0, -3, 2], 3)).ToSingleArray();
+        int xRow = 2 * 2 * 10;
+        Assert.That(rotated.AsSpan(xRow, xRow).ToArray(), Is.All.NaN);
+        Assert.That(rotated.AsSpan(0, xRow).ToArray().Concat(rotated.AsSpan(2 * xRow, xRow).ToArray()), Has.None.NaN);
         Assert.That(() => Cuda.RotaryPerRow(gx, 6, 10000, Ids(Cuda, [0, 1], 2)), Throws.ArgumentException.With.Message.Contains("expected I32 [3]"));
     }
 

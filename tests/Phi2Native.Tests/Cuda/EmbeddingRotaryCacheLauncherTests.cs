@@ -117,6 +117,36 @@ public class EmbeddingRotaryCacheLauncherTests : LauncherTest
     }
 
     [Test]
+    public void PerRowArgumentsAreCheckedByName()
+    {
+        var p = F32Buffer.Pointer;
+        // x [2, 2, 2, 4] at p (128 bytes), y at p + 128 (128 bytes), row offsets I32 [2] at p + 256.
+        RotaryKernels.RotaryPerRow(Emulated, DType.F32, p, p.Offset(128), p.Offset(256), 2, 2, 2, 4, 4, 10000);
+        RotaryKernels.RotaryPerRow(Emulated, DType.F32, p, p, p.Offset(256), 2, 2, 2, 4, 4, 10000);
+        Assert.That(() => RotaryKernels.RotaryPerRow(Emulated, DType.F32, p, p.Offset(128), DevicePtr.Null, 2, 2, 2, 4, 4, 10000),
+            Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("rowOffsets"));
+        Assert.That(() => RotaryKernels.RotaryPerRow(Emulated, DType.F32, p, p.Offset(128), p.Offset(252), 2, 2, 2, 4, 4, 10000),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("y").And.Message.Contains("rowOffsets"));
+        Assert.That(() => RotaryKernels.RotaryPerRow(Emulated, DType.F32, p, p.Offset(128), p.Offset(256), 2, 2, 2, 4, 3, 10000),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rotaryDim"));
+        Assert.That(() => RotaryKernels.RotaryPerRow(Emulated, DType.F16, p, p.Offset(128), p.Offset(256), 2, 2, 2, 4, 4, 10000),
+            Throws.ArgumentException.With.Message.Contains("rotary_per_row has no F16 kernel"));
+
+        // source [2, 2, 2, 4] at p (128 bytes), cache [2, 5, 2, 4] at p + 128 (320 bytes), row positions I32 [2] at p + 448.
+        CacheKernels.CacheWritePerRow(Emulated, DType.F32, p, p.Offset(128), p.Offset(448), 2, 2, 2, 4, 5);
+        Assert.That(() => CacheKernels.CacheWritePerRow(Emulated, DType.F32, p, p.Offset(128), DevicePtr.Null, 2, 2, 2, 4, 5),
+            Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("rowPositions"));
+        Assert.That(() => CacheKernels.CacheWritePerRow(Emulated, DType.F32, p, p.Offset(128), p.Offset(440), 2, 2, 2, 4, 5),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("cache").And.Message.Contains("rowPositions"));
+        Assert.That(() => CacheKernels.CacheWritePerRow(Emulated, DType.F32, p, p.Offset(64), p.Offset(448), 2, 2, 2, 4, 5),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("cache").And.Message.Contains("source"));
+        Assert.That(() => CacheKernels.CacheWritePerRow(Emulated, DType.F32, p, p.Offset(128), p.Offset(448), 2, 6, 2, 4, 5),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("capacity"));
+        Assert.That(() => CacheKernels.CacheWritePerRow(Emulated, DType.F32, p, p.Offset(128), p.Offset(448), 2, 2, 2, 0, 5),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("headDim"));
+    }
+
+    [Test]
     public void TransposeArgumentsAreCheckedByName()
     {
         var p = F32Buffer.Pointer;
@@ -141,6 +171,8 @@ public class EmbeddingRotaryCacheLauncherTests : LauncherTest
         RotaryKernels.Rotary(device, DType.F32, p, p, 0, 3, 2, 8, 4, 10000, 0);
         RotaryKernels.RotaryBackward(device, DType.BF16, p, p, 2, 0, 2, 8, 4, 10000, 0);
         CacheKernels.CacheWrite(device, DType.F32, p, p.Offset(4096), 1, 0, 2, 4, 5, 5);
+        RotaryKernels.RotaryPerRow(device, DType.F32, p, p, p.Offset(8192), 0, 3, 2, 8, 4, 10000);
+        CacheKernels.CacheWritePerRow(device, DType.BF16, p, p.Offset(4096), p.Offset(8192), 2, 0, 2, 4, 5);
         TransposeKernels.Transpose(device, DType.F32, p, p.Offset(4096), 0, 7);
         TransposeKernels.Transpose(device, DType.BF16, p, p.Offset(4096), 7, 0);
         Assert.That(device.Launches, Is.Empty);
@@ -158,6 +190,8 @@ public class EmbeddingRotaryCacheLauncherTests : LauncherTest
         TransposeKernels.Transpose(device, DType.F32, p, q, 70, 33);
         EmbeddingKernels.EmbeddingBackward(device, DType.F32, p, p, q, 4096, 51200, 7, maxBlocks: 512);
         RotaryKernels.RotaryBackward(device, DType.F32, p, p, 1, 5, 2, 10, 6, 10000, 3, maxBlocks: 2);
+        RotaryKernels.RotaryPerRow(device, DType.BF16, p, p, new DevicePtr(0x4000000), 4, 1, 32, 80, 32, 10000);
+        CacheKernels.CacheWritePerRow(device, DType.F32, p, q, new DevicePtr(0x40000000), 4, 1, 32, 80, 2048);
         Assert.That(device.Shapes, Is.EqualTo(new[]
         {
             ("embedding_bf16_f32", new Dim3(4096), new Dim3(256)),
@@ -168,6 +202,8 @@ public class EmbeddingRotaryCacheLauncherTests : LauncherTest
             ("transpose_f32", new Dim3(2, 3), new Dim3(32, 8)),
             ("embedding_backward_f32", new Dim3(512), new Dim3(32)),
             ("rotary_backward_f32", new Dim3(2), new Dim3(32)),
+            ("rotary_per_row_bf16", new Dim3(4), new Dim3(256)),
+            ("cache_write_per_row_f32", new Dim3(40), new Dim3(256)),
         }));
         Assert.That(device.Launches.Select(l => l.SharedBytes), Is.All.Zero, "these kernels take no dynamic shared memory");
     }

@@ -4,12 +4,12 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Backends.Cuda;
 
 // The per-row ops of batched generation (a KV cache whose rows hold different lengths) and SelectPositions, but for
-// CachedAttentionPerRow, whose kernel reads the key times on the device (CudaBackend.Attention.cs). rotary.cu and
-// cache.cu have no per-row form yet: these ops read their small I32 [B] (or [B, K]) position tensor back to the host
-// (one synchronizing copy of a few bytes, checked there as the CPU backend checks it) and run the plain kernel once
-// per batch row on that row's slices - batch row b is a contiguous [T, H, D] block of the input and a contiguous
-// [Tmax, H, D] block of the cache - so a row gets bit for bit what it gets alone, as on the CPU. Generation reads the
-// logits back every step anyway, so the extra synchronization costs little; per-row kernels would remove it.
+// CachedAttentionPerRow (CudaBackend.Attention.cs). RotaryPerRow and CacheWritePerRow launch the per-row kernels of
+// rotary.cu and cache.cu once for the whole batch, reading their I32 [B] positions on the device - no synchronizing
+// copy per decode step - and each row gets bit for bit what the plain kernel gives it alone. As with
+// CachedAttentionPerRow, positions the CPU backend refuses are not checked on the host (that would cost the sync):
+// RotaryPerRow gives NaN rows for a negative offset, CacheWritePerRow skips a row that would leave the cache.
+// SelectPositions still reads its [B, K] positions back to the host and checks them there.
 public sealed partial class CudaBackend
 {
     /// <inheritdoc/>
@@ -41,26 +41,22 @@ public sealed partial class CudaBackend
     }
 
     /// <inheritdoc/>
-    /// <remarks>F32 or BF16. The offsets are read back and checked on the host; rotary.cu runs once per batch row.</remarks>
+    /// <remarks>
+    /// F32 or BF16. One launch of rotary.cu's rotary_per_row; the offsets stay on the device (no synchronization). A
+    /// negative offset, which the CPU backend refuses, is not checked on the host: that batch row's output is NaN.
+    /// </remarks>
     public Tensor RotaryPerRow(Tensor x, int rotaryDim, double theta, Tensor rowOffsets)
     {
         var px = Pointer(x, nameof(x));
         RequireRank(x, 4, "RotaryPerRow input [B, T, H, D]");
         RequireDType(x, nameof(RotaryPerRow), nameof(x), DType.F32, DType.BF16);
         int batch = x.Size(0);
-        var offsets = RowValues(rowOffsets, batch, nameof(rowOffsets), "RotaryPerRow row offsets");
-        for (int b = 0; b < batch; b++)
-            if (offsets[b] < 0)
-                throw new ArgumentOutOfRangeException(nameof(rowOffsets), offsets[b], $"RotaryPerRow: row {b}'s position offset must be >= 0");
+        var po = RowPointer(rowOffsets, batch, nameof(rowOffsets), "RotaryPerRow row offsets");
         var y = Allocate(x.Shape, x.DType, nameof(x));
-        long rowBytes = batch == 0 ? 0 : ByteCount(x) / batch;
-        if (rowBytes == 0) return y;
+        if (x.ElementCount == 0) return y;
         try
         {
-            var py = Pointer(y, "y");
-            for (int b = 0; b < batch; b++)
-                RotaryKernels.Rotary(_device, x.DType, px.Offset(b * rowBytes), py.Offset(b * rowBytes), 1, x.Size(1), x.Size(2), x.Size(3),
-                    rotaryDim, theta, offsets[b], _stream);
+            RotaryKernels.RotaryPerRow(_device, x.DType, px, Pointer(y, "y"), po, batch, x.Size(1), x.Size(2), x.Size(3), rotaryDim, theta, _stream);
         }
         catch
         {
@@ -71,7 +67,11 @@ public sealed partial class CudaBackend
     }
 
     /// <inheritdoc/>
-    /// <remarks>F32 or BF16. The positions are read back and checked on the host; cache.cu runs once per batch row.</remarks>
+    /// <remarks>
+    /// F32 or BF16. One launch of cache.cu's cache_write_per_row; the positions stay on the device (no synchronization).
+    /// A row whose rows [p, p + T) fall outside the cache, which the CPU backend refuses, is not checked on the host:
+    /// that batch row is skipped and its cache rows keep what they held.
+    /// </remarks>
     public void CacheWritePerRow(Tensor source, Tensor cache, Tensor rowPositions)
     {
         var ps = Pointer(source, nameof(source));
@@ -82,23 +82,19 @@ public sealed partial class CudaBackend
         if (cache.Size(0) != batch || cache.Size(2) != heads || cache.Size(3) != headDim || cache.DType != source.DType)
             throw new ArgumentException($"CacheWritePerRow: source [{source.ShapeText}] {source.DType} does not fit cache [{cache.ShapeText}] {cache.DType} (need the same B, H, D and dtype)");
         RequireDType(source, nameof(CacheWritePerRow), nameof(source), DType.F32, DType.BF16);
-        var positions = RowValues(rowPositions, batch, nameof(rowPositions), "CacheWritePerRow row positions");
-        for (int b = 0; b < batch; b++)
-            if (positions[b] < 0 || (long)positions[b] + time > capacity)
-                throw new ArgumentOutOfRangeException(nameof(rowPositions), positions[b],
-                    $"CacheWritePerRow: row {b}'s rows [{positions[b]}, {(long)positions[b] + time}) are outside the cache's {capacity}");
+        var pp = RowPointer(rowPositions, batch, nameof(rowPositions), "CacheWritePerRow row positions");
         if (source.ElementCount == 0) return;
-        long sourceRow = ByteCount(source) / batch, cacheRow = ByteCount(cache) / batch;
-        for (int b = 0; b < batch; b++)
-            CacheKernels.CacheWrite(_device, source.DType, ps.Offset(b * sourceRow), pc.Offset(b * cacheRow), 1, time, heads, headDim, capacity, positions[b], _stream);
+        if (time > capacity)
+            throw new ArgumentOutOfRangeException(nameof(rowPositions), $"CacheWritePerRow: T = {time} rows do not fit the cache's {capacity} at any position");
+        CacheKernels.CacheWritePerRow(_device, source.DType, ps, pc, pp, batch, time, heads, headDim, capacity, _stream);
     }
 
-    /// <summary>The values of a per-row I32 [B] tensor on this backend, read back to the host and checked for shape.</summary>
-    private int[] RowValues(Tensor values, int batch, string name, string what)
+    /// <summary>The device pointer of a per-row I32 [B] tensor on this backend, checked for shape (its values stay on the device).</summary>
+    private DevicePtr RowPointer(Tensor values, int batch, string name, string what)
     {
-        Pointer(values, name);
+        var pointer = Pointer(values, name);
         if (values.DType != DType.I32 || values.Rank != 1 || values.Size(0) != batch)
             throw new ArgumentException($"{what}: expected I32 [{batch}] (one per batch row), got [{values.ShapeText}] {values.DType}", name);
-        return ReadInt32(values, name);
+        return pointer;
     }
 }
