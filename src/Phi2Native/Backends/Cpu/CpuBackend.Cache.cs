@@ -8,11 +8,7 @@ public sealed partial class CpuBackend
     /// <inheritdoc/>
     public void CacheWrite(Tensor source, Tensor cache, int position)
     {
-        RequireRank(source, 4, "CacheWrite source [B, T, H, D]");
-        RequireRank(cache, 4, "CacheWrite cache [B, Tmax, H, D]");
-        int batch = source.Size(0), time = source.Size(1), capacity = cache.Size(1);
-        if (cache.Size(0) != batch || cache.Size(2) != source.Size(2) || cache.Size(3) != source.Size(3) || cache.DType != source.DType)
-            throw new ArgumentException($"CacheWrite: source [{source.ShapeText}] {source.DType} does not fit cache [{cache.ShapeText}] {cache.DType} (need the same B, H, D and dtype)");
+        var (batch, time, capacity) = RequireCacheFitsSource(source, cache, nameof(CacheWrite));
         if (position < 0 || position + time > capacity)
             throw new ArgumentOutOfRangeException(nameof(position), position, $"CacheWrite: rows [{position}, {position + time}) are outside the cache's {capacity}");
         // One contiguous block of T*H*D elements per batch row: source batch b -> cache rows [position, position + T) of b.
@@ -25,12 +21,7 @@ public sealed partial class CpuBackend
     /// <inheritdoc/>
     public Tensor CachedAttention(Tensor q, Tensor keyCache, Tensor valueCache, int keyTime)
     {
-        RequireRank(q, 4, "CachedAttention q [B, Tq, H, D]");
-        RequireRank(keyCache, 4, "CachedAttention key cache [B, Tmax, H, D]");
-        RequireSameShape(keyCache, valueCache, "CachedAttention key and value caches");
-        int batch = q.Size(0), queryTime = q.Size(1), heads = q.Size(2), headDim = q.Size(3), capacity = keyCache.Size(1);
-        if (keyCache.Size(0) != batch || keyCache.Size(2) != heads || keyCache.Size(3) != headDim || keyCache.DType != q.DType)
-            throw new ArgumentException($"CachedAttention: cache [{keyCache.ShapeText}] {keyCache.DType} does not fit q [{q.ShapeText}] {q.DType} (need the same B, H, D and dtype)");
+        var (batch, queryTime, heads, headDim, capacity) = RequireCachesFitQuery(q, keyCache, valueCache);
         if (keyTime < queryTime || keyTime > capacity)
             throw new ArgumentOutOfRangeException(nameof(keyTime), keyTime, $"CachedAttention: keyTime must be in [Tq = {queryTime}, Tmax = {capacity}]");
         var output = Allocate(q.Shape, Compute(q).DType);
@@ -75,11 +66,7 @@ public sealed partial class CpuBackend
     /// <inheritdoc/>
     public void CacheWritePerRow(Tensor source, Tensor cache, Tensor rowPositions)
     {
-        RequireRank(source, 4, "CacheWritePerRow source [B, T, H, D]");
-        RequireRank(cache, 4, "CacheWritePerRow cache [B, Tmax, H, D]");
-        int batch = source.Size(0), time = source.Size(1), capacity = cache.Size(1);
-        if (cache.Size(0) != batch || cache.Size(2) != source.Size(2) || cache.Size(3) != source.Size(3) || cache.DType != source.DType)
-            throw new ArgumentException($"CacheWritePerRow: source [{source.ShapeText}] {source.DType} does not fit cache [{cache.ShapeText}] {cache.DType} (need the same B, H, D and dtype)");
+        var (batch, time, capacity) = RequireCacheFitsSource(source, cache, nameof(CacheWritePerRow));
         var positions = RowValues(rowPositions, batch, nameof(rowPositions), "CacheWritePerRow row positions");
         for (int b = 0; b < batch; b++)
             if (positions[b] < 0 || positions[b] + time > capacity)
@@ -94,12 +81,7 @@ public sealed partial class CpuBackend
     /// <inheritdoc/>
     public Tensor CachedAttentionPerRow(Tensor q, Tensor keyCache, Tensor valueCache, Tensor rowKeyTimes)
     {
-        RequireRank(q, 4, "CachedAttention q [B, Tq, H, D]");
-        RequireRank(keyCache, 4, "CachedAttention key cache [B, Tmax, H, D]");
-        RequireSameShape(keyCache, valueCache, "CachedAttention key and value caches");
-        int batch = q.Size(0), queryTime = q.Size(1), heads = q.Size(2), headDim = q.Size(3), capacity = keyCache.Size(1);
-        if (keyCache.Size(0) != batch || keyCache.Size(2) != heads || keyCache.Size(3) != headDim || keyCache.DType != q.DType)
-            throw new ArgumentException($"CachedAttention: cache [{keyCache.ShapeText}] {keyCache.DType} does not fit q [{q.ShapeText}] {q.DType} (need the same B, H, D and dtype)");
+        var (batch, queryTime, heads, headDim, capacity) = RequireCachesFitQuery(q, keyCache, valueCache);
         var keyTimes = RowValues(rowKeyTimes, batch, nameof(rowKeyTimes), "CachedAttentionPerRow row key times");
         for (int b = 0; b < batch; b++)
             if (keyTimes[b] < queryTime || keyTimes[b] > capacity)
@@ -121,6 +103,27 @@ public sealed partial class CpuBackend
                     1, queryTime, keyTimes[b], capacity, heads, headDim);
         }
         return output;
+    }
+
+    // The shape rules the plain and per-row ops share; the message names the op that was called.
+    private static (int Batch, int Time, int Capacity) RequireCacheFitsSource(Tensor source, Tensor cache, string op)
+    {
+        RequireRank(source, 4, $"{op} source [B, T, H, D]");
+        RequireRank(cache, 4, $"{op} cache [B, Tmax, H, D]");
+        if (cache.Size(0) != source.Size(0) || cache.Size(2) != source.Size(2) || cache.Size(3) != source.Size(3) || cache.DType != source.DType)
+            throw new ArgumentException($"{op}: source [{source.ShapeText}] {source.DType} does not fit cache [{cache.ShapeText}] {cache.DType} (need the same B, H, D and dtype)");
+        return (source.Size(0), source.Size(1), cache.Size(1));
+    }
+
+    private static (int Batch, int QueryTime, int Heads, int HeadDim, int Capacity) RequireCachesFitQuery(Tensor q, Tensor keyCache, Tensor valueCache)
+    {
+        RequireRank(q, 4, "CachedAttention q [B, Tq, H, D]");
+        RequireRank(keyCache, 4, "CachedAttention key cache [B, Tmax, H, D]");
+        RequireSameShape(keyCache, valueCache, "CachedAttention key and value caches");
+        int batch = q.Size(0), queryTime = q.Size(1), heads = q.Size(2), headDim = q.Size(3);
+        if (keyCache.Size(0) != batch || keyCache.Size(2) != heads || keyCache.Size(3) != headDim || keyCache.DType != q.DType)
+            throw new ArgumentException($"CachedAttention: cache [{keyCache.ShapeText}] {keyCache.DType} does not fit q [{q.ShapeText}] {q.DType} (need the same B, H, D and dtype)");
+        return (batch, queryTime, heads, headDim, keyCache.Size(1));
     }
 
     /// <summary>The values of a per-row I32 [B] tensor, checked for shape (<paramref name="name"/> is the argument's name).</summary>
