@@ -12,6 +12,7 @@ using System.Diagnostics;
 using System.Reflection;
 using System.Runtime.InteropServices;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Resources;
 using Phi2Native.DeviceChecks;
 using Phi2Native.GpuCheck;
 
@@ -55,6 +56,9 @@ namespace Phi2Native.GpuCheck
         private static int Execute(RunnerOptions options, TextWriter output)
         {
             if (options.SelfTest) return SelfTest.Run(output);
+            if (options.Resources)
+                return KernelResources.Run(options.Architectures?.Select(GpuArchitecture.Named).ToList() ?? GpuArchitecture.Compiled,
+                    options.TablePath, options.WriteTable, options.Markdown, output);
             var catalog = DeviceCheckCatalog.All;
             var selected = options.Filter is null
                 ? catalog

@@ -45,6 +45,18 @@ internal sealed record RunnerOptions
     /// <summary>Print the usage.</summary>
     public bool Help { get; init; }
 
+    /// <summary>Build the kernel resource table with this machine's NVRTC instead of running checks (needs no GPU).</summary>
+    public bool Resources { get; init; }
+
+    /// <summary>With <see cref="Resources"/>: the table file to compare with (or, with <see cref="WriteTable"/>, to write).</summary>
+    public string? TablePath { get; init; }
+
+    /// <summary>With <see cref="Resources"/>: write <see cref="TablePath"/> instead of comparing.</summary>
+    public bool WriteTable { get; init; }
+
+    /// <summary>With <see cref="Resources"/>: the architectures named by --arch, the reference first; null for every one CI compiles for.</summary>
+    public IReadOnlyList<string>? Architectures { get; init; }
+
     /// <summary>See <see cref="DefaultTimeLimit"/>.</summary>
     public TimeSpan TimeLimit { get; init; } = DefaultTimeLimit;
 
@@ -67,11 +79,18 @@ internal sealed record RunnerOptions
                 "--bench-only" => options with { BenchOnly = true },
                 "--bench-tiny" => options with { BenchTiny = true },
                 "--time-limit" => options with { TimeLimit = ParseSeconds(Value()) },
+                "--resources" => options with { Resources = true },
+                "--table" => options with { TablePath = Value() },
+                "--write" => options with { WriteTable = true },
+                "--arch" => options with { Architectures = Value().Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries) },
                 "-h" or "--help" => options with { Help = true },
                 _ => throw new ArgumentException($"unknown argument '{args[i]}'"),
             };
         }
         if (options.NoBench && options.BenchOnly) throw new ArgumentException("--no-bench and --bench-only contradict each other");
+        if (options.WriteTable && options.TablePath is null) throw new ArgumentException("--write needs --table FILE");
+        if ((options.TablePath is not null || options.Architectures is not null) && !options.Resources)
+            throw new ArgumentException("--table, --write and --arch go with --resources");
         return options;
     }
 
@@ -99,6 +118,12 @@ internal sealed record RunnerOptions
           --bench-only    run only the benchmarks (no NVRTC table, no checks)
           --bench-tiny    run the benchmarks at tiny sizes; with --emulated it runs them on the emulator (CI)
           --self-test     check the runner's own bookkeeping on planted checks (pass, wrong, throwing, leaking)
+          --resources     compile every kernel with this machine's NVRTC (no GPU needed) and print the resource
+                          table: registers, spills, stack, shared memory, launch at Phi-2's shapes, occupancy,
+                          tensor-core instructions (cuobjdump); fails on a spill or an occupancy below its floor
+            --table FILE  compare with FILE (kernels/resources.tsv); a difference fails (the table is stale)
+            --write       write FILE instead (keeping its occupancy floors)
+            --arch LIST   architectures, the reference first (default sm_90,sm_80)
 
         exit: 0 every selected check passed (and no benchmark threw), or there is no GPU; 1 a check failed, threw or
         did not run, a benchmark threw, a kernel did not compile, or a GPU is present but could not be opened;

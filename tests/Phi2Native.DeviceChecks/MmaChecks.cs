@@ -21,6 +21,15 @@ public static unsafe class MmaChecks
         new("ldmatrix fragment layout (x4, x2, x2.trans, x4.trans)", ["ldmatrix_fragments_b16"], Fragments),
     ];
 
+    /// <summary>The kernels of mma_check.cu; each is launched as one warp (<see cref="Grid"/>, <see cref="Block"/>), no dynamic shared memory.</summary>
+    public static IReadOnlyList<string> Kernels { get; } = ["mma_tile_bf16", "mma_tile_f16", "ldmatrix_fragments_b16"];
+
+    /// <summary>One block.</summary>
+    public static Dim3 Grid => 1;
+
+    /// <summary>One warp: the tile is one mma's.</summary>
+    public static Dim3 Block => 32;
+
     // D = A * B + C for A 16x16, B 16x8, C 16x8, against the same product in double of the rounded inputs. The
     // products of 16-bit values are exact in fp32; what differs is the order and rounding of the 16 additions,
     // at most about 16 * 2^-23 * (|C| + sum |a b|) <= 17 * 17 * 1.2e-7 here. A wrong fragment index is off by O(1).
@@ -45,7 +54,7 @@ public static unsafe class MmaChecks
         DevicePtr pa = da.Pointer, pb = db.Pointer, pc = dc.Pointer, pd = dd.Pointer;
         int bNk = bColumnMajor ? 1 : 0;
         nint* args = stackalloc nint[] { (nint)(&pa), (nint)(&pb), (nint)(&pc), (nint)(&pd), (nint)(&bNk) };
-        device.Launch(kernel, 1, 32, 0, default, new ReadOnlySpan<nint>(args, 5));
+        device.Launch(kernel, Grid, Block, 0, default, new ReadOnlySpan<nint>(args, 5));
 
         var expected = new double[16 * 8];
         for (int i = 0; i < 16; i++)
@@ -83,7 +92,7 @@ public static unsafe class MmaChecks
         using var dout = DeviceBuffer.Allocate(device, DType.I32, 32 * 12);
         DevicePtr pa = da.Pointer, pkn = dkn.Pointer, pnk = dnk.Pointer, pout = dout.Pointer;
         nint* args = stackalloc nint[] { (nint)(&pa), (nint)(&pkn), (nint)(&pnk), (nint)(&pout) };
-        device.Launch("ldmatrix_fragments_b16", 1, 32, 0, default, new ReadOnlySpan<nint>(args, 4));
+        device.Launch("ldmatrix_fragments_b16", Grid, Block, 0, default, new ReadOnlySpan<nint>(args, 4));
         int[] registers = dout.DownloadInt32();
 
         var parts = new List<CheckResult>();

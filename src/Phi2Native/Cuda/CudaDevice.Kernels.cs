@@ -1,3 +1,5 @@
+using Phi2Native.Cuda.Resources;
+
 namespace Phi2Native.Cuda;
 
 // Kernels: found by name in the embedded sources, compiled through the kernel cache, loaded once per context, launched.
@@ -6,9 +8,10 @@ public sealed partial class CudaDevice
     /// <inheritdoc />
     /// <remarks>
     /// The first launch of a kernel compiles its file (or reads it from the disk cache) and loads the module into the
-    /// context; later launches find the function in a table. A launch asking for more than
-    /// <see cref="DefaultDynamicSharedBytes"/> of dynamic shared memory raises the kernel's
-    /// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES first (once, unless a later launch asks for more still).
+    /// context; later launches find the function in a table. Static and dynamic shared memory count together
+    /// (<see cref="SharedMemoryRule"/>): a launch whose sum passes 48 KiB raises the kernel's
+    /// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES first (once, unless a later launch asks for more still), and
+    /// one past the device's opt-in limit throws here, naming both sizes.
     /// Launch errors (a bad shape, too many resources) throw here; faults of the running kernel surface at the next
     /// call that waits, such as <see cref="Synchronize"/>.
     /// </remarks>
@@ -19,13 +22,14 @@ public sealed partial class CudaDevice
         ArgumentNullException.ThrowIfNull(kernelName);
         if (grid.Count == 0) throw new ArgumentException($"grid {grid} has a zero extent", nameof(grid));
         if (block.Count == 0) throw new ArgumentException($"block {block} has a zero extent", nameof(block));
-        if (dynamicSharedBytes < 0 || dynamicSharedBytes > MaxDynamicSharedBytes)
+        if (dynamicSharedBytes < 0 || dynamicSharedBytes > MaxSharedBytesPerBlock)
             throw new ArgumentOutOfRangeException(nameof(dynamicSharedBytes), dynamicSharedBytes,
-                $"dynamic shared memory must be 0..{MaxDynamicSharedBytes} bytes on {Name}");
+                $"dynamic shared memory must be 0..{MaxSharedBytesPerBlock} bytes on {Name}");
         Enter();
         CheckStream(stream, nameof(stream));
         var function = _context.GetFunction(kernelName, _kernels.Catalog.FileOf, file => _kernels.GetImage(file).Image);
-        if (dynamicSharedBytes > function.DynamicSharedLimit)
+        SharedMemoryRule.Check(kernelName, function.StaticSharedBytes, dynamicSharedBytes, MaxSharedBytesPerBlock, Name);
+        if (SharedMemoryRule.NeedsOptIn(function.StaticSharedBytes, dynamicSharedBytes) && dynamicSharedBytes > function.DynamicSharedLimit)
         {
             lock (function)
             {

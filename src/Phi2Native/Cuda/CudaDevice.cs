@@ -20,9 +20,6 @@ namespace Phi2Native.Cuda;
 /// </remarks>
 public sealed partial class CudaDevice : IDeviceApi
 {
-    /// <summary>The dynamic shared memory every kernel may use without opting in (48 KiB).</summary>
-    public const int DefaultDynamicSharedBytes = 48 * 1024;
-
     private readonly CudaPrimaryContext _context;
     private readonly CachingAllocator _allocator;
     private readonly KernelCache _kernels;
@@ -36,7 +33,7 @@ public sealed partial class CudaDevice : IDeviceApi
         _stagingChunkBytes = stagingChunkBytes;
         context.MakeCurrent();
         CudaDriver.Check(CudaDriver.cuDeviceGetAttribute(out int optIn, CuDeviceAttribute.MaxSharedMemoryPerBlockOptin, context.Device));
-        MaxDynamicSharedBytes = optIn;
+        MaxSharedBytesPerBlock = optIn;
         _allocator = new CachingAllocator(new DriverMemory(this), Name);
         _kernels = new KernelCache(KernelSourceCatalog.Embedded, new NvrtcKernelCompiler(), info.Architecture, kernelCache);
     }
@@ -80,8 +77,8 @@ public sealed partial class CudaDevice : IDeviceApi
     /// <summary>"NVIDIA H200 (sm_90)".</summary>
     public string Name => $"{Info.Name} ({Info.Architecture})";
 
-    /// <summary>The most dynamic shared memory one block may use after opting in (227 KiB on sm_90).</summary>
-    public int MaxDynamicSharedBytes { get; }
+    /// <summary>The most shared memory, static plus dynamic, one block may use after opting in (227 KiB on sm_90).</summary>
+    public int MaxSharedBytesPerBlock { get; }
 
     /// <summary>The kernel cache folder in use, or null when kernels are compiled without a disk cache.</summary>
     public string? KernelCacheDirectory => _kernels.Directory;

@@ -49,6 +49,9 @@ internal enum CuDeviceAttribute
 /// <summary>CUfunction_attribute values set on a kernel before launch (cuda.h).</summary>
 internal enum CuFunctionAttribute
 {
+    /// <summary>CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES: the function's static shared memory.</summary>
+    SharedSizeBytes = 1,
+
     /// <summary>CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: needed to launch with more than 48 KiB of dynamic shared memory.</summary>
     MaxDynamicSharedSizeBytes = 8,
 }
@@ -129,6 +132,7 @@ internal static unsafe partial class CudaDriver
     [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial CuResult cuModuleGetFunction(out nint function, nint module, string name);
     [LibraryImport(Library)] internal static partial CuResult cuFuncSetAttribute(nint function, CuFunctionAttribute attribute, int value);
+    [LibraryImport(Library)] internal static partial CuResult cuFuncGetAttribute(out int value, CuFunctionAttribute attribute, nint function);
 
     /// <summary>
     /// Launches <paramref name="function"/>. <paramref name="kernelParams"/> points to one pointer per

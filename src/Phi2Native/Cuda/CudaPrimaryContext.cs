@@ -15,16 +15,21 @@ namespace Phi2Native.Cuda;
 /// </remarks>
 internal sealed class CudaPrimaryContext
 {
-    /// <summary>A loaded kernel and the dynamic shared memory it has been allowed so far.</summary>
-    internal sealed class Function(string name, nint handle)
+    /// <summary>A loaded kernel, its static shared memory, and the dynamic shared memory it has been allowed so far.</summary>
+    internal sealed class Function(string name, nint handle, int staticSharedBytes)
     {
         public string Name { get; } = name;
         public nint Handle { get; } = handle;
-        private int _dynamicSharedLimit = CudaDevice.DefaultDynamicSharedBytes;
+
+        /// <summary>CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES: the kernel's <c>__shared__</c> variables, which count against the same limits as dynamic shared memory.</summary>
+        public int StaticSharedBytes { get; } = staticSharedBytes;
+
+        private int _dynamicSharedLimit;
 
         /// <summary>
-        /// The CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES set so far (the driver's default allows 48 KiB). Read
-        /// without a lock by launches; written, under the function's lock, only after the attribute call returned.
+        /// The CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES set so far; 0 while the driver's default (48 KiB less
+        /// the static size) stands. Read without a lock by launches; written, under the function's lock, only after
+        /// the attribute call returned.
         /// </summary>
         public int DynamicSharedLimit
         {
@@ -90,7 +95,8 @@ internal sealed class CudaPrimaryContext
             if (_functions.TryGetValue(kernelName, out known)) return known;
             nint module = LoadModule(file, imageOf);
             CudaDriver.Check(CudaDriver.cuModuleGetFunction(out nint handle, module, kernelName));
-            var function = new Function(kernelName, handle);
+            CudaDriver.Check(CudaDriver.cuFuncGetAttribute(out int staticShared, CuFunctionAttribute.SharedSizeBytes, handle));
+            var function = new Function(kernelName, handle, staticShared);
             _functions[kernelName] = function;
             return function;
         }

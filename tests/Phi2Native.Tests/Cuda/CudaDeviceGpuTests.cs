@@ -25,7 +25,7 @@ public class CudaDeviceGpuTests : Support.TemporaryDirectoryTest
         if (!probe.IsAvailable) Assert.Ignore($"needs a CUDA GPU: {probe.Reason}");
         // Held for the whole fixture, so the primary context (and its loaded modules) outlives each test's own devices.
         _device = CudaDevice.Open(0, KernelCacheOptions.Disabled, Chunk);
-        TestContext.Progress.WriteLine($"{_device.Name}: {_device.MaxDynamicSharedBytes} bytes of opt-in shared memory");
+        TestContext.Progress.WriteLine($"{_device.Name}: {_device.MaxSharedBytesPerBlock} bytes of opt-in shared memory");
     }
 
     [OneTimeTearDown]
@@ -134,13 +134,30 @@ public class CudaDeviceGpuTests : Support.TemporaryDirectoryTest
         DevicePtr a = x.Pointer, y = x.Pointer;
         int count = n;
         nint* args = stackalloc nint[] { (nint)(&a), (nint)(&a), (nint)(&y), (nint)(&count) };
-        int shared = Math.Min(100 << 10, _device.MaxDynamicSharedBytes);
+        int shared = Math.Min(100 << 10, _device.MaxSharedBytesPerBlock);
         _device.Launch("add_f32", 1, 256, shared, DeviceStream.Default, new ReadOnlySpan<nint>(args, 4));
         _device.Synchronize(DeviceStream.Default);
         Assert.That(() => _device.Launch("add_f32", 1, 2048, 0, DeviceStream.Default, new ReadOnlySpan<nint>(args, 4)),
             Throws.InstanceOf<CudaException>().With.Message.Contains("add_f32").And.Message.Contains("block (2048,1,1)"));
         Assert.That(() => _device.Launch("no_such_kernel", 1, 1, 0, DeviceStream.Default, []),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("kernelName"));
+    }
+
+    [Test]
+    public unsafe void StaticAndDynamicSharedMemoryCountTogether()
+    {
+        // transpose_f32 has a 32 x 33 float tile of static shared memory (4224 bytes): 46 KiB of dynamic shared memory
+        // is under 48 KiB alone, but not with the tile, so the launch must opt in; and the opt-in limit counts the tile too.
+        const int rows = 32, cols = 32;
+        using var x = DeviceBuffer.Upload(_device, DType.F32, TestData.Uniform(rows * cols, 4));
+        using var y = DeviceBuffer.Allocate(_device, DType.F32, rows * cols);
+        DevicePtr px = x.Pointer, py = y.Pointer;
+        int r = rows, c = cols;
+        nint* args = stackalloc nint[] { (nint)(&px), (nint)(&py), (nint)(&r), (nint)(&c) };
+        _device.Launch("transpose_f32", 1, new Dim3(32, 8), 46 << 10, DeviceStream.Default, new ReadOnlySpan<nint>(args, 4));
+        _device.Synchronize(DeviceStream.Default);
+        Assert.That(() => _device.Launch("transpose_f32", 1, new Dim3(32, 8), _device.MaxSharedBytesPerBlock - 1024, DeviceStream.Default,
+            new ReadOnlySpan<nint>(args, 4)), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Message.Contains("4224 bytes of static shared memory"));
     }
 
     [Test]

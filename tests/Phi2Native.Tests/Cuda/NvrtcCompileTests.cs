@@ -6,7 +6,9 @@ namespace Phi2Native.Tests.Cuda;
 /// <summary>
 /// NVRTC needs no GPU: where libnvrtc is installed (the CUDA toolkit, or its NVRTC package alone), every embedded
 /// kernel file is compiled for sm_90 through the real compiler and cache, so a kernel that g++ (the emulator)
-/// accepts but NVRTC refuses fails before any GPU time is spent. Ignored, with the resolver's reason, without NVRTC.
+/// accepts but NVRTC refuses fails before any GPU time is spent. Ignored, with the resolver's reason, without NVRTC,
+/// unless <c>PHI2NATIVE_REQUIRE_NVRTC=1</c> (set by .ci/run once .ci/cuda-tools.sh has unpacked NVRTC): then a missing
+/// NVRTC fails, so CI cannot pass with these tests silently skipped.
 /// </summary>
 [TestFixture, Category("Nvrtc"), NonParallelizable]
 public class NvrtcCompileTests : Support.TemporaryDirectoryTest
@@ -17,14 +19,19 @@ public class NvrtcCompileTests : Support.TemporaryDirectoryTest
     public void FindNvrtc()
     {
         var nvrtc = NativeLibraryResolver.Load(NativeLibraryResolver.Nvrtc);
-        if (nvrtc.Handle == 0) Assert.Ignore($"needs NVRTC: {nvrtc.Failure}");
+        if (nvrtc.Handle == 0)
+        {
+            if (Environment.GetEnvironmentVariable("PHI2NATIVE_REQUIRE_NVRTC") == "1") Assert.Fail($"PHI2NATIVE_REQUIRE_NVRTC=1, but NVRTC did not load: {nvrtc.Failure}");
+            Assert.Ignore($"needs NVRTC: {nvrtc.Failure}");
+        }
         TestContext.Progress.WriteLine($"{new NvrtcKernelCompiler().Version} from {nvrtc.LoadedFrom}");
     }
 
-    [Test]
-    public void EveryEmbeddedKernelFileCompilesToACubin()
+    [TestCase("sm_90")]
+    [TestCase("sm_80")]
+    public void EveryEmbeddedKernelFileCompilesToACubin(string architecture)
     {
-        var cache = new KernelCache(KernelSourceCatalog.Embedded, new NvrtcKernelCompiler(), Architecture, KernelCacheOptions.Disabled);
+        var cache = new KernelCache(KernelSourceCatalog.Embedded, new NvrtcKernelCompiler(), architecture, KernelCacheOptions.Disabled);
         foreach (string file in KernelSourceCatalog.Embedded.Files)
         {
             var image = cache.GetImage(file);

@@ -1,4 +1,5 @@
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Resources;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Cuda;
@@ -18,10 +19,16 @@ public static unsafe class LayerNormKernels
     public const int ParameterGradientBlocks = 512;
 
     /// <summary>
-    /// The widest row whose dGamma/dBeta partials (2 * C floats) fit in the 48 KiB of dynamic shared memory a block
-    /// may use without opting in: 6144 (Phi-2's C is 2560).
+    /// The widest row whose dGamma/dBeta partials (2 * C floats of dynamic shared memory) fit, beside the kernel's
+    /// static shared memory (its reduction's warp partials, well under <see cref="StaticSharedAllowance"/>), in what a
+    /// block may use after opting in on every architecture the engine compiles for (163 KiB on sm_80): 20,736.
+    /// Phi-2's C is 2560. kernels/resources.tsv holds the static size; a test checks it against the allowance.
     /// </summary>
-    public const int MaxParameterGradientChannels = 48 * 1024 / (2 * sizeof(float));
+    public static int MaxParameterGradientChannels { get; } =
+        (GpuArchitecture.Compiled.Min(a => a.SharedPerBlockOptIn) - StaticSharedAllowance) / (2 * sizeof(float));
+
+    /// <summary>The static shared memory <see cref="MaxParameterGradientChannels"/> leaves room for.</summary>
+    public const int StaticSharedAllowance = 1024;
 
     private static readonly DType[] Supported = [DType.F32, DType.BF16];
 

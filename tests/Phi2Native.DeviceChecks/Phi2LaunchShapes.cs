@@ -1,0 +1,80 @@
+using Phi2Native.Backends.Cuda;
+using Phi2Native.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.DeviceChecks;
+
+/// <summary>
+/// The launch every kernel gets from its launcher at Phi-2's shapes (C 2560, H 32, D 80, rotary 32, T 2048,
+/// V 51200, fc1 10240; B 4 for training, 1 for decoding), found by calling every launcher on a
+/// <see cref="LaunchRecorder"/>. Where a kernel is launched several ways, the launch asking for the most dynamic
+/// shared memory (then the largest block) stands for it. The resource table (kernels/resources.tsv) takes each
+/// kernel's block and dynamic shared memory from here; a test checks that every kernel has one.
+/// </summary>
+public static class Phi2LaunchShapes
+{
+    private const int C = 2560, H = 32, D = 80, RotaryDim = 32, T = 2048, V = 51200, Inner = 10240, B = 4, Rows = B * T;
+    private static readonly DType[] AllFloat = [DType.F32, DType.BF16, DType.F16];
+    private static readonly DType[] F32Bf16 = [DType.F32, DType.BF16];
+
+    /// <summary>Each kernel's launch, by entry point.</summary>
+    public static IReadOnlyDictionary<string, RecordedLaunchShape> ByKernel { get; } = Record();
+
+    private static Dictionary<string, RecordedLaunchShape> Record()
+    {
+        var device = new LaunchRecorder();
+        // Distinct, aligned made-up addresses 1 TiB apart, so no two buffers overlap: launchers check alignment and
+        // aliasing, and never dereference.
+        ulong next = 0;
+        DevicePtr P() => new(next += 1UL << 40);
+
+        foreach (var dtype in AllFloat)
+        {
+            ElementwiseKernels.Add(device, dtype, P(), P(), P(), (long)Rows * C);
+            ElementwiseKernels.Scale(device, dtype, P(), P(), 0.5f, (long)Rows * C);
+            DropoutKernels.Dropout(device, dtype, P(), P(), 0.1, 7, (long)Rows * C);
+            DropoutKernels.DropoutBackward(device, dtype, P(), P(), 0.1, 7, (long)Rows * C);
+            GeluKernels.GeluNew(device, dtype, P(), P(), (long)Rows * Inner);
+            GeluKernels.GeluNewBackward(device, dtype, P(), P(), P(), (long)Rows * Inner);
+            GeluKernels.BiasGeluNew(device, dtype, P(), P(), P(), P(), Rows, Inner);
+            GeluKernels.BiasGeluNewBackward(device, dtype, P(), P(), P(), P(), Rows, Inner);
+            ReductionKernels.RowSum(device, dtype, P(), P(), Rows, C);
+            ReductionKernels.RowMax(device, dtype, P(), P(), Rows, C);
+            ReductionKernels.SumOfSquares(device, dtype, P(), P(), P(), (long)Inner * C);
+            foreach (var to in AllFloat)
+                if (to != dtype) CastKernels.Cast(device, dtype, to, P(), P(), (long)Inner * C);
+        }
+        ElementwiseKernels.Accumulate(device, DType.F32, P(), P(), (long)Inner * C);
+        AdamWKernels.AdamWStep(device, DType.F32, P(), P(), P(), P(), (long)Inner * C, new AdamWStepArguments(2e-4, 0.9, 0.999, 1e-8, 0.01, 1));
+
+        foreach (var dtype in F32Bf16)
+        {
+            LayerNormKernels.LayerNorm(device, dtype, P(), P(), P(), 1e-5f, P(), P(), P(), Rows, C);
+            LayerNormKernels.LayerNormBackward(device, dtype, P(), P(), P(), P(), P(), P(), P(), P(), Rows, C);
+            CrossEntropyKernels.CrossEntropy(device, dtype, P(), P(), P(), P(), Rows, V);
+            CrossEntropyKernels.CrossEntropySum(device, dtype, P(), P(), P(), P(), P(), P(), Rows, V);
+            CrossEntropyKernels.CrossEntropyBackward(device, dtype, P(), P(), P(), 1f / Rows, P(), Rows, V);
+            EmbeddingKernels.Embedding(device, dtype, dtype, P(), P(), P(), Rows, V, C);
+            EmbeddingKernels.EmbeddingBackward(device, dtype, P(), P(), P(), Rows, V, C);
+            RotaryKernels.Rotary(device, dtype, P(), P(), B, T, H, D, RotaryDim, 10000, 0);
+            RotaryKernels.RotaryBackward(device, dtype, P(), P(), B, T, H, D, RotaryDim, 10000, 0);
+            RotaryKernels.RotaryPerRow(device, dtype, P(), P(), P(), B, 1, H, D, RotaryDim, 10000);
+            CacheKernels.CacheWrite(device, dtype, P(), P(), 1, T, H, D, T, 0);
+            CacheKernels.CacheWritePerRow(device, dtype, P(), P(), P(), B, 1, H, D, T);
+            TransposeKernels.Transpose(device, dtype, P(), P(), C, Inner);
+            AttentionKernels.Attention(device, dtype, P(), P(), P(), P(), P(), B, T, T, H, D);
+            AttentionKernels.AttentionBackward(device, dtype, P(), P(), P(), P(), P(), P(), P(), P(), P(), P(), B, T, T, H, D);
+            AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), 1, 1, T, T, H, D);
+            AttentionKernels.CachedAttentionPerRow(device, dtype, P(), P(), P(), P(), P(), B, 1, T, H, D);
+        }
+        EmbeddingKernels.Embedding(device, DType.F32, DType.BF16, P(), P(), P(), Rows, V, C);
+        EmbeddingKernels.Embedding(device, DType.BF16, DType.F32, P(), P(), P(), Rows, V, C);
+        foreach (string kernel in MmaChecks.Kernels)
+            device.Launch(kernel, MmaChecks.Grid, MmaChecks.Block, 0, default, []);
+
+        return device.Launches
+            .GroupBy(l => l.Kernel, StringComparer.Ordinal)
+            .ToDictionary(g => g.Key, g => g.OrderByDescending(l => l.DynamicSharedBytes).ThenByDescending(l => l.Block.Count).First(),
+                StringComparer.Ordinal);
+    }
+}
