@@ -1,0 +1,77 @@
+using Phi2Native.Cuda;
+
+namespace Phi2Native.GpuCheck;
+
+/// <summary>The self-test's fault handling: classifying sticky faults, and children that fault, crash or hang.</summary>
+internal static partial class SelfTest
+{
+    /// <summary>The per-child limit in the planted run: the planted hang is killed after it and the grace.</summary>
+    private static readonly TimeSpan PlantedChildLimit = TimeSpan.FromSeconds(3);
+
+    /// <summary><see cref="StickyFault.Classify"/> on planted exceptions; returns how many were asserted.</summary>
+    private static int Classifications(List<string> problems)
+    {
+        (string What, Exception? Exception, string? Expected)[] cases =
+        [
+            ("illegal address", StickyFault.Planted(code: 700), "CUDA_ERROR_ILLEGAL_ADDRESS"),
+            ("launch failed", StickyFault.Planted(code: 719), "CUDA_ERROR_LAUNCH_FAILED"),
+            ("misaligned address", StickyFault.Planted(code: 716), "CUDA_ERROR_MISALIGNED_ADDRESS"),
+            ("illegal instruction", StickyFault.Planted(code: 715), "CUDA_ERROR_ILLEGAL_INSTRUCTION"),
+            ("hardware stack error", StickyFault.Planted(code: 714), "CUDA_ERROR_HARDWARE_STACK_ERROR"),
+            ("device assert", StickyFault.Planted(code: 710), "CUDA_ERROR_ASSERT"),
+            ("wrapped as an inner exception", new InvalidOperationException("a launch failed", StickyFault.Planted()), "CUDA_ERROR_ILLEGAL_ADDRESS"),
+            ("in an aggregate", new AggregateException(new IOException("x"), StickyFault.Planted(code: 719)), "CUDA_ERROR_LAUNCH_FAILED"),
+            ("out of memory (not sticky)", StickyFault.Planted("cuMemAlloc", 2), null),
+            ("an invalid value (not sticky)", StickyFault.Planted("cuLaunchKernel", 1), null),
+            ("a cuBLAS status with a sticky number", new CudaException(CudaException.CublasLibrary, "cublasGemmEx", 700, "planted", "planted"), null),
+            ("an emulator error", new EmulatedDeviceException("Launch", "planted"), null),
+            ("no exception", null, null),
+        ];
+        foreach (var (what, exception, expected) in cases)
+        {
+            string? found = StickyFault.Classify(exception);
+            if (found != expected) problems.Add($"sticky fault classification, {what}: {found ?? "not sticky"}, expected {expected ?? "not sticky"}");
+        }
+        return cases.Length;
+    }
+
+    /// <summary>
+    /// The planted family in real child processes of this program (--child-checks self-test --emulated): a sticky
+    /// fault, a crash (the child kills itself) and a hang (killed at its limit) must each cost one check, named with
+    /// what happened, and the check after each must pass in a fresh child.
+    /// </summary>
+    private static List<CheckOutcome> Children(List<string> problems, TextWriter output)
+    {
+        var checks = PlantedChecks.All;
+        var options = RunnerOptions.Parse(["--emulated"]);
+        var log = new StringWriter();
+        var progress = new ConsoleProgress<CheckOutcome>(log, checks.Count, CheckRunner.Progress);
+        ChildLauncher launch = (from, limit, killAfter, stdout, stderr) =>
+            ChildProcess.Run(ChildCommand.Self(CheckStage.ChildArguments(ChildMain.PlantedFamily, options, from, limit)), killAfter, stdout, stderr);
+        var outcomes = SupervisedCases.Run([.. checks.Select(c => c.Name)], launch, Deadline.After(TimeSpan.FromSeconds(60)), TimeSpan.FromSeconds(1),
+            PlantedChildLimit, (i, r) => r.ToCheck(checks[i]), progress, out int children).ToList();
+
+        (CheckStatus Status, string Detail)[] expected =
+        [
+            (CheckStatus.Passed, ""),
+            (CheckStatus.Threw, "CUDA_ERROR_ILLEGAL_ADDRESS"),
+            (CheckStatus.Passed, ""),
+            (CheckStatus.Threw, "its child process was killed by SIGKILL (signal 9) while running it"),
+            (CheckStatus.Passed, ""),
+            (CheckStatus.Threw, "its child process was killed after"),
+            (CheckStatus.Passed, ""),
+        ];
+        int before = problems.Count;
+        if (outcomes.Count != expected.Length) problems.Add($"children: {outcomes.Count} outcomes for {expected.Length} planted checks");
+        for (int i = 0; i < Math.Min(outcomes.Count, expected.Length); i++)
+        {
+            var o = outcomes[i];
+            if (o.Status != expected[i].Status || !o.Detail.Contains(expected[i].Detail, StringComparison.Ordinal))
+                problems.Add($"children: '{o.Check.Name}' was {o.Status} ({o.Detail}), expected {expected[i].Status} ({expected[i].Detail})");
+        }
+        if (outcomes.Count > 1 && outcomes[1].Fault != "CUDA_ERROR_ILLEGAL_ADDRESS") problems.Add($"children: the sticky fault is not marked: {outcomes[1].Fault ?? "none"}");
+        if (children != 4) problems.Add($"children: {children} child processes, expected 4 (a fresh one after the fault, the crash and the hang)");
+        if (problems.Count > before) output.WriteLine($"self-test: the planted children's log:\n{log}");
+        return outcomes;
+    }
+}
