@@ -74,4 +74,48 @@ internal static partial class SelfTest
         if (problems.Count > before) output.WriteLine($"self-test: the planted children's log:\n{log}");
         return outcomes;
     }
+
+    /// <summary>
+    /// The compute-sanitizer stage's wiring with a planted sanitizer (a shell script that drops the tool's options,
+    /// runs the child it was given and reports one error): each tool must run the chosen check in a child under it,
+    /// read the error summary and fail; returns the tools run.
+    /// </summary>
+    private static int PlantedSanitizer(List<string> problems, TextWriter output)
+    {
+        if (OperatingSystem.IsWindows()) return 0; // the planted sanitizer is a shell script; the runner is for Linux
+        string folder = Path.Combine(Path.GetTempPath(), $"phi2native-self-test-{Environment.ProcessId}");
+        Directory.CreateDirectory(folder);
+        string script = Path.Combine(folder, "compute-sanitizer");
+        try
+        {
+            File.WriteAllText(script, """
+                #!/bin/sh
+                # planted by the GPU runner's self-test: options come in pairs before the program
+                while [ "${1#--}" != "$1" ]; do shift 2; done
+                "$@"
+                status=$?
+                echo "========= ERROR SUMMARY: 1 error"
+                exit $status
+                """);
+            File.SetUnixFileMode(script, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            var options = RunnerOptions.Parse(["--emulated", "--filter", "transpose_f32 [1, 70]"]);
+            var log = new StringWriter();
+            var runs = SanitizerStage.Run(script, options, Deadline.After(TimeSpan.FromSeconds(60)), log, out var result);
+            int before = problems.Count;
+            if (runs.Count != SanitizerStage.Tools.Count) problems.Add($"sanitizer: {runs.Count} tool runs, expected {SanitizerStage.Tools.Count}");
+            foreach (var run in runs)
+            {
+                if (run.Errors != 1 || run.Summaries != 1 || !run.Failed || run.Outcomes.Count != 1 || run.Outcomes[0].Status != CheckStatus.Passed)
+                    problems.Add($"sanitizer {run.Tool}: {run.Errors} error(s) in {run.Summaries} summaries, failed {run.Failed}, " +
+                                 $"checks {string.Join(", ", run.Outcomes.Select(o => o.Status))}; expected 1 error, failed, 1 check passed");
+            }
+            if (StageRunner.StatusOf(result) != StageStatus.Failed) problems.Add($"sanitizer: the stage was {StageRunner.StatusOf(result)}, expected Failed ({result.Note})");
+            if (problems.Count > before) output.WriteLine($"self-test: the planted sanitizer's log:\n{log}");
+            return runs.Count;
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
 }

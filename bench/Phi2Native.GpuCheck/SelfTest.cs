@@ -20,6 +20,7 @@ internal static partial class SelfTest
         int exitCodes = ExitCodes(outcomes, problems);
         int classifications = Classifications(problems);
         var children = Children(problems, output);
+        int sanitizerTools = PlantedSanitizer(problems, output);
         int cells = CompiledCells(output, problems);
 
         output.WriteLine();
@@ -28,7 +29,8 @@ internal static partial class SelfTest
         foreach (string problem in problems) output.WriteLine($"self-test: WRONG: {problem}");
         output.WriteLine(problems.Count == 0
             ? $"self-test: all {outcomes.Count} planted checks, {children.Count} planted checks in child processes (a sticky fault, a crash, " +
-              $"a hang), {classifications} fault classifications, {exitCodes} exit codes and stage choices, and {cells} compiled cells as expected"
+              $"a hang), {sanitizerTools} tools under a planted compute-sanitizer, {classifications} fault classifications, {exitCodes} exit codes and " +
+              $"stage choices, and {cells} compiled cells as expected"
             : $"self-test FAILED: {problems.Count} problem(s)");
         return problems.Count == 0 ? 0 : 1;
     }
