@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Globalization;
 using System.Runtime.InteropServices;
 using Phi2Native.Autograd;
 using Phi2Native.Backends.Cuda;

@@ -106,9 +106,14 @@ internal static class ChildSupervisor
             {
                 events.Note($"(the child process for '{cases[from]}' and after {how})");
             }
-            if (!progress)
+            // Progress means the first case it was given now has an outcome (or lost its context after one that
+            // did); a child that ran later cases only, or none, is not restarted: that could go on forever.
+            int next = Array.FindIndex(records, r => r is null || r.ContextLost);
+            if (!progress || (next >= 0 && next <= from))
             {
-                unfinished = $"its child process {how} before it ran a case";
+                unfinished = progress
+                    ? $"its child process {how} without an outcome for '{cases[next]}'"
+                    : $"its child process {how} before it ran a case";
                 unfinishedFailed = true;
                 break;
             }

@@ -85,6 +85,18 @@ public class ChildSupervisorTests
     }
 
     [Test]
+    public void AChildThatSkipsItsFirstCaseIsNotRestartedForever()
+    {
+        // A broken child reports later cases but never the first it was given: restarting it would never end.
+        var skipping = new PlantedChild([End("b", "Passed"), End("c", "Passed"), End("d", "Passed")], Exited(0));
+        var (records, _, started, _) = Supervise(new Queue<PlantedChild>([skipping, skipping]));
+        Assert.That(started, Is.EqualTo(1));
+        Assert.That(records[0].Status, Is.EqualTo("Threw"));
+        Assert.That(records[0].Detail, Is.EqualTo("its child process exited with status 0 without an outcome for 'a'"));
+        Assert.That(records.Skip(1).Select(r => r.Status), Has.All.EqualTo("Passed"));
+    }
+
+    [Test]
     public void CasesTheDeadlineLeavesAreNotRunNotFailed()
     {
         var clock = new FakeClock();
