@@ -112,21 +112,21 @@ internal sealed record RunnerOptions
 
         Runs the GPU check in stages, each cut off when its budget is spent (what it had left is reported NOT RUN,
         not failed): {{string.Join(", ", Stages.All.Select(s => $"{s.Name} {Deadline.Seconds(s.Budget)} s"))}};
-        {{Deadline.Seconds(Stages.Total)}} s in all. The probe says which GPU, driver and libraries it found; NVRTC
-        compiles every kernel file; every device check (tests/Phi2Native.DeviceChecks, the bodies NUnit runs on the
-        emulator) runs against its CPU reference, each family in a child process of this program, so that a kernel
-        fault (a sticky CUDA error: the context is dead) costs the check that caused it, and a fresh child goes on
-        from the next; compute-sanitizer (memcheck, racecheck) runs the families with shared memory and warp-level
-        code, when it is found; the benchmarks (Phi-2 sizes, BF16, device-event timing) run in a child; then
-        bench/peers/*.py. The tables come last. Without a GPU it says why and exits 0.
+        {{Deadline.Seconds(Stages.Total)}} s in all. The probe says which GPU, driver and libraries it found; NVRTC compiles every
+        kernel file; every device check (tests/Phi2Native.DeviceChecks, the bodies NUnit runs on the emulator) runs
+        against its CPU reference, each family in a child process of this program, so that a kernel fault (a sticky
+        CUDA error: the context is dead) costs the check that caused it, and a fresh child goes on from the next;
+        compute-sanitizer (memcheck, racecheck) runs the families with shared memory and warp-level code, when it is
+        found; the benchmarks (Phi-2 sizes, BF16, device-event timing) run in a child; then bench/peers/*.py. The
+        tables come last. Without a GPU it says why and exits 0.
 
           --emulated      run on the kernel emulator (libphi2emu.so beside this program) instead: checks, and with
                           --bench-tiny the benchmarks, in children as on a GPU; no NVRTC, sanitizer or peers
           --filter TEXT   only the checks whose name contains TEXT (ignoring case)
           --list          print the check families, checks and kernels, and the benchmark cases; run nothing
           --markdown      print the tables as Markdown (for bench/RESULTS.md)
-          --time-limit S  start nothing after S seconds in all (default {{Deadline.Seconds(DefaultTimeLimit)}}: the budgets
-                          less {{Deadline.Seconds(Stages.Reserve)}} s to print the tables); each stage also keeps to its budget
+          --time-limit S  start nothing after S seconds in all (default {{Deadline.Seconds(DefaultTimeLimit)}}: the budgets less {{Deadline.Seconds(Stages.Reserve)}} s
+                          to print the tables); each stage also keeps to its budget
           --no-bench      skip the benchmark stage
           --bench-only    run only the benchmarks (no NVRTC table, no checks, no sanitizer)
           --bench-tiny    run the benchmarks at tiny sizes; with --emulated it runs them on the emulator (CI)
