@@ -1,9 +1,10 @@
 namespace Phi2Native.GpuCheck;
 
 /// <summary>
-/// Where compute-sanitizer is: <c>$PHI2NATIVE_COMPUTE_SANITIZER</c> (a path, or "off"), else the first found on
-/// PATH, in <c>$CUDA_HOME</c> or <c>$CUDA_PATH</c>, in /usr/local/cuda*, or in a Python virtual environment's NVIDIA
-/// wheels (<c>$VIRTUAL_ENV</c>, /opt/*/.venv: nvidia/*/bin, nvidia/cu13/bin, and the sanitizer wheel's own folder).
+/// Where compute-sanitizer is: <c>$PHI2NATIVE_COMPUTE_SANITIZER</c> (a path, or "off"), else the first found in
+/// <c>$PHI2NATIVE_CUDA_TOOLS/bin</c> (where CI unpacks the toolkit's tools), on PATH, in <c>$CUDA_HOME</c> or
+/// <c>$CUDA_PATH</c>, in /usr/local/cuda*, or in a Python virtual environment's NVIDIA wheels (<c>$VIRTUAL_ENV</c>,
+/// /opt/*/.venv: nvidia/*/bin, nvidia/cu13/bin, and the sanitizer wheel's own folder).
 /// A pure function of the environment and the file view.
 /// </summary>
 internal static class SanitizerLocator
@@ -17,7 +18,9 @@ internal static class SanitizerLocator
     /// <summary>The folders searched, in order, as patterns (see <see cref="ToolSearch.Expand"/>).</summary>
     public static IReadOnlyList<string> Folders(Func<string, string?> environment)
     {
-        var folders = new List<string>(ToolSearch.PathFolders(environment("PATH")));
+        var folders = new List<string>();
+        if (environment("PHI2NATIVE_CUDA_TOOLS") is { Length: > 0 } tools && Path.IsPathRooted(tools)) folders.Add(Path.Combine(tools, "bin"));
+        folders.AddRange(ToolSearch.PathFolders(environment("PATH")));
         foreach (string variable in new[] { "CUDA_HOME", "CUDA_PATH" })
             if (environment(variable) is { Length: > 0 } root && Path.IsPathRooted(root))
                 folders.AddRange([Path.Combine(root, "bin"), Path.Combine(root, "compute-sanitizer")]);
@@ -50,7 +53,7 @@ internal static class SanitizerLocator
         var folders = Folders(environment);
         string? found = ToolSearch.Find(Program, folders, files);
         reason = found is null
-            ? $"{Program} not found (PATH, $CUDA_HOME, $CUDA_PATH, /usr/local/cuda*, Python venvs' nvidia wheels; {EnvironmentVariable} names it)"
+            ? $"{Program} not found ($PHI2NATIVE_CUDA_TOOLS, PATH, $CUDA_HOME, $CUDA_PATH, /usr/local/cuda*, Python venvs' nvidia wheels; {EnvironmentVariable} names it)"
             : "";
         return found;
     }

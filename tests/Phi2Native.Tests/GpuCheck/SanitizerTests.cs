@@ -37,6 +37,13 @@ public class SanitizerTests
     }
 
     [Test]
+    public void TheToolsCiUnpacksComeBeforePath()
+    {
+        var tree = new FakeTree("/cache/cuda/bin/compute-sanitizer", "/tools/compute-sanitizer");
+        Assert.That(Find(tree, Env(("PATH", "/tools"), ("PHI2NATIVE_CUDA_TOOLS", "/cache/cuda")), out _), Is.EqualTo("/cache/cuda/bin/compute-sanitizer"));
+    }
+
+    [Test]
     public void CudaHomeThenTheToolkitFolders()
     {
         var tree = new FakeTree("/opt/cuda-x/bin/compute-sanitizer", "/usr/local/cuda-12.4/bin/compute-sanitizer", "/usr/local/cuda-13.0/bin/compute-sanitizer");
