@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Globalization;
 using System.Runtime.InteropServices;
 using Phi2Native.Autograd;
 using Phi2Native.Backends.Cuda;
@@ -8,21 +7,6 @@ using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.GpuCheck;
-
-/// <summary>How one benchmark case ended.</summary>
-internal enum BenchStatus
-{
-    /// <summary>Timed.</summary>
-    Ran,
-    /// <summary>Threw (the device failed, the op is unsupported, or the case has a bug).</summary>
-    Threw,
-    /// <summary>Never started: the time limit was reached first.</summary>
-    NotRun,
-}
-
-/// <summary>One case's result: median milliseconds per repetition and a rate in <paramref name="Unit"/>.</summary>
-/// <param name="Reps">Timed repetitions the median is over (after warm-up).</param>
-internal sealed record BenchOutcome(string Name, string Shape, string DType, BenchStatus Status, double Ms, double Rate, string Unit, int Reps, string Detail);
 
 /// <summary>The sizes the cases run at: Phi-2's real ones on a GPU, tiny ones on the emulator (CI).</summary>
 /// <param name="Tokens">Rows of the Linear, LayerNorm and gelu cases, and the attention cases' T (B = 1).</param>
@@ -43,13 +27,13 @@ internal sealed record BenchSizes(string Label, int Tokens, Phi2Config Model, in
 }
 
 /// <summary>
-/// The runner's benchmark stage: cuBLAS(Lt) Linears, attention, LayerNorm, gelu, a Phi-2-sized training step and
+/// The benchmark cases: cuBLAS(Lt) Linears, attention, LayerNorm, gelu, a Phi-2-sized training step and
 /// KV-cache decoding, all through <see cref="CudaBackend"/> in BF16 (fp32 accumulation and softmax). Each case is
 /// timed with device events on the backend's stream (<see cref="IDeviceApi.RecordEvent"/> around one repetition,
 /// <see cref="IDeviceApi.ElapsedMilliseconds"/>) after warm-up, and reports the median of a few repetitions; each
-/// case stops repeating after <see cref="PerCase"/>, and no case starts after the deadline.
+/// case stops repeating after <see cref="PerCase"/>. How the stage runs them is in Benchmarks.Run.cs.
 /// </summary>
-internal sealed class Benchmarks
+internal sealed partial class Benchmarks
 {
     /// <summary>Warm-up repetitions (the first also compiles the kernels it launches, and fills the allocator's cache).</summary>
     public const int WarmUp = 2;
@@ -60,25 +44,16 @@ internal sealed class Benchmarks
     /// <summary>How long one case may keep repeating (it always times at least one repetition).</summary>
     public static readonly TimeSpan PerCase = TimeSpan.FromSeconds(3);
 
-    /// <summary>
-    /// How long the stage may start cases for (on an H200 it should take well under a minute: the Linear, attention
-    /// and elementwise cases take milliseconds a repetition, and the model builds a few seconds), so that a slow
-    /// device still leaves the runner time to print its tables.
-    /// </summary>
-    public static readonly TimeSpan StageLimit = TimeSpan.FromSeconds(75);
-
     private const DType Dt = DType.BF16;
     private const string DtName = "bf16 (fp32 acc)";
 
     private readonly CudaBackend _backend;
     private readonly BenchSizes _sizes;
-    private readonly TextWriter _progress;
 
-    private Benchmarks(CudaBackend backend, BenchSizes sizes, TextWriter progress)
+    private Benchmarks(CudaBackend backend, BenchSizes sizes)
     {
         _backend = backend;
         _sizes = sizes;
-        _progress = progress;
     }
 
     private sealed record Case(string Name, Func<Benchmarks, BenchOutcome> Run);
@@ -111,101 +86,6 @@ internal sealed class Benchmarks
 
     /// <summary>The names of the cases, in the order they run.</summary>
     public static IEnumerable<string> CaseNames => Cases.Select(c => c.Name);
-
-    /// <summary>
-    /// Runs every case on <paramref name="device"/> (a backend over it, not owning it) at <paramref name="sizes"/>;
-    /// cases not started before <paramref name="deadline"/> are <see cref="BenchStatus.NotRun"/>. Never throws for a
-    /// case: its exception becomes its row.
-    /// </summary>
-    /// <param name="clock">The run's clock; <paramref name="timeLimit"/> is the run's --time-limit on it.</param>
-    public static IReadOnlyList<BenchOutcome> RunAll(IDeviceApi device, BenchSizes sizes, Stopwatch clock, TimeSpan timeLimit, TextWriter progress)
-    {
-        var stageEnd = clock.Elapsed + StageLimit;
-        var deadline = stageEnd < timeLimit ? stageEnd : timeLimit;
-        string why = stageEnd < timeLimit
-            ? $"the stage's {StageLimit.TotalSeconds:0} s were spent"
-            : $"the time limit ({timeLimit.TotalSeconds.ToString("0.#", CultureInfo.InvariantCulture)} s) was reached";
-        var outcomes = new List<BenchOutcome>(Cases.Length);
-        using var backend = new CudaBackend(device, ownsDevice: false);
-        var bench = new Benchmarks(backend, sizes, progress);
-        for (int i = 0; i < Cases.Length; i++)
-        {
-            var c = Cases[i];
-            string position = $"[{(i + 1).ToString(CultureInfo.InvariantCulture).PadLeft(2)}/{Cases.Length}]";
-            if (clock.Elapsed >= deadline)
-            {
-                outcomes.Add(new BenchOutcome(c.Name, "-", "-", BenchStatus.NotRun, 0, 0, "", 0, $"not run: {why}"));
-                progress.WriteLine($"{position} {c.Name}: not run ({why})");
-                continue;
-            }
-            progress.Write($"{position} {c.Name} ... ");
-            progress.Flush();
-            var watch = Stopwatch.StartNew();
-            BenchOutcome outcome;
-            try
-            {
-                outcome = c.Run(bench) with { Name = c.Name };
-                backend.Synchronize();
-            }
-            catch (Exception e)
-            {
-                outcome = new BenchOutcome(c.Name, "-", DtName, BenchStatus.Threw, 0, 0, "", 0, $"{e.GetType().Name}: {FirstLine(e.Message)}");
-                progress.WriteLine($"FAIL (threw) after {Format.Seconds(watch.Elapsed.TotalSeconds)} s");
-                progress.WriteLine(e.ToString());
-                outcomes.Add(outcome);
-                TryRelease(backend);
-                continue;
-            }
-            string median = outcome.Reps > 0 ? $"median of {outcome.Reps}; " : "";
-            progress.WriteLine(outcome.Status == BenchStatus.Ran
-                ? $"{FormatMs(outcome.Ms)} ms, {FormatRate(outcome.Rate)} {outcome.Unit} ({median}{Format.Seconds(watch.Elapsed.TotalSeconds)} s)" +
-                  (outcome.Detail.Length > 0 ? "; " + outcome.Detail : "")
-                : outcome.Detail);
-            outcomes.Add(outcome);
-            TryRelease(backend);
-        }
-        // The prefill case's model, when the decode case did not run to dispose it.
-        bench._generationModel?.Dispose();
-        return outcomes;
-    }
-
-    /// <summary>The benchmark table: case, shape, dtype, ms, rate, unit; then the detail of each case that did not run cleanly.</summary>
-    public static void WriteTable(TextWriter output, IReadOnlyList<BenchOutcome> outcomes, bool markdown)
-    {
-        var table = new TextTable("benchmark", "shape", "dtype", "ms", "rate", "unit", "reps");
-        foreach (var o in outcomes)
-        {
-            bool ran = o.Status == BenchStatus.Ran;
-            table.Add(o.Name, o.Shape, o.DType, ran ? FormatMs(o.Ms) : "-", ran ? FormatRate(o.Rate) : "-",
-                ran ? o.Unit : o.Status == BenchStatus.Threw ? "FAIL (threw)" : "NOT RUN", ran && o.Reps > 0 ? o.Reps.ToString(CultureInfo.InvariantCulture) : "-");
-        }
-        table.Write(output, markdown);
-        var notes = outcomes.Where(o => o.Status != BenchStatus.Ran || o.Detail.Length > 0).ToList();
-        if (notes.Count == 0) return;
-        output.WriteLine();
-        foreach (var o in notes) output.WriteLine($"{o.Name}: {o.Detail}");
-    }
-
-    /// <summary>"benchmarks: N of M cases ran on DEVICE (sizes), K threw, J not run".</summary>
-    public static string Line(IReadOnlyList<BenchOutcome> outcomes, string device, BenchSizes sizes)
-    {
-        int ran = outcomes.Count(o => o.Status == BenchStatus.Ran), threw = outcomes.Count(o => o.Status == BenchStatus.Threw);
-        int notRun = outcomes.Count(o => o.Status == BenchStatus.NotRun);
-        string line = $"benchmarks: {ran} of {outcomes.Count} cases ran on {device} at {sizes.Label} sizes";
-        if (threw > 0) line += $"; {threw} threw";
-        if (notRun > 0) line += $"; {notRun} not run (time)";
-        return line;
-    }
-
-    /// <summary>
-    /// The run's exit code: the checks' (<see cref="RunSummary.ExitCode"/>; null with --bench-only), and 1 when a
-    /// benchmark threw. Benchmarks the time limit left unrun do not fail the run: they are reported.
-    /// </summary>
-    public static int ExitCode(RunSummary? checks, IReadOnlyList<BenchOutcome>? bench)
-    {
-        bool threw = bench?.Any(b => b.Status == BenchStatus.Threw) ?? false;
-        return (checks?.ExitCode ?? 0) == 0 && !threw ? 0 : 1;
-    }
 
     // ---- sizes ----
 
@@ -519,27 +399,4 @@ internal sealed class Benchmarks
         var random = new System.Random(seed);
         return [.. Enumerable.Range(0, count).Select(_ => random.Next(vocab))];
     }
-
-    private static void TryRelease(CudaBackend backend)
-    {
-        try
-        {
-            backend.ReleaseCachedMemory();
-        }
-        catch (Exception)
-        {
-            // A failed release after a failed case: the next case reports whatever is still wrong.
-        }
-    }
-
-    private static string FirstLine(string text)
-    {
-        int end = text.IndexOfAny(['\r', '\n']);
-        return end < 0 ? text : text[..end];
-    }
-
-    private static string FormatMs(double ms) => ms.ToString(ms < 10 ? "0.000" : "0.0", CultureInfo.InvariantCulture);
-
-    private static string FormatRate(double rate) =>
-        double.IsNaN(rate) ? "-" : double.IsInfinity(rate) ? "inf" : rate.ToString(rate >= 100 ? "0" : rate >= 1 ? "0.0" : "0.000", CultureInfo.InvariantCulture);
 }

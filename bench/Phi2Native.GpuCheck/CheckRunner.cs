@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Globalization;
 using Phi2Native.Cuda;
 using Phi2Native.DeviceChecks;
 
@@ -12,9 +11,9 @@ internal enum CheckStatus
     Passed,
     /// <summary>A wrong answer, or an allocation left behind.</summary>
     Failed,
-    /// <summary>The check threw (the device failed, or the check has a bug).</summary>
+    /// <summary>The check threw (the device failed, or the check has a bug), or its process crashed or hung in it.</summary>
     Threw,
-    /// <summary>Never started: the time limit was reached first.</summary>
+    /// <summary>Never started: the time ran out first, or an earlier check's fault killed the context.</summary>
     NotRun,
 }
 
@@ -24,46 +23,57 @@ internal enum CheckStatus
 /// <param name="Result">The comparison, when the body returned one.</param>
 /// <param name="Time">Wall time of the body and a final synchronize (uploads, launches, downloads and the CPU reference).</param>
 /// <param name="Detail">The worst element, the leak, the exception's message, or why it did not run.</param>
-internal sealed record CheckOutcome(DeviceCheck Check, CheckStatus Status, CheckResult? Result, TimeSpan Time, string Detail);
+internal sealed record CheckOutcome(DeviceCheck Check, CheckStatus Status, CheckResult? Result, TimeSpan Time, string Detail)
+{
+    /// <summary>The sticky CUDA error (<see cref="StickyFault"/>) this check threw, which ended its process's context; else null.</summary>
+    public string? Fault { get; init; }
+
+    /// <summary>Not run because an earlier check's sticky fault killed the context (a fresh process may still run it).</summary>
+    public bool ContextLost { get; init; }
+}
 
 /// <summary>
 /// Runs device checks and never lets one of them stop the run: an exception becomes that check's failure with its
-/// message, so a GPU session always ends with the whole table, however many checks break.
+/// message, so a GPU session always ends with the whole table, however many checks break. The one exception that
+/// stops the run is a sticky fault (<see cref="StickyFault"/>): the context is dead, so the checks after it are not
+/// run ("context lost after X"), and the GPU runner's supervisor runs them in a fresh child process.
 /// </summary>
 internal static class CheckRunner
 {
     /// <summary>
     /// Runs <paramref name="checks"/> in order. Each gets a device from <paramref name="acquire"/> and hands it back to
     /// <paramref name="release"/> (a GPU is shared, as a context is costly; the emulator gives each check a fresh
-    /// device, as the NUnit fixture does). Checks not started within <paramref name="timeLimit"/> are
-    /// <see cref="CheckStatus.NotRun"/>. One progress line per check goes to <paramref name="progress"/>, with the
-    /// full exception (stack included) when a check throws.
+    /// device, as the NUnit fixture does). Checks not started before <paramref name="deadline"/> are
+    /// <see cref="CheckStatus.NotRun"/>, and so are those after a sticky fault. <paramref name="observer"/> hears of
+    /// each check as it starts and ends.
     /// </summary>
     public static IReadOnlyList<CheckOutcome> RunAll(IReadOnlyList<DeviceCheck> checks, Func<IDeviceApi> acquire, Action<IDeviceApi> release,
-        TimeSpan timeLimit, TextWriter progress)
+        Deadline deadline, ICaseObserver<CheckOutcome> observer)
     {
         var outcomes = new List<CheckOutcome>(checks.Count);
-        var elapsed = Stopwatch.StartNew();
-        int width = checks.Count.ToString(CultureInfo.InvariantCulture).Length;
+        CheckOutcome? fault = null;
         for (int i = 0; i < checks.Count; i++)
         {
             var check = checks[i];
-            string position = $"[{(i + 1).ToString(CultureInfo.InvariantCulture).PadLeft(width)}/{checks.Count}]";
-            if (elapsed.Elapsed >= timeLimit)
+            CheckOutcome outcome;
+            Exception? exception = null;
+            if (fault is not null)
             {
-                outcomes.Add(new CheckOutcome(check, CheckStatus.NotRun, null, TimeSpan.Zero,
-                    $"not run: the time limit ({timeLimit.TotalSeconds:0} s) was reached"));
-                progress.WriteLine($"{position} {check.Name}: not run (time limit)");
-                continue;
+                outcome = new CheckOutcome(check, CheckStatus.NotRun, null, TimeSpan.Zero,
+                    $"not run: context lost after '{fault.Check.Name}' ({fault.Fault})") { ContextLost = true };
             }
-            progress.Write($"{position} {check.Name} ... ");
-            progress.Flush(); // a check that hangs the GPU leaves its name as the log's last line
-            var outcome = RunOne(check, acquire, release, out var exception);
+            else if (deadline.IsPast)
+            {
+                outcome = new CheckOutcome(check, CheckStatus.NotRun, null, TimeSpan.Zero, $"not run: {deadline.Why}");
+            }
+            else
+            {
+                observer.Starting(i, check.Name);
+                outcome = RunOne(check, acquire, release, out exception);
+                if (outcome.Fault is not null) fault = outcome;
+            }
             outcomes.Add(outcome);
-            string measures = outcome.Result is { } r ? $", max |error| {Format.Number(r.MaxAbsoluteError)}, worst {Format.Number(r.WorstRatio)} of tolerance" : "";
-            string detail = outcome.Status == CheckStatus.Passed ? "" : $": {outcome.Detail}";
-            progress.WriteLine($"{Describe(outcome.Status)} in {Format.Milliseconds(outcome.Time)} ms{measures}{detail}");
-            if (exception is not null) progress.WriteLine(exception.ToString());
+            observer.Finished(i, check.Name, outcome, exception?.ToString());
         }
         return outcomes;
     }
@@ -82,7 +92,7 @@ internal static class CheckRunner
             watch.Start();
             var result = check.Run(device);
             // The body has downloaded its results, so this returns at once unless it left work queued; either way the
-            // time then covers all of the check's device work.
+            // time then covers all of the check's device work, and a fault of its kernels surfaces here, in it.
             device.Synchronize(DeviceStream.Default);
             watch.Stop();
             int leaked = device.Memory.LiveAllocations - liveBefore;
@@ -94,7 +104,7 @@ internal static class CheckRunner
         {
             watch.Stop();
             exception = e;
-            outcome = new CheckOutcome(check, CheckStatus.Threw, null, watch.Elapsed, Summarize(e));
+            outcome = Threw(check, watch.Elapsed, e);
         }
         if (device is null) return outcome;
         try
@@ -105,7 +115,7 @@ internal static class CheckRunner
         {
             // Closing the device is where the emulator finds some corruption, so it fails the check; an earlier
             // exception stays the one the table shows.
-            if (exception is null) outcome = outcome with { Status = CheckStatus.Threw, Detail = "closing the device: " + Summarize(e) };
+            if (exception is null) outcome = Threw(check, outcome.Time, e) with { Detail = "closing the device: " + Summarize(e) };
             exception = exception is null ? e : new AggregateException(exception, e);
         }
         return outcome;
@@ -120,9 +130,23 @@ internal static class CheckRunner
         _ => "NOT RUN",
     };
 
-    private static string Summarize(Exception e)
+    /// <summary>The progress text after "name ... ": result, time, measures and, unless it passed, the detail.</summary>
+    public static string Progress(CheckOutcome outcome)
+    {
+        if (outcome.Status == CheckStatus.NotRun) return outcome.Detail;
+        string measures = outcome.Result is { } r ? $", max |error| {Format.Number(r.MaxAbsoluteError)}, worst {Format.Number(r.WorstRatio)} of tolerance" : "";
+        string detail = outcome.Status == CheckStatus.Passed ? "" : $": {outcome.Detail}";
+        return $"{Describe(outcome.Status)} in {Format.Milliseconds(outcome.Time)} ms{measures}{detail}";
+    }
+
+    /// <summary>The exception's type and first line, and "(sticky: the context is lost)" for a sticky fault.</summary>
+    public static string Summarize(Exception e)
     {
         int end = e.Message.IndexOfAny(['\r', '\n']);
-        return $"{e.GetType().Name}: {(end < 0 ? e.Message : e.Message[..end])}";
+        string line = $"{e.GetType().Name}: {(end < 0 ? e.Message : e.Message[..end])}";
+        return StickyFault.Classify(e) is { } fault && !line.Contains(fault, StringComparison.Ordinal) ? $"{line} ({fault})" : line;
     }
+
+    private static CheckOutcome Threw(DeviceCheck check, TimeSpan time, Exception e) =>
+        new(check, CheckStatus.Threw, null, time, Summarize(e)) { Fault = StickyFault.Classify(e) };
 }

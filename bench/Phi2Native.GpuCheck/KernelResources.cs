@@ -38,9 +38,9 @@ internal static class KernelResources
         var floors = committed is null
             ? new Dictionary<(string, string), double>()
             : KernelResourceTable.Parse(committed).Rows.ToDictionary(r => (r.Architecture, r.Kernel), r => r.OccupancyFloor);
-        string? cuobjdump = CudaTools.Find("cuobjdump");
+        string? cuobjdump = CudaToolLocator.Find(CudaToolLocator.Cuobjdump);
         output.WriteLine(cuobjdump is null
-            ? "cuobjdump: not found (PHI2NATIVE_CUDA_TOOLS, PATH, CUDA_HOME, /usr/local/cuda): tensor-core instructions are not counted"
+            ? "cuobjdump: not found (PHI2NATIVE_CUDA_TOOLS, PATH, CUDA_HOME, /usr/local/cuda*, venvs, the runner's cuda-tools/): tensor-core instructions are not counted"
             : $"cuobjdump: {cuobjdump}");
 
         var outcome = Build(architectures, floors, cuobjdump, output);
@@ -123,7 +123,7 @@ internal static class KernelResources
         try
         {
             File.WriteAllBytes(path, cubin);
-            return SassReport.TensorCoreInstructions(CudaTools.Run(cuobjdump, "-sass", path));
+            return SassReport.TensorCoreInstructions(ToolProcess.Run(cuobjdump, "-sass", path));
         }
         finally
         {

@@ -58,11 +58,15 @@ internal sealed record RunSummary(string DeviceName, IReadOnlyList<CheckOutcome>
 /// <summary>The runner's tables.</summary>
 internal static class Reports
 {
-    /// <summary>The NVRTC table (kernel file, compiled, from cache, seconds), then the log of each file that has one.</summary>
-    public static void WriteCompileTable(TextWriter output, IReadOnlyList<KernelCompileReport> reports, bool markdown)
+    /// <summary>
+    /// The NVRTC table (kernel file, compiled, from cache, seconds), with a NOT RUN row for each file in
+    /// <paramref name="notRun"/> (the stage's budget was spent first), then the log of each file that has one.
+    /// </summary>
+    public static void WriteCompileTable(TextWriter output, IReadOnlyList<KernelCompileReport> reports, bool markdown, IReadOnlyList<string>? notRun = null)
     {
         var table = new TextTable("kernel file", "compiled", "from cache", "seconds");
         foreach (var r in reports) table.Add(r.File, r.Compiled ? "yes" : "NO", r.FromCache ? "yes" : "no", Format.Seconds(r.Seconds));
+        foreach (string file in notRun ?? []) table.Add(file, "NOT RUN", "-", "-");
         table.Write(output, markdown);
         foreach (var r in reports.Where(r => !string.IsNullOrWhiteSpace(r.Log)))
         {

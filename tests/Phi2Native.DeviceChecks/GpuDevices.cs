@@ -42,16 +42,18 @@ public static class GpuDevices
     /// <summary>
     /// Compiles (or reads from the disk cache) and loads every embedded kernel file for <paramref name="device"/>, one
     /// report per file in file order. A file that fails is reported with NVRTC's log (or the driver's error when the
-    /// image does not load) and the others still run.
+    /// image does not load) and the others still run. When <paramref name="stop"/> says so before a file, that file
+    /// and the rest are left out (fewer reports than files: the caller says they did not run).
     /// </summary>
     /// <exception cref="NotSupportedException"><paramref name="device"/> is not a <see cref="CudaDevice"/> (the emulator compiles nothing at run time).</exception>
-    public static IReadOnlyList<KernelCompileReport> CompileAllKernels(IDeviceApi device)
+    public static IReadOnlyList<KernelCompileReport> CompileAllKernels(IDeviceApi device, Func<bool>? stop = null)
     {
         ArgumentNullException.ThrowIfNull(device);
         if (device is not CudaDevice cuda) throw new NotSupportedException($"{device.Name} does not compile kernels with NVRTC");
         var reports = new List<KernelCompileReport>();
         foreach (string file in cuda.KernelFiles)
         {
+            if (stop?.Invoke() == true) break;
             var clock = Stopwatch.StartNew();
             try
             {

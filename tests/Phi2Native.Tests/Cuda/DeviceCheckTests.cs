@@ -73,4 +73,15 @@ public class CheckResultTests
     [Test]
     public void CheckNamesAreUnique() =>
         Assert.That(DeviceCheckCatalog.All.Select(c => c.Name), Is.Unique);
+
+    [Test]
+    public void FamiliesPartitionTheCatalogInOrder()
+    {
+        // The GPU runner runs each family in a child process by name, and CI compares its count with NUnit's.
+        var families = DeviceCheckCatalog.Families;
+        Assert.That(families.Select(f => f.Name), Is.Unique);
+        Assert.That(families.Select(f => f.Name), Has.All.Matches<string>(n => n.Length > 0 && n == n.ToLowerInvariant() && !n.Contains(',') && !n.Contains(' ')));
+        Assert.That(families, Has.All.Matches<DeviceCheckFamily>(f => f.Checks.Count > 0));
+        Assert.That(families.SelectMany(f => f.Checks), Is.EqualTo(DeviceCheckCatalog.All));
+    }
 }
