@@ -90,6 +90,7 @@ namespace Phi2Native.GpuCheck
             var clock = Stopwatch.StartNew();
             var probe = CudaAvailability.Probe();
             output.WriteLine(probe.Summary);
+            output.WriteLine(CudaAvailability.DescribeLibraries());
             if (!probe.IsAvailable)
             {
                 // Not a failure: the same script runs wherever the runner was carried, GPU or not.
