@@ -21,14 +21,15 @@ public enum KernelImageOrigin
 /// <param name="Origin">Compiled, read from disk, or already in memory.</param>
 /// <param name="Seconds">Time to compile or read it (0 from memory).</param>
 /// <param name="Log">The compiler's log when it compiled with warnings; empty otherwise.</param>
-/// <param name="Key">The cache key: SHA-256 of the file name, source, headers, options, architecture and compiler version.</param>
+/// <param name="Key">The cache key: SHA-256 of the file name, source, headers, options, architecture and compiler version (with the compiler library file's identity).</param>
 public sealed record KernelImage(string FileName, byte[] Image, KernelImageOrigin Origin, double Seconds, string Log, string Key);
 
 /// <summary>
 /// Compiled kernel images for one architecture: each kernel file is compiled by NVRTC on first use (for the device's
 /// own <c>sm_XY</c>, to a cubin), kept in memory for the life of the cache, and kept on disk (<see cref="KernelDiskCache"/>)
 /// under a key that changes with anything that changes the image - file name, source, every header, options,
-/// architecture and compiler version - so a stale image is never reused and nothing needs invalidating.
+/// architecture and compiler version, which names the identity of the NVRTC library file too (<see cref="NvrtcKernelCompiler.Version"/>)
+/// - so a stale image is never reused and nothing needs invalidating.
 /// </summary>
 /// <remarks>Thread-safe; concurrent requests for one file compile it once.</remarks>
 internal sealed class KernelCache

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 
@@ -22,8 +23,10 @@ internal sealed unsafe class NvrtcKernelCompiler : IKernelCompiler
     private readonly Lazy<string> _version = new(QueryVersion, LazyThreadSafetyMode.ExecutionAndPublication);
 
     /// <summary>
-    /// "NVRTC 12.8 (libnvrtc.so.12.8.93)": nvrtcVersion gives only major.minor, so the file the loader mapped is
-    /// added where /proc/self/maps shows it: a patch release may generate different code, and must not reuse old cubins.
+    /// "NVRTC 13.0 (libnvrtc.so.13, file 3f2a9c0d1e5b7a64)": nvrtcVersion gives only major.minor, and pip's
+    /// <c>libnvrtc.so.13</c> carries no patch number in its name, so the identity of the library file loaded (its path,
+    /// size and modification time, hashed; <see cref="FileIdentity(string)"/>) is added: a patch release may generate
+    /// different code, and must not reuse old cubins. Part of every kernel cache key.
     /// </summary>
     public string Version => _version.Value;
 
@@ -85,8 +88,8 @@ internal sealed unsafe class NvrtcKernelCompiler : IKernelCompiler
         try
         {
             Nvrtc.Check(Nvrtc.nvrtcVersion(out int major, out int minor));
-            string? file = MappedFile("libnvrtc.so");
-            return file is null ? $"NVRTC {major}.{minor}" : $"NVRTC {major}.{minor} ({file})";
+            string? file = NativeLibraryResolver.Load(NativeLibraryResolver.Nvrtc).LoadedFrom;
+            return DescribeVersion(major, minor, file, file is null ? null : FileIdentity(file));
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
         {
@@ -96,21 +99,29 @@ internal sealed unsafe class NvrtcKernelCompiler : IKernelCompiler
         }
     }
 
-    // The file name of the first mapping whose name starts with prefix (e.g. libnvrtc.so.12.8.93), or null.
-    private static string? MappedFile(string prefix)
+    /// <summary>"NVRTC 13.0 (libnvrtc.so.13, file 3f2a9c0d1e5b7a64)"; without a file, "NVRTC 13.0".</summary>
+    internal static string DescribeVersion(int major, int minor, string? libraryPath, string? fileIdentity) =>
+        libraryPath is null
+            ? $"NVRTC {major}.{minor}"
+            : $"NVRTC {major}.{minor} ({Path.GetFileName(libraryPath)}{(fileIdentity is null ? "" : $", file {fileIdentity}")})";
+
+    /// <summary>
+    /// The identity of the library file at <paramref name="path"/> (symbolic links followed to the file itself): 16 hex
+    /// digits of a hash of its full path, size and modification time, or null when it cannot be read.
+    /// </summary>
+    internal static string? FileIdentity(string path)
     {
         try
         {
-            if (!File.Exists("/proc/self/maps")) return null;
-            foreach (string line in File.ReadLines("/proc/self/maps"))
-            {
-                int slash = line.LastIndexOf('/');
-                if (slash < 0) continue;
-                string name = line[(slash + 1)..].Trim();
-                if (name.StartsWith(prefix, StringComparison.Ordinal)) return name;
-            }
+            var file = new FileInfo(path);
+            if (file.ResolveLinkTarget(returnFinalTarget: true) is FileInfo target) file = target;
+            return file.Exists ? FileIdentity(file.FullName, file.Length, file.LastWriteTimeUtc) : null;
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
-        return null;
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
     }
+
+    /// <summary>16 hex digits of a hash of a file's full path, size and modification time.</summary>
+    internal static string FileIdentity(string fullPath, long length, DateTime modifiedUtc) =>
+        KernelDiskCache.Hash(["library file", fullPath, length.ToString(CultureInfo.InvariantCulture),
+            modifiedUtc.Ticks.ToString(CultureInfo.InvariantCulture)])[..16];
 }

@@ -270,6 +270,49 @@ public class KernelCacheTests : Support.TemporaryDirectoryTest
             Assert.That(With(("HOME", "/home/u"), (KernelCacheOptions.EnvironmentVariable, off)).Directory, Is.Null, off);
     }
 
+    [Test]
+    public void AnotherNvrtcLibraryFile_GivesAnotherKey_EvenWithTheSameSonameAndVersion()
+    {
+        var modified = new DateTime(2025, 8, 1, 12, 0, 0, DateTimeKind.Utc);
+        const string wheel = "/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib/libnvrtc.so.13";
+        string Version(string path = wheel, long length = 90_000_000, DateTime? time = null) =>
+            NvrtcKernelCompiler.DescribeVersion(13, 0, path, NvrtcKernelCompiler.FileIdentity(path, length, time ?? modified));
+        string Key(string version) => KernelCache.ComputeKey("a.cu", "src", [], ["--gpu-architecture=sm_90"], "sm_90", version);
+
+        string[] versions =
+        [
+            Version(),
+            Version(length: 90_000_001),                     // a patch release of the same size class
+            Version(time: modified.AddSeconds(1)),           // reinstalled
+            Version(path: "/usr/local/cuda-13.0/lib64/libnvrtc.so.13"),
+        ];
+        Assert.That(versions[0], Does.Match(@"^NVRTC 13\.0 \(libnvrtc\.so\.13, file [0-9a-f]{16}\)$"));
+        Assert.That(versions, Is.Unique);
+        Assert.That(versions.Select(Key), Is.Unique, "each file identity is its own cache key");
+        Assert.That(Version(), Is.EqualTo(Version()), "stable for the same file");
+        Assert.That(NvrtcKernelCompiler.DescribeVersion(12, 8, null, null), Is.EqualTo("NVRTC 12.8"));
+    }
+
+    [Test]
+    public void FileIdentity_FollowsLinksToTheFile_AndChangesWithItsSizeAndTime()
+    {
+        string file = Path.Combine(Temp, "libnvrtc.so.13.0.48");
+        string link = Path.Combine(Temp, "libnvrtc.so.13");
+        File.WriteAllBytes(file, new byte[100]);
+        File.CreateSymbolicLink(link, file);
+        string? first = NvrtcKernelCompiler.FileIdentity(file);
+        Assert.That(first, Does.Match("^[0-9a-f]{16}$"));
+        Assert.That(NvrtcKernelCompiler.FileIdentity(link), Is.EqualTo(first), "the soname link stands for the file it names");
+
+        var later = File.GetLastWriteTimeUtc(file).AddMinutes(1);
+        File.SetLastWriteTimeUtc(file, later);
+        string? touched = NvrtcKernelCompiler.FileIdentity(file);
+        File.WriteAllBytes(file, new byte[101]);
+        File.SetLastWriteTimeUtc(file, later); // the same time, another size
+        Assert.That(new[] { first, touched, NvrtcKernelCompiler.FileIdentity(file) }, Is.Unique);
+        Assert.That(NvrtcKernelCompiler.FileIdentity(Path.Combine(Temp, "missing.so")), Is.Null);
+    }
+
     private static byte[] Flip(byte[] bytes, int at)
     {
         var copy = (byte[])bytes.Clone();
