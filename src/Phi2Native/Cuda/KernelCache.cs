@@ -124,9 +124,11 @@ internal sealed class KernelCache
         string key = ComputeKey(fileName, source, Catalog.Headers, Options, Architecture, _compiler.Version);
         if (_disk.TryRead(key) is { } cached)
             return new KernelImage(fileName, cached, KernelImageOrigin.DiskCache, clock.Elapsed.TotalSeconds, "", key);
-        var compiled = _compiler.Compile(fileName, source, Catalog.Headers, Options);
+        // A file from a folder of kernel sources is compiled under its full path, so the compiler's log names it so.
+        string name = Catalog.DisplayNameOf(fileName);
+        var compiled = _compiler.Compile(name, source, Catalog.Headers, Options);
         if (compiled.Image.Length == 0)
-            throw new KernelCompileException(fileName, Options, "empty image", "the compiler reported success but returned no image. " + compiled.Log);
+            throw new KernelCompileException(name, Options, "empty image", "the compiler reported success but returned no image. " + compiled.Log);
         _disk.Write(key, compiled.Image);
         return new KernelImage(fileName, compiled.Image, KernelImageOrigin.Compiled, clock.Elapsed.TotalSeconds, compiled.Log, key);
     }

@@ -7,9 +7,10 @@ namespace Phi2Native.Cuda;
 /// Maps the logical library names of the CUDA bindings ("cuda", "nvrtc", "cublas", "cublasLt") to the
 /// first versioned Linux soname that loads, so one build runs against CUDA 12 or 13 without the SDK's
 /// unversioned development symlinks, whether the libraries come from a toolkit or from NVIDIA's pip wheels.
-/// It is this assembly's one DllImport resolver: other native libraries of the assembly (the kernel
-/// emulator) must be added here, not through a second <see cref="NativeLibrary.SetDllImportResolver"/>,
-/// which .NET refuses.
+/// It is this assembly's one DllImport resolver: another native library bound with <c>LibraryImport</c>
+/// must be added here, not through a second <see cref="NativeLibrary.SetDllImportResolver"/>, which .NET
+/// refuses. The kernel emulator is loaded here too (<see cref="Load"/>), but bound through function
+/// pointers (<see cref="EmulatorLibrary"/>), since a process may hold several.
 /// </summary>
 /// <remarks>
 /// Linux only: Windows DLL names (nvcuda.dll, nvrtc64_*.dll, cublas64_*.dll) are out of scope, and on
@@ -79,7 +80,7 @@ internal static partial class NativeLibraryResolver
     }
 
     private static nint Resolve(string libraryName, Assembly assembly, DllImportSearchPath? searchPath) =>
-        Sonames.ContainsKey(libraryName) || libraryName == Emulator
+        Sonames.ContainsKey(libraryName)
             ? Load(libraryName).Handle
             : 0; // 0: let the runtime's default probing handle other names
 
