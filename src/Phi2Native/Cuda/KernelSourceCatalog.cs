@@ -11,8 +11,9 @@ public sealed record KernelHeader(string Name, string Text);
 
 /// <summary>
 /// The CUDA C++ sources of the kernels: every kernels/*.cu and kernels/*.cuh, embedded in this assembly as resources
-/// named <c>Phi2Native.Kernels.{file}</c> (kernels/emu is not embedded: it is the emulator's). It maps each kernel
-/// entry point (<c>PHI2_KERNEL void name(</c>) to the file that defines it, so a launch by name finds its module.
+/// named <c>Phi2Native.Kernels.{file}</c> (kernels/emu is the emulator's, never NVRTC's: it is embedded apart, for
+/// the emulated device's run-time builds), or those with a folder's edited files laid over them (<see cref="KernelSourceOptions"/>).
+/// It maps each kernel entry point (<c>PHI2_KERNEL void name(</c>) to the file that defines it, so a launch by name finds its module.
 /// </summary>
 public sealed partial class KernelSourceCatalog
 {

@@ -275,22 +275,27 @@ public class KernelCacheTests : Support.TemporaryDirectoryTest
     {
         var modified = new DateTime(2025, 8, 1, 12, 0, 0, DateTimeKind.Utc);
         const string wheel = "/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib/libnvrtc.so.13";
-        string Version(string path = wheel, long length = 90_000_000, DateTime? time = null) =>
-            NvrtcKernelCompiler.DescribeVersion(13, 0, path, NvrtcKernelCompiler.FileIdentity(path, length, time ?? modified));
-        string Key(string version) => KernelCache.ComputeKey("a.cu", "src", [], ["--gpu-architecture=sm_90"], "sm_90", version);
+        string version = NvrtcKernelCompiler.DescribeVersion(13, 0, "libnvrtc.so.13");
+        string Identity(string path = wheel, long length = 90_000_000, DateTime? time = null) =>
+            NvrtcKernelCompiler.CacheIdentityOf(version, NvrtcKernelCompiler.FileIdentity(path, length, time ?? modified));
+        string Key(string identity) => KernelCache.ComputeKey("a.cu", "src", [], ["--gpu-architecture=sm_90"], "sm_90", identity);
 
-        string[] versions =
+        string[] identities =
         [
-            Version(),
-            Version(length: 90_000_001),                     // a patch release of the same size class
-            Version(time: modified.AddSeconds(1)),           // reinstalled
-            Version(path: "/usr/local/cuda-13.0/lib64/libnvrtc.so.13"),
+            Identity(),
+            Identity(length: 90_000_001),                    // a patch release under the same name
+            Identity(time: modified.AddSeconds(1)),          // reinstalled
+            Identity(path: "/usr/local/cuda-13.0/lib64/libnvrtc.so.13"),
+            version,                                         // the file could not be read
         ];
-        Assert.That(versions[0], Does.Match(@"^NVRTC 13\.0 \(libnvrtc\.so\.13, file [0-9a-f]{16}\)$"));
-        Assert.That(versions, Is.Unique);
-        Assert.That(versions.Select(Key), Is.Unique, "each file identity is its own cache key");
-        Assert.That(Version(), Is.EqualTo(Version()), "stable for the same file");
-        Assert.That(NvrtcKernelCompiler.DescribeVersion(12, 8, null, null), Is.EqualTo("NVRTC 12.8"));
+        Assert.That(version, Is.EqualTo("NVRTC 13.0 (libnvrtc.so.13)"), "what reports print: the same on every machine with this NVRTC");
+        Assert.That(identities[0], Does.Match(@"^NVRTC 13\.0 \(libnvrtc\.so\.13\), library file [0-9a-f]{16}$"));
+        Assert.That(identities.Select(Key), Is.Unique, "each file identity is its own cache key");
+        Assert.That(Identity(), Is.EqualTo(Identity()), "stable for the same file");
+        Assert.That(NvrtcKernelCompiler.DescribeVersion(12, 8, null), Is.EqualTo("NVRTC 12.8"));
+
+        var compiler = new FakeCompiler();
+        Assert.That(((IKernelCompiler)compiler).CacheIdentity, Is.EqualTo(compiler.Version), "a compiler without a library file is keyed by its version");
     }
 
     [Test]
