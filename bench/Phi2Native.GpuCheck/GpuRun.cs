@@ -122,6 +122,7 @@ internal static class GpuRun
     {
         var probe = CudaAvailability.Probe();
         output.WriteLine(probe.Summary);
+        output.WriteLine(CudaAvailability.DescribeLibraries());
         if (!probe.IsAvailable)
         {
             state.NoGpu = true;

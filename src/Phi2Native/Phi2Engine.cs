@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Phi2Native.Backends;
+using Phi2Native.Cuda;
 using Phi2Native.FineTuning;
 using Phi2Native.FineTuning.Lora;
 using Phi2Native.Models.Phi2;
@@ -73,7 +74,7 @@ public sealed class Phi2Engine : IDisposable
         var kind = options.Backend?.Device.Kind ?? (options.Device.Kind == DeviceChoiceKind.Cpu ? DeviceKind.Cpu : DeviceKind.Cuda);
         if (ComputeDTypes.InferenceRefusal(kind, options.DType, options.AdapterDirectory is not null) is { } refusal)
             throw new Phi2Exception($"cannot compute in {options.DType} on {options.Backend?.Device.ToString() ?? options.Device.ToString()}: {refusal}");
-        var backend = options.Backend ?? options.Device.CreateBackend();
+        var backend = options.Backend ?? options.Device.CreateBackend(KernelSources(options));
         var owned = options.Backend is null && options.Device.OwnsBackend ? backend : null;
         try
         {
@@ -85,6 +86,11 @@ public sealed class Phi2Engine : IDisposable
             throw;
         }
     }
+
+    private static KernelSourceOptions KernelSources(Phi2EngineOptions options) =>
+        (options.KernelSourceDirectory is { } folder
+            ? new KernelSourceOptions { Directory = folder, Setting = $"{nameof(Phi2EngineOptions)}.{nameof(Phi2EngineOptions.KernelSourceDirectory)}" }
+            : KernelSourceOptions.FromEnvironment()) with { Notice = options.Warn };
 
     private static Phi2Engine Load(Phi2EngineOptions options, IBackend backend, IBackend? owned)
     {

@@ -38,6 +38,14 @@ public sealed record Phi2EngineOptions
     /// </summary>
     public DType DType { get; init; } = DType.F32;
 
-    /// <summary>Receives non-fatal remarks while loading (e.g. a tokenizer fallback).</summary>
+    /// <summary>
+    /// A folder of kernel sources (<c>*.cu</c>, <c>common.cuh</c>) the CUDA backend takes instead of the embedded ones,
+    /// file by file, so a kernel can be edited and tried without rebuilding (NVRTC compiles them on a GPU; g++ builds
+    /// an emulator from them on the emulated device); <see cref="Warn"/> hears which files came from it. Null reads
+    /// <c>PHI2NATIVE_KERNEL_SOURCES</c>; only a device the engine opens itself (<see cref="Device"/>) uses it.
+    /// </summary>
+    public string? KernelSourceDirectory { get; init; }
+
+    /// <summary>Receives non-fatal remarks while loading (e.g. a tokenizer fallback, which kernel sources came from a folder).</summary>
     public Action<string>? Warn { get; init; }
 }

@@ -1,6 +1,7 @@
 using System.Globalization;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends;
@@ -91,15 +92,19 @@ public sealed record DeviceChoice
     /// (see <see cref="OwnsBackend"/>); the CUDA choices give a new <see cref="CudaBackend"/> that owns its device: the
     /// caller disposes it, after the models on it, to free the device memory.
     /// </summary>
+    /// <param name="kernelSources">
+    /// For the CUDA choices: a folder of kernel sources to use instead of the embedded ones (<see cref="KernelSourceOptions"/>);
+    /// null reads <c>PHI2NATIVE_KERNEL_SOURCES</c>. The CPU ignores it.
+    /// </param>
     /// <exception cref="Phi2Exception">
-    /// CUDA is unavailable here (the message is the probe's reason), there is no GPU <see cref="Ordinal"/>, or the kernel
-    /// emulator's library cannot be loaded.
+    /// CUDA is unavailable here (the message is the probe's reason), there is no GPU <see cref="Ordinal"/>, the kernel
+    /// emulator's library cannot be loaded, or the kernel source folder is unusable (missing, empty, or, emulated, not compiling).
     /// </exception>
-    public IBackend CreateBackend() => Kind switch
+    public IBackend CreateBackend(KernelSourceOptions? kernelSources = null) => Kind switch
     {
         DeviceChoiceKind.Cpu => CpuBackend.Default,
-        DeviceChoiceKind.Cuda => CudaBackend.OpenGpu(Ordinal),
-        _ => CudaBackend.OpenEmulated(),
+        DeviceChoiceKind.Cuda => CudaBackend.OpenGpu(Ordinal, kernelSources),
+        _ => CudaBackend.OpenEmulated(kernelSources),
     };
 
     /// <summary>

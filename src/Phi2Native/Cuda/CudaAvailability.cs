@@ -33,7 +33,7 @@ public sealed class CudaAvailability
     /// <summary>The devices, empty when unavailable.</summary>
     public IReadOnlyList<CudaDeviceInfo> Devices { get; }
 
-    /// <summary>Where libcuda was loaded from (a soname when the loader found it), or null.</summary>
+    /// <summary>The libcuda file loaded (the file the loader mapped when it found it by soname), or null.</summary>
     public string? DriverPath { get; }
 
     /// <summary>Why CUDA is unavailable, e.g. "no CUDA driver found: libcuda.so.1 is not in ..."; null when available.</summary>
@@ -56,6 +56,14 @@ public sealed class CudaAvailability
         ? $"CUDA driver {DriverVersionText} ({DriverPath}): {Devices.Count} device(s): " +
           string.Join("; ", Devices.Select(d => $"{d.Ordinal}: {d.Name} ({d.Architecture}, {d.MultiprocessorCount} SMs, {d.TotalMemoryBytes / (1L << 20)} MiB)"))
         : $"CUDA unavailable: {Reason}";
+
+    /// <summary>
+    /// A report of several lines for the person setting up a machine: every folder searched, the file chosen for libcuda,
+    /// NVRTC (and the builtins library beside it), cuBLAS and cuBLASLt (one folder for both) or why none was, and
+    /// whether libcuda exports <c>cuEventElapsedTime_v2</c> and <c>cuEventElapsedTime</c>. It loads the libraries it
+    /// describes (as their first use would) and never throws; it means as much on a machine without a GPU.
+    /// </summary>
+    public static string DescribeLibraries() => CudaLibraryReport.Describe();
 
     /// <summary>
     /// Probes CUDA once per process (thread-safe; later calls return the same object) and never throws.

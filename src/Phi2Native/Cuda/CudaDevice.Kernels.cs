@@ -2,7 +2,7 @@ using Phi2Native.Cuda.Resources;
 
 namespace Phi2Native.Cuda;
 
-// Kernels: found by name in the embedded sources, compiled through the kernel cache, loaded once per context, launched.
+// Kernels: found by name in the device's kernel sources, compiled through the kernel cache, loaded once per context, launched.
 public sealed partial class CudaDevice
 {
     /// <inheritdoc />
@@ -15,7 +15,7 @@ public sealed partial class CudaDevice
     /// Launch errors (a bad shape, too many resources) throw here; faults of the running kernel surface at the next
     /// call that waits, such as <see cref="Synchronize"/>.
     /// </remarks>
-    /// <exception cref="ArgumentException">No embedded kernel has that name, or a shape or size is invalid.</exception>
+    /// <exception cref="ArgumentException">No kernel of the device's sources has that name, or a shape or size is invalid.</exception>
     /// <exception cref="KernelCompileException">The kernel's file does not compile.</exception>
     public unsafe void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers)
     {
@@ -27,7 +27,7 @@ public sealed partial class CudaDevice
                 $"dynamic shared memory must be 0..{MaxSharedBytesPerBlock} bytes on {Name}");
         Enter();
         CheckStream(stream, nameof(stream));
-        var function = _context.GetFunction(kernelName, _kernels.Catalog.FileOf, file => _kernels.GetImage(file).Image);
+        var function = _context.GetFunction(_kernels.Catalog.Identity, kernelName, _kernels.Catalog.FileOf, file => _kernels.GetImage(file).Image);
         SharedMemoryRule.Check(kernelName, function.StaticSharedBytes, dynamicSharedBytes, MaxSharedBytesPerBlock, Name);
         if (SharedMemoryRule.NeedsOptIn(function.StaticSharedBytes, dynamicSharedBytes) && dynamicSharedBytes > function.DynamicSharedLimit)
         {
@@ -64,7 +64,7 @@ public sealed partial class CudaDevice
     {
         Enter();
         KernelImage image = _kernels.GetImage(fileName);
-        _context.EnsureModule(fileName, _ => image.Image);
+        _context.EnsureModule(_kernels.Catalog.Identity, fileName, _ => image.Image);
         return image;
     }
 }

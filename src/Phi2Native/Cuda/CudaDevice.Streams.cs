@@ -61,7 +61,8 @@ public sealed partial class CudaDevice
     /// <inheritdoc />
     /// <remarks>
     /// Waits for both events (cuEventSynchronize; on different streams the start may finish later), so an error of
-    /// the work before them surfaces here.
+    /// the work before them surfaces here. The time comes from cuEventElapsedTime_v2, or from the plain export on a
+    /// driver without it (chosen once per process, by which of the two libcuda exports).
     /// </remarks>
     public float ElapsedMilliseconds(DeviceEvent start, DeviceEvent end)
     {

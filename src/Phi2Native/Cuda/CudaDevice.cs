@@ -26,7 +26,8 @@ public sealed partial class CudaDevice : IDeviceApi
     private readonly int _stagingChunkBytes;
     private bool _disposed;
 
-    private CudaDevice(CudaPrimaryContext context, CudaDeviceInfo info, KernelCacheOptions kernelCache, int stagingChunkBytes)
+    private CudaDevice(CudaPrimaryContext context, CudaDeviceInfo info, KernelCacheOptions kernelCache, KernelSourceCatalog kernelSources,
+        int stagingChunkBytes)
     {
         _context = context;
         Info = info;
@@ -35,7 +36,7 @@ public sealed partial class CudaDevice : IDeviceApi
         CudaDriver.Check(CudaDriver.cuDeviceGetAttribute(out int optIn, CuDeviceAttribute.MaxSharedMemoryPerBlockOptin, context.Device));
         MaxSharedBytesPerBlock = optIn;
         _allocator = new CachingAllocator(new DriverMemory(this), Name);
-        _kernels = new KernelCache(KernelSourceCatalog.Embedded, new NvrtcKernelCompiler(), info.Architecture, kernelCache);
+        _kernels = new KernelCache(kernelSources, new NvrtcKernelCompiler(), info.Architecture, kernelCache);
     }
 
     /// <summary>
@@ -45,13 +46,17 @@ public sealed partial class CudaDevice : IDeviceApi
     /// </summary>
     /// <param name="ordinal">The device's index, 0 for the first.</param>
     /// <param name="kernelCache">Where compiled kernels are cached; null reads <see cref="KernelCacheOptions.FromEnvironment"/>.</param>
-    /// <exception cref="Phi2Exception">CUDA is unavailable here (the message is the probe's reason).</exception>
+    /// <param name="kernelSources">
+    /// A folder of kernel sources to compile instead of the embedded ones, file by file (its notice sink hears which);
+    /// null reads <see cref="KernelSourceOptions.FromEnvironment"/> (<c>PHI2NATIVE_KERNEL_SOURCES</c>).
+    /// </param>
+    /// <exception cref="Phi2Exception">CUDA is unavailable here (the message is the probe's reason), or the kernel source folder is missing or holds no kernel files.</exception>
     /// <exception cref="ArgumentOutOfRangeException">There is no device <paramref name="ordinal"/>.</exception>
-    public static CudaDevice Open(int ordinal = 0, KernelCacheOptions? kernelCache = null) =>
-        Open(ordinal, kernelCache, PinnedStagingBuffers.DefaultChunkBytes);
+    public static CudaDevice Open(int ordinal = 0, KernelCacheOptions? kernelCache = null, KernelSourceOptions? kernelSources = null) =>
+        Open(ordinal, kernelCache, PinnedStagingBuffers.DefaultChunkBytes, kernelSources);
 
-    /// <summary><see cref="Open(int, KernelCacheOptions?)"/> with a chosen staging chunk (tests use small ones to cross chunk boundaries).</summary>
-    internal static CudaDevice Open(int ordinal, KernelCacheOptions? kernelCache, int stagingChunkBytes)
+    /// <summary><see cref="Open(int, KernelCacheOptions?, KernelSourceOptions?)"/> with a chosen staging chunk (tests use small ones to cross chunk boundaries).</summary>
+    internal static CudaDevice Open(int ordinal, KernelCacheOptions? kernelCache, int stagingChunkBytes, KernelSourceOptions? kernelSources = null)
     {
         var probe = CudaAvailability.Probe();
         if (!probe.IsAvailable) throw new Phi2Exception($"cannot open a CUDA device: {probe.Reason}");
@@ -59,10 +64,15 @@ public sealed partial class CudaDevice : IDeviceApi
             throw new ArgumentOutOfRangeException(nameof(ordinal), ordinal, $"this machine has {probe.Devices.Count} CUDA device(s), numbered from 0");
         if (stagingChunkBytes <= 0 || stagingChunkBytes % 256 != 0)
             throw new ArgumentOutOfRangeException(nameof(stagingChunkBytes), stagingChunkBytes, "the chunk must be a positive multiple of 256 bytes");
+        var sources = KernelSourceOverride.Load(kernelSources ?? KernelSourceOptions.FromEnvironment());
         var context = CudaPrimaryContext.Acquire(ordinal);
         try
         {
-            return new CudaDevice(context, probe.Devices[ordinal], kernelCache ?? KernelCacheOptions.FromEnvironment(), stagingChunkBytes);
+            var device = new CudaDevice(context, probe.Devices[ordinal], kernelCache ?? KernelCacheOptions.FromEnvironment(),
+                sources?.Catalog ?? KernelSourceCatalog.Embedded, stagingChunkBytes);
+            // NVRTC compiles a folder's files as it does the embedded ones: the cache key holds each source's text.
+            sources?.Options.Tell($"{sources.Describe()}; NVRTC compiles them for {device.Name}");
+            return device;
         }
         catch
         {
@@ -83,7 +93,7 @@ public sealed partial class CudaDevice : IDeviceApi
     /// <summary>The kernel cache folder in use, or null when kernels are compiled without a disk cache.</summary>
     public string? KernelCacheDirectory => _kernels.Directory;
 
-    /// <summary>The embedded kernel files (<c>elementwise.cu</c>, ...).</summary>
+    /// <summary>The kernel files (<c>elementwise.cu</c>, ...): the embedded ones, with a kernel source folder's laid over them.</summary>
     public IReadOnlyList<string> KernelFiles => _kernels.Catalog.Files;
 
     /// <summary>The kernel cache (the GPU tests reach the images through it).</summary>

@@ -153,10 +153,40 @@ internal static unsafe partial class CudaDriver
     [LibraryImport(Library)] internal static partial CuResult cuEventSynchronize(nint e);
     /// <summary>Success when the event's work has finished, <see cref="CuResult.ErrorNotReady"/> while it has not; does not block.</summary>
     [LibraryImport(Library)] internal static partial CuResult cuEventQuery(nint e);
-    // The unversioned export still exists in CUDA 13 drivers (cuEventElapsedTime_v2 only changes the
-    // error it reports for unfinished events), and older drivers have only this one.
-    [LibraryImport(Library)] internal static partial CuResult cuEventElapsedTime(out float milliseconds, nint start, nint end);
+    // CUDA 13's cuda.h declares only cuEventElapsedTime_v2 (same signature); drivers older than CUDA 12.8 export
+    // only the plain name. A LibraryImport binds at its first call, so the one never chosen is never looked up.
+    [LibraryImport(Library, EntryPoint = EventElapsedTimeV2)] private static partial CuResult cuEventElapsedTimeV2(out float milliseconds, nint start, nint end);
+    [LibraryImport(Library, EntryPoint = EventElapsedTimeV1)] private static partial CuResult cuEventElapsedTimeV1(out float milliseconds, nint start, nint end);
     [LibraryImport(Library, EntryPoint = "cuEventDestroy_v2")] internal static partial CuResult cuEventDestroy(nint e);
+
+    /// <summary>The export cuda.h of CUDA 13 names for cuEventElapsedTime.</summary>
+    internal const string EventElapsedTimeV2 = "cuEventElapsedTime_v2";
+    /// <summary>The export of drivers older than CUDA 12.8 (newer ones keep it for old binaries).</summary>
+    internal const string EventElapsedTimeV1 = "cuEventElapsedTime";
+
+    private static readonly Lazy<string?> ElapsedTimeExportOnce = new(
+        () => ChooseElapsedTimeExport(name => NativeLibraryResolver.HasExport(NativeLibraryResolver.Cuda, name)),
+        LazyThreadSafetyMode.ExecutionAndPublication);
+
+    /// <summary>
+    /// The milliseconds between two recorded events, through <see cref="EventElapsedTimeV2"/> where the driver
+    /// exports it, else <see cref="EventElapsedTimeV1"/>; chosen once per process.
+    /// </summary>
+    /// <exception cref="EntryPointNotFoundException">The driver exports neither.</exception>
+    internal static CuResult cuEventElapsedTime(out float milliseconds, nint start, nint end) => ElapsedTimeExportOnce.Value switch
+    {
+        EventElapsedTimeV2 => cuEventElapsedTimeV2(out milliseconds, start, end),
+        EventElapsedTimeV1 => cuEventElapsedTimeV1(out milliseconds, start, end),
+        _ => throw new EntryPointNotFoundException(
+            $"the CUDA driver ({NativeLibraryResolver.Load(Library).LoadedFrom ?? "not loaded"}) exports neither {EventElapsedTimeV2} nor {EventElapsedTimeV1}"),
+    };
+
+    /// <summary>
+    /// Which cuEventElapsedTime export to bind, given whether the driver has an export of a name: the <c>_v2</c> when
+    /// present, else the plain one, else null.
+    /// </summary>
+    internal static string? ChooseElapsedTimeExport(Func<string, bool> hasExport) =>
+        hasExport(EventElapsedTimeV2) ? EventElapsedTimeV2 : hasExport(EventElapsedTimeV1) ? EventElapsedTimeV1 : null;
 
     /// <summary>CU_STREAM_NON_BLOCKING: the stream does not synchronize with the legacy default stream.</summary>
     internal const uint StreamNonBlocking = 0x1;

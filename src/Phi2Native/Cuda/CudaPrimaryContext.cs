@@ -6,7 +6,9 @@ namespace Phi2Native.Cuda;
 /// A device's primary context, shared by every <see cref="CudaDevice"/> of this process on that device, with the
 /// modules and functions loaded into it. The primary context is the one the CUDA runtime, cuBLAS and other
 /// libraries use too, so memory and streams pass freely between them. Modules live as long as the context, so
-/// they are kept here, not per <see cref="CudaDevice"/>: each kernel file is loaded once per process per context.
+/// they are kept here, not per <see cref="CudaDevice"/>: each kernel file is loaded once per process per context and
+/// set of sources (<see cref="KernelSourceCatalog.Identity"/>: devices over edited kernel sources share the context,
+/// not the modules, with devices over the embedded ones).
 /// </summary>
 /// <remarks>
 /// Reference-counted on top of the driver's own count: the first <see cref="Acquire"/> of an ordinal retains the
@@ -42,8 +44,8 @@ internal sealed class CudaPrimaryContext
     private static readonly Dictionary<int, CudaPrimaryContext> ByOrdinal = [];
 
     private readonly object _moduleGate = new();
-    private readonly Dictionary<string, nint> _modules = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<string, Function> _functions = new(StringComparer.Ordinal);
+    private readonly Dictionary<(string Sources, string File), nint> _modules = [];
+    private readonly ConcurrentDictionary<(string Sources, string Kernel), Function> _functions = new();
     private int _references;
 
     private CudaPrimaryContext(int ordinal, int device, nint handle)
@@ -83,42 +85,43 @@ internal sealed class CudaPrimaryContext
     public void MakeCurrent() => CudaDriver.Check(CudaDriver.cuCtxSetCurrent(Handle));
 
     /// <summary>
-    /// The loaded function <paramref name="kernelName"/>: found by name, its file's module loaded on first use with
-    /// the image <paramref name="imageOf"/> gives for the file. Lock-free once loaded.
+    /// The loaded function <paramref name="kernelName"/> of the kernel sources <paramref name="sources"/> (a catalog's
+    /// identity): found by name, its file's module loaded on first use with the image <paramref name="imageOf"/> gives
+    /// for the file. Lock-free once loaded.
     /// </summary>
-    public Function GetFunction(string kernelName, Func<string, string> fileOf, Func<string, byte[]> imageOf)
+    public Function GetFunction(string sources, string kernelName, Func<string, string> fileOf, Func<string, byte[]> imageOf)
     {
-        if (_functions.TryGetValue(kernelName, out var known)) return known;
+        if (_functions.TryGetValue((sources, kernelName), out var known)) return known;
         string file = fileOf(kernelName); // throws for an unknown kernel before any lock is taken
         lock (_moduleGate)
         {
-            if (_functions.TryGetValue(kernelName, out known)) return known;
-            nint module = LoadModule(file, imageOf);
+            if (_functions.TryGetValue((sources, kernelName), out known)) return known;
+            nint module = LoadModule(sources, file, imageOf);
             CudaDriver.Check(CudaDriver.cuModuleGetFunction(out nint handle, module, kernelName));
             CudaDriver.Check(CudaDriver.cuFuncGetAttribute(out int staticShared, CuFunctionAttribute.SharedSizeBytes, handle));
             var function = new Function(kernelName, handle, staticShared);
-            _functions[kernelName] = function;
+            _functions[(sources, kernelName)] = function;
             return function;
         }
     }
 
-    /// <summary>Loads <paramref name="file"/>'s module unless it is loaded already; returns whether this call loaded it.</summary>
-    public bool EnsureModule(string file, Func<string, byte[]> imageOf)
+    /// <summary>Loads <paramref name="file"/>'s module of <paramref name="sources"/> unless it is loaded already; returns whether this call loaded it.</summary>
+    public bool EnsureModule(string sources, string file, Func<string, byte[]> imageOf)
     {
         lock (_moduleGate)
         {
-            if (_modules.ContainsKey(file)) return false;
-            LoadModule(file, imageOf);
+            if (_modules.ContainsKey((sources, file))) return false;
+            LoadModule(sources, file, imageOf);
             return true;
         }
     }
 
-    private unsafe nint LoadModule(string file, Func<string, byte[]> imageOf)
+    private unsafe nint LoadModule(string sources, string file, Func<string, byte[]> imageOf)
     {
-        if (_modules.TryGetValue(file, out nint module)) return module;
+        if (_modules.TryGetValue((sources, file), out nint module)) return module;
         byte[] image = imageOf(file);
         fixed (byte* p = image) CudaDriver.Check(CudaDriver.cuModuleLoadData(out module, p));
-        _modules.Add(file, module);
+        _modules.Add((sources, file), module);
         return module;
     }
 

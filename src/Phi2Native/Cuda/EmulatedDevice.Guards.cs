@@ -51,7 +51,7 @@ public sealed unsafe partial class EmulatedDevice
         };
         RepairGuards(block);
         Fill((byte*)block.Start, bytes, FreshByte);
-        if (EmulatorNative.RegisterRange((ulong)b, (ulong)map, block.Id, block.Start, bytes, freed: 0) != 0)
+        if (Emulator.RegisterRange((ulong)b, (ulong)map, block.Id, block.Start, bytes, freed: false) != 0)
         {
             HostPages.Release(b, map);
             throw new EmulatedDeviceException(nameof(Allocate), $"the emulator refused to register {block}: it overlaps a registered range");
@@ -123,7 +123,7 @@ public sealed unsafe partial class EmulatedDevice
     {
         // Freed as far as the kernel's pages go, but the address range stays taken and registered as freed, so a
         // dangling pointer cannot reach a newer allocation and a kernel using one faults naming this one.
-        EmulatorNative.RegisterRange((ulong)block.Base, (ulong)block.MapBytes, block.Id, block.Start, block.Length, freed: 1);
+        Emulator.RegisterRange((ulong)block.Base, (ulong)block.MapBytes, block.Id, block.Start, block.Length, freed: true);
         HostPages.Decommit(block.Base, block.MapBytes);
         _quarantine.AddLast(block);
         _quarantined += block.Length;
@@ -136,10 +136,10 @@ public sealed unsafe partial class EmulatedDevice
         }
     }
 
-    private static void Unmap(Block block)
+    private void Unmap(Block block)
     {
         // Unregister first: once unmapped, the range may be handed to anyone, and a fault there is not ours.
-        EmulatorNative.UnregisterRange((ulong)block.Base);
+        Emulator.UnregisterRange((ulong)block.Base);
         HostPages.Release(block.Base, block.MapBytes);
     }
 }

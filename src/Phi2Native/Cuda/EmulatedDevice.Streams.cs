@@ -12,7 +12,8 @@ public sealed unsafe partial class EmulatedDevice
     private nint _nextStream, _nextEvent;
 
     /// <inheritdoc />
-    public string Name => "emulated (libphi2emu)";
+    /// <remarks>"emulated (libphi2emu)", or "emulated (libphi2emu, kernels from DIR)" over kernel sources from a folder.</remarks>
+    public string Name => _kernelSourceDirectory is null ? "emulated (libphi2emu)" : $"emulated (libphi2emu, kernels from {_kernelSourceDirectory})";
 
     /// <inheritdoc />
     public void CopyOnDevice(DevicePtr destination, DevicePtr source, long bytes, DeviceStream stream)

@@ -66,6 +66,8 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
     public const long DefaultQuarantineBytes = 1L << 30;
 
     private readonly object _gate = new();
+    private readonly EmulatorLibrary? _emulator;
+    private readonly string? _kernelSourceDirectory;
     private readonly List<Block> _live = [];          // sorted by Start, for binary search of an address
     private readonly LinkedList<Block> _quarantine = new();
     private readonly long _quarantineLimit;
@@ -73,17 +75,57 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
     private long _bytesInUse, _peak, _total;
     private bool _disposed;
 
-    /// <summary>Creates an emulated device.</summary>
+    /// <summary>Creates an emulated device over the emulator the build made (the embedded kernels as they are).</summary>
     /// <param name="quarantineBytes">
     /// How many freed bytes stay inaccessible and remembered before the oldest addresses are released for reuse.
     /// Larger catches older dangling pointers; it costs address space, not memory (at most 4096 allocations are
     /// kept whatever the bound, since each is a kernel mapping).
     /// </param>
     public EmulatedDevice(long quarantineBytes = DefaultQuarantineBytes)
+        : this(null, null, quarantineBytes)
+    {
+    }
+
+    /// <summary>A device over <paramref name="emulator"/> (null: <see cref="EmulatorLibrary.Default"/>, bound at first use).</summary>
+    internal EmulatedDevice(EmulatorLibrary? emulator, string? kernelSourceDirectory, long quarantineBytes = DefaultQuarantineBytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(quarantineBytes);
         _quarantineLimit = quarantineBytes;
+        _emulator = emulator;
+        _kernelSourceDirectory = kernelSourceDirectory;
     }
+
+    /// <summary>
+    /// An emulated device whose kernels come from <paramref name="kernelSources"/>: with a folder set there (null reads
+    /// <see cref="KernelSourceOptions.FromEnvironment"/>, i.e. <c>PHI2NATIVE_KERNEL_SOURCES</c>) whose files differ from
+    /// the embedded ones, g++ builds an emulator library from them and the embedded others, once per set of sources
+    /// (cached under <paramref name="kernelCache"/>'s folder, null reading <see cref="KernelCacheOptions.FromEnvironment"/>);
+    /// the notice sink hears which files came from the folder. Otherwise the device runs the emulator the build made,
+    /// as <see cref="EmulatedDevice(long)"/> does, but that library is loaded here, so a missing one is said at once.
+    /// </summary>
+    /// <exception cref="Phi2Exception">
+    /// The folder is missing, holds no kernel files, or adds a kernel file (the emulator's table of entry points is
+    /// written by hand); g++ is missing; or the emulator library does not load.
+    /// </exception>
+    /// <exception cref="KernelCompileException">g++ could not compile the sources; the message names the file and line.</exception>
+    public static EmulatedDevice Open(KernelSourceOptions? kernelSources = null, KernelCacheOptions? kernelCache = null)
+    {
+        var sources = KernelSourceOverride.Load(kernelSources ?? KernelSourceOptions.FromEnvironment());
+        if (sources is { ChangesAnything: true })
+            return new EmulatedDevice(EmulatorBuilder.Shared.Build(sources, kernelCache ?? KernelCacheOptions.FromEnvironment()), sources.Directory);
+        sources?.Options.Tell($"{sources.Describe()}; the emulator the build made runs them as they are");
+        try
+        {
+            return new EmulatedDevice(EmulatorLibrary.Default, sources?.Directory);
+        }
+        catch (DllNotFoundException e)
+        {
+            throw new Phi2Exception(e.Message, e);
+        }
+    }
+
+    // The library this device's memory is registered with and its kernels launched through.
+    private EmulatorLibrary Emulator => _emulator ?? EmulatorLibrary.Default;
 
     /// <inheritdoc />
     /// <remarks>
@@ -177,7 +219,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
             CheckStream(nameof(Launch), stream);
             try
             {
-                EmulatorNative.LaunchChecked(kernelName, (grid.X, grid.Y, grid.Z), (block.X, block.Y, block.Z), dynamicSharedBytes, argPointers);
+                Emulator.LaunchChecked(kernelName, (grid.X, grid.Y, grid.Z), (block.X, block.Y, block.Z), dynamicSharedBytes, argPointers);
             }
             catch (InvalidOperationException e)
             {

@@ -11,8 +11,14 @@ internal sealed record KernelCompilation(byte[] Image, string Log);
 /// </summary>
 internal interface IKernelCompiler
 {
-    /// <summary>The compiler and its version, e.g. "NVRTC 12.8"; part of the cache key, so a new compiler recompiles.</summary>
+    /// <summary>The compiler and its version, e.g. "NVRTC 12.8", as reports print it.</summary>
     string Version { get; }
+
+    /// <summary>
+    /// What tells this compiler apart in the cache key, so a new compiler recompiles: <see cref="Version"/>, and for
+    /// NVRTC the identity of its library file too.
+    /// </summary>
+    string CacheIdentity => Version;
 
     /// <summary>
     /// Compiles <paramref name="source"/> (named <paramref name="fileName"/> in messages) with <paramref name="headers"/>

@@ -21,14 +21,15 @@ public enum KernelImageOrigin
 /// <param name="Origin">Compiled, read from disk, or already in memory.</param>
 /// <param name="Seconds">Time to compile or read it (0 from memory).</param>
 /// <param name="Log">The compiler's log when it compiled with warnings; empty otherwise.</param>
-/// <param name="Key">The cache key: SHA-256 of the file name, source, headers, options, architecture and compiler version.</param>
+/// <param name="Key">The cache key: SHA-256 of the file name, source, headers, options, architecture and compiler version (with the compiler library file's identity).</param>
 public sealed record KernelImage(string FileName, byte[] Image, KernelImageOrigin Origin, double Seconds, string Log, string Key);
 
 /// <summary>
 /// Compiled kernel images for one architecture: each kernel file is compiled by NVRTC on first use (for the device's
 /// own <c>sm_XY</c>, to a cubin), kept in memory for the life of the cache, and kept on disk (<see cref="KernelDiskCache"/>)
 /// under a key that changes with anything that changes the image - file name, source, every header, options,
-/// architecture and compiler version - so a stale image is never reused and nothing needs invalidating.
+/// architecture and compiler version with the identity of the NVRTC library file (<see cref="IKernelCompiler.CacheIdentity"/>)
+/// - so a stale image is never reused and nothing needs invalidating.
 /// </summary>
 /// <remarks>Thread-safe; concurrent requests for one file compile it once.</remarks>
 internal sealed class KernelCache
@@ -84,16 +85,19 @@ internal sealed class KernelCache
 
     /// <summary>The cache key of <paramref name="fileName"/> (64 hex digits).</summary>
     public string KeyOf(string fileName) =>
-        ComputeKey(fileName, Catalog.SourceOf(fileName), Catalog.Headers, Options, Architecture, _compiler.Version);
+        ComputeKey(fileName, Catalog.SourceOf(fileName), Catalog.Headers, Options, Architecture, _compiler.CacheIdentity);
 
-    /// <summary>The key: SHA-256 over every input that can change the image, each field length-prefixed.</summary>
+    /// <summary>
+    /// The key: SHA-256 over every input that can change the image, each field length-prefixed;
+    /// <paramref name="compilerIdentity"/> is <see cref="IKernelCompiler.CacheIdentity"/>.
+    /// </summary>
     public static string ComputeKey(string fileName, string source, IReadOnlyList<KernelHeader> headers, IReadOnlyList<string> options,
-        string architecture, string compilerVersion)
+        string architecture, string compilerIdentity)
     {
         var fields = new List<string> { KeyFormat, "file", fileName, "source", source };
         foreach (var h in headers) fields.AddRange(["header", h.Name, h.Text]);
         foreach (string o in options) fields.AddRange(["option", o]);
-        fields.AddRange(["architecture", architecture, "compiler", compilerVersion]);
+        fields.AddRange(["architecture", architecture, "compiler", compilerIdentity]);
         return KernelDiskCache.Hash(fields);
     }
 
@@ -120,12 +124,14 @@ internal sealed class KernelCache
     private KernelImage Load(string fileName, string source)
     {
         var clock = Stopwatch.StartNew();
-        string key = ComputeKey(fileName, source, Catalog.Headers, Options, Architecture, _compiler.Version);
+        string key = ComputeKey(fileName, source, Catalog.Headers, Options, Architecture, _compiler.CacheIdentity);
         if (_disk.TryRead(key) is { } cached)
             return new KernelImage(fileName, cached, KernelImageOrigin.DiskCache, clock.Elapsed.TotalSeconds, "", key);
-        var compiled = _compiler.Compile(fileName, source, Catalog.Headers, Options);
+        // A file from a folder of kernel sources is compiled under its full path, so the compiler's log names it so.
+        string name = Catalog.DisplayNameOf(fileName);
+        var compiled = _compiler.Compile(name, source, Catalog.Headers, Options);
         if (compiled.Image.Length == 0)
-            throw new KernelCompileException(fileName, Options, "empty image", "the compiler reported success but returned no image. " + compiled.Log);
+            throw new KernelCompileException(name, Options, "empty image", "the compiler reported success but returned no image. " + compiled.Log);
         _disk.Write(key, compiled.Image);
         return new KernelImage(fileName, compiled.Image, KernelImageOrigin.Compiled, clock.Elapsed.TotalSeconds, compiled.Log, key);
     }

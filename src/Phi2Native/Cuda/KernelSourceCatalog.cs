@@ -11,8 +11,9 @@ public sealed record KernelHeader(string Name, string Text);
 
 /// <summary>
 /// The CUDA C++ sources of the kernels: every kernels/*.cu and kernels/*.cuh, embedded in this assembly as resources
-/// named <c>Phi2Native.Kernels.{file}</c> (kernels/emu is not embedded: it is the emulator's). It maps each kernel
-/// entry point (<c>PHI2_KERNEL void name(</c>) to the file that defines it, so a launch by name finds its module.
+/// named <c>Phi2Native.Kernels.{file}</c> (kernels/emu is the emulator's, never NVRTC's: it is embedded apart, for
+/// the emulated device's run-time builds), or those with a folder's edited files laid over them (<see cref="KernelSourceOptions"/>).
+/// It maps each kernel entry point (<c>PHI2_KERNEL void name(</c>) to the file that defines it, so a launch by name finds its module.
 /// </summary>
 public sealed partial class KernelSourceCatalog
 {
@@ -65,6 +66,24 @@ public sealed partial class KernelSourceCatalog
 
     /// <summary>The headers, in ordinal order of name.</summary>
     public IReadOnlyList<KernelHeader> Headers { get; }
+
+    /// <summary>
+    /// The full path of each file that came from a folder of kernel sources (<see cref="KernelSourceOptions"/>), by
+    /// file name; empty for the embedded kernels.
+    /// </summary>
+    internal IReadOnlyDictionary<string, string> SourcePaths { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>
+    /// 64 hex digits that differ between catalogs of different sources (a hash of every file's and header's name and
+    /// text), computed once: what tells apart the modules of two catalogs loaded into one context.
+    /// </summary>
+    internal string Identity => _identity ??= KernelDiskCache.Hash(
+        _files.SelectMany(f => new[] { "file", f.Key, f.Value }).Concat(Headers.SelectMany(h => new[] { "header", h.Name, h.Text })));
+
+    private string? _identity;
+
+    /// <summary>What names <paramref name="fileName"/> in compiler messages: its full path where it came from a folder, else the name.</summary>
+    internal string DisplayNameOf(string fileName) => SourcePaths.TryGetValue(fileName, out string? path) ? path : fileName;
 
     /// <summary>Every kernel entry point and the file that defines it.</summary>
     public IReadOnlyDictionary<string, string> KernelFiles => _kernelFile;

@@ -6,17 +6,21 @@ namespace Phi2Native.Cuda;
 /// <summary>
 /// Maps the logical library names of the CUDA bindings ("cuda", "nvrtc", "cublas", "cublasLt") to the
 /// first versioned Linux soname that loads, so one build runs against CUDA 12 or 13 without the SDK's
-/// unversioned development symlinks. It is this assembly's one DllImport resolver: other native
-/// libraries of the assembly (the kernel emulator) must be added here, not through a second
-/// <see cref="NativeLibrary.SetDllImportResolver"/>, which .NET refuses.
+/// unversioned development symlinks, whether the libraries come from a toolkit or from NVIDIA's pip wheels.
+/// It is this assembly's one DllImport resolver: another native library bound with <c>LibraryImport</c>
+/// must be added here, not through a second <see cref="NativeLibrary.SetDllImportResolver"/>, which .NET
+/// refuses. The kernel emulator is loaded here too (<see cref="Load"/>), but bound through function
+/// pointers (<see cref="EmulatorLibrary"/>), since a process may hold several.
 /// </summary>
 /// <remarks>
 /// Linux only: Windows DLL names (nvcuda.dll, nvrtc64_*.dll, cublas64_*.dll) are out of scope, and on
 /// Windows every probe simply fails and CUDA reports itself unavailable.
 /// The order of candidates is a pure function of the environment (<see cref="SearchDirectories"/>,
-/// <see cref="Candidates"/>, <see cref="BuiltinsCandidates"/>) so tests can pin it without a GPU.
+/// <see cref="Candidates"/>, <see cref="BlasPairCandidates"/>, <see cref="BuiltinsCandidates"/>) so tests can pin
+/// it without a GPU. cuBLAS and cuBLASLt are resolved together, from one folder: libcublas needs the very
+/// libcublasLt it was built with, and one from another release fails on missing symbols.
 /// </remarks>
-internal static class NativeLibraryResolver
+internal static partial class NativeLibraryResolver
 {
     internal const string Cuda = "cuda";
     internal const string Nvrtc = "nvrtc";
@@ -35,6 +39,15 @@ internal static class NativeLibraryResolver
         [CublasLt] = ["libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"],
     };
 
+    /// <summary>One export of each library, to find the file the loader mapped for it (<see cref="MappedFiles"/>).</summary>
+    private static readonly IReadOnlyDictionary<string, string> KnownExport = new Dictionary<string, string>
+    {
+        [Cuda] = "cuInit",
+        [Nvrtc] = "nvrtcVersion",
+        [Cublas] = "cublasCreate_v2",
+        [CublasLt] = "cublasLtCreate",
+    };
+
     /// <summary>Stands for "ask the dynamic loader" (LD_LIBRARY_PATH, RUNPATH, the ld.so cache) in the candidate list.</summary>
     internal const string LoaderPaths = "the loader's paths";
 
@@ -42,8 +55,18 @@ internal static class NativeLibraryResolver
     private static bool _registered;
     private static readonly Dictionary<string, LoadOutcome> Outcomes = new();
 
-    /// <summary>The result of resolving one logical name: a handle and where it came from, or why nothing loaded.</summary>
-    internal sealed record LoadOutcome(nint Handle, string? LoadedFrom, string? Failure);
+    /// <summary>The result of resolving one logical name: a handle and the file it came from, or why nothing loaded.</summary>
+    /// <param name="Handle">The library's handle; 0 when nothing loaded.</param>
+    /// <param name="LoadedFrom">The file: the path probed, or for a library the loader found by soname, the file it mapped (the soname where that cannot be told).</param>
+    /// <param name="Failure">Why nothing loaded; null when something did.</param>
+    internal sealed record LoadOutcome(nint Handle, string? LoadedFrom, string? Failure)
+    {
+        /// <summary>"the loader's paths, as libcuda.so.1" when the loader found it by soname; null when loaded by full path.</summary>
+        public string? FoundBy { get; init; }
+
+        /// <summary>NVRTC only: the builtins library preloaded beside it, or why none was.</summary>
+        public string? Builtins { get; init; }
+    }
 
     /// <summary>Installs the resolver for this assembly once; safe to call from any thread, any number of times.</summary>
     internal static void EnsureRegistered()
@@ -57,7 +80,7 @@ internal static class NativeLibraryResolver
     }
 
     private static nint Resolve(string libraryName, Assembly assembly, DllImportSearchPath? searchPath) =>
-        Sonames.ContainsKey(libraryName) || libraryName == Emulator
+        Sonames.ContainsKey(libraryName)
             ? Load(libraryName).Handle
             : 0; // 0: let the runtime's default probing handle other names
 
@@ -70,23 +93,90 @@ internal static class NativeLibraryResolver
         lock (Gate)
         {
             if (Outcomes.TryGetValue(logicalName, out var known)) return known;
+            if (logicalName is Cublas or CublasLt)
+            {
+                var (blas, lt) = LoadBlasPair(ProbeEnvironment.Current());
+                Outcomes[Cublas] = blas;
+                Outcomes[CublasLt] = lt;
+                return Outcomes[logicalName];
+            }
             var outcome = logicalName == Emulator ? LoadEmulator() : LoadUncached(logicalName, ProbeEnvironment.Current());
             Outcomes[logicalName] = outcome;
             return outcome;
         }
     }
 
-    private static LoadOutcome LoadUncached(string logicalName, ProbeEnvironment env)
+    /// <summary>Whether library <paramref name="logicalName"/> loads and exports <paramref name="export"/>.</summary>
+    internal static bool HasExport(string logicalName, string export)
+    {
+        nint handle = Load(logicalName).Handle;
+        return handle != 0 && NativeLibrary.TryGetExport(handle, export, out _);
+    }
+
+    /// <summary>The first of <see cref="Candidates"/> that loads in <paramref name="env"/>, without the process-wide memory of <see cref="Load"/>.</summary>
+    internal static LoadOutcome LoadUncached(string logicalName, ProbeEnvironment env)
     {
         foreach (string candidate in Candidates(logicalName, env.Directories))
         {
             bool isPath = candidate.Contains('/');
             // NVRTC loads libnvrtc-builtins at its first compile, by soname; preloading the one beside the
             // libnvrtc we pick makes that lookup succeed even when its folder is not on the loader's path.
-            if (logicalName == Nvrtc && isPath) PreloadBuiltins(candidate, env);
-            if (NativeLibrary.TryLoad(candidate, out nint handle)) return new LoadOutcome(handle, candidate, null);
+            string? builtins = logicalName == Nvrtc && isPath && File.Exists(candidate) ? PreloadBuiltins(candidate, env) : null;
+            if (!NativeLibrary.TryLoad(candidate, out nint handle)) continue;
+            var outcome = isPath
+                ? new LoadOutcome(handle, candidate, null)
+                : new LoadOutcome(handle, MappedFiles.FileOf(handle, KnownExport[logicalName]) ?? candidate, null) { FoundBy = $"{LoaderPaths}, as {candidate}" };
+            return logicalName != Nvrtc ? outcome : outcome with
+            {
+                Builtins = builtins ?? (isPath
+                    ? $"none preloaded: no {BuiltinsPattern(candidate)} loads beside it; NVRTC looks for it by soname at its first compile"
+                    : "not preloaded (libnvrtc came from the loader's paths): NVRTC looks for it by soname at its first compile"),
+            };
         }
         return new LoadOutcome(0, null, NotFoundMessage(logicalName, env));
+    }
+
+    /// <summary>
+    /// cuBLAS and cuBLASLt from one place (<see cref="BlasPairCandidates"/>): cuBLASLt is loaded first, by full path, so
+    /// libcublas's own dependency on it (by soname) binds to that very file.
+    /// </summary>
+    internal static (LoadOutcome Cublas, LoadOutcome CublasLt) LoadBlasPair(ProbeEnvironment env)
+    {
+        var (pairs, lone) = BlasPairCandidates(env.Directories, env.ListFiles);
+        var notes = new List<string>(lone);
+        foreach (var pair in pairs)
+        {
+            string? directory = pair.Directory;
+            nint lt;
+            if (directory is null)
+            {
+                if (!NativeLibrary.TryLoad(pair.CublasLt, out lt)) continue;
+                directory = MappedFiles.FileOf(lt, KnownExport[CublasLt]) is { } ltFile ? Path.GetDirectoryName(ltFile) : null;
+                if (directory is null || !File.Exists(Path.Combine(directory, pair.Cublas)))
+                {
+                    notes.Add($"{LoaderPaths} give {pair.CublasLt}{(directory is null ? "" : $" from {directory}")}, but no {pair.Cublas} beside it");
+                    NativeLibrary.Free(lt);
+                    continue;
+                }
+            }
+            else if (!NativeLibrary.TryLoad($"{directory}/{pair.CublasLt}", out lt))
+            {
+                notes.Add($"{directory}/{pair.CublasLt} does not load");
+                continue;
+            }
+            string blasPath = $"{directory}/{pair.Cublas}";
+            if (!NativeLibrary.TryLoad(blasPath, out nint blas))
+            {
+                notes.Add($"{blasPath} does not load");
+                NativeLibrary.Free(lt);
+                continue;
+            }
+            string? foundBy = pair.Directory is null ? $"{LoaderPaths}, as {pair.CublasLt}; cuBLAS from the same folder" : null;
+            return (new LoadOutcome(blas, blasPath, null) { FoundBy = foundBy },
+                    new LoadOutcome(lt, $"{directory}/{pair.CublasLt}", null) { FoundBy = foundBy });
+        }
+        string failure = BlasNotFoundMessage(env, notes);
+        return (new LoadOutcome(0, null, failure), new LoadOutcome(0, null, failure));
     }
 
     /// <summary>
@@ -103,118 +193,18 @@ internal static class NativeLibraryResolver
             : $"{path} is missing: the build makes it with g++ (target BuildKernelEmulator in Phi2Native.csproj)");
     }
 
-    private static void PreloadBuiltins(string nvrtcPath, ProbeEnvironment env)
+    // The builtins library preloaded beside nvrtcPath, or null when none there loads.
+    private static string? PreloadBuiltins(string nvrtcPath, ProbeEnvironment env)
     {
         string directory = Path.GetDirectoryName(nvrtcPath)!;
         foreach (string builtins in BuiltinsCandidates(directory, Path.GetFileName(nvrtcPath), env.ListFiles(directory)))
-            if (NativeLibrary.TryLoad(builtins, out _)) return;
+            if (NativeLibrary.TryLoad(builtins, out _)) return builtins;
+        return null;
     }
 
-    /// <summary>"libcuda.so.1 is not in the loader's paths (LD_LIBRARY_PATH=..., the ld.so cache), /usr/local/cuda/lib64, ..."</summary>
-    internal static string NotFoundMessage(string logicalName, ProbeEnvironment env)
+    private static string BuiltinsPattern(string nvrtcPath)
     {
-        string[] names = Sonames[logicalName];
-        string where = string.Join(", ", env.Directories.Prepend(
-            $"{LoaderPaths} (LD_LIBRARY_PATH={(string.IsNullOrEmpty(env.LdLibraryPath) ? "(unset)" : env.LdLibraryPath)}, the ld.so cache)"));
-        string also = names.Length > 1 ? $" (also tried {string.Join(", ", names.Skip(1))})" : "";
-        return $"{names[0]} is not in {where}{also}";
-    }
-
-    /// <summary>
-    /// The folders probed after the loader's own paths: <c>$CUDA_PATH/lib64</c>, then <c>/usr/local/cuda/lib64</c>
-    /// (the installation the administrator made default), then the versioned <c>/usr/local/cuda-X.Y/lib64</c>
-    /// newest first, then <c>/usr/local/nvidia/lib64</c> (where container runtimes mount the driver). Duplicates
-    /// are dropped; <paramref name="usrLocalEntries"/> are the names of the entries of /usr/local.
-    /// </summary>
-    internal static IReadOnlyList<string> SearchDirectories(string? cudaPath, IEnumerable<string> usrLocalEntries)
-    {
-        var result = new List<string>();
-        void Add(string dir)
-        {
-            string normalized = dir.TrimEnd('/');
-            if (normalized.Length > 0 && !result.Contains(normalized)) result.Add(normalized);
-        }
-        if (!string.IsNullOrWhiteSpace(cudaPath)) Add(Path.Combine(cudaPath.Trim(), "lib64"));
-        var versioned = new List<(Version Version, string Name)>();
-        bool hasPlain = false;
-        foreach (string entry in usrLocalEntries)
-        {
-            if (entry == "cuda") hasPlain = true;
-            else if (entry.StartsWith("cuda-", StringComparison.Ordinal) && TryParseVersion(entry[5..], out var v)) versioned.Add((v, entry));
-        }
-        if (hasPlain) Add("/usr/local/cuda/lib64");
-        foreach (var (_, name) in versioned.OrderByDescending(x => x.Version)) Add($"/usr/local/{name}/lib64");
-        Add("/usr/local/nvidia/lib64");
-        return result;
-    }
-
-    private static bool TryParseVersion(string text, out Version version)
-    {
-        // "12" alone is a valid folder name (cuda-12) but not a valid System.Version.
-        return Version.TryParse(text.Contains('.') ? text : text + ".0", out version!);
-    }
-
-    /// <summary>
-    /// Everything tried for <paramref name="logicalName"/>, in order: each soname (newest CUDA first) through
-    /// the loader, then as a full path in each of <paramref name="directories"/>. A newer soname anywhere beats
-    /// an older one, so a CUDA 13 toolkit in /usr/local wins over a CUDA 12 library on LD_LIBRARY_PATH.
-    /// </summary>
-    internal static IReadOnlyList<string> Candidates(string logicalName, IReadOnlyList<string> directories)
-    {
-        if (!Sonames.TryGetValue(logicalName, out var names))
-            throw new ArgumentException($"unknown CUDA library '{logicalName}'; known: {string.Join(", ", Sonames.Keys)}", nameof(logicalName));
-        var result = new List<string>();
-        foreach (string soname in names)
-        {
-            result.Add(soname);
-            foreach (string dir in directories) result.Add($"{dir}/{soname}");
-        }
-        return result;
-    }
-
-    /// <summary>
-    /// The NVRTC builtins libraries in <paramref name="directory"/> that match <paramref name="nvrtcFileName"/>'s
-    /// major version (<c>libnvrtc.so.13</c> takes <c>libnvrtc-builtins.so.13*</c>; the unversioned name takes any),
-    /// as full paths: the soname-like shortest name first, then newer versions first.
-    /// </summary>
-    internal static IReadOnlyList<string> BuiltinsCandidates(string directory, string nvrtcFileName, IEnumerable<string> fileNames)
-    {
-        const string nvrtcPrefix = "libnvrtc.so";
-        string major = nvrtcFileName.StartsWith(nvrtcPrefix + ".", StringComparison.Ordinal) ? nvrtcFileName[(nvrtcPrefix.Length + 1)..] : "";
-        string prefix = "libnvrtc-builtins.so." + major;
-        return fileNames
-            .Where(f => f.StartsWith(prefix, StringComparison.Ordinal) && f.Length > "libnvrtc-builtins.so.".Length)
-            .Where(f => major.Length == 0 || f.Length == prefix.Length || f[prefix.Length] == '.')
-            .OrderBy(f => f.Count(c => c == '.'))
-            .ThenByDescending(f => f, StringComparer.Ordinal)
-            .Select(f => $"{directory.TrimEnd('/')}/{f}")
-            .ToList();
-    }
-}
-
-/// <summary>
-/// What the resolver reads from the machine: CUDA_PATH, LD_LIBRARY_PATH (for messages only: the loader
-/// reads it itself), the folders to probe, and a directory lister. Tests build one by hand.
-/// </summary>
-internal sealed record ProbeEnvironment(string? CudaPath, string? LdLibraryPath, IReadOnlyList<string> Directories,
-    Func<string, IEnumerable<string>> ListFiles)
-{
-    /// <summary>This process's environment and file system.</summary>
-    internal static ProbeEnvironment Current()
-    {
-        string? cudaPath = Environment.GetEnvironmentVariable("CUDA_PATH");
-        var dirs = NativeLibraryResolver.SearchDirectories(cudaPath, SafeList("/usr/local", directories: true));
-        return new ProbeEnvironment(cudaPath, Environment.GetEnvironmentVariable("LD_LIBRARY_PATH"), dirs, d => SafeList(d, directories: false));
-    }
-
-    private static IEnumerable<string> SafeList(string directory, bool directories)
-    {
-        try
-        {
-            if (!Directory.Exists(directory)) return [];
-            var entries = directories ? Directory.EnumerateDirectories(directory) : Directory.EnumerateFiles(directory);
-            return entries.Select(Path.GetFileName).OfType<string>().ToList();
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return []; }
+        string name = Path.GetFileName(nvrtcPath);
+        return name.StartsWith("libnvrtc.so.", StringComparison.Ordinal) ? $"libnvrtc-builtins.so.{name["libnvrtc.so.".Length..]}*" : "libnvrtc-builtins.so.*";
     }
 }

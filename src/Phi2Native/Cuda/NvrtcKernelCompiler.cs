@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 
@@ -19,13 +20,21 @@ internal sealed unsafe class NvrtcKernelCompiler : IKernelCompiler
     /// <summary>The stack of the compile thread: twice a Linux main thread's 8 MiB; only touched pages cost memory.</summary>
     internal const int CompilerStackBytes = 16 << 20;
 
-    private readonly Lazy<string> _version = new(QueryVersion, LazyThreadSafetyMode.ExecutionAndPublication);
+    private readonly Lazy<(string Version, string CacheIdentity)> _version = new(QueryVersion, LazyThreadSafetyMode.ExecutionAndPublication);
 
     /// <summary>
-    /// "NVRTC 12.8 (libnvrtc.so.12.8.93)": nvrtcVersion gives only major.minor, so the file the loader mapped is
-    /// added where /proc/self/maps shows it: a patch release may generate different code, and must not reuse old cubins.
+    /// "NVRTC 12.8 (libnvrtc.so.12.8.93)": nvrtcVersion gives only major.minor, so the name of the library file loaded
+    /// (links followed) is added; it is what reports and tables print.
     /// </summary>
-    public string Version => _version.Value;
+    public string Version => _version.Value.Version;
+
+    /// <summary>
+    /// <see cref="Version"/> and the identity of the library file (<see cref="FileIdentity(string)"/>), for the cache
+    /// key: pip's <c>libnvrtc.so.13</c> carries no patch number in its name, and a patch release may generate different
+    /// code, so another file must not reuse old cubins. Kept out of <see cref="Version"/>, which must read the same on
+    /// every machine with the same NVRTC.
+    /// </summary>
+    public string CacheIdentity => _version.Value.CacheIdentity;
 
     public KernelCompilation Compile(string fileName, string source, IReadOnlyList<KernelHeader> headers, IReadOnlyList<string> options)
     {
@@ -80,13 +89,15 @@ internal sealed unsafe class NvrtcKernelCompiler : IKernelCompiler
         }
     }
 
-    private static string QueryVersion()
+    private static (string Version, string CacheIdentity) QueryVersion()
     {
         try
         {
             Nvrtc.Check(Nvrtc.nvrtcVersion(out int major, out int minor));
-            string? file = MappedFile("libnvrtc.so");
-            return file is null ? $"NVRTC {major}.{minor}" : $"NVRTC {major}.{minor} ({file})";
+            string? path = NativeLibraryResolver.Load(NativeLibraryResolver.Nvrtc).LoadedFrom;
+            FileInfo? file = path is null ? null : RealFile(path);
+            string version = DescribeVersion(major, minor, file?.Name);
+            return (version, CacheIdentityOf(version, path is null ? null : FileIdentity(path)));
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
         {
@@ -96,21 +107,41 @@ internal sealed unsafe class NvrtcKernelCompiler : IKernelCompiler
         }
     }
 
-    // The file name of the first mapping whose name starts with prefix (e.g. libnvrtc.so.12.8.93), or null.
-    private static string? MappedFile(string prefix)
+    /// <summary>"NVRTC 12.8 (libnvrtc.so.12.8.93)"; without a file name, "NVRTC 12.8".</summary>
+    internal static string DescribeVersion(int major, int minor, string? libraryFileName) =>
+        libraryFileName is null ? $"NVRTC {major}.{minor}" : $"NVRTC {major}.{minor} ({libraryFileName})";
+
+    /// <summary>"NVRTC 13.0 (libnvrtc.so.13), library file 3f2a9c0d1e5b7a64"; the version alone when the file is unknown.</summary>
+    internal static string CacheIdentityOf(string version, string? fileIdentity) =>
+        fileIdentity is null ? version : $"{version}, library file {fileIdentity}";
+
+    // The file itself: symbolic links (a soname link to the versioned file) followed.
+    private static FileInfo RealFile(string path)
+    {
+        var file = new FileInfo(path);
+        try
+        {
+            return file.ResolveLinkTarget(returnFinalTarget: true) as FileInfo ?? file;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return file; }
+    }
+
+    /// <summary>
+    /// The identity of the library file at <paramref name="path"/> (symbolic links followed to the file itself): 16 hex
+    /// digits of a hash of its full path, size and modification time, or null when it cannot be read.
+    /// </summary>
+    internal static string? FileIdentity(string path)
     {
         try
         {
-            if (!File.Exists("/proc/self/maps")) return null;
-            foreach (string line in File.ReadLines("/proc/self/maps"))
-            {
-                int slash = line.LastIndexOf('/');
-                if (slash < 0) continue;
-                string name = line[(slash + 1)..].Trim();
-                if (name.StartsWith(prefix, StringComparison.Ordinal)) return name;
-            }
+            var file = RealFile(path);
+            return file.Exists ? FileIdentity(file.FullName, file.Length, file.LastWriteTimeUtc) : null;
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
-        return null;
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
     }
+
+    /// <summary>16 hex digits of a hash of a file's full path, size and modification time.</summary>
+    internal static string FileIdentity(string fullPath, long length, DateTime modifiedUtc) =>
+        KernelDiskCache.Hash(["library file", fullPath, length.ToString(CultureInfo.InvariantCulture),
+            modifiedUtc.Ticks.ToString(CultureInfo.InvariantCulture)])[..16];
 }

@@ -31,6 +31,32 @@ public class DeviceOptionTests : TemporaryDirectoryTest
     }
 
     [Test, Category("Emulated")]
+    public void KernelSourcesFromTheVariable_AreSaidOnStandardError_AndAMissingFolderIsExitCode2()
+    {
+        string folder = Path.Combine(Temp, "kernels");
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(Path.Combine(folder, "elementwise.cu"), KernelSourceCatalog.Embedded.SourceOf("elementwise.cu"));
+        string? before = Environment.GetEnvironmentVariable(KernelSourceOptions.EnvironmentVariable);
+        try
+        {
+            Environment.SetEnvironmentVariable(KernelSourceOptions.EnvironmentVariable, folder);
+            var (code, output, error) = Phi2("generate", "--prompt", Prompt, "--max-tokens", "2", "--print-ids", "--device", "emulated");
+            Assert.That(code, Is.EqualTo(0), error);
+            Assert.That(output.Trim().Split(','), Has.Length.EqualTo(2));
+            Assert.That(error, Does.Contain($"kernel sources from {folder} (PHI2NATIVE_KERNEL_SOURCES): elementwise.cu (as embedded)"));
+
+            Environment.SetEnvironmentVariable(KernelSourceOptions.EnvironmentVariable, Path.Combine(Temp, "missing"));
+            (code, _, error) = Phi2("generate", "--prompt", Prompt, "--max-tokens", "2", "--device", "emulated");
+            Assert.That(code, Is.EqualTo(2));
+            Assert.That(error, Does.Contain($"--device emulated: PHI2NATIVE_KERNEL_SOURCES={Path.Combine(Temp, "missing")}: no such folder"));
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(KernelSourceOptions.EnvironmentVariable, before);
+        }
+    }
+
+    [Test, Category("Emulated")]
     public void Bf16GenerationRunsOnTheEmulatedDevice()
     {
         var (code, output, error) = Phi2("generate", "--prompt", Prompt, "--max-tokens", "4", "--print-ids", "--device", "emulated", "--dtype", "bf16");

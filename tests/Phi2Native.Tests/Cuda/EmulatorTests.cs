@@ -36,7 +36,7 @@ public unsafe class EmulatorTests
             float* argA = pa, argB = pb, argY = py;
             int argN = n;
             nint[] args = [(nint)(&argA), (nint)(&argB), (nint)(&argY), (nint)(&argN)];
-            EmulatorNative.LaunchChecked("add_f32", ((n + 255) / 256, 1, 1), (256, 1, 1), 0, args);
+            EmulatorLibrary.Default.LaunchChecked("add_f32", ((n + 255) / 256, 1, 1), (256, 1, 1), 0, args);
         }
         for (int i = 0; i < n; i++) Assert.That(y[i], Is.EqualTo(a[i] + b[i]), $"element {i}");
         Assert.That(y[n], Is.EqualTo(42f));
@@ -53,7 +53,7 @@ public unsafe class EmulatorTests
             float alpha = -2.5f;
             int argN = n;
             nint[] args = [(nint)(&argX), (nint)(&argY), (nint)(&alpha), (nint)(&argN)];
-            EmulatorNative.LaunchChecked("scale_f32", (1, 1, 1), (128, 1, 1), 0, args);
+            EmulatorLibrary.Default.LaunchChecked("scale_f32", (1, 1, 1), (128, 1, 1), 0, args);
         }
         for (int i = 0; i < n; i++) Assert.That(x[i], Is.EqualTo(-2.5f * i), $"element {i}");
     }
@@ -66,7 +66,7 @@ public unsafe class EmulatorTests
         {
             float* argX = px, argY = py;
             nint[] args = [(nint)(&argX), (nint)(&argY)];
-            EmulatorNative.LaunchChecked(kernel, (1, 1, 1), ((uint)threads, 1, 1), 0, args);
+            EmulatorLibrary.Default.LaunchChecked(kernel, (1, 1, 1), ((uint)threads, 1, 1), 0, args);
         }
         return y;
     }
@@ -99,7 +99,7 @@ public unsafe class EmulatorTests
     public void TrapFailsTheLaunchNamingKernelBlockAndThread()
     {
         var e = Assert.Throws<InvalidOperationException>(() =>
-            EmulatorNative.LaunchChecked("emu_test_trap", (2, 1, 1), (4, 1, 1), 0, []));
+            EmulatorLibrary.Default.LaunchChecked("emu_test_trap", (2, 1, 1), (4, 1, 1), 0, []));
         Assert.That(e!.Message, Does.Contain("kernel emu_test_trap, block (0,0,0), thread (0,0,0)").And.Contain("__trap"));
     }
 
@@ -112,7 +112,7 @@ public unsafe class EmulatorTests
         {
             float* argX = px, argY = py;
             nint[] args = [(nint)(&argX), (nint)(&argY)];
-            EmulatorNative.LaunchChecked("emu_test_warp_sum", (1, 1, 1), (64, 1, 1), 0, args);
+            EmulatorLibrary.Default.LaunchChecked("emu_test_warp_sum", (1, 1, 1), (64, 1, 1), 0, args);
         }
         Assert.That(y.Take(32), Is.All.EqualTo(528f));  // 1 + ... + 32
         Assert.That(y.Skip(32), Is.All.EqualTo(1552f)); // 33 + ... + 64
@@ -128,7 +128,7 @@ public unsafe class EmulatorTests
             float* argX = px, argY = py;
             nint[] args = [(nint)(&argX), (nint)(&argY)];
             var e = Assert.Throws<InvalidOperationException>(() =>
-                EmulatorNative.LaunchChecked("emu_test_warp_sum", (1, 1, 1), (48, 1, 1), 0, args));
+                EmulatorLibrary.Default.LaunchChecked("emu_test_warp_sum", (1, 1, 1), (48, 1, 1), 0, args));
             Assert.That(e!.Message, Does.Contain("emu_test_warp_sum").And.Contain("lane 16 of warp 1"));
         }
     }
@@ -142,7 +142,7 @@ public unsafe class EmulatorTests
             float* argX = px, argY = py;
             nint[] args = [(nint)(&argX), (nint)(&argY)];
             var e = Assert.Throws<InvalidOperationException>(() =>
-                EmulatorNative.LaunchChecked("emu_test_shfl_outside_mask", (1, 1, 1), (32, 1, 1), 0, args));
+                EmulatorLibrary.Default.LaunchChecked("emu_test_shfl_outside_mask", (1, 1, 1), (32, 1, 1), 0, args));
             Assert.That(e!.Message, Does.Contain("emu_test_shfl_outside_mask").And.Contain("source lane 16 is not in the mask"));
         }
     }
@@ -158,7 +158,7 @@ public unsafe class EmulatorTests
             float* argX = px, argY = py;
             int argN = n;
             nint[] args = [(nint)(&argX), (nint)(&argY), (nint)(&argN)];
-            EmulatorNative.LaunchChecked("emu_test_block_sum", (1, 1, 1), ((uint)threads, 1, 1), threads / 32 * sizeof(float), args);
+            EmulatorLibrary.Default.LaunchChecked("emu_test_block_sum", (1, 1, 1), ((uint)threads, 1, 1), threads / 32 * sizeof(float), args);
         }
         Assert.That(y[0], Is.EqualTo(x.Sum()));
     }
@@ -185,7 +185,7 @@ public unsafe class EmulatorTests
             ushort* a1 = pbf, a2 = ph;
             int a5 = n;
             nint[] args = [(nint)(&a0), (nint)(&a1), (nint)(&a2), (nint)(&a3), (nint)(&a4), (nint)(&a5)];
-            EmulatorNative.LaunchChecked("emu_test_convert", ((uint)(n + 255) / 256, 1, 1), (256, 1, 1), 0, args);
+            EmulatorLibrary.Default.LaunchChecked("emu_test_convert", ((uint)(n + 255) / 256, 1, 1), (256, 1, 1), 0, args);
         }
         for (int i = 0; i < n; i++)
         {
@@ -205,9 +205,9 @@ public unsafe class EmulatorTests
     [Test]
     public void UnknownKernelsAndInvalidShapesFail()
     {
-        Assert.That(() => EmulatorNative.LaunchChecked("no_such_kernel", (1, 1, 1), (1, 1, 1), 0, []),
+        Assert.That(() => EmulatorLibrary.Default.LaunchChecked("no_such_kernel", (1, 1, 1), (1, 1, 1), 0, []),
             Throws.InvalidOperationException.With.Message.Contains("no_such_kernel"));
-        Assert.That(() => EmulatorNative.LaunchChecked("emu_test_trap", (1, 1, 1), (1025, 1, 1), 0, []),
+        Assert.That(() => EmulatorLibrary.Default.LaunchChecked("emu_test_trap", (1, 1, 1), (1025, 1, 1), 0, []),
             Throws.InvalidOperationException.With.Message.Contains("invalid launch configuration"));
     }
 
@@ -219,7 +219,7 @@ public unsafe class EmulatorTests
             .SelectMany(f => Regex.Matches(File.ReadAllText(f), @"PHI2_KERNEL\s+void\s+(\w+)\s*\(").Select(m => m.Groups[1].Value))
             .Order().ToList();
         Assert.That(declared, Does.Contain("add_f32"));
-        Assert.That(EmulatorNative.KernelNames().Order().ToList(), Is.EqualTo(declared));
+        Assert.That(EmulatorLibrary.Default.KernelNames().Order().ToList(), Is.EqualTo(declared));
     }
 
     private static string RepoRoot()

@@ -270,6 +270,54 @@ public class KernelCacheTests : Support.TemporaryDirectoryTest
             Assert.That(With(("HOME", "/home/u"), (KernelCacheOptions.EnvironmentVariable, off)).Directory, Is.Null, off);
     }
 
+    [Test]
+    public void AnotherNvrtcLibraryFile_GivesAnotherKey_EvenWithTheSameSonameAndVersion()
+    {
+        var modified = new DateTime(2025, 8, 1, 12, 0, 0, DateTimeKind.Utc);
+        const string wheel = "/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib/libnvrtc.so.13";
+        string version = NvrtcKernelCompiler.DescribeVersion(13, 0, "libnvrtc.so.13");
+        string Identity(string path = wheel, long length = 90_000_000, DateTime? time = null) =>
+            NvrtcKernelCompiler.CacheIdentityOf(version, NvrtcKernelCompiler.FileIdentity(path, length, time ?? modified));
+        string Key(string identity) => KernelCache.ComputeKey("a.cu", "src", [], ["--gpu-architecture=sm_90"], "sm_90", identity);
+
+        string[] identities =
+        [
+            Identity(),
+            Identity(length: 90_000_001),                    // a patch release under the same name
+            Identity(time: modified.AddSeconds(1)),          // reinstalled
+            Identity(path: "/usr/local/cuda-13.0/lib64/libnvrtc.so.13"),
+            version,                                         // the file could not be read
+        ];
+        Assert.That(version, Is.EqualTo("NVRTC 13.0 (libnvrtc.so.13)"), "what reports print: the same on every machine with this NVRTC");
+        Assert.That(identities[0], Does.Match(@"^NVRTC 13\.0 \(libnvrtc\.so\.13\), library file [0-9a-f]{16}$"));
+        Assert.That(identities.Select(Key), Is.Unique, "each file identity is its own cache key");
+        Assert.That(Identity(), Is.EqualTo(Identity()), "stable for the same file");
+        Assert.That(NvrtcKernelCompiler.DescribeVersion(12, 8, null), Is.EqualTo("NVRTC 12.8"));
+
+        var compiler = new FakeCompiler();
+        Assert.That(((IKernelCompiler)compiler).CacheIdentity, Is.EqualTo(compiler.Version), "a compiler without a library file is keyed by its version");
+    }
+
+    [Test]
+    public void FileIdentity_FollowsLinksToTheFile_AndChangesWithItsSizeAndTime()
+    {
+        string file = Path.Combine(Temp, "libnvrtc.so.13.0.48");
+        string link = Path.Combine(Temp, "libnvrtc.so.13");
+        File.WriteAllBytes(file, new byte[100]);
+        File.CreateSymbolicLink(link, file);
+        string? first = NvrtcKernelCompiler.FileIdentity(file);
+        Assert.That(first, Does.Match("^[0-9a-f]{16}$"));
+        Assert.That(NvrtcKernelCompiler.FileIdentity(link), Is.EqualTo(first), "the soname link stands for the file it names");
+
+        var later = File.GetLastWriteTimeUtc(file).AddMinutes(1);
+        File.SetLastWriteTimeUtc(file, later);
+        string? touched = NvrtcKernelCompiler.FileIdentity(file);
+        File.WriteAllBytes(file, new byte[101]);
+        File.SetLastWriteTimeUtc(file, later); // the same time, another size
+        Assert.That(new[] { first, touched, NvrtcKernelCompiler.FileIdentity(file) }, Is.Unique);
+        Assert.That(NvrtcKernelCompiler.FileIdentity(Path.Combine(Temp, "missing.so")), Is.Null);
+    }
+
     private static byte[] Flip(byte[] bytes, int at)
     {
         var copy = (byte[])bytes.Clone();

@@ -65,7 +65,7 @@ public unsafe class MmaEmulationTests
             float* argC = pc, argD = pd;
             int argBNk = bNk;
             nint[] args = [(nint)(&argA), (nint)(&argB), (nint)(&argC), (nint)(&argD), (nint)(&argBNk)];
-            EmulatorNative.LaunchChecked(kernel, (1, 1, 1), (threads, 1, 1), 0, args);
+            EmulatorLibrary.Default.LaunchChecked(kernel, (1, 1, 1), (threads, 1, 1), 0, args);
         }
         return d;
     }
@@ -79,7 +79,7 @@ public unsafe class MmaEmulationTests
             ushort* argA = pa, argB = pb;
             float* argC = pc, argD = pd;
             nint[] args = [(nint)(&argA), (nint)(&argB), (nint)(&argC), (nint)(&argD)];
-            EmulatorNative.LaunchChecked(kernel, (1, 1, 1), (32, 1, 1), 0, args);
+            EmulatorLibrary.Default.LaunchChecked(kernel, (1, 1, 1), (32, 1, 1), 0, args);
         }
         return d;
     }
@@ -131,7 +131,7 @@ public unsafe class MmaEmulationTests
             ushort* argA = pa, argKn = pkn, argNk = pnk;
             uint* argOut = po;
             nint[] args = [(nint)(&argA), (nint)(&argKn), (nint)(&argNk), (nint)(&argOut)];
-            EmulatorNative.LaunchChecked("ldmatrix_fragments_b16", (1, 1, 1), (32, 1, 1), 0, args);
+            EmulatorLibrary.Default.LaunchChecked("ldmatrix_fragments_b16", (1, 1, 1), (32, 1, 1), 0, args);
         }
         return out_;
     }
@@ -220,7 +220,7 @@ public unsafe class MmaEmulationTests
             float* argD = pd;
             int argM = m, argN = n, argK = k;
             nint[] args = [(nint)(&argA), (nint)(&argB), (nint)(&argD), (nint)(&argM), (nint)(&argN), (nint)(&argK)];
-            EmulatorNative.LaunchChecked("emu_test_mma_gemm_bf16", ((uint)m / 16, 1, 1), ((uint)(32 * n / 8), 1, 1),
+            EmulatorLibrary.Default.LaunchChecked("emu_test_mma_gemm_bf16", ((uint)m / 16, 1, 1), ((uint)(32 * n / 8), 1, 1),
                 (16 * k + k * n) * sizeof(ushort), args);
         }
         var report = new List<string>();
@@ -264,7 +264,7 @@ public unsafe class MmaEmulationTests
             float* argD = pd;
             nint[] args = [(nint)(&argD)];
             var e = Assert.Throws<InvalidOperationException>(() =>
-                EmulatorNative.LaunchChecked("emu_test_mma_lane_exits", (1, 1, 1), (32, 1, 1), 0, args));
+                EmulatorLibrary.Default.LaunchChecked("emu_test_mma_lane_exits", (1, 1, 1), (32, 1, 1), 0, args));
             Assert.That(e!.Message, Does.Contain("emu_test_mma_lane_exits").And.Contain("lane 31 of warp 0, which has exited"));
         }
     }
@@ -281,7 +281,7 @@ public unsafe class MmaEmulationTests
             uint* argOut = po;
             nint[] args = [(nint)(&argA), (nint)(&argOut)];
             var e = Assert.Throws<InvalidOperationException>(() =>
-                EmulatorNative.LaunchChecked("emu_test_ldmatrix_misaligned", (1, 1, 1), (32, 1, 1), 0, args));
+                EmulatorLibrary.Default.LaunchChecked("emu_test_ldmatrix_misaligned", (1, 1, 1), (32, 1, 1), 0, args));
             Assert.That(e!.Message, Does.Contain("emu_test_ldmatrix_misaligned").And.Contain("ldmatrix_x4: the row address")
                 .And.Contain("of lane 0 is not 16-byte aligned"));
         }

@@ -54,6 +54,29 @@ public class Phi2EngineDeviceTests
         Assert.That(device.Memory.LiveAllocations, Is.Zero, "the engine freed its model on the host's device");
     }
 
+    [Test, Category("Emulated")]
+    public void KernelSourceDirectory_IsUsedByTheDeviceTheEngineOpens_AndSaidThroughWarn()
+    {
+        string folder = Support.Fixtures.TemporaryDirectory();
+        try
+        {
+            File.WriteAllText(Path.Combine(folder, "common.cuh"), KernelSourceCatalog.Embedded.Headers.Single(h => h.Name == "common.cuh").Text);
+            var warnings = new List<string>();
+            using (var engine = Phi2Engine.Load(new Phi2EngineOptions { Device = DeviceChoice.Emulated, KernelSourceDirectory = folder, Warn = warnings.Add }))
+                Assert.That(((CudaBackend)engine.Backend).DeviceApi.Name, Is.EqualTo($"emulated (libphi2emu, kernels from {folder})"));
+            Assert.That(warnings, Has.One.StartWith(
+                $"kernel sources from {folder} (Phi2EngineOptions.KernelSourceDirectory): common.cuh (as embedded);"));
+
+            string missing = Path.Combine(folder, "missing");
+            Assert.That(() => Phi2Engine.Load(new Phi2EngineOptions { Device = DeviceChoice.Emulated, KernelSourceDirectory = missing }),
+                Throws.InstanceOf<Phi2Exception>().With.Message.StartWith($"Phi2EngineOptions.KernelSourceDirectory={missing}: no such folder"));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
     [Test]
     public void Bf16OnTheCpuIsRefusedWithOrWithoutAnAdapterBeforeAnythingOpens()
     {
