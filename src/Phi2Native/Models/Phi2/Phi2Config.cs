@@ -118,7 +118,7 @@ public sealed record Phi2Config
         if (kvHeads is { } kv && kv != heads)
             throw new ModelConfigException($"{r.Source}: num_key_value_heads {kv} differs from num_attention_heads {heads}; grouped-query attention is not supported");
         double factor = r.Double("partial_rotary_factor")!.Value;
-        if (factor is < 0 or > 1) throw new ModelConfigException($"{r.Source}: partial_rotary_factor {factor} must be in [0, 1]");
+        if (!(factor >= 0 && factor <= 1)) throw new ModelConfigException($"{r.Source}: partial_rotary_factor {factor} must be in [0, 1]");
         return new Phi2Config
         {
             VocabSize = r.Int("vocab_size")!.Value,
@@ -184,10 +184,11 @@ public sealed record Phi2Config
             throw new ModelConfigException($"{source}: {Key("hidden_size", "n_embd")} {HiddenSize} is not divisible by {Key("num_attention_heads", "n_head")} {NumAttentionHeads}");
         if (RotaryDim < 0 || RotaryDim > HeadDim || RotaryDim % 2 != 0)
             throw new ModelConfigException($"{source}: the rotary dim {RotaryDim} ({Key("int(head_dim * partial_rotary_factor)", "rotary_dim")}) must be even and at most the head dim {HeadDim}");
-        if (!(RopeTheta > 0)) throw new ModelConfigException($"{source}: rope_theta must be positive, got {RopeTheta}");
-        if (!(LayerNormEps > 0)) throw new ModelConfigException($"{source}: {Key("layer_norm_eps", "layer_norm_epsilon")} must be positive, got {LayerNormEps}");
+        if (!NumberChecks.IsFinitePositive(RopeTheta)) throw new ModelConfigException($"{source}: rope_theta must be a finite number > 0, got {RopeTheta}");
+        if (!NumberChecks.IsFinitePositive(LayerNormEps))
+            throw new ModelConfigException($"{source}: {Key("layer_norm_eps", "layer_norm_epsilon")} must be a finite number > 0, got {LayerNormEps}");
         foreach (var (value, name) in new[] { (ResidPdrop, "resid_pdrop"), (EmbdPdrop, "embd_pdrop"), (AttentionDropout, Key("attention_dropout", "attn_pdrop")) })
-            if (value is < 0 or >= 1) throw new ModelConfigException($"{source}: {name} must be in [0, 1), got {value}");
+            if (!NumberChecks.IsProbability(value)) throw new ModelConfigException($"{source}: {name} must be in [0, 1), got {value}");
         foreach (var (id, name) in new[] { (BosTokenId, "bos_token_id"), (EosTokenId, "eos_token_id") })
             if (id is { } token && (token < 0 || token >= VocabSize))
                 warn?.Invoke($"{source}: {name} {token} lies outside the vocabulary of {VocabSize}; accepted (normal for a tiny test model), but it can never be generated");
