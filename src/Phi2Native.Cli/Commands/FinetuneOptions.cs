@@ -25,7 +25,7 @@ internal sealed class FinetuneOptions
     public readonly Option<double> WeightDecay = new("--weight-decay") { Description = "AdamW's decoupled weight decay.", DefaultValueFactory = _ => 0 };
     public readonly Option<double> MaxGradNorm = new("--max-grad-norm") { Description = "Clip gradients to this global norm (0: off).", DefaultValueFactory = _ => 1 };
     public readonly Option<double?> ResidualDropout = new("--resid-dropout") { Description = "Override the config's resid_pdrop while training." };
-    public readonly Option<int> Seed = new("--seed") { Description = "Seed of data order, adapter init and dropout (runs repeat bit for bit).", DefaultValueFactory = _ => 42 };
+    public readonly Option<int> Seed = new("--seed") { Description = "Seed of data order, adapter init and dropout, a whole number from 0 (runs repeat bit for bit).", DefaultValueFactory = _ => 42 };
     public readonly Option<bool> Padding = new("--padding") { Description = "One example per row, padded (default: pack examples into full rows)." };
     public readonly Option<bool> SkipBadLines = new("--skip-bad-lines") { Description = "Skip malformed JSONL lines (each reported) instead of stopping." };
     public readonly Option<string?> NewTokens = new("--new-tokens") { Description = "New words, comma-separated: they take unused embedding rows, and embed_tokens and lm_head then train." };
@@ -89,6 +89,9 @@ internal sealed class SelectionOptions
         int rank = result.GetValue(Rank);
         double alpha = result.GetValue(Alpha), dropout = result.GetValue(Dropout);
         bool rsLora = result.GetValue(RsLora);
+        // Checked now, before a model loads; written so that NaN fails (it is refused while parsing anyway).
+        if (rank <= 0) throw new Phi2Exception($"--r must be a positive whole number (the LoRA rank), got {rank}");
+        if (!(dropout is >= 0 and < 1)) throw new Phi2Exception($"--dropout must be in [0, 1) (the LoRA dropout probability), got {dropout}");
         static string[] List(string? text) => text?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries) ?? [];
         var presetModules = preset is null ? null : TaskPreset.Get(preset).Modules;
         return config =>

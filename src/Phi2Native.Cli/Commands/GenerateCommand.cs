@@ -24,7 +24,7 @@ internal static class GenerateCommand
         var temperature = new Option<double>("--temperature") { Description = "0 = greedy (the lowest id on ties); higher = more random.", DefaultValueFactory = _ => 0 };
         var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens (0: off).", DefaultValueFactory = _ => 0 };
         var topP = new Option<double>("--top-p") { Description = "Sample among the most likely tokens whose probability adds up to p, in (0, 1].", DefaultValueFactory = _ => 1 };
-        var seed = new Option<ulong?>("--seed") { Description = "Seed of the sampling (runs repeat)." };
+        var seed = new Option<ulong?>("--seed") { Description = "Seed of the sampling, a whole number from 0 (runs repeat)." };
         var stop = new Option<string[]>("--stop") { Description = "Stop after this text appears (repeatable).", AllowMultipleArgumentsPerToken = false };
         var printIds = new Option<bool>("--print-ids") { Description = "Print only the new ids, comma-separated, on one line." };
         var truncate = new Option<bool>("--truncate") { Description = "Keep the end of a prompt longer than the model's context instead of failing." };
