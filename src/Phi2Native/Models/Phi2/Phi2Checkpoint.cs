@@ -14,6 +14,9 @@ public static class Phi2Checkpoint
     private const string IndexFile = "model.safetensors.index.json";
     private const string SingleFile = "model.safetensors";
 
+    /// <summary>Tensors named per kind of mismatch in a load error; the rest are counted.</summary>
+    private const int MaxListedPerSection = 10;
+
     /// <summary>Loads the model onto <paramref name="backend"/>, converting weights to <paramref name="dtype"/>.</summary>
     /// <param name="directory">The model folder.</param>
     /// <param name="backend">Where the weights go.</param>
@@ -172,9 +175,12 @@ public static class Phi2Checkpoint
             .Select(name => $"  {name} [{string.Join(", ", expected[name])}]").ToList();
         if (missing.Count + unexpected.Count + misshaped.Count + duplicates.Count == 0) return sources;
         var message = new System.Text.StringBuilder($"the checkpoint does not match a {(config.IsPhiMsft ? "phi-msft" : "Phi-2")} model of its config.json:");
+        // Bounded: a config far from its weights (num_hidden_layers 1000 over 32 layers) is a count and a few names, not pages.
         void Section(string title, List<string> lines)
         {
-            if (lines.Count > 0) message.Append($"\n{title} ({lines.Count}):\n{string.Join("\n", lines)}");
+            if (lines.Count == 0) return;
+            message.Append($"\n{title} ({lines.Count}):\n{string.Join("\n", lines.Take(MaxListedPerSection))}");
+            if (lines.Count > MaxListedPerSection) message.Append($"\n  ... and {lines.Count - MaxListedPerSection} more");
         }
         Section("missing tensors", missing);
         Section("unexpected tensors", unexpected);
