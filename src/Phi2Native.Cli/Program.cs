@@ -38,8 +38,9 @@ public static class Program
             GenerateCommand.Create(output, error),
             TokenizeCommand.Create(output, error),
         };
+        root.Options.Add(Notices.CreateQuietOption());
         NumberOptions.Install(root);
         // No response files: "--prompt @user" is a prompt that starts with @, not the contents of a file named "user".
-        return root.Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null });
+        return root.Parse(EmptyValues.Expand(args, root), new ParserConfiguration { ResponseFileTokenReplacer = null });
     }
 }

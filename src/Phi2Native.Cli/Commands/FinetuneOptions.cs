@@ -51,6 +51,8 @@ internal sealed class FinetuneOptions
             "constant" => LearningRateDecay.Constant,
             var other => throw new Phi2Exception($"--schedule \"{other}\" is not one of cosine, linear, constant"),
         };
+        string outDirectory = result.GetValue(Out)!;
+        if (File.Exists(outDirectory)) throw new Phi2Exception($"--out '{outDirectory}' is a file; expected a folder (created if missing)");
         int batch = result.GetValue(BatchSize), length = result.GetValue(MaxLength);
         if (batch <= 0) throw new Phi2Exception($"--batch-size must be positive, got {batch}");
         if (length < 2) throw new Phi2Exception($"--max-length must be at least 2, got {length}");
@@ -62,7 +64,7 @@ internal sealed class FinetuneOptions
             Seed = result.GetValue(Seed), EvaluateEvery = result.GetValue(EvalEvery), SaveEvery = result.GetValue(SaveEvery),
         };
         training.Validate();
-        return new Values(result.GetValue(Model), result.GetValue(Data), result.GetValue(Validation), result.GetValue(Out)!, result.GetValue(Resume),
+        return new Values(result.GetValue(Model), result.GetValue(Data), result.GetValue(Validation), outDirectory, result.GetValue(Resume),
             Selection.Reader(result), training, batch, length, result.GetValue(Padding) ? BatchingMode.Padding : BatchingMode.Packing, result.GetValue(SkipBadLines),
             result.GetValue(NewTokens)?.Split(',', StringSplitOptions.RemoveEmptyEntries) ?? [], Device.Read(result));
     }

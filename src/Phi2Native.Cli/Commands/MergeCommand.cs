@@ -25,11 +25,13 @@ internal static class MergeCommand
         };
         var command = new Command("merge", "Merge a LoRA adapter into its base model and export an HF-layout checkpoint.") { model, adapter, outPath, dtype, overwrite };
         command.SetAction(result => CommandErrors.Guard(error, () => Run(
-            result.GetValue(model), result.GetValue(adapter)!, result.GetValue(outPath)!, result.GetValue(dtype), result.GetValue(overwrite), output, error)));
+            result.GetValue(model), result.GetValue(adapter)!, result.GetValue(outPath)!, result.GetValue(dtype), result.GetValue(overwrite), output, error,
+            Notices.Writer(result, error))));
         return command;
     }
 
-    public static int Run(string? modelOption, string adapterDirectory, string outDirectory, string? dtypeText, bool overwrite, TextWriter output, TextWriter error)
+    public static int Run(string? modelOption, string adapterDirectory, string outDirectory, string? dtypeText, bool overwrite, TextWriter output, TextWriter error,
+        TextWriter notices)
     {
         DType? requested = dtypeText switch
         {
@@ -44,8 +46,8 @@ internal static class MergeCommand
         RequireWritableOut(outDirectory, overwrite);
         var stages = new StageProgress(error);
         // On the CPU: merging is one small product per adapted module, and --dtype here is the stored dtype, not a compute one.
-        using var backend = BackendChoice.Open(DeviceRequest.Cpu, error);
-        var (phi, modelDirectory) = ModelSource.Load(modelOption, backend, stages, error);
+        using var backend = BackendChoice.Open(DeviceRequest.Cpu, notices);
+        var (phi, modelDirectory) = ModelSource.Load(modelOption, backend, stages, error, notices);
         using var modelScope = phi;
         var lora = PeftAdapter.Load(phi, adapterDirectory, warning => error.WriteLine($"warning: {warning}"));
         try

@@ -28,8 +28,8 @@ public static class Phi2Checkpoint
     /// <exception cref="SafeTensorsFormatException">A weight file is truncated or corrupt.</exception>
     public static Phi2Model Load(string directory, IBackend backend, DType dtype = DType.F32, Action<string>? warn = null, IProgress<double>? progress = null)
     {
-        if (!Directory.Exists(directory))
-            throw new CheckpointException($"model folder '{directory}' does not exist; pass a folder holding config.json and model.safetensors");
+        if (PathChecks.FolderProblem(directory) is { } problem)
+            throw new CheckpointException($"model folder '{directory}' {problem}; pass a folder holding config.json and model.safetensors");
         var config = Phi2Config.Load(Path.Combine(directory, "config.json"), warn);
         var files = OpenWeightFiles(directory);
         try
