@@ -3,7 +3,10 @@ using Phi2Native.Cli.Commands;
 
 namespace Phi2Native.Cli;
 
-/// <summary>The `phi2` command: one subcommand per job. Exit codes: 0 success, 2 bad input or usage, 1 internal error.</summary>
+/// <summary>
+/// The `phi2` command: one subcommand per job. Exit codes: 0 success, 2 bad input or usage, 1 internal error (130 when
+/// fine-tuning is interrupted). Arguments are taken literally: an argument starting with @ is text, not a response file.
+/// </summary>
 public static class Program
 {
     /// <summary>Entry point.</summary>
@@ -11,6 +14,19 @@ public static class Program
 
     /// <summary>Runs the command line with the given writers (tests call this in process).</summary>
     public static int Run(string[] args, TextWriter output, TextWriter error)
+    {
+        var parsed = Parse(args, output, error);
+        if (parsed.Errors.Count > 0)
+        {
+            foreach (var parseError in parsed.Errors) error.WriteLine($"error: {parseError.Message}");
+            error.WriteLine("Run `phi2 --help` for usage.");
+            return 2;
+        }
+        return parsed.Invoke(new InvocationConfiguration { Output = output, Error = error });
+    }
+
+    /// <summary>Parses <paramref name="args"/> without running anything: what <see cref="Run"/> does first (tests check the README's examples with it).</summary>
+    public static ParseResult Parse(string[] args, TextWriter output, TextWriter error)
     {
         var root = new RootCommand("Phi2Native: a from-scratch compute engine for Microsoft's Phi-2 language model.")
         {
@@ -22,13 +38,9 @@ public static class Program
             GenerateCommand.Create(output, error),
             TokenizeCommand.Create(output, error),
         };
-        var parsed = root.Parse(args);
-        if (parsed.Errors.Count > 0)
-        {
-            foreach (var parseError in parsed.Errors) error.WriteLine($"error: {parseError.Message}");
-            error.WriteLine("Run `phi2 --help` for usage.");
-            return 2;
-        }
-        return parsed.Invoke(new InvocationConfiguration { Output = output, Error = error });
+        root.Options.Add(Notices.CreateQuietOption());
+        NumberOptions.Install(root);
+        // No response files: "--prompt @user" is a prompt that starts with @, not the contents of a file named "user".
+        return root.Parse(EmptyValues.Expand(args, root), new ParserConfiguration { ResponseFileTokenReplacer = null });
     }
 }

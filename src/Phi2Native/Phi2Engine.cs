@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Threading.Channels;
 using Phi2Native.Backends;
 using Phi2Native.Cuda;
 using Phi2Native.FineTuning;
@@ -14,7 +13,9 @@ namespace Phi2Native;
 public sealed record GeneratedToken(int Id, string Text);
 
 /// <summary>
-/// The host API: a model, its tokenizer and optionally a LoRA adapter, ready to generate.
+/// The host API: a model, its tokenizer and optionally a LoRA adapter, ready to generate. Generations may run
+/// concurrently, on one engine or on several engines sharing a backend: each gives what it gives alone, and their
+/// forwards take turns on the backend (a backend is driven by one thread at a time).
 /// </summary>
 /// <example><code>
 /// using var engine = Phi2Engine.Load("/models/phi-2", adapterDirectory: "my-adapter");
@@ -24,6 +25,9 @@ public sealed record GeneratedToken(int Id, string Text);
 public sealed class Phi2Engine : IDisposable
 {
     private readonly IBackend? _ownedBackend;
+    private readonly SemaphoreSlim _backendTurn;
+    private readonly HashSet<EngineGeneration> _running = [];
+    private bool _disposed;
 
     private Phi2Engine(Phi2Model model, TextTokenizer tokenizer, LoraModel? adapter, IBackend? ownedBackend)
     {
@@ -31,6 +35,7 @@ public sealed class Phi2Engine : IDisposable
         Tokenizer = tokenizer;
         Adapter = adapter;
         _ownedBackend = ownedBackend;
+        _backendTurn = BackendTurns.For(model.Backend);
     }
 
     /// <summary>The model, on the backend it was loaded onto (<see cref="Phi2EngineOptions.Device"/> or <see cref="Phi2EngineOptions.Backend"/>).</summary>
@@ -116,37 +121,46 @@ public sealed class Phi2Engine : IDisposable
     }
 
     /// <summary>
-    /// Streams the continuation of <paramref name="prompt"/> token by token. The model runs on a worker thread, so the
-    /// caller's thread stays free; cancelling stops it before the next forward.
+    /// Streams the continuation of <paramref name="prompt"/> token by token. Each token is computed when the loop asks
+    /// for it, on the thread pool (the caller's thread stays free), so leaving the loop early (break, an exception in its
+    /// body, disposing the enumerator) or cancelling stops the generation before its next forward and frees its KV cache.
     /// </summary>
     /// <exception cref="ModelInputException">The prompt is empty or longer than the model's context.</exception>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    /// <exception cref="Phi2Exception">Invalid options.</exception>
+    /// <exception cref="ObjectDisposedException">The engine is disposed (also when the enumeration starts after that).</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled, or the engine was disposed while the loop ran.</exception>
     public IAsyncEnumerable<GeneratedToken> GenerateAsync(string prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         // The prompt and options are checked here, on the caller's thread, before anything runs.
-        var tokens = new Generator(Model, Tokenizer).Stream(Tokenizer.Encode(prompt), options ?? new GenerationOptions(), cancellationToken);
-        return StreamAsync(tokens, cancellationToken);
+        var generator = new Generator(Model, Tokenizer);
+        int[] promptIds = Tokenizer.Encode(prompt);
+        options ??= new GenerationOptions();
+        generator.Check(promptIds, options);
+        return StreamAsync(stop => generator.Stream(promptIds, options, stop), cancellationToken);
     }
 
-    private async IAsyncEnumerable<GeneratedToken> StreamAsync(IEnumerable<int> tokens, [EnumeratorCancellation] CancellationToken cancellationToken)
+    private async IAsyncEnumerable<GeneratedToken> StreamAsync(Func<CancellationToken, IEnumerable<int>> tokens, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var channel = Channel.CreateUnbounded<GeneratedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        var worker = Task.Run(() =>
+        var generation = new EngineGeneration(tokens, _backendTurn);
+        lock (_running)
         {
-            try
-            {
-                // Each token is handed over as soon as it is chosen; a character cut off by the end is dropped.
-                var decoder = new IncrementalDecoder(Tokenizer);
-                foreach (int id in tokens) channel.Writer.TryWrite(new GeneratedToken(id, decoder.Append(id)));
-                channel.Writer.Complete();
-            }
-            catch (Exception e)
-            {
-                channel.Writer.Complete(e);
-            }
-        }, CancellationToken.None);
-        await foreach (var token in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false)) yield return token;
-        await worker.ConfigureAwait(false);
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _running.Add(generation);
+        }
+        try
+        {
+            using var cancellation = cancellationToken.Register(generation.Cancel);
+            // A character cut off by the end is dropped.
+            var decoder = new IncrementalDecoder(Tokenizer);
+            while (await generation.NextAsync().ConfigureAwait(false) is int id) yield return new GeneratedToken(id, decoder.Append(id));
+        }
+        finally
+        {
+            // Runs when the loop ends, breaks, throws or disposes the enumerator: no forward after this, the cache freed.
+            await generation.CloseAsync().ConfigureAwait(false);
+            lock (_running) _running.Remove(generation);
+        }
     }
 
     /// <summary>The whole continuation of <paramref name="prompt"/> as text.</summary>
@@ -157,11 +171,31 @@ public sealed class Phi2Engine : IDisposable
         return text.ToString();
     }
 
-    /// <summary>Frees the adapter and the model, then the backend if the engine opened it (its device memory with it).</summary>
+    /// <summary>
+    /// Cancels every generation the engine is running and waits for each to finish its forward in flight and free its
+    /// cache (their loops then end with <see cref="OperationCanceledException"/>), then frees the adapter and the model,
+    /// and the backend if the engine opened it (its device memory with it).
+    /// </summary>
     public void Dispose()
     {
-        Adapter?.Dispose();
-        Model.Dispose();
+        EngineGeneration[] running;
+        lock (_running)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            running = [.. _running];
+        }
+        foreach (var generation in running) generation.CloseAsync().GetAwaiter().GetResult();
+        _backendTurn.Wait();
+        try
+        {
+            Adapter?.Dispose();
+            Model.Dispose();
+        }
+        finally
+        {
+            _backendTurn.Release();
+        }
         _ownedBackend?.Dispose();
     }
 }

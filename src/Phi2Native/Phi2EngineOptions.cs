@@ -33,7 +33,7 @@ public sealed record Phi2EngineOptions
 
     /// <summary>
     /// The dtype the weights and activations compute in: <see cref="Tensors.DType.F32"/> (the default) or
-    /// <see cref="Tensors.DType.BF16"/> on the CUDA backend (DESIGN "Numerics"); <see cref="ComputeDTypes.InferenceRefusal"/>
+    /// <see cref="Tensors.DType.BF16"/> on the CUDA backend; <see cref="ComputeDTypes.InferenceRefusal"/>
     /// says which combinations are refused and why.
     /// </summary>
     public DType DType { get; init; } = DType.F32;

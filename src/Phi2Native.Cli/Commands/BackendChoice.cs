@@ -40,10 +40,10 @@ internal sealed class BackendChoice : IDisposable
 
     /// <summary>
     /// Checks that the backend can do what the command will (<paramref name="training"/>, or inference with or without
-    /// an adapter) in the requested dtype, opens it and says which it is on <paramref name="error"/>.
+    /// an adapter) in the requested dtype, opens it and says which it is, on one line of <paramref name="notices"/>.
     /// </summary>
     /// <exception cref="Phi2Exception">The combination is refused, or the device cannot be opened (no GPU: the probe's reason).</exception>
-    public static BackendChoice Open(DeviceRequest request, TextWriter error, bool training = false, bool withAdapter = false)
+    public static BackendChoice Open(DeviceRequest request, TextWriter notices, bool training = false, bool withAdapter = false)
     {
         var kind = request.Device.Kind == DeviceChoiceKind.Cpu ? DeviceKind.Cpu : DeviceKind.Cuda;
         string? refusal = training ? ComputeDTypes.TrainingRefusal(kind, request.DType) : ComputeDTypes.InferenceRefusal(kind, request.DType, withAdapter);
@@ -61,27 +61,20 @@ internal sealed class BackendChoice : IDisposable
             throw new Phi2Exception($"--device {request.Device}: {e.Message}; use --device cpu, or --device emulated to run the CUDA backend on the CPU", e);
         }
         var choice = new BackendChoice(request, backend);
-        error.WriteLine($"device: {choice.Describe()}");
+        notices.WriteLine($"device: {choice.Describe()}");
         return choice;
     }
 
+    // One short line; why a GPU is missing is said by --device cuda, which fails with the probe's reason.
     private string Describe()
     {
         string dtype = DeviceRequest.Name(DType);
-        switch (Backend)
+        return Backend switch
         {
-            case CudaBackend { DeviceApi: EmulatedDevice }:
-                return $"emulated, {dtype}: the CUDA backend with its kernels run on the CPU by the kernel emulator (libphi2emu), " +
-                       "far slower than --device cpu; for checking the CUDA path without a GPU";
-            case CudaBackend gpu:
-                return $"{gpu.Device} {gpu.DeviceApi.Name}, {dtype}";
-            default:
-                // The probe still says whether a GPU is there, so a user knows --device cuda would work.
-                var probe = CudaAvailability.Probe();
-                return probe.IsAvailable
-                    ? $"cpu ({Environment.ProcessorCount} threads), {dtype}; {probe.Summary} (--device cuda computes on it)"
-                    : $"cpu ({Environment.ProcessorCount} threads), {dtype}; {probe.Reason}";
-        }
+            CudaBackend { DeviceApi: EmulatedDevice } => $"emulated, {dtype} (the CUDA kernels run on the CPU: much slower than --device cpu)",
+            CudaBackend gpu => $"{gpu.Device} {gpu.DeviceApi.Name}, {dtype}",
+            _ => $"cpu ({Environment.ProcessorCount} threads), {dtype}" + (CudaAvailability.Probe().IsAvailable ? "; a GPU is available: --device cuda" : ""),
+        };
     }
 
     /// <summary>Disposes the backend if this choice opened it (a CUDA backend and its device); the shared CPU backend stays.</summary>

@@ -21,13 +21,15 @@ internal static class DemoCommand
         var command = new Command("demo", "Train the embedded tiny model on its text for about a minute, then generate from a prompt.") { steps, prompt, maxTokens };
         foreach (var option in device.All) command.Options.Add(option);
         command.SetAction(result => CommandErrors.Guard(error, () =>
-            Run(result.GetValue(steps), result.GetValue(prompt)!, result.GetValue(maxTokens), device.Read(result), output, error)));
+            Run(result.GetValue(steps), result.GetValue(prompt)!, result.GetValue(maxTokens), device.Read(result), output, error, Notices.Writer(result, error))));
         return command;
     }
 
-    public static int Run(int steps, string prompt, int maxTokens, DeviceRequest device, TextWriter output, TextWriter error)
+    public static int Run(int steps, string prompt, int maxTokens, DeviceRequest device, TextWriter output, TextWriter error, TextWriter notices)
     {
         if (steps <= 0) throw new Phi2Exception($"--steps must be positive, got {steps}");
+        // Refused now rather than after a minute of training: the demo continues text, and "" has none.
+        if (prompt.Length == 0) throw new Phi2Exception("--prompt is empty: the demo continues a text; give some");
         if (maxTokens < 0) throw new Phi2Exception($"--max-tokens must not be negative, got {maxTokens}");
         var console = CliConsole.Create(output);
         console.Write(new Rule("[bold]Phi2Native demo[/]"));
@@ -41,7 +43,7 @@ internal static class DemoCommand
         var (training, validation) = EmbeddedDefault.PackedRows(tokenizer, settings.MaxLength);
 
         // Declared before the model, so the model's device memory is freed before the backend goes.
-        using var backend = BackendChoice.Open(device, error, training: true);
+        using var backend = BackendChoice.Open(device, notices, training: true);
         using var model = EmbeddedDefault.CreateModel(backend.Backend);
         using var run = new EmbeddedTraining(model, training, validation, settings, evaluateEvery: Math.Max(1, steps / 6));
         console.MarkupLine($"training every parameter for {steps} steps: B={settings.BatchSize} T={settings.MaxLength}, AdamW lr {settings.LearningRate}, " +

@@ -20,16 +20,16 @@ internal static class FinetuneCommand
         var o = new FinetuneOptions();
         var command = new Command("finetune", "Fine-tune with LoRA (PEFT-compatible adapters) on JSONL data ({\"text\"} or {\"prompt\",\"completion\"} lines).");
         foreach (var option in o.All) command.Options.Add(option);
-        command.SetAction(result => CommandErrors.Guard(error, () => Run(o.Read(result), output, error)));
+        command.SetAction(result => CommandErrors.Guard(error, () => Run(o.Read(result), output, error, Notices.Writer(result, error))));
         return command;
     }
 
-    public static int Run(FinetuneOptions.Values args, TextWriter output, TextWriter error)
+    public static int Run(FinetuneOptions.Values args, TextWriter output, TextWriter error, TextWriter notices)
     {
         var stages = new StageProgress(error);
         // Declared before the model, so the model's device memory is freed before the backend goes.
-        using var backend = BackendChoice.Open(args.Device, error, training: true);
-        var (model, modelDirectory) = ModelSource.Load(args.ModelDirectory, backend, stages, error);
+        using var backend = BackendChoice.Open(args.Device, notices, training: true);
+        var (model, modelDirectory) = ModelSource.Load(args.ModelDirectory, backend, stages, error, notices);
         using var modelScope = model;
         var tokenizer = TextTokenizer.FromModelFolder(modelDirectory, warning => error.WriteLine($"warning: {warning}"));
         if (tokenizer.VocabularySize > model.Config.VocabSize)

@@ -25,7 +25,7 @@ internal sealed class FinetuneOptions
     public readonly Option<double> WeightDecay = new("--weight-decay") { Description = "AdamW's decoupled weight decay.", DefaultValueFactory = _ => 0 };
     public readonly Option<double> MaxGradNorm = new("--max-grad-norm") { Description = "Clip gradients to this global norm (0: off).", DefaultValueFactory = _ => 1 };
     public readonly Option<double?> ResidualDropout = new("--resid-dropout") { Description = "Override the config's resid_pdrop while training." };
-    public readonly Option<int> Seed = new("--seed") { Description = "Seed of data order, adapter init and dropout (runs repeat bit for bit).", DefaultValueFactory = _ => 42 };
+    public readonly Option<int> Seed = new("--seed") { Description = "Seed of data order, adapter init and dropout, a whole number from 0 (runs repeat bit for bit).", DefaultValueFactory = _ => 42 };
     public readonly Option<bool> Padding = new("--padding") { Description = "One example per row, padded (default: pack examples into full rows)." };
     public readonly Option<bool> SkipBadLines = new("--skip-bad-lines") { Description = "Skip malformed JSONL lines (each reported) instead of stopping." };
     public readonly Option<string?> NewTokens = new("--new-tokens") { Description = "New words, comma-separated: they take unused embedding rows, and embed_tokens and lm_head then train." };
@@ -51,6 +51,8 @@ internal sealed class FinetuneOptions
             "constant" => LearningRateDecay.Constant,
             var other => throw new Phi2Exception($"--schedule \"{other}\" is not one of cosine, linear, constant"),
         };
+        string outDirectory = result.GetValue(Out)!;
+        if (File.Exists(outDirectory)) throw new Phi2Exception($"--out '{outDirectory}' is a file; expected a folder (created if missing)");
         int batch = result.GetValue(BatchSize), length = result.GetValue(MaxLength);
         if (batch <= 0) throw new Phi2Exception($"--batch-size must be positive, got {batch}");
         if (length < 2) throw new Phi2Exception($"--max-length must be at least 2, got {length}");
@@ -62,7 +64,7 @@ internal sealed class FinetuneOptions
             Seed = result.GetValue(Seed), EvaluateEvery = result.GetValue(EvalEvery), SaveEvery = result.GetValue(SaveEvery),
         };
         training.Validate();
-        return new Values(result.GetValue(Model), result.GetValue(Data), result.GetValue(Validation), result.GetValue(Out)!, result.GetValue(Resume),
+        return new Values(result.GetValue(Model), result.GetValue(Data), result.GetValue(Validation), outDirectory, result.GetValue(Resume),
             Selection.Reader(result), training, batch, length, result.GetValue(Padding) ? BatchingMode.Padding : BatchingMode.Packing, result.GetValue(SkipBadLines),
             result.GetValue(NewTokens)?.Split(',', StringSplitOptions.RemoveEmptyEntries) ?? [], Device.Read(result));
     }
@@ -89,6 +91,9 @@ internal sealed class SelectionOptions
         int rank = result.GetValue(Rank);
         double alpha = result.GetValue(Alpha), dropout = result.GetValue(Dropout);
         bool rsLora = result.GetValue(RsLora);
+        // Checked now, before a model loads; written so that NaN fails (it is refused while parsing anyway).
+        if (rank <= 0) throw new Phi2Exception($"--r must be a positive whole number (the LoRA rank), got {rank}");
+        if (!(dropout is >= 0 and < 1)) throw new Phi2Exception($"--dropout must be in [0, 1) (the LoRA dropout probability), got {dropout}");
         static string[] List(string? text) => text?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries) ?? [];
         var presetModules = preset is null ? null : TaskPreset.Get(preset).Modules;
         return config =>

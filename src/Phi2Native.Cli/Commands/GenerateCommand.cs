@@ -18,14 +18,17 @@ internal static class GenerateCommand
     {
         var model = new Option<string?>("--model") { Description = "Model folder (default: the embedded tiny model)." };
         var adapter = new Option<string?>("--adapter") { Description = "A PEFT LoRA adapter folder to apply (its added tokens too)." };
-        var prompt = new Option<string?>("--prompt") { Description = "The text to continue." };
+        var prompt = new Option<string?>("--prompt") { Description = "The text to continue (empty: start from the config's bos_token_id, as HF does with no input)." };
         var ids = new Option<string?>("--ids") { Description = "The prompt as raw comma-separated ids (no tokenizer needed)." };
         var maxTokens = new Option<int>("--max-tokens") { Description = "New tokens at most.", DefaultValueFactory = _ => 64 };
         var temperature = new Option<double>("--temperature") { Description = "0 = greedy (the lowest id on ties); higher = more random.", DefaultValueFactory = _ => 0 };
         var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens (0: off).", DefaultValueFactory = _ => 0 };
         var topP = new Option<double>("--top-p") { Description = "Sample among the most likely tokens whose probability adds up to p, in (0, 1].", DefaultValueFactory = _ => 1 };
-        var seed = new Option<ulong?>("--seed") { Description = "Seed of the sampling (runs repeat)." };
-        var stop = new Option<string[]>("--stop") { Description = "Stop after this text appears (repeatable).", AllowMultipleArgumentsPerToken = false };
+        var seed = new Option<ulong?>("--seed") { Description = "Seed of the sampling, a whole number from 0 (runs repeat)." };
+        var stop = new Option<string[]>("--stop")
+        {
+            Description = "Stop after this text appears (repeatable). Taken literally: for a blank line write --stop $'\\n\\n' in bash.", AllowMultipleArgumentsPerToken = false,
+        };
         var printIds = new Option<bool>("--print-ids") { Description = "Print only the new ids, comma-separated, on one line." };
         var truncate = new Option<bool>("--truncate") { Description = "Keep the end of a prompt longer than the model's context instead of failing." };
         var device = new DeviceOptions(DeviceOptions.InferenceDTypeDescription);
@@ -37,22 +40,23 @@ internal static class GenerateCommand
         command.SetAction(result => CommandErrors.Guard(error, () => Run(new Request(
             result.GetValue(model), result.GetValue(adapter), result.GetValue(prompt), result.GetValue(ids), result.GetValue(maxTokens),
             new SamplingOptions { Temperature = result.GetValue(temperature), TopK = result.GetValue(topK), TopP = result.GetValue(topP), Seed = result.GetValue(seed) },
-            result.GetValue(stop) ?? [], result.GetValue(printIds), result.GetValue(truncate), device.Read(result)), output, error)));
+            result.GetValue(stop) ?? [], result.GetValue(printIds), result.GetValue(truncate), device.Read(result)), output, error, Notices.Writer(result, error))));
         return command;
     }
 
     public sealed record Request(string? Model, string? Adapter, string? Prompt, string? Ids, int MaxTokens, SamplingOptions Sampling,
         string[] Stop, bool PrintIds, bool Truncate, DeviceRequest Device);
 
-    public static int Run(Request request, TextWriter output, TextWriter error)
+    public static int Run(Request request, TextWriter output, TextWriter error, TextWriter notices)
     {
         if ((request.Prompt is null) == (request.Ids is null)) throw new Phi2Exception("give the prompt as --prompt TEXT or as --ids 1,2,3 (one of them)");
         if (request.MaxTokens < 0) throw new Phi2Exception($"--max-tokens must not be negative, got {request.MaxTokens}");
+        if (request.Stop.Any(string.IsNullOrEmpty)) throw new Phi2Exception("--stop \"\": an empty stop string would stop before the first token; give some text");
         var options = new GenerationOptions { MaxNewTokens = request.MaxTokens, Sampling = request.Sampling, StopStrings = request.Stop };
         options.Validate();
         // Declared before the model, so the model's device memory is freed before the backend goes.
-        using var backend = BackendChoice.Open(request.Device, error, withAdapter: request.Adapter is not null);
-        var (phi, directory) = ModelSource.Load(request.Model, backend, new StageProgress(error), error);
+        using var backend = BackendChoice.Open(request.Device, notices, withAdapter: request.Adapter is not null);
+        var (phi, directory) = ModelSource.Load(request.Model, backend, new StageProgress(error), error, notices);
         using var modelScope = phi;
         // A tokenizer is needed for text in or out; a folder without one falls back to GPT-2's, announced by the warning.
         TextTokenizer? tokenizer = request.Prompt is not null || !request.PrintIds || request.Stop.Length > 0
@@ -61,7 +65,7 @@ internal static class GenerateCommand
         using var lora = request.Adapter is null ? null : PeftAdapter.Load(phi, request.Adapter, warning => error.WriteLine($"warning: {warning}"));
         if (request.Adapter is not null && tokenizer is not null) NewTokens.Apply(tokenizer, request.Adapter);
 
-        int[] promptIds = request.Prompt is not null ? tokenizer!.Encode(request.Prompt) : TraceCommand.ParseIds(request.Ids!, minimum: 1);
+        int[] promptIds = request.Prompt is not null ? PromptIds(request.Prompt, tokenizer!, phi.Config, error) : TraceCommand.ParseIds(request.Ids!, minimum: 1);
         int limit = phi.Config.MaxPositionEmbeddings;
         if (promptIds.Length > limit && request.Truncate)
         {
@@ -84,5 +88,15 @@ internal static class GenerateCommand
         output.WriteLine(request.PrintIds ? string.Join(",", result.Tokens) : decoder!.Flush());
         error.WriteLine($"{result.Tokens.Count} tokens in {seconds:F2} s ({result.Tokens.Count / Math.Max(seconds, 1e-9):F1} tokens/s), stopped: {result.StopReason}; {backend.Summary}");
         return 0;
+    }
+
+    // An empty --prompt generates unconditionally, from the config's bos_token_id, as HF generate does with no input.
+    private static int[] PromptIds(string prompt, TextTokenizer tokenizer, Phi2Config config, TextWriter error)
+    {
+        if (prompt.Length > 0) return tokenizer.Encode(prompt);
+        if (config.BosTokenId is not { } bos || bos < 0 || bos >= config.VocabSize)
+            throw new Phi2Exception("--prompt is empty and this model's config.json has no bos_token_id inside its vocabulary to start from; give some text");
+        error.WriteLine($"--prompt is empty: starting from bos_token_id {bos}");
+        return [bos];
     }
 }

@@ -32,7 +32,8 @@ internal static class LayersCommand
     private static Phi2Config LoadConfig(string? directory, TextWriter error)
     {
         if (directory is null) return EmbeddedDefault.Config;
-        if (!Directory.Exists(directory)) throw new CheckpointException($"model folder '{directory}' does not exist");
+        if (!Directory.Exists(directory))
+            throw new CheckpointException($"model folder '{directory}' {(File.Exists(directory) ? "is a file, not a folder" : "does not exist")}; pass a folder holding config.json");
         return Phi2Config.Load(Path.Combine(directory, "config.json"), warning => error.WriteLine($"warning: {warning}"));
     }
 

@@ -23,11 +23,11 @@ internal static class ModelSource
     /// <summary>True when no --model was given.</summary>
     public static bool IsEmbedded(string? model) => model is null;
 
-    /// <summary>The model folder to read: <paramref name="model"/>, or the embedded one (announced on <paramref name="error"/>).</summary>
-    public static string Resolve(string? model, TextWriter error)
+    /// <summary>The model folder to read: <paramref name="model"/>, or the embedded one (announced on one line of <paramref name="notices"/>).</summary>
+    public static string Resolve(string? model, TextWriter notices)
     {
         if (model is not null) return model;
-        error.WriteLine($"no --model: using the embedded default. {EmbeddedDefault.Description}");
+        notices.WriteLine($"model: {EmbeddedDefault.Summary}; --model PATH for a real one");
         return s_embedded.Value;
     }
 
@@ -35,12 +35,12 @@ internal static class ModelSource
     public static string BaseName(string? model) => model is null ? "embedded" : Path.GetFullPath(model);
 
     /// <summary>
-    /// Loads the model of <paramref name="model"/> (or the embedded one) onto the chosen backend in its dtype, with
-    /// progress and warnings on <paramref name="error"/>; returns it with the folder it came from.
+    /// Loads the model of <paramref name="model"/> (or the embedded one, said on <paramref name="notices"/>) onto the
+    /// chosen backend in its dtype, with progress and warnings on <paramref name="error"/>; returns it with the folder it came from.
     /// </summary>
-    public static (Phi2Model Model, string Directory) Load(string? model, BackendChoice backend, StageProgress stages, TextWriter error)
+    public static (Phi2Model Model, string Directory) Load(string? model, BackendChoice backend, StageProgress stages, TextWriter error, TextWriter notices)
     {
-        string directory = Resolve(model, error);
+        string directory = Resolve(model, notices);
         var loaded = stages.Run($"loading {model ?? "the embedded model"}", progress =>
             Phi2Checkpoint.Load(directory, backend.Backend, backend.DType, warning => error.WriteLine($"warning: {warning}"), progress));
         return (loaded, directory);

@@ -9,11 +9,12 @@ internal static class TokenizeCommand
     public static Command Create(TextWriter output, TextWriter error)
     {
         var model = new Option<string?>("--model") { Description = "Model folder with vocab.json and merges.txt (default: the embedded tiny model)." };
-        var text = new Option<string>("--text") { Description = "The text to tokenize.", Required = true };
+        var text = new Option<string>("--text") { Description = "The text to tokenize (may be empty: no ids).", Required = true };
         var command = new Command("tokenize", "Show how a text splits into token ids and pieces.") { model, text };
         command.SetAction(result => CommandErrors.Guard(error, () =>
         {
-            var tokenizer = TextTokenizer.FromModelFolder(ModelSource.Resolve(result.GetValue(model), error), warning => error.WriteLine($"warning: {warning}"));
+            string directory = ModelSource.Resolve(result.GetValue(model), Notices.Writer(result, error));
+            var tokenizer = TextTokenizer.FromModelFolder(directory, warning => error.WriteLine($"warning: {warning}"));
             var pieces = tokenizer.EncodeWithPieces(result.GetValue(text)!);
             foreach (var (id, piece) in pieces) output.WriteLine($"{id}\t{Visible(piece)}");
             output.WriteLine(string.Join(",", pieces.Select(p => p.Id)));

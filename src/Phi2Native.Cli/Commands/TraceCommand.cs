@@ -32,13 +32,14 @@ internal static class TraceCommand
         foreach (var option in device.All) command.Options.Add(option);
         command.SetAction(result => CommandErrors.Guard(error, () => Run(
             result.GetValue(model), result.GetValue(ids), result.GetValue(text), result.GetValue(outPath)!, result.GetValue(grads), result.GetValue(adapter),
-            device.Read(result), output, error)));
+            device.Read(result), output, error, Notices.Writer(result, error))));
         return command;
     }
 
     public static int Run(string? modelOption, string? idsText, string? text, string outPath, bool withGrads, string? adapterDirectory, DeviceRequest device,
-        TextWriter output, TextWriter error)
+        TextWriter output, TextWriter error, TextWriter notices)
     {
+        RequireOutputFile(outPath);
         if ((idsText is null) == (text is null))
             throw new ModelInputException(idsText is null
                 ? "give the sequence as --ids 1,2,3 or as --text \"some text\" (one of them is required)"
@@ -47,8 +48,8 @@ internal static class TraceCommand
         // Progress and remarks go to standard error: standard output carries only the result line.
         var stages = new StageProgress(error);
         // Declared before the model, so the model's device memory is freed before the backend goes.
-        using var backend = BackendChoice.Open(device, error, withAdapter: adapterDirectory is not null);
-        var (phi, directory) = ModelSource.Load(modelOption, backend, stages, error);
+        using var backend = BackendChoice.Open(device, notices, withAdapter: adapterDirectory is not null);
+        var (phi, directory) = ModelSource.Load(modelOption, backend, stages, error, notices);
         using var modelScope = phi;
         phi.Training = false;
         // With an adapter, exactly its trainable tensors get gradients (the base stays frozen); without, every parameter.
@@ -99,6 +100,17 @@ internal static class TraceCommand
             throw new ModelInputException($"--text: \"{text}\" is {ids.Length} token(s); the causal-LM loss needs at least 2");
         error.WriteLine($"--text is {ids.Length} ids: {string.Join(",", ids)}");
         return ids;
+    }
+
+    // Checked before the model loads, so a typo in --out costs no forward pass.
+    private static void RequireOutputFile(string outPath)
+    {
+        if (Directory.Exists(outPath)) throw new Phi2Exception($"--out '{outPath}' is a folder; expected a .safetensors file to write");
+        string folder = Path.GetDirectoryName(Path.GetFullPath(outPath))!;
+        if (!Directory.Exists(folder))
+            throw new Phi2Exception(File.Exists(folder)
+                ? $"--out '{outPath}': '{folder}' is a file, not a folder"
+                : $"--out '{outPath}': the folder '{folder}' does not exist; create it first");
     }
 
     /// <summary>Comma-separated ids; each item that is not an integer is named.</summary>

@@ -7,7 +7,7 @@ namespace Phi2Native.Backends;
 /// command line or a host refuses a combination up front with the reason instead of failing deep inside a forward.
 /// </summary>
 /// <remarks>
-/// Per DESIGN "Numerics": the CPU backend computes in fp32 only (bf16/f16 checkpoints are widened on load); the CUDA
+/// The CPU backend computes in fp32 only (bf16/f16 checkpoints are widened on load); the CUDA
 /// backend computes in fp32 or in bf16 (bf16 weights and activations, fp32 accumulation, statistics, softmax and loss).
 /// LoRA adapters are fp32, as PEFT trains them, over a base of either dtype: over a bf16 base their branch widens its
 /// input to fp32, computes in fp32 and adds into the base output in fp32 before one rounding to bf16 (LoraLinear), so

@@ -76,13 +76,13 @@ public sealed class AdamW : IDisposable
     public IReadOnlyList<Tensor> Parameters => _parameters;
 
     /// <summary>The learning rate the next <see cref="Step"/> uses; starts at <see cref="AdamWOptions.LearningRate"/>.</summary>
-    /// <exception cref="ArgumentOutOfRangeException">Set to a negative or NaN value.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">Set to a negative, infinite or NaN value.</exception>
     public double LearningRate
     {
         get => _learningRate;
         set
         {
-            if (!(value >= 0)) throw new ArgumentOutOfRangeException(nameof(value), value, "the learning rate must be >= 0");
+            if (!NumberChecks.IsFiniteNonNegative(value)) throw new ArgumentOutOfRangeException(nameof(value), value, "the learning rate must be a finite number >= 0");
             _learningRate = value;
         }
     }

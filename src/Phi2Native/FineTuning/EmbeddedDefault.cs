@@ -71,6 +71,9 @@ public static class EmbeddedDefault
         "It knows nothing until trained. To work with the real Phi-2, pass --model with a folder holding its " +
         "config.json, model*.safetensors, vocab.json and merges.txt (e.g. a download of microsoft/phi-2).";
 
+    /// <summary>What the embedded default is, in a few words: for the one notice of a command run without <c>--model</c>.</summary>
+    public static string Summary => $"the embedded tiny stand-in, not Phi-2 ({ParameterCount(Config) / 1e6:F2}M parameters)";
+
     /// <summary>The training part of the text: its paragraphs (chapters) in order, separated by blank lines.</summary>
     public static string TrainingText => s_split.Value.TrainingText;
 

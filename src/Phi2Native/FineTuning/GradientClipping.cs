@@ -14,17 +14,17 @@ public static class GradientClipping
     /// when it is below 1, so gradients already inside the bound are not touched.
     /// </summary>
     /// <param name="parameters">The parameters; those whose <see cref="Tensor.Grad"/> is null are left out, as in torch.</param>
-    /// <param name="maxNorm">The largest global norm allowed, &gt; 0.</param>
+    /// <param name="maxNorm">The largest global norm allowed: a finite number &gt; 0.</param>
     /// <returns>
     /// The global norm before clipping (0 when no parameter has a gradient). A non-finite value means a gradient
     /// overflowed and the gradients are unusable (as in torch, which scales them by 0 or NaN then): a training loop
     /// should check <see cref="double.IsFinite"/> and skip the step.
     /// </returns>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxNorm"/> is not a positive number.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxNorm"/> is not a finite positive number.</exception>
     public static double ClipGradientsByGlobalNorm(IEnumerable<Tensor> parameters, double maxNorm)
     {
         ArgumentNullException.ThrowIfNull(parameters);
-        if (!(maxNorm > 0)) throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, "the maximum gradient norm must be > 0");
+        if (!NumberChecks.IsFinitePositive(maxNorm)) throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, "the maximum gradient norm must be a finite number > 0");
         var gradients = parameters.Select(p => p.Grad).OfType<Tensor>().ToList();
         double sumOfSquares = 0;
         foreach (var gradient in gradients) sumOfSquares += gradient.Backend.SumOfSquares(gradient);

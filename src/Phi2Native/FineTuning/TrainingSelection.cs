@@ -83,7 +83,9 @@ public static class TrainingSelection
             if (bounds.Length is < 1 or > 2 || !bounds.All(b => int.TryParse(b, NumberStyles.None, CultureInfo.InvariantCulture, out _)))
                 throw new Phi2Exception($"layers: \"{item}\" is not a layer index or range; write e.g. 24-31 or 0,2,5-7 (this model has layers 0-{layerCount - 1})");
             int first = int.Parse(bounds[0], CultureInfo.InvariantCulture), last = int.Parse(bounds[^1], CultureInfo.InvariantCulture);
-            if (first > last || last >= layerCount)
+            if (first > last)
+                throw new Phi2Exception($"layers: \"{item}\" is reversed; write the lower layer first ({last}-{first})");
+            if (last >= layerCount)
                 throw new Phi2Exception($"layers: \"{item}\" is outside this model's layers 0-{layerCount - 1}");
             for (int i = first; i <= last; i++) layers.Add(i);
         }

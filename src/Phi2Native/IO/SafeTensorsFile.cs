@@ -80,8 +80,9 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     /// <exception cref="SafeTensorsFormatException">
     /// The file is too short, its header length is 0, over 100 MB or past the end of the file, the header is not
     /// UTF-8 JSON or not an object, a key repeats, an entry is malformed, has an unknown dtype, a byte size that
-    /// does not match its shape, or offsets past the end of the file, two tensors overlap, or
-    /// <c>__metadata__</c> is not a string-to-string object.
+    /// does not match its shape, or offsets past the end of the file, two tensors overlap, bytes of the data section
+    /// belong to no tensor (a gap between tensors or bytes after the last one), or <c>__metadata__</c> is not a
+    /// string-to-string object.
     /// </exception>
     /// <exception cref="IOException">The file cannot be opened (missing, no permission, ...).</exception>
     public static SafeTensorsFile Open(string path)

@@ -13,8 +13,10 @@ namespace Phi2Native.IO;
 /// with offsets relative to the data section, plus an optional <c>"__metadata__"</c> string-to-string map.
 /// Every check here exists so that a bad file fails at open with a message naming the file and tensor,
 /// rather than later as a wrong shape, a garbage weight or an access violation in the mapped view.
-/// Unknown keys inside a tensor entry are ignored, as the reference implementation does.
-/// Gaps between tensors and bytes after the last one are tolerated: they cannot make a read go wrong.
+/// Unknown keys inside a tensor entry are ignored, as the reference implementation does. As it does too, the tensors
+/// must cover the data section exactly: in offset order each starts where the one before ends (zero-byte tensors
+/// included), so two tensors never share a byte, no byte lies between them, and none follows the last one. A file
+/// that breaks this was not written by a safetensors writer, and the bytes it hides are refused rather than skipped.
 /// </remarks>
 internal static class SafeTensorsHeader
 {
@@ -69,7 +71,7 @@ internal static class SafeTensorsHeader
                     tensors.Add(ParseTensor(path, property.Name, property.Value, dataLength));
             }
 
-            CheckNoOverlap(path, tensors);
+            CheckExactCoverage(path, tensors, dataLength);
             return new Parsed(metadata, tensors.ToArray());
         }
     }
@@ -163,17 +165,28 @@ internal static class SafeTensorsHeader
         return new SafeTensorInfo(name, dtypeName, dtype, shape, elementCount, begin, end);
     }
 
-    private static void CheckNoOverlap(string path, List<SafeTensorInfo> tensors)
+    private static void CheckExactCoverage(string path, List<SafeTensorInfo> tensors, long dataLength)
     {
-        // Empty ranges hold no bytes and cannot alias anything, whatever their offsets say.
-        SafeTensorInfo[] byOffset = tensors.Where(t => t.ByteLength > 0).OrderBy(t => t.DataBegin).ToArray();
-        for (int i = 1; i < byOffset.Length; i++)
+        // The reference implementation's order: by begin, then end (so a zero-byte tensor comes before one that starts with it).
+        long covered = 0;
+        SafeTensorInfo? previous = null;
+        foreach (SafeTensorInfo current in tensors.OrderBy(t => t.DataBegin).ThenBy(t => t.DataEnd))
         {
-            SafeTensorInfo previous = byOffset[i - 1], current = byOffset[i];
-            if (current.DataBegin < previous.DataEnd)
+            if (current.DataBegin < covered)
                 throw Fail(path,
-                    $"tensor '{current.Name}' [{current.DataBegin}, {current.DataEnd}) overlaps tensor '{previous.Name}' [{previous.DataBegin}, {previous.DataEnd})");
+                    $"tensor '{current.Name}' [{current.DataBegin}, {current.DataEnd}) overlaps tensor '{previous!.Name}' [{previous.DataBegin}, {previous.DataEnd})");
+            if (current.DataBegin > covered)
+                throw Fail(path, current.Name,
+                    $"it starts at byte {current.DataBegin} of the data section, but the tensors before it end at {covered}: " +
+                    $"bytes [{covered}, {current.DataBegin}) belong to no tensor (a gap, which the format does not allow)");
+            covered = current.DataEnd;
+            previous = current;
         }
+        if (covered != dataLength)
+            throw Fail(path, previous is null
+                ? $"the header lists no tensor, but the data section holds {dataLength} bytes; the format allows none"
+                : $"the data section holds {dataLength} bytes, but the tensors end at {covered} (tensor '{previous.Name}'): " +
+                  $"{dataLength - covered} bytes after the last tensor belong to none (the format does not allow them)");
     }
 
     private static bool TryGetNonNegative(JsonElement element, out long value)

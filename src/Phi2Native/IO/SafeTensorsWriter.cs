@@ -133,12 +133,15 @@ public sealed class SafeTensorsWriter
     /// <param name="path">The output file; its folder must exist.</param>
     /// <exception cref="ArgumentException">A metadata key or value is null, or a key is empty.</exception>
     /// <exception cref="InvalidOperationException">A streamed tensor's callback wrote a different number of bytes than its shape needs.</exception>
-    /// <exception cref="IOException">The file cannot be written.</exception>
+    /// <exception cref="IOException">The file cannot be written (its folder is missing, it is a folder, ...); the message names the path.</exception>
     public void Save(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         string fullPath = Path.GetFullPath(path);
         string folder = Path.GetDirectoryName(fullPath)!;
+        // Said plainly, before the temporary file's name can end up in the message instead.
+        if (PathChecks.FolderProblem(folder) is { } problem) throw new DirectoryNotFoundException($"cannot write '{fullPath}': its folder '{folder}' {problem}");
+        if (Directory.Exists(fullPath)) throw new IOException($"cannot write '{fullPath}': it is a folder");
         byte[] header = BuildHeader();
 
         // Same folder, so the final rename stays on one file system and is atomic. Hidden and unique, so a

@@ -11,14 +11,14 @@ namespace Phi2Native.Tensors;
 /// <param name="Step">How many updates this parameter has had, this one included (1 for the first): the bias corrections use it.</param>
 public readonly record struct AdamWStepArguments(double LearningRate, double Beta1, double Beta2, double Epsilon, double WeightDecay, int Step)
 {
-    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> for a value torch.optim.AdamW would reject, or a step below 1.</summary>
+    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> for a value torch.optim.AdamW would reject, an infinite one, or a step below 1 (NaN fails every check).</summary>
     public void Validate()
     {
-        if (!(LearningRate >= 0)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "the learning rate must be >= 0");
+        if (!NumberChecks.IsFiniteNonNegative(LearningRate)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "the learning rate must be a finite number >= 0");
         if (!(Beta1 >= 0 && Beta1 < 1)) throw new ArgumentOutOfRangeException(nameof(Beta1), Beta1, "beta1 must lie in [0, 1)");
         if (!(Beta2 >= 0 && Beta2 < 1)) throw new ArgumentOutOfRangeException(nameof(Beta2), Beta2, "beta2 must lie in [0, 1)");
-        if (!(Epsilon >= 0)) throw new ArgumentOutOfRangeException(nameof(Epsilon), Epsilon, "epsilon must be >= 0");
-        if (!(WeightDecay >= 0)) throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "the weight decay must be >= 0");
+        if (!NumberChecks.IsFiniteNonNegative(Epsilon)) throw new ArgumentOutOfRangeException(nameof(Epsilon), Epsilon, "epsilon must be a finite number >= 0");
+        if (!NumberChecks.IsFiniteNonNegative(WeightDecay)) throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "the weight decay must be a finite number >= 0");
         if (Step < 1) throw new ArgumentOutOfRangeException(nameof(Step), Step, "the step count is 1-based: 1 for the first update");
     }
 }

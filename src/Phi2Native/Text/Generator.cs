@@ -105,7 +105,8 @@ public sealed class Generator
         foreach (var prompt in prompts) Check(prompt, options);
     }
 
-    private void Check(IReadOnlyList<int> promptIds, GenerationOptions options)
+    /// <summary>Checks a prompt and options as <see cref="Stream"/> does, before anything runs.</summary>
+    internal void Check(IReadOnlyList<int> promptIds, GenerationOptions options)
     {
         ArgumentNullException.ThrowIfNull(promptIds);
         ArgumentNullException.ThrowIfNull(options);

@@ -27,10 +27,10 @@ public sealed record SamplingOptions
     public bool IsGreedy => Temperature == 0;
 
     /// <summary>Checks the options.</summary>
-    /// <exception cref="Phi2Exception">The temperature is negative or not finite, top-k is negative, or top-p is outside (0, 1]; the message names the option.</exception>
+    /// <exception cref="Phi2Exception">The temperature is negative or not finite, top-k is negative, or top-p is outside (0, 1] (NaN fails every check); the message names the option.</exception>
     public void Validate()
     {
-        if (!(Temperature >= 0) || double.IsInfinity(Temperature))
+        if (!NumberChecks.IsFiniteNonNegative(Temperature))
             throw new Phi2Exception($"temperature must be a finite number >= 0 (0 means greedy), got {Temperature}");
         if (TopK < 0)
             throw new Phi2Exception($"top-k must be >= 0 (0 keeps every token), got {TopK}");

@@ -72,7 +72,7 @@ public sealed class TextTokenizer
     public static TextTokenizer FromModelFolder(string directory, Action<string>? warn = null)
     {
         ArgumentNullException.ThrowIfNull(directory);
-        if (!Directory.Exists(directory)) throw new TokenizerException("model folder not found", directory);
+        if (Phi2Native.IO.PathChecks.FolderProblem(directory) is { } problem) throw new TokenizerException($"the model folder {problem}", directory);
         string vocabPath = Path.Combine(directory, VocabFile), mergesPath = Path.Combine(directory, MergesFile);
         bool hasVocab = File.Exists(vocabPath), hasMerges = File.Exists(mergesPath);
         if (!hasVocab && !hasMerges)

@@ -59,18 +59,6 @@ public class AdapterCommandTests : TemporaryDirectoryTest
         TensorAssert.Close("merged logits", golden.ReadAsSingle("lora.trace.logits"), reloaded.Forward(reloaded.CreateInputIds(ids)).ToSingleArray(), Tolerance.Forward(DType.F32));
     }
 
-    [TestCase("bf16", "BF16")]
-    [TestCase("f16", "F16")]
-    public void MergeCanStoreAnotherDtype(string option, string stored)
-    {
-        string merged = Path.Combine(Temp, "merged");
-        var (code, _, error) = Phi2("merge", "--model", Fixtures.ModelDirectory("f32"), "--adapter", Fixtures.Path("adapter-rslora"), "--out", merged, "--dtype", option);
-        Assert.That(code, Is.EqualTo(0), error);
-        using (var weights = SafeTensorsFile.Open(Path.Combine(merged, "model.safetensors")))
-            Assert.That(weights.Tensors.Select(t => t.DTypeName).Distinct(), Is.EqualTo(new[] { stored }));
-        Assert.That(File.ReadAllText(Path.Combine(merged, "config.json")), Does.Contain($"\"torch_dtype\": \"{(option == "f16" ? "float16" : "bfloat16")}\""));
-    }
-
     [Test]
     public void MergeKeepsAnF16BaseInF16()
     {

@@ -95,7 +95,7 @@ public class FinetuneCommandTests : TemporaryDirectoryTest
     [TestCase("--preset", "poetry", "valid presets")]
     [TestCase("--target", "o_proj", "unknown module \"o_proj\"")]
     [TestCase("--layers", "9", "outside this model's layers 0-3")]
-    [TestCase("--r", "0", "r must be a positive integer")]
+    [TestCase("--r", "0", "--r must be a positive whole number")]
     [TestCase("--schedule", "wavy", "--schedule")]
     public void BadSettingsAreExitCode2AndListWhatIsValid(string option, string value, string mentioned)
     {

@@ -45,6 +45,27 @@ public class GenerateCommandTests : TemporaryDirectoryTest
         Assert.That(first.Output, Is.Not.Empty);
     }
 
+    [Test]
+    public void EachSamplingOptionReachesTheSampler()
+    {
+        // The embedded model is untrained: its next-token distribution is nearly flat, so a draw at temperature 1 almost
+        // never repeats the argmax 12 times, and any option that is dropped on the way shows as a changed sequence.
+        string[] Ids(params string[] sampling)
+        {
+            var (code, output, error) = Phi2(["generate", "--prompt", "And God said", "--max-tokens", "12", "--print-ids", .. sampling]);
+            Assert.That(code, Is.EqualTo(0), error);
+            return output.Trim().Split(',');
+        }
+        var greedy = Ids();
+        var free = Ids("--temperature", "1", "--seed", "3");
+        Assert.That(free, Is.Not.EqualTo(greedy), "temperature 1 samples");
+        Assert.That(Ids("--temperature", "1", "--seed", "3", "--top-k", "1"), Is.EqualTo(greedy), "--top-k 1 keeps only the argmax");
+        Assert.That(Ids("--temperature", "1", "--seed", "3", "--top-p", "1e-9"), Is.EqualTo(greedy), "--top-p near 0 keeps only the argmax");
+        Assert.That(Ids("--temperature", "1e-4", "--seed", "3"), Is.EqualTo(greedy), "a temperature near 0 sharpens to the argmax");
+        Assert.That(Ids("--temperature", "1", "--seed", "4"), Is.Not.EqualTo(free), "--seed changes the draws");
+        Assert.That(Ids("--temperature", "1", "--seed", "3", "--top-k", "2"), Is.Not.EqualTo(free).And.Not.EqualTo(greedy), "--top-k 2 samples among two");
+    }
+
     [TestCase("--temperature", "-1", "temperature")]
     [TestCase("--top-p", "1.5", "top-p")]
     [TestCase("--top-p", "0", "top-p")]

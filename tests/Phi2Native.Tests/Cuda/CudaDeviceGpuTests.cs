@@ -10,7 +10,8 @@ namespace Phi2Native.Tests.Cuda;
 /// <see cref="CudaDevice"/> on a real GPU, beyond what the device checks (DeviceLayerChecks, run here by
 /// GpuDeviceCheckTests) cover through IDeviceApi: staging with small chunks, the caching allocator on the driver,
 /// event errors, the over-48-KiB shared memory opt-in and launch errors, NVRTC's log for a broken source, the disk
-/// cache across opens, Blas, and two devices on one context. Ignored, with the probe's reason, where there is no GPU.
+/// cache across opens, Blas, and two devices on one context. Ignored, with the probe's reason, where there is no GPU;
+/// failed where a GPU is present but CUDA cannot use it (<see cref="Support.GpuGate"/>).
 /// </summary>
 [TestFixture, Category("Gpu"), NonParallelizable]
 public class CudaDeviceGpuTests : Support.TemporaryDirectoryTest
@@ -21,8 +22,7 @@ public class CudaDeviceGpuTests : Support.TemporaryDirectoryTest
     [OneTimeSetUp]
     public void OpenDevice()
     {
-        var probe = CudaAvailability.Probe(TestContext.Progress.WriteLine);
-        if (!probe.IsAvailable) Assert.Ignore($"needs a CUDA GPU: {probe.Reason}");
+        Support.GpuGate.Require();
         // Held for the whole fixture, so the primary context (and its loaded modules) outlives each test's own devices.
         _device = CudaDevice.Open(0, KernelCacheOptions.Disabled, Chunk);
         TestContext.Progress.WriteLine($"{_device.Name}: {_device.MaxSharedBytesPerBlock} bytes of opt-in shared memory");

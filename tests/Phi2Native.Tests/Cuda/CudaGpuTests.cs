@@ -7,7 +7,7 @@ namespace Phi2Native.Tests.Cuda;
 /// <summary>
 /// Exercises the bindings on a real GPU: context, memory round trip, NVRTC compile, module load, launch,
 /// events, cuBLAS GemmEx and a cuBLASLt matmul with the BIAS epilogue. Ignored, with the probe's reason,
-/// where there is no CUDA driver.
+/// where there is no GPU; failed where a GPU is present but CUDA cannot use it (<see cref="Support.GpuGate"/>).
 /// </summary>
 [TestFixture, Category("Gpu"), NonParallelizable]
 public unsafe class CudaGpuTests
@@ -26,8 +26,7 @@ public unsafe class CudaGpuTests
     [OneTimeSetUp]
     public void SetUp()
     {
-        var probe = CudaAvailability.Probe(TestContext.Progress.WriteLine);
-        if (!probe.IsAvailable) Assert.Ignore($"needs a CUDA GPU: {probe.Reason}");
+        Support.GpuGate.Require();
         CudaDriver.Check(CudaDriver.cuDeviceGet(out _device, 0));
         CudaDriver.Check(CudaDriver.cuDevicePrimaryCtxRetain(out _context, _device));
         CudaDriver.Check(CudaDriver.cuCtxSetCurrent(_context));

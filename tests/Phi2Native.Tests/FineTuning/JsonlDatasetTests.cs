@@ -191,6 +191,6 @@ public sealed class JsonlDatasetTests : DataTestBase
     {
         string path = Path.Combine(Folder, "absent.jsonl");
         var error = Assert.Throws<DataFormatException>(() => Load(path))!;
-        Assert.That(error.Message, Is.EqualTo(path + ": file not found"));
+        Assert.That(error.Message, Is.EqualTo(path + ": the JSONL file does not exist"));
     }
 }

@@ -104,7 +104,7 @@ public class LoraOverBf16Tests : TemporaryDirectoryTest
         {
             string run = Path.Combine(Temp, dtype);
             var (code, output, error) = Phi2("finetune", "--data", data, "--out", run, "--target", "q_proj,v_proj", "--max-steps", "2", "--batch-size", "1",
-                "--max-length", "12", "--lr", "3e-3", "--seed", "5", "--device", device, "--dtype", dtype);
+                "--max-length", "12", "--lr", Rate.ToString("R"), "--seed", "5", "--device", device, "--dtype", dtype, "--save-every", "1");
             Assert.That(code, Is.EqualTo(0), error);
             Assert.That(output, Does.Contain("done: 2 steps"));
             Assert.That(error, Does.Contain(device == "cpu" ? "cpu (" : "emulated, bf16"));
@@ -119,10 +119,54 @@ public class LoraOverBf16Tests : TemporaryDirectoryTest
         for (int i = 0; i < 2; i++)
             Assert.That(losses["bf16"][i], Is.EqualTo(losses["f32"][i]).Within(1).Percent, $"step {i + 1} loss");
 
+        AdaptersMovedAsTheCpusDid(Path.Combine(Temp, "f32"), Path.Combine(Temp, "bf16"));
+
         // The adapter trained over bf16 applies over a bf16 base in generation too.
         var generated = Phi2("generate", "--prompt", "And God said", "--adapter", Path.Combine(Temp, "bf16"), "--max-tokens", "3", "--device", "emulated", "--dtype", "bf16");
         Assert.That(generated.Code, Is.EqualTo(0), generated.Error);
         Assert.That(generated.Output, Is.Not.Empty);
+    }
+
+    private const double Rate = 3e-3;
+
+    /// <summary>
+    /// The losses alone cannot show that the optimizer stepped (one step at this rate moves the loss by 0.1%, inside the
+    /// 1% bf16 tolerance): each adapter tensor's move in each step (step 1 from PEFT's init, B = 0; step 2 from the
+    /// step-1 checkpoint) must be AdamW-sized, about the learning rate per element, and the bf16 run's moves must be the
+    /// f32 CPU run's (same data, seeds and initial adapters) up to bf16 gradients.
+    /// </summary>
+    private static void AdaptersMovedAsTheCpusDid(string f32Run, string bf16Run)
+    {
+        float[] Read(string run, string checkpoint, string key)
+        {
+            string folder = checkpoint == "" ? run : Path.Combine(run, "checkpoints", checkpoint);
+            using var file = SafeTensorsFile.Open(Path.Combine(folder, "adapter_model.safetensors"));
+            return file.ReadAsSingle(key);
+        }
+        static double Norm(IEnumerable<double> values) => Math.Sqrt(values.Sum(v => v * v));
+        string[] keys;
+        using (var file = SafeTensorsFile.Open(Path.Combine(f32Run, "adapter_model.safetensors"))) keys = [.. file.Tensors.Select(t => t.Name)];
+        Assert.That(keys, Has.Length.EqualTo(4 * 2 * 2), "A and B of q_proj and v_proj in 4 layers");
+        foreach (string key in keys)
+            foreach (var (from, to) in new[] { ("", "step-1"), ("step-1", "step-2") })
+            {
+                // B starts at zero, so step 1 moves only B (A's gradient is B-times-something: zero).
+                if (from == "" && key.Contains("lora_A", StringComparison.Ordinal)) continue;
+                double[] Move(string run)
+                {
+                    float[] after = Read(run, to, key), before = from == "" ? new float[after.Length] : Read(run, from, key);
+                    return after.Select((v, i) => (double)v - before[i]).ToArray();
+                }
+                double[] cpu = Move(f32Run), bf16 = Move(bf16Run);
+                double perElement = Norm(cpu) / Math.Sqrt(cpu.Length), size = Norm(bf16) / Norm(cpu);
+                double cosine = cpu.Select((v, i) => v * bf16[i]).Sum() / (Norm(cpu) * Norm(bf16));
+                TestContext.Out.WriteLine($"{key} {from}->{to}: {perElement / Rate:F3} x lr per element; bf16 {size:F3} x as far, cosine {cosine:F3}");
+                Assert.That(perElement, Is.InRange(0.1 * Rate, 2 * Rate), $"{key}, {to}: an AdamW step moves each element by about the learning rate");
+                // AdamW's early steps are nearly sign(gradient) x lr: an element whose gradient is near 0 may flip sign
+                // under bf16 rounding, so the moves agree in size and direction, not element by element.
+                Assert.That(size, Is.InRange(0.9, 1.1), $"{key}, {to}: the bf16 run moved as far as the CPU's");
+                Assert.That(cosine, Is.GreaterThan(0.9), $"{key}, {to}: the bf16 run moved the way the CPU's did");
+            }
     }
 
     [Test]

@@ -85,7 +85,7 @@ public class TrainingSelectionTests
 
     [TestCase("4", "outside this model's layers 0-3")]
     [TestCase("2-x", "not a layer index or range")]
-    [TestCase("3-1", "outside")]
+    [TestCase("3-1", "is reversed; write the lower layer first (1-3)")]
     public void BadLayersNameTheValidRange(string text, string message) =>
         Assert.That(Assert.Throws<Phi2Exception>(() => TrainingSelection.ParseLayers(text, 4))!.Message, Does.Contain(message));
 

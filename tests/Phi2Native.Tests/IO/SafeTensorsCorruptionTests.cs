@@ -301,21 +301,58 @@ public sealed class SafeTensorsCorruptionTests : SafeTensorsTestBase
     }
 
     [Test]
+    public void GapBetweenTensors()
+    {
+        string path = Craft("gap.safetensors",
+            """{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}""",
+            new byte[12]);
+        AssertFormatError(path, "b", "bytes [4, 8) belong to no tensor");
+    }
+
+    [Test]
+    public void GapBeforeTheFirstTensor()
+    {
+        string path = Craft("lead.safetensors", """{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""", s_eightBytes);
+        AssertFormatError(path, "a", "bytes [0, 4) belong to no tensor");
+    }
+
+    [Test]
+    public void BytesAfterTheLastTensor()
+    {
+        string path = Craft("extra.safetensors", """{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}""", s_eightBytes);
+        AssertFormatError(path, "a", "the data section holds 8 bytes, but the tensors end at 4");
+    }
+
+    [Test]
+    public void DataWithoutAnyTensor()
+    {
+        string path = Craft("nothing.safetensors", "{}", s_eightBytes);
+        AssertFormatError(path, null, "the header lists no tensor, but the data section holds 8 bytes");
+    }
+
+    [Test]
+    public void AZeroByteTensorInsideAnotherOverlapsIt()
+    {
+        // The reference implementation walks the tensors in offset order, each starting where the last one ended.
+        string path = Craft("inside.safetensors",
+            """{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}}""",
+            s_eightBytes);
+        AssertFormatError(path, "e", "overlaps tensor 'a'");
+    }
+
+    [Test]
     public void EdgeCasesThatAreValid()
     {
-        // "{}" alone; spaces after the JSON; zero-byte tensors anywhere (even inside another's range, as they
-        // hold no bytes); gaps and trailing bytes, which cannot make a read go wrong.
+        // "{}" alone; spaces after the JSON; zero-byte tensors where the tensors before them end (at the start, between
+        // two tensors, after the last); unknown keys inside an entry.
         string[] valid =
         [
             Craft("empty.safetensors", "{}"),
             Craft("padded.safetensors", "{}      "),
             Craft("zeros.safetensors",
-                """{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"f":{"dtype":"F16","shape":[3,0],"data_offsets":[4,4]}}""",
+                """{"z":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"f":{"dtype":"F16","shape":[3,0],"data_offsets":[8,8]}}""",
                 s_eightBytes),
-            Craft("gap.safetensors",
-                """{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}""",
-                new byte[16]),
-            Craft("extra.safetensors", """{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"note":{"any":[1]}}}""", s_eightBytes),
+            Craft("extra.safetensors", """{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"note":{"any":[1]}}}""", s_eightBytes),
         ];
         foreach (string path in valid)
         {

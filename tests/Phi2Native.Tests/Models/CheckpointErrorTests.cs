@@ -129,6 +129,38 @@ public class CheckpointErrorTests : TemporaryDirectoryTest
     }
 
     [Test]
+    public void AConfigFarFromItsWeightsFailsFastWithACountAndAFewNames()
+    {
+        // 1000 layers over weights of 3: 997 x 14 tensors missing, and the message stays short.
+        string dir = ModelWith(Config("f32").Replace("\"num_hidden_layers\": 3", "\"num_hidden_layers\": 1000"));
+        var e = Assert.Throws<CheckpointException>(() => Phi2Checkpoint.Load(dir, CpuBackend.Default));
+        Assert.That(e!.Message, Does.Contain($"missing tensors ({997 * 14})").And.Contain("model.layers.3.input_layernorm.weight"));
+        Assert.That(e.Message, Does.Contain($"... and {997 * 14 - 10} more"));
+        Assert.That(e.Message.Split('\n'), Has.Length.LessThan(15));
+    }
+
+    [TestCase("\"num_hidden_layers\": 3", "\"num_hidden_layers\": 2000000000", "num_hidden_layers 2000000000 is more than this engine supports (at most 1024)")]
+    [TestCase("\"vocab_size\": 203", "\"vocab_size\": 2147483647", "vocab_size 2147483647 is more than this engine supports")]
+    [TestCase("\"max_position_embeddings\": 64", "\"max_position_embeddings\": 100000000", "max_position_embeddings 100000000 is more than")]
+    public void AbsurdSizesAreRefusedBeforeAnyNameIsBuilt(string from, string to, string message)
+    {
+        string dir = ModelWith(Config("f32").Replace(from, to));
+        // Run aside, so a regression that builds billions of names fails here instead of hanging the suite.
+        var load = Task.Run(() => Phi2Checkpoint.Load(dir, CpuBackend.Default).Dispose());
+        Assert.That(Task.WhenAny(load, Task.Delay(TimeSpan.FromSeconds(30))).Result, Is.SameAs(load), "the load fails fast");
+        Assert.That(load.Exception!.InnerException, Is.InstanceOf<ModelConfigException>().With.Message.Contains(message));
+        Assert.That(load.Exception.InnerException!.Message, Does.Contain("config.json"));
+    }
+
+    [Test]
+    public void AWeightMatrixBeyondWhatATensorAddressesIsRefused()
+    {
+        var config = Phi2Config.Tiny with { VocabSize = 40000, HiddenSize = 65536, NumAttentionHeads = 512, RotaryDim = 64 };
+        Assert.That(() => config.Validate("config.json"), Throws.InstanceOf<ModelConfigException>()
+            .With.Message.Contains("vocab_size x hidden_size = 2621440000 elements in one weight matrix is more than this engine supports"));
+    }
+
+    [Test]
     public void ShardMissingFromTheIndexIsNamed()
     {
         string dir = Path.Combine(Temp, "sharded");

@@ -19,7 +19,7 @@ public sealed class DropoutOp : AutogradOp
     /// <summary>Forward; p = 0 returns x itself.</summary>
     public static Tensor Apply(Tensor x, double probability, ulong seed)
     {
-        if (probability is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(probability), probability, "dropout probability must be in [0, 1)");
+        if (!NumberChecks.IsProbability(probability)) throw new ArgumentOutOfRangeException(nameof(probability), probability, "dropout probability must be in [0, 1)");
         if (probability == 0) return x;
         return Record(new DropoutOp(x, probability, seed), x.Backend.Dropout(x, probability, seed));
     }

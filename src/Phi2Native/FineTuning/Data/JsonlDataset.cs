@@ -73,7 +73,7 @@ public sealed class JsonlDataset
     public static JsonlDataset Load(string path, Func<string, int[]> encode, JsonlOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(path);
-        if (!File.Exists(path)) throw new DataFormatException(path, null, "file not found");
+        if (Phi2Native.IO.PathChecks.FileProblem(path) is { } problem) throw new DataFormatException(path, null, $"the JSONL file {problem}");
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan);
         return Read(stream, path, encode, options);
     }

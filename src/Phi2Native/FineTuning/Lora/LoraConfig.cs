@@ -40,12 +40,12 @@ public sealed record LoraConfig
     public double Scaling => UseRsLora ? Alpha / Math.Sqrt(R) : Alpha / R;
 
     /// <summary>Checks the values; the message names the field.</summary>
-    /// <exception cref="Phi2Exception">r is not positive, alpha is not finite, dropout is outside [0, 1), or no targets are given.</exception>
+    /// <exception cref="Phi2Exception">r is not positive, alpha is not finite, dropout is outside [0, 1) (or NaN), or no targets are given.</exception>
     public void Validate()
     {
         if (R <= 0) throw new Phi2Exception($"LoRA r must be a positive integer, got {R}");
         if (!double.IsFinite(Alpha)) throw new Phi2Exception($"lora_alpha must be a finite number, got {Alpha}");
-        if (Dropout is < 0 or >= 1) throw new Phi2Exception($"lora_dropout must be in [0, 1), got {Dropout}");
+        if (!NumberChecks.IsProbability(Dropout)) throw new Phi2Exception($"lora_dropout must be in [0, 1), got {Dropout}");
         if (TargetModules.Count == 0 && TargetModulesRegex is null && ModulesToSave.Count == 0)
             throw new Phi2Exception("the LoRA configuration trains nothing: give target_modules or modules_to_save");
     }

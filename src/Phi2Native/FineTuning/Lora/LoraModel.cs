@@ -105,9 +105,20 @@ public sealed class LoraModel : IDisposable
     /// Folds the adapters into the base weights (W += scaling B A; E += scaling (B A)^T) and detaches them; the modules
     /// trained in full keep their trained values. The model then computes what the adapted model computed.
     /// </summary>
+    /// <exception cref="Phi2Exception">A trainable tensor holds NaN or an infinity (a diverged run): nothing is merged,
+    /// the message names the tensor by its PEFT key.</exception>
     public void Merge()
     {
         ThrowIfDetached();
+        // Checked before any weight changes: a NaN folded into a weight would make every output of the merged model NaN.
+        foreach (var parameter in TrainableParameters())
+        {
+            float[] values = parameter.ToSingleArray();
+            int bad = Array.FindIndex(values, v => !float.IsFinite(v));
+            if (bad >= 0)
+                throw new Phi2Exception($"cannot merge: {PeftKey(parameter)} [{parameter.ShapeText}] holds {values[bad]} at element {bad}; " +
+                                        "the adapter is broken (a diverged run?), and the merged model would compute garbage");
+        }
         foreach (var adapter in _linear)
             using (var delta = adapter.Delta()) LoraLinear.AddDelta(adapter.Module.Weight, delta);
         foreach (var adapter in _embedding)

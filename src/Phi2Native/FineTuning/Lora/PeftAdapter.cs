@@ -37,7 +37,8 @@ public static class PeftAdapter
     /// <exception cref="Phi2Exception">The folder, config or weights are missing or malformed, or the tensors do not fit the model (all listed).</exception>
     public static LoraModel Load(Phi2Model model, string directory, Action<string>? warn = null)
     {
-        if (!Directory.Exists(directory)) throw new Phi2Exception($"adapter folder '{directory}' does not exist");
+        if (PathChecks.FolderProblem(directory) is { } problem)
+            throw new Phi2Exception($"adapter folder '{directory}' {problem}; pass a folder holding adapter_config.json and {WeightsFileName}");
         var config = PeftAdapterConfig.Read(Path.Combine(directory, PeftAdapterConfig.FileName));
         string weightsPath = Path.Combine(directory, WeightsFileName);
         if (!File.Exists(weightsPath))

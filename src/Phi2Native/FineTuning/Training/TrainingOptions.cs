@@ -24,7 +24,7 @@ public sealed record TrainingOptions
     /// <summary>Decay after warmup.</summary>
     public LearningRateDecay Decay { get; init; } = LearningRateDecay.Cosine;
 
-    /// <summary>Clip gradients to this global norm; 0 or less turns clipping off.</summary>
+    /// <summary>Clip gradients to this global norm (a finite number &gt;= 0); 0 turns clipping off.</summary>
     public double MaxGradientNorm { get; init; } = 1.0;
 
     /// <summary>Replaces the config's resid_pdrop while training, if set.</summary>
@@ -39,7 +39,8 @@ public sealed record TrainingOptions
     /// <summary>Write a checkpoint every this many optimizer steps (0: only at the end and on interruption).</summary>
     public int SaveEvery { get; init; }
 
-    /// <summary>Checks the values; the message names the option.</summary>
+    /// <summary>Checks the values; the message names the option and what it must be. NaN and infinities fail every check.</summary>
+    /// <exception cref="Phi2Exception">A value is out of range.</exception>
     public void Validate()
     {
         void Positive(int value, string name)
@@ -49,10 +50,13 @@ public sealed record TrainingOptions
         Positive(Epochs, "--epochs");
         Positive(GradientAccumulation, "--grad-accum");
         if (MaxSteps is { } max) Positive(max, "--max-steps");
-        if (!(LearningRate > 0) || !double.IsFinite(LearningRate)) throw new Phi2Exception($"--lr must be a positive number, got {LearningRate}");
-        if (WeightDecay < 0) throw new Phi2Exception($"--weight-decay must not be negative, got {WeightDecay}");
+        if (!NumberChecks.IsFinitePositive(LearningRate)) throw new Phi2Exception($"--lr must be a finite number > 0, got {LearningRate}");
+        if (!NumberChecks.IsFiniteNonNegative(WeightDecay)) throw new Phi2Exception($"--weight-decay must be a finite number >= 0 (0: none), got {WeightDecay}");
+        if (!NumberChecks.IsFiniteNonNegative(MaxGradientNorm))
+            throw new Phi2Exception($"--max-grad-norm must be a finite number >= 0 (0: no clipping), got {MaxGradientNorm}");
         if (WarmupSteps < 0) throw new Phi2Exception($"--warmup must not be negative, got {WarmupSteps}");
-        if (ResidualDropout is < 0 or >= 1) throw new Phi2Exception($"--resid-dropout must be in [0, 1), got {ResidualDropout}");
+        if (ResidualDropout is { } dropout && !NumberChecks.IsProbability(dropout))
+            throw new Phi2Exception($"--resid-dropout must be in [0, 1), got {dropout}");
         if (EvaluateEvery < 0 || SaveEvery < 0) throw new Phi2Exception("--eval-every and --save-every must not be negative");
     }
 }

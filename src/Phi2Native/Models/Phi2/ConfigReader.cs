@@ -24,8 +24,8 @@ internal sealed class ConfigReader(JsonObject root, string source)
     {
         var node = Get(key, required);
         if (node is null) return null;
-        if (node is JsonValue value && value.TryGetValue(out double d)) return d;
-        throw new ModelConfigException($"{source}: {key} must be a number, got {node.ToJsonString()}");
+        if (node is JsonValue value && value.TryGetValue(out double d) && double.IsFinite(d)) return d;
+        throw new ModelConfigException($"{source}: {key} must be a finite number, got {node.ToJsonString()}");
     }
 
     public bool? Bool(string key)

@@ -14,6 +14,9 @@ public static class Phi2Checkpoint
     private const string IndexFile = "model.safetensors.index.json";
     private const string SingleFile = "model.safetensors";
 
+    /// <summary>Tensors named per kind of mismatch in a load error; the rest are counted.</summary>
+    private const int MaxListedPerSection = 10;
+
     /// <summary>Loads the model onto <paramref name="backend"/>, converting weights to <paramref name="dtype"/>.</summary>
     /// <param name="directory">The model folder.</param>
     /// <param name="backend">Where the weights go.</param>
@@ -25,8 +28,8 @@ public static class Phi2Checkpoint
     /// <exception cref="SafeTensorsFormatException">A weight file is truncated or corrupt.</exception>
     public static Phi2Model Load(string directory, IBackend backend, DType dtype = DType.F32, Action<string>? warn = null, IProgress<double>? progress = null)
     {
-        if (!Directory.Exists(directory))
-            throw new CheckpointException($"model folder '{directory}' does not exist; pass a folder holding config.json and model.safetensors");
+        if (PathChecks.FolderProblem(directory) is { } problem)
+            throw new CheckpointException($"model folder '{directory}' {problem}; pass a folder holding config.json and model.safetensors");
         var config = Phi2Config.Load(Path.Combine(directory, "config.json"), warn);
         var files = OpenWeightFiles(directory);
         try
@@ -172,9 +175,12 @@ public static class Phi2Checkpoint
             .Select(name => $"  {name} [{string.Join(", ", expected[name])}]").ToList();
         if (missing.Count + unexpected.Count + misshaped.Count + duplicates.Count == 0) return sources;
         var message = new System.Text.StringBuilder($"the checkpoint does not match a {(config.IsPhiMsft ? "phi-msft" : "Phi-2")} model of its config.json:");
+        // Bounded: a config far from its weights (num_hidden_layers 1000 over 32 layers) is a count and a few names, not pages.
         void Section(string title, List<string> lines)
         {
-            if (lines.Count > 0) message.Append($"\n{title} ({lines.Count}):\n{string.Join("\n", lines)}");
+            if (lines.Count == 0) return;
+            message.Append($"\n{title} ({lines.Count}):\n{string.Join("\n", lines.Take(MaxListedPerSection))}");
+            if (lines.Count > MaxListedPerSection) message.Append($"\n  ... and {lines.Count - MaxListedPerSection} more");
         }
         Section("missing tensors", missing);
         Section("unexpected tensors", unexpected);

@@ -118,7 +118,7 @@ public sealed record Phi2Config
         if (kvHeads is { } kv && kv != heads)
             throw new ModelConfigException($"{r.Source}: num_key_value_heads {kv} differs from num_attention_heads {heads}; grouped-query attention is not supported");
         double factor = r.Double("partial_rotary_factor")!.Value;
-        if (factor is < 0 or > 1) throw new ModelConfigException($"{r.Source}: partial_rotary_factor {factor} must be in [0, 1]");
+        if (!(factor >= 0 && factor <= 1)) throw new ModelConfigException($"{r.Source}: partial_rotary_factor {factor} must be in [0, 1]");
         return new Phi2Config
         {
             VocabSize = r.Int("vocab_size")!.Value,
@@ -165,29 +165,50 @@ public sealed record Phi2Config
         };
     }
 
-    /// <summary>Checks that the values describe a model this engine can run.</summary>
-    /// <exception cref="ModelConfigException">A value is out of range or inconsistent.</exception>
+    /// <summary>
+    /// Caps on the sizes, far above Phi-2's (32 layers, C 2560, MLP 10240, V 51200, 2048 positions, 32 heads) and any
+    /// model of its family, and on one weight matrix (within int.MaxValue elements, what a tensor's span can address):
+    /// a corrupt or hostile config.json fails here, in one line, not by listing millions of parameter names or
+    /// allocating terabytes.
+    /// </summary>
+    private const int MaxLayers = 1024, MaxHiddenSize = 65536, MaxIntermediateSize = 1 << 20, MaxHeads = 1024,
+        MaxVocabulary = 1 << 24, MaxPositions = 1 << 20;
+
+    /// <summary>
+    /// Checks that the values describe a model this engine can run: every size positive and at most its cap (layers
+    /// 1024, hidden size 65536, MLP width 1048576, heads 1024, vocabulary 16777216, positions 1048576, and at most
+    /// 2147483647 elements in the embedding or an MLP matrix), the heads dividing the hidden size, the rotary dim, the
+    /// floating values finite and in range.
+    /// </summary>
+    /// <exception cref="ModelConfigException">A value is out of range or inconsistent; the message names the field and its range.</exception>
     public void Validate(string source = "config", Action<string>? warn = null)
     {
         string Key(string hf, string msft) => IsPhiMsft ? msft : hf;
-        void Positive(int value, string hf, string msft)
+        void Size(int value, int cap, string hf, string msft)
         {
             if (value <= 0) throw new ModelConfigException($"{source}: {Key(hf, msft)} must be a positive integer, got {value}");
+            if (value > cap)
+                throw new ModelConfigException($"{source}: {Key(hf, msft)} {value} is more than this engine supports (at most {cap}); is the config corrupt?");
         }
-        Positive(VocabSize, "vocab_size", "vocab_size");
-        Positive(HiddenSize, "hidden_size", "n_embd");
-        Positive(IntermediateSize, "intermediate_size", "n_inner");
-        Positive(NumHiddenLayers, "num_hidden_layers", "n_layer");
-        Positive(NumAttentionHeads, "num_attention_heads", "n_head");
-        Positive(MaxPositionEmbeddings, "max_position_embeddings", "n_positions");
+        Size(VocabSize, MaxVocabulary, "vocab_size", "vocab_size");
+        Size(HiddenSize, MaxHiddenSize, "hidden_size", "n_embd");
+        Size(IntermediateSize, MaxIntermediateSize, "intermediate_size", "n_inner");
+        Size(NumHiddenLayers, MaxLayers, "num_hidden_layers", "n_layer");
+        Size(NumAttentionHeads, MaxHeads, "num_attention_heads", "n_head");
+        Size(MaxPositionEmbeddings, MaxPositions, "max_position_embeddings", "n_positions");
+        foreach (var (rows, what) in new[] { (VocabSize, Key("vocab_size", "vocab_size")), (IntermediateSize, Key("intermediate_size", "n_inner")) })
+            if ((long)rows * HiddenSize > int.MaxValue)
+                throw new ModelConfigException(
+                    $"{source}: {what} x {Key("hidden_size", "n_embd")} = {(long)rows * HiddenSize} elements in one weight matrix is more than this engine supports (at most {int.MaxValue})");
         if (HiddenSize % NumAttentionHeads != 0)
             throw new ModelConfigException($"{source}: {Key("hidden_size", "n_embd")} {HiddenSize} is not divisible by {Key("num_attention_heads", "n_head")} {NumAttentionHeads}");
         if (RotaryDim < 0 || RotaryDim > HeadDim || RotaryDim % 2 != 0)
             throw new ModelConfigException($"{source}: the rotary dim {RotaryDim} ({Key("int(head_dim * partial_rotary_factor)", "rotary_dim")}) must be even and at most the head dim {HeadDim}");
-        if (!(RopeTheta > 0)) throw new ModelConfigException($"{source}: rope_theta must be positive, got {RopeTheta}");
-        if (!(LayerNormEps > 0)) throw new ModelConfigException($"{source}: {Key("layer_norm_eps", "layer_norm_epsilon")} must be positive, got {LayerNormEps}");
+        if (!NumberChecks.IsFinitePositive(RopeTheta)) throw new ModelConfigException($"{source}: rope_theta must be a finite number > 0, got {RopeTheta}");
+        if (!NumberChecks.IsFinitePositive(LayerNormEps))
+            throw new ModelConfigException($"{source}: {Key("layer_norm_eps", "layer_norm_epsilon")} must be a finite number > 0, got {LayerNormEps}");
         foreach (var (value, name) in new[] { (ResidPdrop, "resid_pdrop"), (EmbdPdrop, "embd_pdrop"), (AttentionDropout, Key("attention_dropout", "attn_pdrop")) })
-            if (value is < 0 or >= 1) throw new ModelConfigException($"{source}: {name} must be in [0, 1), got {value}");
+            if (!NumberChecks.IsProbability(value)) throw new ModelConfigException($"{source}: {name} must be in [0, 1), got {value}");
         foreach (var (id, name) in new[] { (BosTokenId, "bos_token_id"), (EosTokenId, "eos_token_id") })
             if (id is { } token && (token < 0 || token >= VocabSize))
                 warn?.Invoke($"{source}: {name} {token} lies outside the vocabulary of {VocabSize}; accepted (normal for a tiny test model), but it can never be generated");

@@ -76,7 +76,19 @@ public sealed class Phi2Model : IDisposable
     }
 
     /// <summary>Replaces the config's resid_pdrop in training when set (e.g. 0 to fine-tune without dropout).</summary>
-    public double? ResidualDropoutOverride { get; set; }
+    /// <exception cref="ArgumentOutOfRangeException">Set to a value outside [0, 1), or NaN.</exception>
+    public double? ResidualDropoutOverride
+    {
+        get => _residualDropoutOverride;
+        set
+        {
+            if (value is { } p && !NumberChecks.IsProbability(p))
+                throw new ArgumentOutOfRangeException(nameof(value), p, "the residual dropout probability must be in [0, 1)");
+            _residualDropoutOverride = value;
+        }
+    }
+
+    private double? _residualDropoutOverride;
 
     /// <summary>Every module that holds parameters directly (Embedding, LayerNorm, Linear), in checkpoint order.</summary>
     public IEnumerable<Module> LeafModules()

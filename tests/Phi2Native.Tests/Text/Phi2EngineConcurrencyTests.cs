@@ -1,0 +1,228 @@
+using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
+using NUnit.Framework;
+using Phi2Native.Backends;
+using Phi2Native.Backends.Cpu;
+using Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Lora;
+using Phi2Native.Tensors;
+using Phi2Native.Tests.Support;
+using Phi2Native.Text;
+
+namespace Phi2Native.Tests.Text;
+
+/// <summary>
+/// The host API under real concurrency and early exits: leaving an await foreach stops the generation before its next
+/// forward and frees its cache; Dispose cancels and waits for every generation; many generations on one engine, and on
+/// two engines sharing a backend, run at once (Task.WhenAll) and each gives its sequential result.
+/// </summary>
+[TestFixture]
+public class Phi2EngineConcurrencyTests : TemporaryDirectoryTest
+{
+    private const string Prompt = "And God said";
+    private static readonly GenerationOptions Long = new() { MaxNewTokens = 200, StopAtEndOfText = false };
+
+    /// <summary>An engine on a CPU backend of the test's own, so its memory in use is the engine's alone.</summary>
+    private static (Phi2Engine Engine, CpuBackend Backend) PrivateEngine()
+    {
+        var backend = new CpuBackend();
+        return (Phi2Engine.Load(new Phi2EngineOptions { Backend = backend }), backend);
+    }
+
+    [TestCase("break")]
+    [TestCase("throw")]
+    [TestCase("dispose")]
+    public async Task LeavingTheLoopEarlyStopsBeforeTheNextForwardAndFreesTheCache(string how)
+    {
+        var (engine, backend) = PrivateEngine();
+        using var _ = backend;
+        using var __ = engine;
+        long weights = backend.Memory.BytesInUse, before = engine.Model.TokensComputed;
+        int promptLength = engine.Tokenizer.Encode(Prompt).Length, received = 0;
+        switch (how)
+        {
+            case "break":
+                await foreach (var token in engine.GenerateAsync(Prompt, Long))
+                    if (++received == 3) break;
+                break;
+            case "throw":
+                Assert.ThrowsAsync<InvalidOperationException>(async () =>
+                {
+                    await foreach (var token in engine.GenerateAsync(Prompt, Long))
+                        if (++received == 3) throw new InvalidOperationException("the consumer fails");
+                });
+                break;
+            case "dispose":
+                var tokens = engine.GenerateAsync(Prompt, Long).GetAsyncEnumerator();
+                while (received < 3 && await tokens.MoveNextAsync()) received++;
+                await tokens.DisposeAsync();
+                break;
+        }
+        // Token 1 comes from the prefill, tokens 2 and 3 from one decode step each; token 4's forward never runs.
+        long computed = engine.Model.TokensComputed - before;
+        Assert.That(computed, Is.EqualTo(promptLength + 2));
+        await Task.Delay(200);
+        Assert.That(engine.Model.TokensComputed - before, Is.EqualTo(computed), "nothing runs after the loop is left");
+        Assert.That(backend.Memory.BytesInUse, Is.EqualTo(weights), "the KV cache is freed");
+    }
+
+    [Test]
+    public async Task DisposeCancelsAndWaitsForEveryGenerationItStarted()
+    {
+        var (engine, backend) = PrivateEngine();
+        using var _ = backend;
+        var started = new CountdownEvent(3);
+        var consumers = Enumerable.Range(0, 3).Select(i => Task.Run(async () =>
+        {
+            int received = 0;
+            await foreach (var token in engine.GenerateAsync(Prompt, Long with { Sampling = new SamplingOptions { Seed = (ulong)i } }))
+            {
+                if (++received == 2) started.Signal();
+                // A slow consumer: no generation runs to its end before the others have started.
+                await Task.Delay(5);
+            }
+            return received;
+        })).ToArray();
+        Assert.That(started.Wait(TimeSpan.FromSeconds(60)), Is.True, "all three are generating");
+        engine.Dispose();
+        long computed = engine.Model.TokensComputed;
+        Assert.That(backend.Memory.BytesInUse, Is.Zero, "when Dispose returns, no step runs and every cache and the model are freed");
+        foreach (var consumer in consumers)
+            Assert.That(async () => await consumer, Throws.InstanceOf<OperationCanceledException>());
+        await Task.Delay(200);
+        Assert.That(engine.Model.TokensComputed, Is.EqualTo(computed), "no forward after Dispose");
+        Assert.That(() => engine.GenerateAsync(Prompt), Throws.InstanceOf<ObjectDisposedException>());
+    }
+
+    /// <summary>
+    /// Each generation's ids, all run at once: every generation holds its first token (and its KV cache) before any
+    /// asks for a second, so they overlap whatever the thread pool's order; <paramref name="arrivals"/> records whose
+    /// token came when.
+    /// </summary>
+    private static async Task<int[][]> Concurrently(IReadOnlyList<(Phi2Engine Engine, GenerationOptions Options)> runs, ConcurrentQueue<int> arrivals)
+    {
+        var allStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        int started = 0;
+        var tasks = runs.Select((run, index) => Task.Run(async () =>
+        {
+            var ids = new List<int>();
+            await foreach (var token in run.Engine.GenerateAsync(Prompt, run.Options))
+            {
+                ids.Add(token.Id);
+                arrivals.Enqueue(index);
+                if (ids.Count == 1 && Interlocked.Increment(ref started) == runs.Count) allStarted.SetResult();
+                await allStarted.Task;
+            }
+            return ids.ToArray();
+        })).ToArray();
+        return await Task.WhenAll(tasks);
+    }
+
+    private static async Task<int[]> Alone(Phi2Engine engine, GenerationOptions options)
+    {
+        var ids = new List<int>();
+        await foreach (var token in engine.GenerateAsync(Prompt, options)) ids.Add(token.Id);
+        return [.. ids];
+    }
+
+    private static GenerationOptions Options(int i) => new()
+    {
+        MaxNewTokens = 10 + i, StopAtEndOfText = false,
+        Sampling = i % 3 == 0 ? SamplingOptions.Greedy : new SamplingOptions { Temperature = 0.9, TopK = 40, Seed = (ulong)i },
+    };
+
+    private static void AssertInterleaved(ConcurrentQueue<int> arrivals, int runs)
+    {
+        var order = arrivals.ToArray();
+        var first = Enumerable.Range(0, runs).Select(r => Array.IndexOf(order, r)).ToArray();
+        var last = Enumerable.Range(0, runs).Select(r => Array.LastIndexOf(order, r)).ToArray();
+        bool overlapped = Enumerable.Range(0, runs).Any(a => Enumerable.Range(0, runs).Any(b => a != b && first[b] < last[a] && first[a] < last[b]));
+        Assert.That(overlapped, Is.True, $"the generations ran at the same time: {string.Join("", order)}");
+    }
+
+    [Test]
+    public async Task ManyConcurrentGenerationsOnOneEngineEachGiveTheirSequentialResult()
+    {
+        using var engine = Phi2Engine.Load();
+        var runs = Enumerable.Range(0, 6).Select(i => (engine, Options(i))).ToList();
+        var sequential = new List<int[]>();
+        foreach (var (e, options) in runs) sequential.Add(await Alone(e, options));
+        var arrivals = new ConcurrentQueue<int>();
+        var concurrent = await Concurrently(runs, arrivals);
+        for (int i = 0; i < runs.Count; i++) Assert.That(concurrent[i], Is.EqualTo(sequential[i]), $"generation {i}");
+        AssertInterleaved(arrivals, runs.Count);
+    }
+
+    [Test]
+    public async Task TwoEnginesOnOneBackendRunAtOnceAndKeepTheirOwnWeights()
+    {
+        // Engine B carries an adapter that changes the logits: mixed-up state between the engines would show.
+        string adapter = Path.Combine(Temp, "adapter");
+        using (var model = EmbeddedDefault.CreateModel(CpuBackend.Default))
+        using (var lora = LoraModel.Create(model, new LoraConfig { R = 4, Alpha = 8, TargetModules = ["q_proj", "v_proj", "fc2"] }, seed: 2))
+        {
+            var random = new Random(3);
+            foreach (var b in lora.LinearAdapters.Select(a => a.B))
+            {
+                var values = b.ToSingleArray().Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
+                using var source = b.Backend.FromBytes(MemoryMarshal.AsBytes(values.AsSpan()), DType.F32, b.Shape, b.DType);
+                b.Backend.Copy(source, b);
+            }
+            PeftAdapter.Save(lora, adapter);
+        }
+        using var plain = Phi2Engine.Load();
+        using var adapted = Phi2Engine.Load(adapterDirectory: adapter);
+        Assert.That(adapted.Backend, Is.SameAs(plain.Backend), "both on the shared CPU backend");
+        var runs = Enumerable.Range(0, 6).Select(i => (i % 2 == 0 ? plain : adapted, Options(i / 2 * 3))).ToList();
+        var sequential = new List<int[]>();
+        foreach (var (e, options) in runs) sequential.Add(await Alone(e, options));
+        Assert.That(sequential[1], Is.Not.EqualTo(sequential[0]), "the adapter changes what is generated");
+        var arrivals = new ConcurrentQueue<int>();
+        var concurrent = await Concurrently(runs, arrivals);
+        for (int i = 0; i < runs.Count; i++) Assert.That(concurrent[i], Is.EqualTo(sequential[i]), $"generation {i} ({(i % 2 == 0 ? "plain" : "adapted")})");
+        AssertInterleaved(arrivals, runs.Count);
+    }
+
+    [Test]
+    public async Task EveryStepTakesTheBackendsTurnWhichEnginesOnOneBackendShare()
+    {
+        // Backends are driven by one thread at a time: while the turn is held (here by the test), no step computes.
+        using var engine = Phi2Engine.Load();
+        using var other = Phi2Engine.Load();
+        var turn = BackendTurns.For(engine.Backend);
+        Assert.That(BackendTurns.For(other.Backend), Is.SameAs(turn));
+        long before = engine.Model.TokensComputed;
+        turn.Wait();
+        Task<GeneratedToken> first;
+        try
+        {
+            first = Task.Run(async () =>
+            {
+                await foreach (var token in engine.GenerateAsync(Prompt, Long)) return token;
+                throw new InvalidOperationException("no token");
+            });
+            await Task.Delay(300);
+            Assert.That(first.IsCompleted, Is.False);
+            Assert.That(engine.Model.TokensComputed, Is.EqualTo(before), "the prefill waits for the turn");
+        }
+        finally
+        {
+            turn.Release();
+        }
+        Assert.That((await first).Id, Is.GreaterThanOrEqualTo(0));
+        Assert.That(engine.Model.TokensComputed, Is.GreaterThan(before));
+    }
+
+    [Test, Category("Emulated")]
+    public async Task ConcurrentGenerationsOnTheEmulatedDeviceTakeTurnsAndGiveTheirSequentialResult()
+    {
+        using var engine = Phi2Engine.Load(new Phi2EngineOptions { Device = DeviceChoice.Emulated });
+        var runs = Enumerable.Range(0, 3).Select(i => (engine, Options(i) with { MaxNewTokens = 5 })).ToList();
+        var sequential = new List<int[]>();
+        foreach (var (e, options) in runs) sequential.Add(await Alone(e, options));
+        var arrivals = new ConcurrentQueue<int>();
+        var concurrent = await Concurrently(runs, arrivals);
+        for (int i = 0; i < runs.Count; i++) Assert.That(concurrent[i], Is.EqualTo(sequential[i]), $"generation {i}");
+        AssertInterleaved(arrivals, runs.Count);
+    }
+}
