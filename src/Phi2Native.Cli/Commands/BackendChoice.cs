@@ -54,7 +54,7 @@ internal sealed class BackendChoice : IDisposable
         IBackend backend;
         try
         {
-            backend = request.Device.CreateBackend(KernelSourceOptions.FromEnvironment() with { Notice = error.WriteLine });
+            backend = request.Device.CreateBackend(KernelSourceOptions.FromEnvironment() with { Notice = notices.WriteLine });
         }
         catch (Phi2Exception e)
         {
