@@ -1,6 +1,8 @@
 using System.Globalization;
 using Phi2Native.Backends.Cpu;
+using Phi2Native.Embedded;
 using Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Data;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
 using Phi2Native.Text;

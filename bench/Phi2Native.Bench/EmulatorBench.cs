@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Emulator;
 
 namespace Phi2Native.Bench;
 

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Phi2Native.Backends.Cpu;
+using Phi2Native.Embedded;
 using Phi2Native.FineTuning;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;

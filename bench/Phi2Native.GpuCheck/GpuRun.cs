@@ -1,4 +1,6 @@
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Gpu;
+using Phi2Native.Cuda.Native;
 using Phi2Native.Cuda.Resources;
 using Phi2Native.DeviceChecks;
 

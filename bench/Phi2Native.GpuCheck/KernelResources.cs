@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Gpu;
 using Phi2Native.Cuda.Resources;
 using Phi2Native.DeviceChecks;
 

@@ -1,4 +1,6 @@
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Emulator;
+using Phi2Native.Cuda.Native;
 
 namespace Phi2Native.GpuCheck;
 

@@ -1,4 +1,5 @@
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Emulator;
 using Phi2Native.DeviceChecks;
 
 namespace Phi2Native.GpuCheck;

@@ -1,4 +1,5 @@
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Native;
 
 namespace Phi2Native.GpuCheck;
 

@@ -1,4 +1,5 @@
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Gpu;
 
 namespace Phi2Native.DeviceChecks;
 

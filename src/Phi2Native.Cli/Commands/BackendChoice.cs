@@ -1,6 +1,9 @@
 using Phi2Native.Backends;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Emulator;
+using Phi2Native.Cuda.Native;
+using Phi2Native.Hosting;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Cli.Commands;

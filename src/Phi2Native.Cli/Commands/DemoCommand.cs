@@ -1,5 +1,7 @@
 using System.CommandLine;
+using Phi2Native.Embedded;
 using Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Training;
 using Phi2Native.Text;
 using Spectre.Console;
 

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Phi2Native.Backends;
+using Phi2Native.Hosting;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Cli.Commands;

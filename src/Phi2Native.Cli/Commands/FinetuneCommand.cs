@@ -1,7 +1,11 @@
 using System.CommandLine;
 using System.Text.Json;
+using Phi2Native.Embedded;
 using Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Data;
 using Phi2Native.FineTuning.Lora;
+using Phi2Native.FineTuning.Selection;
+using Phi2Native.FineTuning.Training;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
 using Phi2Native.Text;

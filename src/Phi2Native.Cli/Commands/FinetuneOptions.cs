@@ -1,6 +1,10 @@
 using System.CommandLine;
 using Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Data;
 using Phi2Native.FineTuning.Lora;
+using Phi2Native.FineTuning.Optim;
+using Phi2Native.FineTuning.Selection;
+using Phi2Native.FineTuning.Training;
 using Phi2Native.Models.Phi2;
 
 namespace Phi2Native.Cli.Commands;

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using Phi2Native.FineTuning;
 using Phi2Native.FineTuning.Lora;
+using Phi2Native.FineTuning.Selection;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
 using Phi2Native.Text;

@@ -1,5 +1,7 @@
 using System.CommandLine;
+using Phi2Native.Embedded;
 using Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Selection;
 using Phi2Native.Models.Phi2;
 using Spectre.Console;
 

@@ -1,3 +1,4 @@
+using Phi2Native.Embedded;
 using Phi2Native.FineTuning;
 using Phi2Native.Models.Phi2;
 

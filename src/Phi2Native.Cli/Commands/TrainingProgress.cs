@@ -1,4 +1,5 @@
 using Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Training;
 using Spectre.Console;
 
 namespace Phi2Native.Cli.Commands;

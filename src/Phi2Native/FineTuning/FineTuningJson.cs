@@ -1,4 +1,5 @@
 using System.Text.Json.Serialization;
+using Phi2Native.FineTuning.Training;
 
 namespace Phi2Native.FineTuning;
 

@@ -2,6 +2,9 @@ using NUnit.Framework;
 using Phi2Native.Backends;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Emulator;
+using Phi2Native.Cuda.Native;
+using Phi2Native.Hosting;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Tests.Backends;

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using NUnit.Framework;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Native;
 using Phi2Native.IO;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;

@@ -2,12 +2,14 @@ using System.Text.Json;
 using NUnit.Framework;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Cli;
+using Phi2Native.Embedded;
 using Phi2Native.FineTuning;
 using Phi2Native.FineTuning.Lora;
+using Phi2Native.FineTuning.Selection;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
-using Phi2Native.Text;
 using Phi2Native.Tests.Support;
+using Phi2Native.Text;
 
 namespace Phi2Native.Tests.Cli;
 

@@ -1,5 +1,6 @@
 using NUnit.Framework;
 using Phi2Native.Backends.Cpu;
+using Phi2Native.Embedded;
 using Phi2Native.FineTuning;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;

@@ -1,5 +1,6 @@
 using NUnit.Framework;
 using Phi2Native.Cli;
+using Phi2Native.Embedded;
 using Phi2Native.FineTuning;
 using Phi2Native.IO;
 using Phi2Native.Tests.Support;

@@ -1,5 +1,6 @@
 using NUnit.Framework;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Native;
 
 namespace Phi2Native.Tests.Cuda;
 

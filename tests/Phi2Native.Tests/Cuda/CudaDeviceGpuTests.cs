@@ -1,6 +1,8 @@
 using NUnit.Framework;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Gpu;
+using Phi2Native.Cuda.Native;
 using Phi2Native.DeviceChecks;
 using Phi2Native.Tensors;
 

@@ -1,5 +1,8 @@
 using NUnit.Framework;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Emulator;
+using Phi2Native.Cuda.Gpu;
+using Phi2Native.Cuda.Native;
 using Phi2Native.DeviceChecks;
 
 namespace Phi2Native.Tests.Cuda;

@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using NUnit.Framework;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Emulator;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Tests.Cuda;

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using NUnit.Framework;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Emulator;
 using Phi2Native.DeviceChecks;
 using Phi2Native.Tensors;
 

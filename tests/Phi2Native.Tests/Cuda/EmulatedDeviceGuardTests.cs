@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using NUnit.Framework;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Emulator;
 
 namespace Phi2Native.Tests.Cuda;
 

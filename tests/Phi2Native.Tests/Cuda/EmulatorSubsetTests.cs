@@ -36,7 +36,7 @@ public class EmulatorSubsetTests : TemporaryDirectoryTest
         Assert.That(exitCode, Is.Zero, output);
     }
 
-    // The emulator build's own flags (src/Phi2Native/Phi2Native.csproj, BuildKernelEmulator), syntax only.
+    // The emulator build's own flags (src/Phi2Native.Cuda/Phi2Native.Cuda.csproj, BuildKernelEmulator), syntax only.
     private (int ExitCode, string Output) CompileKernel(string kernel)
     {
         string kernels = Path.Combine(Fixtures.RepositoryRoot, "kernels");

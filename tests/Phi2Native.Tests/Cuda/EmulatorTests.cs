@@ -1,6 +1,8 @@
 using System.Text.RegularExpressions;
 using NUnit.Framework;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Emulator;
+using Phi2Native.Cuda.Native;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Tests.Cuda;

@@ -1,7 +1,7 @@
 using NUnit.Framework;
 using Phi2Native.Tests.Support;
-using static Phi2Native.Tests.Support.GpuGate;
 
+using static Phi2Native.Tests.Support.GpuGate;
 namespace Phi2Native.Tests.Cuda;
 
 /// <summary>The GPU fixtures skip only without a GPU: a GPU that CUDA cannot use or open fails them, naming why.</summary>
@@ -39,7 +39,7 @@ public class GpuGateTests
     public void WithoutHardwareEvidenceThisMachineSkipsAndWithItCudaWorks()
     {
         // Whatever this machine is, the two sources agree here, or the GPU fixtures fail on it (with the reason above).
-        var probe = Phi2Native.Cuda.CudaAvailability.Probe();
+        var probe = Phi2Native.Cuda.Native.CudaAvailability.Probe();
         string? hardware = HardwareEvidence();
         TestContext.Out.WriteLine($"hardware: {hardware ?? "none"}; CUDA: {probe.Summary}");
         if (hardware is null && !probe.IsAvailable) Assert.That(Decide(false, probe.Reason, null, null).Verdict, Is.EqualTo(Verdict.Skip));

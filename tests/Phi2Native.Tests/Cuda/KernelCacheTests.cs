@@ -1,6 +1,7 @@
 using System.Text;
 using NUnit.Framework;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Gpu;
 
 namespace Phi2Native.Tests.Cuda;
 

@@ -1,6 +1,8 @@
 using System.Text;
 using NUnit.Framework;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Emulator;
+using Phi2Native.Cuda.Gpu;
 
 namespace Phi2Native.Tests.Cuda;
 
@@ -153,7 +155,7 @@ public class KernelSourceOverrideTests : Support.TemporaryDirectoryTest
     {
         string flags = File.ReadAllText(Path.Combine(RepositoryKernels, "emu", "cxxflags"));
         Assert.That(EmulatorBuilder.SourceTree(KernelSourceCatalog.Embedded)["kernels/emu/cxxflags"], Is.EqualTo(flags));
-        string project = File.ReadAllText(Path.Combine(RepositoryKernels, "..", "src", "Phi2Native", "Phi2Native.csproj"));
+        string project = File.ReadAllText(Path.Combine(RepositoryKernels, "..", "src", "Phi2Native.Cuda", "Phi2Native.Cuda.csproj"));
         Assert.That(project, Does.Contain("@&quot;$(Phi2KernelsDir)emu/cxxflags&quot;"), "the MSBuild target passes the response file");
         foreach (string flag in flags.Split(' ', StringSplitOptions.RemoveEmptyEntries))
             Assert.That(project, Does.Not.Contain(" " + flag + " "), $"{flag} is written only in kernels/emu/cxxflags");

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using NUnit.Framework;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Native;
 
 namespace Phi2Native.Tests.Cuda;
 

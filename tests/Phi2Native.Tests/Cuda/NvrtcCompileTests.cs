@@ -1,5 +1,7 @@
 using NUnit.Framework;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Gpu;
+using Phi2Native.Cuda.Native;
 
 namespace Phi2Native.Tests.Cuda;
 

@@ -2,6 +2,7 @@ using System.Globalization;
 using NUnit.Framework;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Optim;
 using Phi2Native.IO;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;

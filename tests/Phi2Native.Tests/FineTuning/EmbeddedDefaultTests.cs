@@ -1,7 +1,10 @@
 using NUnit.Framework;
 using Phi2Native.Autograd;
 using Phi2Native.Backends.Cpu;
+using Phi2Native.Embedded;
 using Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Data;
+using Phi2Native.FineTuning.Optim;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;

@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using NUnit.Framework;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Optim;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Tests.FineTuning;

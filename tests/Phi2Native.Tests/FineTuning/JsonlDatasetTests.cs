@@ -1,6 +1,7 @@
 using System.Text;
 using NUnit.Framework;
 using Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Data;
 
 namespace Phi2Native.Tests.FineTuning;
 

@@ -1,5 +1,6 @@
 using NUnit.Framework;
 using Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Optim;
 
 namespace Phi2Native.Tests.FineTuning;
 

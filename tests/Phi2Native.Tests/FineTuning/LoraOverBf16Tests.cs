@@ -5,6 +5,7 @@ using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Emulator;
 using Phi2Native.FineTuning.Lora;
 using Phi2Native.IO;
 using Phi2Native.Models.Phi2;

@@ -1,7 +1,9 @@
 using System.Text;
 using NUnit.Framework;
 using Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Data;
 using Phi2Native.FineTuning.Lora;
+using Phi2Native.FineTuning.Training;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tests.Support;
 

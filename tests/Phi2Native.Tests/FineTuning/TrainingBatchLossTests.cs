@@ -1,6 +1,7 @@
 using NUnit.Framework;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Data;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
 

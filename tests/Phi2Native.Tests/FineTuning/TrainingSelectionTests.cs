@@ -2,6 +2,7 @@ using NUnit.Framework;
 using Phi2Native.Autograd;
 using Phi2Native.FineTuning;
 using Phi2Native.FineTuning.Lora;
+using Phi2Native.FineTuning.Selection;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;

@@ -3,6 +3,7 @@ using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Emulator;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;
@@ -41,7 +42,7 @@ public class SharpAttentionDecodeTests
         int time = ids.Length, heads = Config.NumAttentionHeads, dim = Config.HeadDim;
         var attention = model.Layers[0].SelfAttention;
         var x = model.Layers[0].InputLayerNorm.Forward(model.EmbedTokens.Forward(model.CreateInputIds(ids)));
-        float[] Rotated(Phi2Native.Models.Linear projection) =>
+        float[] Rotated(Phi2Native.Models.Modules.Linear projection) =>
             RotaryOp.Apply(ReshapeOp.Apply(projection.Forward(x), 1, time, heads, dim), Config.RotaryDim, Config.RopeTheta).ToSingleArray();
         float[] q = Rotated(attention.QProj), k = Rotated(attention.KProj);
         double sum = 0;

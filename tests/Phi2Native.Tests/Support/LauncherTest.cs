@@ -1,5 +1,6 @@
 using NUnit.Framework;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Emulator;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Tests.Support;

@@ -1,4 +1,5 @@
 using NUnit.Framework;
+using Phi2Native.Embedded;
 using Phi2Native.FineTuning;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;

@@ -3,6 +3,9 @@ using Phi2Native.Backends;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
+using Phi2Native.Cuda.Emulator;
+using Phi2Native.Cuda.Native;
+using Phi2Native.Hosting;
 using Phi2Native.Tensors;
 using Phi2Native.Text;
 

@@ -1,5 +1,6 @@
 using NUnit.Framework;
 using Phi2Native.FineTuning;
+using Phi2Native.Hosting;
 using Phi2Native.Text;
 
 namespace Phi2Native.Tests.Text;

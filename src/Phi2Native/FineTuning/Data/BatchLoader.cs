@@ -1,4 +1,4 @@
-namespace Phi2Native.FineTuning;
+namespace Phi2Native.FineTuning.Data;
 
 /// <summary>One batch for a training or evaluation step.</summary>
 /// <param name="InputIds">[B, T] token ids, row-major.</param>

@@ -1,4 +1,4 @@
-namespace Phi2Native.FineTuning;
+namespace Phi2Native.FineTuning.Data;
 
 /// <summary>
 /// The saved position of a <see cref="DataOrder"/>: the cursor (epoch, next batch within it) and the settings

@@ -1,6 +1,6 @@
 using System.Text.Json;
 
-namespace Phi2Native.FineTuning;
+namespace Phi2Native.FineTuning.Data;
 
 /// <summary>How <see cref="JsonlDataset"/> reads a file.</summary>
 public sealed record JsonlOptions

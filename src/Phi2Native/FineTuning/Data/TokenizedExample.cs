@@ -1,6 +1,6 @@
 using Phi2Native.Autograd.Ops;
 
-namespace Phi2Native.FineTuning;
+namespace Phi2Native.FineTuning.Data;
 
 /// <summary>The two forms a JSONL training file may hold; one file holds one form.</summary>
 public enum JsonlFormat

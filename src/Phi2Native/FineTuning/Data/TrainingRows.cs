@@ -1,4 +1,4 @@
-namespace Phi2Native.FineTuning;
+namespace Phi2Native.FineTuning.Data;
 
 /// <summary>How examples become rows of exactly T tokens.</summary>
 public enum BatchingMode

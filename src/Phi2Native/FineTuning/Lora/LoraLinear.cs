@@ -1,5 +1,6 @@
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Models;
+using Phi2Native.Models.Modules;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.FineTuning.Lora;

@@ -1,4 +1,5 @@
 using Phi2Native.Models;
+using Phi2Native.Models.Modules;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
 

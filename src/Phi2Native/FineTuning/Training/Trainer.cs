@@ -1,10 +1,12 @@
 using System.Diagnostics;
 using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
+using Phi2Native.FineTuning.Data;
 using Phi2Native.FineTuning.Lora;
+using Phi2Native.FineTuning.Optim;
 using Phi2Native.Tensors;
 
-namespace Phi2Native.FineTuning;
+namespace Phi2Native.FineTuning.Training;
 
 /// <summary>
 /// Fine-tunes the trainable tensors of a <see cref="LoraModel"/> (adapters and modules trained in full): AdamW with

@@ -1,9 +1,10 @@
 using System.Text.Json;
+using Phi2Native.FineTuning.Data;
 using Phi2Native.FineTuning.Lora;
 using Phi2Native.IO;
 using Phi2Native.Tensors;
 
-namespace Phi2Native.FineTuning;
+namespace Phi2Native.FineTuning.Training;
 
 /// <summary>
 /// A training checkpoint folder: the adapter (PEFT layout, loadable on its own), <c>optimizer.safetensors</c> (AdamW's

@@ -1,4 +1,4 @@
-namespace Phi2Native.FineTuning;
+namespace Phi2Native.FineTuning.Training;
 
 /// <summary>One optimizer step's numbers.</summary>
 /// <param name="Step">Optimizer steps done, 1-based.</param>

@@ -1,4 +1,6 @@
-namespace Phi2Native.FineTuning;
+using Phi2Native.FineTuning.Optim;
+
+namespace Phi2Native.FineTuning.Training;
 
 /// <summary>How a fine-tuning run trains. Defaults follow common LoRA practice for a small model.</summary>
 public sealed record TrainingOptions

@@ -1,7 +1,7 @@
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Tensors;
 
-namespace Phi2Native.Models;
+namespace Phi2Native.Models.Modules;
 
 /// <summary>Token embedding table weight [V, C].</summary>
 public sealed class Embedding : Module

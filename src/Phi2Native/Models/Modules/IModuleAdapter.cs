@@ -1,6 +1,6 @@
 using Phi2Native.Tensors;
 
-namespace Phi2Native.Models;
+namespace Phi2Native.Models.Modules;
 
 /// <summary>
 /// Something attached to a module that changes its output, such as a LoRA adapter: the module computes its own

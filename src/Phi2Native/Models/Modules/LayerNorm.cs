@@ -1,7 +1,7 @@
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Tensors;
 
-namespace Phi2Native.Models;
+namespace Phi2Native.Models.Modules;
 
 /// <summary>LayerNorm over the last dimension with weight and bias [C] (biased variance, as torch.nn.LayerNorm).</summary>
 public sealed class LayerNorm : Module

@@ -1,7 +1,7 @@
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Tensors;
 
-namespace Phi2Native.Models;
+namespace Phi2Native.Models.Modules;
 
 /// <summary>y = x W^T + b. weight [out, in] as checkpoints store it; bias [out].</summary>
 public sealed class Linear : Module

@@ -1,6 +1,6 @@
 using Phi2Native.Tensors;
 
-namespace Phi2Native.Models;
+namespace Phi2Native.Models.Modules;
 
 /// <summary>
 /// A named part of a model. Names are the checkpoint's (e.g. "model.layers.0.self_attn.q_proj") and a
