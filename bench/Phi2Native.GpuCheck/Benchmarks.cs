@@ -2,6 +2,8 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Phi2Native.Autograd;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Activation;
+using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Cuda;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
@@ -172,7 +174,7 @@ internal sealed partial class Benchmarks
         using var b = Random([C], 3);
         var (ms, reps) = Time(() =>
         {
-            _backend.LayerNorm(x, w, b, 1e-5, out var mean, out var rstd).Dispose();
+            LayerNormOp.Forward(x, w, b, 1e-5, out var mean, out var rstd).Dispose();
             mean.Dispose();
             rstd.Dispose();
         });
@@ -185,13 +187,13 @@ internal sealed partial class Benchmarks
         using var w = Random([C], 2);
         using var b = Random([C], 3);
         using var dy = Random([N, C], 4);
-        using var y = _backend.LayerNorm(x, w, b, 1e-5, out var mean, out var rstd);
+        using var y = LayerNormOp.Forward(x, w, b, 1e-5, out var mean, out var rstd);
         using var m = mean;
         using var r = rstd;
         using var dx = _backend.Empty([N, C], Dt);
         using var dw = _backend.Zeros([C], DType.F32);
         using var db = _backend.Zeros([C], DType.F32);
-        var (ms, reps) = Time(() => _backend.LayerNormBackward(dy, x, w, mean, rstd, dx, dw, db));
+        var (ms, reps) = Time(() => LayerNormOp.Backward(dy, x, w, mean, rstd, dx, dw, db));
         return Rate($"[{N}, {C}]; dW, dB fp32", ms, reps, 3.0 * N * C * 2 / 1e9, "GB/s", null);
     }
 
@@ -201,8 +203,8 @@ internal sealed partial class Benchmarks
         using var dy = backward ? Random([N, Inner], 2) : null;
         using var dx = backward ? _backend.Empty([N, Inner], Dt) : null;
         var (ms, reps) = backward
-            ? Time(() => _backend.GeluNewBackward(dy!, x, dx!))
-            : Time(() => _backend.GeluNew(x).Dispose());
+            ? Time(() => GeluNewOp.Backward(dy!, x, dx!))
+            : Time(() => GeluNewOp.Forward(x).Dispose());
         return Rate($"[{N}, {Inner}]", ms, reps, (backward ? 3.0 : 2.0) * N * Inner * 2 / 1e9, "GB/s", null);
     }
 

@@ -2,6 +2,8 @@ using System.Runtime.InteropServices;
 using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Activation;
+using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Cuda;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;

@@ -1,4 +1,5 @@
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Activation;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 
@@ -106,7 +107,7 @@ public static class GeluChecks
 
         using var cpu = new CpuReference();
         using var cx = cpu.Stored(dtype, x, n);
-        using var cy = cpu.Backend.GeluNew(cx);
+        using var cy = GeluNewOp.Forward(cx);
         return Tolerances.Forward(dtype).Compare("y", actual, cpu.CastTo(dtype, cy));
     }
 
@@ -125,7 +126,7 @@ public static class GeluChecks
         using var cx = cpu.Stored(dtype, x, n);
         using var cdy = cpu.Stored(dtype, dy, n);
         using var cdx = cpu.Backend.Empty([n], DType.F32);
-        cpu.Backend.GeluNewBackward(cdy, cx, cdx);
+        GeluNewOp.Backward(cdy, cx, cdx);
         return Tolerances.Gradient(dtype).Compare("dX", actual, cpu.CastTo(dtype, cdx));
     }
 
@@ -170,7 +171,7 @@ public static class GeluChecks
         using var cpu = new CpuReference();
         float[] expectedPre = CpuPre(cpu, dtype, inputs, rows, channels);
         using var ch = cpu.F32(expectedPre, rows, channels);
-        using var cy = cpu.Backend.GeluNew(ch);
+        using var cy = GeluNewOp.Forward(ch);
         var parts = new List<CheckResult> { Tolerances.Forward(dtype).Compare("y", y.Download(), cpu.CastTo(dtype, cy)) };
         // One fp32 add, one rounding on both sides: bit for bit.
         if (preOut is not null) parts.Add(CheckResult.CompareBits("pre", preOut.Download(), expectedPre));
@@ -203,7 +204,7 @@ public static class GeluChecks
         using var ch = cpu.F32(expectedPre, rows, channels);
         using var cdy = cpu.Stored(dtype, dy, rows, channels);
         using var cdx = cpu.Backend.Empty([rows, channels], DType.F32);
-        cpu.Backend.GeluNewBackward(cdy, ch, cdx);
+        GeluNewOp.Backward(cdy, ch, cdx);
         float[] dxF32 = cdx.ToSingleArray();
         var parts = new List<CheckResult> { CheckResult.CompareBits("pre", pre.Download(), expectedPre) };
         if (wantDx) parts.Add(Tolerances.Gradient(dtype).Compare("dX", dxOut!.Download(), cpu.CastTo(dtype, cdx)));

@@ -1,4 +1,5 @@
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 
@@ -80,7 +81,7 @@ public static class LayerNormChecks
         using var cx = cpu.Stored(dtype, inputs.X, rows, channels);
         using var cg = cpu.Stored(dtype, inputs.Gamma, channels);
         using var cb = cpu.Stored(dtype, inputs.Beta, channels);
-        using var cy = cpu.Backend.LayerNorm(cx, cg, cb, Eps, out var cmean, out var crstd);
+        using var cy = LayerNormOp.Forward(cx, cg, cb, Eps, out var cmean, out var crstd);
         using (cmean)
         using (crstd)
         {
@@ -119,14 +120,14 @@ public static class LayerNormChecks
         using var cg = cpu.Stored(dtype, inputs.Gamma, channels);
         using var cb = cpu.Stored(dtype, inputs.Beta, channels);
         using var cdy = cpu.Stored(dtype, dy, rows, channels);
-        using var cy = cpu.Backend.LayerNorm(cx, cg, cb, Eps, out var cmean, out var crstd);
+        using var cy = LayerNormOp.Forward(cx, cg, cb, Eps, out var cmean, out var crstd);
         using var cdx = wantDx ? cpu.Backend.Empty([rows, channels], DType.F32) : null;
         using var cdg = wantDGamma ? cpu.F32(priorGamma, channels) : null;
         using var cdb = wantDBeta ? cpu.F32(priorBeta, channels) : null;
         using (cmean)
         using (crstd)
         {
-            cpu.Backend.LayerNormBackward(cdy, cx, cg, cmean, crstd, cdx, cdg, cdb);
+            LayerNormOp.Backward(cdy, cx, cg, cmean, crstd, cdx, cdg, cdb);
             var parts = new List<CheckResult> { Tolerances.Forward(dtype).Compare("y", y.Download(), cy.ToSingleArray()) };
             if (wantDx) parts.Add(Tolerances.Gradient(dtype).Compare("dX", dX!.Download(), cdx!.ToSingleArray()));
             // fp32 sums over the rows of fp32 terms, whatever the dtype of their factors.

@@ -26,34 +26,6 @@ public sealed partial class CpuBackend
     }
 
     /// <inheritdoc/>
-    public Tensor LayerNorm(Tensor x, Tensor weight, Tensor bias, double eps, out Tensor mean, out Tensor rstd)
-    {
-        int channels = x.Size(-1), rows = (int)(x.ElementCount / Math.Max(channels, 1));
-        RequireVector(weight, channels, "LayerNorm weight");
-        RequireVector(bias, channels, "LayerNorm bias");
-        var y = Allocate(x.Shape, Compute(x).DType);
-        mean = Allocate([rows], x.DType);
-        rstd = Allocate([rows], x.DType);
-        if (x.DType == DType.F64)
-            CpuLayerNorm.Forward(Span<double>(x), Span<double>(weight), Span<double>(bias), eps, Span<double>(y), Span<double>(mean), Span<double>(rstd), rows, channels);
-        else
-            CpuLayerNorm.Forward(Span<float>(x), Span<float>(weight), Span<float>(bias), eps, Span<float>(y), Span<float>(mean), Span<float>(rstd), rows, channels);
-        return y;
-    }
-
-    /// <inheritdoc/>
-    public void LayerNormBackward(Tensor dOutput, Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor? dx, Tensor? dWeight, Tensor? dBias)
-    {
-        int channels = x.Size(-1), rows = (int)(x.ElementCount / Math.Max(channels, 1));
-        if (x.DType == DType.F64)
-            CpuLayerNorm.Backward(Span<double>(dOutput), Span<double>(x), Span<double>(weight), Span<double>(mean), Span<double>(rstd),
-                Optional<double>(dx), Optional<double>(dWeight), Optional<double>(dBias), rows, channels);
-        else
-            CpuLayerNorm.Backward(Span<float>(dOutput), Span<float>(x), Span<float>(weight), Span<float>(mean), Span<float>(rstd),
-                Optional<float>(dx), Optional<float>(dWeight), Optional<float>(dBias), rows, channels);
-    }
-
-    /// <inheritdoc/>
     public Tensor Linear(Tensor x, Tensor weight, Tensor? bias)
     {
         RequireRank(weight, 2, "Linear weight [out, in]");
@@ -154,22 +126,6 @@ public sealed partial class CpuBackend
     }
 
     /// <inheritdoc/>
-    public Tensor GeluNew(Tensor x)
-    {
-        var y = Allocate(x.Shape, Compute(x).DType);
-        if (x.DType == DType.F64) CpuGelu.Forward<double>(Span<double>(x), Span<double>(y));
-        else CpuGelu.Forward<float>(Span<float>(x), Span<float>(y));
-        return y;
-    }
-
-    /// <inheritdoc/>
-    public void GeluNewBackward(Tensor dOutput, Tensor x, Tensor dx)
-    {
-        if (x.DType == DType.F64) CpuGelu.Backward<double>(Span<double>(dOutput), Span<double>(x), Span<double>(dx));
-        else CpuGelu.Backward<float>(Span<float>(dOutput), Span<float>(x), Span<float>(dx));
-    }
-
-    /// <inheritdoc/>
     public Tensor Dropout(Tensor x, double p, ulong seed)
     {
         var y = Allocate(x.Shape, Compute(x).DType);
@@ -227,7 +183,7 @@ public sealed partial class CpuBackend
             CpuAdamW.Step(Span<float>(parameter), Span<float>(gradient), Span<float>(firstMoment), Span<float>(secondMoment), arguments);
     }
 
-    private static Span<T> Optional<T>(Tensor? tensor) where T : unmanaged => tensor is null ? default : Span<T>(tensor);
+    internal static Span<T> Optional<T>(Tensor? tensor) where T : unmanaged => tensor is null ? default : Span<T>(tensor);
 
     private static void AddRowVector<T>(Span<T> matrix, ReadOnlySpan<T> row) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
     {

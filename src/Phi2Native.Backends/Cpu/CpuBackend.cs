@@ -149,7 +149,7 @@ public sealed unsafe partial class CpuBackend : IBackend
     /// <summary>Returns the cached memory to the system; memory of live tensors stays theirs.</summary>
     public void Dispose() => _pool.ReleaseCached();
 
-    private Tensor Allocate(ReadOnlySpan<int> shape, DType dtype)
+    internal Tensor Allocate(ReadOnlySpan<int> shape, DType dtype)
     {
         long bytes = Tensor.CountElements(shape) * dtype.SizeInBytes();
         return new Tensor(this, new CpuStorage(_pool, bytes), shape.ToArray(), dtype);

@@ -2,35 +2,11 @@ using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Cuda;
 
-// The MLP's activation and the dropouts (kernels/gelu.cu, kernels/dropout.cu), element-wise in F32, BF16 or F16 with
+// The dropouts (kernels/dropout.cu), element-wise in F32, BF16 or F16 with
 // fp32 math; dropout's counter-based mask is the CPU backend's, bit for bit, so a seed drops the same elements on
 // every backend.
 public sealed partial class CudaBackend
 {
-    /// <inheritdoc/>
-    public Tensor GeluNew(Tensor x)
-    {
-        var px = Pointer(x, nameof(x));
-        RequireDType(x, nameof(GeluNew), nameof(x), DType.F32, DType.BF16, DType.F16);
-        var y = Allocate(x.Shape, x.DType, nameof(x));
-        if (x.ElementCount > 0) GeluKernels.GeluNew(_device, x.DType, px, Pointer(y, "y"), x.ElementCount, _stream);
-        return y;
-    }
-
-    /// <inheritdoc/>
-    public void GeluNewBackward(Tensor dOutput, Tensor x, Tensor dx)
-    {
-        var pdy = Pointer(dOutput, nameof(dOutput));
-        var px = Pointer(x, nameof(x));
-        var pdx = Pointer(dx, nameof(dx));
-        RequireDType(x, nameof(GeluNewBackward), nameof(x), DType.F32, DType.BF16, DType.F16);
-        RequireCount(dOutput, x.ElementCount, $"GeluNewBackward dOutput (like x [{x.ShapeText}])");
-        RequireCount(dx, x.ElementCount, $"GeluNewBackward dx (like x [{x.ShapeText}])");
-        RequireSameDType(dOutput, x.DType, nameof(GeluNewBackward), nameof(dOutput));
-        RequireSameDType(dx, x.DType, nameof(GeluNewBackward), nameof(dx));
-        if (x.ElementCount > 0) GeluKernels.GeluNewBackward(_device, x.DType, pdy, px, pdx, x.ElementCount, _stream);
-    }
-
     /// <inheritdoc/>
     public Tensor Dropout(Tensor x, double p, ulong seed)
     {

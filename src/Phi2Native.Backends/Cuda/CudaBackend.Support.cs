@@ -14,7 +14,7 @@ public sealed partial class CudaBackend
     /// The device address of <paramref name="tensor"/>'s first element, refusing a disposed tensor, a CPU tensor or one of
     /// another CUDA backend with a message naming <paramref name="argument"/>.
     /// </summary>
-    private DevicePtr Pointer(Tensor tensor, string argument)
+    internal DevicePtr Pointer(Tensor tensor, string argument)
     {
         ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(tensor, argument);
@@ -27,7 +27,7 @@ public sealed partial class CudaBackend
     }
 
     /// <summary>Like <see cref="Pointer"/>, but a null tensor (a gradient not wanted) gives the null pointer.</summary>
-    private DevicePtr OptionalPointer(Tensor? tensor, string argument) => tensor is null ? DevicePtr.Null : Pointer(tensor, argument);
+    internal DevicePtr OptionalPointer(Tensor? tensor, string argument) => tensor is null ? DevicePtr.Null : Pointer(tensor, argument);
 
     /// <summary>Refuses a dtype the op has no kernel for, naming the op, the argument and what it has.</summary>
     private static void RequireDType(Tensor tensor, string op, string argument, params ReadOnlySpan<DType> supported)

@@ -229,7 +229,7 @@ public sealed partial class CudaBackend : IBackend
 
     internal void TrackRelease(long bytes) => Interlocked.Add(ref _bytesInUse, -bytes);
 
-    private Tensor Allocate(ReadOnlySpan<int> shape, DType dtype, string argument)
+    internal Tensor Allocate(ReadOnlySpan<int> shape, DType dtype, string argument)
     {
         ThrowIfDisposed();
         RequireStorableDType(dtype, argument);

@@ -27,6 +27,9 @@ public interface IBackend : IDisposable
     /// <summary>Starts a new peak measurement at the current use.</summary>
     void ResetPeakMemory();
 
+    /// <summary>Whether this backend computes <paramref name="op"/> in <paramref name="dtype"/> (what the op declares).</summary>
+    bool Supports(BackendOp op, DType dtype) => op.Supports(Device.Kind, dtype);
+
     /// <summary>A tensor of undefined contents (backends may poison it with NaN to catch reads before writes).</summary>
     Tensor Empty(ReadOnlySpan<int> shape, DType dtype);
 
@@ -65,12 +68,6 @@ public interface IBackend : IDisposable
 
     /// <summary>dWeight [V, C] += scatter of dOutput [..., C] at ids.</summary>
     void EmbeddingBackward(Tensor dOutput, Tensor ids, Tensor dWeight);
-
-    /// <summary>LayerNorm over the last dimension of x [..., C]; saves mean and rstd [rows] for backward.</summary>
-    Tensor LayerNorm(Tensor x, Tensor weight, Tensor bias, double eps, out Tensor mean, out Tensor rstd);
-
-    /// <summary>Gradients of LayerNorm: dx (=), dWeight and dBias (+=); each may be null.</summary>
-    void LayerNormBackward(Tensor dOutput, Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor? dx, Tensor? dWeight, Tensor? dBias);
 
     /// <summary>x [..., in] times weight [out, in] transposed, plus bias [out] (may be null) -> [..., out].</summary>
     Tensor Linear(Tensor x, Tensor weight, Tensor? bias);
@@ -145,12 +142,6 @@ public interface IBackend : IDisposable
     /// plain op gives for that row alone with keyTime = rowKeyTimes[b].
     /// </summary>
     Tensor CachedAttentionPerRow(Tensor q, Tensor keyCache, Tensor valueCache, Tensor rowKeyTimes);
-
-    /// <summary>gelu_new (tanh approximation), elementwise.</summary>
-    Tensor GeluNew(Tensor x);
-
-    /// <summary>dx (=) of gelu_new.</summary>
-    void GeluNewBackward(Tensor dOutput, Tensor x, Tensor dx);
 
     /// <summary>Dropout with probability p and a counter-based mask from seed (reproducible on every backend).</summary>
     Tensor Dropout(Tensor x, double p, ulong seed);

@@ -1,9 +1,11 @@
 using NUnit.Framework;
 using Phi2Native.Autograd.Ops;
+using Phi2Native.Backends.Ops.Activation;
+using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;
-using static Phi2Native.Tests.Support.GradientCheck;
 
+using static Phi2Native.Tests.Support.GradientCheck;
 namespace Phi2Native.Tests.Autograd;
 
 /// <summary>A finite-difference gradient check in double precision for every differentiable op, at odd sizes.</summary>

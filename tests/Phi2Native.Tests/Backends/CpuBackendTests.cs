@@ -1,5 +1,6 @@
 using NUnit.Framework;
 using Phi2Native.Backends.Cpu;
+using Phi2Native.Backends.Ops.Activation;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Tests.Backends;
@@ -59,7 +60,7 @@ public class CpuBackendTests
     {
         using var x = Floats([1f, 2f], 2);
         using var half = Backend.Cast(x, DType.F16);
-        var e = Assert.Throws<NotSupportedException>(() => Backend.GeluNew(half));
+        var e = Assert.Throws<NotSupportedException>(() => GeluNewOp.Forward(half));
         Assert.That(e!.Message, Does.Contain("F32 or F64"));
     }
 }

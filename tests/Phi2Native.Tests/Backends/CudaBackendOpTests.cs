@@ -1,6 +1,8 @@
 using NUnit.Framework;
 using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
+using Phi2Native.Backends.Ops.Activation;
+using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;
 
@@ -142,8 +144,8 @@ public class CudaBackendOpTests : CudaBackendTestBase
         var (x, gx) = RandomPairFrom(values, dtype, rows, channels);
         var (w, gw) = RandomPair(31, dtype, channels);
         var (b, gb) = RandomPair(32, dtype, channels);
-        var y = Cpu.LayerNorm(x, w, b, 1e-5, out var mean, out var rstd);
-        var gy = Cuda.LayerNorm(gx, gw, gb, 1e-5, out var gmean, out var grstd);
+        var y = LayerNormOp.Forward(x, w, b, 1e-5, out var mean, out var rstd);
+        var gy = LayerNormOp.Forward(gx, gw, gb, 1e-5, out var gmean, out var grstd);
         var tolerance = dtype == DType.F32 ? F32 : Bf16Forward;
         Close("y", y, gy, tolerance);
         Assert.That(gmean.DType, Is.EqualTo(DType.F32));
@@ -155,8 +157,8 @@ public class CudaBackendOpTests : CudaBackendTestBase
         var (db, gdb) = RandomPair(35, dtype, channels);
         var dx = Cpu.Empty([rows, channels], DType.F32);
         var gdx = Cuda.Empty([rows, channels], dtype);
-        Cpu.LayerNormBackward(dy, x, w, mean, rstd, dx, dw, db);
-        Cuda.LayerNormBackward(gdy, gx, gw, gmean, grstd, gdx, gdw, gdb);
+        LayerNormOp.Backward(dy, x, w, mean, rstd, dx, dw, db);
+        LayerNormOp.Backward(gdy, gx, gw, gmean, grstd, gdx, gdw, gdb);
         var gradient = dtype == DType.F32 ? new Tolerance(1e-5, 1e-4) : Tolerance.Gradient(DType.BF16);
         Close("dx", dx, gdx, gradient);
         Close("dWeight (+=)", dw, gdw, gradient);
@@ -337,13 +339,13 @@ public class CudaBackendOpTests : CudaBackendTestBase
         var (x, gx) = RandomPairFrom(values, dtype, 3, 41);
         var (dy, gdy) = RandomPair(81, dtype, 3, 41);
         var tolerance = dtype == DType.F32 ? F32 : Bf16Forward;
-        var y = Cuda.GeluNew(gx);
+        var y = GeluNewOp.Forward(gx);
         Assert.That(y.DType, Is.EqualTo(dtype));
-        Close("gelu_new", Cpu.GeluNew(x), y, tolerance);
+        Close("gelu_new", GeluNewOp.Forward(x), y, tolerance);
         var dx = Cpu.Empty([3, 41], DType.F32);
         var gdx = Cuda.Empty([3, 41], dtype);
-        Cpu.GeluNewBackward(dy, x, dx);
-        Cuda.GeluNewBackward(gdy, gx, gdx);
+        GeluNewOp.Backward(dy, x, dx);
+        GeluNewOp.Backward(gdy, gx, gdx);
         Close("gelu_new backward", dx, gdx, tolerance);
     }
 

@@ -1,5 +1,6 @@
 using NUnit.Framework;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Cuda;
 using Phi2Native.Cuda.Resources;
 using Phi2Native.DeviceChecks;

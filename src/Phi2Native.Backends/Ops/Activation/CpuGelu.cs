@@ -12,12 +12,30 @@
 // cost). Threads take TaskChunks chunks at a time, so that a parallel work item is tens of
 // microseconds, far above the hand-off cost.
 using System.Numerics;
-using System.Numerics.Tensors;
+using Phi2Native.Backends.Cpu;
+using Phi2Native.Tensors;
 
-namespace Phi2Native.Backends.Cpu;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+namespace Phi2Native.Backends.Ops.Activation;
 
 internal static class CpuGelu
 {
+    /// <summary><see cref="GeluNewOp.Forward"/> on the CPU backend, the contract checked.</summary>
+    public static Tensor Forward(CpuBackend cpu, Tensor x)
+    {
+        var y = cpu.Allocate(x.Shape, x.DType);
+        if (x.DType == DType.F64) Forward<double>(CpuBackend.Span<double>(x), CpuBackend.Span<double>(y));
+        else Forward<float>(CpuBackend.Span<float>(x), CpuBackend.Span<float>(y));
+        return y;
+    }
+
+    /// <summary><see cref="GeluNewOp"/>'s backward on the CPU backend, the contract checked.</summary>
+    public static void Backward(Tensor dOutput, Tensor x, Tensor dx)
+    {
+        if (x.DType == DType.F64) Backward<double>(CpuBackend.Span<double>(dOutput), CpuBackend.Span<double>(x), CpuBackend.Span<double>(dx));
+        else Backward<float>(CpuBackend.Span<float>(dOutput), CpuBackend.Span<float>(x), CpuBackend.Span<float>(dx));
+    }
+
     /// <summary>Elements per pass: 1024 floats (4 KB) or doubles (8 KB) per scratch span, L1-resident.</summary>
     private const int Chunk = 1024;
 

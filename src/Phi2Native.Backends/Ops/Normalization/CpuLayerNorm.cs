@@ -8,12 +8,42 @@
 // Backward needs x, weight and the per-row mean and rstd saved by Forward (not y): xhat is rebuilt as
 // (x - mean) * rstd, which costs less than keeping a second [N,C] tensor alive.
 using System.Numerics;
-using System.Numerics.Tensors;
+using Phi2Native.Backends.Cpu;
+using Phi2Native.Tensors;
 
-namespace Phi2Native.Backends.Cpu;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+namespace Phi2Native.Backends.Ops.Normalization;
 
 internal static class CpuLayerNorm
 {
+    /// <summary><see cref="LayerNormOp.Forward"/> on the CPU backend, the contract checked.</summary>
+    public static Tensor Forward(CpuBackend cpu, Tensor x, Tensor weight, Tensor bias, double eps, int rows, int channels,
+        out Tensor mean, out Tensor rstd)
+    {
+        var y = cpu.Allocate(x.Shape, x.DType);
+        mean = cpu.Allocate([rows], x.DType);
+        rstd = cpu.Allocate([rows], x.DType);
+        if (x.DType == DType.F64)
+            Forward(CpuBackend.Span<double>(x), CpuBackend.Span<double>(weight), CpuBackend.Span<double>(bias), eps, CpuBackend.Span<double>(y),
+                CpuBackend.Span<double>(mean), CpuBackend.Span<double>(rstd), rows, channels);
+        else
+            Forward(CpuBackend.Span<float>(x), CpuBackend.Span<float>(weight), CpuBackend.Span<float>(bias), eps, CpuBackend.Span<float>(y),
+                CpuBackend.Span<float>(mean), CpuBackend.Span<float>(rstd), rows, channels);
+        return y;
+    }
+
+    /// <summary><see cref="LayerNormOp"/>'s backward on the CPU backend, the contract checked.</summary>
+    public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor? dx, Tensor? dWeight, Tensor? dBias,
+        int rows, int channels)
+    {
+        if (x.DType == DType.F64)
+            Backward(CpuBackend.Span<double>(dOutput), CpuBackend.Span<double>(x), CpuBackend.Span<double>(weight), CpuBackend.Span<double>(mean),
+                CpuBackend.Span<double>(rstd), CpuBackend.Optional<double>(dx), CpuBackend.Optional<double>(dWeight), CpuBackend.Optional<double>(dBias), rows, channels);
+        else
+            Backward(CpuBackend.Span<float>(dOutput), CpuBackend.Span<float>(x), CpuBackend.Span<float>(weight), CpuBackend.Span<float>(mean),
+                CpuBackend.Span<float>(rstd), CpuBackend.Optional<float>(dx), CpuBackend.Optional<float>(dWeight), CpuBackend.Optional<float>(dBias), rows, channels);
+    }
+
     /// <summary>Channels per stack scratch chunk (and per thread in the parameter gradients).</summary>
     private const int ScratchChunk = 256;
 

@@ -1,8 +1,9 @@
+using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
 using Phi2Native.Cuda.Resources;
 using Phi2Native.Tensors;
 
-namespace Phi2Native.Backends.Cuda;
+namespace Phi2Native.Backends.Ops.Normalization;
 
 /// <summary>
 /// Launchers for kernels/layernorm.cu: LayerNorm over the last dimension of x [rows, C] in F32 or BF16, with the
@@ -11,6 +12,33 @@ namespace Phi2Native.Backends.Cuda;
 /// </summary>
 public static unsafe class LayerNormKernels
 {
+    /// <summary><see cref="LayerNormOp.Forward"/> on the CUDA backend, the contract checked.</summary>
+    internal static Tensor Forward(CudaBackend cuda, Tensor x, Tensor weight, Tensor bias, double eps, int rows, int channels,
+        out Tensor mean, out Tensor rstd)
+    {
+        var y = cuda.Allocate(x.Shape, x.DType, nameof(x));
+        mean = cuda.Allocate([rows], DType.F32, nameof(mean));
+        rstd = cuda.Allocate([rows], DType.F32, nameof(rstd));
+        if (rows > 0 && channels > 0)
+            LayerNorm(cuda.DeviceApi, x.DType, cuda.Pointer(x, nameof(x)), cuda.Pointer(weight, nameof(weight)), cuda.Pointer(bias, nameof(bias)),
+                (float)eps, cuda.Pointer(y, "y"), cuda.Pointer(mean, nameof(mean)), cuda.Pointer(rstd, nameof(rstd)), rows, channels, cuda.Stream);
+        return y;
+    }
+
+    /// <summary>
+    /// <see cref="LayerNormOp"/>'s backward on the CUDA backend, the contract checked. The kernel accumulates dWeight and
+    /// dBias in fp32; a BF16 parameter gradient goes through an fp32 copy (<see cref="CudaBackend.AccumulateInSingle"/>).
+    /// </summary>
+    internal static void Backward(CudaBackend cuda, Tensor dOutput, Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor? dx,
+        Tensor? dWeight, Tensor? dBias, int rows, int channels)
+    {
+        if (rows == 0 || channels == 0) return;
+        var (pdy, px, pw) = (cuda.Pointer(dOutput, nameof(dOutput)), cuda.Pointer(x, nameof(x)), cuda.Pointer(weight, nameof(weight)));
+        var (pm, pr, pdx) = (cuda.Pointer(mean, nameof(mean)), cuda.Pointer(rstd, nameof(rstd)), cuda.OptionalPointer(dx, nameof(dx)));
+        cuda.AccumulateInSingle(dWeight, nameof(dWeight), pdw => cuda.AccumulateInSingle(dBias, nameof(dBias), pdb =>
+            LayerNormBackward(cuda.DeviceApi, x.DType, pdy, px, pw, pm, pr, pdx, pdw, pdb, rows, channels, cuda.Stream)));
+    }
+
     /// <summary>
     /// Blocks of the backward launch at most when dGamma or dBeta is wanted: each block ends with one atomicAdd per
     /// column, so fewer blocks than rows means fewer atomics, while 512 blocks of up to 256 threads still fill an

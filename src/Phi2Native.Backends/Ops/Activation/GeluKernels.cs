@@ -1,16 +1,32 @@
+using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 
-namespace Phi2Native.Backends.Cuda;
+namespace Phi2Native.Backends.Ops.Activation;
 
 /// <summary>
 /// Launchers for kernels/gelu.cu: gelu_new (the tanh form, Phi-2's hidden_act) and its gradient in F32, BF16 and F16,
-/// computed in fp32 as the CPU backend's <see cref="IBackend.GeluNew"/> and <see cref="IBackend.GeluNewBackward"/>
-/// compute them, and the fused bias + gelu_new of the MLP's fc1 (the hand-written fallback of cuBLASLt's
+/// computed in fp32 as the CPU backend computes them (<see cref="GeluNewOp"/>), and the fused bias + gelu_new of the MLP's fc1 (the hand-written fallback of cuBLASLt's
 /// GELU_AUX_BIAS epilogue) with its backward (dX, and dBias accumulated in fp32).
 /// </summary>
 public static unsafe class GeluKernels
 {
+    /// <summary><see cref="GeluNewOp.Forward"/> on the CUDA backend, the contract checked.</summary>
+    internal static Tensor Forward(CudaBackend cuda, Tensor x)
+    {
+        var y = cuda.Allocate(x.Shape, x.DType, nameof(x));
+        if (x.ElementCount > 0) GeluNew(cuda.DeviceApi, x.DType, cuda.Pointer(x, nameof(x)), cuda.Pointer(y, "y"), x.ElementCount, cuda.Stream);
+        return y;
+    }
+
+    /// <summary><see cref="GeluNewOp"/>'s backward on the CUDA backend, the contract checked.</summary>
+    internal static void Backward(CudaBackend cuda, Tensor dOutput, Tensor x, Tensor dx)
+    {
+        if (x.ElementCount > 0)
+            GeluNewBackward(cuda.DeviceApi, x.DType, cuda.Pointer(dOutput, nameof(dOutput)), cuda.Pointer(x, nameof(x)), cuda.Pointer(dx, nameof(dx)),
+                x.ElementCount, cuda.Stream);
+    }
+
     /// <summary>Threads per block of the one-thread-per-element kernels.</summary>
     public const uint BlockSize = 256;
 
