@@ -4,6 +4,7 @@ using Phi2Native.Autograd;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Activation;
 using Phi2Native.Backends.Ops.Normalization;
+using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Cuda;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
@@ -104,7 +105,7 @@ internal sealed partial class Benchmarks
         using var x = Random([N, inFeatures], 1, dtype: dtype);
         using var w = Random([outFeatures, inFeatures], 2, 0.02f, dtype);
         using var b = bias ? Random([outFeatures], 3, 0.02f, dtype) : null;
-        var (ms, reps) = Time(() => _backend.Linear(x, w, b).Dispose());
+        var (ms, reps) = Time(() => LinearOp.Forward(x, w, b).Dispose());
         double flops = 2.0 * N * inFeatures * outFeatures;
         var outcome = Rate($"[{N}, {inFeatures}] x [{outFeatures}, {inFeatures}]^T", ms, reps, flops / 1e12, "TFLOP/s");
         return dtype == Dt ? outcome : outcome with { DType = "f32 (fp32 acc)" };
@@ -117,7 +118,7 @@ internal sealed partial class Benchmarks
         using var dy = Random([N, outFeatures], 3);
         using var dx = _backend.Empty([N, inFeatures], Dt);
         using var dw = _backend.Zeros([outFeatures, inFeatures], DType.F32);
-        var (ms, reps) = Time(() => _backend.LinearBackward(dy, x, w, dx, dw, null));
+        var (ms, reps) = Time(() => LinearOp.Backward(dy, x, w, dx, dw, null));
         double flops = 4.0 * N * inFeatures * outFeatures;
         return Rate($"[{N}, {inFeatures}] -> {outFeatures}; dW fp32", ms, reps, flops / 1e12, "TFLOP/s");
     }

@@ -4,6 +4,7 @@ using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Activation;
 using Phi2Native.Backends.Ops.Normalization;
+using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Cuda;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
@@ -73,8 +74,8 @@ public static class BackendChecks
 
         var (cx, cw, cb, cdy) = (cpu.F32(x, rows, inFeatures), cpu.F32(w, outFeatures, inFeatures), cpu.F32(b, outFeatures), cpu.F32(dy, rows, outFeatures));
         var (cdw, cdb, cdx) = (cpu.F32(dw0, outFeatures, inFeatures), cpu.F32(db0, outFeatures), cpu.Backend.Empty([rows, inFeatures], DType.F32));
-        var cy = cpu.Backend.Linear(cx, cw, cb);
-        cpu.Backend.LinearBackward(cdy, cx, cw, cdx, cdw, cdb);
+        var cy = LinearOp.Forward(cx, cw, cb);
+        LinearOp.Backward(cdy, cx, cw, cdx, cdw, cdb);
 
         var gx = Upload(backend, x, dtype, rows, inFeatures);
         var gw = Upload(backend, w, dtype, outFeatures, inFeatures);
@@ -83,8 +84,8 @@ public static class BackendChecks
         var gdw = Upload(backend, dw0, DType.F32, outFeatures, inFeatures);   // fp32 parameter gradients, also beside bf16 layers
         var gdb = Upload(backend, db0, DType.F32, outFeatures);
         var gdx = backend.Empty([rows, inFeatures], dtype);
-        var gy = backend.Linear(gx, gw, gb);
-        backend.LinearBackward(gdy, gx, gw, gdx, gdw, gdb);
+        var gy = LinearOp.Forward(gx, gw, gb);
+        LinearOp.Backward(gdy, gx, gw, gdx, gdw, gdb);
 
         return CheckResult.Combine(
             Tolerances.Forward(dtype).Compare("y", gy.ToSingleArray(), cpu.CastTo(dtype, cy)),

@@ -26,54 +26,6 @@ public sealed partial class CpuBackend
     }
 
     /// <inheritdoc/>
-    public Tensor Linear(Tensor x, Tensor weight, Tensor? bias)
-    {
-        RequireRank(weight, 2, "Linear weight [out, in]");
-        int outFeatures = weight.Size(0), inFeatures = weight.Size(1);
-        if (x.Rank == 0 || x.Size(-1) != inFeatures)
-            throw new ArgumentException($"Linear: input [{x.ShapeText}] does not end in {inFeatures}, the weight's in-features");
-        if (bias != null) RequireVector(bias, outFeatures, "Linear bias");
-        int rows = (int)(x.ElementCount / Math.Max(inFeatures, 1));
-        int[] shape = [.. x.Shape[..^1], outFeatures];
-        var y = Allocate(shape, Compute(x).DType);
-        if (x.DType == DType.F64)
-        {
-            // y [N, out] = x [N, in] · W^T [in, out]
-            CpuGemm.Gemm(false, true, rows, outFeatures, inFeatures, 1.0, Span<double>(x), inFeatures, Span<double>(weight), inFeatures, 0.0, Span<double>(y), outFeatures);
-            if (bias != null) AddRowVector(Span<double>(y), Span<double>(bias));
-        }
-        else
-        {
-            CpuGemm.Gemm(false, true, rows, outFeatures, inFeatures, 1f, Span<float>(x), inFeatures, Span<float>(weight), inFeatures, 0f, Span<float>(y), outFeatures);
-            if (bias != null) AddRowVector(Span<float>(y), Span<float>(bias));
-        }
-        return y;
-    }
-
-    /// <inheritdoc/>
-    public void LinearBackward(Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias)
-    {
-        int outFeatures = weight.Size(0), inFeatures = weight.Size(1);
-        int rows = (int)(x.ElementCount / Math.Max(inFeatures, 1));
-        if (x.DType == DType.F64)
-        {
-            var dy = Span<double>(dOutput);
-            // dx [N, in] = dy [N, out] · W [out, in]
-            if (dx != null) CpuGemm.Gemm(false, false, rows, inFeatures, outFeatures, 1.0, dy, outFeatures, Span<double>(weight), inFeatures, 0.0, Span<double>(dx), inFeatures);
-            // dW [out, in] += dy^T [out, N] · x [N, in]
-            if (dWeight != null) CpuGemm.Gemm(true, false, outFeatures, inFeatures, rows, 1.0, dy, outFeatures, Span<double>(x), inFeatures, 1.0, Span<double>(dWeight), inFeatures);
-            if (dBias != null) AddColumnSums(dy, Span<double>(dBias));
-        }
-        else
-        {
-            var dy = Span<float>(dOutput);
-            if (dx != null) CpuGemm.Gemm(false, false, rows, inFeatures, outFeatures, 1f, dy, outFeatures, Span<float>(weight), inFeatures, 0f, Span<float>(dx), inFeatures);
-            if (dWeight != null) CpuGemm.Gemm(true, false, outFeatures, inFeatures, rows, 1f, dy, outFeatures, Span<float>(x), inFeatures, 1f, Span<float>(dWeight), inFeatures);
-            if (dBias != null) AddColumnSums(dy, Span<float>(dBias));
-        }
-    }
-
-    /// <inheritdoc/>
     public Tensor Rotary(Tensor x, int rotaryDim, double theta, int positionOffset)
     {
         RequireRank(x, 4, "Rotary input [B, T, H, D]");
@@ -184,18 +136,6 @@ public sealed partial class CpuBackend
     }
 
     internal static Span<T> Optional<T>(Tensor? tensor) where T : unmanaged => tensor is null ? default : Span<T>(tensor);
-
-    private static void AddRowVector<T>(Span<T> matrix, ReadOnlySpan<T> row) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
-    {
-        for (int start = 0; start < matrix.Length; start += row.Length)
-            System.Numerics.Tensors.TensorPrimitives.Add(matrix.Slice(start, row.Length), row, matrix.Slice(start, row.Length));
-    }
-
-    private static void AddColumnSums<T>(ReadOnlySpan<T> matrix, Span<T> sums) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
-    {
-        for (int start = 0; start < matrix.Length; start += sums.Length)
-            System.Numerics.Tensors.TensorPrimitives.Add(sums, matrix.Slice(start, sums.Length), sums);
-    }
 
     private static void RequireRank(Tensor tensor, int rank, string what)
     {

@@ -86,7 +86,7 @@ public sealed partial class CudaBackend
     /// A device vector of at least <paramref name="count"/> ones of <paramref name="dtype"/>, kept for reuse (grown when
     /// needed): the right-hand side of the GEMM that sums a matrix's rows (Linear's bias gradient).
     /// </summary>
-    private DevicePtr Ones(DType dtype, long count)
+    internal DevicePtr Ones(DType dtype, long count)
     {
         if (_ones.TryGetValue(dtype, out var ones) && ones.Count >= count) return ones.Pointer;
         long capacity = Math.Max(count, 2 * (ones.Count));

@@ -69,12 +69,6 @@ public interface IBackend : IDisposable
     /// <summary>dWeight [V, C] += scatter of dOutput [..., C] at ids.</summary>
     void EmbeddingBackward(Tensor dOutput, Tensor ids, Tensor dWeight);
 
-    /// <summary>x [..., in] times weight [out, in] transposed, plus bias [out] (may be null) -> [..., out].</summary>
-    Tensor Linear(Tensor x, Tensor weight, Tensor? bias);
-
-    /// <summary>Gradients of Linear: dx = dOutput W (=); dWeight += dOutput^T x; dBias += column sums of dOutput.</summary>
-    void LinearBackward(Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias);
-
     /// <summary>
     /// Partial rotary embedding (half-split) of x [B, T, H, D] on dims [0, rotaryDim) of each head; position of t is positionOffset + t.
     /// </summary>

@@ -1,9 +1,10 @@
 using NUnit.Framework;
 using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
+using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Tensors;
-using static Phi2Native.Tests.Support.GradientCheck;
 
+using static Phi2Native.Tests.Support.GradientCheck;
 namespace Phi2Native.Tests.Autograd;
 
 /// <summary>

@@ -3,6 +3,7 @@ using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Ops.Activation;
 using Phi2Native.Backends.Ops.Normalization;
+using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;
 
@@ -26,15 +27,15 @@ public class CudaBackendOpTests : CudaBackendTestBase
         var (x, gx) = RandomPair(1, DType.F32, 2, 3, 7);
         var (w, gw) = RandomPair(2, DType.F32, 5, 7);
         var (b, gb) = RandomPair(3, DType.F32, 5);
-        Close("y", Cpu.Linear(x, w, withBias ? b : null), Cuda.Linear(gx, gw, withBias ? gb : null), F32);
+        Close("y", LinearOp.Forward(x, w, withBias ? b : null), LinearOp.Forward(gx, gw, withBias ? gb : null), F32);
 
         var (dy, gdy) = RandomPair(4, DType.F32, 2, 3, 5);
         var (dw, gdw) = RandomPair(5, DType.F32, 5, 7);
         var (db, gdb) = RandomPair(6, DType.F32, 5);
         var dx = Cpu.Empty([2, 3, 7], DType.F32);
         var gdx = Cuda.Empty([2, 3, 7], DType.F32);
-        Cpu.LinearBackward(dy, x, w, dx, dw, db);
-        Cuda.LinearBackward(gdy, gx, gw, gdx, gdw, gdb);
+        LinearOp.Backward(dy, x, w, dx, dw, db);
+        LinearOp.Backward(gdy, gx, gw, gdx, gdw, gdb);
         Close("dx", dx, gdx, F32);
         Close("dW (+=)", dw, gdw, F32);
         Close("dBias (+=)", db, gdb, F32);
@@ -48,13 +49,13 @@ public class CudaBackendOpTests : CudaBackendTestBase
         var (w, gw) = RandomPair(8, DType.F32, 3, 4);
         var (dy, gdy) = RandomPair(9, DType.F32, 9, 3);
         var (db, gdb) = RandomPair(10, DType.F32, 3);
-        Cpu.LinearBackward(dy, x, w, null, null, db);
-        Cuda.LinearBackward(gdy, gx, gw, null, null, gdb);
+        LinearOp.Backward(dy, x, w, null, null, db);
+        LinearOp.Backward(gdy, gx, gw, null, null, gdb);
         Close("dBias only", db, gdb, F32);
         var gdx = Cuda.Empty([9, 4], DType.F32);
-        Cuda.LinearBackward(gdy, gx, gw, gdx, null, null);
+        LinearOp.Backward(gdy, gx, gw, gdx, null, null);
         var dx = Cpu.Empty([9, 4], DType.F32);
-        Cpu.LinearBackward(dy, x, w, dx, null, null);
+        LinearOp.Backward(dy, x, w, dx, null, null);
         Close("dx only", dx, gdx, F32);
     }
 
@@ -65,20 +66,20 @@ public class CudaBackendOpTests : CudaBackendTestBase
         var (x, gx) = RandomPair(11, DType.BF16, 6, 19);
         var (w, gw) = RandomPair(12, DType.BF16, 10, 19);
         var (b, gb) = RandomPair(13, DType.BF16, 10);
-        var y = Cuda.Linear(gx, gw, gb);
+        var y = LinearOp.Forward(gx, gw, gb);
         Assert.That(y.DType, Is.EqualTo(DType.BF16));
-        Close("y bf16", Cpu.Linear(x, w, b), y, Bf16Forward);
+        Close("y bf16", LinearOp.Forward(x, w, b), y, Bf16Forward);
 
         var (dy, gdy) = RandomPair(14, DType.BF16, 6, 10);
         var dw = Cpu.Zeros([10, 19], DType.F32);
         var db = Cpu.Zeros([10], DType.F32);
         var dx = Cpu.Empty([6, 19], DType.F32);
-        Cpu.LinearBackward(dy, x, w, dx, dw, db);
+        LinearOp.Backward(dy, x, w, dx, dw, db);
         // fp32 parameter gradients of a bf16 layer, and a bf16 activation gradient.
         var gdw = Cuda.Zeros([10, 19], DType.F32);
         var gdb = Cuda.Zeros([10], DType.F32);
         var gdx = Cuda.Empty([6, 19], DType.BF16);
-        Cuda.LinearBackward(gdy, gx, gw, gdx, gdw, gdb);
+        LinearOp.Backward(gdy, gx, gw, gdx, gdw, gdb);
         Close("dx bf16", dx, gdx, Bf16Forward);
         Close("dW f32 from bf16", dw, gdw, F32);
         Close("dBias f32 from bf16", db, gdb, F32);
@@ -90,15 +91,15 @@ public class CudaBackendOpTests : CudaBackendTestBase
         using var scope = TensorScope.Begin();
         var x = On(Cuda, Random(12, 1), DType.F32, 2, 6);
         var w = On(Cuda, Random(35, 2), DType.F32, 5, 7);
-        Assert.That(() => Cuda.Linear(x, w, null), Throws.ArgumentException.With.Message.Contains("does not end in 7"));
+        Assert.That(() => LinearOp.Forward(x, w, null), Throws.ArgumentException.With.Message.Contains("does not end in 7"));
         var x7 = On(Cuda, Random(14, 1), DType.F32, 2, 7);
         var badBias = On(Cuda, Random(4, 3), DType.F32, 4);
-        Assert.That(() => Cuda.Linear(x7, w, badBias), Throws.ArgumentException.With.Message.Contains("Linear bias"));
+        Assert.That(() => LinearOp.Forward(x7, w, badBias), Throws.ArgumentException.With.Message.Contains("Linear: bias must be [5]"));
         var wb = On(Cuda, Random(35, 2), DType.BF16, 5, 7);
-        Assert.That(() => Cuda.Linear(x7, wb, null), Throws.ArgumentException.With.Property("ParamName").EqualTo("weight"));
+        Assert.That(() => LinearOp.Forward(x7, wb, null), Throws.ArgumentException.With.Property("ParamName").EqualTo("weight"));
         var dy = On(Cuda, Random(10, 4), DType.F32, 2, 5);
         var dwWrong = Cuda.Zeros([7, 5], DType.F32);
-        Assert.That(() => Cuda.LinearBackward(dy, x7, w, null, dwWrong, null), Throws.ArgumentException.With.Message.Contains("dWeight"));
+        Assert.That(() => LinearOp.Backward(dy, x7, w, null, dwWrong, null), Throws.ArgumentException.With.Message.Contains("dWeight"));
     }
 
     [TestCase(DType.F32)]

@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using NUnit.Framework;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Cuda;
 using Phi2Native.Cuda.Emulator;
 using Phi2Native.Tensors;
@@ -141,9 +142,9 @@ public class CudaBackendTests : CudaBackendTestBase
             var x = On(Cuda, Random(12, 6), DType.F32, 3, 4);
             var w = On(Cuda, Random(20, 7), DType.F32, 5, 4);
             var b = On(Cuda, Random(5, 8), DType.F32, 5);
-            var y = Cuda.Linear(x, w, b);
+            var y = LinearOp.Forward(x, w, b);
             var view = y.Reshape(15);
-            Cuda.LinearBackward(y, x, w, Cuda.Empty([3, 4], DType.F32), Cuda.Zeros([5, 4], DType.F32), Cuda.Zeros([5], DType.F32));
+            LinearOp.Backward(y, x, w, Cuda.Empty([3, 4], DType.F32), Cuda.Zeros([5, 4], DType.F32), Cuda.Zeros([5], DType.F32));
             _ = Cuda.Cast(view, DType.BF16);
             Assert.That(Device.Memory.LiveAllocations, Is.GreaterThan(before));
             Assert.That(Cuda.Memory.BytesInUse, Is.GreaterThan(0));

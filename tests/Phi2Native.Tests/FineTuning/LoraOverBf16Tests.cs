@@ -4,6 +4,7 @@ using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Cuda;
 using Phi2Native.Cuda.Emulator;
 using Phi2Native.FineTuning.Lora;

@@ -2,6 +2,7 @@ using NUnit.Framework;
 using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Cpu;
+using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Tests.Support;

@@ -1,4 +1,5 @@
 using Phi2Native.Autograd.Ops;
+using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Models;
 using Phi2Native.Models.Modules;
 using Phi2Native.Tensors;
@@ -48,7 +49,7 @@ public sealed class LoraEmbedding : IModuleAdapter, IDisposable
     {
         var backend = A.Backend;
         using var aTransposed = backend.Transpose(A);                                    // [V, r]
-        var delta = backend.Linear(aTransposed, B, null);                                 // A^T B^T = (B A)^T
+        var delta = LinearOp.Forward(aTransposed, B, null);                                 // A^T B^T = (B A)^T
         backend.ScaleInPlace(delta, Scaling);
         return delta;
     }

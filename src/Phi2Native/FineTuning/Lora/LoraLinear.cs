@@ -1,4 +1,5 @@
 using Phi2Native.Autograd.Ops;
+using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Models;
 using Phi2Native.Models.Modules;
 using Phi2Native.Tensors;
@@ -86,7 +87,7 @@ public sealed class LoraLinear : IModuleAdapter, IDisposable
     {
         var backend = A.Backend;
         using var aTransposed = backend.Transpose(A);                                    // [in, r]
-        var delta = backend.Linear(B, aTransposed, null);                                 // B (A^T)^T = B A
+        var delta = LinearOp.Forward(B, aTransposed, null);                                 // B (A^T)^T = B A
         backend.ScaleInPlace(delta, Scaling);
         return delta;
     }

@@ -1,0 +1,79 @@
+using System.Numerics;
+using Phi2Native.Backends.Cpu;
+using Phi2Native.Tensors;
+
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+namespace Phi2Native.Backends.Ops.Projection;
+
+// Linear on the CPU backend through CpuGemm, in row-major terms with N rows:
+//   y [N, out] = x [N, in] W^T [in, out] (+ b per row);  dx [N, in] = dY [N, out] W [out, in];
+//   dW [out, in] += dY^T [out, N] x [N, in];  dBias [out] += column sums of dY.
+internal static class CpuLinear
+{
+    /// <summary><see cref="LinearOp.Forward"/> on the CPU backend, the contract checked.</summary>
+    public static Tensor Forward(CpuBackend cpu, Tensor x, Tensor weight, Tensor? bias, int rows, int inFeatures, int outFeatures)
+    {
+        var y = cpu.Allocate([.. x.Shape[..^1], outFeatures], x.DType);
+        if (x.DType == DType.F64) Forward(Span<double>(x), Span<double>(weight), Optional<double>(bias), Span<double>(y), rows, inFeatures, outFeatures, 1.0, 0.0);
+        else Forward(Span<float>(x), Span<float>(weight), Optional<float>(bias), Span<float>(y), rows, inFeatures, outFeatures, 1f, 0f);
+        return y;
+    }
+
+    /// <summary><see cref="LinearOp"/>'s backward on the CPU backend, the contract checked.</summary>
+    public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias, int rows, int inFeatures, int outFeatures)
+    {
+        if (x.DType == DType.F64)
+            Backward(Span<double>(dOutput), Span<double>(x), Span<double>(weight), Optional<double>(dx), Optional<double>(dWeight), Optional<double>(dBias),
+                rows, inFeatures, outFeatures, 1.0, 0.0);
+        else
+            Backward(Span<float>(dOutput), Span<float>(x), Span<float>(weight), Optional<float>(dx), Optional<float>(dWeight), Optional<float>(dBias),
+                rows, inFeatures, outFeatures, 1f, 0f);
+    }
+
+    // CpuGemm has an fp32 and an fp64 entry; the two bodies below differ only in T.
+    private static void Forward(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, Span<float> y, int rows, int inFeatures, int outFeatures, float one, float zero)
+    {
+        CpuGemm.Gemm(false, true, rows, outFeatures, inFeatures, one, x, inFeatures, weight, inFeatures, zero, y, outFeatures);
+        AddToEveryRow(y, bias);
+    }
+
+    private static void Forward(ReadOnlySpan<double> x, ReadOnlySpan<double> weight, ReadOnlySpan<double> bias, Span<double> y, int rows, int inFeatures, int outFeatures, double one, double zero)
+    {
+        CpuGemm.Gemm(false, true, rows, outFeatures, inFeatures, one, x, inFeatures, weight, inFeatures, zero, y, outFeatures);
+        AddToEveryRow(y, bias);
+    }
+
+    private static void Backward(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ReadOnlySpan<float> weight, Span<float> dx, Span<float> dWeight, Span<float> dBias,
+        int rows, int inFeatures, int outFeatures, float one, float zero)
+    {
+        if (!dx.IsEmpty) CpuGemm.Gemm(false, false, rows, inFeatures, outFeatures, one, dy, outFeatures, weight, inFeatures, zero, dx, inFeatures);
+        if (!dWeight.IsEmpty) CpuGemm.Gemm(true, false, outFeatures, inFeatures, rows, one, dy, outFeatures, x, inFeatures, one, dWeight, inFeatures);
+        AddColumnSums(dy, dBias);
+    }
+
+    private static void Backward(ReadOnlySpan<double> dy, ReadOnlySpan<double> x, ReadOnlySpan<double> weight, Span<double> dx, Span<double> dWeight, Span<double> dBias,
+        int rows, int inFeatures, int outFeatures, double one, double zero)
+    {
+        if (!dx.IsEmpty) CpuGemm.Gemm(false, false, rows, inFeatures, outFeatures, one, dy, outFeatures, weight, inFeatures, zero, dx, inFeatures);
+        if (!dWeight.IsEmpty) CpuGemm.Gemm(true, false, outFeatures, inFeatures, rows, one, dy, outFeatures, x, inFeatures, one, dWeight, inFeatures);
+        AddColumnSums(dy, dBias);
+    }
+
+    private static void AddToEveryRow<T>(Span<T> matrix, ReadOnlySpan<T> row) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (row.IsEmpty) return;
+        for (int start = 0; start < matrix.Length; start += row.Length)
+            TensorPrimitives.Add(matrix.Slice(start, row.Length), row, matrix.Slice(start, row.Length));
+    }
+
+    private static void AddColumnSums<T>(ReadOnlySpan<T> matrix, Span<T> sums) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (sums.IsEmpty) return;
+        for (int start = 0; start < matrix.Length; start += sums.Length)
+            TensorPrimitives.Add(sums, matrix.Slice(start, sums.Length), sums);
+    }
+
+    private static Span<T> Span<T>(Tensor tensor) where T : unmanaged => CpuBackend.Span<T>(tensor);
+
+    private static Span<T> Optional<T>(Tensor? tensor) where T : unmanaged => CpuBackend.Optional<T>(tensor);
+}

@@ -1,0 +1,115 @@
+using Phi2Native.Autograd;
+using Phi2Native.Backends.Cpu;
+using Phi2Native.Backends.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Backends.Ops.Projection;
+
+/// <summary>
+/// y [..., out] = x [..., in] W^T + b, with W [out, in] as checkpoints store it; the bias is optional. Backward writes
+/// dx = dY W (=) and accumulates dW += dY^T x and dBias += column sums of dY (+=), each optional: a frozen weight costs
+/// no dW product, an input that needs no gradient no dx product. The contract is checked here, once.
+/// </summary>
+public sealed class LinearOp : AutogradOp
+{
+    /// <summary>The op and the dtypes each backend computes it in (x, weight, bias and dx share one).</summary>
+    public static BackendOp Info { get; } = new("Linear", BackendOp.CpuFloats, [DType.F32, DType.BF16, DType.F16]);
+
+    private readonly Tensor _x, _weight;
+    private readonly Tensor? _bias;
+
+    private LinearOp(Tensor x, Tensor weight, Tensor? bias) : base(x, weight, bias) => (_x, _weight, _bias) = (x, weight, bias);
+
+    /// <inheritdoc/>
+    public override string Name => Info.Name;
+
+    /// <summary>x W^T + b, recorded on the tape.</summary>
+    public static Tensor Apply(Tensor x, Tensor weight, Tensor? bias) => Record(new LinearOp(x, weight, bias), Forward(x, weight, bias));
+
+    /// <summary>The forward alone: y [..., out], accumulated in fp32 (F64 beside F64 x) and rounded once to x's dtype.</summary>
+    /// <exception cref="ArgumentException">Shapes or dtypes break the contract; the message names the argument.</exception>
+    /// <exception cref="NotSupportedException">The backend does not compute it in x's dtype.</exception>
+    public static Tensor Forward(Tensor x, Tensor weight, Tensor? bias)
+    {
+        var (rows, inFeatures, outFeatures) = CheckForward(x, weight, bias);
+        return x.Backend switch
+        {
+            CpuBackend cpu => CpuLinear.Forward(cpu, x, weight, bias, rows, inFeatures, outFeatures),
+            CudaBackend cuda => CudaLinear.Forward(cuda, x, weight, bias, rows, inFeatures, outFeatures),
+            var other => throw OpContract.NoImplementation(Info, other),
+        };
+    }
+
+    /// <summary>
+    /// The gradients alone: dx (=) like x; dWeight [out, in] and dBias [out] (+=) of x's dtype, or F32 over a 16-bit
+    /// x. A null output is not computed.
+    /// </summary>
+    /// <exception cref="ArgumentException">Shapes or dtypes break the contract; the message names the argument.</exception>
+    public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias)
+    {
+        var (rows, inFeatures, outFeatures) = CheckBackward(dOutput, x, weight, dx, dWeight, dBias);
+        switch (x.Backend)
+        {
+            case CpuBackend: CpuLinear.Backward(dOutput, x, weight, dx, dWeight, dBias, rows, inFeatures, outFeatures); break;
+            case CudaBackend cuda: CudaLinear.Backward(cuda, dOutput, x, weight, dx, dWeight, dBias, rows, inFeatures, outFeatures); break;
+            default: throw OpContract.NoImplementation(Info, x.Backend);
+        }
+    }
+
+    /// <inheritdoc/>
+    protected internal override void Backward(Tensor dOutput, BackwardContext context)
+    {
+        var dx = context.NewGradient(_x);
+        Backward(dOutput, _x, _weight, dx, context.AccumulatorFor(_weight), context.AccumulatorFor(_bias));
+        context.Deliver(_x, dx);
+    }
+
+    private static (int Rows, int In, int Out) CheckForward(Tensor x, Tensor weight, Tensor? bias)
+    {
+        const string op = "Linear";
+        OpContract.OnBackend(x, x?.Backend!, op, nameof(x));
+        OpContract.OnBackend(weight, x!.Backend, op, nameof(weight));
+        OpContract.OnBackendIfAny(bias, x.Backend, op, nameof(bias));
+        Info.RequireSupported(x, nameof(x));
+        OpContract.Rank(weight, 2, op, nameof(weight), "[out, in]");
+        int outFeatures = weight.Size(0), inFeatures = weight.Size(1);
+        if (x.Rank == 0 || x.Size(-1) != inFeatures)
+            throw new ArgumentException($"{op}: x [{x.ShapeText}] does not end in {inFeatures}, the weight's in-features", nameof(x));
+        OpContract.DType(weight, x.DType, op, nameof(weight));
+        if (bias is not null)
+        {
+            OpContract.Vector(bias, outFeatures, op, nameof(bias));
+            OpContract.DType(bias, x.DType, op, nameof(bias));
+        }
+        return (OpContract.Int(x.ElementCount / Math.Max(inFeatures, 1), op, "rows"), inFeatures, outFeatures);
+    }
+
+    private static (int Rows, int In, int Out) CheckBackward(Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias)
+    {
+        const string op = "LinearBackward";
+        var (rows, inFeatures, outFeatures) = CheckForward(x, weight, null);
+        var backend = x.Backend;
+        OpContract.OnBackend(dOutput, backend, op, nameof(dOutput));
+        OpContract.OnBackendIfAny(dx, backend, op, nameof(dx));
+        OpContract.OnBackendIfAny(dWeight, backend, op, nameof(dWeight));
+        OpContract.OnBackendIfAny(dBias, backend, op, nameof(dBias));
+        OpContract.Count(dOutput, (long)rows * outFeatures, op, nameof(dOutput), $"[{rows}, {outFeatures}]");
+        OpContract.DType(dOutput, x.DType, op, nameof(dOutput));
+        if (dx is not null)
+        {
+            OpContract.Count(dx, x.ElementCount, op, nameof(dx), $"like x [{x.ShapeText}]");
+            OpContract.DType(dx, x.DType, op, nameof(dx));
+        }
+        if (dWeight is not null)
+        {
+            OpContract.Shape(dWeight, weight.Shape, op, nameof(dWeight));
+            OpContract.GradientDType(dWeight, x.DType, op, nameof(dWeight));
+        }
+        if (dBias is not null)
+        {
+            OpContract.Vector(dBias, outFeatures, op, nameof(dBias));
+            OpContract.GradientDType(dBias, x.DType, op, nameof(dBias));
+        }
+        return (rows, inFeatures, outFeatures);
+    }
+}
