@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 
@@ -88,7 +89,7 @@ public static class EmbeddingChecks
         using var cpu = new CpuReference();
         using var cw = cpu.Stored(tableDtype, table, vocab, channels);
         using var ci = CpuIds(cpu, ids);
-        using var cy = cpu.Backend.Embedding(cw, ci);
+        using var cy = EmbeddingOp.Forward(cw, ci);
         return CheckResult.CompareBits("output", output.Download(), cpu.CastTo(outputDtype, cy));
     }
 
@@ -106,7 +107,7 @@ public static class EmbeddingChecks
         using var cdy = cpu.Stored(dtype, dOut, count, channels);
         using var ci = CpuIds(cpu, ids);
         using var cdw = cpu.F32(prior, vocab, channels);
-        cpu.Backend.EmbeddingBackward(cdy, ci, cdw);
+        EmbeddingOp.Backward(cdy, ci, cdw);
         // The same fp32 adds in the same order, row after row: equal bit for bit.
         return CheckResult.CompareBits("dWeight", dWeight.Download(), cdw.ToSingleArray());
     }
@@ -157,7 +158,7 @@ public static class EmbeddingChecks
         for (int n = 0; n < BadIds.Length; n++)
             for (int c = 0; c < BadChannels; c++)
                 expected[n * BadChannels + c] = (uint)BadIds[n] < BadVocab ? table[BadIds[n] * BadChannels + c] : float.NaN;
-        var cpuRefusal = CpuRefuses(BadIds, (cpu, ci) => { using var w = cpu.F32(table, BadVocab, BadChannels); return cpu.Backend.Embedding(w, ci); });
+        var cpuRefusal = CpuRefuses(BadIds, (cpu, ci) => { using var w = cpu.F32(table, BadVocab, BadChannels); return EmbeddingOp.Forward(w, ci); });
         return CheckResult.Combine([CheckResult.CompareBits("output", output.Download(), expected), Flag(EmbeddingKernels.ReadBadPosition(device, flag.Pointer)), .. cpuRefusal is null ? Array.Empty<CheckResult>() : [cpuRefusal]]);
     }
 
@@ -178,12 +179,12 @@ public static class EmbeddingChecks
         using var cdy = cpu.F32([.. good.SelectMany(n => dOut.AsSpan(n * BadChannels, BadChannels).ToArray())], good.Length, BadChannels);
         using var ci = CpuIds(cpu, [.. good.Select(n => BadIds[n])]);
         using var cdw = cpu.F32(prior, BadVocab, BadChannels);
-        cpu.Backend.EmbeddingBackward(cdy, ci, cdw);
+        EmbeddingOp.Backward(cdy, ci, cdw);
         var cpuRefusal = CpuRefuses(BadIds, (c, ids) =>
         {
             using var d = c.F32(dOut, BadIds.Length, BadChannels);
             using var w = c.F32(prior, BadVocab, BadChannels);
-            c.Backend.EmbeddingBackward(d, ids, w);
+            EmbeddingOp.Backward(d, ids, w);
             return null;
         });
         return CheckResult.Combine([CheckResult.CompareBits("dWeight", dWeight.Download(), cdw.ToSingleArray()), Flag(EmbeddingKernels.ReadBadPosition(device, flag.Pointer)), .. cpuRefusal is null ? Array.Empty<CheckResult>() : [cpuRefusal]]);

@@ -1,5 +1,6 @@
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Activation;
+using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;

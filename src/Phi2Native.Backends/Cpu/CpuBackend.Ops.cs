@@ -6,26 +6,6 @@ namespace Phi2Native.Backends.Cpu;
 public sealed partial class CpuBackend
 {
     /// <inheritdoc/>
-    public Tensor Embedding(Tensor weight, Tensor ids)
-    {
-        RequireRank(weight, 2, "Embedding weight [V, C]");
-        RequireIds(ids, "Embedding ids");
-        int vocab = weight.Size(0), channels = weight.Size(1);
-        var output = Allocate([.. ids.Shape, channels], Compute(weight).DType);
-        if (weight.DType == DType.F64) CpuEmbedding.Forward(Span<double>(weight), Span<int>(ids), Span<double>(output), vocab, channels);
-        else CpuEmbedding.Forward(Span<float>(weight), Span<int>(ids), Span<float>(output), vocab, channels);
-        return output;
-    }
-
-    /// <inheritdoc/>
-    public void EmbeddingBackward(Tensor dOutput, Tensor ids, Tensor dWeight)
-    {
-        int vocab = dWeight.Size(0), channels = dWeight.Size(1);
-        if (dWeight.DType == DType.F64) CpuEmbedding.Backward(Span<double>(dOutput), Span<int>(ids), Span<double>(dWeight), vocab, channels);
-        else CpuEmbedding.Backward(Span<float>(dOutput), Span<int>(ids), Span<float>(dWeight), vocab, channels);
-    }
-
-    /// <inheritdoc/>
     public Tensor Rotary(Tensor x, int rotaryDim, double theta, int positionOffset)
     {
         RequireRank(x, 4, "Rotary input [B, T, H, D]");

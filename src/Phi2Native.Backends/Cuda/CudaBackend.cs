@@ -19,8 +19,8 @@ namespace Phi2Native.Backends.Cuda;
 /// </para>
 /// <para>
 /// Host synchronization: only <see cref="CopyToHost"/> and the few ops whose contract returns a host value
-/// (<see cref="SumOfSquares"/>, <see cref="CrossEntropy"/>'s counted rows, the id checks of <see cref="Embedding"/>
-/// and <see cref="CrossEntropy"/>, and the position reads of <see cref="SelectPositions"/>) wait for the stream;
+/// (<see cref="SumOfSquares"/>, <see cref="CrossEntropy"/>'s counted rows and id checks, and the position reads of
+/// <see cref="SelectPositions"/>) wait for the stream;
 /// everything else is queued (<see cref="RotaryPerRow"/>, <see cref="CacheWritePerRow"/> and
 /// <see cref="CachedAttentionPerRow"/> read their per-row positions on the device).
 /// </para>

@@ -63,12 +63,6 @@ public interface IBackend : IDisposable
     /// <summary>Sum of squares of all elements, accumulated in double (for gradient norms).</summary>
     double SumOfSquares(Tensor tensor);
 
-    /// <summary>weight [V, C] gathered at ids [...] (I32) -> [..., C].</summary>
-    Tensor Embedding(Tensor weight, Tensor ids);
-
-    /// <summary>dWeight [V, C] += scatter of dOutput [..., C] at ids.</summary>
-    void EmbeddingBackward(Tensor dOutput, Tensor ids, Tensor dWeight);
-
     /// <summary>
     /// Partial rotary embedding (half-split) of x [B, T, H, D] on dims [0, rotaryDim) of each head; position of t is positionOffset + t.
     /// </summary>

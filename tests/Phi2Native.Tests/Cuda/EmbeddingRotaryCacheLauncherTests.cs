@@ -1,5 +1,6 @@
 using NUnit.Framework;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;

@@ -1,4 +1,5 @@
 using Phi2Native.Autograd.Ops;
+using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Models.Modules;

@@ -7,12 +7,32 @@
 // dWeight element sums its rows in increasing n, whatever the threading, so the result is
 // deterministic. Ids are checked before anything is written.
 using System.Numerics;
-using System.Numerics.Tensors;
+using Phi2Native.Backends.Cpu;
+using Phi2Native.Tensors;
 
-namespace Phi2Native.Backends.Cpu;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+namespace Phi2Native.Backends.Ops.Embeddings;
 
 internal static class CpuEmbedding
 {
+    /// <summary><see cref="EmbeddingOp.Forward"/> on the CPU backend, the contract checked (ids are checked here too: host memory).</summary>
+    public static Tensor Forward(CpuBackend cpu, Tensor weight, Tensor ids)
+    {
+        int vocab = weight.Size(0), channels = weight.Size(1);
+        var output = cpu.Allocate([.. ids.Shape, channels], weight.DType);
+        if (weight.DType == DType.F64) Forward(CpuBackend.Span<double>(weight), CpuBackend.Span<int>(ids), CpuBackend.Span<double>(output), vocab, channels);
+        else Forward(CpuBackend.Span<float>(weight), CpuBackend.Span<int>(ids), CpuBackend.Span<float>(output), vocab, channels);
+        return output;
+    }
+
+    /// <summary><see cref="EmbeddingOp"/>'s backward on the CPU backend, the contract checked.</summary>
+    public static void Backward(Tensor dOutput, Tensor ids, Tensor dWeight)
+    {
+        int vocab = dWeight.Size(0), channels = dWeight.Size(1);
+        if (dWeight.DType == DType.F64) Backward(CpuBackend.Span<double>(dOutput), CpuBackend.Span<int>(ids), CpuBackend.Span<double>(dWeight), vocab, channels);
+        else Backward(CpuBackend.Span<float>(dOutput), CpuBackend.Span<int>(ids), CpuBackend.Span<float>(dWeight), vocab, channels);
+    }
+
     /// <summary>Gathers rows: <c>output[n, :] = weight[ids[n], :]</c>.</summary>
     /// <param name="weight">[V, C] embedding table.</param>
     /// <param name="ids">[N] token ids, each in [0, V).</param>

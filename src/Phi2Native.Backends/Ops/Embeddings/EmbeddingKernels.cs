@@ -1,7 +1,8 @@
+using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 
-namespace Phi2Native.Backends.Cuda;
+namespace Phi2Native.Backends.Ops.Embeddings;
 
 /// <summary>
 /// Launchers for kernels/embedding.cu: the token embedding lookup output[n] = weight[ids[n]] over a [V, C] table and
@@ -17,6 +18,27 @@ namespace Phi2Native.Backends.Cuda;
 /// </remarks>
 public static unsafe class EmbeddingKernels
 {
+    /// <summary><see cref="EmbeddingOp.Forward"/> on the CUDA backend, the contract checked; the ids stay on the device (no read-back).</summary>
+    internal static Tensor Forward(CudaBackend cuda, Tensor weight, Tensor ids, int count)
+    {
+        int vocab = weight.Size(0), channels = weight.Size(1);
+        var output = cuda.Allocate([.. ids.Shape, channels], weight.DType, nameof(weight));
+        if (count > 0 && channels > 0)
+            Embedding(cuda.DeviceApi, weight.DType, weight.DType, cuda.Pointer(weight, nameof(weight)), cuda.Pointer(ids, nameof(ids)),
+                cuda.Pointer(output, "output"), count, vocab, channels, stream: cuda.Stream);
+        return output;
+    }
+
+    /// <summary><see cref="EmbeddingOp"/>'s backward on the CUDA backend, the contract checked: fp32 accumulation, a BF16 dWeight through an fp32 copy.</summary>
+    internal static void Backward(CudaBackend cuda, Tensor dOutput, Tensor ids, Tensor dWeight, int count)
+    {
+        int vocab = dWeight.Size(0), channels = dWeight.Size(1);
+        if (count == 0 || channels == 0) return;
+        var (pdy, pi) = (cuda.Pointer(dOutput, nameof(dOutput)), cuda.Pointer(ids, nameof(ids)));
+        cuda.AccumulateInSingle(dWeight, nameof(dWeight), pdw =>
+            EmbeddingBackward(cuda.DeviceApi, dOutput.DType, pdy, pi, pdw, count, vocab, channels, stream: cuda.Stream));
+    }
+
     /// <summary>What <see cref="ResetBadPosition"/> leaves in the flag: 0x7F7F7F7F, larger than any row count in use.</summary>
     public const int NoBadPosition = 0x7F7F7F7F;
 
