@@ -1,6 +1,5 @@
 // cross_entropy.cu - fused softmax cross-entropy over the vocabulary (the LM loss), with an ignore index for
-// masked positions, as the CPU backend (src/Phi2Native/Backends/Cpu/CpuCrossEntropy.cs; IBackend.CrossEntropy and
-// CrossEntropyBackward). logits and dLogits are of the dtype; targets are I32; lse, loss and the sums are fp32;
+// masked positions, as the CPU backend (src/Phi2Native.Backends/Ops/Loss/CpuCrossEntropy.cs; CrossEntropyOp). logits and dLogits are of the dtype; targets are I32; lse, loss and the sums are fp32;
 // all math is fp32 (the total in double, as the CPU's).
 //
 // Kernels (dtype: f32, bf16):
@@ -20,10 +19,12 @@
 //       CPU's bit for bit: the block loads a tile of terms in parallel, then thread 0 adds them in row order.
 //       grid (1), block (a multiple of 32, at most 1024: the launcher takes 256), no dynamic shared memory
 //       (static: 12 bytes per thread of the largest block). rows may be 0 (loss_sum = loss_mean = 0, counted = 0).
-//   cross_entropy_backward_{dtype}(logits, targets, lse, scale, dlogits, rows, V, ignore_index)
+//   cross_entropy_backward_{dtype}(logits, targets, lse, counted, dloss, dlogits, rows, V, ignore_index)
+//       The gradient of the mean loss times dloss, read on the device (no host wait for either): with
+//       scale = (float)(1.0 / counted) * dloss[0] in fp32 (dloss null: 1; counted 0: every row is ignored),
 //       dlogits[r, v] = scale * exp(logits[r, v] - lse[r]) - (v == targets[r] ? scale : 0) on counted rows, in the
 //       CPU's order (subtract, exp, multiply by scale, then subtract scale at the target), 0 on ignored rows:
-//       written (=), as activation gradients are. scale = 1 / counted gives the mean loss's gradient.
+//       written (=), as activation gradients are.
 //       grid and block as forward, no dynamic shared memory. dlogits may alias logits (same buffer, same dtype):
 //       every element is read, then written, by the same thread.
 //
@@ -129,9 +130,11 @@ PHI2_DEVICE void cross_entropy_sum(const typename D::type* logits, const int* ta
 }
 
 template <typename D>
-PHI2_DEVICE void cross_entropy_backward(const typename D::type* logits, const int* targets, const float* lse, float scale,
-                                        typename D::type* dlogits, int rows, int V, int ignore_index)
+PHI2_DEVICE void cross_entropy_backward(const typename D::type* logits, const int* targets, const float* lse, const int* counted,
+                                        const float* dloss, typename D::type* dlogits, int rows, int V, int ignore_index)
 {
+    int count = *counted;
+    float scale = count > 0 ? __fmul_rn((float)(1.0 / (double)count), dloss ? *dloss : 1.0f) : 0.0f;
     for (int r = (int)blockIdx.x; r < rows; r += (int)gridDim.x)
     {
         const typename D::type* row = logits + (long long)r * V;
@@ -176,14 +179,14 @@ PHI2_KERNEL void cross_entropy_sum_bf16(const bf16_t* logits, const int* targets
     cross_entropy_sum<dtype_bf16>(logits, targets, lse, rows, V, ignore_index, loss_sum, loss_mean, counted);
 }
 
-PHI2_KERNEL void cross_entropy_backward_f32(const float* logits, const int* targets, const float* lse, float scale, float* dlogits,
-                                            int rows, int V, int ignore_index)
+PHI2_KERNEL void cross_entropy_backward_f32(const float* logits, const int* targets, const float* lse, const int* counted,
+                                            const float* dloss, float* dlogits, int rows, int V, int ignore_index)
 {
-    cross_entropy_backward<dtype_f32>(logits, targets, lse, scale, dlogits, rows, V, ignore_index);
+    cross_entropy_backward<dtype_f32>(logits, targets, lse, counted, dloss, dlogits, rows, V, ignore_index);
 }
 
-PHI2_KERNEL void cross_entropy_backward_bf16(const bf16_t* logits, const int* targets, const float* lse, float scale, bf16_t* dlogits,
-                                             int rows, int V, int ignore_index)
+PHI2_KERNEL void cross_entropy_backward_bf16(const bf16_t* logits, const int* targets, const float* lse, const int* counted,
+                                             const float* dloss, bf16_t* dlogits, int rows, int V, int ignore_index)
 {
-    cross_entropy_backward<dtype_bf16>(logits, targets, lse, scale, dlogits, rows, V, ignore_index);
+    cross_entropy_backward<dtype_bf16>(logits, targets, lse, counted, dloss, dlogits, rows, V, ignore_index);
 }

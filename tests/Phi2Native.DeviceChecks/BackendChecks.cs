@@ -4,6 +4,7 @@ using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Activation;
 using Phi2Native.Backends.Ops.Embeddings;
+using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Cuda;

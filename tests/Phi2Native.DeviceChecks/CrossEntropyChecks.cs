@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 
@@ -42,16 +43,16 @@ public static class CrossEntropyChecks
         Total(DType.F32, 300, 61),
         Total(DType.BF16, 7, 1003),
         Total(DType.F32, 4, 61, Targets.AllIgnored),
-        Backward(DType.F32, 7, 1003, scale: 0),
-        Backward(DType.F32, 7, 1003, scale: 1f),
-        Backward(DType.F32, 5, 7, scale: 0.37f),
-        Backward(DType.F32, 3, 4099, scale: 0),
-        Backward(DType.BF16, 7, 1003, scale: 0),
-        Backward(DType.BF16, 5, 7, scale: 2.5f),
-        Backward(DType.F32, 4, 1003, scale: 0.25f, targets: Targets.AllIgnored),
-        Backward(DType.F32, 6, 333, scale: 0, large: true),
-        Backward(DType.F32, 7, 1003, scale: 0, inPlace: true),
-        Backward(DType.BF16, 5, 257, scale: 0, inPlace: true),
+        Backward(DType.F32, 7, 1003, dLoss: 0),
+        Backward(DType.F32, 7, 1003, dLoss: 1f),
+        Backward(DType.F32, 5, 7, dLoss: 0.37f),
+        Backward(DType.F32, 3, 4099, dLoss: 0),
+        Backward(DType.BF16, 7, 1003, dLoss: 0),
+        Backward(DType.BF16, 5, 7, dLoss: 2.5f),
+        Backward(DType.F32, 4, 1003, dLoss: 0.25f, targets: Targets.AllIgnored),
+        Backward(DType.F32, 6, 333, dLoss: 0, large: true),
+        Backward(DType.F32, 7, 1003, dLoss: 0, inPlace: true),
+        Backward(DType.BF16, 5, 257, dLoss: 0, inPlace: true),
     ];
 
     private static string Suffix(DType dtype) => KernelName.Suffix(dtype);
@@ -69,12 +70,12 @@ public static class CrossEntropyChecks
             [$"cross_entropy_sum_{Suffix(dtype)}"],
             device => RunTotal(device, dtype, rows, vocab, targets));
 
-    /// <summary>A backward check; a scale of 0 stands for 1 / counted, the mean loss's gradient.</summary>
-    private static DeviceCheck Backward(DType dtype, int rows, int vocab, float scale, Targets targets = Targets.Mixed, bool large = false,
+    /// <summary>A backward check with the loss's gradient dLoss read on the device; 0 stands for none (1).</summary>
+    private static DeviceCheck Backward(DType dtype, int rows, int vocab, float dLoss, Targets targets = Targets.Mixed, bool large = false,
         bool inPlace = false) =>
-        new($"cross_entropy_backward_{Suffix(dtype)} {Describe(rows, vocab, targets, large)} scale {(scale == 0 ? "1/counted" : scale.ToString("R"))}{(inPlace ? " in place" : "")}",
+        new($"cross_entropy_backward_{Suffix(dtype)} {Describe(rows, vocab, targets, large)} dLoss {(dLoss == 0 ? "none" : dLoss.ToString("R"))}{(inPlace ? " in place" : "")}",
             [$"cross_entropy_{Suffix(dtype)}", $"cross_entropy_backward_{Suffix(dtype)}"],
-            device => RunBackward(device, dtype, rows, vocab, scale, targets, large, inPlace));
+            device => RunBackward(device, dtype, rows, vocab, dLoss, targets, large, inPlace));
 
     // Seeded by shape. Rows are offset from one another by up to +-12 (the max subtraction matters, and lse stays
     // small enough that fp32 rounding of lse, which both sides save, moves exp(x - lse) by a few parts in 10^6).
@@ -118,6 +119,14 @@ public static class CrossEntropyChecks
         public required CpuReference Cpu { get; init; }
         public required Tensor Logits { get; init; }
         public required Tensor Targets { get; init; }
+
+        /// <summary>The CPU's per-row lse, the loss sum (the double sum in row order, rounded once) and the count.</summary>
+        public (float[] Lse, float Sum, int Counted) Loss(int rows, int vocab)
+        {
+            var lse = new float[rows];
+            var (sum, counted) = CpuCrossEntropy.Forward<float>(Logits.ToArray<float>(), Targets.ToArray<int>(), lse, rows, vocab, Ignore);
+            return (lse, (float)sum, counted);
+        }
 
         public void Dispose()
         {
@@ -166,11 +175,8 @@ public static class CrossEntropyChecks
             counted.Pointer, rows, vocab);
 
         using var cpu = OnCpu(dtype, logits, targets, rows, vocab);
-        using var cLoss = cpu.Cpu.Backend.CrossEntropy(cpu.Logits, cpu.Targets, Ignore, out var cLse, out int cCounted);
-        using (cLse)
+        var (expectedLse, expectedSum, cCounted) = cpu.Loss(rows, vocab);
         {
-            float[] expectedLse = cLse.ToSingleArray();
-            float expectedSum = cLoss.ToSingleArray()[0];
             // The loss sums terms near 10 over rows: fp32 lse differences of a few ulps each add up, relative to the sum.
             var tolerance = Tolerances.Forward(DType.F32);
             return CheckResult.Combine(
@@ -189,10 +195,7 @@ public static class CrossEntropyChecks
         float[] logits = MakeLogits(rows, vocab, large: false);
         int[] targets = MakeTargets(rows, vocab, layout, large: false);
         using var cpu = OnCpu(dtype, logits, targets, rows, vocab);
-        using var cLoss = cpu.Cpu.Backend.CrossEntropy(cpu.Logits, cpu.Targets, Ignore, out var cLse, out int cCounted);
-        float[] expectedLse;
-        using (cLse) expectedLse = cLse.ToSingleArray();
-        float expectedSum = cLoss.ToSingleArray()[0];
+        var (expectedLse, expectedSum, cCounted) = cpu.Loss(rows, vocab);
 
         using var dLogits = DeviceBuffer.Upload(device, dtype, logits);
         using var dTargets = DeviceBuffer.Upload(device, targets);
@@ -208,28 +211,34 @@ public static class CrossEntropyChecks
             CompareCount(counted.DownloadInt32()[0], cCounted));
     }
 
-    private static CheckResult RunBackward(IDeviceApi device, DType dtype, int rows, int vocab, float scale, Targets layout, bool large, bool inPlace)
+    private static CheckResult RunBackward(IDeviceApi device, DType dtype, int rows, int vocab, float dLoss, Targets layout, bool large, bool inPlace)
     {
         float[] logits = MakeLogits(rows, vocab, large);
         int[] targets = MakeTargets(rows, vocab, layout, large);
         int counted = targets.Count(t => t != Ignore);
-        // CrossEntropyOp's scale for the mean loss (upstream gradient 1): 1 / counted, or 0 when nothing counts.
-        double s = scale != 0 ? scale : counted == 0 ? 0 : 1.0 / counted;
+        // The kernel's scale: (float)(1 / counted) times dLoss in fp32, 0 when nothing counts.
+        double s = counted == 0 ? 0 : (float)(1.0 / counted) * (dLoss == 0 ? 1f : dLoss);
 
         using var dLogits = DeviceBuffer.Upload(device, dtype, logits);
         using var dTargets = DeviceBuffer.Upload(device, targets);
+        using var dCounted = DeviceBuffer.Upload(device, [counted]);
+        using var dLossBuffer = dLoss == 0 ? null : DeviceBuffer.Upload(device, DType.F32, [dLoss]);
         using var lse = DeviceBuffer.Allocate(device, DType.F32, rows);
         using var gradient = inPlace ? null : DeviceBuffer.Allocate(device, dtype, (long)rows * vocab);
         CrossEntropyKernels.CrossEntropy(device, dtype, dLogits.Pointer, dTargets.Pointer, lse.Pointer, DevicePtr.Null, rows, vocab);
         var output = gradient ?? dLogits;
-        CrossEntropyKernels.CrossEntropyBackward(device, dtype, dLogits.Pointer, dTargets.Pointer, lse.Pointer, (float)s, output.Pointer, rows, vocab);
+        CrossEntropyKernels.CrossEntropyBackward(device, dtype, dLogits.Pointer, dTargets.Pointer, lse.Pointer, dCounted.Pointer,
+            dLossBuffer?.Pointer ?? DevicePtr.Null, output.Pointer, rows, vocab);
 
         using var cpu = OnCpu(dtype, logits, targets, rows, vocab);
-        using var cLoss = cpu.Cpu.Backend.CrossEntropy(cpu.Logits, cpu.Targets, Ignore, out var cLse, out _);
+        using var cMean = CrossEntropyOp.Forward(cpu.Logits, cpu.Targets, Ignore, out var cLse, out var cCounted);
+        using var cDLoss = dLoss == 0 ? null : cpu.Cpu.Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(new[] { dLoss }.AsSpan()),
+            DType.F32, [1], DType.F32);
         using var cGradient = cpu.Cpu.Backend.Empty([rows, vocab], DType.F32);
         using (cLse)
+        using (cCounted)
         {
-            cpu.Cpu.Backend.CrossEntropyBackward(cpu.Logits, cpu.Targets, cLse, Ignore, s, cGradient);
+            CrossEntropyOp.Backward(cpu.Logits, cpu.Targets, cLse, cCounted, cDLoss, Ignore, cGradient);
             return Tolerances.CrossEntropyGradient(dtype, s).Compare("dLogits", output.Download(), cpu.Cpu.CastTo(dtype, cGradient));
         }
     }

@@ -1,6 +1,7 @@
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Activation;
 using Phi2Native.Backends.Ops.Embeddings;
+using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
@@ -56,7 +57,7 @@ public static class Phi2LaunchShapes
             LayerNormKernels.LayerNormBackward(device, dtype, P(), P(), P(), P(), P(), P(), P(), P(), Rows, C);
             CrossEntropyKernels.CrossEntropy(device, dtype, P(), P(), P(), P(), Rows, V);
             CrossEntropyKernels.CrossEntropySum(device, dtype, P(), P(), P(), P(), P(), P(), Rows, V);
-            CrossEntropyKernels.CrossEntropyBackward(device, dtype, P(), P(), P(), 1f / Rows, P(), Rows, V);
+            CrossEntropyKernels.CrossEntropyBackward(device, dtype, P(), P(), P(), P(), P(), P(), Rows, V);
             EmbeddingKernels.Embedding(device, dtype, dtype, P(), P(), P(), Rows, V, C);
             EmbeddingKernels.EmbeddingBackward(device, dtype, P(), P(), P(), Rows, V, C);
             RotaryKernels.Rotary(device, dtype, P(), P(), B, T, H, D, RotaryDim, 10000, 0);

@@ -74,34 +74,6 @@ public sealed partial class CpuBackend
     }
 
     /// <inheritdoc/>
-    public Tensor CrossEntropy(Tensor logits, Tensor targets, int ignoreIndex, out Tensor logSumExp, out int counted)
-    {
-        RequireRank(logits, 2, "CrossEntropy logits [N, V]");
-        RequireIds(targets, "CrossEntropy targets");
-        int rows = logits.Size(0), vocab = logits.Size(1);
-        if (targets.ElementCount != rows)
-            throw new ArgumentException($"CrossEntropy: {targets.ElementCount} targets for {rows} rows of logits");
-        logSumExp = Allocate([rows], Compute(logits).DType);
-        var loss = Allocate([1], logits.DType);
-        (double sum, counted) = logits.DType == DType.F64
-            ? CpuCrossEntropy.Forward(Span<double>(logits), Span<int>(targets), Span<double>(logSumExp), rows, vocab, ignoreIndex)
-            : CpuCrossEntropy.Forward(Span<float>(logits), Span<int>(targets), Span<float>(logSumExp), rows, vocab, ignoreIndex);
-        if (logits.DType == DType.F64) Span<double>(loss)[0] = sum;
-        else Span<float>(loss)[0] = (float)sum;
-        return loss;
-    }
-
-    /// <inheritdoc/>
-    public void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor logSumExp, int ignoreIndex, double scale, Tensor dLogits)
-    {
-        int rows = logits.Size(0), vocab = logits.Size(1);
-        if (logits.DType == DType.F64)
-            CpuCrossEntropy.Backward(Span<double>(logits), Span<int>(targets), Span<double>(logSumExp), scale, Span<double>(dLogits), rows, vocab, ignoreIndex);
-        else
-            CpuCrossEntropy.Backward(Span<float>(logits), Span<int>(targets), Span<float>(logSumExp), scale, Span<float>(dLogits), rows, vocab, ignoreIndex);
-    }
-
-    /// <inheritdoc/>
     public void AdamWStep(Tensor parameter, Tensor gradient, Tensor firstMoment, Tensor secondMoment, in AdamWStepArguments arguments)
     {
         foreach (var (tensor, what) in new[] { (gradient, "gradient"), (firstMoment, "first moment"), (secondMoment, "second moment") })

@@ -19,8 +19,7 @@ namespace Phi2Native.Backends.Cuda;
 /// </para>
 /// <para>
 /// Host synchronization: only <see cref="CopyToHost"/> and the few ops whose contract returns a host value
-/// (<see cref="SumOfSquares"/>, <see cref="CrossEntropy"/>'s counted rows and id checks, and the position reads of
-/// <see cref="SelectPositions"/>) wait for the stream;
+/// (<see cref="SumOfSquares"/> and the position reads of <see cref="SelectPositions"/>) wait for the stream;
 /// everything else is queued (<see cref="RotaryPerRow"/>, <see cref="CacheWritePerRow"/> and
 /// <see cref="CachedAttentionPerRow"/> read their per-row positions on the device).
 /// </para>

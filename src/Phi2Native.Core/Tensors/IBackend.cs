@@ -138,15 +138,6 @@ public interface IBackend : IDisposable
     void DropoutBackward(Tensor dOutput, Tensor dx, double p, ulong seed);
 
     /// <summary>
-    /// Sum of cross-entropy of logits [N, V] against targets [N] (I32), rows whose target is ignoreIndex left out.
-    /// Returns the sum as a one-element tensor; saves logSumExp [N]; counted is the number of rows used.
-    /// </summary>
-    Tensor CrossEntropy(Tensor logits, Tensor targets, int ignoreIndex, out Tensor logSumExp, out int counted);
-
-    /// <summary>dLogits (=) = scale * (softmax - onehot) on counted rows, 0 on ignored rows.</summary>
-    void CrossEntropyBackward(Tensor logits, Tensor targets, Tensor logSumExp, int ignoreIndex, double scale, Tensor dLogits);
-
-    /// <summary>
     /// One torch.optim.AdamW update of <paramref name="parameter"/> in place, with its moments updated in place:
     /// <c>p -= lr*wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps)</c>.
     /// </summary>

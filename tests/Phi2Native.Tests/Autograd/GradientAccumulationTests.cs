@@ -2,6 +2,7 @@ using NUnit.Framework;
 using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Ops.Embeddings;
+using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Tensors;
 

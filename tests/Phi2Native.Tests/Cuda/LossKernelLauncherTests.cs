@@ -1,5 +1,6 @@
 using NUnit.Framework;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;
@@ -22,7 +23,7 @@ public class LossKernelLauncherTests : LauncherTest
         var e = Assert.Throws<ArgumentException>(() =>
             CrossEntropyKernels.CrossEntropy(Emulated, DType.F16, Bf16Buffer.Pointer, I32Buffer.Pointer, F(0), DevicePtr.Null, 2, 8));
         Assert.That(e!.Message, Does.Contain("cross_entropy has no F16 kernel"));
-        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(Emulated, DType.F16, Bf16Buffer.Pointer, I32Buffer.Pointer, F(0), 1f, Bf16Buffer.Pointer, 2, 8),
+        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(Emulated, DType.F16, Bf16Buffer.Pointer, I32Buffer.Pointer, F(0), I32Buffer.Pointer, DevicePtr.Null, Bf16Buffer.Pointer, 2, 8),
             Throws.ArgumentException.With.Message.Contains("cross_entropy_backward has no F16 kernel"));
         Assert.That(() => CrossEntropyKernels.CrossEntropySum(Emulated, DType.F16, Bf16Buffer.Pointer, I32Buffer.Pointer, F(0), F(1), DevicePtr.Null, I32Buffer.Pointer, 2, 8),
             Throws.ArgumentException.With.Message.Contains("cross_entropy_sum has no F16 kernel"));
@@ -44,21 +45,21 @@ public class LossKernelLauncherTests : LauncherTest
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("counted"));
         Assert.That(() => CrossEntropyKernels.CrossEntropySum(Emulated, DType.F32, F(0), I32Buffer.Pointer, F(16), DevicePtr.Null, F(20), I32Buffer.Pointer, 2, 8),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("lossSum"));
-        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(Emulated, DType.F32, F(0), I32Buffer.Pointer, F(16), 1f, F32Buffer.Pointer.Offset(1), 2, 8),
+        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(Emulated, DType.F32, F(0), I32Buffer.Pointer, F(16), I32Buffer.Pointer, DevicePtr.Null, F32Buffer.Pointer.Offset(1), 2, 8),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("dLogits"));
     }
 
     [Test]
-    public void CrossEntropyChecksSizesAndTheScale()
+    public void CrossEntropyChecksSizesAndTheCountPointer()
     {
         Assert.That(() => CrossEntropyKernels.CrossEntropy(Emulated, DType.F32, F(0), I32Buffer.Pointer, F(16), DevicePtr.Null, -1, 8),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rows"));
         Assert.That(() => CrossEntropyKernels.CrossEntropy(Emulated, DType.F32, F(0), I32Buffer.Pointer, F(16), DevicePtr.Null, 2, 0),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("vocabSize"));
-        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(Emulated, DType.F32, F(0), I32Buffer.Pointer, F(16), float.NaN, F(32), 2, 8),
-            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("scale"));
-        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(Emulated, DType.F32, F(0), I32Buffer.Pointer, F(16), float.PositiveInfinity, F(32), 2, 8),
-            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("scale"));
+        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(Emulated, DType.F32, F(0), I32Buffer.Pointer, F(16), DevicePtr.Null, DevicePtr.Null, F(32), 2, 8),
+            Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("counted"));
+        Assert.That(() => CrossEntropyKernels.CrossEntropyBackward(Emulated, DType.F32, F(0), I32Buffer.Pointer, F(16), I32Buffer.Pointer, F(1).Offset(2), F(32), 2, 8),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("dLoss"));
     }
 
     [Test]
@@ -67,7 +68,7 @@ public class LossKernelLauncherTests : LauncherTest
         var device = new RecordingDevice();
         DevicePtr p = new(0x10000);
         CrossEntropyKernels.CrossEntropy(device, DType.F32, p, p, p, DevicePtr.Null, 0, 8);
-        CrossEntropyKernels.CrossEntropyBackward(device, DType.BF16, p, p, p, 1f, p, 0, 8);
+        CrossEntropyKernels.CrossEntropyBackward(device, DType.BF16, p, p, p, p, p, p, 0, 8);
         Assert.That(device.Launches, Is.Empty);
         // The total must still write its zeros, so that an empty batch reads back loss 0 and counted 0.
         CrossEntropyKernels.CrossEntropySum(device, DType.F32, p, p, p, p, DevicePtr.Null, p, 0, 8);
@@ -80,7 +81,7 @@ public class LossKernelLauncherTests : LauncherTest
         var device = new RecordingDevice();
         DevicePtr p = new(0x10000);
         CrossEntropyKernels.CrossEntropy(device, DType.BF16, p, p, p, DevicePtr.Null, 6, 1003);
-        CrossEntropyKernels.CrossEntropyBackward(device, DType.F32, p, p, p, 0.5f, p, 5, 7);
+        CrossEntropyKernels.CrossEntropyBackward(device, DType.F32, p, p, p, p, p, p, 5, 7);
         Assert.That(device.Shapes, Is.EqualTo(new[]
         {
             ("cross_entropy_bf16", new Dim3(6), new Dim3(256)),
@@ -105,7 +106,7 @@ public class LossKernelLauncherTests : LauncherTest
         CrossEntropyKernels.CrossEntropy(Emulated, DType.F32, logits.Pointer, targets.Pointer, lse.Pointer, loss.Pointer, rows, vocab);
         CrossEntropyKernels.CrossEntropySum(Emulated, DType.F32, logits.Pointer, targets.Pointer, lse.Pointer, sum.Pointer, DevicePtr.Null,
             counted.Pointer, rows, vocab);
-        CrossEntropyKernels.CrossEntropyBackward(Emulated, DType.F32, logits.Pointer, targets.Pointer, lse.Pointer, 1f, dLogits.Pointer, rows, vocab);
+        CrossEntropyKernels.CrossEntropyBackward(Emulated, DType.F32, logits.Pointer, targets.Pointer, lse.Pointer, counted.Pointer, DevicePtr.Null, dLogits.Pointer, rows, vocab);
 
         float[] l = loss.Download(), d = dLogits.Download();
         Assert.That(lse.Download(), Has.All.Matches<float>(float.IsFinite));

@@ -1,4 +1,5 @@
 using Phi2Native.Autograd.Ops;
+using Phi2Native.Backends.Ops.Loss;
 
 namespace Phi2Native.FineTuning.Data;
 

@@ -1,5 +1,6 @@
 using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
+using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Models.Modules;
 using Phi2Native.Tensors;
 

@@ -6,7 +6,7 @@
 //       loss_r = lse_r - logits[r, targets[r]],  summed in double over rows with targets[r] != ignoreIndex
 //   Backward(logits [N,V], targets [N], logSumExp [N], scale, dLogits [N,V] =)
 //       dLogits[r] = scale * (softmax(logits[r]) - onehot(targets[r])) on counted rows, 0 on ignored rows
-//       (scale = 1/count gives the mean loss's gradient).
+//       (scale = dLoss / count gives the mean loss's gradient, taken as the CUDA kernel takes it).
 //
 // Backward needs logits, targets and the logSumExp Forward saved; the [N,V] probabilities are never
 // stored. lse is written for every row, ignored ones included. The loss is summed in row order after
@@ -17,12 +17,49 @@
 // least TaskElements elements, so that small vocabularies (the demo's 512) do not pay a thread hand-off
 // per row.
 using System.Numerics;
-using System.Numerics.Tensors;
+using Phi2Native.Backends.Cpu;
+using Phi2Native.Tensors;
 
-namespace Phi2Native.Backends.Cpu;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+namespace Phi2Native.Backends.Ops.Loss;
 
 internal static class CpuCrossEntropy
 {
+    /// <summary><see cref="CrossEntropyOp.Forward"/> on the CPU backend, the contract checked (targets are checked here: host memory).</summary>
+    public static Tensor Forward(CpuBackend cpu, Tensor logits, Tensor targets, int ignoreIndex, int rows, int vocab,
+        out Tensor logSumExp, out Tensor counted)
+    {
+        logSumExp = cpu.Allocate([rows], logits.DType);
+        var loss = cpu.Allocate([1], logits.DType);
+        counted = cpu.Allocate([1], DType.I32);
+        var ids = CpuBackend.Span<int>(targets);
+        var (sum, count) = logits.DType == DType.F64
+            ? Forward(CpuBackend.Span<double>(logits), ids, CpuBackend.Span<double>(logSumExp), rows, vocab, ignoreIndex)
+            : Forward(CpuBackend.Span<float>(logits), ids, CpuBackend.Span<float>(logSumExp), rows, vocab, ignoreIndex);
+        CpuBackend.Span<int>(counted)[0] = count;
+        // The mean as the CUDA kernel forms it: the sum rounded once, times the rounded 1 / count.
+        if (logits.DType == DType.F64) CpuBackend.Span<double>(loss)[0] = count > 0 ? sum * (1.0 / count) : sum;
+        else CpuBackend.Span<float>(loss)[0] = count > 0 ? (float)sum * (float)(1.0 / count) : (float)sum;
+        return loss;
+    }
+
+    /// <summary><see cref="CrossEntropyOp"/>'s backward on the CPU backend, the contract checked.</summary>
+    public static void Backward(Tensor logits, Tensor targets, Tensor logSumExp, Tensor counted, Tensor? dLoss, int ignoreIndex, Tensor dLogits)
+    {
+        int rows = logits.Size(0), vocab = logits.Size(1), count = CpuBackend.Span<int>(counted)[0];
+        var ids = CpuBackend.Span<int>(targets);
+        if (logits.DType == DType.F64)
+        {
+            double scale = count > 0 ? 1.0 / count * (dLoss is null ? 1.0 : CpuBackend.Span<double>(dLoss)[0]) : 0;
+            Backward(CpuBackend.Span<double>(logits), ids, CpuBackend.Span<double>(logSumExp), scale, CpuBackend.Span<double>(dLogits), rows, vocab, ignoreIndex);
+        }
+        else
+        {
+            float scale = count > 0 ? (float)(1.0 / count) * (dLoss is null ? 1f : CpuBackend.Span<float>(dLoss)[0]) : 0f;
+            Backward(CpuBackend.Span<float>(logits), ids, CpuBackend.Span<float>(logSumExp), scale, CpuBackend.Span<float>(dLogits), rows, vocab, ignoreIndex);
+        }
+    }
+
     /// <summary>Stack scratch chunk for the exp pass (so a 51200-wide row needs no heap buffer): 4 KB float, 8 KB double.</summary>
     private const int Chunk = 1024;
 
