@@ -1,9 +1,9 @@
-// dropout.cu - dropout with the counter-based mask of the CPU backend (src/Phi2Native/Backends/Cpu/CpuDropout.cs),
+// dropout.cu - dropout with the counter-based mask every backend shares (src/Phi2Native.Core/Determinism/DropoutMask.cs),
 // bit for bit: whether element i is kept depends only on (seed, i), so forward saves nothing and backward
 // recomputes the mask from the seed.
 //   z = seed + (i + 1) * 0x9E3779B97F4A7C15 (mod 2^64), then the SplitMix64 finalizer
 //   z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9; z = (z ^ z >> 27) * 0x94D049BB133111EB; z ^= z >> 31
-//   keep iff (z >> 40) >= threshold, threshold = ceil(p * 2^24) (CpuDropout.KeepThreshold, computed on the host:
+//   keep iff (z >> 40) >= threshold, threshold = ceil(p * 2^24) (DropoutMask.KeepThreshold, computed on the host:
 //   the exact form of u >= p for u = (z >> 40) * 2^-24, with no fp32 rounding of p on the way)
 // Kept elements are multiplied by scale = 1 / (1 - p), computed in double and rounded to fp32 by the host as the CPU
 // rounds it; dropped ones are +0 (whatever they held, NaN and Inf included). p = 0 is a copy, which the launcher
@@ -17,7 +17,7 @@
 //   y may alias x and dx may alias dy (each element is read before it is written, by the same thread).
 #include "common.cuh"
 
-// The top 24 bits of the SplitMix64 hash of (seed, index): CpuDropout.Bits24.
+// The top 24 bits of the SplitMix64 hash of (seed, index): DropoutMask.Draw.
 PHI2_DEVICE unsigned dropout_bits24(unsigned long long seed, long long index)
 {
     unsigned long long z = seed + (unsigned long long)(index + 1) * 0x9E3779B97F4A7C15ull;

@@ -50,14 +50,14 @@ internal static class PrefillBench
                 for (int rep = 0; rep < warmup + reps; rep++)
                 {
                     cache.Reset();
-                    long baseline = backend.Memory.BytesInUse, rowsBefore = model.LogitRowsComputed;
+                    long baseline = backend.Memory.BytesInUse, rowsBefore = model.Counters.LogitRowsComputed;
                     backend.ResetPeakMemory();
                     var clock = Stopwatch.StartNew();
                     float[] logits = Prefill(model, cache, ids, lastOnly);
                     double ms = clock.Elapsed.TotalMilliseconds;
                     if (rep < warmup) continue;
                     times.Add(ms);
-                    (rows, copied, peak) = (model.LogitRowsComputed - rowsBefore, logits.LongLength * sizeof(float), backend.Memory.PeakBytesInUse - baseline);
+                    (rows, copied, peak) = (model.Counters.LogitRowsComputed - rowsBefore, logits.LongLength * sizeof(float), backend.Memory.PeakBytesInUse - baseline);
                 }
                 table.Add(c.Name, c.Time.ToString(), lastOnly ? "last position" : "every position", Median(times).ToString("F1"),
                     rows.ToString("N0"), Bytes(copied), (peak / 1048576.0).ToString("F1"));

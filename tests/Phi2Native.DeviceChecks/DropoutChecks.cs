@@ -1,6 +1,7 @@
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
+using Phi2Native.Determinism;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.DeviceChecks;
@@ -9,7 +10,7 @@ namespace Phi2Native.DeviceChecks;
 /// kernels/dropout.cu through <see cref="DropoutKernels"/>, against the CPU backend's Dropout and DropoutBackward on the
 /// same widened inputs, cast back to the dtype by its Cast: the mask is counter-based and the scale one fp32 multiply
 /// rounded once, so outputs must agree bit for bit (dropped elements +0, whatever they held). Each check also compares
-/// the mask itself with <see cref="CpuDropout.Keep"/> element by element (inputs are never 0, so "kept" is "non-zero"),
+/// the mask itself with <see cref="DropoutMask.Keep"/> element by element (inputs are never 0, so "kept" is "non-zero"),
 /// and counts the kept elements against n (1 - p) (more than 6 standard deviations off fails: a hash that is wrong but
 /// the same on both sides would still keep the right fraction, a constant mask would not). Seeds include ones above
 /// 2^63, so the 64-bit seed must reach the kernel unsigned and whole; p covers 0 (a copy), small and usual values,
@@ -91,7 +92,7 @@ public static class DropoutChecks
         return CheckResult.Combine(CheckResult.CompareBits(backward ? "dX" : "y", actual, expected), Mask(actual, n, p, seed));
     }
 
-    /// <summary>The kept elements (non-zero outputs of non-zero inputs) against CpuDropout.Keep, and their count against n (1 - p).</summary>
+    /// <summary>The kept elements (non-zero outputs of non-zero inputs) against DropoutMask.Keep, and their count against n (1 - p).</summary>
     private static CheckResult Mask(float[] actual, int n, double p, ulong seed)
     {
         int mismatches = 0, first = -1, kept = 0;
@@ -99,17 +100,17 @@ public static class DropoutChecks
         {
             bool deviceKept = actual[i] != 0 || float.IsNaN(actual[i]);
             if (deviceKept) kept++;
-            if (deviceKept == CpuDropout.Keep(seed, i, p)) continue;
+            if (deviceKept == DropoutMask.Keep(seed, i, p)) continue;
             mismatches++;
             if (first < 0) first = i;
         }
         if (mismatches > 0)
             return new CheckResult(double.PositiveInfinity, double.PositiveInfinity,
-                $"mask: {mismatches} of {n} elements kept or dropped unlike CpuDropout.Keep; first at {first}");
+                $"mask: {mismatches} of {n} elements kept or dropped unlike DropoutMask.Keep; first at {first}");
         double mean = n * (1 - p), sd = Math.Sqrt(n * p * (1 - p));
         if (Math.Abs(kept - mean) > 6 * sd + 1)
             return new CheckResult(double.PositiveInfinity, double.PositiveInfinity,
                 $"mask: {kept} of {n} kept, expected about {mean:F1} (sd {sd:F1}) for p = {p:R}: the draws are not uniform");
-        return new CheckResult(0, 0, $"mask: {kept} of {n} kept, as CpuDropout.Keep");
+        return new CheckResult(0, 0, $"mask: {kept} of {n} kept, as DropoutMask.Keep");
     }
 }

@@ -1,5 +1,5 @@
-using Phi2Native.Backends.Cpu;
 using Phi2Native.Cuda;
+using Phi2Native.Determinism;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Cuda;
@@ -7,7 +7,7 @@ namespace Phi2Native.Backends.Cuda;
 /// <summary>
 /// Launchers for kernels/dropout.cu: dropout and its gradient in F32, BF16 and F16 with the CPU backend's
 /// counter-based mask, bit for bit (<see cref="IBackend.Dropout"/>, <see cref="IBackend.DropoutBackward"/>): element i
-/// is kept when its 24-bit SplitMix64 draw from (seed, i) is at least <see cref="CpuDropout.KeepThreshold"/>(p), and
+/// is kept when its 24-bit SplitMix64 draw from (seed, i) is at least <see cref="DropoutMask.KeepThreshold"/>(p), and
 /// scaled by 1 / (1 - p) computed in double and rounded to fp32, as the CPU does. p = 0 is a plain copy (no kernel).
 /// </summary>
 public static unsafe class DropoutKernels
@@ -64,7 +64,7 @@ public static unsafe class DropoutKernels
             if (input != output) device.CopyOnDevice(output, input, count * (long)dtype.SizeInBytes(), stream);
             return;
         }
-        uint threshold = CpuDropout.KeepThreshold(p);
+        uint threshold = DropoutMask.KeepThreshold(p);
         float scale = Scale(p);
         nint* args = stackalloc nint[] { (nint)(&input), (nint)(&output), (nint)(&threshold), (nint)(&scale), (nint)(&seed), (nint)(&count) };
         device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 6));

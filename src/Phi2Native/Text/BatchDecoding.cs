@@ -1,3 +1,4 @@
+using Phi2Native.Determinism;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
 
@@ -48,7 +49,7 @@ internal static class BatchDecoding
         var rows = new Row[batch];
         for (int r = 0; r < batch; r++)
         {
-            var sampling = options.Sampling.Seed is ulong seed ? options.Sampling with { Seed = unchecked(seed + (ulong)r) } : options.Sampling;
+            var sampling = options.Sampling.Seed is ulong seed ? options.Sampling with { Seed = Seeds.Derive(seed, SeedPurpose.SamplingRow, r) } : options.Sampling;
             rows[r] = new Row(RowCapacity(model.Config, prompts[r].Count, options.MaxNewTokens), new Sampler(sampling));
         }
         using var cache = new KeyValueCache(model, batch, rows.Max(row => row.Capacity));

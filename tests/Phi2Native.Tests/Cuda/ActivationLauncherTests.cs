@@ -3,6 +3,7 @@ using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Activation;
 using Phi2Native.Cuda;
+using Phi2Native.Determinism;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;
 
@@ -160,9 +161,9 @@ public class ActivationLauncherTests : LauncherTest
             var launch = device.Launches.Last();
             Assert.That(launch.Kernel, Is.EqualTo("dropout_backward_f32"));
             Assert.That((launch.Grid, launch.Block), Is.EqualTo((new Dim3(4), new Dim3(256))));
-            Assert.That(launch.Scalars, Is.EqualTo(new object[] { CpuDropout.KeepThreshold(p), (float)(1.0 / (1.0 - p)), seed, 1001 }), $"p = {p}");
+            Assert.That(launch.Scalars, Is.EqualTo(new object[] { DropoutMask.KeepThreshold(p), (float)(1.0 / (1.0 - p)), seed, 1001 }), $"p = {p}");
         }
-        Assert.That(CpuDropout.KeepThreshold(1 - 1.0 / (1 << 25)), Is.EqualTo(1u << 24), "p above the last draw keeps nothing");
+        Assert.That(DropoutMask.KeepThreshold(1 - 1.0 / (1 << 25)), Is.EqualTo(1u << 24), "p above the last draw keeps nothing");
     }
 
     [TestCase(4, 80, false, 1u, 4u, 96u)]

@@ -112,7 +112,7 @@ public class LoraModelTests
         Randomize(lora, 4);
         CpuBackend.Span<float>(model.LmHead.Bias!)[0] += 1f;
         lora.Merge();
-        Assert.That(model.LeafModules().OfType<Phi2Native.Models.Modules.Linear>().All(l => l.Adapter is null), Is.True);
+        Assert.That(model.NamedModules().OfType<Phi2Native.Models.Modules.Linear>().All(l => l.Adapter is null), Is.True);
         TensorAssert.Close("merged logits", adapted, Logits(model), Tolerance.Forward(DType.F32));
     }
 

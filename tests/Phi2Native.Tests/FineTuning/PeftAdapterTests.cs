@@ -114,7 +114,7 @@ public class PeftAdapterTests : TemporaryDirectoryTest
         using var model = Base();
         var e = Assert.Throws<Phi2Exception>(() => PeftAdapter.Load(model, dir));
         Assert.That(e!.Message, Does.Contain(mentioned));
-        Assert.That(model.LeafModules().OfType<Phi2Native.Models.Modules.Linear>().All(l => l.Adapter is null), Is.True, "a failed load leaves the model as it was");
+        Assert.That(model.NamedModules().OfType<Phi2Native.Models.Modules.Linear>().All(l => l.Adapter is null), Is.True, "a failed load leaves the model as it was");
     }
 
     [Test]

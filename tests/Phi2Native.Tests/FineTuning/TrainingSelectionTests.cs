@@ -98,4 +98,32 @@ public class TrainingSelectionTests
         Assert.Throws<Phi2Exception>(() => TrainingSelection.Build(["input_layernorm"], [], null), "LayerNorms train in full only");
         Assert.That(TrainingSelection.Build([], ["input_layernorm"], null).ModulesToSave, Is.EqualTo(new[] { "input_layernorm" }));
     }
+
+    [Test]
+    public void TheWordsReadOffTheModuleTreeMeanWhatTheHandWrittenTableMeant()
+    {
+        // The table of words as it was written by hand before the words were read off the module tree.
+        var handWritten = new Dictionary<string, string[]>
+        {
+            ["q_proj"] = ["q_proj"], ["k_proj"] = ["k_proj"], ["v_proj"] = ["v_proj"], ["dense"] = ["dense"],
+            ["fc1"] = ["fc1"], ["fc2"] = ["fc2"], ["mlp.fc1"] = ["fc1"], ["mlp.fc2"] = ["fc2"],
+            ["self_attn.q_proj"] = ["q_proj"], ["self_attn.k_proj"] = ["k_proj"], ["self_attn.v_proj"] = ["v_proj"], ["self_attn.dense"] = ["dense"],
+            ["attention"] = ["q_proj", "k_proj", "v_proj", "dense"], ["self_attn"] = ["q_proj", "k_proj", "v_proj", "dense"],
+            ["mlp"] = ["fc1", "fc2"],
+            ["embed_tokens"] = ["model.embed_tokens"], ["model.embed_tokens"] = ["model.embed_tokens"],
+            ["lm_head"] = ["lm_head"],
+        };
+        Assert.That(TrainingSelection.Aliases.Keys, Is.EquivalentTo(handWritten.Keys));
+        foreach (var (word, meaning) in handWritten) Assert.That(TrainingSelection.Aliases[word], Is.EqualTo(meaning), word);
+        // Full training also reaches the LayerNorms, and names each layer's modules in full when layers are given.
+        Assert.That(TrainingSelection.Build([], ["final_layernorm"], null).ModulesToSave, Is.EqualTo(new[] { "model.final_layernorm" }));
+        Assert.That(TrainingSelection.Build([], ["model.final_layernorm", "lm_head"], [1]).ModulesToSave, Is.EqualTo(new[] { "model.final_layernorm", "lm_head" }));
+        var layered = TrainingSelection.Build(["q_proj", "fc1"], ["mlp", "input_layernorm"], [1, 3]);
+        Assert.That(layered.ModulesToSave, Is.EqualTo(new[]
+        {
+            "model.layers.1.mlp.fc1", "model.layers.3.mlp.fc1", "model.layers.1.mlp.fc2", "model.layers.3.mlp.fc2",
+            "model.layers.1.input_layernorm", "model.layers.3.input_layernorm",
+        }));
+        Assert.That(layered.TargetModules, Is.EqualTo(new[] { "q_proj" }), "a module trained in full gets no adapter");
+    }
 }

@@ -115,10 +115,10 @@ public class KeyValueCacheTests
         for (int t = prompt; t < total; t++)
         {
             float[] full = FullLogits(model, Rows, t + 1);
-            long before = model.TokensComputed;
+            long before = model.Counters.TokensComputed;
             using var scope = TensorScope.Begin();
             float[] step = model.Forward(model.CreateInputIds(Rows.Select(r => r[t]).ToArray(), batch), cache).ToSingleArray();   // [B, 1, V]
-            Assert.That(model.TokensComputed - before, Is.EqualTo(batch), "a decode step computes one position per row");
+            Assert.That(model.Counters.TokensComputed - before, Is.EqualTo(batch), "a decode step computes one position per row");
             for (int b = 0; b < batch; b++)
                 TensorAssert.Close($"row {b}, position {t}", Position(full, batch, t + 1, vocab, b, t), Position(step, batch, 1, vocab, b, 0),
                     Tolerance.Forward(DType.F32));
@@ -135,10 +135,10 @@ public class KeyValueCacheTests
         float[] full = FullLogits(model, Rows, prompt + 1);                                       // [B, 8, V]
         using var cache = new KeyValueCache(model, batch, 12);
         using var scope = TensorScope.Begin();
-        long before = model.LogitRowsComputed;
+        long before = model.Counters.LogitRowsComputed;
         var prefill = model.ForwardLast(model.CreateInputIds(Rows.SelectMany(r => r.Take(prompt)).ToArray(), batch), cache);
         Assert.That(prefill.Shape.ToArray(), Is.EqualTo(new[] { batch, 1, vocab }));
-        Assert.That(model.LogitRowsComputed - before, Is.EqualTo(batch), "lm_head ran on one position per row, not on B x T");
+        Assert.That(model.Counters.LogitRowsComputed - before, Is.EqualTo(batch), "lm_head ran on one position per row, not on B x T");
         Assert.That(cache.Length, Is.EqualTo(prompt), "every prompt position still went into the cache");
         float[] last = prefill.ToSingleArray();
         for (int b = 0; b < batch; b++)
@@ -150,13 +150,13 @@ public class KeyValueCacheTests
             TensorAssert.Close($"row {b}, decode step", Position(full, batch, prompt + 1, vocab, b, prompt),
                 Position(step, batch, 1, vocab, b, 0), Tolerance.Forward(DType.F32));
         // The full-logits cache forward computes every row.
-        before = model.LogitRowsComputed;
+        before = model.Counters.LogitRowsComputed;
         model.Forward(model.CreateInputIds(Rows.Select(r => r[prompt + 1]).ToArray(), batch), cache);
-        Assert.That(model.LogitRowsComputed - before, Is.EqualTo(batch));
+        Assert.That(model.Counters.LogitRowsComputed - before, Is.EqualTo(batch));
         cache.Reset();
-        before = model.LogitRowsComputed;
+        before = model.Counters.LogitRowsComputed;
         model.Forward(model.CreateInputIds(Rows.SelectMany(r => r.Take(prompt)).ToArray(), batch), cache);
-        Assert.That(model.LogitRowsComputed - before, Is.EqualTo(batch * prompt));
+        Assert.That(model.Counters.LogitRowsComputed - before, Is.EqualTo(batch * prompt));
     }
 
     [Test]

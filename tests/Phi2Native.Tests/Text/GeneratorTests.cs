@@ -49,29 +49,29 @@ public class GeneratorTests
     {
         using var model = Model();
         var generator = new Generator(model);
-        long start = model.TokensComputed;
+        long start = model.Counters.TokensComputed;
         using var tokens = generator.Stream(Prompt, Greedy(6)).GetEnumerator();
-        Assert.That(model.TokensComputed, Is.EqualTo(start), "nothing runs before the enumeration starts");
+        Assert.That(model.Counters.TokensComputed, Is.EqualTo(start), "nothing runs before the enumeration starts");
         Assert.That(tokens.MoveNext(), Is.True);
-        Assert.That(model.TokensComputed - start, Is.EqualTo(Prompt.Length), "the prompt is prefilled once");
+        Assert.That(model.Counters.TokensComputed - start, Is.EqualTo(Prompt.Length), "the prompt is prefilled once");
         for (int step = 1; step < 6; step++)
         {
             Assert.That(tokens.MoveNext(), Is.True);
-            Assert.That(model.TokensComputed - start, Is.EqualTo(Prompt.Length + step), $"step {step} computes one position");
+            Assert.That(model.Counters.TokensComputed - start, Is.EqualTo(Prompt.Length + step), $"step {step} computes one position");
         }
         Assert.That(tokens.MoveNext(), Is.False);
-        Assert.That(model.TokensComputed - start, Is.EqualTo(Prompt.Length + 5), "the last token is not fed back");
+        Assert.That(model.Counters.TokensComputed - start, Is.EqualTo(Prompt.Length + 5), "the last token is not fed back");
     }
 
     [Test]
     public void OnlyTheLastPositionGoesThroughLmHead()
     {
         using var model = Model();
-        long before = model.LogitRowsComputed;
+        long before = model.Counters.LogitRowsComputed;
         var result = new Generator(model).Generate(Prompt, Greedy(6));
         Assert.That(result.Tokens, Has.Count.EqualTo(6));
         // One logits row for the prefill (not one per prompt position) and one per fed-back token.
-        Assert.That(model.LogitRowsComputed - before, Is.EqualTo(6));
+        Assert.That(model.Counters.LogitRowsComputed - before, Is.EqualTo(6));
     }
 
     [Test]
@@ -160,10 +160,10 @@ public class GeneratorTests
         var generator = new Generator(model);
         int[][] prompts = [Prompt, [8, 1, 33, 12, 7], [30, 29, 28, 27, 26]];
         var options = Greedy(7);
-        long before = model.TokensComputed;
+        long before = model.Counters.TokensComputed;
         var results = generator.GenerateBatch(prompts, options);
         // One prefill of 3 x 5 positions, then 6 steps of one position per row: not three runs one after another.
-        Assert.That(model.TokensComputed - before, Is.EqualTo(3 * 5 + 3 * 6));
+        Assert.That(model.Counters.TokensComputed - before, Is.EqualTo(3 * 5 + 3 * 6));
         for (int row = 0; row < prompts.Length; row++)
         {
             Assert.That(results[row].Tokens, Is.EqualTo(GreedyByFullForwards(model, prompts[row], 7)), $"row {row} against full forwards");
@@ -186,10 +186,10 @@ public class GeneratorTests
         var generator = new Generator(model);
         var options = new GenerationOptions { MaxNewTokens = Max };
         var streamed = new List<BatchToken>();
-        long before = model.TokensComputed;
+        long before = model.Counters.TokensComputed;
         foreach (var token in generator.StreamBatch(prompts, options)) streamed.Add(token);
         // One prefill right-padded to 8 positions per row, then one position per row for each of the 7 later steps.
-        Assert.That(model.TokensComputed - before, Is.EqualTo(3 * 8 + 3 * (Max - 1)));
+        Assert.That(model.Counters.TokensComputed - before, Is.EqualTo(3 * 8 + 3 * (Max - 1)));
 
         var results = generator.GenerateBatch(prompts, options);
         for (int row = 0; row < prompts.Length; row++)
@@ -261,10 +261,10 @@ public class GeneratorTests
     public void ZeroTokensRunsNothing()
     {
         using var model = Model();
-        long before = model.TokensComputed;
+        long before = model.Counters.TokensComputed;
         var result = new Generator(model).Generate(Prompt, Greedy(0));
         Assert.That(result.Tokens, Is.Empty);
-        Assert.That(model.TokensComputed, Is.EqualTo(before));
+        Assert.That(model.Counters.TokensComputed, Is.EqualTo(before));
     }
 
     [Test]

@@ -39,7 +39,7 @@ public class Phi2EngineConcurrencyTests : TemporaryDirectoryTest
         var (engine, backend) = PrivateEngine();
         using var _ = backend;
         using var __ = engine;
-        long weights = backend.Memory.BytesInUse, before = engine.Model.TokensComputed;
+        long weights = backend.Memory.BytesInUse, before = engine.Model.Counters.TokensComputed;
         int promptLength = engine.Tokenizer.Encode(Prompt).Length, received = 0;
         switch (how)
         {
@@ -61,10 +61,10 @@ public class Phi2EngineConcurrencyTests : TemporaryDirectoryTest
                 break;
         }
         // Token 1 comes from the prefill, tokens 2 and 3 from one decode step each; token 4's forward never runs.
-        long computed = engine.Model.TokensComputed - before;
+        long computed = engine.Model.Counters.TokensComputed - before;
         Assert.That(computed, Is.EqualTo(promptLength + 2));
         await Task.Delay(200);
-        Assert.That(engine.Model.TokensComputed - before, Is.EqualTo(computed), "nothing runs after the loop is left");
+        Assert.That(engine.Model.Counters.TokensComputed - before, Is.EqualTo(computed), "nothing runs after the loop is left");
         Assert.That(backend.Memory.BytesInUse, Is.EqualTo(weights), "the KV cache is freed");
     }
 
@@ -87,12 +87,12 @@ public class Phi2EngineConcurrencyTests : TemporaryDirectoryTest
         })).ToArray();
         Assert.That(started.Wait(TimeSpan.FromSeconds(60)), Is.True, "all three are generating");
         engine.Dispose();
-        long computed = engine.Model.TokensComputed;
+        long computed = engine.Model.Counters.TokensComputed;
         Assert.That(backend.Memory.BytesInUse, Is.Zero, "when Dispose returns, no step runs and every cache and the model are freed");
         foreach (var consumer in consumers)
             Assert.That(async () => await consumer, Throws.InstanceOf<OperationCanceledException>());
         await Task.Delay(200);
-        Assert.That(engine.Model.TokensComputed, Is.EqualTo(computed), "no forward after Dispose");
+        Assert.That(engine.Model.Counters.TokensComputed, Is.EqualTo(computed), "no forward after Dispose");
         Assert.That(() => engine.GenerateAsync(Prompt), Throws.InstanceOf<ObjectDisposedException>());
     }
 
@@ -193,7 +193,7 @@ public class Phi2EngineConcurrencyTests : TemporaryDirectoryTest
         using var other = Phi2Engine.Load();
         var turn = BackendTurns.For(engine.Backend);
         Assert.That(BackendTurns.For(other.Backend), Is.SameAs(turn));
-        long before = engine.Model.TokensComputed;
+        long before = engine.Model.Counters.TokensComputed;
         turn.Wait();
         Task<GeneratedToken> first;
         try
@@ -205,14 +205,14 @@ public class Phi2EngineConcurrencyTests : TemporaryDirectoryTest
             });
             await Task.Delay(300);
             Assert.That(first.IsCompleted, Is.False);
-            Assert.That(engine.Model.TokensComputed, Is.EqualTo(before), "the prefill waits for the turn");
+            Assert.That(engine.Model.Counters.TokensComputed, Is.EqualTo(before), "the prefill waits for the turn");
         }
         finally
         {
             turn.Release();
         }
         Assert.That((await first).Id, Is.GreaterThanOrEqualTo(0));
-        Assert.That(engine.Model.TokensComputed, Is.GreaterThan(before));
+        Assert.That(engine.Model.Counters.TokensComputed, Is.GreaterThan(before));
     }
 
     [Test, Category("Emulated")]

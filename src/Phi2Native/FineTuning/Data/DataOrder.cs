@@ -1,3 +1,5 @@
+using Phi2Native.Determinism;
+
 namespace Phi2Native.FineTuning.Data;
 
 /// <summary>
@@ -85,7 +87,7 @@ public sealed class DataOrder
 
         // Fisher-Yates from the end; the generator is seeded by mixing the seed with the epoch, so any epoch's
         // order is computed directly, without replaying the epochs before it.
-        ulong state = Mix(Seed, (ulong)epoch);
+        ulong state = Seeds.Derive(Seed, SeedPurpose.EpochShuffle, epoch);
         for (int i = order.Length - 1; i > 0; i--)
         {
             int j = (int)NextBelow(ref state, (ulong)i + 1);
@@ -133,15 +135,6 @@ public sealed class DataOrder
         if (state.Epoch < 0 || state.BatchInEpoch < 0 || state.BatchInEpoch >= BatchesPerEpoch)
             throw new Phi2Exception($"the saved data order's cursor (epoch {state.Epoch}, batch {state.BatchInEpoch}) lies outside an epoch of {BatchesPerEpoch} batches");
         (Epoch, BatchInEpoch) = (state.Epoch, state.BatchInEpoch);
-    }
-
-    /// <summary>SplitMix64's finalizer over seed and epoch: nearby inputs give unrelated generator states.</summary>
-    private static ulong Mix(ulong seed, ulong epoch)
-    {
-        ulong z = seed ^ (epoch * 0x9E3779B97F4A7C15UL + 0x632BE59BD9B4E019UL);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-        return z ^ (z >> 31);
     }
 
     /// <summary>SplitMix64: the next 64 random bits.</summary>

@@ -19,8 +19,7 @@ public sealed class LoraEmbedding : IModuleAdapter, IDisposable
         Scaling = config.Scaling;
         int vocab = module.Weight.Size(0), channels = module.Weight.Size(1);
         var b = new float[channels * config.R];
-        for (int i = 0; i < b.Length; i++)
-            b[i] = (float)(Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble()));
+        for (int i = 0; i < b.Length; i++) b[i] = (float)RandomWeights.Gaussian(random);
         A = LoraLinear.Parameter(module.Weight, new float[config.R * vocab], [config.R, vocab], $"base_model.model.{module.Name}.lora_embedding_A");
         B = LoraLinear.Parameter(module.Weight, b, [channels, config.R], $"base_model.model.{module.Name}.lora_embedding_B");
     }

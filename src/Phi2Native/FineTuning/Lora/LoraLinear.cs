@@ -1,5 +1,6 @@
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Ops.Projection;
+using Phi2Native.Determinism;
 using Phi2Native.Models;
 using Phi2Native.Models.Modules;
 using Phi2Native.Tensors;
@@ -58,7 +59,8 @@ public sealed class LoraLinear : IModuleAdapter, IDisposable
         // Over a base of another dtype (bf16 on the CUDA backend) the branch computes in the adapter's fp32: x is widened
         // first (no op when the dtypes agree, so an all-fp32 model records exactly the ops it always did).
         var x = CastOp.Apply(input, A.DType);
-        if (training && Dropout > 0) x = DropoutOp.Apply(x, Dropout, DropoutSeed + (ulong)Interlocked.Increment(ref _trainingForwards) * 0x9E3779B97F4A7C15UL);
+        if (training && Dropout > 0)
+            x = DropoutOp.Apply(x, Dropout, Seeds.Derive(DropoutSeed, SeedPurpose.LoraInputDropout, Interlocked.Increment(ref _trainingForwards)));
         var update = LinearOp.Apply(LinearOp.Apply(x, A, null), B, null);             // [..., r] -> [..., out]
         return AddUpdate(baseOutput, ScaleOp.Apply(update, Scaling));
     }

@@ -54,32 +54,30 @@ public sealed class LoraModel : IDisposable
     public static LoraModel Create(Phi2Model model, LoraConfig config, int seed = 0)
     {
         config.Validate();
-        Check(model, config);
-        RequireFullTrainingDTypes(model, config);
+        var selection = ModuleSelection.Resolve(model, config);
+        RequireFullTrainingDTypes(selection);
         var lora = new LoraModel(model, config);
+        // One generator, drawn in checkpoint order, so a seed names the same adapters.
         var random = new Random(seed);
         model.SetRequiresGrad(false);
-        foreach (var module in model.LeafModules())
+        foreach (var (module, training) in selection)
         {
-            if (ModuleSelection.IsModuleToSave(config, module.Name) || ModulesToSaveCover(model, config, module))
+            switch (training, module)
             {
-                lora._modulesToSave.Add(module);
-                foreach (var parameter in module.Parameters())
-                {
-                    lora._originals[parameter] = TensorScope.Detach(parameter.Backend.Cast(parameter, parameter.DType));
-                    parameter.RequiresGrad = true;
-                }
-                continue;
-            }
-            if (!ModuleSelection.IsTarget(config, module.Name)) continue;
-            switch (module)
-            {
-                case Linear linear:
+                case (ModuleTraining.Full, _):
+                    lora._modulesToSave.Add(module);
+                    foreach (var parameter in module.Parameters())
+                    {
+                        lora._originals[parameter] = TensorScope.Detach(parameter.Backend.Cast(parameter, parameter.DType));
+                        parameter.RequiresGrad = true;
+                    }
+                    break;
+                case (ModuleTraining.Lora, Linear linear):
                     var adapter = new LoraLinear(linear, config, random);
                     linear.Adapter = adapter;
                     lora._linear.Add(adapter);
                     break;
-                case Embedding embedding:
+                case (ModuleTraining.Lora, Embedding embedding):
                     var embeddingAdapter = new LoraEmbedding(embedding, config, random);
                     embedding.Adapter = embeddingAdapter;
                     lora._embedding.Add(embeddingAdapter);
@@ -159,60 +157,13 @@ public sealed class LoraModel : IDisposable
         if (_detached) throw new ObjectDisposedException(nameof(LoraModel), "the adapters were already merged or removed");
     }
 
-    // A modules_to_save entry may name a composite module (e.g. "model.layers.3.mlp"): its leaves train in full.
-    private static bool ModulesToSaveCover(Phi2Model model, LoraConfig config, Module leaf) =>
-        CompositeModuleNames(model).Any(name => ModuleSelection.IsModuleToSave(config, name) && leaf.Name.StartsWith(name + ".", StringComparison.Ordinal));
-
-    private static IEnumerable<string> CompositeModuleNames(Phi2Model model)
-    {
-        yield return "model";
-        yield return "model.layers";
-        foreach (var layer in model.Layers)
-        {
-            yield return layer.Name;
-            yield return layer.SelfAttention.Name;
-            yield return layer.Mlp.Name;
-        }
-    }
-
     // LoRA adapters are fp32 whatever the base computes in, but a module trained in full updates its own weights, and
     // AdamW updates fp32 (or fp64) parameters only: over a bf16 base such a module is refused up front.
-    private static void RequireFullTrainingDTypes(Phi2Model model, LoraConfig config)
+    private static void RequireFullTrainingDTypes(IEnumerable<(Module Module, ModuleTraining Training)> selection)
     {
-        foreach (var module in model.LeafModules())
-        {
-            if (!ModuleSelection.IsModuleToSave(config, module.Name) && !ModulesToSaveCover(model, config, module)) continue;
+        foreach (var (module, _) in selection.Where(s => s.Training == ModuleTraining.Full))
             if (module.Parameters().FirstOrDefault(p => p.DType is not (DType.F32 or DType.F64)) is { } parameter)
                 throw new Phi2Exception($"{module.Name} is trained in full (modules_to_save / --full), but its weights are {parameter.DType}: " +
                                         "AdamW keeps fp32 state and updates fp32 parameters only; over a bf16 base train it with LoRA (--target) instead, or fine-tune in f32");
-        }
-    }
-
-    private static void Check(Phi2Model model, LoraConfig config)
-    {
-        var leaves = model.LeafModules().ToList();
-        var allNames = leaves.Select(m => m.Name).Concat(CompositeModuleNames(model)).ToList();
-        string valid = "q_proj, k_proj, v_proj, dense, fc1 (or mlp.fc1), fc2 (or mlp.fc2), embed_tokens (model.embed_tokens), lm_head, " +
-                       "or a full module name such as model.layers.0.self_attn.q_proj";
-        foreach (var entry in config.TargetModules)
-        {
-            var matched = allNames.Where(n => n == entry || n.EndsWith("." + entry, StringComparison.Ordinal)).ToList();
-            if (matched.Count == 0) throw new Phi2Exception($"target module \"{entry}\" names no module of this model; valid: {valid}");
-            var wrong = leaves.Where(m => matched.Contains(m.Name) && m is not (Linear or Embedding)).Select(m => m.Name)
-                .Concat(matched.Where(n => !leaves.Any(m => m.Name == n))).FirstOrDefault();
-            if (wrong != null)
-                throw new Phi2Exception($"target module \"{entry}\" matches {wrong}, which LoRA cannot adapt: only Linear and Embedding modules take adapters ({valid}); " +
-                                        "train other modules in full with modules_to_save");
-        }
-        foreach (var entry in config.ModulesToSave)
-            if (!allNames.Any(n => n.EndsWith(entry, StringComparison.Ordinal)))
-                throw new Phi2Exception($"module to save \"{entry}\" names no module of this model; valid: lm_head, embed_tokens, input_layernorm, final_layernorm, {valid}");
-        if (config.LayersToTransform is { } layers)
-            foreach (int index in layers)
-                if (index < 0 || index >= model.Layers.Count)
-                    throw new Phi2Exception($"layer {index} in layers_to_transform does not exist: this model has layers 0-{model.Layers.Count - 1}");
-        bool anything = leaves.Any(m => ModuleSelection.IsModuleToSave(config, m.Name) || ModulesToSaveCover(model, config, m) ||
-                                        (m is Linear or Embedding && ModuleSelection.IsTarget(config, m.Name)));
-        if (!anything) throw new Phi2Exception("the LoRA configuration selects no module of this model (check target_modules against layers_to_transform)");
     }
 }

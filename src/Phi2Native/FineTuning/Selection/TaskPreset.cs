@@ -1,19 +1,19 @@
 namespace Phi2Native.FineTuning.Selection;
 
 /// <summary>
-/// The fine-tuning goals of the user's document (shared/seeds, section 3) and the modules each trains with LoRA.
-/// A run starts from a preset and can override anything.
+/// Fine-tuning goals and the modules each trains with LoRA, with the reason (the README's presets). A run starts from a
+/// preset and can override anything; the module names are <see cref="TrainingSelection"/>'s words.
 /// </summary>
 /// <param name="Name">The preset's command-line name.</param>
-/// <param name="Goal">The goal, as the document states it.</param>
-/// <param name="Modules">The LoRA targets, as the document lists them.</param>
-/// <param name="Why">The document's reason.</param>
+/// <param name="Goal">The goal.</param>
+/// <param name="Modules">The LoRA targets.</param>
+/// <param name="Why">Why those modules.</param>
 public sealed record TaskPreset(string Name, string Goal, IReadOnlyList<string> Modules, string Why)
 {
     private static readonly string[] Attention = ["q_proj", "k_proj", "v_proj"];
     private static readonly string[] AttentionAndMlp = ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"];
 
-    /// <summary>Every preset, in the document's order.</summary>
+    /// <summary>Every preset.</summary>
     public static IReadOnlyList<TaskPreset> All { get; } =
     [
         new("attention-refinement", "Attention refinement (better focus on key info)", Attention, "Controls attention mechanisms"),

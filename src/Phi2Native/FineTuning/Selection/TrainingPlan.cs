@@ -17,7 +17,7 @@ public sealed class TrainingPlan
     /// <param name="TrainableParameters">LoRA A and B elements, or every parameter for full training.</param>
     public sealed record Row(string Name, int[] Shape, long Parameters, string Training, long TrainableParameters)
     {
-        /// <summary>The module's role from the user's document.</summary>
+        /// <summary>The module's role (see <see cref="ModuleRole"/>).</summary>
         public ModuleRole? Role => ModuleRole.Of(Name);
     }
 
@@ -45,37 +45,33 @@ public sealed class TrainingPlan
     /// <summary>The lowest layer with anything trainable (backward stops there), or null when only modules outside the layers train.</summary>
     public int? LowestTrainedLayer { get; private init; }
 
-    /// <summary>Works out the plan for <paramref name="config"/> under <paramref name="lora"/> (null: everything frozen).</summary>
+    /// <summary>
+    /// Works out the plan for <paramref name="config"/> under <paramref name="lora"/> (null: everything frozen) by walking
+    /// the model's module tree, built without memory, with the selection LoRA itself applies.
+    /// </summary>
+    /// <exception cref="Phi2Exception"><paramref name="lora"/> does not fit the model, as LoraModel.Create would refuse it.</exception>
     public static TrainingPlan Create(Phi2Config config, LoraConfig? lora)
     {
+        using var model = Phi2Model.CreateShapeOnly(config);
+        var selection = lora is null ? ModuleSelection.Frozen(model) : ModuleSelection.Resolve(model, lora);
         var rows = new List<Row>();
-        foreach (var group in Phi2Model.ParameterShapes(config).GroupBy(p => p.Name[..p.Name.LastIndexOf('.')]))
+        foreach (var (module, training) in selection)
         {
-            string module = group.Key;
-            var weight = group.First(p => p.Name.EndsWith(".weight", StringComparison.Ordinal)).Shape;
-            long parameters = group.Sum(p => p.Shape.Aggregate(1L, (a, d) => a * d));
-            bool layerNorm = weight.Length == 1;
-            string training = "frozen";
-            long trainable = 0;
-            if (lora != null && IsFullyTrained(lora, module))
-                (training, trainable) = ("full", parameters);
-            else if (lora != null && !layerNorm && ModuleSelection.IsTarget(lora, module))
-                (training, trainable) = ($"LoRA r={lora.R}", (long)lora.R * (weight[0] + weight[1]));
-            rows.Add(new Row(module, weight, parameters, training, trainable));
+            int[] weight = module.Parameters(recurse: false).First().Shape.ToArray();
+            long parameters = module.Parameters(recurse: false).Sum(p => p.ElementCount);
+            rows.Add(training switch
+            {
+                ModuleTraining.Full => new Row(module.Name, weight, parameters, "full", parameters),
+                // A [r, in] and B [out, r]; an Embedding's A [r, V] and B [C, r] count the same.
+                ModuleTraining.Lora => new Row(module.Name, weight, parameters, $"LoRA r={lora!.R}", (long)lora.R * (weight[0] + weight[1])),
+                _ => new Row(module.Name, weight, parameters, "frozen", 0),
+            });
         }
-        int? lowest = rows.Where(r => r.TrainableParameters > 0 && r.Name.StartsWith("model.layers.", StringComparison.Ordinal))
-            .Select(r => (int?)int.Parse(r.Name.Split('.')[2], System.Globalization.CultureInfo.InvariantCulture)).Min();
-        if (rows.Any(r => r.TrainableParameters > 0 && r.Name == "model.embed_tokens")) lowest = 0;
+        var trained = selection.Where(s => s.Training != ModuleTraining.Frozen).Select(s => s.Module).ToHashSet();
+        // Backward runs down to the lowest layer holding a trained module, and through every layer when the embedding trains.
+        int? lowest = trained.Contains(model.EmbedTokens) ? 0
+            : model.Layers.Where(layer => layer.NamedModules().Any(trained.Contains)).Select(layer => (int?)layer.Index).Min();
         return new TrainingPlan(config, rows) { LowestTrainedLayer = lowest };
-    }
-
-    private static bool IsFullyTrained(LoraConfig lora, string module)
-    {
-        if (ModuleSelection.IsModuleToSave(lora, module)) return true;
-        // A composite entry ("model.layers.3.mlp") trains the modules inside it.
-        for (int dot = module.LastIndexOf('.'); dot > 0; dot = module.LastIndexOf('.', dot - 1))
-            if (ModuleSelection.IsModuleToSave(lora, module[..dot])) return true;
-        return false;
     }
 
     /// <summary>

@@ -9,27 +9,24 @@ namespace Phi2Native.FineTuning.Selection;
 /// </summary>
 public static class TrainingSelection
 {
-    /// <summary>Module names a person may give, and what each means in PEFT's terms (suffixes of full module names).</summary>
-    public static IReadOnlyDictionary<string, string[]> Aliases { get; } = new Dictionary<string, string[]>(StringComparer.Ordinal)
-    {
-        ["q_proj"] = ["q_proj"], ["k_proj"] = ["k_proj"], ["v_proj"] = ["v_proj"], ["dense"] = ["dense"],
-        ["fc1"] = ["fc1"], ["fc2"] = ["fc2"], ["mlp.fc1"] = ["fc1"], ["mlp.fc2"] = ["fc2"],
-        ["self_attn.q_proj"] = ["q_proj"], ["self_attn.k_proj"] = ["k_proj"], ["self_attn.v_proj"] = ["v_proj"], ["self_attn.dense"] = ["dense"],
-        ["attention"] = ["q_proj", "k_proj", "v_proj", "dense"], ["self_attn"] = ["q_proj", "k_proj", "v_proj", "dense"],
-        ["mlp"] = ["fc1", "fc2"],
-        ["embed_tokens"] = ["model.embed_tokens"], ["model.embed_tokens"] = ["model.embed_tokens"],
-        ["lm_head"] = ["lm_head"],
-    };
+    /// <summary>
+    /// Module names a person may give for LoRA, and what each means in PEFT's terms (last name parts inside the layers,
+    /// full names outside them): q_proj, self_attn.q_proj, attention, mlp, mlp.fc1, embed_tokens, model.embed_tokens,
+    /// lm_head, ..., read off the model's module tree. Full training (<see cref="Build"/>'s fullModules) also takes the
+    /// LayerNorms, which LoRA cannot adapt.
+    /// </summary>
+    public static IReadOnlyDictionary<string, string[]> Aliases { get; } = ModuleWords.All
+        .Where(word => word.Value.All(m => m.TakesLora))
+        .ToDictionary(word => word.Key, word => word.Value.Select(m => m.PeftName).ToArray(), StringComparer.Ordinal);
 
-    // Full training can also reach the LayerNorms, which LoRA cannot adapt.
-    private static readonly Dictionary<string, string[]> FullOnly = new(StringComparer.Ordinal)
+    // Short names and composites, then one example of a path inside a layer and of a full name outside the layers.
+    private static string ValidNames(bool full)
     {
-        ["input_layernorm"] = ["input_layernorm"], ["final_layernorm"] = ["model.final_layernorm"],
-        ["model.final_layernorm"] = ["model.final_layernorm"],
-    };
-
-    private static string ValidNames(bool full) =>
-        string.Join(", ", Aliases.Keys.Concat(full ? FullOnly.Keys : []).Where(k => !k.StartsWith("self_attn.", StringComparison.Ordinal)));
+        var words = ModuleWords.All.Where(word => full || word.Value.All(m => m.TakesLora)).ToList();
+        string path = words.First(w => w.Key.Contains('.') && w.Value.All(m => m.PathInLayer is not null)).Key;
+        string fullName = words.First(w => w.Key.Contains('.') && w.Value.All(m => m.PathInLayer is null)).Key;
+        return $"{string.Join(", ", words.Select(w => w.Key).Where(k => !k.Contains('.')))} (or with its path, e.g. {path}, {fullName})";
+    }
 
     /// <summary>
     /// Builds the configuration. <paramref name="loraTargets"/> get adapters, <paramref name="fullModules"/> train in full;
@@ -47,15 +44,14 @@ public static class TrainingSelection
         var modulesToSave = new List<string>();
         foreach (var name in fullModules)
         {
-            if (!Aliases.TryGetValue(name, out var meaning) && !FullOnly.TryGetValue(name, out meaning))
+            if (!ModuleWords.All.TryGetValue(name, out var meaning))
                 throw new Phi2Exception($"unknown module \"{name}\" for full training; valid: {ValidNames(full: true)}");
-            foreach (var suffix in meaning)
+            foreach (var module in meaning)
             {
-                targets.Remove(suffix);
-                bool outsideLayers = suffix is "model.embed_tokens" or "lm_head" or "model.final_layernorm";
-                // PEFT's modules_to_save has no layer filter: name each layer's module in full instead.
-                if (layers is null || outsideLayers) modulesToSave.Add(suffix);
-                else modulesToSave.AddRange(layers.Select(i => $"model.layers.{i}.{ParentOf(suffix)}{suffix}"));
+                targets.Remove(module.PeftName);
+                // PEFT's modules_to_save has no layer filter: with layers, name each layer's module in full instead.
+                if (layers is null || module.PathInLayer is null) modulesToSave.Add(module.PeftName);
+                else modulesToSave.AddRange(layers.Select(i => $"{ModuleWords.LayersName}.{i}.{module.PathInLayer}"));
             }
         }
         var config = new LoraConfig
@@ -91,11 +87,4 @@ public static class TrainingSelection
         }
         return layers.ToList();
     }
-
-    private static string ParentOf(string suffix) => suffix switch
-    {
-        "q_proj" or "k_proj" or "v_proj" or "dense" => "self_attn.",
-        "fc1" or "fc2" => "mlp.",
-        _ => "",
-    };
 }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
+using Phi2Native.Determinism;
 using Phi2Native.FineTuning.Data;
 using Phi2Native.FineTuning.Lora;
 using Phi2Native.FineTuning.Optim;
@@ -46,12 +47,12 @@ public sealed class Trainer : IDisposable
         };
         Optimizer = new AdamW(lora.TrainableParameters(), new AdamWOptions { LearningRate = options.LearningRate, WeightDecay = options.WeightDecay });
         var model = lora.Model;
-        model.DropoutSeed = (ulong)options.Seed * 0x9E3779B97F4A7C15UL + 1;
+        model.DropoutSeed = Seeds.Derive((ulong)options.Seed, SeedPurpose.ModelDropout, 0);
         model.TrainingForwardCount = 0;
         model.ResidualDropoutOverride = options.ResidualDropout;
         for (int i = 0; i < lora.LinearAdapters.Count; i++)
         {
-            lora.LinearAdapters[i].DropoutSeed = model.DropoutSeed ^ ((ulong)(i + 1) << 32);
+            lora.LinearAdapters[i].DropoutSeed = Seeds.Derive(model.DropoutSeed, SeedPurpose.AdapterDropout, i);
             lora.LinearAdapters[i].TrainingForwardCount = 0;
         }
     }

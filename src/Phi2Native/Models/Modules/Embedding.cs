@@ -25,5 +25,5 @@ public sealed class Embedding : Module
     }
 
     /// <inheritdoc/>
-    public override IEnumerable<Tensor> Parameters() => [Weight];
+    protected override IEnumerable<Tensor> OwnParameters() => [Weight];
 }

@@ -28,5 +28,5 @@ public sealed class LayerNorm : Module
     public Tensor Forward(Tensor x) => LayerNormOp.Apply(x, Weight, Bias, Eps);
 
     /// <inheritdoc/>
-    public override IEnumerable<Tensor> Parameters() => [Weight, Bias];
+    protected override IEnumerable<Tensor> OwnParameters() => [Weight, Bias];
 }

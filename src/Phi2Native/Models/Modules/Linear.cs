@@ -37,5 +37,5 @@ public sealed class Linear : Module
     }
 
     /// <inheritdoc/>
-    public override IEnumerable<Tensor> Parameters() => Bias is null ? [Weight] : [Weight, Bias];
+    protected override IEnumerable<Tensor> OwnParameters() => Bias is null ? [Weight] : [Weight, Bias];
 }

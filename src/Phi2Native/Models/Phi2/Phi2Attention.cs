@@ -16,10 +16,10 @@ public sealed class Phi2Attention : Module
     {
         _config = config;
         int c = config.HiddenSize;
-        QProj = new Linear($"{name}.q_proj", c, c, weights);
-        KProj = new Linear($"{name}.k_proj", c, c, weights);
-        VProj = new Linear($"{name}.v_proj", c, c, weights);
-        Dense = new Linear($"{name}.dense", c, c, weights);
+        QProj = new Linear(ChildName("q_proj"), c, c, weights);
+        KProj = new Linear(ChildName("k_proj"), c, c, weights);
+        VProj = new Linear(ChildName("v_proj"), c, c, weights);
+        Dense = new Linear(ChildName("dense"), c, c, weights);
     }
 
     /// <summary>Query projection [C, C].</summary>
@@ -81,10 +81,9 @@ public sealed class Phi2Attention : Module
         return Dense.Forward(ReshapeOp.Apply(attended, batch, time, heads * headDim));
     }
 
-    /// <inheritdoc/>
-    public override IEnumerable<Tensor> Parameters() =>
-        QProj.Parameters().Concat(KProj.Parameters()).Concat(VProj.Parameters()).Concat(Dense.Parameters());
-
-    /// <summary>The four projections.</summary>
+    /// <summary>The four projections, in checkpoint order.</summary>
     public IEnumerable<Linear> Projections() => [QProj, KProj, VProj, Dense];
+
+    /// <inheritdoc/>
+    protected override IEnumerable<Module> Children() => Projections();
 }

@@ -1,4 +1,5 @@
 using Phi2Native.Autograd.Ops;
+using Phi2Native.Determinism;
 using Phi2Native.Models.Modules;
 using Phi2Native.Tensors;
 
@@ -10,15 +11,12 @@ namespace Phi2Native.Models.Phi2;
 /// </summary>
 public sealed class Phi2DecoderLayer : Module
 {
-    private readonly Phi2Config _config;
-
-    internal Phi2DecoderLayer(int index, Phi2Config config, WeightSource weights) : base($"model.layers.{index}")
+    internal Phi2DecoderLayer(string name, int index, Phi2Config config, WeightSource weights) : base(name)
     {
-        _config = config;
         Index = index;
-        InputLayerNorm = new LayerNorm($"{Name}.input_layernorm", config.HiddenSize, config.LayerNormEps, weights);
-        SelfAttention = new Phi2Attention($"{Name}.self_attn", config, weights);
-        Mlp = new Phi2Mlp($"{Name}.mlp", config, weights);
+        InputLayerNorm = new LayerNorm(ChildName("input_layernorm"), config.HiddenSize, config.LayerNormEps, weights);
+        SelfAttention = new Phi2Attention(ChildName("self_attn"), config, weights);
+        Mlp = new Phi2Mlp(ChildName("mlp"), config, weights);
     }
 
     /// <summary>The layer's position, 0-based.</summary>
@@ -33,24 +31,26 @@ public sealed class Phi2DecoderLayer : Module
     /// <summary>MLP branch.</summary>
     public Phi2Mlp Mlp { get; }
 
-    /// <summary>h [B, T, C] -> [B, T, C]. <paramref name="dropoutSeed"/> is used only when <paramref name="dropout"/> &gt; 0.</summary>
+    /// <summary>
+    /// h [B, T, C] -> [B, T, C]. With <paramref name="dropout"/> &gt; 0 each branch's output is dropped out with a seed
+    /// derived from <paramref name="forwardSeed"/> (the training forward's) and this layer's index.
+    /// </summary>
     /// <remarks>With a <paramref name="cache"/> (inference only) hidden holds the positions after the cache's Length,
     /// and attention reads and extends this layer's cached keys and values instead of seeing only hidden.</remarks>
-    public Tensor Forward(Tensor hidden, double dropout, ulong dropoutSeed, KeyValueCache? cache = null)
+    public Tensor Forward(Tensor hidden, double dropout, ulong forwardSeed, KeyValueCache? cache = null)
     {
         var x = InputLayerNorm.Forward(hidden);
         var attention = cache is null ? SelfAttention.Forward(x) : SelfAttention.Forward(x, cache, Index);
         var mlp = Mlp.Forward(x);
         if (dropout > 0)
         {
-            attention = DropoutOp.Apply(attention, dropout, dropoutSeed);
-            mlp = DropoutOp.Apply(mlp, dropout, dropoutSeed ^ 0x5DEECE66DUL);
+            attention = DropoutOp.Apply(attention, dropout, Seeds.Derive(forwardSeed, SeedPurpose.AttentionResidualDropout, Index));
+            mlp = DropoutOp.Apply(mlp, dropout, Seeds.Derive(forwardSeed, SeedPurpose.MlpResidualDropout, Index));
         }
         // HF order: (attention + mlp) + residual.
         return AddOp.Apply(AddOp.Apply(attention, mlp), hidden);
     }
 
     /// <inheritdoc/>
-    public override IEnumerable<Tensor> Parameters() =>
-        InputLayerNorm.Parameters().Concat(SelfAttention.Parameters()).Concat(Mlp.Parameters());
+    protected override IEnumerable<Module> Children() => [InputLayerNorm, SelfAttention, Mlp];
 }

@@ -10,8 +10,8 @@ public sealed class Phi2Mlp : Module
 {
     internal Phi2Mlp(string name, Phi2Config config, WeightSource weights) : base(name)
     {
-        Fc1 = new Linear($"{name}.fc1", config.HiddenSize, config.IntermediateSize, weights);
-        Fc2 = new Linear($"{name}.fc2", config.IntermediateSize, config.HiddenSize, weights);
+        Fc1 = new Linear(ChildName("fc1"), config.HiddenSize, config.IntermediateSize, weights);
+        Fc2 = new Linear(ChildName("fc2"), config.IntermediateSize, config.HiddenSize, weights);
     }
 
     /// <summary>[I, C].</summary>
@@ -24,5 +24,5 @@ public sealed class Phi2Mlp : Module
     public Tensor Forward(Tensor x) => Fc2.Forward(GeluNewOp.Apply(Fc1.Forward(x)));
 
     /// <inheritdoc/>
-    public override IEnumerable<Tensor> Parameters() => Fc1.Parameters().Concat(Fc2.Parameters());
+    protected override IEnumerable<Module> Children() => [Fc1, Fc2];
 }

@@ -1,35 +1,65 @@
 using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
+using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Ops.Loss;
+using Phi2Native.Determinism;
 using Phi2Native.Models.Modules;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Models.Phi2;
 
 /// <summary>
-/// Microsoft's Phi-2 (HF <c>PhiForCausalLM</c>): token embedding, a stack of parallel attention+MLP blocks off
-/// one shared LayerNorm each, a final LayerNorm and an lm_head with bias. What is special about Phi-2: the
-/// parallel block, partial rotary (40% of each head, half-split), gelu_new, every Linear biased, untied lm_head.
+/// Microsoft's Phi-2 (HF <c>PhiForCausalLM</c>): a decoder-only transformer. What is special about Phi-2, against a
+/// Llama-style model:
+/// <list type="bullet">
+/// <item>the parallel block: one LayerNorm per layer feeds attention and the MLP side by side, and both outputs are
+/// added to the residual stream (h + attn(ln(h)) + mlp(ln(h))); no second norm;</item>
+/// <item>partial rotary: only the first rotary_dim = 0.4 x head_dim (32 of Phi-2's 80) dims of each head rotate, in the
+/// half-split (GPT-NeoX) layout;</item>
+/// <item>LayerNorm with bias, not RMSNorm; gelu_new (tanh approximation) in a plain two-layer MLP, not a gated one;</item>
+/// <item>every Linear has a bias, lm_head included, and lm_head is not tied to the embedding.</item>
+/// </list>
 /// </summary>
 /// <remarks>
-/// Modules and parameters carry the HF checkpoint names (<c>model.layers.0.self_attn.q_proj.weight</c>, ...).
-/// Load one with Phi2Checkpoint.Load, or make a random one with <see cref="CreateRandom"/>.
+/// The module tree is the checkpoint's: <c>model.embed_tokens</c>, <c>model.layers.{i}</c> (<c>input_layernorm</c>,
+/// <c>self_attn.{q_proj,k_proj,v_proj,dense}</c>, <c>mlp.{fc1,fc2}</c>), <c>model.final_layernorm</c>, <c>lm_head</c>;
+/// <see cref="Module.NamedModules"/> and <see cref="Module.NamedParameters"/> walk it with HF's names. Load a model
+/// with Phi2Checkpoint.Load, or make a random one with <see cref="CreateRandom"/>.
 /// </remarks>
-public sealed class Phi2Model : IDisposable
+public sealed class Phi2Model : Module
 {
-    private long _trainingForwards, _tokensComputed, _logitRowsComputed;
-    private bool _training;
+    private readonly ModuleGroup _decoder;
+    private long _trainingForwards;
+    private double? _residualDropoutOverride;
 
-    /// <summary>Builds the model, asking <paramref name="weights"/> for each parameter by HF name and shape.</summary>
-    public Phi2Model(Phi2Config config, IBackend backend, WeightSource weights)
+    /// <summary>Builds the model, asking <paramref name="weights"/> for each parameter by HF name and shape, in checkpoint order.</summary>
+    public Phi2Model(Phi2Config config, IBackend backend, WeightSource weights) : base("")
     {
         config.Validate();
         Config = config;
         Backend = backend;
         EmbedTokens = new Embedding("model.embed_tokens", config.VocabSize, config.HiddenSize, weights);
-        Layers = Enumerable.Range(0, config.NumHiddenLayers).Select(i => new Phi2DecoderLayer(i, config, weights)).ToArray();
+        var layers = new ModuleList<Phi2DecoderLayer>("model.layers", config.NumHiddenLayers, (name, i) => new Phi2DecoderLayer(name, i, config, weights));
+        Layers = layers;
         FinalLayerNorm = new LayerNorm("model.final_layernorm", config.HiddenSize, config.LayerNormEps, weights);
+        _decoder = new ModuleGroup("model", EmbedTokens, layers, FinalLayerNorm);
         LmHead = new Linear("lm_head", config.HiddenSize, config.VocabSize, weights);
+    }
+
+    /// <summary>A model with random weights, initialized as HF does (normal(0, 0.02) matrices and embeddings, zero
+    /// biases, unit LayerNorms), reproducible from <paramref name="seed"/>.</summary>
+    public static Phi2Model CreateRandom(Phi2Config config, IBackend backend, int seed, DType dtype = DType.F32) =>
+        new(config, backend, RandomWeights.Initialize(backend, seed, dtype));
+
+    /// <summary>The model's tree with every parameter's name and shape but no memory (see ShapeOnlyWeights): walk it, never run it.</summary>
+    internal static Phi2Model CreateShapeOnly(Phi2Config config) =>
+        new(config, CpuBackend.Default, ShapeOnlyWeights.For(CpuBackend.Default));
+
+    /// <summary>The HF name and shape of every parameter a model of <paramref name="config"/> has, in checkpoint order.</summary>
+    public static IReadOnlyList<(string Name, int[] Shape)> ParameterShapes(Phi2Config config)
+    {
+        using var model = CreateShapeOnly(config);
+        return model.NamedParameters().Select(p => (p.Name, p.Parameter.Shape.ToArray())).ToList();
     }
 
     /// <summary>The hyper-parameters.</summary>
@@ -53,16 +83,8 @@ public sealed class Phi2Model : IDisposable
     /// <summary><c>lm_head</c> [V, C] with bias (phi-msft: lm_head.linear).</summary>
     public Linear LmHead { get; }
 
-    /// <summary>Training mode turns on the config's dropouts (and adapters'); evaluation mode (the default) is deterministic.</summary>
-    public bool Training
-    {
-        get => _training;
-        set
-        {
-            _training = value;
-            foreach (var module in LeafModules()) module.Training = value;
-        }
-    }
+    /// <summary>What the forwards have computed so far (for tests and benchmarks).</summary>
+    internal ForwardCounters Counters { get; } = new();
 
     /// <summary>Base seed of the dropout masks; each training forward derives fresh masks from it and a counter.</summary>
     public ulong DropoutSeed { get; set; } = 0x9E3779B97F4A7C15UL;
@@ -90,81 +112,6 @@ public sealed class Phi2Model : IDisposable
         }
     }
 
-    private double? _residualDropoutOverride;
-
-    /// <summary>Every module that holds parameters directly (Embedding, LayerNorm, Linear), in checkpoint order.</summary>
-    public IEnumerable<Module> LeafModules()
-    {
-        yield return EmbedTokens;
-        foreach (var layer in Layers)
-        {
-            yield return layer.InputLayerNorm;
-            foreach (var projection in layer.SelfAttention.Projections()) yield return projection;
-            yield return layer.Mlp.Fc1;
-            yield return layer.Mlp.Fc2;
-        }
-        yield return FinalLayerNorm;
-        yield return LmHead;
-    }
-
-    /// <summary>Trains (true) or freezes (false) every parameter.</summary>
-    public void SetRequiresGrad(bool requiresGrad)
-    {
-        foreach (var module in LeafModules()) module.SetRequiresGrad(requiresGrad);
-    }
-
-    /// <summary>Every parameter, named by its HF key, in checkpoint order.</summary>
-    public IEnumerable<Tensor> Parameters() => LeafModules().SelectMany(m => m.Parameters());
-
-    /// <summary>The HF name and shape of every parameter a model of <paramref name="config"/> has, in checkpoint order.</summary>
-    public static IReadOnlyList<(string Name, int[] Shape)> ParameterShapes(Phi2Config config)
-    {
-        var shapes = new List<(string, int[])>();
-        int c = config.HiddenSize, inner = config.IntermediateSize, v = config.VocabSize;
-        void Linear(string name, int outFeatures, int inFeatures)
-        {
-            shapes.Add(($"{name}.weight", [outFeatures, inFeatures]));
-            shapes.Add(($"{name}.bias", [outFeatures]));
-        }
-        void Norm(string name)
-        {
-            shapes.Add(($"{name}.weight", [c]));
-            shapes.Add(($"{name}.bias", [c]));
-        }
-        shapes.Add(("model.embed_tokens.weight", [v, c]));
-        for (int i = 0; i < config.NumHiddenLayers; i++)
-        {
-            string layer = $"model.layers.{i}";
-            Norm($"{layer}.input_layernorm");
-            foreach (var projection in new[] { "q_proj", "k_proj", "v_proj", "dense" }) Linear($"{layer}.self_attn.{projection}", c, c);
-            Linear($"{layer}.mlp.fc1", inner, c);
-            Linear($"{layer}.mlp.fc2", c, inner);
-        }
-        Norm("model.final_layernorm");
-        Linear("lm_head", v, c);
-        return shapes;
-    }
-
-    /// <summary>
-    /// A model with random weights, initialized as HF does (normal(0, 0.02) matrices and embeddings, zero biases,
-    /// unit LayerNorms), reproducible from <paramref name="seed"/>.
-    /// </summary>
-    public static Phi2Model CreateRandom(Phi2Config config, IBackend backend, int seed, DType dtype = DType.F32)
-    {
-        var random = new Random(seed);
-        return new Phi2Model(config, backend, (name, shape) =>
-        {
-            var values = new float[Tensor.CountElements(shape)];
-            bool layerNorm = name.Contains("layernorm", StringComparison.Ordinal);
-            if (name.EndsWith(".weight", StringComparison.Ordinal))
-            {
-                if (layerNorm) values.AsSpan().Fill(1f);
-                else for (int i = 0; i < values.Length; i++) values[i] = (float)(0.02 * Gaussian(random));
-            }
-            return backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()), DType.F32, shape, dtype);
-        });
-    }
-
     /// <summary>
     /// Checks <paramref name="ids"/> (row-major [batch, ids.Length / batch]) against the vocabulary and the maximum
     /// length, and puts them on the backend as an I32 tensor [B, T].
@@ -189,21 +136,21 @@ public sealed class Phi2Model : IDisposable
         RequireInputIds(inputIds);
         if (Training && Config.AttentionDropout > 0)
             throw new Phi2Exception($"attention_dropout {Config.AttentionDropout} is not supported in training; set it to 0 in config.json");
-        Interlocked.Add(ref _tokensComputed, (long)inputIds.Size(0) * inputIds.Size(1));
-        ulong forwardSeed = Training ? Mix(DropoutSeed, (ulong)Interlocked.Increment(ref _trainingForwards)) : 0;
+        Counters.AddTokens((long)inputIds.Size(0) * inputIds.Size(1));
+        ulong forwardSeed = Training ? Seeds.Derive(DropoutSeed, SeedPurpose.TrainingForward, Interlocked.Increment(ref _trainingForwards)) : 0;
         var hidden = EmbedTokens.Forward(inputIds);                                   // [B, T, C]
-        if (Training && Config.EmbdPdrop > 0) hidden = DropoutOp.Apply(hidden, Config.EmbdPdrop, Mix(forwardSeed, ulong.MaxValue));
+        if (Training && Config.EmbdPdrop > 0) hidden = DropoutOp.Apply(hidden, Config.EmbdPdrop, Seeds.Derive(forwardSeed, SeedPurpose.EmbeddingDropout, 0));
         double residualDropout = Training ? ResidualDropoutOverride ?? Config.ResidPdrop : 0;
         foreach (var layer in Layers)
         {
             if (GradientTape.Current != null)
             {
-                hidden = layer.Forward(hidden, residualDropout, Mix(forwardSeed, (ulong)layer.Index));
+                hidden = layer.Forward(hidden, residualDropout, forwardSeed);
                 continue;
             }
             // Inference: nothing is saved for backward, so a layer's intermediates are freed as soon as it is done.
             using var layerScope = TensorScope.Begin();
-            hidden = layerScope.Keep(layer.Forward(hidden, residualDropout, Mix(forwardSeed, (ulong)layer.Index)));
+            hidden = layerScope.Keep(layer.Forward(hidden, residualDropout, forwardSeed));
         }
         return Logits(hidden);                                                        // [B, T, V]
     }
@@ -275,28 +222,16 @@ public sealed class Phi2Model : IDisposable
             hidden = layerScope.Keep(layer.Forward(hidden, 0, 0, cache));
         }
         cache.Advance(time);
-        Interlocked.Add(ref _tokensComputed, (long)batch * time);
+        Counters.AddTokens((long)batch * time);
         return hidden;
     }
 
-    /// <summary>hidden [..., C] -> logits [..., V]: the final LayerNorm and lm_head, counted in <see cref="LogitRowsComputed"/>.</summary>
+    /// <summary>hidden [..., C] -> logits [..., V]: the final LayerNorm and lm_head.</summary>
     private Tensor Logits(Tensor hidden)
     {
-        Interlocked.Add(ref _logitRowsComputed, hidden.ElementCount / Config.HiddenSize);
+        Counters.AddLogitRows(hidden.ElementCount / Config.HiddenSize);
         return LmHead.Forward(FinalLayerNorm.Forward(hidden));
     }
-
-    /// <summary>
-    /// Rows of logits computed by lm_head so far (B x T per full forward, B per <see cref="ForwardLast"/>): the
-    /// measure of what computing only the last position saves (each row is V x C multiply-adds and V floats).
-    /// </summary>
-    public long LogitRowsComputed => Interlocked.Read(ref _logitRowsComputed);
-
-    /// <summary>
-    /// Positions run through the layers by every forward so far (B x T per call, training or inference, with or
-    /// without a cache): a test of the cache compares it before and after a decode step, which must add exactly B.
-    /// </summary>
-    public long TokensComputed => Interlocked.Read(ref _tokensComputed);
 
     /// <summary>
     /// The causal-LM loss: mean cross-entropy of logits[:, :-1] against labels[:, 1:], leaving out positions whose
@@ -321,12 +256,6 @@ public sealed class Phi2Model : IDisposable
         return CrossEntropyOp.Apply(ReshapeOp.Apply(logits, batch * time, vocab), targetTensor);
     }
 
-    /// <summary>Frees every parameter and gradient.</summary>
-    public void Dispose()
-    {
-        foreach (var module in LeafModules()) module.Dispose();
-    }
-
     private static void RequireInputIds(Tensor inputIds)
     {
         ArgumentNullException.ThrowIfNull(inputIds);
@@ -334,17 +263,6 @@ public sealed class Phi2Model : IDisposable
             throw new ModelInputException($"input ids must be an I32 tensor [B, T], got [{inputIds.ShapeText}] {inputIds.DType}");
     }
 
-    private static ulong Mix(ulong seed, ulong value)
-    {
-        ulong z = seed ^ (value + 0x9E3779B97F4A7C15UL + (seed << 6) + (seed >> 2));
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-        return z ^ (z >> 31);
-    }
-
-    private static double Gaussian(Random random)
-    {
-        // Box-Muller; 1 - NextDouble() avoids log(0).
-        return Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble());
-    }
+    /// <inheritdoc/>
+    protected override IEnumerable<Module> Children() => [_decoder, LmHead];
 }
