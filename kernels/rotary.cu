@@ -1,22 +1,21 @@
 // rotary.cu - Phi-2's partial rotary position embedding, half-split (GPT-NeoX "rotate_half") convention, as the CPU
-// backend (src/Phi2Native/Backends/Cpu/CpuRotary.cs) and HF PhiAttention apply it to q and k [B, T, H, D]: in each
-// head, dims [0, rd) rotate and dims [rd, D) pass through (Phi-2: D = 80, rd = 32, theta = 10000).
+// backend (src/Phi2Native.Backends/Ops/Rotary/CpuRotary.cs; RotaryOp) and HF PhiAttention apply it to q and k
+// [B, T, H, D]: in each head, dims [0, rd) rotate and dims [rd, D) pass through (Phi-2: D = 80, rd = 32, theta = 10000).
 //
-//   half = rd / 2, p = positionOffset + t, angle_j = p * (1 / theta^(2j / rd)) for j < half
+//   half = rd / 2, p = row_offsets[b] + t (0 + t when row_offsets is null), angle_j = p * (1 / theta^(2j / rd)), j < half
 //   y[j]        = x[j] * cos(angle_j) - x[j + half] * sin(angle_j)
 //   y[j + half] = x[j + half] * cos(angle_j) + x[j] * sin(angle_j)
 //
 // Kernels (dtype: f32, bf16; x, y, dY, dX of the dtype, arithmetic in fp32, one rounding on store):
-//   rotary_{dtype}(x, y, rows, T, H, D, rd, theta, positionOffset)
-//       rows = B * T; row r is token t = r % T of batch r / T, holding H * D elements.
+//   rotary_{dtype}(x, y, row_offsets, rows, T, H, D, rd, theta)
+//       rows = B * T; row r is token t = r % T of batch b = r / T, holding H * D elements, at position
+//       row_offsets[b] + t: row_offsets is I32 [B] in device memory (a KV cache's rows may hold different lengths),
+//       or null for every row starting at 0 (training, a prompt into an empty cache). A negative offset (the CPU
+//       backend throws; a kernel cannot) makes that batch row's output NaN, x unread.
 //       Saves nothing for backward: the rotation is linear and depends only on the positions.
-//   rotary_backward_{dtype}(dY, dX, rows, T, H, D, rd, theta, positionOffset)
-//       dX = the transposed (inverse) rotation of dY: the same formula with sin negated; written (=), an activation
-//       gradient.
-//   rotary_per_row_{dtype}(x, y, row_offsets, rows, T, H, D, rd, theta)
-//       IBackend.RotaryPerRow: as rotary, but token t of batch b sits at position row_offsets[b] + t, row_offsets being
-//       I32 [B] in device memory (B = rows / T). A negative offset (the CPU backend throws; a kernel cannot) makes
-//       that batch row's output NaN, x unread. Inference only: no backward.
+//   rotary_backward_{dtype}(dY, dX, row_offsets, rows, T, H, D, rd, theta)
+//       dX = the transposed (inverse) rotation of dY at the same positions: the same formula with sin negated;
+//       written (=), an activation gradient.
 //   All: grid (rows; fewer works, each block then walks rows blockIdx.x, + gridDim.x, ...), block (any; the launcher
 //   takes H * (D - rd / 2) work items rounded up to 32, at most 256), no dynamic shared memory. Per row the block first
 //   computes cos and sin of its position's half angles into shared memory (rd / 2 <= 128 entries), then each work item
@@ -35,7 +34,7 @@
 
 template <typename D>
 PHI2_DEVICE void rotary(const typename D::type* x, typename D::type* y, int rows, int T, int H, int headDim, int rd, double theta,
-                        int position_offset, const int* row_offsets, bool inverse)
+                        const int* row_offsets, bool inverse)
 {
     __shared__ float cos_s[PHI2_ROTARY_MAX_HALF];
     __shared__ float sin_s[PHI2_ROTARY_MAX_HALF];
@@ -45,8 +44,8 @@ PHI2_DEVICE void rotary(const typename D::type* x, typename D::type* y, int rows
     for (int r = (int)blockIdx.x; r < rows; r += (int)gridDim.x)
     {
         __syncthreads(); // the previous row's cos/sin are read by every thread
-        long long offset = row_offsets ? row_offsets[r / T] : position_offset;
-        bool bad = offset < 0; // per-row offsets only (the launcher checks the scalar one); uniform over the block
+        long long offset = row_offsets ? row_offsets[r / T] : 0;
+        bool bad = offset < 0; // uniform over the block
         long long p = offset + r % T;
         for (int j = (int)threadIdx.x; j < half && !bad; j += (int)blockDim.x)
         {
@@ -89,36 +88,24 @@ PHI2_DEVICE void rotary(const typename D::type* x, typename D::type* y, int rows
     }
 }
 
-PHI2_KERNEL void rotary_f32(const float* x, float* y, int rows, int T, int H, int D, int rd, double theta, int position_offset)
+PHI2_KERNEL void rotary_f32(const float* x, float* y, const int* row_offsets, int rows, int T, int H, int D, int rd, double theta)
 {
-    rotary<dtype_f32>(x, y, rows, T, H, D, rd, theta, position_offset, nullptr, false);
+    rotary<dtype_f32>(x, y, rows, T, H, D, rd, theta, row_offsets, false);
 }
 
-PHI2_KERNEL void rotary_bf16(const bf16_t* x, bf16_t* y, int rows, int T, int H, int D, int rd, double theta, int position_offset)
+PHI2_KERNEL void rotary_bf16(const bf16_t* x, bf16_t* y, const int* row_offsets, int rows, int T, int H, int D, int rd, double theta)
 {
-    rotary<dtype_bf16>(x, y, rows, T, H, D, rd, theta, position_offset, nullptr, false);
+    rotary<dtype_bf16>(x, y, rows, T, H, D, rd, theta, row_offsets, false);
 }
 
-PHI2_KERNEL void rotary_backward_f32(const float* dy, float* dx, int rows, int T, int H, int D, int rd, double theta,
-                                     int position_offset)
-{
-    rotary<dtype_f32>(dy, dx, rows, T, H, D, rd, theta, position_offset, nullptr, true);
-}
-
-PHI2_KERNEL void rotary_backward_bf16(const bf16_t* dy, bf16_t* dx, int rows, int T, int H, int D, int rd, double theta,
-                                      int position_offset)
-{
-    rotary<dtype_bf16>(dy, dx, rows, T, H, D, rd, theta, position_offset, nullptr, true);
-}
-
-PHI2_KERNEL void rotary_per_row_f32(const float* x, float* y, const int* row_offsets, int rows, int T, int H, int D, int rd,
-                                    double theta)
-{
-    rotary<dtype_f32>(x, y, rows, T, H, D, rd, theta, 0, row_offsets, false);
-}
-
-PHI2_KERNEL void rotary_per_row_bf16(const bf16_t* x, bf16_t* y, const int* row_offsets, int rows, int T, int H, int D, int rd,
+PHI2_KERNEL void rotary_backward_f32(const float* dy, float* dx, const int* row_offsets, int rows, int T, int H, int D, int rd,
                                      double theta)
 {
-    rotary<dtype_bf16>(x, y, rows, T, H, D, rd, theta, 0, row_offsets, false);
+    rotary<dtype_f32>(dy, dx, rows, T, H, D, rd, theta, row_offsets, true);
+}
+
+PHI2_KERNEL void rotary_backward_bf16(const bf16_t* dy, bf16_t* dx, const int* row_offsets, int rows, int T, int H, int D, int rd,
+                                      double theta)
+{
+    rotary<dtype_bf16>(dy, dx, rows, T, H, D, rd, theta, row_offsets, true);
 }

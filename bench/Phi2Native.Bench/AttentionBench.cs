@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using Phi2Native.Backends.Cpu;
+using Phi2Native.Backends.Ops.Attention;
 
 namespace Phi2Native.Bench;
 

@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using Phi2Native.Autograd;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Activation;
+using Phi2Native.Backends.Ops.Attention;
 using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Cuda;
@@ -135,7 +136,7 @@ internal sealed partial class Benchmarks
         using var v = Random([1, N, Heads, HeadDim], 3);
         var (ms, reps) = Time(() =>
         {
-            _backend.Attention(q, k, v, out var lse).Dispose();
+            AttentionOp.Forward(q, k, v, out var lse).Dispose();
             lse.Dispose();
         });
         return Rate(AttentionShape, ms, reps, AttentionFlops / 1e12, "TFLOP/s", "flops: the causal half");
@@ -147,12 +148,12 @@ internal sealed partial class Benchmarks
         using var k = Random([1, N, Heads, HeadDim], 2);
         using var v = Random([1, N, Heads, HeadDim], 3);
         using var dy = Random([1, N, Heads, HeadDim], 4);
-        using var o = _backend.Attention(q, k, v, out var lse);
+        using var o = AttentionOp.Forward(q, k, v, out var lse);
         using var _ = lse;
         using var dq = _backend.Empty(q.Shape, Dt);
         using var dk = _backend.Empty(q.Shape, Dt);
         using var dv = _backend.Empty(q.Shape, Dt);
-        var (ms, reps) = Time(() => _backend.AttentionBackward(dy, q, k, v, o, lse, dq, dk, dv));
+        var (ms, reps) = Time(() => AttentionOp.Backward(dy, q, k, v, o, lse, dq, dk, dv));
         // Recomputed q.k^T, then dV, dP, dQ, dK: 5 products to the forward's 2.
         return Rate(AttentionShape, ms, reps, 2.5 * AttentionFlops / 1e12, "TFLOP/s", "flops: 2.5 x the forward's causal half");
     }
@@ -163,7 +164,8 @@ internal sealed partial class Benchmarks
         using var q = Random([1, 1, Heads, HeadDim], 1);
         using var keys = Random([1, keyTime, Heads, HeadDim], 2);
         using var values = Random([1, keyTime, Heads, HeadDim], 3);
-        var (ms, reps) = Time(() => _backend.CachedAttention(q, keys, values, keyTime).Dispose());
+        using var keyTimes = _backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(new[] { keyTime }.AsSpan()), DType.I32, [1], DType.I32);
+        var (ms, reps) = Time(() => AttentionOp.Cached(q, keys, values, keyTimes).Dispose());
         double bytes = 2.0 * keyTime * Heads * HeadDim * 2;
         return Rate($"Tq 1, keyTime {keyTime}, H {Heads}, D {HeadDim}", ms, reps, bytes / 1e9, "GB/s", "bytes: the K and V rows read");
     }

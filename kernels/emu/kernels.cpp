@@ -70,13 +70,9 @@ namespace
         PHI2_EMU_ENTRY(rotary_bf16),
         PHI2_EMU_ENTRY(rotary_backward_f32),
         PHI2_EMU_ENTRY(rotary_backward_bf16),
-        PHI2_EMU_ENTRY(rotary_per_row_f32),
-        PHI2_EMU_ENTRY(rotary_per_row_bf16),
         // cache.cu
         PHI2_EMU_ENTRY(cache_write_f32),
         PHI2_EMU_ENTRY(cache_write_bf16),
-        PHI2_EMU_ENTRY(cache_write_per_row_f32),
-        PHI2_EMU_ENTRY(cache_write_per_row_bf16),
         // transpose.cu
         PHI2_EMU_ENTRY(transpose_f32),
         PHI2_EMU_ENTRY(transpose_bf16),

@@ -1,4 +1,5 @@
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Attention;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 
@@ -121,7 +122,7 @@ public static class AttentionChecks
         using var cq = cpu.Stored(dtype, q, s.B, s.Tq, s.H, s.D);
         using var ck = cpu.Stored(dtype, k, s.B, s.Tk, s.H, s.D);
         using var cv = cpu.Stored(dtype, v, s.B, s.Tk, s.H, s.D);
-        using var co = cpu.Backend.Attention(cq, ck, cv, out var clse);
+        using var co = AttentionOp.Forward(cq, ck, cv, out var clse);
         using (clse)
         {
             return CheckResult.Combine(
@@ -139,14 +140,17 @@ public static class AttentionChecks
         using var dq = DeviceBuffer.Upload(device, dtype, q);
         using var dk = DeviceBuffer.Upload(device, dtype, k);
         using var dv = DeviceBuffer.Upload(device, dtype, v);
+        int[] keyTimes = [.. Enumerable.Repeat(s.Tk, s.B)];
+        using var times = DeviceBuffer.Upload(device, keyTimes);
         using var output = DeviceBuffer.Allocate(device, dtype, s.QueryCount);
-        AttentionKernels.CachedAttention(device, dtype, dq.Pointer, dk.Pointer, dv.Pointer, output.Pointer, s.B, s.Tq, s.Tk, capacity, s.H, s.D);
+        AttentionKernels.CachedAttention(device, dtype, dq.Pointer, dk.Pointer, dv.Pointer, times.Pointer, output.Pointer, s.B, s.Tq, capacity, s.H, s.D);
 
         using var cpu = new CpuReference();
         using var cq = cpu.Stored(dtype, q, s.B, s.Tq, s.H, s.D);
         using var ck = cpu.Stored(dtype, k, s.B, capacity, s.H, s.D);
         using var cv = cpu.Stored(dtype, v, s.B, capacity, s.H, s.D);
-        using var co = cpu.Backend.CachedAttention(cq, ck, cv, s.Tk);
+        using var ct = cpu.Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(keyTimes.AsSpan()), DType.I32, [s.B], DType.I32);
+        using var co = AttentionOp.Cached(cq, ck, cv, ct);
         return Tolerances.Forward(dtype).Compare("output", output.Download(), cpu.CastTo(dtype, co));
     }
 
@@ -166,7 +170,7 @@ public static class AttentionChecks
         using var dv = DeviceBuffer.Upload(device, dtype, v);
         using var times = DeviceBuffer.Upload(device, keyTimes);
         using var output = DeviceBuffer.Allocate(device, dtype, s.QueryCount);
-        AttentionKernels.CachedAttentionPerRow(device, dtype, dq.Pointer, dk.Pointer, dv.Pointer, times.Pointer, output.Pointer, s.B, s.Tq, capacity, s.H, s.D);
+        AttentionKernels.CachedAttention(device, dtype, dq.Pointer, dk.Pointer, dv.Pointer, times.Pointer, output.Pointer, s.B, s.Tq, capacity, s.H, s.D);
 
         using var cpu = new CpuReference();
         int[] cpuTimes = keyTimes.Select((t, b) => bad[b] ? capacity : t).ToArray(); // the CPU throws for a bad time
@@ -174,7 +178,7 @@ public static class AttentionChecks
         using var ck = cpu.Stored(dtype, k, s.B, capacity, s.H, s.D);
         using var cv = cpu.Stored(dtype, v, s.B, capacity, s.H, s.D);
         using var ct = cpu.Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(cpuTimes.AsSpan()), DType.I32, [s.B], DType.I32);
-        using var co = cpu.Backend.CachedAttentionPerRow(cq, ck, cv, ct);
+        using var co = AttentionOp.Cached(cq, ck, cv, ct);
         float[] expected = cpu.CastTo(dtype, co);
         for (int b = 0; b < s.B; b++)
             if (bad[b]) expected.AsSpan(b * rowElements, rowElements).Fill(float.NaN);
@@ -194,7 +198,7 @@ public static class AttentionChecks
         using var cdo = cpu.Stored(dtype, dOut, s.B, s.Tq, s.H, s.D);
         // The forward's output as a buffer of the dtype holds it, and its logSumExp, feed both backwards.
         float[] output, lse;
-        using (var co = cpu.Backend.Attention(cq, ck, cv, out var clse))
+        using (var co = AttentionOp.Forward(cq, ck, cv, out var clse))
         using (clse)
         {
             output = cpu.CastTo(dtype, co);
@@ -205,7 +209,7 @@ public static class AttentionChecks
         using var cdq = wantDq ? cpu.Backend.Empty([s.B, s.Tq, s.H, s.D], DType.F32) : null;
         using var cdk = wantDk ? cpu.Backend.Empty([s.B, s.Tk, s.H, s.D], DType.F32) : null;
         using var cdv = wantDv ? cpu.Backend.Empty([s.B, s.Tk, s.H, s.D], DType.F32) : null;
-        cpu.Backend.AttentionBackward(cdo, cq, ck, cv, cout, clseStored, cdq, cdk, cdv);
+        AttentionOp.Backward(cdo, cq, ck, cv, cout, clseStored, cdq, cdk, cdv);
 
         using var gq = DeviceBuffer.Upload(device, dtype, q);
         using var gk = DeviceBuffer.Upload(device, dtype, k);

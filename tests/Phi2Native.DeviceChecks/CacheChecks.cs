@@ -1,15 +1,15 @@
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.KvCache;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.DeviceChecks;
 
 /// <summary>
-/// kernels/cache.cu through <see cref="CacheKernels"/>, against the CPU backend's CacheWrite: the whole cache after the
-/// write, bit for bit, so rows outside [position, position + T) must keep what they held. A prefill at 0, a write in
-/// the middle, a one-token decode step into the last row, and a write that fills the cache; cache_write_per_row against
-/// CacheWritePerRow with a different position per batch row (0, the last valid one, and rows outside the cache, which
-/// are skipped).
+/// kernels/cache.cu through <see cref="CacheKernels"/>, against the CPU backend's <see cref="KvCacheOp.Write"/>: the
+/// whole cache after the write, bit for bit, so rows outside [p, p + T) must keep what they held. Every row at one
+/// position (a prefill at 0, a write in the middle, a one-token decode step into the last row, a write that fills the
+/// cache) and a different position per batch row (0, the last valid one, and rows outside the cache, which are skipped).
 /// </summary>
 public static class CacheChecks
 {
@@ -30,12 +30,12 @@ public static class CacheChecks
     ];
 
     /// <summary>
-    /// cache_write_per_row against the CPU's CacheWritePerRow, the whole cache bit for bit; a row whose position would
-    /// leave the cache (the CPU throws) expects that row's cache untouched.
+    /// cache_write against the CPU's, the whole cache bit for bit; a row whose position would leave the cache (the CPU
+    /// throws) expects that row's cache untouched.
     /// </summary>
     private static DeviceCheck PerRow(DType dtype, int time, int heads, int headDim, int capacity, int[] positions)
     {
-        string kernel = $"cache_write_per_row_{KernelName.Suffix(dtype)}";
+        string kernel = $"cache_write_{KernelName.Suffix(dtype)}";
         int batch = positions.Length;
         return new($"{kernel} [{batch}, {time}, {heads}, {headDim}] into [{batch}, {capacity}, {heads}, {headDim}] at [{string.Join(", ", positions)}]",
             [kernel], device => RunPerRow(device, dtype, time, heads, headDim, capacity, positions));
@@ -49,7 +49,7 @@ public static class CacheChecks
         using var dSource = DeviceBuffer.Upload(device, dtype, source);
         using var dCache = DeviceBuffer.Upload(device, dtype, prior);
         using var rows = DeviceBuffer.Upload(device, positions);
-        CacheKernels.CacheWritePerRow(device, dtype, dSource.Pointer, dCache.Pointer, rows.Pointer, batch, time, heads, headDim, capacity);
+        CacheKernels.CacheWrite(device, dtype, dSource.Pointer, dCache.Pointer, rows.Pointer, batch, time, heads, headDim, capacity);
 
         // The CPU throws for a row outside the cache: give it the good rows only (a bad row's cache is left as it was).
         bool[] bad = positions.Select(p => p < 0 || (long)p + time > capacity).ToArray();
@@ -65,7 +65,7 @@ public static class CacheChecks
             using var cs = cpu.Stored(dtype, goodSource, good.Length, time, heads, headDim);
             using var cc = cpu.Stored(dtype, goodPrior, good.Length, capacity, heads, headDim);
             using var cp = cpu.Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(goodPositions.AsSpan()), DType.I32, [good.Length], DType.I32);
-            cpu.Backend.CacheWritePerRow(cs, cc, cp);
+            KvCacheOp.Write(cs, cc, cp);
             float[] written = cc.ToSingleArray();
             for (int g = 0; g < good.Length; g++)
                 written.AsSpan(g * cacheRow, cacheRow).CopyTo(expected.AsSpan(good[g] * cacheRow, cacheRow));
@@ -73,25 +73,7 @@ public static class CacheChecks
         return CheckResult.CompareBits("cache", dCache.Download(), expected);
     }
 
-    private static DeviceCheck Check(DType dtype, int batch, int time, int heads, int headDim, int capacity, int position)
-    {
-        string kernel = $"cache_write_{KernelName.Suffix(dtype)}";
-        return new($"{kernel} [{batch}, {time}, {heads}, {headDim}] into [{batch}, {capacity}, {heads}, {headDim}] at {position}", [kernel],
-            device => Run(device, dtype, batch, time, heads, headDim, capacity, position));
-    }
-
-    private static CheckResult Run(IDeviceApi device, DType dtype, int batch, int time, int heads, int headDim, int capacity, int position)
-    {
-        float[] source = TestData.Uniform(batch * time * heads * headDim, seed: 1500 + position);
-        float[] prior = TestData.Uniform(batch * capacity * heads * headDim, seed: 1600 + capacity, scale: 5f);
-        using var dSource = DeviceBuffer.Upload(device, dtype, source);
-        using var dCache = DeviceBuffer.Upload(device, dtype, prior);
-        CacheKernels.CacheWrite(device, dtype, dSource.Pointer, dCache.Pointer, batch, time, heads, headDim, capacity, position);
-
-        using var cpu = new CpuReference();
-        using var cs = cpu.Stored(dtype, source, batch, time, heads, headDim);
-        using var cc = cpu.Stored(dtype, prior, batch, capacity, heads, headDim);
-        cpu.Backend.CacheWrite(cs, cc, position);
-        return CheckResult.CompareBits("cache", dCache.Download(), cc.ToSingleArray());
-    }
+    /// <summary>Every one of <paramref name="batch"/> rows at <paramref name="position"/>.</summary>
+    private static DeviceCheck Check(DType dtype, int batch, int time, int heads, int headDim, int capacity, int position) =>
+        PerRow(dtype, time, heads, headDim, capacity, [.. Enumerable.Repeat(position, batch)]);
 }

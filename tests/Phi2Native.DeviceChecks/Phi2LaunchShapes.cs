@@ -1,8 +1,11 @@
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Activation;
+using Phi2Native.Backends.Ops.Attention;
 using Phi2Native.Backends.Ops.Embeddings;
+using Phi2Native.Backends.Ops.KvCache;
 using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Backends.Ops.Normalization;
+using Phi2Native.Backends.Ops.Rotary;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 
@@ -60,16 +63,16 @@ public static class Phi2LaunchShapes
             CrossEntropyKernels.CrossEntropyBackward(device, dtype, P(), P(), P(), P(), P(), P(), Rows, V);
             EmbeddingKernels.Embedding(device, dtype, dtype, P(), P(), P(), Rows, V, C);
             EmbeddingKernels.EmbeddingBackward(device, dtype, P(), P(), P(), Rows, V, C);
-            RotaryKernels.Rotary(device, dtype, P(), P(), B, T, H, D, RotaryDim, 10000, 0);
-            RotaryKernels.RotaryBackward(device, dtype, P(), P(), B, T, H, D, RotaryDim, 10000, 0);
-            RotaryKernels.RotaryPerRow(device, dtype, P(), P(), P(), B, 1, H, D, RotaryDim, 10000);
-            CacheKernels.CacheWrite(device, dtype, P(), P(), 1, T, H, D, T, 0);
-            CacheKernels.CacheWritePerRow(device, dtype, P(), P(), P(), B, 1, H, D, T);
+            RotaryKernels.Rotary(device, dtype, P(), P(), DevicePtr.Null, B, T, H, D, RotaryDim, 10000);
+            RotaryKernels.RotaryBackward(device, dtype, P(), P(), DevicePtr.Null, B, T, H, D, RotaryDim, 10000);
+            RotaryKernels.Rotary(device, dtype, P(), P(), P(), B, 1, H, D, RotaryDim, 10000);
+            CacheKernels.CacheWrite(device, dtype, P(), P(), P(), 1, T, H, D, T);
+            CacheKernels.CacheWrite(device, dtype, P(), P(), P(), B, 1, H, D, T);
             TransposeKernels.Transpose(device, dtype, P(), P(), C, Inner);
             AttentionKernels.Attention(device, dtype, P(), P(), P(), P(), P(), B, T, T, H, D);
             AttentionKernels.AttentionBackward(device, dtype, P(), P(), P(), P(), P(), P(), P(), P(), P(), P(), B, T, T, H, D);
-            AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), 1, 1, T, T, H, D);
-            AttentionKernels.CachedAttentionPerRow(device, dtype, P(), P(), P(), P(), P(), B, 1, T, H, D);
+            AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), 1, 1, T, H, D);
+            AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), B, 1, T, H, D);
         }
         EmbeddingKernels.Embedding(device, DType.F32, DType.BF16, P(), P(), P(), Rows, V, C);
         EmbeddingKernels.Embedding(device, DType.BF16, DType.F32, P(), P(), P(), Rows, V, C);

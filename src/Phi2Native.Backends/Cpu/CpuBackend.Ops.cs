@@ -6,58 +6,6 @@ namespace Phi2Native.Backends.Cpu;
 public sealed partial class CpuBackend
 {
     /// <inheritdoc/>
-    public Tensor Rotary(Tensor x, int rotaryDim, double theta, int positionOffset)
-    {
-        RequireRank(x, 4, "Rotary input [B, T, H, D]");
-        var y = Allocate(x.Shape, Compute(x).DType);
-        if (x.DType == DType.F64)
-            CpuRotary.Forward(Span<double>(x), Span<double>(y), x.Size(0), x.Size(1), x.Size(2), x.Size(3), rotaryDim, theta, positionOffset);
-        else
-            CpuRotary.Forward(Span<float>(x), Span<float>(y), x.Size(0), x.Size(1), x.Size(2), x.Size(3), rotaryDim, theta, positionOffset);
-        return y;
-    }
-
-    /// <inheritdoc/>
-    public void RotaryBackward(Tensor dOutput, Tensor dx, int rotaryDim, double theta, int positionOffset)
-    {
-        var s = dOutput.Shape;
-        if (dOutput.DType == DType.F64)
-            CpuRotary.Backward(Span<double>(dOutput), Span<double>(dx), s[0], s[1], s[2], s[3], rotaryDim, theta, positionOffset);
-        else
-            CpuRotary.Backward(Span<float>(dOutput), Span<float>(dx), s[0], s[1], s[2], s[3], rotaryDim, theta, positionOffset);
-    }
-
-    /// <inheritdoc/>
-    public Tensor Attention(Tensor q, Tensor k, Tensor v, out Tensor logSumExp)
-    {
-        RequireRank(q, 4, "Attention q [B, Tq, H, D]");
-        RequireRank(k, 4, "Attention k [B, Tk, H, D]");
-        RequireSameShape(k, v, "Attention k and v");
-        int batch = q.Size(0), queryTime = q.Size(1), heads = q.Size(2), headDim = q.Size(3), keyTime = k.Size(1);
-        if (k.Size(0) != batch || k.Size(2) != heads || k.Size(3) != headDim || keyTime < queryTime)
-            throw new ArgumentException($"Attention: k [{k.ShapeText}] does not fit q [{q.ShapeText}] (need the same B, H, D and Tk >= Tq)");
-        var output = Allocate(q.Shape, Compute(q).DType);
-        logSumExp = Allocate([batch, heads, queryTime], q.DType);
-        if (q.DType == DType.F64)
-            CpuAttention.Forward(Span<double>(q), Span<double>(k), Span<double>(v), Span<double>(output), Span<double>(logSumExp), batch, queryTime, keyTime, heads, headDim);
-        else
-            CpuAttention.Forward(Span<float>(q), Span<float>(k), Span<float>(v), Span<float>(output), Span<float>(logSumExp), batch, queryTime, keyTime, heads, headDim);
-        return output;
-    }
-
-    /// <inheritdoc/>
-    public void AttentionBackward(Tensor dOutput, Tensor q, Tensor k, Tensor v, Tensor output, Tensor logSumExp, Tensor? dq, Tensor? dk, Tensor? dv)
-    {
-        int batch = q.Size(0), queryTime = q.Size(1), heads = q.Size(2), headDim = q.Size(3), keyTime = k.Size(1);
-        if (q.DType == DType.F64)
-            CpuAttention.Backward(Span<double>(dOutput), Span<double>(q), Span<double>(k), Span<double>(v), Span<double>(output), Span<double>(logSumExp),
-                Optional<double>(dq), Optional<double>(dk), Optional<double>(dv), batch, queryTime, keyTime, heads, headDim);
-        else
-            CpuAttention.Backward(Span<float>(dOutput), Span<float>(q), Span<float>(k), Span<float>(v), Span<float>(output), Span<float>(logSumExp),
-                Optional<float>(dq), Optional<float>(dk), Optional<float>(dv), batch, queryTime, keyTime, heads, headDim);
-    }
-
-    /// <inheritdoc/>
     public Tensor Dropout(Tensor x, double p, ulong seed)
     {
         var y = Allocate(x.Shape, Compute(x).DType);

@@ -1,10 +1,12 @@
 using NUnit.Framework;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Ops.Activation;
+using Phi2Native.Backends.Ops.Attention;
 using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Backends.Ops.Projection;
+using Phi2Native.Backends.Ops.Rotary;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;
 
@@ -78,7 +80,10 @@ public class OpGradientTests
     public void RotaryPartialHalfSplit(int rotaryDim, int positionOffset)
     {
         var x = Input("x", [2, 5, 3, 30]);
-        Check("Rotary", () => RotaryOp.Apply(x, rotaryDim, 500.0, positionOffset), [x]);
+        // Every row at the offset (0: no positions at all), and each row at its own.
+        Check("Rotary", () => RotaryOp.Apply(x, rotaryDim, 500.0, positionOffset == 0 ? null : UniformPositions.Same(x.Backend, positionOffset, 2)), [x]);
+        using var rows = x.Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(new[] { positionOffset, 7 }.AsSpan()), DType.I32, [2], DType.I32);
+        Check("Rotary per row", () => RotaryOp.Apply(x, rotaryDim, 500.0, rows), [x]);
     }
 
     [TestCase(7, 7)]

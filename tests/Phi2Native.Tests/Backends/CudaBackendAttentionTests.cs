@@ -1,4 +1,5 @@
 using NUnit.Framework;
+using Phi2Native.Backends.Ops.Attention;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;
 
@@ -21,8 +22,8 @@ public class CudaBackendAttentionTests : CudaBackendTestBase
         var (q, gq) = RandomPair(90, DType.F32, batch, queryTime, heads, headDim);
         var (k, gk) = RandomPair(91, DType.F32, batch, keyTime, heads, headDim);
         var (v, gv) = RandomPair(92, DType.F32, batch, keyTime, heads, headDim);
-        var output = Cpu.Attention(q, k, v, out var lse);
-        var goutput = Cuda.Attention(gq, gk, gv, out var glse);
+        var output = AttentionOp.Forward(q, k, v, out var lse);
+        var goutput = AttentionOp.Forward(gq, gk, gv, out var glse);
         Close("output", output, goutput, F32);
         Assert.That(glse.DType, Is.EqualTo(DType.F32));
         Close("logSumExp", lse, glse, F32);
@@ -30,8 +31,8 @@ public class CudaBackendAttentionTests : CudaBackendTestBase
         var (dy, gdy) = RandomPair(93, DType.F32, batch, queryTime, heads, headDim);
         var (dq, dk, dv) = (Cpu.Empty(q.Shape, DType.F32), Cpu.Empty(k.Shape, DType.F32), Cpu.Empty(k.Shape, DType.F32));
         var (gdq, gdk, gdv) = (Cuda.Empty(q.Shape, DType.F32), Cuda.Empty(k.Shape, DType.F32), Cuda.Empty(k.Shape, DType.F32));
-        Cpu.AttentionBackward(dy, q, k, v, output, lse, dq, dk, dv);
-        Cuda.AttentionBackward(gdy, gq, gk, gv, goutput, glse, gdq, gdk, gdv);
+        AttentionOp.Backward(dy, q, k, v, output, lse, dq, dk, dv);
+        AttentionOp.Backward(gdy, gq, gk, gv, goutput, glse, gdq, gdk, gdv);
         var gradient = new Tolerance(1e-5, 1e-4);
         Close("dq", dq, gdq, gradient);
         Close("dk", dk, gdk, gradient);
@@ -39,10 +40,10 @@ public class CudaBackendAttentionTests : CudaBackendTestBase
 
         // Each gradient alone: the kernel skips what is null, and what it writes does not depend on the others.
         var onlyDv = Cuda.Empty(k.Shape, DType.F32);
-        Cuda.AttentionBackward(gdy, gq, gk, gv, goutput, glse, null, null, onlyDv);
+        AttentionOp.Backward(gdy, gq, gk, gv, goutput, glse, null, null, onlyDv);
         Close("dv alone", dv, onlyDv, gradient);
         var onlyDq = Cuda.Empty(q.Shape, DType.F32);
-        Cuda.AttentionBackward(gdy, gq, gk, gv, goutput, glse, onlyDq, null, null);
+        AttentionOp.Backward(gdy, gq, gk, gv, goutput, glse, onlyDq, null, null);
         Close("dq alone", dq, onlyDq, gradient);
     }
 
@@ -53,8 +54,8 @@ public class CudaBackendAttentionTests : CudaBackendTestBase
         var (q, gq) = RandomPair(94, DType.BF16, 2, 6, 2, 16);
         var (k, gk) = RandomPair(95, DType.BF16, 2, 9, 2, 16);
         var (v, gv) = RandomPair(96, DType.BF16, 2, 9, 2, 16);
-        var output = Cpu.Attention(q, k, v, out var lse);
-        var goutput = Cuda.Attention(gq, gk, gv, out var glse);
+        var output = AttentionOp.Forward(q, k, v, out var lse);
+        var goutput = AttentionOp.Forward(gq, gk, gv, out var glse);
         Assert.That(goutput.DType, Is.EqualTo(DType.BF16));
         Close("output bf16", output, goutput, Tolerance.Forward(DType.BF16));
         Close("logSumExp (fp32 from bf16 inputs)", lse, glse, new Tolerance(1e-5, 1e-4));
@@ -72,17 +73,17 @@ public class CudaBackendAttentionTests : CudaBackendTestBase
             for (int i = 7 * heads * headDim; i < capacity * heads * headDim; i++) values[b * capacity * heads * headDim + i] = float.NaN;
         var (keys, gkeys) = Pair(values, DType.F32, batch, capacity, heads, headDim);
         var (vals, gvals) = Pair([.. values.Select(x => x / 2)], DType.F32, batch, capacity, heads, headDim);
-        Close("cached attention", Cpu.CachedAttention(q, keys, vals, 7), Cuda.CachedAttention(gq, gkeys, gvals, 7), F32);
+        Close("cached attention", AttentionOp.Cached(q, keys, vals, Ids(Cpu, [7, 7], 2)), AttentionOp.Cached(gq, gkeys, gvals, Ids(Cuda, [7, 7], 2)), F32);
 
         int[] keyTimes = [3, 7];
-        Close("cached attention per row", Cpu.CachedAttentionPerRow(q, keys, vals, Ids(Cpu, keyTimes, 2)),
-            Cuda.CachedAttentionPerRow(gq, gkeys, gvals, Ids(Cuda, keyTimes, 2)), F32);
-        Assert.That(() => Cuda.CachedAttention(gq, gkeys, gvals, 13), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("keyTime"));
-        // Key times stay on the device unchecked (IBackend allows it): a row outside [Tq, Tmax] is NaN, the others exact.
-        var bad = Cuda.CachedAttentionPerRow(gq, gkeys, gvals, Ids(Cuda, [2, 7], 2)).ToSingleArray();
+        Close("cached attention per row", AttentionOp.Cached(q, keys, vals, Ids(Cpu, keyTimes, 2)),
+            AttentionOp.Cached(gq, gkeys, gvals, Ids(Cuda, keyTimes, 2)), F32);
+        Assert.That(() => AttentionOp.Cached(q, keys, vals, Ids(Cpu, [13, 7], 2)), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("keyTimes"));
+        // Key times stay on the device unchecked (the op's contract allows it): a row outside [Tq, Tmax] is NaN, the others exact.
+        var bad = AttentionOp.Cached(gq, gkeys, gvals, Ids(Cuda, [2, 7], 2)).ToSingleArray();
         int row = 3 * heads * headDim;
         Assert.That(bad[..row].All(float.IsNaN), "row 0 (key time 2 < Tq 3) is NaN");
-        var good = Cpu.CachedAttentionPerRow(q, keys, vals, Ids(Cpu, [3, 7], 2)).ToSingleArray();
+        var good = AttentionOp.Cached(q, keys, vals, Ids(Cpu, [3, 7], 2)).ToSingleArray();
         TensorAssert.Close("row 1 beside a bad row", good[row..], bad[row..], F32);
     }
 
@@ -92,10 +93,10 @@ public class CudaBackendAttentionTests : CudaBackendTestBase
         using var scope = TensorScope.Begin();
         var q = Cuda.Zeros([1, 4, 2, 8], DType.F32);
         var k = Cuda.Zeros([1, 3, 2, 8], DType.F32);
-        Assert.That(() => Cuda.Attention(q, k, k, out _), Throws.ArgumentException.With.Message.Contains("Tk >= Tq"));
+        Assert.That(() => AttentionOp.Forward(q, k, k, out _), Throws.ArgumentException.With.Message.Contains("Tk >= Tq"));
         var kb = Cuda.Zeros([1, 4, 2, 8], DType.BF16);
-        Assert.That(() => Cuda.Attention(q, kb, kb, out _), Throws.ArgumentException.With.Property("ParamName").EqualTo("k"));
+        Assert.That(() => AttentionOp.Forward(q, kb, kb, out _), Throws.ArgumentException.With.Property("ParamName").EqualTo("k"));
         var cpuK = Cpu.Zeros([1, 4, 2, 8], DType.F32);
-        Assert.That(() => Cuda.Attention(q, cpuK, cpuK, out _), Throws.ArgumentException.With.Message.Contains("cpu memory"));
+        Assert.That(() => AttentionOp.Forward(q, cpuK, cpuK, out _), Throws.ArgumentException.With.Message.Contains("on another backend"));
     }
 }

@@ -3,9 +3,11 @@ using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Ops.Activation;
 using Phi2Native.Backends.Ops.Embeddings;
+using Phi2Native.Backends.Ops.KvCache;
 using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Backends.Ops.Projection;
+using Phi2Native.Backends.Ops.Rotary;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;
 
@@ -177,13 +179,13 @@ public class CudaBackendOpTests : CudaBackendTestBase
     {
         using var scope = TensorScope.Begin();
         var (x, gx) = RandomPair(40, DType.F32, 2, 3, 2, 10);
-        Close("rotary", Cpu.Rotary(x, 6, 10000, 3), Cuda.Rotary(gx, 6, 10000, 3), F32);
+        Close("rotary", UniformPositions.Rotary(x, 6, 10000, 3), UniformPositions.Rotary(gx, 6, 10000, 3), F32);
         var dx = Cpu.Empty([2, 3, 2, 10], DType.F32);
         var gdx = Cuda.Empty([2, 3, 2, 10], DType.F32);
-        Cpu.RotaryBackward(x, dx, 6, 10000, 3);
-        Cuda.RotaryBackward(gx, gdx, 6, 10000, 3);
+        UniformPositions.RotaryBackward(x, dx, 6, 10000, 3);
+        UniformPositions.RotaryBackward(gx, gdx, 6, 10000, 3);
         Close("rotary backward", dx, gdx, F32);
-        Assert.That(() => Cuda.Rotary(gx, 5, 10000, 0), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rotaryDim"));
+        Assert.That(() => UniformPositions.Rotary(gx, 5, 10000, 0), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rotaryDim"));
     }
 
     [Test]
@@ -193,10 +195,13 @@ public class CudaBackendOpTests : CudaBackendTestBase
         var (source, gsource) = RandomPair(41, DType.F32, 2, 2, 3, 4);
         var cache = Cpu.Zeros([2, 5, 3, 4], DType.F32);
         var gcache = Cuda.Zeros([2, 5, 3, 4], DType.F32);
-        Cpu.CacheWrite(source, cache, 1);
-        Cuda.CacheWrite(gsource, gcache, 1);
+        UniformPositions.CacheWrite(source, cache, 1);
+        UniformPositions.CacheWrite(gsource, gcache, 1);
         Equal("cache", cache, gcache);
-        Assert.That(() => Cuda.CacheWrite(gsource, gcache, 4), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("position"));
+        // Rows [4, 6) leave the cache: the CPU refuses them, the device (which reads positions there) skips them.
+        Assert.That(() => UniformPositions.CacheWrite(source, cache, 4), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("positions"));
+        UniformPositions.CacheWrite(gsource, gcache, 4);
+        Equal("cache after a skipped write", cache, gcache);
     }
 
     [Test]
@@ -205,54 +210,32 @@ public class CudaBackendOpTests : CudaBackendTestBase
         using var scope = TensorScope.Begin();
         var (x, gx) = RandomPair(42, DType.F32, 3, 2, 2, 10);
         int[] offsets = [0, 5, 2];
-        Close("rotary per row", Cpu.RotaryPerRow(x, 6, 10000, Ids(Cpu, offsets, 3)), Cuda.RotaryPerRow(gx, 6, 10000, Ids(Cuda, offsets, 3)), F32);
+        Close("rotary per row", RotaryOp.Forward(x, 6, 10000, Ids(Cpu, offsets, 3)), RotaryOp.Forward(gx, 6, 10000, Ids(Cuda, offsets, 3)), F32);
         var cache = Cpu.Zeros([3, 8, 2, 10], DType.F32);
         var gcache = Cuda.Zeros([3, 8, 2, 10], DType.F32);
-        Cpu.CacheWritePerRow(x, cache, Ids(Cpu, offsets, 3));
-        Cuda.CacheWritePerRow(gx, gcache, Ids(Cuda, offsets, 3));
+        KvCacheOp.Write(x, cache, Ids(Cpu, offsets, 3));
+        KvCacheOp.Write(gx, gcache, Ids(Cuda, offsets, 3));
         Equal("cache per row", cache, gcache);
         // The last valid position (Tmax - T = 6) and 0 in one batch.
-        Cpu.CacheWritePerRow(x, cache, Ids(Cpu, [6, 0, 6], 3));
-        Cuda.CacheWritePerRow(gx, gcache, Ids(Cuda, [6, 0, 6], 3));
+        KvCacheOp.Write(x, cache, Ids(Cpu, [6, 0, 6], 3));
+        KvCacheOp.Write(gx, gcache, Ids(Cuda, [6, 0, 6], 3));
         Equal("cache per row, last rows", cache, gcache);
         // Positions stay on the device, so a row the CPU refuses is not refused here: it is skipped, its cache untouched.
         var before = gcache.ToSingleArray();
         var gsource2 = Cuda.Zeros([3, 2, 2, 10], DType.F32);
-        Cuda.CacheWritePerRow(gsource2, gcache, Ids(Cuda, [-1, 7, 0], 3));
+        KvCacheOp.Write(gsource2, gcache, Ids(Cuda, [-1, 7, 0], 3));
         var after = gcache.ToSingleArray();
         int cacheRow = 8 * 2 * 10;
         Assert.That(after.AsSpan(0, 2 * cacheRow).ToArray(), Is.EqualTo(before.AsSpan(0, 2 * cacheRow).ToArray()), "rows 0 and 1 skipped");
         Assert.That(after.AsSpan(2 * cacheRow, 2 * 2 * 10).ToArray(), Is.All.Zero, "row 2 written at 0");
-        Assert.That(() => Cuda.CacheWritePerRow(Cuda.Zeros([3, 9, 2, 10], DType.F32), gcache, Ids(Cuda, [0, 0, 0], 3)),
-            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rowPositions"));
+        Assert.That(() => KvCacheOp.Write(Cuda.Zeros([3, 9, 2, 10], DType.F32), gcache, Ids(Cuda, [0, 0, 0], 3)),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("source").And.Message.Contains("do not fit"));
         // A negative rotary offset (the CPU throws) gives that row NaN.
-        var rotated = Cuda.RotaryPerRow(gx, 6, 10000, Ids(Cuda, [0, -3, 2], 3)).ToSingleArray();
+        var rotated = RotaryOp.Forward(gx, 6, 10000, Ids(Cuda, [0, -3, 2], 3)).ToSingleArray();
         int xRow = 2 * 2 * 10;
         Assert.That(rotated.AsSpan(xRow, xRow).ToArray(), Is.All.NaN);
         Assert.That(rotated.AsSpan(0, xRow).ToArray().Concat(rotated.AsSpan(2 * xRow, xRow).ToArray()), Has.None.NaN);
-        Assert.That(() => Cuda.RotaryPerRow(gx, 6, 10000, Ids(Cuda, [0, 1], 2)), Throws.ArgumentException.With.Message.Contains("expected I32 [3]"));
-    }
-
-    [TestCase(DType.F32)]
-    [TestCase(DType.BF16)]
-    [TestCase(DType.I32)]
-    public void SelectPositionsGathersTheSameRowsAsTheCpuBackend(DType dtype)
-    {
-        using var scope = TensorScope.Begin();
-        int[] positions = [4, 0, 2, 2, 1, 3];
-        Tensor x, gx;
-        if (dtype == DType.I32)
-        {
-            var ids = Enumerable.Range(0, 2 * 5 * 3).ToArray();
-            (x, gx) = (Ids(Cpu, ids, 2, 5, 3), Ids(Cuda, ids, 2, 5, 3));
-        }
-        else (x, gx) = RandomPair(43, dtype, 2, 5, 3);
-        var expected = Cpu.SelectPositions(x, Ids(Cpu, positions, 2, 3));
-        var actual = Cuda.SelectPositions(gx, Ids(Cuda, positions, 2, 3));
-        Assert.That(actual.Shape.ToArray(), Is.EqualTo(new[] { 2, 3, 3 }));
-        if (dtype == DType.I32) Assert.That(actual.ToArray<int>(), Is.EqualTo(expected.ToArray<int>()));
-        else Equal("selected rows", expected, actual);
-        Assert.That(() => Cuda.SelectPositions(gx, Ids(Cuda, [0, 5], 2, 1)), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Message.Contains("positions[1, 0] = 5"));
+        Assert.That(() => RotaryOp.Forward(gx, 6, 10000, Ids(Cuda, [0, 1], 2)), Throws.ArgumentException.With.Message.Contains("positions must be [3]"));
     }
 
     [Test]
@@ -293,14 +276,14 @@ public class CudaBackendOpTests : CudaBackendTestBase
         Close("dLogits bf16", dLogits, gdLogits, Tolerance.Forward(DType.BF16));
 
         var (x, gx) = RandomPair(52, DType.BF16, 2, 3, 2, 10);
-        var gy = Cuda.Rotary(gx, 6, 10000, 1);
+        var gy = UniformPositions.Rotary(gx, 6, 10000, 1);
         Assert.That(gy.DType, Is.EqualTo(DType.BF16));
-        Close("rotary bf16", Cpu.Rotary(x, 6, 10000, 1), gy, Tolerance.Forward(DType.BF16));
+        Close("rotary bf16", UniformPositions.Rotary(x, 6, 10000, 1), gy, Tolerance.Forward(DType.BF16));
         var cache = Cpu.Zeros([2, 4, 2, 10], DType.BF16);
         var gcache = Cuda.Zeros([2, 4, 2, 10], DType.BF16);
         var xb = Cpu.Cast(x, DType.BF16);
-        Cpu.CacheWrite(xb, cache, 1);
-        Cuda.CacheWrite(gx, gcache, 1);
+        UniformPositions.CacheWrite(xb, cache, 1);
+        UniformPositions.CacheWrite(gx, gcache, 1);
         Equal("cache bf16 (an exact move)", cache, gcache);
     }
 

@@ -1,6 +1,7 @@
 using NUnit.Framework;
 using NUnit.Framework.Constraints;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Attention;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;
@@ -76,36 +77,25 @@ public class AttentionLauncherTests : LauncherTest
     [Test]
     public void CachedArgumentsAreCheckedByName()
     {
-        // Caches [1, 5, 1, 4] (80 bytes each).
-        void Cached(DevicePtr q, DevicePtr keyCache, DevicePtr valueCache, DevicePtr output, int queryTime = Tq, int keyTime = Tk, int capacity = 5,
-            DevicePtr logSumExp = default) =>
-            AttentionKernels.CachedAttention(Emulated, DType.F32, q, keyCache, valueCache, output, B, queryTime, keyTime, capacity, H, D, logSumExp: logSumExp);
-
-        Cached(At(0), At(1), At(2), At(3));
-        Cached(At(0), At(1), At(2), At(3), queryTime: 1, keyTime: 5, logSumExp: At(4));
-        Assert.That(() => Cached(At(0), DevicePtr.Null, At(2), At(3)), Named<ArgumentNullException>("keyCache"));
-        Assert.That(() => Cached(At(0), At(1), DevicePtr.Null, At(3)), Named<ArgumentNullException>("valueCache"));
-        Assert.That(() => Cached(At(0), At(1), At(2), At(3), keyTime: 6), Named<ArgumentOutOfRangeException>("capacity"));
-        Assert.That(() => Cached(At(0), At(1), At(2), At(3), queryTime: 4), Named<ArgumentOutOfRangeException>("keyTime"));
-        // The whole cache counts, not only its first keyTime rows: row 4 of the key cache is at byte 64.
-        Assert.That(() => Cached(At(0), At(1), At(2), At(1).Offset(64)), Named<ArgumentException>("output"));
-        Assert.That(() => Cached(At(0), At(1), At(2), At(3), logSumExp: At(2).Offset(76)), Named<ArgumentException>("logSumExp"));
-        Assert.That(() => AttentionKernels.CachedAttention(Emulated, DType.F16, At(0), At(1), At(2), At(3), B, Tq, Tk, 5, H, D),
-            Throws.ArgumentException.With.Message.Contains("cached_attention has no F16 kernel"));
-    }
-
-    [Test]
-    public void PerRowCachedArgumentsAreCheckedByName()
-    {
+        // Caches [1, 5, 1, 4] (80 bytes each), key times I32 [1].
         using var times = DeviceBuffer.Upload(Emulated, new[] { 3 });
-        void PerRow(DevicePtr rowKeyTimes, DevicePtr output, int capacity = 5) =>
-            AttentionKernels.CachedAttentionPerRow(Emulated, DType.F32, At(0), At(1), At(2), rowKeyTimes, output, B, Tq, capacity, H, D);
+        void Cached(DevicePtr q, DevicePtr keyCache, DevicePtr valueCache, DevicePtr rowKeyTimes, DevicePtr output, int queryTime = Tq, int capacity = 5,
+            DevicePtr logSumExp = default) =>
+            AttentionKernels.CachedAttention(Emulated, DType.F32, q, keyCache, valueCache, rowKeyTimes, output, B, queryTime, capacity, H, D, logSumExp: logSumExp);
 
-        PerRow(times.Pointer, At(3));
-        Assert.That(() => PerRow(DevicePtr.Null, At(3)), Named<ArgumentNullException>("rowKeyTimes"));
-        Assert.That(() => PerRow(times.Pointer.Offset(2), At(3)), Named<ArgumentException>("rowKeyTimes"));
-        Assert.That(() => PerRow(times.Pointer, At(3), capacity: 1), Named<ArgumentOutOfRangeException>("capacity"));
-        Assert.That(() => PerRow(At(3).Offset(28), At(3)), Named<ArgumentException>("output"));
+        Cached(At(0), At(1), At(2), times.Pointer, At(3));
+        Cached(At(0), At(1), At(2), times.Pointer, At(3), queryTime: 1, logSumExp: At(4));
+        Assert.That(() => Cached(At(0), DevicePtr.Null, At(2), times.Pointer, At(3)), Named<ArgumentNullException>("keyCache"));
+        Assert.That(() => Cached(At(0), At(1), DevicePtr.Null, times.Pointer, At(3)), Named<ArgumentNullException>("valueCache"));
+        Assert.That(() => Cached(At(0), At(1), At(2), DevicePtr.Null, At(3)), Named<ArgumentNullException>("rowKeyTimes"));
+        Assert.That(() => Cached(At(0), At(1), At(2), times.Pointer.Offset(2), At(3)), Named<ArgumentException>("rowKeyTimes"));
+        Assert.That(() => Cached(At(0), At(1), At(2), times.Pointer, At(3), capacity: 1), Named<ArgumentOutOfRangeException>("capacity"));
+        // The whole cache counts, not only some rows: row 4 of the key cache is at byte 64.
+        Assert.That(() => Cached(At(0), At(1), At(2), times.Pointer, At(1).Offset(64)), Named<ArgumentException>("output"));
+        Assert.That(() => Cached(At(0), At(1), At(2), times.Pointer, At(3), logSumExp: At(2).Offset(76)), Named<ArgumentException>("logSumExp"));
+        Assert.That(() => Cached(At(0), At(1), At(2), At(3).Offset(28), At(3)), Named<ArgumentException>("output"));
+        Assert.That(() => AttentionKernels.CachedAttention(Emulated, DType.F16, At(0), At(1), At(2), times.Pointer, At(3), B, Tq, 5, H, D),
+            Throws.ArgumentException.With.Message.Contains("cached_attention has no F16 kernel"));
     }
 
     [Test]

@@ -1,6 +1,8 @@
 using NUnit.Framework;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Embeddings;
+using Phi2Native.Backends.Ops.KvCache;
+using Phi2Native.Backends.Ops.Rotary;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;
@@ -76,74 +78,53 @@ public class EmbeddingRotaryCacheLauncherTests : LauncherTest
     public void RotaryArgumentsAreCheckedByName()
     {
         var p = F32Buffer.Pointer;
-        void Rotary(DevicePtr y, int headDim = 8, int rotaryDim = 4, double theta = 10000, int offset = 0, int time = 2) =>
-            RotaryKernels.Rotary(Emulated, DType.F32, p, y, 1, time, 2, headDim, rotaryDim, theta, offset);
+        void Rotary(DevicePtr y, int headDim = 8, int rotaryDim = 4, double theta = 10000, int time = 2) =>
+            RotaryKernels.Rotary(Emulated, DType.F32, p, y, DevicePtr.Null, 1, time, 2, headDim, rotaryDim, theta);
         Assert.That(() => Rotary(p.Offset(64), rotaryDim: 3), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rotaryDim"));
         Assert.That(() => Rotary(p.Offset(64), rotaryDim: 10), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rotaryDim"));
         Assert.That(() => Rotary(p.Offset(64), rotaryDim: -2), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rotaryDim"));
-        Assert.That(() => RotaryKernels.Rotary(Emulated, DType.F32, p, p, 1, 1, 1, 300, 258, 10000, 0),
+        Assert.That(() => RotaryKernels.Rotary(Emulated, DType.F32, p, p, DevicePtr.Null, 1, 1, 1, 300, 258, 10000),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rotaryDim").And.Message.Contains("256"));
         Assert.That(() => Rotary(p.Offset(64), theta: 0), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("theta"));
         Assert.That(() => Rotary(p.Offset(64), theta: double.NaN), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("theta"));
-        Assert.That(() => Rotary(p.Offset(64), offset: -1), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("positionOffset"));
-        Assert.That(() => RotaryKernels.Rotary(Emulated, DType.F32, p, p, 1, 2, 2, 8, 4, 10000, 0, maxBlocks: -1),
+        Assert.That(() => RotaryKernels.Rotary(Emulated, DType.F32, p, p, DevicePtr.Null, 1, 2, 2, 8, 4, 10000, maxBlocks: -1),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("maxBlocks"));
         // In place is allowed; a partial overlap would race.
         Rotary(p);
         Assert.That(() => Rotary(p.Offset(16)), Throws.ArgumentException.With.Property("ParamName").EqualTo("y").And.Message.Contains("partly overlaps"));
-        Assert.That(() => RotaryKernels.RotaryBackward(Emulated, DType.F32, p, p.Offset(4), 1, 2, 2, 8, 4, 10000, 0),
+        Assert.That(() => RotaryKernels.RotaryBackward(Emulated, DType.F32, p, p.Offset(4), DevicePtr.Null, 1, 2, 2, 8, 4, 10000),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("dX"));
-        Assert.That(() => RotaryKernels.RotaryBackward(Emulated, DType.BF16, DevicePtr.Null, p, 1, 2, 2, 8, 4, 10000, 0),
+        Assert.That(() => RotaryKernels.RotaryBackward(Emulated, DType.BF16, DevicePtr.Null, p, DevicePtr.Null, 1, 2, 2, 8, 4, 10000),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("dY"));
-        Assert.That(() => RotaryKernels.Rotary(Emulated, DType.F16, p, p, 1, 2, 2, 8, 4, 10000, 0),
+        Assert.That(() => RotaryKernels.Rotary(Emulated, DType.F16, p, p, DevicePtr.Null, 1, 2, 2, 8, 4, 10000),
             Throws.ArgumentException.With.Message.Contains("rotary has no F16 kernel"));
+
+        // With per-row offsets: x [2, 2, 2, 4] at p (128 bytes), y at p + 128 (128 bytes), offsets I32 [2] at p + 256.
+        RotaryKernels.Rotary(Emulated, DType.F32, p, p.Offset(128), p.Offset(256), 2, 2, 2, 4, 4, 10000);
+        RotaryKernels.Rotary(Emulated, DType.F32, p, p, p.Offset(256), 2, 2, 2, 4, 4, 10000);
+        Assert.That(() => RotaryKernels.Rotary(Emulated, DType.F32, p, p.Offset(128), p.Offset(252), 2, 2, 2, 4, 4, 10000),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("y").And.Message.Contains("rowOffsets"));
+        Assert.That(() => RotaryKernels.Rotary(Emulated, DType.F32, p, p.Offset(128), p.Offset(258), 2, 2, 2, 4, 4, 10000),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("rowOffsets"));
     }
 
     [Test]
     public void CacheWriteArgumentsAreCheckedByName()
     {
         var p = F32Buffer.Pointer;
-        // source [1, 2, 2, 4] at p (64 bytes), cache [1, 5, 2, 4] at p + 64 (160 bytes).
-        CacheKernels.CacheWrite(Emulated, DType.F32, p, p.Offset(64), 1, 2, 2, 4, 5, 3);
-        Assert.That(() => CacheKernels.CacheWrite(Emulated, DType.F32, p, p.Offset(64), 1, 2, 2, 4, 5, 4),
-            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("position").And.Message.Contains("[4, 6)"));
-        Assert.That(() => CacheKernels.CacheWrite(Emulated, DType.F32, p, p.Offset(64), 1, 2, 2, 4, 5, -1),
-            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("position"));
-        Assert.That(() => CacheKernels.CacheWrite(Emulated, DType.F32, p, p.Offset(32), 1, 2, 2, 4, 5, 0),
-            Throws.ArgumentException.With.Property("ParamName").EqualTo("cache").And.Message.Contains("overlaps"));
-        Assert.That(() => CacheKernels.CacheWrite(Emulated, DType.BF16, Bf16Buffer.Pointer, Bf16Buffer.Pointer.Offset(65), 1, 2, 2, 4, 5, 0),
-            Throws.ArgumentException.With.Property("ParamName").EqualTo("cache"));
-        Assert.That(() => CacheKernels.CacheWrite(Emulated, DType.F32, p, p.Offset(64), 1, 2, 0, 4, 5, 0),
-            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("heads"));
-    }
-
-    [Test]
-    public void PerRowArgumentsAreCheckedByName()
-    {
-        var p = F32Buffer.Pointer;
-        // x [2, 2, 2, 4] at p (128 bytes), y at p + 128 (128 bytes), row offsets I32 [2] at p + 256.
-        RotaryKernels.RotaryPerRow(Emulated, DType.F32, p, p.Offset(128), p.Offset(256), 2, 2, 2, 4, 4, 10000);
-        RotaryKernels.RotaryPerRow(Emulated, DType.F32, p, p, p.Offset(256), 2, 2, 2, 4, 4, 10000);
-        Assert.That(() => RotaryKernels.RotaryPerRow(Emulated, DType.F32, p, p.Offset(128), DevicePtr.Null, 2, 2, 2, 4, 4, 10000),
-            Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("rowOffsets"));
-        Assert.That(() => RotaryKernels.RotaryPerRow(Emulated, DType.F32, p, p.Offset(128), p.Offset(252), 2, 2, 2, 4, 4, 10000),
-            Throws.ArgumentException.With.Property("ParamName").EqualTo("y").And.Message.Contains("rowOffsets"));
-        Assert.That(() => RotaryKernels.RotaryPerRow(Emulated, DType.F32, p, p.Offset(128), p.Offset(256), 2, 2, 2, 4, 3, 10000),
-            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rotaryDim"));
-        Assert.That(() => RotaryKernels.RotaryPerRow(Emulated, DType.F16, p, p.Offset(128), p.Offset(256), 2, 2, 2, 4, 4, 10000),
-            Throws.ArgumentException.With.Message.Contains("rotary_per_row has no F16 kernel"));
-
         // source [2, 2, 2, 4] at p (128 bytes), cache [2, 5, 2, 4] at p + 128 (320 bytes), row positions I32 [2] at p + 448.
-        CacheKernels.CacheWritePerRow(Emulated, DType.F32, p, p.Offset(128), p.Offset(448), 2, 2, 2, 4, 5);
-        Assert.That(() => CacheKernels.CacheWritePerRow(Emulated, DType.F32, p, p.Offset(128), DevicePtr.Null, 2, 2, 2, 4, 5),
+        CacheKernels.CacheWrite(Emulated, DType.F32, p, p.Offset(128), p.Offset(448), 2, 2, 2, 4, 5);
+        Assert.That(() => CacheKernels.CacheWrite(Emulated, DType.F32, p, p.Offset(128), DevicePtr.Null, 2, 2, 2, 4, 5),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("rowPositions"));
-        Assert.That(() => CacheKernels.CacheWritePerRow(Emulated, DType.F32, p, p.Offset(128), p.Offset(440), 2, 2, 2, 4, 5),
+        Assert.That(() => CacheKernels.CacheWrite(Emulated, DType.F32, p, p.Offset(128), p.Offset(440), 2, 2, 2, 4, 5),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("cache").And.Message.Contains("rowPositions"));
-        Assert.That(() => CacheKernels.CacheWritePerRow(Emulated, DType.F32, p, p.Offset(64), p.Offset(448), 2, 2, 2, 4, 5),
+        Assert.That(() => CacheKernels.CacheWrite(Emulated, DType.F32, p, p.Offset(64), p.Offset(448), 2, 2, 2, 4, 5),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("cache").And.Message.Contains("source"));
-        Assert.That(() => CacheKernels.CacheWritePerRow(Emulated, DType.F32, p, p.Offset(128), p.Offset(448), 2, 6, 2, 4, 5),
+        Assert.That(() => CacheKernels.CacheWrite(Emulated, DType.BF16, Bf16Buffer.Pointer, Bf16Buffer.Pointer.Offset(129), Bf16Buffer.Pointer.Offset(448), 2, 2, 2, 4, 5),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("cache"));
+        Assert.That(() => CacheKernels.CacheWrite(Emulated, DType.F32, p, p.Offset(128), p.Offset(448), 2, 6, 2, 4, 5),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("capacity"));
-        Assert.That(() => CacheKernels.CacheWritePerRow(Emulated, DType.F32, p, p.Offset(128), p.Offset(448), 2, 2, 2, 0, 5),
+        Assert.That(() => CacheKernels.CacheWrite(Emulated, DType.F32, p, p.Offset(128), p.Offset(448), 2, 2, 2, 0, 5),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("headDim"));
     }
 
@@ -169,11 +150,10 @@ public class EmbeddingRotaryCacheLauncherTests : LauncherTest
         DevicePtr p = new(0x10000);
         EmbeddingKernels.Embedding(device, DType.F32, DType.F32, p, p, p.Offset(4096), 0, 8, 4);
         EmbeddingKernels.EmbeddingBackward(device, DType.F32, p, p, p.Offset(4096), 0, 8, 4);
-        RotaryKernels.Rotary(device, DType.F32, p, p, 0, 3, 2, 8, 4, 10000, 0);
-        RotaryKernels.RotaryBackward(device, DType.BF16, p, p, 2, 0, 2, 8, 4, 10000, 0);
-        CacheKernels.CacheWrite(device, DType.F32, p, p.Offset(4096), 1, 0, 2, 4, 5, 5);
-        RotaryKernels.RotaryPerRow(device, DType.F32, p, p, p.Offset(8192), 0, 3, 2, 8, 4, 10000);
-        CacheKernels.CacheWritePerRow(device, DType.BF16, p, p.Offset(4096), p.Offset(8192), 2, 0, 2, 4, 5);
+        RotaryKernels.Rotary(device, DType.F32, p, p, DevicePtr.Null, 0, 3, 2, 8, 4, 10000);
+        RotaryKernels.RotaryBackward(device, DType.BF16, p, p, DevicePtr.Null, 2, 0, 2, 8, 4, 10000);
+        RotaryKernels.Rotary(device, DType.F32, p, p, p.Offset(8192), 0, 3, 2, 8, 4, 10000);
+        CacheKernels.CacheWrite(device, DType.BF16, p, p.Offset(4096), p.Offset(8192), 2, 0, 2, 4, 5);
         TransposeKernels.Transpose(device, DType.F32, p, p.Offset(4096), 0, 7);
         TransposeKernels.Transpose(device, DType.BF16, p, p.Offset(4096), 7, 0);
         Assert.That(device.Launches, Is.Empty);
@@ -186,13 +166,13 @@ public class EmbeddingRotaryCacheLauncherTests : LauncherTest
         DevicePtr p = new(0x10000), q = new(0x1000000);
         EmbeddingKernels.Embedding(device, DType.BF16, DType.F32, p, p, q, 4096, 51200, 2560);
         EmbeddingKernels.EmbeddingBackward(device, DType.BF16, p, p, q, 4096, 51200, 2560);
-        RotaryKernels.Rotary(device, DType.BF16, p, p, 2, 2048, 32, 80, 32, 10000, 0);
-        CacheKernels.CacheWrite(device, DType.BF16, p, q, 1, 1, 32, 80, 2048, 7);
+        RotaryKernels.Rotary(device, DType.BF16, p, p, DevicePtr.Null, 2, 2048, 32, 80, 32, 10000);
+        CacheKernels.CacheWrite(device, DType.BF16, p, q, new DevicePtr(0x40000000), 1, 1, 32, 80, 2048);
         TransposeKernels.Transpose(device, DType.F32, p, q, 70, 33);
         EmbeddingKernels.EmbeddingBackward(device, DType.F32, p, p, q, 4096, 51200, 7, maxBlocks: 512);
-        RotaryKernels.RotaryBackward(device, DType.F32, p, p, 1, 5, 2, 10, 6, 10000, 3, maxBlocks: 2);
-        RotaryKernels.RotaryPerRow(device, DType.BF16, p, p, new DevicePtr(0x4000000), 4, 1, 32, 80, 32, 10000);
-        CacheKernels.CacheWritePerRow(device, DType.F32, p, q, new DevicePtr(0x40000000), 4, 1, 32, 80, 2048);
+        RotaryKernels.RotaryBackward(device, DType.F32, p, p, new DevicePtr(0x4000000), 1, 5, 2, 10, 6, 10000, maxBlocks: 2);
+        RotaryKernels.Rotary(device, DType.BF16, p, p, new DevicePtr(0x4000000), 4, 1, 32, 80, 32, 10000);
+        CacheKernels.CacheWrite(device, DType.F32, p, q, new DevicePtr(0x40000000), 4, 1, 32, 80, 2048);
         Assert.That(device.Shapes, Is.EqualTo(new[]
         {
             ("embedding_bf16_f32", new Dim3(4096), new Dim3(256)),
@@ -203,8 +183,8 @@ public class EmbeddingRotaryCacheLauncherTests : LauncherTest
             ("transpose_f32", new Dim3(2, 3), new Dim3(32, 8)),
             ("embedding_backward_f32", new Dim3(512), new Dim3(32)),
             ("rotary_backward_f32", new Dim3(2), new Dim3(32)),
-            ("rotary_per_row_bf16", new Dim3(4), new Dim3(256)),
-            ("cache_write_per_row_f32", new Dim3(40), new Dim3(256)),
+            ("rotary_bf16", new Dim3(4), new Dim3(256)),
+            ("cache_write_f32", new Dim3(40), new Dim3(256)),
         }));
         Assert.That(device.Launches.Select(l => l.SharedBytes), Is.All.Zero, "these kernels take no dynamic shared memory");
     }

@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using NUnit.Framework;
 using Phi2Native.Autograd;
+using Phi2Native.Backends.Ops.Attention;
 using Phi2Native.FineTuning.Lora;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Tensors;
@@ -38,7 +39,7 @@ public class KeyValueCacheTests
         var q = Random(1, batch, time, heads, dim);
         var k = Random(2, batch, time, heads, dim);
         var v = Random(3, batch, time, heads, dim);
-        var expected = backend.Attention(q, k, v, out _).ToSingleArray();
+        var expected = AttentionOp.Forward(q, k, v, out _).ToSingleArray();
 
         // Rows 0..4 in one write, 5..6 in another; rows 7..10 are poisoned below and must not be read.
         using var keys = TensorScope.Detach(backend.Zeros([batch, capacity, heads, dim], DType.F32));
@@ -52,10 +53,10 @@ public class KeyValueCacheTests
                 Array.Copy(all, (b * time + from) * row, part, b * count * row, count * row);
             return backend.FromBytes(MemoryMarshal.AsBytes(part.AsSpan()), DType.F32, [batch, count, heads, dim], DType.F32);
         }
-        backend.CacheWrite(Slice(kAll, 0, 5), keys, 0);
-        backend.CacheWrite(Slice(vAll, 0, 5), values, 0);
-        backend.CacheWrite(Slice(kAll, 5, 2), keys, 5);
-        backend.CacheWrite(Slice(vAll, 5, 2), values, 5);
+        UniformPositions.CacheWrite(Slice(kAll, 0, 5), keys, 0);
+        UniformPositions.CacheWrite(Slice(vAll, 0, 5), values, 0);
+        UniformPositions.CacheWrite(Slice(kAll, 5, 2), keys, 5);
+        UniformPositions.CacheWrite(Slice(vAll, 5, 2), values, 5);
         // Poison the unused rows: a read past keyTime would show up as NaN.
         var poisoned = keys.ToSingleArray();
         for (int b = 0; b < batch; b++)
@@ -63,10 +64,10 @@ public class KeyValueCacheTests
                 poisoned.AsSpan((b * capacity + t) * heads * dim, heads * dim).Fill(float.NaN);
         backend.Copy(backend.FromBytes(MemoryMarshal.AsBytes(poisoned.AsSpan()), DType.F32, keys.Shape, DType.F32), keys);
 
-        TensorAssert.Close("all queries", expected, backend.CachedAttention(q, keys, values, time).ToSingleArray(), Tolerance.Forward(DType.F32));
+        TensorAssert.Close("all queries", expected, UniformPositions.CachedAttention(q, keys, values, time).ToSingleArray(), Tolerance.Forward(DType.F32));
         // The last query alone (a decode step) against the 7 cached rows: the last row of the full result.
         var lastQuery = Slice(q.ToSingleArray(), time - 1, 1);
-        float[] last = backend.CachedAttention(lastQuery, keys, values, time).ToSingleArray();
+        float[] last = UniformPositions.CachedAttention(lastQuery, keys, values, time).ToSingleArray();
         int rowSize = heads * dim;
         var expectedLast = new float[batch * rowSize];
         for (int b = 0; b < batch; b++) Array.Copy(expected, (b * time + time - 1) * rowSize, expectedLast, b * rowSize, rowSize);
@@ -79,10 +80,10 @@ public class KeyValueCacheTests
         using var scope = TensorScope.Begin();
         var backend = GradientCheck.Backend;
         var cache = backend.Zeros([1, 4, 2, 3], DType.F32);
-        Assert.Throws<ArgumentOutOfRangeException>(() => backend.CacheWrite(Random(1, 1, 2, 2, 3), cache, 3));
-        Assert.Throws<ArgumentException>(() => backend.CacheWrite(Random(1, 1, 2, 3, 3), cache, 0));
-        Assert.Throws<ArgumentOutOfRangeException>(() => backend.CachedAttention(Random(1, 1, 2, 2, 3), cache, cache, 5));
-        Assert.Throws<ArgumentOutOfRangeException>(() => backend.CachedAttention(Random(1, 1, 2, 2, 3), cache, cache, 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => UniformPositions.CacheWrite(Random(1, 1, 2, 2, 3), cache, 3));
+        Assert.Throws<ArgumentException>(() => UniformPositions.CacheWrite(Random(1, 1, 2, 3, 3), cache, 0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => UniformPositions.CachedAttention(Random(1, 1, 2, 2, 3), cache, cache, 5));
+        Assert.Throws<ArgumentOutOfRangeException>(() => UniformPositions.CachedAttention(Random(1, 1, 2, 2, 3), cache, cache, 1));
     }
 
     private static float[] FullLogits(Phi2Model model, int[][] rows, int length)

@@ -2,6 +2,7 @@ using NUnit.Framework;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Rotary;
 using Phi2Native.Cuda;
 using Phi2Native.Cuda.Emulator;
 using Phi2Native.Models.Phi2;

@@ -137,20 +137,20 @@ public sealed class KeyValueCache : IDisposable
     }
 
     /// <summary>
-    /// Where a forward of <paramref name="time"/> new tokens puts them: one offset shared by every row, or, when rows
-    /// differ, I32 [B] tensors of each row's offset and key count on the model's backend, made once for all layers.
+    /// Where a forward of <paramref name="time"/> new tokens puts them: each row's offset (its length) and key count
+    /// (length + T) as I32 [B] tensors on the model's backend, made once for all layers (rows of equal length give
+    /// equal values: one form for every case, read by the kernels on the device).
     /// </summary>
     internal CachePositions Positions(int time)
     {
         Alive();
         if (_positions is { } made && made.Time == time) return made;
         ForgetPositions();
-        if (RowsEqual) return _positions = new CachePositions(time, _lengths[0], null, null);
         int[] keyTimes = _lengths.Select(length => length + time).ToArray();
         // Owned by the cache, not by the caller's scope: they live until the lengths change.
         var offsets = TensorScope.Detach(_backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(_lengths.AsSpan()), DType.I32, [Batch], DType.I32));
         var keys = TensorScope.Detach(_backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(keyTimes.AsSpan()), DType.I32, [Batch], DType.I32));
-        return _positions = new CachePositions(time, 0, offsets, keys);
+        return _positions = new CachePositions(time, offsets, keys);
     }
 
     private void ForgetPositions()
@@ -176,18 +176,14 @@ public sealed class KeyValueCache : IDisposable
 }
 
 /// <summary>
-/// The positions of a forward's T new tokens in a KV cache: with rows of equal length one <see cref="Offset"/>
-/// (<see cref="RowOffsets"/> null); otherwise each row's offset (its length) and key count (length + T) as I32 [B]
-/// tensors for the backend's per-row ops.
+/// The positions of a forward's T new tokens in a KV cache, as I32 [B] tensors: each row's offset (its length before
+/// the forward) and key count (length + T).
 /// </summary>
-internal sealed record CachePositions(int Time, int Offset, Tensor? RowOffsets, Tensor? RowKeyTimes) : IDisposable
+internal sealed record CachePositions(int Time, Tensor RowOffsets, Tensor RowKeyTimes) : IDisposable
 {
-    /// <summary>Whether every row puts its tokens at <see cref="Offset"/>.</summary>
-    public bool Shared => RowOffsets is null;
-
     public void Dispose()
     {
-        RowOffsets?.Dispose();
-        RowKeyTimes?.Dispose();
+        RowOffsets.Dispose();
+        RowKeyTimes.Dispose();
     }
 }

@@ -1,4 +1,7 @@
 using Phi2Native.Autograd.Ops;
+using Phi2Native.Backends.Ops.Attention;
+using Phi2Native.Backends.Ops.KvCache;
+using Phi2Native.Backends.Ops.Rotary;
 using Phi2Native.Models.Modules;
 using Phi2Native.Tensors;
 
@@ -58,26 +61,13 @@ public sealed class Phi2Attention : Module
     {
         int batch = x.Size(0), time = x.Size(1), heads = _config.NumAttentionHeads, headDim = _config.HeadDim;
         var positions = cache.Positions(time);
-        var backend = x.Backend;
         Tensor Heads(Linear projection) => ReshapeOp.Apply(projection.Forward(x), batch, time, heads, headDim);
-        Tensor Rotate(Tensor t) => _config.RotaryDim == 0 ? t
-            : positions.Shared ? RotaryOp.Apply(t, _config.RotaryDim, _config.RopeTheta, positions.Offset)
-            : backend.RotaryPerRow(t, _config.RotaryDim, _config.RopeTheta, positions.RowOffsets!);
+        Tensor Rotate(Tensor t) => _config.RotaryDim == 0 ? t : RotaryOp.Forward(t, _config.RotaryDim, _config.RopeTheta, positions.RowOffsets);
         var q = Rotate(Heads(QProj));                           // [B, T, H, D] at positions t .. t + T - 1 (t per row)
         Tensor keys = cache.Keys(layer), values = cache.Values(layer);   // [B, Tmax, H, D]
-        Tensor attended;                                        // [B, T, H, D]
-        if (positions.Shared)
-        {
-            backend.CacheWrite(Rotate(Heads(KProj)), keys, positions.Offset);
-            backend.CacheWrite(Heads(VProj), values, positions.Offset);
-            attended = backend.CachedAttention(q, keys, values, positions.Offset + time);
-        }
-        else
-        {
-            backend.CacheWritePerRow(Rotate(Heads(KProj)), keys, positions.RowOffsets!);
-            backend.CacheWritePerRow(Heads(VProj), values, positions.RowOffsets!);
-            attended = backend.CachedAttentionPerRow(q, keys, values, positions.RowKeyTimes!);
-        }
+        KvCacheOp.Write(Rotate(Heads(KProj)), keys, positions.RowOffsets);
+        KvCacheOp.Write(Heads(VProj), values, positions.RowOffsets);
+        var attended = AttentionOp.Cached(q, keys, values, positions.RowKeyTimes);   // [B, T, H, D]
         return Dense.Forward(ReshapeOp.Apply(attended, batch, time, heads * headDim));
     }
 

@@ -1,6 +1,7 @@
 using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Cpu;
+using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Determinism;
 using Phi2Native.Models.Modules;
@@ -186,9 +187,12 @@ public sealed class Phi2Model : Module
                 throw new ModelInputException($"logitPositions: row {b}'s position {logitPositions[b]} is outside the {time} new tokens [0, {time})");
         // Checked before anything runs, so a bad position leaves the cache as it was.
         var hidden = CachedHidden(inputIds, cache);                                   // [B, T, C]
-        var positions = Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(logitPositions), DType.I32,
-            [logitPositions.Length, 1], DType.I32);
-        return Logits(Backend.SelectPositions(hidden, positions));                   // [B, 1, C] -> [B, 1, V]
+        // Row b * T + p of the [B * T, C] hidden states, gathered as an embedding lookup: the indices are the host's.
+        int[] rows = new int[batch];
+        for (int b = 0; b < batch; b++) rows[b] = b * time + logitPositions[b];
+        var indices = Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(rows.AsSpan()), DType.I32, [batch, 1], DType.I32);
+        var last = EmbeddingOp.Forward(ReshapeOp.Apply(hidden, batch * time, Config.HiddenSize), indices);   // [B, 1, C]
+        return Logits(last);                                                          // [B, 1, V]
     }
 
     /// <summary>

@@ -3,8 +3,9 @@
 // parallel with single-threaded products, or products that CpuGemm splits over the threads).
 using NUnit.Framework;
 using Phi2Native.Backends.Cpu;
-using static Phi2Native.Tests.Backends.Cpu.KernelCheck;
+using Phi2Native.Backends.Ops.Attention;
 
+using static Phi2Native.Tests.Backends.Cpu.KernelCheck;
 namespace Phi2Native.Tests.Backends.Cpu;
 
 public class CpuAttentionBlockingTests

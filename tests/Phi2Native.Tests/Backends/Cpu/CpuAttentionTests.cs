@@ -1,7 +1,8 @@
 using NUnit.Framework;
 using Phi2Native.Backends.Cpu;
-using static Phi2Native.Tests.Backends.Cpu.KernelCheck;
+using Phi2Native.Backends.Ops.Attention;
 
+using static Phi2Native.Tests.Backends.Cpu.KernelCheck;
 namespace Phi2Native.Tests.Backends.Cpu;
 
 public class CpuAttentionTests

@@ -1,6 +1,9 @@
 using System.Runtime.InteropServices;
 using NUnit.Framework;
 using Phi2Native.Backends.Cpu;
+using Phi2Native.Backends.Ops.Attention;
+using Phi2Native.Backends.Ops.KvCache;
+using Phi2Native.Backends.Ops.Rotary;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;
 
@@ -43,12 +46,12 @@ public class CpuPerRowCacheOpsTests
         int batch = 3, time = 4, rotaryDim = 4;
         var x = Random(1, batch, time, Heads, Dim);
         int[] offsets = [0, 9, 2];
-        float[] actual = Backend.RotaryPerRow(x, rotaryDim, 10000, Rows(offsets)).ToSingleArray();
+        float[] actual = RotaryOp.Forward(x, rotaryDim, 10000, Rows(offsets)).ToSingleArray();
         int rowSize = time * Heads * Dim;
         for (int b = 0; b < batch; b++)
         {
             // Rotary is checked against HF's formula in CpuRotaryTests.
-            float[] expected = Backend.Rotary(Slice(x, b, 0, time), rotaryDim, 10000, offsets[b]).ToSingleArray();
+            float[] expected = UniformPositions.Rotary(Slice(x, b, 0, time), rotaryDim, 10000, offsets[b]).ToSingleArray();
             Assert.That(actual.AsSpan(b * rowSize, rowSize).ToArray(), Is.EqualTo(expected), $"row {b}");
         }
     }
@@ -61,7 +64,7 @@ public class CpuPerRowCacheOpsTests
         var source = Random(2, batch, time, Heads, Dim);
         var cache = Backend.Zeros([batch, capacity, Heads, Dim], DType.F32);
         int[] positions = [4, 1];
-        Backend.CacheWritePerRow(source, cache, Rows(positions));
+        KvCacheOp.Write(source, cache, Rows(positions));
         float[] written = cache.ToSingleArray(), values = source.ToSingleArray();
         int row = Heads * Dim;
         for (int b = 0; b < batch; b++)
@@ -83,12 +86,12 @@ public class CpuPerRowCacheOpsTests
         var q = Random(3, batch, queryTime, Heads, Dim);
         var keys = Random(4, batch, capacity, Heads, Dim);
         var values = Random(5, batch, capacity, Heads, Dim);
-        float[] actual = Backend.CachedAttentionPerRow(q, keys, values, Rows(keyTimes)).ToSingleArray();
+        float[] actual = AttentionOp.Cached(q, keys, values, Rows(keyTimes)).ToSingleArray();
         int rowSize = queryTime * Heads * Dim;
         for (int b = 0; b < batch; b++)
         {
             // The definition: plain causal attention of the row's queries over its first keyTimes[b] keys.
-            float[] expected = Backend.Attention(Slice(q, b, 0, queryTime), Slice(keys, b, 0, keyTimes[b]), Slice(values, b, 0, keyTimes[b]), out _).ToSingleArray();
+            float[] expected = AttentionOp.Forward(Slice(q, b, 0, queryTime), Slice(keys, b, 0, keyTimes[b]), Slice(values, b, 0, keyTimes[b]), out _).ToSingleArray();
             TensorAssert.Close($"row {b}", expected, actual.AsSpan(b * rowSize, rowSize), Tolerance.Forward(DType.F32));
         }
     }
@@ -99,16 +102,16 @@ public class CpuPerRowCacheOpsTests
         using var scope = TensorScope.Begin();
         var x = Random(6, 2, 1, Heads, Dim);
         var cache = Backend.Zeros([2, 4, Heads, Dim], DType.F32);
-        Assert.That(() => Backend.RotaryPerRow(x, 4, 10000, Rows(0, -1)),
-            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rowOffsets"));
-        Assert.That(() => Backend.RotaryPerRow(x, 4, 10000, Rows(0)), Throws.ArgumentException.With.Property("ParamName").EqualTo("rowOffsets"));
-        Assert.That(() => Backend.CacheWritePerRow(x, cache, Rows(0, 4)),
-            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rowPositions").And.Message.Contains("row 1"));
-        Assert.That(() => Backend.CachedAttentionPerRow(x, cache, cache, Rows(1, 0)),
-            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rowKeyTimes"));
-        Assert.That(() => Backend.CachedAttentionPerRow(x, cache, cache, Rows(1, 5)),
-            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rowKeyTimes"));
-        Assert.That(() => Backend.CachedAttentionPerRow(x, cache, cache, Backend.Zeros([2], DType.F32)),
+        Assert.That(() => RotaryOp.Forward(x, 4, 10000, Rows(0, -1)),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("positions"));
+        Assert.That(() => RotaryOp.Forward(x, 4, 10000, Rows(0)), Throws.ArgumentException.With.Property("ParamName").EqualTo("positions"));
+        Assert.That(() => KvCacheOp.Write(x, cache, Rows(0, 4)),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("positions").And.Message.Contains("row 1"));
+        Assert.That(() => AttentionOp.Cached(x, cache, cache, Rows(1, 0)),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("keyTimes"));
+        Assert.That(() => AttentionOp.Cached(x, cache, cache, Rows(1, 5)),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("keyTimes"));
+        Assert.That(() => AttentionOp.Cached(x, cache, cache, Backend.Zeros([2], DType.F32)),
             Throws.ArgumentException.With.Message.Contains("I32"));
     }
 }

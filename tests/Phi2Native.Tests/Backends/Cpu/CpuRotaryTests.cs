@@ -1,8 +1,9 @@
 using System.Numerics;
 using NUnit.Framework;
 using Phi2Native.Backends.Cpu;
-using static Phi2Native.Tests.Backends.Cpu.KernelCheck;
+using Phi2Native.Backends.Ops.Rotary;
 
+using static Phi2Native.Tests.Backends.Cpu.KernelCheck;
 namespace Phi2Native.Tests.Backends.Cpu;
 
 public class CpuRotaryTests

@@ -12,12 +12,45 @@
 // itself (exact overlap) for in-place use, and dx may be dy.
 using System.Buffers;
 using System.Numerics;
-using System.Numerics.Tensors;
+using Phi2Native.Backends.Cpu;
+using Phi2Native.Tensors;
 
-namespace Phi2Native.Backends.Cpu;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+namespace Phi2Native.Backends.Ops.Rotary;
 
 internal static class CpuRotary
 {
+    /// <summary><see cref="RotaryOp.Forward"/> on the CPU backend, the contract checked: each batch row at its own offset.</summary>
+    public static Tensor Forward(CpuBackend cpu, Tensor x, int rotaryDim, double theta, Tensor? positions)
+    {
+        var y = cpu.Allocate(x.Shape, x.DType);
+        PerRow(x, y, rotaryDim, theta, positions, inverse: false);
+        return y;
+    }
+
+    /// <summary><see cref="RotaryOp"/>'s backward on the CPU backend, the contract checked.</summary>
+    public static void Backward(Tensor dOutput, Tensor dx, int rotaryDim, double theta, Tensor? positions) =>
+        PerRow(dOutput, dx, rotaryDim, theta, positions, inverse: true);
+
+    // Batch row b is a contiguous [T, H, D] block, rotated on its own at positions[b] + t, so a row gets bit for bit
+    // what it gets alone (batched generation relies on it).
+    private static void PerRow(Tensor x, Tensor y, int rotaryDim, double theta, Tensor? positions, bool inverse)
+    {
+        int batch = x.Size(0), time = x.Size(1), heads = x.Size(2), headDim = x.Size(3), rowElements = time * heads * headDim;
+        ReadOnlySpan<int> offsets = positions is null ? default : CpuBackend.Span<int>(positions);
+        for (int b = 0; b < batch; b++)
+        {
+            int offset = positions is null ? 0 : offsets[b];
+            if (offset < 0) throw new ArgumentOutOfRangeException(nameof(positions), offset, $"Rotary: row {b}'s position must be >= 0");
+            if (x.DType == DType.F64)
+                Rotate(CpuBackend.Span<double>(x).Slice(b * rowElements, rowElements), CpuBackend.Span<double>(y).Slice(b * rowElements, rowElements),
+                    1, time, heads, headDim, rotaryDim, theta, offset, inverse, nameof(x), nameof(y));
+            else
+                Rotate(CpuBackend.Span<float>(x).Slice(b * rowElements, rowElements), CpuBackend.Span<float>(y).Slice(b * rowElements, rowElements),
+                    1, time, heads, headDim, rotaryDim, theta, offset, inverse, nameof(x), nameof(y));
+        }
+    }
+
     /// <summary>Rotates dims [0, rotaryDim) of every head by its position's angles.</summary>
     /// <param name="x">[B, T, H, D] input (q or k after the head split).</param>
     /// <param name="y">[B, T, H, D] output, overwritten; may be the same memory as <paramref name="x"/>.</param>

@@ -37,9 +37,11 @@
 // CpuGemm's full and edge tiles round alike, given D <= 256 (one k block; Phi-2's D is 80).
 using System.Buffers;
 using System.Numerics;
-using System.Numerics.Tensors;
+using Phi2Native.Backends.Cpu;
+using Phi2Native.Tensors;
 
-namespace Phi2Native.Backends.Cpu;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+namespace Phi2Native.Backends.Ops.Attention;
 
 /// <summary>How <see cref="CpuAttention"/> uses threads (a test hook; production calls use <see cref="Auto"/>).</summary>
 internal enum AttentionParallelism
@@ -54,6 +56,66 @@ internal enum AttentionParallelism
 
 internal static class CpuAttention
 {
+    /// <summary><see cref="AttentionOp.Forward"/> on the CPU backend, the contract checked.</summary>
+    public static Tensor Forward(CpuBackend cpu, Tensor q, Tensor k, Tensor v, AttentionShape shape, out Tensor logSumExp)
+    {
+        var (batch, queryTime, keyTime, heads, headDim) = shape;
+        var output = cpu.Allocate(q.Shape, q.DType);
+        logSumExp = cpu.Allocate([batch, heads, queryTime], q.DType);
+        if (q.DType == DType.F64)
+            Forward(CpuBackend.Span<double>(q), CpuBackend.Span<double>(k), CpuBackend.Span<double>(v), CpuBackend.Span<double>(output),
+                CpuBackend.Span<double>(logSumExp), batch, queryTime, keyTime, heads, headDim);
+        else
+            Forward(CpuBackend.Span<float>(q), CpuBackend.Span<float>(k), CpuBackend.Span<float>(v), CpuBackend.Span<float>(output),
+                CpuBackend.Span<float>(logSumExp), batch, queryTime, keyTime, heads, headDim);
+        return output;
+    }
+
+    /// <summary><see cref="AttentionOp"/>'s backward on the CPU backend, the contract checked.</summary>
+    public static void Backward(Tensor dOutput, Tensor q, Tensor k, Tensor v, Tensor output, Tensor logSumExp, Tensor? dq, Tensor? dk, Tensor? dv,
+        AttentionShape shape)
+    {
+        var (batch, queryTime, keyTime, heads, headDim) = shape;
+        if (q.DType == DType.F64)
+            Backward(CpuBackend.Span<double>(dOutput), CpuBackend.Span<double>(q), CpuBackend.Span<double>(k), CpuBackend.Span<double>(v),
+                CpuBackend.Span<double>(output), CpuBackend.Span<double>(logSumExp), CpuBackend.Optional<double>(dq), CpuBackend.Optional<double>(dk),
+                CpuBackend.Optional<double>(dv), batch, queryTime, keyTime, heads, headDim);
+        else
+            Backward(CpuBackend.Span<float>(dOutput), CpuBackend.Span<float>(q), CpuBackend.Span<float>(k), CpuBackend.Span<float>(v),
+                CpuBackend.Span<float>(output), CpuBackend.Span<float>(logSumExp), CpuBackend.Optional<float>(dq), CpuBackend.Optional<float>(dk),
+                CpuBackend.Optional<float>(dv), batch, queryTime, keyTime, heads, headDim);
+    }
+
+    /// <summary>
+    /// <see cref="AttentionOp.Cached"/> on the CPU backend, the contract checked: batch row b runs the plain kernel on its
+    /// own slices with its own key time, so it gets bit for bit what it gets alone (batched generation relies on it).
+    /// </summary>
+    public static Tensor Cached(CpuBackend cpu, Tensor q, Tensor keyCache, Tensor valueCache, Tensor keyTimes, AttentionShape shape)
+    {
+        var (batch, queryTime, capacity, heads, headDim) = shape;
+        var times = CpuBackend.Span<int>(keyTimes);
+        for (int b = 0; b < batch; b++)
+            if (times[b] < queryTime || times[b] > capacity)
+                throw new ArgumentOutOfRangeException(nameof(keyTimes), times[b], $"CachedAttention: row {b}'s key time must be in [Tq = {queryTime}, Tmax = {capacity}]");
+        var output = cpu.Allocate(q.Shape, q.DType);
+        // The log-sum-exp is only needed for backward, which a cache never runs: scratch, freed here.
+        using var logSumExp = cpu.Allocate([1, heads, queryTime], q.DType);
+        TensorScope.Detach(logSumExp);
+        int queryRow = queryTime * heads * headDim, cacheRow = capacity * heads * headDim;
+        for (int b = 0; b < batch; b++)
+        {
+            if (q.DType == DType.F64)
+                ForwardCached<double>(CpuBackend.Span<double>(q).Slice(b * queryRow, queryRow), CpuBackend.Span<double>(keyCache).Slice(b * cacheRow, cacheRow),
+                    CpuBackend.Span<double>(valueCache).Slice(b * cacheRow, cacheRow), CpuBackend.Span<double>(output).Slice(b * queryRow, queryRow),
+                    CpuBackend.Span<double>(logSumExp), 1, queryTime, times[b], capacity, heads, headDim);
+            else
+                ForwardCached<float>(CpuBackend.Span<float>(q).Slice(b * queryRow, queryRow), CpuBackend.Span<float>(keyCache).Slice(b * cacheRow, cacheRow),
+                    CpuBackend.Span<float>(valueCache).Slice(b * cacheRow, cacheRow), CpuBackend.Span<float>(output).Slice(b * queryRow, queryRow),
+                    CpuBackend.Span<float>(logSumExp), 1, queryTime, times[b], capacity, heads, headDim);
+        }
+        return output;
+    }
+
     /// <summary>
     /// Query rows per block when the caller does not choose: 128 from Tq = 512 on; a quarter of a shorter
     /// sequence (a multiple of 16, at least 32). A block computes, then masks, its own upper triangle: that

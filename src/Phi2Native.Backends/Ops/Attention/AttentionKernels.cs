@@ -1,16 +1,61 @@
+using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 
-namespace Phi2Native.Backends.Cuda;
+namespace Phi2Native.Backends.Ops.Attention;
 
 /// <summary>
 /// Launchers for kernels/attention.cu: Phi-2's causal attention, flash-style (no [Tq, Tk] matrix in global memory), with
-/// the CPU backend's contracts (IBackend.Attention, AttentionBackward, CachedAttention): q [B, Tq, H, D], k and v
+/// the CPU backend's semantics (<see cref="AttentionOp"/>): q [B, Tq, H, D], k and v
 /// [B, Tk, H, D] (Tk &gt;= Tq, query i at position Tk - Tq + i), scale 1 / sqrt(D), softmax and every accumulation in
 /// fp32, logSumExp [B, H, Tq] fp32. Tensors are F32 or BF16; D is 1..<see cref="MaxHeadDim"/>, unpadded.
 /// </summary>
 public static unsafe class AttentionKernels
 {
+    /// <summary><see cref="AttentionOp.Forward"/> on the CUDA backend, the contract checked; logSumExp is F32.</summary>
+    internal static Tensor Forward(CudaBackend cuda, Tensor q, Tensor k, Tensor v, AttentionShape shape, out Tensor logSumExp)
+    {
+        var (batch, queryTime, keyTime, heads, headDim) = shape;
+        var output = cuda.Allocate(q.Shape, q.DType, nameof(q));
+        logSumExp = cuda.Allocate([batch, heads, queryTime], DType.F32, nameof(logSumExp));
+        if (q.ElementCount > 0)
+            Attention(cuda.DeviceApi, q.DType, cuda.Pointer(q, nameof(q)), cuda.Pointer(k, nameof(k)), cuda.Pointer(v, nameof(v)),
+                cuda.Pointer(output, "output"), cuda.Pointer(logSumExp, nameof(logSumExp)), batch, queryTime, keyTime, heads, headDim, cuda.Stream);
+        return output;
+    }
+
+    /// <summary><see cref="AttentionOp"/>'s backward on the CUDA backend, the contract checked.</summary>
+    internal static void Backward(CudaBackend cuda, Tensor dOutput, Tensor q, Tensor k, Tensor v, Tensor output, Tensor logSumExp,
+        Tensor? dq, Tensor? dk, Tensor? dv, AttentionShape shape)
+    {
+        var (batch, queryTime, keyTime, heads, headDim) = shape;
+        var (device, stream) = (cuda.DeviceApi, cuda.Stream);
+        var (pdk, pdv) = (cuda.OptionalPointer(dk, nameof(dk)), cuda.OptionalPointer(dv, nameof(dv)));
+        if (q.ElementCount == 0)
+        {
+            // No query attends to anything: the keys and values get no gradient.
+            foreach (var (tensor, pointer) in new[] { (dk, pdk), (dv, pdv) })
+                if (tensor is { ElementCount: > 0 }) device.Fill(pointer, 0, tensor.ElementCount * tensor.DType.SizeInBytes(), stream);
+            return;
+        }
+        using var delta = dq != null || dk != null ? cuda.Allocate([batch, heads, queryTime], DType.F32, "delta") : null;
+        AttentionBackward(device, q.DType, cuda.Pointer(dOutput, nameof(dOutput)), cuda.Pointer(q, nameof(q)), cuda.Pointer(k, nameof(k)),
+            cuda.Pointer(v, nameof(v)), cuda.Pointer(output, nameof(output)), cuda.Pointer(logSumExp, nameof(logSumExp)),
+            delta is null ? DevicePtr.Null : cuda.Pointer(delta, "delta"), cuda.OptionalPointer(dq, nameof(dq)), pdk, pdv,
+            batch, queryTime, keyTime, heads, headDim, stream);
+    }
+
+    /// <summary><see cref="AttentionOp.Cached"/> on the CUDA backend, the contract checked: the key times are read on the device.</summary>
+    internal static Tensor Cached(CudaBackend cuda, Tensor q, Tensor keyCache, Tensor valueCache, Tensor keyTimes, AttentionShape shape)
+    {
+        var (batch, queryTime, capacity, heads, headDim) = shape;
+        var output = cuda.Allocate(q.Shape, q.DType, nameof(q));
+        if (q.ElementCount > 0)
+            CachedAttention(cuda.DeviceApi, q.DType, cuda.Pointer(q, nameof(q)), cuda.Pointer(keyCache, nameof(keyCache)), cuda.Pointer(valueCache, nameof(valueCache)),
+                cuda.Pointer(keyTimes, nameof(keyTimes)), cuda.Pointer(output, "output"), batch, queryTime, capacity, heads, headDim, cuda.Stream);
+        return output;
+    }
+
     /// <summary>The largest head dim the kernels take (their per-thread accumulators: PHI2_ATTENTION_MAX_D).</summary>
     public const int MaxHeadDim = 128;
 
@@ -87,34 +132,8 @@ public static unsafe class AttentionKernels
     }
 
     /// <summary>
-    /// Attention of q [B, Tq, H, D] against the first <paramref name="keyTime"/> rows of the caches [B, Tmax, H, D], read in
-    /// place (query i at position keyTime - Tq + i): the math of <see cref="Attention"/>, for decoding (Tq = 1) and prefill
-    /// through the cache. Launch as <see cref="Attention"/>.
-    /// </summary>
-    /// <param name="device">The device.</param>
-    /// <param name="dtype">F32 or BF16: q, the caches and output.</param>
-    /// <param name="q">[B, Tq, H, D] queries.</param>
-    /// <param name="keyCache">[B, Tmax, H, D] keys; rows [0, keyTime) of each batch are read.</param>
-    /// <param name="valueCache">[B, Tmax, H, D] values, as keyCache.</param>
-    /// <param name="output">[B, Tq, H, D] written (=); must not overlap an input.</param>
-    /// <param name="batch">B.</param>
-    /// <param name="queryTime">Tq (1 when decoding); 0 launches nothing.</param>
-    /// <param name="keyTime">Cached rows attended: Tq &lt;= keyTime &lt;= Tmax.</param>
-    /// <param name="capacity">Tmax, the caches' rows per batch.</param>
-    /// <param name="heads">H, at least 1.</param>
-    /// <param name="headDim">D in 1..<see cref="MaxHeadDim"/>.</param>
-    /// <param name="stream">The stream.</param>
-    /// <param name="logSumExp">[B, H, Tq] fp32, written when not null (inference needs none).</param>
-    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output overlapping an input.</exception>
-    /// <exception cref="ArgumentNullException">A null input or output.</exception>
-    /// <exception cref="ArgumentOutOfRangeException">A dimension out of range, keyTime &lt; Tq or keyTime &gt; Tmax.</exception>
-    public static void CachedAttention(IDeviceApi device, DType dtype, DevicePtr q, DevicePtr keyCache, DevicePtr valueCache, DevicePtr output,
-        int batch, int queryTime, int keyTime, int capacity, int heads, int headDim, DeviceStream stream = default, DevicePtr logSumExp = default) =>
-        LaunchCached(device, dtype, q, keyCache, valueCache, DevicePtr.Null, output, batch, queryTime, keyTime, capacity, heads, headDim, stream, logSumExp);
-
-    /// <summary>
-    /// Per-row cached attention (IBackend.CachedAttentionPerRow): as <see cref="CachedAttention"/>, but batch row b attends over
-    /// the first rowKeyTimes[b] rows of its caches, its query i at position rowKeyTimes[b] - Tq + i. The key times stay on
+    /// Cached attention (<see cref="AttentionOp.Cached"/>): batch row b's queries q [B, Tq, H, D] attend over the first
+    /// rowKeyTimes[b] rows of its caches [B, Tmax, H, D], read in place, its query i at position rowKeyTimes[b] - Tq + i. The key times stay on
     /// the device: a row whose key time is outside [Tq, Tmax] (the CPU backend throws for it; the kernel cannot) gets NaN
     /// output (and logSumExp) and reads nothing. Launch as <see cref="Attention"/>.
     /// </summary>
@@ -135,7 +154,7 @@ public static unsafe class AttentionKernels
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output overlapping an input.</exception>
     /// <exception cref="ArgumentNullException">A null input or output.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A dimension out of range, or Tmax &lt; Tq.</exception>
-    public static void CachedAttentionPerRow(IDeviceApi device, DType dtype, DevicePtr q, DevicePtr keyCache, DevicePtr valueCache, DevicePtr rowKeyTimes,
+    public static void CachedAttention(IDeviceApi device, DType dtype, DevicePtr q, DevicePtr keyCache, DevicePtr valueCache, DevicePtr rowKeyTimes,
         DevicePtr output, int batch, int queryTime, int capacity, int heads, int headDim, DeviceStream stream = default, DevicePtr logSumExp = default)
     {
         LaunchArguments.Pointer(rowKeyTimes, DType.I32, nameof(rowKeyTimes));

@@ -1,0 +1,94 @@
+using Phi2Native.Backends.Cuda;
+using Phi2Native.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Backends.Ops.Rotary;
+
+/// <summary>
+/// Launchers for kernels/rotary.cu: Phi-2's partial rotary embedding (half-split, dims [0, rotaryDim) of each head of
+/// x [B, T, H, D]; token t of batch row b at position rowOffsets[b] + t, rowOffsets I32 [B] on the device or null for
+/// 0) and its backward, in F32 or BF16, with the CPU backend's angles (computed in double, cos and sin rounded once to
+/// fp32). A negative offset (the CPU backend throws for it; the kernel cannot) gives that row NaN output.
+/// </summary>
+public static unsafe class RotaryKernels
+{
+    /// <summary>The widest rotary part the kernel's shared cos/sin table takes (PHI2_ROTARY_MAX_HALF * 2 in rotary.cu).</summary>
+    public const int MaxRotaryDim = 256;
+
+    private static readonly DType[] Supported = [DType.F32, DType.BF16];
+
+    /// <summary><see cref="RotaryOp.Forward"/> on the CUDA backend, the contract checked.</summary>
+    internal static Tensor Forward(CudaBackend cuda, Tensor x, int rotaryDim, double theta, Tensor? positions)
+    {
+        var y = cuda.Allocate(x.Shape, x.DType, nameof(x));
+        if (x.ElementCount > 0)
+            Rotary(cuda.DeviceApi, x.DType, cuda.Pointer(x, nameof(x)), cuda.Pointer(y, "y"), cuda.OptionalPointer(positions, nameof(positions)),
+                x.Size(0), x.Size(1), x.Size(2), x.Size(3), rotaryDim, theta, cuda.Stream);
+        return y;
+    }
+
+    /// <summary><see cref="RotaryOp"/>'s backward on the CUDA backend, the contract checked.</summary>
+    internal static void Backward(CudaBackend cuda, Tensor dOutput, Tensor dx, int rotaryDim, double theta, Tensor? positions)
+    {
+        if (dOutput.ElementCount > 0)
+            RotaryBackward(cuda.DeviceApi, dOutput.DType, cuda.Pointer(dOutput, nameof(dOutput)), cuda.Pointer(dx, nameof(dx)),
+                cuda.OptionalPointer(positions, nameof(positions)), dOutput.Size(0), dOutput.Size(1), dOutput.Size(2), dOutput.Size(3), rotaryDim, theta, cuda.Stream);
+    }
+
+    /// <summary>
+    /// Rotates dims [0, rotaryDim) of every head of x [B, T, H, D] by its position's angles into y (=); dims
+    /// [rotaryDim, D) are copied. Launch: grid (B * T, at most maxBlocks), block <see cref="LaunchShape.RowBlock"/>(H * (D - rotaryDim / 2)),
+    /// no dynamic shared memory.
+    /// </summary>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, y partly overlapping x, or rowOffsets overlapping y.</exception>
+    /// <exception cref="ArgumentNullException">A null pointer other than rowOffsets.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A dimension, rotaryDim or theta is out of range.</exception>
+    public static void Rotary(IDeviceApi device, DType dtype, DevicePtr x, DevicePtr y, DevicePtr rowOffsets, int batch, int time, int heads,
+        int headDim, int rotaryDim, double theta, DeviceStream stream = default, int maxBlocks = int.MaxValue) =>
+        Launch("rotary", device, dtype, x, y, rowOffsets, batch, time, heads, headDim, rotaryDim, theta, stream, maxBlocks, nameof(x), nameof(y));
+
+    /// <summary>
+    /// Gradient of <see cref="Rotary"/>: dX (=) is dY rotated back by the same angles (sin negated); the passed-through
+    /// dims are copied. Same arguments and launch as forward; dX may be dY itself.
+    /// </summary>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, dX partly overlapping dY, or rowOffsets overlapping dX.</exception>
+    /// <exception cref="ArgumentNullException">A null pointer other than rowOffsets.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A dimension, rotaryDim or theta is out of range.</exception>
+    public static void RotaryBackward(IDeviceApi device, DType dtype, DevicePtr dY, DevicePtr dX, DevicePtr rowOffsets, int batch, int time, int heads,
+        int headDim, int rotaryDim, double theta, DeviceStream stream = default, int maxBlocks = int.MaxValue) =>
+        Launch("rotary_backward", device, dtype, dY, dX, rowOffsets, batch, time, heads, headDim, rotaryDim, theta, stream, maxBlocks, nameof(dY), nameof(dX));
+
+    private static void Launch(string op, IDeviceApi device, DType dtype, DevicePtr x, DevicePtr y, DevicePtr rowOffsets, int batch, int time, int heads,
+        int headDim, int rotaryDim, double theta, DeviceStream stream, int maxBlocks, string xName, string yName)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For(op, dtype, Supported);
+        LaunchArguments.Pointer(x, dtype, xName);
+        LaunchArguments.Pointer(y, dtype, yName);
+        LaunchArguments.OptionalPointer(rowOffsets, DType.I32, nameof(rowOffsets));
+        ArgumentOutOfRangeException.ThrowIfNegative(batch);
+        ArgumentOutOfRangeException.ThrowIfNegative(time);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(heads);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(headDim);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxBlocks);
+        if (rotaryDim < 0 || rotaryDim > headDim || rotaryDim % 2 != 0 || rotaryDim > MaxRotaryDim)
+            throw new ArgumentOutOfRangeException(nameof(rotaryDim), rotaryDim, $"rotaryDim must be even and in [0, min(headDim = {headDim}, {MaxRotaryDim})]");
+        if (rotaryDim > 0 && !(theta > 0 && double.IsFinite(theta)))
+            throw new ArgumentOutOfRangeException(nameof(theta), theta, "theta must be finite and > 0");
+        long rows = (long)batch * time;
+        long rowElements = (long)heads * headDim;
+        long items = (long)heads * (headDim - rotaryDim / 2);
+        if (rows > int.MaxValue || rowElements > int.MaxValue)
+            throw new ArgumentOutOfRangeException(nameof(batch), "B * T and H * D must each fit in an int");
+        BufferOverlap.RequireExactOrNone(x, y, rows * rowElements * dtype.SizeInBytes(), xName, yName);
+        if (!rowOffsets.IsNull) BufferOverlap.RequireNone(rowOffsets, (long)batch * sizeof(int), y, rows * rowElements * dtype.SizeInBytes(), nameof(rowOffsets), yName);
+        if (rows == 0) return;
+        int rowCount = (int)rows;
+        nint* args = stackalloc nint[]
+        {
+            (nint)(&x), (nint)(&y), (nint)(&rowOffsets), (nint)(&rowCount), (nint)(&time), (nint)(&heads), (nint)(&headDim), (nint)(&rotaryDim),
+            (nint)(&theta),
+        };
+        device.Launch(kernel, new Dim3((uint)Math.Min(rowCount, maxBlocks)), LaunchShape.RowBlock((int)items), 0, stream, new ReadOnlySpan<nint>(args, 9));
+    }
+}
