@@ -78,7 +78,7 @@ public sealed class Phi2Engine : IDisposable
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(options.Device, nameof(options.Device));
         // Refused before any device is opened or weight read: the reason is all the host needs to act on.
-        var kind = options.Backend?.Device.Kind ?? (options.Device.Kind == DeviceChoiceKind.Cpu ? DeviceKind.Cpu : DeviceKind.Cuda);
+        var kind = options.Backend?.Device.Kind ?? options.Device.Kind;
         if (ComputeDTypes.InferenceRefusal(kind, options.DType, options.AdapterDirectory is not null) is { } refusal)
             throw new Phi2Exception($"cannot compute in {options.DType} on {options.Backend?.Device.ToString() ?? options.Device.ToString()}: {refusal}");
         var backend = options.Backend ?? options.Device.CreateBackend(KernelSources(options));
