@@ -51,7 +51,7 @@ internal static class FinetuneCommand
         {
             foreach (var (token, id) in run.AddedTokens) error.WriteLine($"new token \"{token}\" -> id {id}");
             error.WriteLine($"data: {run.DataSummary}");
-            if (run.StartStep > 0) error.WriteLine($"resumed from {options.ResumeFrom} at step {run.StartStep} of {run.TotalSteps}");
+            if (options.ResumeFrom is not null) error.WriteLine($"resumed from {options.ResumeFrom} at step {run.StartStep} of {run.TotalSteps}");
             long trainable = run.TrainableParameters, total = run.TotalParameters;
             error.WriteLine($"training {trainable:N0} of {total:N0} parameters ({100.0 * trainable / total:F3}%), {run.TotalSteps} steps");
             run.Evaluated += m => error.WriteLine($"step {m.Step}: validation loss {m.Loss:F4}, perplexity {m.Perplexity:F2}");

@@ -57,7 +57,7 @@ public class RunFolderTests : TemporaryDirectoryTest
     {
         string whole = Path.Combine(Temp, "whole");
         string data = RunFiles.Data(Temp);
-        string[] common = ["finetune", "--data", data, "--max-steps", "6", "--save-every", "2", .. RunFiles.Fast];
+        string[] common = ["finetune", "--data", data, "--val", data, "--eval-every", "3", "--max-steps", "6", "--save-every", "2", .. RunFiles.Fast];
         Assert.That(Phi2([.. common, "--out", whole]).Code, Is.EqualTo(0));
         Assert.That(Phi2([.. common, "--out", Run]).Code, Is.EqualTo(0));
 
@@ -66,14 +66,26 @@ public class RunFolderTests : TemporaryDirectoryTest
         Assert.That(code, Is.EqualTo(0), error);
         Assert.That(RunFiles.Losses(Run).Select(l => l.Step), Is.EqualTo(new[] { 1, 2, 3, 4, 5, 6 }), "each step once, in order");
         Assert.That(RunFiles.Losses(Run), Is.EqualTo(RunFiles.Losses(whole)), "the one history is the uninterrupted run's, bit for bit");
+        Assert.That(Validations(Run), Is.EqualTo(Validations(whole)).And.EqualTo(new[] { 0, 3, 6 }.Select(step => (step, Validations(whole).Single(v => v.Step == step).Loss))),
+            "each validation once: at the start, at step 3, at the end");
         var abandoned = Directory.GetDirectories(Path.Combine(Run, "checkpoints"), "abandoned-*");
         Assert.That(abandoned, Has.Length.EqualTo(1), error);
         Assert.That(Directory.GetDirectories(abandoned[0]).Select(Path.GetFileName).Order(), Is.EqualTo(new[] { "step-4", "step-6" }));
-        Assert.That(File.ReadAllLines(Path.Combine(abandoned[0], "metrics.jsonl")), Has.Length.EqualTo(6), "the abandoned history's metrics are kept beside it");
+        Assert.That(File.ReadAllLines(Path.Combine(abandoned[0], "metrics.jsonl")), Has.Length.EqualTo(File.ReadAllLines(Path.Combine(whole, "metrics.jsonl")).Length),
+            "the abandoned history's metrics are kept beside it, whole");
         Assert.That(RunFiles.CheckpointSteps(Run), Is.EqualTo(new[] { 2, 4, 6 }), "the newest checkpoints are this history's");
         Assert.That(RunFiles.AdapterBytes(Run), Is.EqualTo(RunFiles.AdapterBytes(whole)));
         Assert.That(error, Does.Contain("moved to").And.Contain("abandoned-"));
+
+        // Resuming from the final checkpoint trains nothing and repeats nothing.
+        var before = File.ReadAllLines(Path.Combine(Run, "metrics.jsonl"));
+        Assert.That(Phi2([.. common, "--out", Run, "--resume", Path.Combine(Run, "checkpoints", "step-6")]).Code, Is.EqualTo(0));
+        Assert.That(File.ReadAllLines(Path.Combine(Run, "metrics.jsonl")), Is.EqualTo(before));
     }
+
+    private static List<(int Step, double Loss)> Validations(string run) =>
+        RunFiles.Metrics(run).Where(m => m.TryGetProperty("validation_loss", out _))
+            .Select(m => (m.GetProperty("Step").GetInt32(), m.GetProperty("validation_loss").GetDouble())).ToList();
 
     [Test]
     public void ResumingFromTheFoldersOwnCheckpointWithOverwriteIsRefused()

@@ -80,6 +80,9 @@ public sealed class Trainer : IDisposable
     /// <summary>Steps skipped so far for a non-finite loss or gradient (<see cref="TrainingOptions.SkipNonFiniteSteps"/>); part of every checkpoint.</summary>
     public int SkippedSteps { get; internal set; }
 
+    /// <summary>True once a checkpoint was restored into this trainer: its history already holds the validations at its step.</summary>
+    internal bool Restored { get; set; }
+
     /// <summary>Adds files to each checkpoint before its manifest is written (e.g. the tokenizer's added tokens), given the checkpoint's folder.</summary>
     internal Action<string>? CheckpointExtras { get; set; }
 
@@ -115,7 +118,7 @@ public sealed class Trainer : IDisposable
         var clock = new Stopwatch();
         int startStep = Step, epochOfLastEvaluation = _training.Order.Epoch;
         _lastSaveTimestamp = Time.GetTimestamp();
-        if (Step == 0 && _validation != null) Evaluated?.Invoke(Evaluate());
+        if (Step == 0 && !Restored && _validation != null) Evaluated?.Invoke(Evaluate());
         while (Step < TotalSteps)
         {
             if (cancellation.IsCancellationRequested)
@@ -184,7 +187,7 @@ public sealed class Trainer : IDisposable
             }
         }
         // A run resumed from its own final checkpoint trains nothing: its last validation is already in its history.
-        if (_validation != null && (Step > startStep || startStep == 0)) Evaluated?.Invoke(Evaluate());
+        if (_validation != null && (Step > startStep || !Restored)) Evaluated?.Invoke(Evaluate());
         model.Training = false;
         return TrySaveCheckpoint(out var last)
             ? new TrainingResult(Step, TrainingStop.Completed, _lastCheckpoint, null, SkippedSteps)

@@ -132,6 +132,7 @@ public static class TrainingCheckpoint
         trainer.Batches.Order.Restore(state.DataOrder);
         trainer.Step = state.Step;
         trainer.SkippedSteps = state.SkippedSteps;
+        trainer.Restored = true;
         var model = trainer.Model.Model;
         model.DropoutSeed = state.ModelDropoutSeed;
         model.TrainingForwardCount = state.ModelTrainingForwards;
