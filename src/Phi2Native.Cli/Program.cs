@@ -4,8 +4,10 @@ using Phi2Native.Cli.Commands;
 namespace Phi2Native.Cli;
 
 /// <summary>
-/// The `phi2` command: one subcommand per job. Exit codes: 0 success, 2 bad input or usage, 1 internal error (130 when
-/// fine-tuning is interrupted). Arguments are taken literally: an argument starting with @ is text, not a response file.
+/// The `phi2` command: one subcommand per job, each parsing its options, calling the library (Phi2Native.Hosting) and
+/// printing. Exit codes (Commands/ExitCodes.cs, and README.md's table): 0 done, 1 engine fault, 2 bad input or usage, 3
+/// training stopped on a non-finite value, 130/143 stopped by SIGINT/SIGTERM after a checkpoint. Arguments are taken
+/// literally: an argument starting with @ is text, not a response file.
 /// </summary>
 public static class Program
 {
@@ -20,7 +22,7 @@ public static class Program
         {
             foreach (var parseError in parsed.Errors) error.WriteLine($"error: {parseError.Message}");
             error.WriteLine("Run `phi2 --help` for usage.");
-            return 2;
+            return ExitCodes.BadInput;
         }
         return parsed.Invoke(new InvocationConfiguration { Output = output, Error = error });
     }

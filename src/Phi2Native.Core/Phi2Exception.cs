@@ -1,7 +1,10 @@
 namespace Phi2Native;
 
 /// <summary>Base of every error the engine raises on purpose: bad input, bad files, unsupported settings.</summary>
-/// <remarks>Hosts can catch this one type; the CLI turns it into one message and exit code 2.</remarks>
+/// <remarks>
+/// Hosts can catch this one type; the CLI turns it into one message and exit code 2, except an
+/// <see cref="EngineFaultException"/> (a fault of the engine, not of the input: exit code 1 and a request for a report).
+/// </remarks>
 public class Phi2Exception : Exception
 {
     /// <summary>Creates the exception with a message that says what was wrong and what was expected.</summary>

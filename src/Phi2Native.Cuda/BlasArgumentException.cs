@@ -6,7 +6,7 @@ namespace Phi2Native.Cuda;
 /// epilogue missing its pointers. The message names the call and the argument, e.g.
 /// <c>GemmEx: lda = 3 is less than max(1, rows of A as stored) = 5 (transposeA NoTranspose, m 5, k 4)</c>.
 /// </summary>
-public sealed class BlasArgumentException : Phi2Exception
+public sealed class BlasArgumentException : EngineFaultException
 {
     /// <summary>The <see cref="IBlas"/> member that refused the call, e.g. <c>GemmEx</c>.</summary>
     public string Call { get; }

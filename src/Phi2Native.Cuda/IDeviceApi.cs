@@ -138,6 +138,23 @@ public interface IDeviceApi : IDisposable
     /// <summary>What this device is, for logs and reports: e.g. "NVIDIA H200 (sm_90)" or "emulated (libphi2emu)".</summary>
     string Name { get; }
 
+    /// <summary>
+    /// Which kind of device this is, in the users' words: <see cref="Tensors.DeviceKind.Cuda"/> for a GPU,
+    /// <see cref="Tensors.DeviceKind.Emulated"/> for the kernel emulator. The layers above ask this instead of testing
+    /// the implementing type.
+    /// </summary>
+    Tensors.DeviceKind Kind { get; }
+
+    /// <summary>The GPU's index (CUDA's device ordinal, <c>cuda:N</c>); 0 for a device that has no index of its own.</summary>
+    int Ordinal => 0;
+
+    /// <summary>
+    /// Gives memory this device holds for reuse (a caching allocator's free blocks) back to what it allocates from,
+    /// after the work queued on <paramref name="stream"/> that may still use it has finished; returns the bytes
+    /// released. A device that caches nothing releases nothing.
+    /// </summary>
+    long ReleaseCachedMemory(DeviceStream stream) => 0;
+
     /// <summary>The device's allocation statistics right now.</summary>
     DeviceMemoryStatistics Memory { get; }
 }

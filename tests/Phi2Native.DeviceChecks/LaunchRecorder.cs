@@ -21,6 +21,7 @@ public sealed class LaunchRecorder : IDeviceApi
 
     /// <inheritdoc />
     public string Name => "launch recorder";
+    public Phi2Native.Tensors.DeviceKind Kind => Phi2Native.Tensors.DeviceKind.Emulated;   // it runs nothing; it stands in for a device in shape tests
 
     /// <inheritdoc />
     public void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers) =>

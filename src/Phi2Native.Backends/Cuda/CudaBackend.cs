@@ -42,7 +42,7 @@ public sealed partial class CudaBackend : IBackend
         _device = device;
         _ownsDevice = ownsDevice;
         _stream = device.CreateStream();
-        Device = new Device(DeviceKind.Cuda, device is CudaDevice cuda ? cuda.Info.Ordinal : 0);
+        Device = new Device(device.Kind, device.Ordinal);
     }
 
     /// <inheritdoc/>
@@ -78,16 +78,11 @@ public sealed partial class CudaBackend : IBackend
     }
 
     /// <inheritdoc/>
-    /// <remarks>Only <see cref="CudaDevice"/> caches (its caching allocator gives its free blocks back to the driver); other devices have nothing to release.</remarks>
+    /// <remarks>The device says what it caches (<see cref="IDeviceApi.ReleaseCachedMemory"/>): a GPU's caching allocator gives its free blocks back to the driver; the emulated device has nothing to release.</remarks>
     public void ReleaseCachedMemory()
     {
         ThrowIfDisposed();
-        if (_device is CudaDevice cuda)
-        {
-            // Blocks freed while work that used them was still queued are given back only once that work is done.
-            _device.Synchronize(_stream);
-            cuda.EmptyCache();
-        }
+        _device.ReleaseCachedMemory(_stream);
     }
 
     /// <inheritdoc/>

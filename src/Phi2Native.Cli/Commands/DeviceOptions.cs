@@ -60,5 +60,5 @@ internal sealed record DeviceRequest(DeviceChoice Device, DType DType)
     }
 
     /// <summary>"f32" or "bf16", as the option spells it.</summary>
-    public static string Name(DType dtype) => dtype == DType.BF16 ? "bf16" : dtype.ToString().ToLowerInvariant();
+    public static string Name(DType dtype) => ComputeDTypes.Name(dtype);
 }

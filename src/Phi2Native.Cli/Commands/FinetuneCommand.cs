@@ -1,21 +1,14 @@
 using System.CommandLine;
-using System.Text.Json;
-using Phi2Native.Embedded;
-using Phi2Native.FineTuning;
-using Phi2Native.FineTuning.Data;
-using Phi2Native.FineTuning.Lora;
-using Phi2Native.FineTuning.Selection;
 using Phi2Native.FineTuning.Training;
-using Phi2Native.Models.Phi2;
-using Phi2Native.Tensors;
-using Phi2Native.Text;
-using Spectre.Console;
+using Phi2Native.Hosting;
 
 namespace Phi2Native.Cli.Commands;
 
 /// <summary>
-/// `phi2 finetune`: LoRA (and full) fine-tuning on JSONL data. The output folder gets the adapter at its top,
-/// checkpoints/step-N/, metrics.jsonl and loss.png; Ctrl-C writes a checkpoint before exiting, and --resume continues it.
+/// `phi2 finetune`: LoRA (and full) fine-tuning on JSONL data, run by the library's <see cref="FineTuningRun"/>; this
+/// command parses, shows progress, draws loss.png and turns the outcome into an exit code (<see cref="ExitCodes"/>).
+/// SIGINT and SIGTERM stop the run after its step and a checkpoint (130, 143); a loss or gradient that is not finite
+/// stops it with 3.
 /// </summary>
 internal static class FinetuneCommand
 {
@@ -30,111 +23,67 @@ internal static class FinetuneCommand
 
     public static int Run(FinetuneOptions.Values args, TextWriter output, TextWriter error, TextWriter notices)
     {
+        using var signals = new SignalCancellation(error);
         var stages = new StageProgress(error);
-        // Declared before the model, so the model's device memory is freed before the backend goes.
+        var options = args.Run with
+        {
+            Device = args.Device.Device, DType = args.Device.DType,
+            Warn = warning => error.WriteLine($"warning: {warning}"),
+            Notice = note => error.WriteLine($"note: {note}"),
+        };
+        // Refused before the device opens or the folder is made (the run checks again).
+        options.Validate();
+        // Declared before the run, so the run's model is freed before the backend goes.
         using var backend = BackendChoice.Open(args.Device, notices, training: true);
-        var (model, modelDirectory) = ModelSource.Load(args.ModelDirectory, backend, stages, error, notices);
-        using var modelScope = model;
-        var tokenizer = TextTokenizer.FromModelFolder(modelDirectory, warning => error.WriteLine($"warning: {warning}"));
-        if (tokenizer.VocabularySize > model.Config.VocabSize)
-            throw new Phi2Exception($"the tokenizer ({tokenizer.Source}) has ids up to {tokenizer.VocabularySize - 1}, beyond the model's vocab_size {model.Config.VocabSize}: they do not belong together");
-        if (args.Resume is not null) NewTokens.Apply(tokenizer, args.Resume);
-        else if (args.NewTokens.Length > 0)
-            foreach (var (token, id) in NewTokens.Add(tokenizer, model.Config, args.NewTokens)) error.WriteLine($"new token \"{token}\" -> id {id}");
-        int? endOfText = tokenizer.EndOfTextId is { } eot && eot < model.Config.VocabSize ? eot : null;
-        var jsonl = new JsonlOptions { EndOfTextId = endOfText, SkipMalformedLines = args.SkipBadLines, Warn = warning => error.WriteLine($"warning: {warning}") };
-        var (dataPath, validationPath) = DataFiles(args, error);
-        var training = JsonlDataset.Load(dataPath, tokenizer.Encode, jsonl);
-        var validation = validationPath is null ? null : JsonlDataset.Load(validationPath, tokenizer.Encode, jsonl);
-        var batching = new BatchingOptions
-        {
-            BatchSize = args.BatchSize, MaxLength = Math.Min(args.MaxLength, model.Config.MaxPositionEmbeddings), Mode = args.Batching,
-            PadId = endOfText ?? 0, Seed = (ulong)args.Training.Seed,
-        };
-        var loader = BatchLoader.Create(training, batching);
-        var validationRows = validation is null ? null : TrainingRows.Create(validation, batching.MaxLength, args.Batching, batching.PadId);
-        error.WriteLine($"data: {loader.Rows.Summary}; {loader.BatchesPerEpoch} batches of {args.BatchSize} x {batching.MaxLength} per epoch");
-
-        using var lora = args.Resume is null
-            ? LoraModel.Create(model, WithNewTokenRows(args.Selection(model.Config), tokenizer, error), seed: args.Training.Seed)
-            : PeftAdapter.Load(model, args.Resume, warning => error.WriteLine($"warning: {warning}"));
-        Directory.CreateDirectory(args.Out);
-        using var trainer = new Trainer(lora, loader, validationRows, args.Training, args.Out);
-        if (args.Resume is not null)
-        {
-            TrainingCheckpoint.Restore(trainer, args.Resume);
-            error.WriteLine($"resumed from {args.Resume} at step {trainer.Step} of {trainer.TotalSteps}");
-        }
-        long trainable = lora.TrainableParameters().Sum(p => p.ElementCount), total = model.Parameters().Sum(p => p.ElementCount);
-        error.WriteLine($"training {trainable:N0} of {total:N0} parameters ({100.0 * trainable / total:F3}%), {trainer.TotalSteps} steps");
-
-        var steps = new List<StepMetrics>();
-        var evaluations = new List<EvaluationMetrics>();
-        string metricsPath = Path.Combine(args.Out, "metrics.jsonl");
-        using var metrics = new StreamWriter(metricsPath, append: args.Resume is not null);
-        trainer.StepCompleted += m =>
-        {
-            steps.Add(m);
-            metrics.WriteLine(JsonSerializer.Serialize(new { m.Step, m.Epoch, m.Loss, learning_rate = m.LearningRate, gradient_norm = m.GradientNorm, m.Tokens, m.Seconds }));
-            metrics.Flush();
-        };
-        trainer.Evaluated += m =>
-        {
-            evaluations.Add(m);
-            metrics.WriteLine(JsonSerializer.Serialize(new { m.Step, validation_loss = m.Loss, validation_perplexity = m.Perplexity, validation_tokens = m.Tokens }));
-            metrics.Flush();
-            error.WriteLine($"step {m.Step}: validation loss {m.Loss:F4}, perplexity {m.Perplexity:F2}");
-        };
-        trainer.CheckpointSaved += directory =>
-        {
-            NewTokens.Save(tokenizer, directory);
-            error.WriteLine($"checkpoint {directory}");
-        };
-
-        using var cancellation = new CancellationTokenSource();
-        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancellation.Cancel(); error.WriteLine("interrupted: saving a checkpoint..."); };
-        Console.CancelKeyPress += onCancel;
-        TrainingResult result;
+        Notices.Model(options.ModelDirectory, notices);
+        FineTuningRun run;
         try
         {
-            result = TrainingProgress.Run(trainer, stages, error, cancellation.Token);
+            run = stages.Run($"loading {ModelSource.DisplayName(options.ModelDirectory)} and the data", progress =>
+                FineTuningRun.Open(options with { Backend = backend.Backend, DType = backend.DType, LoadProgress = progress }, signals.Token));
         }
-        finally
+        catch (OperationCanceledException) when (signals.Signal is not null)
         {
-            Console.CancelKeyPress -= onCancel;
+            error.WriteLine($"stopped by {signals.SignalName} before training began; nothing was trained or written");
+            return signals.ExitCode;
         }
-        PeftAdapter.Save(lora, args.Out, ModelSource.BaseName(args.ModelDirectory));
-        NewTokens.Save(tokenizer, args.Out);
-        LossPlot.Save(Path.Combine(args.Out, "loss.png"), steps, evaluations, $"phi2 finetune: {(args.ModelDirectory is null ? "embedded tiny model" : Path.GetFileName(Path.GetFullPath(args.ModelDirectory)))}");
-        output.WriteLine(result.Interrupted
-            ? $"interrupted at step {result.Steps}; resume with --resume {result.LastCheckpoint}"
-            : $"done: {result.Steps} steps; adapter, metrics.jsonl and loss.png in {args.Out}");
-        return result.Interrupted ? 130 : 0;
+        using (run)
+        {
+            foreach (var (token, id) in run.AddedTokens) error.WriteLine($"new token \"{token}\" -> id {id}");
+            error.WriteLine($"data: {run.DataSummary}");
+            if (options.ResumeFrom is not null) error.WriteLine($"resumed from {options.ResumeFrom} at step {run.StartStep} of {run.TotalSteps}");
+            long trainable = run.TrainableParameters, total = run.TotalParameters;
+            error.WriteLine($"training {trainable:N0} of {total:N0} parameters ({100.0 * trainable / total:F3}%), {run.TotalSteps} steps");
+            run.Evaluated += m => error.WriteLine($"step {m.Step}: validation loss {m.Loss:F4}, perplexity {m.Perplexity:F2}");
+            run.CheckpointSaved += directory => error.WriteLine($"checkpoint {directory}");
+
+            var result = TrainingProgress.Run(run, stages, error, signals.Token);
+            LossPlot.Save(Path.Combine(run.OutputDirectory, "loss.png"), run.StepHistory, run.EvaluationHistory,
+                $"phi2 finetune: {(options.ModelDirectory is null ? "embedded tiny model" : ModelSource.DisplayName(options.ModelDirectory))}");
+            return Report(result, run.OutputDirectory, signals, output, error);
+        }
     }
 
-    // Without --data, the embedded model trains on its own text (written beside the run), validated on the held-out part.
-    private static (string Data, string? Validation) DataFiles(FinetuneOptions.Values args, TextWriter error)
+    private static int Report(FineTuningResult result, string outDirectory, SignalCancellation signals, TextWriter output, TextWriter error)
     {
-        if (args.Data is not null) return (args.Data, args.Validation);
-        if (args.ModelDirectory is not null) throw new Phi2Exception("--data is required with --model: give a JSONL file of {\"text\": ...} or {\"prompt\": ..., \"completion\": ...} lines");
-        Directory.CreateDirectory(args.Out);
-        string data = EmbeddedDefault.WriteTrainingJsonl(Path.Combine(args.Out, "embedded-train.jsonl"));
-        string validation = args.Validation ?? EmbeddedDefault.WriteValidationJsonl(Path.Combine(args.Out, "embedded-validation.jsonl"));
-        error.WriteLine($"no --data: training on the embedded text ({EmbeddedDefault.TextSource.Split(';')[0]}), validating on its held-out chapters");
-        return (data, validation);
-    }
-
-    // New tokens' rows must learn: their embedding and their lm_head row train through LoRA unless they already train.
-    private static LoraConfig WithNewTokenRows(LoraConfig config, TextTokenizer tokenizer, TextWriter error)
-    {
-        if (tokenizer.AddedTokens.Count == 0) return config;
-        var targets = config.TargetModules.ToList();
-        foreach (var module in new[] { "model.embed_tokens", "lm_head" })
-            if (!targets.Contains(module) && !ModuleSelection.IsModuleToSave(config, module))
-            {
-                targets.Add(module);
-                error.WriteLine($"note: {module} trains with LoRA so the new tokens' rows learn");
-            }
-        return config with { TargetModules = targets };
+        string resume = result.LastCheckpoint is null ? "" : $"; resume with --resume {result.LastCheckpoint}";
+        switch (result.Stop)
+        {
+            case TrainingStop.Completed:
+                output.WriteLine($"done: {result.Steps} steps{(result.SkippedSteps > 0 ? $" ({result.SkippedSteps} skipped)" : "")}; adapter, metrics.jsonl and loss.png in {outDirectory}");
+                return ExitCodes.Done;
+            case TrainingStop.Cancelled:
+                output.WriteLine($"stopped by {(signals.Signal is null ? "cancellation" : signals.SignalName)} at step {result.Steps} of {result.TotalSteps}, after writing a checkpoint{resume}");
+                return signals.ExitCode;
+            default:
+                var value = result.NonFinite!;
+                error.WriteLine($"error: training stopped at step {value.Step}: {value.What}. That step updated nothing; " +
+                                (result.LastCheckpoint is null
+                                    ? "no checkpoint of a good state is on disk (the parameters were not finite either: lower --lr or --weight-decay)."
+                                    : $"the last good checkpoint is {result.LastCheckpoint}{(result.AdapterDirectory is null ? "" : $" and the adapter in {result.AdapterDirectory} is its")}. " +
+                                      "Lower --lr, check the data and the base weights, or let a few such steps pass with --skip-nonfinite N."));
+                output.WriteLine($"stopped at step {value.Step}: {value.What}{resume}");
+                return ExitCodes.NonFinite;
+        }
     }
 }

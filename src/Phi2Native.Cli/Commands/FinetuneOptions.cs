@@ -5,6 +5,7 @@ using Phi2Native.FineTuning.Lora;
 using Phi2Native.FineTuning.Optim;
 using Phi2Native.FineTuning.Selection;
 using Phi2Native.FineTuning.Training;
+using Phi2Native.Hosting;
 using Phi2Native.Models.Phi2;
 
 namespace Phi2Native.Cli.Commands;
@@ -16,7 +17,7 @@ internal sealed class FinetuneOptions
     public readonly Option<string?> Data = new("--data") { Description = "Training data: JSONL with a \"text\" field, or \"prompt\" and \"completion\" (default with no --model: the embedded text)." };
     public readonly Option<string?> Validation = new("--val") { Description = "Validation data (same format), reported as loss and perplexity." };
     public readonly Option<string> Out = new("--out") { Description = "Output folder: adapter, checkpoints/, metrics.jsonl, loss.png.", Required = true };
-    public readonly Option<string?> Resume = new("--resume") { Description = "Continue from a checkpoint folder (checkpoints/step-N) with the same other options." };
+    public readonly Option<string?> Resume = new("--resume") { Description = "Continue from a checkpoint folder (checkpoints/step-N) with the same other options; from --out's own checkpoints the run keeps one history (metrics.jsonl cut back to step N, later checkpoints moved to checkpoints/abandoned-<time>/)." };
     public readonly SelectionOptions Selection = new();
     public readonly Option<double> LearningRate = new("--lr") { Description = "Peak learning rate.", DefaultValueFactory = _ => 2e-4 };
     public readonly Option<int> Epochs = new("--epochs") { Description = "Passes over the data.", DefaultValueFactory = _ => 1 };
@@ -35,16 +36,27 @@ internal sealed class FinetuneOptions
     public readonly Option<string?> NewTokens = new("--new-tokens") { Description = "New words, comma-separated: they take unused embedding rows, and embed_tokens and lm_head then train." };
     public readonly Option<int> EvalEvery = new("--eval-every") { Description = "Validate every N steps (0: each epoch).", DefaultValueFactory = _ => 0 };
     public readonly Option<int> SaveEvery = new("--save-every") { Description = "Checkpoint every N steps (0: at the end).", DefaultValueFactory = _ => 0 };
+    public readonly Option<double> SaveEveryMinutes = new("--save-every-minutes")
+    {
+        Description = "Also checkpoint when this many minutes have passed since the last checkpoint (0: off), for machines that may be taken away.", DefaultValueFactory = _ => 0,
+    };
+    public readonly Option<int?> KeepCheckpoints = new("--keep-checkpoints") { Description = "Keep only the newest K step checkpoints (default: all)." };
+    public readonly Option<int> SkipNonFinite = new("--skip-nonfinite")
+    {
+        Description = "Skip at most N steps whose loss or gradient is not finite (each updates nothing, with a warning) instead of stopping with exit code 3 (default 0).",
+        DefaultValueFactory = _ => 0,
+    };
+    public readonly Option<bool> Overwrite = new("--overwrite") { Description = "Start a new run in an --out that holds another run's checkpoints, clearing them, its metrics and adapter first." };
     public readonly DeviceOptions Device = new(
         "Compute dtype of the base: f32, or bf16 on the CUDA backend (the LoRA adapters and AdamW state stay fp32; --full modules need f32).");
 
     public IEnumerable<Option> All =>
         [Model, Data, Validation, Out, Resume, .. Selection.All, LearningRate, Epochs, MaxSteps, BatchSize, MaxLength, GradientAccumulation,
-         Warmup, Schedule, WeightDecay, MaxGradNorm, ResidualDropout, Seed, Padding, SkipBadLines, NewTokens, EvalEvery, SaveEvery, .. Device.All];
+         Warmup, Schedule, WeightDecay, MaxGradNorm, ResidualDropout, Seed, Padding, SkipBadLines, NewTokens, EvalEvery, SaveEvery, SaveEveryMinutes,
+         KeepCheckpoints, SkipNonFinite, Overwrite, .. Device.All];
 
-    /// <summary>What the command line said, checked.</summary>
-    public sealed record Values(string? ModelDirectory, string? Data, string? Validation, string Out, string? Resume, Func<Phi2Config, LoraConfig> Selection,
-        TrainingOptions Training, int BatchSize, int MaxLength, BatchingMode Batching, bool SkipBadLines, string[] NewTokens, DeviceRequest Device);
+    /// <summary>What the command line said, checked, as the library's run options (the backend is the command's to open).</summary>
+    public sealed record Values(FineTuningOptions Run, DeviceRequest Device);
 
     public Values Read(ParseResult result)
     {
@@ -55,22 +67,28 @@ internal sealed class FinetuneOptions
             "constant" => LearningRateDecay.Constant,
             var other => throw new Phi2Exception($"--schedule \"{other}\" is not one of cosine, linear, constant"),
         };
-        string outDirectory = result.GetValue(Out)!;
-        if (File.Exists(outDirectory)) throw new Phi2Exception($"--out '{outDirectory}' is a file; expected a folder (created if missing)");
-        int batch = result.GetValue(BatchSize), length = result.GetValue(MaxLength);
-        if (batch <= 0) throw new Phi2Exception($"--batch-size must be positive, got {batch}");
-        if (length < 2) throw new Phi2Exception($"--max-length must be at least 2, got {length}");
         var training = new TrainingOptions
         {
             Epochs = result.GetValue(Epochs), MaxSteps = result.GetValue(MaxSteps), GradientAccumulation = result.GetValue(GradientAccumulation),
             LearningRate = result.GetValue(LearningRate), WeightDecay = result.GetValue(WeightDecay), WarmupSteps = result.GetValue(Warmup),
             Decay = decay, MaxGradientNorm = result.GetValue(MaxGradNorm), ResidualDropout = result.GetValue(ResidualDropout),
             Seed = result.GetValue(Seed), EvaluateEvery = result.GetValue(EvalEvery), SaveEvery = result.GetValue(SaveEvery),
+            SaveEveryMinutes = result.GetValue(SaveEveryMinutes), KeepCheckpoints = result.GetValue(KeepCheckpoints), SkipNonFiniteSteps = result.GetValue(SkipNonFinite),
         };
+        // Checked now, before any folder is made or model loads (the run checks them again).
         training.Validate();
-        return new Values(result.GetValue(Model), result.GetValue(Data), result.GetValue(Validation), outDirectory, result.GetValue(Resume),
-            Selection.Reader(result), training, batch, length, result.GetValue(Padding) ? BatchingMode.Padding : BatchingMode.Packing, result.GetValue(SkipBadLines),
-            result.GetValue(NewTokens)?.Split(',', StringSplitOptions.RemoveEmptyEntries) ?? [], Device.Read(result));
+        var run = new FineTuningOptions
+        {
+            ModelDirectory = result.GetValue(Model), DataPath = result.GetValue(Data), ValidationPath = result.GetValue(Validation),
+            OutputDirectory = result.GetValue(Out)!, ResumeFrom = result.GetValue(Resume), Overwrite = result.GetValue(Overwrite), Lora = Selection.Reader(result),
+            NewTokens = result.GetValue(NewTokens)?.Split(',', StringSplitOptions.RemoveEmptyEntries) ?? [], Training = training,
+            BatchSize = result.GetValue(BatchSize), MaxLength = result.GetValue(MaxLength),
+            Batching = result.GetValue(Padding) ? BatchingMode.Padding : BatchingMode.Packing, SkipMalformedLines = result.GetValue(SkipBadLines),
+        };
+        if (File.Exists(run.OutputDirectory)) throw new Phi2Exception($"--out '{run.OutputDirectory}' is a file; expected a folder (created if missing)");
+        if (run.BatchSize <= 0) throw new Phi2Exception($"--batch-size must be positive, got {run.BatchSize}");
+        if (run.MaxLength < 2) throw new Phi2Exception($"--max-length must be at least 2, got {run.MaxLength}");
+        return new Values(run, Device.Read(result));
     }
 }
 

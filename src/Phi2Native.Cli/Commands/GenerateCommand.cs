@@ -1,10 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
-using Phi2Native.FineTuning;
-using Phi2Native.FineTuning.Lora;
-using Phi2Native.FineTuning.Selection;
-using Phi2Native.Models.Phi2;
-using Phi2Native.Tensors;
+using Phi2Native.Hosting;
 using Phi2Native.Text;
 
 namespace Phi2Native.Cli.Commands;
@@ -55,19 +51,19 @@ internal static class GenerateCommand
         if (request.Stop.Any(string.IsNullOrEmpty)) throw new Phi2Exception("--stop \"\": an empty stop string would stop before the first token; give some text");
         var options = new GenerationOptions { MaxNewTokens = request.MaxTokens, Sampling = request.Sampling, StopStrings = request.Stop };
         options.Validate();
-        // Declared before the model, so the model's device memory is freed before the backend goes.
+        int[]? rawIds = request.Ids is null ? null : TraceCommand.ParseIds(request.Ids, minimum: 1);   // bad ids fail before the model loads
+        // Declared before the engine, so the model's device memory is freed before the backend goes.
         using var backend = BackendChoice.Open(request.Device, notices, withAdapter: request.Adapter is not null);
-        var (phi, directory) = ModelSource.Load(request.Model, backend, new StageProgress(error), error, notices);
-        using var modelScope = phi;
-        // A tokenizer is needed for text in or out; a folder without one falls back to GPT-2's, announced by the warning.
-        TextTokenizer? tokenizer = request.Prompt is not null || !request.PrintIds || request.Stop.Length > 0
-            ? TextTokenizer.FromModelFolder(directory, warning => error.WriteLine($"warning: {warning}"))
-            : null;
-        using var lora = request.Adapter is null ? null : PeftAdapter.Load(phi, request.Adapter, warning => error.WriteLine($"warning: {warning}"));
-        if (request.Adapter is not null && tokenizer is not null) NewTokens.Apply(tokenizer, request.Adapter);
+        Notices.Model(request.Model, notices);
+        using var engine = new StageProgress(error).Run($"loading {ModelSource.DisplayName(request.Model)}", progress => Phi2Engine.Load(new Phi2EngineOptions
+        {
+            ModelDirectory = request.Model, AdapterDirectory = request.Adapter, Backend = backend.Backend, DType = backend.DType,
+            Warn = warning => error.WriteLine($"warning: {warning}"), LoadProgress = progress,
+        }));
 
-        int[] promptIds = request.Prompt is not null ? PromptIds(request.Prompt, tokenizer!, phi.Config, error) : TraceCommand.ParseIds(request.Ids!, minimum: 1);
-        int limit = phi.Config.MaxPositionEmbeddings;
+        int[] promptIds = rawIds ?? engine.EncodePrompt(request.Prompt!);
+        if (request.Prompt == "") error.WriteLine($"--prompt is empty: starting from bos_token_id {promptIds[0]}");
+        int limit = engine.Model.Config.MaxPositionEmbeddings;
         if (promptIds.Length > limit && request.Truncate)
         {
             error.WriteLine($"warning: the prompt has {promptIds.Length} tokens; keeping its last {limit - 1} (--truncate)");
@@ -76,28 +72,17 @@ internal static class GenerateCommand
         else if (promptIds.Length > limit)
             throw new ModelInputException($"the prompt has {promptIds.Length} tokens, more than this model's max_position_embeddings ({limit}); shorten it or pass --truncate");
 
-        var generator = new Generator(phi, tokenizer);
-        var decoder = tokenizer is null ? null : new IncrementalDecoder(tokenizer);
+        var decoder = new IncrementalDecoder(engine.Tokenizer);
         var clock = Stopwatch.StartNew();
-        var result = generator.Generate(promptIds, options, token =>
+        var result = engine.Generate(promptIds, options, token =>
         {
             if (request.PrintIds) return;
-            output.Write(decoder!.Append(token));
+            output.Write(decoder.Append(token));
             output.Flush();
         });
         double seconds = clock.Elapsed.TotalSeconds;
-        output.WriteLine(request.PrintIds ? string.Join(",", result.Tokens) : decoder!.Flush());
+        output.WriteLine(request.PrintIds ? string.Join(",", result.Tokens) : decoder.Flush());
         error.WriteLine($"{result.Tokens.Count} tokens in {seconds:F2} s ({result.Tokens.Count / Math.Max(seconds, 1e-9):F1} tokens/s), stopped: {result.StopReason}; {backend.Summary}");
         return 0;
-    }
-
-    // An empty --prompt generates unconditionally, from the config's bos_token_id, as HF generate does with no input.
-    private static int[] PromptIds(string prompt, TextTokenizer tokenizer, Phi2Config config, TextWriter error)
-    {
-        if (prompt.Length > 0) return tokenizer.Encode(prompt);
-        if (config.BosTokenId is not { } bos || bos < 0 || bos >= config.VocabSize)
-            throw new Phi2Exception("--prompt is empty and this model's config.json has no bos_token_id inside its vocabulary to start from; give some text");
-        error.WriteLine($"--prompt is empty: starting from bos_token_id {bos}");
-        return [bos];
     }
 }

@@ -1,8 +1,6 @@
 using System.CommandLine;
-using Phi2Native.Embedded;
-using Phi2Native.FineTuning;
 using Phi2Native.FineTuning.Selection;
-using Phi2Native.Models.Phi2;
+using Phi2Native.Hosting;
 using Spectre.Console;
 
 namespace Phi2Native.Cli.Commands;
@@ -23,20 +21,12 @@ internal static class LayersCommand
         foreach (var option in new Option[] { model }.Concat(selection.All).Concat([batch, length])) command.Options.Add(option);
         command.SetAction(result => CommandErrors.Guard(error, () =>
         {
-            var config = LoadConfig(result.GetValue(model), error);
+            var config = ModelSource.LoadConfig(result.GetValue(model), warning => error.WriteLine($"warning: {warning}"));
             var plan = TrainingPlan.Create(config, selection.Reader(result)(config));
             Render(plan, result.GetValue(batch), result.GetValue(length), output);
             return 0;
         }));
         return command;
-    }
-
-    private static Phi2Config LoadConfig(string? directory, TextWriter error)
-    {
-        if (directory is null) return EmbeddedDefault.Config;
-        if (!Directory.Exists(directory))
-            throw new CheckpointException($"model folder '{directory}' {(File.Exists(directory) ? "is a file, not a folder" : "does not exist")}; pass a folder holding config.json");
-        return Phi2Config.Load(Path.Combine(directory, "config.json"), warning => error.WriteLine($"warning: {warning}"));
     }
 
     private static void Render(TrainingPlan plan, int batch, int time, TextWriter output)

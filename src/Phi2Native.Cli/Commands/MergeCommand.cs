@@ -1,6 +1,5 @@
 using System.CommandLine;
-using Phi2Native.FineTuning.Lora;
-using Phi2Native.Models.Phi2;
+using Phi2Native.Hosting;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Cli.Commands;
@@ -41,47 +40,17 @@ internal static class MergeCommand
             "bf16" or "bfloat16" => DType.BF16,
             _ => throw new Phi2Exception($"--dtype \"{dtypeText}\" is not one of f32, f16, bf16"),
         };
-        if (modelOption is not null && Path.GetFullPath(outDirectory) == Path.GetFullPath(modelOption))
-            throw new Phi2Exception("--out must differ from --model: the merge never overwrites its base checkpoint");
-        RequireWritableOut(outDirectory, overwrite);
-        var stages = new StageProgress(error);
+        // Refused before anything loads; the merge checks it again.
+        AdapterMerge.CheckOutput(outDirectory, modelOption, overwrite);
         // On the CPU: merging is one small product per adapted module, and --dtype here is the stored dtype, not a compute one.
-        using var backend = BackendChoice.Open(DeviceRequest.Cpu, notices);
-        var (phi, modelDirectory) = ModelSource.Load(modelOption, backend, stages, error, notices);
-        using var modelScope = phi;
-        var lora = PeftAdapter.Load(phi, adapterDirectory, warning => error.WriteLine($"warning: {warning}"));
-        try
+        notices.WriteLine($"device: cpu (the merge computes one small product per adapted module), f32");
+        Notices.Model(modelOption, notices);
+        var dtype = new StageProgress(error).Run($"merging {adapterDirectory} into {ModelSource.DisplayName(modelOption)}, writing {outDirectory}", progress => AdapterMerge.Run(new AdapterMergeOptions
         {
-            lora.Merge();
-        }
-        catch (Phi2Exception e)
-        {
-            throw new Phi2Exception($"{Path.Combine(adapterDirectory, PeftAdapter.WeightsFileName)}: {e.Message}", e);
-        }
-        var dtype = requested ?? phi.CheckpointDType ?? DType.F32;
-        stages.Run($"writing {outDirectory} ({dtype})", _ =>
-        {
-            Phi2CheckpointWriter.Save(phi, outDirectory, dtype, modelDirectory);
-            return 0;
-        });
-        output.WriteLine($"wrote {outDirectory}");
+            ModelDirectory = modelOption, AdapterDirectory = adapterDirectory, OutputDirectory = outDirectory, DType = requested, Overwrite = overwrite,
+            Warn = warning => error.WriteLine($"warning: {warning}"), LoadProgress = progress,
+        }));
+        output.WriteLine($"wrote {outDirectory} ({ComputeDTypes.Name(dtype)})");
         return 0;
-    }
-
-    /// <summary>
-    /// Refuses, before anything loads, an --out that is a file, or a folder with anything in it unless --overwrite
-    /// (which then replaces only its model files, <see cref="Phi2CheckpointWriter.ModelFiles"/>: listed here so that an
-    /// index that cannot be read fails now, not after the merge).
-    /// </summary>
-    private static void RequireWritableOut(string outDirectory, bool overwrite)
-    {
-        if (File.Exists(outDirectory)) throw new Phi2Exception($"--out '{outDirectory}' is a file; expected a folder (created if missing)");
-        if (!Directory.Exists(outDirectory)) return;
-        var entries = Directory.EnumerateFileSystemEntries(outDirectory).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToList();
-        if (entries.Count == 0) return;
-        if (!overwrite)
-            throw new Phi2Exception($"--out '{outDirectory}' is not empty (it holds {string.Join(", ", entries.Take(5))}{(entries.Count > 5 ? $" and {entries.Count - 5} more" : "")}); " +
-                                    "pass --overwrite to replace the model files in it, or choose a new or empty folder");
-        Phi2CheckpointWriter.ModelFiles(outDirectory);
     }
 }

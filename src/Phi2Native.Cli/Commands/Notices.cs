@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Phi2Native.Embedded;
 
 namespace Phi2Native.Cli.Commands;
 
@@ -20,4 +21,10 @@ internal static class Notices
 
     /// <summary>Where the running command writes its notices: <paramref name="error"/>, or nowhere with --quiet.</summary>
     public static TextWriter Writer(ParseResult result, TextWriter error) => result.GetValue<bool>(QuietName) ? TextWriter.Null : error;
+
+    /// <summary>Says, on one line of <paramref name="notices"/>, that a command without --model uses the embedded stand-in.</summary>
+    public static void Model(string? model, TextWriter notices)
+    {
+        if (model is null) notices.WriteLine($"model: {EmbeddedDefault.Summary}; --model PATH for a real one");
+    }
 }

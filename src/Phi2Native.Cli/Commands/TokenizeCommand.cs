@@ -1,5 +1,5 @@
 using System.CommandLine;
-using Phi2Native.Text;
+using Phi2Native.Hosting;
 
 namespace Phi2Native.Cli.Commands;
 
@@ -13,8 +13,8 @@ internal static class TokenizeCommand
         var command = new Command("tokenize", "Show how a text splits into token ids and pieces.") { model, text };
         command.SetAction(result => CommandErrors.Guard(error, () =>
         {
-            string directory = ModelSource.Resolve(result.GetValue(model), Notices.Writer(result, error));
-            var tokenizer = TextTokenizer.FromModelFolder(directory, warning => error.WriteLine($"warning: {warning}"));
+            Notices.Model(result.GetValue(model), Notices.Writer(result, error));
+            var tokenizer = ModelSource.LoadTokenizer(result.GetValue(model), warning => error.WriteLine($"warning: {warning}"));
             var pieces = tokenizer.EncodeWithPieces(result.GetValue(text)!);
             foreach (var (id, piece) in pieces) output.WriteLine($"{id}\t{Visible(piece)}");
             output.WriteLine(string.Join(",", pieces.Select(p => p.Id)));

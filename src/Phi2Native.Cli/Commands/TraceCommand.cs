@@ -1,12 +1,5 @@
 using System.CommandLine;
-using Phi2Native.Autograd;
-using Phi2Native.FineTuning;
-using Phi2Native.FineTuning.Lora;
-using Phi2Native.FineTuning.Selection;
-using Phi2Native.IO;
-using Phi2Native.Models.Phi2;
-using Phi2Native.Tensors;
-using Phi2Native.Text;
+using Phi2Native.Hosting;
 
 namespace Phi2Native.Cli.Commands;
 
@@ -48,42 +41,18 @@ internal static class TraceCommand
         int[]? tokenIds = idsText is null ? null : ParseIds(idsText);   // bad ids fail before the model loads
         // Progress and remarks go to standard error: standard output carries only the result line.
         var stages = new StageProgress(error);
-        // Declared before the model, so the model's device memory is freed before the backend goes.
+        // Declared before the engine, so the model's device memory is freed before the backend goes.
         using var backend = BackendChoice.Open(device, notices, withAdapter: adapterDirectory is not null);
-        var (phi, directory) = ModelSource.Load(modelOption, backend, stages, error, notices);
-        using var modelScope = phi;
-        phi.Training = false;
-        // With an adapter, exactly its trainable tensors get gradients (the base stays frozen); without, every parameter.
-        using var lora = adapterDirectory is null ? null : PeftAdapter.Load(phi, adapterDirectory, warning => error.WriteLine($"warning: {warning}"));
-        tokenIds ??= Tokenize(text!, directory, adapterDirectory, error);
-        if (withGrads && lora is null) phi.SetRequiresGrad(true);
-        var trainable = lora?.TrainableParameters().ToList() ?? phi.Parameters().ToList();
-        var writer = new SafeTensorsWriter();
-        writer.Metadata["producer"] = "phi2 trace";
-        writer.Metadata["model"] = ModelSource.BaseName(modelOption);
-        using (var scope = TensorScope.Begin())
-        using (var tape = withGrads ? GradientTape.Begin() : null)
+        Notices.Model(modelOption, notices);
+        using var engine = stages.Run($"loading {ModelSource.DisplayName(modelOption)}", progress => Phi2Engine.Load(new Phi2EngineOptions
         {
-            var (logits, loss) = stages.Run(withGrads ? "forward and backward" : "forward", _ =>
-            {
-                var logits = phi.Forward(phi.CreateInputIds(tokenIds));
-                var loss = phi.CausalLanguageModelLoss(logits, tokenIds);
-                tape?.Backward(loss);
-                return (logits, loss);
-            });
-            writer.AddSingle("logits", logits.ToSingleArray(), [tokenIds.Length, phi.Config.VocabSize]);
-            writer.AddSingle("loss", loss.ToSingleArray(), [1]);
-            if (withGrads)
-                foreach (var parameter in trainable)
-                {
-                    // A parameter no path reached (e.g. embedding rows of ids not in the input stay 0) still gets its zero gradient.
-                    float[] gradient = parameter.Grad?.ToSingleArray() ?? new float[parameter.ElementCount];
-                    string name = lora is null ? parameter.Name! : LoraModel.PeftKey(parameter);
-                    writer.AddSingle($"grad.{name}", gradient, Array.ConvertAll(parameter.Shape.ToArray(), d => (long)d));
-                }
-            error.WriteLine($"loss {loss.Item():F6} over {tokenIds.Length} ids; {backend.Summary}");
-        }
-        writer.Save(outPath);
+            ModelDirectory = modelOption, AdapterDirectory = adapterDirectory, Backend = backend.Backend, DType = backend.DType,
+            Warn = warning => error.WriteLine($"warning: {warning}"), LoadProgress = progress,
+        }));
+        tokenIds ??= Tokenize(text!, engine, error);
+        var trace = stages.Run(withGrads ? "forward and backward" : "forward", _ => engine.Trace(tokenIds, withGrads));
+        error.WriteLine($"loss {trace.Loss:F6} over {tokenIds.Length} ids; {backend.Summary}");
+        trace.Save(outPath, new Dictionary<string, string> { ["producer"] = "phi2 trace", ["model"] = ModelSource.BaseName(modelOption) });
         output.WriteLine($"wrote {outPath}");
         return 0;
     }
@@ -92,11 +61,9 @@ internal static class TraceCommand
     /// --text as ids: the model folder's tokenizer (a folder without tokenizer files falls back to GPT-2's, with a
     /// warning), with an adapter's added tokens; the ids go to standard error so a run can be repeated with --ids.
     /// </summary>
-    private static int[] Tokenize(string text, string modelDirectory, string? adapterDirectory, TextWriter error)
+    private static int[] Tokenize(string text, Phi2Engine engine, TextWriter error)
     {
-        var tokenizer = TextTokenizer.FromModelFolder(modelDirectory, warning => error.WriteLine($"warning: {warning}"));
-        if (adapterDirectory is not null) NewTokens.Apply(tokenizer, adapterDirectory);
-        int[] ids = tokenizer.Encode(text);
+        int[] ids = engine.Tokenizer.Encode(text);
         if (ids.Length < 2)
             throw new ModelInputException($"--text: \"{text}\" is {ids.Length} token(s); the causal-LM loss needs at least 2");
         error.WriteLine($"--text is {ids.Length} ids: {string.Join(",", ids)}");

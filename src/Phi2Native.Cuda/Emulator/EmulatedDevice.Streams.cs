@@ -15,6 +15,9 @@ public sealed unsafe partial class EmulatedDevice
     /// <remarks>"emulated (libphi2emu)", or "emulated (libphi2emu, kernels from DIR)" over kernel sources from a folder.</remarks>
     public string Name => _kernelSourceDirectory is null ? "emulated (libphi2emu)" : $"emulated (libphi2emu, kernels from {_kernelSourceDirectory})";
 
+    /// <inheritdoc/>
+    public Tensors.DeviceKind Kind => Tensors.DeviceKind.Emulated;
+
     /// <inheritdoc />
     public void CopyOnDevice(DevicePtr destination, DevicePtr source, long bytes, DeviceStream stream)
     {

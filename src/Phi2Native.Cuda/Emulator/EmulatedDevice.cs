@@ -6,7 +6,7 @@ namespace Phi2Native.Cuda.Emulator;
 /// or touched freed memory, or a launch the emulator failed. The message names the call (and for a launch, the
 /// kernel).
 /// </summary>
-public sealed class EmulatedDeviceException : Phi2Exception
+public sealed class EmulatedDeviceException : EngineFaultException
 {
     /// <summary>The <see cref="IDeviceApi"/> member that failed, e.g. <c>CopyToHost</c>.</summary>
     public string Call { get; }

@@ -89,6 +89,20 @@ public sealed partial class CudaDevice : IDeviceApi
     /// <summary>"NVIDIA H200 (sm_90)".</summary>
     public string Name => $"{Info.Name} ({Info.Architecture})";
 
+    /// <inheritdoc/>
+    public Tensors.DeviceKind Kind => Tensors.DeviceKind.Cuda;
+
+    /// <inheritdoc/>
+    public int Ordinal => Info.Ordinal;
+
+    /// <inheritdoc/>
+    /// <remarks>Blocks freed while work that used them was still queued are given back only once that work is done.</remarks>
+    public long ReleaseCachedMemory(DeviceStream stream)
+    {
+        Synchronize(stream);
+        return EmptyCache();
+    }
+
     /// <summary>The most shared memory, static plus dynamic, one block may use after opting in (227 KiB on sm_90).</summary>
     public int MaxSharedBytesPerBlock { get; }
 

@@ -5,7 +5,7 @@ namespace Phi2Native.Cuda.Native;
 /// error's name, its numeric code and the library's text for it, for example
 /// <c>CUDA driver call cuMemAlloc failed: CUDA_ERROR_OUT_OF_MEMORY (2): out of memory</c>.
 /// </summary>
-public sealed class CudaException : Phi2Exception
+public sealed class CudaException : EngineFaultException
 {
     internal const string DriverLibrary = "CUDA driver";
     internal const string NvrtcLibrary = "NVRTC";

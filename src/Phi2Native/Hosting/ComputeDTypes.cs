@@ -20,14 +20,14 @@ public static class ComputeDTypes
     public static IReadOnlyList<DType> Supported { get; } = [DType.F32, DType.BF16];
 
     /// <summary>Why a model on a <paramref name="device"/> backend cannot run inference (forward, generation) in <paramref name="dtype"/>, or null when it can.</summary>
-    /// <param name="device">The kind of backend: <see cref="DeviceKind.Cpu"/> or <see cref="DeviceKind.Cuda"/> (a GPU or the emulator).</param>
+    /// <param name="device">The kind of device: <see cref="DeviceKind.Cpu"/>, or <see cref="DeviceKind.Cuda"/> and <see cref="DeviceKind.Emulated"/> (the CUDA backend).</param>
     /// <param name="dtype">The compute dtype of the weights and activations.</param>
     /// <param name="withAdapter">Whether a LoRA adapter is applied on top of the base (fp32 over a base of either dtype: no longer a reason to refuse).</param>
     public static string? InferenceRefusal(DeviceKind device, DType dtype, bool withAdapter)
     {
         if (dtype == DType.F32) return null;
         if (dtype != DType.BF16) return $"{dtype} is not a compute dtype of a model here (f32 or bf16)";
-        if (device != DeviceKind.Cuda)
+        if (device == DeviceKind.Cpu)
             return "the CPU backend computes in f32 only (bf16 weights are widened to f32 when loaded); bf16 needs the CUDA backend (a GPU, or the emulated device)";
         return null;
     }
@@ -37,7 +37,10 @@ public static class ComputeDTypes
     /// compute dtype; adapters and AdamW state stay fp32), or null when it can. Modules trained in full over a bf16 base
     /// are refused by LoraModel, which knows the selection.
     /// </summary>
-    /// <param name="device">The kind of backend.</param>
+    /// <param name="device">The kind of device.</param>
     /// <param name="dtype">The compute dtype of the base weights and activations.</param>
     public static string? TrainingRefusal(DeviceKind device, DType dtype) => InferenceRefusal(device, dtype, withAdapter: true);
+
+    /// <summary>"f32", "bf16", "f16", ...: a dtype as the command line's --dtype and the device line spell it.</summary>
+    public static string Name(DType dtype) => dtype == DType.BF16 ? "bf16" : dtype.ToString().ToLowerInvariant();
 }

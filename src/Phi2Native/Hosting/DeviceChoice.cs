@@ -6,22 +6,6 @@ using Phi2Native.Tensors;
 
 namespace Phi2Native.Hosting;
 
-/// <summary>The kinds of device a <see cref="DeviceChoice"/> names.</summary>
-public enum DeviceChoiceKind
-{
-    /// <summary>The managed CPU backend (fp32).</summary>
-    Cpu,
-
-    /// <summary>The CUDA backend on a real GPU.</summary>
-    Cuda,
-
-    /// <summary>
-    /// The CUDA backend over the kernel emulator: the same kernels and backend code, run on the CPU. Far slower than
-    /// the CPU backend; it exists to check the CUDA path where there is no GPU.
-    /// </summary>
-    Emulated,
-}
-
 /// <summary>
 /// Where a model computes, as a user names it: <c>cpu</c>, <c>cuda</c> / <c>cuda:N</c> (GPU N) or <c>emulated</c>
 /// (the CUDA backend over the kernel emulator). <see cref="CreateBackend"/> turns it into an <see cref="IBackend"/>.
@@ -32,31 +16,39 @@ public enum DeviceChoiceKind
 /// </remarks>
 public sealed record DeviceChoice
 {
-    private DeviceChoice(DeviceChoiceKind kind, int ordinal)
+    private DeviceChoice(DeviceKind kind, int ordinal)
     {
         Kind = kind;
         Ordinal = ordinal;
     }
 
     /// <summary>What the text said: <c>cpu</c>, <c>cuda</c> or <c>emulated</c>.</summary>
-    public DeviceChoiceKind Kind { get; }
+    public DeviceKind Kind { get; }
 
-    /// <summary>The GPU's index for <see cref="DeviceChoiceKind.Cuda"/>; 0 otherwise.</summary>
+    /// <summary>The GPU's index for <see cref="DeviceKind.Cuda"/>; 0 otherwise.</summary>
     public int Ordinal { get; }
 
     /// <summary>The CPU backend (the default).</summary>
-    public static DeviceChoice Cpu { get; } = new(DeviceChoiceKind.Cpu, 0);
+    public static DeviceChoice Cpu { get; } = new(DeviceKind.Cpu, 0);
 
     /// <summary>The CUDA backend over the kernel emulator: slow, for checking the CUDA path without a GPU.</summary>
-    public static DeviceChoice Emulated { get; } = new(DeviceChoiceKind.Emulated, 0);
+    public static DeviceChoice Emulated { get; } = new(DeviceKind.Emulated, 0);
 
     /// <summary>The CUDA backend on GPU <paramref name="ordinal"/>.</summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="ordinal"/> is negative.</exception>
     public static DeviceChoice Cuda(int ordinal = 0)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(ordinal);
-        return new DeviceChoice(DeviceChoiceKind.Cuda, ordinal);
+        return new DeviceChoice(DeviceKind.Cuda, ordinal);
     }
+
+    /// <summary>The choice that names <paramref name="device"/> (a backend's <see cref="IBackend.Device"/>).</summary>
+    public static DeviceChoice Of(Device device) => device.Kind switch
+    {
+        DeviceKind.Cpu => Cpu,
+        DeviceKind.Emulated => Emulated,
+        _ => Cuda(device.Index),
+    };
 
     /// <summary>The accepted spellings, for messages: "cpu, cuda, cuda:N, emulated".</summary>
     public const string Spellings = "cpu, cuda, cuda:N (GPU N, from 0), emulated";
@@ -88,7 +80,7 @@ public sealed record DeviceChoice
         TryParse(text, out var choice) ? choice : throw new FormatException($"\"{text}\" is not a device: expected one of {Spellings}");
 
     /// <summary>
-    /// The backend for this choice. <see cref="DeviceChoiceKind.Cpu"/> gives the shared <see cref="CpuBackend.Default"/>
+    /// The backend for this choice. <see cref="DeviceKind.Cpu"/> gives the shared <see cref="CpuBackend.Default"/>
     /// (see <see cref="OwnsBackend"/>); the CUDA choices give a new <see cref="CudaBackend"/> that owns its device: the
     /// caller disposes it, after the models on it, to free the device memory.
     /// </summary>
@@ -100,24 +92,25 @@ public sealed record DeviceChoice
     /// CUDA is unavailable here (the message is the probe's reason), there is no GPU <see cref="Ordinal"/>, the kernel
     /// emulator's library cannot be loaded, or the kernel source folder is unusable (missing, empty, or, emulated, not compiling).
     /// </exception>
-    public IBackend CreateBackend(KernelSourceOptions? kernelSources = null) => Kind switch
+    public IBackend CreateBackend(KernelSourceOptions? kernelSources = null) => Open(kernelSources).Backend;
+
+    /// <summary>Opens the backend as <see cref="CreateBackend"/> does, with what its device says it is (e.g. "NVIDIA H200 (sm_90)"), or null for the CPU.</summary>
+    internal (IBackend Backend, string? DeviceName) Open(KernelSourceOptions? kernelSources)
     {
-        DeviceChoiceKind.Cpu => CpuBackend.Default,
-        DeviceChoiceKind.Cuda => CudaBackend.OpenGpu(Ordinal, kernelSources),
-        _ => CudaBackend.OpenEmulated(kernelSources),
-    };
+        if (Kind == DeviceKind.Cpu) return (CpuBackend.Default, null);
+        var cuda = Kind == DeviceKind.Cuda ? CudaBackend.OpenGpu(Ordinal, kernelSources) : CudaBackend.OpenEmulated(kernelSources);
+        return (cuda, cuda.DeviceApi.Name);
+    }
 
     /// <summary>
     /// True when the caller of <see cref="CreateBackend"/> owns (and must dispose) the backend: every choice but the CPU,
     /// whose backend is the process-wide shared one.
     /// </summary>
-    public bool OwnsBackend => Kind != DeviceChoiceKind.Cpu;
+    public bool OwnsBackend => Kind != DeviceKind.Cpu;
 
-    /// <summary><c>cpu</c>, <c>cuda:N</c> or <c>emulated</c>: text that <see cref="Parse"/> reads back.</summary>
-    public override string ToString() => Kind switch
-    {
-        DeviceChoiceKind.Cpu => "cpu",
-        DeviceChoiceKind.Cuda => $"cuda:{Ordinal}",
-        _ => "emulated",
-    };
+    /// <summary>The device a backend opened for this choice computes on (what its tensors' <see cref="Tensor.Device"/> says).</summary>
+    public Device Device => new(Kind, Ordinal);
+
+    /// <summary><c>cpu</c>, <c>cuda:N</c> or <c>emulated</c>: text that <see cref="Parse"/> reads back, spelled as <see cref="Tensors.Device"/> spells it.</summary>
+    public override string ToString() => Device.ToString();
 }

@@ -1,8 +1,5 @@
 using System.Runtime.CompilerServices;
-using Phi2Native.Backends;
 using Phi2Native.Cuda;
-using Phi2Native.Embedded;
-using Phi2Native.FineTuning;
 using Phi2Native.FineTuning.Lora;
 using Phi2Native.FineTuning.Selection;
 using Phi2Native.Models.Phi2;
@@ -26,17 +23,17 @@ public sealed record GeneratedToken(int Id, string Text);
 /// </code></example>
 public sealed class Phi2Engine : IDisposable
 {
-    private readonly IBackend? _ownedBackend;
+    private readonly ComputeBackend _compute;
     private readonly SemaphoreSlim _backendTurn;
     private readonly HashSet<EngineGeneration> _running = [];
     private bool _disposed;
 
-    private Phi2Engine(Phi2Model model, TextTokenizer tokenizer, LoraModel? adapter, IBackend? ownedBackend)
+    private Phi2Engine(Phi2Model model, TextTokenizer tokenizer, LoraModel? adapter, ComputeBackend compute)
     {
         Model = model;
         Tokenizer = tokenizer;
         Adapter = adapter;
-        _ownedBackend = ownedBackend;
+        _compute = compute;
         _backendTurn = BackendTurns.For(model.Backend);
     }
 
@@ -45,6 +42,9 @@ public sealed class Phi2Engine : IDisposable
 
     /// <summary>The backend the model computes on.</summary>
     public IBackend Backend => Model.Backend;
+
+    /// <summary>Where the model computes, on one line: "cpu (16 threads), f32", "cuda:0 NVIDIA H200 (sm_90), bf16", "emulated, f32 (...)".</summary>
+    public string DeviceDescription => _compute.Description;
 
     /// <summary>The dtype the model computes in (F32, or BF16 on the CUDA backend).</summary>
     public DType DType => Model.EmbedTokens.Weight.DType;
@@ -77,19 +77,18 @@ public sealed class Phi2Engine : IDisposable
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(options.Device, nameof(options.Device));
+        var use = options.AdapterDirectory is null ? ComputeUse.Inference : ComputeUse.InferenceWithAdapter;
         // Refused before any device is opened or weight read: the reason is all the host needs to act on.
-        var kind = options.Backend?.Device.Kind ?? (options.Device.Kind == DeviceChoiceKind.Cpu ? DeviceKind.Cpu : DeviceKind.Cuda);
-        if (ComputeDTypes.InferenceRefusal(kind, options.DType, options.AdapterDirectory is not null) is { } refusal)
-            throw new Phi2Exception($"cannot compute in {options.DType} on {options.Backend?.Device.ToString() ?? options.Device.ToString()}: {refusal}");
-        var backend = options.Backend ?? options.Device.CreateBackend(KernelSources(options));
-        var owned = options.Backend is null && options.Device.OwnsBackend ? backend : null;
+        var compute = options.Backend is null
+            ? ComputeBackend.Open(options.Device, options.DType, use, KernelSources(options))
+            : ComputeBackend.Over(options.Backend, options.DType, use);
         try
         {
-            return Load(options, backend, owned);
+            return Load(options, compute);
         }
         catch
         {
-            owned?.Dispose();
+            compute.Dispose();
             throw;
         }
     }
@@ -99,21 +98,19 @@ public sealed class Phi2Engine : IDisposable
             ? new KernelSourceOptions { Directory = folder, Setting = $"{nameof(Phi2EngineOptions)}.{nameof(Phi2EngineOptions.KernelSourceDirectory)}" }
             : KernelSourceOptions.FromEnvironment()) with { Notice = options.Warn };
 
-    private static Phi2Engine Load(Phi2EngineOptions options, IBackend backend, IBackend? owned)
+    private static Phi2Engine Load(Phi2EngineOptions options, ComputeBackend compute)
     {
-        var model = options.ModelDirectory is null
-            ? EmbeddedDefault.CreateModel(backend, options.DType)
-            : Phi2Checkpoint.Load(options.ModelDirectory, backend, options.DType, options.Warn);
+        var model = ModelSource.LoadModel(options.ModelDirectory, compute.Backend, options.DType, options.Warn, options.LoadProgress);
         try
         {
-            var tokenizer = options.ModelDirectory is null ? EmbeddedDefault.Tokenizer() : TextTokenizer.FromModelFolder(options.ModelDirectory, options.Warn);
+            var tokenizer = ModelSource.LoadTokenizer(options.ModelDirectory, options.Warn);
             LoraModel? adapter = null;
             if (options.AdapterDirectory is not null)
             {
                 adapter = PeftAdapter.Load(model, options.AdapterDirectory, options.Warn);
                 NewTokens.Apply(tokenizer, options.AdapterDirectory);
             }
-            return new Phi2Engine(model, tokenizer, adapter, owned);
+            return new Phi2Engine(model, tokenizer, adapter, compute);
         }
         catch
         {
@@ -136,7 +133,7 @@ public sealed class Phi2Engine : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         // The prompt and options are checked here, on the caller's thread, before anything runs.
         var generator = new Generator(Model, Tokenizer);
-        int[] promptIds = Tokenizer.Encode(prompt);
+        int[] promptIds = EncodePrompt(prompt);
         options ??= new GenerationOptions();
         generator.Check(promptIds, options);
         return StreamAsync(stop => generator.Stream(promptIds, options, stop), cancellationToken);
@@ -162,6 +159,64 @@ public sealed class Phi2Engine : IDisposable
             // Runs when the loop ends, breaks, throws or disposes the enumerator: no forward after this, the cache freed.
             await generation.CloseAsync().ConfigureAwait(false);
             lock (_running) _running.Remove(generation);
+        }
+    }
+
+    /// <summary>
+    /// The ids a generation starts from: <paramref name="prompt"/> tokenized, or, for an empty prompt, the config's
+    /// <c>bos_token_id</c> alone (HF <c>generate</c> with no input starts unconditionally from it).
+    /// </summary>
+    /// <exception cref="ModelInputException">The prompt is empty and the config has no bos_token_id inside the vocabulary.</exception>
+    public int[] EncodePrompt(string prompt)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        if (prompt.Length > 0) return Tokenizer.Encode(prompt);
+        var config = Model.Config;
+        if (config.BosTokenId is not { } bos || bos < 0 || bos >= config.VocabSize)
+            throw new ModelInputException("the prompt is empty and this model's config.json has no bos_token_id inside its vocabulary to start from; give some text");
+        return [bos];
+    }
+
+    /// <summary>
+    /// Generates from <paramref name="promptIds"/> on the calling thread, in the backend's turn (so it may run beside
+    /// <see cref="GenerateAsync"/> streams), calling <paramref name="onToken"/> with each new id as it is chosen.
+    /// </summary>
+    /// <exception cref="ModelInputException">The prompt is empty, longer than the model's context, or holds an id outside the vocabulary.</exception>
+    /// <exception cref="Phi2Exception">Invalid options.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked before each forward).</exception>
+    public GenerationResult Generate(IReadOnlyList<int> promptIds, GenerationOptions options, Action<int>? onToken = null, CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var generator = new Generator(Model, Tokenizer);
+        generator.Check(promptIds, options);
+        _backendTurn.Wait(cancellationToken);
+        try
+        {
+            return generator.Generate(promptIds, options, onToken, cancellationToken);
+        }
+        finally
+        {
+            _backendTurn.Release();
+        }
+    }
+
+    /// <summary>
+    /// One evaluation-mode forward over <paramref name="ids"/> (batch 1) and its causal-LM loss, and with
+    /// <paramref name="gradients"/> one backward: every parameter's gradient (HF names), or, with an adapter, every
+    /// adapter tensor's (PEFT keys), the base staying frozen.
+    /// </summary>
+    /// <exception cref="ModelInputException">Fewer than 2 ids (the loss needs a target), or an id outside the vocabulary.</exception>
+    public ModelTrace Trace(IReadOnlyList<int> ids, bool gradients)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _backendTurn.Wait();
+        try
+        {
+            return ModelTrace.Run(Model, Adapter, ids, gradients);
+        }
+        finally
+        {
+            _backendTurn.Release();
         }
     }
 
@@ -198,6 +253,6 @@ public sealed class Phi2Engine : IDisposable
         {
             _backendTurn.Release();
         }
-        _ownedBackend?.Dispose();
+        _compute.Dispose();
     }
 }

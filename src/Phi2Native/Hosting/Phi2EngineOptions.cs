@@ -48,4 +48,7 @@ public sealed record Phi2EngineOptions
 
     /// <summary>Receives non-fatal remarks while loading (e.g. a tokenizer fallback, which kernel sources came from a folder).</summary>
     public Action<string>? Warn { get; init; }
+
+    /// <summary>Receives the fraction of the weights loaded, from 0 to 1 (a real Phi-2 takes a while to read).</summary>
+    public IProgress<double>? LoadProgress { get; init; }
 }

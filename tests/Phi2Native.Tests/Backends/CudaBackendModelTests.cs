@@ -35,7 +35,7 @@ public class CudaBackendModelTests
             Assert.That(actual.Select(p => p.Name), Is.EqualTo(expected.Select(p => p.Name)));
             for (int i = 0; i < expected.Count; i++)
             {
-                Assert.That(actual[i].Device.Kind, Is.EqualTo(DeviceKind.Cuda), actual[i].Name);
+                Assert.That(actual[i].Device.IsCudaBackend, Is.True, actual[i].Name);
                 Assert.That(actual[i].DType, Is.EqualTo(dtype), actual[i].Name);
                 Assert.That(actual[i].ToSingleArray(), Is.EqualTo(expected[i].ToSingleArray()), actual[i].Name);
             }

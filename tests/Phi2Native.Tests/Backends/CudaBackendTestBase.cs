@@ -74,7 +74,7 @@ public abstract class CudaBackendTestBase
     /// <summary>Asserts the CUDA tensor's values (widened to F32) are close to the CPU tensor's.</summary>
     protected static void Close(string name, Tensor expected, Tensor actual, Tolerance tolerance)
     {
-        Assert.That(actual.Device.Kind, Is.EqualTo(DeviceKind.Cuda), $"{name} is not on the CUDA backend");
+        Assert.That(actual.Device.IsCudaBackend, Is.True, $"{name} is not on the CUDA backend");
         Assert.That(actual.Shape.ToArray(), Is.EqualTo(expected.Shape.ToArray()), $"{name}: shape");
         TensorAssert.Close(name, expected.ToSingleArray(), actual.ToSingleArray(), tolerance);
     }

@@ -19,12 +19,14 @@ public class CudaBackendTests : CudaBackendTestBase
     private static readonly float[] Special = [0f, 1f, -2.5f, 65504f, 0.0009765625f, float.NegativeInfinity, 1.00390625f, -3.1415927f, float.NaN];
 
     [Test]
-    public void TheDeviceIsCudaZero()
+    public void TheDeviceIsTheEmulatedOneAndSaysSo()
     {
-        Assert.That(Cuda.Device, Is.EqualTo(new Device(DeviceKind.Cuda, 0)));
-        Assert.That(Cuda.Device.ToString(), Is.EqualTo("cuda:0"));
+        // The emulated device is named as --device names it, not as a GPU it is not.
+        Assert.That(Cuda.Device, Is.EqualTo(new Device(DeviceKind.Emulated, 0)));
+        Assert.That(Cuda.Device.ToString(), Is.EqualTo("emulated"));
+        Assert.That(Cuda.Device.IsCudaBackend, Is.True);
         using var x = Cuda.Zeros([3], DType.F32);
-        Assert.That(x.Device.ToString(), Is.EqualTo("cuda:0"));
+        Assert.That(x.Device.ToString(), Is.EqualTo("emulated"));
         Assert.That(x.ToArray<float>(), Is.EqualTo(new float[3]));
     }
 
@@ -212,7 +214,7 @@ public class CudaBackendTests : CudaBackendTestBase
         using var cuda = On(Cuda, [1f, 2f], DType.F32, 2);
         var e = Assert.Throws<ArgumentException>(() => Cuda.Add(cuda, cpu));
         Assert.That(e!.ParamName, Is.EqualTo("b"));
-        Assert.That(e.Message, Does.Contain("cpu memory").And.Contain("cuda:0"));
+        Assert.That(e.Message, Does.Contain("cpu memory").And.Contain("not on emulated"));
         Assert.That(() => Cuda.CopyToHost(cpu, new byte[8]), Throws.ArgumentException.With.Property("ParamName").EqualTo("tensor"));
         Assert.That(() => Cpu.Add(cpu, cuda), Throws.ArgumentException.With.Message.Contains("not in CPU memory"));
         using var other = new CudaBackend(new EmulatedDevice());

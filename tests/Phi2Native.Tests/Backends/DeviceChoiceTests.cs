@@ -13,12 +13,12 @@ namespace Phi2Native.Tests.Backends;
 [TestFixture]
 public class DeviceChoiceTests
 {
-    [TestCase("cpu", DeviceChoiceKind.Cpu, 0, "cpu")]
-    [TestCase(" CPU ", DeviceChoiceKind.Cpu, 0, "cpu")]
-    [TestCase("cuda", DeviceChoiceKind.Cuda, 0, "cuda:0")]
-    [TestCase("cuda:3", DeviceChoiceKind.Cuda, 3, "cuda:3")]
-    [TestCase("emulated", DeviceChoiceKind.Emulated, 0, "emulated")]
-    public void SpellingsParseAndPrintBack(string text, DeviceChoiceKind kind, int ordinal, string printed)
+    [TestCase("cpu", DeviceKind.Cpu, 0, "cpu")]
+    [TestCase(" CPU ", DeviceKind.Cpu, 0, "cpu")]
+    [TestCase("cuda", DeviceKind.Cuda, 0, "cuda:0")]
+    [TestCase("cuda:3", DeviceKind.Cuda, 3, "cuda:3")]
+    [TestCase("emulated", DeviceKind.Emulated, 0, "emulated")]
+    public void SpellingsParseAndPrintBack(string text, DeviceKind kind, int ordinal, string printed)
     {
         var choice = DeviceChoice.Parse(text);
         Assert.That(choice.Kind, Is.EqualTo(kind));
@@ -60,7 +60,8 @@ public class DeviceChoiceTests
     {
         var backend = DeviceChoice.Emulated.CreateBackend();
         Assert.That(backend, Is.InstanceOf<Phi2Native.Backends.Cuda.CudaBackend>());
-        Assert.That(backend.Device.Kind, Is.EqualTo(DeviceKind.Cuda));
+        Assert.That(backend.Device.Kind, Is.EqualTo(DeviceKind.Emulated));
+        Assert.That(backend.Device.ToString(), Is.EqualTo("emulated"), "the device is named as --device names it");
         backend.Dispose();
         Assert.That(((Phi2Native.Backends.Cuda.CudaBackend)backend).DeviceApi, Is.InstanceOf<EmulatedDevice>());
     }

@@ -51,7 +51,7 @@ public class ArgumentTextTests : TemporaryDirectoryTest
     {
         var (code, _, error) = Phi2("generate", "--model", Fixtures.ModelDirectory("msft"), "--prompt", "", "--max-tokens", "2");
         Assert.That(code, Is.EqualTo(2));
-        Assert.That(error, Does.Contain("--prompt is empty and this model's config.json has no bos_token_id"));
+        Assert.That(error, Does.Contain("prompt is empty and this model's config.json has no bos_token_id"));
     }
 
     [TestCase("generate", "--prompt", "x", "--stop", "", "an empty stop string would stop before the first token")]
@@ -80,10 +80,10 @@ public class ArgumentTextTests : TemporaryDirectoryTest
         yield return new TestCaseData(new[] { "generate", "--prompt", "x" }, "--model", "model folder '{0}' is a file, not a folder");
         yield return new TestCaseData(new[] { "trace", "--ids", "1,2", "--out", "t.safetensors" }, "--model", "model folder '{0}' is a file, not a folder");
         yield return new TestCaseData(new[] { "layers" }, "--model", "model folder '{0}' is a file, not a folder");
-        yield return new TestCaseData(new[] { "tokenize", "--text", "x" }, "--model", "{0}: the model folder is a file, not a folder");
+        yield return new TestCaseData(new[] { "tokenize", "--text", "x" }, "--model", "model folder '{0}' is a file, not a folder");
         yield return new TestCaseData(new[] { "generate", "--prompt", "x" }, "--adapter", "adapter folder '{0}' is a file, not a folder");
         yield return new TestCaseData(new[] { "merge", "--out", "merged" }, "--adapter", "adapter folder '{0}' is a file, not a folder");
-        yield return new TestCaseData(new[] { "finetune", "--out", "run", "--max-steps", "1" }, "--resume", "adapter folder '{0}' is a file, not a folder");
+        yield return new TestCaseData(new[] { "finetune", "--out", "run", "--max-steps", "1" }, "--resume", "--resume '{0}' is a file, not a folder");
         yield return new TestCaseData(new[] { "finetune", "--max-steps", "1" }, "--out", "--out '{0}' is a file; expected a folder");
     }
 

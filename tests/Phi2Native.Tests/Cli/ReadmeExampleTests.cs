@@ -1,13 +1,15 @@
 using System.Text;
 using System.Text.RegularExpressions;
 using NUnit.Framework;
+using Phi2Native.Cli.Commands;
 using Phi2Native.Tests.Support;
 
 namespace Phi2Native.Tests.Cli;
 
 /// <summary>
 /// Every `phi2` command line in README.md's shell blocks parses as written (bash quoting, line continuations; a bare
-/// "..." and [optional] brackets are the README's notation), so an option renamed or mistyped there fails here.
+/// "..." and [optional] brackets are the README's notation), so an option renamed or mistyped there fails here; and its
+/// exit-code table lists exactly the codes the commands use.
 /// </summary>
 [TestFixture]
 public partial class ReadmeExampleTests
@@ -48,6 +50,14 @@ public partial class ReadmeExampleTests
         // --stop and --text take text literally: the README's blank-line stop must reach the command as two newlines.
         Assert.That(all.Where(a => a.Contains("--stop")).Select(a => a[Array.IndexOf(a, "--stop") + 1]), Has.Some.EqualTo("\n\n"));
         Assert.That(all.Where(a => a[0] == "tokenize").Select(a => a[Array.IndexOf(a, "--text") + 1]), Has.All.Not.Contain("\\n"));
+    }
+
+    [Test]
+    public void TheExitCodeTableListsEveryExitCode()
+    {
+        string readme = File.ReadAllText(Path.Combine(Fixtures.RepositoryRoot, "README.md"));
+        var rows = ExitCodeRow().Matches(readme).Select(m => int.Parse(m.Groups[1].Value)).ToArray();
+        Assert.That(rows, Is.EqualTo(new[] { ExitCodes.Done, ExitCodes.EngineFault, ExitCodes.BadInput, ExitCodes.NonFinite, ExitCodes.Interrupted, ExitCodes.Terminated }));
     }
 
     /// <summary>Bash's word splitting for what the README uses: '...', "..." (with \" and \\), $'...' (with \n, \t, \\, \'), # comments.</summary>
@@ -96,6 +106,9 @@ public partial class ReadmeExampleTests
         Assert.That(ShellWords("""phi2 x --a "b c" --d $'\n\n' 'e\n' f\ g # h"""), Is.EqualTo(new[] { "phi2", "x", "--a", "b c", "--d", "\n\n", "e\\n", "f g" }));
         Assert.That(ShellWords("""--stop "\n\n" """), Is.EqualTo(new[] { "--stop", "\\n\\n" }), "inside double quotes a backslash-n stays two characters");
     }
+
+    [GeneratedRegex(@"^\s*\| `(\d+)` \|", RegexOptions.Multiline)]
+    private static partial Regex ExitCodeRow();
 
     [GeneratedRegex(@"(?<=\s)\.\.\.(?=\s|$)")]
     private static partial Regex Ellipsis();

@@ -30,7 +30,7 @@ public class TrainerTests : TemporaryDirectoryTest
     private sealed record Run(List<double> Losses, List<double> Validation, List<double> GradientNorms, TrainingResult Result);
 
     private Run Train(TrainingOptions options, string output, string? resumeFrom = null, int accumulationBatch = 4, CancellationToken cancel = default,
-        Action<Trainer>? onStep = null, double loraDropout = 0.1)
+        Action<Trainer>? onStep = null, double loraDropout = 0.1, TimeProvider? time = null)
     {
         using var model = Phi2Model.CreateRandom(Small, GradientCheck.Backend, seed: 9);
         var config = new LoraConfig { R = 4, Alpha = 8, Dropout = loraDropout, TargetModules = ["q_proj", "v_proj", "fc1"], ModulesToSave = ["lm_head"] };
@@ -38,6 +38,7 @@ public class TrainerTests : TemporaryDirectoryTest
         var loader = BatchLoader.Create(Data(24, 0), new BatchingOptions { BatchSize = accumulationBatch, MaxLength = 16, Seed = 3 });
         var validation = TrainingRows.Create(Data(8, 100), 16, BatchingMode.Packing);
         using var trainer = new Trainer(lora, loader, validation, options, output);
+        if (time is not null) trainer.Time = time;
         if (resumeFrom is not null) TrainingCheckpoint.Restore(trainer, resumeFrom);
         var losses = new List<double>();
         var evaluations = new List<double>();
@@ -108,5 +109,31 @@ public class TrainerTests : TemporaryDirectoryTest
     {
         Assert.That(Assert.Throws<Phi2Exception>(() => (Options with { LearningRate = -1 }).Validate())!.Message, Does.Contain("--lr"));
         Assert.That(Assert.Throws<Phi2Exception>(() => (Options with { GradientAccumulation = 0 }).Validate())!.Message, Does.Contain("--grad-accum"));
+    }
+
+    /// <summary>A clock the test moves: each step advances it by a fixed amount.</summary>
+    private sealed class SteppedClock(TimeSpan perStep) : TimeProvider
+    {
+        private long _ticks;
+
+        public void Step() => _ticks += perStep.Ticks;
+
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
+        public override long GetTimestamp() => _ticks;
+    }
+
+    [Test]
+    public void SaveEveryMinutesCheckpointsWhenThatMuchTimeHasPassedSinceTheLastCheckpoint()
+    {
+        // 0.4 minutes a step, a checkpoint every minute: due after steps 3, 6, 9, ... (the final one is written anyway).
+        var clock = new SteppedClock(TimeSpan.FromMinutes(0.4));
+        string output = Path.Combine(Temp, "timed");
+        var run = Train(Options with { Epochs = 2, SaveEveryMinutes = 1 }, output, onStep: _ => clock.Step(), time: clock);
+        int total = run.Result.Steps;
+        Assert.That(total, Is.GreaterThan(6));
+        var expected = Enumerable.Range(1, total).Where(s => s % 3 == 0 && s < total).Append(total);
+        var written = Directory.GetDirectories(Path.Combine(output, "checkpoints"), "step-*").Select(d => int.Parse(Path.GetFileName(d)[5..])).Order();
+        Assert.That(written, Is.EqualTo(expected));
     }
 }

@@ -39,6 +39,8 @@ internal sealed unsafe class RecordingDevice(bool allowLaunches = true, bool all
     private static AssertionException Called(string call) => new($"the launcher called IDeviceApi.{call}");
 
     public string Name => "recording";
+    // It stands in for the emulated device in launcher tests; nothing above the launchers sees it.
+    public Phi2Native.Tensors.DeviceKind Kind => Phi2Native.Tensors.DeviceKind.Emulated;
     public DeviceMemoryStatistics Memory => throw Called(nameof(Memory));
     public IBlas Blas => throw Called(nameof(Blas));
     public DevicePtr Allocate(long bytes) => throw Called(nameof(Allocate));

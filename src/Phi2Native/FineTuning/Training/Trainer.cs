@@ -26,6 +26,9 @@ public sealed class Trainer : IDisposable
     private readonly TrainingOptions _options;
     private readonly LearningRateSchedule _schedule;
     private readonly long _totalMicroBatches;
+    private string? _lastCheckpoint;
+    private int _lastCheckpointStep = -1;
+    private long _lastSaveTimestamp;
 
     /// <summary>Sets up a run; <paramref name="outputDirectory"/> receives checkpoints/step-N/.</summary>
     public Trainer(LoraModel lora, BatchLoader training, TrainingRows? validation, TrainingOptions options, string outputDirectory)
@@ -72,8 +75,20 @@ public sealed class Trainer : IDisposable
     /// <summary>Optimizer steps the run takes in all.</summary>
     public int TotalSteps { get; }
 
-    /// <summary>Optimizer steps done (continues from a restored checkpoint).</summary>
+    /// <summary>Optimizer steps done, skipped ones included (continues from a restored checkpoint).</summary>
     public int Step { get; internal set; }
+
+    /// <summary>Steps skipped so far for a non-finite loss or gradient (<see cref="TrainingOptions.SkipNonFiniteSteps"/>); part of every checkpoint.</summary>
+    public int SkippedSteps { get; internal set; }
+
+    /// <summary>True once a checkpoint was restored into this trainer: its history already holds the validations at its step.</summary>
+    internal bool Restored { get; set; }
+
+    /// <summary>Adds files to each checkpoint before its manifest is written (e.g. the tokenizer's added tokens), given the checkpoint's folder.</summary>
+    internal Action<string>? CheckpointExtras { get; set; }
+
+    /// <summary>The clock of <see cref="TrainingOptions.SaveEveryMinutes"/> (tests give one they advance).</summary>
+    internal TimeProvider Time { get; set; } = TimeProvider.System;
 
     /// <summary>Raised after every optimizer step.</summary>
     public event Action<StepMetrics>? StepCompleted;
@@ -84,30 +99,40 @@ public sealed class Trainer : IDisposable
     /// <summary>Raised after every checkpoint, with its folder.</summary>
     public event Action<string>? CheckpointSaved;
 
+    /// <summary>Raised after a step that updated nothing because a value was not finite (<see cref="TrainingOptions.SkipNonFiniteSteps"/>).</summary>
+    public event Action<SkippedStep>? StepSkipped;
+
     /// <summary>
-    /// Trains until <see cref="TotalSteps"/>, validating and saving as the options say; on cancellation it finishes the
-    /// current step, writes a checkpoint and returns with Interrupted set. A final checkpoint is always written, and the
-    /// model is left in evaluation mode.
+    /// Trains until <see cref="TotalSteps"/>, validating and saving as the options say. Every step's loss and gradient
+    /// norm are checked (<see cref="NonFinitePolicy"/>): a step with a value that is not finite updates nothing, and is
+    /// skipped while <see cref="TrainingOptions.SkipNonFiniteSteps"/> allows, or ends the run
+    /// (<see cref="TrainingStop.NonFinite"/>) with a checkpoint of the state before it when that state is finite. On
+    /// cancellation it finishes the current step, writes a checkpoint and returns (<see cref="TrainingStop.Cancelled"/>).
+    /// A run that completes writes a final checkpoint. The model is left in evaluation mode.
     /// </summary>
     public TrainingResult Run(CancellationToken cancellation = default)
     {
         var model = _lora.Model;
+        var parameters = Optimizer.Parameters;
+        var policy = new NonFinitePolicy(_options.SkipNonFiniteSteps, SkippedSteps);
         // Training time only: validation passes and checkpoints are not part of tokens/s or of "seconds of training".
         var clock = new Stopwatch();
-        string? lastCheckpoint = null;
-        int epochOfLastEvaluation = _training.Order.Epoch;
-        if (Step == 0 && _validation != null) Evaluated?.Invoke(Evaluate());
+        int startStep = Step, epochOfLastEvaluation = _training.Order.Epoch;
+        _lastSaveTimestamp = Time.GetTimestamp();
+        if (Step == 0 && !Restored && _validation != null) Evaluated?.Invoke(Evaluate());
         while (Step < TotalSteps)
         {
             if (cancellation.IsCancellationRequested)
             {
                 model.Training = false;
-                lastCheckpoint = SaveCheckpoint();
-                return new TrainingResult(Step, Interrupted: true, lastCheckpoint);
+                if (_lastCheckpointStep != Step && !TrySaveCheckpoint(out var overflowed))
+                    return new TrainingResult(Step, TrainingStop.NonFinite, _lastCheckpoint, overflowed, SkippedSteps);
+                return new TrainingResult(Step, TrainingStop.Cancelled, _lastCheckpoint, null, SkippedSteps);
             }
+            // What a checkpoint of the last good state records, should this step's values not be finite.
+            var before = TrainingCheckpoint.Capture(this);
             clock.Start();
-            Optimizer.LearningRate = _options.LearningRate * _schedule.Factor(Optimizer.StepCount);
-            double learningRate = Optimizer.LearningRate, lossSum = 0;
+            double learningRate = _options.LearningRate * _schedule.Factor(Step), lossSum = 0;
             int microBatches = 0, epoch = _training.Order.Epoch;
             long tokens = 0;
             model.Training = true;
@@ -124,27 +149,78 @@ public sealed class Trainer : IDisposable
                 tokens += batch.InputIds.Length;
                 microBatches++;
             }
-            var parameters = Optimizer.Parameters;
-            double norm = _options.MaxGradientNorm > 0
-                ? GradientClipping.ClipGradientsByGlobalNorm(parameters, _options.MaxGradientNorm)
-                : Math.Sqrt(parameters.Where(p => p.Grad != null).Sum(p => p.Backend.SumOfSquares(p.Grad!)));
-            Optimizer.Step();
+            double meanLoss = lossSum / Math.Max(microBatches, 1);
+            // The values the host reads every step anyway (the loss, each gradient's sum of squares for the norm) are
+            // what is checked: no extra wait for the device.
+            var norms = GlobalNorm.OfGradients(parameters);
+            var verdict = policy.Judge(Step + 1, meanLoss, norms, i => LoraModel.PeftKey(parameters[i]), out var nonFinite);
+            if (verdict == NonFinitePolicy.Verdict.Update)
+            {
+                if (_options.MaxGradientNorm > 0) GradientClipping.ScaleToMaxNorm(parameters, norms.Norm, _options.MaxGradientNorm);
+                Optimizer.LearningRate = learningRate;
+                Optimizer.Step();
+            }
             Optimizer.ZeroGrad();
             clock.Stop();
+            if (verdict == NonFinitePolicy.Verdict.Stop)
+            {
+                model.Training = false;
+                SaveLastGoodState(before);
+                return new TrainingResult(Step, TrainingStop.NonFinite, _lastCheckpoint, nonFinite, SkippedSteps);
+            }
             Step++;
-            StepCompleted?.Invoke(new StepMetrics(Step, TotalSteps, epoch, lossSum / Math.Max(microBatches, 1), learningRate, norm, tokens, clock.Elapsed.TotalSeconds));
+            if (verdict == NonFinitePolicy.Verdict.Skip)
+            {
+                SkippedSteps = policy.Skipped;
+                StepSkipped?.Invoke(new SkippedStep(nonFinite!, policy.Skipped, policy.AllowedSkips));
+            }
+            else StepCompleted?.Invoke(new StepMetrics(Step, TotalSteps, epoch, meanLoss, learningRate, norms.Norm, tokens, clock.Elapsed.TotalSeconds));
             bool epochEnded = _training.Order.Epoch != epochOfLastEvaluation;
             if (_validation != null && (_options.EvaluateEvery > 0 ? Step % _options.EvaluateEvery == 0 : epochEnded) && Step < TotalSteps)
             {
                 epochOfLastEvaluation = _training.Order.Epoch;
                 Evaluated?.Invoke(Evaluate());
             }
-            if (_options.SaveEvery > 0 && Step % _options.SaveEvery == 0 && Step < TotalSteps) lastCheckpoint = SaveCheckpoint();
+            if (Step < TotalSteps && ((_options.SaveEvery > 0 && Step % _options.SaveEvery == 0) || SaveIsDueByTime()) && !TrySaveCheckpoint(out var bad))
+            {
+                model.Training = false;
+                return new TrainingResult(Step, TrainingStop.NonFinite, _lastCheckpoint, bad, SkippedSteps);
+            }
         }
-        if (_validation != null) Evaluated?.Invoke(Evaluate());
-        lastCheckpoint = SaveCheckpoint();
+        // A run resumed from its own final checkpoint trains nothing: its last validation is already in its history.
+        if (_validation != null && (Step > startStep || !Restored)) Evaluated?.Invoke(Evaluate());
         model.Training = false;
-        return new TrainingResult(Step, Interrupted: false, lastCheckpoint);
+        return TrySaveCheckpoint(out var last)
+            ? new TrainingResult(Step, TrainingStop.Completed, _lastCheckpoint, null, SkippedSteps)
+            : new TrainingResult(Step, TrainingStop.NonFinite, _lastCheckpoint, last, SkippedSteps);
+    }
+
+    // No checkpoint ever holds a parameter that is not finite: an update can overflow one while the step's loss and
+    // gradient were finite. Such a parameter ends the run instead, keeping the checkpoints before it.
+    private bool TrySaveCheckpoint(out NonFiniteValue? nonFinite)
+    {
+        var parameters = Optimizer.Parameters;
+        var values = GlobalNorm.OfValues(parameters);
+        nonFinite = values.IsFinite ? null
+            : values.FirstNonFinite >= 0 ? new NonFiniteValue(Step, NonFiniteQuantity.Parameter, LoraModel.PeftKey(parameters[values.FirstNonFinite]), values.FirstNonFiniteValue)
+            : new NonFiniteValue(Step, NonFiniteQuantity.Parameter, "(their sum of squares overflowed)", values.Norm);
+        if (nonFinite is not null) return false;
+        SaveCheckpoint();
+        return true;
+    }
+
+    private bool SaveIsDueByTime() =>
+        _options.SaveEveryMinutes > 0 && Time.GetElapsedTime(_lastSaveTimestamp).TotalMinutes >= _options.SaveEveryMinutes;
+
+    // The step that was not finite updated nothing, so the adapter and optimizer are still those of the state before
+    // it: written as that step's checkpoint unless it is on disk already, or unless the parameters themselves are not
+    // finite (an earlier step's update overflowed them), which no checkpoint should carry.
+    private void SaveLastGoodState(TrainingCheckpoint.State before)
+    {
+        string directory = CheckpointFolders.OfStep(OutputDirectory, before.Step);
+        if (_lastCheckpointStep == before.Step || Directory.Exists(directory)) return;
+        if (!GlobalNorm.OfValues(Optimizer.Parameters).IsFinite) return;
+        SaveCheckpoint(before);
     }
 
     /// <summary>Mean loss per scored token over the validation rows, in evaluation mode (no dropout, no tape).</summary>
@@ -170,10 +246,20 @@ public sealed class Trainer : IDisposable
         return new EvaluationMetrics(Step, scored == 0 ? double.NaN : lossSum / scored, scored);
     }
 
-    /// <summary>Writes checkpoints/step-N/ (adapter, optimizer, trainer state) atomically and returns its folder.</summary>
-    public string SaveCheckpoint()
+    /// <summary>
+    /// Writes checkpoints/step-N/ (adapter, optimizer, trainer state, manifest) atomically and returns its folder; then,
+    /// with <see cref="TrainingOptions.KeepCheckpoints"/>, removes the oldest beyond that many.
+    /// </summary>
+    public string SaveCheckpoint() => SaveCheckpoint(null);
+
+    private string SaveCheckpoint(TrainingCheckpoint.State? state)
     {
-        string directory = TrainingCheckpoint.Save(this, Path.Combine(OutputDirectory, "checkpoints", $"step-{Step}"));
+        int step = state?.Step ?? Step;
+        string directory = TrainingCheckpoint.Save(this, CheckpointFolders.OfStep(OutputDirectory, step), state, CheckpointExtras);
+        _lastCheckpoint = directory;
+        _lastCheckpointStep = step;
+        _lastSaveTimestamp = Time.GetTimestamp();
+        if (_options.KeepCheckpoints is { } keep) CheckpointFolders.Prune(CheckpointFolders.Root(OutputDirectory), keep, directory);
         CheckpointSaved?.Invoke(directory);
         return directory;
     }

@@ -8,8 +8,9 @@ namespace Phi2Native.FineTuning.Training;
 
 /// <summary>
 /// A training checkpoint folder: the adapter (PEFT layout, loadable on its own), <c>optimizer.safetensors</c> (AdamW's
-/// moments and step counts) and <c>trainer_state.json</c> (step, data-order cursor, dropout counters). Written into a
-/// temporary folder and renamed, so a crash never leaves a half-written checkpoint or loses the previous one.
+/// moments and step counts), <c>trainer_state.json</c> (step, data-order cursor, dropout counters, skipped steps) and
+/// <c>manifest.json</c> (each file's size and SHA-256, checked on resume). Written into a temporary folder and renamed,
+/// so a crash never leaves a half-written checkpoint or loses the previous one.
 /// </summary>
 public static class TrainingCheckpoint
 {
@@ -20,14 +21,37 @@ public static class TrainingCheckpoint
     public const string StateFileName = "trainer_state.json";
 
     /// <summary>The state that, with the adapter and optimizer files, resumes a run exactly.</summary>
+    /// <param name="Step">Optimizer steps done (skipped ones included).</param>
+    /// <param name="TotalSteps">Steps the run takes in all.</param>
+    /// <param name="DataOrder">The data order's cursor.</param>
+    /// <param name="ModelDropoutSeed">The model's dropout seed.</param>
+    /// <param name="ModelTrainingForwards">The model's training forwards so far (with the seed, its next dropout masks).</param>
+    /// <param name="AdapterDropoutSeeds">Each Linear adapter's dropout seed.</param>
+    /// <param name="AdapterTrainingForwards">Each Linear adapter's training forwards so far.</param>
+    /// <param name="SkippedSteps">Steps skipped for a non-finite value so far (absent, so 0, in checkpoints written before steps could be skipped).</param>
     public sealed record State(int Step, int TotalSteps, DataOrderState DataOrder, ulong ModelDropoutSeed, long ModelTrainingForwards,
-        ulong[] AdapterDropoutSeeds, long[] AdapterTrainingForwards);
+        ulong[] AdapterDropoutSeeds, long[] AdapterTrainingForwards, int SkippedSteps = 0);
 
     /// <summary>True when <paramref name="directory"/> holds a training checkpoint (not just an adapter).</summary>
     public static bool IsCheckpoint(string directory) => File.Exists(Path.Combine(directory, StateFileName));
 
-    internal static string Save(Trainer trainer, string directory)
+    /// <summary>The trainer's state now: what a checkpoint written now records.</summary>
+    internal static State Capture(Trainer trainer)
     {
+        var model = trainer.Model.Model;
+        var adapters = trainer.Model.LinearAdapters;
+        return new State(trainer.Step, trainer.TotalSteps, trainer.Batches.Order.Save(), model.DropoutSeed, model.TrainingForwardCount,
+            adapters.Select(a => a.DropoutSeed).ToArray(), adapters.Select(a => a.TrainingForwardCount).ToArray(), trainer.SkippedSteps);
+    }
+
+    /// <summary>
+    /// Writes a checkpoint of <paramref name="trainer"/>'s adapter and optimizer with <paramref name="state"/> (the
+    /// trainer's own now, or one captured when the adapter and optimizer were last as they are), plus what
+    /// <paramref name="writeExtras"/> adds, then its manifest; all into a temporary folder that is renamed into place.
+    /// </summary>
+    internal static string Save(Trainer trainer, string directory, State? state = null, Action<string>? writeExtras = null)
+    {
+        state ??= Capture(trainer);
         string parent = Path.GetDirectoryName(Path.GetFullPath(directory))!;
         Directory.CreateDirectory(parent);
         string temporary = Path.Combine(parent, $".{Path.GetFileName(directory)}.tmp-{Guid.NewGuid():N}");
@@ -35,10 +59,10 @@ public static class TrainingCheckpoint
         {
             PeftAdapter.Save(trainer.Model, temporary);
             var writer = new SafeTensorsWriter();
-            var state = trainer.Optimizer.SaveState();
+            var optimizerState = trainer.Optimizer.SaveState();
             try
             {
-                foreach (var (name, tensor) in state.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+                foreach (var (name, tensor) in optimizerState.OrderBy(kv => kv.Key, StringComparer.Ordinal))
                 {
                     var bytes = new byte[tensor.ElementCount * tensor.DType.SizeInBytes()];
                     tensor.Backend.CopyToHost(tensor, bytes);
@@ -47,14 +71,12 @@ public static class TrainingCheckpoint
             }
             finally
             {
-                foreach (var tensor in state.Values) tensor.Dispose();
+                foreach (var tensor in optimizerState.Values) tensor.Dispose();
             }
             writer.Save(Path.Combine(temporary, OptimizerFileName));
-            var model = trainer.Model.Model;
-            var adapters = trainer.Model.LinearAdapters;
-            var trainerState = new State(trainer.Step, trainer.TotalSteps, trainer.Batches.Order.Save(), model.DropoutSeed, model.TrainingForwardCount,
-                adapters.Select(a => a.DropoutSeed).ToArray(), adapters.Select(a => a.TrainingForwardCount).ToArray());
-            File.WriteAllText(Path.Combine(temporary, StateFileName), JsonSerializer.Serialize(trainerState, FineTuningJson.Default.State));
+            File.WriteAllText(Path.Combine(temporary, StateFileName), JsonSerializer.Serialize(state, FineTuningJson.Default.State));
+            writeExtras?.Invoke(temporary);
+            CheckpointManifest.Write(temporary);
             Replace(temporary, directory);
             return directory;
         }
@@ -69,12 +91,18 @@ public static class TrainingCheckpoint
     /// Puts a trainer built over the checkpoint's adapter (loaded with <see cref="PeftAdapter.Load"/>) and the same data
     /// and options back where the checkpoint was taken: step, optimizer state, data cursor, dropout counters.
     /// </summary>
-    /// <exception cref="Phi2Exception">A file is missing or does not fit the run (the message says which).</exception>
-    public static void Restore(Trainer trainer, string directory)
+    /// <remarks>The files are checked against the checkpoint's <see cref="CheckpointManifest"/> first; one without a manifest is said through <paramref name="warn"/>.</remarks>
+    /// <exception cref="Phi2Exception">A file is missing, damaged (sizes or hashes differ from the manifest) or does not fit the run (the message names it).</exception>
+    public static void Restore(Trainer trainer, string directory, Action<string>? warn = null) => Restore(trainer, directory, warn, verified: false);
+
+    /// <summary>As the public overload; <paramref name="verified"/> says the caller has checked the manifest already (it hashes every file).</summary>
+    internal static void Restore(Trainer trainer, string directory, Action<string>? warn, bool verified)
     {
         string statePath = Path.Combine(directory, StateFileName), optimizerPath = Path.Combine(directory, OptimizerFileName);
         if (!File.Exists(statePath) || !File.Exists(optimizerPath))
             throw new Phi2Exception($"'{directory}' is not a training checkpoint: it needs {StateFileName} and {OptimizerFileName} (an adapter folder alone cannot resume a run)");
+        if (!verified && !CheckpointManifest.Verify(directory))
+            warn?.Invoke($"{directory} has no {CheckpointManifest.FileName} (written by an older version): its files cannot be checked");
         State state;
         try
         {
@@ -103,6 +131,8 @@ public static class TrainingCheckpoint
         }
         trainer.Batches.Order.Restore(state.DataOrder);
         trainer.Step = state.Step;
+        trainer.SkippedSteps = state.SkippedSteps;
+        trainer.Restored = true;
         var model = trainer.Model.Model;
         model.DropoutSeed = state.ModelDropoutSeed;
         model.TrainingForwardCount = state.ModelTrainingForwards;

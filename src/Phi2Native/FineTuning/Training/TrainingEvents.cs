@@ -21,8 +21,31 @@ public sealed record EvaluationMetrics(int Step, double Loss, long Tokens)
     public double Perplexity => Math.Exp(Loss);
 }
 
+/// <summary>Why a training run ended.</summary>
+public enum TrainingStop
+{
+    /// <summary>Every step ran; a final checkpoint was written.</summary>
+    Completed,
+
+    /// <summary>Cancelled: the step in flight finished and a checkpoint was written.</summary>
+    Cancelled,
+
+    /// <summary>
+    /// A loss or gradient was not finite and no skip was left (<see cref="TrainingOptions.SkipNonFiniteSteps"/>): that
+    /// step updated nothing, and the state before it was written as a checkpoint unless it was on disk already or its
+    /// parameters were not finite either.
+    /// </summary>
+    NonFinite,
+}
+
 /// <summary>How a run ended.</summary>
-/// <param name="Steps">Optimizer steps done.</param>
-/// <param name="Interrupted">True when cancelled (a checkpoint was written first).</param>
-/// <param name="LastCheckpoint">The last checkpoint folder written, if any.</param>
-public sealed record TrainingResult(int Steps, bool Interrupted, string? LastCheckpoint);
+/// <param name="Steps">Optimizer steps done, skipped ones included (for <see cref="TrainingStop.NonFinite"/>, the last good step).</param>
+/// <param name="Stop">Why it ended.</param>
+/// <param name="LastCheckpoint">The last checkpoint folder this run wrote, if any.</param>
+/// <param name="NonFinite">For <see cref="TrainingStop.NonFinite"/>, what was not finite.</param>
+/// <param name="SkippedSteps">Steps skipped for a non-finite value in the whole run (a resumed run's earlier ones included).</param>
+public sealed record TrainingResult(int Steps, TrainingStop Stop, string? LastCheckpoint, NonFiniteValue? NonFinite = null, int SkippedSteps = 0)
+{
+    /// <summary>True when cancelled (a checkpoint was written first).</summary>
+    public bool Interrupted => Stop == TrainingStop.Cancelled;
+}

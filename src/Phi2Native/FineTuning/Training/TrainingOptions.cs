@@ -41,6 +41,21 @@ public sealed record TrainingOptions
     /// <summary>Write a checkpoint every this many optimizer steps (0: only at the end and on interruption).</summary>
     public int SaveEvery { get; init; }
 
+    /// <summary>
+    /// Also write a checkpoint when this many minutes have passed since the last one (a finite number &gt;= 0; 0: off),
+    /// for machines that may be taken away; checked after each step.
+    /// </summary>
+    public double SaveEveryMinutes { get; init; }
+
+    /// <summary>Keep at most this many step checkpoints, deleting the oldest (at least 1); null keeps all.</summary>
+    public int? KeepCheckpoints { get; init; }
+
+    /// <summary>
+    /// Steps the run may skip when their loss or gradient is not finite (each updates nothing but consumes its batch
+    /// and advances the schedule, as torch's GradScaler does); 0, the default, stops at the first such step.
+    /// </summary>
+    public int SkipNonFiniteSteps { get; init; }
+
     /// <summary>Checks the values; the message names the option and what it must be. NaN and infinities fail every check.</summary>
     /// <exception cref="Phi2Exception">A value is out of range.</exception>
     public void Validate()
@@ -60,5 +75,9 @@ public sealed record TrainingOptions
         if (ResidualDropout is { } dropout && !NumberChecks.IsProbability(dropout))
             throw new Phi2Exception($"--resid-dropout must be in [0, 1), got {dropout}");
         if (EvaluateEvery < 0 || SaveEvery < 0) throw new Phi2Exception("--eval-every and --save-every must not be negative");
+        if (!NumberChecks.IsFiniteNonNegative(SaveEveryMinutes))
+            throw new Phi2Exception($"--save-every-minutes must be a finite number >= 0 (0: off), got {SaveEveryMinutes}");
+        if (KeepCheckpoints is { } keep && keep < 1) throw new Phi2Exception($"--keep-checkpoints must be at least 1 (the newest is always kept), got {keep}");
+        if (SkipNonFiniteSteps < 0) throw new Phi2Exception($"--skip-nonfinite must not be negative (0: stop at the first non-finite loss or gradient), got {SkipNonFiniteSteps}");
     }
 }
