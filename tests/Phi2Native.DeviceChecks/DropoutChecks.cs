@@ -1,5 +1,6 @@
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Dropout;
 using Phi2Native.Cuda;
 using Phi2Native.Determinism;
 using Phi2Native.Tensors;
@@ -81,12 +82,12 @@ public static class DropoutChecks
         if (backward)
         {
             using var cdx = cpu.Backend.Empty([n], DType.F32);
-            cpu.Backend.DropoutBackward(cx, cdx, p, seed);
+            DropoutOp.Backward(cx, cdx, p, seed);
             expected = cpu.CastTo(dtype, cdx);
         }
         else
         {
-            using var cy = cpu.Backend.Dropout(cx, p, seed);
+            using var cy = DropoutOp.Forward(cx, p, seed);
             expected = cpu.CastTo(dtype, cy);
         }
         return CheckResult.Combine(CheckResult.CompareBits(backward ? "dX" : "y", actual, expected), Mask(actual, n, p, seed));

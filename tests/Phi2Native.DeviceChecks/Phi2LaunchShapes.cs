@@ -1,6 +1,7 @@
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Activation;
 using Phi2Native.Backends.Ops.Attention;
+using Phi2Native.Backends.Ops.Dropout;
 using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Backends.Ops.KvCache;
 using Phi2Native.Backends.Ops.Loss;

@@ -6,22 +6,6 @@ namespace Phi2Native.Backends.Cpu;
 public sealed partial class CpuBackend
 {
     /// <inheritdoc/>
-    public Tensor Dropout(Tensor x, double p, ulong seed)
-    {
-        var y = Allocate(x.Shape, Compute(x).DType);
-        if (x.DType == DType.F64) CpuDropout.Forward<double>(Span<double>(x), Span<double>(y), p, seed);
-        else CpuDropout.Forward<float>(Span<float>(x), Span<float>(y), p, seed);
-        return y;
-    }
-
-    /// <inheritdoc/>
-    public void DropoutBackward(Tensor dOutput, Tensor dx, double p, ulong seed)
-    {
-        if (dx.DType == DType.F64) CpuDropout.Backward<double>(Span<double>(dOutput), Span<double>(dx), p, seed);
-        else CpuDropout.Backward<float>(Span<float>(dOutput), Span<float>(dx), p, seed);
-    }
-
-    /// <inheritdoc/>
     public void AdamWStep(Tensor parameter, Tensor gradient, Tensor firstMoment, Tensor secondMoment, in AdamWStepArguments arguments)
     {
         foreach (var (tensor, what) in new[] { (gradient, "gradient"), (firstMoment, "first moment"), (secondMoment, "second moment") })

@@ -63,12 +63,6 @@ public interface IBackend : IDisposable
     /// <summary>Sum of squares of all elements, accumulated in double (for gradient norms).</summary>
     double SumOfSquares(Tensor tensor);
 
-    /// <summary>Dropout with probability p and a counter-based mask from seed (reproducible on every backend).</summary>
-    Tensor Dropout(Tensor x, double p, ulong seed);
-
-    /// <summary>dx (=) of dropout: the same mask, recomputed from the seed.</summary>
-    void DropoutBackward(Tensor dOutput, Tensor dx, double p, ulong seed);
-
     /// <summary>
     /// One torch.optim.AdamW update of <paramref name="parameter"/> in place, with its moments updated in place:
     /// <c>p -= lr*wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps)</c>.

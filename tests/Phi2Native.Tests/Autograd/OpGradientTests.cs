@@ -2,6 +2,7 @@ using NUnit.Framework;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Ops.Activation;
 using Phi2Native.Backends.Ops.Attention;
+using Phi2Native.Backends.Ops.Dropout;
 using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Backends.Ops.Normalization;

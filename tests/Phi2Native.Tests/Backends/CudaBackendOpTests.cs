@@ -2,6 +2,7 @@ using NUnit.Framework;
 using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Ops.Activation;
+using Phi2Native.Backends.Ops.Dropout;
 using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Backends.Ops.KvCache;
 using Phi2Native.Backends.Ops.Loss;
@@ -348,16 +349,16 @@ public class CudaBackendOpTests : CudaBackendTestBase
     {
         using var scope = TensorScope.Begin();
         var (x, gx) = RandomPair(82, DType.F32, 5, 77);
-        var y = Cpu.Dropout(x, 0.3, 1234);
-        var gy = Cuda.Dropout(gx, 0.3, 1234);
+        var y = DropoutOp.Forward(x, 0.3, 1234);
+        var gy = DropoutOp.Forward(gx, 0.3, 1234);
         Equal("dropout", y, gy);
         Assert.That(gy.ToArray<float>().Count(v => v == 0), Is.InRange(60, 180), "about 30% dropped");
         var dx = Cpu.Empty([5, 77], DType.F32);
         var gdx = Cuda.Empty([5, 77], DType.F32);
-        Cpu.DropoutBackward(x, dx, 0.3, 1234);
-        Cuda.DropoutBackward(gx, gdx, 0.3, 1234);
+        DropoutOp.Backward(x, dx, 0.3, 1234);
+        DropoutOp.Backward(gx, gdx, 0.3, 1234);
         Equal("dropout backward", dx, gdx);
-        Assert.That(() => Cuda.Dropout(gx, 1.0, 1), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("p"));
+        Assert.That(() => DropoutOp.Forward(gx, 1.0, 1), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("probability"));
     }
 
     [Test]

@@ -2,6 +2,7 @@ using NUnit.Framework;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Activation;
+using Phi2Native.Backends.Ops.Dropout;
 using Phi2Native.Cuda;
 using Phi2Native.Determinism;
 using Phi2Native.Tensors;

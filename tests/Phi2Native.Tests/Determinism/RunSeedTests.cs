@@ -2,6 +2,7 @@ using System.Reflection;
 using NUnit.Framework;
 using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
+using Phi2Native.Backends.Ops.Dropout;
 using Phi2Native.FineTuning.Data;
 using Phi2Native.FineTuning.Lora;
 using Phi2Native.FineTuning.Training;

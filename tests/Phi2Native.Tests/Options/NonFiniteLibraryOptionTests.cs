@@ -1,6 +1,7 @@
 using NUnit.Framework;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Cpu;
+using Phi2Native.Backends.Ops.Dropout;
 using Phi2Native.FineTuning;
 using Phi2Native.FineTuning.Lora;
 using Phi2Native.FineTuning.Optim;

@@ -1,4 +1,5 @@
 using Phi2Native.Autograd.Ops;
+using Phi2Native.Backends.Ops.Dropout;
 using Phi2Native.Determinism;
 using Phi2Native.Models.Modules;
 using Phi2Native.Tensors;

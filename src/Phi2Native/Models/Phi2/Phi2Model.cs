@@ -1,6 +1,7 @@
 using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Cpu;
+using Phi2Native.Backends.Ops.Dropout;
 using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Determinism;

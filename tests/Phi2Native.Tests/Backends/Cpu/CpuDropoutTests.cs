@@ -1,5 +1,6 @@
 using NUnit.Framework;
 using Phi2Native.Backends.Cpu;
+using Phi2Native.Backends.Ops.Dropout;
 using Phi2Native.Tests.Determinism;
 
 using static Phi2Native.Tests.Backends.Cpu.KernelCheck;

@@ -1,17 +1,33 @@
+using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
 using Phi2Native.Determinism;
 using Phi2Native.Tensors;
 
-namespace Phi2Native.Backends.Cuda;
+namespace Phi2Native.Backends.Ops.Dropout;
 
 /// <summary>
 /// Launchers for kernels/dropout.cu: dropout and its gradient in F32, BF16 and F16 with the CPU backend's
-/// counter-based mask, bit for bit (<see cref="IBackend.Dropout"/>, <see cref="IBackend.DropoutBackward"/>): element i
+/// counter-based mask, bit for bit (<see cref="DropoutOp"/>): element i
 /// is kept when its 24-bit SplitMix64 draw from (seed, i) is at least <see cref="DropoutMask.KeepThreshold"/>(p), and
 /// scaled by 1 / (1 - p) computed in double and rounded to fp32, as the CPU does. p = 0 is a plain copy (no kernel).
 /// </summary>
 public static unsafe class DropoutKernels
 {
+    /// <summary><see cref="DropoutOp.Forward"/> on the CUDA backend, the contract checked.</summary>
+    internal static Tensor Forward(CudaBackend cuda, Tensor x, double p, ulong seed)
+    {
+        var y = cuda.Allocate(x.Shape, x.DType, nameof(x));
+        if (x.ElementCount > 0) Dropout(cuda.DeviceApi, x.DType, cuda.Pointer(x, nameof(x)), cuda.Pointer(y, "y"), p, seed, x.ElementCount, cuda.Stream);
+        return y;
+    }
+
+    /// <summary><see cref="DropoutOp"/>'s backward on the CUDA backend, the contract checked.</summary>
+    internal static void Backward(CudaBackend cuda, Tensor dOutput, Tensor dx, double p, ulong seed)
+    {
+        if (dOutput.ElementCount > 0)
+            DropoutBackward(cuda.DeviceApi, dOutput.DType, cuda.Pointer(dOutput, nameof(dOutput)), cuda.Pointer(dx, nameof(dx)), p, seed, dOutput.ElementCount, cuda.Stream);
+    }
+
     /// <summary>Threads per block (one element per thread).</summary>
     public const uint BlockSize = 256;
 

@@ -6,12 +6,30 @@
 //
 // The 1/(1-p) scale is computed in double and rounded once to TFloat. Element-wise, so y may be x itself and dx may be dy.
 using System.Numerics;
+using Phi2Native.Backends.Cpu;
 using Phi2Native.Determinism;
+using Phi2Native.Tensors;
 
-namespace Phi2Native.Backends.Cpu;
+namespace Phi2Native.Backends.Ops.Dropout;
 
 internal static class CpuDropout
 {
+    /// <summary><see cref="DropoutOp.Forward"/> on the CPU backend, the contract checked.</summary>
+    public static Tensor Forward(CpuBackend cpu, Tensor x, double p, ulong seed)
+    {
+        var y = cpu.Allocate(x.Shape, x.DType);
+        if (x.DType == DType.F64) Forward<double>(CpuBackend.Span<double>(x), CpuBackend.Span<double>(y), p, seed);
+        else Forward<float>(CpuBackend.Span<float>(x), CpuBackend.Span<float>(y), p, seed);
+        return y;
+    }
+
+    /// <summary><see cref="DropoutOp"/>'s backward on the CPU backend, the contract checked.</summary>
+    public static void Backward(Tensor dOutput, Tensor dx, double p, ulong seed)
+    {
+        if (dx.DType == DType.F64) Backward<double>(CpuBackend.Span<double>(dOutput), CpuBackend.Span<double>(dx), p, seed);
+        else Backward<float>(CpuBackend.Span<float>(dOutput), CpuBackend.Span<float>(dx), p, seed);
+    }
+
     /// <summary>Elements per unit of parallel work.</summary>
     private const int Chunk = 4096;
 
