@@ -46,7 +46,7 @@ internal static class DemoCommand
 
         // Declared before the model, so the model's device memory is freed before the backend goes.
         using var backend = BackendChoice.Open(device, notices, training: true);
-        using var model = EmbeddedDefault.CreateModel(backend.Backend);
+        using var model = EmbeddedDefault.CreateRandomModel(backend.Backend);
         using var run = new EmbeddedTraining(model, training, validation, settings, evaluateEvery: Math.Max(1, steps / 6));
         console.MarkupLine($"training every parameter for {steps} steps: B={settings.BatchSize} T={settings.MaxLength}, AdamW lr {settings.LearningRate}, " +
                            $"{training.Count} rows of the text, validation on {validation.TargetCount:N0} held-out tokens");
