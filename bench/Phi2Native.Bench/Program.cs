@@ -1,6 +1,6 @@
 // Phi2Native benchmark harness.
 //
-//   dotnet run -c Release --project bench/Phi2Native.Bench -- <gemm|gemm-kernel|step|attention|embedded|embedded-base|emulator|prefill|generate> [options]
+//   dotnet run -c Release --project bench/Phi2Native.Bench -- <gemm|gemm-kernel|step|attention|embedded|embedded-base|embedded-demo|emulator|prefill|generate> [options]
 //
 // Each mode validates what it times against a reference first, warms up, then reports the median
 // of repeated runs against the machine's ceiling (see Machine.cs). Arguments are parsed by hand:
@@ -30,6 +30,7 @@ namespace Phi2Native.Bench
                     case "step": return StepBench.Run(options);
                     case "embedded": return EmbeddedBench.Run(options);
                     case "embedded-base": return EmbeddedBaseBench.Run(options);
+                    case "embedded-demo": return EmbeddedDemoBench.Run(options);
                     case "attention": return AttentionBench.Run(options);
                     case "emulator": return EmulatorBench.Run(options);
                     case "prefill": return PrefillBench.Run(options);
@@ -79,6 +80,12 @@ namespace Phi2Native.Bench
                      --first N                 stop after the first N steps of the recipe (prints their hash, checks none)
                      --out PATH                keep the weights made
                      --steps N --lr LR --batch B --warmup N --weight-decay W --dropout P   a sweep instead of the recipe (no check)
+                     --markdown
+              embedded-demo   phi2 demo's run without the console: LoRA of a task preset on a layer range of the
+                     pretrained base, fine-tuned on Exodus; trainable/frozen parameters, backward ops, held-out losses
+                     on Exodus and Genesis before and after, both continuations, the Exodus curve
+                     --preset NAME --layers RANGE --r R --alpha A --steps N --lr LR --batch B --warmup N --validations N
+                     --base PATH               a base not yet shipped (from embedded-base --out)
                      --markdown
               attention   causal attention (CpuAttention), fp32: B=1, H=32, D=80 for each T, and the demo's
                      B=4, T=64, H=4, D=32; validated on one head against fp64, then forward and backward timed

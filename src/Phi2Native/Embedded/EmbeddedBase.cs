@@ -10,9 +10,8 @@ namespace Phi2Native.Embedded;
 /// <summary>
 /// The pretrained base the embedded default ships: the embedded model (<see cref="EmbeddedDefault.Config"/>) trained
 /// from random weights (seed <see cref="EmbeddedDefault.DefaultSeed"/>) on the training chapters of
-/// <see cref="EmbeddedBook.Genesis"/> only, so that Exodus stays a text it has never seen. <see cref="Make(string, Action{Trainer}?, Func{Trainer, TrainingResult}?)"/>
-/// runs this recipe (the bench's <c>embedded-base --out PATH</c>); its output is the shipped
-/// <c>src/Phi2Native/Embedded/base.safetensors</c> byte for byte.
+/// <see cref="EmbeddedBook.Genesis"/> only, so that Exodus stays a text it has never seen. <c>phi2 demo --make-base
+/// PATH</c> runs this recipe; its output is the shipped <c>src/Phi2Native/Embedded/base.safetensors</c> byte for byte.
 /// </summary>
 /// <remarks>
 /// <para>Reproducible because every step is: the random weights come from a seed, the data order from another, no
