@@ -75,7 +75,8 @@ namespace Phi2Native.Bench
                      --hidden C --heads H --layers L --inner I --dropout P --tokenizer DIR   (overrides, for tuning)
                      --prompt TEXT (continued greedily at the end), --markdown
               embedded-base   the pretrained base: runs its recipe (the embedded model trained on Genesis) and checks
-                     that it reproduces the shipped src/Phi2Native/Embedded/base.safetensors (SHA-256; exit code 1 if not);
+                     that it reproduces the shipped src/Phi2Native/Embedded/base.safetensors (SHA-256; exit code 1 if not;
+                     with AVX-512, the recorded 512-bit result unless DOTNET_PreferredVectorBitWidth=256);
                      prints the Genesis validation curve and the base's loss on Genesis and on Exodus (held out)
                      --first N                 stop after the first N steps of the recipe (prints their hash, checks none)
                      --out PATH                keep the weights made
