@@ -28,7 +28,7 @@ internal static class GenerateBench
         Console.WriteLine();
         // Prompt lengths spread over [8, 128): the batch is right-padded to the longest, each row decodes at its own positions.
         int[] lengths = Enumerable.Range(0, batch).Select(i => 8 + i * 120 / Math.Max(batch, 1)).ToArray();
-        var cases = new List<Case> { new("embedded (random weights)", () => EmbeddedDefault.CreateModel(CpuBackend.Default), lengths, newTokens) };
+        var cases = new List<Case> { new("embedded (random weights)", () => EmbeddedDefault.CreateRandomModel(CpuBackend.Default), lengths, newTokens) };
         // Phi-2's widths cut to 2 layers: each decode step streams 1.7 GB of weights, which a batch shares.
         if (phi2) cases.Add(new("Phi-2 dims, 2 layers", () => Phi2Model.CreateRandom(Phi2Config.Phi2 with { NumHiddenLayers = 2 }, CpuBackend.Default, seed: 1),
             [16, 40, 64, 100], Math.Min(newTokens, 16)));

@@ -30,7 +30,7 @@ internal static class PrefillBench
         Console.WriteLine($"{DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, .NET {Environment.Version}, CPU backend, fp32, {Environment.ProcessorCount} threads, " +
                           $"median of {reps} after {warmup} warm-up prefills, B = 1");
         Console.WriteLine();
-        var cases = new List<Case> { new("embedded (random weights)", b => EmbeddedDefault.CreateModel(b), time) };
+        var cases = new List<Case> { new("embedded (random weights)", b => EmbeddedDefault.CreateRandomModel(b), time) };
         // Phi-2's widths and vocabulary cut to 2 layers: lm_head (51200 x 2560) weighs as much as ~1.7 layers there.
         if (phi2) cases.Add(new("Phi-2 dims, 2 layers", b => Phi2Model.CreateRandom(Phi2Config.Phi2 with { NumHiddenLayers = 2 }, b, seed: 1), phi2Time));
 

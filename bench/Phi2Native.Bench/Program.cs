@@ -1,6 +1,6 @@
 // Phi2Native benchmark harness.
 //
-//   dotnet run -c Release --project bench/Phi2Native.Bench -- <gemm|gemm-kernel|step|attention|embedded|emulator|prefill|generate> [options]
+//   dotnet run -c Release --project bench/Phi2Native.Bench -- <gemm|gemm-kernel|step|attention|embedded|embedded-base|embedded-demo|emulator|prefill|generate> [options]
 //
 // Each mode validates what it times against a reference first, warms up, then reports the median
 // of repeated runs against the machine's ceiling (see Machine.cs). Arguments are parsed by hand:
@@ -29,6 +29,8 @@ namespace Phi2Native.Bench
                     case "gemm-kernel": return GemmKernelBench.Run(options);
                     case "step": return StepBench.Run(options);
                     case "embedded": return EmbeddedBench.Run(options);
+                    case "embedded-base": return EmbeddedBaseBench.Run(options);
+                    case "embedded-demo": return EmbeddedDemoBench.Run(options);
                     case "attention": return AttentionBench.Run(options);
                     case "emulator": return EmulatorBench.Run(options);
                     case "prefill": return PrefillBench.Run(options);
@@ -72,6 +74,20 @@ namespace Phi2Native.Bench
                      --steps N --batch B --length T --lr LR --warmup N --weight-decay W --eval-every N --seed S
                      --hidden C --heads H --layers L --inner I --dropout P --tokenizer DIR   (overrides, for tuning)
                      --prompt TEXT (continued greedily at the end), --markdown
+              embedded-base   the pretrained base: runs its recipe (the embedded model trained on Genesis) and checks
+                     that it reproduces the shipped src/Phi2Native/Embedded/base.safetensors (SHA-256; exit code 1 if not;
+                     with AVX-512, the recorded 512-bit result unless DOTNET_PreferredVectorBitWidth=256);
+                     prints the Genesis validation curve and the base's loss on Genesis and on Exodus (held out)
+                     --first N                 stop after the first N steps of the recipe (prints their hash, checks none)
+                     --out PATH                keep the weights made
+                     --steps N --lr LR --batch B --warmup N --weight-decay W --dropout P   a sweep instead of the recipe (no check)
+                     --markdown
+              embedded-demo   phi2 demo's run without the console: LoRA of a task preset on a layer range of the
+                     pretrained base, fine-tuned on Exodus; trainable/frozen parameters, backward ops, held-out losses
+                     on Exodus and Genesis before and after, both continuations, the Exodus curve
+                     --preset NAME --layers RANGE --r R --alpha A --steps N --lr LR --batch B --warmup N --validations N
+                     --base PATH               a base not yet shipped (from embedded-base --out)
+                     --markdown
               attention   causal attention (CpuAttention), fp32: B=1, H=32, D=80 for each T, and the demo's
                      B=4, T=64, H=4, D=32; validated on one head against fp64, then forward and backward timed
                      --time T,...              sequence lengths of the H=32 shapes (default 128,512,2048)

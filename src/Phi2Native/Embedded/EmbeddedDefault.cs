@@ -14,19 +14,22 @@ namespace Phi2Native.Embedded;
 /// structure (parallel attention + MLP off one LayerNorm, partial rotary at factor 0.4, gelu_new, biased Linears,
 /// untied lm_head) at small dimensions, a byte-level BPE tokenizer in Phi-2's file format trained on the shipped
 /// text, and that text: Genesis and Exodus from the King James Bible (public domain), split into training and
-/// validation parts. It is not Phi-2 and knows nothing until trained; its weights are random from a seed.
+/// validation parts. It is not Phi-2. Its weights are the pretrained base (<see cref="EmbeddedBase"/>): the model
+/// trained on Genesis by a reproducible recipe, shipped as a resource; <see cref="CreateRandomModel(IBackend, int)"/>
+/// gives the untrained model, random from a seed.
 /// </summary>
 /// <remarks>
-/// <para>Everything comes from resources of this assembly, made by the scripts in <c>src/Phi2Native/Embedded/</c>
-/// (<c>make_text.py</c>, <c>make_tokenizer.py</c>; the README there gives the source and licence of the text and
-/// why the dimensions are what they are). No file is read or downloaded at run time.</para>
+/// <para>Everything comes from resources of this assembly, made by code in <c>src/Phi2Native/Embedded/</c>
+/// (<c>make_text.py</c>, <c>make_tokenizer.py</c>, and <see cref="EmbeddedBase"/> for the weights; the README
+/// there gives the source and licence of the text and why the dimensions are what they are). No file is read or
+/// downloaded at run time.</para>
 /// <para>The dimensions and tokenizer were chosen so that plain full-parameter AdamW with
 /// <see cref="RecommendedTraining"/> takes the validation loss below half its starting value in about a minute on
 /// a 2-core CPU (bench/RESULTS.md, "Embedded default model").</para>
 /// </remarks>
 public static class EmbeddedDefault
 {
-    /// <summary>The seed of the default random weights.</summary>
+    /// <summary>The seed of the random weights the pretrained base was trained from, and of <see cref="CreateRandomModel(IBackend, int)"/>'s default.</summary>
     public const int DefaultSeed = 1234;
 
     /// <summary>Paragraph i of the text (0-based) belongs to the validation part when i % <see cref="ValidationEvery"/> is <see cref="ValidationEvery"/> - 1.</summary>
@@ -66,14 +69,14 @@ public static class EmbeddedDefault
     public static string Description =>
         $"The embedded default model is a tiny stand-in, not Phi-2: {ParameterCount(Config) / 1e6:F2}M parameters " +
         $"(V={Config.VocabSize} C={Config.HiddenSize} layers={Config.NumHiddenLayers} heads={Config.NumAttentionHeads} " +
-        $"D={Config.HeadDim} rotary={Config.RotaryDim} MLP={Config.IntermediateSize}) with Phi-2's structure and random " +
-        $"weights, and a {s_tokenizerSize.Value}-token BPE tokenizer of its own ({Config.VocabSize - s_tokenizerSize.Value} spare embedding rows for new tokens), " +
+        $"D={Config.HeadDim} rotary={Config.RotaryDim} MLP={Config.IntermediateSize}) with Phi-2's structure, pretrained on " +
+        $"Genesis only (the shipped base), and a {s_tokenizerSize.Value}-token BPE tokenizer of its own ({Config.VocabSize - s_tokenizerSize.Value} spare embedding rows for new tokens), " +
         $"trained on the shipped text ({TextSource}). " +
-        "It knows nothing until trained. To work with the real Phi-2, pass --model with a folder holding its " +
+        "It knows a little of one book and nothing else. To work with the real Phi-2, pass --model with a folder holding its " +
         "config.json, model*.safetensors, vocab.json and merges.txt (e.g. a download of microsoft/phi-2).";
 
     /// <summary>What the embedded default is, in a few words: for the one notice of a command run without <c>--model</c>.</summary>
-    public static string Summary => $"the embedded tiny stand-in, not Phi-2 ({ParameterCount(Config) / 1e6:F2}M parameters)";
+    public static string Summary => $"the embedded {ParameterCount(Config) / 1e6:F2}M stand-in trained on Genesis, not Phi-2";
 
     /// <summary>The training part of the text: its paragraphs (chapters) in order, separated by blank lines.</summary>
     public static string TrainingText => s_split.Value.TrainingText;
@@ -91,7 +94,7 @@ public static class EmbeddedDefault
     public static string FullText => s_text.Value;
 
     /// <summary>
-    /// Settings with which plain full-parameter AdamW training of <see cref="CreateModel(IBackend, int)"/> halves the validation
+    /// Settings with which plain full-parameter AdamW training of <see cref="CreateRandomModel(IBackend, int)"/> halves the validation
     /// loss in about a minute on a 2-core CPU (measured in bench/RESULTS.md); a starting point for commands.
     /// </summary>
     public static EmbeddedTrainingSettings RecommendedTraining { get; } = new();
@@ -119,24 +122,65 @@ public static class EmbeddedDefault
         }
     }
 
-    /// <summary>The embedded model with random weights (HF's initialization: normal(0, 0.02), zero biases, unit LayerNorms) from <paramref name="seed"/>.</summary>
+    /// <summary>
+    /// The embedded model with the pretrained base's weights (<see cref="EmbeddedBase"/>), loaded through
+    /// <see cref="Phi2Checkpoint.Load"/> from the folder <see cref="WriteModelFolder"/> writes, so they pass the checks
+    /// every model folder's do.
+    /// </summary>
+    /// <param name="backend">Where the weights go.</param>
+    /// <param name="dtype">The weights' dtype (the F32 file converted once: BF16 on the CUDA backend, see <see cref="Hosting.ComputeDTypes"/>).</param>
+    public static Phi2Model CreateModel(IBackend backend, DType dtype = DType.F32)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        return LoadFolder(backend, dtype, folder => WriteModelFolder(folder));
+    }
+
+    /// <summary>
+    /// The embedded model with the weights of another safetensors file in the base's layout (a base made by
+    /// <see cref="EmbeddedBase.Make(string, Action{FineTuning.Training.Trainer}?, Func{FineTuning.Training.Trainer, FineTuning.Training.TrainingResult}?)"/>
+    /// and not yet shipped), loaded as <see cref="CreateModel(IBackend, DType)"/> loads the shipped one.
+    /// </summary>
+    internal static Phi2Model CreateModel(IBackend backend, string weightsFile, DType dtype = DType.F32) =>
+        LoadFolder(backend, dtype, folder =>
+        {
+            WriteConfigAndTokenizer(folder);
+            File.Copy(weightsFile, Path.Combine(folder, "model.safetensors"), overwrite: true);
+        });
+
+    private static Phi2Model LoadFolder(IBackend backend, DType dtype, Action<string> write)
+    {
+        string folder = TemporaryFolder("base");
+        try
+        {
+            write(folder);
+            return Phi2Checkpoint.Load(folder, backend, dtype);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// The embedded model untrained: random weights (HF's initialization: normal(0, 0.02), zero biases, unit
+    /// LayerNorms) from <paramref name="seed"/>. What <c>phi2 demo --from-scratch</c> trains and the base was made from.
+    /// </summary>
     /// <param name="backend">Where the weights go.</param>
     /// <param name="seed">The weights' seed; the same seed gives the same weights on every machine.</param>
-    public static Phi2Model CreateModel(IBackend backend, int seed = DefaultSeed)
+    public static Phi2Model CreateRandomModel(IBackend backend, int seed = DefaultSeed)
     {
         ArgumentNullException.ThrowIfNull(backend);
         return Phi2Model.CreateRandom(Config, backend, seed);
     }
 
     /// <summary>
-    /// The embedded model as <see cref="CreateModel(IBackend, int)"/> makes it, its weights stored and computed in
-    /// <paramref name="dtype"/> (each drawn in fp32, then rounded once: BF16 on the CUDA backend, see
-    /// <see cref="Hosting.ComputeDTypes"/>).
+    /// The untrained model as <see cref="CreateRandomModel(IBackend, int)"/> makes it, its weights stored and computed in
+    /// <paramref name="dtype"/> (each drawn in fp32, then rounded once).
     /// </summary>
     /// <param name="backend">Where the weights go.</param>
     /// <param name="dtype">The weights' dtype.</param>
     /// <param name="seed">The weights' seed.</param>
-    public static Phi2Model CreateModel(IBackend backend, DType dtype, int seed = DefaultSeed)
+    public static Phi2Model CreateRandomModel(IBackend backend, DType dtype, int seed = DefaultSeed)
     {
         ArgumentNullException.ThrowIfNull(backend);
         return Phi2Model.CreateRandom(Config, backend, seed, dtype);
@@ -144,11 +188,30 @@ public static class EmbeddedDefault
 
     /// <summary>
     /// Writes the embedded model as a normal model folder that every <c>--model</c> path reads: config.json,
-    /// model.safetensors (F32, the weights of <see cref="CreateModel(IBackend, int)"/> with <paramref name="seed"/>), vocab.json,
-    /// merges.txt and added_tokens.json. Files already there with those names are replaced.
+    /// model.safetensors (the pretrained base's F32 weights, byte for byte the shipped file), vocab.json, merges.txt
+    /// and added_tokens.json. Files already there with those names are replaced.
     /// </summary>
     /// <returns>The folder's full path.</returns>
-    public static string WriteModelFolder(string directory, int seed = DefaultSeed)
+    public static string WriteModelFolder(string directory)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        Directory.CreateDirectory(directory);
+        WriteConfigAndTokenizer(directory);
+        WriteResource(EmbeddedBase.ResourceName, directory, "model.safetensors");
+        return Path.GetFullPath(directory);
+    }
+
+    private static void WriteConfigAndTokenizer(string directory)
+    {
+        foreach (string name in TokenizerResources.Append("config.json")) WriteResource(name, directory);
+    }
+
+    /// <summary>
+    /// Writes the untrained embedded model as a model folder: the files of <see cref="WriteModelFolder"/>, with the
+    /// random weights of <see cref="CreateRandomModel(IBackend, int)"/> for <paramref name="seed"/> in model.safetensors (F32).
+    /// </summary>
+    /// <returns>The folder's full path.</returns>
+    public static string WriteRandomModelFolder(string directory, int seed)
     {
         ArgumentNullException.ThrowIfNull(directory);
         // The checkpoint writer copies config.json (keeping its keys, partial_rotary_factor 0.4 included) and the
@@ -156,8 +219,8 @@ public static class EmbeddedDefault
         string staging = TemporaryFolder("model");
         try
         {
-            foreach (string name in TokenizerResources.Append("config.json")) WriteResource(name, staging);
-            using var model = CreateModel(CpuBackend.Default, seed);
+            WriteConfigAndTokenizer(staging);
+            using var model = CreateRandomModel(CpuBackend.Default, seed);
             Phi2CheckpointWriter.Save(model, directory, DType.F32, staging);
         }
         finally
@@ -171,13 +234,17 @@ public static class EmbeddedDefault
     /// The shipped text as packed rows of <paramref name="maxLength"/> tokens, an &lt;|endoftext|&gt; after each
     /// chapter: training and validation parts, as <c>phi2 demo</c> and the embedded bench train on them.
     /// </summary>
-    public static (TrainingRows Training, TrainingRows Validation) PackedRows(TextTokenizer tokenizer, int maxLength)
+    public static (TrainingRows Training, TrainingRows Validation) PackedRows(TextTokenizer tokenizer, int maxLength) =>
+        (Pack(tokenizer, TrainingParagraphs, maxLength, "embedded training text"), Pack(tokenizer, ValidationParagraphs, maxLength, "embedded validation text"));
+
+    /// <summary>Packs <paramref name="paragraphs"/> into rows of <paramref name="maxLength"/> tokens, an &lt;|endoftext|&gt; after each.</summary>
+    internal static TrainingRows Pack(TextTokenizer tokenizer, IReadOnlyList<string> paragraphs, int maxLength, string source)
     {
+        ArgumentNullException.ThrowIfNull(tokenizer);
         int endOfText = tokenizer.EndOfTextId ?? throw new Phi2Exception("the tokenizer has no <|endoftext|> to separate chapters");
-        TrainingRows Rows(IReadOnlyList<string> paragraphs, string source) => TrainingRows.Create(
+        return TrainingRows.Create(
             paragraphs.Select(p => tokenizer.Encode(p).Append(endOfText).ToArray()).Select(ids => new TokenizedExample(ids, ids)).ToList(),
             maxLength, BatchingMode.Packing, endOfText, source);
-        return (Rows(TrainingParagraphs, "embedded training text"), Rows(ValidationParagraphs, "embedded validation text"));
     }
 
     /// <summary>Writes the training paragraphs as JSONL, one <c>{"text": "..."}</c> line per paragraph (chapter), for <see cref="JsonlDataset"/>.</summary>
@@ -231,10 +298,10 @@ public static class EmbeddedDefault
         return folder;
     }
 
-    private static void WriteResource(string name, string folder)
+    private static void WriteResource(string name, string folder, string? fileName = null)
     {
         using var source = OpenResource(name);
-        using var destination = File.Create(Path.Combine(folder, name));
+        using var destination = File.Create(Path.Combine(folder, fileName ?? name));
         source.CopyTo(destination);
     }
 
@@ -244,7 +311,7 @@ public static class EmbeddedDefault
         return reader.ReadToEnd();
     }
 
-    private static Stream OpenResource(string name) =>
+    internal static Stream OpenResource(string name) =>
         typeof(EmbeddedDefault).Assembly.GetManifestResourceStream(ResourcePrefix + name)
         ?? throw new InvalidOperationException($"the assembly lacks the resource {ResourcePrefix + name}; Phi2Native.csproj embeds src/Phi2Native/Embedded/{name}");
 }
@@ -278,4 +345,7 @@ public sealed record EmbeddedTrainingSettings
 
     /// <summary>Seed of the data order.</summary>
     public ulong DataSeed { get; init; } = 42;
+
+    /// <summary>Residual dropout while training, replacing the config's resid_pdrop (0) when set; its masks come from the trainer's seed.</summary>
+    public double? ResidualDropout { get; init; }
 }

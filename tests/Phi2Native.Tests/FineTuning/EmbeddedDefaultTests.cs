@@ -114,15 +114,27 @@ public class EmbeddedDefaultTests
     }
 
     [Test]
-    public void ModelFolderLoadsThroughTheNormalLoadersWithTheSameLogits()
+    public void ModelFolderHoldsTheShippedBaseAndLoadsThroughTheNormalLoadersWithTheSameLogits()
     {
-        string folder = EmbeddedDefault.WriteModelFolder(Path.Combine(_temp, "model"), seed: 7);
+        string folder = EmbeddedDefault.WriteModelFolder(Path.Combine(_temp, "model"));
         Assert.That(Directory.GetFiles(folder).Select(Path.GetFileName).Order(),
             Is.EqualTo(new[] { "added_tokens.json", "config.json", "merges.txt", "model.safetensors", "vocab.json" }));
+        Assert.That(EmbeddedBase.Sha256(Path.Combine(folder, "model.safetensors")), Is.EqualTo(EmbeddedBase.ShippedSha256), "the shipped weights, byte for byte");
+        AssertSameLogits(folder, backend => EmbeddedDefault.CreateModel(backend));
+    }
 
+    [Test]
+    public void RandomModelFolderLoadsThroughTheNormalLoadersWithTheSameLogits()
+    {
+        string folder = EmbeddedDefault.WriteRandomModelFolder(Path.Combine(_temp, "model"), seed: 7);
+        AssertSameLogits(folder, backend => EmbeddedDefault.CreateRandomModel(backend, seed: 7));
+    }
+
+    private static void AssertSameLogits(string folder, Func<IBackend, Phi2Model> create)
+    {
         var backend = CpuBackend.Default;
         using var loaded = Phi2Checkpoint.Load(folder, backend);
-        using var created = EmbeddedDefault.CreateModel(backend, seed: 7);
+        using var created = create(backend);
         Assert.That(loaded.Config, Is.EqualTo(EmbeddedDefault.Config));
 
         var tokenizer = TextTokenizer.FromModelFolder(folder);
@@ -138,15 +150,17 @@ public class EmbeddedDefaultTests
     }
 
     [Test]
-    public void SeedFixesTheWeights()
+    public void SeedFixesTheRandomWeights()
     {
         var backend = CpuBackend.Default;
-        using var a = EmbeddedDefault.CreateModel(backend);
-        using var b = EmbeddedDefault.CreateModel(backend, EmbeddedDefault.DefaultSeed);
-        using var c = EmbeddedDefault.CreateModel(backend, EmbeddedDefault.DefaultSeed + 1);
+        using var a = EmbeddedDefault.CreateRandomModel(backend);
+        using var b = EmbeddedDefault.CreateRandomModel(backend, EmbeddedDefault.DefaultSeed);
+        using var c = EmbeddedDefault.CreateRandomModel(backend, EmbeddedDefault.DefaultSeed + 1);
+        using var pretrained = EmbeddedDefault.CreateModel(backend);
         float[] Weights(Phi2Model model) => model.Layers[0].SelfAttention.Projections().First().Parameters().First().ToSingleArray();
         Assert.That(Weights(a), Is.EqualTo(Weights(b)));
         Assert.That(Weights(a), Is.Not.EqualTo(Weights(c)));
+        Assert.That(Weights(pretrained), Is.Not.EqualTo(Weights(a)), "the default is the trained base, not the seed it started from");
     }
 
     [Test]
@@ -179,7 +193,8 @@ public class EmbeddedDefaultTests
         // The full minute-long curve is bench/Phi2Native.Bench -- embedded; this checks the pieces fit together.
         var tokenizer = EmbeddedDefault.Tokenizer();
         int[] ids = tokenizer.Encode(EmbeddedDefault.TrainingParagraphs[0])[..32];
-        using var model = EmbeddedDefault.CreateModel(CpuBackend.Default);
+        // Explicitly the untrained model: the check starts from near-uniform predictions.
+        using var model = EmbeddedDefault.CreateRandomModel(CpuBackend.Default);
         model.SetRequiresGrad(true);
         model.Training = true;
         using var optimizer = new AdamW(model.Parameters(), new AdamWOptions { LearningRate = EmbeddedDefault.RecommendedTraining.LearningRate });
@@ -203,6 +218,7 @@ public class EmbeddedDefaultTests
     {
         string description = EmbeddedDefault.Description;
         Assert.That(description, Does.Contain("tiny stand-in, not Phi-2"));
+        Assert.That(description, Does.Contain("pretrained on Genesis"));
         Assert.That(description, Does.Contain("--model"));
         Assert.That(description, Does.Contain($"V={EmbeddedDefault.Config.VocabSize}"));
         Assert.That(EmbeddedDefault.TextSource, Does.Contain("King James").And.Contain("public domain"));

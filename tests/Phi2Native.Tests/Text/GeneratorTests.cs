@@ -110,7 +110,7 @@ public class GeneratorTests
         var generator = new Generator(model, tokenizer);
         int[] prompt = tokenizer.Encode("In the beginning God created");
         var free = generator.Generate(prompt, Greedy(10)).Tokens;
-        // The untrained model may pick padding ids (576 rows, 512 tokens): they decode to nothing.
+        // The model may pick padding ids (576 rows, 512 tokens): they decode to nothing.
         string Text(int count) => tokenizer.Decode(free.Take(count).Where(id => tokenizer.TokenText(id) != null));
         string three = Text(3);
         Assume.That(Text(2).Length, Is.LessThan(three.Length), "the third token adds text");
