@@ -253,6 +253,15 @@ using namespace phi2_emu;
 // Registers the mapping [begin, begin + bytes) of allocation `id` (`length` bytes at `start`), live or freed.
 // A mapping already registered at `begin` is replaced (an allocation being freed). Returns 0, or non-zero
 // when the range is empty or overlaps another mapping's.
+bool phi2_emu::guard_find_allocation(uintptr_t address, uintptr_t* start, int64_t* bytes)
+{
+    const Range* r = find(address);
+    if (!r || r->freed || address < r->start || address >= r->start + (uintptr_t)r->bytes) return false;
+    *start = r->start;
+    *bytes = r->bytes;
+    return true;
+}
+
 extern "C" __attribute__((visibility("default"))) int emu_register_range(
     uint64_t begin, uint64_t bytes, int64_t id, uint64_t start, int64_t length, int freed)
 {

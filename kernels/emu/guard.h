@@ -10,6 +10,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <mutex>
 #include <string>
@@ -39,4 +40,8 @@ namespace phi2_emu
     // The last fault the handler caught, e.g. "read out of bounds: byte 4000 (0 past the end) of
     // allocation #3 of 4000 bytes at 0x7f...". Call from on_fault, on the faulting fiber.
     std::string guard_fault_message();
+
+    // The live allocation holding `address`: [start, start + bytes) of a registration not freed (traffic.cpp counts
+    // a kernel's device-memory accesses with it). Call with launch_mutex held.
+    bool guard_find_allocation(uintptr_t address, uintptr_t* start, int64_t* bytes);
 }

@@ -106,7 +106,16 @@ public interface IDeviceApi : IDisposable
     /// <paramref name="argPointers"/> is exactly cuLaunchKernel's kernelParams: element i is the address of
     /// parameter i's value (for a pointer parameter, the address of a <see cref="DevicePtr"/>).
     /// </summary>
-    void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers);
+    /// <remarks>A launch without a declared cost: the launchers declare theirs through the overload with a <see cref="Phi2Native.Profiling.KernelCost"/>.</remarks>
+    void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers) =>
+        Launch(kernelName, grid, block, dynamicSharedBytes, stream, argPointers, Phi2Native.Profiling.KernelCost.Undeclared);
+
+    /// <summary>
+    /// Launches kernel <paramref name="kernelName"/> as the overload without a cost does, with the cost its launcher
+    /// declares from its shapes (bytes read and written, tensor-core and SIMT flops), which the device records while a
+    /// <see cref="Phi2Native.Profiling.ProfileRecorder"/> is open on the calling thread.
+    /// </summary>
+    void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers, in Phi2Native.Profiling.KernelCost cost);
 
     /// <summary>Waits until all work queued on <paramref name="stream"/> has finished, and reports its errors.</summary>
     void Synchronize(DeviceStream stream);

@@ -7,7 +7,11 @@ namespace Phi2Native.DeviceChecks;
 /// <param name="Grid">The grid.</param>
 /// <param name="Block">The block.</param>
 /// <param name="DynamicSharedBytes">The dynamic shared memory.</param>
-public sealed record RecordedLaunchShape(string Kernel, Dim3 Grid, Dim3 Block, int DynamicSharedBytes);
+public sealed record RecordedLaunchShape(string Kernel, Dim3 Grid, Dim3 Block, int DynamicSharedBytes)
+{
+    /// <summary>The cost the launcher declared.</summary>
+    public Phi2Native.Profiling.KernelCost Cost { get; init; } = Phi2Native.Profiling.KernelCost.Undeclared;
+}
 
 /// <summary>
 /// A device that only records the shapes of the launches made on it: launchers run their argument checks and pick
@@ -24,8 +28,9 @@ public sealed class LaunchRecorder : IDeviceApi
     public Phi2Native.Tensors.DeviceKind Kind => Phi2Native.Tensors.DeviceKind.Emulated;   // it runs nothing; it stands in for a device in shape tests
 
     /// <inheritdoc />
-    public void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers) =>
-        Launches.Add(new RecordedLaunchShape(kernelName, grid, block, dynamicSharedBytes));
+    public void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers,
+        in Phi2Native.Profiling.KernelCost cost) =>
+        Launches.Add(new RecordedLaunchShape(kernelName, grid, block, dynamicSharedBytes) { Cost = cost });
 
     private static InvalidOperationException Called(string member) => new($"a launcher called IDeviceApi.{member} on the launch recorder");
 

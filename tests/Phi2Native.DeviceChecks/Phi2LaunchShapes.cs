@@ -78,7 +78,7 @@ public static class Phi2LaunchShapes
         EmbeddingKernels.Embedding(device, DType.F32, DType.BF16, P(), P(), P(), Rows, V, C);
         EmbeddingKernels.Embedding(device, DType.BF16, DType.F32, P(), P(), P(), Rows, V, C);
         foreach (string kernel in MmaChecks.Kernels)
-            device.Launch(kernel, MmaChecks.Grid, MmaChecks.Block, 0, default, []);
+            ((IDeviceApi)device).Launch(kernel, MmaChecks.Grid, MmaChecks.Block, 0, default, []);
 
         return device.Launches
             .GroupBy(l => l.Kernel, StringComparer.Ordinal)

@@ -30,6 +30,7 @@ public sealed unsafe partial class EmulatedDevice
             if (to < from + bytes && from < to + bytes)
                 throw new EmulatedDeviceException(nameof(CopyOnDevice), $"{bytes} bytes from {source} to {destination} overlap");
             Buffer.MemoryCopy(from, to, bytes, bytes);
+            Phi2Native.Profiling.ProfileRecorder.Current?.Copy(Phi2Native.Profiling.ProfileEventKind.CopyOnDevice, nameof(CopyOnDevice), bytes);
         }
     }
 

@@ -1,3 +1,6 @@
+using Phi2Native.Cuda.Profiling;
+using Phi2Native.Profiling;
+
 namespace Phi2Native.Cuda.Emulator;
 
 /// <summary>
@@ -73,6 +76,11 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
     private readonly long _quarantineLimit;
     private long _quarantined;
     private long _bytesInUse, _peak, _total;
+
+    // CudaDevice's caching allocator run over made-up addresses beside the guarded mappings (ModelledDriverMemory), so
+    // that a profile's driver allocations mean the same here as on a GPU; keyed by this device's pointer.
+    private readonly Gpu.CachingAllocator _allocatorModel = new(new ModelledDriverMemory(), "the emulated device's allocator model");
+    private readonly Dictionary<ulong, DevicePtr> _modelled = [];
     private bool _disposed;
 
     /// <summary>Creates an emulated device over the emulator the build made (the embedded kernels as they are).</summary>
@@ -148,6 +156,8 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
             _live.Insert(~_live.BinarySearch(block, StartOrder.Instance), block);
             _bytesInUse += bytes;
             _peak = Math.Max(_peak, _bytesInUse);
+            _modelled.Add(block.Start, _allocatorModel.Allocate(bytes));
+            ProfileRecorder.Current?.BytesInUse(_bytesInUse);
             return new DevicePtr(block.Start);
         }
     }
@@ -169,6 +179,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
             Block block = _live[i];
             _live.RemoveAt(i);
             _bytesInUse -= block.Length;
+            if (_modelled.Remove(block.Start, out var modelled)) _allocatorModel.Free(modelled);
             // Report damage before the evidence is unmapped; the memory is still quarantined so the state stays consistent.
             string? damage = GuardDamage(block);
             Quarantine(block);
@@ -185,6 +196,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
             CheckStream(nameof(CopyToDevice), stream);
             byte* p = Check(nameof(CopyToDevice), destination, source.Length);
             source.CopyTo(new Span<byte>(p, source.Length));
+            ProfileRecorder.Current?.Copy(ProfileEventKind.CopyToDevice, nameof(CopyToDevice), source.Length);
         }
     }
 
@@ -196,6 +208,11 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
             CheckStream(nameof(CopyToHost), stream);
             byte* p = Check(nameof(CopyToHost), source, destination.Length);
             new ReadOnlySpan<byte>(p, destination.Length).CopyTo(destination);
+            if (ProfileRecorder.Current is { } recorder)
+            {
+                recorder.Copy(ProfileEventKind.CopyToHost, nameof(CopyToHost), destination.Length);
+                recorder.HostSync(nameof(CopyToHost), always: true);
+            }
         }
     }
 
@@ -207,19 +224,35 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
             CheckStream(nameof(Fill), stream);
             byte* p = Check(nameof(Fill), pointer, bytes);
             Fill(p, bytes, value);
+            ProfileRecorder.Current?.Copy(ProfileEventKind.CopyOnDevice, nameof(Fill), bytes);
         }
     }
 
     /// <inheritdoc />
-    public void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers)
+    public void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers) =>
+        Launch(kernelName, grid, block, dynamicSharedBytes, stream, argPointers, KernelCost.Undeclared);
+
+    /// <inheritdoc cref="Launch(string, Dim3, Dim3, int, DeviceStream, ReadOnlySpan{nint})" />
+    /// <remarks>
+    /// While a <see cref="ProfileRecorder"/> with <see cref="ProfileRecorder.CountTraffic"/> is open, the emulator also
+    /// counts the bytes of device memory the launch really reads and writes, each byte once
+    /// (<see cref="ProfileEvent.CountedBytes"/>), so a launcher's declared cost can be checked.
+    /// </remarks>
+    public void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers,
+        in KernelCost cost)
     {
         ArgumentNullException.ThrowIfNull(kernelName);
+        var recorder = ProfileRecorder.Current;
         lock (_gate)
         {
             CheckStream(nameof(Launch), stream);
+            bool counting = recorder is { CountTraffic: true };
+            (long Read, long Written)? traffic = null;
             try
             {
+                if (counting) Emulator.CountTraffic(true);
                 Emulator.LaunchChecked(kernelName, (grid.X, grid.Y, grid.Z), (block.X, block.Y, block.Z), dynamicSharedBytes, argPointers);
+                if (counting) traffic = Emulator.LastTraffic();
             }
             catch (InvalidOperationException e)
             {
@@ -228,8 +261,14 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
                 string message = GuardReport() is { } also ? $"{e.Message}; kernel {kernelName} also {also}" : e.Message;
                 throw new EmulatedDeviceException(nameof(Launch), message, kernelName, e);
             }
+            finally
+            {
+                if (counting) Emulator.CountTraffic(false);
+            }
             if (GuardReport() is { } damage)
                 throw new EmulatedDeviceException(nameof(Launch), $"kernel {kernelName} {damage}", kernelName);
+            if (recorder is not null)
+                recorder.Launch(ProfileEventKind.Kernel, kernelName, SeamRecording.LaunchDetail(grid, block, dynamicSharedBytes), cost).CountedBytes = traffic;
         }
     }
 
@@ -237,6 +276,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
     public void Synchronize(DeviceStream stream)
     {
         lock (_gate) CheckStream(nameof(Synchronize), stream);
+        ProfileRecorder.Current?.HostSync(nameof(Synchronize), always: false);
     }
 
     /// <summary>Frees every live and quarantined allocation. Pointers handed out before become invalid.</summary>
@@ -250,6 +290,8 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
             foreach (Block b in _quarantine) Unmap(b);
             _live.Clear();
             _quarantine.Clear();
+            _modelled.Clear();
+            _allocatorModel.Dispose();
             _bytesInUse = 0;
             _quarantined = 0;
         }

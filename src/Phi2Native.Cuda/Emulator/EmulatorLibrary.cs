@@ -23,6 +23,8 @@ internal sealed unsafe class EmulatorLibrary
     private readonly delegate* unmanaged<ulong, ulong, long, ulong, long, int, int> _registerRange;
     private readonly delegate* unmanaged<ulong, int> _unregisterRange;
     private readonly delegate* unmanaged<nint*, int, int> _kernelNames;
+    private readonly delegate* unmanaged<int, void> _countTraffic;
+    private readonly delegate* unmanaged<long*, long*, void> _traffic;
 
     /// <summary>Binds the entry points of the library <paramref name="handle"/>, loaded from <paramref name="path"/>.</summary>
     /// <exception cref="EntryPointNotFoundException">The library lacks an entry point: it is not a kernel emulator.</exception>
@@ -33,6 +35,8 @@ internal sealed unsafe class EmulatorLibrary
         _registerRange = (delegate* unmanaged<ulong, ulong, long, ulong, long, int, int>)Export(handle, path, "emu_register_range");
         _unregisterRange = (delegate* unmanaged<ulong, int>)Export(handle, path, "emu_unregister_range");
         _kernelNames = (delegate* unmanaged<nint*, int, int>)Export(handle, path, "emu_kernel_names");
+        _countTraffic = (delegate* unmanaged<int, void>)Export(handle, path, "emu_count_traffic");
+        _traffic = (delegate* unmanaged<long*, long*, void>)Export(handle, path, "emu_traffic");
     }
 
     /// <summary>The emulator the build made beside this assembly (<see cref="NativeLibraryResolver.Emulator"/>), loaded once.</summary>
@@ -85,6 +89,20 @@ internal sealed unsafe class EmulatorLibrary
 
     /// <summary>Forgets the registration at <paramref name="begin"/>; returns 0, or 1 when there was none.</summary>
     internal int UnregisterRange(ulong begin) => _unregisterRange(begin);
+
+    /// <summary>
+    /// Starts (zeroing the counts) or stops counting the device memory launches read and write (kernels/emu/traffic.cpp:
+    /// every load and store of kernel code, as g++ instrumented it, that lands in a live allocation; each byte once).
+    /// </summary>
+    internal void CountTraffic(bool on) => _countTraffic(on ? 1 : 0);
+
+    /// <summary>The bytes read and written since counting started.</summary>
+    internal (long Read, long Written) LastTraffic()
+    {
+        long read, written;
+        _traffic(&read, &written);
+        return (read, written);
+    }
 
     /// <summary>The names of every kernel the library can launch, in its table's order.</summary>
     internal IReadOnlyList<string> KernelNames()

@@ -268,6 +268,7 @@ internal sealed class CachingAllocator : IDisposable
     private Block? AllocateFromDriver(long size)
     {
         if (!_raw.TryAllocate(size, out ulong address)) return null;
+        Phi2Native.Profiling.ProfileRecorder.Current?.DriverAllocation(size);
         _reserved += size;
         _peakReserved = Math.Max(_peakReserved, _reserved);
         return new Block(address, size);

@@ -1,4 +1,6 @@
 using Phi2Native.Cuda.Native;
+using Phi2Native.Cuda.Profiling;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Cuda.Gpu;
@@ -71,6 +73,7 @@ public sealed unsafe class CudaBlas : IBlas, IDisposable
         {
             Enter();
             Cublas.Check(Cublas.cublasSetStream(_cublas, stream.Handle));
+            using var timing = Record(nameof(GemmEx), m, n, k, 1, aType, cType, beta != 0, alpha != 0, stream);
             Cublas.Check(Cublas.cublasGemmEx(_cublas, (CublasOperation)transposeA, (CublasOperation)transposeB, m, n, k, &alpha,
                 a.Address, ToCublas(aType), lda, b.Address, ToCublas(bType), ldb, &beta,
                 c.Address, ToCublas(cType), ldc, CublasComputeType.Compute32F, CublasGemmAlgo.Default));
@@ -88,6 +91,7 @@ public sealed unsafe class CudaBlas : IBlas, IDisposable
         {
             Enter();
             Cublas.Check(Cublas.cublasSetStream(_cublas, stream.Handle));
+            using var timing = Record(nameof(GemmStridedBatchedEx), m, n, k, batchCount, aType, cType, beta != 0, alpha != 0, stream);
             Cublas.Check(Cublas.cublasGemmStridedBatchedEx(_cublas, (CublasOperation)transposeA, (CublasOperation)transposeB, m, n, k, &alpha,
                 a.Address, ToCublas(aType), lda, strideA, b.Address, ToCublas(bType), ldb, strideB, &beta,
                 c.Address, ToCublas(cType), ldc, strideC, batchCount, CublasComputeType.Compute32F, CublasGemmAlgo.Default));
@@ -110,6 +114,8 @@ public sealed unsafe class CudaBlas : IBlas, IDisposable
                 plan = CudaBlasLtPlan.Create(_cublasLt, x, key, WorkspaceBytes);
                 _plans.Add(key, plan);
             }
+            using var timing = ProfileRecorder.Current is null ? default : new GemmTiming(this, "cublasLtMatmul",
+                SeamRecording.GemmDetail(x.M, x.N, x.K, x.BatchCount, x.AType, x.DType, x.Epilogue.ToString()), BlasCost.LtMatmul(arguments), stream);
             plan.Run(_cublasLt, x, _workspace, WorkspaceBytes, stream);
         }
     }
@@ -149,6 +155,32 @@ public sealed unsafe class CudaBlas : IBlas, IDisposable
         LtEpilogue.BGradB => CublasLtEpilogue.BGradB,
         _ => throw new ArgumentOutOfRangeException(nameof(epilogue), epilogue, "not an epilogue (BlasArguments refuses it)"),
     };
+
+    private GemmTiming Record(string call, int m, int n, int k, int batch, DType inputs, DType output, bool readsC, bool readsInputs, DeviceStream stream) =>
+        ProfileRecorder.Current is null ? default : new GemmTiming(this, "cublas" + call,
+            SeamRecording.GemmDetail(m, n, k, batch, inputs, output), BlasCost.Gemm(m, n, k, batch, inputs, output, readsC, readsInputs), stream);
+
+    // While a recorder is open: an event before the GEMM, and at the end of the using block the one after and the record.
+    private readonly struct GemmTiming : IDisposable
+    {
+        private readonly CudaBlas? _blas;
+        private readonly string _name = "", _detail = "";
+        private readonly KernelCost _cost;
+        private readonly DeviceStream _stream;
+        private readonly DeviceEvent? _start;
+
+        public GemmTiming(CudaBlas blas, string name, string detail, KernelCost cost, DeviceStream stream)
+        {
+            (_blas, _name, _detail, _cost, _stream) = (blas, name, detail, cost, stream);
+            _start = SeamRecording.Begin(blas._device, stream);
+        }
+
+        public void Dispose()
+        {
+            if (_blas is null || ProfileRecorder.Current is not { } recorder) return;
+            recorder.Launch(ProfileEventKind.Blas, _name, _detail, _cost, SeamRecording.End(_blas._device, _stream, _start));
+        }
+    }
 
     private void ClearPlans()
     {

@@ -1,3 +1,5 @@
+using Phi2Native.Profiling;
+
 namespace Phi2Native.Cuda.Gpu;
 
 // Copies between managed memory and the device, through the pinned staging buffers (see StagedCopy).
@@ -18,6 +20,7 @@ public sealed partial class CudaDevice
         if (source.IsEmpty) return;
         CheckPointer(destination, nameof(destination));
         lock (_stagingGate) StagedCopy.ToDevice(Staging(), destination, source, stream);
+        ProfileRecorder.Current?.Copy(ProfileEventKind.CopyToDevice, nameof(CopyToDevice), source.Length);
     }
 
     /// <inheritdoc />
@@ -32,6 +35,11 @@ public sealed partial class CudaDevice
         if (destination.IsEmpty) return;
         CheckPointer(source, nameof(source));
         lock (_stagingGate) StagedCopy.ToHost(Staging(), destination, source, stream);
+        if (ProfileRecorder.Current is { } recorder)
+        {
+            recorder.Copy(ProfileEventKind.CopyToHost, nameof(CopyToHost), destination.Length);
+            recorder.HostSync(nameof(CopyToHost), always: true);
+        }
     }
 
     // Allocated on first use: a device that never copies (a compile-only run) pins no host memory.

@@ -1,4 +1,6 @@
 using Phi2Native.Cuda.Native;
+using Phi2Native.Cuda.Profiling;
+using Phi2Native.Profiling;
 using Phi2Native.Cuda.Resources;
 
 namespace Phi2Native.Cuda.Gpu;
@@ -18,7 +20,13 @@ public sealed partial class CudaDevice
     /// </remarks>
     /// <exception cref="ArgumentException">No kernel of the device's sources has that name, or a shape or size is invalid.</exception>
     /// <exception cref="KernelCompileException">The kernel's file does not compile.</exception>
-    public unsafe void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers)
+    public void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers) =>
+        Launch(kernelName, grid, block, dynamicSharedBytes, stream, argPointers, KernelCost.Undeclared);
+
+    /// <inheritdoc cref="Launch(string, Dim3, Dim3, int, DeviceStream, ReadOnlySpan{nint})" />
+    /// <remarks>While a <see cref="ProfileRecorder"/> is open, an event pair around the launch measures it on the GPU.</remarks>
+    public unsafe void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers,
+        in KernelCost cost)
     {
         ArgumentNullException.ThrowIfNull(kernelName);
         if (grid.Count == 0) throw new ArgumentException($"grid {grid} has a zero extent", nameof(grid));
@@ -41,6 +49,8 @@ public sealed partial class CudaDevice
                 }
             }
         }
+        var recorder = ProfileRecorder.Current;
+        DeviceEvent? start = recorder is null ? null : SeamRecording.Begin(this, stream);
         CuResult result;
         fixed (nint* args = argPointers)
         {
@@ -54,6 +64,8 @@ public sealed partial class CudaDevice
                 $"kernel {kernelName}, grid {grid}, block {block}, {dynamicSharedBytes} bytes of dynamic shared memory, " +
                 $"{argPointers.Length} argument(s), stream {stream.Handle}");
         }
+        recorder?.Launch(ProfileEventKind.Kernel, kernelName, SeamRecording.LaunchDetail(grid, block, dynamicSharedBytes), cost,
+            SeamRecording.End(this, stream, start));
     }
 
     /// <summary>

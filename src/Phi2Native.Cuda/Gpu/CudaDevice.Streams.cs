@@ -96,6 +96,7 @@ public sealed partial class CudaDevice
         Enter();
         CheckStream(stream, nameof(stream));
         CudaDriver.Check(CudaDriver.cuStreamSynchronize(stream.Handle));
+        Phi2Native.Profiling.ProfileRecorder.Current?.HostSync(nameof(Synchronize), always: false);
     }
 
     /// <inheritdoc />
@@ -110,6 +111,7 @@ public sealed partial class CudaDevice
         if (destination.Address < source.Address + (ulong)bytes && source.Address < destination.Address + (ulong)bytes)
             throw new ArgumentException($"{bytes} bytes from {source} to {destination} overlap; cuMemcpyDtoD leaves that undefined", nameof(destination));
         CudaDriver.Check(CudaDriver.cuMemcpyDtoDAsync(destination.Address, source.Address, (nuint)bytes, stream.Handle));
+        Phi2Native.Profiling.ProfileRecorder.Current?.Copy(Phi2Native.Profiling.ProfileEventKind.CopyOnDevice, nameof(CopyOnDevice), bytes);
     }
 
     /// <inheritdoc />
@@ -121,6 +123,7 @@ public sealed partial class CudaDevice
         if (bytes == 0) return;
         CheckPointer(pointer, nameof(pointer));
         CudaDriver.Check(CudaDriver.cuMemsetD8Async(pointer.Address, value, (nuint)bytes, stream.Handle));
+        Phi2Native.Profiling.ProfileRecorder.Current?.Copy(Phi2Native.Profiling.ProfileEventKind.CopyOnDevice, nameof(Fill), bytes);
     }
 
     /// <summary>

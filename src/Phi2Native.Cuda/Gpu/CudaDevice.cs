@@ -125,7 +125,9 @@ public sealed partial class CudaDevice : IDeviceApi
     {
         if (bytes <= 0) throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "an allocation must be more than 0 bytes");
         Enter();
-        return _allocator.Allocate(bytes);
+        var pointer = _allocator.Allocate(bytes);
+        Phi2Native.Profiling.ProfileRecorder.Current?.BytesInUse(_allocator.Statistics.BytesInUse);
+        return pointer;
     }
 
     /// <inheritdoc />

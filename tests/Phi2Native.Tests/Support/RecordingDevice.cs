@@ -55,7 +55,11 @@ internal sealed unsafe class RecordingDevice(bool allowLaunches = true, bool all
         Calls.Add($"copy {bytes} bytes 0x{source.Address:x} -> 0x{destination.Address:x}");
     }
 
-    public void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers)
+    public void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers) =>
+        Launch(kernelName, grid, block, dynamicSharedBytes, stream, argPointers, Phi2Native.Profiling.KernelCost.Undeclared);
+
+    public void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers,
+        in Phi2Native.Profiling.KernelCost cost)
     {
         if (!allowLaunches) throw Called($"{nameof(Launch)}({kernelName})");
         DevicePtr[] pointers = [];

@@ -1,0 +1,86 @@
+namespace Phi2Native.Profiling;
+
+/// <summary>What a recorded event is.</summary>
+public enum ProfileEventKind
+{
+    /// <summary>A kernel launch through the device seam.</summary>
+    Kernel,
+
+    /// <summary>A cuBLAS or cuBLASLt call (a GEMM).</summary>
+    Blas,
+
+    /// <summary>An op computed by the CPU backend (its time is measured on the host).</summary>
+    CpuOp,
+
+    /// <summary>The host waited for the device (a read back, or a Synchronize with work queued).</summary>
+    HostSync,
+
+    /// <summary>A copy from host memory to the device.</summary>
+    CopyToDevice,
+
+    /// <summary>A copy from the device to host memory.</summary>
+    CopyToHost,
+
+    /// <summary>A copy or fill within device memory.</summary>
+    CopyOnDevice,
+
+    /// <summary>A driver allocation: a miss of the caching allocator.</summary>
+    Allocation,
+}
+
+/// <summary>
+/// One recorded event: a launch, a GEMM, a CPU op, a host synchronisation, a copy or a driver allocation, with the op,
+/// module and phase it served and its declared cost.
+/// </summary>
+public sealed class ProfileEvent
+{
+    internal ProfileEvent(ProfileEventKind kind, string name, string detail, KernelCost cost, double startMs)
+    {
+        Kind = kind;
+        Name = name;
+        Detail = detail;
+        Cost = cost;
+        StartMs = startMs;
+        Op = ProfileScope.CurrentOp;
+        Module = ProfileScope.CurrentModule;
+        Phase = ProfileScope.CurrentPhase;
+    }
+
+    /// <summary>What the event is.</summary>
+    public ProfileEventKind Kind { get; }
+
+    /// <summary>The kernel (<c>layernorm_f32</c>), BLAS routine (<c>cublasLtMatmul</c>), CPU op, or the call (<c>CopyToHost</c>).</summary>
+    public string Name { get; }
+
+    /// <summary>The launch shape (grid, block, dynamic shared memory), the GEMM's m, n, k and dtypes, or for a host sync its call site.</summary>
+    public string Detail { get; }
+
+    /// <summary>The op open when it was recorded (null: none).</summary>
+    public string? Op { get; }
+
+    /// <summary>The module open when it was recorded (null: none).</summary>
+    public string? Module { get; }
+
+    /// <summary>The phase open when it was recorded.</summary>
+    public ProfilePhase Phase { get; }
+
+    /// <summary>The declared cost (copies: their bytes; syncs and allocations: none).</summary>
+    public KernelCost Cost { get; }
+
+    /// <summary>Host milliseconds from the recorder's start to the call.</summary>
+    public double StartMs { get; }
+
+    /// <summary>The measured duration (device events on a GPU, the host clock on the CPU backend); null where nothing meaningful was measured (the emulator).</summary>
+    public double? MeasuredMs { get; internal set; }
+
+    /// <summary>Bytes of device memory the launch really read and wrote, each byte once, as the emulator counted them (null unless counted).</summary>
+    public (long Read, long Written)? CountedBytes { get; internal set; }
+
+    /// <summary>For an allocation: the bytes the driver was asked for.</summary>
+    public long AllocatedBytes { get; internal set; }
+
+    internal Func<double>? PendingMeasurement { get; set; }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{Kind} {Name} {Detail}";
+}
