@@ -1,4 +1,5 @@
 using Phi2Native.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Cuda;
@@ -32,6 +33,7 @@ public static unsafe class CastKernels
         LaunchArguments.Pointer(y, to, nameof(y));
         int count = LaunchShape.Count(n, nameof(n));
         nint* args = stackalloc nint[] { (nint)(&x), (nint)(&y), (nint)(&count) };
-        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 3));
+        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 3),
+            new KernelCost(n * from.SizeInBytes(), n * to.SizeInBytes(), 0, 0));
     }
 }

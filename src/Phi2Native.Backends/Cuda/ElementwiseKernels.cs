@@ -1,4 +1,5 @@
 using Phi2Native.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Cuda;
@@ -28,7 +29,7 @@ public static unsafe class ElementwiseKernels
         LaunchArguments.Pointer(y, dtype, nameof(y));
         int count = LaunchShape.Count(n, nameof(n));
         nint* args = stackalloc nint[] { (nint)(&a), (nint)(&b), (nint)(&y), (nint)(&count) };
-        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 4));
+        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 4), KernelCost.Elementwise(n, dtype, 2, 1, 1));
     }
 
     /// <summary>y[i] = alpha * x[i] for i &lt; n, x and y of <paramref name="dtype"/>, alpha in fp32. y may alias x.</summary>
@@ -43,7 +44,7 @@ public static unsafe class ElementwiseKernels
         LaunchArguments.Pointer(y, dtype, nameof(y));
         int count = LaunchShape.Count(n, nameof(n));
         nint* args = stackalloc nint[] { (nint)(&x), (nint)(&y), (nint)(&alpha), (nint)(&count) };
-        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 4));
+        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 4), KernelCost.Elementwise(n, dtype, 1, 1, 1));
     }
 
     /// <summary>
@@ -62,6 +63,7 @@ public static unsafe class ElementwiseKernels
         int count = LaunchShape.Count(n, nameof(n));
         BufferOverlap.RequireExactOrNone(x, y, count * (long)sizeof(float), nameof(x), nameof(y));
         nint* args = stackalloc nint[] { (nint)(&x), (nint)(&y), (nint)(&count) };
-        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 3));
+        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 3),
+            x == y ? KernelCost.Elementwise(n, dtype, 1, 1, 1) : KernelCost.Elementwise(n, dtype, 2, 1, 1));
     }
 }

@@ -1,5 +1,6 @@
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Activation;
@@ -41,6 +42,9 @@ public static unsafe class GeluKernels
 
     private static readonly DType[] Supported = [DType.F32, DType.BF16, DType.F16];
 
+    // gelu_new or its derivative per element as the cost counts it: the tanh as 1, about 10 flops in all.
+    private const int GeluFlops = 10;
+
     /// <summary>
     /// y[i] = gelu_new(x[i]) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) for i &lt; n; saves nothing (backward
     /// needs x). y may alias x. Launch: grid ((n + 255) / 256), block (256).
@@ -57,7 +61,7 @@ public static unsafe class GeluKernels
         int count = LaunchShape.Count(n, nameof(n));
         BufferOverlap.RequireExactOrNone(x, y, count * (long)dtype.SizeInBytes(), nameof(x), nameof(y));
         nint* args = stackalloc nint[] { (nint)(&x), (nint)(&y), (nint)(&count) };
-        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 3));
+        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 3), KernelCost.Elementwise(n, dtype, 1, 1, GeluFlops));
     }
 
     /// <summary>
@@ -79,7 +83,7 @@ public static unsafe class GeluKernels
         BufferOverlap.RequireExactOrNone(dY, dX, bytes, nameof(dY), nameof(dX));
         BufferOverlap.RequireExactOrNone(x, dX, bytes, nameof(x), nameof(dX));
         nint* args = stackalloc nint[] { (nint)(&dY), (nint)(&x), (nint)(&dX), (nint)(&count) };
-        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 4));
+        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 4), KernelCost.Elementwise(n, dtype, 2, 1, GeluFlops));
     }
 
     /// <summary>
@@ -120,7 +124,9 @@ public static unsafe class GeluKernels
         }
         if (rows == 0) return;
         nint* args = stackalloc nint[] { (nint)(&x), (nint)(&bias), (nint)(&y), (nint)(&pre), (nint)(&rows), (nint)(&channels) };
-        device.Launch(kernel, Grid(rows, channels, maxRowBlocks), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 6));
+        long elements = (long)rows * channels, size = dtype.SizeInBytes();
+        device.Launch(kernel, Grid(rows, channels, maxRowBlocks), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 6),
+            new KernelCost((elements + channels) * size, elements * size * (savePre ? 2 : 1), 0, (GeluFlops + 1) * elements));
     }
 
     /// <summary>
@@ -163,7 +169,10 @@ public static unsafe class GeluKernels
         }
         if (rows == 0 || !(wantDx || wantBias)) return;
         nint* args = stackalloc nint[] { (nint)(&dY), (nint)(&pre), (nint)(&dX), (nint)(&dBias), (nint)(&rows), (nint)(&channels) };
-        device.Launch(kernel, Grid(rows, channels, cap), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 6));
+        long elements = (long)rows * channels, size = dtype.SizeInBytes(), biasBytes = wantBias ? (long)channels * sizeof(float) : 0;
+        // dY and pre read, dX written; dBias (fp32, +=) read and written.
+        device.Launch(kernel, Grid(rows, channels, cap), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 6),
+            new KernelCost(2 * elements * size + biasBytes, (wantDx ? elements * size : 0) + biasBytes, 0, GeluFlops * elements));
     }
 
     private static void CheckMatrix(int rows, int channels, int maxRowBlocks, string capArgument = "maxRowBlocks")

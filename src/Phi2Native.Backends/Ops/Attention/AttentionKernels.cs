@@ -1,5 +1,6 @@
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Attention;
@@ -128,7 +129,7 @@ public static unsafe class AttentionKernels
             (nint)(&headDim),
         };
         device.Launch(kernel, new Dim3((uint)dims.Pairs, (uint)Tiles(queryTime)), Threads, ForwardSharedBytes(headDim), stream,
-            new ReadOnlySpan<nint>(args, 9));
+            new ReadOnlySpan<nint>(args, 9), ForwardCost(dims, batch, queryTime, keyTime, heads, headDim, dtype, logSumExp, 0));
     }
 
     /// <summary>
@@ -185,8 +186,9 @@ public static unsafe class AttentionKernels
             (nint)(&q), (nint)(&keyCache), (nint)(&valueCache), (nint)(&rowKeyTimes), (nint)(&output), (nint)(&logSumExp), (nint)(&queryTime),
             (nint)(&keyTime), (nint)(&capacity), (nint)(&heads), (nint)(&headDim),
         };
+        // Each row reads its own key time (device data): the declaration takes all keyTime rows, an upper bound.
         device.Launch(kernel, new Dim3((uint)dims.Pairs, (uint)Tiles(queryTime)), Threads, ForwardSharedBytes(headDim), stream,
-            new ReadOnlySpan<nint>(args, 11));
+            new ReadOnlySpan<nint>(args, 11), ForwardCost(dims, batch, queryTime, keyTime, heads, headDim, dtype, logSumExp, rowKeyTimes.IsNull ? 0 : batch));
     }
 
     /// <summary>
@@ -259,15 +261,38 @@ public static unsafe class AttentionKernels
             {
                 (nint)(&dOutput), (nint)(&output), (nint)(&delta), (nint)(&rows), (nint)(&queryTime), (nint)(&heads), (nint)(&headDim),
             };
-            device.Launch(deltaKernel, LaunchShape.Linear(dims.QueryRows * 32, DeltaThreads), DeltaThreads, 0, stream, new ReadOnlySpan<nint>(deltaArgs, 7));
+            // dO and O read, delta (fp32 [B, H, Tq]) written; 2 flops an element.
+            device.Launch(deltaKernel, LaunchShape.Linear(dims.QueryRows * 32, DeltaThreads), DeltaThreads, 0, stream, new ReadOnlySpan<nint>(deltaArgs, 7),
+                new KernelCost(2 * dims.QueryBytes, dims.LseBytes, 0, 2 * dims.QueryBytes / dtype.SizeInBytes()));
         }
         nint* args = stackalloc nint[]
         {
             (nint)(&dOutput), (nint)(&q), (nint)(&k), (nint)(&v), (nint)(&logSumExp), (nint)(&delta), (nint)(&dq), (nint)(&dk), (nint)(&dv),
             (nint)(&queryTime), (nint)(&keyTime), (nint)(&heads), (nint)(&headDim),
         };
+        // dO, q, k, v, lse and delta read; dq, dk, dv written as wanted. Key-tile blocks recompute s and dp and form dv and
+        // dk (8 D flops a visible pair), query-tile blocks recompute s and dp and form dq (6 D).
+        long pairs = CausalPairs(batch, queryTime, keyTime, heads);
+        long backwardFlops = pairs * headDim * ((keyTiles > 0 ? 8 : 0) + (queryTiles > 0 ? 6 : 0)) + pairs * 6;
         device.Launch(kernel, new Dim3((uint)dims.Pairs, (uint)(keyTiles + queryTiles)), Threads, BackwardSharedBytes(headDim), stream,
-            new ReadOnlySpan<nint>(args, 13));
+            new ReadOnlySpan<nint>(args, 13),
+            new KernelCost(2 * dims.QueryBytes + 2 * dims.KeyBytes + (wantDelta ? 2 : 1) * dims.LseBytes,
+                (wantDq ? dims.QueryBytes : 0) + (wantDk ? dims.KeyBytes : 0) + (wantDv ? dims.KeyBytes : 0), 0, backwardFlops));
+    }
+
+    // Query i (of Tq) sees the keys up to keyTime - Tq + i: Tq (keyTime - Tq) + Tq (Tq + 1) / 2 pairs per batch row and head.
+    private static long CausalPairs(int batch, int queryTime, int keyTime, int heads) =>
+        (long)batch * heads * ((long)queryTime * (keyTime - queryTime) + (long)queryTime * (queryTime + 1) / 2);
+
+    // q and the keyTime rows of k and v read (and the row key times), output and lse written; 4 D flops a visible pair
+    // (q.k and p.v) and ~6 for the online softmax.
+    private static KernelCost ForwardCost(Dims dims, int batch, int queryTime, int keyTime, int heads, int headDim, DType dtype, DevicePtr logSumExp,
+        int keyTimes)
+    {
+        long pairs = CausalPairs(batch, queryTime, keyTime, heads);
+        long keyBytes = (long)batch * keyTime * heads * headDim * dtype.SizeInBytes();
+        return new KernelCost(dims.QueryBytes + 2 * keyBytes + (long)keyTimes * sizeof(int), dims.QueryBytes + (logSumExp.IsNull ? 0 : dims.LseBytes),
+            0, pairs * (4L * headDim + 6));
     }
 
     /// <summary>Refuses an output (when not null) that overlaps any of <paramref name="others"/> (null ones skipped).</summary>

@@ -1,5 +1,6 @@
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Embeddings;
@@ -127,7 +128,9 @@ public static unsafe class EmbeddingKernels
         {
             (nint)(&weight), (nint)(&ids), (nint)(&output), (nint)(&badPosition), (nint)(&count), (nint)(&vocabSize), (nint)(&channels),
         };
-        device.Launch(kernel, new Dim3((uint)Math.Min(count, maxBlocks)), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 7));
+        // One table row per id (an upper bound: a repeated id's row is read once), the ids; the output rows.
+        device.Launch(kernel, new Dim3((uint)Math.Min(count, maxBlocks)), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 7),
+            new KernelCost((long)count * (channels * tableDtype.SizeInBytes() + sizeof(int)), (long)count * channels * outputDtype.SizeInBytes(), 0, 0));
     }
 
     /// <summary>
@@ -169,6 +172,9 @@ public static unsafe class EmbeddingKernels
             (nint)(&dOutput), (nint)(&ids), (nint)(&dWeight), (nint)(&badPosition), (nint)(&count), (nint)(&vocabSize), (nint)(&channels),
         };
         uint block = Math.Min(MaxBackwardBlock, LaunchShape.RowBlock(channels));
-        device.Launch(kernel, new Dim3((uint)Math.Min(count, maxBlocks)), block, 0, stream, new ReadOnlySpan<nint>(args, 7));
+        // dOutput and the ids read; one fp32 dWeight row read and written per id (+=; an upper bound: a repeated id's row once).
+        long rowsBytes = (long)count * channels;
+        device.Launch(kernel, new Dim3((uint)Math.Min(count, maxBlocks)), block, 0, stream, new ReadOnlySpan<nint>(args, 7),
+            new KernelCost(rowsBytes * (dtype.SizeInBytes() + sizeof(float)) + (long)count * sizeof(int), rowsBytes * sizeof(float), 0, rowsBytes));
     }
 }

@@ -1,5 +1,6 @@
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.KvCache;
@@ -63,6 +64,8 @@ public static unsafe class CacheKernels
         {
             (nint)(&source), (nint)(&cache), (nint)(&rowPositions), (nint)(&batch), (nint)(&time), (nint)(&capacity), (nint)(&row),
         };
-        device.Launch(kernel, LaunchShape.Linear(elements, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 7));
+        // Each thread reads its batch row's position: B ints once.
+        device.Launch(kernel, LaunchShape.Linear(elements, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 7),
+            new KernelCost(elements * size + (long)batch * sizeof(int), elements * size, 0, 0));
     }
 }

@@ -1,5 +1,6 @@
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Loss;
@@ -94,7 +95,10 @@ public static unsafe class CrossEntropyKernels
         {
             (nint)(&logits), (nint)(&targets), (nint)(&logSumExp), (nint)(&loss), (nint)(&rows), (nint)(&vocabSize), (nint)(&ignoreIndex),
         };
-        device.Launch(kernel, new Dim3((uint)rows), LaunchShape.RowBlock(vocabSize), 0, stream, new ReadOnlySpan<nint>(args, 7));
+        long elements = (long)rows * vocabSize;
+        // logits and targets read; lse and loss written. ~4 flops a logit (max, subtract, exp, add).
+        device.Launch(kernel, new Dim3((uint)rows), LaunchShape.RowBlock(vocabSize), 0, stream, new ReadOnlySpan<nint>(args, 7),
+            new KernelCost(elements * dtype.SizeInBytes() + (long)rows * sizeof(int), (long)rows * sizeof(float) * (loss.IsNull ? 1 : 2), 0, 4 * elements));
     }
 
     /// <summary>
@@ -138,7 +142,9 @@ public static unsafe class CrossEntropyKernels
             (nint)(&logits), (nint)(&targets), (nint)(&logSumExp), (nint)(&rows), (nint)(&vocabSize), (nint)(&ignoreIndex),
             (nint)(&lossSum), (nint)(&lossMean), (nint)(&counted),
         };
-        device.Launch(kernel, new Dim3(1), SumBlock, 0, stream, new ReadOnlySpan<nint>(args, 9));
+        // targets, lse and each counted row's target logit read (ignored rows read no logit: an upper bound); the sum, mean and count written.
+        device.Launch(kernel, new Dim3(1), SumBlock, 0, stream, new ReadOnlySpan<nint>(args, 9),
+            new KernelCost((long)rows * (sizeof(int) + sizeof(float) + dtype.SizeInBytes()), sizeof(float) * (lossMean.IsNull ? 1 : 2) + sizeof(int), 0, 2L * rows));
     }
 
     /// <summary>
@@ -179,7 +185,11 @@ public static unsafe class CrossEntropyKernels
             (nint)(&logits), (nint)(&targets), (nint)(&logSumExp), (nint)(&counted), (nint)(&dLoss), (nint)(&dLogits), (nint)(&rows),
             (nint)(&vocabSize), (nint)(&ignoreIndex),
         };
-        device.Launch(kernel, new Dim3((uint)rows), LaunchShape.RowBlock(vocabSize), 0, stream, new ReadOnlySpan<nint>(args, 9));
+        long elements = (long)rows * vocabSize;
+        // logits, targets, lse, counted and dLoss read; dLogits written. ~4 flops a logit.
+        device.Launch(kernel, new Dim3((uint)rows), LaunchShape.RowBlock(vocabSize), 0, stream, new ReadOnlySpan<nint>(args, 9),
+            new KernelCost(elements * dtype.SizeInBytes() + (long)rows * (sizeof(int) + sizeof(float)) + sizeof(int) + (dLoss.IsNull ? 0 : sizeof(float)),
+                elements * dtype.SizeInBytes(), 0, 4 * elements));
     }
 
     private static void CheckSizes(int rows, int vocabSize)

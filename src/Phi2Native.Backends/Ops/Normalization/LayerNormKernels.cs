@@ -1,5 +1,6 @@
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Cuda.Resources;
 using Phi2Native.Tensors;
 
@@ -99,7 +100,10 @@ public static unsafe class LayerNormKernels
         {
             (nint)(&x), (nint)(&gamma), (nint)(&beta), (nint)(&eps), (nint)(&y), (nint)(&mean), (nint)(&rstd), (nint)(&rows), (nint)(&channels),
         };
-        device.Launch(kernel, new Dim3((uint)rows), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 9));
+        long elements = (long)rows * channels, size = dtype.SizeInBytes();
+        // x once (the second pass re-reads it from cache), gamma and beta; y, mean and rstd. ~8 flops an element: mean, centred square, normalize.
+        device.Launch(kernel, new Dim3((uint)rows), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 9),
+            new KernelCost((elements + 2L * channels) * size, elements * size + 2L * rows * sizeof(float), 0, 8 * elements));
     }
 
     /// <summary>
@@ -157,6 +161,9 @@ public static unsafe class LayerNormKernels
             (nint)(&dY), (nint)(&x), (nint)(&gamma), (nint)(&mean), (nint)(&rstd), (nint)(&dX), (nint)(&dGamma), (nint)(&dBeta),
             (nint)(&rows), (nint)(&channels),
         };
-        device.Launch(kernel, new Dim3((uint)blocks), LaunchShape.RowBlock(channels), sharedBytes, stream, new ReadOnlySpan<nint>(args, 10));
+        long elements = (long)rows * channels, size = dtype.SizeInBytes(), parameters = wantParameters ? 2L * channels * sizeof(float) : 0;
+        // dY, x, gamma, mean and rstd read; dX written; dGamma and dBeta read and written (+=). ~10 flops an element.
+        device.Launch(kernel, new Dim3((uint)blocks), LaunchShape.RowBlock(channels), sharedBytes, stream, new ReadOnlySpan<nint>(args, 10),
+            new KernelCost((2 * elements + channels) * size + 2L * rows * sizeof(float) + parameters, (wantDx ? elements * size : 0) + parameters, 0, 10 * elements));
     }
 }

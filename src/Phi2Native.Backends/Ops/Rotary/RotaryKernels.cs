@@ -1,5 +1,6 @@
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Rotary;
@@ -89,6 +90,9 @@ public static unsafe class RotaryKernels
             (nint)(&x), (nint)(&y), (nint)(&rowOffsets), (nint)(&rowCount), (nint)(&time), (nint)(&heads), (nint)(&headDim), (nint)(&rotaryDim),
             (nint)(&theta),
         };
-        device.Launch(kernel, new Dim3((uint)Math.Min(rowCount, maxBlocks)), LaunchShape.RowBlock((int)items), 0, stream, new ReadOnlySpan<nint>(args, 9));
+        long bytes = rows * rowElements * dtype.SizeInBytes();
+        // x read and y written once (in place when y is x); the row offsets; 3 flops per rotated element.
+        device.Launch(kernel, new Dim3((uint)Math.Min(rowCount, maxBlocks)), LaunchShape.RowBlock((int)items), 0, stream, new ReadOnlySpan<nint>(args, 9),
+            new KernelCost(bytes + (rowOffsets.IsNull ? 0 : (long)batch * sizeof(int)), bytes, 0, 3 * rows * heads * rotaryDim));
     }
 }
