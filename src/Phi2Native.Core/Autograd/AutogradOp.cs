@@ -1,3 +1,4 @@
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Autograd;
@@ -18,6 +19,9 @@ public abstract class AutogradOp
 
     /// <summary>The op's inputs, in Apply's order; null where an optional input was absent.</summary>
     public IReadOnlyList<Tensor?> Inputs => _inputs;
+
+    /// <summary>The module that recorded the op, while profiling (<see cref="ProfileScope"/>), so backward is attributed to it too; null otherwise.</summary>
+    public string? Module { get; private set; }
 
     /// <summary>The tensor this op produced.</summary>
     public Tensor Output { get; internal set; } = null!;
@@ -44,6 +48,7 @@ public abstract class AutogradOp
             return output;
         }
         op.Output = output;
+        op.Module = ProfileScope.CurrentModule;
         output.RequiresGrad = true;
         output.Producer = op;
         tape.Add(op);

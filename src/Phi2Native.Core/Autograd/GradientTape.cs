@@ -1,3 +1,4 @@
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Autograd;
@@ -55,12 +56,14 @@ public sealed class GradientTape : IDisposable
         _backwardDone = true;
         var gradients = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
         var context = new BackwardContext(gradients);
+        using var phase = ProfileScope.Phase(ProfilePhase.Backward);
         context.Deliver(loss, loss.Backend.FromBytes(BitConverter.GetBytes(1.0), DType.F64, loss.Shape, loss.DType));
         for (int i = _ops.Count - 1; i >= 0; i--)
         {
             var op = _ops[i];
             if (!gradients.Remove(op.Output, out var dOutput)) { op.ReleaseSaved(); continue; }
-            op.Backward(dOutput, context);
+            using (ProfileScope.Module(op.Module))
+                op.Backward(dOutput, context);
             BackwardOpsRun++;
             dOutput.Dispose();
             op.ReleaseSaved();

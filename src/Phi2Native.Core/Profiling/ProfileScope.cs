@@ -19,9 +19,10 @@ public readonly struct ProfileScope : IDisposable
     private readonly Kind _kind;
     private readonly string? _previous;
     private readonly ProfilePhase _previousPhase;
+    private readonly long _hostStart;   // an op the CPU backend computes: when it began (0: not measured here)
 
-    private ProfileScope(Kind kind, string? previous, ProfilePhase previousPhase) =>
-        (_kind, _previous, _previousPhase) = (kind, previous, previousPhase);
+    private ProfileScope(Kind kind, string? previous, ProfilePhase previousPhase, long hostStart = 0) =>
+        (_kind, _previous, _previousPhase, _hostStart) = (kind, previous, previousPhase, hostStart);
 
     /// <summary>The op open on this thread, or null.</summary>
     public static string? CurrentOp => t_op;
@@ -40,6 +41,24 @@ public readonly struct ProfileScope : IDisposable
         t_op = name;
         return scope;
     }
+
+    /// <summary>
+    /// Attributes what follows, until disposed, to op <paramref name="name"/> computed on <paramref name="backend"/>; on
+    /// the CPU backend the outermost op is also recorded, with its host-measured time, as a <see cref="ProfileEventKind.CpuOp"/>
+    /// (a GPU's ops are recorded launch by launch at the device seam instead). A no-op while nothing records.
+    /// </summary>
+    public static ProfileScope Op(string name, Tensors.IBackend backend)
+    {
+        if (ProfileRecorder.Current is null) return default;
+        bool measure = t_op is null && backend.Device.Kind == Tensors.DeviceKind.Cpu;
+        var scope = new ProfileScope(Kind.Op, t_op, default, measure ? System.Diagnostics.Stopwatch.GetTimestamp() : 0);
+        t_op = name;
+        return scope;
+    }
+
+    /// <summary>As <see cref="Op(string, Tensors.IBackend)"/> for op <paramref name="name"/>'s backward ("{name}Backward"; the name is made only while recording).</summary>
+    public static ProfileScope BackwardOp(string name, Tensors.IBackend backend) =>
+        ProfileRecorder.Current is null ? default : Op(name + "Backward", backend);
 
     /// <summary>Attributes what follows, until disposed, to module <paramref name="name"/> (a no-op while nothing records).</summary>
     public static ProfileScope Module(string? name)
@@ -64,7 +83,11 @@ public readonly struct ProfileScope : IDisposable
     {
         switch (_kind)
         {
-            case Kind.Op: t_op = _previous; break;
+            case Kind.Op:
+                if (_hostStart != 0 && t_op is { } name)
+                    ProfileRecorder.Current?.CpuOp(name, "", KernelCost.Undeclared, System.Diagnostics.Stopwatch.GetElapsedTime(_hostStart).TotalMilliseconds);
+                t_op = _previous;
+                break;
             case Kind.Module: t_module = _previous; break;
             case Kind.Phase: t_phase = _previousPhase; break;
         }

@@ -1,6 +1,7 @@
 using Phi2Native.Autograd;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Activation;
@@ -28,6 +29,7 @@ public sealed class GeluNewOp : AutogradOp
     /// <exception cref="NotSupportedException">The backend does not compute it in x's dtype.</exception>
     public static Tensor Forward(Tensor x)
     {
+        using var profile = ProfileScope.Op(Info.Name, x.Backend);
         OpContract.OnBackend(x, x?.Backend!, Info.Name, nameof(x));
         Info.RequireSupported(x!, nameof(x));
         return x!.Backend switch
@@ -42,6 +44,7 @@ public sealed class GeluNewOp : AutogradOp
     /// <exception cref="ArgumentException">dOutput or dx differs from x in element count or dtype.</exception>
     public static void Backward(Tensor dOutput, Tensor x, Tensor dx)
     {
+        using var profile = ProfileScope.BackwardOp(Info.Name, dOutput.Backend);
         const string op = "GeluNewBackward";
         OpContract.OnBackend(x, x?.Backend!, op, nameof(x));
         OpContract.OnBackend(dOutput, x!.Backend, op, nameof(dOutput));

@@ -1,6 +1,7 @@
 using Phi2Native.Autograd;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Attention;
@@ -36,6 +37,7 @@ public sealed class AttentionOp : AutogradOp
     /// <exception cref="ArgumentException">Shapes or dtypes break the contract.</exception>
     public static Tensor Forward(Tensor q, Tensor k, Tensor v, out Tensor logSumExp)
     {
+        using var profile = ProfileScope.Op(Info.Name, q.Backend);
         var shape = CheckAttention("Attention", q, k, v);
         switch (q.Backend)
         {
@@ -49,6 +51,7 @@ public sealed class AttentionOp : AutogradOp
     /// <exception cref="ArgumentException">Shapes or dtypes break the contract.</exception>
     public static void Backward(Tensor dOutput, Tensor q, Tensor k, Tensor v, Tensor output, Tensor logSumExp, Tensor? dq, Tensor? dk, Tensor? dv)
     {
+        using var profile = ProfileScope.BackwardOp(Info.Name, dOutput.Backend);
         const string op = "AttentionBackward";
         var shape = CheckAttention(op, q, k, v);
         var backend = q.Backend;

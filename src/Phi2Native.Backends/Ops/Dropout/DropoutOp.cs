@@ -1,6 +1,7 @@
 using Phi2Native.Autograd;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Dropout;
@@ -36,6 +37,7 @@ public sealed class DropoutOp : AutogradOp
     /// <exception cref="ArgumentOutOfRangeException">p is not in [0, 1).</exception>
     public static Tensor Forward(Tensor x, double probability, ulong seed)
     {
+        using var profile = ProfileScope.Op(Info.Name, x.Backend);
         OpContract.OnBackend(x, x?.Backend!, Info.Name, nameof(x));
         Info.RequireSupported(x!, nameof(x));
         CheckProbability(probability);
@@ -51,6 +53,7 @@ public sealed class DropoutOp : AutogradOp
     /// <exception cref="ArgumentException">dx differs from dOutput in element count or dtype.</exception>
     public static void Backward(Tensor dOutput, Tensor dx, double probability, ulong seed)
     {
+        using var profile = ProfileScope.BackwardOp(Info.Name, dOutput.Backend);
         const string op = "DropoutBackward";
         OpContract.OnBackend(dOutput, dOutput?.Backend!, op, nameof(dOutput));
         OpContract.OnBackend(dx, dOutput!.Backend, op, nameof(dx));

@@ -1,6 +1,7 @@
 using Phi2Native.Autograd;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Embeddings;
@@ -33,6 +34,7 @@ public sealed class EmbeddingOp : AutogradOp
     /// <exception cref="ArgumentOutOfRangeException">An id is outside [0, V) (the CPU backend only; see the class).</exception>
     public static Tensor Forward(Tensor weight, Tensor ids)
     {
+        using var profile = ProfileScope.Op(Info.Name, weight.Backend);
         int count = Check("Embedding", weight, ids);
         return weight.Backend switch
         {
@@ -46,6 +48,7 @@ public sealed class EmbeddingOp : AutogradOp
     /// <exception cref="ArgumentException">Shapes or dtypes break the contract.</exception>
     public static void Backward(Tensor dOutput, Tensor ids, Tensor dWeight)
     {
+        using var profile = ProfileScope.BackwardOp(Info.Name, dOutput.Backend);
         const string op = "EmbeddingBackward";
         int count = Check(op, dWeight, ids);
         OpContract.OnBackend(dOutput, dWeight.Backend, op, nameof(dOutput));

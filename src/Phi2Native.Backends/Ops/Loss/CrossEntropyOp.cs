@@ -1,6 +1,7 @@
 using Phi2Native.Autograd;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Loss;
@@ -45,6 +46,7 @@ public sealed class CrossEntropyOp : AutogradOp
     /// <exception cref="ArgumentOutOfRangeException">A target is outside [0, V) and not the ignore index (the CPU backend only; see the class).</exception>
     public static Tensor Forward(Tensor logits, Tensor targets, int ignoreIndex, out Tensor logSumExp, out Tensor counted)
     {
+        using var profile = ProfileScope.Op(Info.Name, logits.Backend);
         var (rows, vocab) = Check("CrossEntropy", logits, targets);
         switch (logits.Backend)
         {
@@ -61,6 +63,7 @@ public sealed class CrossEntropyOp : AutogradOp
     /// <exception cref="ArgumentException">Shapes or dtypes break the contract.</exception>
     public static void Backward(Tensor logits, Tensor targets, Tensor logSumExp, Tensor counted, Tensor? dLoss, int ignoreIndex, Tensor dLogits)
     {
+        using var profile = ProfileScope.BackwardOp(Info.Name, logits.Backend);
         const string op = "CrossEntropyBackward";
         var (rows, _) = Check(op, logits, targets);
         var backend = logits.Backend;

@@ -1,6 +1,7 @@
 using Phi2Native.Autograd;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Normalization;
@@ -38,6 +39,7 @@ public sealed class LayerNormOp : AutogradOp
     /// <exception cref="NotSupportedException">The backend does not compute LayerNorm in x's dtype.</exception>
     public static Tensor Forward(Tensor x, Tensor weight, Tensor bias, double eps, out Tensor mean, out Tensor rstd)
     {
+        using var profile = ProfileScope.Op(Info.Name, x.Backend);
         var (rows, channels) = CheckForward(x, weight, bias, eps);
         switch (x.Backend)
         {
@@ -54,6 +56,7 @@ public sealed class LayerNormOp : AutogradOp
     /// <exception cref="ArgumentException">Shapes or dtypes break the contract; the message names the argument.</exception>
     public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor? dx, Tensor? dWeight, Tensor? dBias)
     {
+        using var profile = ProfileScope.BackwardOp(Info.Name, dOutput.Backend);
         var (rows, channels) = CheckBackward(dOutput, x, weight, mean, rstd, dx, dWeight, dBias);
         switch (x.Backend)
         {

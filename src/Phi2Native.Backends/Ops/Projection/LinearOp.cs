@@ -1,6 +1,7 @@
 using Phi2Native.Autograd;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Projection;
@@ -31,6 +32,7 @@ public sealed class LinearOp : AutogradOp
     /// <exception cref="NotSupportedException">The backend does not compute it in x's dtype.</exception>
     public static Tensor Forward(Tensor x, Tensor weight, Tensor? bias)
     {
+        using var profile = ProfileScope.Op(Info.Name, x.Backend);
         var (rows, inFeatures, outFeatures) = CheckForward(x, weight, bias);
         return x.Backend switch
         {
@@ -47,6 +49,7 @@ public sealed class LinearOp : AutogradOp
     /// <exception cref="ArgumentException">Shapes or dtypes break the contract; the message names the argument.</exception>
     public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias)
     {
+        using var profile = ProfileScope.BackwardOp(Info.Name, dOutput.Backend);
         var (rows, inFeatures, outFeatures) = CheckBackward(dOutput, x, weight, dx, dWeight, dBias);
         switch (x.Backend)
         {

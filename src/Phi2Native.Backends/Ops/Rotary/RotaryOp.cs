@@ -1,6 +1,7 @@
 using Phi2Native.Autograd;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Rotary;
@@ -36,6 +37,7 @@ public sealed class RotaryOp : AutogradOp
     /// <exception cref="ArgumentOutOfRangeException">rotaryDim is odd or above D, or theta not finite and &gt; 0; a negative position (the CPU backend; the CUDA backend gives its row NaN).</exception>
     public static Tensor Forward(Tensor x, int rotaryDim, double theta, Tensor? positions)
     {
+        using var profile = ProfileScope.Op(Info.Name, x.Backend);
         Check("Rotary", x, rotaryDim, theta, positions);
         return x.Backend switch
         {
@@ -49,6 +51,7 @@ public sealed class RotaryOp : AutogradOp
     /// <exception cref="ArgumentException">Shapes or dtypes break the contract.</exception>
     public static void Backward(Tensor dOutput, Tensor dx, int rotaryDim, double theta, Tensor? positions)
     {
+        using var profile = ProfileScope.BackwardOp(Info.Name, dOutput.Backend);
         const string op = "RotaryBackward";
         Check(op, dOutput, rotaryDim, theta, positions);
         OpContract.OnBackend(dx, dOutput.Backend, op, nameof(dx));

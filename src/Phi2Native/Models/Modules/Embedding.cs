@@ -1,5 +1,6 @@
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Ops.Embeddings;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Models.Modules;
@@ -20,6 +21,7 @@ public sealed class Embedding : Module
     /// <summary>ids [...] (I32) -> [..., C].</summary>
     public Tensor Forward(Tensor ids)
     {
+        using var profile = ProfileScope.Module(Name);
         var y = EmbeddingOp.Apply(Weight, ids);
         return Adapter is null ? y : Adapter.Forward(ids, y, Training);
     }

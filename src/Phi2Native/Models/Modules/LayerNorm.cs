@@ -1,5 +1,6 @@
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Ops.Normalization;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Models.Modules;
@@ -25,7 +26,11 @@ public sealed class LayerNorm : Module
     public Tensor Bias { get; }
 
     /// <summary>x [..., C] -> [..., C].</summary>
-    public Tensor Forward(Tensor x) => LayerNormOp.Apply(x, Weight, Bias, Eps);
+    public Tensor Forward(Tensor x)
+    {
+        using var profile = ProfileScope.Module(Name);
+        return LayerNormOp.Apply(x, Weight, Bias, Eps);
+    }
 
     /// <inheritdoc/>
     protected override IEnumerable<Tensor> OwnParameters() => [Weight, Bias];

@@ -1,5 +1,6 @@
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Ops.Projection;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Models.Modules;
@@ -32,6 +33,7 @@ public sealed class Linear : Module
     /// <summary>x [..., in] -> [..., out].</summary>
     public Tensor Forward(Tensor x)
     {
+        using var profile = ProfileScope.Module(Name);
         var y = LinearOp.Apply(x, Weight, Bias);
         return Adapter is null ? y : Adapter.Forward(x, y, Training);
     }

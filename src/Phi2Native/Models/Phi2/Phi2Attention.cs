@@ -3,6 +3,7 @@ using Phi2Native.Backends.Ops.Attention;
 using Phi2Native.Backends.Ops.KvCache;
 using Phi2Native.Backends.Ops.Rotary;
 using Phi2Native.Models.Modules;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Models.Phi2;
@@ -40,6 +41,7 @@ public sealed class Phi2Attention : Module
     /// <summary>x [B, T, C] (the layer's normalized input) -> [B, T, C], before the residual dropout.</summary>
     public Tensor Forward(Tensor x)
     {
+        using var profile = ProfileScope.Module(Name);
         int batch = x.Size(0), time = x.Size(1), heads = _config.NumAttentionHeads, headDim = _config.HeadDim;
         Tensor Heads(Linear projection) => ReshapeOp.Apply(projection.Forward(x), batch, time, heads, headDim);
         Tensor Rotate(Tensor t) => _config.RotaryDim == 0 ? t : RotaryOp.Apply(t, _config.RotaryDim, _config.RopeTheta);
@@ -59,6 +61,7 @@ public sealed class Phi2Attention : Module
     /// </summary>
     public Tensor Forward(Tensor x, KeyValueCache cache, int layer)
     {
+        using var profile = ProfileScope.Module(Name);
         int batch = x.Size(0), time = x.Size(1), heads = _config.NumAttentionHeads, headDim = _config.HeadDim;
         var positions = cache.Positions(time);
         Tensor Heads(Linear projection) => ReshapeOp.Apply(projection.Forward(x), batch, time, heads, headDim);

@@ -2,6 +2,7 @@ using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Ops.Dropout;
 using Phi2Native.Determinism;
 using Phi2Native.Models.Modules;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Models.Phi2;
@@ -40,6 +41,7 @@ public sealed class Phi2DecoderLayer : Module
     /// and attention reads and extends this layer's cached keys and values instead of seeing only hidden.</remarks>
     public Tensor Forward(Tensor hidden, double dropout, ulong forwardSeed, KeyValueCache? cache = null)
     {
+        using var profile = ProfileScope.Module(Name);
         var x = InputLayerNorm.Forward(hidden);
         var attention = cache is null ? SelfAttention.Forward(x) : SelfAttention.Forward(x, cache, Index);
         var mlp = Mlp.Forward(x);

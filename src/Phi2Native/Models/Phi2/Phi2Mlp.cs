@@ -1,6 +1,7 @@
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Ops.Activation;
 using Phi2Native.Models.Modules;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Models.Phi2;
@@ -21,7 +22,11 @@ public sealed class Phi2Mlp : Module
     public Linear Fc2 { get; }
 
     /// <summary>x [B, T, C] -> [B, T, C], before the residual dropout.</summary>
-    public Tensor Forward(Tensor x) => Fc2.Forward(GeluNewOp.Apply(Fc1.Forward(x)));
+    public Tensor Forward(Tensor x)
+    {
+        using var profile = ProfileScope.Module(Name);
+        return Fc2.Forward(GeluNewOp.Apply(Fc1.Forward(x)));
+    }
 
     /// <inheritdoc/>
     protected override IEnumerable<Module> Children() => [Fc1, Fc2];
