@@ -37,6 +37,7 @@ public static class Program
             MergeCommand.Create(output, error),
             FinetuneCommand.Create(output, error),
             LayersCommand.Create(output, error),
+            ProfileCommand.Create(output, error),
             GenerateCommand.Create(output, error),
             TokenizeCommand.Create(output, error),
         };

@@ -98,6 +98,29 @@ public sealed class ProfileRecorder : IDisposable
         if (!_peakBytesInUse.TryGetValue(phase, out long peak) || bytes > peak) _peakBytesInUse[phase] = bytes;
     }
 
+    /// <summary>
+    /// Stops recording on this thread until the returned handle is disposed: work a profile should not count, such as
+    /// the prefill before a measured decoded token.
+    /// </summary>
+    public IDisposable Pause()
+    {
+        if (t_current != this) throw new InvalidOperationException("only the recorder open on this thread can pause");
+        t_current = _previous;
+        return new Resume(this);
+    }
+
+    private sealed class Resume(ProfileRecorder recorder) : IDisposable
+    {
+        private bool _done;
+
+        public void Dispose()
+        {
+            if (_done) return;
+            _done = true;
+            if (!recorder._stopped) t_current = recorder;
+        }
+    }
+
     /// <summary>Stops recording (restoring the recorder open before, if any) and resolves pending measured times.</summary>
     public void Dispose()
     {

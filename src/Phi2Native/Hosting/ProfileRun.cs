@@ -1,0 +1,176 @@
+using Phi2Native.Autograd;
+using Phi2Native.Cuda;
+using Phi2Native.FineTuning.Lora;
+using Phi2Native.FineTuning.Optim;
+using Phi2Native.FineTuning.Selection;
+using Phi2Native.Models.Phi2;
+using Phi2Native.Profiling;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Hosting;
+
+/// <summary>What <c>phi2 profile</c> measures.</summary>
+public enum ProfileWorkload
+{
+    /// <summary>A full training step: every parameter trains (forward, backward, clipping, AdamW).</summary>
+    Train,
+
+    /// <summary>A LoRA step over the frozen base (the preset's modules, r 16, alpha 32, every layer).</summary>
+    Lora,
+
+    /// <summary>One token decoded after a prefill of T.</summary>
+    Decode,
+
+    /// <summary>A prefill of T tokens into a KV cache (logits of the last position only).</summary>
+    Prefill,
+}
+
+/// <summary>The options of a <see cref="ProfileRun"/>; the CLI's <c>phi2 profile</c> options one for one.</summary>
+public sealed record ProfileOptions
+{
+    /// <summary>Where it computes.</summary>
+    public DeviceChoice Device { get; init; } = DeviceChoice.Cpu;
+
+    /// <summary>A model folder (its config and weights); null: <see cref="Config"/>.</summary>
+    public string? ModelDirectory { get; init; }
+
+    /// <summary>A config with random weights when no folder is given: the embedded model's (null) or Phi-2's.</summary>
+    public Phi2Config? Config { get; init; }
+
+    /// <summary>The decoder layers (random weights, the config's widths); null: the config's own.</summary>
+    public int? Layers { get; init; }
+
+    /// <summary>B, at least 1.</summary>
+    public int Batch { get; init; } = 1;
+
+    /// <summary>T, at least 2 (for decode: the prefill's length before the measured token).</summary>
+    public int Sequence { get; init; } = 64;
+
+    /// <summary>What to measure.</summary>
+    public ProfileWorkload What { get; init; } = ProfileWorkload.Lora;
+
+    /// <summary>The task preset whose modules a LoRA step adapts.</summary>
+    public string Preset { get; init; } = "update-knowledge";
+
+    /// <summary>The compute dtype (bf16 on a CUDA device only).</summary>
+    public DType DType { get; init; } = DType.F32;
+
+    /// <summary>Count each launch's real memory traffic on the emulated device (slow; for checking declarations).</summary>
+    public bool CountTraffic { get; init; }
+}
+
+/// <summary>
+/// Runs one warm-up step and one measured step of a workload under a <see cref="ProfileRecorder"/> and sums the
+/// measured step into a <see cref="ProfileReport"/> (what <c>phi2 profile</c> prints, and what a bench harness can call).
+/// </summary>
+public static class ProfileRun
+{
+    /// <summary>Profiles the workload <paramref name="options"/> describe.</summary>
+    /// <param name="options">The workload and where it runs.</param>
+    /// <param name="progress">Told each stage ("loading", "warm-up", "measured step").</param>
+    /// <exception cref="Phi2Exception">Bad options (the message names the option), a model folder that cannot be read, or a device that cannot be opened.</exception>
+    public static ProfileReport Run(ProfileOptions options, IProgress<string>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        Check(options);
+        var use = options.What is ProfileWorkload.Train or ProfileWorkload.Lora ? ComputeUse.Training : ComputeUse.Inference;
+        using var compute = ComputeBackend.Open(options.Device, options.DType, use);
+        progress?.Report("loading");
+        using var model = Load(options, compute.Backend);
+        var config = model.Config;
+        using var lora = options.What == ProfileWorkload.Lora
+            ? LoraModel.Create(model, TrainingSelection.Build(TaskPreset.Get(options.Preset).Modules, [], null, r: 16, alpha: 32, dropout: 0))
+            : null;
+        if (options.What == ProfileWorkload.Train) model.SetRequiresGrad(true);
+        var trainable = lora?.TrainableParameters().ToList() ?? (options.What == ProfileWorkload.Train ? model.Parameters().ToList() : []);
+        using var optimizer = trainable.Count > 0 ? new AdamW(trainable) : null;
+        var random = new Random(2);
+        int[] tokens = Enumerable.Range(0, options.Batch * options.Sequence).Select(_ => random.Next(config.VocabSize)).ToArray();
+        int[] next = Enumerable.Range(0, options.Batch).Select(_ => random.Next(config.VocabSize)).ToArray();
+
+        progress?.Report("warm-up");
+        Step(options, model, optimizer, tokens, next, recorder: null);
+        progress?.Report("measured step");
+        (compute.Backend as Backends.Cuda.CudaBackend)?.Synchronize();   // the warm-up's work is not the measured step's
+        using var recorder = ProfileRecorder.Start(options.CountTraffic);
+        Step(options, model, optimizer, tokens, next, recorder);
+        recorder.Dispose();   // reads the GPU's event pairs, which waits for the step: no Synchronize is counted
+
+        long loraParameters = trainable.Where(_ => lora is not null).Sum(p => p.ElementCount);
+        var (tokenCount, flops) = options.What switch
+        {
+            ProfileWorkload.Train => ((long)options.Batch * options.Sequence, ModelFlops.Train(config, options.Batch, options.Sequence)),
+            ProfileWorkload.Lora => ((long)options.Batch * options.Sequence, ModelFlops.Lora(config, options.Batch, options.Sequence, loraParameters)),
+            ProfileWorkload.Prefill => ((long)options.Batch * options.Sequence, ModelFlops.Prefill(config, options.Batch, options.Sequence)),
+            _ => ((long)options.Batch, ModelFlops.Decode(config, options.Batch, options.Sequence)),
+        };
+        return new ProfileReport(options.Device.ToString(), options.What.ToString().ToLowerInvariant(), options.Batch, options.Sequence, tokenCount, flops,
+            recorder.Events, recorder.PeakBytesInUse);
+    }
+
+    private static void Check(ProfileOptions options)
+    {
+        if (options.Batch < 1) throw new Phi2Exception($"--batch must be at least 1, got {options.Batch}");
+        if (options.Sequence < 2) throw new Phi2Exception($"--seq must be at least 2, got {options.Sequence}");
+        if (options.Layers is < 1) throw new Phi2Exception($"--layers must be at least 1, got {options.Layers}");
+        if (options.Layers is not null && options.ModelDirectory is not null)
+            throw new Phi2Exception("--layers takes a config's widths with random weights (--config); a --model folder keeps its own layers");
+        _ = TaskPreset.Get(options.Preset);
+    }
+
+    private static Phi2Model Load(ProfileOptions options, IBackend backend)
+    {
+        if (options.ModelDirectory is not null) return ModelSource.LoadModel(options.ModelDirectory, backend, options.DType);
+        if (options.Config is null && options.Layers is null) return ModelSource.LoadModel(null, backend, options.DType);
+        var config = options.Config ?? ModelSource.LoadConfig(null);
+        if (options.Layers is { } layers) config = config with { NumHiddenLayers = layers };
+        return Phi2Model.CreateRandom(config, backend, seed: 1, options.DType);
+    }
+
+    // One step of the workload; the phases are opened here (the tape opens backward's itself).
+    private static void Step(ProfileOptions options, Phi2Model model, AdamW? optimizer, int[] tokens, int[] next, ProfileRecorder? recorder)
+    {
+        using var scope = TensorScope.Begin();
+        switch (options.What)
+        {
+            case ProfileWorkload.Train or ProfileWorkload.Lora:
+            {
+                model.Training = true;
+                using var tape = GradientTape.Begin();
+                Tensor loss;
+                using (ProfileScope.Phase(ProfilePhase.Forward))
+                    loss = model.CausalLanguageModelLoss(model.Forward(model.CreateInputIds(tokens, options.Batch)), tokens);
+                tape.Backward(loss);
+                using (ProfileScope.Phase(ProfilePhase.Optimizer))
+                {
+                    var parameters = optimizer!.Parameters;
+                    var norms = GlobalNorm.OfGradients(parameters);
+                    GradientClipping.ScaleToMaxNorm(parameters, norms.Norm, 1.0);
+                    optimizer.Step();
+                    optimizer.ZeroGrad();
+                }
+                break;
+            }
+            case ProfileWorkload.Prefill:
+            {
+                model.Training = false;
+                using var cache = new KeyValueCache(model, options.Batch, options.Sequence);
+                using (ProfileScope.Phase(ProfilePhase.Forward))
+                    model.ForwardLast(model.CreateInputIds(tokens, options.Batch), cache);
+                break;
+            }
+            default:
+            {
+                model.Training = false;
+                using var cache = new KeyValueCache(model, options.Batch, options.Sequence + 1);
+                // The prefill is not the measured work: the recorder is paused around it.
+                using (Pause(recorder)) model.ForwardLast(model.CreateInputIds(tokens, options.Batch), cache);
+                using (ProfileScope.Phase(ProfilePhase.Forward))
+                    model.ForwardLast(model.CreateInputIds(next, options.Batch), cache);
+                break;
+            }
+        }
+    }
+
+    private static IDisposable? Pause(ProfileRecorder? recorder) => recorder?.Pause();
+}
