@@ -1,0 +1,96 @@
+using NUnit.Framework;
+using Phi2Native.Hosting;
+using Phi2Native.Models.Phi2;
+using Phi2Native.Profiling;
+
+namespace Phi2Native.Tests.Profiling;
+
+/// <summary>
+/// What a profile counts, against figures derived by hand from the model's structure: launches per layer per decoded
+/// token, host syncs and their call sites, a LoRA Linear's device calls, allocations; on the emulated device and the CPU.
+/// </summary>
+[TestFixture]
+public class ProfileCountTests
+{
+    private static ProfileReport Profile(ProfileWorkload what, string device = "emulated", int layers = 4, int batch = 1, int seq = 8) =>
+        ProfileRun.Run(new ProfileOptions
+        {
+            Device = DeviceChoice.Parse(device), What = what, Layers = layers, Batch = batch, Sequence = seq,
+        });
+
+    private static int Launches(ProfileReport report, Func<ProfileEvent, bool> where) =>
+        report.Events.Count(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas && where(e));
+
+    [Test, Category("Emulated")]
+    public void ADecodedTokenLaunches15KernelsPerLayerPlus4()
+    {
+        // Per layer (Phi2DecoderLayer with a KV cache, fp32): input_layernorm 1; q_proj, k_proj, v_proj, dense, fc1, fc2 one
+        // GEMM each (6); rotary of q and of k (2); cache_write of k and of v (2); cached_attention 1; gelu_new 1 (fc1's bias
+        // goes into its GEMM's epilogue); the two residual adds (attention + MLP, then + h) 2: 15.
+        // Per token: embed_tokens 1; the gather of the last position's row (an embedding lookup of host-made indices) 1;
+        // final_layernorm 1; lm_head 1: 4.
+        const int perLayer = 1 + 6 + 2 + 2 + 1 + 1 + 2, perToken = 4;
+        foreach (int layers in new[] { 2, 4 })
+        {
+            var report = Profile(ProfileWorkload.Decode, layers: layers);
+            Assert.That(report.Launches, Is.EqualTo(perLayer * layers + perToken), $"{layers} layers: " + Names(report));
+            Assert.That(Launches(report, e => e.Module is { } m && (m == "model.layers.1" || m.StartsWith("model.layers.1.", StringComparison.Ordinal))),
+                Is.EqualTo(perLayer),
+                "launches attributed to layer 1's modules");
+            Assert.That(report.HostSyncs, Is.Zero, "a decoded token reads nothing back until its logits are used");
+            Assert.That(report.Allocations, Is.Zero, "after the warm-up every block comes from the caching allocator");
+            Assert.That(report.Events.Where(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas).All(e => e.Phase == ProfilePhase.Forward));
+        }
+    }
+
+    [Test, Category("Emulated")]
+    public void ALoraStepSyncsOncePerGradientTensorInClipping_AttributedToTheGlobalNorm()
+    {
+        // update-knowledge adapts q, k, v, dense, fc1, fc2: 6 LoRA Linears per layer, each with A and B, so 2 x 6 x L
+        // gradient tensors; the global norm reads each one's sum of squares back: one wait each, none elsewhere.
+        var report = Profile(ProfileWorkload.Lora, layers: 2);
+        var syncs = report.Events.Where(e => e.Kind == ProfileEventKind.HostSync).ToList();
+        Assert.That(syncs, Has.Count.EqualTo(2 * 6 * 2), string.Join("\n", syncs.Select(s => s.Detail)));
+        Assert.That(syncs.Select(s => s.Phase), Is.All.EqualTo(ProfilePhase.Optimizer));
+        Assert.That(syncs.Select(s => s.Detail), Is.All.Contain("GlobalNorm"), "the call site names who needed the value");
+        Assert.That(syncs.Select(s => s.Name), Is.All.EqualTo("CopyToHost"));
+    }
+
+    [Test, Category("Emulated")]
+    public void ALoraLinearsBranchCosts4LaunchesForwardAnd5Backward()
+    {
+        // Forward of a LoRA Linear (fp32, no LoRA dropout): the base's GEMM with its bias in the epilogue (cublasLtMatmul),
+        // then the branch: x A^T and (x A^T) B^T (two GemmEx), scaling (scale), base + update (add): 1 + 4.
+        // Backward: the update's scaling (scale); B's dx and dB, A's dx and dA (four GemmEx); the base's dx (GemmEx; the
+        // frozen weight gets no dW): the branch is 1 + 4 = 5, the base 1, and the accumulation of dx into the shared
+        // input (add or accumulate) comes on top where this module delivers second.
+        var report = Profile(ProfileWorkload.Lora, layers: 2);
+        const string module = "model.layers.1.self_attn.q_proj";
+        var forward = report.Events.Where(e => e.Module == module && e.Phase == ProfilePhase.Forward && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas)
+            .Select(e => e.Name).ToList();
+        Assert.That(forward, Is.EquivalentTo(new[] { "cublasLtMatmul", "cublasGemmEx", "cublasGemmEx", "scale_f32", "add_f32" }), string.Join(", ", forward));
+        var backward = report.Events.Where(e => e.Module == module && e.Phase == ProfilePhase.Backward && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas)
+            .Select(e => e.Name).Where(n => n is not ("add_f32" or "accumulate_f32")).ToList();
+        Assert.That(backward, Is.EquivalentTo(new[] { "scale_f32", "cublasGemmEx", "cublasGemmEx", "cublasGemmEx", "cublasGemmEx", "cublasGemmEx" }),
+            string.Join(", ", backward));
+    }
+
+    [Test]
+    public void TheCpuBackendRecordsItsOpsWithMeasuredTimes_AndNoLaunches()
+    {
+        var report = Profile(ProfileWorkload.Lora, device: "cpu", layers: 2);
+        Assert.That(report.Launches, Is.Zero);
+        Assert.That(report.HostSyncs, Is.Zero);
+        var linear = report.Rows.Single(r => r.Name == "Linear");
+        // Per layer 6 Linears with a LoRA branch of 2 more, and lm_head: 2 x (6 x 3) + 1 forwards.
+        Assert.That(linear.Calls, Is.EqualTo(2 * 6 * 3 + 1));
+        Assert.That(linear.MeasuredMs, Is.GreaterThan(0));
+        // Backward runs for every recorded Linear but layer 0's q, k, v and fc1 bases: their input (input_layernorm of the
+        // frozen embedding) needs no gradient and their weights are frozen, so the tape never recorded them.
+        Assert.That(report.Rows.Single(r => r.Name == "LinearBackward").Calls, Is.EqualTo(2 * 6 * 3 + 1 - 4));
+        Assert.That(report.ModelH100Ms, Is.Zero, "CPU ops have no modelled GPU time");
+    }
+
+    private static string Names(ProfileReport report) =>
+        string.Join(", ", report.Rows.Select(r => $"{r.Name} x{r.Calls}"));
+}
