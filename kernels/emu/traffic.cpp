@@ -1,9 +1,10 @@
 // traffic.cpp - counts the bytes of device memory a launch really reads and writes, each byte once, so that the
 // cost each C# launcher declares (bytes read, bytes written) can be checked against what its kernel does.
 //
-// How: cxxflags builds the emulator with -fsanitize=kernel-address and outline instrumentation, so g++ turns every
-// load and store the compiled code makes - a plain p[i], load<D>/store<D>, a vector load, an atomic - into a call
-// of the __asan_{load,store}N_noabort hooks below before the access. No kernel can reach memory around them: the
+// How: cxxflags builds the emulator with -fsanitize=thread (without its runtime: these hooks stand in for it), so g++
+// turns every load and store the compiled code makes - a plain p[i], load<D>/store<D>, a vector load, an emulated
+// atomic - into a call of the __tsan_{read,write}N hooks below before the access. (AddressSanitizer's hooks would not
+// do: its check of a load covers a store to the same address after it, so read-modify-writes would count no write.) No kernel can reach memory around them: the
 // counting is the compiler's, not a helper's that a kernel might skip. While counting is off (always, outside a
 // profile that asks for it) a hook is one load and a branch. While on, an address inside a live device allocation
 // (guard.cpp's registry; shared memory, stacks and the runtime's own data are not device memory) marks its bytes in
@@ -29,7 +30,7 @@ namespace
     int64_t bytes_read, bytes_written;
     std::unordered_map<uintptr_t, Marks>* marks;
 
-    __attribute__((no_sanitize_address)) void touch(uintptr_t address, size_t size, bool write)
+    __attribute__((no_sanitize_thread)) void touch(uintptr_t address, size_t size, bool write)
     {
         if (!counting || inside) return;
         inside = true;
@@ -57,13 +58,21 @@ namespace
 extern "C"
 {
 #define PHI2_TRAFFIC_HOOKS(n)                                                                                      \
-    __attribute__((visibility("default"), no_sanitize_address)) void __asan_load##n##_noabort(uintptr_t a)        \
+    __attribute__((visibility("default"), no_sanitize_thread)) void __tsan_read##n(void* a)                        \
     {                                                                                                              \
-        touch(a, n, false);                                                                                        \
+        touch((uintptr_t)a, n, false);                                                                             \
     }                                                                                                              \
-    __attribute__((visibility("default"), no_sanitize_address)) void __asan_store##n##_noabort(uintptr_t a)       \
+    __attribute__((visibility("default"), no_sanitize_thread)) void __tsan_write##n(void* a)                       \
     {                                                                                                              \
-        touch(a, n, true);                                                                                         \
+        touch((uintptr_t)a, n, true);                                                                              \
+    }                                                                                                              \
+    __attribute__((visibility("default"), no_sanitize_thread)) void __tsan_unaligned_read##n(void* a)              \
+    {                                                                                                              \
+        touch((uintptr_t)a, n, false);                                                                             \
+    }                                                                                                              \
+    __attribute__((visibility("default"), no_sanitize_thread)) void __tsan_unaligned_write##n(void* a)             \
+    {                                                                                                              \
+        touch((uintptr_t)a, n, true);                                                                              \
     }
     PHI2_TRAFFIC_HOOKS(1)
     PHI2_TRAFFIC_HOOKS(2)
@@ -72,16 +81,31 @@ extern "C"
     PHI2_TRAFFIC_HOOKS(16)
 #undef PHI2_TRAFFIC_HOOKS
 
-    __attribute__((visibility("default"), no_sanitize_address)) void __asan_loadN_noabort(uintptr_t a, size_t n) { touch(a, n, false); }
-    __attribute__((visibility("default"), no_sanitize_address)) void __asan_storeN_noabort(uintptr_t a, size_t n) { touch(a, n, true); }
+    __attribute__((visibility("default"), no_sanitize_thread)) void __tsan_read_range(void* a, size_t n) { touch((uintptr_t)a, n, false); }
+    __attribute__((visibility("default"), no_sanitize_thread)) void __tsan_write_range(void* a, size_t n) { touch((uintptr_t)a, n, true); }
 
-    // The instrumentation's other calls: nothing to do (no shadow memory, no poisoned globals or stacks).
-    __attribute__((visibility("default"))) void __asan_handle_no_return() {}
-    __attribute__((visibility("default"))) void __asan_before_dynamic_init(const char*) {}
-    __attribute__((visibility("default"))) void __asan_after_dynamic_init() {}
+    // The instrumentation's other calls. Nothing to set up; the runtime's own atomics (guard.cpp's flags) stay atomic,
+    // at the strongest order (TSan's memory-order numbers are the __ATOMIC_* ones).
+    __attribute__((visibility("default"))) void __tsan_init() {}
+    __attribute__((visibility("default"), no_sanitize_thread)) unsigned char __tsan_atomic8_load(const volatile unsigned char* a, int)
+    {
+        return __atomic_load_n(a, __ATOMIC_SEQ_CST);
+    }
+    __attribute__((visibility("default"), no_sanitize_thread)) void __tsan_atomic8_store(volatile unsigned char* a, unsigned char v, int)
+    {
+        __atomic_store_n(a, v, __ATOMIC_SEQ_CST);
+    }
+    __attribute__((visibility("default"), no_sanitize_thread)) unsigned long long __tsan_atomic64_load(const volatile unsigned long long* a, int)
+    {
+        return __atomic_load_n(a, __ATOMIC_SEQ_CST);
+    }
+    __attribute__((visibility("default"), no_sanitize_thread)) void __tsan_atomic64_store(volatile unsigned long long* a, unsigned long long v, int)
+    {
+        __atomic_store_n(a, v, __ATOMIC_SEQ_CST);
+    }
 
     // Starts (on != 0: zeroes the counts and forgets the marks) or stops counting. Call between launches.
-    __attribute__((visibility("default"), no_sanitize_address)) void emu_count_traffic(int on)
+    __attribute__((visibility("default"), no_sanitize_thread)) void emu_count_traffic(int on)
     {
         std::lock_guard<std::mutex> guard(phi2_emu::launch_mutex);
         inside = true;
@@ -93,7 +117,7 @@ extern "C"
     }
 
     // The bytes counted since counting started: read and written, each byte once per direction.
-    __attribute__((visibility("default"), no_sanitize_address)) void emu_traffic(int64_t* read, int64_t* written)
+    __attribute__((visibility("default"), no_sanitize_thread)) void emu_traffic(int64_t* read, int64_t* written)
     {
         *read = bytes_read;
         *written = bytes_written;
