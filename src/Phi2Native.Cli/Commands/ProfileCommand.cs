@@ -26,9 +26,14 @@ internal static class ProfileCommand
         var what = new Option<string>("--what") { Description = "train (every parameter), lora (the preset's modules, r 16), decode (one token after T) or prefill.", Required = true };
         var preset = new Option<string>("--preset") { Description = "The task preset whose modules lora adapts (default update-knowledge).", DefaultValueFactory = _ => "update-knowledge" };
         var json = new Option<bool>("--json") { Description = "Print JSON (one object; fields in the README) instead of the table." };
+        var modelAt = new Option<string?>("--model-at")
+        {
+            Description = "B,T,LAYERS: model the step at this batch, length and depth instead, by scaling this run's launches with the cost formulas " +
+                          "(for a step too large to run here, e.g. 4,2048,32 from an emulated run at --layers 2); every figure is then modelled.",
+        };
         var trace = new Option<string?>("--trace") { Description = "Write the measured step as a Chrome trace (Perfetto opens it): measured durations on cpu and cuda, modelled on the emulator." };
         var command = new Command("profile", "Measure one step: every launch, GEMM, host sync and allocation, with modelled H100/H200 times.");
-        foreach (var option in device.All.Concat([model, config, layers, batch, seq, what, preset, json, trace])) command.Options.Add(option);
+        foreach (var option in device.All.Concat([model, config, layers, batch, seq, what, preset, json, modelAt, trace])) command.Options.Add(option);
         command.SetAction(result => CommandErrors.Guard(error, () =>
         {
             var request = device.Read(result);
@@ -37,7 +42,7 @@ internal static class ProfileCommand
                 Device = request.Device, DType = request.DType, ModelDirectory = result.GetValue(model),
                 Config = ReadConfig(result.GetValue(config) ?? "embedded", result.GetValue(model)), Layers = result.GetValue(layers),
                 Batch = result.GetValue(batch), Sequence = result.GetValue(seq), What = ReadWhat(result.GetValue(what) ?? ""),
-                Preset = result.GetValue(preset) ?? "update-knowledge",
+                Preset = result.GetValue(preset) ?? "update-knowledge", ModelAt = ReadModelAt(result.GetValue(modelAt)),
             };
             string? tracePath = result.GetValue(trace);
             if (tracePath is not null) CheckTracePath(tracePath);
@@ -57,6 +62,17 @@ internal static class ProfileCommand
         "phi2" or "phi-2" => throw new Phi2Exception("--config phi2 and --model are exclusive: a model folder has its own config"),
         _ => throw new Phi2Exception($"--config \"{text}\" is not one of embedded, phi2"),
     };
+
+    private static (int, int, int)? ReadModelAt(string? text)
+    {
+        if (text is null) return null;
+        var parts = text.Split(',');
+        int[] values = new int[3];
+        if (parts.Length != 3 || !parts.Select((p, i) => int.TryParse(p.Trim(), System.Globalization.NumberStyles.None,
+                System.Globalization.CultureInfo.InvariantCulture, out values[i]) && values[i] > 0).All(ok => ok))
+            throw new Phi2Exception($"--model-at \"{text}\" is not B,T,LAYERS (three whole numbers from 1, e.g. 4,2048,32)");
+        return (values[0], values[1], values[2]);
+    }
 
     private static ProfileWorkload ReadWhat(string text) => text.Trim().ToLowerInvariant() switch
     {

@@ -46,6 +46,13 @@ public sealed class ProfileEvent
         Phase = ProfileScope.CurrentPhase;
     }
 
+    // A copy of `e` with another cost and detail (ProfileScaling's events of a larger step).
+    internal ProfileEvent(ProfileEvent e, string detail, KernelCost cost)
+    {
+        (Kind, Name, Detail, Cost, StartMs, Op, Module, Phase) = (e.Kind, e.Name, detail, cost, e.StartMs, e.Op, e.Module, e.Phase);
+        AllocatedBytes = e.AllocatedBytes;
+    }
+
     /// <summary>What the event is.</summary>
     public ProfileEventKind Kind { get; }
 

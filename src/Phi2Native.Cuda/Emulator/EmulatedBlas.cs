@@ -58,7 +58,7 @@ internal sealed unsafe class EmulatedBlas(EmulatedDevice device) : IBlas
             arguments.Alpha, arguments.Beta, arguments.BatchCount, arguments.Epilogue, operands);
         Run(nameof(LtMatmul), job, stream);
         ProfileRecorder.Current?.Launch(ProfileEventKind.Blas, "cublasLtMatmul", SeamRecording.GemmDetail(arguments.M, arguments.N, arguments.K,
-            arguments.BatchCount, arguments.AType, arguments.DType, arguments.Epilogue.ToString()), BlasCost.LtMatmul(arguments));
+            arguments.BatchCount, arguments.AType, arguments.DType, arguments.Beta != 0, arguments.Epilogue.ToString()), BlasCost.LtMatmul(arguments));
     }
 
     private void Gemm(string call, BlasOperation transposeA, BlasOperation transposeB, int m, int n, int k,
@@ -70,7 +70,7 @@ internal sealed unsafe class EmulatedBlas(EmulatedDevice device) : IBlas
         // cuBLAS's GEMMs read C and write the result back over it: C is also D.
         BlasOperand[] operands = [operandA, operandB, operandC, operandC, None("bias"), None("aux")];
         Run(call, new Job(transposeA, transposeB, m, n, k, alpha, beta, batchCount, LtEpilogue.Default, operands), stream);
-        ProfileRecorder.Current?.Launch(ProfileEventKind.Blas, "cublas" + call, SeamRecording.GemmDetail(m, n, k, batchCount, aType, cType),
+        ProfileRecorder.Current?.Launch(ProfileEventKind.Blas, "cublas" + call, SeamRecording.GemmDetail(m, n, k, batchCount, aType, cType, beta != 0),
             BlasCost.Gemm(m, n, k, batchCount, aType, cType, beta != 0, alpha != 0));
     }
 

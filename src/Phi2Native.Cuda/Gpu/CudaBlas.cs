@@ -115,7 +115,7 @@ public sealed unsafe class CudaBlas : IBlas, IDisposable
                 _plans.Add(key, plan);
             }
             using var timing = ProfileRecorder.Current is null ? default : new GemmTiming(this, "cublasLtMatmul",
-                SeamRecording.GemmDetail(x.M, x.N, x.K, x.BatchCount, x.AType, x.DType, x.Epilogue.ToString()), BlasCost.LtMatmul(arguments), stream);
+                SeamRecording.GemmDetail(x.M, x.N, x.K, x.BatchCount, x.AType, x.DType, x.Beta != 0, x.Epilogue.ToString()), BlasCost.LtMatmul(arguments), stream);
             plan.Run(_cublasLt, x, _workspace, WorkspaceBytes, stream);
         }
     }
@@ -158,7 +158,7 @@ public sealed unsafe class CudaBlas : IBlas, IDisposable
 
     private GemmTiming Record(string call, int m, int n, int k, int batch, DType inputs, DType output, bool readsC, bool readsInputs, DeviceStream stream) =>
         ProfileRecorder.Current is null ? default : new GemmTiming(this, "cublas" + call,
-            SeamRecording.GemmDetail(m, n, k, batch, inputs, output), BlasCost.Gemm(m, n, k, batch, inputs, output, readsC, readsInputs), stream);
+            SeamRecording.GemmDetail(m, n, k, batch, inputs, output, readsC), BlasCost.Gemm(m, n, k, batch, inputs, output, readsC, readsInputs), stream);
 
     // While a recorder is open: an event before the GEMM, and at the end of the using block the one after and the record.
     private readonly struct GemmTiming : IDisposable

@@ -13,9 +13,9 @@ internal static class SeamRecording
     public static string LaunchDetail(Dim3 grid, Dim3 block, int dynamicSharedBytes) =>
         $"grid {grid} block {block} shared {dynamicSharedBytes}";
 
-    /// <summary>"m n k x batch, A/B type -> C type [epilogue]".</summary>
-    public static string GemmDetail(int m, int n, int k, int batch, Tensors.DType inputs, Tensors.DType output, string? epilogue = null) =>
-        $"m {m} n {n} k {k}{(batch > 1 ? $" x {batch}" : "")} {inputs}->{output}{(epilogue is null ? "" : $" {epilogue}")}";
+    /// <summary>"m M n N k K [x batch] A->C [+C] [epilogue]" (+C: beta is not 0, C is read).</summary>
+    public static string GemmDetail(int m, int n, int k, int batch, Tensors.DType inputs, Tensors.DType output, bool readsC, string? epilogue = null) =>
+        $"m {m} n {n} k {k}{(batch > 1 ? $" x {batch}" : "")} {inputs}->{output}{(readsC ? " +C" : "")}{(epilogue is null ? "" : $" {epilogue}")}";
 
     /// <summary>An event before a GPU call (null on the emulator, whose host times mean nothing about a GPU).</summary>
     public static DeviceEvent? Begin(IDeviceApi device, DeviceStream stream) =>

@@ -1,0 +1,90 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using Phi2Native.Cuda.Profiling;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Profiling;
+
+/// <summary>
+/// The events of a step at another batch, length and depth, modelled from a step recorded at smaller ones by the cost
+/// formulas: what a run at B 4, T 2048 and 32 layers would launch, from one that fits the emulator in minutes. Modelled,
+/// never measured: it assumes the larger step launches the same kernels per layer (true of this engine, whose launches
+/// depend on shapes only through their sizes) and that each launch's cost follows its shape.
+/// </summary>
+/// <remarks>
+/// Rules, per recorded event: the added layers repeat the top recorded layer's work (the lowest layer does less: the
+/// backward stops in it), and the optimizer's work (on per-layer parameters) repeats layers / recorded layers times. A GEMM is recomputed from its m, n and k with the recorded rows
+/// (B x T, or B for a decoded token) replaced by the new ones, its epilogue's extra traffic scaled with the rows.
+/// Attention's flops scale with B x Tq x Tk (causal, so quadratic in T outside decoding) and its bytes with B x Tk.
+/// Every other kernel and device copy scales with the rows, except in the optimizer, which does not depend on them, and
+/// fills (zeroed gradient accumulators, flags), which are parameter-sized.
+/// Host syncs repeat with their layer or optimizer work; driver allocations are not modelled (dropped).
+/// </remarks>
+public static partial class ProfileScaling
+{
+    /// <summary>
+    /// The events of a step recorded at (<paramref name="batch"/>, <paramref name="sequence"/>, <paramref name="layers"/>)
+    /// modelled at (<paramref name="toBatch"/>, <paramref name="toSequence"/>, <paramref name="toLayers"/>);
+    /// <paramref name="decode"/>: one token per row after a context of the sequence.
+    /// </summary>
+    /// <exception cref="Phi2Exception">The recorded rows are ambiguous (equal to a weight dimension of a GEMM), or the layers do not divide.</exception>
+    public static IReadOnlyList<ProfileEvent> Scale(IReadOnlyList<ProfileEvent> events, int batch, int sequence, int layers,
+        int toBatch, int toSequence, int toLayers, bool decode)
+    {
+        if (toLayers % layers != 0 || toLayers < layers) throw new Phi2Exception($"modelling {toLayers} layers from a run of {layers} needs a whole multiple");
+        int optimizerRepeat = toLayers / layers, topRepeat = 1 + toLayers - layers;
+        string top = $"model.layers.{layers - 1}";
+        long rows = decode ? batch : (long)batch * sequence, toRows = decode ? toBatch : (long)toBatch * toSequence;
+        double rowFactor = (double)toRows / rows;
+        double queries = decode ? 1 : sequence, toQueries = decode ? 1 : toSequence;
+        double attentionFlops = toBatch * toQueries * toSequence / (batch * queries * sequence);
+        double attentionBytes = (double)toBatch * toSequence / ((double)batch * sequence);
+        var scaled = new List<ProfileEvent>();
+        foreach (var e in events)
+        {
+            if (e.Kind == ProfileEventKind.Allocation) continue;
+            bool optimizer = e.Phase == ProfilePhase.Optimizer;
+            int repeat = optimizer ? optimizerRepeat
+                : e.Module is { } m && (m == top || m.StartsWith(top + ".", StringComparison.Ordinal)) ? topRepeat : 1;
+            var (detail, cost) = e.Kind switch
+            {
+                ProfileEventKind.Blas => Gemm(e, rows, toRows),
+                ProfileEventKind.Kernel when e.Name.Contains("attention", StringComparison.Ordinal) && !e.Name.Contains("delta", StringComparison.Ordinal) =>
+                    (e.Detail, Times(e.Cost, attentionBytes, attentionFlops)),
+                // Fills zero gradient accumulators (parameter-sized) and flags: they do not grow with the rows.
+                ProfileEventKind.CopyOnDevice when e.Name == "Fill" => (e.Detail, e.Cost),
+                ProfileEventKind.Kernel or ProfileEventKind.CopyOnDevice or ProfileEventKind.CopyToDevice or ProfileEventKind.CopyToHost when !optimizer =>
+                    (e.Detail, Times(e.Cost, rowFactor, rowFactor)),
+                _ => (e.Detail, e.Cost),
+            };
+            for (int i = 0; i < repeat; i++) scaled.Add(new ProfileEvent(e, detail, cost));
+        }
+        return scaled;
+    }
+
+    private static KernelCost Times(KernelCost cost, double bytes, double flops) => !cost.IsDeclared ? cost : new(
+        (long)Math.Round(cost.BytesRead * bytes), (long)Math.Round(cost.BytesWritten * bytes),
+        (long)Math.Round(cost.TensorCoreFlops * flops), (long)Math.Round(cost.SimtFlops * flops));
+
+    private static (string Detail, KernelCost Cost) Gemm(ProfileEvent e, long rows, long toRows)
+    {
+        var match = GemmDetail().Match(e.Detail);
+        if (!match.Success) throw new Phi2Exception($"cannot model {e.Name} at another shape: its detail \"{e.Detail}\" is not a GEMM's");
+        int Read(string group) => int.Parse(match.Groups[group].Value, CultureInfo.InvariantCulture);
+        int m = Read("m"), n = Read("n"), k = Read("k"), count = match.Groups["batch"].Success ? Read("batch") : 1;
+        var inputs = Enum.Parse<DType>(match.Groups["a"].Value);
+        var output = Enum.Parse<DType>(match.Groups["c"].Value);
+        bool readsC = match.Groups["readsC"].Success;
+        int Swap(int dimension) => dimension == rows ? checked((int)toRows) : dimension;
+        var before = BlasCost.Gemm(m, n, k, count, inputs, output, readsC);
+        var after = BlasCost.Gemm(Swap(m), Swap(n), Swap(k), count, inputs, output, readsC);
+        double factor = (double)toRows / rows;
+        var epilogue = new KernelCost(e.Cost.BytesRead - before.BytesRead, e.Cost.BytesWritten - before.BytesWritten,
+            e.Cost.TensorCoreFlops - before.TensorCoreFlops, e.Cost.SimtFlops - before.SimtFlops);
+        string detail = $"m {Swap(m)} n {Swap(n)} k {Swap(k)}{e.Detail[match.Groups["k"].Index..][match.Groups["k"].Length..]}";
+        return (detail, after + Times(epilogue, factor, factor));
+    }
+
+    [GeneratedRegex(@"^m (?<m>\d+) n (?<n>\d+) k (?<k>\d+)( x (?<batch>\d+))? (?<a>\w+)->(?<c>\w+)(?<readsC> \+C)?")]
+    private static partial Regex GemmDetail();
+}
