@@ -1,4 +1,5 @@
 using Phi2Native.Autograd;
+using Phi2Native.Backends.Ops.Optimizer;
 using Phi2Native.Cuda;
 using Phi2Native.FineTuning.Lora;
 using Phi2Native.FineTuning.Optim;
@@ -155,12 +156,14 @@ public static class ProfileRun
                 using (ProfileScope.Phase(ProfilePhase.Forward))
                     loss = model.CausalLanguageModelLoss(model.Forward(model.CreateInputIds(tokens, options.Batch)), tokens);
                 tape.Backward(loss);
+                // The Trainer's step: the check (losses, norm, clip scale) and the update queued on the device, the status read once.
                 using (ProfileScope.Phase(ProfilePhase.Optimizer))
                 {
                     var parameters = optimizer!.Parameters;
-                    var norms = GlobalNorm.OfGradients(parameters);
-                    GradientClipping.ScaleToMaxNorm(parameters, norms.Norm, 1.0);
-                    optimizer.Step();
+                    using var status = new StepStatus(parameters[0].Backend);
+                    GradientCheckOp.Measure(parameters.Select(p => p.Grad).ToList(), [loss], 1.0, status);
+                    optimizer.Step(status);
+                    optimizer.CompleteStep(status.Read());
                     optimizer.ZeroGrad();
                 }
                 break;

@@ -13,12 +13,13 @@ namespace Phi2Native.Profiling;
 /// </summary>
 /// <remarks>
 /// Rules, per recorded event: the added layers repeat the top recorded layer's work (the lowest layer does less: the
-/// backward stops in it), and the optimizer's work (on per-layer parameters) repeats layers / recorded layers times. A GEMM is recomputed from its m, n and k with the recorded rows
+/// backward stops in it); the optimizer's launches (multi-tensor: a fixed few per step) and its one status read stay as
+/// they are. A GEMM is recomputed from its m, n and k with the recorded rows
 /// (B x T, or B for a decoded token) replaced by the new ones, its epilogue's extra traffic scaled with the rows.
 /// Attention's flops scale with B x Tq x Tk (causal, so quadratic in T outside decoding) and its bytes with B x Tk.
 /// Every other kernel and device copy scales with the rows, except in the optimizer, which does not depend on them, and
 /// fills (zeroed gradient accumulators, flags), which are parameter-sized.
-/// Host syncs repeat with their layer or optimizer work; driver allocations are not modelled (dropped).
+/// Host syncs repeat with their layer's work; driver allocations are not modelled (dropped).
 /// </remarks>
 public static partial class ProfileScaling
 {
@@ -27,12 +28,12 @@ public static partial class ProfileScaling
     /// modelled at (<paramref name="toBatch"/>, <paramref name="toSequence"/>, <paramref name="toLayers"/>);
     /// <paramref name="decode"/>: one token per row after a context of the sequence.
     /// </summary>
-    /// <exception cref="Phi2Exception">The recorded rows are ambiguous (equal to a weight dimension of a GEMM), or the layers do not divide.</exception>
+    /// <exception cref="Phi2Exception">A GEMM detail that is not one, or fewer layers than recorded.</exception>
     public static IReadOnlyList<ProfileEvent> Scale(IReadOnlyList<ProfileEvent> events, int batch, int sequence, int layers,
         int toBatch, int toSequence, int toLayers, bool decode)
     {
-        if (toLayers % layers != 0 || toLayers < layers) throw new Phi2Exception($"modelling {toLayers} layers from a run of {layers} needs a whole multiple");
-        int optimizerRepeat = toLayers / layers, topRepeat = 1 + toLayers - layers;
+        if (toLayers < layers) throw new Phi2Exception($"modelling {toLayers} layers from a run of {layers}: the model can add layers, not remove them");
+        int topRepeat = 1 + toLayers - layers;
         string top = $"model.layers.{layers - 1}";
         long rows = decode ? batch : (long)batch * sequence, toRows = decode ? toBatch : (long)toBatch * toSequence;
         double rowFactor = (double)toRows / rows;
@@ -44,8 +45,7 @@ public static partial class ProfileScaling
         {
             if (e.Kind == ProfileEventKind.Allocation) continue;
             bool optimizer = e.Phase == ProfilePhase.Optimizer;
-            int repeat = optimizer ? optimizerRepeat
-                : e.Module is { } m && (m == top || m.StartsWith(top + ".", StringComparison.Ordinal)) ? topRepeat : 1;
+            int repeat = !optimizer && e.Module is { } m && (m == top || m.StartsWith(top + ".", StringComparison.Ordinal)) ? topRepeat : 1;
             var (detail, cost) = e.Kind switch
             {
                 ProfileEventKind.Blas => Gemm(e, rows, toRows),
