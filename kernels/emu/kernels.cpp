@@ -17,6 +17,7 @@
 #include "../dropout.cu"
 #include "../residual.cu"
 #include "../attention.cu"
+#include "../attention_mma.cu"
 #include "test_kernels.cu"
 #include "test_reduce.cu"
 #include "test_mma.cu"
@@ -124,6 +125,9 @@ namespace
         PHI2_EMU_ENTRY(attention_backward_delta_bf16),
         PHI2_EMU_ENTRY(attention_backward_f32),
         PHI2_EMU_ENTRY(attention_backward_bf16),
+        // attention_mma.cu (the attention forward on tensor cores)
+        PHI2_EMU_ENTRY(attention_mma_bf16),
+        PHI2_EMU_ENTRY(attention_mma_f16),
         // test_kernels.cu (planted bugs; never embedded for NVRTC)
         PHI2_EMU_ENTRY(emu_test_rotate_synced),
         PHI2_EMU_ENTRY(emu_test_rotate_unsynced),
