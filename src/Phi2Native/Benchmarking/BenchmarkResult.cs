@@ -1,5 +1,5 @@
+using System.Text;
 using System.Text.Json;
-using System.Text.Json.Serialization;
 
 namespace Phi2Native.Benchmarking;
 
@@ -81,47 +81,55 @@ public sealed record BenchmarkResult
     /// <summary>As <see cref="ModelledH100Ms"/>, for an H200.</summary>
     public double? ModelledH200Ms { get; init; }
 
-    /// <summary>One JSON object on one line, with the stable field names.</summary>
-    public string ToJson() => JsonSerializer.Serialize(new Json(this), s_json);
-
-    private static readonly JsonSerializerOptions s_json = new()
+    /// <summary>One JSON object on one line, with the stable field names, in the README's order.</summary>
+    public string ToJson()
     {
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
-        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
-    };
+        // Written field by field: trim-safe (the GPU runner, which is trimmed, links this library) and the order is the README's.
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            json.WriteNumber("schema", SchemaVersion);
+            json.WriteString("what", Workload.Name());
+            json.WriteString("device", Device);
+            json.WriteString("device_description", DeviceDescription);
+            json.WriteString("dtype", DType);
+            json.WriteString("model", Model);
+            json.WriteNumber("layers", Layers);
+            json.WriteNumber("hidden_size", HiddenSize);
+            json.WriteNumber("parameters", Parameters);
+            json.WriteNumber("trainable_parameters", TrainableParameters);
+            json.WriteNumber("batch", Batch);
+            json.WriteNumber("seq", Sequence);
+            if (Preset is null) json.WriteNull("preset");
+            else json.WriteString("preset", Preset);
+            Number(json, "lora_r", LoraRank);
+            json.WriteNumber("warmup", Warmup);
+            json.WriteNumber("repeat", Times.Milliseconds.Count);
+            Number(json, "median_ms", Times.MedianMs);
+            Number(json, "mean_ms", Times.MeanMs);
+            Number(json, "min_ms", Times.MinMs);
+            Number(json, "max_ms", Times.MaxMs);
+            Number(json, "mad_ms", Times.MedianAbsoluteDeviationMs);
+            json.WriteStartArray("times_ms");
+            foreach (double ms in Times.Milliseconds) json.WriteNumberValue(ms);
+            json.WriteEndArray();
+            json.WriteNumber("tokens_per_rep", TokensPerRepetition);
+            Number(json, "tokens_per_s", TokensPerSecond);
+            json.WriteNumber("resident_bytes", ResidentBytes);
+            json.WriteNumber("peak_bytes", PeakBytes);
+            Number(json, "setup_s", SetupSeconds);
+            Number(json, "modelled_h100_ms", ModelledH100Ms);
+            Number(json, "modelled_h200_ms", ModelledH200Ms);
+            json.WriteEndObject();
+        }
+        return Encoding.UTF8.GetString(buffer.ToArray());
+    }
 
-    // The JSON's fields, in order; the names are the README's (snake_case of these properties).
-    private sealed class Json(BenchmarkResult r)
+    /// <summary>A finite number, else null (JSON has no NaN or infinity; a zero-time repetition gives an infinite rate).</summary>
+    private static void Number(Utf8JsonWriter json, string name, double? value)
     {
-        public int Schema => SchemaVersion;
-        public string What => r.Workload.Name();
-        public string Device => r.Device;
-        public string DeviceDescription => r.DeviceDescription;
-        public string Dtype => r.DType;
-        public string Model => r.Model;
-        public int Layers => r.Layers;
-        public int HiddenSize => r.HiddenSize;
-        public long Parameters => r.Parameters;
-        public long TrainableParameters => r.TrainableParameters;
-        public int Batch => r.Batch;
-        public int Seq => r.Sequence;
-        public string? Preset => r.Preset;
-        public int? LoraR => r.LoraRank;
-        public int Warmup => r.Warmup;
-        public int Repeat => r.Times.Milliseconds.Count;
-        public double MedianMs => r.Times.MedianMs;
-        public double MeanMs => r.Times.MeanMs;
-        public double MinMs => r.Times.MinMs;
-        public double MaxMs => r.Times.MaxMs;
-        public double MadMs => r.Times.MedianAbsoluteDeviationMs;
-        public IReadOnlyList<double> TimesMs => r.Times.Milliseconds;
-        public long TokensPerRep => r.TokensPerRepetition;
-        public double TokensPerS => r.TokensPerSecond;
-        public long ResidentBytes => r.ResidentBytes;
-        public long PeakBytes => r.PeakBytes;
-        public double SetupS => r.SetupSeconds;
-        public double? ModelledH100Ms => r.ModelledH100Ms;
-        public double? ModelledH200Ms => r.ModelledH200Ms;
+        if (value is { } v && double.IsFinite(v)) json.WriteNumber(name, v);
+        else json.WriteNull(name);
     }
 }
