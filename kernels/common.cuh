@@ -135,6 +135,21 @@ template <typename D> PHI2_DEVICE float load(const typename D::type* p, long lon
 template <typename D> PHI2_DEVICE void store(typename D::type* p, long long i, float v) { p[i] = D::from_f32(v); }
 
 // ---------------------------------------------------------------------------------------------------
+// Dropout masks, shared by every kernel that drops out (dropout.cu, residual.cu): whether element i is kept depends
+// only on (seed, i), so nothing is saved and backward recomputes the mask (the rule is in dropout.cu's header).
+// ---------------------------------------------------------------------------------------------------
+
+// The top 24 bits of the SplitMix64 hash of (seed, index): DropoutMask.Draw.
+PHI2_DEVICE unsigned dropout_bits24(unsigned long long seed, long long index)
+{
+    unsigned long long z = seed + (unsigned long long)(index + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (unsigned)(z >> 40);
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Block reductions: warp shuffles, one partial per warp through shared memory, then a final warp.
 //
 // block_sum / block_max return the reduction of v over every thread of the block to every thread.
@@ -182,11 +197,13 @@ PHI2_DEVICE float block_sum(float v, float* scratch) { return block_reduce<reduc
 PHI2_DEVICE float block_max(float v, float* scratch) { return block_reduce<reduce_max>(v, scratch); }
 
 // Tensor cores (sm_80 and later): mma.sync m16n8k16 with fp32 accumulators, and ldmatrix to feed it from
-// shared memory. Fragment layouts (PTX ISA "Matrix fragments for mma.m16n8k16"; DESIGN.md has the table),
+// shared memory. Fragment layouts (PTX ISA "Matrix fragments for mma.m16n8k16"; this is the one table the
+// emulator, kernels/emu/mma.h, and the tests that pin it, MmaEmulationTests and the GPU's MmaChecks, follow),
 // g = lane >> 2, t = lane % 4, each 32-bit register holding two 16-bit elements, the lower index low:
 //   A 16x16 row-major, a[0..3] = A[g][2t..2t+1], A[g+8][2t..2t+1], A[g][2t+8..2t+9], A[g+8][2t+8..2t+9]
 //   B 16x8 (k x n) column-major, b[0..1] = B[2t..2t+1][g], B[2t+8..2t+9][g]
 //   C, D 16x8 fp32, c[0..3] = C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1]
+// So lane 5 (g = 1, t = 1) holds A[1][2..3], A[9][2..3], A[1][10..11], A[9][10..11], B[2..3][1], B[10..11][1].
 // All are warp-collective: the 32 lanes of a warp call the same wrapper together (whole warps, no
 // divergence); the emulator fails a launch that breaks this.
 

@@ -27,9 +27,10 @@ public static class DeviceCheckCatalog
             new("reduction", ReductionChecks.All),
             new("layernorm", LayerNormChecks.All),
             new("cross-entropy", CrossEntropyChecks.All),
-            new("adamw", AdamWChecks.All),
+            new("optimizer", OptimizerChecks.All),
             new("gelu", GeluChecks.All),
             new("dropout", DropoutChecks.All),
+            new("residual", ParallelResidualChecks.All),
             new("mma", MmaChecks.All),
             new("blas", BlasChecks.All),
             // embedding.cu, rotary.cu, cache.cu, transpose.cu

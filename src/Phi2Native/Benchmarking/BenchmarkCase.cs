@@ -1,4 +1,5 @@
 using Phi2Native.Autograd;
+using Phi2Native.Backends.Ops.Optimizer;
 using Phi2Native.FineTuning.Lora;
 using Phi2Native.FineTuning.Optim;
 using Phi2Native.FineTuning.Selection;
@@ -12,8 +13,8 @@ namespace Phi2Native.Benchmarking;
 /// A built case: the model (random weights of a config, or a folder's), its adapters and optimizer for the steps, or
 /// its KV cache for generation, and one repetition (<see cref="RunOnce"/>) that returns when the device has finished
 /// it. The steps are what <c>phi2 finetune</c>'s trainer does per step (FineTuning/Training/Trainer.cs) without the
-/// data loader and the checks: training-mode forward (dropout per the config), loss, backward, the global norm read,
-/// clipping at 1.0, AdamW, zeroed gradients.
+/// data loader and the non-finite policy: training-mode forward (dropout per the config), loss, backward, the device's
+/// step check (losses, global norm, clipping at 1.0) and AdamW, one read of the status block, zeroed gradients.
 /// </summary>
 internal sealed class BenchmarkCase : IDisposable
 {
@@ -23,6 +24,7 @@ internal sealed class BenchmarkCase : IDisposable
     private readonly Phi2Model _model;
     private readonly LoraModel? _lora;
     private readonly AdamW? _optimizer;
+    private readonly StepStatus? _status;
     private readonly IReadOnlyList<Tensor> _trainable = [];
     private readonly KeyValueCache? _cache;
     private readonly int[] _tokens;
@@ -65,6 +67,7 @@ internal sealed class BenchmarkCase : IDisposable
             {
                 _model.Training = true;
                 _optimizer = new AdamW(_trainable, new AdamWOptions { LearningRate = 2e-4 });
+                _status = new StepStatus(backend);
             }
         }
         catch
@@ -104,16 +107,23 @@ internal sealed class BenchmarkCase : IDisposable
 
     private void Step()
     {
+        // As the trainer's step: backward, then the check (losses, global norm, clip scale) and AdamW queued behind it
+        // on the device, and one read of the status block.
+        Tensor loss;
         using (TensorScope.Begin())
         using (var tape = GradientTape.Begin())
         {
-            var loss = _model.CausalLanguageModelLoss(_model.Forward(_model.CreateInputIds(_tokens, _options.Batch)), _tokens);
+            var logits = _model.Forward(_model.CreateInputIds(_tokens, _options.Batch));
+            loss = _model.CausalLanguageModelLoss(logits, _tokens);
             tape.Backward(loss);
-            loss.Item();
+            loss = TensorScope.Detach(loss);
         }
-        var norms = GlobalNorm.OfGradients(_trainable);
-        GradientClipping.ScaleToMaxNorm(_trainable, norms.Norm, MaxGradientNorm);
-        _optimizer!.Step();
+        using (loss)
+        {
+            GradientCheckOp.Measure([.. _trainable.Select(p => p.Grad)], [loss], MaxGradientNorm, _status!);
+            _optimizer!.Step(_status!);
+            _optimizer.CompleteStep(_status!.Read());
+        }
         _optimizer.ZeroGrad();
         WaitForDevice();
     }
@@ -148,6 +158,7 @@ internal sealed class BenchmarkCase : IDisposable
     public void Dispose()
     {
         _cache?.Dispose();
+        _status?.Dispose();
         _optimizer?.Dispose();
         _lora?.Dispose();
         _model.Dispose();
