@@ -40,6 +40,7 @@ public static class Program
             ProfileCommand.Create(output, error),
             GenerateCommand.Create(output, error),
             TokenizeCommand.Create(output, error),
+            BenchCommand.Create(output, error),
         };
         root.Options.Add(Notices.CreateQuietOption());
         NumberOptions.Install(root);
