@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Reflection;
 using System.Runtime.InteropServices;
 
@@ -186,8 +187,7 @@ internal static partial class NativeLibraryResolver
     /// </summary>
     private static LoadOutcome LoadEmulator()
     {
-        string directory = Path.GetDirectoryName(typeof(NativeLibraryResolver).Assembly.Location) is { Length: > 0 } d ? d : AppContext.BaseDirectory;
-        var candidates = EmulatorCandidates(directory, AppContext.GetData("NATIVE_DLL_SEARCH_DIRECTORIES") as string);
+        var candidates = EmulatorCandidates(AssemblyDirectory(), AppContext.GetData("NATIVE_DLL_SEARCH_DIRECTORIES") as string);
         foreach (string path in candidates)
             if (File.Exists(path))
                 return NativeLibrary.TryLoad(path, out nint handle)
@@ -196,6 +196,11 @@ internal static partial class NativeLibraryResolver
         return new LoadOutcome(0, null, $"{EmulatorFileName} is in none of {string.Join(", ", candidates.Select(Path.GetDirectoryName))}: " +
             "the build makes it with g++ (target BuildKernelEmulator in Phi2Native.Cuda.csproj), and the Phi2Native package carries it in runtimes/linux-x64/native");
     }
+
+    // This assembly's folder. Its Location is empty in a single-file app, whose folder is then the app's.
+    [UnconditionalSuppressMessage("SingleFile", "IL3000", Justification = "An empty Location (a single-file app) falls back to AppContext.BaseDirectory.")]
+    private static string AssemblyDirectory() =>
+        Path.GetDirectoryName(typeof(NativeLibraryResolver).Assembly.Location) is { Length: > 0 } directory ? directory : AppContext.BaseDirectory;
 
     /// <summary>
     /// Where the emulator may be, in order: beside this assembly (a build's output, or an app published for linux-x64),
