@@ -1,6 +1,6 @@
 // attention.cu - Phi-2's causal scaled-dot-product attention (HF PhiAttention's core after rotary), flash-style: no
 // [Tq, Tk] matrix ever reaches global memory. The same contracts as the CPU backend
-// (src/Phi2Native/Backends/Cpu/CpuAttention.cs; IBackend.Attention, AttentionBackward, CachedAttention):
+// (src/Phi2Native.Backends/Ops/Attention/CpuAttention.cs; AttentionOp's forward, backward and Cached):
 //
 //   q [B, Tq, H, D], k and v [B, Tk, H, D] (Tk >= Tq); query i sits at position Tk - Tq + i and sees keys j <= Tk - Tq + i.
 //   s_ij = (q_i . k_j) * scale, scale = 1 / sqrt(D) (rounded once, as the CPU's fp32 1 / sqrt(D));
@@ -30,7 +30,7 @@
 //   cached_attention_{dtype}(q, key_cache, value_cache, row_key_times, out, lse, Tq, key_time, Tmax, H, D)
 //       The same kernel over the first key_time rows of caches [B, Tmax, H, D], read in place (Tmax is the
 //       batch stride in rows); query i sits at key_time - Tq + i; Tq >= 1 (decode: Tq = 1; prefill through the
-//       cache: Tq = key_time). row_key_times (I32 [B], IBackend.CachedAttentionPerRow) gives each batch row its
+//       cache: Tq = key_time). row_key_times (I32 [B]; AttentionOp.Cached always passes it) gives each batch row its
 //       own key time instead (key_time is then ignored), or is null; a row's key time outside [Tq, Tmax] makes
 //       that row's output (and lse) NaN and reads nothing. lse may be null (inference saves nothing). Launch as
 //       attention_{dtype}.

@@ -1,4 +1,4 @@
-// cache.cu - the KV-cache write of generation, as the CPU backend's (src/Phi2Native.Backends/Ops/KvCache/CpuKvCache.cs;
+// cache.cu - the KV-cache write of generation, as the CPU backend's (src/Phi2Native.Backends/Ops/KvCache/KvCacheOp.cs,
 // KvCacheOp.Write): keys or values source [B, T, H, D] go to rows [p, p + T) of cache [B, Tmax, H, D], p being batch row
 // b's position row_positions[b] (a cache's rows may hold different lengths); the cache's other rows are untouched. Row t
 // of batch b of the cache starts at element (b * Tmax + t) * H * D, so each batch's T rows are one contiguous block of

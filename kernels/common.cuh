@@ -182,11 +182,13 @@ PHI2_DEVICE float block_sum(float v, float* scratch) { return block_reduce<reduc
 PHI2_DEVICE float block_max(float v, float* scratch) { return block_reduce<reduce_max>(v, scratch); }
 
 // Tensor cores (sm_80 and later): mma.sync m16n8k16 with fp32 accumulators, and ldmatrix to feed it from
-// shared memory. Fragment layouts (PTX ISA "Matrix fragments for mma.m16n8k16"; DESIGN.md has the table),
+// shared memory. Fragment layouts (PTX ISA "Matrix fragments for mma.m16n8k16"; this is the one table the
+// emulator, kernels/emu/mma.h, and the tests that pin it, MmaEmulationTests and the GPU's MmaChecks, follow),
 // g = lane >> 2, t = lane % 4, each 32-bit register holding two 16-bit elements, the lower index low:
 //   A 16x16 row-major, a[0..3] = A[g][2t..2t+1], A[g+8][2t..2t+1], A[g][2t+8..2t+9], A[g+8][2t+8..2t+9]
 //   B 16x8 (k x n) column-major, b[0..1] = B[2t..2t+1][g], B[2t+8..2t+9][g]
 //   C, D 16x8 fp32, c[0..3] = C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1]
+// So lane 5 (g = 1, t = 1) holds A[1][2..3], A[9][2..3], A[1][10..11], A[9][10..11], B[2..3][1], B[10..11][1].
 // All are warp-collective: the 32 lanes of a warp call the same wrapper together (whole warps, no
 // divergence); the emulator fails a launch that breaks this.
 

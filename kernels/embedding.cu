@@ -1,5 +1,5 @@
 // embedding.cu - token embedding lookup (model.embed_tokens), forward and backward, as the CPU backend
-// (src/Phi2Native/Backends/Cpu/CpuEmbedding.cs): output[n, :] = weight[ids[n], :] over a [V, C] table and I32
+// (src/Phi2Native.Backends/Ops/Embeddings/CpuEmbedding.cs): output[n, :] = weight[ids[n], :] over a [V, C] table and I32
 // ids [N]; dWeight[ids[n], :] += dOutput[n, :].
 //
 // Kernels:

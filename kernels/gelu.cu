@@ -1,5 +1,5 @@
 // gelu.cu - gelu_new, the tanh form of GELU that Phi-2's MLP uses (hidden_act = "gelu_new"), computed in fp32 as
-// the CPU backend computes it (src/Phi2Native/Backends/Cpu/CpuGelu.cs), operation for operation:
+// the CPU backend computes it (src/Phi2Native.Backends/Ops/Activation/CpuGelu.cs), operation for operation:
 //   u = (x * c a * x + c) * x = c (x + a x^3),  c = sqrt(2/pi), a = 0.044715
 //   y = 0.5 x tanh(u) + 0.5 x
 //   dy/dx = 0.5 (1 + tanh u) (1 + (1 - tanh u) w),  w = x u' = (x * 3 c a * x + c) * x

@@ -1,5 +1,5 @@
 // layernorm.cu - LayerNorm over the last dimension (input_layernorm, final_layernorm) with torch.nn.LayerNorm
-// semantics, as the CPU backend (src/Phi2Native/Backends/Cpu/CpuLayerNorm.cs): biased variance from a second
+// semantics, as the CPU backend (src/Phi2Native.Backends/Ops/Normalization/CpuLayerNorm.cs): biased variance from a second
 // pass over (x - mean) (not E[x^2] - E[x]^2, which cancels when |mean| >> std), eps inside the square root,
 // statistics in fp32. x, gamma, beta, y, dY and dX are of the dtype; mean, rstd, dGamma and dBeta are fp32.
 //

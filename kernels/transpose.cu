@@ -1,5 +1,5 @@
 // transpose.cu - the transpose of a row-major matrix x [rows, cols] into y [cols, rows], as the CPU backend's
-// Transpose (src/Phi2Native/Backends/Cpu/CpuBackend.cs).
+// Transpose (src/Phi2Native.Backends/Cpu/CpuBackend.cs).
 //
 // Kernels (dtype: f32, bf16; an exact move of the stored bits, so no load/store through fp32):
 //   transpose_{dtype}(x, y, rows, cols)

@@ -7,7 +7,7 @@
 #include "../reduce.cu"
 #include "../layernorm.cu"
 #include "../cross_entropy.cu"
-#include "../adamw.cu"
+#include "../optimizer.cu"
 #include "../mma_check.cu"
 #include "../embedding.cu"
 #include "../rotary.cu"
@@ -50,9 +50,6 @@ namespace
         PHI2_EMU_ENTRY(row_max_f32),
         PHI2_EMU_ENTRY(row_max_bf16),
         PHI2_EMU_ENTRY(row_max_f16),
-        PHI2_EMU_ENTRY(sum_of_squares_f32),
-        PHI2_EMU_ENTRY(sum_of_squares_bf16),
-        PHI2_EMU_ENTRY(sum_of_squares_f16),
         // layernorm.cu
         PHI2_EMU_ENTRY(layernorm_f32),
         PHI2_EMU_ENTRY(layernorm_bf16),
@@ -83,8 +80,12 @@ namespace
         PHI2_EMU_ENTRY(cross_entropy_sum_bf16),
         PHI2_EMU_ENTRY(cross_entropy_backward_f32),
         PHI2_EMU_ENTRY(cross_entropy_backward_bf16),
-        // adamw.cu
-        PHI2_EMU_ENTRY(adamw_f32),
+        // optimizer.cu
+        PHI2_EMU_ENTRY(chunk_sum_of_squares_f32),
+        PHI2_EMU_ENTRY(chunk_sum_of_squares_bf16),
+        PHI2_EMU_ENTRY(chunk_sum_of_squares_f16),
+        PHI2_EMU_ENTRY(step_status),
+        PHI2_EMU_ENTRY(adamw_chunks_f32),
         // gelu.cu
         PHI2_EMU_ENTRY(gelu_new_f32),
         PHI2_EMU_ENTRY(gelu_new_bf16),

@@ -13,7 +13,7 @@ namespace phi2_emu
 {
     // Fragment coordinates, PTX ISA "Matrix fragments for mma.m16n8k16 with floating point type"
     // (f16/bf16 inputs, f32 accumulators), g = lane >> 2, t = lane % 4. Element i of a fragment is the
-    // low (i even) or high (i odd) half of register i / 2; see DESIGN.md for the same table.
+    // low (i even) or high (i odd) half of register i / 2: the table in common.cuh, element by element.
     // A (16x16, row-major), a0..a7: row g for a0,a1,a4,a5 and g+8 for a2,a3,a6,a7; col 2t + (i & 1), +8 for i >= 4.
     inline int mma_a_row(int lane, int i) { return (lane >> 2) + ((i & 2) ? 8 : 0); }
     inline int mma_a_col(int lane, int i) { return (lane % 4) * 2 + (i & 1) + (i >= 4 ? 8 : 0); }

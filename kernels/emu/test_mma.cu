@@ -1,6 +1,6 @@
 // test_mma.cu - kernels for the tensor-core wrappers of common.cuh (mma_m16n8k16_*, ldmatrix_*), compiled
 // only into the emulator, so MmaEmulationTests can show that fragments loaded by hand from the PTX ISA's
-// table (DESIGN.md) give the plain product, that a wrong fragment index does not, that a product over
+// table (common.cuh's) give the plain product, that a wrong fragment index does not, that a product over
 // several k tiles accumulates, and that what .sync.aligned forbids fails the launch. Never embedded for
 // NVRTC. The tile products through ldmatrix and the fragment dump that pins the layout are in
 // ../mma_check.cu, so the GPU runs them too.

@@ -6,12 +6,12 @@ using Phi2Native.Tensors;
 namespace Phi2Native.DeviceChecks;
 
 /// <summary>
-/// kernels/attention.cu through <see cref="AttentionKernels"/>, against the CPU backend's Attention, CachedAttention,
-/// CachedAttentionPerRow and AttentionBackward (through <see cref="IBackend"/>) on the same widened values: Tq == Tk and Tq &lt; Tk (the KV-cache
+/// kernels/attention.cu through <see cref="AttentionKernels"/>, against the CPU backend's attention, its backward and
+/// cached attention (<see cref="CpuAttention"/>) on the same widened values: Tq == Tk and Tq &lt; Tk (the KV-cache
 /// offset), T not a multiple of the 32-row tile and spanning several tiles, Phi-2's D = 80, an odd small D (7) and the
 /// largest D (128), B and H above 1, large scores (the running max moves across key tiles), f32 and bf16, the cache read
 /// in place with NaN in every row past keyTime (a kernel that reads them shows NaN), per-row key times
-/// (CachedAttentionPerRow, a time outside [Tq, Tmax] giving NaN rows), and backward with each gradient
+/// (a time outside [Tq, Tmax] giving NaN rows), and backward with each gradient
 /// alone (the others null). Backward gets the CPU forward's output (rounded to the dtype) and logSumExp on both sides,
 /// so it is checked on its own. Tolerances: <see cref="Tolerances.Forward"/> for the output and logSumExp,
 /// <see cref="Tolerances.Gradient"/> for dq, dk and dv.

@@ -27,7 +27,7 @@ public static class DeviceCheckCatalog
             new("reduction", ReductionChecks.All),
             new("layernorm", LayerNormChecks.All),
             new("cross-entropy", CrossEntropyChecks.All),
-            new("adamw", AdamWChecks.All),
+            new("optimizer", OptimizerChecks.All),
             new("gelu", GeluChecks.All),
             new("dropout", DropoutChecks.All),
             new("mma", MmaChecks.All),

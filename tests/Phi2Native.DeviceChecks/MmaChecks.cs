@@ -7,7 +7,7 @@ namespace Phi2Native.DeviceChecks;
 /// <summary>
 /// kernels/mma_check.cu: the tensor-core wrappers of common.cuh (ldmatrix_*, mma_m16n8k16_*) on one 16x16x8 tile.
 /// On the emulator these pass by construction of kernels/emu/mma.h; on a GPU they pin that emulation to the
-/// hardware: the fragment dump checks ldmatrix's layout against the PTX ISA's table (DESIGN.md), and the products
+/// hardware: the fragment dump checks ldmatrix's layout against the PTX ISA's table (kernels/common.cuh), and the products
 /// check the mma that consumes it, so a layout that is wrong but self-consistent in the emulator shows here.
 /// </summary>
 public static unsafe class MmaChecks

@@ -6,6 +6,7 @@ using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Backends.Ops.KvCache;
 using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Backends.Ops.Normalization;
+using Phi2Native.Backends.Ops.Optimizer;
 using Phi2Native.Backends.Ops.Rotary;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
@@ -48,12 +49,13 @@ public static class Phi2LaunchShapes
             GeluKernels.BiasGeluNewBackward(device, dtype, P(), P(), P(), P(), Rows, Inner);
             ReductionKernels.RowSum(device, dtype, P(), P(), Rows, C);
             ReductionKernels.RowMax(device, dtype, P(), P(), Rows, C);
-            ReductionKernels.SumOfSquares(device, dtype, P(), P(), P(), (long)Inner * C);
+            OptimizerKernels.ChunkSumOfSquares(device, dtype, P(), P(), P(), Inner * C / OptimizerKernels.ChunkElements, default);
             foreach (var to in AllFloat)
                 if (to != dtype) CastKernels.Cast(device, dtype, to, P(), P(), (long)Inner * C);
         }
         ElementwiseKernels.Accumulate(device, DType.F32, P(), P(), (long)Inner * C);
-        AdamWKernels.AdamWStep(device, DType.F32, P(), P(), P(), P(), (long)Inner * C, new AdamWStepArguments(2e-4, 0.9, 0.999, 1e-8, 0.01, 1));
+        OptimizerKernels.StepStatus(device, P(), P(), 6 * 32, P(), 1, 1.0, P(), P(), default);
+        OptimizerKernels.AdamWChunks(device, P(), P(), Inner * C / OptimizerKernels.ChunkElements, P(), default);
 
         foreach (var dtype in F32Bf16)
         {

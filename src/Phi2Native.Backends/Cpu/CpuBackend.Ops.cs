@@ -5,20 +5,6 @@ namespace Phi2Native.Backends.Cpu;
 // The differentiable ops: shape checks and dtype dispatch here; the math lives in the Cpu{Op} kernels.
 public sealed partial class CpuBackend
 {
-    /// <inheritdoc/>
-    public void AdamWStep(Tensor parameter, Tensor gradient, Tensor firstMoment, Tensor secondMoment, in AdamWStepArguments arguments)
-    {
-        foreach (var (tensor, what) in new[] { (gradient, "gradient"), (firstMoment, "first moment"), (secondMoment, "second moment") })
-        {
-            if (tensor.ElementCount != parameter.ElementCount || tensor.DType != parameter.DType)
-                throw new ArgumentException($"AdamWStep: {what} [{tensor.ShapeText}] {tensor.DType} does not match parameter {parameter}");
-        }
-        if (Compute(parameter).DType == DType.F64)
-            CpuAdamW.Step(Span<double>(parameter), Span<double>(gradient), Span<double>(firstMoment), Span<double>(secondMoment), arguments);
-        else
-            CpuAdamW.Step(Span<float>(parameter), Span<float>(gradient), Span<float>(firstMoment), Span<float>(secondMoment), arguments);
-    }
-
     internal static Span<T> Optional<T>(Tensor? tensor) where T : unmanaged => tensor is null ? default : Span<T>(tensor);
 
     private static void RequireRank(Tensor tensor, int rank, string what)

@@ -134,18 +134,6 @@ public sealed unsafe partial class CpuBackend : IBackend
         else TensorPrimitives.Multiply(Span<float>(Compute(tensor)), (float)factor, Span<float>(tensor));
     }
 
-    /// <inheritdoc/>
-    public double SumOfSquares(Tensor tensor)
-    {
-        if (tensor.DType == DType.F64) return TensorPrimitives.SumOfSquares(Span<double>(tensor));
-        // Chunks of fp32 partial sums, added in double: exact enough for norms of 10^8 elements.
-        var values = Span<float>(Compute(tensor));
-        double total = 0;
-        for (int start = 0; start < values.Length; start += 4096)
-            total += TensorPrimitives.SumOfSquares(values.Slice(start, Math.Min(4096, values.Length - start)));
-        return total;
-    }
-
     /// <summary>Returns the cached memory to the system; memory of live tensors stays theirs.</summary>
     public void Dispose() => _pool.ReleaseCached();
 

@@ -3,10 +3,7 @@ using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Cuda;
 
-/// <summary>
-/// Launchers for kernels/cast.cu: conversions between F32, BF16 and F16 through fp32, rounded once to nearest
-/// even, bit-exact with the CPU backend's <see cref="IBackend.Cast"/> (NaN stays NaN, F16 overflows to Inf).
-/// </summary>
+/// <summary>Launchers for kernels/cast.cu (its contract is in its header).</summary>
 public static unsafe class CastKernels
 {
     /// <summary>Threads per block (one element per thread).</summary>
@@ -20,7 +17,7 @@ public static unsafe class CastKernels
         return "cast_" + KernelName.Suffix(from) + "_" + KernelName.Suffix(to);
     }
 
-    /// <summary>y[i] = x[i] converted from <paramref name="from"/> to <paramref name="to"/>, for i &lt; n. y must not overlap x.</summary>
+    /// <summary>Launches cast.cu's <c>cast_{from}_{to}</c> over <paramref name="n"/> elements (contract in its header).</summary>
     /// <exception cref="ArgumentException">Equal or unsupported dtypes, or a misaligned pointer.</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="n"/> is not in 1..2^31-1.</exception>

@@ -41,27 +41,6 @@ public sealed partial class CudaBackend
     }
 
     /// <inheritdoc/>
-    /// <remarks>
-    /// Deterministic on every device (reduce.cu's two stages, no atomics): fp32 partial sums of 256-element blocks, added
-    /// in fp32; the CPU adds fp32 chunk sums in double, so the two agree to fp32 rounding, not bit for bit. Reads the
-    /// result back (synchronizes).
-    /// </remarks>
-    public double SumOfSquares(Tensor tensor)
-    {
-        var p = Pointer(tensor, nameof(tensor));
-        RequireDType(tensor, nameof(SumOfSquares), nameof(tensor), DType.F32, DType.BF16, DType.F16);
-        if (tensor.ElementCount == 0) return 0;
-        int blocks = ReductionKernels.SumOfSquaresBlocks(tensor.ElementCount);
-        using var result = Scratch(sizeof(float));
-        using var workspace = Scratch(blocks > 1 ? blocks * sizeof(float) : 0);
-        ReductionKernels.SumOfSquares(_device, tensor.DType, p, result.Pointer, workspace.Pointer, tensor.ElementCount, _stream);
-        float sum = 0;
-        _device.CopyToHost(System.Runtime.InteropServices.MemoryMarshal.AsBytes(new Span<float>(ref sum)), result.Pointer, _stream);
-        _device.Synchronize(_stream);
-        return sum;
-    }
-
-    /// <inheritdoc/>
     public Tensor Transpose(Tensor matrix)
     {
         var p = Pointer(matrix, nameof(matrix));

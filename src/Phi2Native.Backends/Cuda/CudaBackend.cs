@@ -18,8 +18,8 @@ namespace Phi2Native.Backends.Cuda;
 /// Saved statistics (LayerNorm mean and rstd, log-sum-exps) and the loss are F32 whatever the input dtype.
 /// </para>
 /// <para>
-/// Host synchronization: only <see cref="CopyToHost"/> and <see cref="SumOfSquares"/> (whose contract returns a host
-/// value) wait for the stream; every op of src/Phi2Native.Backends/Ops queues its work and reads what it needs (ids,
+/// Host synchronization: only <see cref="CopyToHost"/> waits for the stream (a training step reads its status block
+/// once, <see cref="Ops.Optimizer.StepStatus.Read"/>); every op of src/Phi2Native.Backends/Ops queues its work and reads what it needs (ids,
 /// targets, counts, per-row positions and key times) on the device.
 /// </para>
 /// <para>Not thread-safe: one thread drives a backend at a time, as with the CPU backend's tensors.</para>

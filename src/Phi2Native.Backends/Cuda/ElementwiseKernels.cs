@@ -4,9 +4,9 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Backends.Cuda;
 
 /// <summary>
-/// Launchers for kernels/elementwise.cu (add, scale) in F32, BF16 and F16: fp32 arithmetic, one rounding on store.
-/// Arguments travel exactly as cuLaunchKernel's kernelParams: an array of pointers, element i pointing at parameter
-/// i's value (here, the method's own parameters).
+/// Launchers for kernels/elementwise.cu (each kernel's contract is in its header). Arguments travel exactly as
+/// cuLaunchKernel's kernelParams: an array of pointers, element i pointing at parameter i's value (here, the method's own
+/// parameters).
 /// </summary>
 public static unsafe class ElementwiseKernels
 {
@@ -15,7 +15,7 @@ public static unsafe class ElementwiseKernels
 
     private static readonly DType[] Supported = [DType.F32, DType.BF16, DType.F16];
 
-    /// <summary>y[i] = a[i] + b[i] for i &lt; n, all of <paramref name="dtype"/>. y may alias a or b.</summary>
+    /// <summary>Launches elementwise.cu's add_{dtype} over <paramref name="n"/> elements (contract in its header).</summary>
     /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="n"/> is not in 1..2^31-1.</exception>
@@ -31,7 +31,7 @@ public static unsafe class ElementwiseKernels
         device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 4));
     }
 
-    /// <summary>y[i] = alpha * x[i] for i &lt; n, x and y of <paramref name="dtype"/>, alpha in fp32. y may alias x.</summary>
+    /// <summary>Launches elementwise.cu's scale_{dtype} over <paramref name="n"/> elements (contract in its header).</summary>
     /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="n"/> is not in 1..2^31-1.</exception>
@@ -46,10 +46,7 @@ public static unsafe class ElementwiseKernels
         device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 4));
     }
 
-    /// <summary>
-    /// y[i] += x[i] for i &lt; n, fp32 (gradient accumulation: the CPU backend's <see cref="IBackend.AddInPlace"/>(y, x)).
-    /// y may alias x. Launch: grid ((n + 255) / 256), block (256).
-    /// </summary>
+    /// <summary>Launches elementwise.cu's accumulate_f32 over <paramref name="n"/> elements (contract in its header).</summary>
     /// <exception cref="ArgumentException">A dtype other than F32, a misaligned pointer, or y partly overlapping x (y = x is allowed).</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="n"/> is not in 1..2^31-1.</exception>

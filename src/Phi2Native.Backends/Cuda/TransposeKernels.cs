@@ -3,10 +3,7 @@ using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Cuda;
 
-/// <summary>
-/// Launchers for kernels/transpose.cu: y [cols, rows] = x [rows, cols] transposed, an exact move of the stored bits
-/// (F32 or BF16) through 32 x 32 shared-memory tiles, as the CPU backend's <see cref="IBackend.Transpose"/>.
-/// </summary>
+/// <summary>Launchers for kernels/transpose.cu (its contract is in its header).</summary>
 public static unsafe class TransposeKernels
 {
     /// <summary>The tile's side (PHI2_TRANSPOSE_TILE in transpose.cu): also blockDim.x.</summary>
@@ -17,16 +14,7 @@ public static unsafe class TransposeKernels
 
     private static readonly DType[] Supported = [DType.F32, DType.BF16];
 
-    /// <summary>
-    /// y[c, r] = x[r, c]. Launch: grid ((cols + 31) / 32, (rows + 31) / 32), block (32, 8), no dynamic shared memory.
-    /// </summary>
-    /// <param name="device">The device.</param>
-    /// <param name="dtype">F32 or BF16: x and y.</param>
-    /// <param name="x">[rows, cols] row-major.</param>
-    /// <param name="y">[cols, rows] row-major; must not overlap x.</param>
-    /// <param name="rows">Rows of x; 0 (or cols 0) launches nothing.</param>
-    /// <param name="cols">Columns of x.</param>
-    /// <param name="stream">The stream.</param>
+    /// <summary>Launches transpose.cu's transpose_{dtype} of x [rows, cols] (contract in its header); 0 rows or cols launches nothing.</summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or y overlapping x.</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative size, or more rows than the grid's y extent covers.</exception>

@@ -6,7 +6,7 @@ using Spectre.Console;
 namespace Phi2Native.Cli.Commands;
 
 /// <summary>
-/// `phi2 layers`: every module of the model with its shape, parameters, role (from the user's document) and whether it
+/// `phi2 layers`: every module of the model with its shape, parameters, role (<see cref="ModuleRole"/>) and whether it
 /// trains, the trainable share, and the memory a run needs; read from config.json alone, no weights loaded.
 /// </summary>
 internal static class LayersCommand

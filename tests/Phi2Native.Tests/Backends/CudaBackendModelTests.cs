@@ -73,8 +73,9 @@ public class CudaBackendModelTests
     [Test]
     public void BFloat16InferenceStaysCloseToTheCpuBackendInF32()
     {
-        // The design's CUDA numerics: bf16 weights and activations, fp32 statistics, softmax and loss. The CPU computes
-        // in fp32 from the very same bf16 weights, so what separates them is the bf16 rounding of each activation.
+        // The CUDA backend's bf16 numerics (README.md, "Where it computes"): bf16 weights and activations, fp32
+        // statistics, softmax and loss. The CPU computes in fp32 from the very same bf16 weights, so what separates them
+        // is the bf16 rounding of each activation.
         int[] ids = [5, 17, 202, 3, 99, 0, 150, 42, 8, 61];
         using var device = new EmulatedDevice();
         using var cuda = new CudaBackend(device, ownsDevice: false);

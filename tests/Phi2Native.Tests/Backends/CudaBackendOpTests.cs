@@ -7,6 +7,7 @@ using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Backends.Ops.KvCache;
 using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Backends.Ops.Normalization;
+using Phi2Native.Backends.Ops.Optimizer;
 using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Backends.Ops.Rotary;
 using Phi2Native.Tensors;
@@ -314,15 +315,15 @@ public class CudaBackendOpTests : CudaBackendTestBase
         for (int step = 1; step <= 2; step++)
         {
             var arguments = new AdamWStepArguments(2e-3, 0.9, 0.999, 1e-8, 0.01, step);
-            Cpu.AdamWStep(p, g, m, v, arguments);
-            Cuda.AdamWStep(gp, gg, gm, gv, arguments);
+            AdamWOp.Step([new AdamWTensors(p, g, m, v, arguments)]);
+            AdamWOp.Step([new AdamWTensors(gp, gg, gm, gv, arguments)]);
         }
         Equal("parameter", p, gp);
         Equal("first moment", m, gm);
         Equal("second moment", v, gv);
         var bf = Cuda.Zeros([3, 43], DType.BF16);
-        Assert.That(() => Cuda.AdamWStep(gp, bf, gm, gv, new AdamWStepArguments(1e-3, 0.9, 0.999, 1e-8, 0, 1)),
-            Throws.ArgumentException.With.Message.Contains("gradient"));
+        Assert.That(() => AdamWOp.Step([new AdamWTensors(gp, bf, gm, gv, new AdamWStepArguments(1e-3, 0.9, 0.999, 1e-8, 0, 1))]),
+            Throws.ArgumentException.With.Message.Contains("Gradient"));
     }
 
     [TestCase(DType.F32)]

@@ -2,6 +2,7 @@ using System.Text;
 using System.Text.RegularExpressions;
 using NUnit.Framework;
 using Phi2Native.Cli.Commands;
+using Phi2Native.FineTuning.Selection;
 using Phi2Native.Tests.Support;
 
 namespace Phi2Native.Tests.Cli;
@@ -9,7 +10,7 @@ namespace Phi2Native.Tests.Cli;
 /// <summary>
 /// Every `phi2` command line in README.md's shell blocks parses as written (bash quoting, line continuations; a bare
 /// "..." and [optional] brackets are the README's notation), so an option renamed or mistyped there fails here; and its
-/// exit-code table lists exactly the codes the commands use.
+/// exit-code table lists exactly the codes the commands use, and its preset table exactly the presets.
 /// </summary>
 [TestFixture]
 public partial class ReadmeExampleTests
@@ -58,6 +59,15 @@ public partial class ReadmeExampleTests
         string readme = File.ReadAllText(Path.Combine(Fixtures.RepositoryRoot, "README.md"));
         var rows = ExitCodeRow().Matches(readme).Select(m => int.Parse(m.Groups[1].Value)).ToArray();
         Assert.That(rows, Is.EqualTo(new[] { ExitCodes.Done, ExitCodes.EngineFault, ExitCodes.BadInput, ExitCodes.NonFinite, ExitCodes.Interrupted, ExitCodes.Terminated }));
+    }
+
+    [Test]
+    public void ThePresetTableIsThePresets()
+    {
+        string readme = File.ReadAllText(Path.Combine(Fixtures.RepositoryRoot, "README.md"));
+        var rows = PresetRow().Matches(readme)
+            .Select(m => $"{m.Groups[1].Value} | {m.Groups[2].Value} | {m.Groups[3].Value.Replace("`", "")} | {m.Groups[4].Value}");
+        Assert.That(rows, Is.EqualTo(TaskPreset.All.Select(p => $"{p.Name} | {p.Goal} | {string.Join(", ", p.Modules)} | {p.Why}")));
     }
 
     /// <summary>Bash's word splitting for what the README uses: '...', "..." (with \" and \\), $'...' (with \n, \t, \\, \'), # comments.</summary>
@@ -109,6 +119,10 @@ public partial class ReadmeExampleTests
 
     [GeneratedRegex(@"^\s*\| `(\d+)` \|", RegexOptions.Multiline)]
     private static partial Regex ExitCodeRow();
+
+    // | `name` | goal | `module`, `module` | why |
+    [GeneratedRegex(@"^\s*\| `([a-z-]+)` \| ([^|`]+) \| (`[^|]+`) \| ([^|]+) \|$", RegexOptions.Multiline)]
+    private static partial Regex PresetRow();
 
     [GeneratedRegex(@"(?<=\s)\.\.\.(?=\s|$)")]
     private static partial Regex Ellipsis();

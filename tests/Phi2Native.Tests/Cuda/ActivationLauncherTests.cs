@@ -37,11 +37,6 @@ public class ActivationLauncherTests : LauncherTest
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("dY"));
         Assert.That(() => ElementwiseKernels.Accumulate(Emulated, DType.F32, F(0), DevicePtr.Null, 4),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("y"));
-        Assert.That(() => ReductionKernels.SumOfSquares(Emulated, DType.F32, F(0), DevicePtr.Null, F(8), 4),
-            Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("result"));
-        // More than one block of partials needs a workspace; one block does not.
-        Assert.That(() => ReductionKernels.SumOfSquares(Emulated, DType.F32, F(0), F(8), DevicePtr.Null, 257),
-            Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("workspace"));
     }
 
     [Test]
@@ -56,8 +51,6 @@ public class ActivationLauncherTests : LauncherTest
             Throws.ArgumentException.With.Property("ParamName").EqualTo("pre"));
         Assert.That(() => DropoutKernels.Dropout(Emulated, DType.F16, Bf16Buffer.Pointer.Offset(1), Bf16Buffer.Pointer, 0.1, 1, 4),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("x"));
-        Assert.That(() => ReductionKernels.SumOfSquares(Emulated, DType.F32, F(0), F(8).Offset(2), F(16), 4),
-            Throws.ArgumentException.With.Property("ParamName").EqualTo("result"));
     }
 
     [Test]
@@ -67,7 +60,6 @@ public class ActivationLauncherTests : LauncherTest
             Throws.ArgumentException.With.Message.Contains("accumulate has no BF16 kernel"));
         Assert.That(() => GeluKernels.GeluNew(Emulated, DType.F64, F(0), F(8), 4), Throws.ArgumentException.With.Message.Contains("gelu_new has no F64 kernel"));
         Assert.That(() => DropoutKernels.Dropout(Emulated, DType.I32, F(0), F(8), 0.1, 1, 4), Throws.ArgumentException.With.Message.Contains("dropout has no I32 kernel"));
-        Assert.That(() => ReductionKernels.SumOfSquares(Emulated, DType.F64, F(0), F(8), F(16), 4), Throws.ArgumentException.With.Message.Contains("sum_of_squares has no F64 kernel"));
     }
 
     [TestCase(1.0)]
@@ -87,7 +79,6 @@ public class ActivationLauncherTests : LauncherTest
     {
         Assert.That(() => GeluKernels.GeluNew(Emulated, DType.F32, F(0), F(8), 0), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("n"));
         Assert.That(() => DropoutKernels.Dropout(Emulated, DType.F32, F(0), F(8), 0.1, 1, -1), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("n"));
-        Assert.That(() => ReductionKernels.SumOfSquares(Emulated, DType.F32, F(0), F(8), F(16), 0), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("n"));
         Assert.That(() => GeluKernels.BiasGeluNew(Emulated, DType.F32, F(0), F(0), F(8), F(16), -1, 4), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("rows"));
         Assert.That(() => GeluKernels.BiasGeluNew(Emulated, DType.F32, F(0), F(0), F(8), F(16), 1, 0), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("channels"));
         Assert.That(() => GeluKernels.BiasGeluNew(Emulated, DType.F32, F(0), F(0), F(8), F(8), 1, 4), Throws.ArgumentException.With.Property("ParamName").EqualTo("pre"));
@@ -95,10 +86,6 @@ public class ActivationLauncherTests : LauncherTest
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("maxRowBlocks"));
         Assert.That(() => GeluKernels.BiasGeluNewBackward(Emulated, DType.F32, F(0), F(0), F(8), F(16), 1, 4, maxRowBlocks: 65536),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("maxRowBlocks"));
-        Assert.That(() => ReductionKernels.SumOfSquares(Emulated, DType.F32, F(0), F(8), F(8), 257),
-            Throws.ArgumentException.With.Property("ParamName").EqualTo("workspace"));
-        Assert.That(() => ReductionKernels.SumOfSquares(Emulated, DType.F32, F(0), F(9), F(8), 257),
-            Throws.ArgumentException.With.Property("ParamName").EqualTo("workspace"), "the result inside the workspace's two partials");
     }
 
     [Test]
@@ -186,38 +173,10 @@ public class ActivationLauncherTests : LauncherTest
         Assert.That(device.Launches.Single().Grid, Is.EqualTo(new Dim3(gridX, (uint)Math.Min(rows, GeluKernels.MaxRowBlocks))));
     }
 
-    [TestCase(1, 1)]
-    [TestCase(256, 1)]
-    [TestCase(257, 2)]
-    [TestCase(262_144, 1024)]
-    [TestCase(300_001, 1024)]
-    public void SumOfSquaresBlocksDependOnNAlone(int n, int blocks) =>
-        Assert.That(ReductionKernels.SumOfSquaresBlocks(n), Is.EqualTo(blocks));
-
-    [Test]
-    public void SumOfSquaresIsOneLaunchForOneBlockAndTwoStagesBeyond()
-    {
-        var device = Recorder();
-        DevicePtr x = new(0x10000), result = new(0x20000), workspace = new(0x30000);
-        ReductionKernels.SumOfSquares(device, DType.BF16, x, result, DevicePtr.Null, 200);
-        Assert.That(device.Shapes, Is.EqualTo(new[] { ("sum_of_squares_bf16", new Dim3(1), new Dim3(256)) }));
-        Assert.That(device.Launches[0].Pointers[1], Is.EqualTo(result), "one block writes the result itself");
-
-        device.Clear();
-        ReductionKernels.SumOfSquares(device, DType.F32, x, result, workspace, 300_001);
-        Assert.That(device.Shapes,
-            Is.EqualTo(new[] { ("sum_of_squares_f32", new Dim3(1024), new Dim3(256)), ("row_sum_f32", new Dim3(1), new Dim3(256)) }));
-        Assert.That(device.Launches[0].Pointers[1], Is.EqualTo(workspace));
-        Assert.That(device.Launches[1].Pointers, Is.EqualTo(new[] { workspace, result }));
-        Assert.That(device.Launches[1].Scalars, Is.EqualTo(new object[] { 1, 1024 }));
-    }
-
     // The parameters of the kernels these tests decode: pointers first, then scalars, as the kernel files declare them.
     private static unsafe (int Pointers, Func<nint, object>[] Scalars) Layout(string kernel) => kernel switch
     {
         _ when kernel.StartsWith("dropout", StringComparison.Ordinal) => (2, [a => *(uint*)a, a => *(float*)a, a => *(ulong*)a, a => *(int*)a]),
-        _ when kernel.StartsWith("sum_of_squares", StringComparison.Ordinal) => (2, [a => *(int*)a]),
-        _ when kernel.StartsWith("row_sum", StringComparison.Ordinal) => (2, [a => *(int*)a, a => *(int*)a]),
         _ when kernel.StartsWith("bias_gelu", StringComparison.Ordinal) => (4, [a => *(int*)a, a => *(int*)a]),
         _ => throw new AssertionException($"the test does not know {kernel}'s parameters"),
     };

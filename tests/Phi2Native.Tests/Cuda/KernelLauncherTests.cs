@@ -8,7 +8,7 @@ using Phi2Native.Tests.Support;
 namespace Phi2Native.Tests.Cuda;
 
 /// <summary>
-/// The launchers of src/Phi2Native/Backends/Cuda refuse bad arguments in C#, naming the argument, before anything
+/// The kernel launchers (src/Phi2Native.Backends/Ops/*/*Kernels.cs and src/Phi2Native.Backends/Cuda/*Kernels.cs) refuse bad arguments in C#, naming the argument, before anything
 /// reaches a kernel; and they pick the launch shapes their kernel files document.
 /// </summary>
 [TestFixture, Category("Emulated")]

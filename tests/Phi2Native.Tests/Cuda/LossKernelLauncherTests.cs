@@ -1,6 +1,9 @@
+using System.Runtime.InteropServices;
 using NUnit.Framework;
+using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Loss;
+using Phi2Native.Backends.Ops.Optimizer;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;
@@ -8,7 +11,7 @@ using Phi2Native.Tests.Support;
 namespace Phi2Native.Tests.Cuda;
 
 /// <summary>
-/// The launchers of the loss and the optimizer (<see cref="CrossEntropyKernels"/>, <see cref="AdamWKernels"/>) refuse
+/// The launchers of the loss and the optimizer (<see cref="CrossEntropyKernels"/>, <see cref="OptimizerKernels"/>, <see cref="AdamWOp"/>) refuse
 /// bad arguments in C#, naming the argument, before anything reaches a kernel; they launch nothing where nothing is to
 /// be done, and form AdamW's scalars as the CPU backend does.
 /// </summary>
@@ -120,29 +123,45 @@ public class LossKernelLauncherTests : LauncherTest
     }
 
     [Test]
-    public void AdamWRefusesBadArgumentsByName()
+    public void OptimizerLaunchersRefuseBadArgumentsByName()
     {
-        Assert.That(() => AdamWKernels.AdamWStep(Emulated, DType.BF16, Bf16Buffer.Pointer, Bf16Buffer.Pointer.Offset(32), F(0), F(16), 8, Step1),
-            Throws.ArgumentException.With.Message.Contains("adamw has no BF16 kernel"));
-        Assert.That(() => AdamWKernels.AdamWStep(Emulated, DType.F32, F(0), DevicePtr.Null, F(16), F(32), 8, Step1),
-            Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("gradient"));
-        Assert.That(() => AdamWKernels.AdamWStep(Emulated, DType.F32, F(0), F(8), F32Buffer.Pointer.Offset(66), F(32), 8, Step1),
-            Throws.ArgumentException.With.Property("ParamName").EqualTo("firstMoment"));
-        Assert.That(() => AdamWKernels.AdamWStep(Emulated, DType.F32, F(0), F(8), F(16), F(8), 8, Step1),
-            Throws.ArgumentException.With.Property("ParamName").EqualTo("secondMoment").And.Message.Contains("must not alias gradient"));
-        Assert.That(() => AdamWKernels.AdamWStep(Emulated, DType.F32, F(0), F(8), F(16), F(24), 0, Step1),
-            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("n"));
-        Assert.That(() => AdamWKernels.AdamWStep(Emulated, DType.F32, F(0), F(8), F(16), F(24), 8, Step1 with { Step = 0 }),
-            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("Step"));
-        Assert.That(() => AdamWKernels.AdamWStep(Emulated, DType.F32, F(0), F(8), F(16), F(24), 8, Step1 with { Beta2 = 1 }),
-            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("Beta2"));
+        Assert.That(() => OptimizerKernels.ChunkSumOfSquares(Emulated, DType.F64, F(0), F(8), F(16), 1, default),
+            Throws.ArgumentException.With.Message.Contains("chunk_sum_of_squares has no F64 kernel"));
+        Assert.That(() => OptimizerKernels.ChunkSumOfSquares(Emulated, DType.F32, DevicePtr.Null, F(8), F(16), 1, default),
+            Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("tensorPointers"));
+        Assert.That(() => OptimizerKernels.ChunkSumOfSquares(Emulated, DType.F32, F(0), F(8).Offset(4), F(16), 1, default),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("chunks"));
+        Assert.That(() => OptimizerKernels.ChunkSumOfSquares(Emulated, DType.F32, F(0), F(8), F(16), 0, default),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("chunkCount"));
+        Assert.That(() => OptimizerKernels.StepStatus(Emulated, F(0), F(8), 1, DevicePtr.Null, 0, double.NaN, F(16), F(24), default),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("maxNorm"));
+        Assert.That(() => OptimizerKernels.StepStatus(Emulated, F(0), F(8), 1, DevicePtr.Null, 1, 1, F(16), F(24), default),
+            Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("losses"));
+        Assert.That(() => OptimizerKernels.AdamWChunks(Emulated, F(0), F(8), 1, F(16).Offset(4), default),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("status"));
+    }
+
+    [Test]
+    public void AdamWRefusesBadStepsByName()
+    {
+        var backend = new CpuBackend();
+        using var scope = TensorScope.Begin();
+        var (p, g, m, v) = (backend.Zeros([8], DType.F32), backend.Zeros([8], DType.F32), backend.Zeros([8], DType.F32), backend.Zeros([8], DType.F32));
+        Assert.That(() => AdamWOp.Step([new AdamWTensors(p, g, m, v, Step1 with { Step = 0 })]),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("tensors[0].Arguments.Step"));
+        Assert.That(() => AdamWOp.Step([new AdamWTensors(p, g, m, v, Step1 with { Beta2 = 1 })]),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("tensors[0].Arguments.Beta2"));
+        Assert.That(() => AdamWOp.Step([new AdamWTensors(p, g, m, m, Step1)]),
+            Throws.ArgumentException.With.Message.Contains("a second time"));
+        Assert.That(() => AdamWOp.Step([new AdamWTensors(p, g, m, v, Step1), new AdamWTensors(p, backend.Zeros([8], DType.F32), backend.Zeros([8], DType.F32), backend.Zeros([8], DType.F32), Step1)]),
+            Throws.ArgumentException.With.Message.Contains("tensors[1] uses"));
     }
 
     [Test]
     public void AdamWScalarsAreFormedInDoubleAndRoundedOnce()
     {
         var arguments = new AdamWStepArguments(3e-4, 0.9, 0.999, 1e-8, 0.1, 3);
-        var s = AdamWKernels.Scalars(arguments);
+        var s = OptimizerKernels.Scalars(arguments);
         Assert.That(s.Decay, Is.EqualTo((float)(1 - 3e-4 * 0.1)));
         Assert.That(s.OneMinusBeta1, Is.EqualTo((float)(1 - 0.9)));
         Assert.That(s.OneMinusBeta2, Is.EqualTo((float)(1 - 0.999)));
@@ -151,15 +170,23 @@ public class LossKernelLauncherTests : LauncherTest
         Assert.That(s.Epsilon, Is.EqualTo(1e-8f));
         // 1 - beta rounded from double differs from 1f - (float)beta: the CPU's is the former.
         Assert.That(s.OneMinusBeta2, Is.Not.EqualTo(1f - (float)0.999));
-        Assert.That(AdamWKernels.Scalars(arguments with { WeightDecay = 0 }).Decay, Is.EqualTo(1f));
+        Assert.That(OptimizerKernels.Scalars(arguments with { WeightDecay = 0 }).Decay, Is.EqualTo(1f));
     }
 
     [Test]
-    public void AdamWLaunchesOneThreadPerElement()
+    public void TheTablesHaveTheLayoutsOfOptimizerCu()
     {
-        var device = new RecordingDevice();
-        DevicePtr p = new(0x10000);
-        AdamWKernels.AdamWStep(device, DType.F32, p, p.Offset(4096), p.Offset(8192), p.Offset(12288), 1003, Step1);
-        Assert.That(device.Shapes, Is.EqualTo(new[] { ("adamw_f32", new Dim3(4), new Dim3(256)) }));
+        Assert.That(Marshal.SizeOf<OptimizerKernels.TensorChunk>(), Is.EqualTo(16), "tensor_chunk");
+        Assert.That(Marshal.SizeOf<OptimizerKernels.ChunkRange>(), Is.EqualTo(8), "chunk_range");
+        Assert.That(Marshal.SizeOf<OptimizerKernels.AdamWTensor>(), Is.EqualTo(64), "adamw_tensor");
+        Assert.That(StepStatus.Bytes, Is.EqualTo(40), "status_block");
+    }
+
+    [Test]
+    public void AdamWLaunchesOneBlockPerChunk()
+    {
+        var recorder = new RecordingDevice();
+        OptimizerKernels.AdamWChunks(recorder, new DevicePtr(0x10000), new DevicePtr(0x20000), 4, DevicePtr.Null, default);
+        Assert.That(recorder.Shapes, Is.EqualTo(new[] { ("adamw_chunks_f32", new Dim3(4), new Dim3(256)) }));
     }
 }

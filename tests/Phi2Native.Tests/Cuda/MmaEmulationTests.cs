@@ -10,7 +10,7 @@ namespace Phi2Native.Tests.Cuda;
 /// .trans forms), through kernels/mma_check.cu (which the GPU device checks run too) and the emulator-only
 /// kernels of kernels/emu/test_mma.cu: products against a plain product in
 /// double of the same 16-bit inputs, the fragment layout pinned lane by lane to the PTX ISA's table in
-/// DESIGN.md (a layout that is wrong but self-consistent would pass the product tests and fail on a GPU),
+/// kernels/common.cuh (a layout that is wrong but self-consistent would pass the product tests and fail on a GPU),
 /// and planted bugs - a swapped fragment register, a partial warp, an exited lane, a misaligned row - that
 /// must fail.
 /// </summary>
@@ -148,7 +148,7 @@ public unsafe class MmaEmulationTests
             int g = lane >> 2, t = lane % 4;
             for (int j = 0; j < 4; j++)
             {
-                // A: a[0] rows g, cols 2t..; a[1] rows g+8; a[2] cols 2t+8..; a[3] both (DESIGN.md's a0..a7 in pairs).
+                // A: a[0] rows g, cols 2t..; a[1] rows g+8; a[2] cols 2t+8..; a[3] both (the PTX ISA's a0..a7 in pairs).
                 int row = g + 8 * (j & 1), col = 2 * t + 8 * (j >> 1);
                 Assert.That(Halves(dump[lane * 12 + j]), Is.EqualTo((ACode(row, col), ACode(row, col + 1))), $"lane {lane} a[{j}]");
                 // ldmatrix .trans of the same four 8x8 blocks: block j's transpose, element (g, 2t + h) = A[2t + h][g] of the block.
@@ -167,10 +167,9 @@ public unsafe class MmaEmulationTests
     }
 
     [Test]
-    public void LaneFiveHoldsTheElementsDesignMdSpellsOut()
+    public void LaneFiveHoldsTheElementsTheTableSpellsOut()
     {
-        // DESIGN.md: "lane 5 holds A[1][2..3], A[9][2..3], A[1][10..11], A[9][10..11]"; g = 1, t = 1, so its B
-        // registers hold B[2..3][1] and B[10..11][1].
+        // kernels/common.cuh: "lane 5 (g = 1, t = 1) holds A[1][2..3], A[9][2..3], A[1][10..11], A[9][10..11], B[2..3][1], B[10..11][1]".
         uint[] dump = DumpFragments();
         const int lane = 5;
         Assert.That(Halves(dump[lane * 12 + 0]), Is.EqualTo((ACode(1, 2), ACode(1, 3))));
@@ -184,7 +183,7 @@ public unsafe class MmaEmulationTests
     [Test]
     public void FragmentsLoadedByHandFromTheTableGiveThePlainProduct()
     {
-        // No ldmatrix: the kernel builds every register from DESIGN.md's formulas, so this pins the emulated
+        // No ldmatrix: the kernel builds every register from common.cuh's table, so this pins the emulated
         // mma's reading of A, B and C (and writing of D) to the table on its own.
         var random = new Random(21);
         ushort[] a = RandomInputs(Input.Bf16, 16 * 16, random), b = RandomInputs(Input.Bf16, 16 * 8, random);

@@ -4,11 +4,7 @@ using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Activation;
 
-/// <summary>
-/// Launchers for kernels/gelu.cu: gelu_new (the tanh form, Phi-2's hidden_act) and its gradient in F32, BF16 and F16,
-/// computed in fp32 as the CPU backend computes them (<see cref="GeluNewOp"/>), and the fused bias + gelu_new of the MLP's fc1 (the hand-written fallback of cuBLASLt's
-/// GELU_AUX_BIAS epilogue) with its backward (dX, and dBias accumulated in fp32).
-/// </summary>
+/// <summary>Launchers for kernels/gelu.cu (each kernel's contract is in its header), and <see cref="GeluNewOp"/> on the CUDA backend.</summary>
 public static unsafe class GeluKernels
 {
     /// <summary><see cref="GeluNewOp.Forward"/> on the CUDA backend, the contract checked.</summary>
@@ -41,10 +37,7 @@ public static unsafe class GeluKernels
 
     private static readonly DType[] Supported = [DType.F32, DType.BF16, DType.F16];
 
-    /// <summary>
-    /// y[i] = gelu_new(x[i]) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) for i &lt; n; saves nothing (backward
-    /// needs x). y may alias x. Launch: grid ((n + 255) / 256), block (256).
-    /// </summary>
+    /// <summary>Launches gelu.cu's gelu_new_{dtype} over <paramref name="n"/> elements (contract in its header).</summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output that partly overlaps an input (the same pointer, in place, is allowed).</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="n"/> is not in 1..2^31-1.</exception>
@@ -60,10 +53,7 @@ public static unsafe class GeluKernels
         device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 3));
     }
 
-    /// <summary>
-    /// dX[i] = dY[i] * gelu_new'(x[i]) for i &lt; n, written (=). dX may alias dY or x.
-    /// Launch: grid ((n + 255) / 256), block (256).
-    /// </summary>
+    /// <summary>Launches gelu.cu's gelu_new_backward_{dtype} over <paramref name="n"/> elements (contract in its header).</summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output that partly overlaps an input (the same pointer, in place, is allowed).</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="n"/> is not in 1..2^31-1.</exception>
@@ -83,20 +73,9 @@ public static unsafe class GeluKernels
     }
 
     /// <summary>
-    /// The fc1 epilogue: h = x[r, c] + bias[c] rounded to the dtype (what an unfused Linear stores), y = gelu_new(h);
-    /// saves h in <paramref name="pre"/> for <see cref="BiasGeluNewBackward"/> (null: not saved, for inference).
-    /// Launch: grid (ceil(C / block), min(rows, <paramref name="maxRowBlocks"/>)), block <see cref="LaunchShape.RowBlock"/>(C).
+    /// Launches gelu.cu's bias_gelu_new_{dtype} over [rows, C] (contract in its header; a null <paramref name="pre"/> saves
+    /// nothing), with at most <paramref name="maxRowBlocks"/> row blocks: checks pass a small value so each block walks several rows.
     /// </summary>
-    /// <param name="device">The device.</param>
-    /// <param name="dtype">F32, BF16 or F16: x, bias, y and pre.</param>
-    /// <param name="x">[rows, C] the GEMM's output without its bias.</param>
-    /// <param name="bias">[C] fc1's bias.</param>
-    /// <param name="y">[rows, C] output; may alias x.</param>
-    /// <param name="pre">[rows, C] the pre-activation h, saved for backward; may alias x, must not be y; null when not needed.</param>
-    /// <param name="rows">Rows; 0 launches nothing.</param>
-    /// <param name="channels">C, at least 1.</param>
-    /// <param name="stream">The stream.</param>
-    /// <param name="maxRowBlocks">gridDim.y at most (default <see cref="MaxRowBlocks"/>); checks pass a small value so each block walks several rows.</param>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, pre equal to or overlapping y, or an output that partly overlaps x.</exception>
     /// <exception cref="ArgumentNullException">A null x, bias or y.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative row count, no channels, or maxRowBlocks outside 1..65535.</exception>
@@ -124,23 +103,10 @@ public static unsafe class GeluKernels
     }
 
     /// <summary>
-    /// Gradients of <see cref="BiasGeluNew"/> from the saved pre-activation: dX[r, c] = dY[r, c] * gelu_new'(pre[r, c])
-    /// (=, the gradient of x and of h), dBias[c] += sum over rows of dX[r, c] (fp32, from the unrounded values). A null
-    /// dX or dBias is not computed; both null launches nothing.
-    /// Launch: grid (ceil(C / block), min(rows, <paramref name="maxRowBlocks"/>, and <see cref="ParameterGradientRowBlocks"/>
-    /// when dBias is wanted)), block <see cref="LaunchShape.RowBlock"/>(C), no dynamic shared memory. dBias's atomic adds
-    /// make it deterministic only when one row block covers every row.
+    /// Launches gelu.cu's bias_gelu_new_backward_{dtype} over [rows, C] (contract in its header), with at most
+    /// <paramref name="maxRowBlocks"/> row blocks (default <see cref="ParameterGradientRowBlocks"/> when dBias is wanted, else
+    /// <see cref="MaxRowBlocks"/>); both outputs null launches nothing.
     /// </summary>
-    /// <param name="device">The device.</param>
-    /// <param name="dtype">F32, BF16 or F16: dY, pre and dX.</param>
-    /// <param name="dY">[rows, C] gradient of y.</param>
-    /// <param name="pre">[rows, C] the pre-activation forward saved.</param>
-    /// <param name="dX">[rows, C] written; may alias dY or pre; null when not needed.</param>
-    /// <param name="dBias">[C] fp32, accumulated; null when not needed (a frozen bias).</param>
-    /// <param name="rows">Rows; 0 launches nothing.</param>
-    /// <param name="channels">C, at least 1.</param>
-    /// <param name="stream">The stream.</param>
-    /// <param name="maxRowBlocks">gridDim.y at most (default: <see cref="ParameterGradientRowBlocks"/> when dBias is wanted, else <see cref="MaxRowBlocks"/>).</param>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output that partly overlaps an input (the same pointer, in place, is allowed).</exception>
     /// <exception cref="ArgumentNullException">A null dY or pre.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative row count, no channels, or maxRowBlocks outside 1..65535.</exception>

@@ -4,12 +4,7 @@ using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Attention;
 
-/// <summary>
-/// Launchers for kernels/attention.cu: Phi-2's causal attention, flash-style (no [Tq, Tk] matrix in global memory), with
-/// the CPU backend's semantics (<see cref="AttentionOp"/>): q [B, Tq, H, D], k and v
-/// [B, Tk, H, D] (Tk &gt;= Tq, query i at position Tk - Tq + i), scale 1 / sqrt(D), softmax and every accumulation in
-/// fp32, logSumExp [B, H, Tq] fp32. Tensors are F32 or BF16; D is 1..<see cref="MaxHeadDim"/>, unpadded.
-/// </summary>
+/// <summary>Launchers for kernels/attention.cu (each kernel's contract is in its header), and <see cref="AttentionOp"/> on the CUDA backend.</summary>
 public static unsafe class AttentionKernels
 {
     /// <summary><see cref="AttentionOp.Forward"/> on the CUDA backend, the contract checked; logSumExp is F32.</summary>
@@ -70,40 +65,17 @@ public static unsafe class AttentionKernels
 
     private static readonly DType[] Supported = [DType.F32, DType.BF16];
 
-    /// <summary>
-    /// Dynamic shared memory of a forward block: Q, K and V tiles (row stride D | 1) and the 32 x 33 probability tile,
-    /// fp32: 35,328 bytes at D = 80, 53,760 at D = 128 (above 48 KiB the device opts the kernel in).
-    /// </summary>
+    /// <summary>Dynamic shared memory of a forward block, by attention.cu's formula (above 48 KiB the device opts the kernel in).</summary>
     public static int ForwardSharedBytes(int headDim) => (3 * Tile * (headDim | 1) + Tile * (Tile + 1)) * sizeof(float);
 
-    /// <summary>
-    /// Dynamic shared memory of a backward block: Q, dO, K and V tiles, the P and dS tiles and a tile of lse and delta,
-    /// fp32: 50,176 bytes at D = 80, 74,752 at D = 128.
-    /// </summary>
+    /// <summary>Dynamic shared memory of a backward block, by attention.cu's formula.</summary>
     public static int BackwardSharedBytes(int headDim) =>
         (4 * Tile * (headDim | 1) + 2 * Tile * (Tile + 1) + 2 * Tile) * sizeof(float);
 
     /// <summary>Tiles of <see cref="Tile"/> rows covering <paramref name="rows"/>.</summary>
     public static int Tiles(int rows) => (int)(((long)rows + Tile - 1) / Tile);
 
-    /// <summary>
-    /// output = softmax(q k^T / sqrt(D) + causal mask) v, and logSumExp [B, H, Tq] of each query's scaled, masked scores
-    /// (saved for backward). Launch: grid (B * H, ceil(Tq / 32)), block 128, <see cref="ForwardSharedBytes"/> of
-    /// dynamic shared memory. Tq = 0 (or B = 0) launches nothing.
-    /// </summary>
-    /// <param name="device">The device.</param>
-    /// <param name="dtype">F32 or BF16: q, k, v and output.</param>
-    /// <param name="q">[B, Tq, H, D] queries.</param>
-    /// <param name="k">[B, Tk, H, D] keys.</param>
-    /// <param name="v">[B, Tk, H, D] values.</param>
-    /// <param name="output">[B, Tq, H, D] written (=); must not overlap an input.</param>
-    /// <param name="logSumExp">[B, H, Tq] fp32, written; null when not needed.</param>
-    /// <param name="batch">B.</param>
-    /// <param name="queryTime">Tq.</param>
-    /// <param name="keyTime">Tk &gt;= Tq.</param>
-    /// <param name="heads">H, at least 1.</param>
-    /// <param name="headDim">D in 1..<see cref="MaxHeadDim"/>.</param>
-    /// <param name="stream">The stream.</param>
+    /// <summary>Launches attention.cu's attention_{dtype} (contract in its header); B = 0 or Tq = 0 launches nothing.</summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output overlapping an input.</exception>
     /// <exception cref="ArgumentNullException">A null input or output.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A dimension out of range, or Tk &lt; Tq.</exception>
@@ -132,25 +104,10 @@ public static unsafe class AttentionKernels
     }
 
     /// <summary>
-    /// Cached attention (<see cref="AttentionOp.Cached"/>): batch row b's queries q [B, Tq, H, D] attend over the first
-    /// rowKeyTimes[b] rows of its caches [B, Tmax, H, D], read in place, its query i at position rowKeyTimes[b] - Tq + i. The key times stay on
-    /// the device: a row whose key time is outside [Tq, Tmax] (the CPU backend throws for it; the kernel cannot) gets NaN
-    /// output (and logSumExp) and reads nothing. Launch as <see cref="Attention"/>.
+    /// Launches attention.cu's cached_attention_{dtype} (contract in its header), always with per-row key times
+    /// <paramref name="rowKeyTimes"/> (I32 [B], read on the device) over caches of <paramref name="capacity"/> rows per batch row;
+    /// Tq = 0 launches nothing.
     /// </summary>
-    /// <param name="device">The device.</param>
-    /// <param name="dtype">F32 or BF16: q, the caches and output.</param>
-    /// <param name="q">[B, Tq, H, D] queries.</param>
-    /// <param name="keyCache">[B, Tmax, H, D] keys; rows [0, rowKeyTimes[b]) of batch row b are read.</param>
-    /// <param name="valueCache">[B, Tmax, H, D] values, as keyCache.</param>
-    /// <param name="rowKeyTimes">I32 [B] device memory: each row's key time, in [Tq, Tmax].</param>
-    /// <param name="output">[B, Tq, H, D] written (=); must not overlap an input.</param>
-    /// <param name="batch">B.</param>
-    /// <param name="queryTime">Tq (1 when decoding); 0 launches nothing.</param>
-    /// <param name="capacity">Tmax, the caches' rows per batch (at least Tq).</param>
-    /// <param name="heads">H, at least 1.</param>
-    /// <param name="headDim">D in 1..<see cref="MaxHeadDim"/>.</param>
-    /// <param name="stream">The stream.</param>
-    /// <param name="logSumExp">[B, H, Tq] fp32, written when not null.</param>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output overlapping an input.</exception>
     /// <exception cref="ArgumentNullException">A null input or output.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A dimension out of range, or Tmax &lt; Tq.</exception>
@@ -190,31 +147,9 @@ public static unsafe class AttentionKernels
     }
 
     /// <summary>
-    /// Gradients of <see cref="Attention"/>, probabilities recomputed from q, k and logSumExp: dq, dk, dv written (=), each
-    /// null when not needed (all null launches nothing). Deterministic, without atomics, in two launches:
-    /// attention_backward_delta (delta = rowsum(dO * output) into <paramref name="delta"/>; grid (ceil(B * Tq * H / 8)),
-    /// block 256; only when dq or dk is wanted), then attention_backward (grid (B * H, key tiles + query tiles): a block per
-    /// key tile writes dk and dv, a block per query tile writes dq; block 128, <see cref="BackwardSharedBytes"/> of dynamic
-    /// shared memory). Tq = 0 with Tk &gt; 0 writes dk = dv = 0.
+    /// Launches attention.cu's attention_backward_delta_{dtype} into <paramref name="delta"/> (when dq or dk is wanted), then
+    /// attention_backward_{dtype} (contracts in its header); all gradients null launches nothing.
     /// </summary>
-    /// <param name="device">The device.</param>
-    /// <param name="dtype">F32 or BF16: dOutput, q, k, v, output and the gradients.</param>
-    /// <param name="dOutput">[B, Tq, H, D] gradient of the output.</param>
-    /// <param name="q">[B, Tq, H, D] as in forward.</param>
-    /// <param name="k">[B, Tk, H, D] as in forward.</param>
-    /// <param name="v">[B, Tk, H, D] as in forward.</param>
-    /// <param name="output">[B, Tq, H, D] the forward output.</param>
-    /// <param name="logSumExp">[B, H, Tq] fp32, saved by forward.</param>
-    /// <param name="delta">[B, H, Tq] fp32 scratch, written; may be null when neither dq nor dk is wanted.</param>
-    /// <param name="dq">[B, Tq, H, D] written; null when not needed.</param>
-    /// <param name="dk">[B, Tk, H, D] written; null when not needed.</param>
-    /// <param name="dv">[B, Tk, H, D] written; null when not needed.</param>
-    /// <param name="batch">B.</param>
-    /// <param name="queryTime">Tq.</param>
-    /// <param name="keyTime">Tk &gt;= Tq.</param>
-    /// <param name="heads">H, at least 1.</param>
-    /// <param name="headDim">D in 1..<see cref="MaxHeadDim"/>.</param>
-    /// <param name="stream">The stream.</param>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output overlapping an input or another output.</exception>
     /// <exception cref="ArgumentNullException">A null input, or a null delta when dq or dk is wanted.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A dimension out of range, or Tk &lt; Tq.</exception>

@@ -6,10 +6,9 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Backends.Ops.Dropout;
 
 /// <summary>
-/// Launchers for kernels/dropout.cu: dropout and its gradient in F32, BF16 and F16 with the CPU backend's
-/// counter-based mask, bit for bit (<see cref="DropoutOp"/>): element i
-/// is kept when its 24-bit SplitMix64 draw from (seed, i) is at least <see cref="DropoutMask.KeepThreshold"/>(p), and
-/// scaled by 1 / (1 - p) computed in double and rounded to fp32, as the CPU does. p = 0 is a plain copy (no kernel).
+/// Launchers for kernels/dropout.cu (each kernel's contract is in its header), and <see cref="DropoutOp"/> on the CUDA
+/// backend. They take p and pass the kernels <see cref="DropoutMask.KeepThreshold"/>(p) and <see cref="Scale"/>(p); p = 0
+/// is a device copy (none in place), no kernel.
 /// </summary>
 public static unsafe class DropoutKernels
 {
@@ -33,28 +32,14 @@ public static unsafe class DropoutKernels
 
     private static readonly DType[] Supported = [DType.F32, DType.BF16, DType.F16];
 
-    /// <summary>
-    /// y[i] = keep(seed, i) ? x[i] / (1 - p) : 0 for i &lt; n; saves nothing (backward recomputes the mask from the
-    /// seed). y may alias x. p = 0 copies x to y (nothing at all when y is x). Launch: grid ((n + 255) / 256), block (256).
-    /// </summary>
-    /// <param name="device">The device.</param>
-    /// <param name="dtype">F32, BF16 or F16: x and y.</param>
-    /// <param name="x">[n] input.</param>
-    /// <param name="y">[n] output.</param>
-    /// <param name="p">Drop probability in [0, 1).</param>
-    /// <param name="seed">The mask's seed: a fresh one per call site and step, passed again to backward.</param>
-    /// <param name="n">Elements, 1..2^31-1.</param>
-    /// <param name="stream">The stream.</param>
+    /// <summary>Launches dropout.cu's dropout_{dtype} over <paramref name="n"/> elements with the mask of <paramref name="seed"/> and drop probability <paramref name="p"/>.</summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output that partly overlaps an input (the same pointer, in place, is allowed).</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException">p is outside [0, 1), or n is not in 1..2^31-1.</exception>
     public static void Dropout(IDeviceApi device, DType dtype, DevicePtr x, DevicePtr y, double p, ulong seed, long n, DeviceStream stream = default) =>
         Launch("dropout", device, dtype, x, nameof(x), y, nameof(y), p, seed, n, stream);
 
-    /// <summary>
-    /// dX[i] = keep(seed, i) ? dY[i] / (1 - p) : 0 for i &lt; n, written (=): the forward call's mask, recomputed from
-    /// its seed. dX may alias dY. Launch as <see cref="Dropout"/>.
-    /// </summary>
+    /// <summary>Launches dropout.cu's dropout_backward_{dtype}: the forward call's mask, from the same <paramref name="seed"/> and <paramref name="p"/>.</summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output that partly overlaps an input (the same pointer, in place, is allowed).</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException">p is outside [0, 1), or n is not in 1..2^31-1.</exception>

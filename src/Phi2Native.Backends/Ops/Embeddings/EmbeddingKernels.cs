@@ -4,17 +4,11 @@ using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Embeddings;
 
-/// <summary>
-/// Launchers for kernels/embedding.cu: the token embedding lookup output[n] = weight[ids[n]] over a [V, C] table and
-/// I32 ids [N], and its backward dWeight[ids[n]] += dOutput[n] (fp32, deterministic: bit for bit the CPU backend's sum
-/// on the same inputs, on a GPU too).
-/// </summary>
+/// <summary>Launchers for kernels/embedding.cu (each kernel's contract is in its header), and <see cref="EmbeddingOp"/> on the CUDA backend.</summary>
 /// <remarks>
-/// Ids outside [0, V): the CPU backend throws. Ids that live on the host (the tokenizer's, a batch's) are checked there
-/// with <see cref="CheckIds"/>, which throws the CPU backend's exception, before they are uploaded. On the device the
-/// kernels never read or write out of bounds for such an id: forward writes a NaN row, backward skips it, and both
-/// record the first such position in an optional int flag (4-byte aligned) (<c>badPosition</c>) that
-/// <see cref="ResetBadPosition"/> prepares and <see cref="ReadBadPosition"/> reads back (a synchronizing copy).
+/// Ids outside [0, V), which the CPU backend refuses: ids that live on the host are checked there by <see cref="CheckIds"/>
+/// (the CPU backend's exception) before they are uploaded; for ids made on the device, the kernels' optional <c>badPosition</c>
+/// flag (an int, 4-byte aligned) is prepared by <see cref="ResetBadPosition"/> and read back by <see cref="ReadBadPosition"/>.
 /// </remarks>
 public static unsafe class EmbeddingKernels
 {
@@ -89,22 +83,7 @@ public static unsafe class EmbeddingKernels
         return value == NoBadPosition ? null : value;
     }
 
-    /// <summary>
-    /// output[n, :] = weight[ids[n], :], converted once through fp32 when the dtypes differ. Launch: grid (N, at most maxBlocks), block
-    /// <see cref="LaunchShape.RowBlock"/>(C), no dynamic shared memory.
-    /// </summary>
-    /// <param name="device">The device.</param>
-    /// <param name="tableDtype">F32 or BF16: the table.</param>
-    /// <param name="outputDtype">F32 or BF16: the output.</param>
-    /// <param name="weight">[V, C] table.</param>
-    /// <param name="ids">[N] I32 ids; an id outside [0, V) gets a NaN row and is flagged.</param>
-    /// <param name="output">[N, C] gathered rows (=).</param>
-    /// <param name="count">N; 0 launches nothing.</param>
-    /// <param name="vocabSize">V, at least 1.</param>
-    /// <param name="channels">C, at least 1.</param>
-    /// <param name="badPosition">An int receiving (atomicMin) the first position with a bad id; null when not wanted.</param>
-    /// <param name="stream">The stream.</param>
-    /// <param name="maxBlocks">The grid's cap (default: one block per id); checks pass a small value so each block walks several rows.</param>
+    /// <summary>Launches embedding.cu's embedding_{dtype} or embedding_{table}_{out} (contract in its header) with at most <paramref name="maxBlocks"/> blocks: checks pass a small value so each block walks several rows.</summary>
     /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
     /// <exception cref="ArgumentNullException">A null weight, ids or output.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative count, or no vocabulary or channels.</exception>
@@ -130,22 +109,7 @@ public static unsafe class EmbeddingKernels
         device.Launch(kernel, new Dim3((uint)Math.Min(count, maxBlocks)), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 7));
     }
 
-    /// <summary>
-    /// dWeight[ids[n], :] += dOutput[n, :] in fp32, deterministic: each id's rows are added in increasing n by one block,
-    /// without atomics. An id outside [0, V) is skipped and flagged. Launch: grid (N, at most maxBlocks), block
-    /// <see cref="LaunchShape.RowBlock"/>(C) (at most <see cref="MaxBackwardBlock"/>), no dynamic shared memory.
-    /// </summary>
-    /// <param name="device">The device.</param>
-    /// <param name="dtype">F32 or BF16: dOutput.</param>
-    /// <param name="dOutput">[N, C] gradient of the gathered rows.</param>
-    /// <param name="ids">[N] I32, the ids forward used.</param>
-    /// <param name="dWeight">[V, C] fp32 parameter gradient, accumulated (+=).</param>
-    /// <param name="count">N; 0 launches nothing.</param>
-    /// <param name="vocabSize">V, at least 1.</param>
-    /// <param name="channels">C, at least 1.</param>
-    /// <param name="badPosition">An int receiving (atomicMin) the first position with a bad id; null when not wanted.</param>
-    /// <param name="stream">The stream.</param>
-    /// <param name="maxBlocks">The grid's cap (default: one block per id); checks pass a small value so each block walks several rows.</param>
+    /// <summary>Launches embedding.cu's embedding_backward_{dtype} (contract in its header) with at most <paramref name="maxBlocks"/> blocks, as <see cref="Embedding"/>.</summary>
     /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
     /// <exception cref="ArgumentNullException">A null dOutput, ids or dWeight.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative count, or no vocabulary or channels.</exception>

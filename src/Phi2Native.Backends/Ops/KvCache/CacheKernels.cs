@@ -4,10 +4,7 @@ using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.KvCache;
 
-/// <summary>
-/// Launchers for kernels/cache.cu: the KV-cache write of generation (<see cref="KvCacheOp"/>), source [B, T, H, D] into
-/// each batch row's rows [p, p + T) of cache [B, Tmax, H, D], an exact move of the stored bits (F32 or BF16).
-/// </summary>
+/// <summary>Launchers for kernels/cache.cu (its contract is in its header), and <see cref="KvCacheOp"/> on the CUDA backend.</summary>
 public static unsafe class CacheKernels
 {
     /// <summary>Threads per block (one element per thread).</summary>
@@ -15,23 +12,7 @@ public static unsafe class CacheKernels
 
     private static readonly DType[] Supported = [DType.F32, DType.BF16];
 
-    /// <summary>
-    /// Copies source [B, T, H, D] into rows [p, p + T) of cache [B, Tmax, H, D], p = rowPositions[b] for batch row b; the
-    /// other rows are untouched. The positions stay on the device: a row whose p is outside [0, Tmax - T] (the CPU
-    /// backend throws for it; the kernel cannot) is skipped, its cache rows untouched.
-    /// Launch: grid ((B * T * H * D + 255) / 256), block (256), no dynamic shared memory.
-    /// </summary>
-    /// <param name="device">The device.</param>
-    /// <param name="dtype">F32 or BF16: source and cache.</param>
-    /// <param name="source">[B, T, H, D] keys or values of this step.</param>
-    /// <param name="cache">[B, Tmax, H, D] the cache; must not overlap source or rowPositions.</param>
-    /// <param name="rowPositions">I32 [B] device memory: each batch row's first row written.</param>
-    /// <param name="batch">B.</param>
-    /// <param name="time">T; 0 (or B = 0) launches nothing.</param>
-    /// <param name="heads">H, at least 1.</param>
-    /// <param name="headDim">D, at least 1.</param>
-    /// <param name="capacity">Tmax, the cache's rows per batch, at least T.</param>
-    /// <param name="stream">The stream.</param>
+    /// <summary>Launches cache.cu's cache_write_{dtype} (contract in its header) into a cache of <paramref name="capacity"/> rows per batch row; B = 0 or T = 0 launches nothing.</summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or cache overlapping source or rowPositions.</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative size, or T &gt; Tmax.</exception>

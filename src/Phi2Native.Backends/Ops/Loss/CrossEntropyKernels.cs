@@ -4,18 +4,7 @@ using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Loss;
 
-/// <summary>
-/// Launchers for kernels/cross_entropy.cu: softmax cross-entropy of logits [rows, V] (F32 or BF16, fp32 math) against
-/// I32 targets, rows whose target is the ignore index left out, as the CPU backend computes it (<see cref="CrossEntropyOp"/>).
-/// <see cref="CrossEntropy"/> saves the per-row log-sum-exp;
-/// <see cref="CrossEntropySum"/> forms the CPU's total (a double sum in row order, rounded to fp32), the counted rows
-/// and the mean; <see cref="CrossEntropyBackward"/> writes dLogits.
-/// </summary>
-/// <remarks>
-/// The CPU backend refuses a target outside [0, V) that is not the ignore index; a kernel cannot throw, so such a row
-/// gets a NaN loss, a NaN term in the sum and a NaN gradient row (never an out-of-bounds read). Targets come from the
-/// host, which checks them before the upload.
-/// </remarks>
+/// <summary>Launchers for kernels/cross_entropy.cu (each kernel's contract is in its header), and <see cref="CrossEntropyOp"/> on the CUDA backend.</summary>
 public static unsafe class CrossEntropyKernels
 {
     /// <summary>
@@ -61,21 +50,7 @@ public static unsafe class CrossEntropyKernels
 
     private static readonly DType[] Supported = [DType.F32, DType.BF16];
 
-    /// <summary>
-    /// lse[r] = log sum_v exp(logits[r, v]) for every row (saved for backward) and, when <paramref name="loss"/> is
-    /// given, loss[r] = lse[r] - logits[r, targets[r]] on counted rows and 0 on ignored rows, in one pass over each row.
-    /// Launch: grid (rows), block <see cref="LaunchShape.RowBlock"/>(V), no dynamic shared memory.
-    /// </summary>
-    /// <param name="device">The device.</param>
-    /// <param name="dtype">F32 or BF16: the logits.</param>
-    /// <param name="logits">[rows, V] scores.</param>
-    /// <param name="targets">[rows] I32 ids in [0, V), or <paramref name="ignoreIndex"/>.</param>
-    /// <param name="logSumExp">[rows] fp32, written; saved for backward.</param>
-    /// <param name="loss">[rows] fp32 per-row loss, written; null when not needed.</param>
-    /// <param name="rows">Rows (N); 0 launches nothing.</param>
-    /// <param name="vocabSize">V, at least 1.</param>
-    /// <param name="ignoreIndex">The target value that leaves a row out (<see cref="DefaultIgnoreIndex"/>).</param>
-    /// <param name="stream">The stream.</param>
+    /// <summary>Launches cross_entropy.cu's cross_entropy_{dtype} (contract in its header); 0 rows launches nothing.</summary>
     /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
     /// <exception cref="ArgumentNullException">A null pointer other than <paramref name="loss"/>.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative row count or no vocabulary.</exception>
@@ -97,26 +72,7 @@ public static unsafe class CrossEntropyKernels
         device.Launch(kernel, new Dim3((uint)rows), LaunchShape.RowBlock(vocabSize), 0, stream, new ReadOnlySpan<nint>(args, 7));
     }
 
-    /// <summary>
-    /// The CPU backend's total over the rows <see cref="CrossEntropy"/> has seen: lossSum = (float) of the double sum,
-    /// in row order, of (double)lse[r] - (double)logits[r, targets[r]] over counted rows; counted = the number of
-    /// counted rows; and lossMean = lossSum * (float)(1.0 / counted) (<see cref="CrossEntropyOp"/>'s loss), lossSum (0)
-    /// when no row counts. Given the
-    /// same lse, equal to the CPU's bit for bit. Rows may be 0: the outputs are still written (0, 0, 0).
-    /// Launch: grid (1), block <see cref="SumBlock"/>, no dynamic shared memory.
-    /// </summary>
-    /// <param name="device">The device.</param>
-    /// <param name="dtype">F32 or BF16: the logits.</param>
-    /// <param name="logits">[rows, V] as in forward.</param>
-    /// <param name="targets">[rows] I32, as in forward.</param>
-    /// <param name="logSumExp">[rows] fp32, saved by forward.</param>
-    /// <param name="lossSum">[1] fp32, written.</param>
-    /// <param name="lossMean">[1] fp32, written; null when not needed.</param>
-    /// <param name="counted">[1] I32, written.</param>
-    /// <param name="rows">Rows (N), at least 0.</param>
-    /// <param name="vocabSize">V, at least 1.</param>
-    /// <param name="ignoreIndex">As in forward.</param>
-    /// <param name="stream">The stream.</param>
+    /// <summary>Launches cross_entropy.cu's cross_entropy_sum_{dtype} (contract in its header): one block of <see cref="SumBlock"/> threads, also for 0 rows.</summary>
     /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
     /// <exception cref="ArgumentNullException">A null pointer other than <paramref name="lossMean"/>.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative row count or no vocabulary.</exception>
@@ -141,23 +97,7 @@ public static unsafe class CrossEntropyKernels
         device.Launch(kernel, new Dim3(1), SumBlock, 0, stream, new ReadOnlySpan<nint>(args, 9));
     }
 
-    /// <summary>
-    /// dLogits (=) = (float)(1 / counted) * dLoss * (softmax - onehot) on counted rows, 0 on ignored rows, the count and
-    /// dLoss read on the device (see cross_entropy.cu). Launch: grid (rows), block <see cref="LaunchShape.RowBlock"/>(V),
-    /// no dynamic shared memory.
-    /// </summary>
-    /// <param name="device">The device.</param>
-    /// <param name="dtype">F32 or BF16: logits and dLogits.</param>
-    /// <param name="logits">[rows, V].</param>
-    /// <param name="targets">[rows] I32.</param>
-    /// <param name="logSumExp">[rows] fp32, saved by forward.</param>
-    /// <param name="counted">[1] I32, the rows forward counted.</param>
-    /// <param name="dLoss">[1] fp32, the loss's gradient; null for 1.</param>
-    /// <param name="dLogits">[rows, V] written; may alias logits.</param>
-    /// <param name="rows">Rows; 0 launches nothing.</param>
-    /// <param name="vocabSize">V, at least 1.</param>
-    /// <param name="ignoreIndex">The target that marks an ignored row.</param>
-    /// <param name="stream">The stream.</param>
+    /// <summary>Launches cross_entropy.cu's cross_entropy_backward_{dtype} (contract in its header); 0 rows launches nothing.</summary>
     /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
     /// <exception cref="ArgumentNullException">A null pointer other than dLoss.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative row count or no vocabulary.</exception>

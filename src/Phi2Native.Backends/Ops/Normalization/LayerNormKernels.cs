@@ -5,11 +5,7 @@ using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Normalization;
 
-/// <summary>
-/// Launchers for kernels/layernorm.cu: LayerNorm over the last dimension of x [rows, C] in F32 or BF16, with the
-/// CPU backend's semantics (biased variance, eps inside the square root) and fp32 statistics. x, gamma, beta, y,
-/// dY and dX are of the dtype; mean, rstd, dGamma and dBeta are fp32.
-/// </summary>
+/// <summary>Launchers for kernels/layernorm.cu (each kernel's contract is in its header), and <see cref="LayerNormOp"/> on the CUDA backend.</summary>
 public static unsafe class LayerNormKernels
 {
     /// <summary><see cref="LayerNormOp.Forward"/> on the CUDA backend, the contract checked.</summary>
@@ -60,22 +56,7 @@ public static unsafe class LayerNormKernels
 
     private static readonly DType[] Supported = [DType.F32, DType.BF16];
 
-    /// <summary>
-    /// y = (x - mean) * rstd * gamma + beta over each row, rstd = 1 / sqrt(var + eps); saves mean [rows] and rstd
-    /// [rows] in fp32. Launch: grid (rows), block <see cref="LaunchShape.RowBlock"/>(C), no dynamic shared memory.
-    /// </summary>
-    /// <param name="device">The device.</param>
-    /// <param name="dtype">F32 or BF16: x, gamma, beta and y.</param>
-    /// <param name="x">[rows, C] input.</param>
-    /// <param name="gamma">[C] weight.</param>
-    /// <param name="beta">[C] bias.</param>
-    /// <param name="eps">Added to the variance (layer_norm_eps); at least 0.</param>
-    /// <param name="y">[rows, C] output; must not alias x.</param>
-    /// <param name="mean">[rows] fp32 row means, saved for backward.</param>
-    /// <param name="rstd">[rows] fp32 1 / sqrt(var + eps), saved for backward.</param>
-    /// <param name="rows">Rows; 0 launches nothing.</param>
-    /// <param name="channels">C, at least 1.</param>
-    /// <param name="stream">The stream.</param>
+    /// <summary>Launches layernorm.cu's layernorm_{dtype} (contract in its header); 0 rows launches nothing.</summary>
     /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative row count, no channels, or eps negative or NaN.</exception>
@@ -103,29 +84,10 @@ public static unsafe class LayerNormKernels
     }
 
     /// <summary>
-    /// Gradients of <see cref="LayerNorm"/>. With xhat = (x - mean) * rstd and g = dY * gamma:
-    /// dX = rstd * (g - mean(g) - xhat * mean(g * xhat)) (=), dGamma += sum over rows of dY * xhat, dBeta += sum
-    /// over rows of dY (fp32). A null dX, dGamma or dBeta is not computed; all three null launches nothing.
-    /// Launch: grid (rows, at most <paramref name="maxBlocks"/> when dGamma or dBeta is wanted), block
-    /// <see cref="LaunchShape.RowBlock"/>(C), dynamic shared memory 2 * C floats when dGamma or dBeta is wanted.
+    /// Launches layernorm.cu's layernorm_backward_{dtype} (contract in its header), with at most <paramref name="maxBlocks"/>
+    /// blocks when dGamma or dBeta is wanted (checks pass a small value so each block walks several rows); 0 rows, or all
+    /// three outputs null, launches nothing.
     /// </summary>
-    /// <param name="device">The device.</param>
-    /// <param name="dtype">F32 or BF16: dY, x, gamma and dX.</param>
-    /// <param name="dY">[rows, C] gradient of y.</param>
-    /// <param name="x">[rows, C] the forward input.</param>
-    /// <param name="gamma">[C] the forward weight.</param>
-    /// <param name="mean">[rows] fp32, saved by forward.</param>
-    /// <param name="rstd">[rows] fp32, saved by forward.</param>
-    /// <param name="dX">[rows, C] written; null when not needed. Must not alias dY or x.</param>
-    /// <param name="dGamma">[C] fp32, accumulated; null when not needed (a frozen weight).</param>
-    /// <param name="dBeta">[C] fp32, accumulated; null when not needed.</param>
-    /// <param name="rows">Rows; 0 launches nothing.</param>
-    /// <param name="channels">C, at least 1; at most <see cref="MaxParameterGradientChannels"/> when dGamma or dBeta is wanted.</param>
-    /// <param name="stream">The stream.</param>
-    /// <param name="maxBlocks">
-    /// The grid's cap when parameter gradients are wanted (default <see cref="ParameterGradientBlocks"/>); checks pass
-    /// a small value so each block walks several rows.
-    /// </param>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or dX aliasing an input.</exception>
     /// <exception cref="ArgumentNullException">A null input pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative row count, no channels, or maxBlocks below 1.</exception>

@@ -4,12 +4,7 @@ using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Rotary;
 
-/// <summary>
-/// Launchers for kernels/rotary.cu: Phi-2's partial rotary embedding (half-split, dims [0, rotaryDim) of each head of
-/// x [B, T, H, D]; token t of batch row b at position rowOffsets[b] + t, rowOffsets I32 [B] on the device or null for
-/// 0) and its backward, in F32 or BF16, with the CPU backend's angles (computed in double, cos and sin rounded once to
-/// fp32). A negative offset (the CPU backend throws for it; the kernel cannot) gives that row NaN output.
-/// </summary>
+/// <summary>Launchers for kernels/rotary.cu (each kernel's contract is in its header), and <see cref="RotaryOp"/> on the CUDA backend.</summary>
 public static unsafe class RotaryKernels
 {
     /// <summary>The widest rotary part the kernel's shared cos/sin table takes (PHI2_ROTARY_MAX_HALF * 2 in rotary.cu).</summary>
@@ -35,11 +30,7 @@ public static unsafe class RotaryKernels
                 cuda.OptionalPointer(positions, nameof(positions)), dOutput.Size(0), dOutput.Size(1), dOutput.Size(2), dOutput.Size(3), rotaryDim, theta, cuda.Stream);
     }
 
-    /// <summary>
-    /// Rotates dims [0, rotaryDim) of every head of x [B, T, H, D] by its position's angles into y (=); dims
-    /// [rotaryDim, D) are copied. Launch: grid (B * T, at most maxBlocks), block <see cref="LaunchShape.RowBlock"/>(H * (D - rotaryDim / 2)),
-    /// no dynamic shared memory.
-    /// </summary>
+    /// <summary>Launches rotary.cu's rotary_{dtype} (contract in its header) with at most <paramref name="maxBlocks"/> blocks: checks pass a small value so each block walks several rows.</summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, y partly overlapping x, or rowOffsets overlapping y.</exception>
     /// <exception cref="ArgumentNullException">A null pointer other than rowOffsets.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A dimension, rotaryDim or theta is out of range.</exception>
@@ -47,10 +38,7 @@ public static unsafe class RotaryKernels
         int headDim, int rotaryDim, double theta, DeviceStream stream = default, int maxBlocks = int.MaxValue) =>
         Launch("rotary", device, dtype, x, y, rowOffsets, batch, time, heads, headDim, rotaryDim, theta, stream, maxBlocks, nameof(x), nameof(y));
 
-    /// <summary>
-    /// Gradient of <see cref="Rotary"/>: dX (=) is dY rotated back by the same angles (sin negated); the passed-through
-    /// dims are copied. Same arguments and launch as forward; dX may be dY itself.
-    /// </summary>
+    /// <summary>Launches rotary.cu's rotary_backward_{dtype} (contract in its header), with the arguments of <see cref="Rotary"/>.</summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, dX partly overlapping dY, or rowOffsets overlapping dX.</exception>
     /// <exception cref="ArgumentNullException">A null pointer other than rowOffsets.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A dimension, rotaryDim or theta is out of range.</exception>

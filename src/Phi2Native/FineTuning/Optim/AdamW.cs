@@ -1,18 +1,22 @@
 using System.Runtime.InteropServices;
+using Phi2Native.Backends.Ops.Optimizer;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.FineTuning.Optim;
 
 /// <summary>
 /// AdamW with decoupled weight decay over named parameters: torch.optim.AdamW (amsgrad off) as HF's Trainer uses it,
-/// one <see cref="IBackend.AdamWStep"/> per parameter.
+/// every parameter in one <see cref="AdamWOp.Step"/> (one multi-tensor launch on the CUDA backend).
 /// </summary>
 /// <remarks>
 /// <para>State follows torch: each parameter's moments (<c>exp_avg</c>, <c>exp_avg_sq</c>) and its own step count are
 /// created at the first step that finds a gradient on it, so a parameter that skipped steps gets torch's bias
 /// corrections. Moments are F32 (F64 beside an F64 parameter) on the parameter's backend, whatever the parameter's dtype.</para>
 /// <para>The learning rate of the next step is <see cref="LearningRate"/>; a training loop sets it from a
-/// <see cref="LearningRateSchedule"/> before each <see cref="Step"/>, as torch's LambdaLR does.</para>
+/// <see cref="LearningRateSchedule"/> before each <see cref="Step()"/>, as torch's LambdaLR does.</para>
+/// <para>A training step that must not wait for the device uses <see cref="Step(StepStatus)"/>: the update obeys the
+/// step's checked status (its clip scale, and its verdict that a non-finite step changes nothing) in device memory,
+/// and <see cref="CompleteStep"/> tells the optimizer afterwards what the status said.</para>
 /// </remarks>
 /// <example><code>
 /// using var optimizer = new AdamW(model.Parameters().Where(p => p.RequiresGrad), new AdamWOptions { LearningRate = 2e-4 });
@@ -41,6 +45,7 @@ public sealed class AdamW : IDisposable
     private readonly MomentState?[] _state;
     private readonly bool[] _decays;
     private double _learningRate;
+    private List<int>? _pending;   // the parameters a Step(status) queued, until CompleteStep
     private bool _disposed;
 
     /// <summary>Creates the optimizer; no state is allocated until a parameter's first update.</summary>
@@ -75,7 +80,7 @@ public sealed class AdamW : IDisposable
     /// <summary>The parameters, in the order given.</summary>
     public IReadOnlyList<Tensor> Parameters => _parameters;
 
-    /// <summary>The learning rate the next <see cref="Step"/> uses; starts at <see cref="AdamWOptions.LearningRate"/>.</summary>
+    /// <summary>The learning rate the next <see cref="Step()"/> uses; starts at <see cref="AdamWOptions.LearningRate"/>.</summary>
     /// <exception cref="ArgumentOutOfRangeException">Set to a negative, infinite or NaN value.</exception>
     public double LearningRate
     {
@@ -87,7 +92,7 @@ public sealed class AdamW : IDisposable
         }
     }
 
-    /// <summary>How many times <see cref="Step"/> has run (restored by <see cref="LoadState"/>); the schedule's step.</summary>
+    /// <summary>How many times <see cref="Step()"/> has run (restored by <see cref="LoadState"/>); the schedule's step.</summary>
     public int StepCount { get; private set; }
 
     /// <summary>Whether <paramref name="parameter"/> gets weight decay (by <see cref="AdamWOptions.AppliesWeightDecay"/> on its name).</summary>
@@ -99,24 +104,64 @@ public sealed class AdamW : IDisposable
     /// </summary>
     /// <exception cref="ObjectDisposedException">The optimizer was disposed.</exception>
     /// <exception cref="ArgumentException">A gradient whose shape or dtype does not match its parameter (then nothing is updated).</exception>
-    public void Step()
+    /// <exception cref="InvalidOperationException">A <see cref="Step(StepStatus)"/> is still waiting for <see cref="CompleteStep"/>.</exception>
+    public void Step() => Queue(null);
+
+    /// <summary>
+    /// Queues the update of <see cref="Step()"/> under a checked status (<see cref="GradientCheckOp.Measure"/>): each
+    /// gradient is multiplied by the status's clip scale, and a step the status marks skipped changes nothing, as the
+    /// device decides. Counts advance only when <see cref="CompleteStep"/> reports the step applied.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The optimizer was disposed.</exception>
+    /// <exception cref="ArgumentException">A gradient that does not match its parameter, or a status on another backend.</exception>
+    /// <exception cref="InvalidOperationException">The previous <see cref="Step(StepStatus)"/> was not completed.</exception>
+    public void Step(StepStatus status)
+    {
+        ArgumentNullException.ThrowIfNull(status);
+        Queue(status);
+    }
+
+    /// <summary>
+    /// Completes a <see cref="Step(StepStatus)"/> with what its status read (<see cref="StepStatus.Read"/>): an applied
+    /// step advances the step counts (bias corrections), a skipped one leaves every count as it was, as a step torch's
+    /// GradScaler skips.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No <see cref="Step(StepStatus)"/> is waiting.</exception>
+    public void CompleteStep(StepStatusReport report)
+    {
+        if (_pending is not { } updated) throw new InvalidOperationException("AdamW: no Step(status) is waiting to be completed");
+        _pending = null;
+        if (!report.Skip) Advance(updated);
+    }
+
+    private void Queue(StepStatus? status)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_pending is not null) throw new InvalidOperationException("AdamW: the previous Step(status) was not completed; call CompleteStep with its status first");
         // Checked up front so that a bad gradient cannot leave the step half applied.
         foreach (var parameter in _parameters)
         {
             if (parameter.Grad is { } gradient && (!gradient.Shape.SequenceEqual(parameter.Shape) || gradient.DType != parameter.DType))
                 throw new ArgumentException($"AdamW: the gradient of {parameter.Name} is [{gradient.ShapeText}] {gradient.DType}; the parameter is [{parameter.ShapeText}] {parameter.DType}");
         }
+        var tensors = new List<AdamWTensors>(_parameters.Length);
+        var updated = new List<int>(_parameters.Length);
         for (int i = 0; i < _parameters.Length; i++)
         {
             var parameter = _parameters[i];
             if (parameter.Grad is not { } gradient) continue;
             var state = _state[i] ??= MomentState.Zeros(parameter);
-            var arguments = Options.StepArguments(_decays[i], LearningRate, state.Step + 1);
-            parameter.Backend.AdamWStep(parameter, gradient, state.FirstMoment, state.SecondMoment, arguments);
-            state.Step++;
+            tensors.Add(new AdamWTensors(parameter, gradient, state.FirstMoment, state.SecondMoment, Options.StepArguments(_decays[i], LearningRate, state.Step + 1)));
+            updated.Add(i);
         }
+        AdamWOp.Step(tensors, status);
+        if (status is null) Advance(updated);
+        else _pending = updated;
+    }
+
+    private void Advance(List<int> updated)
+    {
+        foreach (int i in updated) _state[i]!.Step++;
         StepCount = checked(StepCount + 1);
     }
 

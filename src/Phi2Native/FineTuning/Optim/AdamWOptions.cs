@@ -1,3 +1,4 @@
+using Phi2Native.Backends.Ops.Optimizer;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.FineTuning.Optim;

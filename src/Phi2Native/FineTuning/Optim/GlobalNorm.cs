@@ -1,3 +1,4 @@
+using Phi2Native.Backends.Ops.Optimizer;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.FineTuning.Optim;
@@ -16,10 +17,9 @@ public readonly record struct NormReport(double Norm, int FirstNonFinite, double
 }
 
 /// <summary>
-/// How the global norms a training step checks are obtained. Today each tensor's sum of squares comes back to the
-/// host (<see cref="IBackend.SumOfSquares"/>, one value per tensor, the reads clipping needs anyway); the finite
-/// check and the policy that acts on it (<see cref="Training.NonFinitePolicy"/>) only see the <see cref="NormReport"/>,
-/// so a device reduction that also writes a non-finite flag and the first offending index can replace this alone.
+/// Global norms measured with <see cref="GradientCheckOp"/> and read back at once: for a caller that wants the value
+/// now (clipping by hand, checking parameters before a checkpoint). A training step measures into its own
+/// <see cref="StepStatus"/> instead and reads it once, after the update is queued.
 /// </summary>
 public static class GlobalNorm
 {
@@ -28,31 +28,25 @@ public static class GlobalNorm
     public static NormReport OfGradients(IReadOnlyList<Tensor> parameters)
     {
         ArgumentNullException.ThrowIfNull(parameters);
-        return Measure(parameters, p => p.Grad);
+        return Measure(parameters.Select(p => p.Grad).ToList());
     }
 
-    /// <summary>The global norm of the values of <paramref name="tensors"/> (e.g. to check that parameters are finite).</summary>
+    /// <summary>The global norm of the tensors themselves (for example parameters after an update).</summary>
     public static NormReport OfValues(IReadOnlyList<Tensor> tensors)
     {
         ArgumentNullException.ThrowIfNull(tensors);
-        return Measure(tensors, t => t);
+        return Measure(tensors);
     }
 
-    private static NormReport Measure(IReadOnlyList<Tensor> tensors, Func<Tensor, Tensor?> select)
+    /// <summary>The norm part of a step's status.</summary>
+    public static NormReport Of(StepStatusReport status) =>
+        new(status.Norm, status.FirstNonFinite, status.FirstNonFinite >= 0 ? status.FirstNonFiniteSquares : double.NaN);
+
+    private static NormReport Measure(IReadOnlyList<Tensor?> tensors)
     {
-        double sumOfSquares = 0, firstValue = double.NaN;
-        int first = -1;
-        for (int i = 0; i < tensors.Count; i++)
-        {
-            if (select(tensors[i]) is not { } tensor) continue;
-            double squares = tensor.Backend.SumOfSquares(tensor);
-            sumOfSquares += squares;
-            if (first < 0 && !double.IsFinite(squares))
-            {
-                first = i;
-                firstValue = squares;
-            }
-        }
-        return new NormReport(Math.Sqrt(sumOfSquares), first, firstValue);
+        if (tensors.FirstOrDefault(t => t is not null) is not { } any) return new NormReport(0, -1, double.NaN);
+        using var status = new StepStatus(any.Backend);
+        GradientCheckOp.Measure(tensors, [], 0, status);
+        return Of(status.Read());
     }
 }

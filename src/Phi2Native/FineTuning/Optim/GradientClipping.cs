@@ -1,3 +1,4 @@
+using Phi2Native.Backends.Ops.Optimizer;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.FineTuning.Optim;
@@ -25,26 +26,13 @@ public static class GradientClipping
     {
         ArgumentNullException.ThrowIfNull(parameters);
         if (!NumberChecks.IsFinitePositive(maxNorm)) throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, "the maximum gradient norm must be a finite number > 0");
-        var list = parameters as IReadOnlyList<Tensor> ?? parameters.ToList();
-        double total = GlobalNorm.OfGradients(list).Norm;
-        ScaleToMaxNorm(list, total, maxNorm);
-        return total;
-    }
-
-    /// <summary>
-    /// The scaling half of <see cref="ClipGradientsByGlobalNorm"/>, for a norm already measured (<see cref="GlobalNorm.OfGradients"/>):
-    /// multiplies every gradient by <c>maxNorm / (norm + 1e-6)</c> when that is below 1.
-    /// </summary>
-    /// <param name="parameters">The parameters; those without a gradient are left out.</param>
-    /// <param name="norm">Their gradients' global norm.</param>
-    /// <param name="maxNorm">The largest global norm allowed: a finite number &gt; 0.</param>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxNorm"/> is not a finite positive number.</exception>
-    public static void ScaleToMaxNorm(IEnumerable<Tensor> parameters, double norm, double maxNorm)
-    {
-        ArgumentNullException.ThrowIfNull(parameters);
-        if (!NumberChecks.IsFinitePositive(maxNorm)) throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, "the maximum gradient norm must be a finite number > 0");
-        double coefficient = maxNorm / (norm + NormEpsilon);
-        if (coefficient < 1)
-            foreach (var gradient in parameters.Select(p => p.Grad).OfType<Tensor>()) gradient.Backend.ScaleInPlace(gradient, coefficient);
+        var gradients = parameters.Select(p => p.Grad).ToList();
+        if (gradients.FirstOrDefault(g => g is not null) is not { } any) return 0;
+        using var status = new StepStatus(any.Backend);
+        GradientCheckOp.Measure(gradients, [], maxNorm, status);
+        var report = status.Read();
+        if (report.ClipScale != 1)
+            foreach (var gradient in gradients.OfType<Tensor>()) gradient.Backend.ScaleInPlace(gradient, report.ClipScale);
+        return report.Norm;
     }
 }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
+using Phi2Native.Backends.Ops.Optimizer;
 using Phi2Native.Determinism;
 using Phi2Native.FineTuning.Data;
 using Phi2Native.FineTuning.Lora;
@@ -29,6 +30,7 @@ public sealed class Trainer : IDisposable
     private string? _lastCheckpoint;
     private int _lastCheckpointStep = -1;
     private long _lastSaveTimestamp;
+    private readonly StepStatus _status;   // each step's check, written and obeyed on the device, read once
 
     /// <summary>Sets up a run; <paramref name="outputDirectory"/> receives checkpoints/step-N/.</summary>
     public Trainer(LoraModel lora, BatchLoader training, TrainingRows? validation, TrainingOptions options, string outputDirectory)
@@ -49,6 +51,7 @@ public sealed class Trainer : IDisposable
             _ => LearningRateSchedule.CosineWithWarmup(options.WarmupSteps, TotalSteps),
         };
         Optimizer = new AdamW(lora.TrainableParameters(), new AdamWOptions { LearningRate = options.LearningRate, WeightDecay = options.WeightDecay });
+        _status = new StepStatus(Optimizer.Parameters[0].Backend);
         var model = lora.Model;
         model.DropoutSeed = Seeds.Derive((ulong)options.Seed, SeedPurpose.ModelDropout, 0);
         model.TrainingForwardCount = 0;
@@ -132,34 +135,44 @@ public sealed class Trainer : IDisposable
             // What a checkpoint of the last good state records, should this step's values not be finite.
             var before = TrainingCheckpoint.Capture(this);
             clock.Start();
-            double learningRate = _options.LearningRate * _schedule.Factor(Step), lossSum = 0;
+            double learningRate = _options.LearningRate * _schedule.Factor(Step);
             int microBatches = 0, epoch = _training.Order.Epoch;
             long tokens = 0;
             model.Training = true;
-            while (microBatches < _options.GradientAccumulation && _training.Order.BatchesTaken < _totalMicroBatches)
+            var losses = new List<Tensor>(_options.GradientAccumulation);
+            StepStatusReport status;
+            try
             {
-                var batch = _training.Next();
-                using var scope = TensorScope.Begin();
-                using var tape = GradientTape.Begin();
-                var logits = model.Forward(model.CreateInputIds(batch.InputIds, batch.BatchSize));
-                var loss = model.CausalLanguageModelLoss(logits, batch.Labels);
-                // Each micro-batch's mean loss counts 1/accumulation, as HF's Trainer does.
-                tape.Backward(ScaleOp.Apply(loss, 1.0 / _options.GradientAccumulation));
-                lossSum += loss.Item();
-                tokens += batch.InputIds.Length;
-                microBatches++;
-            }
-            double meanLoss = lossSum / Math.Max(microBatches, 1);
-            // The values the host reads every step anyway (the loss, each gradient's sum of squares for the norm) are
-            // what is checked: no extra wait for the device.
-            var norms = GlobalNorm.OfGradients(parameters);
-            var verdict = policy.Judge(Step + 1, meanLoss, norms, i => LoraModel.PeftKey(parameters[i]), out var nonFinite);
-            if (verdict == NonFinitePolicy.Verdict.Update)
-            {
-                if (_options.MaxGradientNorm > 0) GradientClipping.ScaleToMaxNorm(parameters, norms.Norm, _options.MaxGradientNorm);
+                while (microBatches < _options.GradientAccumulation && _training.Order.BatchesTaken < _totalMicroBatches)
+                {
+                    var batch = _training.Next();
+                    using var scope = TensorScope.Begin();
+                    using var tape = GradientTape.Begin();
+                    var logits = model.Forward(model.CreateInputIds(batch.InputIds, batch.BatchSize));
+                    var loss = model.CausalLanguageModelLoss(logits, batch.Labels);
+                    // Each micro-batch's mean loss counts 1/accumulation, as HF's Trainer does.
+                    tape.Backward(ScaleOp.Apply(loss, 1.0 / _options.GradientAccumulation));
+                    losses.Add(TensorScope.Detach(loss));
+                    tokens += batch.InputIds.Length;
+                    microBatches++;
+                }
+                // The step's check and update are queued behind backward; the host waits once, to read the status
+                // block (the losses, the norm, the first non-finite gradient, whether the device skipped the update).
+                GradientCheckOp.Measure(parameters.Select(p => p.Grad).ToList(), losses, Math.Max(_options.MaxGradientNorm, 0), _status);
                 Optimizer.LearningRate = learningRate;
-                Optimizer.Step();
+                Optimizer.Step(_status);
+                status = _status.Read();
+                Optimizer.CompleteStep(status);
             }
+            finally
+            {
+                foreach (var loss in losses) loss.Dispose();
+            }
+            double meanLoss = status.LossSum / Math.Max(microBatches, 1);
+            var norms = GlobalNorm.Of(status);
+            var verdict = policy.Judge(Step + 1, meanLoss, norms, i => LoraModel.PeftKey(parameters[i]), out var nonFinite);
+            if ((verdict == NonFinitePolicy.Verdict.Update) == status.Skip)
+                throw new InvalidOperationException($"step {Step + 1}: the device {(status.Skip ? "skipped" : "applied")} the update but the non-finite policy says {verdict}; please report");
             Optimizer.ZeroGrad();
             clock.Stop();
             if (verdict == NonFinitePolicy.Verdict.Stop)
@@ -265,7 +278,11 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>Frees the optimizer's state.</summary>
-    public void Dispose() => Optimizer.Dispose();
+    public void Dispose()
+    {
+        Optimizer.Dispose();
+        _status.Dispose();
+    }
 
     // Position t is scored when labels[t + 1] is not ignored: the shift CausalLanguageModelLoss applies.
     private static int CountTargets(TrainingBatch batch)

@@ -1,8 +1,9 @@
 using NUnit.Framework;
 using Phi2Native.Backends.Cpu;
+using Phi2Native.Backends.Ops.Optimizer;
 using Phi2Native.Tensors;
-using static Phi2Native.Tests.Backends.Cpu.KernelCheck;
 
+using static Phi2Native.Tests.Backends.Cpu.KernelCheck;
 namespace Phi2Native.Tests.Backends.Cpu;
 
 public class CpuAdamWTests
@@ -80,14 +81,28 @@ public class CpuAdamWTests
     }
 
     [Test]
-    public void BackendOp_RejectsMismatchedDTypes()
+    public void AClipScale_EqualsScalingTheGradientFirst()
+    {
+        float[] p0 = ToFloat(Random(700, seed: 5, scale: 1)), g = ToFloat(Random(700, seed: 6, scale: 0.3));
+        float scale = 0.3712f;
+        float[] p = (float[])p0.Clone(), m = new float[700], v = new float[700];
+        CpuAdamW.Step<float>(p, g, m, v, new AdamWStepArguments(1e-2, 0.9, 0.999, 1e-8, 0.1, 1), scale);
+        float[] q = (float[])p0.Clone(), mq = new float[700], vq = new float[700];
+        CpuAdamW.Step<float>(q, g.Select(x => x * scale).ToArray(), mq, vq, new AdamWStepArguments(1e-2, 0.9, 0.999, 1e-8, 0.1, 1));
+        Assert.That(p, Is.EqualTo(q).AsCollection, "p, bit for bit");
+        Assert.That(m, Is.EqualTo(mq).AsCollection, "exp_avg, bit for bit");
+        Assert.That(v, Is.EqualTo(vq).AsCollection, "exp_avg_sq, bit for bit");
+    }
+
+    [Test]
+    public void TheOp_RejectsMismatchedDTypes()
     {
         var backend = new CpuBackend(poisonNewMemory: true);
         using var p = backend.Zeros([3, 5], DType.F32);
         using var g = backend.Zeros([15], DType.F32);
         using var m = backend.Zeros([3, 5], DType.F64);
         using var v = backend.Zeros([3, 5], DType.F32);
-        var ex = Assert.Throws<ArgumentException>(() => backend.AdamWStep(p, g, m, v, new AdamWStepArguments(1e-3, 0.9, 0.999, 1e-8, 0, 1)));
-        Assert.That(ex!.Message, Does.Contain("first moment"));
+        var ex = Assert.Throws<ArgumentException>(() => AdamWOp.Step([new AdamWTensors(p, g, m, v, new AdamWStepArguments(1e-3, 0.9, 0.999, 1e-8, 0, 1))]));
+        Assert.That(ex!.Message, Does.Contain("FirstMoment"));
     }
 }

@@ -10,7 +10,7 @@ using Phi2Native.Tests.Support;
 namespace Phi2Native.Tests.Backends.Cpu;
 
 /// <summary>
-/// The per-row ops RotaryPerRow, CacheWritePerRow and CachedAttentionPerRow (rows of a KV cache at different positions), each
+/// The ops with per-row positions, rotary, the KV-cache write and cached attention (rows of a KV cache at different positions), each
 /// against the definition on every row alone: the plain attention over that row's own keys, the rotary at that
 /// row's own offset, a copy into that row's own slots.
 /// </summary>

@@ -1,7 +1,9 @@
-namespace Phi2Native.Tensors;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.Backends.Ops.Optimizer;
 
 /// <summary>
-/// The scalars of one <see cref="IBackend.AdamWStep"/> update, with torch.optim.AdamW's meanings.
+/// The scalars of one parameter's AdamW update (<see cref="AdamWOp"/>), with torch.optim.AdamW's meanings.
 /// </summary>
 /// <param name="LearningRate">The learning rate of this step (after the schedule), e.g. 2e-4.</param>
 /// <param name="Beta1">Decay of the first moment (the running mean of gradients), e.g. 0.9.</param>
