@@ -19,7 +19,7 @@ public sealed unsafe partial class EmulatedDevice
     public Tensors.DeviceKind Kind => Tensors.DeviceKind.Emulated;
 
     /// <inheritdoc />
-    public void CopyOnDevice(DevicePtr destination, DevicePtr source, long bytes, DeviceStream stream)
+    internal void CopyOnDevice(DevicePtr destination, DevicePtr source, long bytes, DeviceStream stream)
     {
         lock (_gate)
         {
@@ -34,7 +34,7 @@ public sealed unsafe partial class EmulatedDevice
     }
 
     /// <inheritdoc />
-    public DeviceStream CreateStream()
+    internal DeviceStream CreateStream()
     {
         lock (_gate)
         {
@@ -46,7 +46,7 @@ public sealed unsafe partial class EmulatedDevice
     }
 
     /// <inheritdoc />
-    public void DestroyStream(DeviceStream stream)
+    internal void DestroyStream(DeviceStream stream)
     {
         lock (_gate)
         {
@@ -58,7 +58,7 @@ public sealed unsafe partial class EmulatedDevice
     }
 
     /// <inheritdoc />
-    public DeviceEvent RecordEvent(DeviceStream stream)
+    internal DeviceEvent RecordEvent(DeviceStream stream)
     {
         lock (_gate)
         {
@@ -70,7 +70,7 @@ public sealed unsafe partial class EmulatedDevice
     }
 
     /// <inheritdoc />
-    public float ElapsedMilliseconds(DeviceEvent start, DeviceEvent end)
+    internal float ElapsedMilliseconds(DeviceEvent start, DeviceEvent end)
     {
         lock (_gate)
         {
@@ -80,7 +80,7 @@ public sealed unsafe partial class EmulatedDevice
     }
 
     /// <inheritdoc />
-    public void DestroyEvent(DeviceEvent deviceEvent)
+    internal void DestroyEvent(DeviceEvent deviceEvent)
     {
         lock (_gate)
         {

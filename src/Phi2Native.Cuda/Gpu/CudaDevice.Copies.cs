@@ -11,7 +11,7 @@ public sealed partial class CudaDevice
     /// Staged in chunks through a page-locked buffer and copied asynchronously on <paramref name="stream"/>: it returns
     /// once the last chunk is staged, so <paramref name="source"/> may be reused at once while the device copy still runs.
     /// </remarks>
-    public void CopyToDevice(DevicePtr destination, ReadOnlySpan<byte> source, DeviceStream stream)
+    internal void CopyToDevice(DevicePtr destination, ReadOnlySpan<byte> source, DeviceStream stream)
     {
         Enter();
         CheckStream(stream, nameof(stream));
@@ -25,7 +25,7 @@ public sealed partial class CudaDevice
     /// Ordered after the work queued before on <paramref name="stream"/>, and returns only when every byte is in
     /// <paramref name="destination"/>; an error of that earlier work surfaces here.
     /// </remarks>
-    public void CopyToHost(Span<byte> destination, DevicePtr source, DeviceStream stream)
+    internal void CopyToHost(Span<byte> destination, DevicePtr source, DeviceStream stream)
     {
         Enter();
         CheckStream(stream, nameof(stream));

@@ -18,7 +18,7 @@ public sealed partial class CudaDevice
     /// </remarks>
     /// <exception cref="ArgumentException">No kernel of the device's sources has that name, or a shape or size is invalid.</exception>
     /// <exception cref="KernelCompileException">The kernel's file does not compile.</exception>
-    public unsafe void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers)
+    internal unsafe void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers)
     {
         ArgumentNullException.ThrowIfNull(kernelName);
         if (grid.Count == 0) throw new ArgumentException($"grid {grid} has a zero extent", nameof(grid));
@@ -61,7 +61,7 @@ public sealed partial class CudaDevice
     /// it is loaded already: what the GPU runner calls for each file, to report compile times and errors up front.
     /// </summary>
     /// <exception cref="KernelCompileException">The file does not compile; the exception carries NVRTC's log.</exception>
-    public KernelImage LoadKernelFile(string fileName)
+    internal KernelImage LoadKernelFile(string fileName)
     {
         Enter();
         KernelImage image = _kernels.GetImage(fileName);
