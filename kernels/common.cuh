@@ -135,6 +135,21 @@ template <typename D> PHI2_DEVICE float load(const typename D::type* p, long lon
 template <typename D> PHI2_DEVICE void store(typename D::type* p, long long i, float v) { p[i] = D::from_f32(v); }
 
 // ---------------------------------------------------------------------------------------------------
+// Dropout masks, shared by every kernel that drops out (dropout.cu, residual.cu): whether element i is kept depends
+// only on (seed, i), so nothing is saved and backward recomputes the mask (the rule is in dropout.cu's header).
+// ---------------------------------------------------------------------------------------------------
+
+// The top 24 bits of the SplitMix64 hash of (seed, index): DropoutMask.Draw.
+PHI2_DEVICE unsigned dropout_bits24(unsigned long long seed, long long index)
+{
+    unsigned long long z = seed + (unsigned long long)(index + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (unsigned)(z >> 40);
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Block reductions: warp shuffles, one partial per warp through shared memory, then a final warp.
 //
 // block_sum / block_max return the reduction of v over every thread of the block to every thread.

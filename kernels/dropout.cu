@@ -17,16 +17,6 @@
 //   y may alias x and dx may alias dy (each element is read before it is written, by the same thread).
 #include "common.cuh"
 
-// The top 24 bits of the SplitMix64 hash of (seed, index): DropoutMask.Draw.
-PHI2_DEVICE unsigned dropout_bits24(unsigned long long seed, long long index)
-{
-    unsigned long long z = seed + (unsigned long long)(index + 1) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (unsigned)(z >> 40);
-}
-
 template <typename D>
 PHI2_DEVICE void dropout_apply(const typename D::type* x, typename D::type* y, unsigned threshold, float scale,
                                unsigned long long seed, int n)

@@ -50,9 +50,12 @@ internal sealed partial class Benchmarks
         {
             var c = Cases[i];
             int index = i - from;
-            if (fault is not null || deadline.IsPast)
+            var needs = sizes == BenchSizes.Phi2 ? c.Needs : TimeSpan.Zero;
+            if (fault is not null || deadline.IsPast || deadline.Remaining < needs)
             {
-                string why = fault is not null ? $"context lost after '{fault.Name}' ({fault.Fault})" : deadline.Why;
+                string why = fault is not null ? $"context lost after '{fault.Name}' ({fault.Fault})"
+                    : deadline.IsPast ? deadline.Why
+                    : $"it needs about {Deadline.Seconds(needs)} s and {Deadline.Seconds(deadline.Remaining)} s are left";
                 var notRun = new BenchOutcome(c.Name, "-", "-", BenchStatus.NotRun, 0, 0, "", 0, $"not run: {why}") { ContextLost = fault is not null };
                 outcomes.Add(notRun);
                 observer.Finished(index, c.Name, notRun, null);

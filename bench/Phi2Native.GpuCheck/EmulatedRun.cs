@@ -64,7 +64,9 @@ internal static class EmulatedRun
                 return result;
             }, output);
         }
-        stages.Skip(Stages.Peers, "the emulator: peers run on a GPU");
+        // On the emulator the peers run their CPU dry run at tiny sizes, with this run's figures: the wiring, not a comparison.
+        if (bench is null) stages.Skip(Stages.Peers, "on the emulator only with the benchmarks (--bench-tiny)");
+        else stages.Run(Stages.Peers, d => PeersStage.RunAfter(bench, name, options.BenchSizes, dryRun: true, d, output), output);
         var summary = new RunSummary(name, outcomes, catalogCount, options.Filter, KernelsCompiled: true);
         return GpuCheckMain.WriteEnd(output, options, new GpuCheckMain.RunResults(summary, bench, [], stages, _ => "emu"));
     }

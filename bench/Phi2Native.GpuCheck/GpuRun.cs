@@ -69,14 +69,7 @@ internal static class GpuRun
             if (!options.RunsBenchmarks) stages.Skip(Stages.Peers, "--no-bench");
             else
             {
-                stages.Run(Stages.Peers, d =>
-                {
-                    output.WriteLine();
-                    output.WriteLine("== peers ==");
-                    PeersStage.Run(PeersStage.Repository(), Environment.GetEnvironmentVariable, d, output, out var result);
-                    if (result.Skipped) output.WriteLine($"peers: not run: {result.Note}");
-                    return result;
-                }, output);
+                stages.Run(Stages.Peers, d => PeersStage.RunAfter(bench, state.Name, options.BenchSizes, dryRun: false, d, output), output);
             }
             var summary = new RunSummary(state.Name, outcomes, catalogCount, options.Filter, state.Compiled);
             int exit = GpuCheckMain.WriteEnd(output, options,

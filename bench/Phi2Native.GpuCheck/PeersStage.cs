@@ -10,10 +10,11 @@ internal sealed record PeerRun(string Script, ChildExit? Exit, string Detail)
 }
 
 /// <summary>
-/// The peers stage: the same work in peer frameworks on the same machine, for comparison. A later issue writes the
-/// script (PyTorch and PEFT); until then the stage runs each bench/peers/*.py there is with the machine's Python
+/// The peers stage: the same work in peer frameworks on the same machine, for comparison (bench/peers/gpu_peers.py:
+/// PyTorch's attention, HF transformers and PEFT). It runs each bench/peers/*.py with the machine's Python
 /// (<c>$PHI2NATIVE_PEERS_PYTHON</c>, else /opt/torch/.venv/bin/python3) from the repository root, one after another
-/// within the budget, and reports NOT RUN "no peer script yet" when there is none.
+/// within the budget, with the arguments the run gives them (<c>--ours FILE</c>: the benchmark stage's results,
+/// <see cref="BenchResultsFile"/>; <c>--dry-run</c> on the emulator); NOT RUN "no peer script yet" when there is none.
 /// </summary>
 internal static class PeersStage
 {
@@ -41,8 +42,33 @@ internal static class PeersStage
         return Directory.Exists(folder) ? [.. Directory.GetFiles(folder, "*.py").OrderBy(f => f, StringComparer.Ordinal)] : [];
     }
 
+    /// <summary>
+    /// The stage as a run has it, after the benchmark stage: each script gets <c>--ours FILE</c> with
+    /// <paramref name="bench"/> (when the benchmarks ran) and, with <paramref name="dryRun"/> (the emulator), <c>--dry-run</c>.
+    /// </summary>
+    public static StageResult RunAfter(IReadOnlyList<BenchOutcome>? bench, string device, BenchSizes sizes, bool dryRun, Deadline deadline, TextWriter output)
+    {
+        output.WriteLine();
+        output.WriteLine("== peers ==");
+        string? ours = bench is null ? null : BenchResultsFile.Write(device, sizes, bench);
+        try
+        {
+            List<string> arguments = ours is null ? [] : ["--ours", ours];
+            if (dryRun) arguments.Add("--dry-run");
+            Run(Repository(), Environment.GetEnvironmentVariable, deadline, output, out var result, arguments);
+            if (result.Skipped) output.WriteLine($"peers: not run: {result.Note}");
+            return result;
+        }
+        finally
+        {
+            if (ours is not null) File.Delete(ours);
+        }
+    }
+
     /// <summary>Runs the scripts; returns their runs (none when the stage could not run, with <paramref name="result"/> saying why).</summary>
-    public static IReadOnlyList<PeerRun> Run(string repository, Func<string, string?> environment, Deadline deadline, TextWriter output, out StageResult result)
+    /// <param name="arguments">Passed to each script after its path.</param>
+    public static IReadOnlyList<PeerRun> Run(string repository, Func<string, string?> environment, Deadline deadline, TextWriter output, out StageResult result,
+        IReadOnlyList<string>? arguments = null)
     {
         var scripts = Scripts(repository);
         if (scripts.Count == 0)
@@ -66,8 +92,8 @@ internal static class PeersStage
                 output.WriteLine($"{name}: not run ({deadline.Why})");
                 continue;
             }
-            output.WriteLine($"-- {python} {name} --");
-            var exit = ChildProcess.Run(new ChildCommand(python, [script]) { WorkingDirectory = repository }, deadline.Remaining, output.WriteLine, output.WriteLine);
+            output.WriteLine($"-- {string.Join(' ', [python, name, .. arguments ?? []])} --");
+            var exit = ChildProcess.Run(new ChildCommand(python, [script, .. arguments ?? []]) { WorkingDirectory = repository }, deadline.Remaining, output.WriteLine, output.WriteLine);
             // Killed at the deadline is the budget's doing: cut off, like a case that never started, not failed.
             string detail = exit.Clean ? $"exited 0 in {Format.Seconds(exit.Elapsed.TotalSeconds)} s"
                 : exit.Killed ? $"cut off: killed after {Deadline.Seconds(exit.Elapsed)} s, when {deadline.Why}"

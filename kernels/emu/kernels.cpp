@@ -15,6 +15,7 @@
 #include "../transpose.cu"
 #include "../gelu.cu"
 #include "../dropout.cu"
+#include "../residual.cu"
 #include "../attention.cu"
 #include "test_kernels.cu"
 #include "test_reduce.cu"
@@ -106,6 +107,13 @@ namespace
         PHI2_EMU_ENTRY(dropout_backward_f32),
         PHI2_EMU_ENTRY(dropout_backward_bf16),
         PHI2_EMU_ENTRY(dropout_backward_f16),
+        // residual.cu
+        PHI2_EMU_ENTRY(parallel_residual_f32),
+        PHI2_EMU_ENTRY(parallel_residual_bf16),
+        PHI2_EMU_ENTRY(parallel_residual_f16),
+        PHI2_EMU_ENTRY(parallel_residual_backward_f32),
+        PHI2_EMU_ENTRY(parallel_residual_backward_bf16),
+        PHI2_EMU_ENTRY(parallel_residual_backward_f16),
         // attention.cu (causal flash-style attention: forward, through the KV cache, backward)
         PHI2_EMU_ENTRY(attention_f32),
         PHI2_EMU_ENTRY(attention_bf16),

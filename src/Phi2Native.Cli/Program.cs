@@ -39,6 +39,7 @@ public static class Program
             LayersCommand.Create(output, error),
             GenerateCommand.Create(output, error),
             TokenizeCommand.Create(output, error),
+            BenchCommand.Create(output, error),
         };
         root.Options.Add(Notices.CreateQuietOption());
         NumberOptions.Install(root);

@@ -30,6 +30,7 @@ public static class DeviceCheckCatalog
             new("optimizer", OptimizerChecks.All),
             new("gelu", GeluChecks.All),
             new("dropout", DropoutChecks.All),
+            new("residual", ParallelResidualChecks.All),
             new("mma", MmaChecks.All),
             new("blas", BlasChecks.All),
             // embedding.cu, rotary.cu, cache.cu, transpose.cu

@@ -7,6 +7,7 @@ using Phi2Native.Backends.Ops.KvCache;
 using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Backends.Ops.Optimizer;
+using Phi2Native.Backends.Ops.Residual;
 using Phi2Native.Backends.Ops.Rotary;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
@@ -43,6 +44,8 @@ internal static class Phi2LaunchShapes
             ElementwiseKernels.Scale(device, dtype, P(), P(), 0.5f, (long)Rows * C);
             DropoutKernels.Dropout(device, dtype, P(), P(), 0.1, 7, (long)Rows * C);
             DropoutKernels.DropoutBackward(device, dtype, P(), P(), 0.1, 7, (long)Rows * C);
+            ParallelResidualKernels.ParallelResidual(device, dtype, P(), P(), P(), P(), 0.1, 7, 8, (long)Rows * C, default);
+            ParallelResidualKernels.ParallelResidualBackward(device, dtype, P(), P(), P(), 0.1, 7, 8, (long)Rows * C, default);
             GeluKernels.GeluNew(device, dtype, P(), P(), (long)Rows * Inner);
             GeluKernels.GeluNewBackward(device, dtype, P(), P(), P(), (long)Rows * Inner);
             GeluKernels.BiasGeluNew(device, dtype, P(), P(), P(), P(), Rows, Inner);

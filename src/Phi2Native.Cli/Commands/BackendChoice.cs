@@ -23,6 +23,9 @@ internal sealed class BackendChoice : IDisposable
     /// <summary>What was asked for.</summary>
     public DeviceRequest Request { get; }
 
+    /// <summary>The opened backend with its device, dtype and description, for what the library runs on it.</summary>
+    public ComputeBackend Compute => _compute;
+
     /// <summary>The backend the command's models go on.</summary>
     public IBackend Backend => _compute.Backend;
 

@@ -7,6 +7,7 @@ using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Backends.Ops.Projection;
+using Phi2Native.Backends.Ops.Residual;
 using Phi2Native.Backends.Ops.Rotary;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;
@@ -110,6 +111,16 @@ public class OpGradientTests
     {
         var x = Input("x", [4, 33]);
         Check("Dropout", () => DropoutOp.Apply(x, 0.3, 42), [x]);
+    }
+
+    [TestCase(0.0)]
+    [TestCase(0.3)]
+    public void ParallelResidual(double dropout)
+    {
+        var attention = Input("attention", [2, 3, 17], 1);
+        var mlp = Input("mlp", [2, 3, 17], 2);
+        var hidden = Input("hidden", [2, 3, 17], 3);
+        Check("ParallelResidual", () => ParallelResidualOp.Apply(attention, mlp, hidden, dropout, 11, 12), [attention, mlp, hidden]);
     }
 
     [Test]

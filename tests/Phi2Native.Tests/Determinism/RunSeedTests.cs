@@ -3,6 +3,7 @@ using NUnit.Framework;
 using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Ops.Dropout;
+using Phi2Native.Backends.Ops.Residual;
 using Phi2Native.FineTuning.Data;
 using Phi2Native.FineTuning.Lora;
 using Phi2Native.FineTuning.Training;
@@ -71,11 +72,20 @@ public class RunSeedTests : TemporaryDirectoryTest
 
     private static ulong[] DropoutSeedsOfOneForward(Phi2Model model)
     {
-        var seedField = typeof(DropoutOp).GetField("_seed", BindingFlags.NonPublic | BindingFlags.Instance)
-            ?? throw new InvalidOperationException("DropoutOp no longer keeps its seed in _seed: update this test's reader, not its numbers");
+        // Residual dropout lives in ParallelResidualOp (its two seeds, attention's then mlp's), the rest in DropoutOp.
+        const BindingFlags instance = BindingFlags.NonPublic | BindingFlags.Instance;
+        FieldInfo Field(Type type, string name) => type.GetField(name, instance)
+            ?? throw new InvalidOperationException($"{type.Name} no longer keeps {name}: update this test's reader, not its numbers");
+        var (seed, dropout) = (Field(typeof(DropoutOp), "_seed"), Field(typeof(ParallelResidualOp), "_dropout"));
+        var (attentionSeed, mlpSeed) = (Field(typeof(ParallelResidualOp), "_attentionSeed"), Field(typeof(ParallelResidualOp), "_mlpSeed"));
         using var scope = TensorScope.Begin();
         using var tape = GradientTape.Begin();
         model.Forward(model.CreateInputIds([1, 2, 3, 4, 5, 6], batch: 2));
-        return tape.Ops.OfType<DropoutOp>().Select(op => (ulong)seedField.GetValue(op)!).ToArray();
+        return tape.Ops.SelectMany(op => op switch
+        {
+            DropoutOp => [(ulong)seed.GetValue(op)!],
+            ParallelResidualOp when (double)dropout.GetValue(op)! > 0 => [(ulong)attentionSeed.GetValue(op)!, (ulong)mlpSeed.GetValue(op)!],
+            _ => Array.Empty<ulong>(),
+        }).ToArray();
     }
 }

@@ -4,16 +4,16 @@ using Phi2Native.Tests.Support;
 
 namespace Phi2Native.Tests.GpuCheck;
 
-/// <summary>The peers stage placeholder: bench/peers/*.py with the machine's Python, or NOT RUN saying why.</summary>
+/// <summary>The peers stage: bench/peers/*.py with the machine's Python and the run's arguments, or NOT RUN saying why.</summary>
 [TestFixture]
 public class PeersStageTests : TemporaryDirectoryTest
 {
     private static Func<string, string?> Python(string? path) => name => name == PeersStage.PythonVariable ? path : null;
 
-    private StageResult Run(Func<string, string?> environment, double seconds, out string log)
+    private StageResult Run(Func<string, string?> environment, double seconds, out string log, IReadOnlyList<string>? arguments = null)
     {
         var output = new StringWriter();
-        PeersStage.Run(Temp, environment, Deadline.After(TimeSpan.FromSeconds(seconds)), output, out var result);
+        PeersStage.Run(Temp, environment, Deadline.After(TimeSpan.FromSeconds(seconds)), output, out var result, arguments);
         log = output.ToString();
         return result;
     }
@@ -62,5 +62,14 @@ public class PeersStageTests : TemporaryDirectoryTest
         var result = Run(Python("/bin/sh"), 2, out string log);
         Assert.That(StageRunner.StatusOf(result), Is.EqualTo(StageStatus.CutOff), result.Note);
         Assert.That(log, Does.Contain("CUT OFF"));
+    }
+
+    [Test]
+    public void EachScriptGetsTheRunsArguments()
+    {
+        Script("echo_args.py", "echo \"arguments: $*\"\nexit 0\n");
+        var result = Run(Python("/bin/sh"), 30, out string log, ["--ours", "/tmp/ours.json", "--dry-run"]);
+        Assert.That(StageRunner.StatusOf(result), Is.EqualTo(StageStatus.Passed), log);
+        Assert.That(log, Does.Contain("arguments: --ours /tmp/ours.json --dry-run"));
     }
 }

@@ -1,5 +1,5 @@
 using Phi2Native.Autograd.Ops;
-using Phi2Native.Backends.Ops.Dropout;
+using Phi2Native.Backends.Ops.Residual;
 using Phi2Native.Determinism;
 using Phi2Native.Models.Modules;
 using Phi2Native.Tensors;
@@ -43,13 +43,9 @@ public sealed class Phi2DecoderLayer : Module
         var x = InputLayerNorm.Forward(hidden);
         var attention = cache is null ? SelfAttention.Forward(x) : SelfAttention.Forward(x, cache, Index);
         var mlp = Mlp.Forward(x);
-        if (dropout > 0)
-        {
-            attention = DropoutOp.Apply(attention, dropout, Seeds.Derive(forwardSeed, SeedPurpose.AttentionResidualDropout, Index));
-            mlp = DropoutOp.Apply(mlp, dropout, Seeds.Derive(forwardSeed, SeedPurpose.MlpResidualDropout, Index));
-        }
-        // HF order: (attention + mlp) + residual.
-        return AddOp.Apply(AddOp.Apply(attention, mlp), hidden);
+        // HF's order, (dropout(attention) + dropout(mlp)) + residual, in one pass.
+        return ParallelResidualOp.Apply(attention, mlp, hidden, dropout,
+            Seeds.Derive(forwardSeed, SeedPurpose.AttentionResidualDropout, Index), Seeds.Derive(forwardSeed, SeedPurpose.MlpResidualDropout, Index));
     }
 
     /// <inheritdoc/>

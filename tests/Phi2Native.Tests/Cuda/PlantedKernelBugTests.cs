@@ -1,0 +1,60 @@
+using NUnit.Framework;
+using Phi2Native.Cuda;
+using Phi2Native.Cuda.Emulator;
+using Phi2Native.DeviceChecks;
+
+namespace Phi2Native.Tests.Cuda;
+
+/// <summary>
+/// Planted bugs in kernel files must fail the device checks that the real kernels pass (<see cref="EmulatedDeviceCheckTests"/>
+/// runs those): g++ builds one emulator from the edited files at run time (about 20 s), and each named check must fail
+/// on it. A kernel family whose checks could not catch a plausible bug gets one here.
+/// </summary>
+[TestFixture, Category("Emulated")]
+public class PlantedKernelBugTests : Support.TemporaryDirectoryTest
+{
+    /// <summary>One planted bug: the line replaced in a kernel file, and the checks that must fail because of it.</summary>
+    private sealed record PlantedBug(string File, string Line, string Planted, string What, params string[] FailingChecks);
+
+    private static readonly PlantedBug[] Bugs =
+    [
+        new("optimizer.cu", "if (status != nullptr && status->skip) return;", "// planted: the verdict is ignored",
+            "an update that ignores the status's verdict", "adamw_chunks_f32: a skipped step changes nothing"),
+        new("optimizer.cu", "for (int i = (int)threadIdx.x; i < chunk.count; i += (int)blockDim.x)",
+            "for (int i = (int)threadIdx.x; i < chunk.count; i += 2 * (int)blockDim.x) // planted",
+            "chunk sums over every other element", "gradient check f32/bf16/f16, nulls, 2 losses, clipping"),
+        new("residual.cu", "float dm = dropout_bits24(seed_m, i)", "float dm = dropout_bits24(seed_m ^ 1ull, i)",
+            "the mlp branch's mask from another seed",
+            "parallel_residual_f32 n=5127 p=0.1", "parallel_residual_bf16 n=5127 p=0.1"),
+    ];
+
+    [Test]
+    public void TheDeviceChecksCatchEveryPlantedBug()
+    {
+        string folder = Path.Combine(Temp, "kernels");
+        Directory.CreateDirectory(folder);
+        foreach (var file in Bugs.Select(b => b.File).Distinct())
+        {
+            string source = KernelSourceCatalog.Embedded.SourceOf(file);
+            foreach (var bug in Bugs.Where(b => b.File == file))
+            {
+                Assert.That(source, Does.Contain(bug.Line), $"{file}: the line this test plants a bug in");
+                source = source.Replace(bug.Line, bug.Planted, StringComparison.Ordinal);
+            }
+            File.WriteAllText(Path.Combine(folder, file), source);
+        }
+        var options = new KernelSourceOptions { Directory = folder, Setting = "PHI2NATIVE_KERNEL_SOURCES" };
+        var checks = DeviceCheckCatalog.All.ToDictionary(c => c.Name);
+        using var device = EmulatedDevice.Open(options, KernelCacheOptions.InDirectory(Path.Combine(Temp, "cache")));
+        Assert.Multiple(() =>
+        {
+            foreach (var bug in Bugs)
+                foreach (var name in bug.FailingChecks)
+                {
+                    Assert.That(checks, Does.ContainKey(name), "a check this test names");
+                    var result = checks[name].Run(device);
+                    Assert.That(result.Passed, Is.False, $"{bug.File}, {bug.What}: '{name}' {result}");
+                }
+        });
+    }
+}
