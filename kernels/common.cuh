@@ -292,3 +292,60 @@ PHI2_DEVICE void ldmatrix_x2_trans(unsigned r[2], const void* shared_row_address
     phi2_emu::ldmatrix(r, 2, true, shared_row_address, "ldmatrix_x2_trans");
 #endif
 }
+
+// cp.async (sm_80 and later): 16-byte copies from global to shared memory that run behind the thread's work.
+// Per thread, as in PTX: copies issued since the last cp_async_commit_group() form one group when it is called;
+// cp_async_wait_group<N>() returns once every committed group but the newest N has landed in shared memory (N = 0:
+// all). Only this thread's copies are waited for: the other threads of the block see them after a __syncthreads()
+// that follows the wait. Both addresses 16-byte aligned. .ca caches the source in L1 as well, .cg in L2 only.
+// The emulator reads the source at the issue and poisons the destination (0xFF bytes: NaN in every float format)
+// until the wait that completes it, so a missing wait or barrier reads NaN (kernels/emu/launch.cpp).
+PHI2_DEVICE void cp_async_ca_16(void* shared_dst, const void* global_src)
+{
+#ifdef __CUDACC_RTC__
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16;\n"
+                 :: "r"(phi2_shared_window_address(shared_dst)), "l"(global_src) : "memory");
+#else
+    phi2_emu::async_copy_16(shared_dst, global_src, 16, "cp_async_ca_16");
+#endif
+}
+
+PHI2_DEVICE void cp_async_cg_16(void* shared_dst, const void* global_src)
+{
+#ifdef __CUDACC_RTC__
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n"
+                 :: "r"(phi2_shared_window_address(shared_dst)), "l"(global_src) : "memory");
+#else
+    phi2_emu::async_copy_16(shared_dst, global_src, 16, "cp_async_cg_16");
+#endif
+}
+
+// cp_async_cg_16 when `read`, otherwise 16 zero bytes into shared_dst and nothing read (PTX's src-size of 0):
+// the rows past a tensor's end. global_src must still be a valid-looking address (pass the row's own or row 0's).
+PHI2_DEVICE void cp_async_cg_16_or_zero(void* shared_dst, const void* global_src, bool read)
+{
+#ifdef __CUDACC_RTC__
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+                 :: "r"(phi2_shared_window_address(shared_dst)), "l"(global_src), "r"(read ? 16 : 0) : "memory");
+#else
+    phi2_emu::async_copy_16(shared_dst, global_src, read ? 16 : 0, "cp_async_cg_16_or_zero");
+#endif
+}
+
+PHI2_DEVICE void cp_async_commit_group()
+{
+#ifdef __CUDACC_RTC__
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#else
+    phi2_emu::async_commit_group();
+#endif
+}
+
+template <int Pending> PHI2_DEVICE void cp_async_wait_group()
+{
+#ifdef __CUDACC_RTC__
+    asm volatile("cp.async.wait_group %0;\n" :: "n"(Pending) : "memory");
+#else
+    phi2_emu::async_wait_group(Pending);
+#endif
+}

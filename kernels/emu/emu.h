@@ -57,6 +57,15 @@ namespace phi2_emu
     void warp_gather(unsigned mask, const void* mine, size_t bytes, void* all32, const char* op);
     unsigned lane_id();
     void* dynamic_shared();
+    // cp.async (common.cuh's cp_async_* wrappers), per thread: a copy reads its source when issued and poisons its
+    // destination (0xFF bytes) until the cp_async_wait_group that completes it writes the data, so a thread that reads
+    // the destination without that wait (or another thread without the barrier after it) sees NaN. `bytes` of 16
+    // are read (0 reads nothing: the destination gets zeros); both addresses must be 16-byte aligned.
+    void async_copy_16(void* shared_dst, const void* global_src, int bytes, const char* op);
+    // Closes this thread's open group of copies (cp.async.commit_group; an empty group is a group).
+    void async_commit_group();
+    // Completes every committed group but the newest `pending` (cp.async.wait_group); uncommitted copies stay pending.
+    void async_wait_group(int pending);
 
     template <typename T> inline uint64_t to_bits(T v)
     {

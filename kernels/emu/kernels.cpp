@@ -17,9 +17,11 @@
 #include "../dropout.cu"
 #include "../residual.cu"
 #include "../attention.cu"
+#include "../attention_mma.cu"
 #include "test_kernels.cu"
 #include "test_reduce.cu"
 #include "test_mma.cu"
+#include "test_async.cu"
 #include "kernels.h"
 
 #include <string.h>
@@ -123,6 +125,9 @@ namespace
         PHI2_EMU_ENTRY(attention_backward_delta_bf16),
         PHI2_EMU_ENTRY(attention_backward_f32),
         PHI2_EMU_ENTRY(attention_backward_bf16),
+        // attention_mma.cu (the attention forward on tensor cores)
+        PHI2_EMU_ENTRY(attention_mma_bf16),
+        PHI2_EMU_ENTRY(attention_mma_f16),
         // test_kernels.cu (planted bugs; never embedded for NVRTC)
         PHI2_EMU_ENTRY(emu_test_rotate_synced),
         PHI2_EMU_ENTRY(emu_test_rotate_unsynced),
@@ -145,6 +150,11 @@ namespace
         PHI2_EMU_ENTRY(emu_test_mma_gemm_bf16),
         PHI2_EMU_ENTRY(emu_test_mma_lane_exits),
         PHI2_EMU_ENTRY(emu_test_ldmatrix_misaligned),
+        // test_async.cu (the cp.async wrappers: group semantics, planted bugs; never embedded for NVRTC)
+        PHI2_EMU_ENTRY(emu_test_cp_async_groups),
+        PHI2_EMU_ENTRY(emu_test_cp_async_missing_wait),
+        PHI2_EMU_ENTRY(emu_test_cp_async_missing_barrier),
+        PHI2_EMU_ENTRY(emu_test_cp_async_misaligned),
         // mma_check.cu (the tensor-core wrappers on one tile, for the device checks; a real kernel file, for NVRTC too)
         PHI2_EMU_ENTRY(mma_tile_bf16),
         PHI2_EMU_ENTRY(mma_tile_f16),

@@ -37,6 +37,11 @@ namespace
         State state = State::Ready;
         unsigned warp_mask = 0;    // the mask of the warp barrier it waits at
         uint64_t slot = 0;         // its deposit for the current warp exchange
+        // Its cp.async copies not yet completed by a wait, each with the group it belongs to (the count of groups
+        // committed before it was issued), and how many groups it has committed.
+        struct AsyncCopy { unsigned char* dst; unsigned char data[16]; unsigned group; };
+        std::vector<AsyncCopy> async_copies;
+        unsigned async_committed = 0;
     };
 
     // Each fiber needs its own stack. 256 KiB leaves room for the local arrays of a register-heavy
@@ -242,6 +247,8 @@ namespace
         {
             Fiber& f = l.fibers[i];
             f.state = State::Ready;
+            f.async_copies.clear();
+            f.async_committed = 0;
             // Stack colouring: the tops of stacks StackBytes apart all map to the same L1 and L2 cache sets,
             // so the fibers' frames evict each other; shifting each top by i * 64 bytes (mod 16 KiB) spreads
             // them over 256 sets (about 5% off add_f32 over 1M elements).
@@ -309,6 +316,41 @@ void fail(const char* what) { fail_current(what); }
 unsigned lane_id() { return current_launch->current % 32; }
 
 void* dynamic_shared() { return current_launch->dynamic_shared; }
+
+void async_copy_16(void* shared_dst, const void* global_src, int bytes, const char* op)
+{
+    if ((uintptr_t)shared_dst % 16 != 0 || (uintptr_t)global_src % 16 != 0)
+    {
+        char text[200];
+        snprintf(text, sizeof text, "%s: the addresses %p (shared) and %p (global) must both be 16-byte aligned", op,
+                 shared_dst, global_src);
+        fail_current(text);
+    }
+    Fiber& f = current_launch->fibers[current_launch->current];
+    Fiber::AsyncCopy copy{};
+    copy.dst = static_cast<unsigned char*>(shared_dst);
+    copy.group = f.async_committed;
+    if (bytes == 16) memcpy(copy.data, global_src, 16); // a fault here fails the launch at the issuing thread
+    memset(shared_dst, 0xFF, 16);                        // poisoned until the wait that completes it
+    f.async_copies.push_back(copy);
+}
+
+void async_commit_group() { current_launch->fibers[current_launch->current].async_committed++; }
+
+void async_wait_group(int pending)
+{
+    Fiber& f = current_launch->fibers[current_launch->current];
+    unsigned keep = pending < 0 ? 0u : (unsigned)pending;
+    unsigned complete_below = f.async_committed > keep ? f.async_committed - keep : 0u;
+    size_t kept = 0;
+    for (size_t i = 0; i < f.async_copies.size(); i++)
+    {
+        Fiber::AsyncCopy& copy = f.async_copies[i];
+        if (copy.group < complete_below) memcpy(copy.dst, copy.data, 16);
+        else f.async_copies[kept++] = copy;
+    }
+    f.async_copies.resize(kept);
+}
 
 // Two warp barriers: the first makes every deposit visible, the second keeps a fast lane from
 // overwriting its slot with the next exchange's value before the slow ones have read this one.

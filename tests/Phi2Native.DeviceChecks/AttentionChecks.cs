@@ -13,8 +13,11 @@ namespace Phi2Native.DeviceChecks;
 /// in place with NaN in every row past keyTime (a kernel that reads them shows NaN), per-row key times
 /// (a time outside [Tq, Tmax] giving NaN rows), and backward with each gradient
 /// alone (the others null). Backward gets the CPU forward's output (rounded to the dtype) and logSumExp on both sides,
-/// so it is checked on its own. Tolerances: <see cref="Tolerances.Forward"/> for the output and logSumExp,
-/// <see cref="Tolerances.Gradient"/> for dq, dk and dv.
+/// so it is checked on its own. The forward of a 16-bit dtype with D a multiple of 16 runs kernels/attention_mma.cu (tensor
+/// cores; <see cref="AttentionKernels.UsesTensorCores"/>): its checks pair D in {16, 32, 64, 80, 96, 128} with Tq and Tk in
+/// {1, 15, 16, 17, 64, 127, 129, 300} (Tq &lt; Tk among them), B above 1, bf16 and f16. Tolerances:
+/// <see cref="Tolerances.Forward"/> for the output and logSumExp (<see cref="Tolerances.AttentionTensorCoreOutput"/> for
+/// the tensor-core output), <see cref="Tolerances.Gradient"/> for dq, dk and dv.
 /// </summary>
 public static class AttentionChecks
 {
@@ -48,6 +51,18 @@ public static class AttentionChecks
         Forward(DType.F32, new(1, 50, 66, 2, 80), scale: 4f),
         Forward(DType.BF16, new(2, 45, 45, 2, 80)),
         Forward(DType.BF16, new(2, 13, 64, 2, 7)),
+        Forward(DType.BF16, new(2, 17, 17, 2, 80)),
+        Forward(DType.F16, new(1, 129, 129, 1, 64)),
+        Forward(DType.BF16, new(1, 300, 300, 1, 16)),
+        Forward(DType.BF16, new(2, 15, 127, 1, 128)),
+        Forward(DType.F16, new(2, 64, 64, 2, 32)),
+        Forward(DType.BF16, new(1, 1, 129, 2, 96)),
+        Forward(DType.F16, new(1, 16, 300, 1, 80)),
+        Forward(DType.BF16, new(3, 127, 129, 1, 32)),
+        Forward(DType.F16, new(1, 1, 1, 1, 128)),
+        Forward(DType.F16, new(2, 300, 300, 1, 96)),
+        Forward(DType.BF16, new(1, 64, 64, 1, 80), scale: 4f),
+        Forward(DType.BF16, new(2, 15, 16, 2, 64)),
         Cached(DType.F32, new(2, 1, 40, 3, 80), capacity: 64),
         Cached(DType.F32, new(1, 9, 50, 2, 80), capacity: 70),
         Cached(DType.F32, new(2, 33, 33, 2, 7), capacity: 48),
@@ -72,9 +87,12 @@ public static class AttentionChecks
         Backward(DType.BF16, new(2, 33, 33, 3, 7), Wanted.All),
     ];
 
+    /// <summary>Whether <see cref="AttentionKernels.Attention"/> runs the tensor-core kernel on these (16-byte aligned) buffers.</summary>
+    private static bool TensorCores(DType dtype, Shape s) => AttentionKernels.UsesTensorCores(dtype, s.D, default, default, default);
+
     private static DeviceCheck Forward(DType dtype, Shape s, float scale = 1.5f)
     {
-        string kernel = $"attention_{KernelName.Suffix(dtype)}";
+        string kernel = $"attention{(TensorCores(dtype, s) ? "_mma" : "")}_{KernelName.Suffix(dtype)}";
         return new($"{kernel} {s}{(scale != 1.5f ? $" inputs x{scale}" : "")}", [kernel], device => RunForward(device, dtype, s, scale));
     }
 
@@ -126,7 +144,8 @@ public static class AttentionChecks
         using (clse)
         {
             return CheckResult.Combine(
-                Tolerances.Forward(dtype).Compare("output", output.Download(), cpu.CastTo(dtype, co)),
+                (TensorCores(dtype, s) ? Tolerances.AttentionTensorCoreOutput(dtype, v.Max(Math.Abs)) : Tolerances.Forward(dtype))
+                    .Compare("output", output.Download(), cpu.CastTo(dtype, co)),
                 Tolerances.Forward(DType.F32).Compare("logSumExp", lse.Download(), clse.ToSingleArray()));
         }
     }

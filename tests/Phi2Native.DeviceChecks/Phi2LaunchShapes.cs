@@ -76,10 +76,13 @@ internal static class Phi2LaunchShapes
             CacheKernels.CacheWrite(device, dtype, P(), P(), P(), B, 1, H, D, T);
             TransposeKernels.Transpose(device, dtype, P(), P(), C, Inner);
             AttentionKernels.Attention(device, dtype, P(), P(), P(), P(), P(), B, T, T, H, D);
+            // q 8 bytes past 16-byte alignment: the SIMT forward that AttentionKernels falls back to (bf16 otherwise runs attention_mma).
+            AttentionKernels.Attention(device, dtype, P().Offset(8), P(), P(), P(), P(), B, T, T, H, D);
             AttentionKernels.AttentionBackward(device, dtype, P(), P(), P(), P(), P(), P(), P(), P(), P(), P(), B, T, T, H, D);
             AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), 1, 1, T, H, D);
             AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), B, 1, T, H, D);
         }
+        AttentionKernels.Attention(device, DType.F16, P(), P(), P(), P(), P(), B, T, T, H, D);
         EmbeddingKernels.Embedding(device, DType.F32, DType.BF16, P(), P(), P(), Rows, V, C);
         EmbeddingKernels.Embedding(device, DType.BF16, DType.F32, P(), P(), P(), Rows, V, C);
         foreach (string kernel in MmaChecks.Kernels)

@@ -63,6 +63,20 @@ public static class Tolerances
     };
 
     /// <summary>
+    /// The output of the tensor-core attention forward (kernels/attention_mma.cu) against the fp32 CPU attention, with values
+    /// bounded by <paramref name="valueBound"/> (max |v|). It rounds each probability to the dtype before P V (unit roundoff
+    /// 2^-8 in bf16, 2^-11 in f16), so out_i = sum_j p_ij v_j moves by at most that times sum_j p_ij |v_j| &lt;= valueBound:
+    /// the absolute part; the relative part is the output's own rounding, as <see cref="Forward"/>. Its logSumExp is fp32
+    /// from fp32 probabilities: <see cref="Forward"/>(F32).
+    /// </summary>
+    public static Tolerance AttentionTensorCoreOutput(DType dtype, double valueBound) => dtype switch
+    {
+        DType.BF16 => new(Math.ScaleB(valueBound, -8), 1.0 / 128),
+        DType.F16 => new(Math.ScaleB(valueBound, -11), 1.0 / 1024),
+        _ => throw new ArgumentException($"no tensor-core attention tolerance for {dtype}", nameof(dtype)),
+    };
+
+    /// <summary>
     /// A whole model on the CUDA backend against the CPU backend (logits, loss, every parameter's gradient after a few
     /// layers): each op's fp32 reordering compounds through the layers, and a parameter gradient sums over every row,
     /// so the absolute part is larger than a single op's. Scaled like the golden suite's F32 gradient tolerance.

@@ -26,6 +26,13 @@ public class PlantedKernelBugTests : Support.TemporaryDirectoryTest
         new("residual.cu", "float dm = dropout_bits24(seed_m, i)", "float dm = dropout_bits24(seed_m ^ 1ull, i)",
             "the mlp branch's mask from another seed",
             "parallel_residual_f32 n=5127 p=0.1", "parallel_residual_bf16 n=5127 p=0.1"),
+        new("attention_mma.cu", "cp_async_wait_group<1>(); // this tile's group", "// planted: no wait for this tile's group",
+            "a key tile read before its cp.async group is waited for",
+            "attention_mma_f16 B 1 Tq 129 Tk 129 H 1 D 64", "attention_mma_bf16 B 1 Tq 300 Tk 300 H 1 D 16"),
+        new("attention_mma.cu", "pf[1] = Ops::pack(s[2 * kk2][2], s[2 * kk2][3]);",
+            "pf[1] = Ops::pack(s[2 * kk2 + 1][0], s[2 * kk2 + 1][1]); // planted",
+            "P's A fragment with a wrong register (row g's keys 8..15 where row g + 8's keys 0..7 belong)",
+            "attention_mma_bf16 B 2 Tq 17 Tk 17 H 2 D 80", "attention_mma_f16 B 2 Tq 64 Tk 64 H 2 D 32"),
     ];
 
     [Test]

@@ -4,7 +4,10 @@ using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Attention;
 
-/// <summary>Launchers for kernels/attention.cu (each kernel's contract is in its header), and <see cref="AttentionOp"/> on the CUDA backend.</summary>
+/// <summary>
+/// Launchers for kernels/attention.cu and kernels/attention_mma.cu (each kernel's contract is in its header), and
+/// <see cref="AttentionOp"/> on the CUDA backend.
+/// </summary>
 internal static unsafe class AttentionKernels
 {
     /// <summary><see cref="AttentionOp.Forward"/> on the CUDA backend, the contract checked; logSumExp is F32.</summary>
@@ -65,6 +68,22 @@ internal static unsafe class AttentionKernels
 
     private static readonly DType[] Supported = [DType.F32, DType.BF16];
 
+    private static readonly DType[] TensorCoreSupported = [DType.BF16, DType.F16];
+
+    /// <summary>Queries per block, and keys per tile, of attention_mma.cu's forward (PHI2_ATTENTION_MMA_ROWS, _KEYS).</summary>
+    public const int TensorCoreTile = 64;
+
+    /// <summary>
+    /// The one place the forward's kernel is chosen: attention_mma_{dtype} (tensor cores) for a 16-bit dtype, D a multiple of
+    /// 16 up to <see cref="MaxHeadDim"/> and q, k, v 16-byte aligned (its cp.async copies); otherwise attention_{dtype} (SIMT).
+    /// </summary>
+    public static bool UsesTensorCores(DType dtype, int headDim, DevicePtr q, DevicePtr k, DevicePtr v) =>
+        dtype is DType.BF16 or DType.F16 && headDim is >= 16 and <= MaxHeadDim && headDim % 16 == 0 &&
+        (q.Address | k.Address | v.Address) % 16 == 0;
+
+    /// <summary>Dynamic shared memory of an attention_mma block, by attention_mma.cu's formula (above 48 KiB the device opts the kernel in).</summary>
+    public static int TensorCoreForwardSharedBytes(int headDim) => 5 * TensorCoreTile * (headDim + 8) * sizeof(ushort);
+
     /// <summary>Dynamic shared memory of a forward block, by attention.cu's formula (above 48 KiB the device opts the kernel in).</summary>
     public static int ForwardSharedBytes(int headDim) => (3 * Tile * (headDim | 1) + Tile * (Tile + 1)) * sizeof(float);
 
@@ -75,7 +94,10 @@ internal static unsafe class AttentionKernels
     /// <summary>Tiles of <see cref="Tile"/> rows covering <paramref name="rows"/>.</summary>
     public static int Tiles(int rows) => (int)(((long)rows + Tile - 1) / Tile);
 
-    /// <summary>Launches attention.cu's attention_{dtype} (contract in its header); B = 0 or Tq = 0 launches nothing.</summary>
+    /// <summary>
+    /// Launches attention_mma.cu's attention_mma_{dtype} where <see cref="UsesTensorCores"/> says so, else attention.cu's
+    /// attention_{dtype} (one contract, in attention.cu's header); B = 0 or Tq = 0 launches nothing.
+    /// </summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output overlapping an input.</exception>
     /// <exception cref="ArgumentNullException">A null input or output.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A dimension out of range, or Tk &lt; Tq.</exception>
@@ -83,7 +105,8 @@ internal static unsafe class AttentionKernels
         int batch, int queryTime, int keyTime, int heads, int headDim, DeviceStream stream = default)
     {
         LaunchArguments.Device(device);
-        string kernel = KernelName.For("attention", dtype, Supported);
+        bool tensorCores = UsesTensorCores(dtype, headDim, q, k, v);
+        string kernel = tensorCores ? KernelName.For("attention_mma", dtype, TensorCoreSupported) : KernelName.For("attention", dtype, Supported);
         LaunchArguments.Pointer(q, dtype, nameof(q));
         LaunchArguments.Pointer(k, dtype, nameof(k));
         LaunchArguments.Pointer(v, dtype, nameof(v));
@@ -99,8 +122,12 @@ internal static unsafe class AttentionKernels
             (nint)(&q), (nint)(&k), (nint)(&v), (nint)(&output), (nint)(&logSumExp), (nint)(&queryTime), (nint)(&keyTime), (nint)(&heads),
             (nint)(&headDim),
         };
-        device.Launch(kernel, new Dim3((uint)dims.Pairs, (uint)Tiles(queryTime)), Threads, ForwardSharedBytes(headDim), stream,
-            new ReadOnlySpan<nint>(args, 9));
+        if (tensorCores)
+            device.Launch(kernel, new Dim3((uint)dims.Pairs, (uint)((queryTime + TensorCoreTile - 1) / TensorCoreTile)), Threads,
+                TensorCoreForwardSharedBytes(headDim), stream, new ReadOnlySpan<nint>(args, 9));
+        else
+            device.Launch(kernel, new Dim3((uint)dims.Pairs, (uint)Tiles(queryTime)), Threads, ForwardSharedBytes(headDim), stream,
+                new ReadOnlySpan<nint>(args, 9));
     }
 
     /// <summary>
