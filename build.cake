@@ -1,6 +1,6 @@
 // Build script: `dotnet tool restore && dotnet cake --target=<Target>`.
 // Targets: Build, Test (the README's test command), Demo, Bench (CPU GEMM throughput), Publish (self-contained phi2),
-// GpuRunner (the self-contained, trimmed GPU check runner that bench/gpu-check.sh carries to a GPU machine).
+// Pack (the library package and the phi2 tool package into artifacts/packages), GpuRunner (the self-contained, trimmed GPU check runner that bench/gpu-check.sh carries to a GPU machine).
 var target = Argument("target", "Test");
 var configuration = Argument("configuration", "Release");
 
@@ -35,6 +35,11 @@ Task("Publish").Does(() =>
         SelfContained = true,
         OutputDirectory = "artifacts/phi2-linux-x64",
     });
+});
+
+Task("Pack").IsDependentOn("Build").Does(() =>
+{
+    DotNetPack("Phi2Native.sln", new DotNetPackSettings { Configuration = configuration, NoBuild = true, OutputDirectory = "artifacts/packages" });
 });
 
 // PublishTrimmed and TrimMode=partial are set in the project; the output folder is the one bench/gpu-check.sh looks in.

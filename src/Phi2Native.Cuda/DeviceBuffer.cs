@@ -8,7 +8,7 @@ namespace Phi2Native.Cuda;
 /// passes to kernels and what checks upload to and read back from. Host values travel as fp32 and are rounded to
 /// nearest even on the way in for <see cref="DType.BF16"/> and <see cref="DType.F16"/>, as the CPU backend rounds.
 /// </summary>
-public sealed class DeviceBuffer : IDisposable
+internal sealed class DeviceBuffer : IDisposable
 {
     private DevicePtr _pointer;
 

@@ -4,7 +4,7 @@ namespace Phi2Native.Cuda;
 
 /// <summary>How a GEMM reads an operand: as stored, or transposed (cublasOperation_t's CUBLAS_OP_N and CUBLAS_OP_T).</summary>
 /// <remarks>The values are cuBLAS's own, so a cast gives the C enum. There is no conjugate: every type here is real.</remarks>
-public enum BlasOperation
+internal enum BlasOperation
 {
     /// <summary>op(X) = X (CUBLAS_OP_N).</summary>
     NoTranspose = 0,
@@ -32,7 +32,7 @@ public enum BlasOperation
 /// violation throws <see cref="BlasArgumentException"/> naming the argument; work is queued on the stream.
 /// </para>
 /// </remarks>
-public interface IBlas
+internal interface IBlas
 {
     /// <summary>
     /// cublasGemmEx: C = alpha op(A) op(B) + beta C, with A m x k after <paramref name="transposeA"/> (stored

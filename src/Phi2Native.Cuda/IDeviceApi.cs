@@ -9,7 +9,7 @@ namespace Phi2Native.Cuda;
 /// <see cref="DevicePtr"/> local can go straight into a launch's argument pointers.
 /// </remarks>
 /// <param name="Address">The raw 64-bit device address; 0 is the null pointer.</param>
-public readonly record struct DevicePtr(ulong Address)
+internal readonly record struct DevicePtr(ulong Address)
 {
     /// <summary>The null device pointer (what a kernel sees as <c>nullptr</c>, e.g. "no gradient wanted").</summary>
     public static DevicePtr Null => default;
@@ -29,7 +29,7 @@ public readonly record struct DevicePtr(ulong Address)
 /// default stream; <see cref="IDeviceApi.CreateStream"/> makes more.
 /// </summary>
 /// <param name="Handle">The native handle; 0 is the default stream.</param>
-public readonly record struct DeviceStream(nint Handle)
+internal readonly record struct DeviceStream(nint Handle)
 {
     /// <summary>The default stream (handle 0), which every device has without creating it.</summary>
     public static DeviceStream Default => default;
@@ -40,13 +40,13 @@ public readonly record struct DeviceStream(nint Handle)
 /// time the work between them.
 /// </summary>
 /// <param name="Handle">The native handle (on the emulated device, an index into its own table).</param>
-public readonly record struct DeviceEvent(nint Handle);
+internal readonly record struct DeviceEvent(nint Handle);
 
 /// <summary>A launch's grid or block extent, as cuLaunchKernel takes it.</summary>
 /// <param name="X">Extent along x (at least 1).</param>
 /// <param name="Y">Extent along y (at least 1).</param>
 /// <param name="Z">Extent along z (at least 1).</param>
-public readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
+internal readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
 {
     /// <summary>X * Y * Z.</summary>
     public long Count => (long)X * Y * Z;
@@ -69,7 +69,7 @@ public readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
 /// </param>
 /// <param name="PeakBytesReserved">The largest <paramref name="BytesReserved"/> has been since the device was created.</param>
 /// <param name="CacheHits">Allocations served from freed blocks instead of the allocator underneath (0 without a cache).</param>
-public readonly record struct DeviceMemoryStatistics(long BytesInUse, long PeakBytesInUse, int LiveAllocations, long TotalAllocations,
+internal readonly record struct DeviceMemoryStatistics(long BytesInUse, long PeakBytesInUse, int LiveAllocations, long TotalAllocations,
     long BytesReserved = 0, long PeakBytesReserved = 0, long CacheHits = 0);
 
 /// <summary>
@@ -80,26 +80,29 @@ public readonly record struct DeviceMemoryStatistics(long BytesInUse, long PeakB
 /// <remarks>
 /// Errors are reported as <see cref="Phi2Exception"/>s naming the call that failed. Copies, fills and launches
 /// are ordered on their stream; <see cref="Synchronize"/> waits for them. Disposing frees every allocation.
+/// A host opens a device (<see cref="Gpu.CudaDevice.Open(int, KernelCacheOptions?, KernelSourceOptions?)"/>,
+/// <see cref="Emulator.EmulatedDevice"/>), hands it to the CUDA backend and reads what it is; the members that move
+/// memory and launch kernels are internal (the launchers' corridor), so only this assembly's devices implement the seam.
 /// </remarks>
 public interface IDeviceApi : IDisposable
 {
     /// <summary>Allocates <paramref name="bytes"/> (more than 0) of device memory, aligned to at least 16 bytes (any vector load; the real device gives cuMemAlloc's 256, the emulated one exactly 16 so that an allocation can end at a guard page). Its contents are undefined.</summary>
-    DevicePtr Allocate(long bytes);
+    internal DevicePtr Allocate(long bytes);
 
     /// <summary>Frees an allocation returned by <see cref="Allocate"/>; freeing anything else, or freeing twice, is an error.</summary>
-    void Free(DevicePtr pointer);
+    internal void Free(DevicePtr pointer);
 
     /// <summary>Copies <paramref name="source"/> to device memory at <paramref name="destination"/> (which may be inside an allocation).</summary>
-    void CopyToDevice(DevicePtr destination, ReadOnlySpan<byte> source, DeviceStream stream);
+    internal void CopyToDevice(DevicePtr destination, ReadOnlySpan<byte> source, DeviceStream stream);
 
     /// <summary>Copies <c>destination.Length</c> bytes of device memory at <paramref name="source"/> into <paramref name="destination"/>.</summary>
-    void CopyToHost(Span<byte> destination, DevicePtr source, DeviceStream stream);
+    internal void CopyToHost(Span<byte> destination, DevicePtr source, DeviceStream stream);
 
     /// <summary>Copies <paramref name="bytes"/> bytes of device memory from <paramref name="source"/> to <paramref name="destination"/> (the ranges must not overlap).</summary>
-    void CopyOnDevice(DevicePtr destination, DevicePtr source, long bytes, DeviceStream stream);
+    internal void CopyOnDevice(DevicePtr destination, DevicePtr source, long bytes, DeviceStream stream);
 
     /// <summary>Sets <paramref name="bytes"/> bytes at <paramref name="pointer"/> to <paramref name="value"/> (cuMemsetD8).</summary>
-    void Fill(DevicePtr pointer, byte value, long bytes, DeviceStream stream);
+    internal void Fill(DevicePtr pointer, byte value, long bytes, DeviceStream stream);
 
     /// <summary>
     /// Launches kernel <paramref name="kernelName"/> (an <c>extern "C"</c> entry point of kernels/*.cu).
@@ -107,7 +110,7 @@ public interface IDeviceApi : IDisposable
     /// parameter i's value (for a pointer parameter, the address of a <see cref="DevicePtr"/>).
     /// </summary>
     /// <remarks>A launch without a declared cost: the launchers declare theirs through the overload with a <see cref="Phi2Native.Profiling.KernelCost"/>.</remarks>
-    void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers) =>
+    internal void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers) =>
         Launch(kernelName, grid, block, dynamicSharedBytes, stream, argPointers, Phi2Native.Profiling.KernelCost.Undeclared);
 
     /// <summary>
@@ -115,34 +118,34 @@ public interface IDeviceApi : IDisposable
     /// declares from its shapes (bytes read and written, tensor-core and SIMT flops), which the device records while a
     /// <see cref="Phi2Native.Profiling.ProfileRecorder"/> is open on the calling thread.
     /// </summary>
-    void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers, in Phi2Native.Profiling.KernelCost cost);
+    internal void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers, in Phi2Native.Profiling.KernelCost cost);
 
     /// <summary>Waits until all work queued on <paramref name="stream"/> has finished, and reports its errors.</summary>
-    void Synchronize(DeviceStream stream);
+    internal void Synchronize(DeviceStream stream);
 
     /// <summary>Creates a stream that does not synchronize with the default stream; destroy it with <see cref="DestroyStream"/>.</summary>
-    DeviceStream CreateStream();
+    internal DeviceStream CreateStream();
 
     /// <summary>Destroys a stream from <see cref="CreateStream"/> once its queued work has finished; the default stream cannot be destroyed.</summary>
-    void DestroyStream(DeviceStream stream);
+    internal void DestroyStream(DeviceStream stream);
 
     /// <summary>Records a timing event on <paramref name="stream"/>: it completes when the work queued before it has.</summary>
-    DeviceEvent RecordEvent(DeviceStream stream);
+    internal DeviceEvent RecordEvent(DeviceStream stream);
 
     /// <summary>
     /// Milliseconds between two recorded events, waiting for <paramref name="end"/> to complete. On the emulated
     /// device this is host time, which says nothing about a GPU.
     /// </summary>
-    float ElapsedMilliseconds(DeviceEvent start, DeviceEvent end);
+    internal float ElapsedMilliseconds(DeviceEvent start, DeviceEvent end);
 
     /// <summary>Destroys an event from <see cref="RecordEvent"/>.</summary>
-    void DestroyEvent(DeviceEvent deviceEvent);
+    internal void DestroyEvent(DeviceEvent deviceEvent);
 
     /// <summary>
     /// The device's matrix products (cuBLAS and cuBLASLt on a GPU, a checked CPU reference on the emulated device),
     /// ordered on the streams they are given like every other call. The device owns it and disposes of it.
     /// </summary>
-    IBlas Blas { get; }
+    internal IBlas Blas { get; }
 
     /// <summary>What this device is, for logs and reports: e.g. "NVIDIA H200 (sm_90)" or "emulated (libphi2emu)".</summary>
     string Name { get; }
@@ -162,8 +165,8 @@ public interface IDeviceApi : IDisposable
     /// after the work queued on <paramref name="stream"/> that may still use it has finished; returns the bytes
     /// released. A device that caches nothing releases nothing.
     /// </summary>
-    long ReleaseCachedMemory(DeviceStream stream) => 0;
+    internal long ReleaseCachedMemory(DeviceStream stream) => 0;
 
     /// <summary>The device's allocation statistics right now.</summary>
-    DeviceMemoryStatistics Memory { get; }
+    internal DeviceMemoryStatistics Memory { get; }
 }

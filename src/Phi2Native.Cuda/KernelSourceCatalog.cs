@@ -7,7 +7,7 @@ namespace Phi2Native.Cuda;
 /// <summary>A header the kernels include (kernels/*.cuh), handed to NVRTC by name so no include path is needed.</summary>
 /// <param name="Name">The file name, exactly as kernels write it in <c>#include "..."</c>, e.g. <c>common.cuh</c>.</param>
 /// <param name="Text">The header's source.</param>
-public sealed record KernelHeader(string Name, string Text);
+internal sealed record KernelHeader(string Name, string Text);
 
 /// <summary>
 /// The CUDA C++ sources of the kernels: every kernels/*.cu and kernels/*.cuh, embedded in this assembly as resources
@@ -15,7 +15,7 @@ public sealed record KernelHeader(string Name, string Text);
 /// the emulated device's run-time builds), or those with a folder's edited files laid over them (<see cref="KernelSourceOptions"/>).
 /// It maps each kernel entry point (<c>PHI2_KERNEL void name(</c>) to the file that defines it, so a launch by name finds its module.
 /// </summary>
-public sealed partial class KernelSourceCatalog
+internal sealed partial class KernelSourceCatalog
 {
     /// <summary>The prefix of the embedded resources' logical names (set in Phi2Native.csproj).</summary>
     public const string ResourcePrefix = "Phi2Native.Kernels.";

@@ -24,7 +24,7 @@ namespace Phi2Native.Cuda;
 /// the whole of P (beta C included) by gelu'(aux), and that BGRADB's sum is not scaled by alpha.
 /// </para>
 /// </remarks>
-public enum LtEpilogue
+internal enum LtEpilogue
 {
     /// <summary>CUBLASLT_EPILOGUE_DEFAULT: D = P.</summary>
     Default,
@@ -63,7 +63,7 @@ public enum LtEpilogue
 /// C may be <see cref="DevicePtr.Null"/> when beta is 0. Unlike cuBLAS's GEMMs, cuBLASLt does not document empty
 /// problems, so m, n and k must be at least 1.
 /// </remarks>
-public sealed record LtMatmulArguments
+internal sealed record LtMatmulArguments
 {
     /// <summary>How A is read (CUBLASLT_MATMUL_DESC_TRANSA).</summary>
     public BlasOperation TransposeA { get; init; }

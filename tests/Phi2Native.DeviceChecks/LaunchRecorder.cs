@@ -7,7 +7,7 @@ namespace Phi2Native.DeviceChecks;
 /// <param name="Grid">The grid.</param>
 /// <param name="Block">The block.</param>
 /// <param name="DynamicSharedBytes">The dynamic shared memory.</param>
-public sealed record RecordedLaunchShape(string Kernel, Dim3 Grid, Dim3 Block, int DynamicSharedBytes)
+internal sealed record RecordedLaunchShape(string Kernel, Dim3 Grid, Dim3 Block, int DynamicSharedBytes)
 {
     /// <summary>The cost the launcher declared.</summary>
     public Phi2Native.Profiling.KernelCost Cost { get; init; } = Phi2Native.Profiling.KernelCost.Undeclared;
@@ -18,7 +18,7 @@ public sealed record RecordedLaunchShape(string Kernel, Dim3 Grid, Dim3 Block, i
 /// their shapes, and nothing executes. Pointers handed to launchers are never dereferenced, so made-up aligned
 /// addresses serve. Any other device call throws, naming it.
 /// </summary>
-public sealed class LaunchRecorder : IDeviceApi
+internal sealed class LaunchRecorder : IDeviceApi
 {
     /// <summary>The launches, in order.</summary>
     public List<RecordedLaunchShape> Launches { get; } = [];

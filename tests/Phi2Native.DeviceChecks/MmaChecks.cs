@@ -10,7 +10,7 @@ namespace Phi2Native.DeviceChecks;
 /// hardware: the fragment dump checks ldmatrix's layout against the PTX ISA's table (kernels/common.cuh), and the products
 /// check the mma that consumes it, so a layout that is wrong but self-consistent in the emulator shows here.
 /// </summary>
-public static unsafe class MmaChecks
+internal static unsafe class MmaChecks
 {
     /// <summary>The checks of this family.</summary>
     public static IReadOnlyList<DeviceCheck> All { get; } =

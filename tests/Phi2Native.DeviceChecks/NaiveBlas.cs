@@ -9,7 +9,7 @@ namespace Phi2Native.DeviceChecks;
 /// or X(j, i), and C(i, j) = alpha * sum over p of op(A)(i, p) op(B)(p, j) + beta * C(i, j). Deliberately a plain
 /// triple loop sharing nothing with the code under test.
 /// </summary>
-public static class NaiveBlas
+internal static class NaiveBlas
 {
     /// <summary>
     /// A host buffer holding a rows x columns column-major matrix (repeated <paramref name="batchCount"/> times,

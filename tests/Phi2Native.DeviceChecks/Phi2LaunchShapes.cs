@@ -21,7 +21,7 @@ namespace Phi2Native.DeviceChecks;
 /// shared memory (then the largest block) stands for it. The resource table (kernels/resources.tsv) takes each
 /// kernel's block and dynamic shared memory from here; a test checks that every kernel has one.
 /// </summary>
-public static class Phi2LaunchShapes
+internal static class Phi2LaunchShapes
 {
     private const int C = 2560, H = 32, D = 80, RotaryDim = 32, T = 2048, V = 51200, Inner = 10240, B = 4, Rows = B * T;
     private static readonly DType[] AllFloat = [DType.F32, DType.BF16, DType.F16];

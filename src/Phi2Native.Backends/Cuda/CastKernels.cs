@@ -5,7 +5,7 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Backends.Cuda;
 
 /// <summary>Launchers for kernels/cast.cu (its contract is in its header).</summary>
-public static unsafe class CastKernels
+internal static unsafe class CastKernels
 {
     /// <summary>Threads per block (one element per thread).</summary>
     public const uint BlockSize = 256;

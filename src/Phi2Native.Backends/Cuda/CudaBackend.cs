@@ -52,7 +52,7 @@ public sealed partial class CudaBackend : IBackend
     public IDeviceApi DeviceApi => _device;
 
     /// <summary>The stream every op of this backend is queued on.</summary>
-    public DeviceStream Stream => _stream;
+    internal DeviceStream Stream => _stream;
 
     /// <summary>True once <see cref="Dispose"/> has run.</summary>
     public bool IsDisposed => _disposed;

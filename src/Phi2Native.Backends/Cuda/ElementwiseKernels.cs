@@ -9,7 +9,7 @@ namespace Phi2Native.Backends.Cuda;
 /// cuLaunchKernel's kernelParams: an array of pointers, element i pointing at parameter i's value (here, the method's own
 /// parameters).
 /// </summary>
-public static unsafe class ElementwiseKernels
+internal static unsafe class ElementwiseKernels
 {
     /// <summary>Threads per block (one element per thread).</summary>
     public const uint BlockSize = 256;

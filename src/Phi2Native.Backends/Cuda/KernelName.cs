@@ -6,7 +6,7 @@ namespace Phi2Native.Backends.Cuda;
 /// Entry point names of kernels/*.cu: <c>{op}_{dtype}</c>, <c>{op}_backward_{dtype}</c> and, for casts,
 /// <c>cast_{from}_{to}</c>, with dtype one of <c>f32</c>, <c>bf16</c>, <c>f16</c>.
 /// </summary>
-public static class KernelName
+internal static class KernelName
 {
     /// <summary>The dtype's suffix in kernel names: <c>f32</c>, <c>bf16</c> or <c>f16</c>.</summary>
     /// <exception cref="ArgumentException"><paramref name="dtype"/> has no kernels (F64, I32).</exception>

@@ -7,7 +7,7 @@ namespace Phi2Native.Backends.Cuda;
 /// Argument checks shared by the kernel launchers, so a bad argument fails in C# with its name instead of as a
 /// fault (or, on the emulated device, a guard-band report) inside a kernel.
 /// </summary>
-public static class LaunchArguments
+internal static class LaunchArguments
 {
     /// <summary>
     /// Requires a non-null pointer aligned to the element size of <paramref name="dtype"/> (a misaligned access

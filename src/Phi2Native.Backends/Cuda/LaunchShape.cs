@@ -3,7 +3,7 @@ using Phi2Native.Cuda;
 namespace Phi2Native.Backends.Cuda;
 
 /// <summary>Grid arithmetic shared by the kernel launchers.</summary>
-public static class LaunchShape
+internal static class LaunchShape
 {
     /// <summary>Threads per block of the row kernels (one block per row) at most: 8 warps.</summary>
     public const uint MaxRowBlock = 256;

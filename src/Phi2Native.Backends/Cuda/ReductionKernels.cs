@@ -8,7 +8,7 @@ namespace Phi2Native.Backends.Cuda;
 /// F32, BF16 or F16, into an fp32 [rows] vector. One block per row; the block is the row's columns rounded up to
 /// whole warps, at most <see cref="LaunchShape.MaxRowBlock"/> threads.
 /// </summary>
-public static unsafe class ReductionKernels
+internal static unsafe class ReductionKernels
 {
     private static readonly DType[] Supported = [DType.F32, DType.BF16, DType.F16];
 

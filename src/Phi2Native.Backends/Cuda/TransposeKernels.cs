@@ -5,7 +5,7 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Backends.Cuda;
 
 /// <summary>Launchers for kernels/transpose.cu (its contract is in its header).</summary>
-public static unsafe class TransposeKernels
+internal static unsafe class TransposeKernels
 {
     /// <summary>The tile's side (PHI2_TRANSPOSE_TILE in transpose.cu): also blockDim.x.</summary>
     public const uint Tile = 32;

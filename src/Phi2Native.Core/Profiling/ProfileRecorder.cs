@@ -151,10 +151,11 @@ public sealed class ProfileRecorder : IDisposable
         string? asker = null;
         foreach (var frame in frames)
         {
-            var type = frame.GetMethod()?.DeclaringType;
-            string ns = type?.Namespace ?? "";
-            if (type is null || ns.StartsWith("Phi2Native.Cuda", StringComparison.Ordinal) || ns == "Phi2Native.Profiling") continue;
-            string where = $"{Outer(type).Name}.{frame.GetMethod()!.Name}";
+            // DiagnosticMethodInfo names the method without reflection metadata, so trimming keeps this working.
+            if (DiagnosticMethodInfo.Create(frame) is not { DeclaringTypeName: { } typeName } method) continue;
+            var (ns, name) = Outer(typeName);
+            if (ns.StartsWith("Phi2Native.Cuda", StringComparison.Ordinal) || ns == "Phi2Native.Profiling") continue;
+            string where = $"{name}.{method.Name}";
             if (asker is null)
             {
                 asker = where;
@@ -166,10 +167,12 @@ public sealed class ProfileRecorder : IDisposable
         return asker ?? "unknown";
     }
 
-    // A lambda's or iterator's compiler-made type names its enclosing type instead.
-    private static Type Outer(Type type)
+    // "Ns.Type+<>c" -> ("Ns", "Type"): a lambda's or iterator's compiler-made type names its enclosing type instead.
+    private static (string Namespace, string Name) Outer(string typeName)
     {
-        while (type.DeclaringType is { } outer && type.Name.Contains('<')) type = outer;
-        return type;
+        int nested = typeName.IndexOf('+');
+        string outer = nested < 0 ? typeName : typeName[..nested];
+        int dot = outer.LastIndexOf('.');
+        return dot < 0 ? ("", outer) : (outer[..dot], outer[(dot + 1)..]);
     }
 }

@@ -9,7 +9,7 @@ public sealed unsafe partial class EmulatedDevice
     private EmulatedBlas? _blas;
 
     /// <inheritdoc />
-    public IBlas Blas => LazyInitializer.EnsureInitialized(ref _blas, () => new EmulatedBlas(this));
+    internal IBlas Blas => LazyInitializer.EnsureInitialized(ref _blas, () => new EmulatedBlas(this));
 
     /// <summary>
     /// Checks <paramref name="stream"/> and that each operand's touched extent lies inside one live allocation, then

@@ -19,7 +19,7 @@ public sealed unsafe partial class EmulatedDevice
     public Tensors.DeviceKind Kind => Tensors.DeviceKind.Emulated;
 
     /// <inheritdoc />
-    public void CopyOnDevice(DevicePtr destination, DevicePtr source, long bytes, DeviceStream stream)
+    internal void CopyOnDevice(DevicePtr destination, DevicePtr source, long bytes, DeviceStream stream)
     {
         lock (_gate)
         {
@@ -35,7 +35,7 @@ public sealed unsafe partial class EmulatedDevice
     }
 
     /// <inheritdoc />
-    public DeviceStream CreateStream()
+    internal DeviceStream CreateStream()
     {
         lock (_gate)
         {
@@ -47,7 +47,7 @@ public sealed unsafe partial class EmulatedDevice
     }
 
     /// <inheritdoc />
-    public void DestroyStream(DeviceStream stream)
+    internal void DestroyStream(DeviceStream stream)
     {
         lock (_gate)
         {
@@ -59,7 +59,7 @@ public sealed unsafe partial class EmulatedDevice
     }
 
     /// <inheritdoc />
-    public DeviceEvent RecordEvent(DeviceStream stream)
+    internal DeviceEvent RecordEvent(DeviceStream stream)
     {
         lock (_gate)
         {
@@ -71,7 +71,7 @@ public sealed unsafe partial class EmulatedDevice
     }
 
     /// <inheritdoc />
-    public float ElapsedMilliseconds(DeviceEvent start, DeviceEvent end)
+    internal float ElapsedMilliseconds(DeviceEvent start, DeviceEvent end)
     {
         lock (_gate)
         {
@@ -81,7 +81,7 @@ public sealed unsafe partial class EmulatedDevice
     }
 
     /// <inheritdoc />
-    public void DestroyEvent(DeviceEvent deviceEvent)
+    internal void DestroyEvent(DeviceEvent deviceEvent)
     {
         lock (_gate)
         {

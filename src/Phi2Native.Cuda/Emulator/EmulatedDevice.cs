@@ -52,21 +52,21 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
     /// the trailing guard page. Enough for 16-byte vector loads; cudaMalloc's 256 would leave up to 255 bytes past
     /// the end whose reads are not caught.
     /// </summary>
-    public const int Alignment = 16;
+    internal const int Alignment = 16;
 
     /// <summary>The byte fresh memory is filled with: 0xFFFF... is a NaN in fp32, bf16 and fp16 alike.</summary>
-    public const byte FreshByte = 0xFF;
+    internal const byte FreshByte = 0xFF;
 
     /// <summary>
     /// The 16 bits (little-endian, at every even address) of the guard bytes around each allocation: a NaN in bf16
     /// and fp16, and 0x7FA57FA5 is one in fp32, so a load there shows as NaN; and neither 0xFF.. nor 0, so a store
     /// of the fresh-memory NaN or of zeros shows as damage.
     /// </summary>
-    public const ushort GuardBits = 0x7FA5;
+    internal const ushort GuardBits = 0x7FA5;
 
     /// <summary>Default bound on quarantined (freed but still remembered) bytes.</summary>
     /// <remarks>Quarantined memory is given back to the host; only its address range stays reserved.</remarks>
-    public const long DefaultQuarantineBytes = 1L << 30;
+    internal const long DefaultQuarantineBytes = 1L << 30;
 
     private readonly object _gate = new();
     private readonly EmulatorLibrary? _emulator;
@@ -140,13 +140,13 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
     /// The emulator keeps no cache of reusable blocks: it reserves what it hands out (guard bands and the quarantine
     /// are checking overhead in host memory, not device memory), so reserved equals in use and there are no cache hits.
     /// </remarks>
-    public DeviceMemoryStatistics Memory
+    internal DeviceMemoryStatistics Memory
     {
         get { lock (_gate) return new DeviceMemoryStatistics(_bytesInUse, _peak, _live.Count, _total, BytesReserved: _bytesInUse, PeakBytesReserved: _peak); }
     }
 
     /// <inheritdoc />
-    public DevicePtr Allocate(long bytes)
+    internal DevicePtr Allocate(long bytes)
     {
         if (bytes <= 0) throw new EmulatedDeviceException(nameof(Allocate), $"size must be more than 0 bytes, got {bytes}");
         lock (_gate)
@@ -163,7 +163,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
     }
 
     /// <inheritdoc />
-    public void Free(DevicePtr pointer)
+    internal void Free(DevicePtr pointer)
     {
         lock (_gate)
         {
@@ -189,7 +189,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
     }
 
     /// <inheritdoc />
-    public void CopyToDevice(DevicePtr destination, ReadOnlySpan<byte> source, DeviceStream stream)
+    internal void CopyToDevice(DevicePtr destination, ReadOnlySpan<byte> source, DeviceStream stream)
     {
         lock (_gate)
         {
@@ -201,7 +201,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
     }
 
     /// <inheritdoc />
-    public void CopyToHost(Span<byte> destination, DevicePtr source, DeviceStream stream)
+    internal void CopyToHost(Span<byte> destination, DevicePtr source, DeviceStream stream)
     {
         lock (_gate)
         {
@@ -217,7 +217,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
     }
 
     /// <inheritdoc />
-    public void Fill(DevicePtr pointer, byte value, long bytes, DeviceStream stream)
+    internal void Fill(DevicePtr pointer, byte value, long bytes, DeviceStream stream)
     {
         lock (_gate)
         {
@@ -229,7 +229,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
     }
 
     /// <inheritdoc />
-    public void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers) =>
+    internal void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers) =>
         Launch(kernelName, grid, block, dynamicSharedBytes, stream, argPointers, KernelCost.Undeclared);
 
     /// <inheritdoc cref="Launch(string, Dim3, Dim3, int, DeviceStream, ReadOnlySpan{nint})" />
@@ -238,7 +238,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
     /// counts the bytes of device memory the launch really reads and writes, each byte once
     /// (<see cref="ProfileEvent.CountedBytes"/>), so a launcher's declared cost can be checked.
     /// </remarks>
-    public void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers,
+    internal void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers,
         in KernelCost cost)
     {
         ArgumentNullException.ThrowIfNull(kernelName);
@@ -273,7 +273,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
     }
 
     /// <summary>Launches run synchronously, so by the time this is called every error has already been thrown.</summary>
-    public void Synchronize(DeviceStream stream)
+    internal void Synchronize(DeviceStream stream)
     {
         lock (_gate) CheckStream(nameof(Synchronize), stream);
         ProfileRecorder.Current?.HostSync(nameof(Synchronize), always: false);

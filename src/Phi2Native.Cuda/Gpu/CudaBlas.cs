@@ -26,7 +26,7 @@ namespace Phi2Native.Cuda.Gpu;
 /// a cached descriptor's bias and aux pointers are set per call.
 /// </para>
 /// </remarks>
-public sealed unsafe class CudaBlas : IBlas, IDisposable
+internal sealed unsafe class CudaBlas : IBlas, IDisposable
 {
     /// <summary>cuBLASLt's workspace: 32 MiB, what the cuBLAS documentation recommends for Hopper.</summary>
     public const long WorkspaceBytes = 32L << 20;

@@ -11,7 +11,7 @@ public sealed partial class CudaDevice
     /// Created on first use, with this device's context current (cuBLAS binds its handles to the current context),
     /// and disposed by <see cref="Dispose"/> before the allocations are freed (its workspace is one of them).
     /// </remarks>
-    public IBlas Blas
+    internal IBlas Blas
     {
         get
         {

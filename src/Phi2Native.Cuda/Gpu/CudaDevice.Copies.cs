@@ -13,7 +13,7 @@ public sealed partial class CudaDevice
     /// Staged in chunks through a page-locked buffer and copied asynchronously on <paramref name="stream"/>: it returns
     /// once the last chunk is staged, so <paramref name="source"/> may be reused at once while the device copy still runs.
     /// </remarks>
-    public void CopyToDevice(DevicePtr destination, ReadOnlySpan<byte> source, DeviceStream stream)
+    internal void CopyToDevice(DevicePtr destination, ReadOnlySpan<byte> source, DeviceStream stream)
     {
         Enter();
         CheckStream(stream, nameof(stream));
@@ -28,7 +28,7 @@ public sealed partial class CudaDevice
     /// Ordered after the work queued before on <paramref name="stream"/>, and returns only when every byte is in
     /// <paramref name="destination"/>; an error of that earlier work surfaces here.
     /// </remarks>
-    public void CopyToHost(Span<byte> destination, DevicePtr source, DeviceStream stream)
+    internal void CopyToHost(Span<byte> destination, DevicePtr source, DeviceStream stream)
     {
         Enter();
         CheckStream(stream, nameof(stream));

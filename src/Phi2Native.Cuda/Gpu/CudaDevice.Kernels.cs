@@ -1,7 +1,7 @@
 using Phi2Native.Cuda.Native;
 using Phi2Native.Cuda.Profiling;
-using Phi2Native.Profiling;
 using Phi2Native.Cuda.Resources;
+using Phi2Native.Profiling;
 
 namespace Phi2Native.Cuda.Gpu;
 
@@ -20,12 +20,12 @@ public sealed partial class CudaDevice
     /// </remarks>
     /// <exception cref="ArgumentException">No kernel of the device's sources has that name, or a shape or size is invalid.</exception>
     /// <exception cref="KernelCompileException">The kernel's file does not compile.</exception>
-    public void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers) =>
+    internal void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers) =>
         Launch(kernelName, grid, block, dynamicSharedBytes, stream, argPointers, KernelCost.Undeclared);
 
     /// <inheritdoc cref="Launch(string, Dim3, Dim3, int, DeviceStream, ReadOnlySpan{nint})" />
     /// <remarks>While a <see cref="ProfileRecorder"/> is open, an event pair around the launch measures it on the GPU.</remarks>
-    public unsafe void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers,
+    internal unsafe void Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers,
         in KernelCost cost)
     {
         ArgumentNullException.ThrowIfNull(kernelName);
@@ -73,7 +73,7 @@ public sealed partial class CudaDevice
     /// it is loaded already: what the GPU runner calls for each file, to report compile times and errors up front.
     /// </summary>
     /// <exception cref="KernelCompileException">The file does not compile; the exception carries NVRTC's log.</exception>
-    public KernelImage LoadKernelFile(string fileName)
+    internal KernelImage LoadKernelFile(string fileName)
     {
         Enter();
         KernelImage image = _kernels.GetImage(fileName);

@@ -13,7 +13,7 @@ public sealed partial class CudaDevice
 
     /// <inheritdoc />
     /// <remarks>A non-blocking stream (CU_STREAM_NON_BLOCKING): it does not wait for the legacy default stream.</remarks>
-    public DeviceStream CreateStream()
+    internal DeviceStream CreateStream()
     {
         Enter();
         CudaDriver.Check(CudaDriver.cuStreamCreate(out nint stream, CudaDriver.StreamNonBlocking));
@@ -26,7 +26,7 @@ public sealed partial class CudaDevice
     /// Waits for the stream's queued work before destroying it: the allocator's fences cover live streams only, so
     /// memory freed after use on this stream must not look reusable while that use may still run.
     /// </remarks>
-    public void DestroyStream(DeviceStream stream)
+    internal void DestroyStream(DeviceStream stream)
     {
         Enter();
         if (stream.Handle == 0) throw new ArgumentException("the default stream cannot be destroyed", nameof(stream));
@@ -42,7 +42,7 @@ public sealed partial class CudaDevice
     }
 
     /// <inheritdoc />
-    public DeviceEvent RecordEvent(DeviceStream stream)
+    internal DeviceEvent RecordEvent(DeviceStream stream)
     {
         Enter();
         CheckStream(stream, nameof(stream));
@@ -66,7 +66,7 @@ public sealed partial class CudaDevice
     /// the work before them surfaces here. The time comes from cuEventElapsedTime_v2, or from the plain export on a
     /// driver without it (chosen once per process, by which of the two libcuda exports).
     /// </remarks>
-    public float ElapsedMilliseconds(DeviceEvent start, DeviceEvent end)
+    internal float ElapsedMilliseconds(DeviceEvent start, DeviceEvent end)
     {
         Enter();
         CheckEvent(start, nameof(start));
@@ -78,7 +78,7 @@ public sealed partial class CudaDevice
     }
 
     /// <inheritdoc />
-    public void DestroyEvent(DeviceEvent deviceEvent)
+    internal void DestroyEvent(DeviceEvent deviceEvent)
     {
         Enter();
         lock (_streamGate)
@@ -91,7 +91,7 @@ public sealed partial class CudaDevice
 
     /// <inheritdoc />
     /// <remarks>cuStreamSynchronize: an error of any work queued on the stream (a kernel fault) is thrown here, naming the call.</remarks>
-    public void Synchronize(DeviceStream stream)
+    internal void Synchronize(DeviceStream stream)
     {
         Enter();
         CheckStream(stream, nameof(stream));
@@ -100,7 +100,7 @@ public sealed partial class CudaDevice
     }
 
     /// <inheritdoc />
-    public void CopyOnDevice(DevicePtr destination, DevicePtr source, long bytes, DeviceStream stream)
+    internal void CopyOnDevice(DevicePtr destination, DevicePtr source, long bytes, DeviceStream stream)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         Enter();
@@ -115,7 +115,7 @@ public sealed partial class CudaDevice
     }
 
     /// <inheritdoc />
-    public void Fill(DevicePtr pointer, byte value, long bytes, DeviceStream stream)
+    internal void Fill(DevicePtr pointer, byte value, long bytes, DeviceStream stream)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         Enter();

@@ -97,31 +97,31 @@ public sealed partial class CudaDevice : IDeviceApi
 
     /// <inheritdoc/>
     /// <remarks>Blocks freed while work that used them was still queued are given back only once that work is done.</remarks>
-    public long ReleaseCachedMemory(DeviceStream stream)
+    internal long ReleaseCachedMemory(DeviceStream stream)
     {
         Synchronize(stream);
         return EmptyCache();
     }
 
     /// <summary>The most shared memory, static plus dynamic, one block may use after opting in (227 KiB on sm_90).</summary>
-    public int MaxSharedBytesPerBlock { get; }
+    internal int MaxSharedBytesPerBlock { get; }
 
     /// <summary>The kernel cache folder in use, or null when kernels are compiled without a disk cache.</summary>
-    public string? KernelCacheDirectory => _kernels.Directory;
+    internal string? KernelCacheDirectory => _kernels.Directory;
 
     /// <summary>The kernel files (<c>elementwise.cu</c>, ...): the embedded ones, with a kernel source folder's laid over them.</summary>
-    public IReadOnlyList<string> KernelFiles => _kernels.Catalog.Files;
+    internal IReadOnlyList<string> KernelFiles => _kernels.Catalog.Files;
 
     /// <summary>The kernel cache (the GPU tests reach the images through it).</summary>
     internal KernelCache Kernels => _kernels;
 
     /// <inheritdoc />
-    public DeviceMemoryStatistics Memory => _allocator.Statistics;
+    internal DeviceMemoryStatistics Memory => _allocator.Statistics;
 
     /// <inheritdoc />
     /// <remarks>From the caching allocator: see <see cref="CachingAllocator"/> for rounding, reuse and the out-of-memory retry.</remarks>
     /// <exception cref="DeviceOutOfMemoryException">The device is out of memory even after the cache was released.</exception>
-    public DevicePtr Allocate(long bytes)
+    internal DevicePtr Allocate(long bytes)
     {
         if (bytes <= 0) throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "an allocation must be more than 0 bytes");
         Enter();
@@ -132,7 +132,7 @@ public sealed partial class CudaDevice : IDeviceApi
 
     /// <inheritdoc />
     /// <remarks>The block is reused only after the work queued before this call, on every stream, has finished.</remarks>
-    public void Free(DevicePtr pointer)
+    internal void Free(DevicePtr pointer)
     {
         Enter();
         _allocator.Free(pointer);
@@ -142,7 +142,7 @@ public sealed partial class CudaDevice : IDeviceApi
     /// Returns the allocator's cached free blocks to the driver, after the work that may still use them has
     /// finished (for another process, or before measuring memory). Returns the bytes released.
     /// </summary>
-    public long EmptyCache()
+    internal long EmptyCache()
     {
         Enter();
         return _allocator.EmptyCache();
@@ -179,7 +179,7 @@ public sealed partial class CudaDevice : IDeviceApi
     /// code that calls a CUDA library directly with this device's memory and streams (cuBLAS through CudaBlas, say)
     /// calls this first, since a thread that never set a context would otherwise get device 0's.
     /// </summary>
-    public void MakeCurrent() => Enter();
+    internal void MakeCurrent() => Enter();
 
     /// <summary>Every public call starts here: refuse after dispose, then make the context current on this thread.</summary>
     private void Enter()

@@ -3,7 +3,7 @@ using System.Diagnostics;
 namespace Phi2Native.Cuda.Gpu;
 
 /// <summary>Where a kernel image came from.</summary>
-public enum KernelImageOrigin
+internal enum KernelImageOrigin
 {
     /// <summary>Compiled by NVRTC just now.</summary>
     Compiled,
@@ -22,7 +22,7 @@ public enum KernelImageOrigin
 /// <param name="Seconds">Time to compile or read it (0 from memory).</param>
 /// <param name="Log">The compiler's log when it compiled with warnings; empty otherwise.</param>
 /// <param name="Key">The cache key: SHA-256 of the file name, source, headers, options, architecture and compiler version (with the compiler library file's identity).</param>
-public sealed record KernelImage(string FileName, byte[] Image, KernelImageOrigin Origin, double Seconds, string Log, string Key);
+internal sealed record KernelImage(string FileName, byte[] Image, KernelImageOrigin Origin, double Seconds, string Log, string Key);
 
 /// <summary>
 /// Compiled kernel images for one architecture: each kernel file is compiled by NVRTC on first use (for the device's

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Reflection;
 using System.Runtime.InteropServices;
 
@@ -26,7 +27,7 @@ internal static partial class NativeLibraryResolver
     internal const string Nvrtc = "nvrtc";
     internal const string Cublas = "cublas";
     internal const string CublasLt = "cublasLt";
-    /// <summary>The kernel emulator (kernels/emu), built by the project's MSBuild target beside this assembly.</summary>
+    /// <summary>The kernel emulator (kernels/emu), built by the project's MSBuild target beside this assembly (<see cref="EmulatorCandidates"/>).</summary>
     internal const string Emulator = "phi2emu";
     internal const string EmulatorFileName = "libphi2emu.so";
 
@@ -180,17 +181,42 @@ internal static partial class NativeLibraryResolver
     }
 
     /// <summary>
-    /// The emulator is ours, not the system's: it is loaded only from beside this assembly (where the build
-    /// puts it), never from the loader's paths, so a stale copy elsewhere cannot stand in for the one just built.
+    /// The emulator is ours, not the system's: it is loaded only from where a build or a package puts it
+    /// (<see cref="EmulatorCandidates"/>), never from the loader's paths, so a stale copy elsewhere cannot stand in for
+    /// the one just built.
     /// </summary>
     private static LoadOutcome LoadEmulator()
     {
-        string directory = Path.GetDirectoryName(typeof(NativeLibraryResolver).Assembly.Location) is { Length: > 0 } d ? d : AppContext.BaseDirectory;
-        string path = Path.Combine(directory, EmulatorFileName);
-        if (NativeLibrary.TryLoad(path, out nint handle)) return new LoadOutcome(handle, path, null);
-        return new LoadOutcome(0, null, File.Exists(path)
-            ? $"{path} exists but does not load (built for another platform?)"
-            : $"{path} is missing: the build makes it with g++ (target BuildKernelEmulator in Phi2Native.csproj)");
+        var candidates = EmulatorCandidates(AssemblyDirectory(), AppContext.GetData("NATIVE_DLL_SEARCH_DIRECTORIES") as string);
+        foreach (string path in candidates)
+            if (File.Exists(path))
+                return NativeLibrary.TryLoad(path, out nint handle)
+                    ? new LoadOutcome(handle, path, null)
+                    : new LoadOutcome(0, null, $"{path} exists but does not load (built for another platform?)");
+        return new LoadOutcome(0, null, $"{EmulatorFileName} is in none of {string.Join(", ", candidates.Select(Path.GetDirectoryName))}: " +
+            "the build makes it with g++ (target BuildKernelEmulator in Phi2Native.Cuda.csproj), and the Phi2Native package carries it in runtimes/linux-x64/native");
+    }
+
+    // This assembly's folder. Its Location is empty in a single-file app, whose folder is then the app's.
+    [UnconditionalSuppressMessage("SingleFile", "IL3000", Justification = "An empty Location (a single-file app) falls back to AppContext.BaseDirectory.")]
+    private static string AssemblyDirectory() =>
+        Path.GetDirectoryName(typeof(NativeLibraryResolver).Assembly.Location) is { Length: > 0 } directory ? directory : AppContext.BaseDirectory;
+
+    /// <summary>
+    /// Where the emulator may be, in order: beside this assembly (a build's output, or an app published for linux-x64),
+    /// in <c>runtimes/linux-x64/native</c> below it (a host built against the package without a runtime identifier), then
+    /// in the host's native search directories (<paramref name="nativeSearchDirectories"/>, the runtime's
+    /// NATIVE_DLL_SEARCH_DIRECTORIES: the folders of the native assets its deps.json names).
+    /// </summary>
+    internal static IReadOnlyList<string> EmulatorCandidates(string assemblyDirectory, string? nativeSearchDirectories)
+    {
+        var directories = new List<string> { assemblyDirectory, Path.Combine(assemblyDirectory, "runtimes", "linux-x64", "native") };
+        foreach (string directory in (nativeSearchDirectories ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            directories.Add(directory);
+        return directories.Select(d => Path.TrimEndingDirectorySeparator(Path.GetFullPath(d)))
+                          .Distinct(StringComparer.Ordinal)
+                          .Select(d => Path.Combine(d, EmulatorFileName))
+                          .ToList();
     }
 
     // The builtins library preloaded beside nvrtcPath, or null when none there loads.

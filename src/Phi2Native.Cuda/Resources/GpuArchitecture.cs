@@ -14,7 +14,7 @@ namespace Phi2Native.Cuda.Resources;
 /// <param name="SharedUnit">Shared memory is allocated to a block in units of this many bytes.</param>
 /// <param name="ThreadsPerSm">Resident threads per SM at most.</param>
 /// <param name="BlocksPerSm">Resident blocks per SM at most.</param>
-public sealed record GpuArchitecture(string Name, int RegistersPerSm, int RegisterUnit, int SharedPerSm, int SharedPerBlockOptIn,
+internal sealed record GpuArchitecture(string Name, int RegistersPerSm, int RegisterUnit, int SharedPerSm, int SharedPerBlockOptIn,
     int SharedReservedPerBlock, int SharedUnit, int ThreadsPerSm, int BlocksPerSm)
 {
     /// <summary>Threads in a warp, on every architecture.</summary>

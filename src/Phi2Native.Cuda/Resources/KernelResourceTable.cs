@@ -13,7 +13,7 @@ namespace Phi2Native.Cuda.Resources;
 /// <param name="Occupancy">The theoretical occupancy those give.</param>
 /// <param name="TensorCoreInstructions">HMMA/HGMMA/IMMA... in its SASS; null when no disassembler was at hand.</param>
 /// <param name="OccupancyFloor">The occupancy (percent) below which CI fails; set by hand in the table.</param>
-public sealed record KernelResourceRow(string Architecture, string Kernel, string File, PtxasEntry Ptxas, int BlockThreads, int DynamicShared,
+internal sealed record KernelResourceRow(string Architecture, string Kernel, string File, PtxasEntry Ptxas, int BlockThreads, int DynamicShared,
     Occupancy Occupancy, int? TensorCoreInstructions, double OccupancyFloor)
 {
     /// <summary>The occupancy in percent, rounded to one decimal as the table stores it.</summary>
@@ -31,7 +31,7 @@ public sealed record KernelResourceRow(string Architecture, string Kernel, strin
 /// occupancy falls below the floor its row records. Only the floor column is written by hand; a new kernel's floor
 /// starts at its occupancy.
 /// </summary>
-public static class KernelResourceTable
+internal static class KernelResourceTable
 {
     /// <summary>The column names, in order.</summary>
     public static IReadOnlyList<string> Columns { get; } =

@@ -1,7 +1,7 @@
 namespace Phi2Native.Cuda.Resources;
 
 /// <summary>What stops one more block of a kernel from fitting on an SM.</summary>
-public enum OccupancyLimit
+internal enum OccupancyLimit
 {
     /// <summary>The SM's resident-block limit.</summary>
     Blocks,
@@ -18,7 +18,7 @@ public enum OccupancyLimit
 /// <param name="WarpsPerSm">Their warps.</param>
 /// <param name="Fraction">Resident warps over the SM's maximum, 0..1.</param>
 /// <param name="Limit">The resource that bounds <paramref name="BlocksPerSm"/>.</param>
-public sealed record Occupancy(int BlocksPerSm, int WarpsPerSm, double Fraction, OccupancyLimit Limit)
+internal sealed record Occupancy(int BlocksPerSm, int WarpsPerSm, double Fraction, OccupancyLimit Limit)
 {
     /// <summary>
     /// The occupancy calculator's rule. Registers: a warp takes registers-per-thread x 32 rounded up to the

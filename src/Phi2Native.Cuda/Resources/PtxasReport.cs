@@ -13,7 +13,7 @@ namespace Phi2Native.Cuda.Resources;
 /// library routine's scratch, such as double-precision sincos's 48 bytes in the rotary kernels).
 /// </param>
 /// <param name="StaticShared">Bytes of <c>__shared__</c> variables, without the 1 KiB the system reserves per block.</param>
-public sealed record PtxasEntry(string Kernel, int Registers, int SpillStores, int SpillLoads, int StackFrame, int StaticShared);
+internal sealed record PtxasEntry(string Kernel, int Registers, int SpillStores, int SpillLoads, int StackFrame, int StaticShared);
 
 /// <summary>
 /// Reads the <c>ptxas info</c> lines NVRTC's log holds when a program is compiled with
@@ -27,7 +27,7 @@ public sealed record PtxasEntry(string Kernel, int Registers, int SpillStores, i
 /// "Function properties" also appear for device functions the entry calls (<c>__internal_accurate_pow</c>); only the
 /// entry's own count. A "Used" line without an smem part means none.
 /// </summary>
-public static partial class PtxasReport
+internal static partial class PtxasReport
 {
     /// <summary>The option that makes NVRTC's log carry the report.</summary>
     public const string VerboseOption = "--ptxas-options=--verbose";

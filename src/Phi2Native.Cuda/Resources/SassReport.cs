@@ -7,7 +7,7 @@ namespace Phi2Native.Cuda.Resources;
 /// instructions run on tensor cores (HMMA, HGMMA, IMMA, ...). A kernel that declares tensor-core work but has none of
 /// these did not get what its source asked for.
 /// </summary>
-public static partial class SassReport
+internal static partial class SassReport
 {
     /// <summary>The opcodes (before the first dot) that run on tensor cores, Volta to Hopper.</summary>
     public static IReadOnlySet<string> TensorCoreOpcodes { get; } =

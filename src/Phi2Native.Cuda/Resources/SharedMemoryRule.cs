@@ -7,7 +7,7 @@ namespace Phi2Native.Cuda.Resources;
 /// must be raised to the dynamic size first, and static plus dynamic may reach the device's opt-in limit
 /// (227 KiB on sm_90, 163 KiB on sm_80).
 /// </summary>
-public static class SharedMemoryRule
+internal static class SharedMemoryRule
 {
     /// <summary>Whether a launch of <paramref name="dynamicBytes"/> must raise the function's attribute first.</summary>
     public static bool NeedsOptIn(int staticBytes, int dynamicBytes) =>

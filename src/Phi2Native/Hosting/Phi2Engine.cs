@@ -184,6 +184,7 @@ public sealed class Phi2Engine : IDisposable
     /// <exception cref="ModelInputException">The prompt is empty, longer than the model's context, or holds an id outside the vocabulary.</exception>
     /// <exception cref="Phi2Exception">Invalid options.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked before each forward).</exception>
+    /// <exception cref="ObjectDisposedException">The engine is disposed, also when that happened while this call waited for the backend's turn.</exception>
     public GenerationResult Generate(IReadOnlyList<int> promptIds, GenerationOptions options, Action<int>? onToken = null, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -192,6 +193,8 @@ public sealed class Phi2Engine : IDisposable
         _backendTurn.Wait(cancellationToken);
         try
         {
+            // Dispose may have freed the model while this call waited for the turn.
+            ObjectDisposedException.ThrowIf(_disposed, this);
             return generator.Generate(promptIds, options, onToken, cancellationToken);
         }
         finally
@@ -206,12 +209,14 @@ public sealed class Phi2Engine : IDisposable
     /// adapter tensor's (PEFT keys), the base staying frozen.
     /// </summary>
     /// <exception cref="ModelInputException">Fewer than 2 ids (the loss needs a target), or an id outside the vocabulary.</exception>
+    /// <exception cref="ObjectDisposedException">The engine is disposed, also when that happened while this call waited for the backend's turn.</exception>
     public ModelTrace Trace(IReadOnlyList<int> ids, bool gradients)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         _backendTurn.Wait();
         try
         {
+            ObjectDisposedException.ThrowIf(_disposed, this);   // as in Generate
             return ModelTrace.Run(Model, Adapter, ids, gradients);
         }
         finally

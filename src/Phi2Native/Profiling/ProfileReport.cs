@@ -130,7 +130,7 @@ public sealed class ProfileReport
     {
         var kernels = new JsonArray();
         foreach (var r in Rows)
-            kernels.Add(new JsonObject
+            kernels.Add((JsonNode)new JsonObject
             {
                 ["name"] = r.Name, ["calls"] = r.Calls, ["bytes"] = r.Bytes, ["flops"] = r.Flops, ["intensity"] = Math.Round(r.Intensity, 4),
                 ["measured_ms"] = r.MeasuredMs, ["model_h100_ms"] = r.ModelH100Ms, ["model_h200_ms"] = r.ModelH200Ms,
@@ -169,10 +169,10 @@ public sealed class ProfileReport
             if (e.Cost.IsDeclared) { args["bytes"] = e.Cost.Bytes; args["flops"] = e.Cost.Flops; }
             if (e.Kind == ProfileEventKind.HostSync || duration is null)
             {
-                trace.Add(new JsonObject { ["name"] = e.Name, ["cat"] = e.Kind.ToString(), ["ph"] = "i", ["s"] = "t", ["ts"] = start, ["pid"] = 1, ["tid"] = 1, ["args"] = args });
+                trace.Add((JsonNode)new JsonObject { ["name"] = e.Name, ["cat"] = e.Kind.ToString(), ["ph"] = "i", ["s"] = "t", ["ts"] = start, ["pid"] = 1, ["tid"] = 1, ["args"] = args });
                 continue;
             }
-            trace.Add(new JsonObject
+            trace.Add((JsonNode)new JsonObject
             {
                 ["name"] = e.Name, ["cat"] = e.Kind.ToString(), ["ph"] = "X", ["ts"] = start, ["dur"] = duration, ["pid"] = 1, ["tid"] = 1, ["args"] = args,
             });

@@ -5,7 +5,7 @@ namespace Phi2Native.Text;
 /// a sequence of <see cref="Next"/> calls is reproducible from the seed. The math is in the static, pure functions
 /// (<see cref="ArgMax"/>, <see cref="Distribution"/>, <see cref="Choose"/>), which tests check case by case.
 /// </summary>
-public sealed class Sampler
+internal sealed class Sampler
 {
     private ulong _state;
 

@@ -13,7 +13,7 @@ namespace Phi2Native.Tests.Cuda;
 /// odd sizes, alpha/beta cases, strided batches.
 /// </summary>
 [TestFixture, Category("Emulated")]
-public class EmulatedBlasTests
+internal class EmulatedBlasTests
 {
     private const BlasOperation N = BlasOperation.NoTranspose, T = BlasOperation.Transpose;
 

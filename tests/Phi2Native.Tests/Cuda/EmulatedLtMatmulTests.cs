@@ -12,7 +12,7 @@ namespace Phi2Native.Tests.Cuda;
 /// leading dimensions, batches with bias and aux strides.
 /// </summary>
 [TestFixture, Category("Emulated")]
-public class EmulatedLtMatmulTests
+internal class EmulatedLtMatmulTests
 {
     private const BlasOperation N = BlasOperation.NoTranspose, T = BlasOperation.Transpose;
 

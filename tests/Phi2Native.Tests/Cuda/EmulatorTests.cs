@@ -25,6 +25,21 @@ public unsafe class EmulatorTests
     }
 
     [Test]
+    public void TheEmulatorIsLookedForBesideTheAssemblyThenInThePackagesRuntimesFolderThenInTheHostsNativeFolders()
+    {
+        // A host built against the package without a runtime identifier has it in bin/runtimes/linux-x64/native; the
+        // runtime's NATIVE_DLL_SEARCH_DIRECTORIES names that folder (and the app's, given again: said once).
+        var candidates = NativeLibraryResolver.EmulatorCandidates("/app", "/app/:/app/runtimes/linux-x64/native/::/usr/share/dotnet/shared/Microsoft.NETCore.App/10.0.0/");
+        Assert.That(candidates, Is.EqualTo(new[]
+        {
+            "/app/libphi2emu.so",
+            "/app/runtimes/linux-x64/native/libphi2emu.so",
+            "/usr/share/dotnet/shared/Microsoft.NETCore.App/10.0.0/libphi2emu.so",
+        }));
+        Assert.That(NativeLibraryResolver.EmulatorCandidates("/app", null), Has.Count.EqualTo(2));
+    }
+
+    [Test]
     public void AddF32OverAnOddSizeWithAPartialLastBlock()
     {
         const int n = 1000;

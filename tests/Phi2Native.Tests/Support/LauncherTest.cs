@@ -14,10 +14,10 @@ public abstract class LauncherTest
     /// <summary>Elements in the F32 and BF16 buffers; a fixture whose dims need more overrides it.</summary>
     protected virtual int Elements => 64;
 
-    protected EmulatedDevice Emulated { get; private set; } = null!;
-    protected DeviceBuffer F32Buffer { get; private set; } = null!;
-    protected DeviceBuffer Bf16Buffer { get; private set; } = null!;
-    protected DeviceBuffer I32Buffer { get; private set; } = null!;
+    private protected EmulatedDevice Emulated { get; private set; } = null!;
+    private protected DeviceBuffer F32Buffer { get; private set; } = null!;
+    private protected DeviceBuffer Bf16Buffer { get; private set; } = null!;
+    private protected DeviceBuffer I32Buffer { get; private set; } = null!;
 
     [SetUp]
     public void OpenDevice()
@@ -38,5 +38,5 @@ public abstract class LauncherTest
     }
 
     /// <summary>The address of F32 element <paramref name="element"/>.</summary>
-    protected DevicePtr F(int element) => F32Buffer.Pointer.Offset(4L * element);
+    private protected DevicePtr F(int element) => F32Buffer.Pointer.Offset(4L * element);
 }

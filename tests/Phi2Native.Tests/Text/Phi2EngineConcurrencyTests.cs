@@ -14,9 +14,10 @@ using Phi2Native.Text;
 namespace Phi2Native.Tests.Text;
 
 /// <summary>
-/// The host API under real concurrency and early exits: leaving an await foreach stops the generation before its next
-/// forward and frees its cache; Dispose cancels and waits for every generation; many generations on one engine, and on
-/// two engines sharing a backend, run at once (Task.WhenAll) and each gives its sequential result.
+/// The host API under real concurrency and early exits (the README's thread-safety contract, "Threads"): leaving an
+/// await foreach stops the generation before its next forward and frees its cache; Dispose cancels and waits for every
+/// generation; many generations (streamed, blocking, traces) on one engine, on two engines sharing a backend, and on two
+/// engines with backends of their own, run at once and each gives its sequential result; one tokenizer serves many threads.
 /// </summary>
 [TestFixture]
 public class Phi2EngineConcurrencyTests : TemporaryDirectoryTest
@@ -94,6 +95,47 @@ public class Phi2EngineConcurrencyTests : TemporaryDirectoryTest
         await Task.Delay(200);
         Assert.That(engine.Model.Counters.TokensComputed, Is.EqualTo(computed), "no forward after Dispose");
         Assert.That(() => engine.GenerateAsync(Prompt), Throws.InstanceOf<ObjectDisposedException>());
+    }
+
+    [TestCase("generate")]
+    [TestCase("trace")]
+    public async Task ABlockingCallStillWaitingForTheTurnWhenTheEngineIsDisposedThrowsObjectDisposed(string call)
+    {
+        var (engine, backend) = PrivateEngine();
+        using var _ = backend;
+        int[] ids = engine.EncodePrompt(Prompt);
+        var turn = BackendTurns.For(engine.Backend);
+        turn.Wait();
+        Task<object> waiting, disposing;
+        try
+        {
+            waiting = Task.Run(() => call == "generate" ? (object)engine.Generate(ids, Options(0)) : engine.Trace(ids, gradients: false));
+            disposing = Task.Run(() => { engine.Dispose(); return (object)"disposed"; });
+            // Dispose has begun (new calls are refused) but waits for the turn the test holds.
+            while (!RefusesNewCalls(engine)) await Task.Delay(5);
+        }
+        finally
+        {
+            turn.Release();
+        }
+        Assert.That(async () => await waiting, Throws.InstanceOf<ObjectDisposedException>(), "not a call on freed weights");
+        Assert.That(await disposing, Is.EqualTo("disposed"));
+        Assert.That(backend.Memory.BytesInUse, Is.Zero);
+    }
+
+    // Whether the engine refuses new calls, which it does from the moment Dispose begins (the stream asked for here
+    // is never enumerated, so nothing computes).
+    private static bool RefusesNewCalls(Phi2Engine engine)
+    {
+        try
+        {
+            engine.GenerateAsync(Prompt);
+            return false;
+        }
+        catch (ObjectDisposedException)
+        {
+            return true;
+        }
     }
 
     /// <summary>
@@ -213,6 +255,110 @@ public class Phi2EngineConcurrencyTests : TemporaryDirectoryTest
         }
         Assert.That((await first).Id, Is.GreaterThanOrEqualTo(0));
         Assert.That(engine.Model.Counters.TokensComputed, Is.GreaterThan(before));
+    }
+
+    [Test]
+    public async Task StreamsBlockingGenerationsAndTracesFromManyThreadsOnOneEngineEachGiveWhatTheyGiveAlone()
+    {
+        // Every entry point that computes takes the backend's turn: Generate on the caller's thread, Trace, and the
+        // steps of GenerateAsync on the thread pool, all at once on one engine.
+        using var engine = Phi2Engine.Load();
+        int[] promptIds = engine.EncodePrompt(Prompt);
+        int[] traceIds = engine.EncodePrompt("In the beginning God created the heaven and the earth.");
+        var streamOptions = Options(1);
+        var blockingOptions = Options(2);
+        int[] streamAlone = await Alone(engine, streamOptions);
+        var blockingAlone = engine.Generate(promptIds, blockingOptions).Tokens;
+        var traceAlone = engine.Trace(traceIds, gradients: true);
+
+        using var go = new ManualResetEventSlim();
+        var stream = Task.Run(async () => { go.Wait(); return await Alone(engine, streamOptions); });
+        var blocking = Enumerable.Range(0, 2).Select(_ => Task.Run(() => { go.Wait(); return engine.Generate(promptIds, blockingOptions).Tokens; })).ToArray();
+        var traces = Enumerable.Range(0, 2).Select(_ => Task.Run(() => { go.Wait(); return engine.Trace(traceIds, gradients: true); })).ToArray();
+        go.Set();
+
+        Assert.That(await stream, Is.EqualTo(streamAlone));
+        foreach (var result in blocking) Assert.That(await result, Is.EqualTo(blockingAlone));
+        foreach (var trace in traces)
+        {
+            var result = await trace;
+            Assert.That(result.Loss, Is.EqualTo(traceAlone.Loss));
+            Assert.That(result.Logits, Is.EqualTo(traceAlone.Logits));
+            Assert.That(result.Gradients.Select(g => g.Values), Is.EqualTo(traceAlone.Gradients.Select(g => g.Values)));
+        }
+    }
+
+    [Test]
+    public async Task EnginesOnTwoBackendsTakeNoTurnsFromEachOtherAndGiveTheirSequentialResult()
+    {
+        // Two CPU backends of the host's own: each engine has its backend's turn to itself.
+        var (first, firstBackend) = PrivateEngine();
+        var (second, secondBackend) = PrivateEngine();
+        using var _ = firstBackend;
+        using var __ = secondBackend;
+        using var ___ = first;
+        using var ____ = second;
+        Assert.That(BackendTurns.For(second.Backend), Is.Not.SameAs(BackendTurns.For(first.Backend)));
+        var runs = Enumerable.Range(0, 4).Select(i => (i % 2 == 0 ? first : second, Options(i))).ToList();
+        var sequential = new List<int[]>();
+        foreach (var (e, options) in runs) sequential.Add(await Alone(e, options));
+        var arrivals = new ConcurrentQueue<int>();
+        var concurrent = await Concurrently(runs, arrivals);
+        for (int i = 0; i < runs.Count; i++) Assert.That(concurrent[i], Is.EqualTo(sequential[i]), $"generation {i}");
+        AssertInterleaved(arrivals, runs.Count);
+
+        // While the first backend's turn is held, the second engine generates to the end, and the first waits.
+        var turn = BackendTurns.For(first.Backend);
+        turn.Wait();
+        try
+        {
+            Assert.That(await Alone(second, Options(1)), Is.EqualTo(sequential[1]));
+            using var waited = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
+            Assert.That(() => first.Generate(first.EncodePrompt(Prompt), Options(0), cancellationToken: waited.Token),
+                Throws.InstanceOf<OperationCanceledException>(), "the first engine waits for its backend's turn");
+        }
+        finally
+        {
+            turn.Release();
+        }
+    }
+
+    [Test]
+    public void OneTokenizerEncodesAndDecodesFromManyThreadsAsFromOne()
+    {
+        var tokenizer = EmbeddedDefault.Tokenizer();
+        string[] texts = EmbeddedDefault.ValidationParagraphs.Take(64).ToArray();
+        int[][] alone = texts.Select(tokenizer.Encode).ToArray();
+        string[] decodedAlone = alone.Select(ids => tokenizer.Decode(ids)).ToArray();
+        var encoded = new int[texts.Length][];
+        var decoded = new string[texts.Length];
+        Parallel.For(0, texts.Length * 4, new ParallelOptions { MaxDegreeOfParallelism = 8 }, j =>
+        {
+            int i = j % texts.Length;
+            encoded[i] = tokenizer.Encode(texts[i]);
+            decoded[i] = tokenizer.Decode(encoded[i]);
+        });
+        Assert.That(encoded, Is.EqualTo(alone));
+        Assert.That(decoded, Is.EqualTo(decodedAlone));
+    }
+
+    [Test, Category("Emulated")]
+    public async Task TwoEmulatedEnginesEachWithItsOwnBackendAndStreamGenerateAtOnceAsEachAloneAndAsTheCpu()
+    {
+        using var first = Phi2Engine.Load(new Phi2EngineOptions { Device = DeviceChoice.Emulated });
+        using var second = Phi2Engine.Load(new Phi2EngineOptions { Device = DeviceChoice.Emulated });
+        using var cpu = Phi2Engine.Load();
+        Assert.That(second.Backend, Is.Not.SameAs(first.Backend), "each emulated engine opens its own backend");
+        var runs = Enumerable.Range(0, 4).Select(i => (i % 2 == 0 ? first : second, Options(i) with { MaxNewTokens = 4 })).ToList();
+        var sequential = new List<int[]>();
+        foreach (var (e, options) in runs) sequential.Add(await Alone(e, options));
+        for (int i = 0; i < runs.Count; i++)
+            if (runs[i].Item2.Sampling.IsGreedy)
+                Assert.That(sequential[i], Is.EqualTo(await Alone(cpu, runs[i].Item2)), $"generation {i}: the emulated device gives the CPU's greedy tokens");
+        var arrivals = new ConcurrentQueue<int>();
+        var concurrent = await Concurrently(runs, arrivals);
+        for (int i = 0; i < runs.Count; i++) Assert.That(concurrent[i], Is.EqualTo(sequential[i]), $"generation {i}");
+        AssertInterleaved(arrivals, runs.Count);
     }
 
     [Test, Category("Emulated")]

@@ -6,7 +6,7 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Backends.Ops.Activation;
 
 /// <summary>Launchers for kernels/gelu.cu (each kernel's contract is in its header), and <see cref="GeluNewOp"/> on the CUDA backend.</summary>
-public static unsafe class GeluKernels
+internal static unsafe class GeluKernels
 {
     /// <summary><see cref="GeluNewOp.Forward"/> on the CUDA backend, the contract checked.</summary>
     internal static Tensor Forward(CudaBackend cuda, Tensor x)

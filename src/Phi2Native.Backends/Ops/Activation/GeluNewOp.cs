@@ -10,7 +10,7 @@ namespace Phi2Native.Backends.Ops.Activation;
 /// gelu_new(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), elementwise (Phi-2's hidden_act), in fp32 math
 /// whatever the storage dtype; backward writes dx (=) from dOutput and the saved x. The contract is checked here, once.
 /// </summary>
-public sealed class GeluNewOp : AutogradOp
+internal sealed class GeluNewOp : AutogradOp
 {
     /// <summary>The op and the dtypes each backend computes it in.</summary>
     public static BackendOp Info { get; } = new("GeluNew", BackendOp.CpuFloats, [DType.F32, DType.BF16, DType.F16]);

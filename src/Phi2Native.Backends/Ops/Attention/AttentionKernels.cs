@@ -9,7 +9,7 @@ namespace Phi2Native.Backends.Ops.Attention;
 /// Launchers for kernels/attention.cu and kernels/attention_mma.cu (each kernel's contract is in its header), and
 /// <see cref="AttentionOp"/> on the CUDA backend.
 /// </summary>
-public static unsafe class AttentionKernels
+internal static unsafe class AttentionKernels
 {
     /// <summary><see cref="AttentionOp.Forward"/> on the CUDA backend, the contract checked; logSumExp is F32.</summary>
     internal static Tensor Forward(CudaBackend cuda, Tensor q, Tensor k, Tensor v, AttentionShape shape, out Tensor logSumExp)

@@ -13,7 +13,7 @@ namespace Phi2Native.Backends.Ops.Attention;
 /// dk, dv (=), each optional. <see cref="Cached"/> is the inference form over a KV cache, read in place. The contract is
 /// checked here, once.
 /// </summary>
-public sealed class AttentionOp : AutogradOp
+internal sealed class AttentionOp : AutogradOp
 {
     /// <summary>The op and the dtypes each backend computes it in (q, k, v and the output share one).</summary>
     public static BackendOp Info { get; } = new("Attention", BackendOp.CpuFloats, [DType.F32, DType.BF16]);

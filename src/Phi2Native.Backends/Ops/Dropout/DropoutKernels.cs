@@ -1,7 +1,7 @@
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
-using Phi2Native.Profiling;
 using Phi2Native.Determinism;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Dropout;
@@ -11,7 +11,7 @@ namespace Phi2Native.Backends.Ops.Dropout;
 /// backend. They take p and pass the kernels <see cref="DropoutMask.KeepThreshold"/>(p) and <see cref="Scale"/>(p); p = 0
 /// is a device copy (none in place), no kernel.
 /// </summary>
-public static unsafe class DropoutKernels
+internal static unsafe class DropoutKernels
 {
     /// <summary><see cref="DropoutOp.Forward"/> on the CUDA backend, the contract checked.</summary>
     internal static Tensor Forward(CudaBackend cuda, Tensor x, double p, ulong seed)

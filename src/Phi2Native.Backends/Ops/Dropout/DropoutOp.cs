@@ -11,7 +11,7 @@ namespace Phi2Native.Backends.Ops.Dropout;
 /// passes p, and scaled by 1 / (1 - p); bit for bit alike on both backends. Nothing is stored; backward recomputes the
 /// mask from the seed. The contract is checked here, once.
 /// </summary>
-public sealed class DropoutOp : AutogradOp
+internal sealed class DropoutOp : AutogradOp
 {
     /// <summary>The op and the dtypes each backend computes it in.</summary>
     public static BackendOp Info { get; } = new("Dropout", BackendOp.CpuFloats, [DType.F32, DType.BF16, DType.F16]);

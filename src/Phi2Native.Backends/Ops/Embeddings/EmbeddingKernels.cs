@@ -11,7 +11,7 @@ namespace Phi2Native.Backends.Ops.Embeddings;
 /// (the CPU backend's exception) before they are uploaded; for ids made on the device, the kernels' optional <c>badPosition</c>
 /// flag (an int, 4-byte aligned) is prepared by <see cref="ResetBadPosition"/> and read back by <see cref="ReadBadPosition"/>.
 /// </remarks>
-public static unsafe class EmbeddingKernels
+internal static unsafe class EmbeddingKernels
 {
     /// <summary><see cref="EmbeddingOp.Forward"/> on the CUDA backend, the contract checked; the ids stay on the device (no read-back).</summary>
     internal static Tensor Forward(CudaBackend cuda, Tensor weight, Tensor ids, int count)

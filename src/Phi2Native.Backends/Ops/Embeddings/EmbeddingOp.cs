@@ -14,7 +14,7 @@ namespace Phi2Native.Backends.Ops.Embeddings;
 /// kernels never touch memory out of bounds for a bad one (a NaN row forward, skipped backward). The contract is
 /// checked here, once.
 /// </summary>
-public sealed class EmbeddingOp : AutogradOp
+internal sealed class EmbeddingOp : AutogradOp
 {
     /// <summary>The op and the dtypes each backend computes it in (the table's; the output has it too).</summary>
     public static BackendOp Info { get; } = new("Embedding", BackendOp.CpuFloats, [DType.F32, DType.BF16]);

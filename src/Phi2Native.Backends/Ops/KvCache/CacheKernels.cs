@@ -6,7 +6,7 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Backends.Ops.KvCache;
 
 /// <summary>Launchers for kernels/cache.cu (its contract is in its header), and <see cref="KvCacheOp"/> on the CUDA backend.</summary>
-public static unsafe class CacheKernels
+internal static unsafe class CacheKernels
 {
     /// <summary>Threads per block (one element per thread).</summary>
     public const uint BlockSize = 256;

@@ -11,7 +11,7 @@ namespace Phi2Native.Backends.Ops.KvCache;
 /// the CPU backend throws, the CUDA backend (which reads them on the device, no host wait) skips that row. The
 /// contract is checked here, once.
 /// </summary>
-public static class KvCacheOp
+internal static class KvCacheOp
 {
     /// <summary>The op and the dtypes each backend stores caches in (on the CPU a move of any float dtype).</summary>
     public static BackendOp Info { get; } = new("KvCacheWrite", [DType.F32, DType.F64, DType.F16, DType.BF16], [DType.F32, DType.BF16]);

@@ -6,7 +6,7 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Backends.Ops.Loss;
 
 /// <summary>Launchers for kernels/cross_entropy.cu (each kernel's contract is in its header), and <see cref="CrossEntropyOp"/> on the CUDA backend.</summary>
-public static unsafe class CrossEntropyKernels
+internal static unsafe class CrossEntropyKernels
 {
     /// <summary>
     /// <see cref="CrossEntropyOp.Forward"/> on the CUDA backend, the contract checked: per-row lse, then the CPU's sum

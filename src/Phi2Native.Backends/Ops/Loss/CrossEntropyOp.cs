@@ -14,7 +14,7 @@ namespace Phi2Native.Backends.Ops.Loss;
 /// before upload (Phi2Model.CausalLanguageModelLoss); the CPU backend checks them again for free, and the CUDA kernels
 /// give a bad one's row NaN. The contract is checked here, once.
 /// </summary>
-public sealed class CrossEntropyOp : AutogradOp
+internal sealed class CrossEntropyOp : AutogradOp
 {
     /// <summary>The op and the dtypes each backend computes it in (the logits'; the loss is F32, F64 beside F64 logits).</summary>
     public static BackendOp Info { get; } = new("CrossEntropy", BackendOp.CpuFloats, [DType.F32, DType.BF16]);

@@ -1,13 +1,13 @@
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
-using Phi2Native.Profiling;
 using Phi2Native.Cuda.Resources;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Normalization;
 
 /// <summary>Launchers for kernels/layernorm.cu (each kernel's contract is in its header), and <see cref="LayerNormOp"/> on the CUDA backend.</summary>
-public static unsafe class LayerNormKernels
+internal static unsafe class LayerNormKernels
 {
     /// <summary><see cref="LayerNormOp.Forward"/> on the CUDA backend, the contract checked.</summary>
     internal static Tensor Forward(CudaBackend cuda, Tensor x, Tensor weight, Tensor bias, double eps, int rows, int channels,

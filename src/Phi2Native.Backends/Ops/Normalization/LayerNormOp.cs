@@ -12,7 +12,7 @@ namespace Phi2Native.Backends.Ops.Normalization;
 /// mean and rstd [rows]; backward writes dx (=) and accumulates dWeight, dBias (+=), each optional. The contract is
 /// checked here, once; <see cref="CpuLayerNorm"/> and <see cref="LayerNormKernels"/> trust it.
 /// </summary>
-public sealed class LayerNormOp : AutogradOp
+internal sealed class LayerNormOp : AutogradOp
 {
     /// <summary>The op and the dtypes each backend computes it in (x, weight, bias and dx share one).</summary>
     public static BackendOp Info { get; } = new("LayerNorm", BackendOp.CpuFloats, [DType.F32, DType.BF16]);

@@ -11,7 +11,7 @@ namespace Phi2Native.Backends.Ops.Projection;
 /// dx = dY W (=) and accumulates dW += dY^T x and dBias += column sums of dY (+=), each optional: a frozen weight costs
 /// no dW product, an input that needs no gradient no dx product. The contract is checked here, once.
 /// </summary>
-public sealed class LinearOp : AutogradOp
+internal sealed class LinearOp : AutogradOp
 {
     /// <summary>The op and the dtypes each backend computes it in (x, weight, bias and dx share one).</summary>
     public static BackendOp Info { get; } = new("Linear", BackendOp.CpuFloats, [DType.F32, DType.BF16, DType.F16]);

@@ -11,7 +11,7 @@ namespace Phi2Native.Backends.Ops.Residual;
 /// unfused dropouts and adds bit for bit. Backward gives hidden the output's gradient itself and both branches theirs
 /// from one pass over it. The contract is checked here, once.
 /// </summary>
-public sealed class ParallelResidualOp : AutogradOp
+internal sealed class ParallelResidualOp : AutogradOp
 {
     /// <summary>The op and the dtypes each backend computes it in.</summary>
     public static BackendOp Info { get; } = new("ParallelResidual", BackendOp.CpuFloats, [DType.F32, DType.BF16, DType.F16]);

@@ -6,7 +6,7 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Backends.Ops.Rotary;
 
 /// <summary>Launchers for kernels/rotary.cu (each kernel's contract is in its header), and <see cref="RotaryOp"/> on the CUDA backend.</summary>
-public static unsafe class RotaryKernels
+internal static unsafe class RotaryKernels
 {
     /// <summary>The widest rotary part the kernel's shared cos/sin table takes (PHI2_ROTARY_MAX_HALF * 2 in rotary.cu).</summary>
     public const int MaxRotaryDim = 256;

@@ -13,7 +13,7 @@ namespace Phi2Native.Backends.Ops.Rotary;
 /// at 0 (training, a prompt into an empty cache): one op for both, read on the device. Backward rotates dOutput back
 /// by the same angles. The contract is checked here, once.
 /// </summary>
-public sealed class RotaryOp : AutogradOp
+internal sealed class RotaryOp : AutogradOp
 {
     /// <summary>The op and the dtypes each backend computes it in.</summary>
     public static BackendOp Info { get; } = new("Rotary", BackendOp.CpuFloats, [DType.F32, DType.BF16]);

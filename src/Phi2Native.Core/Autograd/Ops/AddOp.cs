@@ -3,7 +3,7 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Autograd.Ops;
 
 /// <summary>Elementwise a + b of equal shapes (the residual add). Both inputs receive the output's gradient.</summary>
-public sealed class AddOp : AutogradOp
+internal sealed class AddOp : AutogradOp
 {
     private AddOp(Tensor a, Tensor b) : base(a, b) { }
 

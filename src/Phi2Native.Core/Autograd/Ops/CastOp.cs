@@ -7,7 +7,7 @@ namespace Phi2Native.Autograd.Ops;
 /// fp32 LoRA branch. The cast is the identity up to rounding, so its gradient is the output's gradient cast back to the
 /// input's dtype (a straight-through rounding, as PyTorch's <c>Tensor.to</c>).
 /// </summary>
-public sealed class CastOp : AutogradOp
+internal sealed class CastOp : AutogradOp
 {
     private readonly DType _inputDType;
 

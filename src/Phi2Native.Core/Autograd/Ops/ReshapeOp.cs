@@ -3,7 +3,7 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Autograd.Ops;
 
 /// <summary>A view with another shape (e.g. [B, T, C] -> [B, T, H, D]); the gradient is reshaped back.</summary>
-public sealed class ReshapeOp : AutogradOp
+internal sealed class ReshapeOp : AutogradOp
 {
     private ReshapeOp(Tensor x) : base(x) { }
 

@@ -3,7 +3,7 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Autograd.Ops;
 
 /// <summary>y = factor * x with a constant factor (LoRA's alpha / r); the gradient is scaled alike.</summary>
-public sealed class ScaleOp : AutogradOp
+internal sealed class ScaleOp : AutogradOp
 {
     private readonly double _factor;
 

@@ -3,7 +3,7 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Autograd.Ops;
 
 /// <summary>The transpose of a matrix [R, C] -> [C, R] (a copy); the gradient is transposed back.</summary>
-public sealed class TransposeOp : AutogradOp
+internal sealed class TransposeOp : AutogradOp
 {
     private TransposeOp(Tensor matrix) : base(matrix) { }
 

@@ -8,7 +8,7 @@ namespace Phi2Native.FineTuning.Training;
 /// renamed into place, and checked before a run resumes from it, so a damaged or edited checkpoint is refused naming
 /// the file instead of resuming into wrong numbers.
 /// </summary>
-public static class CheckpointManifest
+internal static class CheckpointManifest
 {
     /// <summary>The manifest's file name inside a checkpoint folder.</summary>
     public const string FileName = "manifest.json";

@@ -53,7 +53,7 @@ public sealed record SkippedStep(NonFiniteValue Value, int Skipped, int Allowed)
 /// gradients overflowed) while the run has skips left; otherwise stop. It only judges the values it is given, however
 /// they were obtained (<see cref="GlobalNorm"/>).
 /// </summary>
-public sealed class NonFinitePolicy
+internal sealed class NonFinitePolicy
 {
     /// <summary>What to do with a step.</summary>
     public enum Verdict

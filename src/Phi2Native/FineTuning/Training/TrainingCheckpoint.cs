@@ -12,7 +12,7 @@ namespace Phi2Native.FineTuning.Training;
 /// <c>manifest.json</c> (each file's size and SHA-256, checked on resume). Written into a temporary folder and renamed,
 /// so a crash never leaves a half-written checkpoint or loses the previous one.
 /// </summary>
-public static class TrainingCheckpoint
+internal static class TrainingCheckpoint
 {
     /// <summary>The optimizer state file.</summary>
     public const string OptimizerFileName = "optimizer.safetensors";

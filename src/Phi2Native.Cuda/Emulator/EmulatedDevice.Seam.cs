@@ -1,0 +1,26 @@
+namespace Phi2Native.Cuda.Emulator;
+
+// The members of the device seam that only this assembly and its friends call (IDeviceApi's internal members: memory,
+// copies, streams, events, launches, BLAS), each forwarded to this device's own internal member of the same name.
+// C# lets a public class implement an internal interface member only explicitly.
+public sealed unsafe partial class EmulatedDevice
+{
+    DevicePtr IDeviceApi.Allocate(long bytes) => Allocate(bytes);
+    void IDeviceApi.Free(DevicePtr pointer) => Free(pointer);
+    void IDeviceApi.CopyToDevice(DevicePtr destination, ReadOnlySpan<byte> source, DeviceStream stream) => CopyToDevice(destination, source, stream);
+    void IDeviceApi.CopyToHost(Span<byte> destination, DevicePtr source, DeviceStream stream) => CopyToHost(destination, source, stream);
+    void IDeviceApi.CopyOnDevice(DevicePtr destination, DevicePtr source, long bytes, DeviceStream stream) => CopyOnDevice(destination, source, bytes, stream);
+    void IDeviceApi.Fill(DevicePtr pointer, byte value, long bytes, DeviceStream stream) => Fill(pointer, value, bytes, stream);
+    void IDeviceApi.Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers) =>
+        Launch(kernelName, grid, block, dynamicSharedBytes, stream, argPointers);
+    void IDeviceApi.Launch(string kernelName, Dim3 grid, Dim3 block, int dynamicSharedBytes, DeviceStream stream, ReadOnlySpan<nint> argPointers,
+        in Phi2Native.Profiling.KernelCost cost) => Launch(kernelName, grid, block, dynamicSharedBytes, stream, argPointers, cost);
+    void IDeviceApi.Synchronize(DeviceStream stream) => Synchronize(stream);
+    DeviceStream IDeviceApi.CreateStream() => CreateStream();
+    void IDeviceApi.DestroyStream(DeviceStream stream) => DestroyStream(stream);
+    DeviceEvent IDeviceApi.RecordEvent(DeviceStream stream) => RecordEvent(stream);
+    float IDeviceApi.ElapsedMilliseconds(DeviceEvent start, DeviceEvent end) => ElapsedMilliseconds(start, end);
+    void IDeviceApi.DestroyEvent(DeviceEvent deviceEvent) => DestroyEvent(deviceEvent);
+    IBlas IDeviceApi.Blas => Blas;
+    DeviceMemoryStatistics IDeviceApi.Memory => Memory;
+}
