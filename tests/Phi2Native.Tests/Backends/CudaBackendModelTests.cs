@@ -4,7 +4,9 @@ using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
 using Phi2Native.Cuda.Emulator;
+using Phi2Native.Embedded;
 using Phi2Native.Models.Phi2;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 using Phi2Native.Tests.Support;
 
@@ -89,6 +91,34 @@ public class CudaBackendModelTests
         var loss = cudaModel.CausalLanguageModelLoss(logits, ids);
         Assert.That(loss.DType, Is.EqualTo(DType.F32), "the loss is fp32 whatever the logits are");
         Assert.That(loss.Item(), Is.EqualTo(cpuModel.CausalLanguageModelLoss(expected, ids).Item()).Within(1).Percent);
+    }
+
+    [Test]
+    public void BFloat16AtHeadDimension80RunsTheTensorCoreAttentionAndStaysCloseToTheCpu()
+    {
+        // The embedded model has Phi-2's head dim 80, which takes attention_mma_bf16 (the fixture's 30 takes the SIMT
+        // kernel). The CPU computes in fp32 from the same bf16-rounded weights.
+        int[] ids = [.. Enumerable.Range(0, 37).Select(i => (i * 37 + 11) % 500)];
+        using var device = new EmulatedDevice();
+        using var cuda = new CudaBackend(device, ownsDevice: false);
+        var cpu = new CpuBackend();
+        using var cudaModel = EmbeddedDefault.CreateModel(cuda, DType.BF16);
+        using var cpuModel = EmbeddedDefault.CreateModel(cpu, DType.F32);
+        foreach (var (_, parameter) in cpuModel.NamedParameters())
+        {
+            using var narrow = cpu.Cast(parameter, DType.BF16);
+            using var back = cpu.Cast(narrow, DType.F32);
+            cpu.Copy(back, parameter);
+        }
+        using var scope = TensorScope.Begin();
+        Tensor logits;
+        using (var recorder = ProfileRecorder.Start())
+        {
+            logits = cudaModel.Forward(cudaModel.CreateInputIds(ids));
+            Assert.That(recorder.Events.Select(e => e.Name), Does.Contain("attention_mma_bf16"), "the tensor-core forward ran");
+        }
+        var expected = cpuModel.Forward(cpuModel.CreateInputIds(ids));
+        TensorAssert.Close("bf16 logits at D 80", expected.ToSingleArray(), logits.ToSingleArray(), Tolerance.Forward(DType.BF16));
     }
 
     [Test]
