@@ -50,6 +50,14 @@ internal static unsafe class DropoutKernels
     /// <summary>1 / (1 - p) in double, rounded once to fp32: the factor the CPU backend's fp32 dropout multiplies by.</summary>
     public static float Scale(double p) => (float)(1.0 / (1.0 - p));
 
+    /// <summary>The keep threshold (<see cref="DropoutMask.KeepThreshold"/>) and fp32 <see cref="Scale"/> a dropping kernel takes for p; p = 0 keeps every element, scaled by 1.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">p is outside [0, 1).</exception>
+    internal static (uint Threshold, float Scale) Mask(double p)
+    {
+        if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), p, "the drop probability p must be in [0, 1)");
+        return (DropoutMask.KeepThreshold(p), Scale(p));
+    }
+
     private static void Launch(string op, IDeviceApi device, DType dtype, DevicePtr input, string inputName, DevicePtr output, string outputName,
         double p, ulong seed, long n, DeviceStream stream)
     {
@@ -66,8 +74,7 @@ internal static unsafe class DropoutKernels
             if (input != output) device.CopyOnDevice(output, input, count * (long)dtype.SizeInBytes(), stream);
             return;
         }
-        uint threshold = DropoutMask.KeepThreshold(p);
-        float scale = Scale(p);
+        var (threshold, scale) = Mask(p);
         nint* args = stackalloc nint[] { (nint)(&input), (nint)(&output), (nint)(&threshold), (nint)(&scale), (nint)(&seed), (nint)(&count) };
         // The mask is recomputed from the counter (a SplitMix64 hash, ~12 integer ops, not counted as flops): 1 multiply an element.
         device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 6), KernelCost.Elementwise(n, dtype, 1, 1, 1));

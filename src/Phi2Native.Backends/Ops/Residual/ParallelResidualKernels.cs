@@ -2,7 +2,6 @@ using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Dropout;
 using Phi2Native.Cuda;
 using Phi2Native.Profiling;
-using Phi2Native.Determinism;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Residual;
@@ -50,7 +49,7 @@ internal static unsafe class ParallelResidualKernels
         long bytes = count * (long)dtype.SizeInBytes();
         foreach (var (input, name) in new[] { (attention, nameof(attention)), (mlp, nameof(mlp)), (hidden, nameof(hidden)) })
             BufferOverlap.RequireNone(input, bytes, y, bytes, name, nameof(y));
-        var (threshold, scale) = Mask(p);
+        var (threshold, scale) = DropoutKernels.Mask(p);
         nint* args = stackalloc nint[]
         {
             (nint)(&attention), (nint)(&mlp), (nint)(&hidden), (nint)(&y), (nint)(&threshold), (nint)(&scale), (nint)(&seedA), (nint)(&seedM), (nint)(&count),
@@ -77,19 +76,12 @@ internal static unsafe class ParallelResidualKernels
         if (hasAttention) BufferOverlap.RequireNone(dY, bytes, dAttention, bytes, nameof(dY), nameof(dAttention));
         if (hasMlp) BufferOverlap.RequireNone(dY, bytes, dMlp, bytes, nameof(dY), nameof(dMlp));
         if (hasAttention && hasMlp) BufferOverlap.RequireNone(dAttention, bytes, dMlp, bytes, nameof(dAttention), nameof(dMlp));
-        var (threshold, scale) = Mask(p);
+        var (threshold, scale) = DropoutKernels.Mask(p);
         nint* args = stackalloc nint[]
         {
             (nint)(&dY), (nint)(&dAttention), (nint)(&dMlp), (nint)(&threshold), (nint)(&scale), (nint)(&seedA), (nint)(&seedM), (nint)(&count),
         };
         device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 8),
             KernelCost.Elementwise(n, dtype, 1, (hasAttention ? 1 : 0) + (hasMlp ? 1 : 0), 2));
-    }
-
-    // DropoutMask's threshold and dropout.cu's fp32 scale; p = 0 keeps every element, scaled by 1.
-    private static (uint Threshold, float Scale) Mask(double p)
-    {
-        if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), p, "the drop probability p must be in [0, 1)");
-        return (DropoutMask.KeepThreshold(p), DropoutKernels.Scale(p));
     }
 }

@@ -42,11 +42,15 @@ public static class GlobalNorm
     public static NormReport Of(StepStatusReport status) =>
         new(status.Norm, status.FirstNonFinite, status.FirstNonFinite >= 0 ? status.FirstNonFiniteSquares : double.NaN);
 
-    private static NormReport Measure(IReadOnlyList<Tensor?> tensors)
+    private static NormReport Measure(IReadOnlyList<Tensor?> tensors) =>
+        Read(tensors, 0) is { } status ? Of(status) : new NormReport(0, -1, double.NaN);
+
+    /// <summary>Measures <paramref name="tensors"/> into a status of their own and reads it; null when every entry is null.</summary>
+    internal static StepStatusReport? Read(IReadOnlyList<Tensor?> tensors, double maxNorm)
     {
-        if (tensors.FirstOrDefault(t => t is not null) is not { } any) return new NormReport(0, -1, double.NaN);
+        if (tensors.FirstOrDefault(t => t is not null) is not { } any) return null;
         using var status = new StepStatus(any.Backend);
-        GradientCheckOp.Measure(tensors, [], 0, status);
-        return Of(status.Read());
+        GradientCheckOp.Measure(tensors, [], maxNorm, status);
+        return status.Read();
     }
 }

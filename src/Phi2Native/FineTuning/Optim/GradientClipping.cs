@@ -1,4 +1,3 @@
-using Phi2Native.Backends.Ops.Optimizer;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.FineTuning.Optim;
@@ -27,10 +26,7 @@ public static class GradientClipping
         ArgumentNullException.ThrowIfNull(parameters);
         if (!NumberChecks.IsFinitePositive(maxNorm)) throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, "the maximum gradient norm must be a finite number > 0");
         var gradients = parameters.Select(p => p.Grad).ToList();
-        if (gradients.FirstOrDefault(g => g is not null) is not { } any) return 0;
-        using var status = new StepStatus(any.Backend);
-        GradientCheckOp.Measure(gradients, [], maxNorm, status);
-        var report = status.Read();
+        if (GlobalNorm.Read(gradients, maxNorm) is not { } report) return 0;
         if (report.ClipScale != 1)
             foreach (var gradient in gradients.OfType<Tensor>()) gradient.Backend.ScaleInPlace(gradient, report.ClipScale);
         return report.Norm;
