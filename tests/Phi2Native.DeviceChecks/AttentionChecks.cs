@@ -17,7 +17,10 @@ namespace Phi2Native.DeviceChecks;
 /// cores; <see cref="AttentionKernels.UsesTensorCores"/>): its checks pair D in {16, 32, 64, 80, 96, 128} with Tq and Tk in
 /// {1, 15, 16, 17, 64, 127, 129, 300} (Tq &lt; Tk among them), B above 1, bf16 and f16. Tolerances:
 /// <see cref="Tolerances.Forward"/> for the output and logSumExp (<see cref="Tolerances.AttentionTensorCoreOutput"/> for
-/// the tensor-core output), <see cref="Tolerances.Gradient"/> for dq, dk and dv.
+/// the tensor-core output), <see cref="Tolerances.Gradient"/> for dq, dk and dv (<see cref="Tolerances.AttentionTensorCoreGradient"/>
+/// for the tensor-core backward's, each with its own bound). The backward of a 16-bit dtype with D a multiple of 16 runs
+/// kernels/attention_mma_backward.cu (<see cref="AttentionKernels.BackwardUsesTensorCores"/>), checked over the same D, Tq
+/// and Tk, bf16 and f16, each gradient alone and together.
 /// </summary>
 public static class AttentionChecks
 {
@@ -85,6 +88,20 @@ public static class AttentionChecks
         Backward(DType.BF16, new(2, 45, 45, 2, 80), Wanted.All),
         Backward(DType.BF16, new(1, 10, 50, 2, 80), Wanted.Dk | Wanted.Dv),
         Backward(DType.BF16, new(2, 33, 33, 3, 7), Wanted.All),
+        Backward(DType.BF16, new(2, 17, 17, 2, 80), Wanted.All),
+        Backward(DType.F16, new(1, 129, 129, 1, 64), Wanted.All),
+        Backward(DType.BF16, new(1, 300, 300, 1, 16), Wanted.All),
+        Backward(DType.BF16, new(2, 15, 127, 1, 128), Wanted.All),
+        Backward(DType.F16, new(2, 64, 64, 2, 32), Wanted.Dq),
+        Backward(DType.BF16, new(1, 1, 129, 2, 96), Wanted.Dk),
+        Backward(DType.F16, new(1, 16, 300, 1, 80), Wanted.Dv),
+        Backward(DType.BF16, new(3, 127, 129, 1, 32), Wanted.All),
+        Backward(DType.F16, new(1, 1, 1, 1, 128), Wanted.All),
+        Backward(DType.F16, new(1, 64, 300, 1, 96), Wanted.Dk | Wanted.Dv),
+        Backward(DType.BF16, new(1, 64, 64, 1, 80), Wanted.All, scale: 4f),
+        Backward(DType.BF16, new(2, 15, 16, 2, 64), Wanted.Dq),
+        Backward(DType.F16, new(2, 16, 17, 2, 112), Wanted.All),
+        Backward(DType.BF16, new(1, 127, 127, 1, 48), Wanted.Dq | Wanted.Dv),
     ];
 
     /// <summary>Whether <see cref="AttentionKernels.Attention"/> runs the tensor-core kernel on these (16-byte aligned) buffers.</summary>
@@ -110,12 +127,16 @@ public static class AttentionChecks
             device => RunPerRow(device, dtype, s, keyTimes));
     }
 
+    /// <summary>Whether <see cref="AttentionKernels.AttentionBackward"/> runs the tensor-core kernel on these (16-byte aligned) buffers.</summary>
+    private static bool BackwardTensorCores(DType dtype, Shape s) => AttentionKernels.BackwardUsesTensorCores(dtype, s.D, default, default, default, default);
+
     private static DeviceCheck Backward(DType dtype, Shape s, Wanted wanted, float scale = 1.5f)
     {
         string suffix = KernelName.Suffix(dtype);
         string what = wanted == Wanted.All ? "all gradients" : string.Join(" and ", Enum.GetValues<Wanted>().Where(w => w != Wanted.All && wanted.HasFlag(w)).Select(w => w.ToString().ToLowerInvariant())) + " only";
-        string[] kernels = (wanted & (Wanted.Dq | Wanted.Dk)) != 0 ? [$"attention_backward_delta_{suffix}", $"attention_backward_{suffix}"] : [$"attention_backward_{suffix}"];
-        return new($"attention_backward_{suffix} {s} {what}{(scale != 1.5f ? $" inputs x{scale}" : "")}", kernels,
+        string kernel = BackwardTensorCores(dtype, s) ? AttentionKernels.TensorCoreBackwardKernel(dtype, s.D) : $"attention_backward_{suffix}";
+        string[] kernels = (wanted & (Wanted.Dq | Wanted.Dk)) != 0 ? [$"attention_backward_delta_{suffix}", kernel] : [kernel];
+        return new($"{kernel} {s} {what}{(scale != 1.5f ? $" inputs x{scale}" : "")}", kernels,
             device => RunBackward(device, dtype, s, wanted, scale));
     }
 
@@ -244,11 +265,54 @@ public static class AttentionChecks
             delta?.Pointer ?? DevicePtr.Null, gdq?.Pointer ?? DevicePtr.Null, gdk?.Pointer ?? DevicePtr.Null, gdv?.Pointer ?? DevicePtr.Null,
             s.B, s.Tq, s.Tk, s.H, s.D);
 
-        var tolerance = Tolerances.Gradient(dtype);
+        var (boundDq, boundDk, boundDv) = BackwardTensorCores(dtype, s)
+            ? RoundingBounds(s, cq.ToSingleArray(), ck.ToSingleArray(), cv.ToSingleArray(), cdo.ToSingleArray(), output, lse)
+            : (0.0, 0.0, 0.0);
+        Tolerance For(double bound) => BackwardTensorCores(dtype, s) ? Tolerances.AttentionTensorCoreGradient(dtype, bound) : Tolerances.Gradient(dtype);
         var parts = new List<CheckResult>();
-        if (wantDq) parts.Add(tolerance.Compare("dq", gdq!.Download(), cpu.CastTo(dtype, cdq!)));
-        if (wantDk) parts.Add(tolerance.Compare("dk", gdk!.Download(), cpu.CastTo(dtype, cdk!)));
-        if (wantDv) parts.Add(tolerance.Compare("dv", gdv!.Download(), cpu.CastTo(dtype, cdv!)));
+        if (wantDq) parts.Add(For(boundDq).Compare("dq", gdq!.Download(), cpu.CastTo(dtype, cdq!)));
+        if (wantDk) parts.Add(For(boundDk).Compare("dk", gdk!.Download(), cpu.CastTo(dtype, cdk!)));
+        if (wantDv) parts.Add(For(boundDv).Compare("dv", gdv!.Download(), cpu.CastTo(dtype, cdv!)));
         return CheckResult.Combine([.. parts]);
+    }
+
+    /// <summary>
+    /// The largest sums of absolute terms the tensor-core backward rounds (<see cref="Tolerances.AttentionTensorCoreGradient"/>):
+    /// max over (row, d) of sum |ds_ij| |k_j| (dq), sum_i |ds_ij| |q_i| (dk) and sum_i p_ij |dO_i| (dv), in double from the
+    /// stored inputs, the forward's output and logSumExp (the arrays in [B, T, H, D] and [B, H, Tq] order).
+    /// </summary>
+    private static (double Dq, double Dk, double Dv) RoundingBounds(Shape s, float[] q, float[] k, float[] v, float[] dOut, float[] output, float[] lse)
+    {
+        double scale = 1.0 / Math.Sqrt(s.D);
+        int offset = s.Tk - s.Tq;
+        var dqSums = new double[s.QueryCount];
+        var dkSums = new double[s.KeyCount];
+        var dvSums = new double[s.KeyCount];
+        double Dot(float[] a, long ai, float[] b, long bi)
+        {
+            double sum = 0;
+            for (int d = 0; d < s.D; d++) sum += (double)a[ai + d] * b[bi + d];
+            return sum;
+        }
+        for (int b = 0; b < s.B; b++)
+            for (int h = 0; h < s.H; h++)
+                for (int i = 0; i < s.Tq; i++)
+                {
+                    long qi = (((long)b * s.Tq + i) * s.H + h) * s.D;
+                    double lseI = lse[((long)b * s.H + h) * s.Tq + i], delta = Dot(dOut, qi, output, qi);
+                    for (int j = 0; j <= offset + i; j++)
+                    {
+                        long kj = (((long)b * s.Tk + j) * s.H + h) * s.D;
+                        double p = Math.Exp(Dot(q, qi, k, kj) * scale - lseI);
+                        double ds = Math.Abs(p * (Dot(dOut, qi, v, kj) - delta) * scale);
+                        for (int d = 0; d < s.D; d++)
+                        {
+                            dqSums[qi + d] += ds * Math.Abs(k[kj + d]);
+                            dkSums[kj + d] += ds * Math.Abs(q[qi + d]);
+                            dvSums[kj + d] += p * Math.Abs(dOut[qi + d]);
+                        }
+                    }
+                }
+        return (dqSums.DefaultIfEmpty().Max(), dkSums.DefaultIfEmpty().Max(), dvSums.DefaultIfEmpty().Max());
     }
 }

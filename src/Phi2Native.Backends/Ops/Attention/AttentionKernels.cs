@@ -6,7 +6,7 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Backends.Ops.Attention;
 
 /// <summary>
-/// Launchers for kernels/attention.cu and kernels/attention_mma.cu (each kernel's contract is in its header), and
+/// Launchers for kernels/attention.cu, kernels/attention_mma.cu and kernels/attention_mma_backward.cu (each kernel's contract is in its header), and
 /// <see cref="AttentionOp"/> on the CUDA backend: the kernel choice and the checks every launcher shares here, one file per
 /// launcher family beside it (.Forward, .Backward, .Cached).
 /// </summary>
@@ -28,6 +28,9 @@ internal static unsafe partial class AttentionKernels
 
     private static readonly DType[] TensorCoreSupported = [DType.BF16, DType.F16];
 
+    /// <summary>The delta kernel's dtypes: the SIMT backward's, and f16 for the tensor-core backward's checks.</summary>
+    private static readonly DType[] DeltaSupported = [DType.F32, DType.BF16, DType.F16];
+
     /// <summary>Queries per block, and keys per tile, of attention_mma.cu's forward (PHI2_ATTENTION_MMA_ROWS, _KEYS).</summary>
     public const int TensorCoreTile = 64;
 
@@ -38,6 +41,43 @@ internal static unsafe partial class AttentionKernels
     public static bool UsesTensorCores(DType dtype, int headDim, DevicePtr q, DevicePtr k, DevicePtr v) =>
         dtype is DType.BF16 or DType.F16 && headDim is >= 16 and <= MaxHeadDim && headDim % 16 == 0 &&
         (q.Address | k.Address | v.Address) % 16 == 0;
+
+    /// <summary>
+    /// The one place the backward's kernel is chosen: attention_mma_backward_{dtype}_d{bound} (tensor cores) under the
+    /// forward's rule (<see cref="UsesTensorCores"/>) with dO 16-byte aligned too (the gradients are stored element by
+    /// element and need no more than the dtype's alignment); otherwise attention_backward_{dtype} (SIMT).
+    /// </summary>
+    public static bool BackwardUsesTensorCores(DType dtype, int headDim, DevicePtr dOutput, DevicePtr q, DevicePtr k, DevicePtr v) =>
+        UsesTensorCores(dtype, headDim, q, k, v) && dOutput.Address % 16 == 0;
+
+    /// <summary>Keys (or queries) a block of attention_mma_backward owns (PHI2_ATTENTION_BACKWARD_ROWS).</summary>
+    public const int TensorCoreBackwardTile = 64;
+
+    /// <summary>
+    /// The head-dim bound of the attention_mma_backward kernel that takes <paramref name="headDim"/> (a multiple of 16 up to
+    /// <see cref="MaxHeadDim"/>): the smallest of 32, 64, 80, 128 at or above it (its registers are sized to the bound).
+    /// </summary>
+    public static int TensorCoreHeadDimBound(int headDim) => headDim switch
+    {
+        <= 32 => 32,
+        <= 64 => 64,
+        <= 80 => 80,
+        _ => 128,
+    };
+
+    /// <summary>Rows attention_mma_backward streams per step at a head-dim bound (its header's S: 16 at bound 80, else 32).</summary>
+    public static int TensorCoreBackwardStreamRows(int bound) => bound == 80 ? 16 : 32;
+
+    /// <summary>The tensor-core backward's kernel name at <paramref name="headDim"/>: attention_mma_backward_{dtype}_d{bound}.</summary>
+    public static string TensorCoreBackwardKernel(DType dtype, int headDim) =>
+        KernelName.For("attention_mma_backward", dtype, TensorCoreSupported) + "_d" + TensorCoreHeadDimBound(headDim);
+
+    /// <summary>Dynamic shared memory of an attention_mma_backward block, by its header's formula (above 48 KiB the device opts the kernel in).</summary>
+    public static int TensorCoreBackwardSharedBytes(int headDim)
+    {
+        int rows = TensorCoreBackwardStreamRows(TensorCoreHeadDimBound(headDim));
+        return (2 * TensorCoreBackwardTile + 4 * rows) * (headDim + 8) * sizeof(ushort) + 4 * rows * sizeof(float);
+    }
 
     /// <summary>Dynamic shared memory of an attention_mma block, by attention_mma.cu's formula (above 48 KiB the device opts the kernel in).</summary>
     public static int TensorCoreForwardSharedBytes(int headDim) => 5 * TensorCoreTile * (headDim + 8) * sizeof(ushort);
