@@ -33,6 +33,15 @@ public class PlantedKernelBugTests : Support.TemporaryDirectoryTest
             "pf[1] = Ops::pack(s[2 * kk2 + 1][0], s[2 * kk2 + 1][1]); // planted",
             "P's A fragment with a wrong register (row g's keys 8..15 where row g + 8's keys 0..7 belong)",
             "attention_mma_bf16 B 2 Tq 17 Tk 17 H 2 D 80", "attention_mma_f16 B 2 Tq 64 Tk 64 H 2 D 32"),
+        new("attention_mma_backward.cu", "cp_async_wait_group<1>(); // this tile's group (and K's, V's)",
+            "// planted: no wait for this query tile's group (",
+            "a key block's query tile read before its cp.async group is waited for",
+            "attention_mma_backward_bf16_d80 B 2 Tq 45 Tk 45 H 2 D 80 all gradients", "attention_mma_backward_f16_d128 B 1 Tq 64 Tk 300 H 1 D 96 dk and dv only"),
+        new("attention_mma_backward.cu", "pf[1] = Ops::pack(p[2 * kk][2], p[2 * kk][3]);",
+            "pf[1] = Ops::pack(p[2 * kk + 1][0], p[2 * kk + 1][1]); // planted",
+            "P^T's and dS's A fragment with a wrong register (row g's columns 8..15 where row g + 8's columns 0..7 belong)",
+            "attention_mma_backward_f16_d32 B 2 Tq 64 Tk 64 H 2 D 32 dq only", "attention_mma_backward_f16_d80 B 1 Tq 16 Tk 300 H 1 D 80 dv only",
+            "attention_mma_backward_bf16_d128 B 1 Tq 1 Tk 129 H 2 D 96 dk only"),
     ];
 
     [Test]
