@@ -102,6 +102,8 @@ public static class AttentionChecks
         Backward(DType.BF16, new(2, 15, 16, 2, 64), Wanted.Dq),
         Backward(DType.F16, new(2, 16, 17, 2, 112), Wanted.All),
         Backward(DType.BF16, new(1, 127, 127, 1, 48), Wanted.Dq | Wanted.Dv),
+        Backward(DType.F16, new(2, 300, 300, 1, 96), Wanted.All),
+        Backward(DType.BF16, new(2, 70, 70, 2, 80), Wanted.All, twice: true),
     ];
 
     /// <summary>Whether <see cref="AttentionKernels.Attention"/> runs the tensor-core kernel on these (16-byte aligned) buffers.</summary>
@@ -130,14 +132,18 @@ public static class AttentionChecks
     /// <summary>Whether <see cref="AttentionKernels.AttentionBackward"/> runs the tensor-core kernel on these (16-byte aligned) buffers.</summary>
     private static bool BackwardTensorCores(DType dtype, Shape s) => AttentionKernels.BackwardUsesTensorCores(dtype, s.D, default, default, default, default);
 
-    private static DeviceCheck Backward(DType dtype, Shape s, Wanted wanted, float scale = 1.5f)
+    /// <summary>
+    /// Backward against the CPU; with <paramref name="twice"/>, also run again over gradient buffers refilled with other bytes,
+    /// and the second run's bytes must equal the first's (deterministic: no atomics, a fixed order of every sum).
+    /// </summary>
+    private static DeviceCheck Backward(DType dtype, Shape s, Wanted wanted, float scale = 1.5f, bool twice = false)
     {
         string suffix = KernelName.Suffix(dtype);
         string what = wanted == Wanted.All ? "all gradients" : string.Join(" and ", Enum.GetValues<Wanted>().Where(w => w != Wanted.All && wanted.HasFlag(w)).Select(w => w.ToString().ToLowerInvariant())) + " only";
         string kernel = BackwardTensorCores(dtype, s) ? AttentionKernels.TensorCoreBackwardKernel(dtype, s.D) : $"attention_backward_{suffix}";
         string[] kernels = (wanted & (Wanted.Dq | Wanted.Dk)) != 0 ? [$"attention_backward_delta_{suffix}", kernel] : [kernel];
-        return new($"{kernel} {s} {what}{(scale != 1.5f ? $" inputs x{scale}" : "")}", kernels,
-            device => RunBackward(device, dtype, s, wanted, scale));
+        return new($"{kernel} {s} {what}{(scale != 1.5f ? $" inputs x{scale}" : "")}{(twice ? ", run twice: bitwise equal" : "")}", kernels,
+            device => RunBackward(device, dtype, s, wanted, scale, twice));
     }
 
     private static (float[] Q, float[] K, float[] V) Inputs(Shape s, int keyRows, float scale)
@@ -225,7 +231,7 @@ public static class AttentionChecks
         return Tolerances.Forward(dtype).Compare("output", output.Download(), expected);
     }
 
-    private static CheckResult RunBackward(IDeviceApi device, DType dtype, Shape s, Wanted wanted, float scale)
+    private static CheckResult RunBackward(IDeviceApi device, DType dtype, Shape s, Wanted wanted, float scale, bool twice)
     {
         var (q, k, v) = Inputs(s, s.Tk, scale);
         float[] dOut = TestData.Uniform(s.QueryCount, seed: 2900 + s.Tq + s.D);
@@ -261,15 +267,25 @@ public static class AttentionChecks
         using var gdq = wantDq ? DeviceBuffer.Allocate(device, dtype, s.QueryCount) : null;
         using var gdk = wantDk ? DeviceBuffer.Allocate(device, dtype, s.KeyCount) : null;
         using var gdv = wantDv ? DeviceBuffer.Allocate(device, dtype, s.KeyCount) : null;
-        AttentionKernels.AttentionBackward(device, dtype, gdo.Pointer, gq.Pointer, gk.Pointer, gv.Pointer, gout.Pointer, glse.Pointer,
+        void Run() => AttentionKernels.AttentionBackward(device, dtype, gdo.Pointer, gq.Pointer, gk.Pointer, gv.Pointer, gout.Pointer, glse.Pointer,
             delta?.Pointer ?? DevicePtr.Null, gdq?.Pointer ?? DevicePtr.Null, gdk?.Pointer ?? DevicePtr.Null, gdv?.Pointer ?? DevicePtr.Null,
             s.B, s.Tq, s.Tk, s.H, s.D);
+        Run();
+        var parts = new List<CheckResult>();
+        if (twice)
+        {
+            var gradients = new[] { ("dq", gdq), ("dk", gdk), ("dv", gdv) }.Where(g => g.Item2 != null).Select(g => (Name: g.Item1, Buffer: g.Item2!)).ToList();
+            var first = gradients.Select(g => g.Buffer.Download()).ToList();
+            foreach (var (_, buffer) in gradients) device.Fill(buffer.Pointer, 0x7F, buffer.Bytes, default);
+            Run();
+            for (int i = 0; i < gradients.Count; i++)
+                parts.Add(CheckResult.CompareBits($"{gradients[i].Name} (second run)", gradients[i].Buffer.Download(), first[i]));
+        }
 
         var (boundDq, boundDk, boundDv) = BackwardTensorCores(dtype, s)
             ? RoundingBounds(s, cq.ToSingleArray(), ck.ToSingleArray(), cv.ToSingleArray(), cdo.ToSingleArray(), output, lse)
             : (0.0, 0.0, 0.0);
         Tolerance For(double bound) => BackwardTensorCores(dtype, s) ? Tolerances.AttentionTensorCoreGradient(dtype, bound) : Tolerances.Gradient(dtype);
-        var parts = new List<CheckResult>();
         if (wantDq) parts.Add(For(boundDq).Compare("dq", gdq!.Download(), cpu.CastTo(dtype, cdq!)));
         if (wantDk) parts.Add(For(boundDk).Compare("dk", gdk!.Download(), cpu.CastTo(dtype, cdk!)));
         if (wantDv) parts.Add(For(boundDv).Compare("dv", gdv!.Download(), cpu.CastTo(dtype, cdv!)));
