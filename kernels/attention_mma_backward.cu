@@ -36,7 +36,7 @@
 //         warp computes S = Q K^T and dP = dO V^T (16 queries x S keys), P and dS as above, and dq += dS K
 //         (K's fragments by ldmatrix.trans); tiles wholly above the warp's diagonal are skipped. Writes dq (=).
 //       Rows past Tq or Tk are copied as zeros (cp.async's zero fill), never read from global memory.
-//       Tq = 0 launches nothing (the launcher writes dk = dv = 0, as the CPU does).
+//       Tq = 0 with Tk > 0 writes dk = dv = 0 (nothing attends), as the CPU does.
 // Why two kinds of block rather than FlashAttention-2's one (each key tile also adding its dS K into dq with fp32
 // atomicAdd): the result does not depend on block scheduling (run to run, and emulator to GPU: run twice, bitwise
 // equal), dq needs no fp32 [B, Tq, H, D] scratch, no zeroing and no conversion pass, and both kinds run in one
@@ -279,6 +279,7 @@ PHI2_DEVICE void attention_mma_backward(const typename Dt::type* dout, const typ
             }
             __syncthreads(); // every warp done with this tile's buffers before the next iteration refills them
         }
+        cp_async_wait_group<0>(); // Tq = 0 walks no query tile: nothing is left in flight when the block ends
         if (dk) attention_backward_store<Dt, Bound>(dk, k_head, row_stride, key_lo, Tk, acc0, D, t);
         if (dv) attention_backward_store<Dt, Bound>(dv, k_head, row_stride, key_lo, Tk, acc1, D, t);
         return;

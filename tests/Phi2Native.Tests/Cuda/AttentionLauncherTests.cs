@@ -170,5 +170,13 @@ public class AttentionLauncherTests : LauncherTest
         AttentionKernels.AttentionBackward(Emulated, DType.BF16, bf16, bf16.Offset(256), bf16.Offset(512), bf16.Offset(768), bf16.Offset(1024), At(5), DevicePtr.Null,
             DevicePtr.Null, DevicePtr.Null, dv.Pointer, B, 0, Tk, H, D);
         Assert.That(dv.Download(), Is.All.EqualTo(0f));
+        // The tensor-core backward (bf16, D 16) likewise.
+        using var tensorCoreDk = DeviceBuffer.Allocate(Emulated, DType.BF16, Tk * H * 16);
+        using var tensorCoreDv = DeviceBuffer.Allocate(Emulated, DType.BF16, Tk * H * 16);
+        Assert.That(AttentionKernels.BackwardUsesTensorCores(DType.BF16, 16, bf16, bf16.Offset(256), bf16.Offset(512), bf16.Offset(768)), Is.True);
+        AttentionKernels.AttentionBackward(Emulated, DType.BF16, bf16, bf16.Offset(256), bf16.Offset(512), bf16.Offset(768), bf16.Offset(1024), At(5), At(6),
+            DevicePtr.Null, tensorCoreDk.Pointer, tensorCoreDv.Pointer, B, 0, Tk, H, 16);
+        Assert.That(tensorCoreDk.Download(), Is.All.EqualTo(0f));
+        Assert.That(tensorCoreDv.Download(), Is.All.EqualTo(0f));
     }
 }
