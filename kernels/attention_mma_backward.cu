@@ -40,24 +40,25 @@
 // Why two kinds of block rather than FlashAttention-2's one (each key tile also adding its dS K into dq with fp32
 // atomicAdd): the result does not depend on block scheduling (run to run, and emulator to GPU: run twice, bitwise
 // equal), dq needs no fp32 [B, Tq, H, D] scratch, no zeroing and no conversion pass, and both kinds run in one
-// launch. The price is recomputing S and dP in the query blocks: 7 products of 2 D flops per (query, key) pair
-// instead of FA2's 5 (+40 % tensor-core flops), and K and V read once more per query tile (Q and dO once more per
-// key tile). At Phi-2's training shape that is modelled, not measured: the atomic version's dq traffic
-// (B * Tq * H * D fp32 read-modify-written once per key tile that sees it, in L2) is what it would save instead.
+// launch. The price is recomputing S and dP in the query blocks: 7 products of 2 D flops per visible (query, key) pair
+// instead of FA2's 5 (+40 % tensor-core flops), and the query blocks' second read of K and V (once per query tile that
+// sees them, mostly from L2). FA2's price instead: an fp32 atomicAdd per dq element per key tile that sees its query
+// (B * Tq * H * D * Tk / 64 / 2 of them, causal), an fp32 dq scratch zeroed before and rounded to the dtype after,
+// and a result that varies run to run. Which is faster on a GPU is not measured yet.
 // Numerics against the fp32 reference (CpuAttention): S and dP are fp32 sums of exact 16-bit products; P and dS are
-// fp32 and rounded to the dtype once before they feed the products (relative error 2^-9 in bf16, 2^-12 in f16 per
-// element, so dv_j moves by at most that times sum_i p_ij |dO_i|, and dk, dq by that times sum |ds| |q| or |k|);
+// fp32 and rounded to the dtype once before they feed the products (relative error at most 2^-8 in bf16, 2^-11 in
+// f16 per element, so dv_j moves by at most that times sum_i p_ij |dO_i|, and dk, dq by that times sum |ds| |q| or |k|);
 // each gradient is rounded once on store. The key blocks' S^T = K Q^T and the query blocks' S = Q K^T hold the same
 // products; the emulator sums them in the same (d) order, a GPU's mma may not, so on a GPU dq's P and dk's P agree to
 // fp32 rounding rather than bit for bit (each launch is still deterministic).
 // Bytes a launch moves (unique): dO, q, k, v, lse, and delta when dq or dk is wanted, read; dq, dk, dv written as
 // wanted (K and V are read again by every query tile that sees them, Q and dO by every key tile: from L2).
 // Flops per visible (query, key) pair, on tensor cores: 8 D in key blocks (4 D with dv alone), 6 D in query blocks
-// (the masked triangle of a diagonal tile is computed and discarded); about 10 SIMT flops a pair form P and dS.
+// (the masked triangle of a diagonal tile is computed and discarded); about 6 SIMT flops a pair form P and dS in each
+// kind of block.
 #include "common.cuh"
 
 #define PHI2_ATTENTION_BACKWARD_ROWS 64
-#define PHI2_ATTENTION_BACKWARD_THREADS 128
 #define PHI2_ATTENTION_BACKWARD_PAD 8
 
 // The mma and the fragment packing of each 16-bit dtype.
