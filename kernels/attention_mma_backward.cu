@@ -176,12 +176,12 @@ PHI2_DEVICE void attention_mma_backward(const typename Dt::type* dout, const typ
     PHI2_DYNAMIC_SHARED(T, shared);
     const int stride = D + PHI2_ATTENTION_BACKWARD_PAD;
     const int own_elements = PHI2_ATTENTION_BACKWARD_ROWS * stride, stream_elements = S * stride;
-    T* own0 = shared;                         // key block: K; query block: Q
-    T* own1 = own0 + own_elements;            // key block: V; query block: dO
-    T* stream0 = own1 + own_elements;         // two buffers (stream0, stream0 + stream_elements); key block: Q; query block: K
-    T* stream1 = stream0 + 2 * stream_elements; // likewise; key block: dO; query block: V
-    float* lse_s = reinterpret_cast<float*>(stream1 + 2 * stream_elements); // two buffers of S (key blocks)
-    float* delta_s = lse_s + 2 * S;                                         // likewise
+    T* own_k_or_q = shared;                        // key block: K; query block: Q
+    T* own_v_or_do = own_k_or_q + own_elements;    // key block: V; query block: dO
+    T* stream_q_or_k = own_v_or_do + own_elements; // two buffers (+0, +stream_elements); key block: Q; query block: K
+    T* stream_do_or_v = stream_q_or_k + 2 * stream_elements; // likewise; key block: dO; query block: V
+    float* lse_s = reinterpret_cast<float*>(stream_do_or_v + 2 * stream_elements); // two buffers of S (key blocks)
+    float* delta_s = lse_s + 2 * S; // likewise
 
     const int pair = (int)blockIdx.x, b = pair / H, h = pair - b * H;
     const long long row_stride = (long long)H * D;
@@ -194,23 +194,24 @@ PHI2_DEVICE void attention_mma_backward(const typename Dt::type* dout, const typ
     const int key_tiles = (dk || dv) ? (Tk + PHI2_ATTENTION_BACKWARD_ROWS - 1) / PHI2_ATTENTION_BACKWARD_ROWS : 0;
     const int own_warp = 16 * warp; // the warp's first row in the own tiles
 
-    float acc0[Bound / 8][4], acc1[Bound / 8][4];
+    float acc_dk_or_dq[Bound / 8][4], acc_dv[Bound / 8][4];
 #pragma unroll
     for (int n = 0; n < Bound / 8; n++)
-        acc0[n][0] = acc0[n][1] = acc0[n][2] = acc0[n][3] = acc1[n][0] = acc1[n][1] = acc1[n][2] = acc1[n][3] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc_dk_or_dq[n][e] = acc_dv[n][e] = 0.0f;
 
     if ((int)blockIdx.y < key_tiles)
     {
-        // Key tile: acc0 = the warp's dk rows, acc1 = its dv rows. This lane's keys: key_lo and key_lo + 8.
+        // Key tile: acc_dk_or_dq = the warp's dk rows, acc_dv = its dv rows. This lane's keys: key_lo and key_lo + 8.
         const int k0 = (int)blockIdx.y * PHI2_ATTENTION_BACKWARD_ROWS;
         const int key_lo = k0 + own_warp + g, warp_first_key = k0 + own_warp, warp_last_key = warp_first_key + 15;
         const bool want_ds = dk != nullptr;
         const int first_query = k0 - offset > 0 ? k0 - offset : 0;
         const int query_tiles = (Tq - first_query + S - 1) / S;
-        attention_backward_stage(own0, k + k_head, k0, PHI2_ATTENTION_BACKWARD_ROWS, Tk, row_stride, D, stride);
-        attention_backward_stage(own1, v + k_head, k0, PHI2_ATTENTION_BACKWARD_ROWS, Tk, row_stride, D, stride);
-        attention_backward_stage(stream0, q + q_head, first_query, S, Tq, row_stride, D, stride);
-        attention_backward_stage(stream1, dout + q_head, first_query, S, Tq, row_stride, D, stride);
+        attention_backward_stage(own_k_or_q, k + k_head, k0, PHI2_ATTENTION_BACKWARD_ROWS, Tk, row_stride, D, stride);
+        attention_backward_stage(own_v_or_do, v + k_head, k0, PHI2_ATTENTION_BACKWARD_ROWS, Tk, row_stride, D, stride);
+        attention_backward_stage(stream_q_or_k, q + q_head, first_query, S, Tq, row_stride, D, stride);
+        attention_backward_stage(stream_do_or_v, dout + q_head, first_query, S, Tq, row_stride, D, stride);
         cp_async_commit_group();
         for (int i = (int)threadIdx.x; i < S; i += (int)blockDim.x)
         {
@@ -222,15 +223,15 @@ PHI2_DEVICE void attention_mma_backward(const typename Dt::type* dout, const typ
         for (int tile = 0; tile < query_tiles; tile++)
         {
             const int q0 = first_query + tile * S, buffer = tile % 2;
-            const T* qt = stream0 + buffer * stream_elements;
-            const T* dot = stream1 + buffer * stream_elements;
+            const T* qt = stream_q_or_k + buffer * stream_elements;
+            const T* dot = stream_do_or_v + buffer * stream_elements;
             const float* lse_t = lse_s + buffer * S;
             const float* delta_t = delta_s + buffer * S;
             if (tile + 1 < query_tiles)
             {
                 const int next = 1 - buffer, q1 = q0 + S;
-                attention_backward_stage(stream0 + next * stream_elements, q + q_head, q1, S, Tq, row_stride, D, stride);
-                attention_backward_stage(stream1 + next * stream_elements, dout + q_head, q1, S, Tq, row_stride, D, stride);
+                attention_backward_stage(stream_q_or_k + next * stream_elements, q + q_head, q1, S, Tq, row_stride, D, stride);
+                attention_backward_stage(stream_do_or_v + next * stream_elements, dout + q_head, q1, S, Tq, row_stride, D, stride);
                 cp_async_commit_group();
                 // Plain stores: visible to the block after the barrier below; the buffer was last read before the
                 // previous iteration's closing barrier.
@@ -256,8 +257,8 @@ PHI2_DEVICE void attention_mma_backward(const typename Dt::type* dout, const typ
 #pragma unroll
                 for (int j = 0; j < S / 8; j++)
                     s[j][0] = s[j][1] = s[j][2] = s[j][3] = dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
-                attention_backward_rows_by_rows<Ops, S, Bound>(s, own0 + own_warp * stride, qt, stride, D, lane);
-                if (want_ds) attention_backward_rows_by_rows<Ops, S, Bound>(dp, own1 + own_warp * stride, dot, stride, D, lane);
+                attention_backward_rows_by_rows<Ops, S, Bound>(s, own_k_or_q + own_warp * stride, qt, stride, D, lane);
+                if (want_ds) attention_backward_rows_by_rows<Ops, S, Bound>(dp, own_v_or_do + own_warp * stride, dot, stride, D, lane);
 
                 // s[j][e]: key key_lo (e < 2) or key_lo + 8, query q0 + 8 j + 2 t + (e & 1). Mask only where the tile
                 // crosses the warp's diagonal (its first query does not see the warp's last key).
@@ -275,18 +276,18 @@ PHI2_DEVICE void attention_mma_backward(const typename Dt::type* dout, const typ
                         s[j][e] = p;
                     }
                 }
-                attention_backward_scores_by_rows<Ops, S, Bound>(acc1, s, dot, stride, D, lane);
-                if (want_ds) attention_backward_scores_by_rows<Ops, S, Bound>(acc0, dp, qt, stride, D, lane);
+                attention_backward_scores_by_rows<Ops, S, Bound>(acc_dv, s, dot, stride, D, lane);
+                if (want_ds) attention_backward_scores_by_rows<Ops, S, Bound>(acc_dk_or_dq, dp, qt, stride, D, lane);
             }
             __syncthreads(); // every warp done with this tile's buffers before the next iteration refills them
         }
         cp_async_wait_group<0>(); // Tq = 0 walks no query tile: nothing is left in flight when the block ends
-        if (dk) attention_backward_store<Dt, Bound>(dk, k_head, row_stride, key_lo, Tk, acc0, D, t);
-        if (dv) attention_backward_store<Dt, Bound>(dv, k_head, row_stride, key_lo, Tk, acc1, D, t);
+        if (dk) attention_backward_store<Dt, Bound>(dk, k_head, row_stride, key_lo, Tk, acc_dk_or_dq, D, t);
+        if (dv) attention_backward_store<Dt, Bound>(dv, k_head, row_stride, key_lo, Tk, acc_dv, D, t);
         return;
     }
 
-    // Query tile (counted from the end): acc0 = the warp's dq rows. This lane's queries: row_lo and row_lo + 8.
+    // Query tile (counted from the end): acc_dk_or_dq = the warp's dq rows. This lane's queries: row_lo and row_lo + 8.
     const int query_tiles = (int)gridDim.y - key_tiles;
     const int q0 = (query_tiles - 1 - ((int)blockIdx.y - key_tiles)) * PHI2_ATTENTION_BACKWARD_ROWS;
     const int block_rows = Tq - q0 < PHI2_ATTENTION_BACKWARD_ROWS ? Tq - q0 : PHI2_ATTENTION_BACKWARD_ROWS;
@@ -300,22 +301,22 @@ PHI2_DEVICE void attention_mma_backward(const typename Dt::type* dout, const typ
     const float lse_lo = row_lo < Tq ? lse[lse_head + row_lo] : infinity, lse_hi = row_hi < Tq ? lse[lse_head + row_hi] : infinity;
     const float delta_lo = row_lo < Tq ? delta[lse_head + row_lo] : 0.0f, delta_hi = row_hi < Tq ? delta[lse_head + row_hi] : 0.0f;
 
-    attention_backward_stage(own0, q + q_head, q0, PHI2_ATTENTION_BACKWARD_ROWS, Tq, row_stride, D, stride);
-    attention_backward_stage(own1, dout + q_head, q0, PHI2_ATTENTION_BACKWARD_ROWS, Tq, row_stride, D, stride);
-    attention_backward_stage(stream0, k + k_head, 0, S, last + 1, row_stride, D, stride);
-    attention_backward_stage(stream1, v + k_head, 0, S, last + 1, row_stride, D, stride);
+    attention_backward_stage(own_k_or_q, q + q_head, q0, PHI2_ATTENTION_BACKWARD_ROWS, Tq, row_stride, D, stride);
+    attention_backward_stage(own_v_or_do, dout + q_head, q0, PHI2_ATTENTION_BACKWARD_ROWS, Tq, row_stride, D, stride);
+    attention_backward_stage(stream_q_or_k, k + k_head, 0, S, last + 1, row_stride, D, stride);
+    attention_backward_stage(stream_do_or_v, v + k_head, 0, S, last + 1, row_stride, D, stride);
     cp_async_commit_group();
 
     for (int tile = 0; tile < key_tiles_seen; tile++)
     {
         const int k0 = tile * S, buffer = tile % 2;
-        const T* kt = stream0 + buffer * stream_elements;
-        const T* vt = stream1 + buffer * stream_elements;
+        const T* kt = stream_q_or_k + buffer * stream_elements;
+        const T* vt = stream_do_or_v + buffer * stream_elements;
         if (tile + 1 < key_tiles_seen)
         {
             const int next = 1 - buffer, k1 = k0 + S;
-            attention_backward_stage(stream0 + next * stream_elements, k + k_head, k1, S, last + 1, row_stride, D, stride);
-            attention_backward_stage(stream1 + next * stream_elements, v + k_head, k1, S, last + 1, row_stride, D, stride);
+            attention_backward_stage(stream_q_or_k + next * stream_elements, k + k_head, k1, S, last + 1, row_stride, D, stride);
+            attention_backward_stage(stream_do_or_v + next * stream_elements, v + k_head, k1, S, last + 1, row_stride, D, stride);
             cp_async_commit_group();
             cp_async_wait_group<1>(); // this tile's group (and Q's, dO's) landed; the next one may still be in flight
         }
@@ -332,8 +333,8 @@ PHI2_DEVICE void attention_mma_backward(const typename Dt::type* dout, const typ
 #pragma unroll
             for (int j = 0; j < S / 8; j++)
                 s[j][0] = s[j][1] = s[j][2] = s[j][3] = dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
-            attention_backward_rows_by_rows<Ops, S, Bound>(s, own0 + own_warp * stride, kt, stride, D, lane);
-            attention_backward_rows_by_rows<Ops, S, Bound>(dp, own1 + own_warp * stride, vt, stride, D, lane);
+            attention_backward_rows_by_rows<Ops, S, Bound>(s, own_k_or_q + own_warp * stride, kt, stride, D, lane);
+            attention_backward_rows_by_rows<Ops, S, Bound>(dp, own_v_or_do + own_warp * stride, vt, stride, D, lane);
 
             // s[j][e]: query row_lo (e < 2) or row_hi, key k0 + 8 j + 2 t + (e & 1).
             const bool masked = k0 + S - 1 > warp_first_key;
@@ -349,11 +350,11 @@ PHI2_DEVICE void attention_mma_backward(const typename Dt::type* dout, const typ
                     dp[j][e] = visible ? (dp[j][e] - (e < 2 ? delta_lo : delta_hi)) * p * scale : 0.0f;
                 }
             }
-            attention_backward_scores_by_rows<Ops, S, Bound>(acc0, dp, kt, stride, D, lane);
+            attention_backward_scores_by_rows<Ops, S, Bound>(acc_dk_or_dq, dp, kt, stride, D, lane);
         }
         __syncthreads(); // every warp done with this tile's buffers before the next iteration refills them
     }
-    attention_backward_store<Dt, Bound>(dq, q_head, row_stride, row_lo, Tq, acc0, D, t);
+    attention_backward_store<Dt, Bound>(dq, q_head, row_stride, row_lo, Tq, acc_dk_or_dq, D, t);
 }
 
 PHI2_KERNEL void attention_mma_backward_bf16_d32(const bf16_t* dout, const bf16_t* q, const bf16_t* k, const bf16_t* v,
