@@ -6,9 +6,9 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Backends.Ops.Attention;
 
 /// <summary>
-/// Launchers for kernels/attention.cu, kernels/attention_mma.cu and kernels/attention_mma_backward.cu (each kernel's contract is in its header), and
-/// <see cref="AttentionOp"/> on the CUDA backend: the kernel choice and the checks every launcher shares here, one file per
-/// launcher family beside it (.Forward, .Backward, .Cached).
+/// Launchers for kernels/attention.cu, kernels/attention_mma.cu and kernels/attention_mma_backward.cu (each kernel's
+/// contract is in its header), and <see cref="AttentionOp"/> on the CUDA backend: the kernel choice and the checks every
+/// launcher shares here, one file per launcher family beside it (.Forward, .Backward, .Cached).
 /// </summary>
 internal static unsafe partial class AttentionKernels
 {
