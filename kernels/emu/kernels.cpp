@@ -16,6 +16,7 @@
 #include "../gelu.cu"
 #include "../dropout.cu"
 #include "../residual.cu"
+#include "../lora.cu"
 #include "../attention.cu"
 #include "../attention_mma.cu"
 #include "../attention_mma_backward.cu"
@@ -117,6 +118,22 @@ namespace
         PHI2_EMU_ENTRY(parallel_residual_backward_f32),
         PHI2_EMU_ENTRY(parallel_residual_backward_bf16),
         PHI2_EMU_ENTRY(parallel_residual_backward_f16),
+        // lora.cu (the LoRA branch: down, up, their backward, the adapter's gradients)
+        PHI2_EMU_ENTRY(lora_down_f32),
+        PHI2_EMU_ENTRY(lora_down_bf16),
+        PHI2_EMU_ENTRY(lora_down_f16),
+        PHI2_EMU_ENTRY(lora_up_f32),
+        PHI2_EMU_ENTRY(lora_up_bf16),
+        PHI2_EMU_ENTRY(lora_up_f16),
+        PHI2_EMU_ENTRY(lora_up_backward_f32),
+        PHI2_EMU_ENTRY(lora_up_backward_bf16),
+        PHI2_EMU_ENTRY(lora_up_backward_f16),
+        PHI2_EMU_ENTRY(lora_down_backward_f32),
+        PHI2_EMU_ENTRY(lora_down_backward_bf16),
+        PHI2_EMU_ENTRY(lora_down_backward_f16),
+        PHI2_EMU_ENTRY(lora_weight_grad_f32),
+        PHI2_EMU_ENTRY(lora_weight_grad_bf16),
+        PHI2_EMU_ENTRY(lora_weight_grad_f16),
         // attention.cu (causal flash-style attention: forward, through the KV cache, backward)
         PHI2_EMU_ENTRY(attention_f32),
         PHI2_EMU_ENTRY(attention_bf16),

@@ -31,6 +31,7 @@ public static class DeviceCheckCatalog
             new("gelu", GeluChecks.All),
             new("dropout", DropoutChecks.All),
             new("residual", ParallelResidualChecks.All),
+            new("lora", LoraChecks.All),
             new("mma", MmaChecks.All),
             new("blas", BlasChecks.All),
             // embedding.cu, rotary.cu, cache.cu, transpose.cu

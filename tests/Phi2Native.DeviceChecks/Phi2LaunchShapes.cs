@@ -5,6 +5,7 @@ using Phi2Native.Backends.Ops.Dropout;
 using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Backends.Ops.KvCache;
 using Phi2Native.Backends.Ops.Loss;
+using Phi2Native.Backends.Ops.Lora;
 using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Backends.Ops.Optimizer;
 using Phi2Native.Backends.Ops.Residual;
@@ -23,7 +24,7 @@ namespace Phi2Native.DeviceChecks;
 /// </summary>
 internal static class Phi2LaunchShapes
 {
-    private const int C = 2560, H = 32, D = 80, RotaryDim = 32, T = 2048, V = 51200, Inner = 10240, B = 4, Rows = B * T;
+    private const int C = 2560, H = 32, D = 80, RotaryDim = 32, T = 2048, V = 51200, Inner = 10240, B = 4, Rows = B * T, LoraRank = 16;
     private static readonly DType[] AllFloat = [DType.F32, DType.BF16, DType.F16];
     private static readonly DType[] F32Bf16 = [DType.F32, DType.BF16];
 
@@ -46,6 +47,12 @@ internal static class Phi2LaunchShapes
             DropoutKernels.DropoutBackward(device, dtype, P(), P(), 0.1, 7, (long)Rows * C);
             ParallelResidualKernels.ParallelResidual(device, dtype, P(), P(), P(), P(), 0.1, 7, 8, (long)Rows * C, default);
             ParallelResidualKernels.ParallelResidualBackward(device, dtype, P(), P(), P(), 0.1, 7, 8, (long)Rows * C, default);
+            // LoRA r 16 on fc1 (in C, out 10240) and fc2 (in 10240, out C): the widest of each kernel's launches.
+            LoraKernels.LoraDown(device, dtype, P(), P(), P(), 0.05, 7, Rows, Inner, LoraRank, default);
+            LoraKernels.LoraUp(device, dtype, P(), P(), P(), P(), 2.0, Rows, Inner, LoraRank, default);
+            LoraKernels.LoraUpBackward(device, dtype, P(), P(), P(), 2.0, Rows, Inner, LoraRank, default);
+            LoraKernels.LoraDownBackward(device, dtype, P(), P(), P(), 0.05, 7, Rows, Inner, LoraRank, default);
+            LoraKernels.GradientOfA(device, dtype, P(), P(), P(), 0.05, 7, Rows, Inner, LoraRank, default);
             GeluKernels.GeluNew(device, dtype, P(), P(), (long)Rows * Inner);
             GeluKernels.GeluNewBackward(device, dtype, P(), P(), P(), (long)Rows * Inner);
             GeluKernels.BiasGeluNew(device, dtype, P(), P(), P(), P(), Rows, Inner);

@@ -18,7 +18,9 @@ namespace Phi2Native.Profiling;
 /// (B x T, or B for a decoded token) replaced by the new ones, its epilogue's extra traffic scaled with the rows.
 /// Attention's flops scale with B x Tq x Tk (causal, so quadratic in T outside decoding) and its bytes with B x Tk.
 /// Every other kernel and device copy scales with the rows, except in the optimizer, which does not depend on them, and
-/// fills (zeroed gradient accumulators, flags), which are parameter-sized.
+/// fills (zeroed gradient accumulators, flags), which are parameter-sized. The LoRA kernels (kernels/lora.cu) read or
+/// write their module's adapter (A [r, in], B [out, r], fp32) beside the rows: that part stays, sized by the module's
+/// backward lora_weight_grad launches (dB's, then dA's written bytes), and the rest scales with the rows.
 /// Host syncs repeat with their layer's work; driver allocations are not modelled (dropped).
 /// </remarks>
 public static partial class ProfileScaling
@@ -44,6 +46,7 @@ public static partial class ProfileScaling
         double queries = decode ? 1 : sequence, toQueries = decode ? 1 : toSequence;
         double attentionFlops = toBatch * toQueries * toSequence / (batch * queries * sequence);
         double attentionBytes = (double)toBatch * toSequence / ((double)batch * sequence);
+        var adapters = LoraAdapterBytes(events);
         var scaled = new List<ProfileEvent>();
         foreach (var e in events)
         {
@@ -55,6 +58,8 @@ public static partial class ProfileScaling
                 ProfileEventKind.Blas => Gemm(e, rows, toRows),
                 ProfileEventKind.Kernel when e.Name.Contains("attention", StringComparison.Ordinal) && !e.Name.Contains("delta", StringComparison.Ordinal) =>
                     (e.Detail, Times(e.Cost, attentionBytes, attentionFlops)),
+                ProfileEventKind.Kernel when !optimizer && e.Name.StartsWith("lora_", StringComparison.Ordinal) =>
+                    (e.Detail, Lora(e, adapters, rowFactor)),
                 // The optimizer's launches, table uploads and fills (zeroed gradients) follow the trained elements.
                 ProfileEventKind.Kernel or ProfileEventKind.CopyOnDevice or ProfileEventKind.CopyToDevice when optimizer =>
                     (e.Detail, Times(e.Cost, trainedElementsFactor, trainedElementsFactor)),
@@ -67,6 +72,37 @@ public static partial class ProfileScaling
             for (int i = 0; i < repeat; i++) scaled.Add(new ProfileEvent(e, detail, cost));
         }
         return scaled;
+    }
+
+    // Per module, the bytes of B and of A (fp32): the written bytes of its backward's lora_weight_grad launches, dB's first.
+    private static Dictionary<string, (long B, long A)> LoraAdapterBytes(IReadOnlyList<ProfileEvent> events)
+    {
+        var adapters = new Dictionary<string, (long B, long A)>();
+        foreach (var group in events.Where(e => e.Kind == ProfileEventKind.Kernel && e.Phase == ProfilePhase.Backward && e.Module is not null
+                     && e.Name.StartsWith("lora_weight_grad", StringComparison.Ordinal) && e.Cost.IsDeclared).GroupBy(e => e.Module!))
+        {
+            var written = group.Select(e => e.Cost.BytesWritten).ToList();
+            if (written.Count >= 2) adapters[group.Key] = (written[0], written[1]);
+        }
+        return adapters;
+    }
+
+    // A LoRA launch: its adapter traffic fixed (lora_weight_grad: the gradient read and written, 2 flops an element,
+    // r x width elements of 4 bytes), the rest scaled with the rows. Without the module's sizes (no backward in the run),
+    // all of it scales with the rows.
+    private static KernelCost Lora(ProfileEvent e, Dictionary<string, (long B, long A)> adapters, double rowFactor)
+    {
+        if (!e.Cost.IsDeclared) return e.Cost;
+        KernelCost fixedPart;
+        if (e.Name.StartsWith("lora_weight_grad", StringComparison.Ordinal))
+            fixedPart = new(e.Cost.BytesWritten, e.Cost.BytesWritten, 0, e.Cost.BytesWritten / 2);
+        else if (e.Module is null || !adapters.TryGetValue(e.Module, out var sizes))
+            return Times(e.Cost, rowFactor, rowFactor);
+        else
+            fixedPart = new(e.Name.StartsWith("lora_up", StringComparison.Ordinal) ? sizes.B : sizes.A, 0, 0, 0);
+        var rowsPart = new KernelCost(e.Cost.BytesRead - fixedPart.BytesRead, e.Cost.BytesWritten - fixedPart.BytesWritten,
+            e.Cost.TensorCoreFlops, e.Cost.SimtFlops - fixedPart.SimtFlops);
+        return fixedPart + Times(rowsPart, rowFactor, rowFactor);
     }
 
     private static KernelCost Times(KernelCost cost, double bytes, double flops) => !cost.IsDeclared ? cost : new(

@@ -7,6 +7,7 @@ using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Backends.Ops.Projection;
+using Phi2Native.Backends.Ops.Lora;
 using Phi2Native.Backends.Ops.Residual;
 using Phi2Native.Backends.Ops.Rotary;
 using Phi2Native.Tensors;
@@ -121,6 +122,18 @@ public class OpGradientTests
         var mlp = Input("mlp", [2, 3, 17], 2);
         var hidden = Input("hidden", [2, 3, 17], 3);
         Check("ParallelResidual", () => ParallelResidualOp.Apply(attention, mlp, hidden, dropout, 11, 12), [attention, mlp, hidden]);
+    }
+
+    [TestCase(0.0)]
+    [TestCase(0.3)]
+    public void Lora(double dropout)
+    {
+        // x [2, 3, 11], base [2, 3, 7], A [4, 11], B [7, 4] (B non-zero, so A's gradient is too); scaling 1.5.
+        var x = Input("x", [2, 3, 11]);
+        var baseOutput = Input("base", [2, 3, 7]);
+        var a = Input("A", [4, 11]);
+        var b = Input("B", [7, 4]);
+        Check("Lora", () => LoraOp.Apply(x, baseOutput, a, b, new LoraBranch(1.5, dropout, 13)), [x, baseOutput, a, b]);
     }
 
     [Test]

@@ -1,5 +1,5 @@
 using Phi2Native.Autograd.Ops;
-using Phi2Native.Backends.Ops.Dropout;
+using Phi2Native.Backends.Ops.Lora;
 using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Determinism;
 using Phi2Native.Models;
@@ -57,13 +57,11 @@ public sealed class LoraLinear : IModuleAdapter, IDisposable
     /// <inheritdoc/>
     public Tensor Forward(Tensor input, Tensor baseOutput, bool training)
     {
-        // Over a base of another dtype (bf16 on the CUDA backend) the branch computes in the adapter's fp32: x is widened
-        // first (no op when the dtypes agree, so an all-fp32 model records exactly the ops it always did).
-        var x = CastOp.Apply(input, A.DType);
-        if (training && Dropout > 0)
-            x = DropoutOp.Apply(x, Dropout, Seeds.Derive(DropoutSeed, SeedPurpose.LoraInputDropout, Interlocked.Increment(ref _trainingForwards)));
-        var update = LinearOp.Apply(LinearOp.Apply(x, A, null), B, null);             // [..., r] -> [..., out]
-        return AddUpdate(baseOutput, ScaleOp.Apply(update, Scaling));
+        // One op (kernels/lora.cu on the CUDA backend: lora_down, lora_up): the mask is regenerated from its seed and,
+        // over a bf16 base, the fp32 branch is added in fp32 and rounded once, as AddUpdate does for the unfused ops.
+        double dropout = training ? Dropout : 0;
+        ulong seed = dropout > 0 ? Seeds.Derive(DropoutSeed, SeedPurpose.LoraInputDropout, Interlocked.Increment(ref _trainingForwards)) : 0;
+        return LoraOp.Apply(input, baseOutput, A, B, new LoraBranch(Scaling, dropout, seed));
     }
 
     /// <summary>

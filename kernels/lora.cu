@@ -1,0 +1,232 @@
+// lora.cu - the LoRA branch of an adapted Linear, y = base + scaling * (dropout(x) A^T) B^T, without the dropped copy of x,
+// the [N, out] update or the casts between a 16-bit base and the fp32 adapter that the unfused ops need.
+// Shapes (row-major): x [N, in] and base, y, dy [N, out] in the activation dtype (f32, bf16, f16); the adapter in fp32:
+// A [r, in], B [out, r], u = dropout(x) A^T [N, r] (saved by forward for backward), du [N, r].
+// Dropout is dropout.cu's mask (common.cuh's dropout_bits24 over x's flat index row * in + k, keep iff bits >= threshold,
+// kept values times keep_scale = 1 / (1 - p) rounded to fp32 by the host), regenerated wherever x is read: forward and
+// backward store no dropped x. threshold 0 and keep_scale 1: no dropout (every element kept, times 1, exact).
+//
+// Numerics: every product is accumulated in fp32 and rounded once, on store, to the output's dtype. y = round(base +
+// round32(scaling * acc)) is the unfused ops' AddUpdate (widen the base, add in fp32, round once); the sums' order is
+// not the CPU GEMM's, so results agree with the CPU reference (CpuLora) to fp32 rounding of sums of length in, out
+// or N, not bit for bit. The mask is bit for bit the DropoutOp's.
+//
+// Kernels (dtype: the activations', f32, bf16, f16; the adapter and u, du always fp32):
+//   lora_down_{dtype}(x, a, u, threshold, keep_scale, seed, rows, in, rank)
+//       u[n, j] = sum_k drop(x)[n, k] a[j, k]                                 (written)
+//   lora_up_{dtype}(u, b, base, y, scaling, rows, out, rank)
+//       y[n, o] = base[n, o] + scaling * sum_j u[n, j] b[o, j]                (written; y may not alias base)
+//   lora_up_backward_{dtype}(dy, b, du, scaling, rows, out, rank)
+//       du[n, j] = scaling * sum_o dy[n, o] b[o, j]                           (written)
+//   lora_down_backward_{dtype}(du, a, dx, threshold, keep_scale, seed, rows, in, rank)
+//       dx[n, k] = keep(n, k) ? keep_scale * sum_j du[n, j] a[j, k] : 0      (written; the autograd adds it to the
+//       base Linear's dx as it adds any two gradients of one input)
+//   lora_weight_grad_{dtype}(left, right, grad, threshold, keep_scale, seed, scaling, rows, width, rank, column_stride, rank_stride)
+//       grad[c * column_stride + j * rank_stride] += scaling * sum_n drop(left)[n, c] right[n, j]   (accumulated)
+//       left [N, width] in dtype, right [N, rank] fp32. dB: left = dy, right = u, width = out, strides (rank, 1),
+//       scaling, no mask. dA: left = x, right = du, width = in, strides (1, in), scaling 1, x's mask.
+// Launch (no dynamic shared memory in any):
+//   lora_down, lora_up_backward: a warp a row, 8 rows a block of 256, 16 ranks a block:
+//       grid ((N + 7) / 8, (r + 15) / 16), block (256). Lanes stride over the row (coalesced x / dy), each lane keeps
+//       16 fp32 sums, a warp_sum each at the end. The weight (A or B, 4 r in or 4 r out bytes) is re-read per row from
+//       L1/L2, never from DRAM more than once in the model.
+//   lora_up, lora_down_backward: a thread a column, 8 rows a block: grid ((N + 7) / 8, (width + 255) / 256),
+//       block (256) (rows in x: N / 8 may pass y's 65535); the 8 rows of u (du) staged in static shared memory 64 ranks at a time (2 KiB), any r.
+//   lora_weight_grad: 64 columns x 4 row slices a block, 16 ranks: grid ((width + 63) / 64, (r + 15) / 16),
+//       block (256); the 4 slices' sums added in a fixed order through static shared memory (16 KiB), so the result is
+//       deterministic (no atomics). Its parallelism is width / 64 x r / 16 blocks (40 for dB at out 2560, r 16): the
+//       reduction over N runs inside a block. Modelled, not measured; a split over N with a second pass is the next
+//       step if a GPU shows it slow.
+// Why hand-written and not cuBLAS for dB and dA: their left operand is 16-bit (dy, x) and the right fp32 (u, du); a
+// GEMM needs one input dtype, so cuBLAS would need an fp32 copy of dy [N, out] or of the dropped x [N, in], the
+// temporaries this file exists to remove.
+// Cost (the launchers declare it; every byte once a direction): lora_down reads x and a, writes u, 2 N in r flops;
+// lora_up reads u, b and base, writes y, 2 N out r + 2 N out; lora_up_backward reads dy and b, writes du, 2 N out r
+// + N r; lora_down_backward reads du and a, writes dx, 2 N in r; lora_weight_grad reads left, right and grad, writes
+// grad, 2 N width r + 2 width r. x and dy are read whole even where dropped (the mask is applied after the load).
+#include "common.cuh"
+
+#define LORA_RANKS_PER_BLOCK 16
+#define LORA_ROWS_PER_BLOCK 8
+#define LORA_STAGED_RANKS 64
+#define LORA_GRAD_COLUMNS 64
+#define LORA_GRAD_SLICES 4
+
+// out[n, j0 + jj] = out_scale * sum_k drop(x)[n, k] w[(j0 + jj) * w_rank_stride + k * w_width_stride], a warp a row.
+template <typename D>
+PHI2_DEVICE void lora_row_times_weight(const typename D::type* x, const float* w, float* out, unsigned threshold,
+                                       float keep_scale, unsigned long long seed, float out_scale, int rows, int width,
+                                       int rank, int w_rank_stride, int w_width_stride)
+{
+    int lane = (int)(threadIdx.x & 31u);
+    int row = (int)blockIdx.x * LORA_ROWS_PER_BLOCK + (int)(threadIdx.x >> 5);
+    int j0 = (int)blockIdx.y * LORA_RANKS_PER_BLOCK;
+    if (row >= rows) return; // no barrier below: a whole warp leaves together
+    int ranks = rank - j0 < LORA_RANKS_PER_BLOCK ? rank - j0 : LORA_RANKS_PER_BLOCK;
+    float sums[LORA_RANKS_PER_BLOCK];
+    for (int jj = 0; jj < LORA_RANKS_PER_BLOCK; jj++) sums[jj] = 0.0f;
+    long long row_start = (long long)row * width;
+    for (int k = lane; k < width; k += 32)
+    {
+        float v = load<D>(x, row_start + k);
+        v = dropout_bits24(seed, row_start + k) >= threshold ? __fmul_rn(v, keep_scale) : 0.0f;
+        const float* wk = w + (long long)k * w_width_stride + (long long)j0 * w_rank_stride;
+        for (int jj = 0; jj < LORA_RANKS_PER_BLOCK; jj++)
+            if (jj < ranks) sums[jj] += v * wk[(long long)jj * w_rank_stride];
+    }
+    for (int jj = 0; jj < LORA_RANKS_PER_BLOCK; jj++)
+    {
+        float total = warp_sum(sums[jj]);
+        if (lane == 0 && jj < ranks) out[(long long)row * rank + j0 + jj] = total * out_scale;
+    }
+}
+
+// For 8 rows n of the block and the thread's column c: sum_j r[n, j] w[j * w_rank_stride + c * w_width_stride], with
+// r's rows staged in shared memory; then UP: y = base + scaling * sum, else dx = keep ? keep_scale * sum : 0.
+template <typename D, bool UP>
+PHI2_DEVICE void lora_rank_expand(const float* r, const float* w, const typename D::type* base, typename D::type* out,
+                                  float scaling, unsigned threshold, float keep_scale, unsigned long long seed, int rows,
+                                  int width, int rank, int w_rank_stride, int w_width_stride)
+{
+    __shared__ float staged[LORA_ROWS_PER_BLOCK][LORA_STAGED_RANKS];
+    int c = (int)(blockIdx.y * blockDim.x + threadIdx.x);
+    int row0 = (int)blockIdx.x * LORA_ROWS_PER_BLOCK;
+    float sums[LORA_ROWS_PER_BLOCK];
+    for (int i = 0; i < LORA_ROWS_PER_BLOCK; i++) sums[i] = 0.0f;
+    for (int j0 = 0; j0 < rank; j0 += LORA_STAGED_RANKS)
+    {
+        int ranks = rank - j0 < LORA_STAGED_RANKS ? rank - j0 : LORA_STAGED_RANKS;
+        __syncthreads(); // the previous chunk's reads are done
+        for (int t = (int)threadIdx.x; t < LORA_ROWS_PER_BLOCK * LORA_STAGED_RANKS; t += (int)blockDim.x)
+        {
+            int i = t / LORA_STAGED_RANKS, jj = t % LORA_STAGED_RANKS;
+            staged[i][jj] = row0 + i < rows && jj < ranks ? r[(long long)(row0 + i) * rank + j0 + jj] : 0.0f;
+        }
+        __syncthreads();
+        if (c < width)
+        {
+            const float* wc = w + (long long)c * w_width_stride + (long long)j0 * w_rank_stride;
+            for (int jj = 0; jj < ranks; jj++)
+            {
+                float wv = wc[(long long)jj * w_rank_stride];
+                for (int i = 0; i < LORA_ROWS_PER_BLOCK; i++) sums[i] += staged[i][jj] * wv;
+            }
+        }
+    }
+    if (c >= width) return;
+    for (int i = 0; i < LORA_ROWS_PER_BLOCK && row0 + i < rows; i++)
+    {
+        long long index = (long long)(row0 + i) * width + c;
+        if (UP) store<D>(out, index, __fadd_rn(load<D>(base, index), __fmul_rn(sums[i], scaling)));
+        else store<D>(out, index, dropout_bits24(seed, index) >= threshold ? __fmul_rn(sums[i], keep_scale) : 0.0f);
+    }
+}
+
+// grad[c * column_stride + j * rank_stride] += scaling * sum_n drop(left)[n, c] right[n, j]: 64 columns, 4 row slices.
+template <typename D>
+PHI2_DEVICE void lora_weight_grad(const typename D::type* left, const float* right, float* grad, unsigned threshold,
+                                  float keep_scale, unsigned long long seed, float scaling, int rows, int width, int rank,
+                                  int column_stride, int rank_stride)
+{
+    __shared__ float partial[LORA_GRAD_SLICES][LORA_RANKS_PER_BLOCK][LORA_GRAD_COLUMNS];
+    int column = (int)(threadIdx.x % LORA_GRAD_COLUMNS), slice = (int)(threadIdx.x / LORA_GRAD_COLUMNS);
+    int c = (int)blockIdx.x * LORA_GRAD_COLUMNS + column;
+    int j0 = (int)blockIdx.y * LORA_RANKS_PER_BLOCK;
+    int ranks = rank - j0 < LORA_RANKS_PER_BLOCK ? rank - j0 : LORA_RANKS_PER_BLOCK;
+    float sums[LORA_RANKS_PER_BLOCK];
+    for (int jj = 0; jj < LORA_RANKS_PER_BLOCK; jj++) sums[jj] = 0.0f;
+    if (c < width)
+        for (int n = slice; n < rows; n += LORA_GRAD_SLICES)
+        {
+            long long index = (long long)n * width + c;
+            float v = load<D>(left, index);
+            v = dropout_bits24(seed, index) >= threshold ? __fmul_rn(v, keep_scale) : 0.0f;
+            const float* rn = right + (long long)n * rank + j0;
+            for (int jj = 0; jj < LORA_RANKS_PER_BLOCK; jj++)
+                if (jj < ranks) sums[jj] += v * rn[jj];
+        }
+    for (int jj = 0; jj < LORA_RANKS_PER_BLOCK; jj++) partial[slice][jj][column] = sums[jj];
+    __syncthreads();
+    if (slice != 0 || c >= width) return;
+    for (int jj = 0; jj < ranks; jj++)
+    {
+        float total = ((partial[0][jj][column] + partial[1][jj][column]) + partial[2][jj][column]) + partial[3][jj][column];
+        long long at = (long long)c * column_stride + (long long)(j0 + jj) * rank_stride;
+        grad[at] = __fadd_rn(grad[at], __fmul_rn(total, scaling));
+    }
+}
+
+PHI2_KERNEL void lora_down_f32(const float* x, const float* a, float* u, unsigned threshold, float keep_scale,
+                             unsigned long long seed, int rows, int in, int rank)
+{
+    lora_row_times_weight<dtype_f32>(x, a, u, threshold, keep_scale, seed, 1.0f, rows, in, rank, in, 1);
+}
+PHI2_KERNEL void lora_up_f32(const float* u, const float* b, const float* base, float* y, float scaling, int rows, int out, int rank)
+{
+    lora_rank_expand<dtype_f32, true>(u, b, base, y, scaling, 0u, 1.0f, 0ull, rows, out, rank, 1, rank);
+}
+PHI2_KERNEL void lora_up_backward_f32(const float* dy, const float* b, float* du, float scaling, int rows, int out, int rank)
+{
+    lora_row_times_weight<dtype_f32>(dy, b, du, 0u, 1.0f, 0ull, scaling, rows, out, rank, 1, rank);
+}
+PHI2_KERNEL void lora_down_backward_f32(const float* du, const float* a, float* dx, unsigned threshold, float keep_scale,
+                                      unsigned long long seed, int rows, int in, int rank)
+{
+    lora_rank_expand<dtype_f32, false>(du, a, nullptr, dx, 1.0f, threshold, keep_scale, seed, rows, in, rank, in, 1);
+}
+PHI2_KERNEL void lora_weight_grad_f32(const float* left, const float* right, float* grad, unsigned threshold, float keep_scale,
+                                    unsigned long long seed, float scaling, int rows, int width, int rank, int column_stride,
+                                    int rank_stride)
+{
+    lora_weight_grad<dtype_f32>(left, right, grad, threshold, keep_scale, seed, scaling, rows, width, rank, column_stride, rank_stride);
+}
+
+PHI2_KERNEL void lora_down_bf16(const bf16_t* x, const float* a, float* u, unsigned threshold, float keep_scale,
+                             unsigned long long seed, int rows, int in, int rank)
+{
+    lora_row_times_weight<dtype_bf16>(x, a, u, threshold, keep_scale, seed, 1.0f, rows, in, rank, in, 1);
+}
+PHI2_KERNEL void lora_up_bf16(const float* u, const float* b, const bf16_t* base, bf16_t* y, float scaling, int rows, int out, int rank)
+{
+    lora_rank_expand<dtype_bf16, true>(u, b, base, y, scaling, 0u, 1.0f, 0ull, rows, out, rank, 1, rank);
+}
+PHI2_KERNEL void lora_up_backward_bf16(const bf16_t* dy, const float* b, float* du, float scaling, int rows, int out, int rank)
+{
+    lora_row_times_weight<dtype_bf16>(dy, b, du, 0u, 1.0f, 0ull, scaling, rows, out, rank, 1, rank);
+}
+PHI2_KERNEL void lora_down_backward_bf16(const float* du, const float* a, bf16_t* dx, unsigned threshold, float keep_scale,
+                                      unsigned long long seed, int rows, int in, int rank)
+{
+    lora_rank_expand<dtype_bf16, false>(du, a, nullptr, dx, 1.0f, threshold, keep_scale, seed, rows, in, rank, in, 1);
+}
+PHI2_KERNEL void lora_weight_grad_bf16(const bf16_t* left, const float* right, float* grad, unsigned threshold, float keep_scale,
+                                    unsigned long long seed, float scaling, int rows, int width, int rank, int column_stride,
+                                    int rank_stride)
+{
+    lora_weight_grad<dtype_bf16>(left, right, grad, threshold, keep_scale, seed, scaling, rows, width, rank, column_stride, rank_stride);
+}
+
+PHI2_KERNEL void lora_down_f16(const f16_t* x, const float* a, float* u, unsigned threshold, float keep_scale,
+                             unsigned long long seed, int rows, int in, int rank)
+{
+    lora_row_times_weight<dtype_f16>(x, a, u, threshold, keep_scale, seed, 1.0f, rows, in, rank, in, 1);
+}
+PHI2_KERNEL void lora_up_f16(const float* u, const float* b, const f16_t* base, f16_t* y, float scaling, int rows, int out, int rank)
+{
+    lora_rank_expand<dtype_f16, true>(u, b, base, y, scaling, 0u, 1.0f, 0ull, rows, out, rank, 1, rank);
+}
+PHI2_KERNEL void lora_up_backward_f16(const f16_t* dy, const float* b, float* du, float scaling, int rows, int out, int rank)
+{
+    lora_row_times_weight<dtype_f16>(dy, b, du, 0u, 1.0f, 0ull, scaling, rows, out, rank, 1, rank);
+}
+PHI2_KERNEL void lora_down_backward_f16(const float* du, const float* a, f16_t* dx, unsigned threshold, float keep_scale,
+                                      unsigned long long seed, int rows, int in, int rank)
+{
+    lora_rank_expand<dtype_f16, false>(du, a, nullptr, dx, 1.0f, threshold, keep_scale, seed, rows, in, rank, in, 1);
+}
+PHI2_KERNEL void lora_weight_grad_f16(const f16_t* left, const float* right, float* grad, unsigned threshold, float keep_scale,
+                                    unsigned long long seed, float scaling, int rows, int width, int rank, int column_stride,
+                                    int rank_stride)
+{
+    lora_weight_grad<dtype_f16>(left, right, grad, threshold, keep_scale, seed, scaling, rows, width, rank, column_stride, rank_stride);
+}

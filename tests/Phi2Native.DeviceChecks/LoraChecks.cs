@@ -1,0 +1,85 @@
+using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Lora;
+using Phi2Native.Cuda;
+using Phi2Native.Tensors;
+
+namespace Phi2Native.DeviceChecks;
+
+/// <summary>
+/// kernels/lora.cu through <see cref="LoraOp"/> on a CUDA backend over the device, against <see cref="CpuLora"/> (the
+/// unfused ops' arithmetic) on the CPU backend over the same widened values: u and y forward, dx, dA and dB backward (dA
+/// and dB accumulated onto non-zero values), at ranks 1, 8, 16, 64 and 70 (two staged chunks of lora_up), with the input
+/// dropout off and on (the same seed both sides: a mask that differs fails by far more than the tolerance), an f32, bf16
+/// and f16 base, and sizes that fill no tile (x [3, 13, 97], out 83). A 16-bit output is compared with the CPU's fp32
+/// result rounded once; sums run in another order, hence the tolerances.
+/// </summary>
+public static class LoraChecks
+{
+    private const int Batch = 3, Time = 13, In = 97, Out = 83;
+    private const double Scaling = 2.0;
+    private const ulong Seed = 0x9E3779B97F4A7C15UL;
+
+    /// <summary>The checks of this family.</summary>
+    public static IReadOnlyList<DeviceCheck> All { get; } =
+    [
+        .. from dtype in new[] { DType.F32, DType.BF16, DType.F16 }
+           from rank in new[] { 1, 8, 16, 64, 70 }
+           from p in new[] { 0.0, 0.2 }
+           select Check(dtype, rank, p, backward: false),
+        .. from dtype in new[] { DType.F32, DType.BF16 }
+           from rank in new[] { 1, 8, 16, 64 }
+           from p in new[] { 0.0, 0.2 }
+           select Check(dtype, rank, p, backward: true),
+        Check(DType.F16, 70, 0.2, backward: true),
+    ];
+
+    private static DeviceCheck Check(DType dtype, int rank, double p, bool backward)
+    {
+        string suffix = KernelName.Suffix(dtype);
+        string[] kernels = backward
+            ? [$"lora_weight_grad_{suffix}", $"lora_up_backward_{suffix}", $"lora_down_backward_{suffix}"]
+            : [$"lora_down_{suffix}", $"lora_up_{suffix}"];
+        return new($"lora{(backward ? " backward" : "")} {suffix} r={rank} p={p:R} x [{Batch}, {Time}, {In}] out {Out}", kernels,
+            device => Run(device, dtype, rank, p, backward));
+    }
+
+    private static CheckResult Run(IDeviceApi device, DType dtype, int rank, double p, bool backward)
+    {
+        using var cuda = new CudaBackend(device, ownsDevice: false);
+        using var cpu = new CpuReference();
+        using var scope = TensorScope.Begin();
+        int rows = Batch * Time;
+        var branch = new LoraBranch(Scaling, p, Seed);
+        float[] x = CpuReference.RoundTrip(dtype, TestData.Uniform(rows * In, seed: 901));
+        float[] baseOutput = CpuReference.RoundTrip(dtype, TestData.Uniform(rows * Out, seed: 902, scale: 2f));
+        float[] a = TestData.Uniform(rank * In, seed: 903, scale: 1f / MathF.Sqrt(In));
+        float[] b = TestData.Uniform(Out * rank, seed: 904, scale: 0.5f);
+        int[] xShape = [Batch, Time, In], outShape = [Batch, Time, Out], aShape = [rank, In], bShape = [Out, rank];
+        Tensor OnDevice(DType stored, float[] values, int[] shape) => cuda.FromBytes(DeviceBuffer.Encode(stored, values), stored, shape, stored);
+
+        var yDevice = LoraOp.Forward(OnDevice(dtype, x, xShape), OnDevice(dtype, baseOutput, outShape), OnDevice(DType.F32, a, aShape),
+            OnDevice(DType.F32, b, bShape), branch, out var uDevice);
+        var yCpu = LoraOp.Forward(cpu.F32(x, xShape), cpu.F32(baseOutput, outShape), cpu.F32(a, aShape), cpu.F32(b, bShape), branch, out var uCpu);
+        var forward = CheckResult.Combine(
+            Tolerances.Gradient(DType.F32).Compare("u", uDevice.ToSingleArray(), uCpu.ToSingleArray()),
+            Tolerances.Forward(dtype).Compare("y", yDevice.ToSingleArray(), CpuReference.RoundTrip(dtype, yCpu.ToSingleArray())));
+        if (!backward) return forward;
+
+        float[] dy = CpuReference.RoundTrip(dtype, TestData.Uniform(rows * Out, seed: 905));
+        float[] aGradient = TestData.Uniform(rank * In, seed: 906), bGradient = TestData.Uniform(Out * rank, seed: 907);
+        var dxDevice = cuda.Empty(xShape, dtype);
+        var dADevice = OnDevice(DType.F32, aGradient, aShape);
+        var dBDevice = OnDevice(DType.F32, bGradient, bShape);
+        LoraOp.Backward(OnDevice(dtype, dy, outShape), OnDevice(dtype, x, xShape), OnDevice(DType.F32, a, aShape), OnDevice(DType.F32, b, bShape),
+            uDevice, branch, dxDevice, dADevice, dBDevice);
+        var dxCpu = cpu.Backend.Empty(xShape, DType.F32);
+        var dACpu = cpu.F32(aGradient, aShape);
+        var dBCpu = cpu.F32(bGradient, bShape);
+        LoraOp.Backward(cpu.F32(dy, outShape), cpu.F32(x, xShape), cpu.F32(a, aShape), cpu.F32(b, bShape), uCpu, branch, dxCpu, dACpu, dBCpu);
+        return CheckResult.Combine(
+            forward,
+            Tolerances.Gradient(dtype).Compare("dx", dxDevice.ToSingleArray(), CpuReference.RoundTrip(dtype, dxCpu.ToSingleArray())),
+            Tolerances.Gradient(DType.F32).Compare("dA", dADevice.ToSingleArray(), dACpu.ToSingleArray()),
+            Tolerances.Gradient(DType.F32).Compare("dB", dBDevice.ToSingleArray(), dBCpu.ToSingleArray()));
+    }
+}
