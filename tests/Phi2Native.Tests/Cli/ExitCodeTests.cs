@@ -116,13 +116,15 @@ public class ExitCodeTests : TemporaryDirectoryTest
     [Test, Category("Emulated")]
     public void AKernelOutOfBoundsOnTheEmulatedDeviceIsAnEngineFault_NotBadInput()
     {
-        // A kernel that writes past its output: the emulator's guard catches it. The user's input is fine.
-        const string ScaleLine = "if (i < n) store<D>(y, i, alpha * load<D>(x, i));";
+        // A kernel that writes past its output: the emulator's guard catches it. The user's input is fine. lora_up (the
+        // LoRA branch added to each adapted Linear's output) runs in every LoRA fine-tuning step.
+        const string UpLine = "if (UP) store<D>(out, index, __fadd_rn(load<D>(base, index), __fmul_rn(sums[i], scaling)));";
         string folder = Path.Combine(Temp, "kernels");
         Directory.CreateDirectory(folder);
-        string original = KernelSourceCatalog.Embedded.SourceOf("elementwise.cu");
-        Assert.That(original, Does.Contain(ScaleLine));
-        File.WriteAllText(Path.Combine(folder, "elementwise.cu"), original.Replace(ScaleLine, "if (i < n) store<D>(y, i + n, alpha * load<D>(x, i)); // out of bounds"));
+        string original = KernelSourceCatalog.Embedded.SourceOf("lora.cu");
+        Assert.That(original, Does.Contain(UpLine));
+        File.WriteAllText(Path.Combine(folder, "lora.cu"), original.Replace(UpLine,
+            "if (UP) store<D>(out, index + (long long)rows * width, __fadd_rn(load<D>(base, index), __fmul_rn(sums[i], scaling))); // out of bounds"));
         string? before = Environment.GetEnvironmentVariable(KernelSourceOptions.EnvironmentVariable);
         try
         {
@@ -130,7 +132,7 @@ public class ExitCodeTests : TemporaryDirectoryTest
             var (code, output, error) = Phi2("finetune", "--data", RunFiles.Data(Temp), "--out", Path.Combine(Temp, "run"), "--max-steps", "1",
                 "--batch-size", "1", "--max-length", "8", "--device", "emulated");
             Assert.That(code, Is.EqualTo(1), error);
-            Assert.That(error, Does.Contain("please report").And.Contain(nameof(EmulatedDeviceException)).And.Contain("scale_f32"));
+            Assert.That(error, Does.Contain("please report").And.Contain(nameof(EmulatedDeviceException)).And.Contain("lora_up_f32"));
             Assert.That(output, Does.Not.Contain("done"));
         }
         finally

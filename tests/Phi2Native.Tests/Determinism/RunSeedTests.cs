@@ -3,6 +3,7 @@ using NUnit.Framework;
 using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Ops.Dropout;
+using Phi2Native.Backends.Ops.Lora;
 using Phi2Native.Backends.Ops.Residual;
 using Phi2Native.FineTuning.Data;
 using Phi2Native.FineTuning.Lora;
@@ -72,12 +73,14 @@ public class RunSeedTests : TemporaryDirectoryTest
 
     private static ulong[] DropoutSeedsOfOneForward(Phi2Model model)
     {
-        // Residual dropout lives in ParallelResidualOp (its two seeds, attention's then mlp's), the rest in DropoutOp.
+        // Residual dropout lives in ParallelResidualOp (its two seeds, attention's then mlp's), LoRA's input dropout in
+        // LoraOp (its branch's seed), the rest in DropoutOp.
         const BindingFlags instance = BindingFlags.NonPublic | BindingFlags.Instance;
         FieldInfo Field(Type type, string name) => type.GetField(name, instance)
             ?? throw new InvalidOperationException($"{type.Name} no longer keeps {name}: update this test's reader, not its numbers");
         var (seed, dropout) = (Field(typeof(DropoutOp), "_seed"), Field(typeof(ParallelResidualOp), "_dropout"));
         var (attentionSeed, mlpSeed) = (Field(typeof(ParallelResidualOp), "_attentionSeed"), Field(typeof(ParallelResidualOp), "_mlpSeed"));
+        var branch = Field(typeof(LoraOp), "_branch");
         using var scope = TensorScope.Begin();
         using var tape = GradientTape.Begin();
         model.Forward(model.CreateInputIds([1, 2, 3, 4, 5, 6], batch: 2));
@@ -85,6 +88,7 @@ public class RunSeedTests : TemporaryDirectoryTest
         {
             DropoutOp => [(ulong)seed.GetValue(op)!],
             ParallelResidualOp when (double)dropout.GetValue(op)! > 0 => [(ulong)attentionSeed.GetValue(op)!, (ulong)mlpSeed.GetValue(op)!],
+            LoraOp when ((LoraBranch)branch.GetValue(op)!).Dropout > 0 => [((LoraBranch)branch.GetValue(op)!).Seed],
             _ => Array.Empty<ulong>(),
         }).ToArray();
     }

@@ -126,12 +126,3 @@ internal sealed class LoraOp : AutogradOp
         return new LoraShape(rows, inFeatures, outFeatures, rank);
     }
 }
-
-/// <summary>The branch's constants: scaling (alpha / r), the input dropout's probability and this forward's mask seed.</summary>
-/// <param name="Scaling">The factor of the update, finite.</param>
-/// <param name="Dropout">lora_dropout's probability in [0, 1); 0 at inference.</param>
-/// <param name="Seed">The mask's seed (DropoutMask's), as LoraLinear derives it per training forward.</param>
-internal readonly record struct LoraBranch(double Scaling, double Dropout, ulong Seed);
-
-/// <summary>The branch's sizes: N rows of x, in, out and the rank r.</summary>
-internal readonly record struct LoraShape(int Rows, int In, int Out, int Rank);
