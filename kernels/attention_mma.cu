@@ -63,10 +63,12 @@ template <> struct attention_mma_ops<dtype_f16>
 
 PHI2_DEVICE float attention_mma_minus_infinity() { return __uint_as_float(0xff800000u); }
 
+PHI2_DEVICE int attention_mma_min(int a, int b) { return a < b ? a : b; }
+
 // Rows [row0, row0 + 64) of one head (`head` points at its row 0; rows row_stride elements apart) into a shared tile
 // (row stride `stride`) by cp.async, 16 bytes a copy; rows at or past `limit` become zeros and are not read.
 template <typename T>
-PHI2_DEVICE void attention_mma_stage(T* tile, const T* head, int row0, int limit, long long row_stride, int D, int stride)
+PHI2_DEVICE void attention_mma_stage(T* tile, const T* head, int row0, int limit, int row_stride, int D, int stride)
 {
     const int chunks = D / 8;
     for (int c = (int)threadIdx.x; c < PHI2_ATTENTION_MMA_ROWS * chunks; c += (int)blockDim.x)
@@ -95,7 +97,7 @@ PHI2_DEVICE void attention_mma_forward(const typename Dt::type* q, const typenam
 
     const int pair = (int)blockIdx.x, b = pair / H, h = pair - b * H;
     const int q0 = ((int)gridDim.y - 1 - (int)blockIdx.y) * PHI2_ATTENTION_MMA_ROWS;
-    const long long row_stride = (long long)H * D;
+    const int row_stride = H * D;
     const long long q_head = ((long long)b * Tq * H + h) * D, k_head = ((long long)b * capacity * H + h) * D;
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, g = lane >> 2, t = lane % 4;
     const int block_rows = Tq - q0 < PHI2_ATTENTION_MMA_ROWS ? Tq - q0 : PHI2_ATTENTION_MMA_ROWS;
@@ -116,17 +118,14 @@ PHI2_DEVICE void attention_mma_forward(const typename Dt::type* q, const typenam
     }
     const int offset = key_time - Tq;
     const int last = offset + q0 + block_rows - 1; // the last key any query of the block sees
-    const int key_tiles = last / PHI2_ATTENTION_MMA_KEYS + 1;
     const int ksteps = D / 16;
     const float scale = __fdiv_rn(1.0f, __fsqrt_rn((float)D));
 
-    // This lane's two rows (g and g + 8 of the warp's 16) and the last key each sees: padding rows past Tq see
-    // every key up to `last` (finite, never stored).
-    const int row_lo = q0 + 16 * warp + g, row_hi = row_lo + 8;
-    const int see_lo = row_lo < Tq ? offset + row_lo : last, see_hi = row_hi < Tq ? offset + row_hi : last;
-    const int warp_first_row = q0 + 16 * warp;
-    const int warp_last_key = warp_first_row + 15 < Tq ? offset + warp_first_row + 15 : last;
-    const int warp_first_key = warp_first_row < Tq ? offset + warp_first_row : last; // keys up to here: no mask
+    // This lane's two rows (g and g + 8 of the warp's 16) and the last key each sees, min(offset + row, last):
+    // padding rows past Tq see every key up to `last` (finite, never stored). Kept as one live value (row g's
+    // position) and derived where used: registers are what limits the blocks an SM holds.
+    const int row_lo = q0 + 16 * warp + g;
+    const int position_lo = offset + row_lo;
 
     attention_mma_stage(qs, q + q_head, q0, Tq, row_stride, D, stride);
     attention_mma_stage(ks, k + k_head, 0, last + 1, row_stride, D, stride);
@@ -147,14 +146,14 @@ PHI2_DEVICE void attention_mma_forward(const typename Dt::type* q, const typenam
         acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     float m_lo = attention_mma_minus_infinity(), m_hi = attention_mma_minus_infinity(), l_lo = 0.0f, l_hi = 0.0f;
 
-    for (int tile = 0; tile < key_tiles; tile++)
+    for (int tile = 0, k0 = 0; k0 <= last; tile++, k0 += PHI2_ATTENTION_MMA_KEYS)
     {
-        const int k0 = tile * PHI2_ATTENTION_MMA_KEYS;
         const T* kt = ks + (tile % 2) * tile_elements;
         const T* vt = vs + (tile % 2) * tile_elements;
-        if (tile + 1 < key_tiles)
+        const int k1 = k0 + PHI2_ATTENTION_MMA_KEYS;
+        if (k1 <= last)
         {
-            int next = (tile + 1) % 2, k1 = k0 + PHI2_ATTENTION_MMA_KEYS;
+            int next = (tile + 1) % 2;
             attention_mma_stage(ks + next * tile_elements, k + k_head, k1, last + 1, row_stride, D, stride);
             attention_mma_stage(vs + next * tile_elements, v + k_head, k1, last + 1, row_stride, D, stride);
             cp_async_commit_group();
@@ -167,7 +166,7 @@ PHI2_DEVICE void attention_mma_forward(const typename Dt::type* q, const typenam
         __syncthreads(); // every thread's copies of this tile visible
 
         // Warp-uniform: a tile wholly above this warp's diagonal adds nothing (every p would be 0).
-        if (k0 <= warp_last_key)
+        if (k0 <= attention_mma_min(position_lo - g + 15, last))
         {
             // S = Q K^T: 8 n-tiles of 8 keys; ldmatrix_x4 gives the B fragments of n-tiles j and j + 1 for one k-step.
             float s[PHI2_ATTENTION_MMA_KEYS / 8][4];
@@ -188,7 +187,7 @@ PHI2_DEVICE void attention_mma_forward(const typename Dt::type* q, const typenam
             }
 
             // Scale, mask where the tile crosses the warp's diagonal, and the row maxima over the row's 4 lanes.
-            const bool masked = k0 + PHI2_ATTENTION_MMA_KEYS - 1 > warp_first_key;
+            const bool masked = k0 + PHI2_ATTENTION_MMA_KEYS - 1 > attention_mma_min(position_lo - g, last); // past the warp's first row's key
             float max_lo = attention_mma_minus_infinity(), max_hi = attention_mma_minus_infinity();
 #pragma unroll
             for (int j = 0; j < PHI2_ATTENTION_MMA_KEYS / 8; j++)
@@ -198,7 +197,7 @@ PHI2_DEVICE void attention_mma_forward(const typename Dt::type* q, const typenam
                 for (int e = 0; e < 4; e++)
                 {
                     int kj = key + (e & 1);
-                    bool visible = !masked || kj <= (e < 2 ? see_lo : see_hi);
+                    bool visible = !masked || kj <= attention_mma_min(e < 2 ? position_lo : position_lo + 8, last);
                     s[j][e] = visible ? s[j][e] * scale : attention_mma_minus_infinity();
                 }
                 max_lo = fmaxf(max_lo, fmaxf(s[j][0], s[j][1]));
@@ -264,6 +263,7 @@ PHI2_DEVICE void attention_mma_forward(const typename Dt::type* q, const typenam
     l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
     l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
     const float inverse_lo = 1.0f / l_lo, inverse_hi = 1.0f / l_hi;
+    T* out_head = out + (((long long)((int)blockIdx.x / H) * Tq * H + (int)blockIdx.x % H) * D);
 #pragma unroll
     for (int n = 0; n < Bound / 8; n++)
     {
@@ -271,21 +271,21 @@ PHI2_DEVICE void attention_mma_forward(const typename Dt::type* q, const typenam
         int d = 8 * n + 2 * t;
         if (row_lo < Tq)
         {
-            long long o = q_head + (long long)row_lo * row_stride + d;
-            store<Dt>(out, o, acc[n][0] * inverse_lo);
-            store<Dt>(out, o + 1, acc[n][1] * inverse_lo);
+            long long o = (long long)row_lo * row_stride + d;
+            store<Dt>(out_head, o, acc[n][0] * inverse_lo);
+            store<Dt>(out_head, o + 1, acc[n][1] * inverse_lo);
         }
-        if (row_hi < Tq)
+        if (row_lo + 8 < Tq)
         {
-            long long o = q_head + (long long)row_hi * row_stride + d;
-            store<Dt>(out, o, acc[n][2] * inverse_hi);
-            store<Dt>(out, o + 1, acc[n][3] * inverse_hi);
+            long long o = (long long)(row_lo + 8) * row_stride + d;
+            store<Dt>(out_head, o, acc[n][2] * inverse_hi);
+            store<Dt>(out_head, o + 1, acc[n][3] * inverse_hi);
         }
     }
     if (lse && t == 0)
     {
         if (row_lo < Tq) lse[(long long)pair * Tq + row_lo] = m_lo + logf(l_lo);
-        if (row_hi < Tq) lse[(long long)pair * Tq + row_hi] = m_hi + logf(l_hi);
+        if (row_lo + 8 < Tq) lse[(long long)pair * Tq + row_lo + 8] = m_hi + logf(l_hi);
     }
 }
 

@@ -83,6 +83,8 @@ internal static class Phi2LaunchShapes
             AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), 1, 1, T, H, D, partials: P());
             AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), B, 1, T, H, D, partials: P());
             AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), 1, T, T, H, D);
+            // q 8 bytes past 16-byte alignment: the SIMT cached_attention (bf16 otherwise decodes split-K or runs cached_attention_mma).
+            AttentionKernels.CachedAttention(device, dtype, P().Offset(8), P(), P(), P(), P(), B, 1, T, H, D);
         }
         // The tensor-core kernels of every head-dim bound (Phi-2's D = 80 above; the others at D = their bound), and f16's.
         foreach (var dtype in new[] { DType.BF16, DType.F16 })
