@@ -22,7 +22,9 @@
 #   3. There:  bench/gpu-check.sh [runner options]   e.g. --filter layernorm, --markdown, --no-bench, --bench-only
 #      (a --time-limit S of your own replaces the default, and the outer timeout becomes S + reserve).
 #   4. Record the date, commit and device (the first lines) and the final tables in bench/RESULTS.md, section
-#      "GPU check"; --markdown prints the tables ready to paste.
+#      "GPU check"; --markdown prints the tables ready to paste. The benchmark table prints each case's modelled ms
+#      (the profiler's roofline model of this GPU) beside the measured ms: record those ratios under "Where the time
+#      goes" too, the model's first calibration.
 #
 # Exit status: the runner's. 0: every check passed and nothing else failed, or there is no GPU here (reported, not
 # failed: CI relies on it). 1: a check failed, threw or did not run, a kernel did not compile, a benchmark threw,

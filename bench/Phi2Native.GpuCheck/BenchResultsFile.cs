@@ -29,6 +29,7 @@ internal static class BenchResultsFile
             json.WriteString("dtype", o.DType);
             Number(json, "ms", o.Ms);
             Number(json, "rate", o.Rate);
+            Number(json, "modelled_ms", o.ModelledMs);
             json.WriteString("unit", o.Unit);
             json.WriteNumber("reps", o.Reps);
             json.WriteString("detail", o.Detail);

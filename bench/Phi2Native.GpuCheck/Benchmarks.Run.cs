@@ -28,6 +28,12 @@ internal sealed record BenchOutcome(string Name, string Shape, string DType, Ben
 
     /// <summary>Not run because an earlier case's sticky fault killed the context (a fresh process may still run it).</summary>
     public bool ContextLost { get; init; }
+
+    /// <summary>
+    /// One repetition by the profiler's roofline model of this GPU (modelled, never measured): its launches' declared
+    /// costs, recorded in one extra repetition; NaN for a case that records none (a difference of two cases).
+    /// </summary>
+    public double ModelledMs { get; init; } = double.NaN;
 }
 
 /// <summary>The benchmark stage's bookkeeping: running the cases in order within a deadline, the table, the last line, the exit code.</summary>
@@ -67,7 +73,7 @@ internal sealed partial class Benchmarks
             Exception? exception = null;
             try
             {
-                outcome = c.Run(bench) with { Name = c.Name };
+                outcome = c.Run(bench) with { Name = c.Name, ModelledMs = bench.TakeModelledMs() };
                 backend.Synchronize();
             }
             catch (Exception e)
@@ -96,15 +102,20 @@ internal sealed partial class Benchmarks
         return $"{FormatMs(o.Ms)} ms, {FormatRate(o.Rate)} {o.Unit} ({median}{wall} s)" + (o.Detail.Length > 0 ? "; " + o.Detail : "");
     }
 
-    /// <summary>The benchmark table: case, shape, dtype, ms, rate, unit; then the detail of each case that did not run cleanly.</summary>
+    /// <summary>
+    /// The benchmark table: case, shape, dtype, ms, rate, unit, reps, and the roofline model's ms beside the measured
+    /// ms with their ratio (how the model is calibrated: bench/RESULTS.md records it); then the detail of each case that
+    /// did not run cleanly.
+    /// </summary>
     public static void WriteTable(TextWriter output, IReadOnlyList<BenchOutcome> outcomes, bool markdown)
     {
-        var table = new TextTable("benchmark", "shape", "dtype", "ms", "rate", "unit", "reps");
+        var table = new TextTable("benchmark", "shape", "dtype", "ms", "rate", "unit", "reps", "modelled ms", "measured / modelled");
         foreach (var o in outcomes)
         {
-            bool ran = o.Status == BenchStatus.Ran;
+            bool ran = o.Status == BenchStatus.Ran, modelled = ran && double.IsFinite(o.ModelledMs) && o.ModelledMs > 0;
             table.Add(o.Name, o.Shape, o.DType, ran ? FormatMs(o.Ms) : "-", ran ? FormatRate(o.Rate) : "-",
-                ran ? o.Unit : o.Status == BenchStatus.Threw ? "FAIL (threw)" : "NOT RUN", ran && o.Reps > 0 ? o.Reps.ToString(CultureInfo.InvariantCulture) : "-");
+                ran ? o.Unit : o.Status == BenchStatus.Threw ? "FAIL (threw)" : "NOT RUN", ran && o.Reps > 0 ? o.Reps.ToString(CultureInfo.InvariantCulture) : "-",
+                modelled ? FormatMs(o.ModelledMs) : "-", modelled ? (o.Ms / o.ModelledMs).ToString("0.00", CultureInfo.InvariantCulture) : "-");
         }
         table.Write(output, markdown);
         var notes = outcomes.Where(o => o.Status != BenchStatus.Ran || o.Detail.Length > 0).ToList();

@@ -10,6 +10,7 @@ using Phi2Native.Benchmarking;
 using Phi2Native.Cuda;
 using Phi2Native.Hosting;
 using Phi2Native.Models.Phi2;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.GpuCheck;
@@ -63,6 +64,21 @@ internal sealed partial class Benchmarks
     {
         _backend = backend;
         _sizes = sizes;
+        _model = new RooflineModel(backend.DeviceApi.Name.Contains("H200", StringComparison.OrdinalIgnoreCase) ? GpuFigures.H200 : GpuFigures.H100);
+    }
+
+    /// <summary>The roofline model of the GPU the cases run on: an H200's figures on an H200, an H100 SXM's elsewhere.</summary>
+    private readonly RooflineModel _model;
+
+    /// <summary>The last timed case's modelled milliseconds (<see cref="Time"/>), until <see cref="TakeModelledMs"/> takes it.</summary>
+    private double _modelledMs = double.NaN;
+
+    /// <summary>The modelled milliseconds of the case that just ran (NaN when it recorded none), cleared for the next.</summary>
+    public double TakeModelledMs()
+    {
+        double ms = _modelledMs;
+        _modelledMs = double.NaN;
+        return ms;
     }
 
     /// <param name="Needs">Time the case needs at least at Phi-2 sizes: it is not started with less left (a child killed in
@@ -283,7 +299,7 @@ internal sealed partial class Benchmarks
         try
         {
             int prefill = _sizes.Prefill;
-            int capacity = Math.Min(config.MaxPositionEmbeddings, prefill + WarmUp + MaxReps + 1);
+            int capacity = Math.Min(config.MaxPositionEmbeddings, prefill + WarmUp + MaxReps + 2);   // + the modelled repetition
             int[] prompt = Ids(prefill, config.VocabSize, 10);
             using var cache = new KeyValueCache(model, 1, capacity);
             if (prefillOnly)
@@ -303,7 +319,7 @@ internal sealed partial class Benchmarks
             {
                 using var scope = TensorScope.Begin();
                 model.ForwardLast(model.CreateInputIds([next++ % config.VocabSize]), cache);
-            }, maxReps: Math.Min(MaxReps, capacity - prefill - WarmUp));
+            }, maxReps: Math.Min(MaxReps, capacity - prefill - WarmUp - 1));
             return new BenchOutcome("model decode step (KV cache)", $"{config.NumHiddenLayers} layers, B 1, keyTime {firstTimed}-{firstTimed + reps - 1}",
                 DtName, BenchStatus.Ran, ms, 1000 / ms, "tokens/s", reps, $"ms = ms/token (one token through every layer and lm_head)");
         }
@@ -326,6 +342,7 @@ internal sealed partial class Benchmarks
         var options = _sizes.LoraStep with { Repeat = Math.Min(_sizes.LoraStep.Repeat, _sizes.Reps) };
         using var compute = ComputeBackend.Over(_backend, Dt, ComputeUse.Training);
         var result = Benchmark.Run(options, compute);
+        _modelledMs = (_model.Gpu == GpuFigures.H200 ? result.ModelledH200Ms : result.ModelledH100Ms) ?? double.NaN;
         return new BenchOutcome("", $"{result.Layers} layers, B {result.Batch}, T {result.Sequence}, r {result.LoraRank} on q,k,v,dense,fc1,fc2", DtName,
             BenchStatus.Ran, result.Times.MedianMs, result.TokensPerSecond, "tokens/s", result.Times.Milliseconds.Count,
             $"wall clock; peak {result.PeakBytes / (double)(1L << 30):F2} GiB of tensors; built in {Format.Seconds(result.SetupSeconds)} s");
@@ -336,7 +353,8 @@ internal sealed partial class Benchmarks
     /// <summary>
     /// Runs <paramref name="op"/> <paramref name="warmUp"/> times, then times up to <paramref name="maxReps"/>
     /// repetitions with device events on the backend's stream (stopping after <see cref="PerCase"/>, one at least);
-    /// returns the median milliseconds and the count.
+    /// returns the median milliseconds and the count. One more repetition, under the profiler, gives the case its modelled
+    /// milliseconds (<see cref="TakeModelledMs"/>).
     /// </summary>
     private (double Ms, int Reps) Time(Action op, int warmUp = WarmUp, int maxReps = MaxReps)
     {
@@ -370,7 +388,23 @@ internal sealed partial class Benchmarks
             }
         }
         times.Sort();
+        _modelledMs = Modelled(op);
         return (times[times.Count / 2], times.Count);
+    }
+
+    /// <summary>One more repetition of <paramref name="op"/> under the profiler, priced by the roofline model (modelled milliseconds).</summary>
+    private double Modelled(Action op)
+    {
+        var recorder = ProfileRecorder.Start();
+        try
+        {
+            op();
+        }
+        finally
+        {
+            recorder.Dispose();   // waits for the repetition
+        }
+        return _model.Milliseconds(recorder.Events);
     }
 
     private static BenchOutcome Rate(string shape, double ms, int reps, double amount, string unit, string? detail = null, [System.Runtime.CompilerServices.CallerMemberName] string caller = "") =>

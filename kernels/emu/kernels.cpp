@@ -211,3 +211,11 @@ extern "C" __attribute__((visibility("default"))) int emu_kernel_names(const cha
     for (int i = 0; i < count && i < capacity; i++) names[i] = table[i].name;
     return count;
 }
+
+// The parameter sizes of kernel `name` (up to `capacity` of them) for graph capture; returns the parameter count, or
+// -1 when there is no such kernel.
+extern "C" __attribute__((visibility("default"))) int emu_kernel_parameters(const char* name, int* sizes, int capacity)
+{
+    const phi2_emu::KernelEntry* entry = phi2_emu::find_kernel(name);
+    return entry ? entry->parameter_sizes(sizes, capacity) : -1;
+}

@@ -8,11 +8,14 @@
 namespace phi2_emu
 {
     typedef void (*KernelThunk)(void** args);
+    // Writes up to `capacity` parameter sizes in bytes and returns the parameter count.
+    typedef int (*ParameterSizes)(int* sizes, int capacity);
 
     struct KernelEntry
     {
         const char* name;
         KernelThunk thunk;
+        ParameterSizes parameter_sizes;
     };
 
     // Each fiber copies the parameters out of args, as each GPU thread reads its own copy of them.
@@ -27,6 +30,15 @@ namespace phi2_emu
         invoke(kernel, args, std::index_sequence_for<A...>{});
     }
 
+    // What a captured launch must copy out of args (a CUDA graph keeps its own copy of each parameter's value).
+    template <typename... A> inline int parameter_sizes(void (*)(A...), int* sizes, int capacity)
+    {
+        const int each[] = { (int)sizeof(A)..., 0 };
+        const int count = (int)sizeof...(A);
+        for (int i = 0; i < count && i < capacity; i++) sizes[i] = each[i];
+        return count;
+    }
+
     // The entry named `name`, or null. Defined with the table in kernels.cpp.
     const KernelEntry* find_kernel(const char* name);
     // The table itself, for the test that every PHI2_KERNEL in kernels/ is listed.
@@ -35,4 +47,6 @@ namespace phi2_emu
 
 // One table row; the parameter types come from the function itself, so a row cannot disagree with
 // the kernel's signature.
-#define PHI2_EMU_ENTRY(kernel) { #kernel, [](void** args) { phi2_emu::invoke(&kernel, args); } }
+#define PHI2_EMU_ENTRY(kernel)                                                                                   \
+    { #kernel, [](void** args) { phi2_emu::invoke(&kernel, args); },                                             \
+      [](int* sizes, int capacity) { return phi2_emu::parameter_sizes(&kernel, sizes, capacity); } }

@@ -42,6 +42,20 @@ internal readonly record struct DeviceStream(nint Handle)
 /// <param name="Handle">The native handle (on the emulated device, an index into its own table).</param>
 internal readonly record struct DeviceEvent(nint Handle);
 
+/// <summary>
+/// An instantiated CUDA graph (a CUgraphExec): the work captured from a stream between
+/// <see cref="IDeviceApi.BeginCapture"/> and <see cref="IDeviceApi.EndCapture"/>, replayed as one launch.
+/// </summary>
+/// <param name="Handle">The native handle (on the emulated device, an index into its own table); 0 is none.</param>
+internal readonly record struct DeviceGraph(nint Handle)
+{
+    /// <summary>No graph.</summary>
+    public static DeviceGraph None => default;
+
+    /// <summary>Whether this is <see cref="None"/>.</summary>
+    public bool IsNone => Handle == 0;
+}
+
 /// <summary>A launch's grid or block extent, as cuLaunchKernel takes it.</summary>
 /// <param name="X">Extent along x (at least 1).</param>
 /// <param name="Y">Extent along y (at least 1).</param>
@@ -140,6 +154,36 @@ public interface IDeviceApi : IDisposable
 
     /// <summary>Destroys an event from <see cref="RecordEvent"/>.</summary>
     internal void DestroyEvent(DeviceEvent deviceEvent);
+
+    /// <summary>
+    /// Starts capturing the work queued on <paramref name="stream"/> (a created stream, not the default one) into a
+    /// graph instead of running it (cuStreamBeginCapture, global mode): kernel launches, matrix products, fills and
+    /// device-to-device copies are recorded with their arguments' values as they are at the call. Whatever would make
+    /// the host wait or move host memory (a copy to or from the host, a Synchronize) is refused and spoils the
+    /// capture, and so is an allocation the device cannot serve without the driver (a caching allocator's miss).
+    /// </summary>
+    /// <exception cref="Phi2Exception">The stream is the default one, unknown, or already capturing.</exception>
+    internal void BeginCapture(DeviceStream stream) =>
+        throw new NotSupportedException($"{Name} does not capture graphs");
+
+    /// <summary>
+    /// Ends the capture on <paramref name="stream"/> and instantiates its graph (cuStreamEndCapture,
+    /// cuGraphInstantiate). With <paramref name="reuse"/> (a graph of this device), the capture updates it in place
+    /// when it has the same shape, the same kernels in the same order (cuGraphExecUpdate), and that graph is returned;
+    /// otherwise <paramref name="reuse"/> is destroyed and a new graph returned.
+    /// </summary>
+    /// <exception cref="Phi2Exception">The stream is not capturing, or its capture was spoiled (the message says by what).</exception>
+    internal DeviceGraph EndCapture(DeviceStream stream, DeviceGraph reuse = default) =>
+        throw new NotSupportedException($"{Name} does not capture graphs");
+
+    /// <summary>Queues every captured operation of <paramref name="graph"/> on <paramref name="stream"/>, in capture order, as one launch (cuGraphLaunch).</summary>
+    /// <exception cref="Phi2Exception">An unknown or destroyed graph, or an unknown stream.</exception>
+    internal void LaunchGraph(DeviceGraph graph, DeviceStream stream) =>
+        throw new NotSupportedException($"{Name} does not capture graphs");
+
+    /// <summary>Destroys a graph from <see cref="EndCapture"/> (cuGraphExecDestroy); its queued launches still complete.</summary>
+    internal void DestroyGraph(DeviceGraph graph) =>
+        throw new NotSupportedException($"{Name} does not capture graphs");
 
     /// <summary>
     /// The device's matrix products (cuBLAS and cuBLASLt on a GPU, a checked CPU reference on the emulated device),

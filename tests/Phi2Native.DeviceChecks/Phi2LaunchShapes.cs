@@ -52,13 +52,13 @@ internal static class Phi2LaunchShapes
             GeluKernels.BiasGeluNewBackward(device, dtype, P(), P(), P(), P(), Rows, Inner);
             ReductionKernels.RowSum(device, dtype, P(), P(), Rows, C);
             ReductionKernels.RowMax(device, dtype, P(), P(), Rows, C);
-            OptimizerKernels.ChunkSumOfSquares(device, dtype, P(), P(), P(), Inner * C / OptimizerKernels.ChunkElements, default);
+            OptimizerKernels.ChunkSumOfSquares(device, dtype, P(), P(), P(), Inner * C / OptimizerKernels.ChunkElements, default, (long)Inner * C, 1);
             foreach (var to in AllFloat)
                 if (to != dtype) CastKernels.Cast(device, dtype, to, P(), P(), (long)Inner * C);
         }
         ElementwiseKernels.Accumulate(device, DType.F32, P(), P(), (long)Inner * C);
-        OptimizerKernels.StepStatus(device, P(), P(), 6 * 32, P(), 1, 1.0, P(), P(), default);
-        OptimizerKernels.AdamWChunks(device, P(), P(), Inner * C / OptimizerKernels.ChunkElements, P(), default);
+        OptimizerKernels.StepStatus(device, P(), P(), 6 * 32, P(), 1, 1.0, P(), P(), default, Inner * C / OptimizerKernels.ChunkElements);
+        OptimizerKernels.AdamWChunks(device, P(), P(), Inner * C / OptimizerKernels.ChunkElements, P(), default, (long)Inner * C, 1);
 
         foreach (var dtype in F32Bf16)
         {

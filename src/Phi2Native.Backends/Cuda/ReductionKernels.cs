@@ -1,4 +1,5 @@
 using Phi2Native.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Cuda;
@@ -35,6 +36,9 @@ internal static unsafe class ReductionKernels
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(cols);
         nint* args = stackalloc nint[] { (nint)(&x), (nint)(&y), (nint)(&rows), (nint)(&cols) };
-        device.Launch(kernel, new Dim3((uint)rows), LaunchShape.RowBlock(cols), 0, stream, new ReadOnlySpan<nint>(args, 4));
+        // x read, one fp32 per row written; one add or max an element.
+        long elements = (long)rows * cols;
+        device.Launch(kernel, new Dim3((uint)rows), LaunchShape.RowBlock(cols), 0, stream, new ReadOnlySpan<nint>(args, 4),
+            new KernelCost(elements * dtype.SizeInBytes(), rows * (long)sizeof(float), 0, elements));
     }
 }

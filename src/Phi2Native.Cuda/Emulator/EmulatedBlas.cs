@@ -56,9 +56,12 @@ internal sealed unsafe class EmulatedBlas(EmulatedDevice device) : IBlas
         ];
         var job = new Job(arguments.TransposeA, arguments.TransposeB, arguments.M, arguments.N, arguments.K,
             arguments.Alpha, arguments.Beta, arguments.BatchCount, arguments.Epilogue, operands);
-        Run(nameof(LtMatmul), job, stream);
-        ProfileRecorder.Current?.Launch(ProfileEventKind.Blas, "cublasLtMatmul", SeamRecording.GemmDetail(arguments.M, arguments.N, arguments.K,
-            arguments.BatchCount, arguments.AType, arguments.DType, arguments.Beta != 0, arguments.Epilogue.ToString()), BlasCost.LtMatmul(arguments));
+        device.RunOrCapture("cublasLtMatmul", stream, s =>
+        {
+            Run(nameof(LtMatmul), job, s);
+            ProfileRecorder.Current?.Launch(ProfileEventKind.Blas, "cublasLtMatmul", SeamRecording.GemmDetail(arguments.M, arguments.N, arguments.K,
+                arguments.BatchCount, arguments.AType, arguments.DType, arguments.Beta != 0, arguments.Epilogue.ToString()), BlasCost.LtMatmul(arguments));
+        });
     }
 
     private void Gemm(string call, BlasOperation transposeA, BlasOperation transposeB, int m, int n, int k,
@@ -69,9 +72,13 @@ internal sealed unsafe class EmulatedBlas(EmulatedDevice device) : IBlas
             a, aType, lda, strideA, b, bType, ldb, strideB, c, cType, ldc, strideC, batchCount);
         // cuBLAS's GEMMs read C and write the result back over it: C is also D.
         BlasOperand[] operands = [operandA, operandB, operandC, operandC, None("bias"), None("aux")];
-        Run(call, new Job(transposeA, transposeB, m, n, k, alpha, beta, batchCount, LtEpilogue.Default, operands), stream);
-        ProfileRecorder.Current?.Launch(ProfileEventKind.Blas, "cublas" + call, SeamRecording.GemmDetail(m, n, k, batchCount, aType, cType, beta != 0),
-            BlasCost.Gemm(m, n, k, batchCount, aType, cType, beta != 0, alpha != 0));
+        var job = new Job(transposeA, transposeB, m, n, k, alpha, beta, batchCount, LtEpilogue.Default, operands);
+        device.RunOrCapture("cublas" + call, stream, s =>
+        {
+            Run(call, job, s);
+            ProfileRecorder.Current?.Launch(ProfileEventKind.Blas, "cublas" + call, SeamRecording.GemmDetail(m, n, k, batchCount, aType, cType, beta != 0),
+                BlasCost.Gemm(m, n, k, batchCount, aType, cType, beta != 0, alpha != 0));
+        });
     }
 
     private void Run(string call, Job job, DeviceStream stream)

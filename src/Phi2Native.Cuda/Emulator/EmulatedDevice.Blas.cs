@@ -12,6 +12,20 @@ public sealed unsafe partial class EmulatedDevice
     internal IBlas Blas => LazyInitializer.EnsureInitialized(ref _blas, () => new EmulatedBlas(this));
 
     /// <summary>
+    /// Runs <paramref name="run"/> (a matrix product and its profile record) on <paramref name="stream"/> now, or records
+    /// it when the stream is capturing a graph (named <paramref name="routine"/> for the graph's update rule).
+    /// </summary>
+    internal void RunOrCapture(string routine, DeviceStream stream, Action<DeviceStream> run)
+    {
+        lock (_gate)
+        {
+            CheckStream(routine, stream);
+            if (TryCapture(stream, "blas", routine, run)) return;
+        }
+        run(stream);
+    }
+
+    /// <summary>
     /// Checks <paramref name="stream"/> and that each operand's touched extent lies inside one live allocation, then
     /// runs <paramref name="body"/> with the operands' host addresses (in order; 0 for an empty operand) while
     /// holding the device's lock.

@@ -1,7 +1,7 @@
 namespace Phi2Native.Cuda.Emulator;
 
 // The members of the device seam that only this assembly and its friends call (IDeviceApi's internal members: memory,
-// copies, streams, events, launches, BLAS), each forwarded to this device's own internal member of the same name.
+// copies, streams, events, graphs, launches, BLAS), each forwarded to this device's own internal member of the same name.
 // C# lets a public class implement an internal interface member only explicitly.
 public sealed unsafe partial class EmulatedDevice
 {
@@ -21,6 +21,10 @@ public sealed unsafe partial class EmulatedDevice
     DeviceEvent IDeviceApi.RecordEvent(DeviceStream stream) => RecordEvent(stream);
     float IDeviceApi.ElapsedMilliseconds(DeviceEvent start, DeviceEvent end) => ElapsedMilliseconds(start, end);
     void IDeviceApi.DestroyEvent(DeviceEvent deviceEvent) => DestroyEvent(deviceEvent);
+    void IDeviceApi.BeginCapture(DeviceStream stream) => BeginCapture(stream);
+    DeviceGraph IDeviceApi.EndCapture(DeviceStream stream, DeviceGraph reuse) => EndCapture(stream, reuse);
+    void IDeviceApi.LaunchGraph(DeviceGraph graph, DeviceStream stream) => LaunchGraph(graph, stream);
+    void IDeviceApi.DestroyGraph(DeviceGraph graph) => DestroyGraph(graph);
     IBlas IDeviceApi.Blas => Blas;
     DeviceMemoryStatistics IDeviceApi.Memory => Memory;
 }

@@ -29,6 +29,7 @@ public sealed unsafe partial class EmulatedDevice
             // cuMemcpyDtoD leaves overlapping copies undefined; refuse them rather than pick an answer.
             if (to < from + bytes && from < to + bytes)
                 throw new EmulatedDeviceException(nameof(CopyOnDevice), $"{bytes} bytes from {source} to {destination} overlap");
+            if (TryCapture(stream, "copy", nameof(CopyOnDevice), s => CopyOnDevice(destination, source, bytes, s))) return;
             Buffer.MemoryCopy(from, to, bytes, bytes);
             Phi2Native.Profiling.ProfileRecorder.Current?.Copy(Phi2Native.Profiling.ProfileEventKind.CopyOnDevice, nameof(CopyOnDevice), bytes);
         }
@@ -53,6 +54,8 @@ public sealed unsafe partial class EmulatedDevice
         {
             ThrowIfDisposed(nameof(DestroyStream));
             if (stream.Handle == 0) throw new EmulatedDeviceException(nameof(DestroyStream), "the default stream cannot be destroyed");
+            if (_captures.ContainsKey(stream.Handle))
+                throw new EmulatedDeviceException(nameof(DestroyStream), $"stream {stream.Handle} is capturing a graph: end the capture first");
             if (!_streams.Remove(stream.Handle))
                 throw new EmulatedDeviceException(nameof(DestroyStream), $"stream {stream.Handle} was not created by this device or is already destroyed");
         }

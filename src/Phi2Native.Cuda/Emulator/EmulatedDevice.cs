@@ -152,11 +152,22 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
         lock (_gate)
         {
             ThrowIfDisposed(nameof(Allocate));
+            var before = _allocatorModel.Statistics;
+            var modelled = _allocatorModel.Allocate(bytes);
+            var after = _allocatorModel.Statistics;
+            if (AnyCapture && after.TotalAllocations - after.CacheHits > before.TotalAllocations - before.CacheHits)
+            {
+                // On a GPU this would be cuMemAlloc inside a global-mode capture: refused, and the capture invalidated.
+                _allocatorModel.Free(modelled);
+                SpoilEveryCapture($"Allocate ({bytes} bytes that the caching allocator could not serve from its cache)");
+                throw new EmulatedDeviceException(nameof(Allocate),
+                    $"{bytes} bytes while a stream is capturing a graph need a driver allocation, which a capture cannot make: allocate before capturing");
+            }
             Block block = MapBlock(bytes);
             _live.Insert(~_live.BinarySearch(block, StartOrder.Instance), block);
             _bytesInUse += bytes;
             _peak = Math.Max(_peak, _bytesInUse);
-            _modelled.Add(block.Start, _allocatorModel.Allocate(bytes));
+            _modelled.Add(block.Start, modelled);
             ProfileRecorder.Current?.BytesInUse(_bytesInUse);
             return new DevicePtr(block.Start);
         }
@@ -194,6 +205,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
         lock (_gate)
         {
             CheckStream(nameof(CopyToDevice), stream);
+            RefuseWhileCapturing(nameof(CopyToDevice), stream, "copy from host memory");
             byte* p = Check(nameof(CopyToDevice), destination, source.Length);
             source.CopyTo(new Span<byte>(p, source.Length));
             ProfileRecorder.Current?.Copy(ProfileEventKind.CopyToDevice, nameof(CopyToDevice), source.Length);
@@ -206,6 +218,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
         lock (_gate)
         {
             CheckStream(nameof(CopyToHost), stream);
+            RefuseWhileCapturing(nameof(CopyToHost), stream, "make the host wait for a copy to host memory");
             byte* p = Check(nameof(CopyToHost), source, destination.Length);
             new ReadOnlySpan<byte>(p, destination.Length).CopyTo(destination);
             if (ProfileRecorder.Current is { } recorder)
@@ -223,6 +236,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
         {
             CheckStream(nameof(Fill), stream);
             byte* p = Check(nameof(Fill), pointer, bytes);
+            if (TryCapture(stream, "fill", nameof(Fill), s => Fill(pointer, value, bytes, s))) return;
             Fill(p, bytes, value);
             ProfileRecorder.Current?.Copy(ProfileEventKind.CopyOnDevice, nameof(Fill), bytes);
         }
@@ -246,6 +260,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
         lock (_gate)
         {
             CheckStream(nameof(Launch), stream);
+            if (TryCaptureLaunch(kernelName, grid, block, dynamicSharedBytes, stream, argPointers, cost)) return;
             bool counting = recorder is { CountTraffic: true };
             (long Read, long Written)? traffic = null;
             try
@@ -275,7 +290,11 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
     /// <summary>Launches run synchronously, so by the time this is called every error has already been thrown.</summary>
     internal void Synchronize(DeviceStream stream)
     {
-        lock (_gate) CheckStream(nameof(Synchronize), stream);
+        lock (_gate)
+        {
+            CheckStream(nameof(Synchronize), stream);
+            RefuseWhileCapturing(nameof(Synchronize), stream, "make the host wait");
+        }
         ProfileRecorder.Current?.HostSync(nameof(Synchronize), always: false);
     }
 
@@ -291,6 +310,8 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
             _live.Clear();
             _quarantine.Clear();
             _modelled.Clear();
+            _captures.Clear();
+            _graphs.Clear();
             _allocatorModel.Dispose();
             _bytesInUse = 0;
             _quarantined = 0;

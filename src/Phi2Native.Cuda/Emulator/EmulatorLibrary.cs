@@ -25,6 +25,7 @@ internal sealed unsafe class EmulatorLibrary
     private readonly delegate* unmanaged<nint*, int, int> _kernelNames;
     private readonly delegate* unmanaged<int, void> _countTraffic;
     private readonly delegate* unmanaged<long*, long*, void> _traffic;
+    private readonly delegate* unmanaged<byte*, int*, int, int> _kernelParameters;
 
     /// <summary>Binds the entry points of the library <paramref name="handle"/>, loaded from <paramref name="path"/>.</summary>
     /// <exception cref="EntryPointNotFoundException">The library lacks an entry point: it is not a kernel emulator.</exception>
@@ -37,6 +38,7 @@ internal sealed unsafe class EmulatorLibrary
         _kernelNames = (delegate* unmanaged<nint*, int, int>)Export(handle, path, "emu_kernel_names");
         _countTraffic = (delegate* unmanaged<int, void>)Export(handle, path, "emu_count_traffic");
         _traffic = (delegate* unmanaged<long*, long*, void>)Export(handle, path, "emu_traffic");
+        _kernelParameters = (delegate* unmanaged<byte*, int*, int, int>)Export(handle, path, "emu_kernel_parameters");
     }
 
     /// <summary>The emulator the build made beside this assembly (<see cref="NativeLibraryResolver.Emulator"/>), loaded once.</summary>
@@ -102,6 +104,20 @@ internal sealed unsafe class EmulatorLibrary
         long read, written;
         _traffic(&read, &written);
         return (read, written);
+    }
+
+    /// <summary>The size in bytes of each parameter of kernel <paramref name="name"/> (from its signature), or null when there is no such kernel.</summary>
+    internal int[]? ParameterSizes(string name)
+    {
+        byte[] utf8Name = Encoding.UTF8.GetBytes(name + "\0");
+        fixed (byte* n = utf8Name)
+        {
+            int count = _kernelParameters(n, null, 0);
+            if (count < 0) return null;
+            var sizes = new int[count];
+            fixed (int* p = sizes) _kernelParameters(n, p, count);
+            return sizes;
+        }
     }
 
     /// <summary>The names of every kernel the library can launch, in its table's order.</summary>

@@ -31,6 +31,9 @@ internal enum CuResult
     ErrorLaunchOutOfResources = 701,
     ErrorLaunchTimeout = 702,
     ErrorLaunchFailed = 719,
+    ErrorStreamCaptureUnsupported = 900,
+    ErrorStreamCaptureInvalidated = 901,
+    ErrorGraphExecUpdateFailure = 910,
     ErrorUnknown = 999,
 }
 
@@ -158,6 +161,30 @@ internal static unsafe partial class CudaDriver
     [LibraryImport(Library, EntryPoint = EventElapsedTimeV2)] private static partial CuResult cuEventElapsedTimeV2(out float milliseconds, nint start, nint end);
     [LibraryImport(Library, EntryPoint = EventElapsedTimeV1)] private static partial CuResult cuEventElapsedTimeV1(out float milliseconds, nint start, nint end);
     [LibraryImport(Library, EntryPoint = "cuEventDestroy_v2")] internal static partial CuResult cuEventDestroy(nint e);
+
+    // --- Graphs (stream capture) ---------------------------------------------------------------------
+    // cuda.h (12.x/13.0) maps cuStreamBeginCapture to cuStreamBeginCapture_v2 (the one with a mode), cuGraphInstantiate
+    // to cuGraphInstantiateWithFlags and cuGraphExecUpdate to cuGraphExecUpdate_v2 (a CUgraphExecUpdateResultInfo out).
+
+    /// <summary>CU_STREAM_CAPTURE_MODE_GLOBAL: calls unsafe during any capture (cuMemAlloc, a sync) are refused process-wide.</summary>
+    internal const int CaptureModeGlobal = 0;
+
+    [LibraryImport(Library, EntryPoint = "cuStreamBeginCapture_v2")] internal static partial CuResult cuStreamBeginCapture(nint stream, int mode);
+    [LibraryImport(Library)] internal static partial CuResult cuStreamEndCapture(nint stream, out nint graph);
+    [LibraryImport(Library)] internal static partial CuResult cuGraphInstantiateWithFlags(out nint graphExec, nint graph, ulong flags);
+    [LibraryImport(Library)] internal static partial CuResult cuGraphLaunch(nint graphExec, nint stream);
+    [LibraryImport(Library, EntryPoint = "cuGraphExecUpdate_v2")] internal static partial CuResult cuGraphExecUpdate(nint graphExec, nint graph, out GraphExecUpdateResultInfo resultInfo);
+    [LibraryImport(Library)] internal static partial CuResult cuGraphExecDestroy(nint graphExec);
+    [LibraryImport(Library)] internal static partial CuResult cuGraphDestroy(nint graph);
+
+    /// <summary>CUgraphExecUpdateResultInfo (cuda.h, _v1): the result (CUgraphExecUpdateResult, 0 = success) and the nodes that failed it.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct GraphExecUpdateResultInfo
+    {
+        public int Result;
+        public nint ErrorNode;
+        public nint ErrorFromNode;
+    }
 
     /// <summary>The export cuda.h of CUDA 13 names for cuEventElapsedTime.</summary>
     internal const string EventElapsedTimeV2 = "cuEventElapsedTime_v2";

@@ -73,8 +73,9 @@ public sealed record BenchmarkResult
     public required double SetupSeconds { get; init; }
 
     /// <summary>
-    /// The modelled time of one repetition on an H100 SXM, from the roofline model of issue 12 section 3 (the profiler,
-    /// built beside this); null until that model fills it. A modelled figure, never a measurement.
+    /// The modelled time of one repetition on an H100 SXM by the profiler's roofline model (<see cref="Profiling.RooflineModel"/>),
+    /// from the first warm-up repetition's recorded launches; null on the CPU backend (its ops declare no GPU costs) and
+    /// with no warm-up. A modelled figure, never a measurement.
     /// </summary>
     public double? ModelledH100Ms { get; init; }
 

@@ -108,8 +108,10 @@ public static class ProfileRun
         int batch = options.Batch, sequence = options.Sequence;
         if (options.ModelAt is { } at)
         {
-            events = ProfileScaling.Scale(events, batch, sequence, config.NumHiddenLayers, at.Batch, at.Sequence, at.Layers, options.What == ProfileWorkload.Decode);
-            loraParameters = loraParameters * at.Layers / config.NumHiddenLayers;
+            long trained = trainable.Sum(p => p.ElementCount), toTrained = TrainedElementsAt(trainable, config.NumHiddenLayers, at.Layers);
+            events = ProfileScaling.Scale(events, batch, sequence, config.NumHiddenLayers, at.Batch, at.Sequence, at.Layers,
+                options.What == ProfileWorkload.Decode, trained > 0 ? (double)toTrained / trained : 1);
+            if (lora is not null) loraParameters = toTrained;
             (batch, sequence, config) = (at.Batch, at.Sequence, config with { NumHiddenLayers = at.Layers });
         }
         var (tokenCount, flops) = options.What switch
@@ -121,6 +123,14 @@ public static class ProfileRun
         };
         return new ProfileReport(options.Device.ToString(), options.What.ToString().ToLowerInvariant(), batch, sequence, tokenCount, flops,
             events, options.ModelAt is null ? recorder.PeakBytesInUse : new Dictionary<ProfilePhase, long>());
+    }
+
+    // The trained elements at another depth: a layer's (named model.layers.N..., or PEFT's base_model.model.model.layers.N...)
+    // repeat with the layers, the rest (embed_tokens, lm_head, the final LayerNorm) stay.
+    private static long TrainedElementsAt(IReadOnlyList<Tensor> trainable, int layers, int toLayers)
+    {
+        long inLayers = trainable.Where(p => p.Name?.Contains("model.layers.", StringComparison.Ordinal) == true).Sum(p => p.ElementCount);
+        return trainable.Sum(p => p.ElementCount) - inLayers + inLayers * toLayers / layers;
     }
 
     private static void Check(ProfileOptions options)

@@ -14,7 +14,7 @@ namespace Phi2Native.Profiling;
 /// <remarks>
 /// Rules, per recorded event: the added layers repeat the top recorded layer's work (the lowest layer does less: the
 /// backward stops in it); the optimizer's launches (multi-tensor: a fixed few per step) and its one status read stay as
-/// they are. A GEMM is recomputed from its m, n and k with the recorded rows
+/// many, their costs (and the optimizer phase's copies and fills) scaled with the trained elements. A GEMM is recomputed from its m, n and k with the recorded rows
 /// (B x T, or B for a decoded token) replaced by the new ones, its epilogue's extra traffic scaled with the rows.
 /// Attention's flops scale with B x Tq x Tk (causal, so quadratic in T outside decoding) and its bytes with B x Tk.
 /// Every other kernel and device copy scales with the rows, except in the optimizer, which does not depend on them, and
@@ -26,12 +26,16 @@ public static partial class ProfileScaling
     /// <summary>
     /// The events of a step recorded at (<paramref name="batch"/>, <paramref name="sequence"/>, <paramref name="layers"/>)
     /// modelled at (<paramref name="toBatch"/>, <paramref name="toSequence"/>, <paramref name="toLayers"/>);
-    /// <paramref name="decode"/>: one token per row after a context of the sequence.
+    /// <paramref name="decode"/>: one token per row after a context of the sequence; <paramref name="trainedElementsFactor"/>:
+    /// the trained elements at the new depth over those recorded (1 when nothing trains), which the optimizer's work follows.
     /// </summary>
     /// <exception cref="Phi2Exception">A GEMM detail that is not one, or fewer layers than recorded.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="trainedElementsFactor"/> not a finite number above 0.</exception>
     public static IReadOnlyList<ProfileEvent> Scale(IReadOnlyList<ProfileEvent> events, int batch, int sequence, int layers,
-        int toBatch, int toSequence, int toLayers, bool decode)
+        int toBatch, int toSequence, int toLayers, bool decode, double trainedElementsFactor = 1)
     {
+        if (!(trainedElementsFactor > 0 && double.IsFinite(trainedElementsFactor)))
+            throw new ArgumentOutOfRangeException(nameof(trainedElementsFactor), trainedElementsFactor, "a finite number above 0");
         if (toLayers < layers) throw new Phi2Exception($"modelling {toLayers} layers from a run of {layers}: the model can add layers, not remove them");
         int topRepeat = 1 + toLayers - layers;
         string top = $"model.layers.{layers - 1}";
@@ -51,6 +55,9 @@ public static partial class ProfileScaling
                 ProfileEventKind.Blas => Gemm(e, rows, toRows),
                 ProfileEventKind.Kernel when e.Name.Contains("attention", StringComparison.Ordinal) && !e.Name.Contains("delta", StringComparison.Ordinal) =>
                     (e.Detail, Times(e.Cost, attentionBytes, attentionFlops)),
+                // The optimizer's launches, table uploads and fills (zeroed gradients) follow the trained elements.
+                ProfileEventKind.Kernel or ProfileEventKind.CopyOnDevice or ProfileEventKind.CopyToDevice when optimizer =>
+                    (e.Detail, Times(e.Cost, trainedElementsFactor, trainedElementsFactor)),
                 // Fills zero gradient accumulators (parameter-sized) and flags: they do not grow with the rows.
                 ProfileEventKind.CopyOnDevice when e.Name == "Fill" => (e.Detail, e.Cost),
                 ProfileEventKind.Kernel or ProfileEventKind.CopyOnDevice or ProfileEventKind.CopyToDevice or ProfileEventKind.CopyToHost when !optimizer =>

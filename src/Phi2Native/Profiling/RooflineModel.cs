@@ -40,6 +40,13 @@ public sealed class RooflineModel(GpuFigures gpu)
         _ => 0,
     };
 
+    /// <summary>Modelled milliseconds of recorded events laid end to end on one stream (<see cref="Seconds(ProfileEvent)"/> each).</summary>
+    public double Milliseconds(IEnumerable<ProfileEvent> events)
+    {
+        ArgumentNullException.ThrowIfNull(events);
+        return events.Sum(Seconds) * 1e3;
+    }
+
     /// <summary>Model flops utilisation: <paramref name="modelFlops"/> (the model's, by the convention stated beside them) over the tensor-core peak times <paramref name="seconds"/>.</summary>
     public double Mfu(double modelFlops, double seconds) => seconds > 0 ? modelFlops / (Gpu.TensorCoreFlopsPerSecond * seconds) : 0;
 }

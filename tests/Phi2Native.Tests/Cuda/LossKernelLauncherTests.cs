@@ -125,19 +125,19 @@ public class LossKernelLauncherTests : LauncherTest
     [Test]
     public void OptimizerLaunchersRefuseBadArgumentsByName()
     {
-        Assert.That(() => OptimizerKernels.ChunkSumOfSquares(Emulated, DType.F64, F(0), F(8), F(16), 1, default),
+        Assert.That(() => OptimizerKernels.ChunkSumOfSquares(Emulated, DType.F64, F(0), F(8), F(16), 1, default, 4, 1),
             Throws.ArgumentException.With.Message.Contains("chunk_sum_of_squares has no F64 kernel"));
-        Assert.That(() => OptimizerKernels.ChunkSumOfSquares(Emulated, DType.F32, DevicePtr.Null, F(8), F(16), 1, default),
+        Assert.That(() => OptimizerKernels.ChunkSumOfSquares(Emulated, DType.F32, DevicePtr.Null, F(8), F(16), 1, default, 4, 1),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("tensorPointers"));
-        Assert.That(() => OptimizerKernels.ChunkSumOfSquares(Emulated, DType.F32, F(0), F(8).Offset(4), F(16), 1, default),
+        Assert.That(() => OptimizerKernels.ChunkSumOfSquares(Emulated, DType.F32, F(0), F(8).Offset(4), F(16), 1, default, 4, 1),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("chunks"));
-        Assert.That(() => OptimizerKernels.ChunkSumOfSquares(Emulated, DType.F32, F(0), F(8), F(16), 0, default),
+        Assert.That(() => OptimizerKernels.ChunkSumOfSquares(Emulated, DType.F32, F(0), F(8), F(16), 0, default, 4, 1),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("chunkCount"));
-        Assert.That(() => OptimizerKernels.StepStatus(Emulated, F(0), F(8), 1, DevicePtr.Null, 0, double.NaN, F(16), F(24), default),
+        Assert.That(() => OptimizerKernels.StepStatus(Emulated, F(0), F(8), 1, DevicePtr.Null, 0, double.NaN, F(16), F(24), default, 1),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("maxNorm"));
-        Assert.That(() => OptimizerKernels.StepStatus(Emulated, F(0), F(8), 1, DevicePtr.Null, 1, 1, F(16), F(24), default),
+        Assert.That(() => OptimizerKernels.StepStatus(Emulated, F(0), F(8), 1, DevicePtr.Null, 1, 1, F(16), F(24), default, 1),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("losses"));
-        Assert.That(() => OptimizerKernels.AdamWChunks(Emulated, F(0), F(8), 1, F(16).Offset(4), default),
+        Assert.That(() => OptimizerKernels.AdamWChunks(Emulated, F(0), F(8), 1, F(16).Offset(4), default, 64, 1),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("status"));
     }
 
@@ -186,7 +186,7 @@ public class LossKernelLauncherTests : LauncherTest
     public void AdamWLaunchesOneBlockPerChunk()
     {
         var recorder = new RecordingDevice();
-        OptimizerKernels.AdamWChunks(recorder, new DevicePtr(0x10000), new DevicePtr(0x20000), 4, DevicePtr.Null, default);
+        OptimizerKernels.AdamWChunks(recorder, new DevicePtr(0x10000), new DevicePtr(0x20000), 4, DevicePtr.Null, default, 64, 1);
         Assert.That(recorder.Shapes, Is.EqualTo(new[] { ("adamw_chunks_f32", new Dim3(4), new Dim3(256)) }));
     }
 }

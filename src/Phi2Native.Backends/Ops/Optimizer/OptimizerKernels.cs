@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Backends.Ops.Optimizer;
@@ -92,10 +93,14 @@ internal static unsafe class OptimizerKernels
         using var tensorSums = cuda.Allocate([2 * Math.Max(count, 1)], DType.I32, "tensor sums");
         var (device, stream, pPartial) = (cuda.DeviceApi, cuda.Stream, cuda.Pointer(partial, "partial sums"));
         foreach (var (dtype, first, end) in groups)
+        {
+            var group = chunks.GetRange(first, end - first);
             ChunkSumOfSquares(device, dtype, at.Offset(pointerAt), at.Offset(chunkAt + first * (long)sizeof(TensorChunk)),
-                pPartial.Offset(first * (long)sizeof(float)), end - first, stream);
+                pPartial.Offset(first * (long)sizeof(float)), end - first, stream,
+                group.Sum(c => (long)c.Count), group.Select(c => c.Tensor).Distinct().Count());
+        }
         StepStatus(device, pPartial, at.Offset(rangeAt), count, at.Offset(lossAt), lossPointers.Length, maxNorm,
-            cuda.Pointer(tensorSums, "tensor sums"), cuda.Pointer(status.Tensor, "status"), stream);
+            cuda.Pointer(tensorSums, "tensor sums"), cuda.Pointer(status.Tensor, "status"), stream, chunks.Count);
     }
 
     /// <summary><see cref="AdamWOp.Step"/> on the CUDA backend: one launch over every parameter's chunks.</summary>
@@ -121,14 +126,20 @@ internal static unsafe class OptimizerKernels
         using var uploaded = table.Upload(cuda);
         var at = cuda.Pointer(uploaded, "table");
         AdamWChunks(cuda.DeviceApi, at.Offset(entryAt), at.Offset(chunkAt), chunks.Count,
-            status is null ? DevicePtr.Null : cuda.Pointer(status.Tensor, "status"), cuda.Stream);
+            status is null ? DevicePtr.Null : cuda.Pointer(status.Tensor, "status"), cuda.Stream,
+            tensors.Sum(t => t.Parameter.ElementCount), tensors.Count);
     }
 
-    /// <summary>Launches chunk_sum_of_squares_{dtype}: grid (<paramref name="chunkCount"/>).</summary>
+    /// <summary>
+    /// Launches chunk_sum_of_squares_{dtype}: grid (<paramref name="chunkCount"/>). The tables are device data, so the
+    /// launcher is told what they hold for its cost: <paramref name="elements"/> over the chunks, of
+    /// <paramref name="tensorCount"/> distinct tensors.
+    /// </summary>
     /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="chunkCount"/> below 1.</exception>
-    public static void ChunkSumOfSquares(IDeviceApi device, DType dtype, DevicePtr tensorPointers, DevicePtr chunks, DevicePtr partial, int chunkCount, DeviceStream stream)
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="chunkCount"/> or <paramref name="tensorCount"/> below 1, or fewer elements than chunks.</exception>
+    public static void ChunkSumOfSquares(IDeviceApi device, DType dtype, DevicePtr tensorPointers, DevicePtr chunks, DevicePtr partial, int chunkCount,
+        DeviceStream stream, long elements, int tensorCount)
     {
         LaunchArguments.Device(device);
         string kernel = KernelName.For("chunk_sum_of_squares", dtype, Measured);
@@ -136,20 +147,26 @@ internal static unsafe class OptimizerKernels
         Table(chunks, nameof(chunks));
         LaunchArguments.Pointer(partial, DType.F32, nameof(partial));
         ArgumentOutOfRangeException.ThrowIfLessThan(chunkCount, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(elements, chunkCount);
+        ArgumentOutOfRangeException.ThrowIfLessThan(tensorCount, 1);
         nint* args = stackalloc nint[] { (nint)(&tensorPointers), (nint)(&chunks), (nint)(&partial) };
-        device.Launch(kernel, new Dim3((uint)chunkCount), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 3));
+        // The chunk table, each tensor's pointer and its elements read; one fp32 sum per chunk written; 2 flops an element.
+        var cost = new KernelCost(chunkCount * (long)sizeof(TensorChunk) + tensorCount * 8L + elements * dtype.SizeInBytes(),
+            chunkCount * (long)sizeof(float), 0, 2 * elements);
+        device.Launch(kernel, new Dim3((uint)chunkCount), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 3), cost);
     }
 
-    /// <summary>Launches step_status: grid (1).</summary>
+    /// <summary>Launches step_status: grid (1), over the <paramref name="chunkCount"/> partial sums of every group (for its cost).</summary>
     /// <exception cref="ArgumentException">A misaligned pointer.</exception>
     /// <exception cref="ArgumentNullException">A null pointer (<paramref name="partial"/>, <paramref name="ranges"/> and <paramref name="losses"/> may be null when their counts are 0).</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative count, or <paramref name="maxNorm"/> negative, infinite or NaN.</exception>
     public static void StepStatus(IDeviceApi device, DevicePtr partial, DevicePtr ranges, int tensors, DevicePtr losses, int lossCount,
-        double maxNorm, DevicePtr tensorSums, DevicePtr status, DeviceStream stream)
+        double maxNorm, DevicePtr tensorSums, DevicePtr status, DeviceStream stream, int chunkCount)
     {
         LaunchArguments.Device(device);
         ArgumentOutOfRangeException.ThrowIfNegative(tensors);
         ArgumentOutOfRangeException.ThrowIfNegative(lossCount);
+        ArgumentOutOfRangeException.ThrowIfNegative(chunkCount);
         if (!NumberChecks.IsFiniteNonNegative(maxNorm)) throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, "a finite number >= 0");
         if (tensors > 0)
         {
@@ -164,22 +181,36 @@ internal static unsafe class OptimizerKernels
             (nint)(&partial), (nint)(&ranges), (nint)(&tensors), (nint)(&losses), (nint)(&lossCount), (nint)(&maxNorm),
             (nint)(&tensorSums), (nint)(&status),
         };
-        device.Launch("step_status", new Dim3(1), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 8));
+        // The partial sums, the ranges, the tensor sums (written, then read back), each loss's pointer and value read; the
+        // tensor sums and the status block written; an add a partial, two a tensor, one a loss.
+        var cost = new KernelCost(chunkCount * (long)sizeof(float) + tensors * (long)(sizeof(ChunkRange) + 8) + lossCount * 12L,
+            tensors * 8L + Optimizer.StepStatus.Bytes, 0, chunkCount + 2L * tensors + lossCount);
+        device.Launch("step_status", new Dim3(1), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 8), cost);
     }
 
-    /// <summary>Launches adamw_chunks_f32: grid (<paramref name="chunkCount"/>); <paramref name="status"/> may be null.</summary>
+    /// <summary>
+    /// Launches adamw_chunks_f32: grid (<paramref name="chunkCount"/>); <paramref name="status"/> may be null. For its cost
+    /// the launcher is told what the tables hold: <paramref name="elements"/> over the chunks of <paramref name="parameterCount"/> parameters.
+    /// </summary>
     /// <exception cref="ArgumentException">A misaligned pointer.</exception>
     /// <exception cref="ArgumentNullException">A null table.</exception>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="chunkCount"/> below 1.</exception>
-    public static void AdamWChunks(IDeviceApi device, DevicePtr tensors, DevicePtr chunks, int chunkCount, DevicePtr status, DeviceStream stream)
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="chunkCount"/> or <paramref name="parameterCount"/> below 1, or fewer elements than chunks.</exception>
+    public static void AdamWChunks(IDeviceApi device, DevicePtr tensors, DevicePtr chunks, int chunkCount, DevicePtr status, DeviceStream stream,
+        long elements, int parameterCount)
     {
         LaunchArguments.Device(device);
         Table(tensors, nameof(tensors));
         Table(chunks, nameof(chunks));
         if (!status.IsNull) Table(status, nameof(status));
         ArgumentOutOfRangeException.ThrowIfLessThan(chunkCount, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(elements, chunkCount);
+        ArgumentOutOfRangeException.ThrowIfLessThan(parameterCount, 1);
         nint* args = stackalloc nint[] { (nint)(&tensors), (nint)(&chunks), (nint)(&status) };
-        device.Launch("adamw_chunks_f32", new Dim3((uint)chunkCount), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 3));
+        // The status's skip flag and clip scale, the tables, and p, g, m, v read; p, m, v written; 14 flops an element
+        // (optimizer.cu's arithmetic; 15 when the gradient is clipped). A step the status skips moves none of it: an upper bound.
+        var cost = new KernelCost((status.IsNull ? 0 : 12) + chunkCount * (long)sizeof(TensorChunk) + parameterCount * (long)sizeof(AdamWTensor) + 16 * elements,
+            12 * elements, 0, 14 * elements);
+        device.Launch("adamw_chunks_f32", new Dim3((uint)chunkCount), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 3), cost);
     }
 
     private static ChunkRange AddChunks(List<TensorChunk> chunks, int tensor, long elements)
