@@ -31,10 +31,12 @@
 //       accumulators (V's fragments by ldmatrix.trans). Rows past Tq and keys past the last are copied as zeros
 //       (cp.async's zero fill), never read from global memory. out = acc * (1 / l), lse = m + log(l).
 //       Saves lse for backward as attention_{dtype} does.
-// Why 4 warps of 16 rows and the Q tile in a K buffer (NVRTC 12.5, kernels/resources.tsv, sm_90 at D = 80): 8 warps
-// (128 query rows a block) would halve K/V's reads from L2 but, at this kernel's registers, fit 2 blocks (16 warps)
-// an SM where 4 warps fit 5 (20 warps); a separate Q tile would take a fifth 64-row tile of shared memory and cut
-// the blocks an SM holds from 5 to 4.
+// Why 4 warps of 16 rows (NVRTC 12.5, kernels/resources.tsv, sm_90, bf16 at D = 80): the kernel needs 168 registers
+// a thread, so 3 blocks of 4 warps fit an SM (12 warps, 18.8 %; registers bind, not the 45,056 bytes of shared
+// memory); 8 warps a block (128 query rows, halving K and V's reads from L2) would fit 1 block (8 warps) at those
+// registers. The head-dim bound is what sized the arrays for D = 128 before (255 registers, 2 blocks at any D).
+// Staging Q in K's second buffer saves a fifth 64-row tile (11 KiB at D = 80) that the registers would leave unused
+// now, but keeps 4 blocks by shared memory within reach of a leaner kernel.
 // Numerics against the fp32 reference (CpuAttention): scores, the softmax and l are fp32 from exact 16-bit inputs;
 // P is rounded to the dtype before P V (relative error 2^-9 in bf16, 2^-12 in f16 per probability, so the output
 // differs by at most that times sum_j p_ij |v_j|), and out is rounded once on store.
