@@ -8,15 +8,16 @@ namespace Phi2Native.DeviceChecks;
 /// <summary>
 /// Attention through a KV cache (<see cref="AttentionKernels.CachedAttention"/>), every kernel <see cref="AttentionKernels.Choose"/>
 /// picks: split-K decoding (kernels/attention_decode.cu, Tq 1..4), the cached tensor-core forward (attention_mma.cu's
-/// cached_attention_mma, Tq &gt; 4) and attention.cu's SIMT cached_attention (f32, odd D), against the CPU backend's cached
-/// attention (<see cref="CpuAttention"/>) on the same widened values. The caches hold NaN in every row at or past a batch
-/// row's key time (a kernel that reads one, even to multiply it by a zero probability, shows it). Pairwise coverage, not
-/// the product: D in {16, 32, 64, 80, 96, 128} (and 7, SIMT), key times and capacities in {1, 15, 16, 17, 64, 127, 129, 300},
-/// Tq 1..4 and above, batch rows with their own key times and a time outside [Tq, Tmax] (NaN rows), bf16 and f16, large
-/// scores (the max moves between chunks), a row that sees no key of the last chunk (Tq 4, key time 129). With one key
-/// time for every row, logSumExp is checked too, against the CPU's uncached forward over the first key-time rows.
-/// Tolerances: <see cref="Tolerances.AttentionTensorCoreOutput"/> (tensor cores) or <see cref="Tolerances.Forward"/> for the
-/// output, <see cref="Tolerances.Forward"/>(F32) for logSumExp.
+/// cached_attention_mma, Tq &gt; 4) and attention.cu's SIMT cached_attention (f32, a D the tensor cores do not take),
+/// against the CPU backend's cached attention (<see cref="CpuAttention"/>) on the same widened values. The caches hold NaN
+/// in every row at or past a batch row's key time (a kernel that reads one, even to multiply it by a zero probability,
+/// shows it). Pairwise coverage, not the product: D in {16, 32, 48, 64, 80, 96, 128} (each head-dim bound's kernels in
+/// bf16 and f16; 7 and 24 on SIMT), key times and capacities in {1, 15, 16, 17, 64, 127, 129, 300}, Tq 1..4 and above,
+/// batch rows with their own key times and a time outside [Tq, Tmax] (NaN rows), large scores (the max moves between
+/// chunks), a row that sees no key of the last chunk (Tq 4, key time 129). With one key time for every row, logSumExp is
+/// checked too, against the CPU's uncached forward over the first key-time rows. Tolerances:
+/// <see cref="Tolerances.AttentionTensorCoreOutput"/> (tensor cores) or <see cref="Tolerances.Forward"/> for the output,
+/// <see cref="Tolerances.Forward"/>(F32) for logSumExp.
 /// </summary>
 public static class CachedAttentionChecks
 {
@@ -37,6 +38,8 @@ public static class CachedAttentionChecks
         Uniform(DType.BF16, new(2, 1, 300, 2, 96), keyTime: 300),
         Uniform(DType.F16, new(1, 2, 16, 3, 64), keyTime: 16),
         Uniform(DType.BF16, new(1, 4, 129, 1, 80), keyTime: 127, scale: 4f),
+        Uniform(DType.BF16, new(2, 3, 17, 1, 48), keyTime: 17),
+        Uniform(DType.F16, new(1, 1, 129, 2, 80), keyTime: 127),
         PerRow(DType.BF16, new(3, 1, 129, 2, 80), [1, 129, 64]),
         PerRow(DType.F16, new(4, 4, 300, 1, 32), [300, 3, 17, 301]),
         PerRow(DType.BF16, new(3, 2, 64, 2, 128), [15, 65, 16]),
@@ -46,6 +49,7 @@ public static class CachedAttentionChecks
         Uniform(DType.BF16, new(1, 64, 127, 2, 96), keyTime: 127),
         Uniform(DType.F16, new(2, 15, 16, 1, 128), keyTime: 15),
         Uniform(DType.BF16, new(1, 300, 300, 1, 32), keyTime: 300),
+        Uniform(DType.F16, new(1, 9, 64, 2, 48), keyTime: 64),
         PerRow(DType.BF16, new(3, 16, 129, 2, 64), [16, 129, 300]),
         PerRow(DType.F16, new(2, 65, 300, 1, 80), [127, 300]),
         // SIMT: f32 (the reference kernels) and a head dim the tensor cores do not take.
