@@ -1,7 +1,7 @@
 // attention_decode.cu - decoding through a KV cache (Tq = 1..4 queries a batch row) split over the keys
 // ("flash-decoding"): the keys of each (batch row, head) are cut into chunks of 64, one block a chunk, each writing
 // fp32 partials (m, l, acc) of its chunk; a second kernel combines a row's partials. So batch 1 fills the GPU: at
-// Phi-2's 32 heads and a 2,048-row cache, 1,024 blocks (a wave of the ~10 blocks an SM holds on 132 SMs) where the
+// Phi-2's 32 heads and a 2,048-row cache, 1,024 blocks (one wave: 9 blocks an SM fit at D = 80, on 132 SMs) where the
 // one-block-per-32-queries cached_attention has 32. For bf16 (the engine's GPU dtype) and f16 (the device checks).
 // The contract is cached_attention's (attention.cu's header): q [B, Tq, H, D], caches [B, Tmax, H, D] read in place
 // (Tmax is the batch stride in rows), per-row key times I32 [B] (batch row b's query i sits at
@@ -26,7 +26,7 @@
 //       mma's 16 (rows Tq.. of A are zeros; their scores are masked), the softmax over the chunk in fp32 registers.
 //       Why one warp of 64 keys a block: decode reads each K and V byte once and computes little on it, so what
 //       counts is the bytes in flight, not the warps; a block holds its whole chunk in flight (20 KiB at D = 80) and
-//       ~10 blocks fit an SM by shared memory (32 by the block limit), ~200 KiB in flight an SM, well past what
+//       9 blocks fit an SM by shared memory at D = 80 (32 by the block limit), ~180 KiB in flight an SM, well past what
 //       HBM's latency needs (~25 KiB an SM at 3.35 TB/s); small blocks also leave no idle warps in the last chunk.
 //   attention_decode_combine_{bf16,f16}(partials, row_key_times, out, lse, B, Tq, Tmax, H, D)
 //       grid (ceil(B * Tq * H / 4)), block (128: a warp per output row, in q's [B, Tq, H] order), no dynamic shared
