@@ -34,7 +34,7 @@
 //       own key time instead (key_time is then ignored), or is null; a row's key time outside [Tq, Tmax] makes
 //       that row's output (and lse) NaN and reads nothing. lse may be null (inference saves nothing). Launch as
 //       attention_{dtype}.
-//   attention_backward_delta_{dtype}(dout, out, delta, rows, Tq, H, D)
+//   attention_backward_delta_{dtype}(dout, out, delta, rows, Tq, H, D)   (also f16, for attention_mma_backward.cu)
 //       delta[b, h, i] = dO_i . out_i (fp32; the CPU's delta), rows = B * Tq * H; one warp per row:
 //       grid (ceil(rows / 8)), block (256), no dynamic shared memory. Needed when dq or dk is.
 //   attention_backward_{dtype}(dout, q, k, v, lse, delta, dq, dk, dv, Tq, Tk, H, D)
@@ -261,6 +261,12 @@ PHI2_KERNEL void attention_backward_delta_bf16(const bf16_t* dout, const bf16_t*
                                                int D)
 {
     attention_delta<dtype_bf16>(dout, out, delta, rows, Tq, H, D);
+}
+
+// f16: the delta of attention_mma_backward.cu's f16 instantiations (device checks only).
+PHI2_KERNEL void attention_backward_delta_f16(const f16_t* dout, const f16_t* out, float* delta, int rows, int Tq, int H, int D)
+{
+    attention_delta<dtype_f16>(dout, out, delta, rows, Tq, H, D);
 }
 
 // p and ds of one (query, key) pair from its two dot products (q_i . k_j and dO_i . v_j); both kinds of backward

@@ -182,8 +182,12 @@ internal sealed partial class Benchmarks
         using var dk = _backend.Empty(q.Shape, Dt);
         using var dv = _backend.Empty(q.Shape, Dt);
         var (ms, reps) = Time(() => AttentionOp.Backward(dy, q, k, v, o, lse, dq, dk, dv));
-        // Recomputed q.k^T, then dV, dP, dQ, dK: 5 products to the forward's 2.
-        return Rate(AttentionShape, ms, reps, 2.5 * AttentionFlops / 1e12, "TFLOP/s", "flops: 2.5 x the forward's causal half");
+        // Recomputed q.k^T, then dV, dP, dQ, dK: 5 products to the forward's 2 (the useful flops: the deterministic kernels
+        // recompute q.k^T and dP in their dq blocks, 7 products in all). At a 16-bit dtype and D a multiple of 16 this
+        // times kernels/attention_mma_backward.cu (tensor cores), otherwise attention.cu's SIMT backward.
+        string kernel = AttentionKernels.BackwardUsesTensorCores(Dt, HeadDim, default, default, default, default)
+            ? AttentionKernels.TensorCoreBackwardKernel(Dt, HeadDim) : "attention_backward (SIMT)";
+        return Rate(AttentionShape, ms, reps, 2.5 * AttentionFlops / 1e12, "TFLOP/s", $"flops: 2.5 x the forward's causal half; {kernel}");
     }
 
     /// <summary>

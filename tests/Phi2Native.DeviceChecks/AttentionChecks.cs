@@ -11,11 +11,15 @@ namespace Phi2Native.DeviceChecks;
 /// multiple of the 32-row tile and spanning several tiles, Phi-2's D = 80, an odd small D (7) and the largest D (128), B
 /// and H above 1, large scores (the running max moves across key tiles), f32 and bf16, and backward with each gradient
 /// alone (the others null); attention through a KV cache is <see cref="CachedAttentionChecks"/>'. Backward gets the CPU
-/// forward's output (rounded to the dtype) and logSumExp on both sides, so it is checked on its own. The forward of a 16-bit dtype with D a multiple of 16 runs kernels/attention_mma.cu (tensor
-/// cores, attention_mma_{dtype}_d{bound}; <see cref="AttentionKernels.Choose"/>): its checks pair D in {16, 32, 64, 80, 96, 128} with Tq and Tk in
+/// forward's output (rounded to the dtype) and logSumExp on both sides, so it is checked on its own. The forward of a
+/// 16-bit dtype with D a multiple of 16 runs kernels/attention_mma.cu (tensor cores, attention_mma_{dtype}_d{bound};
+/// <see cref="AttentionKernels.Choose"/>): its checks pair D in {16, 32, 64, 80, 96, 128} with Tq and Tk in
 /// {1, 15, 16, 17, 64, 127, 129, 300} (Tq &lt; Tk among them), B above 1, bf16 and f16. Tolerances:
 /// <see cref="Tolerances.Forward"/> for the output and logSumExp (<see cref="Tolerances.AttentionTensorCoreOutput"/> for
-/// the tensor-core output), <see cref="Tolerances.Gradient"/> for dq, dk and dv.
+/// the tensor-core output), <see cref="Tolerances.Gradient"/> for dq, dk and dv (<see cref="Tolerances.AttentionTensorCoreGradient"/>
+/// for the tensor-core backward's, each with its own bound). The backward of a 16-bit dtype with D a multiple of 16 runs
+/// kernels/attention_mma_backward.cu (<see cref="AttentionKernels.BackwardUsesTensorCores"/>), checked over the same D, Tq
+/// and Tk, bf16 and f16, each gradient alone and together.
 /// </summary>
 public static class AttentionChecks
 {
@@ -74,6 +78,22 @@ public static class AttentionChecks
         Backward(DType.BF16, new(2, 45, 45, 2, 80), Wanted.All),
         Backward(DType.BF16, new(1, 10, 50, 2, 80), Wanted.Dk | Wanted.Dv),
         Backward(DType.BF16, new(2, 33, 33, 3, 7), Wanted.All),
+        Backward(DType.BF16, new(2, 17, 17, 2, 80), Wanted.All),
+        Backward(DType.F16, new(1, 129, 129, 1, 64), Wanted.All),
+        Backward(DType.BF16, new(1, 300, 300, 1, 16), Wanted.All),
+        Backward(DType.BF16, new(2, 15, 127, 1, 128), Wanted.All),
+        Backward(DType.F16, new(2, 64, 64, 2, 32), Wanted.Dq),
+        Backward(DType.BF16, new(1, 1, 129, 2, 96), Wanted.Dk),
+        Backward(DType.F16, new(1, 16, 300, 1, 80), Wanted.Dv),
+        Backward(DType.BF16, new(3, 127, 129, 1, 32), Wanted.All),
+        Backward(DType.F16, new(1, 1, 1, 1, 128), Wanted.All),
+        Backward(DType.F16, new(1, 64, 300, 1, 96), Wanted.Dk | Wanted.Dv),
+        Backward(DType.BF16, new(1, 64, 64, 1, 80), Wanted.All, scale: 4f),
+        Backward(DType.BF16, new(2, 15, 16, 2, 64), Wanted.Dq),
+        Backward(DType.F16, new(2, 16, 17, 2, 112), Wanted.All),
+        Backward(DType.BF16, new(1, 127, 127, 1, 48), Wanted.Dq | Wanted.Dv),
+        Backward(DType.F16, new(2, 300, 300, 1, 96), Wanted.All),
+        Backward(DType.BF16, new(2, 70, 70, 2, 80), Wanted.All, twice: true),
     ];
 
     /// <summary>Whether <see cref="AttentionKernels.Attention"/> runs the tensor-core kernel on these (16-byte aligned) buffers.</summary>
@@ -85,13 +105,21 @@ public static class AttentionChecks
         return new($"{kernel} {s}{(scale != 1.5f ? $" inputs x{scale}" : "")}", [kernel], device => RunForward(device, dtype, s, scale));
     }
 
-    private static DeviceCheck Backward(DType dtype, Shape s, Wanted wanted, float scale = 1.5f)
+    /// <summary>Whether <see cref="AttentionKernels.AttentionBackward"/> runs the tensor-core kernel on these (16-byte aligned) buffers.</summary>
+    private static bool BackwardTensorCores(DType dtype, Shape s) => AttentionKernels.BackwardUsesTensorCores(dtype, s.D, default, default, default, default);
+
+    /// <summary>
+    /// Backward against the CPU; with <paramref name="twice"/>, also run again over gradient buffers refilled with other bytes,
+    /// and the second run's bytes must equal the first's (deterministic: no atomics, a fixed order of every sum).
+    /// </summary>
+    private static DeviceCheck Backward(DType dtype, Shape s, Wanted wanted, float scale = 1.5f, bool twice = false)
     {
         string suffix = KernelName.Suffix(dtype);
         string what = wanted == Wanted.All ? "all gradients" : string.Join(" and ", Enum.GetValues<Wanted>().Where(w => w != Wanted.All && wanted.HasFlag(w)).Select(w => w.ToString().ToLowerInvariant())) + " only";
-        string[] kernels = (wanted & (Wanted.Dq | Wanted.Dk)) != 0 ? [$"attention_backward_delta_{suffix}", $"attention_backward_{suffix}"] : [$"attention_backward_{suffix}"];
-        return new($"attention_backward_{suffix} {s} {what}{(scale != 1.5f ? $" inputs x{scale}" : "")}", kernels,
-            device => RunBackward(device, dtype, s, wanted, scale));
+        string kernel = BackwardTensorCores(dtype, s) ? AttentionKernels.TensorCoreBackwardKernel(dtype, s.D) : $"attention_backward_{suffix}";
+        string[] kernels = (wanted & (Wanted.Dq | Wanted.Dk)) != 0 ? [$"attention_backward_delta_{suffix}", kernel] : [kernel];
+        return new($"{kernel} {s} {what}{(scale != 1.5f ? $" inputs x{scale}" : "")}{(twice ? ", run twice: bitwise equal" : "")}", kernels,
+            device => RunBackward(device, dtype, s, wanted, scale, twice));
     }
 
     private static (float[] Q, float[] K, float[] V) Inputs(Shape s, int keyRows, float scale)
@@ -125,7 +153,7 @@ public static class AttentionChecks
         }
     }
 
-    private static CheckResult RunBackward(IDeviceApi device, DType dtype, Shape s, Wanted wanted, float scale)
+    private static CheckResult RunBackward(IDeviceApi device, DType dtype, Shape s, Wanted wanted, float scale, bool twice)
     {
         var (q, k, v) = Inputs(s, s.Tk, scale);
         float[] dOut = TestData.Uniform(s.QueryCount, seed: 2900 + s.Tq + s.D);
@@ -161,15 +189,68 @@ public static class AttentionChecks
         using var gdq = wantDq ? DeviceBuffer.Allocate(device, dtype, s.QueryCount) : null;
         using var gdk = wantDk ? DeviceBuffer.Allocate(device, dtype, s.KeyCount) : null;
         using var gdv = wantDv ? DeviceBuffer.Allocate(device, dtype, s.KeyCount) : null;
-        AttentionKernels.AttentionBackward(device, dtype, gdo.Pointer, gq.Pointer, gk.Pointer, gv.Pointer, gout.Pointer, glse.Pointer,
+        void Run() => AttentionKernels.AttentionBackward(device, dtype, gdo.Pointer, gq.Pointer, gk.Pointer, gv.Pointer, gout.Pointer, glse.Pointer,
             delta?.Pointer ?? DevicePtr.Null, gdq?.Pointer ?? DevicePtr.Null, gdk?.Pointer ?? DevicePtr.Null, gdv?.Pointer ?? DevicePtr.Null,
             s.B, s.Tq, s.Tk, s.H, s.D);
-
-        var tolerance = Tolerances.Gradient(dtype);
+        Run();
         var parts = new List<CheckResult>();
-        if (wantDq) parts.Add(tolerance.Compare("dq", gdq!.Download(), cpu.CastTo(dtype, cdq!)));
-        if (wantDk) parts.Add(tolerance.Compare("dk", gdk!.Download(), cpu.CastTo(dtype, cdk!)));
-        if (wantDv) parts.Add(tolerance.Compare("dv", gdv!.Download(), cpu.CastTo(dtype, cdv!)));
+        if (twice)
+        {
+            var gradients = new[] { ("dq", gdq), ("dk", gdk), ("dv", gdv) }.Where(g => g.Item2 != null).Select(g => (Name: g.Item1, Buffer: g.Item2!)).ToList();
+            var first = gradients.Select(g => g.Buffer.Download()).ToList();
+            foreach (var (_, buffer) in gradients) device.Fill(buffer.Pointer, 0x7F, buffer.Bytes, default);
+            Run();
+            for (int i = 0; i < gradients.Count; i++)
+                parts.Add(CheckResult.CompareBits($"{gradients[i].Name} (second run)", gradients[i].Buffer.Download(), first[i]));
+        }
+
+        var (boundDq, boundDk, boundDv) = BackwardTensorCores(dtype, s)
+            ? RoundingBounds(s, cq.ToSingleArray(), ck.ToSingleArray(), cv.ToSingleArray(), cdo.ToSingleArray(), output, lse)
+            : (0.0, 0.0, 0.0);
+        Tolerance For(double bound) => BackwardTensorCores(dtype, s) ? Tolerances.AttentionTensorCoreGradient(dtype, bound) : Tolerances.Gradient(dtype);
+        if (wantDq) parts.Add(For(boundDq).Compare("dq", gdq!.Download(), cpu.CastTo(dtype, cdq!)));
+        if (wantDk) parts.Add(For(boundDk).Compare("dk", gdk!.Download(), cpu.CastTo(dtype, cdk!)));
+        if (wantDv) parts.Add(For(boundDv).Compare("dv", gdv!.Download(), cpu.CastTo(dtype, cdv!)));
         return CheckResult.Combine([.. parts]);
+    }
+
+    /// <summary>
+    /// The largest sums of absolute terms the tensor-core backward rounds (<see cref="Tolerances.AttentionTensorCoreGradient"/>):
+    /// max over (row, d) of sum |ds_ij| |k_j| (dq), sum_i |ds_ij| |q_i| (dk) and sum_i p_ij |dO_i| (dv), in double from the
+    /// stored inputs, the forward's output and logSumExp (the arrays in [B, T, H, D] and [B, H, Tq] order).
+    /// </summary>
+    private static (double Dq, double Dk, double Dv) RoundingBounds(Shape s, float[] q, float[] k, float[] v, float[] dOut, float[] output, float[] lse)
+    {
+        double scale = 1.0 / Math.Sqrt(s.D);
+        int offset = s.Tk - s.Tq;
+        var dqSums = new double[s.QueryCount];
+        var dkSums = new double[s.KeyCount];
+        var dvSums = new double[s.KeyCount];
+        double Dot(float[] a, long ai, float[] b, long bi)
+        {
+            double sum = 0;
+            for (int d = 0; d < s.D; d++) sum += (double)a[ai + d] * b[bi + d];
+            return sum;
+        }
+        for (int b = 0; b < s.B; b++)
+            for (int h = 0; h < s.H; h++)
+                for (int i = 0; i < s.Tq; i++)
+                {
+                    long qi = (((long)b * s.Tq + i) * s.H + h) * s.D;
+                    double lseI = lse[((long)b * s.H + h) * s.Tq + i], delta = Dot(dOut, qi, output, qi);
+                    for (int j = 0; j <= offset + i; j++)
+                    {
+                        long kj = (((long)b * s.Tk + j) * s.H + h) * s.D;
+                        double p = Math.Exp(Dot(q, qi, k, kj) * scale - lseI);
+                        double ds = Math.Abs(p * (Dot(dOut, qi, v, kj) - delta) * scale);
+                        for (int d = 0; d < s.D; d++)
+                        {
+                            dqSums[qi + d] += ds * Math.Abs(k[kj + d]);
+                            dkSums[kj + d] += ds * Math.Abs(q[qi + d]);
+                            dvSums[kj + d] += p * Math.Abs(dOut[qi + d]);
+                        }
+                    }
+                }
+        return (dqSums.DefaultIfEmpty().Max(), dkSums.DefaultIfEmpty().Max(), dvSums.DefaultIfEmpty().Max());
     }
 }

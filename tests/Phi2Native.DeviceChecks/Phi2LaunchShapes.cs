@@ -96,6 +96,13 @@ internal static class Phi2LaunchShapes
                 AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), 1, 1, T, heads, headDim, partials: P());
                 AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), 1, T, T, heads, headDim);
             }
+        // dO 8 bytes past 16-byte alignment: the SIMT backward that AttentionKernels falls back to (bf16 otherwise runs
+        // attention_mma_backward_bf16_d80); and the tensor-core backward's other head-dim bounds (D 32, 64, 128 at Phi-2's
+        // C = H * D), in bf16 and f16.
+        AttentionKernels.AttentionBackward(device, DType.BF16, P().Offset(8), P(), P(), P(), P(), P(), P(), P(), P(), P(), B, T, T, H, D);
+        foreach (var dtype in new[] { DType.BF16, DType.F16 })
+            foreach (int headDim in new[] { 32, 64, 80, 128 })
+                AttentionKernels.AttentionBackward(device, dtype, P(), P(), P(), P(), P(), P(), P(), P(), P(), P(), B, T, T, C / headDim, headDim);
         EmbeddingKernels.Embedding(device, DType.F32, DType.BF16, P(), P(), P(), Rows, V, C);
         EmbeddingKernels.Embedding(device, DType.BF16, DType.F32, P(), P(), P(), Rows, V, C);
         foreach (string kernel in MmaChecks.Kernels)

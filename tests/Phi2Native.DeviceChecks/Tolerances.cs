@@ -77,6 +77,21 @@ public static class Tolerances
     };
 
     /// <summary>
+    /// A gradient of the tensor-core attention backward (kernels/attention_mma_backward.cu) against the fp32 CPU backward, where
+    /// <paramref name="roundingBound"/> is the largest sum of the absolute terms its products round: max sum_i p_ij |dO_i|
+    /// for dv, max sum_i |ds_ij| |q_i| for dk, max sum_j |ds_ij| |k_j| for dq (the check computes them from the inputs).
+    /// It rounds each p and ds to the dtype before those products (unit roundoff 2^-8 in bf16, 2^-11 in f16), so a
+    /// gradient moves by at most that times its bound: the absolute part, on top of <see cref="Gradient"/>'s, whose
+    /// relative part is the gradient's own rounding on store.
+    /// </summary>
+    public static Tolerance AttentionTensorCoreGradient(DType dtype, double roundingBound) => dtype switch
+    {
+        DType.BF16 => new(Gradient(dtype).Absolute + Math.ScaleB(roundingBound, -8), Gradient(dtype).Relative),
+        DType.F16 => new(Gradient(dtype).Absolute + Math.ScaleB(roundingBound, -11), Gradient(dtype).Relative),
+        _ => throw new ArgumentException($"no tensor-core attention tolerance for {dtype}", nameof(dtype)),
+    };
+
+    /// <summary>
     /// A whole model on the CUDA backend against the CPU backend (logits, loss, every parameter's gradient after a few
     /// layers): each op's fp32 reordering compounds through the layers, and a parameter gradient sums over every row,
     /// so the absolute part is larger than a single op's. Scaled like the golden suite's F32 gradient tolerance.

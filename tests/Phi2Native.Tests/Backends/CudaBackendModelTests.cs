@@ -122,6 +122,49 @@ public class CudaBackendModelTests
     }
 
     [Test]
+    public void BFloat16GradientsAtHeadDimension80RunTheTensorCoreAttentionBackwardAndStayCloseToTheCpu()
+    {
+        // The embedded model (head dim 80) in bf16: its backward takes attention_mma_backward_bf16_d80 (with the delta kernel).
+        // The CPU computes in fp32 from the same bf16-rounded weights; each parameter's gradient is compared as a whole
+        // (relative to its norm), since bf16 activations and gradients move single elements far more than the norm.
+        int[] ids = [.. Enumerable.Range(0, 37).Select(i => (i * 37 + 11) % 500)];
+        var gradients = new Dictionary<string, float[]>();
+        using var device = new EmulatedDevice();
+        using var cuda = new CudaBackend(device, ownsDevice: false);
+        var cpu = new CpuBackend();
+        foreach (var (backend, dtype) in new (IBackend, DType)[] { (cpu, DType.F32), (cuda, DType.BF16) })
+        {
+            string side = dtype == DType.F32 ? "cpu" : "cuda";
+            using var model = EmbeddedDefault.CreateModel(backend, dtype);
+            if (dtype == DType.F32)
+                foreach (var (_, parameter) in model.NamedParameters())
+                {
+                    using var narrow = cpu.Cast(parameter, DType.BF16);
+                    using var back = cpu.Cast(narrow, DType.F32);
+                    cpu.Copy(back, parameter);
+                }
+            model.SetRequiresGrad(true);
+            using var scope = TensorScope.Begin();
+            using var tape = GradientTape.Begin();
+            using (var recorder = ProfileRecorder.Start())
+            {
+                var logits = model.Forward(model.CreateInputIds(ids));
+                tape.Backward(model.CausalLanguageModelLoss(logits, ids));
+                if (dtype == DType.BF16)
+                    Assert.That(recorder.Events.Select(e => e.Name), Does.Contain("attention_mma_backward_bf16_d80"), "the tensor-core backward ran");
+            }
+            foreach (var parameter in model.Parameters()) gradients[$"{side} {parameter.Name}"] = parameter.Grad!.ToSingleArray();
+        }
+        foreach (var key in gradients.Keys.Where(k => k.StartsWith("cpu ", StringComparison.Ordinal)))
+        {
+            float[] expected = gradients[key], actual = gradients["cuda " + key[4..]];
+            double difference = Math.Sqrt(expected.Zip(actual, (e, a) => (double)(e - a) * (e - a)).Sum());
+            double norm = Math.Sqrt(expected.Sum(e => (double)e * e));
+            Assert.That(difference, Is.LessThanOrEqualTo(0.05 * norm + 1e-6), $"{key[4..]}: |cuda - cpu| against |cpu| = {norm}");
+        }
+    }
+
+    [Test]
     public void BFloat16DecodingAtHeadDimension80RunsTheSplitKDecodeAndStaysCloseToTheCpu()
     {
         // The embedded model (head dim 80) in bf16 through a KV cache: two rows of different lengths (row 1 truncated

@@ -106,6 +106,29 @@ public class AttentionLauncherTests : LauncherTest
     }
 
     [Test]
+    public void TheTensorCoreBackwardIsChosenByDtypeHeadDimAndAlignment()
+    {
+        // attention_mma_backward.cu's header: (2 * 64 + 4 * S) * (D + 8) 16-bit elements + 4 * S floats, S = 16 at bound 80, else 32.
+        Assert.That(AttentionKernels.TensorCoreBackwardSharedBytes(80), Is.EqualTo(34_048));
+        Assert.That(AttentionKernels.TensorCoreBackwardSharedBytes(128), Is.EqualTo(70_144));
+        Assert.That(AttentionKernels.TensorCoreBackwardSharedBytes(16), Is.EqualTo(256 * 24 * 2 + 4 * 32 * 4));
+        int[] dims = [16, 32, 48, 64, 80, 96, 112, 128];
+        Assert.That(dims.Select(d => AttentionKernels.TensorCoreBackwardKernel(DType.BF16, d)), Is.EqualTo(new[]
+        {
+            "attention_mma_backward_bf16_d32", "attention_mma_backward_bf16_d32", "attention_mma_backward_bf16_d64", "attention_mma_backward_bf16_d64",
+            "attention_mma_backward_bf16_d80", "attention_mma_backward_bf16_d128", "attention_mma_backward_bf16_d128", "attention_mma_backward_bf16_d128",
+        }));
+        var aligned = new DevicePtr(1 << 20);
+        Assert.That(AttentionKernels.BackwardUsesTensorCores(DType.BF16, 80, aligned, aligned, aligned, aligned), Is.True);
+        Assert.That(AttentionKernels.BackwardUsesTensorCores(DType.F16, 16, aligned, aligned, aligned, aligned), Is.True);
+        Assert.That(AttentionKernels.BackwardUsesTensorCores(DType.F32, 80, aligned, aligned, aligned, aligned), Is.False);
+        Assert.That(AttentionKernels.BackwardUsesTensorCores(DType.BF16, 72, aligned, aligned, aligned, aligned), Is.False);
+        Assert.That(AttentionKernels.BackwardUsesTensorCores(DType.BF16, 144, aligned, aligned, aligned, aligned), Is.False);
+        Assert.That(AttentionKernels.BackwardUsesTensorCores(DType.BF16, 80, aligned.Offset(8), aligned, aligned, aligned), Is.False, "dO misaligned");
+        Assert.That(AttentionKernels.BackwardUsesTensorCores(DType.BF16, 80, aligned, aligned, aligned, aligned.Offset(2)), Is.False, "v misaligned");
+    }
+
+    [Test]
     public void BackwardArgumentsAreCheckedByName()
     {
         // dOutput 0, q 1, k 2, v 3, output 4, logSumExp 5, delta 6, dq 7, dk 8, dv 9.
@@ -147,5 +170,13 @@ public class AttentionLauncherTests : LauncherTest
         AttentionKernels.AttentionBackward(Emulated, DType.BF16, bf16, bf16.Offset(256), bf16.Offset(512), bf16.Offset(768), bf16.Offset(1024), At(5), DevicePtr.Null,
             DevicePtr.Null, DevicePtr.Null, dv.Pointer, B, 0, Tk, H, D);
         Assert.That(dv.Download(), Is.All.EqualTo(0f));
+        // The tensor-core backward (bf16, D 16) likewise.
+        using var tensorCoreDk = DeviceBuffer.Allocate(Emulated, DType.BF16, Tk * H * 16);
+        using var tensorCoreDv = DeviceBuffer.Allocate(Emulated, DType.BF16, Tk * H * 16);
+        Assert.That(AttentionKernels.BackwardUsesTensorCores(DType.BF16, 16, bf16, bf16.Offset(256), bf16.Offset(512), bf16.Offset(768)), Is.True);
+        AttentionKernels.AttentionBackward(Emulated, DType.BF16, bf16, bf16.Offset(256), bf16.Offset(512), bf16.Offset(768), bf16.Offset(1024), At(5), At(6),
+            DevicePtr.Null, tensorCoreDk.Pointer, tensorCoreDv.Pointer, B, 0, Tk, H, 16);
+        Assert.That(tensorCoreDk.Download(), Is.All.EqualTo(0f));
+        Assert.That(tensorCoreDv.Download(), Is.All.EqualTo(0f));
     }
 }

@@ -42,6 +42,15 @@ public class PlantedKernelBugTests : Support.TemporaryDirectoryTest
         new("attention_decode.cu", "qf[kk][2] = load ? q_row[8 * kk + t + 4] : 0u;", "qf[kk][2] = load ? q_row[8 * kk + t] : 0u; // planted",
             "Q's A fragment with a wrong column index (columns 2t, 2t + 1 where 2t + 8, 2t + 9 belong)",
             "attention_decode_bf16_d80 B 1 Tq 1 H 2 D 80 Tmax 15 key time 1", "attention_decode_f16_d64 B 1 Tq 2 H 3 D 64 Tmax 16 key time 16"),
+        new("attention_mma_backward.cu", "cp_async_wait_group<1>(); // this tile's group (and K's, V's)",
+            "// planted: no wait for this query tile's group (",
+            "a key block's query tile read before its cp.async group is waited for",
+            "attention_mma_backward_bf16_d80 B 2 Tq 45 Tk 45 H 2 D 80 all gradients", "attention_mma_backward_f16_d128 B 1 Tq 64 Tk 300 H 1 D 96 dk and dv only"),
+        new("attention_mma_backward.cu", "pf[1] = Ops::pack(p[2 * kk][2], p[2 * kk][3]);",
+            "pf[1] = Ops::pack(p[2 * kk + 1][0], p[2 * kk + 1][1]); // planted",
+            "P^T's and dS's A fragment with a wrong register (row g's columns 8..15 where row g + 8's columns 0..7 belong)",
+            "attention_mma_backward_f16_d32 B 2 Tq 64 Tk 64 H 2 D 32 dq only", "attention_mma_backward_f16_d80 B 1 Tq 16 Tk 300 H 1 D 80 dv only",
+            "attention_mma_backward_bf16_d128 B 1 Tq 1 Tk 129 H 2 D 96 dk only"),
     ];
 
     [Test]

@@ -1,4 +1,8 @@
 using NUnit.Framework;
+using Phi2Native.Backends.Ops.Attention;
+using Phi2Native.Cuda;
+using Phi2Native.Cuda.Emulator;
+using Phi2Native.DeviceChecks;
 using Phi2Native.Hosting;
 using Phi2Native.Profiling;
 using Phi2Native.Tensors;
@@ -58,6 +62,44 @@ public class DeclaredCostTests
         }
         Assert.That(problems.Distinct().ToList(), Is.Empty);
         Assert.That(seen, Has.Count.GreaterThanOrEqualTo(20), "the four workloads reach most kernels: " + string.Join(", ", seen));
+    }
+
+    [TestCase(true, true, true)]
+    [TestCase(false, false, true)]
+    [TestCase(false, true, false)]
+    [TestCase(true, false, false)]
+    [Category("Emulated")]
+    public void TheTensorCoreAttentionBackwardMovesTheBytesItDeclares(bool wantDq, bool wantDk, bool wantDv)
+    {
+        // The tiny model's workloads run in f32 (the SIMT kernels): the bf16 tensor-core backward at D 80, Tq < Tk, each
+        // gradient set the launcher distinguishes (delta is read only with dq or dk).
+        const int B = 2, Tq = 20, Tk = 50, H = 2, D = 80;
+        var dtype = DType.BF16;
+        using var device = new EmulatedDevice();
+        int queries = B * Tq * H * D, keys = B * Tk * H * D, rows = B * H * Tq;
+        using var dOutput = DeviceBuffer.Upload(device, dtype, TestData.Uniform(queries, 51));
+        using var q = DeviceBuffer.Upload(device, dtype, TestData.Uniform(queries, 52));
+        using var k = DeviceBuffer.Upload(device, dtype, TestData.Uniform(keys, 53));
+        using var v = DeviceBuffer.Upload(device, dtype, TestData.Uniform(keys, 54));
+        using var output = DeviceBuffer.Allocate(device, dtype, queries);
+        using var logSumExp = DeviceBuffer.Allocate(device, DType.F32, rows);
+        AttentionKernels.Attention(device, dtype, q.Pointer, k.Pointer, v.Pointer, output.Pointer, logSumExp.Pointer, B, Tq, Tk, H, D);
+        using var delta = DeviceBuffer.Allocate(device, DType.F32, rows);
+        using var dq = DeviceBuffer.Allocate(device, dtype, queries);
+        using var dk = DeviceBuffer.Allocate(device, dtype, keys);
+        using var dv = DeviceBuffer.Allocate(device, dtype, keys);
+        var recorder = ProfileRecorder.Start(countTraffic: true);
+        using (recorder)
+            AttentionKernels.AttentionBackward(device, dtype, dOutput.Pointer, q.Pointer, k.Pointer, v.Pointer, output.Pointer,
+                logSumExp.Pointer, wantDq || wantDk ? delta.Pointer : default, wantDq ? dq.Pointer : default, wantDk ? dk.Pointer : default,
+                wantDv ? dv.Pointer : default, B, Tq, Tk, H, D);
+        var backward = recorder.Events.Where(e => e.Name == "attention_mma_backward_bf16_d80").ToList();
+        Assert.That(backward, Has.Count.EqualTo(1), "the tensor-core backward ran once");
+        var (read, written) = backward[0].CountedBytes ?? throw new AssertionException("not counted");
+        Assert.That(Close(read, backward[0].Cost.BytesRead), Is.True, $"counted {read} read, declared {backward[0].Cost.BytesRead}");
+        Assert.That(Close(written, backward[0].Cost.BytesWritten), Is.True, $"counted {written} written, declared {backward[0].Cost.BytesWritten}");
+        var cost = backward[0].Cost;
+        Assert.That(cost.TensorCoreFlops, Is.GreaterThanOrEqualTo(9 * cost.SimtFlops), "at least 90 % of the flops on tensor cores");
     }
 
     [Test]

@@ -6,7 +6,8 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Backends.Ops.Attention;
 
 /// <summary>
-/// The backward: kernels/attention.cu's delta and backward kernels.
+/// The backward: kernels/attention.cu's delta kernel, then kernels/attention_mma_backward.cu on tensor cores or
+/// kernels/attention.cu's SIMT backward (<see cref="BackwardUsesTensorCores"/>).
 /// </summary>
 internal static unsafe partial class AttentionKernels
 {
@@ -33,7 +34,8 @@ internal static unsafe partial class AttentionKernels
 
     /// <summary>
     /// Launches attention.cu's attention_backward_delta_{dtype} into <paramref name="delta"/> (when dq or dk is wanted), then
-    /// attention_backward_{dtype} (contracts in its header); all gradients null launches nothing.
+    /// attention_mma_backward_{dtype}_d{bound} where <see cref="BackwardUsesTensorCores"/> says so, else attention_backward_{dtype}
+    /// (one contract, in attention.cu's header); all gradients null launches nothing.
     /// </summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output overlapping an input or another output.</exception>
     /// <exception cref="ArgumentNullException">A null input, or a null delta when dq or dk is wanted.</exception>
@@ -43,8 +45,9 @@ internal static unsafe partial class AttentionKernels
         int keyTime, int heads, int headDim, DeviceStream stream = default)
     {
         LaunchArguments.Device(device);
-        string kernel = KernelName.For("attention_backward", dtype, Supported);
-        string deltaKernel = KernelName.For("attention_backward_delta", dtype, Supported);
+        bool tensorCores = BackwardUsesTensorCores(dtype, headDim, dOutput, q, k, v);
+        string kernel = tensorCores ? TensorCoreBackwardKernel(dtype, headDim) : KernelName.For("attention_backward", dtype, Supported);
+        string deltaKernel = KernelName.For("attention_backward_delta", dtype, DeltaSupported);
         LaunchArguments.Pointer(dOutput, dtype, nameof(dOutput));
         LaunchArguments.Pointer(q, dtype, nameof(q));
         LaunchArguments.Pointer(k, dtype, nameof(k));
@@ -70,7 +73,8 @@ internal static unsafe partial class AttentionKernels
         RequireApart(dv, dims.KeyBytes, nameof(dv),
             [.. inputs, (delta, wantDelta ? dims.LseBytes : 0, nameof(delta)), (dq, dims.QueryBytes, nameof(dq)), (dk, dims.KeyBytes, nameof(dk))]);
 
-        int keyTiles = wantDk || wantDv ? Tiles(keyTime) : 0, queryTiles = wantDq ? Tiles(queryTime) : 0;
+        int tile = tensorCores ? TensorCoreBackwardTile : Tile;
+        int keyTiles = wantDk || wantDv ? TilesOf(keyTime, tile) : 0, queryTiles = wantDq ? TilesOf(queryTime, tile) : 0;
         if (dims.Pairs == 0 || keyTiles + queryTiles == 0) return;
         if (wantDelta && queryTime > 0)
         {
@@ -88,13 +92,26 @@ internal static unsafe partial class AttentionKernels
             (nint)(&dOutput), (nint)(&q), (nint)(&k), (nint)(&v), (nint)(&logSumExp), (nint)(&delta), (nint)(&dq), (nint)(&dk), (nint)(&dv),
             (nint)(&queryTime), (nint)(&keyTime), (nint)(&heads), (nint)(&headDim),
         };
-        // dO, q, k, v, lse and delta read; dq, dk, dv written as wanted. Key-tile blocks recompute s and dp and form dv and
-        // dk (8 D flops a visible pair), query-tile blocks recompute s and dp and form dq (6 D).
-        long pairs = CausalPairs(batch, queryTime, keyTime, heads);
-        long backwardFlops = pairs * headDim * ((keyTiles > 0 ? 8 : 0) + (queryTiles > 0 ? 6 : 0)) + pairs * 6;
-        device.Launch(kernel, new Dim3((uint)dims.Pairs, (uint)(keyTiles + queryTiles)), Threads, BackwardSharedBytes(headDim), stream,
-            new ReadOnlySpan<nint>(args, 13),
-            new KernelCost(2 * dims.QueryBytes + 2 * dims.KeyBytes + (wantDelta ? 2 : 1) * dims.LseBytes,
-                (wantDq ? dims.QueryBytes : 0) + (wantDk ? dims.KeyBytes : 0) + (wantDv ? dims.KeyBytes : 0), 0, backwardFlops));
+        device.Launch(kernel, new Dim3((uint)dims.Pairs, (uint)(keyTiles + queryTiles)), Threads,
+            tensorCores ? TensorCoreBackwardSharedBytes(headDim) : BackwardSharedBytes(headDim), stream, new ReadOnlySpan<nint>(args, 13),
+            BackwardCost(dims, CausalPairs(batch, queryTime, keyTime, heads), headDim, wantDq, wantDk, wantDv, tensorCores));
+    }
+
+    private static int TilesOf(int rows, int tile) => (int)(((long)rows + tile - 1) / tile);
+
+    // dO, q, k, v, lse and (when dq or dk is wanted) delta read; dq, dk, dv written as wanted. Per visible pair, key-tile
+    // blocks recompute s (2 D flops) and form dv (2 D), and with dk also dp and dk (4 D); query-tile blocks recompute s and
+    // dp and form dq (6 D); forming p and ds is ~6 SIMT flops a pair in each kind of block. attention_mma_backward does the
+    // products on tensor cores (its SASS has them per resources.tsv); the SIMT kernel forms dp whenever it runs key blocks.
+    private static KernelCost BackwardCost(Dims dims, long pairs, int headDim, bool wantDq, bool wantDk, bool wantDv, bool tensorCores)
+    {
+        bool keyBlocks = wantDk || wantDv;
+        int keyProducts = !keyBlocks ? 0 : wantDk || !tensorCores ? 8 : 4;
+        long products = pairs * headDim * (keyProducts + (wantDq ? 6 : 0));
+        long softmax = pairs * 6 * ((keyBlocks ? 1 : 0) + (wantDq ? 1 : 0));
+        bool wantDelta = wantDq || wantDk;
+        return new KernelCost(2 * dims.QueryBytes + 2 * dims.KeyBytes + (wantDelta ? 2 : 1) * dims.LseBytes,
+            (wantDq ? dims.QueryBytes : 0) + (wantDk ? dims.KeyBytes : 0) + (wantDv ? dims.KeyBytes : 0),
+            tensorCores ? products : 0, tensorCores ? softmax : products + softmax);
     }
 }

@@ -6,9 +6,10 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Backends.Ops.Attention;
 
 /// <summary>
-/// Launchers for kernels/attention.cu, attention_mma.cu and attention_decode.cu (each kernel's contract is in its header),
-/// and <see cref="AttentionOp"/> on the CUDA backend: the kernel choice and the checks every launcher shares here, one file
-/// per launcher family beside it (.Forward, .Backward, .Cached).
+/// Launchers for kernels/attention.cu, kernels/attention_mma.cu, kernels/attention_mma_backward.cu and
+/// kernels/attention_decode.cu (each kernel's contract is in its header), and <see cref="AttentionOp"/> on the CUDA backend:
+/// the kernel choice and the checks every launcher shares here, one file per launcher family beside it (.Forward,
+/// .Backward, .Cached).
 /// </summary>
 internal static unsafe partial class AttentionKernels
 {
@@ -31,6 +32,9 @@ internal static unsafe partial class AttentionKernels
 
     private static readonly DType[] TensorCoreSupported = [DType.BF16, DType.F16];
 
+    /// <summary>The delta kernel's dtypes: the SIMT backward's, and f16 for the tensor-core backward's checks.</summary>
+    private static readonly DType[] DeltaSupported = [DType.F32, DType.BF16, DType.F16];
+
     /// <summary>Queries per block, and keys per tile, of attention_mma.cu's forward (PHI2_ATTENTION_MMA_ROWS, _KEYS).</summary>
     public const int TensorCoreTile = 64;
 
@@ -39,9 +43,6 @@ internal static unsafe partial class AttentionKernels
 
     /// <summary>The most queries a batch row that decodes split-K (attention_decode.cu); more go to the cached forward.</summary>
     public const int DecodeMaxQueries = 4;
-
-    /// <summary>The head-dim bounds the tensor-core kernels are instantiated for (<c>_d{bound}</c>: register arrays sized by it).</summary>
-    private static readonly int[] HeadDimBounds = [32, 64, 80, 128];
 
     /// <summary>
     /// Whether the tensor-core kernels take this call: a 16-bit dtype, D a multiple of 16 up to <see cref="MaxHeadDim"/> and
@@ -55,12 +56,12 @@ internal static unsafe partial class AttentionKernels
     /// The one place attention's forward kernel is chosen, from the shapes, dtype and pointers: SIMT (attention.cu) unless
     /// <see cref="UsesTensorCores"/>; through a cache, split-K decoding (attention_decode.cu, ceil(Tmax / <see cref="DecodeKeys"/>)
     /// splits: a grid of the capacity, never the key time) for Tq up to <see cref="DecodeMaxQueries"/>, else the cached
-    /// tensor-core forward; the tensor-core kernels' head-dim bound is the smallest instantiated one that holds D.
+    /// tensor-core forward; the tensor-core kernels' head-dim bound is <see cref="TensorCoreHeadDimBound"/>'s.
     /// </summary>
     public static AttentionChoice Choose(DType dtype, int queryTime, int capacity, int headDim, bool cached, DevicePtr q, DevicePtr k, DevicePtr v)
     {
         if (!UsesTensorCores(dtype, headDim, q, k, v)) return new(AttentionKernel.Simt, 0, 0);
-        int bound = HeadDimBounds.First(b => b >= headDim);
+        int bound = TensorCoreHeadDimBound(headDim);
         return cached && queryTime <= DecodeMaxQueries
             ? new(AttentionKernel.SplitKDecode, bound, (int)(((long)capacity + DecodeKeys - 1) / DecodeKeys))
             : new(AttentionKernel.TensorCore, bound, 0);
@@ -69,6 +70,43 @@ internal static unsafe partial class AttentionKernels
     /// <summary>Bytes of the split-K decode's fp32 partials (attention_decode.cu: [B * H, splits, Tq, D + 2]); 0 for another choice.</summary>
     public static long DecodePartialsBytes(AttentionChoice choice, int batch, int queryTime, int heads, int headDim) =>
         choice.Kind == AttentionKernel.SplitKDecode ? (long)batch * heads * choice.Splits * queryTime * (headDim + 2) * sizeof(float) : 0;
+
+    /// <summary>
+    /// The one place the backward's kernel is chosen: attention_mma_backward_{dtype}_d{bound} (tensor cores) under the
+    /// forward's rule (<see cref="UsesTensorCores"/>) with dO 16-byte aligned too (the gradients are stored element by
+    /// element and need no more than the dtype's alignment); otherwise attention_backward_{dtype} (SIMT).
+    /// </summary>
+    public static bool BackwardUsesTensorCores(DType dtype, int headDim, DevicePtr dOutput, DevicePtr q, DevicePtr k, DevicePtr v) =>
+        UsesTensorCores(dtype, headDim, q, k, v) && dOutput.Address % 16 == 0;
+
+    /// <summary>Keys (or queries) a block of attention_mma_backward owns (PHI2_ATTENTION_BACKWARD_ROWS).</summary>
+    public const int TensorCoreBackwardTile = 64;
+
+    /// <summary>
+    /// The head-dim bound of the attention_mma_backward kernel that takes <paramref name="headDim"/> (a multiple of 16 up to
+    /// <see cref="MaxHeadDim"/>): the smallest of 32, 64, 80, 128 at or above it (its registers are sized to the bound).
+    /// </summary>
+    public static int TensorCoreHeadDimBound(int headDim) => headDim switch
+    {
+        <= 32 => 32,
+        <= 64 => 64,
+        <= 80 => 80,
+        _ => 128,
+    };
+
+    /// <summary>Rows attention_mma_backward streams per step at a head-dim bound (its header's S: 16 at bound 80, else 32).</summary>
+    public static int TensorCoreBackwardStreamRows(int bound) => bound == 80 ? 16 : 32;
+
+    /// <summary>The tensor-core backward's kernel name at <paramref name="headDim"/>: attention_mma_backward_{dtype}_d{bound}.</summary>
+    public static string TensorCoreBackwardKernel(DType dtype, int headDim) =>
+        KernelName.For("attention_mma_backward", dtype, TensorCoreSupported) + "_d" + TensorCoreHeadDimBound(headDim);
+
+    /// <summary>Dynamic shared memory of an attention_mma_backward block, by its header's formula (above 48 KiB the device opts the kernel in).</summary>
+    public static int TensorCoreBackwardSharedBytes(int headDim)
+    {
+        int rows = TensorCoreBackwardStreamRows(TensorCoreHeadDimBound(headDim));
+        return (2 * TensorCoreBackwardTile + 4 * rows) * (headDim + 8) * sizeof(ushort) + 4 * rows * sizeof(float);
+    }
 
     /// <summary>Dynamic shared memory of an attention_mma block, by attention_mma.cu's formula (above 48 KiB the device opts the kernel in).</summary>
     public static int TensorCoreForwardSharedBytes(int headDim) => 4 * TensorCoreTile * (headDim + 8) * sizeof(ushort);
