@@ -2,6 +2,7 @@ using NUnit.Framework;
 using Phi2Native.Hosting;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Profiling;
+using Phi2Native.Tensors;
 
 namespace Phi2Native.Tests.Profiling;
 
@@ -12,10 +13,11 @@ namespace Phi2Native.Tests.Profiling;
 [TestFixture]
 public class ProfileCountTests
 {
-    private static ProfileReport Profile(ProfileWorkload what, string device = "emulated", int layers = 4, int batch = 1, int seq = 8) =>
+    private static ProfileReport Profile(ProfileWorkload what, string device = "emulated", int layers = 4, int batch = 1, int seq = 8,
+        DType dtype = DType.F32) =>
         ProfileRun.Run(new ProfileOptions
         {
-            Device = DeviceChoice.Parse(device), What = what, Layers = layers, Batch = batch, Sequence = seq,
+            Device = DeviceChoice.Parse(device), What = what, Layers = layers, Batch = batch, Sequence = seq, DType = dtype,
         });
 
     private static int Launches(ProfileReport report, Func<ProfileEvent, bool> where) =>
@@ -41,6 +43,21 @@ public class ProfileCountTests
             Assert.That(report.Allocations, Is.Zero, "after the warm-up every block comes from the caching allocator");
             Assert.That(report.Events.Where(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas).All(e => e.Phase == ProfilePhase.Forward));
         }
+    }
+
+    [Test, Category("Emulated")]
+    public void ADecodedTokenInBf16Launches15KernelsPerLayerPlus4()
+    {
+        // As in fp32 (above), but attention through the cache at head dim 80 in bf16 is the split-K decode
+        // (AttentionKernels.Choose: Tq = 1 <= 4): attention_decode (the chunks' partials) and its combine, 2 launches
+        // where cached_attention was 1: 15 a layer. The 4 a token are the same.
+        const int perLayer = 1 + 6 + 2 + 2 + 2 + 1 + 1, perToken = 4;
+        var report = Profile(ProfileWorkload.Decode, layers: 2, dtype: DType.BF16);
+        Assert.That(report.Launches, Is.EqualTo(perLayer * 2 + perToken), Names(report));
+        Assert.That(Launches(report, e => e.Name == "attention_decode_bf16_d80"), Is.EqualTo(2), Names(report));
+        Assert.That(Launches(report, e => e.Name == "attention_decode_combine_bf16"), Is.EqualTo(2), Names(report));
+        Assert.That(report.HostSyncs, Is.Zero);
+        Assert.That(report.Allocations, Is.Zero, "the decode's partials come from the caching allocator too");
     }
 
     [Test, Category("Emulated")]
