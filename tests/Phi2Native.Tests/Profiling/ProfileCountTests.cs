@@ -22,14 +22,15 @@ public class ProfileCountTests
         report.Events.Count(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas && where(e));
 
     [Test, Category("Emulated")]
-    public void ADecodedTokenLaunches14KernelsPerLayerPlus4()
+    public void ADecodedTokenLaunches13KernelsPerLayerPlus4()
     {
         // Per layer (Phi2DecoderLayer with a KV cache, fp32): input_layernorm 1; q_proj, k_proj, v_proj, dense, fc1, fc2 one
-        // GEMM each (6); rotary of q and of k (2); cache_write of k and of v (2); cached_attention 1; gelu_new 1 (fc1's bias
-        // goes into its GEMM's epilogue); the parallel residual (attention + MLP + h in one kernel) 1: 14.
+        // GEMM each (6), fc1's with its bias and gelu_new in the epilogue (LinearGeluOp; the emulated device's GELU epilogue
+        // is gelu_new, so no gelu_new launch); rotary of q and of k (2); cache_write of k and of v (2); cached_attention 1;
+        // the parallel residual (attention + MLP + h in one kernel) 1: 13. (14 before LinearGelu: gelu_new was its own launch.)
         // Per token: embed_tokens 1; the gather of the last position's row (an embedding lookup of host-made indices) 1;
         // final_layernorm 1; lm_head 1: 4.
-        const int perLayer = 1 + 6 + 2 + 2 + 1 + 1 + 1, perToken = 4;
+        const int perLayer = 1 + 6 + 2 + 2 + 1 + 1, perToken = 4;
         foreach (int layers in new[] { 2, 4 })
         {
             var report = Profile(ProfileWorkload.Decode, layers: layers);
@@ -41,6 +42,23 @@ public class ProfileCountTests
             Assert.That(report.Allocations, Is.Zero, "after the warm-up every block comes from the caching allocator");
             Assert.That(report.Events.Where(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas).All(e => e.Phase == ProfilePhase.Forward));
         }
+    }
+
+    [Test, Category("Emulated")]
+    public void Fc1AndGeluAreOneLaunchForward_AndThreeBackward()
+    {
+        // A full training step (fp32, no adapter on fc1): forward, fc1 and gelu_new are one cublasLtMatmul (GELU_AUX_BIAS,
+        // the pre-activation saved as its aux). Backward: bias_gelu_new_backward (dh = dY gelu_new'(pre) and fc1's bias
+        // gradient in one pass), then dx and dW (two GemmEx): 3, where Linear + GeluNew took gelu_new_backward, dx, dW and
+        // the bias's ones-vector GEMM: 4. No gelu_new launch anywhere in the step.
+        var report = Profile(ProfileWorkload.Train, layers: 2);
+        const string module = "model.layers.1.mlp.fc1";
+        List<string> Names(ProfilePhase phase) => [.. report.Events
+            .Where(e => e.Module == module && e.Phase == phase && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas).Select(e => e.Name)];
+        Assert.That(Names(ProfilePhase.Forward), Is.EqualTo(new[] { "cublasLtMatmul" }));
+        Assert.That(Names(ProfilePhase.Backward), Is.EquivalentTo(new[] { "bias_gelu_new_backward_f32", "cublasGemmEx", "cublasGemmEx" }));
+        Assert.That(report.Events.Where(e => e.Name.StartsWith("gelu_new", StringComparison.Ordinal)), Is.Empty);
+        Assert.That(report.Events.Where(e => e.Module == module && e.Name == "cublasLtMatmul").Select(e => e.Detail), Has.All.Contain("GeluAuxBias"));
     }
 
     [Test, Category("Emulated")]
