@@ -12,10 +12,11 @@ namespace Phi2Native.Tests.Profiling;
 [TestFixture]
 public class ProfileCountTests
 {
-    private static ProfileReport Profile(ProfileWorkload what, string device = "emulated", int layers = 4, int batch = 1, int seq = 8) =>
+    private static ProfileReport Profile(ProfileWorkload what, string device = "emulated", int layers = 4, int batch = 1, int seq = 8,
+        Tensors.DType dtype = Tensors.DType.F32) =>
         ProfileRun.Run(new ProfileOptions
         {
-            Device = DeviceChoice.Parse(device), What = what, Layers = layers, Batch = batch, Sequence = seq,
+            Device = DeviceChoice.Parse(device), What = what, Layers = layers, Batch = batch, Sequence = seq, DType = dtype,
         });
 
     private static int Launches(ProfileReport report, Func<ProfileEvent, bool> where) =>
@@ -42,6 +43,18 @@ public class ProfileCountTests
             Assert.That(report.Allocations, Is.Zero, "after the warm-up every block comes from the caching allocator");
             Assert.That(report.Events.Where(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas).All(e => e.Phase == ProfilePhase.Forward));
         }
+    }
+
+    [Test, Category("Emulated")]
+    public void ADecodedBf16TokenLaunchesNoGeluNewEither()
+    {
+        // bf16 decode (fp32 parameters cast once at load; the layer's launches as in fp32): fc1 and gelu_new are one
+        // cublasLtMatmul (GELU_BIAS: nothing saved at inference), and no gelu_new launch is left in the token.
+        var report = Profile(ProfileWorkload.Decode, layers: 2, dtype: Tensors.DType.BF16);
+        var fc1 = report.Events.Where(e => e.Module == "model.layers.1.mlp.fc1" && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas).ToList();
+        Assert.That(fc1.Select(e => e.Name), Is.EqualTo(new[] { "cublasLtMatmul" }));
+        Assert.That(fc1[0].Detail, Does.Contain("GeluBias"));
+        Assert.That(report.Events.Where(e => e.Name.StartsWith("gelu_new", StringComparison.Ordinal)), Is.Empty, Names(report));
     }
 
     [Test, Category("Emulated")]
