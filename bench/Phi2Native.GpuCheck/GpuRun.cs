@@ -95,11 +95,11 @@ internal static class GpuRun
         {
             var verdict = GeluEpilogueProbe.Apply(state.Device!);
             output.WriteLine($"GELU epilogue probe (cuBLASLt GELU_AUX_BIAS vs the CPU's gelu_new, bf16): {verdict.Comparison}; " +
-                             (verdict.IsGeluNew ? "LinearGelu takes the epilogue on this GPU" : "LinearGelu keeps bias_gelu_new on this GPU"));
+                             (verdict.IsGeluNew ? "LinearGelu takes the epilogue on this GPU" : "LinearGelu keeps the BIAS epilogue + gelu_new on this GPU"));
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            output.WriteLine($"GELU epilogue probe could not run ({e.GetType().Name}: {e.Message}); LinearGelu keeps bias_gelu_new");
+            output.WriteLine($"GELU epilogue probe could not run ({e.GetType().Name}: {e.Message}); LinearGelu keeps the BIAS epilogue + gelu_new");
         }
     }
 

@@ -51,7 +51,7 @@ public static class GeluEpilogueProbe
         var comparison = CheckResult.Combine(bf16, form);
         string verdict = comparison.Passed
             ? "verdict: GELU_AUX_BIAS is gelu_new within bf16; LinearGelu takes the epilogue"
-            : "verdict: GELU_AUX_BIAS is NOT gelu_new within bf16; LinearGelu keeps bias_gelu_new";
+            : "verdict: GELU_AUX_BIAS is NOT gelu_new within bf16; LinearGelu keeps the BIAS epilogue + gelu_new";
         return new GeluEpilogueVerdict(comparison.Passed, comparison with { WorstRatio = Math.Min(comparison.WorstRatio, 1.0), Detail = $"{verdict} ({comparison})" },
             comparison);
     }
