@@ -54,15 +54,16 @@
 //       blocks run beside dk/dv's in one launch. The price is recomputing S and dP in the dq blocks: 7 tile
 //       products per (query tile, key tile) instead of 5.
 //
-// Performance notes (correctness and a clear structure first; none of this is done yet):
-//   - Tensor cores: mma_m16n8k16_bf16 for Q K^T, P V (and dO V^T, P^T dO, dS^T Q, dS K), one warp per 16 rows, fed
-//     by ldmatrix from bf16 tiles (D = 80 is 5 k-steps of 16 without padding); the SIMT products here are bound by
-//     shared-memory loads (one per FMA plus the broadcast).
+// Performance notes. These kernels are the SIMT reference (f32, and bf16 at a D or alignment the tensor cores do not
+// take): the bf16 forward runs on tensor cores in attention_mma.cu, plain and through a cache (chunked prompts,
+// batched decoding), and decoding (Tq = 1..4) splits the keys over blocks in attention_decode.cu (flash-decoding, a
+// combine of (m, l, acc) partials; AttentionKernels.Choose picks). Not done here:
+//   - Tensor cores for the backward: mma_m16n8k16_bf16 for dO V^T, P^T dO, dS^T Q, dS K, one warp per 16 rows, fed
+//     by ldmatrix from bf16 tiles; the SIMT products here are bound by shared-memory loads (one per FMA plus the
+//     broadcast).
 //   - Register tiling of the score tile (e.g. 4 x 4 per thread) to cut shared loads per FMA.
 //   - Stage bf16 (not fp32) tiles, halving shared memory and doubling occupancy; cp.async double buffering of the
 //     next K/V tile while this one is used.
-//   - Decode (Tq = 1) uses 1 of the 32 rows of a tile: a split-K ("flash-decoding") variant over key chunks, with
-//     a small combine of (m, l, acc) partials, would fill the GPU at batch 1.
 //   - Causal tiles fully below the diagonal need no mask test.
 #include "common.cuh"
 

@@ -30,13 +30,13 @@ internal sealed record SanitizerRun(string Tool, string Families, IReadOnlyList<
 internal static class SanitizerStage
 {
     /// <summary>
-    /// The families sanitized, most telling first (a cut-off takes the tail): attention (tiles in shared memory,
-    /// xor shuffles, __syncthreads between phases), layernorm and reduction (block_reduce: shuffles, a 32-float
+    /// The families sanitized, most telling first (a cut-off takes the tail): attention and cached-attention (tiles in
+    /// shared memory, cp.async, xor shuffles, __syncthreads between phases), layernorm and reduction (block_reduce: shuffles, a 32-float
     /// scratch), cross-entropy (shared row statistics), transpose (a shared tile), mma (tensor-core fragments staged
     /// in shared memory), rotary and embedding (shared tables with __syncthreads). Elementwise, cast, AdamW, gelu,
     /// dropout and cache kernels share nothing between threads; cuBLAS is NVIDIA's to sanitize.
     /// </summary>
-    public static IReadOnlyList<string> Families { get; } = ["attention", "layernorm", "reduction", "cross-entropy", "transpose", "mma", "rotary", "embedding"];
+    public static IReadOnlyList<string> Families { get; } = ["attention", "cached-attention", "layernorm", "reduction", "cross-entropy", "transpose", "mma", "rotary", "embedding"];
 
     /// <summary>The tools, in order.</summary>
     public static IReadOnlyList<string> Tools { get; } = ["memcheck", "racecheck"];

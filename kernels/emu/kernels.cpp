@@ -18,6 +18,7 @@
 #include "../residual.cu"
 #include "../attention.cu"
 #include "../attention_mma.cu"
+#include "../attention_decode.cu"
 #include "../attention_mma_backward.cu"
 #include "test_kernels.cu"
 #include "test_reduce.cu"
@@ -127,9 +128,34 @@ namespace
         PHI2_EMU_ENTRY(attention_backward_delta_f16),
         PHI2_EMU_ENTRY(attention_backward_f32),
         PHI2_EMU_ENTRY(attention_backward_bf16),
-        // attention_mma.cu (the attention forward on tensor cores)
-        PHI2_EMU_ENTRY(attention_mma_bf16),
-        PHI2_EMU_ENTRY(attention_mma_f16),
+        // attention_mma.cu (the attention forward on tensor cores, plain and through a KV cache, per head-dim bound)
+        PHI2_EMU_ENTRY(attention_mma_bf16_d32),
+        PHI2_EMU_ENTRY(attention_mma_bf16_d64),
+        PHI2_EMU_ENTRY(attention_mma_bf16_d80),
+        PHI2_EMU_ENTRY(attention_mma_bf16_d128),
+        PHI2_EMU_ENTRY(attention_mma_f16_d32),
+        PHI2_EMU_ENTRY(attention_mma_f16_d64),
+        PHI2_EMU_ENTRY(attention_mma_f16_d80),
+        PHI2_EMU_ENTRY(attention_mma_f16_d128),
+        PHI2_EMU_ENTRY(cached_attention_mma_bf16_d32),
+        PHI2_EMU_ENTRY(cached_attention_mma_bf16_d64),
+        PHI2_EMU_ENTRY(cached_attention_mma_bf16_d80),
+        PHI2_EMU_ENTRY(cached_attention_mma_bf16_d128),
+        PHI2_EMU_ENTRY(cached_attention_mma_f16_d32),
+        PHI2_EMU_ENTRY(cached_attention_mma_f16_d64),
+        PHI2_EMU_ENTRY(cached_attention_mma_f16_d80),
+        PHI2_EMU_ENTRY(cached_attention_mma_f16_d128),
+        // attention_decode.cu (split-K decoding through the KV cache on tensor cores, and its combine)
+        PHI2_EMU_ENTRY(attention_decode_bf16_d32),
+        PHI2_EMU_ENTRY(attention_decode_bf16_d64),
+        PHI2_EMU_ENTRY(attention_decode_bf16_d80),
+        PHI2_EMU_ENTRY(attention_decode_bf16_d128),
+        PHI2_EMU_ENTRY(attention_decode_f16_d32),
+        PHI2_EMU_ENTRY(attention_decode_f16_d64),
+        PHI2_EMU_ENTRY(attention_decode_f16_d80),
+        PHI2_EMU_ENTRY(attention_decode_f16_d128),
+        PHI2_EMU_ENTRY(attention_decode_combine_bf16),
+        PHI2_EMU_ENTRY(attention_decode_combine_f16),
         // attention_mma_backward.cu (the attention backward on tensor cores, one kernel per head-dim bound)
         PHI2_EMU_ENTRY(attention_mma_backward_bf16_d32),
         PHI2_EMU_ENTRY(attention_mma_backward_bf16_d64),

@@ -6,15 +6,14 @@ using Phi2Native.Tensors;
 namespace Phi2Native.DeviceChecks;
 
 /// <summary>
-/// kernels/attention.cu through <see cref="AttentionKernels"/>, against the CPU backend's attention, its backward and
-/// cached attention (<see cref="CpuAttention"/>) on the same widened values: Tq == Tk and Tq &lt; Tk (the KV-cache
-/// offset), T not a multiple of the 32-row tile and spanning several tiles, Phi-2's D = 80, an odd small D (7) and the
-/// largest D (128), B and H above 1, large scores (the running max moves across key tiles), f32 and bf16, the cache read
-/// in place with NaN in every row past keyTime (a kernel that reads them shows NaN), per-row key times
-/// (a time outside [Tq, Tmax] giving NaN rows), and backward with each gradient
-/// alone (the others null). Backward gets the CPU forward's output (rounded to the dtype) and logSumExp on both sides,
-/// so it is checked on its own. The forward of a 16-bit dtype with D a multiple of 16 runs kernels/attention_mma.cu (tensor
-/// cores; <see cref="AttentionKernels.UsesTensorCores"/>): its checks pair D in {16, 32, 64, 80, 96, 128} with Tq and Tk in
+/// kernels/attention.cu through <see cref="AttentionKernels"/>, against the CPU backend's attention and its backward
+/// (<see cref="CpuAttention"/>) on the same widened values: Tq == Tk and Tq &lt; Tk (the KV-cache offset), T not a
+/// multiple of the 32-row tile and spanning several tiles, Phi-2's D = 80, an odd small D (7) and the largest D (128), B
+/// and H above 1, large scores (the running max moves across key tiles), f32 and bf16, and backward with each gradient
+/// alone (the others null); attention through a KV cache is <see cref="CachedAttentionChecks"/>'. Backward gets the CPU
+/// forward's output (rounded to the dtype) and logSumExp on both sides, so it is checked on its own. The forward of a
+/// 16-bit dtype with D a multiple of 16 runs kernels/attention_mma.cu (tensor cores, attention_mma_{dtype}_d{bound};
+/// <see cref="AttentionKernels.Choose"/>): its checks pair D in {16, 32, 64, 80, 96, 128} with Tq and Tk in
 /// {1, 15, 16, 17, 64, 127, 129, 300} (Tq &lt; Tk among them), B above 1, bf16 and f16. Tolerances:
 /// <see cref="Tolerances.Forward"/> for the output and logSumExp (<see cref="Tolerances.AttentionTensorCoreOutput"/> for
 /// the tensor-core output), <see cref="Tolerances.Gradient"/> for dq, dk and dv (<see cref="Tolerances.AttentionTensorCoreGradient"/>
@@ -66,15 +65,6 @@ public static class AttentionChecks
         Forward(DType.F16, new(2, 300, 300, 1, 96)),
         Forward(DType.BF16, new(1, 64, 64, 1, 80), scale: 4f),
         Forward(DType.BF16, new(2, 15, 16, 2, 64)),
-        Cached(DType.F32, new(2, 1, 40, 3, 80), capacity: 64),
-        Cached(DType.F32, new(1, 9, 50, 2, 80), capacity: 70),
-        Cached(DType.F32, new(2, 33, 33, 2, 7), capacity: 48),
-        Cached(DType.BF16, new(2, 1, 37, 2, 80), capacity: 40),
-        Cached(DType.BF16, new(1, 5, 70, 3, 80), capacity: 70),
-        PerRow(DType.F32, new(3, 1, 48, 2, 80), [5, 40, 17]),
-        PerRow(DType.F32, new(3, 4, 48, 2, 7), [4, 48, 33]),
-        PerRow(DType.BF16, new(2, 3, 70, 3, 80), [70, 9]),
-        PerRow(DType.F32, new(4, 2, 40, 2, 80), [12, 41, 1, 40]),
         Backward(DType.F32, Phi2, Wanted.All),
         Backward(DType.F32, new(1, 20, 70, 2, 80), Wanted.All),
         Backward(DType.F32, new(1, 70, 70, 2, 80), Wanted.All),
@@ -111,22 +101,8 @@ public static class AttentionChecks
 
     private static DeviceCheck Forward(DType dtype, Shape s, float scale = 1.5f)
     {
-        string kernel = $"attention{(TensorCores(dtype, s) ? "_mma" : "")}_{KernelName.Suffix(dtype)}";
+        string kernel = AttentionKernels.Choose(dtype, s.Tq, s.Tk, s.D, cached: false, default, default, default).Kernel(dtype, cached: false);
         return new($"{kernel} {s}{(scale != 1.5f ? $" inputs x{scale}" : "")}", [kernel], device => RunForward(device, dtype, s, scale));
-    }
-
-    private static DeviceCheck Cached(DType dtype, Shape s, int capacity)
-    {
-        string kernel = $"cached_attention_{KernelName.Suffix(dtype)}";
-        return new($"{kernel} {s} Tmax {capacity}", [kernel], device => RunCached(device, dtype, s, capacity));
-    }
-
-    /// <summary>Per-row key times over caches of <c>s.Tk</c> (= Tmax) rows; a time outside [Tq, Tmax] expects NaN rows.</summary>
-    private static DeviceCheck PerRow(DType dtype, Shape s, int[] keyTimes)
-    {
-        string kernel = $"cached_attention_{KernelName.Suffix(dtype)}";
-        return new($"{kernel} per row B {s.B} Tq {s.Tq} H {s.H} D {s.D} Tmax {s.Tk} key times [{string.Join(", ", keyTimes)}]", [kernel],
-            device => RunPerRow(device, dtype, s, keyTimes));
     }
 
     /// <summary>Whether <see cref="AttentionKernels.AttentionBackward"/> runs the tensor-core kernel on these (16-byte aligned) buffers.</summary>
@@ -175,60 +151,6 @@ public static class AttentionChecks
                     .Compare("output", output.Download(), cpu.CastTo(dtype, co)),
                 Tolerances.Forward(DType.F32).Compare("logSumExp", lse.Download(), clse.ToSingleArray()));
         }
-    }
-
-    private static CheckResult RunCached(IDeviceApi device, DType dtype, Shape s, int capacity)
-    {
-        var (q, k, v) = Inputs(s, capacity, 1.5f);
-        // Rows at or past keyTime hold NaN: a kernel that reads them (even to multiply by a zero probability) shows it.
-        for (int i = 0; i < k.Length; i++)
-            if (i / (s.H * s.D) % capacity >= s.Tk) k[i] = v[i] = float.NaN;
-        using var dq = DeviceBuffer.Upload(device, dtype, q);
-        using var dk = DeviceBuffer.Upload(device, dtype, k);
-        using var dv = DeviceBuffer.Upload(device, dtype, v);
-        int[] keyTimes = [.. Enumerable.Repeat(s.Tk, s.B)];
-        using var times = DeviceBuffer.Upload(device, keyTimes);
-        using var output = DeviceBuffer.Allocate(device, dtype, s.QueryCount);
-        AttentionKernels.CachedAttention(device, dtype, dq.Pointer, dk.Pointer, dv.Pointer, times.Pointer, output.Pointer, s.B, s.Tq, capacity, s.H, s.D);
-
-        using var cpu = new CpuReference();
-        using var cq = cpu.Stored(dtype, q, s.B, s.Tq, s.H, s.D);
-        using var ck = cpu.Stored(dtype, k, s.B, capacity, s.H, s.D);
-        using var cv = cpu.Stored(dtype, v, s.B, capacity, s.H, s.D);
-        using var ct = cpu.Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(keyTimes.AsSpan()), DType.I32, [s.B], DType.I32);
-        using var co = AttentionOp.Cached(cq, ck, cv, ct);
-        return Tolerances.Forward(dtype).Compare("output", output.Download(), cpu.CastTo(dtype, co));
-    }
-
-    private static CheckResult RunPerRow(IDeviceApi device, DType dtype, Shape s, int[] keyTimes)
-    {
-        int capacity = s.Tk, rowElements = s.Tq * s.H * s.D;
-        var (q, k, v) = Inputs(s, capacity, 1.5f);
-        bool[] bad = keyTimes.Select(t => t < s.Tq || t > capacity).ToArray();
-        // Rows at or past each batch row's key time hold NaN (bad rows keep their data: they read nothing).
-        for (int i = 0; i < k.Length; i++)
-        {
-            int b = i / (capacity * s.H * s.D);
-            if (!bad[b] && i / (s.H * s.D) % capacity >= keyTimes[b]) k[i] = v[i] = float.NaN;
-        }
-        using var dq = DeviceBuffer.Upload(device, dtype, q);
-        using var dk = DeviceBuffer.Upload(device, dtype, k);
-        using var dv = DeviceBuffer.Upload(device, dtype, v);
-        using var times = DeviceBuffer.Upload(device, keyTimes);
-        using var output = DeviceBuffer.Allocate(device, dtype, s.QueryCount);
-        AttentionKernels.CachedAttention(device, dtype, dq.Pointer, dk.Pointer, dv.Pointer, times.Pointer, output.Pointer, s.B, s.Tq, capacity, s.H, s.D);
-
-        using var cpu = new CpuReference();
-        int[] cpuTimes = keyTimes.Select((t, b) => bad[b] ? capacity : t).ToArray(); // the CPU throws for a bad time
-        using var cq = cpu.Stored(dtype, q, s.B, s.Tq, s.H, s.D);
-        using var ck = cpu.Stored(dtype, k, s.B, capacity, s.H, s.D);
-        using var cv = cpu.Stored(dtype, v, s.B, capacity, s.H, s.D);
-        using var ct = cpu.Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(cpuTimes.AsSpan()), DType.I32, [s.B], DType.I32);
-        using var co = AttentionOp.Cached(cq, ck, cv, ct);
-        float[] expected = cpu.CastTo(dtype, co);
-        for (int b = 0; b < s.B; b++)
-            if (bad[b]) expected.AsSpan(b * rowElements, rowElements).Fill(float.NaN);
-        return Tolerances.Forward(dtype).Compare("output", output.Download(), expected);
     }
 
     private static CheckResult RunBackward(IDeviceApi device, DType dtype, Shape s, Wanted wanted, float scale, bool twice)

@@ -39,8 +39,9 @@ public static class DeviceCheckCatalog
             new("rotary", RotaryChecks.All),
             new("cache", CacheChecks.All),
             new("transpose", TransposeChecks.All),
-            // attention.cu
+            // attention.cu, attention_mma.cu; through a KV cache also attention_decode.cu
             new("attention", AttentionChecks.All),
+            new("cached-attention", CachedAttentionChecks.All),
             new("device-layer", DeviceLayerChecks.All),
             // the CUDA backend over the device (cuBLAS(Lt) mapping, uploads, a chain through the tape)
             new("backend", BackendChecks.All),

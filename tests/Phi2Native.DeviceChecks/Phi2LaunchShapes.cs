@@ -79,10 +79,23 @@ internal static class Phi2LaunchShapes
             // q 8 bytes past 16-byte alignment: the SIMT forward that AttentionKernels falls back to (bf16 otherwise runs attention_mma).
             AttentionKernels.Attention(device, dtype, P().Offset(8), P(), P(), P(), P(), B, T, T, H, D);
             AttentionKernels.AttentionBackward(device, dtype, P(), P(), P(), P(), P(), P(), P(), P(), P(), P(), B, T, T, H, D);
-            AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), 1, 1, T, H, D);
-            AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), B, 1, T, H, D);
+            // Decoding (split-K for bf16) at batch 1 and B, and a prefill through the cache.
+            AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), 1, 1, T, H, D, partials: P());
+            AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), B, 1, T, H, D, partials: P());
+            AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), 1, T, T, H, D);
+            // q 8 bytes past 16-byte alignment: the SIMT cached_attention (bf16 otherwise decodes split-K or runs cached_attention_mma).
+            AttentionKernels.CachedAttention(device, dtype, P().Offset(8), P(), P(), P(), P(), B, 1, T, H, D);
         }
-        AttentionKernels.Attention(device, DType.F16, P(), P(), P(), P(), P(), B, T, T, H, D);
+        // The tensor-core kernels of every head-dim bound (Phi-2's D = 80 above; the others at D = their bound), and f16's.
+        foreach (var dtype in new[] { DType.BF16, DType.F16 })
+            foreach (int headDim in new[] { 32, 64, 80, 128 })
+            {
+                if (dtype == DType.BF16 && headDim == D) continue;
+                int heads = H * D / headDim;
+                AttentionKernels.Attention(device, dtype, P(), P(), P(), P(), P(), B, T, T, heads, headDim);
+                AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), 1, 1, T, heads, headDim, partials: P());
+                AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), 1, T, T, heads, headDim);
+            }
         // dO 8 bytes past 16-byte alignment: the SIMT backward that AttentionKernels falls back to (bf16 otherwise runs
         // attention_mma_backward_bf16_d80); and the tensor-core backward's other head-dim bounds (D 32, 64, 128 at Phi-2's
         // C = H * D), in bf16 and f16.

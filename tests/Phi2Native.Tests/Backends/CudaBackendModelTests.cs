@@ -103,7 +103,7 @@ public class CudaBackendModelTests
     [Test]
     public void BFloat16AtHeadDimension80RunsTheTensorCoreAttentionAndStaysCloseToTheCpu()
     {
-        // The embedded model has Phi-2's head dim 80, which takes attention_mma_bf16 (the fixture's 30 takes the SIMT
+        // The embedded model has Phi-2's head dim 80, which takes attention_mma_bf16_d80 (the fixture's 30 takes the SIMT
         // kernel). The CPU computes in fp32 from the same bf16-rounded weights.
         int[] ids = [.. Enumerable.Range(0, 37).Select(i => (i * 37 + 11) % 500)];
         using var device = new EmulatedDevice();
@@ -122,7 +122,7 @@ public class CudaBackendModelTests
         using (var recorder = ProfileRecorder.Start())
         {
             logits = cudaModel.Forward(cudaModel.CreateInputIds(ids));
-            Assert.That(recorder.Events.Select(e => e.Name), Does.Contain("attention_mma_bf16"), "the tensor-core forward ran");
+            Assert.That(recorder.Events.Select(e => e.Name), Does.Contain("attention_mma_bf16_d80"), "the tensor-core forward ran");
         }
         var expected = cpuModel.Forward(cpuModel.CreateInputIds(ids));
         TensorAssert.Close("bf16 logits at D 80", expected.ToSingleArray(), logits.ToSingleArray(), Tolerance.Forward(DType.BF16));
@@ -169,6 +169,47 @@ public class CudaBackendModelTests
             double norm = Math.Sqrt(expected.Sum(e => (double)e * e));
             Assert.That(difference, Is.LessThanOrEqualTo(0.05 * norm + 1e-6), $"{key[4..]}: |cuda - cpu| against |cpu| = {norm}");
         }
+    }
+
+    [Test]
+    public void BFloat16DecodingAtHeadDimension80RunsTheSplitKDecodeAndStaysCloseToTheCpu()
+    {
+        // The embedded model (head dim 80) in bf16 through a KV cache: two rows of different lengths (row 1 truncated
+        // after the prefill, so the decode steps read per-row key times), the prefill of 21 positions through the cache
+        // on the cached tensor-core forward, each decoded token on the split-K decode and its combine. The CPU computes
+        // in fp32 from the same bf16-rounded weights.
+        int[] prompt = [.. Enumerable.Range(0, 42).Select(i => (i * 53 + 7) % 500)];
+        int[][] steps = [[42, 8], [0, 150], [77, 3]];
+        var logits = new Dictionary<string, float[]>();
+        var kernels = new List<string>();
+        using var device = new EmulatedDevice();
+        using var cuda = new CudaBackend(device, ownsDevice: false);
+        var cpu = new CpuBackend();
+        foreach (var backend in new IBackend[] { cpu, cuda })
+        {
+            string side = backend is CpuBackend ? "cpu" : "cuda";
+            using var model = EmbeddedDefault.CreateModel(backend, backend is CpuBackend ? DType.F32 : DType.BF16);
+            if (backend is CpuBackend)
+                foreach (var (_, parameter) in model.NamedParameters())
+                {
+                    using var narrow = cpu.Cast(parameter, DType.BF16);
+                    using var back = cpu.Cast(narrow, DType.F32);
+                    cpu.Copy(back, parameter);
+                }
+            using var cache = new KeyValueCache(model, 2, 40);
+            using var scope = TensorScope.Begin();
+            using var recorder = backend is CudaBackend ? ProfileRecorder.Start() : null;
+            logits[$"{side} prefill"] = model.ForwardLast(model.CreateInputIds(prompt, 2), cache).ToSingleArray();
+            cache.Truncate(1, 9);
+            for (int i = 0; i < steps.Length; i++)
+                logits[$"{side} step {i}"] = model.ForwardLast(model.CreateInputIds(steps[i], 2), cache).ToSingleArray();
+            if (recorder is not null) kernels.AddRange(recorder.Events.Select(e => e.Name));
+        }
+        Assert.That(kernels, Does.Contain("cached_attention_mma_bf16_d80"), "the prefill ran the cached tensor-core forward");
+        Assert.That(kernels, Does.Contain("attention_decode_bf16_d80").And.Contain("attention_decode_combine_bf16"), "the decode ran split-K");
+        Assert.That(kernels, Has.None.EqualTo("cached_attention_bf16"), "no SIMT attention");
+        foreach (var key in logits.Keys.Where(k => k.StartsWith("cpu ", StringComparison.Ordinal)))
+            TensorAssert.Close("bf16 " + key[4..], logits[key], logits["cuda " + key[4..]], Tolerance.Forward(DType.BF16));
     }
 
     [Test]

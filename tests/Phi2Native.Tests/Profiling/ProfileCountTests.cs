@@ -2,6 +2,7 @@ using NUnit.Framework;
 using Phi2Native.Hosting;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Profiling;
+using Phi2Native.Tensors;
 
 namespace Phi2Native.Tests.Profiling;
 
@@ -13,7 +14,7 @@ namespace Phi2Native.Tests.Profiling;
 public class ProfileCountTests
 {
     private static ProfileReport Profile(ProfileWorkload what, string device = "emulated", int layers = 4, int batch = 1, int seq = 8,
-        Tensors.DType dtype = Tensors.DType.F32) =>
+        DType dtype = DType.F32) =>
         ProfileRun.Run(new ProfileOptions
         {
             Device = DeviceChoice.Parse(device), What = what, Layers = layers, Batch = batch, Sequence = seq, DType = dtype,
@@ -46,11 +47,28 @@ public class ProfileCountTests
     }
 
     [Test, Category("Emulated")]
+    public void ADecodedTokenInBf16Launches14KernelsPerLayerPlus4()
+    {
+        // As in fp32 (above; fc1's bias and gelu_new in its GEMM's epilogue, GELU_BIAS at inference, so no gelu_new
+        // launch), but attention through the cache at head dim 80 in bf16 is the split-K decode (AttentionKernels.Choose:
+        // Tq = 1 <= 4): attention_decode (the chunks' partials) and its combine, 2 launches where cached_attention was 1.
+        // input_layernorm 1 + 6 GEMMs + rotary 2 + cache_write 2 + decode and combine 2 + parallel residual 1: 14 a layer
+        // (15 before LinearGelu). The 4 a token are the same.
+        const int perLayer = 1 + 6 + 2 + 2 + 2 + 1, perToken = 4;
+        var report = Profile(ProfileWorkload.Decode, layers: 2, dtype: DType.BF16);
+        Assert.That(report.Launches, Is.EqualTo(perLayer * 2 + perToken), Names(report));
+        Assert.That(Launches(report, e => e.Name == "attention_decode_bf16_d80"), Is.EqualTo(2), Names(report));
+        Assert.That(Launches(report, e => e.Name == "attention_decode_combine_bf16"), Is.EqualTo(2), Names(report));
+        Assert.That(report.HostSyncs, Is.Zero);
+        Assert.That(report.Allocations, Is.Zero, "the decode's partials come from the caching allocator too");
+    }
+
+    [Test, Category("Emulated")]
     public void ADecodedBf16TokenLaunchesNoGeluNewEither()
     {
         // bf16 decode (fp32 parameters cast once at load; the layer's launches as in fp32): fc1 and gelu_new are one
         // cublasLtMatmul (GELU_BIAS: nothing saved at inference), and no gelu_new launch is left in the token.
-        var report = Profile(ProfileWorkload.Decode, layers: 2, dtype: Tensors.DType.BF16);
+        var report = Profile(ProfileWorkload.Decode, layers: 2, dtype: DType.BF16);
         var fc1 = report.Events.Where(e => e.Module == "model.layers.1.mlp.fc1" && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas).ToList();
         Assert.That(fc1.Select(e => e.Name), Is.EqualTo(new[] { "cublasLtMatmul" }));
         Assert.That(fc1[0].Detail, Does.Contain("GeluBias"));

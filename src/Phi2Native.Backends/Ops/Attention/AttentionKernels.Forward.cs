@@ -6,7 +6,7 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Backends.Ops.Attention;
 
 /// <summary>
-/// The forward: kernels/attention_mma.cu on tensor cores or kernels/attention.cu's SIMT kernel (<see cref="UsesTensorCores"/>).
+/// The forward: kernels/attention_mma.cu on tensor cores or kernels/attention.cu's SIMT kernel (<see cref="Choose"/>).
 /// </summary>
 internal static unsafe partial class AttentionKernels
 {
@@ -23,8 +23,8 @@ internal static unsafe partial class AttentionKernels
     }
 
     /// <summary>
-    /// Launches attention_mma.cu's attention_mma_{dtype} where <see cref="UsesTensorCores"/> says so, else attention.cu's
-    /// attention_{dtype} (one contract, in attention.cu's header); B = 0 or Tq = 0 launches nothing.
+    /// Launches attention_mma.cu's attention_mma_{dtype}_d{bound} or attention.cu's attention_{dtype}, as <see cref="Choose"/>
+    /// picks (one contract, in attention.cu's header); B = 0 or Tq = 0 launches nothing.
     /// </summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output overlapping an input.</exception>
     /// <exception cref="ArgumentNullException">A null input or output.</exception>
@@ -33,8 +33,10 @@ internal static unsafe partial class AttentionKernels
         int batch, int queryTime, int keyTime, int heads, int headDim, DeviceStream stream = default)
     {
         LaunchArguments.Device(device);
-        bool tensorCores = UsesTensorCores(dtype, headDim, q, k, v);
-        string kernel = tensorCores ? KernelName.For("attention_mma", dtype, TensorCoreSupported) : KernelName.For("attention", dtype, Supported);
+        var choice = Choose(dtype, queryTime, keyTime, headDim, cached: false, q, k, v);
+        bool tensorCores = choice.Kind == AttentionKernel.TensorCore;
+        KernelName.For(tensorCores ? "attention_mma" : "attention", dtype, tensorCores ? TensorCoreSupported : Supported); // refuses a dtype without kernels
+        string kernel = choice.Kernel(dtype, cached: false);
         LaunchArguments.Pointer(q, dtype, nameof(q));
         LaunchArguments.Pointer(k, dtype, nameof(k));
         LaunchArguments.Pointer(v, dtype, nameof(v));

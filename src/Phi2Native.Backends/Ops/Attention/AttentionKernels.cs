@@ -6,9 +6,10 @@ using Phi2Native.Tensors;
 namespace Phi2Native.Backends.Ops.Attention;
 
 /// <summary>
-/// Launchers for kernels/attention.cu, kernels/attention_mma.cu and kernels/attention_mma_backward.cu (each kernel's
-/// contract is in its header), and <see cref="AttentionOp"/> on the CUDA backend: the kernel choice and the checks every
-/// launcher shares here, one file per launcher family beside it (.Forward, .Backward, .Cached).
+/// Launchers for kernels/attention.cu, kernels/attention_mma.cu, kernels/attention_mma_backward.cu and
+/// kernels/attention_decode.cu (each kernel's contract is in its header), and <see cref="AttentionOp"/> on the CUDA backend:
+/// the kernel choice and the checks every launcher shares here, one file per launcher family beside it (.Forward,
+/// .Backward, .Cached).
 /// </summary>
 internal static unsafe partial class AttentionKernels
 {
@@ -24,6 +25,9 @@ internal static unsafe partial class AttentionKernels
     /// <summary>Threads per block of the delta kernel: 8 warps, one row each.</summary>
     public const uint DeltaThreads = 256;
 
+    /// <summary>Threads per block of attention_decode (one warp a chunk) and of its combine (a warp an output row).</summary>
+    public const uint DecodeThreads = 32, DecodeCombineThreads = 128;
+
     private static readonly DType[] Supported = [DType.F32, DType.BF16];
 
     private static readonly DType[] TensorCoreSupported = [DType.BF16, DType.F16];
@@ -34,13 +38,38 @@ internal static unsafe partial class AttentionKernels
     /// <summary>Queries per block, and keys per tile, of attention_mma.cu's forward (PHI2_ATTENTION_MMA_ROWS, _KEYS).</summary>
     public const int TensorCoreTile = 64;
 
+    /// <summary>Keys per block of attention_decode.cu (PHI2_ATTENTION_DECODE_KEYS): the split-K chunk.</summary>
+    public const int DecodeKeys = 64;
+
+    /// <summary>The most queries a batch row that decodes split-K (attention_decode.cu); more go to the cached forward.</summary>
+    public const int DecodeMaxQueries = 4;
+
     /// <summary>
-    /// The one place the forward's kernel is chosen: attention_mma_{dtype} (tensor cores) for a 16-bit dtype, D a multiple of
-    /// 16 up to <see cref="MaxHeadDim"/> and q, k, v 16-byte aligned (its cp.async copies); otherwise attention_{dtype} (SIMT).
+    /// Whether the tensor-core kernels take this call: a 16-bit dtype, D a multiple of 16 up to <see cref="MaxHeadDim"/> and
+    /// q, k, v 16-byte aligned (their cp.async copies); otherwise the SIMT kernels of attention.cu.
     /// </summary>
     public static bool UsesTensorCores(DType dtype, int headDim, DevicePtr q, DevicePtr k, DevicePtr v) =>
         dtype is DType.BF16 or DType.F16 && headDim is >= 16 and <= MaxHeadDim && headDim % 16 == 0 &&
         (q.Address | k.Address | v.Address) % 16 == 0;
+
+    /// <summary>
+    /// The one place attention's forward kernel is chosen, from the shapes, dtype and pointers: SIMT (attention.cu) unless
+    /// <see cref="UsesTensorCores"/>; through a cache, split-K decoding (attention_decode.cu, ceil(Tmax / <see cref="DecodeKeys"/>)
+    /// splits: a grid of the capacity, never the key time) for Tq up to <see cref="DecodeMaxQueries"/>, else the cached
+    /// tensor-core forward; the tensor-core kernels' head-dim bound is <see cref="TensorCoreHeadDimBound"/>'s.
+    /// </summary>
+    public static AttentionChoice Choose(DType dtype, int queryTime, int capacity, int headDim, bool cached, DevicePtr q, DevicePtr k, DevicePtr v)
+    {
+        if (!UsesTensorCores(dtype, headDim, q, k, v)) return new(AttentionKernel.Simt, 0, 0);
+        int bound = TensorCoreHeadDimBound(headDim);
+        return cached && queryTime <= DecodeMaxQueries
+            ? new(AttentionKernel.SplitKDecode, bound, (int)(((long)capacity + DecodeKeys - 1) / DecodeKeys))
+            : new(AttentionKernel.TensorCore, bound, 0);
+    }
+
+    /// <summary>Bytes of the split-K decode's fp32 partials (attention_decode.cu: [B * H, splits, Tq, D + 2]); 0 for another choice.</summary>
+    public static long DecodePartialsBytes(AttentionChoice choice, int batch, int queryTime, int heads, int headDim) =>
+        choice.Kind == AttentionKernel.SplitKDecode ? (long)batch * heads * choice.Splits * queryTime * (headDim + 2) * sizeof(float) : 0;
 
     /// <summary>
     /// The one place the backward's kernel is chosen: attention_mma_backward_{dtype}_d{bound} (tensor cores) under the
@@ -80,7 +109,10 @@ internal static unsafe partial class AttentionKernels
     }
 
     /// <summary>Dynamic shared memory of an attention_mma block, by attention_mma.cu's formula (above 48 KiB the device opts the kernel in).</summary>
-    public static int TensorCoreForwardSharedBytes(int headDim) => 5 * TensorCoreTile * (headDim + 8) * sizeof(ushort);
+    public static int TensorCoreForwardSharedBytes(int headDim) => 4 * TensorCoreTile * (headDim + 8) * sizeof(ushort);
+
+    /// <summary>Dynamic shared memory of an attention_decode block, by attention_decode.cu's formula.</summary>
+    public static int DecodeSharedBytes(int headDim) => 2 * DecodeKeys * (headDim + 8) * sizeof(ushort);
 
     /// <summary>Dynamic shared memory of a forward block, by attention.cu's formula (above 48 KiB the device opts the kernel in).</summary>
     public static int ForwardSharedBytes(int headDim) => (3 * Tile * (headDim | 1) + Tile * (Tile + 1)) * sizeof(float);
@@ -128,4 +160,29 @@ internal static unsafe partial class AttentionKernels
             return new Dims(pairs, queryRows, queryRows * headDim * size, pairs * capacity * headDim * size, queryRows * sizeof(float));
         }
     }
+}
+
+/// <summary>Which kind of kernel runs an attention forward (<see cref="AttentionKernels.Choose"/>).</summary>
+internal enum AttentionKernel
+{
+    /// <summary>attention.cu's fp32-tile kernels (any D up to 128, F32 and BF16).</summary>
+    Simt,
+
+    /// <summary>attention_mma.cu on tensor cores: attention_mma, or cached_attention_mma through a cache.</summary>
+    TensorCore,
+
+    /// <summary>attention_decode.cu: split-K decoding through a cache on tensor cores, then its combine.</summary>
+    SplitKDecode,
+}
+
+/// <summary>An attention forward's kernel: its kind, the tensor-core head-dim bound (0 for SIMT) and the decode's split count (else 0).</summary>
+internal readonly record struct AttentionChoice(AttentionKernel Kind, int Bound, int Splits)
+{
+    /// <summary>The entry point (for a split-K decode, its first kernel; the combine is <c>attention_decode_combine_{dtype}</c>).</summary>
+    public string Kernel(DType dtype, bool cached) => Kind switch
+    {
+        AttentionKernel.Simt => (cached ? "cached_attention_" : "attention_") + KernelName.Suffix(dtype),
+        AttentionKernel.TensorCore => $"{(cached ? "cached_" : "")}attention_mma_{KernelName.Suffix(dtype)}_d{Bound}",
+        _ => $"attention_decode_{KernelName.Suffix(dtype)}_d{Bound}",
+    };
 }
