@@ -349,3 +349,35 @@ template <int Pending> PHI2_DEVICE void cp_async_wait_group()
     phi2_emu::async_wait_group(Pending);
 #endif
 }
+
+// ---------------------------------------------------------------------------------------------------
+// 16-byte vectors (gelu.cu's MLP epilogues): one vec16 is 4 fp32 or 8 bf16/fp16 elements, moved by one 128-bit load or
+// store (ld.global.v4.u32) when its address is 16-byte aligned, which the caller must ensure (aligned16). The union
+// reinterprets the words as elements in registers; load16/store16 widen and round exactly as load<D>/store<D> do.
+// ---------------------------------------------------------------------------------------------------
+
+struct __align__(16) vec16 { unsigned w[4]; };
+
+template <typename D> struct vec16_of
+{
+    static const int count = (int)(16 / sizeof(typename D::type));
+    union bits { vec16 v; typename D::type e[16 / sizeof(typename D::type)]; };
+};
+
+PHI2_DEVICE bool aligned16(const void* p) { return ((unsigned long long)p & 15ull) == 0; }
+
+// out[e] = element e of the 16 bytes at p, widened to fp32.
+template <typename D> PHI2_DEVICE void load16(const typename D::type* p, float* out)
+{
+    typename vec16_of<D>::bits b;
+    b.v = *reinterpret_cast<const vec16*>(p);
+    for (int e = 0; e < vec16_of<D>::count; e++) out[e] = D::to_f32(b.e[e]);
+}
+
+// The 16 bytes at p = the elements e[], already of the dtype.
+template <typename D> PHI2_DEVICE void store16(typename D::type* p, const typename D::type* e)
+{
+    typename vec16_of<D>::bits b;
+    for (int i = 0; i < vec16_of<D>::count; i++) b.e[i] = e[i];
+    *reinterpret_cast<vec16*>(p) = b.v;
+}

@@ -84,6 +84,25 @@ internal static class GpuRun
     }
 
     /// <summary>What the first stage found, for the others.</summary>
+    /// <summary>
+    /// Runs the GELU-epilogue probe (<see cref="GeluEpilogueProbe"/>) on the opened device, sets its
+    /// <see cref="IBlas.GeluEpilogueIsGeluNew"/> to the verdict (the benchmarks in this process then time the path the
+    /// engine would take) and records the verdict in the run's output. A probe that throws leaves the fallback in place.
+    /// </summary>
+    private static void RecordGeluEpilogueProbe(State state, TextWriter output)
+    {
+        try
+        {
+            var verdict = GeluEpilogueProbe.Apply(state.Device!);
+            output.WriteLine($"GELU epilogue probe (cuBLASLt GELU_AUX_BIAS vs the CPU's gelu_new, bf16): {verdict.Comparison}; " +
+                             (verdict.IsGeluNew ? "LinearGelu takes the epilogue on this GPU" : "LinearGelu keeps the BIAS epilogue + gelu_new on this GPU"));
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            output.WriteLine($"GELU epilogue probe could not run ({e.GetType().Name}: {e.Message}); LinearGelu keeps the BIAS epilogue + gelu_new");
+        }
+    }
+
     private sealed class State
     {
         public bool NoGpu;
@@ -135,6 +154,7 @@ internal static class GpuRun
         state.Name = state.Device.Name;
         state.Sources = Reports.LoadKernelSources(out string sourcesText);
         output.WriteLine($"device: {state.Name}; kernel sources: {sourcesText}");
+        RecordGeluEpilogueProbe(state, output);
         if (!options.RunsChecks) return new StageResult(0, 0, 0, "probe only (--bench-only: no NVRTC table)");
         output.WriteLine();
         output.WriteLine($"== NVRTC: every kernel file for {state.Name} (fills the kernel cache the children read) ==");

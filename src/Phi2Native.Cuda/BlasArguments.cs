@@ -129,7 +129,7 @@ internal static class BlasArguments
 
     private static BlasOperand? LtBias(string call, LtMatmulArguments x)
     {
-        bool used = x.Epilogue is LtEpilogue.Bias or LtEpilogue.GeluAuxBias or LtEpilogue.BGradB;
+        bool used = x.Epilogue is LtEpilogue.Bias or LtEpilogue.GeluBias or LtEpilogue.GeluAuxBias or LtEpilogue.BGradB;
         if (!used)
         {
             if (!x.Bias.IsNull)

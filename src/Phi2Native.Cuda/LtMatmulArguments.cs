@@ -50,6 +50,12 @@ internal enum LtEpilogue
     /// Linear layer's bias gradient, computed while op(B) (the output gradient) is read for the weight gradient.
     /// </summary>
     BGradB,
+
+    /// <summary>
+    /// CUBLASLT_EPILOGUE_GELU_BIAS: D = gelu(P + bias[i]) in the tanh form, as <see cref="GeluAuxBias"/> without the aux
+    /// matrix: a Linear layer followed by gelu_new at inference, where nothing is saved for backward.
+    /// </summary>
+    GeluBias,
 }
 
 /// <summary>
@@ -138,7 +144,7 @@ internal sealed record LtMatmulArguments
     public LtEpilogue Epilogue { get; init; }
 
     /// <summary>
-    /// The bias (read by <see cref="LtEpilogue.Bias"/> and <see cref="LtEpilogue.GeluAuxBias"/>, m elements) or the
+    /// The bias (read by <see cref="LtEpilogue.Bias"/>, <see cref="LtEpilogue.GeluBias"/> and <see cref="LtEpilogue.GeluAuxBias"/>, m elements) or the
     /// bias gradient (written by <see cref="LtEpilogue.BGradB"/>, n elements); null for the other epilogues
     /// (CUBLASLT_MATMUL_DESC_BIAS_POINTER).
     /// </summary>

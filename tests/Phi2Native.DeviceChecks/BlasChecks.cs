@@ -195,7 +195,7 @@ public static class BlasChecks
 
     // Feeds pre-activations over about [-5, 5] through GELU_AUX_BIAS in fp32 and compares D with both GELU forms
     // evaluated at the aux values the device itself wrote, which removes the product's rounding from the question.
-    private static CheckResult GeluForm(IDeviceApi device)
+    internal static CheckResult GeluForm(IDeviceApi device)
     {
         const int m = 64, n = 16, k = 32;
         float[] a = NaiveBlas.Random(m, k, m, DType.F32, 51), b = NaiveBlas.Random(k, n, k, DType.F32, 52);

@@ -29,6 +29,7 @@ public static class DeviceCheckCatalog
             new("cross-entropy", CrossEntropyChecks.All),
             new("optimizer", OptimizerChecks.All),
             new("gelu", GeluChecks.All),
+            new("linear-gelu", LinearGeluChecks.All),
             new("dropout", DropoutChecks.All),
             new("residual", ParallelResidualChecks.All),
             new("lora", LoraChecks.All),

@@ -21,6 +21,10 @@ namespace Phi2Native.Cuda.Emulator;
 /// </remarks>
 internal sealed unsafe class EmulatedBlas(EmulatedDevice device) : IBlas
 {
+    /// <inheritdoc/>
+    /// <remarks>Starts true: the emulator computes GELU_AUX_BIAS as gelu_new by definition (Gelu below).</remarks>
+    public bool GeluEpilogueIsGeluNew { get; set; } = true;
+
     // Below this many multiply-adds a product runs on the calling thread; above, columns are spread over the pool.
     private const long ParallelThreshold = 1 << 16;
 
@@ -144,6 +148,9 @@ internal sealed unsafe class EmulatedBlas(EmulatedDevice device) : IBlas
                 x += Load(o[SlotBias], host[SlotBias], batch, i, 0);
                 Store(o[SlotAux], host[SlotAux], batch, i, j, x);
                 x = Gelu(x);
+                break;
+            case LtEpilogue.GeluBias:
+                x = Gelu(x + Load(o[SlotBias], host[SlotBias], batch, i, 0));
                 break;
             case LtEpilogue.DGelu:
                 x *= GeluDerivative(Load(o[SlotAux], host[SlotAux], batch, i, j));

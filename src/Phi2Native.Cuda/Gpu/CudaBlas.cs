@@ -28,6 +28,10 @@ namespace Phi2Native.Cuda.Gpu;
 /// </remarks>
 internal sealed unsafe class CudaBlas : IBlas, IDisposable
 {
+    /// <inheritdoc/>
+    /// <remarks>Starts false: unknown until the GPU runner's probe has compared cuBLASLt's GELU with gelu_new.</remarks>
+    public bool GeluEpilogueIsGeluNew { get; set; } = false;
+
     /// <summary>cuBLASLt's workspace: 32 MiB, what the cuBLAS documentation recommends for Hopper.</summary>
     public const long WorkspaceBytes = 32L << 20;
 
@@ -151,6 +155,7 @@ internal sealed unsafe class CudaBlas : IBlas, IDisposable
         LtEpilogue.Default => CublasLtEpilogue.Default,
         LtEpilogue.Bias => CublasLtEpilogue.Bias,
         LtEpilogue.GeluAuxBias => CublasLtEpilogue.GeluAuxBias,
+        LtEpilogue.GeluBias => CublasLtEpilogue.GeluBias,
         LtEpilogue.DGelu => CublasLtEpilogue.DGelu,
         LtEpilogue.BGradB => CublasLtEpilogue.BGradB,
         _ => throw new ArgumentOutOfRangeException(nameof(epilogue), epilogue, "not an epilogue (BlasArguments refuses it)"),

@@ -33,6 +33,7 @@ internal static class BlasCost
         return arguments.Epilogue switch
         {
             LtEpilogue.Bias => cost + new KernelCost(batch * arguments.M * bias, 0, 0, mn),
+            LtEpilogue.GeluBias => cost + new KernelCost(batch * arguments.M * bias, 0, 0, mn * GeluFlops),
             LtEpilogue.GeluAuxBias => cost + new KernelCost(batch * arguments.M * bias, mn * d, 0, mn * GeluFlops),
             LtEpilogue.DGelu => cost + new KernelCost(mn * d, 0, 0, mn * GeluFlops),
             LtEpilogue.BGradB => cost + new KernelCost(0, batch * arguments.N * bias, 0, batch * arguments.N * (long)arguments.K),

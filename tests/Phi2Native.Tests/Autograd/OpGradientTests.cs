@@ -5,6 +5,7 @@ using Phi2Native.Backends.Ops.Attention;
 using Phi2Native.Backends.Ops.Dropout;
 using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Backends.Ops.Loss;
+using Phi2Native.Backends.Ops.Mlp;
 using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Backends.Ops.Lora;
@@ -98,6 +99,18 @@ public class OpGradientTests
         var k = Input("k", [2, keyTime, 3, 10]);
         var v = Input("v", [2, keyTime, 3, 10]);
         Check("Attention", () => AttentionOp.Apply(q, k, v), [q, k, v]);
+    }
+
+    [Test]
+    public void LinearGelu_FrozenWeightToo()
+    {
+        var x = Input("x", [2, 3, 13]);
+        var weight = Input("weight", [9, 13], 0.5);
+        var bias = Input("bias", [9]);
+        Check("LinearGelu", () => LinearGeluOp.Apply(x, weight, bias), [x, weight, bias]);
+        var frozen = Input("frozen weight", [9, 13], 0.5, requiresGrad: false);
+        Check("LinearGelu, frozen weight", () => LinearGeluOp.Apply(x, frozen, bias), [x, bias]);
+        Assert.That(frozen.Grad, Is.Null);
     }
 
     [Test]

@@ -52,6 +52,11 @@ public class CudaBackendModelTests
     [Test]
     public void BatchWithIgnoredLabelsMatchesPyTorchOnTheDevice() => CheckGolden("f32", "batch");
 
+    // The MLP's other path (a GPU's until its GELU-epilogue probe passes): fc1 with cuBLASLt's BIAS epilogue, then the
+    // vectorised gelu_new, and the same fused backward. The emulated device takes the GELU epilogue otherwise.
+    [Test]
+    public void TraceCaseMatchesPyTorchOnTheDevice_WithoutTheGeluEpilogue() => CheckGolden("f32", "trace", geluEpilogue: false);
+
     [Test]
     public void InferenceLogitsAndLossMatchPyTorchOnTheDevice()
     {
@@ -72,14 +77,16 @@ public class CudaBackendModelTests
         Assert.That(device.Memory.LiveAllocations, Is.Zero, "every tensor of the forward freed on the device");
     }
 
-    [Test]
-    public void BFloat16InferenceStaysCloseToTheCpuBackendInF32()
+    [TestCase(true)]
+    [TestCase(false)]
+    public void BFloat16InferenceStaysCloseToTheCpuBackendInF32(bool geluEpilogue)
     {
         // The CUDA backend's bf16 numerics (README.md, "Where it computes"): bf16 weights and activations, fp32
         // statistics, softmax and loss. The CPU computes in fp32 from the very same bf16 weights, so what separates them
         // is the bf16 rounding of each activation.
         int[] ids = [5, 17, 202, 3, 99, 0, 150, 42, 8, 61];
         using var device = new EmulatedDevice();
+        ((IDeviceApi)device).Blas.GeluEpilogueIsGeluNew = geluEpilogue; // false: fc1's BIAS epilogue, then gelu_new
         using var cuda = new CudaBackend(device, ownsDevice: false);
         using var cpuModel = Phi2Checkpoint.Load(Fixtures.ModelDirectory("bf16"), new CpuBackend(), DType.F32);
         using var cudaModel = Phi2Checkpoint.Load(Fixtures.ModelDirectory("bf16"), cuda, DType.BF16);
@@ -284,10 +291,11 @@ public class CudaBackendModelTests
         }
     }
 
-    private static void CheckGolden(string variant, string prefix)
+    private static void CheckGolden(string variant, string prefix, bool geluEpilogue = true)
     {
         using var golden = Fixtures.OpenGolden(variant);
         using var device = new EmulatedDevice();
+        ((IDeviceApi)device).Blas.GeluEpilogueIsGeluNew = geluEpilogue;
         using var cuda = new CudaBackend(device, ownsDevice: false);
         using (var model = Phi2Checkpoint.Load(Fixtures.ModelDirectory(variant), cuda, DType.F32))
         {

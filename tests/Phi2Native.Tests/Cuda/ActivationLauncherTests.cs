@@ -84,8 +84,6 @@ public class ActivationLauncherTests : LauncherTest
         Assert.That(() => GeluKernels.BiasGeluNew(Emulated, DType.F32, F(0), F(0), F(8), F(8), 1, 4), Throws.ArgumentException.With.Property("ParamName").EqualTo("pre"));
         Assert.That(() => GeluKernels.BiasGeluNew(Emulated, DType.F32, F(0), F(0), F(8), F(16), 1, 4, maxRowBlocks: 0),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("maxRowBlocks"));
-        Assert.That(() => GeluKernels.BiasGeluNewBackward(Emulated, DType.F32, F(0), F(0), F(8), F(16), 1, 4, maxRowBlocks: 65536),
-            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("maxRowBlocks"));
     }
 
     [Test]
@@ -154,23 +152,34 @@ public class ActivationLauncherTests : LauncherTest
         Assert.That(DropoutMask.KeepThreshold(1 - 1.0 / (1 << 25)), Is.EqualTo(1u << 24), "p above the last draw keeps nothing");
     }
 
-    [TestCase(4, 80, false, 1u, 4u, 96u)]
-    [TestCase(1000, 2560, false, 10u, 1000u, 256u)]
-    [TestCase(1000, 2560, true, 10u, 64u, 256u)]
-    [TestCase(100_000, 10240, false, 40u, 65535u, 256u)]
-    [TestCase(3, 7, true, 1u, 3u, 32u)]
-    public void BiasGeluUsesColumnBlocksAcrossAndCappedRowBlocksDown(int rows, int channels, bool wantBias, uint gridX, uint gridY, uint block)
+    [TestCase(4, 80, DType.F32, 2u, 16u)]
+    [TestCase(1000, 2560, DType.F32, 40u, 16u)]
+    [TestCase(100_000, 10240, DType.BF16, 160u, 8u)]
+    [TestCase(3, 7, DType.F16, 1u, 8u)]
+    public void BiasGeluBackwardTakes64ColumnsA_BlockAnd32RowLanes_AndNoRowBlocks(int rows, int channels, DType dtype, uint gridX, uint blockX)
     {
         var device = Recorder();
         // Far apart: 100000 x 10240 floats are 4 GB.
         DevicePtr p = new(1UL << 33), bias = new(2UL << 33), q = new(3UL << 33);
-        GeluKernels.BiasGeluNewBackward(device, DType.F32, p, p, p, wantBias ? bias : DevicePtr.Null, rows, channels);
+        GeluKernels.BiasGeluNewBackward(device, dtype, p, p, p, bias, rows, channels);
         var launch = device.Launches.Single();
-        Assert.That(launch.Kernel, Is.EqualTo("bias_gelu_new_backward_f32"));
-        Assert.That((launch.Grid, launch.Block, launch.SharedBytes), Is.EqualTo((new Dim3(gridX, gridY), new Dim3(block), 0)));
-        device.Clear();
-        GeluKernels.BiasGeluNew(device, DType.BF16, p, bias, q, DevicePtr.Null, rows, channels);
-        Assert.That(device.Launches.Single().Grid, Is.EqualTo(new Dim3(gridX, (uint)Math.Min(rows, GeluKernels.MaxRowBlocks))));
+        Assert.That(launch.Kernel, Is.EqualTo($"bias_gelu_new_backward_{KernelName.Suffix(dtype)}"));
+        // One block per 64 columns, all rows in it (dBias summed in a fixed order): no row blocks.
+        Assert.That((launch.Grid, launch.Block, launch.SharedBytes), Is.EqualTo((new Dim3(gridX), new Dim3(blockX, 32), 0)));
+    }
+
+    [TestCase(4, 80, DType.F32, 1u, 4u, 32u)]
+    [TestCase(1000, 2560, DType.F32, 3u, 1000u, 256u)]
+    [TestCase(1000, 2560, DType.BF16, 2u, 1000u, 256u)]
+    [TestCase(100_000, 10240, DType.BF16, 5u, 65535u, 256u)]
+    [TestCase(3, 7, DType.F32, 1u, 3u, 32u)]
+    public void BiasGeluForwardGivesEachThreadA16ByteVectorAcross_AndCappedRowBlocksDown(int rows, int channels, DType dtype, uint gridX, uint gridY, uint block)
+    {
+        var device = Recorder();
+        DevicePtr p = new(1UL << 33), bias = new(2UL << 33), q = new(3UL << 33);
+        GeluKernels.BiasGeluNew(device, dtype, p, bias, q, DevicePtr.Null, rows, channels);
+        var launch = device.Launches.Single();
+        Assert.That((launch.Grid, launch.Block), Is.EqualTo((new Dim3(gridX, gridY), new Dim3(block))));
     }
 
     // The parameters of the kernels these tests decode: pointers first, then scalars, as the kernel files declare them.

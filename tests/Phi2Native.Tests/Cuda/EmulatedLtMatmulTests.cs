@@ -51,6 +51,8 @@ internal class EmulatedLtMatmulTests
         yield return Case(new(LtEpilogue.Bias, N, T, 5, 4, 3, DType.F32, DType.F32) { Beta = 1, C = CKind.Separate });
         yield return Case(new(LtEpilogue.GeluAuxBias, T, N, 8, 5, 6, DType.F16, DType.F16) { Beta = -1, C = CKind.Separate, PadD = 2 });
         yield return Case(new(LtEpilogue.GeluAuxBias, N, N, 9, 4, 7, DType.F32, DType.F32) { Beta = 1, C = CKind.InPlace });
+        yield return Case(new(LtEpilogue.GeluBias, T, N, 10, 6, 7, DType.BF16, DType.BF16) { PadD = 1 });
+        yield return Case(new(LtEpilogue.GeluBias, N, N, 9, 4, 7, DType.F32, DType.F32) { Beta = 1, C = CKind.InPlace });
         yield return Case(new(LtEpilogue.DGelu, T, T, 12, 5, 8, DType.BF16, DType.BF16) { Beta = 1, C = CKind.Separate });
         yield return Case(new(LtEpilogue.BGradB, N, T, 7, 8, 9, DType.F32, DType.F32) { Alpha = 0.5f, Beta = 1, C = CKind.Separate });
 
@@ -80,7 +82,7 @@ internal class EmulatedLtMatmulTests
         float[] b = NaiveBlas.Random(rowsB, columnsB, ldb, c.InputType, 22, batches, strideB);
         float[] c0 = c.C == CKind.None ? [] : NaiveBlas.Random(m, n, ldc, c.OutputType, 23, batches, strideC);
         float[] d0 = c.C == CKind.InPlace ? c0 : NaiveBlas.Matrix(m, n, ldd, (_, _, _) => float.NaN, batches, strideD);
-        bool biasIn = c.Epilogue is LtEpilogue.Bias or LtEpilogue.GeluAuxBias;
+        bool biasIn = c.Epilogue is LtEpilogue.Bias or LtEpilogue.GeluBias or LtEpilogue.GeluAuxBias;
         float[] bias0 = NaiveBlas.Matrix(biasLength, 1, biasLength,
             biasIn ? (batch, i, _) => NaiveBlas.Round(c.OutputType, 0.25 * (i % 5) - 0.5 + batch) : (_, _, _) => float.NaN, batches, biasStride);
         // DGELU reads aux: values over [-3, 3] cover both tails and the bend of gelu'.
@@ -130,7 +132,7 @@ internal class EmulatedLtMatmulTests
                     expected[x] = c.Epilogue switch
                     {
                         LtEpilogue.Bias => p[x] + biasValue,
-                        LtEpilogue.GeluAuxBias => NaiveBlas.Gelu(p[x] + biasValue),
+                        LtEpilogue.GeluAuxBias or LtEpilogue.GeluBias => NaiveBlas.Gelu(p[x] + biasValue),
                         LtEpilogue.DGelu => p[x] * NaiveBlas.GeluDerivative(auxValue),
                         _ => p[x],
                     };

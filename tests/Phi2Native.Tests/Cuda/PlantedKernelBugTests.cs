@@ -55,6 +55,14 @@ public class PlantedKernelBugTests : Support.TemporaryDirectoryTest
             "P^T's and dS's A fragment with a wrong register (row g's columns 8..15 where row g + 8's columns 0..7 belong)",
             "attention_mma_backward_f16_d32 B 2 Tq 64 Tk 64 H 2 D 32 dq only", "attention_mma_backward_f16_d80 B 1 Tq 16 Tk 300 H 1 D 80 dv only",
             "attention_mma_backward_bf16_d128 B 1 Tq 1 Tk 129 H 2 D 96 dk only"),
+        new("gelu.cu", "for (int lane = 0; lane < PHI2_BIAS_GELU_LANES; lane++) total += lane_sums[lane][t];",
+            "for (int lane = 0; lane < PHI2_BIAS_GELU_LANES - 1; lane++) total += lane_sums[lane][t]; // planted",
+            "dBias without the last row lane's sums (rows 31, 63, ...)",
+            "bias_gelu_new_backward_f32 [70, 136] dX and dBias", "bias_gelu_new_backward_bf16 [70, 136] dBias only, dX null"),
+        new("gelu.cu", "for (int e = 0; e < V; e++) o[e] = D::from_f32(gelu_new_f(v[e]));",
+            "for (int e = 0; e < V; e++) o[e] = D::from_f32(gelu_new_f(v[0])); // planted",
+            "every element of a 16-byte vector takes its first element's gelu_new",
+            "gelu_new_bf16 n=1001", "LinearGelu(+Backward) bf16 x [7, 32] W [64, 32], bias epilogue + gelu_new fallback"),
     ];
 
     [Test]

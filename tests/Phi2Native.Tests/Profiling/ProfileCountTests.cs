@@ -24,14 +24,15 @@ public class ProfileCountTests
         report.Events.Count(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas && where(e));
 
     [Test, Category("Emulated")]
-    public void ADecodedTokenLaunches14KernelsPerLayerPlus4()
+    public void ADecodedTokenLaunches13KernelsPerLayerPlus4()
     {
         // Per layer (Phi2DecoderLayer with a KV cache, fp32): input_layernorm 1; q_proj, k_proj, v_proj, dense, fc1, fc2 one
-        // GEMM each (6); rotary of q and of k (2); cache_write of k and of v (2); cached_attention 1; gelu_new 1 (fc1's bias
-        // goes into its GEMM's epilogue); the parallel residual (attention + MLP + h in one kernel) 1: 14.
+        // GEMM each (6), fc1's with its bias and gelu_new in the epilogue (LinearGeluOp; the emulated device's GELU epilogue
+        // is gelu_new, so no gelu_new launch); rotary of q and of k (2); cache_write of k and of v (2); cached_attention 1;
+        // the parallel residual (attention + MLP + h in one kernel) 1: 13. (14 before LinearGelu: gelu_new was its own launch.)
         // Per token: embed_tokens 1; the gather of the last position's row (an embedding lookup of host-made indices) 1;
         // final_layernorm 1; lm_head 1: 4.
-        const int perLayer = 1 + 6 + 2 + 2 + 1 + 1 + 1, perToken = 4;
+        const int perLayer = 1 + 6 + 2 + 2 + 1 + 1, perToken = 4;
         foreach (int layers in new[] { 2, 4 })
         {
             var report = Profile(ProfileWorkload.Decode, layers: layers);
@@ -46,18 +47,49 @@ public class ProfileCountTests
     }
 
     [Test, Category("Emulated")]
-    public void ADecodedTokenInBf16Launches15KernelsPerLayerPlus4()
+    public void ADecodedTokenInBf16Launches14KernelsPerLayerPlus4()
     {
-        // As in fp32 (above), but attention through the cache at head dim 80 in bf16 is the split-K decode
-        // (AttentionKernels.Choose: Tq = 1 <= 4): attention_decode (the chunks' partials) and its combine, 2 launches
-        // where cached_attention was 1: 15 a layer. The 4 a token are the same.
-        const int perLayer = 1 + 6 + 2 + 2 + 2 + 1 + 1, perToken = 4;
+        // As in fp32 (above; fc1's bias and gelu_new in its GEMM's epilogue, GELU_BIAS at inference, so no gelu_new
+        // launch), but attention through the cache at head dim 80 in bf16 is the split-K decode (AttentionKernels.Choose:
+        // Tq = 1 <= 4): attention_decode (the chunks' partials) and its combine, 2 launches where cached_attention was 1.
+        // input_layernorm 1 + 6 GEMMs + rotary 2 + cache_write 2 + decode and combine 2 + parallel residual 1: 14 a layer
+        // (15 before LinearGelu). The 4 a token are the same.
+        const int perLayer = 1 + 6 + 2 + 2 + 2 + 1, perToken = 4;
         var report = Profile(ProfileWorkload.Decode, layers: 2, dtype: DType.BF16);
         Assert.That(report.Launches, Is.EqualTo(perLayer * 2 + perToken), Names(report));
         Assert.That(Launches(report, e => e.Name == "attention_decode_bf16_d80"), Is.EqualTo(2), Names(report));
         Assert.That(Launches(report, e => e.Name == "attention_decode_combine_bf16"), Is.EqualTo(2), Names(report));
         Assert.That(report.HostSyncs, Is.Zero);
         Assert.That(report.Allocations, Is.Zero, "the decode's partials come from the caching allocator too");
+    }
+
+    [Test, Category("Emulated")]
+    public void ADecodedBf16TokenLaunchesNoGeluNewEither()
+    {
+        // bf16 decode (fp32 parameters cast once at load; the layer's launches as in fp32): fc1 and gelu_new are one
+        // cublasLtMatmul (GELU_BIAS: nothing saved at inference), and no gelu_new launch is left in the token.
+        var report = Profile(ProfileWorkload.Decode, layers: 2, dtype: DType.BF16);
+        var fc1 = report.Events.Where(e => e.Module == "model.layers.1.mlp.fc1" && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas).ToList();
+        Assert.That(fc1.Select(e => e.Name), Is.EqualTo(new[] { "cublasLtMatmul" }));
+        Assert.That(fc1[0].Detail, Does.Contain("GeluBias"));
+        Assert.That(report.Events.Where(e => e.Name.StartsWith("gelu_new", StringComparison.Ordinal)), Is.Empty, Names(report));
+    }
+
+    [Test, Category("Emulated")]
+    public void Fc1AndGeluAreOneLaunchForward_AndThreeBackward()
+    {
+        // A full training step (fp32, no adapter on fc1): forward, fc1 and gelu_new are one cublasLtMatmul (GELU_AUX_BIAS,
+        // the pre-activation saved as its aux). Backward: bias_gelu_new_backward (dh = dY gelu_new'(pre) and fc1's bias
+        // gradient in one pass), then dx and dW (two GemmEx): 3, where Linear + GeluNew took gelu_new_backward, dx, dW and
+        // the bias's ones-vector GEMM: 4. No gelu_new launch anywhere in the step.
+        var report = Profile(ProfileWorkload.Train, layers: 2);
+        const string module = "model.layers.1.mlp.fc1";
+        List<string> Names(ProfilePhase phase) => [.. report.Events
+            .Where(e => e.Module == module && e.Phase == phase && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas).Select(e => e.Name)];
+        Assert.That(Names(ProfilePhase.Forward), Is.EqualTo(new[] { "cublasLtMatmul" }));
+        Assert.That(Names(ProfilePhase.Backward), Is.EquivalentTo(new[] { "bias_gelu_new_backward_f32", "cublasGemmEx", "cublasGemmEx" }));
+        Assert.That(report.Events.Where(e => e.Name.StartsWith("gelu_new", StringComparison.Ordinal)), Is.Empty);
+        Assert.That(report.Events.Where(e => e.Module == module && e.Name == "cublasLtMatmul").Select(e => e.Detail), Has.All.Contain("GeluAuxBias"));
     }
 
     [Test, Category("Emulated")]

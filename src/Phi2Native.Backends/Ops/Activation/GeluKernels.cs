@@ -27,11 +27,11 @@ internal static unsafe class GeluKernels
     /// <summary>Threads per block of the one-thread-per-element kernels.</summary>
     public const uint BlockSize = 256;
 
-    /// <summary>
-    /// The row blocks (gridDim.y) of the bias kernels at most when dBias is wanted: each column's sum ends in one
-    /// atomicAdd per row block, and 64 row blocks times C / 256 column blocks (40 for Phi-2's 10240) fill an H200.
-    /// </summary>
-    public const int ParameterGradientRowBlocks = 64;
+    /// <summary>Columns per block of bias_gelu_new_backward (its header: block (64 / V, 32)).</summary>
+    public const int BackwardColumns = 64;
+
+    /// <summary>Row lanes (blockDim.y) of bias_gelu_new_backward, whose dBias sums the block adds in lane order.</summary>
+    public const int BackwardLanes = 32;
 
     /// <summary>gridDim.y's limit (cuLaunchKernel): the bias kernels walk the rows beyond it.</summary>
     public const int MaxRowBlocks = 65535;
@@ -54,7 +54,9 @@ internal static unsafe class GeluKernels
         int count = LaunchShape.Count(n, nameof(n));
         BufferOverlap.RequireExactOrNone(x, y, count * (long)dtype.SizeInBytes(), nameof(x), nameof(y));
         nint* args = stackalloc nint[] { (nint)(&x), (nint)(&y), (nint)(&count) };
-        device.Launch(kernel, LaunchShape.Linear(n, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 3), KernelCost.Elementwise(n, dtype, 1, 1, GeluFlops));
+        // One thread per 16-byte vector (gelu.cu's header).
+        long vectors = (n + VectorElements(dtype) - 1) / VectorElements(dtype);
+        device.Launch(kernel, LaunchShape.Linear(vectors, BlockSize), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 3), KernelCost.Elementwise(n, dtype, 1, 1, GeluFlops));
     }
 
     /// <summary>Launches gelu.cu's gelu_new_backward_{dtype} over <paramref name="n"/> elements (contract in its header).</summary>
@@ -104,20 +106,20 @@ internal static unsafe class GeluKernels
         if (rows == 0) return;
         nint* args = stackalloc nint[] { (nint)(&x), (nint)(&bias), (nint)(&y), (nint)(&pre), (nint)(&rows), (nint)(&channels) };
         long elements = (long)rows * channels, size = dtype.SizeInBytes();
-        device.Launch(kernel, Grid(rows, channels, maxRowBlocks), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 6),
+        int vectors = (channels + VectorElements(dtype) - 1) / VectorElements(dtype);
+        device.Launch(kernel, Grid(rows, vectors, maxRowBlocks), LaunchShape.RowBlock(vectors), 0, stream, new ReadOnlySpan<nint>(args, 6),
             new KernelCost((elements + channels) * size, elements * size * (savePre ? 2 : 1), 0, (GeluFlops + 1) * elements));
     }
 
     /// <summary>
-    /// Launches gelu.cu's bias_gelu_new_backward_{dtype} over [rows, C] (contract in its header), with at most
-    /// <paramref name="maxRowBlocks"/> row blocks (default <see cref="ParameterGradientRowBlocks"/> when dBias is wanted, else
-    /// <see cref="MaxRowBlocks"/>); both outputs null launches nothing.
+    /// Launches gelu.cu's bias_gelu_new_backward_{dtype} over [rows, C] (contract in its header): one launch gives dX and
+    /// the fp32 bias gradient, summed in a fixed order (no atomics); both outputs null launches nothing.
     /// </summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output that partly overlaps an input (the same pointer, in place, is allowed).</exception>
     /// <exception cref="ArgumentNullException">A null dY or pre.</exception>
-    /// <exception cref="ArgumentOutOfRangeException">A negative row count, no channels, or maxRowBlocks outside 1..65535.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A negative row count or no channels.</exception>
     public static void BiasGeluNewBackward(IDeviceApi device, DType dtype, DevicePtr dY, DevicePtr pre, DevicePtr dX, DevicePtr dBias, int rows, int channels,
-        DeviceStream stream = default, int? maxRowBlocks = null)
+        DeviceStream stream = default)
     {
         LaunchArguments.Device(device);
         string kernel = KernelName.For("bias_gelu_new_backward", dtype, Supported);
@@ -125,21 +127,30 @@ internal static unsafe class GeluKernels
         LaunchArguments.Pointer(pre, dtype, nameof(pre));
         bool wantDx = LaunchArguments.OptionalPointer(dX, dtype, nameof(dX));
         bool wantBias = LaunchArguments.OptionalPointer(dBias, DType.F32, nameof(dBias));
-        int cap = maxRowBlocks ?? (wantBias ? ParameterGradientRowBlocks : MaxRowBlocks);
-        CheckMatrix(rows, channels, cap, nameof(maxRowBlocks));
+        CheckMatrix(rows, channels, MaxRowBlocks);
+        long bytes = (long)rows * channels * dtype.SizeInBytes();
         if (wantDx)
         {
-            long bytes = (long)rows * channels * dtype.SizeInBytes();
             BufferOverlap.RequireExactOrNone(dY, dX, bytes, nameof(dY), nameof(dX));
             BufferOverlap.RequireExactOrNone(pre, dX, bytes, nameof(pre), nameof(dX));
+        }
+        if (wantBias)
+        {
+            BufferOverlap.RequireNone(dY, bytes, dBias, channels * (long)sizeof(float), nameof(dY), nameof(dBias));
+            BufferOverlap.RequireNone(pre, bytes, dBias, channels * (long)sizeof(float), nameof(pre), nameof(dBias));
         }
         if (rows == 0 || !(wantDx || wantBias)) return;
         nint* args = stackalloc nint[] { (nint)(&dY), (nint)(&pre), (nint)(&dX), (nint)(&dBias), (nint)(&rows), (nint)(&channels) };
         long elements = (long)rows * channels, size = dtype.SizeInBytes(), biasBytes = wantBias ? (long)channels * sizeof(float) : 0;
+        var grid = new Dim3((uint)((channels + BackwardColumns - 1) / BackwardColumns));
+        var block = new Dim3((uint)(BackwardColumns / VectorElements(dtype)), BackwardLanes);
         // dY and pre read, dX written; dBias (fp32, +=) read and written.
-        device.Launch(kernel, Grid(rows, channels, cap), LaunchShape.RowBlock(channels), 0, stream, new ReadOnlySpan<nint>(args, 6),
+        device.Launch(kernel, grid, block, 0, stream, new ReadOnlySpan<nint>(args, 6),
             new KernelCost(2 * elements * size + biasBytes, (wantDx ? elements * size : 0) + biasBytes, 0, GeluFlops * elements));
     }
+
+    /// <summary>Elements of the dtype in one 16-byte vector (the kernels' V): 4 fp32, 8 bf16 or fp16.</summary>
+    public static int VectorElements(DType dtype) => 16 / dtype.SizeInBytes();
 
     private static void CheckMatrix(int rows, int channels, int maxRowBlocks, string capArgument = "maxRowBlocks")
     {
@@ -149,10 +160,10 @@ internal static unsafe class GeluKernels
             throw new ArgumentOutOfRangeException(capArgument, maxRowBlocks, $"the row blocks must be in 1..{MaxRowBlocks} (gridDim.y)");
     }
 
-    /// <summary>Column blocks of RowBlock(C) threads across, and up to <paramref name="maxRowBlocks"/> row blocks down.</summary>
-    private static Dim3 Grid(int rows, int channels, int maxRowBlocks)
+    /// <summary>Column blocks of RowBlock(vectors) threads across, and up to <paramref name="maxRowBlocks"/> row blocks down.</summary>
+    private static Dim3 Grid(int rows, int vectors, int maxRowBlocks)
     {
-        uint block = LaunchShape.RowBlock(channels);
-        return new Dim3((uint)((channels + block - 1) / block), (uint)Math.Min(rows, maxRowBlocks));
+        uint block = LaunchShape.RowBlock(vectors);
+        return new Dim3((uint)((vectors + block - 1) / block), (uint)Math.Min(rows, maxRowBlocks));
     }
 }

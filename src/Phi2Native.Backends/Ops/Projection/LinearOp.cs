@@ -67,7 +67,7 @@ internal sealed class LinearOp : AutogradOp
         context.Deliver(_x, dx);
     }
 
-    private static (int Rows, int In, int Out) CheckForward(Tensor x, Tensor weight, Tensor? bias)
+    internal static (int Rows, int In, int Out) CheckForward(Tensor x, Tensor weight, Tensor? bias)
     {
         const string op = "Linear";
         OpContract.OnBackend(x, x?.Backend!, op, nameof(x));
@@ -87,7 +87,7 @@ internal sealed class LinearOp : AutogradOp
         return (OpContract.Int(x.ElementCount / Math.Max(inFeatures, 1), op, "rows"), inFeatures, outFeatures);
     }
 
-    private static (int Rows, int In, int Out) CheckBackward(Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias)
+    internal static (int Rows, int In, int Out) CheckBackward(Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias)
     {
         const string op = "LinearBackward";
         var (rows, inFeatures, outFeatures) = CheckForward(x, weight, null);

@@ -1,5 +1,6 @@
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Ops.Activation;
+using Phi2Native.Backends.Ops.Mlp;
 using Phi2Native.Models.Modules;
 using Phi2Native.Profiling;
 using Phi2Native.Tensors;
@@ -25,7 +26,20 @@ public sealed class Phi2Mlp : Module
     public Tensor Forward(Tensor x)
     {
         using var profile = ProfileScope.Module(Name);
-        return Fc2.Forward(GeluNewOp.Apply(Fc1.Forward(x)));
+        return Fc2.Forward(Fc1AndGelu(x));
+    }
+
+    /// <summary>
+    /// gelu_new(fc1(x)). With no adapter on fc1 (or a merged one: merging folds it into the weight and detaches it) this is
+    /// one fused op, fc1's bias and gelu_new in its GEMM's epilogue (or one pass after it). With an active LoRA adapter the
+    /// low-rank product must be added before gelu_new, so the unfused path stays: fc1 with its adapter, then GeluNew. The
+    /// fused LoRA kernels (lora_up with a bias + gelu_new epilogue, issue 14) will close that gap when they land.
+    /// </summary>
+    private Tensor Fc1AndGelu(Tensor x)
+    {
+        if (Fc1.Adapter is not null || Fc1.Bias is null) return GeluNewOp.Apply(Fc1.Forward(x));
+        using var profile = ProfileScope.Module(Fc1.Name);
+        return LinearGeluOp.Apply(x, Fc1.Weight, Fc1.Bias);
     }
 
     /// <inheritdoc/>
