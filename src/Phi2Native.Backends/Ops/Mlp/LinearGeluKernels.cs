@@ -41,14 +41,8 @@ internal static class LinearGeluKernels
         var blas = cuda.DeviceApi.Blas;
         if (UsesGeluEpilogue(blas, outFeatures, savePre))
         {
-            blas.LtMatmul(new LtMatmulArguments
+            blas.LtMatmul(CudaLinear.Projection(px, pw, py, dtype, rows, inFeatures, outFeatures) with
             {
-                TransposeA = BlasOperation.Transpose,
-                TransposeB = BlasOperation.NoTranspose,
-                M = outFeatures, N = rows, K = inFeatures,
-                A = pw, AType = dtype, Lda = inFeatures,
-                B = px, BType = dtype, Ldb = inFeatures,
-                D = py, DType = dtype, Ldd = outFeatures,
                 Epilogue = savePre ? LtEpilogue.GeluAuxBias : LtEpilogue.GeluBias, Bias = pb, BiasType = dtype,
                 Aux = ppre, AuxLd = savePre ? outFeatures : 0,
             }, cuda.Stream);
@@ -57,14 +51,8 @@ internal static class LinearGeluKernels
         // The fallback: h = x W^T + b through CudaLinear's BIAS epilogue (rounded once, exactly what an unfused Linear
         // stores), into pre (or into y at inference), then gelu_new over it, vectorised, in place at inference.
         var ph = savePre ? ppre : py;
-        blas.LtMatmul(new LtMatmulArguments
+        blas.LtMatmul(CudaLinear.Projection(px, pw, ph, dtype, rows, inFeatures, outFeatures) with
         {
-            TransposeA = BlasOperation.Transpose,
-            TransposeB = BlasOperation.NoTranspose,
-            M = outFeatures, N = rows, K = inFeatures,
-            A = pw, AType = dtype, Lda = inFeatures,
-            B = px, BType = dtype, Ldb = inFeatures,
-            D = ph, DType = dtype, Ldd = outFeatures,
             Epilogue = LtEpilogue.Bias, Bias = pb, BiasType = dtype,
         }, cuda.Stream);
         GeluKernels.GeluNew(cuda.DeviceApi, dtype, ph, py, (long)rows * outFeatures, cuda.Stream);

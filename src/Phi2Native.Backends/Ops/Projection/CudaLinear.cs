@@ -43,18 +43,26 @@ internal static class CudaLinear
                 1f, pw, dtype, inFeatures, px, dtype, inFeatures, 0f, py, dtype, outFeatures, cuda.Stream);
             return y;
         }
-        blas.LtMatmul(new LtMatmulArguments
+        blas.LtMatmul(Projection(px, pw, py, dtype, rows, inFeatures, outFeatures) with
         {
-            TransposeA = BlasOperation.Transpose,
-            TransposeB = BlasOperation.NoTranspose,
-            M = outFeatures, N = rows, K = inFeatures,
-            A = pw, AType = dtype, Lda = inFeatures,
-            B = px, BType = dtype, Ldb = inFeatures,
-            D = py, DType = dtype, Ldd = outFeatures,
             Epilogue = LtEpilogue.Bias, Bias = cuda.Pointer(bias, nameof(bias)), BiasType = dtype,
         }, cuda.Stream);
         return y;
     }
+
+    /// <summary>
+    /// cuBLASLt's arguments for y [rows, out] = x [rows, in] W^T with W [out, in], all of <paramref name="dtype"/>
+    /// (row-major tensors as cuBLAS's column-major: y^T = W x^T); the caller adds the epilogue.
+    /// </summary>
+    internal static LtMatmulArguments Projection(DevicePtr x, DevicePtr weight, DevicePtr y, DType dtype, int rows, int inFeatures, int outFeatures) => new()
+    {
+        TransposeA = BlasOperation.Transpose,
+        TransposeB = BlasOperation.NoTranspose,
+        M = outFeatures, N = rows, K = inFeatures,
+        A = weight, AType = dtype, Lda = inFeatures,
+        B = x, BType = dtype, Ldb = inFeatures,
+        D = y, DType = dtype, Ldd = outFeatures,
+    };
 
     /// <summary>
     /// <see cref="LinearOp"/>'s backward on the CUDA backend, the contract checked: each product accumulates in fp32 and
