@@ -397,19 +397,7 @@ internal sealed partial class Benchmarks
     }
 
     /// <summary>One more repetition of <paramref name="op"/> under the profiler, priced by the roofline model (modelled milliseconds).</summary>
-    private double Modelled(Action op)
-    {
-        var recorder = ProfileRecorder.Start();
-        try
-        {
-            op();
-        }
-        finally
-        {
-            recorder.Dispose();   // waits for the repetition
-        }
-        return _model.Milliseconds(recorder.Events);
-    }
+    private double Modelled(Action op) => _model.Milliseconds(ProfileRecorder.Record(op));
 
     private static BenchOutcome Rate(string shape, double ms, int reps, double amount, string unit, string? detail = null, [System.Runtime.CompilerServices.CallerMemberName] string caller = "") =>
         new(caller, shape, DtName, BenchStatus.Ran, ms, ms > 0 ? amount / (ms / 1000) : double.PositiveInfinity, unit, reps, detail ?? "");

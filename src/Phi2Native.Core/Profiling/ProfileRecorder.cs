@@ -39,6 +39,22 @@ public sealed class ProfileRecorder : IDisposable
     /// </summary>
     public static ProfileRecorder Start(bool countTraffic = false) => new(countTraffic);
 
+    /// <summary>Records <paramref name="work"/> alone on this thread and returns its events (the recorder stopped, so measured times are in).</summary>
+    public static IReadOnlyList<ProfileEvent> Record(Action work)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        var recorder = Start();
+        try
+        {
+            work();
+        }
+        finally
+        {
+            recorder.Dispose();
+        }
+        return recorder.Events;
+    }
+
     /// <summary>Whether the emulated device counts each launch's memory traffic.</summary>
     public bool CountTraffic { get; }
 

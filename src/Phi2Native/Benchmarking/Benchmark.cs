@@ -102,16 +102,8 @@ public static class Benchmark
     /// <summary>One repetition under the profiler, priced by the roofline model on an H100 SXM and an H200 (milliseconds, modelled).</summary>
     private static (double H100, double H200) Modelled(BenchmarkCase benchmarkCase)
     {
-        var recorder = ProfileRecorder.Start();
-        try
-        {
-            benchmarkCase.RunOnce();
-        }
-        finally
-        {
-            recorder.Dispose();
-        }
-        return (new RooflineModel(GpuFigures.H100).Milliseconds(recorder.Events), new RooflineModel(GpuFigures.H200).Milliseconds(recorder.Events));
+        var events = ProfileRecorder.Record(benchmarkCase.RunOnce);
+        return (new RooflineModel(GpuFigures.H100).Milliseconds(events), new RooflineModel(GpuFigures.H200).Milliseconds(events));
     }
 
     private static ComputeUse Use(BenchmarkWorkload workload) =>
