@@ -12,6 +12,7 @@
 #include "../embedding.cu"
 #include "../rotary.cu"
 #include "../cache.cu"
+#include "../qkv.cu"
 #include "../transpose.cu"
 #include "../gelu.cu"
 #include "../dropout.cu"
@@ -76,6 +77,13 @@ namespace
         // cache.cu
         PHI2_EMU_ENTRY(cache_write_f32),
         PHI2_EMU_ENTRY(cache_write_bf16),
+        // qkv.cu
+        PHI2_EMU_ENTRY(qkv_split_rotary_f32),
+        PHI2_EMU_ENTRY(qkv_split_rotary_bf16),
+        PHI2_EMU_ENTRY(qkv_split_rotary_f16),
+        PHI2_EMU_ENTRY(qkv_split_rotary_backward_f32),
+        PHI2_EMU_ENTRY(qkv_split_rotary_backward_bf16),
+        PHI2_EMU_ENTRY(qkv_split_rotary_backward_f16),
         // transpose.cu
         PHI2_EMU_ENTRY(transpose_f32),
         PHI2_EMU_ENTRY(transpose_bf16),

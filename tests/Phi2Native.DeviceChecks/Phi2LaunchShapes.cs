@@ -9,6 +9,7 @@ using Phi2Native.Backends.Ops.Lora;
 using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Backends.Ops.Optimizer;
 using Phi2Native.Backends.Ops.Residual;
+using Phi2Native.Backends.Ops.Qkv;
 using Phi2Native.Backends.Ops.Rotary;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
@@ -41,6 +42,10 @@ internal static class Phi2LaunchShapes
 
         foreach (var dtype in AllFloat)
         {
+            // The fused q/k/v split: training (no cache), a decode step into the cache, and the backward.
+            QkvKernels.SplitRotary(device, dtype, P(), P(), P(), P(), DevicePtr.Null, B, T, H, D, RotaryDim, 10000, 0);
+            QkvKernels.SplitRotary(device, dtype, P(), P(), P(), P(), P(), B, 1, H, D, RotaryDim, 10000, T);
+            QkvKernels.SplitRotaryBackward(device, dtype, P(), P(), P(), P(), DevicePtr.Null, B, T, H, D, RotaryDim, 10000);
             ElementwiseKernels.Add(device, dtype, P(), P(), P(), (long)Rows * C);
             ElementwiseKernels.Scale(device, dtype, P(), P(), 0.5f, (long)Rows * C);
             DropoutKernels.Dropout(device, dtype, P(), P(), 0.1, 7, (long)Rows * C);

@@ -15,6 +15,9 @@ public sealed class Linear : Module
         Bias = hasBias ? Take(weights, "bias", outFeatures) : null;
     }
 
+    /// <summary>Over parameters already loaded (row-block views of a fused weight, <see cref="LinearStack"/>), named by the caller.</summary>
+    internal Linear(string name, Tensor weight, Tensor? bias) : base(name) => (Weight, Bias) = (weight, bias);
+
     /// <summary>[out, in].</summary>
     public Tensor Weight { get; }
 
