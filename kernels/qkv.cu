@@ -21,7 +21,7 @@
 //   qkv_split_rotary_backward_{dtype}(dq, dk, dv, dqkv, row_offsets, rows, T, H, D, rd, theta)
 //       dqkv [N, 3C] (=, an activation gradient): the q and k blocks are dq and dk rotated back (the same formula with
 //       sin negated), the v block is dv; a null dq, dk or dv (no gradient reached it) gives zeros in its block. Then
-//       one dX GEMM and the weight gradients' GEMMs read dqkv.
+//       one dX GEMM (accumulating into x's gradient) and the weight gradients' GEMMs read dqkv.
 //   Both: grid (rows; fewer works, each block then walks rows blockIdx.x, + gridDim.x, ...), block (any; the launcher
 //   takes one thread per work item of a row, 2 H (D - rd / 2) + H D of them rounded up to 32, at most 256), no
 //   dynamic shared memory; per row the block computes cos and sin of its position's half angles into shared memory

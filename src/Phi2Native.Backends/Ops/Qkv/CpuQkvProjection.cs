@@ -10,7 +10,7 @@ namespace Phi2Native.Backends.Ops.Qkv;
 // Linear per projection (CpuLinear), RotaryOp's rotation of q and k (CpuRotary) and KvCacheOp's cache write, so the
 // fused op on the CPU is by construction what the three-Linear path computes.
 //   forward   q = rotary(x Wq^T + bq), k = rotary(x Wk^T + bk), v = x Wv^T + bv, each [B, T, H, D]
-//   backward  gq = rotary^-1(dq), gk = rotary^-1(dk), gv = dv;  dx = sum_j g_j W_j;  dW_j += g_j^T x;  db_j += column sums of g_j
+//   backward  gq = rotary^-1(dq), gk = rotary^-1(dk), gv = dv;  dx += g_v Wv, += g_k Wk, += g_q Wq;  dW_j += g_j^T x;  db_j += column sums of g_j
 internal static class CpuQkvProjection
 {
     /// <summary><see cref="QkvProjectionOp.Forward"/> on the CPU backend, the contract checked.</summary>
@@ -40,30 +40,25 @@ internal static class CpuQkvProjection
         }
     }
 
-    /// <summary><see cref="QkvProjectionOp"/>'s backward on the CPU backend, the contract checked.</summary>
+    /// <summary>
+    /// <see cref="QkvProjectionOp"/>'s backward on the CPU backend, the contract checked. dx (+=) gains v's, then k's,
+    /// then q's product, each added once: the order and roundings of the three Linears' backward on the tape (recorded
+    /// q, k, v, run v, k, q), so CPU training is bit for bit what it was before the fusion (the embedded base's recipe).
+    /// </summary>
     public static void Backward(Tensor? dq, Tensor? dk, Tensor? dv, Tensor x, QkvParameters p, QkvShape shape, Tensor? positions,
         Tensor? dx, Tensor?[] weightGradients, Tensor?[] biasGradients)
     {
         var backend = x.Backend;
         int c = x.Size(2), rows = x.Size(0) * x.Size(1);
-        bool dxWritten = false;
         Tensor?[] gradients = [dq, dk, dv];
-        for (int j = 0; j < 3; j++)
+        for (int j = 2; j >= 0; j--)
         {
             if (gradients[j] is not { } gradient) continue; // no gradient reached this projection: it adds nothing
             using var unrotated = j < 2 && shape.RotaryDim > 0 ? backend.Empty(gradient.Shape, gradient.DType) : null;
             if (unrotated is not null) CpuRotary.Backward(gradient, unrotated, shape.RotaryDim, shape.Theta, positions);
-            var g = unrotated ?? gradient;
-            // dx is written by the first projection and accumulated by the others.
-            using var partial = dx is null || !dxWritten ? null : backend.Empty(dx.Shape, dx.DType);
-            CpuLinear.Backward(g, x, p.Weights[j], partial ?? dx, weightGradients[j], biasGradients[j], rows, c, c);
+            using var partial = dx is null ? null : backend.Empty(dx.Shape, dx.DType);
+            CpuLinear.Backward(unrotated ?? gradient, x, p.Weights[j], partial, weightGradients[j], biasGradients[j], rows, c, c);
             if (partial is not null) backend.AddInPlace(dx!, partial);
-            dxWritten |= dx is not null;
-        }
-        if (dx is not null && !dxWritten)
-        {
-            using var zeros = backend.Zeros(dx.Shape, dx.DType);
-            backend.Copy(zeros, dx);
         }
     }
 

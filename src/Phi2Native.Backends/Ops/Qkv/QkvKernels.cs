@@ -10,7 +10,7 @@ namespace Phi2Native.Backends.Ops.Qkv;
 // qkv_split_rotary gives q, k, v (or writes k, v into the cache). Backward: qkv_split_rotary_backward gives dqkv [N, 3C],
 // then one dX GEMM over all three blocks, and one dW GEMM and one dBias GEMM per run of adjacent trained blocks.
 // Row-major against column-major as in CudaLinear: with W [3C, C] and dqkv [N, 3C] (leading dimension 3C),
-//   dx      dx^T [C, N] = W^T [C, 3C] dqkv^T [3C, N]                                    m = C, n = N, k = 3C; beta 0
+//   dx      dx^T [C, N] += W^T [C, 3C] dqkv^T [3C, N]                                   m = C, n = N, k = 3C; beta 1
 //   dW_j    dW_j^T [C, cC] += x^T [C, N] dqkv_j [N, cC]  (dqkv_j: columns [jC, jC + cC))  m = C, n = cC, k = N; beta 1
 //   dB_j    dB_j [cC] += dqkv_j^T [cC, N] ones [N]                                       m = cC, n = 1, k = N; beta 1
 // where a run is c consecutive projections whose gradient tensors follow one another in one block of memory (the
@@ -78,7 +78,7 @@ internal static unsafe class QkvKernels
     }
 
     /// <summary>
-    /// <see cref="QkvProjectionOp"/>'s backward on the CUDA backend, the contract checked: dx (=) if asked; each non-null
+    /// <see cref="QkvProjectionOp"/>'s backward on the CUDA backend, the contract checked: dx (+=) if asked; each non-null
     /// weight and bias gradient (+=), one GEMM per run of adjacent ones (see the class).
     /// </summary>
     internal static void Backward(CudaBackend cuda, Tensor? dq, Tensor? dk, Tensor? dv, Tensor x, QkvParameters p, QkvShape shape, Tensor? positions,
@@ -99,12 +99,12 @@ internal static unsafe class QkvKernels
             var pdx = cuda.Pointer(dx, nameof(dx));
             if (p.WeightsFused)
                 blas.GemmEx(BlasOperation.NoTranspose, BlasOperation.NoTranspose, c, rows, 3 * c,
-                    1f, cuda.Pointer(p.Weights[0], "q weight"), dtype, c, pd, dtype, 3 * c, 0f, pdx, dtype, c, stream);
+                    1f, cuda.Pointer(p.Weights[0], "q weight"), dtype, c, pd, dtype, 3 * c, 1f, pdx, dtype, c, stream);
             else
                 for (int j = 0; j < 3; j++)
                     blas.GemmEx(BlasOperation.NoTranspose, BlasOperation.NoTranspose, c, rows, c,
                         1f, cuda.Pointer(p.Weights[j], QkvParameters.Names[j] + " weight"), dtype, c, pd.Offset((long)j * c * size), dtype, 3 * c,
-                        j == 0 ? 0f : 1f, pdx, dtype, c, stream);
+                        1f, pdx, dtype, c, stream);
         }
         var px = cuda.Pointer(x, nameof(x));
         foreach (var (start, count) in Runs(weightGradients))

@@ -11,8 +11,9 @@ namespace Phi2Native.Backends.Ops.Qkv;
 /// into heads q, k, v [B, T, H, D], with Phi-2's partial rotary (RotaryOp's) on q and k at positions positions[b] + t
 /// (I32 [B] on the backend, or null for 0 + t). Training: <see cref="Apply"/> gives all three and records the op;
 /// inference through a KV cache: <see cref="Cached"/> writes k and v into the caches' rows (KvCacheOp's rule) and gives q.
-/// Backward: dq and dk rotated back and dv into one [N, 3C] gradient, then dx (=), and the weight and bias gradients
-/// (+=) of the projections that train only. On the CUDA backend one GEMM and one kernel each way (kernels/qkv.cu); on
+/// Backward: dq and dk rotated back and dv into one [N, 3C] gradient, then dx, accumulated (+=) into x's gradient by
+/// the dX GEMM itself (beta 1: x, the layer's normalized input, already holds the MLP branch's dx, so no add follows),
+/// and the weight and bias gradients (+=) of the projections that train only. On the CUDA backend one GEMM and one kernel each way (kernels/qkv.cu); on
 /// the CPU the unfused ops, the reference. The contract is checked here, once.
 /// </summary>
 internal sealed class QkvProjectionOp : AutogradOp
@@ -71,7 +72,7 @@ internal sealed class QkvProjectionOp : AutogradOp
     }
 
     /// <summary>
-    /// The gradients alone, from dq, dk, dv [B, T, H, D] (any may be null: no gradient reached it): dx (=) like x, and
+    /// The gradients alone, from dq, dk, dv [B, T, H, D] (any may be null: no gradient reached it): dx (+=) like x, and
     /// the weight [C, C] and bias [C] gradients (+=, x's dtype or F32 over a 16-bit x) of each projection, null where
     /// that projection is frozen (no product is computed for it).
     /// </summary>
@@ -132,12 +133,12 @@ internal sealed class QkvProjectionOp : AutogradOp
     /// <inheritdoc/>
     protected internal override void Backward(Tensor dOutput, BackwardContext context)
     {
-        var dx = context.NewGradient(_x);
+        // Accumulated into x's pending gradient (the MLP's dx, delivered first) by the dX product itself.
+        var dx = context.AccumulatorFor(_x);
         // Gradients new to this step become views of one buffer, so adjacent trained projections take one dW GEMM.
         var weightGradients = context.AccumulatorsFor(_parameters.Weights);
         var biasGradients = context.AccumulatorsFor(_parameters.Biases);
         Backward(dOutput, _dk, _dv, _x, _parameters, _shape, _positions, dx, weightGradients, biasGradients);
-        context.Deliver(_x, dx);
     }
 
     /// <inheritdoc/>

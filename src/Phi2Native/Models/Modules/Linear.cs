@@ -41,6 +41,17 @@ public sealed class Linear : Module
         return Adapter is null ? y : Adapter.Forward(x, y, Training);
     }
 
+    /// <summary>
+    /// Inference only, with no adapter: x [..., in] -> x W^T + b + <paramref name="residual"/> [..., out], the residual
+    /// added by the GEMM's own accumulation (LinearOp.ForwardAdding); <paramref name="inPlace"/> writes into the residual.
+    /// </summary>
+    internal Tensor ForwardAdding(Tensor x, Tensor residual, bool inPlace)
+    {
+        if (Adapter is not null) throw new InvalidOperationException($"{Name}: an adapted Linear adds its adapter's output; a residual cannot go in its GEMM");
+        using var profile = ProfileScope.Module(Name);
+        return LinearOp.ForwardAdding(x, Weight, Bias, residual, inPlace);
+    }
+
     /// <inheritdoc/>
     protected override IEnumerable<Tensor> OwnParameters() => Bias is null ? [Weight] : [Weight, Bias];
 }

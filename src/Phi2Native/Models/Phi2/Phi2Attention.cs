@@ -60,7 +60,13 @@ public sealed class Phi2Attention : Module
     /// rows hold different lengths, each row b does the same at its own t = cache.RowLength(b). The caller advances
     /// the cache once every layer has run. Adapters on q/k/v apply (<see cref="ProjectQkv"/>).
     /// </summary>
-    public Tensor Forward(Tensor x, KeyValueCache cache, int layer)
+    public Tensor Forward(Tensor x, KeyValueCache cache, int layer) => Forward(x, cache, layer, null);
+
+    /// <summary>
+    /// As <see cref="Forward(Tensor, KeyValueCache, int)"/>; with a <paramref name="residual"/> [B, T, C] (and no adapter
+    /// on dense) the result is residual + attention, the residual added by dense's GEMM (beta 1) into a new tensor.
+    /// </summary>
+    internal Tensor Forward(Tensor x, KeyValueCache cache, int layer, Tensor? residual)
     {
         using var profile = ProfileScope.Module(Name);
         int batch = x.Size(0), time = x.Size(1), heads = _config.NumAttentionHeads, headDim = _config.HeadDim;
@@ -68,7 +74,8 @@ public sealed class Phi2Attention : Module
         Tensor keys = cache.Keys(layer), values = cache.Values(layer);   // [B, Tmax, H, D]
         var (q, _, _) = ProjectQkv(x, positions.RowOffsets, keys, values); // q [B, T, H, D] at positions t .. t + T - 1 (t per row)
         var attended = AttentionOp.Cached(q, keys, values, positions.RowKeyTimes);   // [B, T, H, D]
-        return Dense.Forward(ReshapeOp.Apply(attended, batch, time, heads * headDim));
+        var merged = ReshapeOp.Apply(attended, batch, time, heads * headDim);
+        return residual is null ? Dense.Forward(merged) : Dense.ForwardAdding(merged, residual, inPlace: false);
     }
 
     /// <summary>
