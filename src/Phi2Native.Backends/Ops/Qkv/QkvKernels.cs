@@ -29,15 +29,15 @@ internal static unsafe class QkvKernels
     {
         int batch = x.Size(0), time = x.Size(1), rows = batch * time, c = x.Size(2);
         var dtype = x.DType;
-        int[] heads = [batch, time, shape.Heads, shape.HeadDim];
-        var q = cuda.Allocate(heads, dtype, nameof(x));
+        int[] headShape = [batch, time, shape.Heads, shape.HeadDim];
+        var q = cuda.Allocate(headShape, dtype, nameof(x));
         Tensor? k = null, v = null;
         try
         {
             if (keys is null)
             {
-                k = cuda.Allocate(heads, dtype, nameof(x));
-                v = cuda.Allocate(heads, dtype, nameof(x));
+                k = cuda.Allocate(headShape, dtype, nameof(x));
+                v = cuda.Allocate(headShape, dtype, nameof(x));
             }
             if (rows == 0) return (q, k, v);
             using var qkv = cuda.Allocate([rows, 3 * c], dtype, "qkv");
@@ -156,15 +156,15 @@ internal static unsafe class QkvKernels
         if (capacity > 0 && rowOffsets.IsNull)
             throw new ArgumentException("writing into caches (capacity > 0) needs each batch row's position: rowOffsets is null", nameof(rowOffsets));
         int size = dtype.SizeInBytes();
-        long heads4 = rows * c * size, kvBytes = capacity > 0 ? (long)batch * capacity * c * size : heads4;
-        BufferOverlap.RequireNone(qkv, 3 * heads4, q, heads4, nameof(qkv), nameof(q));
-        BufferOverlap.RequireNone(qkv, 3 * heads4, k, kvBytes, nameof(qkv), nameof(k));
-        BufferOverlap.RequireNone(qkv, 3 * heads4, v, kvBytes, nameof(qkv), nameof(v));
-        BufferOverlap.RequireNone(q, heads4, k, kvBytes, nameof(q), nameof(k));
-        BufferOverlap.RequireNone(q, heads4, v, kvBytes, nameof(q), nameof(v));
+        long headsBytes = rows * c * size, kvBytes = capacity > 0 ? (long)batch * capacity * c * size : headsBytes;
+        BufferOverlap.RequireNone(qkv, 3 * headsBytes, q, headsBytes, nameof(qkv), nameof(q));
+        BufferOverlap.RequireNone(qkv, 3 * headsBytes, k, kvBytes, nameof(qkv), nameof(k));
+        BufferOverlap.RequireNone(qkv, 3 * headsBytes, v, kvBytes, nameof(qkv), nameof(v));
+        BufferOverlap.RequireNone(q, headsBytes, k, kvBytes, nameof(q), nameof(k));
+        BufferOverlap.RequireNone(q, headsBytes, v, kvBytes, nameof(q), nameof(v));
         BufferOverlap.RequireNone(k, kvBytes, v, kvBytes, nameof(k), nameof(v));
         if (!rowOffsets.IsNull)
-            foreach (var (output, bytes, name) in new[] { (q, heads4, nameof(q)), (k, kvBytes, nameof(k)), (v, kvBytes, nameof(v)) })
+            foreach (var (output, bytes, name) in new[] { (q, headsBytes, nameof(q)), (k, kvBytes, nameof(k)), (v, kvBytes, nameof(v)) })
                 BufferOverlap.RequireNone(rowOffsets, (long)batch * sizeof(int), output, bytes, nameof(rowOffsets), name);
         if (rows == 0) return;
         int rowCount = (int)rows;
@@ -175,7 +175,7 @@ internal static unsafe class QkvKernels
         };
         // qkv read once, q, k, v written once (k and v into the cache's rows), the row offsets; 3 flops per rotated element of q and k.
         device.Launch(kernel, new Dim3((uint)Math.Min(rowCount, maxBlocks)), LaunchShape.RowBlock(items), 0, stream, new ReadOnlySpan<nint>(args, 12),
-            new KernelCost(3 * heads4 + (rowOffsets.IsNull ? 0 : (long)batch * sizeof(int)), 3 * heads4, 0, 2 * 3 * rows * heads * rotaryDim));
+            new KernelCost(3 * headsBytes + (rowOffsets.IsNull ? 0 : (long)batch * sizeof(int)), 3 * headsBytes, 0, 2 * 3 * rows * heads * rotaryDim));
     }
 
     /// <summary>Launches qkv.cu's qkv_split_rotary_backward_{dtype} (contract in its header); a null dq, dk or dv gives zeros in its block of dqkv.</summary>
@@ -194,10 +194,10 @@ internal static unsafe class QkvKernels
         LaunchArguments.OptionalPointer(rowOffsets, DType.I32, nameof(rowOffsets));
         var (rows, c, items) = CheckShape(batch, time, heads, headDim, rotaryDim, theta, maxBlocks);
         int size = dtype.SizeInBytes();
-        long heads4 = rows * c * size;
+        long headsBytes = rows * c * size;
         foreach (var (pointer, name) in new[] { (dq, nameof(dq)), (dk, nameof(dk)), (dv, nameof(dv)), (rowOffsets, nameof(rowOffsets)) })
             if (!pointer.IsNull)
-                BufferOverlap.RequireNone(pointer, name == nameof(rowOffsets) ? (long)batch * sizeof(int) : heads4, dqkv, 3 * heads4, name, nameof(dqkv));
+                BufferOverlap.RequireNone(pointer, name == nameof(rowOffsets) ? (long)batch * sizeof(int) : headsBytes, dqkv, 3 * headsBytes, name, nameof(dqkv));
         if (rows == 0) return;
         int rowCount = (int)rows;
         nint* args = stackalloc nint[]
@@ -207,7 +207,7 @@ internal static unsafe class QkvKernels
         };
         // The present gradients read once, dqkv written once, the row offsets; 3 flops per rotated element of dq and dk.
         device.Launch(kernel, new Dim3((uint)Math.Min(rowCount, maxBlocks)), LaunchShape.RowBlock(items), 0, stream, new ReadOnlySpan<nint>(args, 11),
-            new KernelCost(present * heads4 + (rowOffsets.IsNull ? 0 : (long)batch * sizeof(int)), 3 * heads4, 0, 2 * 3 * rows * heads * rotaryDim));
+            new KernelCost(present * headsBytes + (rowOffsets.IsNull ? 0 : (long)batch * sizeof(int)), 3 * headsBytes, 0, 2 * 3 * rows * heads * rotaryDim));
     }
 
     private static (long Rows, long C, int Items) CheckShape(int batch, int time, int heads, int headDim, int rotaryDim, double theta, int maxBlocks)
