@@ -43,6 +43,9 @@ namespace
         PHI2_EMU_ENTRY(scale_bf16),
         PHI2_EMU_ENTRY(scale_f16),
         PHI2_EMU_ENTRY(accumulate_f32),
+        PHI2_EMU_ENTRY(scale_by_f32),
+        PHI2_EMU_ENTRY(scale_by_bf16),
+        PHI2_EMU_ENTRY(accumulate_scaled_f32),
         // cast.cu
         PHI2_EMU_ENTRY(cast_f32_bf16),
         PHI2_EMU_ENTRY(cast_f32_f16),
@@ -94,6 +97,9 @@ namespace
         PHI2_EMU_ENTRY(cross_entropy_sum_bf16),
         PHI2_EMU_ENTRY(cross_entropy_backward_f32),
         PHI2_EMU_ENTRY(cross_entropy_backward_bf16),
+        PHI2_EMU_ENTRY(cross_entropy_chunk_f32),
+        PHI2_EMU_ENTRY(cross_entropy_chunk_bf16),
+        PHI2_EMU_ENTRY(cross_entropy_picked_sum),
         // optimizer.cu
         PHI2_EMU_ENTRY(chunk_sum_of_squares_f32),
         PHI2_EMU_ENTRY(chunk_sum_of_squares_bf16),

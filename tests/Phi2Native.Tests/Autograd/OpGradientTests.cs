@@ -225,6 +225,18 @@ public class OpGradientTests
     }
 
     [Test]
+    public void LinearCrossEntropyInChunks()
+    {
+        // 7 rows in chunks of 3 (the last one short), the chunk of rows 3 .. 5 scoring nothing: x, W and b all train.
+        var x = Input("x", [7, 9], 2);
+        var weight = Input("weight", [13, 9]);
+        var bias = Input("bias", [13]);
+        int[] targets = [4, 12, 0, -100, -100, -100, 7];
+        Check("LinearCrossEntropy", () => LinearCrossEntropyOp.Apply(x, weight, bias, targets, chunkRows: 3), [x, weight, bias]);
+        Check("LinearCrossEntropy, frozen head", () => LinearCrossEntropyOp.Apply(x, weight, null, targets, chunkRows: 2), [x]);
+    }
+
+    [Test]
     public void CrossEntropyOfLargeLogitsStaysFinite()
     {
         using var scope = TensorScope.Begin();

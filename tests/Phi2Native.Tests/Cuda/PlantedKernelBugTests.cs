@@ -73,6 +73,12 @@ public class PlantedKernelBugTests : Support.TemporaryDirectoryTest
             "for (int e = 0; e < V; e++) o[e] = D::from_f32(gelu_new_f(v[0])); // planted",
             "every element of a 16-byte vector takes its first element's gelu_new",
             "gelu_new_bf16 n=1001", "LinearGelu(+Backward) bf16 x [7, 32] W [64, 32], bias epilogue + gelu_new fallback"),
+        new("cross_entropy.cu", "picked[r] = ignored ? 0.0f : valid ? load<D>(row, t) : cross_entropy_nan();",
+            "picked[r] = ignored ? 0.0f : valid ? load<D>(row, t > 0 ? t - 1 : t) : cross_entropy_nan(); // planted",
+            "the chunk gathers the target's neighbour's logit for the loss",
+            "cross_entropy_chunk_f32 [7, 1003] of a loss counting 9", "cross_entropy_chunk_bf16 [7, 1003] of a loss counting 9"),
+        new("elementwise.cu", "if (i < n) y[i] = __fadd_rn(y[i], __fmul_rn(*alpha, x[i]));", "if (i < n) y[i] = __fmul_rn(*alpha, x[i]); // planted",
+            "the scaled gradient written over the accumulator instead of added to it", "accumulate_scaled_f32 n=1001"),
     ];
 
     [Test]

@@ -161,17 +161,41 @@ public class ProfileCountTests
         Assert.That(report.Launches, Is.Zero);
         Assert.That(report.HostSyncs, Is.Zero);
         var linear = report.Rows.Single(r => r.Name == "Linear");
-        // Per layer 6 Linears (the bases) and lm_head: 2 x 6 + 1 forwards; the LoRA branches' two products are inside the
-        // Lora op, one per adapted Linear: 2 x 6.
-        Assert.That(linear.Calls, Is.EqualTo(2 * 6 + 1));
+        // Per layer 6 Linears (the bases): 2 x 6 forwards (lm_head runs inside LinearCrossEntropy, with the loss); the LoRA
+        // branches' two products are inside the Lora op, one per adapted Linear: 2 x 6.
+        Assert.That(linear.Calls, Is.EqualTo(2 * 6));
+        Assert.That(report.Rows.Single(r => r.Name == "LinearCrossEntropy").Calls, Is.EqualTo(1));
         Assert.That(linear.MeasuredMs, Is.GreaterThan(0));
         Assert.That(report.Rows.Single(r => r.Name == "Lora").Calls, Is.EqualTo(2 * 6));
         // Backward runs for every base Linear but layer 0's q, k, v and fc1: their input (input_layernorm of the frozen
         // embedding) needs no gradient and their weights are frozen, so the tape never recorded them; every Lora op is
         // recorded (A and B train).
-        Assert.That(report.Rows.Single(r => r.Name == "LinearBackward").Calls, Is.EqualTo(2 * 6 + 1 - 4));
+        Assert.That(report.Rows.Single(r => r.Name == "LinearBackward").Calls, Is.EqualTo(2 * 6 - 4));
         Assert.That(report.Rows.Single(r => r.Name == "LoraBackward").Calls, Is.EqualTo(2 * 6));
         Assert.That(report.ModelH100Ms, Is.Zero, "CPU ops have no modelled GPU time");
+    }
+
+    [TestCase(ProfileWorkload.Lora), Category("Emulated")]
+    [TestCase(ProfileWorkload.Train), Category("Emulated")]
+    public void TheHeadAndTheLossAreChunked_AndBackwardOnlyScales(ProfileWorkload what)
+    {
+        // lm_head and the loss in one op (LinearCrossEntropyOp), one chunk here (8 rows): the logits GEMM with its bias in
+        // the epilogue, cross_entropy_chunk (lse, target logits and the logits' gradient in place), dX (GemmEx) and, when
+        // lm_head trains in full, dW and db (GemmEx each); then the loss from the gathered target logits. Backward only
+        // scales what forward computed by the loss's gradient, read on the device: dX, and dW and db when they train.
+        // The unfused head took 1 GEMM + cross_entropy + cross_entropy_sum forward and cross_entropy_backward + dX (+ dW,
+        // db) backward, holding the [B x T, V] logits and then their gradient.
+        var report = Profile(what, layers: 2);
+        bool full = what == ProfileWorkload.Train;
+        List<string> Head(ProfilePhase phase) => [.. report.Events
+            .Where(e => e.Module == "lm_head" && e.Phase == phase && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas).Select(e => e.Name)];
+        string[] forward = full
+            ? ["cublasLtMatmul", "cross_entropy_chunk_f32", "cublasGemmEx", "cublasGemmEx", "cublasGemmEx", "cross_entropy_picked_sum"]
+            : ["cublasLtMatmul", "cross_entropy_chunk_f32", "cublasGemmEx", "cross_entropy_picked_sum"];
+        Assert.That(Head(ProfilePhase.Forward), Is.EqualTo(forward), Names(report));
+        Assert.That(Head(ProfilePhase.Backward), Is.EqualTo(full ? new[] { "scale_by_f32", "accumulate_scaled_f32", "accumulate_scaled_f32" } : ["scale_by_f32"]));
+        Assert.That(report.Events.Where(e => e.Name is "cross_entropy_f32" or "cross_entropy_backward_f32" or "cross_entropy_sum_f32"), Is.Empty);
+        Assert.That(report.HostSyncs, Is.EqualTo(1), "the head reads nothing back: the count of scored tokens is the host's");
     }
 
     private static string Names(ProfileReport report) =>
