@@ -92,7 +92,8 @@ public sealed unsafe partial class EmulatedDevice
                     return reuse;
                 }
                 _graphs.Remove(reuse.Handle);
-                AttachMemory(reuse, null);
+                // The old graph goes; its pool goes with it unless the capture allocated from that pool (it moves on below).
+                if (_graphMemory.Remove(reuse.Handle, out var oldMemory) && oldMemory != capture.Memory) ReleaseGraphMemory(oldMemory);
             }
             var graph = new DeviceGraph(++_nextGraph);
             _graphs.Add(graph.Handle, nodes);

@@ -70,7 +70,8 @@ public sealed partial class CudaDevice
                 }
                 if (result != CuResult.ErrorGraphExecUpdateFailure) CudaDriver.Check(result, "cuGraphExecUpdate");
                 CudaDriver.Check(CudaDriver.cuGraphExecDestroy(reuse.Handle), "cuGraphExecDestroy");
-                AttachPool(reuse.Handle, null);
+                // The old graph's pool goes with it unless the capture allocated from that pool (it moves to the new graph).
+                if (_graphPools.Remove(reuse.Handle, out var old) && old != capture.Pool) _allocator.ReleasePool(old);
             }
             CudaDriver.Check(CudaDriver.cuGraphInstantiateWithFlags(out nint exec, graph, 0), "cuGraphInstantiate");
             AttachPool(exec, capture.Pool);
