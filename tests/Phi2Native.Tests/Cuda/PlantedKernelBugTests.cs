@@ -23,7 +23,7 @@ public class PlantedKernelBugTests : Support.TemporaryDirectoryTest
         new("optimizer.cu", "for (int i = (int)threadIdx.x; i < chunk.count; i += (int)blockDim.x)",
             "for (int i = (int)threadIdx.x; i < chunk.count; i += 2 * (int)blockDim.x) // planted",
             "chunk sums over every other element", "gradient check f32/bf16/f16, nulls, 2 losses, clipping"),
-        new("decode.cu", "return value > best || (value == best && id < best_id);", "return value >= best; // planted",
+        new("decode.cu", "return value > best || (value == best && id < best_id);", "return value > best || (value == best && id >= best_id); // planted",
             "a tie that goes to the later id (the host sampler keeps the lower one)",
             "decode_next_f32 ties, NaN, -inf, last column", "decode_next_bf16 ties, NaN, -inf, last column"),
         new("residual.cu", "float dm = dropout_bits24(seed_m, i)", "float dm = dropout_bits24(seed_m ^ 1ull, i)",
