@@ -22,6 +22,7 @@
 #include "../attention_mma.cu"
 #include "../attention_decode.cu"
 #include "../attention_mma_backward.cu"
+#include "../decode.cu"
 #include "test_kernels.cu"
 #include "test_reduce.cu"
 #include "test_mma.cu"
@@ -60,6 +61,10 @@ namespace
         PHI2_EMU_ENTRY(row_max_f32),
         PHI2_EMU_ENTRY(row_max_bf16),
         PHI2_EMU_ENTRY(row_max_f16),
+        // decode.cu
+        PHI2_EMU_ENTRY(decode_next_f32),
+        PHI2_EMU_ENTRY(decode_next_bf16),
+        PHI2_EMU_ENTRY(decode_next_f16),
         // layernorm.cu
         PHI2_EMU_ENTRY(layernorm_f32),
         PHI2_EMU_ENTRY(layernorm_bf16),

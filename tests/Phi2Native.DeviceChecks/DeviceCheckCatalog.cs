@@ -25,6 +25,7 @@ public static class DeviceCheckCatalog
             new("elementwise", ElementwiseChecks.All),
             new("cast", CastChecks.All),
             new("reduction", ReductionChecks.All),
+            new("decode-next", DecodeNextChecks.All),
             new("layernorm", LayerNormChecks.All),
             new("cross-entropy", CrossEntropyChecks.All),
             new("optimizer", OptimizerChecks.All),

@@ -1,6 +1,7 @@
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Activation;
 using Phi2Native.Backends.Ops.Attention;
+using Phi2Native.Backends.Ops.Decoding;
 using Phi2Native.Backends.Ops.Dropout;
 using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Backends.Ops.KvCache;
@@ -64,6 +65,7 @@ internal static class Phi2LaunchShapes
             GeluKernels.BiasGeluNewBackward(device, dtype, P(), P(), P(), P(), Rows, Inner);
             ReductionKernels.RowSum(device, dtype, P(), P(), Rows, C);
             ReductionKernels.RowMax(device, dtype, P(), P(), Rows, C);
+            DecodeNextKernels.DecodeNext(device, dtype, P(), P(), P(), P(), 1, V);
             OptimizerKernels.ChunkSumOfSquares(device, dtype, P(), P(), P(), Inner * C / OptimizerKernels.ChunkElements, default, (long)Inner * C, 1);
             foreach (var to in AllFloat)
                 if (to != dtype) CastKernels.Cast(device, dtype, to, P(), P(), (long)Inner * C);

@@ -24,7 +24,7 @@ public class ProfileCountTests
         report.Events.Count(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas && where(e));
 
     [Test, Category("Emulated")]
-    public void ADecodedTokenLaunches7KernelsPerLayerPlus4()
+    public void ADecodedTokenLaunches7KernelsPerLayerPlus3()
     {
         // Per layer (Phi2DecoderLayer with a KV cache, fp32): input_layernorm 1; q_proj, k_proj and v_proj as one GEMM over
         // the layer's [3C, C] weight with the bias in its epilogue, then qkv_split_rotary (split into heads, rotary of q and
@@ -34,9 +34,9 @@ public class ProfileCountTests
         // h + attention, fc2 adds the MLP into it), so no parallel_residual launch: 7.
         // (8 with parallel_residual; 13 before QkvProjectionOp: 3 GEMMs for q, k, v, rotary of q and of k, cache_write of
         // k and of v, i.e. 7 where there are 2 now; 14 before LinearGelu: gelu_new was its own launch.)
-        // Per token: embed_tokens 1; the gather of the last position's row (an embedding lookup of host-made indices) 1;
-        // final_layernorm 1; lm_head 1: 4.
-        const int perLayer = 1 + 2 + 1 + 3, perToken = 4;
+        // Per token: embed_tokens 1; final_layernorm 1; lm_head 1: 3 (4 before the decode graph: the gather of the last
+        // position's row, an embedding lookup of host-made indices, which a one-token step does not need).
+        const int perLayer = 1 + 2 + 1 + 3, perToken = 3;
         foreach (int layers in new[] { 2, 4 })
         {
             var report = Profile(ProfileWorkload.Decode, layers: layers);
@@ -51,15 +51,15 @@ public class ProfileCountTests
     }
 
     [Test, Category("Emulated")]
-    public void ADecodedTokenInBf16Launches8KernelsPerLayerPlus4()
+    public void ADecodedTokenInBf16Launches8KernelsPerLayerPlus3()
     {
         // As in fp32 (above; fc1's bias and gelu_new in its GEMM's epilogue, GELU_BIAS at inference, so no gelu_new
         // launch; the residual in dense's and fc2's GEMMs), but attention through the cache at head dim 80 in bf16 is the
         // split-K decode (AttentionKernels.Choose: Tq = 1 <= 4): attention_decode (the chunks' partials) and its combine,
         // 2 launches where cached_attention was 1. input_layernorm 1 + q/k/v GEMM and qkv_split_rotary 2 + decode and
         // combine 2 + dense, fc1, fc2 GEMMs 3: 8 a layer (9 with parallel_residual, 14 before QkvProjectionOp, 15 before
-        // LinearGelu). The 4 a token are the same.
-        const int perLayer = 1 + 2 + 2 + 3, perToken = 4;
+        // LinearGelu). The 3 a token are the same.
+        const int perLayer = 1 + 2 + 2 + 3, perToken = 3;
         var report = Profile(ProfileWorkload.Decode, layers: 2, dtype: DType.BF16);
         Assert.That(report.Launches, Is.EqualTo(perLayer * 2 + perToken), Names(report));
         Assert.That(Launches(report, e => e.Name == "attention_decode_bf16_d80"), Is.EqualTo(2), Names(report));
@@ -69,6 +69,30 @@ public class ProfileCountTests
             || e.Name.StartsWith("parallel_residual", StringComparison.Ordinal)), Is.Zero, Names(report));
         Assert.That(report.HostSyncs, Is.Zero);
         Assert.That(report.Allocations, Is.Zero, "the decode's partials come from the caching allocator too");
+    }
+
+    [TestCase(DType.F32), TestCase(DType.BF16), Category("Emulated")]
+    public void ADecodedTokenFromTheCapturedGraphIsOneLaunch_OneHostRead_NoAllocation(DType dtype)
+    {
+        // The step captured as a CUDA graph (Text.DecodeGraph), as generation replays it after its first decode step: the
+        // whole token is one cuGraphLaunch; its kernels (the eager token's 7 or 8 a layer plus 3, and decode_next, the
+        // device's argmax that also advances the cache's positions) run inside it. The host reads the chosen ids once, and
+        // the graph's memory is its own pool: no allocation at all.
+        var eager = Profile(ProfileWorkload.Decode, layers: 2, dtype: dtype);
+        var report = ProfileRun.Run(new ProfileOptions
+        {
+            Device = DeviceChoice.Parse("emulated"), What = ProfileWorkload.Decode, Layers = 2, Batch = 1, Sequence = 8, DType = dtype, CudaGraphs = true,
+        });
+        Assert.That(report.Launches, Is.EqualTo(1), Names(report));
+        Assert.That(report.Events.Where(e => e.Kind == ProfileEventKind.Graph).Select(e => e.Name), Is.EqualTo(new[] { "cuGraphLaunch" }));
+        Assert.That(report.Events.Count(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas && e.InGraph), Is.EqualTo(eager.Launches + 1),
+            "the eager token's launches and decode_next, inside the graph");
+        Assert.That(report.Events.Where(e => e.InGraph).Select(e => e.Name), Does.Contain("decode_next_" + (dtype == DType.F32 ? "f32" : "bf16")));
+        var syncs = report.Events.Where(e => e.Kind == ProfileEventKind.HostSync).ToList();
+        Assert.That(syncs, Has.Count.EqualTo(1), "one host read a token: the chosen ids");
+        Assert.That(syncs[0].Name, Is.EqualTo("CopyToHost"));
+        Assert.That(report.Allocations, Is.Zero, "steady state allocates nothing");
+        Assert.That(report.Events.Where(e => e.Kind is ProfileEventKind.CopyToDevice), Is.Empty, "the ids and positions are already on the device");
     }
 
     [Test, Category("Emulated")]
