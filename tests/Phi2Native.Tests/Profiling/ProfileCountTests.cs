@@ -107,15 +107,15 @@ public class ProfileCountTests
     }
 
     [Test, Category("Emulated")]
-    public void ALoraLinearsForwardIs3LaunchesAndItsBranchBackward4()
+    public void ALoraLinearsForwardIs3LaunchesAndItsBranchBackward4_WithNoAddForItsDx()
     {
         // Forward of a LoRA Linear (kernels/lora.cu): the base's GEMM with its bias in the epilogue (cublasLtMatmul), then
         // u = dropout(x) A^T (lora_down) and y = base + scaling u B^T (lora_up): 3, where the unfused ops took 5 (2 GemmEx,
         // scale, add; in bf16 also 3 casts).
         // Backward: dB += scaling dY^T u (lora_weight_grad), du = scaling dY B (lora_up_backward), dA += du^T dropout(x)
         // (lora_weight_grad), dx = du A through the mask (lora_down_backward): the branch is 4 (it was 5: scale, 4 GemmEx);
-        // the base's dx 1 (GemmEx; the frozen weight gets no dW); the accumulation of dx into the shared input (add or
-        // accumulate) comes on top where this module delivers second.
+        // the base's dx 1 (GemmEx; the frozen weight gets no dW), with beta 1 into the gradient the branch wrote
+        // (BackwardContext.PendingGradient): no add or accumulate launch and no [N, in] temporary (there was one each).
         var report = Profile(ProfileWorkload.Lora, layers: 2);
         const string module = "model.layers.1.self_attn.q_proj";
         var forward = report.Events.Where(e => e.Module == module && e.Phase == ProfilePhase.Forward && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas)
@@ -123,9 +123,45 @@ public class ProfileCountTests
         Assert.That(forward, Is.EquivalentTo(new[] { "cublasLtMatmul", "lora_down_f32", "lora_up_f32" }), string.Join(", ", forward));
         Assert.That(forward, Has.Count.LessThanOrEqualTo(3), "the issue's target: base GEMM, lora down, lora up");
         var backward = report.Events.Where(e => e.Module == module && e.Phase == ProfilePhase.Backward && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas)
-            .Select(e => e.Name).Where(n => n is not ("add_f32" or "accumulate_f32")).ToList();
-        Assert.That(backward, Is.EquivalentTo(new[] { "lora_weight_grad_f32", "lora_up_backward_f32", "lora_weight_grad_f32", "lora_down_backward_f32", "cublasGemmEx" }),
+            .Select(e => e.Name).ToList();
+        Assert.That(backward, Is.EqualTo(new[] { "lora_weight_grad_f32", "lora_up_backward_f32", "lora_weight_grad_f32", "lora_down_backward_f32", "cublasGemmEx" }),
             string.Join(", ", backward));
+        var baseDx = report.Events.Single(e => e.Module == module && e.Phase == ProfilePhase.Backward && e.Name == "cublasGemmEx");
+        Assert.That(baseDx.Detail, Does.Contain("+C"), "the base's dx product reads the branch's dx (beta 1): " + baseDx.Detail);
+    }
+
+    [Test, Category("Emulated")]
+    public void ALoraStepsBackwardAddsNoGradientsOfItsLinears()
+    {
+        // Every input gradient of a Linear (with or without LoRA) or of a LoRA branch goes into its input's gradient in
+        // place where one is pending (beta 1 for cuBLAS, lora_down_backward's accumulate). Before, each was a fresh
+        // [N, in] buffer then an add: layer 1's q, k, v and fc1 read one LayerNorm output, each a base and a branch (8
+        // deliveries, 7 adds), dense and fc2 a base and a branch each (2); layer 0's q, k, v and fc1 read the frozen
+        // embedding's LayerNorm (no dx), its dense and fc2 2: 11 adds and 11 temporaries. The one add left is
+        // input_layernorm's dx meeting the residual's gradient of the layer's input (a shared view: never in place).
+        var report = Profile(ProfileWorkload.Lora, layers: 2);
+        var adds = report.Events.Where(e => e.Phase == ProfilePhase.Backward && e.Name is "add_f32" or "accumulate_f32").ToList();
+        Assert.That(adds.Select(e => e.Module), Is.EqualTo(new[] { "model.layers.1.input_layernorm" }), string.Join(", ", adds.Select(e => $"{e.Name} in {e.Module}")));
+        var forwardGelu = report.Events.Where(e => e.Name.StartsWith("gelu_new", StringComparison.Ordinal)).Select(e => e.Module).ToList();
+        Assert.That(forwardGelu, Is.Empty, "fc1 with LoRA adds its branch before gelu_new inside lora_up_gelu");
+    }
+
+    [Test, Category("Emulated")]
+    public void Fc1WithLoraIs3LaunchesForward_AndNoGeluNewLaunch()
+    {
+        // fc1 with a LoRA adapter (LoraLinearGeluOp): the base GEMM with its bias (cublasLtMatmul, BIAS epilogue), lora_down,
+        // and lora_up_gelu (pre = h + scaling u B^T rounded once, y = gelu_new(pre), pre over h): 3, where the unfused path
+        // took 4 (GEMM, lora_down, lora_up, gelu_new). Backward: bias_gelu_new_backward (dh), the branch's 4 from dh, and the
+        // base's dx (GemmEx, beta 1 into the branch's dx): 6, where it took 7 (gelu_new_backward, 4, GemmEx, add).
+        var report = Profile(ProfileWorkload.Lora, layers: 2);
+        const string module = "model.layers.1.mlp.fc1";
+        List<string> Names(ProfilePhase phase) => [.. report.Events
+            .Where(e => e.Module == module && e.Phase == phase && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas).Select(e => e.Name)];
+        Assert.That(Names(ProfilePhase.Forward), Is.EqualTo(new[] { "cublasLtMatmul", "lora_down_f32", "lora_up_gelu_f32" }));
+        Assert.That(Names(ProfilePhase.Backward), Is.EqualTo(new[]
+        {
+            "bias_gelu_new_backward_f32", "lora_weight_grad_f32", "lora_up_backward_f32", "lora_weight_grad_f32", "lora_down_backward_f32", "cublasGemmEx",
+        }));
     }
 
     [Test]
@@ -135,16 +171,18 @@ public class ProfileCountTests
         Assert.That(report.Launches, Is.Zero);
         Assert.That(report.HostSyncs, Is.Zero);
         var linear = report.Rows.Single(r => r.Name == "Linear");
-        // Per layer 6 Linears (the bases) and lm_head: 2 x 6 + 1 forwards; the LoRA branches' two products are inside the
-        // Lora op, one per adapted Linear: 2 x 6.
-        Assert.That(linear.Calls, Is.EqualTo(2 * 6 + 1));
+        // Per layer 5 Linears (the bases; fc1 with its adapter and gelu_new is one LoraLinearGelu op) and lm_head: 2 x 5 + 1
+        // forwards; the LoRA branches' two products are inside the Lora op, one per adapted Linear: 2 x 5.
+        Assert.That(linear.Calls, Is.EqualTo(2 * 5 + 1));
         Assert.That(linear.MeasuredMs, Is.GreaterThan(0));
-        Assert.That(report.Rows.Single(r => r.Name == "Lora").Calls, Is.EqualTo(2 * 6));
-        // Backward runs for every base Linear but layer 0's q, k, v and fc1: their input (input_layernorm of the frozen
-        // embedding) needs no gradient and their weights are frozen, so the tape never recorded them; every Lora op is
-        // recorded (A and B train).
-        Assert.That(report.Rows.Single(r => r.Name == "LinearBackward").Calls, Is.EqualTo(2 * 6 + 1 - 4));
-        Assert.That(report.Rows.Single(r => r.Name == "LoraBackward").Calls, Is.EqualTo(2 * 6));
+        Assert.That(report.Rows.Single(r => r.Name == "Lora").Calls, Is.EqualTo(2 * 5));
+        Assert.That(report.Rows.Single(r => r.Name == "LoraLinearGelu").Calls, Is.EqualTo(2));
+        // Backward runs for every base Linear but layer 0's q, k and v: their input (input_layernorm of the frozen
+        // embedding) needs no gradient and their weights are frozen, so the tape never recorded them; every Lora and
+        // LoraLinearGelu op is recorded (A and B train).
+        Assert.That(report.Rows.Single(r => r.Name == "LinearBackward").Calls, Is.EqualTo(2 * 5 + 1 - 3));
+        Assert.That(report.Rows.Single(r => r.Name == "LoraBackward").Calls, Is.EqualTo(2 * 5));
+        Assert.That(report.Rows.Single(r => r.Name == "LoraLinearGeluBackward").Calls, Is.EqualTo(2));
         Assert.That(report.ModelH100Ms, Is.Zero, "CPU ops have no modelled GPU time");
     }
 
