@@ -74,6 +74,14 @@ public sealed class LoraLinear : IModuleAdapter, IDisposable
     }
 
     /// <summary>
+    /// <paramref name="projection"/>'s adapter as one module of LoraQkvOp (the branches of q_proj, k_proj and v_proj over
+    /// one fused [..., 3 C] projection), counting a training forward as <see cref="Forward"/> does; null without a LoRA
+    /// adapter. A merged adapter is detached, so it is null too.
+    /// </summary>
+    internal static LoraQkvModule? QkvModule(Linear projection, bool training) =>
+        projection.Adapter is LoraLinear lora ? new LoraQkvModule(lora.A, lora.B, lora.Branch(training)) : null;
+
+    /// <summary>
     /// baseOutput + update. When the base computes in another dtype than the adapter (a bf16 base, an fp32 adapter) the
     /// sum is taken in the adapter's dtype (widening the base output is exact) and rounded to the base's dtype once,
     /// rather than rounding the update to bf16 and rounding again in a bf16 add; the gradients are the same either way.
