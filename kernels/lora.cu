@@ -18,9 +18,16 @@
 //       y[n, o] = base[n, o] + scaling * sum_j u[n, j] b[o, j]                (written; y may not alias base)
 //   lora_up_backward_{dtype}(dy, b, du, scaling, rows, out, rank)
 //       du[n, j] = scaling * sum_o dy[n, o] b[o, j]                           (written)
-//   lora_down_backward_{dtype}(du, a, dx, threshold, keep_scale, seed, rows, in, rank)
-//       dx[n, k] = keep(n, k) ? keep_scale * sum_j du[n, j] a[j, k] : 0      (written; the autograd adds it to the
-//       base Linear's dx as it adds any two gradients of one input)
+//   lora_up_gelu_{dtype}(u, b, base, y, pre, scaling, rows, out, rank)
+//       fc1 with LoRA (LoraLinearGeluOp), the branch added before the activation: h = round(base[n, o] + scaling * sum_j
+//       u[n, j] b[o, j]) (the unfused Lora op's y, rounded once), pre[n, o] = h (saved for backward; pre null: not
+//       saved), y[n, o] = gelu_new(h) (gelu.cuh's, as gelu.cu's gelu_new computes it from the stored h). base is the
+//       base GEMM's h (its bias in cuBLASLt's BIAS epilogue); pre and y may each alias base (LoraLinearGeluKernels
+//       writes pre over it; y too at inference), not each other. No gelu_new launch follows.
+//   lora_down_backward_{dtype}(du, a, dx, threshold, keep_scale, seed, accumulate, rows, in, rank)
+//       dx[n, k] = keep(n, k) ? keep_scale * sum_j du[n, j] a[j, k] : 0      (written), or with accumulate 1 dx[n, k] +=
+//       that (read, added in fp32, rounded once): into a gradient already pending for x (BackwardContext.PendingGradient),
+//       so neither a temporary nor an add launch; the base Linear's dx product then adds itself with beta 1.
 //   lora_weight_grad_{dtype}(left, right, grad, threshold, keep_scale, seed, scaling, rows, width, rank, column_stride, rank_stride)
 //       grad[c * column_stride + j * rank_stride] += scaling * sum_n drop(left)[n, c] right[n, j]   (accumulated)
 //       left [N, width] in dtype, right [N, rank] fp32. dB: left = dy, right = u, width = out, strides (rank, 1),
@@ -30,7 +37,7 @@
 //       grid ((N + 7) / 8, (r + 15) / 16), block (256). Lanes stride over the row (coalesced x / dy), each lane keeps
 //       16 fp32 sums, a warp_sum each at the end. The weight (A or B, 4 r in or 4 r out bytes) is re-read per row from
 //       L1/L2, never from DRAM more than once in the model.
-//   lora_up, lora_down_backward: a thread a column, 8 rows a block: grid ((N + 7) / 8, (width + 255) / 256),
+//   lora_up, lora_up_gelu, lora_down_backward: a thread a column, 8 rows a block: grid ((N + 7) / 8, (width + 255) / 256),
 //       block (256) (rows in x: N / 8 may pass y's 65535); the 8 rows of u (du) staged in static shared memory 64 ranks at a time (2 KiB), any r.
 //   lora_weight_grad: 64 columns x 4 row slices a block, 16 ranks: grid ((width + 63) / 64, (r + 15) / 16),
 //       block (256); the 4 slices' sums added in a fixed order through static shared memory (16 KiB), so the result is
@@ -41,8 +48,9 @@
 // GEMM needs one input dtype, so cuBLAS would need an fp32 copy of dy [N, out] or of the dropped x [N, in], the
 // temporaries this file exists to remove.
 // Cost (the launchers declare it; every byte once a direction): lora_down reads x and a, writes u, 2 N in r flops;
-// lora_up reads u, b and base, writes y, 2 N out r + 2 N out; lora_up_backward reads dy and b, writes du, 2 N out r
-// + N r; lora_down_backward reads du and a, writes dx, 2 N in r; lora_weight_grad reads left, right and grad, writes
+// lora_up reads u, b and base, writes y, 2 N out r + 2 N out; lora_up_gelu as lora_up, and writes pre, + 11 N out (gelu_new);
+// lora_up_backward reads dy and b, writes du, 2 N out r
+// + N r; lora_down_backward reads du and a (and dx when accumulating), writes dx, 2 N in r; lora_weight_grad reads left, right and grad, writes
 // grad, 2 N width r + 2 width r. x and dy are read whole even where dropped (the mask is applied after the load).
 #include "common.cuh"
 #include "gelu.cuh"
