@@ -4,6 +4,7 @@ using Phi2Native.Autograd;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Activation;
 using Phi2Native.Backends.Ops.Attention;
+using Phi2Native.Backends.Ops.Mlp;
 using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Benchmarking;
@@ -104,6 +105,8 @@ internal sealed partial class Benchmarks
         new("layernorm backward (dx, dW, dB)", b => b.LayerNormBackward()),
         new("gelu_new forward", b => b.Gelu(backward: false)),
         new("gelu_new backward", b => b.Gelu(backward: true)),
+        new("fc1 + gelu_new (LinearGelu, pre saved)", b => b.LinearGelu(backward: false)),
+        new("fc1 + gelu_new backward (LinearGelu: dgelu+db, dx, dW)", b => b.LinearGelu(backward: true)),
         new("training step, 1 layer", b => b.TrainingStep(1)),
         new("training step, 2 layers", b => b.TrainingStep(2)),
         new("decoder layer forward+backward", b => b.LayerStep()),
@@ -254,6 +257,42 @@ internal sealed partial class Benchmarks
             ? Time(() => GeluNewOp.Backward(dy!, x, dx!))
             : Time(() => GeluNewOp.Forward(x).Dispose());
         return Rate($"[{N}, {Inner}]", ms, reps, (backward ? 3.0 : 2.0) * N * Inner * 2 / 1e9, "GB/s", null);
+    }
+
+    /// <summary>
+    /// fc1 and gelu_new as the model runs them in training (LinearGeluOp): the path is the one the probe chose on this
+    /// device (the runner applies it first), named in the detail. Flops: the GEMM's (2 or 4 N C I).
+    /// </summary>
+    private BenchOutcome LinearGelu(bool backward)
+    {
+        using var x = Random([N, C], 1);
+        using var w = Random([Inner, C], 2, 0.02f);
+        using var b = Random([Inner], 3, 0.02f);
+        string path = _backend.DeviceApi.Blas.GeluEpilogueIsGeluNew ? "GELU_AUX_BIAS epilogue" : "BIAS epilogue + gelu_new";
+        double ms;
+        int reps;
+        if (backward)
+        {
+            var (y, pre) = LinearGeluOp.Forward(x, w, b, savePre: true);
+            using (y)
+            using (pre)
+            using (var dy = Random([N, Inner], 4))
+            using (var dx = _backend.Empty([N, C], Dt))
+            using (var dw = _backend.Zeros([Inner, C], DType.F32))
+            using (var db = _backend.Zeros([Inner], DType.F32))
+                (ms, reps) = Time(() => LinearGeluOp.Backward(dy, x, w, pre!, dx, dw, db));
+        }
+        else
+        {
+            (ms, reps) = Time(() =>
+            {
+                var (y, pre) = LinearGeluOp.Forward(x, w, b, savePre: true);
+                y.Dispose();
+                pre?.Dispose();
+            });
+        }
+        double flops = (backward ? 4.0 : 2.0) * N * C * Inner;
+        return Rate($"[{N}, {C}] x [{Inner}, {C}]^T", ms, reps, flops / 1e12, "TFLOP/s", path);
     }
 
     /// <summary>Median ms of the training step by layer count, for <see cref="LayerStep"/>.</summary>

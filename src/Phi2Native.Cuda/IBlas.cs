@@ -79,8 +79,8 @@ internal interface IBlas
     /// Whether <see cref="LtEpilogue.GeluAuxBias"/> is known to compute gelu_new, the tanh form of GELU Phi-2 uses, to
     /// within bf16 rounding: the one switch between LinearGeluOp's fused path (fc1's bias and gelu_new in the GEMM's
     /// epilogue) and its fallback (the GEMM with its BIAS epilogue, then gelu.cu's gelu_new). The emulated device computes
-    /// the tanh form by definition and starts true; a GPU starts false until the GPU runner's probe (GeluEpilogueProbe in
-    /// the device checks) has compared cuBLASLt's output with the CPU's gelu_new and set it. Tests set it either way.
+    /// the tanh form by definition and starts true; a GPU starts false until CudaBackend.OpenGpu's probe
+    /// (GeluEpilogueProbe) has compared cuBLASLt's output with the CPU's gelu_new and set it. Tests set it either way.
     /// </summary>
     bool GeluEpilogueIsGeluNew { get; set; }
 }

@@ -44,7 +44,7 @@ public static class BlasChecks
             d => Lt(d, new(LtEpilogue.GeluAuxBias, T, N, 256, 40, 80, DType.BF16, DType.BF16))),
         new("lt gelu_aux_bias f32 TN 64x32x48 batch 2", ["cublasLtMatmul"],
             d => Lt(d, new(LtEpilogue.GeluAuxBias, T, N, 64, 32, 48, DType.F32, DType.F32) { BatchCount = 2 })),
-        new("lt gelu_aux_bias is the tanh form", ["cublasLtMatmul"], GeluForm),
+        new("lt gelu_aux_bias is the tanh form", ["cublasLtMatmul"], GeluEpilogueProbe.TanhForm),
         new("lt dgelu bf16 NN 256x40x64", ["cublasLtMatmul"], d => Lt(d, new(LtEpilogue.DGelu, N, N, 256, 40, 64, DType.BF16, DType.BF16))),
         new("lt dgelu f32 NT 72x40x30", ["cublasLtMatmul"], d => Lt(d, new(LtEpilogue.DGelu, N, T, 72, 40, 30, DType.F32, DType.F32))),
         new("lt bgradb f32 NT 96x80x40", ["cublasLtMatmul"], d => Lt(d, new(LtEpilogue.BGradB, N, T, 96, 80, 40, DType.F32, DType.F32))),
@@ -193,33 +193,6 @@ public static class BlasChecks
         return CheckResult.Combine([.. parts]);
     }
 
-    // Feeds pre-activations over about [-5, 5] through GELU_AUX_BIAS in fp32 and compares D with both GELU forms
-    // evaluated at the aux values the device itself wrote, which removes the product's rounding from the question.
-    internal static CheckResult GeluForm(IDeviceApi device)
-    {
-        const int m = 64, n = 16, k = 32;
-        float[] a = NaiveBlas.Random(m, k, m, DType.F32, 51), b = NaiveBlas.Random(k, n, k, DType.F32, 52);
-        using var deviceA = DeviceBuffer.Upload(device, DType.F32, a);
-        using var deviceB = DeviceBuffer.Upload(device, DType.F32, b);
-        using var deviceBias = DeviceBuffer.Upload(device, DType.F32, [.. Enumerable.Range(0, m).Select(i => (i % 11 - 5) * 0.5f)]);
-        using var deviceD = DeviceBuffer.Allocate(device, DType.F32, m * n);
-        using var deviceAux = DeviceBuffer.Allocate(device, DType.F32, m * n);
-        device.Blas.LtMatmul(new LtMatmulArguments
-        {
-            M = m, N = n, K = k, Alpha = 0.5f, A = deviceA.Pointer, AType = DType.F32, Lda = m, B = deviceB.Pointer, BType = DType.F32, Ldb = k,
-            D = deviceD.Pointer, DType = DType.F32, Ldd = m, Epilogue = LtEpilogue.GeluAuxBias,
-            Bias = deviceBias.Pointer, BiasType = DType.F32, Aux = deviceAux.Pointer, AuxLd = m,
-        }, default);
-        float[] d = deviceD.Download(), aux = deviceAux.Download();
-        double[] tanhForm = [.. aux.Select(x => NaiveBlas.Gelu(x))], erfForm = [.. aux.Select(x => 0.5 * x * (1 + Erf(x / Math.Sqrt(2))))];
-        double tanhError = Rms(d, tanhForm), erfError = Rms(d, erfForm);
-        var closeness = CheckResult.Compare("D vs tanh-form gelu(aux)", d, tanhForm, 1e-6, 2e-3);
-        return tanhError < erfError / 4
-            ? closeness with { Detail = $"{closeness.Detail}; rms from tanh form {tanhError:G3}, from erf form {erfError:G3}" }
-            : new CheckResult(closeness.MaxAbsoluteError, double.PositiveInfinity,
-                $"D is not clearly the tanh form: rms from tanh form {tanhError:G3}, from erf form {erfError:G3}");
-    }
-
     // op(A) op(B) * alpha and the matching sum of absolute terms, for one matrix of a batch.
     private static (double[] Product, double[] Scale) Product(BlasOperation transposeA, BlasOperation transposeB, int m, int n, int k, double alpha,
         float[] a, long lda, long offsetA, float[] b, long ldb, long offsetB) =>
@@ -271,15 +244,4 @@ public static class BlasChecks
         NaiveBlas.Matrix(rows, columns, ld, (_, _, _) => float.NaN, batchCount, stride);
 
     private static float[] Ones(int count) => [.. Enumerable.Repeat(1f, count)];
-
-    private static double Rms(float[] actual, double[] expected) =>
-        Math.Sqrt(actual.Zip(expected, (x, y) => (x - y) * (x - y)).Average());
-
-    // Abramowitz and Stegun 7.1.26 (error below 1.5e-7): enough to tell the two GELU forms apart (they differ by ~1e-4).
-    private static double Erf(double x)
-    {
-        double t = 1 / (1 + 0.3275911 * Math.Abs(x));
-        double y = 1 - t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))) * Math.Exp(-x * x);
-        return Math.Sign(x) * y;
-    }
 }

@@ -1,3 +1,4 @@
+using Phi2Native.Backends.Ops.Mlp;
 using Phi2Native.Cuda;
 using Phi2Native.Cuda.Emulator;
 using Phi2Native.Cuda.Gpu;
@@ -28,7 +29,18 @@ public sealed partial class CudaBackend
         if (!probe.IsAvailable) throw new Phi2Exception($"no CUDA device is usable here: {probe.Reason}");
         if (ordinal < 0 || ordinal >= probe.Devices.Count)
             throw new Phi2Exception($"there is no CUDA device {ordinal}: this machine has {probe.Devices.Count}, numbered from 0");
-        return Over(CudaDevice.Open(ordinal, kernelCache, kernelSources));
+        var backend = Over(CudaDevice.Open(ordinal, kernelCache, kernelSources));
+        // cuBLASLt does not document its GELU as gelu_new's tanh form: measured once here, LinearGeluOp then takes the
+        // epilogue or its fallback. A probe that cannot run leaves the fallback, which is always right.
+        try
+        {
+            GeluEpilogueProbe.Apply(backend.DeviceApi);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            backend.DeviceApi.Blas.GeluEpilogueIsGeluNew = false;
+        }
+        return backend;
     }
 
     /// <summary>

@@ -29,7 +29,7 @@ namespace Phi2Native.Cuda.Gpu;
 internal sealed unsafe class CudaBlas : IBlas, IDisposable
 {
     /// <inheritdoc/>
-    /// <remarks>Starts false: unknown until the GPU runner's probe has compared cuBLASLt's GELU with gelu_new.</remarks>
+    /// <remarks>Starts false: unknown until CudaBackend.OpenGpu's probe has compared cuBLASLt's GELU with gelu_new.</remarks>
     public bool GeluEpilogueIsGeluNew { get; set; } = false;
 
     /// <summary>cuBLASLt's workspace: 32 MiB, what the cuBLAS documentation recommends for Hopper.</summary>

@@ -10,8 +10,8 @@ namespace Phi2Native.Backends.Ops.Mlp;
 //
 //   forward, fused    one cublasLtMatmul: GELU_AUX_BIAS (h = P + b saved as aux [out, N], ld out; y = gelu(h)) when the
 //                     pre-activation is wanted, GELU_BIAS (nothing saved) at inference. Taken only where the device's
-//                     IBlas.GeluEpilogueIsGeluNew says cuBLASLt's GELU is gelu_new (true on the emulator; on a GPU once
-//                     the GPU runner's probe has passed), and, with aux, out a multiple of 8 (cuBLASLt's aux ld rule).
+//                     IBlas.GeluEpilogueIsGeluNew says cuBLASLt's GELU is gelu_new (true on the emulator; on a GPU as
+//                     the probe CudaBackend.OpenGpu runs says, GeluEpilogueProbe), and, with aux, out a multiple of 8 (cuBLASLt's aux ld rule).
 //   forward, fallback cublasLtMatmul with the BIAS epilogue writes h (rounded once) into pre (into y at inference),
 //                     then gelu.cu's gelu_new, 16-byte vectors, y = gelu_new(h): two launches, 3 [N, out] passes, as
 //                     the unfused Linear + GeluNew. gelu.cu's bias_gelu_new (GEMM without bias, then bias + gelu_new)
