@@ -1,4 +1,6 @@
 using NUnit.Framework;
+using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Lora;
 using Phi2Native.Hosting;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Profiling;
@@ -162,6 +164,42 @@ public class ProfileCountTests
         {
             "bias_gelu_new_backward_f32", "lora_weight_grad_f32", "lora_up_backward_f32", "lora_weight_grad_f32", "lora_down_backward_f32", "cublasGemmEx",
         }));
+    }
+
+    [Test, Category("Emulated")]
+    public void LoraOnQKAndVIs2LaunchesForward_And4Backward_OverTheFusedProjection()
+    {
+        // LoraQkvOp over a fused [N, 3 C] projection (the QKV GEMM not counted: the caller's), q, k and v adapted with
+        // dropout: lora_qkv_down (x read once, three masks) and lora_qkv_up (three column blocks): 2, where three LoraOps
+        // take 6. Backward: dB of all three, du, dA of all three, dx (+= into x's pending gradient): 4, where three
+        // LoraOps take 12 (and, before BackwardContext.PendingGradient, 2 adds of their dx). With k absent: the same 2 and 4.
+        using var cuda = CudaBackend.OpenEmulated();
+        using var scope = TensorScope.Begin();
+        const int rows = 6, channels = 40;
+        foreach (bool withK in new[] { true, false })
+        {
+            Tensor Values(int[] shape, DType dtype)
+            {
+                var values = new float[shape.Aggregate(1, (a, b) => a * b)];
+                for (int i = 0; i < values.Length; i++) values[i] = MathF.Sin(i * 0.37f) * 0.5f;
+                return cuda.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()), DType.F32, shape, dtype);
+            }
+            LoraQkvModule? Module(int m) => m == 1 && !withK ? null
+                : new LoraQkvModule(Values([8, channels], DType.F32), Values([channels, 8], DType.F32), new LoraBranch(2.0, 0.1, 100UL + (ulong)m));
+            LoraQkvModule?[] modules = [Module(0), Module(1), Module(2)];
+            var (x, qkv, dy, dx) = (Values([rows, channels], DType.BF16), Values([rows, 3 * channels], DType.BF16), Values([rows, 3 * channels], DType.BF16),
+                Values([rows, channels], DType.BF16));
+            Tensor?[] dA = [.. modules.Select(m => m is null ? null : Values([8, channels], DType.F32))];
+            Tensor?[] dB = [.. modules.Select(m => m is null ? null : Values([channels, 8], DType.F32))];
+            Tensor u = null!;
+            var forward = ProfileRecorder.Record(() => LoraQkvOp.Forward(x, qkv, modules, out u));
+            var backward = ProfileRecorder.Record(() => LoraQkvOp.Backward(dy, x, u, modules, dx, dA, dB, accumulateDx: true));
+            List<string> Launches(IReadOnlyList<ProfileEvent> events) =>
+                [.. events.Where(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas && e.Name.StartsWith("lora", StringComparison.Ordinal)).Select(e => e.Name)];
+            Assert.That(Launches(forward), Is.EqualTo(new[] { "lora_qkv_down_bf16", "lora_qkv_up_bf16" }), $"k present: {withK}");
+            Assert.That(Launches(backward), Is.EqualTo(new[] { "lora_qkv_weight_grad_bf16", "lora_qkv_up_backward_bf16", "lora_qkv_weight_grad_bf16", "lora_qkv_down_backward_bf16" }),
+                $"k present: {withK}");
+        }
     }
 
     [Test]
