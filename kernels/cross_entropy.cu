@@ -27,6 +27,19 @@
 //       written (=), as activation gradients are.
 //       grid and block as forward, no dynamic shared memory. dlogits may alias logits (same buffer, same dtype):
 //       every element is read, then written, by the same thread.
+//   cross_entropy_chunk_{dtype}(logits, targets, lse, picked, counted, rows, V, ignore_index)
+//       One chunk of rows of the fused lm_head + loss (LinearCrossEntropyOp): forward and backward of the mean loss in
+//       one pass, the [rows, V] logits overwritten in place by their gradient. lse[r] as cross_entropy (the same
+//       code, the same block: bit for bit); picked[r] = logits[r, targets[r]] as read before the overwrite (0 on
+//       ignored rows, NaN for a target out of range); then logits[r, v] = cross_entropy_backward's dlogits with
+//       dloss null and counted given by value (the host knows it: the loss's targets are its own), 0 on ignored
+//       rows. counted is the count of the whole loss, not of the chunk, so a chunk with no counted row still scales
+//       by it (and writes zeros). grid and block as cross_entropy, no dynamic shared memory. Reads and writes each
+//       logit once more than cross_entropy: rows x V x (2 reads + 1 write) elements, ~8 flops a logit.
+//   cross_entropy_picked_sum(picked, targets, lse, rows, V, ignore_index, loss_sum, loss_mean, counted)
+//       cross_entropy_sum over the gathered target logits (picked [rows] fp32, from cross_entropy_chunk) instead
+//       of logits [rows, V]: the same terms in the same order, so the same bits as cross_entropy_sum given the
+//       same lse. V only bounds the targets. Launch as cross_entropy_sum.
 //
 // Forward reads each row once ("online softmax"): thread t folds its columns c = t, t + blockDim.x, ... into a
 // running maximum m_t and a sum s_t of exp(x - m_t), rescaling s_t by exp(m_old - m_new) when the maximum grows
@@ -41,36 +54,44 @@
 // A quiet NaN, for rows whose target is out of range.
 PHI2_DEVICE float cross_entropy_nan() { return __uint_as_float(0x7fc00000u); }
 
+// The row's log-sum-exp, returned to every thread of the block (one online pass; see the header). Called by every
+// thread: it holds block_max's and block_sum's barriers.
+template <typename D>
+PHI2_DEVICE float cross_entropy_row_lse(const typename D::type* row, int V, float* scratch)
+{
+    const float negative_infinity = __uint_as_float(0xff800000u);
+    float m = negative_infinity, s = 0.0f;
+    for (int c = (int)threadIdx.x; c < V; c += (int)blockDim.x)
+    {
+        float x = load<D>(row, c);
+        if (x > m)
+        {
+            s = s * expf(m - x) + 1.0f;
+            m = x;
+        }
+        else if (!(x == negative_infinity && m == negative_infinity))
+        {
+            s += expf(x - m); // x = -Inf adds 0; a NaN x (never > m) makes s NaN; so does x = m = +Inf
+        }
+    }
+    float row_max = block_max(m, scratch);
+    // A thread that saw no column (V < blockDim.x) has s = 0 and m = -Inf: it adds 0 unless the row's max is
+    // -Inf too, and then the row is all -Inf and NaN is the CPU's answer as well.
+    float sum = block_sum(s * expf(m - row_max), scratch);
+    return row_max + logf(sum);
+}
+
 template <typename D>
 PHI2_DEVICE void cross_entropy(const typename D::type* logits, const int* targets, float* lse, float* loss, int rows,
                                int V, int ignore_index)
 {
     __shared__ float scratch[32];
-    const float negative_infinity = __uint_as_float(0xff800000u);
     for (int r = (int)blockIdx.x; r < rows; r += (int)gridDim.x)
     {
         const typename D::type* row = logits + (long long)r * V;
-        float m = negative_infinity, s = 0.0f;
-        for (int c = (int)threadIdx.x; c < V; c += (int)blockDim.x)
-        {
-            float x = load<D>(row, c);
-            if (x > m)
-            {
-                s = s * expf(m - x) + 1.0f;
-                m = x;
-            }
-            else if (!(x == negative_infinity && m == negative_infinity))
-            {
-                s += expf(x - m); // x = -Inf adds 0; a NaN x (never > m) makes s NaN; so does x = m = +Inf
-            }
-        }
-        float row_max = block_max(m, scratch);
-        // A thread that saw no column (V < blockDim.x) has s = 0 and m = -Inf: it adds 0 unless the row's max is
-        // -Inf too, and then the row is all -Inf and NaN is the CPU's answer as well.
-        float sum = block_sum(s * expf(m - row_max), scratch);
+        float l = cross_entropy_row_lse<D>(row, V, scratch);
         if (threadIdx.x == 0)
         {
-            float l = row_max + logf(sum);
             lse[r] = l;
             if (loss)
             {
@@ -83,9 +104,10 @@ PHI2_DEVICE void cross_entropy(const typename D::type* logits, const int* target
     }
 }
 
-template <typename D>
-PHI2_DEVICE void cross_entropy_sum(const typename D::type* logits, const int* targets, const float* lse, int rows, int V,
-                                   int ignore_index, float* loss_sum, float* loss_mean, int* counted)
+// picked: the target's logit of row r is logits[r] (gathered by cross_entropy_chunk) rather than logits[r * V + t].
+template <typename D, bool picked>
+PHI2_DEVICE void cross_entropy_total(const typename D::type* logits, const int* targets, const float* lse, int rows, int V,
+                                     int ignore_index, float* loss_sum, float* loss_mean, int* counted)
 {
     __shared__ double terms[1024];
     __shared__ int used[1024];
@@ -102,7 +124,8 @@ PHI2_DEVICE void cross_entropy_sum(const typename D::type* logits, const int* ta
             if (t != ignore_index)
             {
                 counts = 1;
-                term = (t >= 0 && t < V) ? (double)lse[r] - (double)load<D>(logits, (long long)r * V + t) : (double)cross_entropy_nan();
+                term = (t >= 0 && t < V) ? (double)lse[r] - (double)load<D>(logits, picked ? (long long)r : (long long)r * V + t)
+                                         : (double)cross_entropy_nan();
             }
         }
         terms[threadIdx.x] = term;
@@ -126,6 +149,41 @@ PHI2_DEVICE void cross_entropy_sum(const typename D::type* logits, const int* ta
         *loss_sum = total;
         *counted = count;
         if (loss_mean) *loss_mean = count > 0 ? __fmul_rn(total, (float)(1.0 / (double)count)) : total;
+    }
+}
+
+template <typename D>
+PHI2_DEVICE void cross_entropy_chunk(typename D::type* logits, const int* targets, float* lse, float* picked, int counted,
+                                     int rows, int V, int ignore_index)
+{
+    __shared__ float scratch[32];
+    float scale = counted > 0 ? (float)(1.0 / (double)counted) : 0.0f;
+    for (int r = (int)blockIdx.x; r < rows; r += (int)gridDim.x)
+    {
+        typename D::type* row = logits + (long long)r * V;
+        float l = cross_entropy_row_lse<D>(row, V, scratch);
+        int t = targets[r];
+        bool ignored = t == ignore_index, valid = t >= 0 && t < V;
+        if (threadIdx.x == 0)
+        {
+            lse[r] = l;
+            picked[r] = ignored ? 0.0f : valid ? load<D>(row, t) : cross_entropy_nan();
+        }
+        // Every thread has read its columns (inside block_sum) and thread 0 the target's logit before any store below
+        // can reach them: the barrier orders thread 0's read before another thread's store of column t.
+        __syncthreads();
+        for (int c = (int)threadIdx.x; c < V; c += (int)blockDim.x)
+        {
+            if (ignored)
+            {
+                store<D>(row, c, 0.0f);
+                continue;
+            }
+            // cross_entropy_backward's roundings with dloss = 1: exp(x - lse) * scale, minus scale at the target.
+            float d = __fmul_rn(expf(__fsub_rn(load<D>(row, c), l)), scale);
+            if (c == t) d = __fsub_rn(d, scale);
+            store<D>(row, c, valid ? d : cross_entropy_nan());
+        }
     }
 }
 
@@ -170,13 +228,13 @@ PHI2_KERNEL void cross_entropy_bf16(const bf16_t* logits, const int* targets, fl
 PHI2_KERNEL void cross_entropy_sum_f32(const float* logits, const int* targets, const float* lse, int rows, int V, int ignore_index,
                                        float* loss_sum, float* loss_mean, int* counted)
 {
-    cross_entropy_sum<dtype_f32>(logits, targets, lse, rows, V, ignore_index, loss_sum, loss_mean, counted);
+    cross_entropy_total<dtype_f32, false>(logits, targets, lse, rows, V, ignore_index, loss_sum, loss_mean, counted);
 }
 
 PHI2_KERNEL void cross_entropy_sum_bf16(const bf16_t* logits, const int* targets, const float* lse, int rows, int V, int ignore_index,
                                         float* loss_sum, float* loss_mean, int* counted)
 {
-    cross_entropy_sum<dtype_bf16>(logits, targets, lse, rows, V, ignore_index, loss_sum, loss_mean, counted);
+    cross_entropy_total<dtype_bf16, false>(logits, targets, lse, rows, V, ignore_index, loss_sum, loss_mean, counted);
 }
 
 PHI2_KERNEL void cross_entropy_backward_f32(const float* logits, const int* targets, const float* lse, const int* counted,
@@ -189,4 +247,22 @@ PHI2_KERNEL void cross_entropy_backward_bf16(const bf16_t* logits, const int* ta
                                              const float* dloss, bf16_t* dlogits, int rows, int V, int ignore_index)
 {
     cross_entropy_backward<dtype_bf16>(logits, targets, lse, counted, dloss, dlogits, rows, V, ignore_index);
+}
+
+PHI2_KERNEL void cross_entropy_chunk_f32(float* logits, const int* targets, float* lse, float* picked, int counted, int rows, int V,
+                                         int ignore_index)
+{
+    cross_entropy_chunk<dtype_f32>(logits, targets, lse, picked, counted, rows, V, ignore_index);
+}
+
+PHI2_KERNEL void cross_entropy_chunk_bf16(bf16_t* logits, const int* targets, float* lse, float* picked, int counted, int rows, int V,
+                                          int ignore_index)
+{
+    cross_entropy_chunk<dtype_bf16>(logits, targets, lse, picked, counted, rows, V, ignore_index);
+}
+
+PHI2_KERNEL void cross_entropy_picked_sum(const float* picked, const int* targets, const float* lse, int rows, int V, int ignore_index,
+                                          float* loss_sum, float* loss_mean, int* counted)
+{
+    cross_entropy_total<dtype_f32, true>(picked, targets, lse, rows, V, ignore_index, loss_sum, loss_mean, counted);
 }

@@ -12,6 +12,7 @@
 #include "../embedding.cu"
 #include "../rotary.cu"
 #include "../cache.cu"
+#include "../qkv.cu"
 #include "../transpose.cu"
 #include "../gelu.cu"
 #include "../dropout.cu"
@@ -43,6 +44,9 @@ namespace
         PHI2_EMU_ENTRY(scale_bf16),
         PHI2_EMU_ENTRY(scale_f16),
         PHI2_EMU_ENTRY(accumulate_f32),
+        PHI2_EMU_ENTRY(scale_by_f32),
+        PHI2_EMU_ENTRY(scale_by_bf16),
+        PHI2_EMU_ENTRY(accumulate_scaled_f32),
         // cast.cu
         PHI2_EMU_ENTRY(cast_f32_bf16),
         PHI2_EMU_ENTRY(cast_f32_f16),
@@ -77,6 +81,13 @@ namespace
         // cache.cu
         PHI2_EMU_ENTRY(cache_write_f32),
         PHI2_EMU_ENTRY(cache_write_bf16),
+        // qkv.cu
+        PHI2_EMU_ENTRY(qkv_split_rotary_f32),
+        PHI2_EMU_ENTRY(qkv_split_rotary_bf16),
+        PHI2_EMU_ENTRY(qkv_split_rotary_f16),
+        PHI2_EMU_ENTRY(qkv_split_rotary_backward_f32),
+        PHI2_EMU_ENTRY(qkv_split_rotary_backward_bf16),
+        PHI2_EMU_ENTRY(qkv_split_rotary_backward_f16),
         // transpose.cu
         PHI2_EMU_ENTRY(transpose_f32),
         PHI2_EMU_ENTRY(transpose_bf16),
@@ -87,6 +98,9 @@ namespace
         PHI2_EMU_ENTRY(cross_entropy_sum_bf16),
         PHI2_EMU_ENTRY(cross_entropy_backward_f32),
         PHI2_EMU_ENTRY(cross_entropy_backward_bf16),
+        PHI2_EMU_ENTRY(cross_entropy_chunk_f32),
+        PHI2_EMU_ENTRY(cross_entropy_chunk_bf16),
+        PHI2_EMU_ENTRY(cross_entropy_picked_sum),
         // optimizer.cu
         PHI2_EMU_ENTRY(chunk_sum_of_squares_f32),
         PHI2_EMU_ENTRY(chunk_sum_of_squares_bf16),

@@ -53,6 +53,13 @@ public static class CrossEntropyChecks
         Backward(DType.F32, 6, 333, dLoss: 0, large: true),
         Backward(DType.F32, 7, 1003, dLoss: 0, inPlace: true),
         Backward(DType.BF16, 5, 257, dLoss: 0, inPlace: true),
+        Chunk(DType.F32, 7, 1003, wholeCount: 9),
+        Chunk(DType.BF16, 7, 1003, wholeCount: 9),
+        Chunk(DType.F32, 5, 7, wholeCount: 3),
+        Chunk(DType.F32, 6, 333, wholeCount: 40, large: true),
+        Chunk(DType.BF16, 4, 61, wholeCount: 12, targets: Targets.AllIgnored),
+        PickedTotal(300, 61),
+        PickedTotal(4, 61, Targets.AllIgnored),
     ];
 
     private static string Suffix(DType dtype) => KernelName.Suffix(dtype);
@@ -76,6 +83,20 @@ public static class CrossEntropyChecks
         new($"cross_entropy_backward_{Suffix(dtype)} {Describe(rows, vocab, targets, large)} dLoss {(dLoss == 0 ? "none" : dLoss.ToString("R"))}{(inPlace ? " in place" : "")}",
             [$"cross_entropy_{Suffix(dtype)}", $"cross_entropy_backward_{Suffix(dtype)}"],
             device => RunBackward(device, dtype, rows, vocab, dLoss, targets, large, inPlace));
+
+    /// <summary>
+    /// cross_entropy_chunk over one chunk of a loss that counts <paramref name="wholeCount"/> rows in all (the chunk's
+    /// own count or more: other chunks count too); all ignored: a chunk that scores nothing still runs.
+    /// </summary>
+    private static DeviceCheck Chunk(DType dtype, int rows, int vocab, int wholeCount, Targets targets = Targets.Mixed, bool large = false) =>
+        new($"cross_entropy_chunk_{Suffix(dtype)} {Describe(rows, vocab, targets, large)} of a loss counting {wholeCount}",
+            [$"cross_entropy_chunk_{Suffix(dtype)}"],
+            device => RunChunk(device, dtype, rows, vocab, wholeCount, targets, large));
+
+    private static DeviceCheck PickedTotal(int rows, int vocab, Targets targets = Targets.Mixed) =>
+        new($"cross_entropy_picked_sum {Describe(rows, vocab, targets, false)} on the CPU's lse, bit for bit",
+            ["cross_entropy_picked_sum"],
+            device => RunPickedTotal(device, rows, vocab, targets));
 
     // Seeded by shape. Rows are offset from one another by up to +-12 (the max subtraction matters, and lse stays
     // small enough that fp32 rounding of lse, which both sides save, moves exp(x - lse) by a few parts in 10^6).
@@ -241,5 +262,51 @@ public static class CrossEntropyChecks
             CrossEntropyOp.Backward(cpu.Logits, cpu.Targets, cLse, cCounted, cDLoss, Ignore, cGradient);
             return Tolerances.CrossEntropyGradient(dtype, s).Compare("dLogits", output.Download(), cpu.Cpu.CastTo(dtype, cGradient));
         }
+    }
+
+    // The chunk's lse, target logits and in-place gradient against the CPU's lse and CrossEntropyBackward with scale
+    // (float)(1 / wholeCount): the scale of the whole loss, not of the chunk.
+    private static CheckResult RunChunk(IDeviceApi device, DType dtype, int rows, int vocab, int wholeCount, Targets layout, bool large)
+    {
+        float[] logits = MakeLogits(rows, vocab, large);
+        int[] targets = MakeTargets(rows, vocab, layout, large);
+        using var dLogits = DeviceBuffer.Upload(device, dtype, logits);
+        using var dTargets = DeviceBuffer.Upload(device, targets);
+        using var lse = DeviceBuffer.Allocate(device, DType.F32, rows);
+        using var picked = DeviceBuffer.Allocate(device, DType.F32, rows);
+        CrossEntropyKernels.CrossEntropyChunk(device, dtype, dLogits.Pointer, dTargets.Pointer, lse.Pointer, picked.Pointer, wholeCount, rows, vocab);
+
+        using var cpu = OnCpu(dtype, logits, targets, rows, vocab);
+        var (expectedLse, _, _) = cpu.Loss(rows, vocab);
+        float[] stored = CpuReference.RoundTrip(dtype, logits);
+        float scale = (float)(1.0 / wholeCount);
+        var gradient = new float[rows * vocab];
+        CpuCrossEntropy.Backward<float>(stored, targets, expectedLse, scale, gradient, rows, vocab, Ignore);
+        return CheckResult.Combine(
+            Tolerances.Forward(DType.F32).Compare("lse", lse.Download(), expectedLse),
+            CheckResult.CompareBits("picked", picked.Download(), [.. targets.Select((t, r) => t == Ignore ? 0f : stored[r * vocab + t])]),
+            Tolerances.CrossEntropyGradient(dtype, scale).Compare("dLogits", dLogits.Download(), CpuReference.RoundTrip(dtype, gradient)));
+    }
+
+    // The total over gathered target logits, fed the CPU's lse: the CPU's sum, mean and count bit for bit.
+    private static CheckResult RunPickedTotal(IDeviceApi device, int rows, int vocab, Targets layout)
+    {
+        float[] logits = MakeLogits(rows, vocab, large: false);
+        int[] targets = MakeTargets(rows, vocab, layout, large: false);
+        using var cpu = OnCpu(DType.F32, logits, targets, rows, vocab);
+        var (expectedLse, expectedSum, cCounted) = cpu.Loss(rows, vocab);
+        float[] pickedLogits = [.. targets.Select((t, r) => t == Ignore ? 0f : logits[r * vocab + t])];
+
+        using var dPicked = DeviceBuffer.Upload(device, DType.F32, pickedLogits);
+        using var dTargets = DeviceBuffer.Upload(device, targets);
+        using var lse = DeviceBuffer.Upload(device, DType.F32, expectedLse);
+        using var sum = DeviceBuffer.Allocate(device, DType.F32, 1);
+        using var mean = DeviceBuffer.Allocate(device, DType.F32, 1);
+        using var counted = DeviceBuffer.Allocate(device, DType.I32, 1);
+        CrossEntropyKernels.CrossEntropyPickedSum(device, dPicked.Pointer, dTargets.Pointer, lse.Pointer, sum.Pointer, mean.Pointer, counted.Pointer, rows, vocab);
+        return CheckResult.Combine(
+            CheckResult.CompareBits("lossSum", sum.Download(), [expectedSum]),
+            CheckResult.CompareBits("lossMean", mean.Download(), [Mean(expectedSum, cCounted)]),
+            CompareCount(counted.DownloadInt32()[0], cCounted));
     }
 }

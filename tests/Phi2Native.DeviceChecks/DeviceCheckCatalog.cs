@@ -40,6 +40,7 @@ public static class DeviceCheckCatalog
             new("embedding", EmbeddingChecks.All),
             new("rotary", RotaryChecks.All),
             new("cache", CacheChecks.All),
+            new("qkv", QkvChecks.All),
             new("transpose", TransposeChecks.All),
             // attention.cu, attention_mma.cu; through a KV cache also attention_decode.cu
             new("attention", AttentionChecks.All),

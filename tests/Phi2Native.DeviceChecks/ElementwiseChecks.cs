@@ -23,6 +23,9 @@ public static class ElementwiseChecks
         .. Types.Select(d => Check($"scale_{KernelName.Suffix(d)} n=77 in place", "scale", d, device => Scale(device, d, 77, -2.5f, inPlace: true))),
         Check("accumulate_f32 n=1001", "accumulate", DType.F32, device => Accumulate(device, 1001)),
         Check("accumulate_f32 n=77 into itself", "accumulate", DType.F32, device => Accumulate(device, 77, intoItself: true)),
+        .. new[] { DType.F32, DType.BF16 }.Select(d => Check($"scale_by_{KernelName.Suffix(d)} n=1001", "scale_by", d, device => ScaleBy(device, d, 1001, 0.37f))),
+        Check("scale_by_f32 n=77 in place", "scale_by", DType.F32, device => ScaleBy(device, DType.F32, 77, -2.5f, inPlace: true)),
+        Check("accumulate_scaled_f32 n=1001", "accumulate_scaled", DType.F32, device => AccumulateScaled(device, 1001, 0.37f)),
     ];
 
     private static DeviceCheck Check(string name, string op, DType dtype, Func<IDeviceApi, CheckResult> run) =>
@@ -86,6 +89,43 @@ public static class ElementwiseChecks
         using var tx = cpu.F32(x, n);
         using var ty = cpu.F32(intoItself ? x : prior, n);
         cpu.Backend.AddInPlace(ty, tx);
+        return CheckResult.CompareBits("y", actual, ty.ToSingleArray());
+    }
+
+    // y = alpha[0] x with alpha in device memory, against the CPU side of LinearCrossEntropyOp's backward (one fp32
+    // product, rounded once to the dtype).
+    private static CheckResult ScaleBy(IDeviceApi device, DType dtype, int n, float alpha, bool inPlace = false)
+    {
+        float[] x = Inputs(n, seed: 6, 2e38f);
+        using var dx = DeviceBuffer.Upload(device, dtype, x);
+        using var dAlpha = DeviceBuffer.Upload(device, DType.F32, [alpha]);
+        using var dy = inPlace ? null : DeviceBuffer.Allocate(device, dtype, n);
+        var output = dy ?? dx;
+        ElementwiseKernels.ScaleBy(device, dtype, dx.Pointer, output.Pointer, dAlpha.Pointer, n);
+        float[] actual = output.Download();
+
+        using var cpu = new CpuReference();
+        using var t = cpu.Stored(dtype, x, n);
+        using var factor = cpu.F32([alpha], 1);
+        Phi2Native.Backends.Ops.Loss.CpuLinearCrossEntropy.Scale(t, t, factor);
+        return CheckResult.CompareBits("y", actual, cpu.CastTo(dtype, t));
+    }
+
+    // y += alpha[0] x over a y that holds a gradient already: the product rounded, then the sum (no FMA), as the CPU.
+    private static CheckResult AccumulateScaled(IDeviceApi device, int n, float alpha)
+    {
+        float[] x = Inputs(n, seed: 7, 3e38f), prior = Inputs(n, seed: 8, 3e38f);
+        using var dx = DeviceBuffer.Upload(device, DType.F32, x);
+        using var dy = DeviceBuffer.Upload(device, DType.F32, prior);
+        using var dAlpha = DeviceBuffer.Upload(device, DType.F32, [alpha]);
+        ElementwiseKernels.AccumulateScaled(device, DType.F32, dx.Pointer, dy.Pointer, dAlpha.Pointer, n);
+        float[] actual = dy.Download();
+
+        using var cpu = new CpuReference();
+        using var tx = cpu.F32(x, n);
+        using var ty = cpu.F32(prior, n);
+        using var factor = cpu.F32([alpha], 1);
+        Phi2Native.Backends.Ops.Loss.CpuLinearCrossEntropy.AccumulateScaled(tx, ty, factor);
         return CheckResult.CompareBits("y", actual, ty.ToSingleArray());
     }
 }

@@ -9,6 +9,7 @@ using Phi2Native.Backends.Ops.Lora;
 using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Backends.Ops.Optimizer;
 using Phi2Native.Backends.Ops.Residual;
+using Phi2Native.Backends.Ops.Qkv;
 using Phi2Native.Backends.Ops.Rotary;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
@@ -41,6 +42,10 @@ internal static class Phi2LaunchShapes
 
         foreach (var dtype in AllFloat)
         {
+            // The fused q/k/v split: training (no cache), a decode step into the cache, and the backward.
+            QkvKernels.SplitRotary(device, dtype, P(), P(), P(), P(), DevicePtr.Null, B, T, H, D, RotaryDim, 10000, 0);
+            QkvKernels.SplitRotary(device, dtype, P(), P(), P(), P(), P(), B, 1, H, D, RotaryDim, 10000, T);
+            QkvKernels.SplitRotaryBackward(device, dtype, P(), P(), P(), P(), DevicePtr.Null, B, T, H, D, RotaryDim, 10000);
             ElementwiseKernels.Add(device, dtype, P(), P(), P(), (long)Rows * C);
             ElementwiseKernels.Scale(device, dtype, P(), P(), 0.5f, (long)Rows * C);
             DropoutKernels.Dropout(device, dtype, P(), P(), 0.1, 7, (long)Rows * C);
@@ -74,6 +79,8 @@ internal static class Phi2LaunchShapes
                 if (to != dtype) CastKernels.Cast(device, dtype, to, P(), P(), (long)Inner * C);
         }
         ElementwiseKernels.Accumulate(device, DType.F32, P(), P(), (long)Inner * C);
+        ElementwiseKernels.AccumulateScaled(device, DType.F32, P(), P(), P(), (long)V * C);
+        CrossEntropyKernels.CrossEntropyPickedSum(device, P(), P(), P(), P(), P(), P(), Rows, V);
         OptimizerKernels.StepStatus(device, P(), P(), 6 * 32, P(), 1, 1.0, P(), P(), default, Inner * C / OptimizerKernels.ChunkElements);
         OptimizerKernels.AdamWChunks(device, P(), P(), Inner * C / OptimizerKernels.ChunkElements, P(), default, (long)Inner * C, 1);
 
@@ -84,6 +91,9 @@ internal static class Phi2LaunchShapes
             CrossEntropyKernels.CrossEntropy(device, dtype, P(), P(), P(), P(), Rows, V);
             CrossEntropyKernels.CrossEntropySum(device, dtype, P(), P(), P(), P(), P(), P(), Rows, V);
             CrossEntropyKernels.CrossEntropyBackward(device, dtype, P(), P(), P(), P(), P(), P(), Rows, V);
+            // LinearCrossEntropyOp's chunk at Phi-2's shapes: 2048 rows in bf16, 1171 in fp32 (its RowsPerChunk).
+            CrossEntropyKernels.CrossEntropyChunk(device, dtype, P(), P(), P(), P(), Rows, LinearCrossEntropyOp.RowsPerChunk(Rows, V, dtype), V);
+            ElementwiseKernels.ScaleBy(device, dtype, P(), P(), P(), (long)Rows * C);
             EmbeddingKernels.Embedding(device, dtype, dtype, P(), P(), P(), Rows, V, C);
             EmbeddingKernels.EmbeddingBackward(device, dtype, P(), P(), P(), Rows, V, C);
             RotaryKernels.Rotary(device, dtype, P(), P(), DevicePtr.Null, B, T, H, D, RotaryDim, 10000);

@@ -156,11 +156,12 @@ public sealed unsafe partial class CpuBackend : IBackend
     internal static Span<byte> Bytes(Tensor tensor)
     {
         tensor.ThrowIfDisposed();
-        if (tensor.Storage is not CpuStorage storage)
+        // A view (StorageView) is part of its root's block, RootOffset bytes in.
+        if (tensor.Storage.Root is not CpuStorage storage)
             throw new ArgumentException($"{tensor} is not in CPU memory; move it to the CPU backend first");
         long length = tensor.ElementCount * tensor.DType.SizeInBytes();
         if (length > int.MaxValue) throw new NotSupportedException($"{tensor} is over 2 GiB, more than one CPU tensor may hold");
-        return new Span<byte>(storage.Pointer, (int)length);
+        return new Span<byte>((byte*)storage.Pointer + tensor.Storage.RootOffset, (int)length);
     }
 
     internal static Span<T> Span<T>(Tensor tensor) where T : unmanaged

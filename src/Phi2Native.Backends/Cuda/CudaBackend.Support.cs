@@ -19,11 +19,12 @@ public sealed partial class CudaBackend
         ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(tensor, argument);
         tensor.ThrowIfDisposed();
-        if (tensor.Storage is not CudaStorage storage)
+        // A view (StorageView) is part of its root's allocation, RootOffset bytes in.
+        if (tensor.Storage.Root is not CudaStorage storage)
             throw new ArgumentException($"{argument}: {tensor} is in {tensor.Device} memory, not on {Device}; create it on this backend (FromBytes) first", argument);
         if (storage.Backend != this)
             throw new ArgumentException($"{argument}: {tensor} belongs to another CUDA backend; tensors cannot be shared between backends", argument);
-        return storage.Pointer;
+        return storage.Pointer.Offset(tensor.Storage.RootOffset);
     }
 
     /// <summary>Like <see cref="Pointer"/>, but a null tensor (a gradient not wanted) gives the null pointer.</summary>

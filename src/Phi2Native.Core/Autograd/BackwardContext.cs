@@ -58,6 +58,27 @@ public sealed class BackwardContext
     }
 
     /// <summary>
+    /// <see cref="AccumulatorFor"/> of each of <paramref name="inputs"/>, except that the leaves among them that have no
+    /// gradient yet get views of one zeroed buffer, in order (one allocation and one fill instead of one each): the
+    /// fused q/k/v projection accumulates the weight gradients of adjacent trained projections with one product.
+    /// </summary>
+    internal Tensor?[] AccumulatorsFor(params Tensor?[] inputs)
+    {
+        var fresh = inputs.Where(input => input is { RequiresGrad: true, IsLeaf: true, Grad: null }).Select(input => input!).ToList();
+        if (fresh.Count > 1 && fresh.All(leaf => leaf.Backend == fresh[0].Backend && leaf.DType == fresh[0].DType))
+        {
+            using var buffer = fresh[0].Backend.Zeros([checked((int)fresh.Sum(leaf => leaf.ElementCount))], fresh[0].DType);
+            long offset = 0;
+            foreach (var leaf in fresh)
+            {
+                ReplaceLeafGradient(leaf, buffer.View(offset, leaf.Shape.ToArray()));
+                offset += leaf.ElementCount;
+            }
+        }
+        return [.. inputs.Select(AccumulatorFor)];
+    }
+
+    /// <summary>
     /// Hands <paramref name="gradient"/> (now owned by the context) to <paramref name="input"/>: it becomes the
     /// input's gradient when it has none yet, and is added to it otherwise. Null gradients are ignored.
     /// </summary>

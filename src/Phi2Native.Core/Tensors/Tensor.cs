@@ -113,6 +113,34 @@ public sealed class Tensor : IDisposable
         return new Tensor(Backend, Storage, resolved, DType) { Name = Name };
     }
 
+    /// <summary>
+    /// A tensor of <paramref name="shape"/> over this one's elements [<paramref name="elementOffset"/>, + its count): a
+    /// contiguous part (a row block of a matrix) that shares the memory and keeps it alive (<see cref="StorageView"/>).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The part is not inside this tensor.</exception>
+    internal Tensor View(long elementOffset, params int[] shape)
+    {
+        ThrowIfDisposed();
+        long count = CountElements(shape), size = DType.SizeInBytes();
+        if (elementOffset < 0 || elementOffset + count > ElementCount)
+            throw new ArgumentOutOfRangeException(nameof(elementOffset), elementOffset, $"elements [{elementOffset}, +{count}) are not inside [{ShapeText}]");
+        var view = new StorageView(Storage, elementOffset * size, count * size);
+        try
+        {
+            return new Tensor(Backend, view, (int[])shape.Clone(), DType);
+        }
+        catch
+        {
+            view.RemoveReference();
+            throw;
+        }
+    }
+
+    /// <summary>Whether <paramref name="next"/> (same backend and dtype) starts in the same memory block right where this tensor ends.</summary>
+    internal bool Precedes(Tensor next) =>
+        next.Backend == Backend && next.DType == DType && next.Storage.Root == Storage.Root &&
+        next.Storage.RootOffset == Storage.RootOffset + ElementCount * DType.SizeInBytes();
+
     /// <summary>The shape as text, e.g. "2, 7, 60".</summary>
     public string ShapeText => string.Join(", ", _shape);
 

@@ -17,6 +17,12 @@ public abstract class TensorStorage
     /// <summary>True when more than one tensor shares this memory (writing through one changes the others).</summary>
     public bool IsShared => Volatile.Read(ref _references) > 1;
 
+    /// <summary>The storage that owns the memory: this one, or the one a <see cref="StorageView"/> is part of.</summary>
+    internal virtual TensorStorage Root => this;
+
+    /// <summary>Where this storage's bytes start in <see cref="Root"/>'s block (0 unless a view).</summary>
+    internal virtual long RootOffset => 0;
+
     internal void AddReference()
     {
         if (Interlocked.Increment(ref _references) <= 1)

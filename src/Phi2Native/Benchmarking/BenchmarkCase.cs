@@ -113,8 +113,8 @@ internal sealed class BenchmarkCase : IDisposable
         using (TensorScope.Begin())
         using (var tape = GradientTape.Begin())
         {
-            var logits = _model.Forward(_model.CreateInputIds(_tokens, _options.Batch));
-            loss = _model.CausalLanguageModelLoss(logits, _tokens);
+            // lm_head and the loss in chunks of rows, as the trainer runs them.
+            loss = _model.ForwardLoss(_model.CreateInputIds(_tokens, _options.Batch), _tokens);
             tape.Backward(loss);
             loss = TensorScope.Detach(loss);
         }

@@ -32,7 +32,7 @@ internal static class EmbeddedEvaluation
                 int targets = ScoredTargets(batch);
                 if (targets == 0) continue;
                 using var scope = TensorScope.Begin();
-                var loss = model.CausalLanguageModelLoss(model.Forward(model.CreateInputIds(batch.InputIds, batch.BatchSize)), batch.Labels);
+                var loss = model.ForwardLoss(model.CreateInputIds(batch.InputIds, batch.BatchSize), batch.Labels);
                 lossSum += loss.Item() * targets;
                 scored += targets;
             }
@@ -44,7 +44,7 @@ internal static class EmbeddedEvaluation
         }
     }
 
-    // Position t is scored when labels[t + 1] is not ignored: the shift CausalLanguageModelLoss applies.
+    // Position t is scored when labels[t + 1] is not ignored: the shift CausalLanguageModelLoss and ForwardLoss apply.
     private static int ScoredTargets(TrainingBatch batch)
     {
         int count = 0;

@@ -164,7 +164,7 @@ public static class ProfileRun
                 using var tape = GradientTape.Begin();
                 Tensor loss;
                 using (ProfileScope.Phase(ProfilePhase.Forward))
-                    loss = model.CausalLanguageModelLoss(model.Forward(model.CreateInputIds(tokens, options.Batch)), tokens);
+                    loss = model.ForwardLoss(model.CreateInputIds(tokens, options.Batch), tokens);
                 tape.Backward(loss);
                 // The Trainer's step: the check (losses, norm, clip scale) and the update queued on the device, the status read once.
                 using (ProfileScope.Phase(ProfilePhase.Optimizer))

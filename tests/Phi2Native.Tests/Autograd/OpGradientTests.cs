@@ -8,6 +8,7 @@ using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Backends.Ops.Mlp;
 using Phi2Native.Backends.Ops.Normalization;
 using Phi2Native.Backends.Ops.Projection;
+using Phi2Native.Backends.Ops.Qkv;
 using Phi2Native.Backends.Ops.Lora;
 using Phi2Native.Backends.Ops.Residual;
 using Phi2Native.Backends.Ops.Rotary;
@@ -88,6 +89,52 @@ public class OpGradientTests
         Check("Rotary", () => RotaryOp.Apply(x, rotaryDim, 500.0, positionOffset == 0 ? null : UniformPositions.Same(x.Backend, positionOffset, 2)), [x]);
         using var rows = x.Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(new[] { positionOffset, 7 }.AsSpan()), DType.I32, [2], DType.I32);
         Check("Rotary per row", () => RotaryOp.Apply(x, rotaryDim, 500.0, rows), [x]);
+    }
+
+    [TestCase(4, 0)]
+    [TestCase(6, 9)]
+    [TestCase(0, 0)]
+    public void QkvProjection(int rotaryDim, int positionOffset)
+    {
+        const int heads = 2, headDim = 6, c = heads * headDim;
+        var shape = new QkvShape(heads, headDim, rotaryDim, 500.0);
+        var x = Input("x", [2, 3, c]);
+        // Three separate weights (one GEMM each), and the model's layout: views of one [3C, C] weight and one [3C] bias.
+        var separate = new QkvParameters([Input("wq", [c, c]), Input("wk", [c, c]), Input("wv", [c, c])], [Input("bq", [c]), Input("bk", [c]), Input("bv", [c])]);
+        var fusedWeight = Input("w", [3 * c, c], requiresGrad: false);
+        var fusedBias = Input("b", [3 * c], requiresGrad: false);
+        Tensor View(Tensor fused, int j, int[] shape)
+        {
+            var view = fused.View(j * (fused.ElementCount / 3), shape);
+            view.RequiresGrad = true;
+            _owned.Add(view);
+            return view;
+        }
+        var fused = new QkvParameters([View(fusedWeight, 0, [c, c]), View(fusedWeight, 1, [c, c]), View(fusedWeight, 2, [c, c])],
+            [View(fusedBias, 0, [c]), View(fusedBias, 1, [c]), View(fusedBias, 2, [c])]);
+        Assert.That(fused.WeightsFused && fused.BiasesFused && !separate.WeightsFused, "the views are one block, the separate weights are not");
+        using var positions = positionOffset == 0 ? null
+            : x.Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(new[] { positionOffset, 2 }.AsSpan()), DType.I32, [2], DType.I32);
+        // q + 2 k - 3 v: a gradient landing in the wrong block changes the objective.
+        Tensor Output(QkvParameters parameters)
+        {
+            var (q, k, v) = QkvProjectionOp.Apply(x, parameters, shape, positions);
+            return AddOp.Apply(AddOp.Apply(q, ScaleOp.Apply(k, 2)), ScaleOp.Apply(v, -3));
+        }
+        Check("QkvProjection", () => Output(separate), [x, .. separate.Weights, .. separate.Biases]);
+        Check("QkvProjection fused", () => Output(fused), [x, .. fused.Weights, .. fused.Biases]);
+        Assert.That(fused.Weights[0].Grad!.Storage.Root, Is.SameAs(fused.Weights[2].Grad!.Storage.Root), "the weight gradients are views of one buffer");
+        // Only k_proj's weight and v_proj's bias train: no other gradient appears.
+        foreach (var parameter in fused.Weights.Concat(fused.Biases).Append(x))
+        {
+            parameter.RequiresGrad = false;
+            parameter.ZeroGrad();
+        }
+        fused.Weights[1].RequiresGrad = true;
+        fused.Biases[2].RequiresGrad = true;
+        Check("QkvProjection, k weight and v bias only", () => Output(fused), [fused.Weights[1], fused.Biases[2]]);
+        Assert.That(fused.Weights[0].Grad, Is.Null);
+        Assert.That(x.Grad, Is.Null);
     }
 
     [TestCase(7, 7)]
@@ -225,6 +272,18 @@ public class OpGradientTests
         var targets = Ids([4, -100, 16, 0, -100, 9], 6);
         Check("CrossEntropy", () => CrossEntropyOp.Apply(logits, targets), [logits]);
         targets.Dispose();
+    }
+
+    [Test]
+    public void LinearCrossEntropyInChunks()
+    {
+        // 7 rows in chunks of 3 (the last one short), the chunk of rows 3 .. 5 scoring nothing: x, W and b all train.
+        var x = Input("x", [7, 9], 2);
+        var weight = Input("weight", [13, 9]);
+        var bias = Input("bias", [13]);
+        int[] targets = [4, 12, 0, -100, -100, -100, 7];
+        Check("LinearCrossEntropy", () => LinearCrossEntropyOp.Apply(x, weight, bias, targets, chunkRows: 3), [x, weight, bias]);
+        Check("LinearCrossEntropy, frozen head", () => LinearCrossEntropyOp.Apply(x, weight, null, targets, chunkRows: 2), [x]);
     }
 
     [Test]

@@ -84,7 +84,9 @@ public class EmbeddedLoraDemoTests
         var two = Measure("2-3");
         var all = Measure("0-3");
         int perLayer = top.OpsBelowLowestTrainedLayer - two.OpsBelowLowestTrainedLayer;
-        Assert.That(perLayer, Is.GreaterThan(10), "a decoder layer is many ops");
+        // input_layernorm, the q/k/v projection (one op, and one each recording k and v), attention, its reshape, dense,
+        // fc1 + gelu_new, fc2, the parallel residual: 10 since q, k and v became one op (it was 14).
+        Assert.That(perLayer, Is.GreaterThanOrEqualTo(10), "a decoder layer is many ops");
         Assert.That(two.OpsBelowLowestTrainedLayer - all.OpsBelowLowestTrainedLayer, Is.EqualTo(2 * perLayer), "layers 0 and 1, each the same ops");
         Assert.That(all.OpsBelowLowestTrainedLayer, Is.InRange(1, perLayer - 1), "below layer 0: the embedding only");
     }

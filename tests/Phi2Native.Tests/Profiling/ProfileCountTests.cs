@@ -26,15 +26,19 @@ public class ProfileCountTests
         report.Events.Count(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas && where(e));
 
     [Test, Category("Emulated")]
-    public void ADecodedTokenLaunches13KernelsPerLayerPlus4()
+    public void ADecodedTokenLaunches7KernelsPerLayerPlus4()
     {
-        // Per layer (Phi2DecoderLayer with a KV cache, fp32): input_layernorm 1; q_proj, k_proj, v_proj, dense, fc1, fc2 one
-        // GEMM each (6), fc1's with its bias and gelu_new in the epilogue (LinearGeluOp; the emulated device's GELU epilogue
-        // is gelu_new, so no gelu_new launch); rotary of q and of k (2); cache_write of k and of v (2); cached_attention 1;
-        // the parallel residual (attention + MLP + h in one kernel) 1: 13. (14 before LinearGelu: gelu_new was its own launch.)
+        // Per layer (Phi2DecoderLayer with a KV cache, fp32): input_layernorm 1; q_proj, k_proj and v_proj as one GEMM over
+        // the layer's [3C, C] weight with the bias in its epilogue, then qkv_split_rotary (split into heads, rotary of q and
+        // k, k and v straight into the cache's rows) (QkvProjectionOp: 2); cached_attention 1; dense, fc1, fc2 one GEMM
+        // each (3): fc1's with its bias and gelu_new in the epilogue (LinearGeluOp; the emulated device's GELU epilogue is
+        // gelu_new, so no gelu_new launch), dense's and fc2's adding the residual as they go (beta 1: dense writes
+        // h + attention, fc2 adds the MLP into it), so no parallel_residual launch: 7.
+        // (8 with parallel_residual; 13 before QkvProjectionOp: 3 GEMMs for q, k, v, rotary of q and of k, cache_write of
+        // k and of v, i.e. 7 where there are 2 now; 14 before LinearGelu: gelu_new was its own launch.)
         // Per token: embed_tokens 1; the gather of the last position's row (an embedding lookup of host-made indices) 1;
         // final_layernorm 1; lm_head 1: 4.
-        const int perLayer = 1 + 6 + 2 + 2 + 1 + 1, perToken = 4;
+        const int perLayer = 1 + 2 + 1 + 3, perToken = 4;
         foreach (int layers in new[] { 2, 4 })
         {
             var report = Profile(ProfileWorkload.Decode, layers: layers);
@@ -49,18 +53,22 @@ public class ProfileCountTests
     }
 
     [Test, Category("Emulated")]
-    public void ADecodedTokenInBf16Launches14KernelsPerLayerPlus4()
+    public void ADecodedTokenInBf16Launches8KernelsPerLayerPlus4()
     {
         // As in fp32 (above; fc1's bias and gelu_new in its GEMM's epilogue, GELU_BIAS at inference, so no gelu_new
-        // launch), but attention through the cache at head dim 80 in bf16 is the split-K decode (AttentionKernels.Choose:
-        // Tq = 1 <= 4): attention_decode (the chunks' partials) and its combine, 2 launches where cached_attention was 1.
-        // input_layernorm 1 + 6 GEMMs + rotary 2 + cache_write 2 + decode and combine 2 + parallel residual 1: 14 a layer
-        // (15 before LinearGelu). The 4 a token are the same.
-        const int perLayer = 1 + 6 + 2 + 2 + 2 + 1, perToken = 4;
+        // launch; the residual in dense's and fc2's GEMMs), but attention through the cache at head dim 80 in bf16 is the
+        // split-K decode (AttentionKernels.Choose: Tq = 1 <= 4): attention_decode (the chunks' partials) and its combine,
+        // 2 launches where cached_attention was 1. input_layernorm 1 + q/k/v GEMM and qkv_split_rotary 2 + decode and
+        // combine 2 + dense, fc1, fc2 GEMMs 3: 8 a layer (9 with parallel_residual, 14 before QkvProjectionOp, 15 before
+        // LinearGelu). The 4 a token are the same.
+        const int perLayer = 1 + 2 + 2 + 3, perToken = 4;
         var report = Profile(ProfileWorkload.Decode, layers: 2, dtype: DType.BF16);
         Assert.That(report.Launches, Is.EqualTo(perLayer * 2 + perToken), Names(report));
         Assert.That(Launches(report, e => e.Name == "attention_decode_bf16_d80"), Is.EqualTo(2), Names(report));
         Assert.That(Launches(report, e => e.Name == "attention_decode_combine_bf16"), Is.EqualTo(2), Names(report));
+        Assert.That(Launches(report, e => e.Name == "qkv_split_rotary_bf16"), Is.EqualTo(2), Names(report));
+        Assert.That(Launches(report, e => e.Name.StartsWith("rotary", StringComparison.Ordinal) || e.Name.StartsWith("cache_write", StringComparison.Ordinal)
+            || e.Name.StartsWith("parallel_residual", StringComparison.Ordinal)), Is.Zero, Names(report));
         Assert.That(report.HostSyncs, Is.Zero);
         Assert.That(report.Allocations, Is.Zero, "the decode's partials come from the caching allocator too");
     }
@@ -92,6 +100,24 @@ public class ProfileCountTests
         Assert.That(Names(ProfilePhase.Backward), Is.EquivalentTo(new[] { "bias_gelu_new_backward_f32", "cublasGemmEx", "cublasGemmEx" }));
         Assert.That(report.Events.Where(e => e.Name.StartsWith("gelu_new", StringComparison.Ordinal)), Is.Empty);
         Assert.That(report.Events.Where(e => e.Module == module && e.Name == "cublasLtMatmul").Select(e => e.Detail), Has.All.Contain("GeluAuxBias"));
+    }
+
+    [Test, Category("Emulated")]
+    public void QkvIsOneGemmAndOneKernelForward_AndOneKernelAndThreeGemmsBackward()
+    {
+        // A full training step (fp32, every parameter trains, no adapter on q/k/v): forward, q_proj, k_proj and v_proj are
+        // one cublasLtMatmul over the layer's [3C, C] weight (bias in the epilogue) and qkv_split_rotary; backward,
+        // qkv_split_rotary_backward (dq, dk rotated back and dv into one [N, 3C] gradient), then dx, dW and dBias (three
+        // GemmEx: the three weight gradients are views of one [3C, C] buffer, so one product covers them, and the biases'
+        // likewise). The three-Linear path took 3 + 2 rotary forward and 2 rotary_backward + 3 x 3 GemmEx backward.
+        var report = Profile(ProfileWorkload.Train, layers: 2);
+        const string module = "model.layers.1.self_attn";
+        List<string> Launched(ProfilePhase phase) => [.. report.Events
+            .Where(e => e.Module == module && e.Phase == phase && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas)
+            .Select(e => e.Name).Where(n => n.StartsWith("cublas", StringComparison.Ordinal) || n.StartsWith("qkv", StringComparison.Ordinal))];
+        Assert.That(Launched(ProfilePhase.Forward), Is.EqualTo(new[] { "cublasLtMatmul", "qkv_split_rotary_f32" }));
+        Assert.That(Launched(ProfilePhase.Backward), Is.EqualTo(new[] { "qkv_split_rotary_backward_f32", "cublasGemmEx", "cublasGemmEx", "cublasGemmEx" }));
+        Assert.That(report.Events.Where(e => e.Name.StartsWith("rotary", StringComparison.Ordinal)), Is.Empty, Names(report));
     }
 
     [Test, Category("Emulated")]
@@ -209,19 +235,44 @@ public class ProfileCountTests
         Assert.That(report.Launches, Is.Zero);
         Assert.That(report.HostSyncs, Is.Zero);
         var linear = report.Rows.Single(r => r.Name == "Linear");
-        // Per layer 5 Linears (the bases; fc1 with its adapter and gelu_new is one LoraLinearGelu op) and lm_head: 2 x 5 + 1
-        // forwards; the LoRA branches' two products are inside the Lora op, one per adapted Linear: 2 x 5.
-        Assert.That(linear.Calls, Is.EqualTo(2 * 5 + 1));
+        // Per layer 5 Linears (the bases; fc1 with its adapter and gelu_new is one LoraLinearGelu op): 2 x 5 forwards
+        // (lm_head runs inside LinearCrossEntropy, with the loss); the LoRA branches' two products are inside the Lora op,
+        // one per adapted Linear: 2 x 5.
+        Assert.That(linear.Calls, Is.EqualTo(2 * 5));
+        Assert.That(report.Rows.Single(r => r.Name == "LinearCrossEntropy").Calls, Is.EqualTo(1));
         Assert.That(linear.MeasuredMs, Is.GreaterThan(0));
         Assert.That(report.Rows.Single(r => r.Name == "Lora").Calls, Is.EqualTo(2 * 5));
         Assert.That(report.Rows.Single(r => r.Name == "LoraLinearGelu").Calls, Is.EqualTo(2));
         // Backward runs for every base Linear but layer 0's q, k and v: their input (input_layernorm of the frozen
         // embedding) needs no gradient and their weights are frozen, so the tape never recorded them; every Lora and
         // LoraLinearGelu op is recorded (A and B train).
-        Assert.That(report.Rows.Single(r => r.Name == "LinearBackward").Calls, Is.EqualTo(2 * 5 + 1 - 3));
+        Assert.That(report.Rows.Single(r => r.Name == "LinearBackward").Calls, Is.EqualTo(2 * 5 - 3));
         Assert.That(report.Rows.Single(r => r.Name == "LoraBackward").Calls, Is.EqualTo(2 * 5));
         Assert.That(report.Rows.Single(r => r.Name == "LoraLinearGeluBackward").Calls, Is.EqualTo(2));
         Assert.That(report.ModelH100Ms, Is.Zero, "CPU ops have no modelled GPU time");
+    }
+
+    [TestCase(ProfileWorkload.Lora), Category("Emulated")]
+    [TestCase(ProfileWorkload.Train), Category("Emulated")]
+    public void TheHeadAndTheLossAreChunked_AndBackwardOnlyScales(ProfileWorkload what)
+    {
+        // lm_head and the loss in one op (LinearCrossEntropyOp), one chunk here (8 rows): the logits GEMM with its bias in
+        // the epilogue, cross_entropy_chunk (lse, target logits and the logits' gradient in place), dX (GemmEx) and, when
+        // lm_head trains in full, dW and db (GemmEx each); then the loss from the gathered target logits. Backward only
+        // scales what forward computed by the loss's gradient, read on the device: dX, and dW and db when they train.
+        // The unfused head took 1 GEMM + cross_entropy + cross_entropy_sum forward and cross_entropy_backward + dX (+ dW,
+        // db) backward, holding the [B x T, V] logits and then their gradient.
+        var report = Profile(what, layers: 2);
+        bool full = what == ProfileWorkload.Train;
+        List<string> Head(ProfilePhase phase) => [.. report.Events
+            .Where(e => e.Module == "lm_head" && e.Phase == phase && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas).Select(e => e.Name)];
+        string[] forward = full
+            ? ["cublasLtMatmul", "cross_entropy_chunk_f32", "cublasGemmEx", "cublasGemmEx", "cublasGemmEx", "cross_entropy_picked_sum"]
+            : ["cublasLtMatmul", "cross_entropy_chunk_f32", "cublasGemmEx", "cross_entropy_picked_sum"];
+        Assert.That(Head(ProfilePhase.Forward), Is.EqualTo(forward), Names(report));
+        Assert.That(Head(ProfilePhase.Backward), Is.EqualTo(full ? new[] { "scale_by_f32", "accumulate_scaled_f32", "accumulate_scaled_f32" } : ["scale_by_f32"]));
+        Assert.That(report.Events.Where(e => e.Name is "cross_entropy_f32" or "cross_entropy_backward_f32" or "cross_entropy_sum_f32"), Is.Empty);
+        Assert.That(report.HostSyncs, Is.EqualTo(1), "the head reads nothing back: the count of scored tokens is the host's");
     }
 
     private static string Names(ProfileReport report) =>

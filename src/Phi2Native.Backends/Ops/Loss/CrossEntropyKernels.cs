@@ -132,6 +132,59 @@ internal static unsafe class CrossEntropyKernels
                 elements * dtype.SizeInBytes(), 0, 4 * elements));
     }
 
+    /// <summary>Launches cross_entropy.cu's cross_entropy_chunk_{dtype} (contract in its header); 0 rows launches nothing.</summary>
+    /// <exception cref="ArgumentException">An unsupported dtype or a misaligned pointer.</exception>
+    /// <exception cref="ArgumentNullException">A null pointer.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A negative row count or count, or no vocabulary.</exception>
+    public static void CrossEntropyChunk(IDeviceApi device, DType dtype, DevicePtr logits, DevicePtr targets, DevicePtr logSumExp, DevicePtr picked,
+        int counted, int rows, int vocabSize, int ignoreIndex = DefaultIgnoreIndex, DeviceStream stream = default)
+    {
+        LaunchArguments.Device(device);
+        string kernel = KernelName.For("cross_entropy_chunk", dtype, Supported);
+        LaunchArguments.Pointer(logits, dtype, nameof(logits));
+        LaunchArguments.Pointer(targets, DType.I32, nameof(targets));
+        LaunchArguments.Pointer(logSumExp, DType.F32, nameof(logSumExp));
+        LaunchArguments.Pointer(picked, DType.F32, nameof(picked));
+        CheckSizes(rows, vocabSize);
+        ArgumentOutOfRangeException.ThrowIfNegative(counted);
+        if (rows == 0) return;
+        nint* args = stackalloc nint[]
+        {
+            (nint)(&logits), (nint)(&targets), (nint)(&logSumExp), (nint)(&picked), (nint)(&counted), (nint)(&rows), (nint)(&vocabSize),
+            (nint)(&ignoreIndex),
+        };
+        long elements = (long)rows * vocabSize;
+        // Each logit read (twice: the lse pass, then the gradient pass; counted once as traffic) and written once; targets
+        // read; lse and the picked logits written. ~8 flops a logit (the lse pass's 4, then subtract, exp, multiply).
+        device.Launch(kernel, new Dim3((uint)rows), LaunchShape.RowBlock(vocabSize), 0, stream, new ReadOnlySpan<nint>(args, 8),
+            new KernelCost(elements * dtype.SizeInBytes() + (long)rows * sizeof(int), elements * dtype.SizeInBytes() + 2L * rows * sizeof(float), 0, 8 * elements));
+    }
+
+    /// <summary>Launches cross_entropy.cu's cross_entropy_picked_sum (contract in its header): one block of <see cref="SumBlock"/> threads, also for 0 rows.</summary>
+    /// <exception cref="ArgumentException">A misaligned pointer.</exception>
+    /// <exception cref="ArgumentNullException">A null pointer other than <paramref name="lossMean"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A negative row count or no vocabulary.</exception>
+    public static void CrossEntropyPickedSum(IDeviceApi device, DevicePtr picked, DevicePtr targets, DevicePtr logSumExp, DevicePtr lossSum,
+        DevicePtr lossMean, DevicePtr counted, int rows, int vocabSize, int ignoreIndex = DefaultIgnoreIndex, DeviceStream stream = default)
+    {
+        LaunchArguments.Device(device);
+        LaunchArguments.Pointer(picked, DType.F32, nameof(picked));
+        LaunchArguments.Pointer(targets, DType.I32, nameof(targets));
+        LaunchArguments.Pointer(logSumExp, DType.F32, nameof(logSumExp));
+        LaunchArguments.Pointer(lossSum, DType.F32, nameof(lossSum));
+        LaunchArguments.OptionalPointer(lossMean, DType.F32, nameof(lossMean));
+        LaunchArguments.Pointer(counted, DType.I32, nameof(counted));
+        CheckSizes(rows, vocabSize);
+        nint* args = stackalloc nint[]
+        {
+            (nint)(&picked), (nint)(&targets), (nint)(&logSumExp), (nint)(&rows), (nint)(&vocabSize), (nint)(&ignoreIndex),
+            (nint)(&lossSum), (nint)(&lossMean), (nint)(&counted),
+        };
+        // targets, lse and each counted row's picked logit read (ignored rows read none: an upper bound); the sum, mean and count written.
+        device.Launch("cross_entropy_picked_sum", new Dim3(1), SumBlock, 0, stream, new ReadOnlySpan<nint>(args, 9),
+            new KernelCost((long)rows * (sizeof(int) + 2 * sizeof(float)), sizeof(float) * (lossMean.IsNull ? 1 : 2) + sizeof(int), 0, 2L * rows));
+    }
+
     private static void CheckSizes(int rows, int vocabSize)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(rows);

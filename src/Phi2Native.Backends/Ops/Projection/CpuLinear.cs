@@ -19,6 +19,16 @@ internal static class CpuLinear
         return y;
     }
 
+    /// <summary><see cref="LinearOp.ForwardAdding"/> on the CPU backend, the contract checked: the product accumulated onto the residual (beta 1), then the bias.</summary>
+    public static Tensor ForwardAdding(CpuBackend cpu, Tensor x, Tensor weight, Tensor? bias, Tensor residual, bool inPlace, int rows, int inFeatures, int outFeatures)
+    {
+        var y = inPlace ? residual : cpu.Allocate(residual.Shape, residual.DType);
+        if (!inPlace) cpu.Copy(residual, y);
+        if (x.DType == DType.F64) Forward(Span<double>(x), Span<double>(weight), Optional<double>(bias), Span<double>(y), rows, inFeatures, outFeatures, 1.0, 1.0);
+        else Forward(Span<float>(x), Span<float>(weight), Optional<float>(bias), Span<float>(y), rows, inFeatures, outFeatures, 1f, 1f);
+        return y;
+    }
+
     /// <summary>
     /// <see cref="LinearOp"/>'s backward on the CPU backend, the contract checked. <paramref name="accumulateDx"/>: dx +=
     /// dY W, the product taken into a temporary and added, so the sum is bit for bit the unfused ops' (a fresh dx

@@ -52,6 +52,28 @@ internal static class CudaLinear
     }
 
     /// <summary>
+    /// <see cref="LinearOp.ForwardAdding"/> on the CUDA backend, the contract checked: one cuBLASLt call, D = x W^T + C + b
+    /// with C the residual (beta 1) and D a new tensor or, in place, the residual itself (C = D, the same layout).
+    /// </summary>
+    public static Tensor ForwardAdding(CudaBackend cuda, Tensor x, Tensor weight, Tensor? bias, Tensor residual, bool inPlace, int rows, int inFeatures, int outFeatures)
+    {
+        var y = inPlace ? residual : cuda.Allocate(residual.Shape, residual.DType, nameof(residual));
+        if (rows == 0 || outFeatures == 0) return y;
+        if (inFeatures == 0)
+        {
+            if (!inPlace) y.Dispose();
+            throw new NotSupportedException("Linear: a weight with 0 in-features is not supported on the CUDA backend (cuBLASLt needs k >= 1)");
+        }
+        var dtype = x.DType;
+        cuda.DeviceApi.Blas.LtMatmul(Projection(cuda.Pointer(x, nameof(x)), cuda.Pointer(weight, nameof(weight)), cuda.Pointer(y, "y"), dtype, rows, inFeatures, outFeatures) with
+        {
+            Beta = 1f, C = cuda.Pointer(residual, nameof(residual)), Ldc = outFeatures,
+            Epilogue = bias is null ? LtEpilogue.Default : LtEpilogue.Bias, Bias = cuda.OptionalPointer(bias, nameof(bias)), BiasType = dtype,
+        }, cuda.Stream);
+        return y;
+    }
+
+    /// <summary>
     /// cuBLASLt's arguments for y [rows, out] = x [rows, in] W^T with W [out, in], all of <paramref name="dtype"/>
     /// (row-major tensors as cuBLAS's column-major: y^T = W x^T); the caller adds the epilogue.
     /// </summary>

@@ -43,6 +43,28 @@ internal sealed class LinearOp : AutogradOp
     }
 
     /// <summary>
+    /// Inference only (never recorded): x W^T + b + <paramref name="residual"/> [..., out], the residual added by the
+    /// product's own accumulation (beta = 1; cuBLASLt's C operand), so a residual sum costs no launch of its own. The sum
+    /// is taken in fp32 with the bias and rounded once. <paramref name="inPlace"/> writes the result into the residual
+    /// itself (and returns it); otherwise the residual is left as it was.
+    /// </summary>
+    /// <exception cref="ArgumentException">Shapes or dtypes break the contract; the message names the argument.</exception>
+    public static Tensor ForwardAdding(Tensor x, Tensor weight, Tensor? bias, Tensor residual, bool inPlace)
+    {
+        using var profile = ProfileScope.Op(Info.Name, x.Backend);
+        var (rows, inFeatures, outFeatures) = CheckForward(x, weight, bias);
+        OpContract.OnBackend(residual, x.Backend, "Linear", nameof(residual));
+        OpContract.Shape(residual, [.. x.Shape[..^1], outFeatures], "Linear", nameof(residual));
+        OpContract.DType(residual, x.DType, "Linear", nameof(residual));
+        return x.Backend switch
+        {
+            CpuBackend cpu => CpuLinear.ForwardAdding(cpu, x, weight, bias, residual, inPlace, rows, inFeatures, outFeatures),
+            CudaBackend cuda => CudaLinear.ForwardAdding(cuda, x, weight, bias, residual, inPlace, rows, inFeatures, outFeatures),
+            var other => throw OpContract.NoImplementation(Info, other),
+        };
+    }
+
+    /// <summary>
     /// The gradients alone: dx (=) like x, or (+=) with <paramref name="accumulateDx"/>; dWeight [out, in] and dBias [out]
     /// (+=) of x's dtype, or F32 over a 16-bit x. A null output is not computed.
     /// </summary>

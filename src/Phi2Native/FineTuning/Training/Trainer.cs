@@ -148,8 +148,8 @@ public sealed class Trainer : IDisposable
                     var batch = _training.Next();
                     using var scope = TensorScope.Begin();
                     using var tape = GradientTape.Begin();
-                    var logits = model.Forward(model.CreateInputIds(batch.InputIds, batch.BatchSize));
-                    var loss = model.CausalLanguageModelLoss(logits, batch.Labels);
+                    // lm_head and the loss in chunks of rows: the [B x T, V] logits never exist whole.
+                    var loss = model.ForwardLoss(model.CreateInputIds(batch.InputIds, batch.BatchSize), batch.Labels);
                     // Each micro-batch's mean loss counts 1/accumulation, as HF's Trainer does.
                     tape.Backward(ScaleOp.Apply(loss, 1.0 / _options.GradientAccumulation));
                     losses.Add(TensorScope.Detach(loss));
@@ -251,7 +251,7 @@ public sealed class Trainer : IDisposable
             int targets = CountTargets(batch);
             if (targets == 0) continue;
             using var scope = TensorScope.Begin();
-            var loss = model.CausalLanguageModelLoss(model.Forward(model.CreateInputIds(batch.InputIds, batch.BatchSize)), batch.Labels);
+            var loss = model.ForwardLoss(model.CreateInputIds(batch.InputIds, batch.BatchSize), batch.Labels);
             lossSum += loss.Item() * targets;
             scored += targets;
         }
@@ -284,7 +284,7 @@ public sealed class Trainer : IDisposable
         _status.Dispose();
     }
 
-    // Position t is scored when labels[t + 1] is not ignored: the shift CausalLanguageModelLoss applies.
+    // Position t is scored when labels[t + 1] is not ignored: the shift CausalLanguageModelLoss and ForwardLoss apply.
     private static int CountTargets(TrainingBatch batch)
     {
         int count = 0;

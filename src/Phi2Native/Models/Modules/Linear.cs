@@ -15,6 +15,9 @@ public sealed class Linear : Module
         Bias = hasBias ? Take(weights, "bias", outFeatures) : null;
     }
 
+    /// <summary>Over parameters already loaded (row-block views of a fused weight, <see cref="LinearStack"/>), named by the caller.</summary>
+    internal Linear(string name, Tensor weight, Tensor? bias) : base(name) => (Weight, Bias) = (weight, bias);
+
     /// <summary>[out, in].</summary>
     public Tensor Weight { get; }
 
@@ -36,6 +39,17 @@ public sealed class Linear : Module
         using var profile = ProfileScope.Module(Name);
         var y = LinearOp.Apply(x, Weight, Bias);
         return Adapter is null ? y : Adapter.Forward(x, y, Training);
+    }
+
+    /// <summary>
+    /// Inference only, with no adapter: x [..., in] -> x W^T + b + <paramref name="residual"/> [..., out], the residual
+    /// added by the GEMM's own accumulation (LinearOp.ForwardAdding); <paramref name="inPlace"/> writes into the residual.
+    /// </summary>
+    internal Tensor ForwardAdding(Tensor x, Tensor residual, bool inPlace)
+    {
+        if (Adapter is not null) throw new InvalidOperationException($"{Name}: an adapted Linear adds its adapter's output; a residual cannot go in its GEMM");
+        using var profile = ProfileScope.Module(Name);
+        return LinearOp.ForwardAdding(x, Weight, Bias, residual, inPlace);
     }
 
     /// <inheritdoc/>

@@ -43,6 +43,16 @@ public sealed class Phi2DecoderLayer : Module
     {
         using var profile = ProfileScope.Module(Name);
         var x = InputLayerNorm.Forward(hidden);
+        if (cache is not null && dropout == 0 && SelfAttention.Dense.Adapter is null && Mlp.Fc2.Adapter is null)
+        {
+            // Inference through a KV cache: the parallel block's sum in the GEMMs' own accumulation (beta 1), no
+            // parallel_residual launch: dense's GEMM writes hidden + attention into a new tensor, fc2's adds the MLP into
+            // it. HF sums (attention + mlp) + hidden; this is (hidden + attention) + mlp, each sum in fp32 with its
+            // product and rounded once (two roundings in bf16 where parallel_residual took the branch outputs' two and
+            // its own one).
+            var afterAttention = SelfAttention.Forward(x, cache, Index, residual: hidden);
+            return Mlp.ForwardAdding(x, afterAttention);
+        }
         var attention = cache is null ? SelfAttention.Forward(x) : SelfAttention.Forward(x, cache, Index);
         var mlp = Mlp.Forward(x);
         // HF's order, (dropout(attention) + dropout(mlp)) + residual, in one pass.

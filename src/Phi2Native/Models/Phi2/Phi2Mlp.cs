@@ -31,6 +31,13 @@ public sealed class Phi2Mlp : Module
         return Fc2.Forward(Fc1AndGelu(x));
     }
 
+    /// <summary>Inference, no adapter on fc2: x [B, T, C] -> <paramref name="residual"/> + fc2(gelu_new(fc1(x))), written into <paramref name="residual"/> by fc2's GEMM (beta 1).</summary>
+    internal Tensor ForwardAdding(Tensor x, Tensor residual)
+    {
+        using var profile = ProfileScope.Module(Name);
+        return Fc2.ForwardAdding(Fc1AndGelu(x), residual, inPlace: true);
+    }
+
     /// <summary>
     /// gelu_new(fc1(x)), one fused op: fc1's bias and gelu_new in its GEMM's epilogue (or one pass after it); with a LoRA
     /// adapter on fc1 (the low-rank product added before gelu_new) LoraLinearGeluOp: the base GEMM, lora_down and lora_up

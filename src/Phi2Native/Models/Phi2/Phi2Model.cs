@@ -6,6 +6,7 @@ using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Backends.Ops.Loss;
 using Phi2Native.Determinism;
 using Phi2Native.Models.Modules;
+using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
 namespace Phi2Native.Models.Phi2;
@@ -133,7 +134,32 @@ public sealed class Phi2Model : Module
     }
 
     /// <summary>ids [B, T] (I32, from <see cref="CreateInputIds"/>) -> logits [B, T, V].</summary>
-    public Tensor Forward(Tensor inputIds)
+    public Tensor Forward(Tensor inputIds) => Logits(Hidden(inputIds));                 // [B, T, V]
+
+    /// <summary>
+    /// The causal-LM loss of <paramref name="inputIds"/> [B, T] against <paramref name="labels"/> (row-major [B, T]),
+    /// as <see cref="CausalLanguageModelLoss"/> of <see cref="Forward(Tensor)"/>, with lm_head and the loss run together
+    /// in chunks of rows (LinearCrossEntropyOp) so the [B x T, V] logits never exist whole; under a tape, forward also
+    /// computes the head's gradients and backward only scales them.
+    /// </summary>
+    internal Tensor ForwardLoss(Tensor inputIds, ReadOnlySpan<int> labels, int chunkRows = 0)
+    {
+        var hidden = Hidden(inputIds);                                                // [B, T, C]
+        int batch = inputIds.Size(0), time = inputIds.Size(1), rows = batch * time;
+        var targets = ShiftedTargets(labels, batch, time, Config.VocabSize, $"input ids [{inputIds.ShapeText}]");
+        var normed = FinalLayerNorm.Forward(hidden);
+        // An adapter on lm_head (LoRA) changes its output after the base GEMM, which the fused op cannot see: the
+        // unchunked path (whole logits) serves it, as it serves a dtype or training setup the fused op does not take.
+        if (LmHead.Adapter is not null || !LinearCrossEntropyOp.CanServe(normed, LmHead.Weight, LmHead.Bias))
+            return CausalLanguageModelLoss(LmHead.Forward(normed), labels);
+        Counters.AddLogitRows(rows);
+        using var profile = ProfileScope.Module(LmHead.Name);
+        return LinearCrossEntropyOp.Apply(ReshapeOp.Apply(normed, rows, Config.HiddenSize), LmHead.Weight, LmHead.Bias, targets,
+            CrossEntropyOp.DefaultIgnoreIndex, chunkRows);
+    }
+
+    /// <summary>ids [B, T] -> hidden [B, T, C] after the last layer, before the final LayerNorm.</summary>
+    private Tensor Hidden(Tensor inputIds)
     {
         RequireInputIds(inputIds);
         if (Training && Config.AttentionDropout > 0)
@@ -154,7 +180,7 @@ public sealed class Phi2Model : Module
             using var layerScope = TensorScope.Begin();
             hidden = layerScope.Keep(layer.Forward(hidden, residualDropout, forwardSeed));
         }
-        return Logits(hidden);                                                        // [B, T, V]
+        return hidden;
     }
 
     /// <summary>
@@ -245,9 +271,16 @@ public sealed class Phi2Model : Module
     public Tensor CausalLanguageModelLoss(Tensor logits, ReadOnlySpan<int> labels)
     {
         int batch = logits.Size(0), time = logits.Size(1), vocab = logits.Size(2);
+        var targets = ShiftedTargets(labels, batch, time, vocab, $"logits [{logits.ShapeText}]");
+        var targetTensor = Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(targets.AsSpan()), DType.I32, [batch * time], DType.I32);
+        return CrossEntropyOp.Apply(ReshapeOp.Apply(logits, batch * time, vocab), targetTensor);
+    }
+
+    // Shift on the host: row (b, t) predicts labels[b, t + 1]; the last position of each row predicts nothing.
+    private static int[] ShiftedTargets(ReadOnlySpan<int> labels, int batch, int time, int vocab, string against)
+    {
         if (labels.Length != batch * time)
-            throw new ModelInputException($"{labels.Length} labels for logits [{logits.ShapeText}]: expected B x T = {batch * time}");
-        // Shift on the host: row (b, t) predicts labels[b, t + 1]; the last position of each row predicts nothing.
+            throw new ModelInputException($"{labels.Length} labels for {against}: expected B x T = {batch * time}");
         var targets = new int[batch * time];
         for (int b = 0; b < batch; b++)
             for (int t = 0; t < time; t++)
@@ -257,8 +290,7 @@ public sealed class Phi2Model : Module
                     throw new ModelInputException($"label {target} at row {b}, position {t + 1} is outside the vocabulary [0, {vocab}) and is not -100");
                 targets[b * time + t] = target;
             }
-        var targetTensor = Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(targets.AsSpan()), DType.I32, [batch * time], DType.I32);
-        return CrossEntropyOp.Apply(ReshapeOp.Apply(logits, batch * time, vocab), targetTensor);
+        return targets;
     }
 
     private static void RequireInputIds(Tensor inputIds)
