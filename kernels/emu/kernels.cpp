@@ -18,6 +18,7 @@
 #include "../dropout.cu"
 #include "../residual.cu"
 #include "../lora.cu"
+#include "../lora_qkv.cu"
 #include "../attention.cu"
 #include "../attention_mma.cu"
 #include "../attention_decode.cu"
@@ -145,6 +146,9 @@ namespace
         PHI2_EMU_ENTRY(lora_up_f32),
         PHI2_EMU_ENTRY(lora_up_bf16),
         PHI2_EMU_ENTRY(lora_up_f16),
+        PHI2_EMU_ENTRY(lora_up_gelu_f32),
+        PHI2_EMU_ENTRY(lora_up_gelu_bf16),
+        PHI2_EMU_ENTRY(lora_up_gelu_f16),
         PHI2_EMU_ENTRY(lora_up_backward_f32),
         PHI2_EMU_ENTRY(lora_up_backward_bf16),
         PHI2_EMU_ENTRY(lora_up_backward_f16),
@@ -154,6 +158,21 @@ namespace
         PHI2_EMU_ENTRY(lora_weight_grad_f32),
         PHI2_EMU_ENTRY(lora_weight_grad_bf16),
         PHI2_EMU_ENTRY(lora_weight_grad_f16),
+        PHI2_EMU_ENTRY(lora_qkv_down_f32),
+        PHI2_EMU_ENTRY(lora_qkv_down_bf16),
+        PHI2_EMU_ENTRY(lora_qkv_down_f16),
+        PHI2_EMU_ENTRY(lora_qkv_up_f32),
+        PHI2_EMU_ENTRY(lora_qkv_up_bf16),
+        PHI2_EMU_ENTRY(lora_qkv_up_f16),
+        PHI2_EMU_ENTRY(lora_qkv_up_backward_f32),
+        PHI2_EMU_ENTRY(lora_qkv_up_backward_bf16),
+        PHI2_EMU_ENTRY(lora_qkv_up_backward_f16),
+        PHI2_EMU_ENTRY(lora_qkv_weight_grad_f32),
+        PHI2_EMU_ENTRY(lora_qkv_weight_grad_bf16),
+        PHI2_EMU_ENTRY(lora_qkv_weight_grad_f16),
+        PHI2_EMU_ENTRY(lora_qkv_down_backward_f32),
+        PHI2_EMU_ENTRY(lora_qkv_down_backward_bf16),
+        PHI2_EMU_ENTRY(lora_qkv_down_backward_f16),
         // attention.cu (causal flash-style attention: forward, through the KV cache, backward)
         PHI2_EMU_ENTRY(attention_f32),
         PHI2_EMU_ENTRY(attention_bf16),

@@ -34,6 +34,7 @@ public static class DeviceCheckCatalog
             new("dropout", DropoutChecks.All),
             new("residual", ParallelResidualChecks.All),
             new("lora", LoraChecks.All),
+            new("lora-qkv", LoraQkvChecks.All),
             new("mma", MmaChecks.All),
             new("blas", BlasChecks.All),
             // embedding.cu, rotary.cu, cache.cu, transpose.cu
