@@ -18,9 +18,10 @@ namespace Phi2Native.Profiling;
 /// (B x T, or B for a decoded token) replaced by the new ones, its epilogue's extra traffic scaled with the rows.
 /// Attention's flops scale with B x Tq x Tk (causal, so quadratic in T outside decoding) and its bytes with B x Tk.
 /// Every other kernel and device copy scales with the rows, except in the optimizer, which does not depend on them, and
-/// fills (zeroed gradient accumulators, flags), which are parameter-sized. The LoRA kernels (kernels/lora.cu) read or
-/// write their module's adapter (A [r, in], B [out, r], fp32) beside the rows: that part stays, sized by the module's
-/// backward lora_weight_grad launches (dB's, then dA's written bytes), and the rest scales with the rows.
+/// fills (zeroed gradient accumulators, flags), which are parameter-sized. The LoRA kernels (kernels/lora.cu, and
+/// kernels/lora_qkv.cu's over q, k and v's adapters together) read or write their module's adapter (A [r, in], B [out, r],
+/// fp32) beside the rows: that part stays, sized by the module's backward lora_weight_grad (lora_qkv_weight_grad)
+/// launches (dB's, then dA's written bytes), and the rest scales with the rows.
 /// Host syncs repeat with their layer's work; driver allocations are not modelled (dropped).
 /// </remarks>
 public static partial class ProfileScaling
@@ -79,7 +80,7 @@ public static partial class ProfileScaling
     {
         var adapters = new Dictionary<string, (long B, long A)>();
         foreach (var group in events.Where(e => e.Kind == ProfileEventKind.Kernel && e.Phase == ProfilePhase.Backward && e.Module is not null
-                     && e.Name.StartsWith("lora_weight_grad", StringComparison.Ordinal) && e.Cost.IsDeclared).GroupBy(e => e.Module!))
+                     && IsWeightGradient(e.Name) && e.Cost.IsDeclared).GroupBy(e => e.Module!))
         {
             var written = group.Select(e => e.Cost.BytesWritten).ToList();
             if (written.Count >= 2) adapters[group.Key] = (written[0], written[1]);
@@ -94,16 +95,19 @@ public static partial class ProfileScaling
     {
         if (!e.Cost.IsDeclared) return e.Cost;
         KernelCost fixedPart;
-        if (e.Name.StartsWith("lora_weight_grad", StringComparison.Ordinal))
+        if (IsWeightGradient(e.Name))
             fixedPart = new(e.Cost.BytesWritten, e.Cost.BytesWritten, 0, e.Cost.BytesWritten / 2);
         else if (e.Module is null || !adapters.TryGetValue(e.Module, out var sizes))
             return Times(e.Cost, rowFactor, rowFactor);
         else
-            fixedPart = new(e.Name.StartsWith("lora_up", StringComparison.Ordinal) ? sizes.B : sizes.A, 0, 0, 0);
+            fixedPart = new(e.Name.StartsWith("lora_up", StringComparison.Ordinal) || e.Name.StartsWith("lora_qkv_up", StringComparison.Ordinal) ? sizes.B : sizes.A, 0, 0, 0);
         var rowsPart = new KernelCost(e.Cost.BytesRead - fixedPart.BytesRead, e.Cost.BytesWritten - fixedPart.BytesWritten,
             e.Cost.TensorCoreFlops, e.Cost.SimtFlops - fixedPart.SimtFlops);
         return fixedPart + Times(rowsPart, rowFactor, rowFactor);
     }
+
+    private static bool IsWeightGradient(string name) =>
+        name.StartsWith("lora_weight_grad", StringComparison.Ordinal) || name.StartsWith("lora_qkv_weight_grad", StringComparison.Ordinal);
 
     private static KernelCost Times(KernelCost cost, double bytes, double flops) => !cost.IsDeclared ? cost : new(
         (long)Math.Round(cost.BytesRead * bytes), (long)Math.Round(cost.BytesWritten * bytes),

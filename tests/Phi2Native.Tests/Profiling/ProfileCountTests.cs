@@ -1,6 +1,7 @@
 using NUnit.Framework;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Lora;
+using Phi2Native.FineTuning.Lora;
 using Phi2Native.Hosting;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Profiling;
@@ -168,8 +169,9 @@ public class ProfileCountTests
         // (lora_weight_grad), dx = du A through the mask (lora_down_backward): the branch is 4 (it was 5: scale, 4 GemmEx);
         // the base's dx 1 (GemmEx; the frozen weight gets no dW), with beta 1 into the gradient the branch wrote
         // (BackwardContext.PendingGradient): no add or accumulate launch and no [N, in] temporary (there was one each).
+        // dense's (q_proj's, k_proj's and v_proj's branches go through the fused projection: LoraOnQKAndVIs4LaunchesForward...).
         var report = Profile(ProfileWorkload.Lora, layers: 2);
-        const string module = "model.layers.1.self_attn.q_proj";
+        const string module = "model.layers.1.self_attn.dense";
         var forward = report.Events.Where(e => e.Module == module && e.Phase == ProfilePhase.Forward && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas)
             .Select(e => e.Name).ToList();
         Assert.That(forward, Is.EquivalentTo(new[] { "cublasLtMatmul", "lora_down_f32", "lora_up_f32" }), string.Join(", ", forward));
@@ -252,6 +254,81 @@ public class ProfileCountTests
         }
     }
 
+    [Test, Category("Emulated")]
+    public void LoraOnQKAndVIs4LaunchesForward_OneGemmBeforeAndOneSplitAfterTheBranches()
+    {
+        // A LoRA step (ProfileWorkload.Lora: q_proj, k_proj, v_proj, dense, fc1, fc2 adapted, the base frozen), layer 1's
+        // q/k/v: QkvProjectionOp with LoraQkvOp's branches, forward the GEMM over the [3C, C] weight (bias in the epilogue),
+        // lora_qkv_down, lora_qkv_up and qkv_split_rotary: 4, where the three-Linear fallback took 3 x 3 (GEMM, lora_down,
+        // lora_up) + 2 rotary = 11. Backward: qkv_split_rotary_backward (one [N, 3C] dqkv), LoraQkvOp's 4 (dB, du, dA, dx +=
+        // into x's pending gradient), then the base's dX GEMM (beta 1; the weights are frozen: no dW, no db): 6, where the
+        // fallback took 2 rotary_backward + 3 x 5.
+        var report = Profile(ProfileWorkload.Lora, layers: 2);
+        const string module = "model.layers.1.self_attn";
+        List<string> Launched(ProfilePhase phase) => [.. report.Events
+            .Where(e => e.Module == module && e.Phase == phase && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas)
+            .Select(e => e.Name).Where(n => n.StartsWith("cublas", StringComparison.Ordinal) || n.StartsWith("qkv", StringComparison.Ordinal)
+                || n.StartsWith("lora", StringComparison.Ordinal))];
+        Assert.That(Launched(ProfilePhase.Forward), Is.EqualTo(new[] { "cublasLtMatmul", "lora_qkv_down_f32", "lora_qkv_up_f32", "qkv_split_rotary_f32" }),
+            Names(report));
+        Assert.That(Launched(ProfilePhase.Backward), Is.EqualTo(new[]
+        {
+            "qkv_split_rotary_backward_f32", "lora_qkv_weight_grad_f32", "lora_qkv_up_backward_f32", "lora_qkv_weight_grad_f32", "lora_qkv_down_backward_f32",
+            "cublasGemmEx",
+        }));
+        Assert.That(report.Events.Where(e => e.Name.StartsWith("rotary", StringComparison.Ordinal) || e.Name.StartsWith("lora_down", StringComparison.Ordinal)
+            && e.Module!.StartsWith(module + ".", StringComparison.Ordinal) && !e.Module.EndsWith(".dense", StringComparison.Ordinal)), Is.Empty, Names(report));
+    }
+
+    [Test, Category("Emulated")]
+    public void ALayersForwardWithLoraOnEverySixProjectionsIs16Launches()
+    {
+        // Layer 1's forward in a LoRA step (fp32, training; every launch attributed to model.layers.1 or below):
+        //   input_layernorm                              layernorm                                    1
+        //   q_proj, k_proj, v_proj (QkvProjectionOp)     GEMM [N, 3C], lora_qkv_down, lora_qkv_up,
+        //                                                qkv_split_rotary                             4
+        //   attention                                    attention                                    1
+        //   dense (LoraOp)                               GEMM, lora_down, lora_up                     3
+        //   fc1 (LoraLinearGeluOp)                       GEMM, lora_down, lora_up_gelu                3
+        //   fc2 (LoraOp)                                 GEMM, lora_down, lora_up                     3
+        //   the residual (dense and fc2 carry adapters,  parallel_residual                            1
+        //   so neither GEMM can add it with beta 1)
+        // = 16, the target; before the fused q/k/v LoRA, q/k/v took 3 x 3 + 2 rotary = 11: 23.
+        var report = Profile(ProfileWorkload.Lora, layers: 2);
+        var launched = report.Events.Where(e => e.Phase == ProfilePhase.Forward && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas
+            && e.Module is { } m && (m == "model.layers.1" || m.StartsWith("model.layers.1.", StringComparison.Ordinal))).Select(e => $"{e.Name} in {e.Module}").ToList();
+        Assert.That(launched, Has.Count.EqualTo(16), string.Join(", ", launched));
+        Assert.That(launched, Has.Count.LessThanOrEqualTo(16), "the issue's target");
+    }
+
+    [Test, Category("Emulated")]
+    public void ADecodedTokenWithLoraOnQKAndVLaunches2MorePerLayer()
+    {
+        // Decoding one token (fp32, KV cache) with LoRA on q_proj, k_proj and v_proj: the layer's QkvProjectionOp gains
+        // lora_qkv_down and lora_qkv_up between its GEMM and qkv_split_rotary (k and v still straight into the cache), and
+        // nothing else changes: 7 + 2 = 9 per layer (ADecodedTokenLaunches7KernelsPerLayerPlus3), where the three-Linear
+        // fallback took 3 x 3 + 2 rotary + 2 cache_write = 13 for q/k/v alone.
+        var config = ModelSource.LoadConfig(null) with { NumHiddenLayers = 2 };
+        using var cuda = CudaBackend.OpenEmulated();
+        using var model = Phi2Model.CreateRandom(config, cuda, seed: 1, DType.F32);
+        model.Training = false;
+        List<string> LayerOne()
+        {
+            using var scope = TensorScope.Begin();
+            using var cache = new KeyValueCache(model, 1, 9);
+            model.ForwardLast(model.CreateInputIds([5, 17, 202, 3, 99, 0, 150, 42], 1), cache);
+            var events = ProfileRecorder.Record(() => model.ForwardLast(model.CreateInputIds([7], 1), cache));
+            return [.. events.Where(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas
+                && e.Module is { } m && (m == "model.layers.1" || m.StartsWith("model.layers.1.", StringComparison.Ordinal))).Select(e => e.Name)];
+        }
+        var plain = LayerOne();
+        Assert.That(plain, Has.Count.EqualTo(7), string.Join(", ", plain));
+        using var lora = LoraModel.Create(model, new LoraConfig { R = 4, Alpha = 8, TargetModules = ["q_proj", "k_proj", "v_proj"] });
+        var adapted = LayerOne();
+        Assert.That(adapted, Has.Count.EqualTo(plain.Count + 2), string.Join(", ", adapted));
+        Assert.That(adapted.Except(plain), Is.EquivalentTo(new[] { "lora_qkv_down_f32", "lora_qkv_up_f32" }), string.Join(", ", adapted));
+    }
+
     [Test]
     public void TheCpuBackendRecordsItsOpsWithMeasuredTimes_AndNoLaunches()
     {
@@ -259,19 +336,24 @@ public class ProfileCountTests
         Assert.That(report.Launches, Is.Zero);
         Assert.That(report.HostSyncs, Is.Zero);
         var linear = report.Rows.Single(r => r.Name == "Linear");
-        // Per layer 5 Linears (the bases; fc1 with its adapter and gelu_new is one LoraLinearGelu op): 2 x 5 forwards
-        // (lm_head runs inside LinearCrossEntropy, with the loss); the LoRA branches' two products are inside the Lora op,
-        // one per adapted Linear: 2 x 5.
-        Assert.That(linear.Calls, Is.EqualTo(2 * 5));
+        // Per layer 2 Linears (the bases of dense and fc2; q, k, v with their adapters are one QkvProjection op, whose
+        // branches are one LoraQkv op inside it; fc1 with its adapter and gelu_new is one LoraLinearGelu op): 2 x 2
+        // forwards (lm_head runs inside LinearCrossEntropy, with the loss); the LoRA branches' two products are inside the
+        // Lora op, one per adapted Linear: 2 x 2.
+        Assert.That(linear.Calls, Is.EqualTo(2 * 2));
         Assert.That(report.Rows.Single(r => r.Name == "LinearCrossEntropy").Calls, Is.EqualTo(1));
         Assert.That(linear.MeasuredMs, Is.GreaterThan(0));
-        Assert.That(report.Rows.Single(r => r.Name == "Lora").Calls, Is.EqualTo(2 * 5));
+        Assert.That(report.Rows.Single(r => r.Name == "Lora").Calls, Is.EqualTo(2 * 2));
+        // The CPU records the outermost op only: LoraQkv runs inside QkvProjection, so it has no row of its own.
+        Assert.That(report.Rows.Single(r => r.Name == "QkvProjection").Calls, Is.EqualTo(2));
+        Assert.That(report.Rows.Where(r => r.Name.StartsWith("LoraQkv", StringComparison.Ordinal)), Is.Empty);
         Assert.That(report.Rows.Single(r => r.Name == "LoraLinearGelu").Calls, Is.EqualTo(2));
-        // Backward runs for every base Linear but layer 0's q, k and v: their input (input_layernorm of the frozen
-        // embedding) needs no gradient and their weights are frozen, so the tape never recorded them; every Lora and
-        // LoraLinearGelu op is recorded (A and B train).
-        Assert.That(report.Rows.Single(r => r.Name == "LinearBackward").Calls, Is.EqualTo(2 * 5 - 3));
-        Assert.That(report.Rows.Single(r => r.Name == "LoraBackward").Calls, Is.EqualTo(2 * 5));
+        // Every op is recorded (A and B train), layer 0's QkvProjection too (its input, input_layernorm of the frozen
+        // embedding, needs no gradient and its weights are frozen, but its adapters train), so dense's input needs a
+        // gradient in both layers.
+        Assert.That(report.Rows.Single(r => r.Name == "LinearBackward").Calls, Is.EqualTo(2 * 2));
+        Assert.That(report.Rows.Single(r => r.Name == "LoraBackward").Calls, Is.EqualTo(2 * 2));
+        Assert.That(report.Rows.Single(r => r.Name == "QkvProjectionBackward").Calls, Is.EqualTo(2));
         Assert.That(report.Rows.Single(r => r.Name == "LoraLinearGeluBackward").Calls, Is.EqualTo(2));
         Assert.That(report.ModelH100Ms, Is.Zero, "CPU ops have no modelled GPU time");
     }

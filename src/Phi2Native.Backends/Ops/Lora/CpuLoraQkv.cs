@@ -54,7 +54,7 @@ internal static class CpuLoraQkv
     }
 
     // Column block m [..., C] (x's shape) of a [..., 3 C] tensor, copied out.
-    private static Tensor Block(CpuBackend cpu, Tensor wide, Tensor x, int m, int rows, int channels)
+    internal static Tensor Block(CpuBackend cpu, Tensor wide, Tensor x, int m, int rows, int channels)
     {
         var block = cpu.Allocate(x.Shape, wide.DType);
         Take(wide, block, m * channels, 3 * channels, rows, channels);
@@ -67,7 +67,7 @@ internal static class CpuLoraQkv
         else Copy(CpuBackend.Span<float>(from), offset, stride, CpuBackend.Span<float>(to), 0, width, rows, width);
     }
 
-    private static void Put(Tensor from, Tensor to, int offset, int stride, int rows, int width)
+    internal static void Put(Tensor from, Tensor to, int offset, int stride, int rows, int width)
     {
         if (from.DType == DType.F64) Copy(CpuBackend.Span<double>(from), 0, width, CpuBackend.Span<double>(to), offset, stride, rows, width);
         else Copy(CpuBackend.Span<float>(from), 0, width, CpuBackend.Span<float>(to), offset, stride, rows, width);

@@ -1,5 +1,6 @@
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Ops.KvCache;
+using Phi2Native.Backends.Ops.Lora;
 using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Backends.Ops.Rotary;
 using Phi2Native.Tensors;
@@ -11,18 +12,36 @@ namespace Phi2Native.Backends.Ops.Qkv;
 // fused op on the CPU is by construction what the three-Linear path computes.
 //   forward   q = rotary(x Wq^T + bq), k = rotary(x Wk^T + bk), v = x Wv^T + bv, each [B, T, H, D]
 //   backward  gq = rotary^-1(dq), gk = rotary^-1(dk), gv = dv;  dx += g_v Wv, += g_k Wk, += g_q Wq;  dW_j += g_j^T x;  db_j += column sums of g_j
+// With LoRA modules the three base outputs are assembled into [B, T, 3C], CpuLoraQkv (three LoraOps' arithmetic, bit for
+// bit) adds the branches, and each block is split out again: the forward is the three-LoRA-Linear path's exactly. Backward,
+// the g_j assembled into one [B, T, 3C] go through CpuLoraQkv first (dA, dB, dx of the branches), then the base products
+// above; only the order of the dx additions differs from the three-Linear path's (all branches, then v, k, q's bases).
 internal static class CpuQkvProjection
 {
-    /// <summary><see cref="QkvProjectionOp.Forward"/> on the CPU backend, the contract checked.</summary>
-    public static (Tensor Q, Tensor? K, Tensor? V) Forward(CpuBackend cpu, Tensor x, QkvParameters p, QkvShape shape, Tensor? positions, Tensor? keys, Tensor? values)
+    /// <summary><see cref="QkvProjectionOp"/>'s forward on the CPU backend, the contract checked.</summary>
+    public static (Tensor Q, Tensor? K, Tensor? V) Forward(CpuBackend cpu, Tensor x, QkvParameters p, QkvShape shape, Tensor? positions, Tensor? keys, Tensor? values,
+        out Tensor? u)
     {
         int batch = x.Size(0), time = x.Size(1), c = x.Size(2), rows = batch * time;
         var heads = new List<Tensor>(3);
+        u = null;
+        Tensor? adapted = null;
         try
         {
+            if (p.Adapted)
+            {
+                using var qkv = cpu.Allocate([batch, time, 3 * c], x.DType);
+                for (int j = 0; j < 3; j++)
+                {
+                    using var projected = CpuLinear.Forward(cpu, x, p.Weights[j], p.Biases[j], rows, c, c);
+                    CpuLoraQkv.Put(projected, qkv, j * c, 3 * c, rows, c);
+                }
+                adapted = LoraQkvOp.Forward(x, qkv, p.Adapters!, out var saved);
+                u = saved;
+            }
             for (int j = 0; j < 3; j++)
             {
-                using var y = CpuLinear.Forward(cpu, x, p.Weights[j], p.Biases[j], rows, c, c);
+                using var y = adapted is null ? CpuLinear.Forward(cpu, x, p.Weights[j], p.Biases[j], rows, c, c) : CpuLoraQkv.Block(cpu, adapted, x, j, rows, c);
                 using var split = y.Reshape(batch, time, shape.Heads, shape.HeadDim);
                 heads.Add(j < 2 && shape.RotaryDim > 0 ? CpuRotary.Forward(cpu, split, shape.RotaryDim, shape.Theta, positions) : split.Reshape(split.Shape.ToArray()));
             }
@@ -36,7 +55,13 @@ internal static class CpuQkvProjection
         catch
         {
             foreach (var head in heads) head.Dispose();
+            u?.Dispose();
+            u = null;
             throw;
+        }
+        finally
+        {
+            adapted?.Dispose();
         }
     }
 
@@ -46,19 +71,39 @@ internal static class CpuQkvProjection
     /// q, k, v, run v, k, q), so CPU training is bit for bit what it was before the fusion (the embedded base's recipe).
     /// </summary>
     public static void Backward(Tensor? dq, Tensor? dk, Tensor? dv, Tensor x, QkvParameters p, QkvShape shape, Tensor? positions,
-        Tensor? dx, Tensor?[] weightGradients, Tensor?[] biasGradients)
+        Tensor? dx, Tensor?[] weightGradients, Tensor?[] biasGradients, QkvAdapterGradients? adapters = null)
     {
         var backend = x.Backend;
-        int c = x.Size(2), rows = x.Size(0) * x.Size(1);
+        int batch = x.Size(0), time = x.Size(1), c = x.Size(2), rows = batch * time;
         Tensor?[] gradients = [dq, dk, dv];
-        for (int j = 2; j >= 0; j--)
+        var unrotated = new Tensor?[3];
+        try
         {
-            if (gradients[j] is not { } gradient) continue; // no gradient reached this projection: it adds nothing
-            using var unrotated = j < 2 && shape.RotaryDim > 0 ? backend.Empty(gradient.Shape, gradient.DType) : null;
-            if (unrotated is not null) CpuRotary.Backward(gradient, unrotated, shape.RotaryDim, shape.Theta, positions);
-            using var partial = dx is null ? null : backend.Empty(dx.Shape, dx.DType);
-            CpuLinear.Backward(unrotated ?? gradient, x, p.Weights[j], partial, weightGradients[j], biasGradients[j], rows, c, c);
-            if (partial is not null) backend.AddInPlace(dx!, partial);
+            for (int j = 0; j < 3; j++)
+            {
+                if (gradients[j] is not { } gradient || j == 2 || shape.RotaryDim == 0) continue;
+                unrotated[j] = backend.Empty(gradient.Shape, gradient.DType);
+                CpuRotary.Backward(gradient, unrotated[j]!, shape.RotaryDim, shape.Theta, positions);
+            }
+            if (adapters is not null)
+            {
+                // The branches see the one [B, T, 3C] gradient (zeros where none reached a projection), as on the device.
+                using var dqkv = backend.Zeros([batch, time, 3 * c], x.DType);
+                for (int j = 0; j < 3; j++)
+                    if ((unrotated[j] ?? gradients[j]) is { } g) CpuLoraQkv.Put(g, dqkv, j * c, 3 * c, rows, c);
+                adapters.Apply(dqkv, x, dx);
+            }
+            for (int j = 2; j >= 0; j--)
+            {
+                if (gradients[j] is not { } gradient) continue; // no gradient reached this projection: it adds nothing
+                using var partial = dx is null ? null : backend.Empty(dx.Shape, dx.DType);
+                CpuLinear.Backward(unrotated[j] ?? gradient, x, p.Weights[j], partial, weightGradients[j], biasGradients[j], rows, c, c);
+                if (partial is not null) backend.AddInPlace(dx!, partial);
+            }
+        }
+        finally
+        {
+            foreach (var tensor in unrotated) tensor?.Dispose();
         }
     }
 

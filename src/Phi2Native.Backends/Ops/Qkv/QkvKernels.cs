@@ -1,4 +1,5 @@
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Lora;
 using Phi2Native.Backends.Ops.Projection;
 using Phi2Native.Cuda;
 using Phi2Native.Profiling;
@@ -17,6 +18,9 @@ namespace Phi2Native.Backends.Ops.Qkv;
 // gradients the tape makes for them are views of one buffer: BackwardContext.AccumulatorsFor). Projections whose
 // weights are not one [3C, C] block (never the model's; possible for a caller's own tensors) take one GEMM each,
 // into their column block of qkv (ldd 3C) and, for dx, accumulating.
+// With LoRA modules: forward GEMM, LoraQkvOp's lora_qkv_down and lora_qkv_up (qkv + the branches, a new [N, 3C]; u saved),
+// then the split: 4 launches; backward the split's backward, LoraQkvOp's 4 (dB, du, dA, dx += before the base's dX
+// GEMM adds its product with beta 1), then the GEMMs above from the same dqkv.
 internal static unsafe class QkvKernels
 {
     private static readonly DType[] Supported = [DType.F32, DType.BF16, DType.F16];
@@ -25,8 +29,10 @@ internal static unsafe class QkvKernels
     public const int MaxRotaryDim = 256;
 
     /// <summary><see cref="QkvProjectionOp"/>'s forward on the CUDA backend, the contract checked: q, and k and v unless they went into the caches.</summary>
-    internal static (Tensor Q, Tensor? K, Tensor? V) Forward(CudaBackend cuda, Tensor x, QkvParameters p, QkvShape shape, Tensor? positions, Tensor? keys, Tensor? values)
+    internal static (Tensor Q, Tensor? K, Tensor? V) Forward(CudaBackend cuda, Tensor x, QkvParameters p, QkvShape shape, Tensor? positions, Tensor? keys, Tensor? values,
+        out Tensor? u)
     {
+        u = null;
         int batch = x.Size(0), time = x.Size(1), rows = batch * time, c = x.Size(2);
         var dtype = x.DType;
         int[] headShape = [batch, time, shape.Heads, shape.HeadDim];
@@ -40,9 +46,10 @@ internal static unsafe class QkvKernels
                 v = cuda.Allocate(headShape, dtype, nameof(x));
             }
             if (rows == 0) return (q, k, v);
-            using var qkv = cuda.Allocate([rows, 3 * c], dtype, "qkv");
+            using var qkv = cuda.Allocate([batch, time, 3 * c], dtype, "qkv");
             Project(cuda, x, p, qkv, rows, c);
-            SplitRotary(cuda.DeviceApi, dtype, cuda.Pointer(qkv, "qkv"), cuda.Pointer(q, "q"), cuda.Pointer(k ?? keys!, "keys"), cuda.Pointer(v ?? values!, "values"),
+            using var adapted = p.Adapted ? LoraQkvOp.Forward(x, qkv, p.Adapters!, out u) : null;
+            SplitRotary(cuda.DeviceApi, dtype, cuda.Pointer(adapted ?? qkv, "qkv"), cuda.Pointer(q, "q"), cuda.Pointer(k ?? keys!, "keys"), cuda.Pointer(v ?? values!, "values"),
                 cuda.OptionalPointer(positions, nameof(positions)), batch, time, shape.Heads, shape.HeadDim, shape.RotaryDim, shape.Theta,
                 keys?.Size(1) ?? 0, cuda.Stream);
             return (q, k, v);
@@ -52,6 +59,8 @@ internal static unsafe class QkvKernels
             q.Dispose();
             k?.Dispose();
             v?.Dispose();
+            u?.Dispose();
+            u = null;
             throw;
         }
     }
@@ -82,7 +91,7 @@ internal static unsafe class QkvKernels
     /// weight and bias gradient (+=), one GEMM per run of adjacent ones (see the class).
     /// </summary>
     internal static void Backward(CudaBackend cuda, Tensor? dq, Tensor? dk, Tensor? dv, Tensor x, QkvParameters p, QkvShape shape, Tensor? positions,
-        Tensor? dx, Tensor?[] weightGradients, Tensor?[] biasGradients)
+        Tensor? dx, Tensor?[] weightGradients, Tensor?[] biasGradients, QkvAdapterGradients? adapters = null)
     {
         int batch = x.Size(0), time = x.Size(1), rows = batch * time, c = x.Size(2);
         if (rows == 0) return;
@@ -90,10 +99,11 @@ internal static unsafe class QkvKernels
         int size = dtype.SizeInBytes();
         var blas = cuda.DeviceApi.Blas;
         var stream = cuda.Stream;
-        using var dqkv = cuda.Allocate([rows, 3 * c], dtype, "dqkv");
+        using var dqkv = cuda.Allocate([batch, time, 3 * c], dtype, "dqkv");
         var pd = cuda.Pointer(dqkv, "dqkv");
         SplitRotaryBackward(cuda.DeviceApi, dtype, cuda.OptionalPointer(dq, nameof(dq)), cuda.OptionalPointer(dk, nameof(dk)), cuda.OptionalPointer(dv, nameof(dv)), pd,
             cuda.OptionalPointer(positions, nameof(positions)), batch, time, shape.Heads, shape.HeadDim, shape.RotaryDim, shape.Theta, stream);
+        adapters?.Apply(dqkv, x, dx);
         if (dx is not null)
         {
             var pdx = cuda.Pointer(dx, nameof(dx));

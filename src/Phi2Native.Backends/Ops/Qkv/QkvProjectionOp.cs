@@ -1,6 +1,7 @@
 using Phi2Native.Autograd;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Lora;
 using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
@@ -14,7 +15,10 @@ namespace Phi2Native.Backends.Ops.Qkv;
 /// Backward: dq and dk rotated back and dv into one [N, 3C] gradient, then dx, accumulated (+=) into x's gradient by
 /// the dX GEMM itself (beta 1: x, the layer's normalized input, already holds the MLP branch's dx, so no add follows),
 /// and the weight and bias gradients (+=) of the projections that train only. On the CUDA backend one GEMM and one kernel each way (kernels/qkv.cu); on
-/// the CPU the unfused ops, the reference. The contract is checked here, once.
+/// the CPU the unfused ops, the reference. With LoRA modules (<see cref="QkvParameters.Adapters"/>) the [N, 3C] product
+/// gains their branches (<see cref="LoraQkvOp"/>'s forward, u saved) before the split; backward, LoraQkvOp's backward
+/// takes the one [N, 3C] gradient first (the adapters' dA, dB += and dx +=), then the base's products from the same
+/// gradient. The contract is checked here, once.
 /// </summary>
 internal sealed class QkvProjectionOp : AutogradOp
 {
@@ -25,10 +29,13 @@ internal sealed class QkvProjectionOp : AutogradOp
     private readonly QkvParameters _parameters;
     private readonly QkvShape _shape;
     private readonly Tensor? _positions;
+    private Tensor? _u;
     private Tensor? _dk, _dv;
 
-    private QkvProjectionOp(Tensor x, QkvParameters parameters, QkvShape shape, Tensor? positions) : base([x, .. parameters.Weights, .. parameters.Biases]) =>
-        (_x, _parameters, _shape, _positions) = (x, parameters, shape, positions);
+    // The adapters' A and B are inputs too: the tape records the op when only they train, and delivers their gradients.
+    private QkvProjectionOp(Tensor x, QkvParameters parameters, QkvShape shape, Tensor? positions, Tensor? u)
+        : base([x, .. parameters.Weights, .. parameters.Biases, .. parameters.AdapterTensors]) =>
+        (_x, _parameters, _shape, _positions, _u) = (x, parameters, shape, positions, u);
 
     /// <inheritdoc/>
     public override string Name => Info.Name;
@@ -36,8 +43,8 @@ internal sealed class QkvProjectionOp : AutogradOp
     /// <summary>q, k, v [B, T, H, D], recorded on the tape (q is the op's output; k and v hand their gradients to it); <paramref name="positions"/> must outlive the backward pass.</summary>
     public static (Tensor Q, Tensor K, Tensor V) Apply(Tensor x, QkvParameters parameters, QkvShape shape, Tensor? positions = null)
     {
-        var (q, k, v) = Forward(x, parameters, shape, positions, null, null);
-        var op = new QkvProjectionOp(x, parameters, shape, positions);
+        var (q, k, v) = Forward(x, parameters, shape, positions, null, null, out var u);
+        var op = new QkvProjectionOp(x, parameters, shape, positions, u);
         q = Record(op, q);
         return (q, Record(new QkvPartOp(op, q, 1), k!), Record(new QkvPartOp(op, q, 2), v!));
     }
@@ -61,24 +68,34 @@ internal sealed class QkvProjectionOp : AutogradOp
     /// <exception cref="ArgumentOutOfRangeException">rotaryDim is odd or above D, theta not finite and &gt; 0, or a position out of range (the CPU backend).</exception>
     public static (Tensor Q, Tensor? K, Tensor? V) Forward(Tensor x, QkvParameters parameters, QkvShape shape, Tensor? positions, Tensor? keys, Tensor? values)
     {
+        var result = Forward(x, parameters, shape, positions, keys, values, out var u);
+        u?.Dispose();
+        return result;
+    }
+
+    /// <summary>The forward alone, and with adapters u [B, T, R] (LoraQkvOp's saved product; null without adapters or rows), for the backward.</summary>
+    internal static (Tensor Q, Tensor? K, Tensor? V) Forward(Tensor x, QkvParameters parameters, QkvShape shape, Tensor? positions, Tensor? keys, Tensor? values,
+        out Tensor? u)
+    {
         using var profile = ProfileScope.Op(Info.Name, x.Backend);
         Check(Info.Name, x, parameters, shape, positions, keys, values);
-        return x.Backend switch
+        switch (x.Backend)
         {
-            CpuBackend cpu => CpuQkvProjection.Forward(cpu, x, parameters, shape, positions, keys, values),
-            CudaBackend cuda => QkvKernels.Forward(cuda, x, parameters, shape, positions, keys, values),
-            var other => throw OpContract.NoImplementation(Info, other),
-        };
+            case CpuBackend cpu: return CpuQkvProjection.Forward(cpu, x, parameters, shape, positions, keys, values, out u);
+            case CudaBackend cuda: return QkvKernels.Forward(cuda, x, parameters, shape, positions, keys, values, out u);
+            default: throw OpContract.NoImplementation(Info, x.Backend);
+        }
     }
 
     /// <summary>
     /// The gradients alone, from dq, dk, dv [B, T, H, D] (any may be null: no gradient reached it): dx (+=) like x, and
     /// the weight [C, C] and bias [C] gradients (+=, x's dtype or F32 over a 16-bit x) of each projection, null where
-    /// that projection is frozen (no product is computed for it).
+    /// that projection is frozen (no product is computed for it). With adapters, <paramref name="u"/> is the forward's and
+    /// <paramref name="adapterGradients"/> holds dA and dB (+=, null where absent or frozen) of q, k, v: 6 slots, A then B each.
     /// </summary>
     /// <exception cref="ArgumentException">Shapes or dtypes break the contract; the message names the argument.</exception>
     public static void Backward(Tensor? dq, Tensor? dk, Tensor? dv, Tensor x, QkvParameters parameters, QkvShape shape, Tensor? positions,
-        Tensor? dx, Tensor?[] weightGradients, Tensor?[] biasGradients)
+        Tensor? dx, Tensor?[] weightGradients, Tensor?[] biasGradients, Tensor? u = null, Tensor?[]? adapterGradients = null)
     {
         using var profile = ProfileScope.BackwardOp(Info.Name, x.Backend);
         const string op = "QkvProjectionBackward";
@@ -114,10 +131,11 @@ internal sealed class QkvProjectionOp : AutogradOp
                 OpContract.GradientDType(db, x.DType, op, $"{QkvParameters.Names[j]} bias gradient");
             }
         }
+        var adapters = parameters.Adapted && x.ElementCount > 0 ? new QkvAdapterGradients(parameters.Adapters!, u, adapterGradients, op) : null;
         switch (x.Backend)
         {
-            case CpuBackend: CpuQkvProjection.Backward(dq, dk, dv, x, parameters, shape, positions, dx, weightGradients, biasGradients); break;
-            case CudaBackend cuda: QkvKernels.Backward(cuda, dq, dk, dv, x, parameters, shape, positions, dx, weightGradients, biasGradients); break;
+            case CpuBackend: CpuQkvProjection.Backward(dq, dk, dv, x, parameters, shape, positions, dx, weightGradients, biasGradients, adapters); break;
+            case CudaBackend cuda: QkvKernels.Backward(cuda, dq, dk, dv, x, parameters, shape, positions, dx, weightGradients, biasGradients, adapters); break;
             default: throw OpContract.NoImplementation(Info, x.Backend);
         }
     }
@@ -138,7 +156,8 @@ internal sealed class QkvProjectionOp : AutogradOp
         // Gradients new to this step become views of one buffer, so adjacent trained projections take one dW GEMM.
         var weightGradients = context.AccumulatorsFor(_parameters.Weights);
         var biasGradients = context.AccumulatorsFor(_parameters.Biases);
-        Backward(dOutput, _dk, _dv, _x, _parameters, _shape, _positions, dx, weightGradients, biasGradients);
+        Tensor?[] adapterGradients = [.. _parameters.AdapterTensors.Select(context.AccumulatorFor)];
+        Backward(dOutput, _dk, _dv, _x, _parameters, _shape, _positions, dx, weightGradients, biasGradients, _u, adapterGradients);
     }
 
     /// <inheritdoc/>
@@ -146,7 +165,8 @@ internal sealed class QkvProjectionOp : AutogradOp
     {
         _dk?.Dispose();
         _dv?.Dispose();
-        (_dk, _dv) = (null, null);
+        _u?.Dispose();
+        (_dk, _dv, _u) = (null, null, null);
     }
 
     private static void Check(string op, Tensor x, QkvParameters parameters, QkvShape shape, Tensor? positions, Tensor? keys, Tensor? values)
@@ -174,6 +194,8 @@ internal sealed class QkvProjectionOp : AutogradOp
             OpContract.Vector(parameters.Biases[j], c, op, $"{name} bias");
             OpContract.DType(parameters.Biases[j], x.DType, op, $"{name} bias");
         }
+        if (parameters.Adapters is { Length: not 3 })
+            throw new ArgumentException($"{op}: expected one adapter slot each for q_proj, k_proj and v_proj (3; null where none)", nameof(parameters));
         if (positions is not null)
         {
             OpContract.OnBackend(positions, x.Backend, op, nameof(positions));
@@ -216,4 +238,38 @@ internal sealed class QkvPartOp : AutogradOp
     protected internal override void Backward(Tensor dOutput, BackwardContext context) =>
         // The tape frees dOutput after this call: a second reference (a view of the same memory) keeps it for the op.
         _projection.Receive(_index, TensorScope.Detach(dOutput.Reshape(dOutput.Shape.ToArray())));
+}
+
+/// <summary>
+/// What the backward of an adapted <see cref="QkvProjectionOp"/> hands LoraQkvOp's backward: the modules (q, k, v), the
+/// forward's u and dA, dB of each (null where absent or frozen).
+/// </summary>
+internal sealed class QkvAdapterGradients
+{
+    /// <summary>The modules and gradients, checked: u is required, 6 gradient slots (q's A, B, k's, v's) or null for none.</summary>
+    public QkvAdapterGradients(LoraQkvModule?[] modules, Tensor? u, Tensor?[]? gradients, string op)
+    {
+        if (u is null) throw new ArgumentException($"{op}: the projections carry LoRA modules; their forward's u is required", nameof(u));
+        if (gradients is not null and not { Length: 6 })
+            throw new ArgumentException($"{op}: expected 6 adapter gradients (dA, dB of q, k, v; null where absent or frozen)", nameof(gradients));
+        Modules = modules;
+        U = u;
+        DA = [.. Enumerable.Range(0, 3).Select(m => gradients?[2 * m])];
+        DB = [.. Enumerable.Range(0, 3).Select(m => gradients?[2 * m + 1])];
+    }
+
+    /// <summary>The LoRA modules of q, k, v.</summary>
+    public LoraQkvModule?[] Modules { get; }
+
+    /// <summary>The forward's u [B, T, R].</summary>
+    public Tensor U { get; }
+
+    /// <summary>dA of q, k, v (+=).</summary>
+    public Tensor?[] DA { get; }
+
+    /// <summary>dB of q, k, v (+=).</summary>
+    public Tensor?[] DB { get; }
+
+    /// <summary>LoraQkvOp's backward from dqkv [B, T, 3C]: dA, dB (+=) and dx (+=, x's gradient so far is in it).</summary>
+    public void Apply(Tensor dqkv, Tensor x, Tensor? dx) => LoraQkvOp.Backward(dqkv, x, U, Modules, dx, DA, DB, accumulateDx: true);
 }

@@ -3,6 +3,7 @@ using Phi2Native.Backends.Ops.Attention;
 using Phi2Native.Backends.Ops.KvCache;
 using Phi2Native.Backends.Ops.Qkv;
 using Phi2Native.Backends.Ops.Rotary;
+using Phi2Native.FineTuning.Lora;
 using Phi2Native.Models.Modules;
 using Phi2Native.Profiling;
 using Phi2Native.Tensors;
@@ -81,16 +82,24 @@ public sealed class Phi2Attention : Module
     /// <summary>
     /// The seam of the q/k/v projections: x [B, T, C] -> q, k, v [B, T, H, D] with q and k rotated at positions[b] + t;
     /// with caches, k and v go into their rows [p, p + T) instead (and come back null). One QkvProjectionOp (one GEMM,
-    /// one kernel) unless q_proj, k_proj or v_proj carries an adapter: an adapter needs its projection's own [N, C]
-    /// output, which is a column block of the fused [N, 3C] one (not a tensor without a copy), so such a layer keeps the
-    /// per-projection path here (three Linears, rotary, cache writes) until a multi-module LoRA op replaces this branch.
+    /// one kernel) when q_proj, k_proj and v_proj carry no adapter or LoRA adapters (LoraLinear; a merged one is detached):
+    /// their branches go into the fused [N, 3C] product through LoraQkvOp (2 more launches), each module's dropout mask
+    /// counted in q, k, v order as three LoraLinear forwards would. Any other adapter (an IModuleAdapter that is not a
+    /// LoraLinear) needs its projection's own [N, C] output, which is a column block of the fused one (not a tensor
+    /// without a copy), so such a layer keeps the per-projection path here (three Linears, rotary, cache writes).
     /// </summary>
     private (Tensor Q, Tensor? K, Tensor? V) ProjectQkv(Tensor x, Tensor? positions, Tensor? keys, Tensor? values)
     {
         var shape = new QkvShape(_config.NumAttentionHeads, _config.HeadDim, _config.RotaryDim, _config.RopeTheta);
-        if (QProj.Adapter is null && KProj.Adapter is null && VProj.Adapter is null)
+        if (QProj.Adapter is null or LoraLinear && KProj.Adapter is null or LoraLinear && VProj.Adapter is null or LoraLinear)
         {
-            var parameters = new QkvParameters([QProj.Weight, KProj.Weight, VProj.Weight], [QProj.Bias!, KProj.Bias!, VProj.Bias!]);
+            bool adapted = QProj.Adapter is not null || KProj.Adapter is not null || VProj.Adapter is not null;
+            var parameters = new QkvParameters([QProj.Weight, KProj.Weight, VProj.Weight], [QProj.Bias!, KProj.Bias!, VProj.Bias!])
+            {
+                Adapters = adapted
+                    ? [LoraLinear.QkvModule(QProj, QProj.Training), LoraLinear.QkvModule(KProj, KProj.Training), LoraLinear.QkvModule(VProj, VProj.Training)]
+                    : null,
+            };
             if (keys is null) return QkvProjectionOp.Apply(x, parameters, shape, positions);
             return (QkvProjectionOp.Cached(x, parameters, shape, positions!, keys, values!), null, null);
         }
