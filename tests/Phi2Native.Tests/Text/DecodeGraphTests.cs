@@ -1,5 +1,6 @@
 using NUnit.Framework;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.FineTuning.Lora;
 using Phi2Native.Hosting;
 using Phi2Native.Models.Modules;
 using Phi2Native.Models.Phi2;
@@ -81,6 +82,31 @@ public class DecodeGraphTests
         var events = ProfileRecorder.Record(() => graphed = generator.GenerateBatch(prompts, options));
         Assert.That(graphed.Select(g => g.Tokens), Is.EqualTo(eager.Select(e => e.Tokens)));
         Assert.That(GraphLaunches(events), Is.EqualTo(7));
+    }
+
+    [Test]
+    public void LoraOnQKAndVIsCaptured_AndTheTokensAreTheEagerPaths()
+    {
+        // The fused q/k/v projection with LoRA branches (lora_qkv_down, lora_qkv_up between its GEMM and the split) only
+        // launches: the decode step with them captures, and replays give the eager tokens.
+        using var engine = Emulated(DType.F32);
+        using var lora = LoraModel.Create(engine.Model, new LoraConfig { R = 4, Alpha = 8, TargetModules = ["q_proj", "k_proj", "v_proj"] }, seed: 3);
+        var random = new Random(5);
+        foreach (var b in lora.LinearAdapters.Select(a => a.B))
+        {
+            var values = b.ToSingleArray().Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
+            using var source = b.Backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()), DType.F32, b.Shape, b.DType);
+            b.Backend.Copy(source, b);
+        }
+        var generator = new Generator(engine.Model, engine.Tokenizer);
+        var options = new GenerationOptions { MaxNewTokens = 8, StopAtEndOfText = false };
+        var eager = generator.Generate("And God said", options with { CudaGraphs = false }).Tokens;
+        IReadOnlyList<int> graphed = [];
+        var events = ProfileRecorder.Record(() => graphed = generator.Generate("And God said", options).Tokens);
+        Assert.That(graphed, Is.EqualTo(eager));
+        Assert.That(GraphLaunches(events), Is.EqualTo(6), "tokens 3..8 are one replay each");
+        Assert.That(events.Count(e => e.Kind == ProfileEventKind.Kernel && e.InGraph && e.Name == "lora_qkv_down_f32"),
+            Is.GreaterThanOrEqualTo(engine.Model.Config.NumHiddenLayers), "the captured step holds each layer's LoRA branches");
     }
 
     [Test]

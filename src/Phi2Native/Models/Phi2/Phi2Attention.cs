@@ -17,7 +17,8 @@ namespace Phi2Native.Models.Phi2;
 /// <remarks>
 /// q_proj, k_proj and v_proj live in one [3C, C] weight and one [3C] bias (<see cref="LinearStack"/>); each projection's
 /// tensors are views of their row block. The three run as one op (QkvProjectionOp: one GEMM and one split/rotary/cache
-/// kernel each way) unless an adapter is attached to one of them (<see cref="ProjectQkv"/>).
+/// kernel each way; with LoRA adapters on any of them, their branches in between: 2 more launches forward, 4 backward) unless
+/// another kind of adapter is attached to one of them (<see cref="ProjectQkv"/>).
 /// </remarks>
 public sealed class Phi2Attention : Module
 {
