@@ -3,9 +3,11 @@ using System.Text;
 using NUnit.Framework;
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Cuda.Emulator;
+using Phi2Native.IO;
 using Phi2Native.FineTuning;
 using Phi2Native.FineTuning.Data;
 using Phi2Native.FineTuning.Lora;
+using Phi2Native.FineTuning.Optim;
 using Phi2Native.FineTuning.Training;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Profiling;
@@ -85,6 +87,17 @@ public class MetricsWindowTests : TemporaryDirectoryTest
         Directory.GetFiles(Path.Combine(output, "checkpoints"), "*", SearchOption.AllDirectories)
             .ToDictionary(f => Path.GetRelativePath(output, f), File.ReadAllBytes);
 
+    // Skipped and halted steps do not count for AdamW's bias corrections: every step count in the checkpoint is the
+    // applied steps' (the comparison with K = 1 alone could not show it, both run the same code).
+    private static void AssertAdamWCounted(Run run, int checkpointStep, int appliedSteps)
+    {
+        using var file = SafeTensorsFile.Open(Path.Combine(run.Output, "checkpoints", $"step-{checkpointStep}", TrainingCheckpoint.OptimizerFileName));
+        var counts = file.Tensors.Where(t => t.Name == AdamW.StepKey || t.Name.StartsWith(AdamW.ParameterStepPrefix, StringComparison.Ordinal))
+            .Select(t => (t.Name, Count: file.ReadInt32(t.Name)[0])).ToList();
+        Assert.That(counts, Has.Count.GreaterThan(1));
+        Assert.That(counts, Is.All.Matches<(string Name, int Count)>(c => c.Count == appliedSteps), string.Join(", ", counts));
+    }
+
     private static void AssertSameRun(Run reference, Run windowed)
     {
         Assert.That(windowed.Events, Is.EqualTo(reference.Events), "the same steps, skips, validations and checkpoints, in order, bit for bit");
@@ -111,27 +124,40 @@ public class MetricsWindowTests : TemporaryDirectoryTest
     [Test]
     public void ANonFiniteStepInsideAWindowIsSkippedAndTheHaltedStepsRunAgain_AsWithOneStepARead()
     {
-        // Batches of two padded rows, 12 micro-batches an epoch, accumulation 2: the poisoned example (line 5) falls
-        // into one step of each epoch; with SkipNonFiniteSteps every such step is skipped.
+        // Batches of two padded rows, 12 micro-batches an epoch, accumulation 2: the poisoned example (line 5) falls into
+        // one step of each epoch (step 6 first), and every such step is skipped. No validation: windows end only when
+        // full, at saves (7, 14) and at the end, so step 6 halts step 7 in the windows 5-7 (K = 4) and 6-7 (K = 5).
         var options = Options with { SkipNonFiniteSteps = 10, SaveEvery = 7 };
-        var reference = Train(GradientCheck.Backend, options, "k1", poisonedLine: 5);
+        var reference = Train(GradientCheck.Backend, options, "k1", poisonedLine: 5, validation: false);
         var skipped = reference.Events.Where(e => e.StartsWith("skipped", StringComparison.Ordinal)).ToList();
         Assert.That(skipped, Has.Count.GreaterThanOrEqualTo(2), "the poisoned example is met in several epochs");
+        Assert.That(skipped[0], Does.StartWith("skipped 6 the loss is NaN"));
         Assert.That(reference.Result.Stop, Is.EqualTo(TrainingStop.Completed));
-        foreach (int k in new[] { 3, 4 }) AssertSameRun(reference, Train(GradientCheck.Backend, options with { MetricsEvery = k }, $"k{k}", poisonedLine: 5));
+        AssertAdamWCounted(reference, reference.Result.Steps, reference.Result.Steps - skipped.Count);
+        foreach (int k in new[] { 4, 5 })
+        {
+            var windowed = Train(GradientCheck.Backend, options with { MetricsEvery = k }, $"k{k}", poisonedLine: 5, validation: false);
+            AssertSameRun(reference, windowed);
+            AssertAdamWCounted(windowed, windowed.Result.Steps, windowed.Result.Steps - skipped.Count);
+        }
     }
 
     [Test]
     public void ANonFiniteStepInsideAWindowStopsTheRunWithTheCheckpointBeforeIt_AsWithOneStepARead()
     {
-        var options = Options with { SaveEvery = 1 };
-        var reference = Train(GradientCheck.Backend, options, "k1", poisonedLine: 5);
+        // Step 6 is the first that is not finite; with K = 4 it is inside the window 5-8, after step 5 (applied), and
+        // the state before it is written as step-5.
+        var options = Options;
+        var reference = Train(GradientCheck.Backend, options, "k1", poisonedLine: 5, validation: false);
         Assert.That(reference.Result.Stop, Is.EqualTo(TrainingStop.NonFinite));
-        Assert.That(reference.Result.Steps % 4, Is.Not.EqualTo(0), "the bad step is not the first of a window of 4");
-        AssertSameRun(reference, Train(GradientCheck.Backend, options with { MetricsEvery = 4 }, "k4", poisonedLine: 5));
-        // Without saves in between, the window holds steps before the bad one: the state before it is written then.
-        var unsaved = Train(GradientCheck.Backend, Options, "k1-unsaved", poisonedLine: 5);
-        AssertSameRun(unsaved, Train(GradientCheck.Backend, Options with { MetricsEvery = 4 }, "k4-unsaved", poisonedLine: 5));
+        Assert.That(reference.Result.Steps, Is.EqualTo(5), "the last good step");
+        Assert.That(reference.Events.Last(), Is.EqualTo("saved step-5"), "the state before the bad step is written");
+        var windowed = Train(GradientCheck.Backend, options with { MetricsEvery = 4 }, "k4", poisonedLine: 5, validation: false);
+        AssertSameRun(reference, windowed);
+        AssertAdamWCounted(windowed, 5, 5);
+        // Saved every step: every window is one step, and the state before the bad step is on disk already.
+        var saved = Train(GradientCheck.Backend, Options with { SaveEvery = 1 }, "k1-saved", poisonedLine: 5, validation: false);
+        AssertSameRun(saved, Train(GradientCheck.Backend, Options with { SaveEvery = 1, MetricsEvery = 4 }, "k4-saved", poisonedLine: 5, validation: false));
     }
 
     [Test, Category("Emulated")]
