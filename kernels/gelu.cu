@@ -51,29 +51,7 @@
 //   62.5 % an SM has 1280 x 32 = 40 KB of loads outstanding, above HBM's latency-bandwidth product per SM (about
 //   3.35 TB/s x 0.6 us / 132 SMs = 15 KB on an H100; modelled, not measured).
 #include "common.cuh"
-
-// The constants are CpuGelu's doubles rounded to fp32 (written with the 9 digits that name exactly that float):
-// c = sqrt(2/pi) (0x3f4c422a), c a (0x3d122279), 3 c a (0x3ddb33b6).
-
-PHI2_DEVICE float gelu_new_f(float x)
-{
-    const float c = 0.797884583f, ca = 0.0356774069f;
-    float u = (x * ca * x + c) * x;
-    float t = tanhf(u);
-    float h = 0.5f * x;
-    return t * h + h;
-}
-
-// d gelu_new / dx at x.
-PHI2_DEVICE float gelu_new_grad_f(float x)
-{
-    const float c = 0.797884583f, ca = 0.0356774069f, ca3 = 0.107032225f;
-    float t = tanhf((x * ca * x + c) * x);
-    float w = (x * ca3 * x + c) * x;
-    float g = (1.0f - t) * w + 1.0f;
-    g = t * g + g;
-    return 0.5f * g;
-}
+#include "gelu.cuh"
 
 template <typename D>
 PHI2_DEVICE void gelu_new(const typename D::type* x, typename D::type* y, int n)

@@ -18,9 +18,16 @@
 //       y[n, o] = base[n, o] + scaling * sum_j u[n, j] b[o, j]                (written; y may not alias base)
 //   lora_up_backward_{dtype}(dy, b, du, scaling, rows, out, rank)
 //       du[n, j] = scaling * sum_o dy[n, o] b[o, j]                           (written)
-//   lora_down_backward_{dtype}(du, a, dx, threshold, keep_scale, seed, rows, in, rank)
-//       dx[n, k] = keep(n, k) ? keep_scale * sum_j du[n, j] a[j, k] : 0      (written; the autograd adds it to the
-//       base Linear's dx as it adds any two gradients of one input)
+//   lora_up_gelu_{dtype}(u, b, base, y, pre, scaling, rows, out, rank)
+//       fc1 with LoRA (LoraLinearGeluOp), the branch added before the activation: h = round(base[n, o] + scaling * sum_j
+//       u[n, j] b[o, j]) (the unfused Lora op's y, rounded once), pre[n, o] = h (saved for backward; pre null: not
+//       saved), y[n, o] = gelu_new(h) (gelu.cuh's, as gelu.cu's gelu_new computes it from the stored h). base is the
+//       base GEMM's h (its bias in cuBLASLt's BIAS epilogue); pre and y may each alias base (LoraLinearGeluKernels
+//       writes pre over it; y too at inference), not each other. No gelu_new launch follows.
+//   lora_down_backward_{dtype}(du, a, dx, threshold, keep_scale, seed, accumulate, rows, in, rank)
+//       dx[n, k] = keep(n, k) ? keep_scale * sum_j du[n, j] a[j, k] : 0      (written), or with accumulate 1 dx[n, k] +=
+//       that (read, added in fp32, rounded once): into a gradient already pending for x (BackwardContext.PendingGradient),
+//       so neither a temporary nor an add launch; the base Linear's dx product then adds itself with beta 1.
 //   lora_weight_grad_{dtype}(left, right, grad, threshold, keep_scale, seed, scaling, rows, width, rank, column_stride, rank_stride)
 //       grad[c * column_stride + j * rank_stride] += scaling * sum_n drop(left)[n, c] right[n, j]   (accumulated)
 //       left [N, width] in dtype, right [N, rank] fp32. dB: left = dy, right = u, width = out, strides (rank, 1),
@@ -30,7 +37,7 @@
 //       grid ((N + 7) / 8, (r + 15) / 16), block (256). Lanes stride over the row (coalesced x / dy), each lane keeps
 //       16 fp32 sums, a warp_sum each at the end. The weight (A or B, 4 r in or 4 r out bytes) is re-read per row from
 //       L1/L2, never from DRAM more than once in the model.
-//   lora_up, lora_down_backward: a thread a column, 8 rows a block: grid ((N + 7) / 8, (width + 255) / 256),
+//   lora_up, lora_up_gelu, lora_down_backward: a thread a column, 8 rows a block: grid ((N + 7) / 8, (width + 255) / 256),
 //       block (256) (rows in x: N / 8 may pass y's 65535); the 8 rows of u (du) staged in static shared memory 64 ranks at a time (2 KiB), any r.
 //   lora_weight_grad: 64 columns x 4 row slices a block, 16 ranks: grid ((width + 63) / 64, (r + 15) / 16),
 //       block (256); the 4 slices' sums added in a fixed order through static shared memory (16 KiB), so the result is
@@ -41,10 +48,12 @@
 // GEMM needs one input dtype, so cuBLAS would need an fp32 copy of dy [N, out] or of the dropped x [N, in], the
 // temporaries this file exists to remove.
 // Cost (the launchers declare it; every byte once a direction): lora_down reads x and a, writes u, 2 N in r flops;
-// lora_up reads u, b and base, writes y, 2 N out r + 2 N out; lora_up_backward reads dy and b, writes du, 2 N out r
-// + N r; lora_down_backward reads du and a, writes dx, 2 N in r; lora_weight_grad reads left, right and grad, writes
+// lora_up reads u, b and base, writes y, 2 N out r + 2 N out; lora_up_gelu as lora_up, and writes pre, + 11 N out (gelu_new);
+// lora_up_backward reads dy and b, writes du, 2 N out r
+// + N r; lora_down_backward reads du and a (and dx when accumulating), writes dx, 2 N in r; lora_weight_grad reads left, right and grad, writes
 // grad, 2 N width r + 2 width r. x and dy are read whole even where dropped (the mask is applied after the load).
 #include "common.cuh"
+#include "gelu.cuh"
 
 #define LORA_RANKS_PER_BLOCK 16
 #define LORA_ROWS_PER_BLOCK 8
@@ -81,12 +90,18 @@ PHI2_DEVICE void lora_row_times_weight(const typename D::type* x, const float* w
     }
 }
 
+// What lora_rank_expand does with its column's sums (a compile-time mode).
+#define LORA_EXPAND_UP 0            // y = base + scaling * sum
+#define LORA_EXPAND_UP_GELU 1       // pre = round(base + scaling * sum), y = gelu_new(pre)
+#define LORA_EXPAND_DOWN_BACKWARD 2 // dx = keep ? keep_scale * sum : 0, or dx += that (accumulate)
+
 // For 8 rows n of the block and the thread's column c: sum_j r[n, j] w[j * w_rank_stride + c * w_width_stride], with
-// r's rows staged in shared memory; then UP: y = base + scaling * sum, else dx = keep ? keep_scale * sum : 0.
-template <typename D, bool UP>
+// r's rows staged in shared memory; then what MODE says.
+template <typename D, int MODE>
 PHI2_DEVICE void lora_rank_expand(const float* r, const float* w, const typename D::type* base, typename D::type* out,
-                                  float scaling, unsigned threshold, float keep_scale, unsigned long long seed, int rows,
-                                  int width, int rank, int w_rank_stride, int w_width_stride)
+                                  typename D::type* pre, float scaling, unsigned threshold, float keep_scale,
+                                  unsigned long long seed, int accumulate, int rows, int width, int rank, int w_rank_stride,
+                                  int w_width_stride)
 {
     __shared__ float staged[LORA_ROWS_PER_BLOCK][LORA_STAGED_RANKS];
     int c = (int)(blockIdx.y * blockDim.x + threadIdx.x);
@@ -117,8 +132,19 @@ PHI2_DEVICE void lora_rank_expand(const float* r, const float* w, const typename
     for (int i = 0; i < LORA_ROWS_PER_BLOCK && row0 + i < rows; i++)
     {
         long long index = (long long)(row0 + i) * width + c;
-        if (UP) store<D>(out, index, __fadd_rn(load<D>(base, index), __fmul_rn(sums[i], scaling)));
-        else store<D>(out, index, dropout_bits24(seed, index) >= threshold ? __fmul_rn(sums[i], keep_scale) : 0.0f);
+        if (MODE == LORA_EXPAND_UP) store<D>(out, index, __fadd_rn(load<D>(base, index), __fmul_rn(sums[i], scaling)));
+        else if (MODE == LORA_EXPAND_UP_GELU)
+        {
+            // Rounded to the dtype before the activation, as an unfused Lora op stores it and GeluNew reads it.
+            typename D::type h = D::from_f32(__fadd_rn(load<D>(base, index), __fmul_rn(sums[i], scaling)));
+            if (pre) pre[index] = h;
+            store<D>(out, index, gelu_new_f(D::to_f32(h)));
+        }
+        else
+        {
+            float v = dropout_bits24(seed, index) >= threshold ? __fmul_rn(sums[i], keep_scale) : 0.0f;
+            store<D>(out, index, accumulate ? __fadd_rn(load<D>(out, index), v) : v);
+        }
     }
 }
 
@@ -163,16 +189,22 @@ PHI2_KERNEL void lora_down_f32(const float* x, const float* a, float* u, unsigne
 }
 PHI2_KERNEL void lora_up_f32(const float* u, const float* b, const float* base, float* y, float scaling, int rows, int out, int rank)
 {
-    lora_rank_expand<dtype_f32, true>(u, b, base, y, scaling, 0u, 1.0f, 0ull, rows, out, rank, 1, rank);
+    lora_rank_expand<dtype_f32, LORA_EXPAND_UP>(u, b, base, y, nullptr, scaling, 0u, 1.0f, 0ull, 0, rows, out, rank, 1, rank);
+}
+PHI2_KERNEL void lora_up_gelu_f32(const float* u, const float* b, const float* base, float* y, float* pre, float scaling, int rows, int out,
+                                int rank)
+{
+    lora_rank_expand<dtype_f32, LORA_EXPAND_UP_GELU>(u, b, base, y, pre, scaling, 0u, 1.0f, 0ull, 0, rows, out, rank, 1, rank);
 }
 PHI2_KERNEL void lora_up_backward_f32(const float* dy, const float* b, float* du, float scaling, int rows, int out, int rank)
 {
     lora_row_times_weight<dtype_f32>(dy, b, du, 0u, 1.0f, 0ull, scaling, rows, out, rank, 1, rank);
 }
 PHI2_KERNEL void lora_down_backward_f32(const float* du, const float* a, float* dx, unsigned threshold, float keep_scale,
-                                      unsigned long long seed, int rows, int in, int rank)
+                                      unsigned long long seed, int accumulate, int rows, int in, int rank)
 {
-    lora_rank_expand<dtype_f32, false>(du, a, nullptr, dx, 1.0f, threshold, keep_scale, seed, rows, in, rank, in, 1);
+    lora_rank_expand<dtype_f32, LORA_EXPAND_DOWN_BACKWARD>(du, a, nullptr, dx, nullptr, 1.0f, threshold, keep_scale, seed, accumulate,
+                                                          rows, in, rank, in, 1);
 }
 PHI2_KERNEL void lora_weight_grad_f32(const float* left, const float* right, float* grad, unsigned threshold, float keep_scale,
                                     unsigned long long seed, float scaling, int rows, int width, int rank, int column_stride,
@@ -188,16 +220,22 @@ PHI2_KERNEL void lora_down_bf16(const bf16_t* x, const float* a, float* u, unsig
 }
 PHI2_KERNEL void lora_up_bf16(const float* u, const float* b, const bf16_t* base, bf16_t* y, float scaling, int rows, int out, int rank)
 {
-    lora_rank_expand<dtype_bf16, true>(u, b, base, y, scaling, 0u, 1.0f, 0ull, rows, out, rank, 1, rank);
+    lora_rank_expand<dtype_bf16, LORA_EXPAND_UP>(u, b, base, y, nullptr, scaling, 0u, 1.0f, 0ull, 0, rows, out, rank, 1, rank);
+}
+PHI2_KERNEL void lora_up_gelu_bf16(const float* u, const float* b, const bf16_t* base, bf16_t* y, bf16_t* pre, float scaling, int rows, int out,
+                                int rank)
+{
+    lora_rank_expand<dtype_bf16, LORA_EXPAND_UP_GELU>(u, b, base, y, pre, scaling, 0u, 1.0f, 0ull, 0, rows, out, rank, 1, rank);
 }
 PHI2_KERNEL void lora_up_backward_bf16(const bf16_t* dy, const float* b, float* du, float scaling, int rows, int out, int rank)
 {
     lora_row_times_weight<dtype_bf16>(dy, b, du, 0u, 1.0f, 0ull, scaling, rows, out, rank, 1, rank);
 }
 PHI2_KERNEL void lora_down_backward_bf16(const float* du, const float* a, bf16_t* dx, unsigned threshold, float keep_scale,
-                                      unsigned long long seed, int rows, int in, int rank)
+                                      unsigned long long seed, int accumulate, int rows, int in, int rank)
 {
-    lora_rank_expand<dtype_bf16, false>(du, a, nullptr, dx, 1.0f, threshold, keep_scale, seed, rows, in, rank, in, 1);
+    lora_rank_expand<dtype_bf16, LORA_EXPAND_DOWN_BACKWARD>(du, a, nullptr, dx, nullptr, 1.0f, threshold, keep_scale, seed, accumulate,
+                                                          rows, in, rank, in, 1);
 }
 PHI2_KERNEL void lora_weight_grad_bf16(const bf16_t* left, const float* right, float* grad, unsigned threshold, float keep_scale,
                                     unsigned long long seed, float scaling, int rows, int width, int rank, int column_stride,
@@ -213,16 +251,22 @@ PHI2_KERNEL void lora_down_f16(const f16_t* x, const float* a, float* u, unsigne
 }
 PHI2_KERNEL void lora_up_f16(const float* u, const float* b, const f16_t* base, f16_t* y, float scaling, int rows, int out, int rank)
 {
-    lora_rank_expand<dtype_f16, true>(u, b, base, y, scaling, 0u, 1.0f, 0ull, rows, out, rank, 1, rank);
+    lora_rank_expand<dtype_f16, LORA_EXPAND_UP>(u, b, base, y, nullptr, scaling, 0u, 1.0f, 0ull, 0, rows, out, rank, 1, rank);
+}
+PHI2_KERNEL void lora_up_gelu_f16(const float* u, const float* b, const f16_t* base, f16_t* y, f16_t* pre, float scaling, int rows, int out,
+                                int rank)
+{
+    lora_rank_expand<dtype_f16, LORA_EXPAND_UP_GELU>(u, b, base, y, pre, scaling, 0u, 1.0f, 0ull, 0, rows, out, rank, 1, rank);
 }
 PHI2_KERNEL void lora_up_backward_f16(const f16_t* dy, const float* b, float* du, float scaling, int rows, int out, int rank)
 {
     lora_row_times_weight<dtype_f16>(dy, b, du, 0u, 1.0f, 0ull, scaling, rows, out, rank, 1, rank);
 }
 PHI2_KERNEL void lora_down_backward_f16(const float* du, const float* a, f16_t* dx, unsigned threshold, float keep_scale,
-                                      unsigned long long seed, int rows, int in, int rank)
+                                      unsigned long long seed, int accumulate, int rows, int in, int rank)
 {
-    lora_rank_expand<dtype_f16, false>(du, a, nullptr, dx, 1.0f, threshold, keep_scale, seed, rows, in, rank, in, 1);
+    lora_rank_expand<dtype_f16, LORA_EXPAND_DOWN_BACKWARD>(du, a, nullptr, dx, nullptr, 1.0f, threshold, keep_scale, seed, accumulate,
+                                                          rows, in, rank, in, 1);
 }
 PHI2_KERNEL void lora_weight_grad_f16(const f16_t* left, const float* right, float* grad, unsigned threshold, float keep_scale,
                                     unsigned long long seed, float scaling, int rows, int width, int rank, int column_stride,

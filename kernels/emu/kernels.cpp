@@ -18,10 +18,12 @@
 #include "../dropout.cu"
 #include "../residual.cu"
 #include "../lora.cu"
+#include "../lora_qkv.cu"
 #include "../attention.cu"
 #include "../attention_mma.cu"
 #include "../attention_decode.cu"
 #include "../attention_mma_backward.cu"
+#include "../decode.cu"
 #include "test_kernels.cu"
 #include "test_reduce.cu"
 #include "test_mma.cu"
@@ -60,6 +62,10 @@ namespace
         PHI2_EMU_ENTRY(row_max_f32),
         PHI2_EMU_ENTRY(row_max_bf16),
         PHI2_EMU_ENTRY(row_max_f16),
+        // decode.cu
+        PHI2_EMU_ENTRY(decode_next_f32),
+        PHI2_EMU_ENTRY(decode_next_bf16),
+        PHI2_EMU_ENTRY(decode_next_f16),
         // layernorm.cu
         PHI2_EMU_ENTRY(layernorm_f32),
         PHI2_EMU_ENTRY(layernorm_bf16),
@@ -140,6 +146,9 @@ namespace
         PHI2_EMU_ENTRY(lora_up_f32),
         PHI2_EMU_ENTRY(lora_up_bf16),
         PHI2_EMU_ENTRY(lora_up_f16),
+        PHI2_EMU_ENTRY(lora_up_gelu_f32),
+        PHI2_EMU_ENTRY(lora_up_gelu_bf16),
+        PHI2_EMU_ENTRY(lora_up_gelu_f16),
         PHI2_EMU_ENTRY(lora_up_backward_f32),
         PHI2_EMU_ENTRY(lora_up_backward_bf16),
         PHI2_EMU_ENTRY(lora_up_backward_f16),
@@ -149,6 +158,21 @@ namespace
         PHI2_EMU_ENTRY(lora_weight_grad_f32),
         PHI2_EMU_ENTRY(lora_weight_grad_bf16),
         PHI2_EMU_ENTRY(lora_weight_grad_f16),
+        PHI2_EMU_ENTRY(lora_qkv_down_f32),
+        PHI2_EMU_ENTRY(lora_qkv_down_bf16),
+        PHI2_EMU_ENTRY(lora_qkv_down_f16),
+        PHI2_EMU_ENTRY(lora_qkv_up_f32),
+        PHI2_EMU_ENTRY(lora_qkv_up_bf16),
+        PHI2_EMU_ENTRY(lora_qkv_up_f16),
+        PHI2_EMU_ENTRY(lora_qkv_up_backward_f32),
+        PHI2_EMU_ENTRY(lora_qkv_up_backward_bf16),
+        PHI2_EMU_ENTRY(lora_qkv_up_backward_f16),
+        PHI2_EMU_ENTRY(lora_qkv_weight_grad_f32),
+        PHI2_EMU_ENTRY(lora_qkv_weight_grad_bf16),
+        PHI2_EMU_ENTRY(lora_qkv_weight_grad_f16),
+        PHI2_EMU_ENTRY(lora_qkv_down_backward_f32),
+        PHI2_EMU_ENTRY(lora_qkv_down_backward_bf16),
+        PHI2_EMU_ENTRY(lora_qkv_down_backward_f16),
         // attention.cu (causal flash-style attention: forward, through the KV cache, backward)
         PHI2_EMU_ENTRY(attention_f32),
         PHI2_EMU_ENTRY(attention_bf16),

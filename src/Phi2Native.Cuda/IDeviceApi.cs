@@ -161,9 +161,12 @@ public interface IDeviceApi : IDisposable
     /// device-to-device copies are recorded with their arguments' values as they are at the call. Whatever would make
     /// the host wait or move host memory (a copy to or from the host, a Synchronize) is refused and spoils the
     /// capture, and so is an allocation the device cannot serve without the driver (a caching allocator's miss).
+    /// Memory the capture allocates or frees is reserved to the graph until it is destroyed (the caching allocator's
+    /// graph pool): with <paramref name="pool"/> (a graph of this device, usually the one the capture will update) the
+    /// capture allocates from that graph's pool; otherwise from a new one, which <see cref="EndCapture"/> gives its graph.
     /// </summary>
-    /// <exception cref="Phi2Exception">The stream is the default one, unknown, or already capturing.</exception>
-    internal void BeginCapture(DeviceStream stream) =>
+    /// <exception cref="Phi2Exception">The stream is the default one, unknown, or already capturing; or another stream is capturing.</exception>
+    internal void BeginCapture(DeviceStream stream, DeviceGraph pool = default) =>
         throw new NotSupportedException($"{Name} does not capture graphs");
 
     /// <summary>
@@ -181,7 +184,7 @@ public interface IDeviceApi : IDisposable
     internal void LaunchGraph(DeviceGraph graph, DeviceStream stream) =>
         throw new NotSupportedException($"{Name} does not capture graphs");
 
-    /// <summary>Destroys a graph from <see cref="EndCapture"/> (cuGraphExecDestroy); its queued launches still complete.</summary>
+    /// <summary>Destroys a graph from <see cref="EndCapture"/> (cuGraphExecDestroy) and releases its memory pool; its queued launches still complete.</summary>
     internal void DestroyGraph(DeviceGraph graph) =>
         throw new NotSupportedException($"{Name} does not capture graphs");
 

@@ -25,6 +25,7 @@ public static class DeviceCheckCatalog
             new("elementwise", ElementwiseChecks.All),
             new("cast", CastChecks.All),
             new("reduction", ReductionChecks.All),
+            new("decode-next", DecodeNextChecks.All),
             new("layernorm", LayerNormChecks.All),
             new("cross-entropy", CrossEntropyChecks.All),
             new("optimizer", OptimizerChecks.All),
@@ -33,6 +34,7 @@ public static class DeviceCheckCatalog
             new("dropout", DropoutChecks.All),
             new("residual", ParallelResidualChecks.All),
             new("lora", LoraChecks.All),
+            new("lora-qkv", LoraQkvChecks.All),
             new("mma", MmaChecks.All),
             new("blas", BlasChecks.All),
             // embedding.cu, rotary.cu, cache.cu, transpose.cu

@@ -31,19 +31,29 @@ public static class LoraChecks
            from p in new[] { 0.0, 0.2 }
            select Check(dtype, rank, p, backward: true),
         Check(DType.F16, 70, 0.2, backward: true),
+        Check(DType.F32, 16, 0.2, backward: true, accumulate: true),
+        Check(DType.BF16, 8, 0.2, backward: true, accumulate: true),
+        Check(DType.F16, 1, 0.0, backward: true, accumulate: true),
+        .. from dtype in new[] { DType.F32, DType.BF16, DType.F16 }
+           from rank in new[] { 1, 16, 70 }
+           from p in new[] { 0.0, 0.2 }
+           where dtype != DType.F16 || rank == 16
+           select LoraLinearGeluCheck.Check(dtype, rank, p, train: true),
+        LoraLinearGeluCheck.Check(DType.BF16, 8, 0.0, train: false),
     ];
 
-    private static DeviceCheck Check(DType dtype, int rank, double p, bool backward)
+    private static DeviceCheck Check(DType dtype, int rank, double p, bool backward, bool accumulate = false)
     {
         string suffix = KernelName.Suffix(dtype);
         string[] kernels = backward
             ? [$"lora_weight_grad_{suffix}", $"lora_up_backward_{suffix}", $"lora_down_backward_{suffix}"]
             : [$"lora_down_{suffix}", $"lora_up_{suffix}"];
-        return new($"lora{(backward ? " backward" : "")} {suffix} r={rank} p={p:R} x [{Batch}, {Time}, {In}] out {Out}", kernels,
-            device => Run(device, dtype, rank, p, backward));
+        return new($"lora{(backward ? " backward" : "")} {suffix} r={rank} p={p:R} x [{Batch}, {Time}, {In}] out {Out}{(accumulate ? ", dx +=" : "")}", kernels,
+            device => Run(device, dtype, rank, p, backward, accumulate));
     }
 
-    private static CheckResult Run(IDeviceApi device, DType dtype, int rank, double p, bool backward)
+    // accumulate: dx starts non-zero on both sides and the branch's dx is added into it (a pending gradient).
+    private static CheckResult Run(IDeviceApi device, DType dtype, int rank, double p, bool backward, bool accumulate)
     {
         using var cuda = new CudaBackend(device, ownsDevice: false);
         using var cpu = new CpuReference();
@@ -67,15 +77,16 @@ public static class LoraChecks
 
         float[] dy = CpuReference.RoundTrip(dtype, TestData.Uniform(rows * Out, seed: 905));
         float[] aGradient = TestData.Uniform(rank * In, seed: 906), bGradient = TestData.Uniform(Out * rank, seed: 907);
-        var dxDevice = cuda.Empty(xShape, dtype);
+        float[] dx0 = CpuReference.RoundTrip(dtype, TestData.Uniform(rows * In, seed: 908));
+        var dxDevice = accumulate ? OnDevice(dtype, dx0, xShape) : cuda.Empty(xShape, dtype);
         var dADevice = OnDevice(DType.F32, aGradient, aShape);
         var dBDevice = OnDevice(DType.F32, bGradient, bShape);
         LoraOp.Backward(OnDevice(dtype, dy, outShape), OnDevice(dtype, x, xShape), OnDevice(DType.F32, a, aShape), OnDevice(DType.F32, b, bShape),
-            uDevice, branch, dxDevice, dADevice, dBDevice);
-        var dxCpu = cpu.Backend.Empty(xShape, DType.F32);
+            uDevice, branch, dxDevice, dADevice, dBDevice, accumulate);
+        var dxCpu = accumulate ? cpu.F32(dx0, xShape) : cpu.Backend.Empty(xShape, DType.F32);
         var dACpu = cpu.F32(aGradient, aShape);
         var dBCpu = cpu.F32(bGradient, bShape);
-        LoraOp.Backward(cpu.F32(dy, outShape), cpu.F32(x, xShape), cpu.F32(a, aShape), cpu.F32(b, bShape), uCpu, branch, dxCpu, dACpu, dBCpu);
+        LoraOp.Backward(cpu.F32(dy, outShape), cpu.F32(x, xShape), cpu.F32(a, aShape), cpu.F32(b, bShape), uCpu, branch, dxCpu, dACpu, dBCpu, accumulate);
         return CheckResult.Combine(
             forward,
             Tolerances.Gradient(dtype).Compare("dx", dxDevice.ToSingleArray(), CpuReference.RoundTrip(dtype, dxCpu.ToSingleArray())),

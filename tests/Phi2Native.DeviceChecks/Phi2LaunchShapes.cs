@@ -1,6 +1,7 @@
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Activation;
 using Phi2Native.Backends.Ops.Attention;
+using Phi2Native.Backends.Ops.Decoding;
 using Phi2Native.Backends.Ops.Dropout;
 using Phi2Native.Backends.Ops.Embeddings;
 using Phi2Native.Backends.Ops.KvCache;
@@ -55,15 +56,26 @@ internal static class Phi2LaunchShapes
             // LoRA r 16 on fc1 (in C, out 10240) and fc2 (in 10240, out C): the widest of each kernel's launches.
             LoraKernels.LoraDown(device, dtype, P(), P(), P(), 0.05, 7, Rows, Inner, LoraRank, default);
             LoraKernels.LoraUp(device, dtype, P(), P(), P(), P(), 2.0, Rows, Inner, LoraRank, default);
+            LoraKernels.LoraUpGelu(device, dtype, P(), P(), P(), P(), P(), 2.0, Rows, Inner, LoraRank, default);
             LoraKernels.LoraUpBackward(device, dtype, P(), P(), P(), 2.0, Rows, Inner, LoraRank, default);
             LoraKernels.LoraDownBackward(device, dtype, P(), P(), P(), 0.05, 7, Rows, Inner, LoraRank, default);
             LoraKernels.GradientOfA(device, dtype, P(), P(), P(), 0.05, 7, Rows, Inner, LoraRank, default);
+            // LoRA r 16 on each of q, k and v over the fused [N, 3 C] projection.
+            var qkv = new LoraQkvKernels.Modules();
+            for (int m = 0; m < 3; m++) qkv.Set(m, LoraRank, P(), P(), 0.05, 7UL + (ulong)m, 2.0);
+            LoraQkvKernels.LoraQkvDown(device, dtype, P(), P(), qkv, Rows, C, default);
+            LoraQkvKernels.LoraQkvUp(device, dtype, P(), P(), P(), qkv, Rows, C, default);
+            LoraQkvKernels.LoraQkvUpBackward(device, dtype, P(), P(), qkv, Rows, C, default);
+            (qkv.Grad0, qkv.Grad1, qkv.Grad2) = (P(), P(), P());
+            LoraQkvKernels.WeightGradient(device, dtype, P(), P(), qkv, ofA: true, Rows, C, default);
+            LoraQkvKernels.LoraQkvDownBackward(device, dtype, P(), P(), qkv, accumulate: true, Rows, C, default);
             GeluKernels.GeluNew(device, dtype, P(), P(), (long)Rows * Inner);
             GeluKernels.GeluNewBackward(device, dtype, P(), P(), P(), (long)Rows * Inner);
             GeluKernels.BiasGeluNew(device, dtype, P(), P(), P(), P(), Rows, Inner);
             GeluKernels.BiasGeluNewBackward(device, dtype, P(), P(), P(), P(), Rows, Inner);
             ReductionKernels.RowSum(device, dtype, P(), P(), Rows, C);
             ReductionKernels.RowMax(device, dtype, P(), P(), Rows, C);
+            DecodeNextKernels.DecodeNext(device, dtype, P(), P(), P(), P(), 1, V);
             OptimizerKernels.ChunkSumOfSquares(device, dtype, P(), P(), P(), Inner * C / OptimizerKernels.ChunkElements, default, (long)Inner * C, 1);
             foreach (var to in AllFloat)
                 if (to != dtype) CastKernels.Cast(device, dtype, to, P(), P(), (long)Inner * C);

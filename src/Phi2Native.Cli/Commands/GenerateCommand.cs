@@ -28,28 +28,33 @@ internal static class GenerateCommand
         };
         var printIds = new Option<bool>("--print-ids") { Description = "Print only the new ids, comma-separated, on one line." };
         var truncate = new Option<bool>("--truncate") { Description = "Keep the end of a prompt longer than the model's context instead of failing." };
+        var noGraphs = new Option<bool>("--no-cuda-graphs")
+        {
+            Description = "On a CUDA device, run each decode step's kernels one by one instead of replaying one captured CUDA graph per token (the tokens are the same).",
+        };
         var device = new DeviceOptions(DeviceOptions.InferenceDTypeDescription);
         var command = new Command("generate", "Continue a prompt (greedy, temperature, top-k, top-p) with a KV cache, streaming the text.")
         {
-            model, adapter, prompt, ids, maxTokens, temperature, topK, topP, seed, stop, printIds, truncate,
+            model, adapter, prompt, ids, maxTokens, temperature, topK, topP, seed, stop, printIds, truncate, noGraphs,
         };
         foreach (var option in device.All) command.Options.Add(option);
         command.SetAction(result => CommandErrors.Guard(error, () => Run(new Request(
             result.GetValue(model), result.GetValue(adapter), result.GetValue(prompt), result.GetValue(ids), result.GetValue(maxTokens),
             new SamplingOptions { Temperature = result.GetValue(temperature), TopK = result.GetValue(topK), TopP = result.GetValue(topP), Seed = result.GetValue(seed) },
-            result.GetValue(stop) ?? [], result.GetValue(printIds), result.GetValue(truncate), device.Read(result)), output, error, Notices.Writer(result, error))));
+            result.GetValue(stop) ?? [], result.GetValue(printIds), result.GetValue(truncate), device.Read(result), !result.GetValue(noGraphs)), output, error,
+            Notices.Writer(result, error))));
         return command;
     }
 
     public sealed record Request(string? Model, string? Adapter, string? Prompt, string? Ids, int MaxTokens, SamplingOptions Sampling,
-        string[] Stop, bool PrintIds, bool Truncate, DeviceRequest Device);
+        string[] Stop, bool PrintIds, bool Truncate, DeviceRequest Device, bool CudaGraphs = true);
 
     public static int Run(Request request, TextWriter output, TextWriter error, TextWriter notices)
     {
         if ((request.Prompt is null) == (request.Ids is null)) throw new Phi2Exception("give the prompt as --prompt TEXT or as --ids 1,2,3 (one of them)");
         if (request.MaxTokens < 0) throw new Phi2Exception($"--max-tokens must not be negative, got {request.MaxTokens}");
         if (request.Stop.Any(string.IsNullOrEmpty)) throw new Phi2Exception("--stop \"\": an empty stop string would stop before the first token; give some text");
-        var options = new GenerationOptions { MaxNewTokens = request.MaxTokens, Sampling = request.Sampling, StopStrings = request.Stop };
+        var options = new GenerationOptions { MaxNewTokens = request.MaxTokens, Sampling = request.Sampling, StopStrings = request.Stop, CudaGraphs = request.CudaGraphs };
         options.Validate();
         int[]? rawIds = request.Ids is null ? null : TraceCommand.ParseIds(request.Ids, minimum: 1);   // bad ids fail before the model loads
         // Declared before the engine, so the model's device memory is freed before the backend goes.

@@ -32,8 +32,12 @@ internal static class ProfileCommand
                           "(for a step too large to run here, e.g. 4,2048,32 from an emulated run at --layers 2); every figure is then modelled.",
         };
         var trace = new Option<string?>("--trace") { Description = "Write the measured step as a Chrome trace (Perfetto opens it): measured durations on cpu and cuda, modelled on the emulator." };
+        var graphs = new Option<bool>("--cuda-graphs")
+        {
+            Description = "With --what decode on a CUDA device: measure a token replayed from the captured CUDA graph, as generation runs it (one graph launch, one host read).",
+        };
         var command = new Command("profile", "Measure one step: every launch, GEMM, host sync and allocation, with modelled H100/H200 times.");
-        foreach (var option in device.All.Concat([model, config, layers, batch, seq, what, preset, json, modelAt, trace])) command.Options.Add(option);
+        foreach (var option in device.All.Concat([model, config, layers, batch, seq, what, preset, json, modelAt, trace, graphs])) command.Options.Add(option);
         command.SetAction(result => CommandErrors.Guard(error, () =>
         {
             var request = device.Read(result);
@@ -42,7 +46,7 @@ internal static class ProfileCommand
                 Device = request.Device, DType = request.DType, ModelDirectory = result.GetValue(model),
                 Config = ReadConfig(result.GetValue(config) ?? "embedded", result.GetValue(model)), Layers = result.GetValue(layers),
                 Batch = result.GetValue(batch), Sequence = result.GetValue(seq), What = ReadWhat(result.GetValue(what) ?? ""),
-                Preset = result.GetValue(preset) ?? "update-knowledge", ModelAt = ReadModelAt(result.GetValue(modelAt)),
+                Preset = result.GetValue(preset) ?? "update-knowledge", ModelAt = ReadModelAt(result.GetValue(modelAt)), CudaGraphs = result.GetValue(graphs),
             };
             string? tracePath = result.GetValue(trace);
             if (tracePath is not null) CheckTracePath(tracePath);

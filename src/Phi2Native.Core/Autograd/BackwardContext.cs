@@ -42,6 +42,22 @@ public sealed class BackwardContext
     }
 
     /// <summary>
+    /// The gradient already pending for <paramref name="input"/>, for an op that can add its contribution into it (+=)
+    /// in place of writing a fresh buffer (<see cref="NewGradient"/>) and delivering it: that saves the temporary and the
+    /// add <see cref="Deliver"/> would run (a cuBLAS product takes beta = 1 for it). It is the input's own gradient where
+    /// an op that ran backward earlier delivered one (a tensor feeding several ops: q, k, v, fc1 reading one LayerNorm;
+    /// a Linear and its LoRA branch reading one x), or a leaf's <see cref="Tensor.Grad"/>; null where the input needs no
+    /// gradient, has none yet, or its buffer is shared with another tensor's gradient or of another dtype (then write a
+    /// fresh one and deliver it). The op must not deliver what it added here.
+    /// </summary>
+    public Tensor? PendingGradient(Tensor? input)
+    {
+        if (input is not { RequiresGrad: true }) return null;
+        var pending = input.IsLeaf ? input.Grad : _gradients.GetValueOrDefault(input);
+        return pending is { Storage.IsShared: false } && pending.DType == input.DType && pending.ElementCount == input.ElementCount ? pending : null;
+    }
+
+    /// <summary>
     /// <see cref="AccumulatorFor"/> of each of <paramref name="inputs"/>, except that the leaves among them that have no
     /// gradient yet get views of one zeroed buffer, in order (one allocation and one fill instead of one each): the
     /// fused q/k/v projection accumulates the weight gradients of adjacent trained projections with one product.

@@ -26,6 +26,10 @@ public enum ProfileEventKind
 
     /// <summary>A driver allocation: a miss of the caching allocator.</summary>
     Allocation,
+
+    /// <summary>A CUDA graph launch: one launch that runs every operation its capture recorded (on the emulated device
+    /// those follow it as events with <see cref="ProfileEvent.InGraph"/> set, so their costs are still seen).</summary>
+    Graph,
 }
 
 /// <summary>
@@ -51,6 +55,7 @@ public sealed class ProfileEvent
     {
         (Kind, Name, Detail, Cost, StartMs, Op, Module, Phase) = (e.Kind, e.Name, detail, cost, e.StartMs, e.Op, e.Module, e.Phase);
         AllocatedBytes = e.AllocatedBytes;
+        InGraph = e.InGraph;
     }
 
     /// <summary>What the event is.</summary>
@@ -82,6 +87,9 @@ public sealed class ProfileEvent
 
     /// <summary>Bytes of device memory the launch really read and wrote, each byte once, as the emulator counted them (null unless counted).</summary>
     public (long Read, long Written)? CountedBytes { get; internal set; }
+
+    /// <summary>Whether a graph launch ran this kernel, GEMM, copy or fill (it is not a launch of its own).</summary>
+    public bool InGraph { get; internal set; }
 
     /// <summary>For an allocation: the bytes the driver was asked for.</summary>
     public long AllocatedBytes { get; internal set; }

@@ -21,7 +21,7 @@ public sealed class ProfileRecorder : IDisposable
     private readonly Dictionary<ProfilePhase, long> _peakBytesInUse = [];
     private readonly long _started = Stopwatch.GetTimestamp();
     private readonly ProfileRecorder? _previous;
-    private bool _queuedSinceWait, _stopped;
+    private bool _queuedSinceWait, _stopped, _inGraph;
 
     private ProfileRecorder(bool countTraffic)
     {
@@ -71,6 +71,22 @@ public sealed class ProfileRecorder : IDisposable
         e.PendingMeasurement = measure;
         _queuedSinceWait = true;
         return e;
+    }
+
+    /// <summary>
+    /// Records a graph launch (<see cref="ProfileEventKind.Graph"/>); until the returned handle is disposed, the launches,
+    /// GEMMs and copies recorded are the graph's operations (<see cref="ProfileEvent.InGraph"/>), not launches of their own.
+    /// </summary>
+    public IDisposable Graph(string name, string detail, Func<double>? measure = null)
+    {
+        Launch(ProfileEventKind.Graph, name, detail, default, measure);
+        _inGraph = true;
+        return new GraphEnd(this);
+    }
+
+    private sealed class GraphEnd(ProfileRecorder recorder) : IDisposable
+    {
+        public void Dispose() => recorder._inGraph = false;
     }
 
     /// <summary>Records a CPU backend op and its host-measured time.</summary>
@@ -154,7 +170,7 @@ public sealed class ProfileRecorder : IDisposable
 
     private ProfileEvent Add(ProfileEventKind kind, string name, string detail, KernelCost cost)
     {
-        var e = new ProfileEvent(kind, name, detail, cost, Stopwatch.GetElapsedTime(_started).TotalMilliseconds);
+        var e = new ProfileEvent(kind, name, detail, cost, Stopwatch.GetElapsedTime(_started).TotalMilliseconds) { InGraph = _inGraph };
         _events.Add(e);
         return e;
     }

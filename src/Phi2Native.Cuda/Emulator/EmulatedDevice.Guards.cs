@@ -24,6 +24,7 @@ public sealed unsafe partial class EmulatedDevice
         public required long MapBytes;
         public required ulong Start;       // the user pointer
         public required long Length;       // requested bytes
+        public bool HeldForGraph;          // freed by its owner, kept mapped and live for a graph's replays
         public ulong End => Start + (ulong)Length;
         public byte* DataStart => Base + HostPages.PageSize;
         public byte* DataEnd => Base + MapBytes - HostPages.PageSize;

@@ -142,7 +142,7 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
     /// </remarks>
     internal DeviceMemoryStatistics Memory
     {
-        get { lock (_gate) return new DeviceMemoryStatistics(_bytesInUse, _peak, _live.Count, _total, BytesReserved: _bytesInUse, PeakBytesReserved: _peak); }
+        get { lock (_gate) return new DeviceMemoryStatistics(_bytesInUse, _peak, _live.Count - _heldForGraphs, _total, BytesReserved: _bytesInUse, PeakBytesReserved: _peak); }
     }
 
     /// <inheritdoc />
@@ -152,18 +152,21 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
         lock (_gate)
         {
             ThrowIfDisposed(nameof(Allocate));
-            var before = _allocatorModel.Statistics;
-            var modelled = _allocatorModel.Allocate(bytes);
-            var after = _allocatorModel.Statistics;
-            if (AnyCapture && after.TotalAllocations - after.CacheHits > before.TotalAllocations - before.CacheHits)
+            DevicePtr modelled;
+            try
             {
-                // On a GPU this would be cuMemAlloc inside a global-mode capture: refused, and the capture invalidated.
-                _allocatorModel.Free(modelled);
+                modelled = _allocatorModel.Allocate(bytes);
+            }
+            catch (InvalidOperationException) when (AnyCapture)
+            {
+                // The model's capture pool and cache could not serve it: on a GPU this would be cuMemAlloc inside a
+                // global-mode capture, refused, and the capture invalidated.
                 SpoilEveryCapture($"Allocate ({bytes} bytes that the caching allocator could not serve from its cache)");
                 throw new EmulatedDeviceException(nameof(Allocate),
                     $"{bytes} bytes while a stream is capturing a graph need a driver allocation, which a capture cannot make: allocate before capturing");
             }
             Block block = MapBlock(bytes);
+            NoteCaptureAllocation(block);
             _live.Insert(~_live.BinarySearch(block, StartOrder.Instance), block);
             _bytesInUse += bytes;
             _peak = Math.Max(_peak, _bytesInUse);
@@ -188,12 +191,17 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
                 throw new EmulatedDeviceException(nameof(Free), $"cannot free {pointer}: {where}");
             }
             Block block = _live[i];
-            _live.RemoveAt(i);
+            if (block.HeldForGraph) throw new EmulatedDeviceException(nameof(Free), $"{pointer} was already freed ({block}, kept mapped for a graph)");
             _bytesInUse -= block.Length;
             if (_modelled.Remove(block.Start, out var modelled)) _allocatorModel.Free(modelled);
             // Report damage before the evidence is unmapped; the memory is still quarantined so the state stays consistent.
             string? damage = GuardDamage(block);
-            Quarantine(block);
+            // A graph's block stays live (its replays write it) until the graph is destroyed.
+            if (!KeepForGraph(block))
+            {
+                _live.RemoveAt(i);
+                Quarantine(block);
+            }
             if (damage is not null)
                 throw new EmulatedDeviceException(nameof(Free), $"{block} was written out of bounds before it was freed: {damage}");
         }
@@ -312,6 +320,8 @@ public sealed unsafe partial class EmulatedDevice : IDeviceApi
             _modelled.Clear();
             _captures.Clear();
             _graphs.Clear();
+            _graphMemory.Clear();
+            _blockGraph.Clear();
             _allocatorModel.Dispose();
             _bytesInUse = 0;
             _quarantined = 0;

@@ -31,6 +31,17 @@ namespace Phi2Native.Cuda.Gpu;
 /// <see cref="DeviceOutOfMemoryException"/> with the numbers. Freeing a pointer it did not hand out, or freeing twice,
 /// throws <see cref="ArgumentException"/>. Thread-safe: one lock around everything.
 /// </para>
+/// <para>
+/// Graph capture (<see cref="BeginCapture"/> .. <see cref="EndCapture"/>): a CUDA graph replays the addresses its
+/// capture saw, so every block the capture takes or frees belongs to that graph's <see cref="GraphPool"/> until the pool
+/// is released (the graph destroyed). While capturing, an allocation is served from the pool's free blocks, then from
+/// the ready cache (the block joins the pool), never from the driver (a global-mode capture refuses cuMemAlloc: the call
+/// throws instead); a free puts the block straight back into its pool with no fence (the graph's work is ordered on
+/// its one stream, and a capture runs nothing), and a block from outside the pool freed during a capture joins the pool,
+/// since the captured work may still read it on every replay. No fence is recorded or polled while capturing: event
+/// records on other streams, and event queries, are what a global-mode capture refuses. Blocks a graph's pool holds
+/// are never handed to anyone else; releasing the pool fences its free blocks like any free.
+/// </para>
 /// </remarks>
 internal sealed class CachingAllocator : IDisposable
 {
@@ -46,15 +57,33 @@ internal sealed class CachingAllocator : IDisposable
     /// <summary>A cached block serves a request only if its size is at most the rounded request plus 1/this of it.</summary>
     public const int MaxWasteDivisor = 4;
 
-    private sealed class Block(ulong address, long size)
+    internal sealed class Block(ulong address, long size)
     {
         public ulong Address { get; } = address;
         public long Size { get; } = size;          // rounded: what the driver allocated
         public long Requested { get; set; }         // what the current (or last) owner asked for
+        public GraphPool? Pool { get; set; }        // the graph this block is reserved to, or null
+    }
+
+    /// <summary>
+    /// The blocks one CUDA graph's capture took or freed: reserved to that graph (its replays write them) until
+    /// <see cref="ReleasePool"/>. A re-capture that updates the graph captures into the same pool.
+    /// </summary>
+    internal sealed class GraphPool
+    {
+        internal readonly SortedSet<Block> Free = new(SizeOrder.Instance);
+        internal readonly HashSet<Block> Owned = [];
+        internal bool Released;
+
+        /// <summary>Bytes of the blocks the pool holds, live and free (rounded sizes).</summary>
+        public long BytesHeld { get; internal set; }
+
+        /// <summary>Blocks the pool holds that no one is using now.</summary>
+        public int FreeBlocks => Free.Count;
     }
 
     // Best fit: the cache is ordered by size, then address, so the first block at or above a size is the smallest that fits.
-    private sealed class SizeOrder : IComparer<Block>
+    internal sealed class SizeOrder : IComparer<Block>
     {
         public static readonly SizeOrder Instance = new();
         public int Compare(Block? x, Block? y)
@@ -72,7 +101,9 @@ internal sealed class CachingAllocator : IDisposable
     private readonly List<Block> _unfenced = [];                           // freed since the last fence
     private readonly Queue<(IAllocationFence Fence, List<Block> Blocks)> _fenced = new(); // oldest fence first
     private readonly SortedSet<Block> _ready = new(SizeOrder.Instance);   // reusable now
+    private readonly List<GraphPool> _pools = [];
     private long _bytesInUse, _peakInUse, _reserved, _peakReserved, _total, _hits;
+    private GraphPool? _capturing;
     private bool _disposed;
 
     /// <summary>Creates an allocator over <paramref name="raw"/>; <paramref name="deviceName"/> appears in error messages.</summary>
@@ -117,6 +148,7 @@ internal sealed class CachingAllocator : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_capturing is { } pool) return Hand(AllocateForCapture(pool, bytes, size), bytes);
             Collect(wait: false);
             Block? block = TakeFromCache(size);
             if (block is not null) _hits++;
@@ -133,12 +165,95 @@ internal sealed class CachingAllocator : IDisposable
                 ReleaseReady();
                 block = AllocateFromDriver(size) ?? throw OutOfMemory(bytes, size);
             }
-            block.Requested = bytes;
-            _live.Add(block.Address, block);
-            _bytesInUse += bytes;
-            _peakInUse = Math.Max(_peakInUse, _bytesInUse);
-            _total++;
-            return new DevicePtr(block.Address);
+            return Hand(block, bytes);
+        }
+    }
+
+    private DevicePtr Hand(Block block, long bytes)
+    {
+        block.Requested = bytes;
+        _live.Add(block.Address, block);
+        _bytesInUse += bytes;
+        _peakInUse = Math.Max(_peakInUse, _bytesInUse);
+        _total++;
+        return new DevicePtr(block.Address);
+    }
+
+    // The pool's best fit, else the ready cache's (the block joins the pool); never the driver, never a fence.
+    private Block AllocateForCapture(GraphPool pool, long bytes, long size)
+    {
+        Block? block = BestFit(pool.Free, size);
+        if (block is not null) pool.Free.Remove(block);
+        else if ((block = TakeFromCache(size)) is not null) Adopt(pool, block);
+        if (block is null)
+            throw new InvalidOperationException(
+                $"a graph capture on {_deviceName} needs {bytes} bytes that neither its pool nor the cache holds, and a capture cannot allocate from the driver: run the step once uncaptured first");
+        _freed.Remove(block.Address);
+        _hits++;
+        return block;
+    }
+
+    private static void Adopt(GraphPool pool, Block block)
+    {
+        block.Pool = pool;
+        pool.Owned.Add(block);
+        pool.BytesHeld += block.Size;
+    }
+
+    /// <summary>A new, empty pool for a graph's capture.</summary>
+    public GraphPool CreatePool()
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            var pool = new GraphPool();
+            _pools.Add(pool);
+            return pool;
+        }
+    }
+
+    /// <summary>
+    /// Starts serving allocations and frees from <paramref name="pool"/> (see the class remarks), after waiting for every
+    /// outstanding fence so that the whole cache is ready for the capture to take from (a wait before the capture, not
+    /// during it). One capture at a time.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">A capture is already under way, or the pool was released.</exception>
+    public void BeginCapture(GraphPool pool)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_capturing is not null) throw new InvalidOperationException($"a graph capture on {_deviceName} is already allocating from its pool");
+            if (pool.Released) throw new InvalidOperationException("the graph pool was released with its graph");
+            Collect(wait: true);
+            _capturing = pool;
+        }
+    }
+
+    /// <summary>Ends the capture's use of its pool: allocations and frees take the ordinary path again.</summary>
+    public void EndCapture()
+    {
+        lock (_gate) _capturing = null;
+    }
+
+    /// <summary>
+    /// Gives a destroyed graph's blocks back: its free blocks to the cache, once a fence after the graph's last queued
+    /// launch has completed; blocks still live go back the ordinary way when they are freed. Idempotent.
+    /// </summary>
+    public void ReleasePool(GraphPool pool)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        lock (_gate)
+        {
+            if (pool.Released || _disposed) return;
+            pool.Released = true;
+            _pools.Remove(pool);
+            foreach (Block b in pool.Owned) b.Pool = null;
+            _unfenced.AddRange(pool.Free);
+            pool.Free.Clear();
+            pool.Owned.Clear();
+            pool.BytesHeld = 0;
         }
     }
 
@@ -160,8 +275,11 @@ internal sealed class CachingAllocator : IDisposable
                 throw new ArgumentException($"cannot free {pointer} on {_deviceName}: {why}", nameof(pointer));
             }
             _bytesInUse -= block.Requested;
-            _unfenced.Add(block);
             _freed.Add(block.Address, block);
+            // A block the captured work may use is kept for the graph; no fence is recorded during a capture.
+            if (block.Pool is null && _capturing is { } capturing) Adopt(capturing, block);
+            if (block.Pool is { } pool) pool.Free.Add(block);
+            else _unfenced.Add(block);
         }
     }
 
@@ -205,13 +323,15 @@ internal sealed class CachingAllocator : IDisposable
             Exception? first = null;
             try { Collect(wait: true); }
             catch (Exception e) { first = e; DropFences(); }
-            foreach (Block b in _live.Values.Concat(_ready).Concat(_unfenced).ToList())
+            foreach (Block b in _live.Values.Concat(_ready).Concat(_unfenced).Concat(_pools.SelectMany(p => p.Free)).ToList())
             {
                 try { _raw.Free(b.Address); }
                 catch (Exception e) { first ??= e; }
             }
             _live.Clear();
             _ready.Clear();
+            foreach (var pool in _pools) { pool.Free.Clear(); pool.Owned.Clear(); pool.Released = true; }
+            _pools.Clear();
             _unfenced.Clear();
             _freed.Clear();
             _bytesInUse = 0;
@@ -255,14 +375,18 @@ internal sealed class CachingAllocator : IDisposable
 
     private Block? TakeFromCache(long size)
     {
-        if (_ready.Count == 0) return null;
-        long limit = size + size / MaxWasteDivisor;
-        var candidates = _ready.GetViewBetween(new Block(0, size), new Block(ulong.MaxValue, limit));
-        Block? best = candidates.Min;
+        Block? best = BestFit(_ready, size);
         if (best is null) return null;
         _ready.Remove(best);
         _freed.Remove(best.Address);
         return best;
+    }
+
+    private static Block? BestFit(SortedSet<Block> blocks, long size)
+    {
+        if (blocks.Count == 0) return null;
+        long limit = size + size / MaxWasteDivisor;
+        return blocks.GetViewBetween(new Block(0, size), new Block(ulong.MaxValue, limit)).Min;
     }
 
     private Block? AllocateFromDriver(long size)

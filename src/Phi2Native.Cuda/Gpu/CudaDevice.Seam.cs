@@ -21,7 +21,7 @@ public sealed partial class CudaDevice
     DeviceEvent IDeviceApi.RecordEvent(DeviceStream stream) => RecordEvent(stream);
     float IDeviceApi.ElapsedMilliseconds(DeviceEvent start, DeviceEvent end) => ElapsedMilliseconds(start, end);
     void IDeviceApi.DestroyEvent(DeviceEvent deviceEvent) => DestroyEvent(deviceEvent);
-    void IDeviceApi.BeginCapture(DeviceStream stream) => BeginCapture(stream);
+    void IDeviceApi.BeginCapture(DeviceStream stream, DeviceGraph pool) => BeginCapture(stream, pool);
     DeviceGraph IDeviceApi.EndCapture(DeviceStream stream, DeviceGraph reuse) => EndCapture(stream, reuse);
     void IDeviceApi.LaunchGraph(DeviceGraph graph, DeviceStream stream) => LaunchGraph(graph, stream);
     void IDeviceApi.DestroyGraph(DeviceGraph graph) => DestroyGraph(graph);

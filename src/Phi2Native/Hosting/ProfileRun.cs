@@ -64,6 +64,13 @@ public sealed record ProfileOptions
 
     /// <summary>Count each launch's real memory traffic on the emulated device (slow; for checking declarations).</summary>
     public bool CountTraffic { get; init; }
+
+    /// <summary>
+    /// Decode only, on a CUDA device: measure a token replayed from the decode step captured as a CUDA graph, as
+    /// generation runs it (the warm-up prefills, runs one step eagerly and captures the next), instead of the step's
+    /// launches one by one. Default false.
+    /// </summary>
+    public bool CudaGraphs { get; init; }
 }
 
 /// <summary>
@@ -96,11 +103,14 @@ public static class ProfileRun
         int[] next = Enumerable.Range(0, options.Batch).Select(_ => random.Next(config.VocabSize)).ToArray();
 
         progress?.Report("warm-up");
-        Step(options, model, optimizer, tokens, next, recorder: null);
+        using var graphDecode = options.What == ProfileWorkload.Decode && options.CudaGraphs ? GraphDecode.Start(model, options.Batch, tokens, next) : null;
+        if (graphDecode is null) Step(options, model, optimizer, tokens, next, recorder: null);
         progress?.Report("measured step");
         (compute.Backend as Backends.Cuda.CudaBackend)?.Synchronize();   // the warm-up's work is not the measured step's
         using var recorder = ProfileRecorder.Start(options.CountTraffic);
-        Step(options, model, optimizer, tokens, next, recorder);
+        if (graphDecode is not null)
+            using (ProfileScope.Phase(ProfilePhase.Forward)) graphDecode.Token();
+        else Step(options, model, optimizer, tokens, next, recorder);
         recorder.Dispose();   // reads the GPU's event pairs, which waits for the step: no Synchronize is counted
 
         long loraParameters = trainable.Where(_ => lora is not null).Sum(p => p.ElementCount);
@@ -138,6 +148,8 @@ public static class ProfileRun
         if (options.Batch < 1) throw new Phi2Exception($"--batch must be at least 1, got {options.Batch}");
         if (options.Sequence < 2) throw new Phi2Exception($"--seq must be at least 2, got {options.Sequence}");
         if (options.Layers is < 1) throw new Phi2Exception($"--layers must be at least 1, got {options.Layers}");
+        if (options.CudaGraphs && (options.What != ProfileWorkload.Decode || options.Device.Kind == DeviceKind.Cpu))
+            throw new Phi2Exception("--cuda-graphs profiles a decoded token on a CUDA device (--what decode with --device cuda or emulated)");
         if (options.Layers is not null && options.ModelDirectory is not null)
             throw new Phi2Exception("--layers takes a config's widths with random weights (--config); a --model folder keeps its own layers");
         _ = TaskPreset.Get(options.Preset);
@@ -207,4 +219,46 @@ public static class ProfileRun
     }
 
     private static IDisposable? Pause(ProfileRecorder? recorder) => recorder?.Pause();
+
+    // Greedy decoding as generation runs it on a CUDA device: a prefill, then Text.DecodeGraph's steps (its eager warm-up,
+    // the capture and first replay); Token() replays it once more, feeding back the ids the device chose.
+    private sealed class GraphDecode : IDisposable
+    {
+        private readonly KeyValueCache _cache;
+        private readonly Text.DecodeGraph _graph;
+        private int[] _next;
+
+        private GraphDecode(KeyValueCache cache, Text.DecodeGraph graph, int[] next) => (_cache, _graph, _next) = (cache, graph, next);
+
+        public static GraphDecode Start(Phi2Model model, int batch, int[] tokens, int[] next)
+        {
+            model.Training = false;
+            var cache = new KeyValueCache(model, batch, tokens.Length / batch + 4);
+            try
+            {
+                using (TensorScope.Begin())
+                {
+                    model.ForwardLast(model.CreateInputIds(tokens, batch), cache);
+                }
+                var graph = new Text.DecodeGraph(model, cache, greedy: true);
+                var decode = new GraphDecode(cache, graph, next);
+                decode.Token();   // the graph's first step runs eagerly (the capture's warm-up)
+                decode.Token();   // the capture, and its first replay
+                return decode;
+            }
+            catch
+            {
+                cache.Dispose();
+                throw;
+            }
+        }
+
+        public void Token() => _next = _graph.Step(_next).Chosen!;
+
+        public void Dispose()
+        {
+            _graph.Dispose();
+            _cache.Dispose();
+        }
+    }
 }

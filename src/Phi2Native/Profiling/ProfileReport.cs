@@ -47,7 +47,7 @@ public sealed class ProfileReport
         Events = events;
         PeakBytesInUse = peakBytesInUse;
         bool emulated = device == "emulated";
-        Rows = events.Where(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas or ProfileEventKind.CopyOnDevice or ProfileEventKind.CpuOp)
+        Rows = events.Where(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas or ProfileEventKind.CopyOnDevice or ProfileEventKind.CpuOp or ProfileEventKind.Graph)
             .GroupBy(e => e.Name, StringComparer.Ordinal)
             .Select(g =>
             {
@@ -58,7 +58,8 @@ public sealed class ProfileReport
             })
             .OrderByDescending(r => r.ModelH100Ms ?? 0).ThenByDescending(r => r.MeasuredMs ?? 0).ThenBy(r => r.Name, StringComparer.Ordinal)
             .ToList();
-        Launches = events.Count(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas);
+        // A graph launch is one launch; the kernels and GEMMs it ran are priced in Rows but are not launches of their own.
+        Launches = events.Count(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas ? !e.InGraph : e.Kind == ProfileEventKind.Graph);
         HostSyncs = events.Count(e => e.Kind == ProfileEventKind.HostSync);
         Allocations = events.Count(e => e.Kind == ProfileEventKind.Allocation);
         Bytes = Rows.Sum(r => r.Bytes);

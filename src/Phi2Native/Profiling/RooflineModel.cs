@@ -34,8 +34,8 @@ public sealed class RooflineModel(GpuFigures gpu)
     /// <summary>Modelled seconds of a recorded event: a launch or GEMM as <see cref="Seconds(in KernelCost, bool, bool)"/>, a copy at the copy bandwidth, anything else 0.</summary>
     public double Seconds(ProfileEvent e) => e.Kind switch
     {
-        ProfileEventKind.Kernel => Seconds(e.Cost.IsDeclared ? e.Cost : default, blas: false),
-        ProfileEventKind.Blas => Seconds(e.Cost, blas: true),
+        ProfileEventKind.Kernel => Seconds(e.Cost.IsDeclared ? e.Cost : default, blas: false, e.InGraph),
+        ProfileEventKind.Blas => Seconds(e.Cost, blas: true, e.InGraph),
         ProfileEventKind.CopyOnDevice => e.Cost.Bytes / (Gpu.BytesPerSecond * Gpu.BlasMemoryEfficiency) + Gpu.LaunchSeconds,
         _ => 0,
     };

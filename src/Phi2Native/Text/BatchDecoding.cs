@@ -23,6 +23,11 @@ public readonly record struct BatchToken(int Row, int Id);
 /// <para>A row that stops (eos, stop string, max tokens, its context full) yields nothing more; until every row has
 /// stopped it rides along in the batch on one throwaway token at position 0 of an emptied cache row. That costs
 /// little: a decode step's time is mostly the pass over the weights, shared by all rows.</para>
+/// <para>On the CUDA backend (with <see cref="GenerationOptions.CudaGraphs"/>) every decode step goes through one
+/// <see cref="DecodeGraph"/>: the first runs its operations eagerly (loading the kernels, warming the allocator's cache),
+/// the second captures them, and every step from there replays the graph: greedy rows take the device's argmax, sampled
+/// rows the host's sampler over the logits the graph copies out. A step that cannot be captured leaves the rest of the
+/// generation eager.</para>
 /// </remarks>
 internal static class BatchDecoding
 {
@@ -68,32 +73,61 @@ internal static class BatchDecoding
         for (int r = 0; r < batch; r++) cache.Truncate(r, prompts[r].Count);
 
         var next = new int[batch];
-        while (true)
+        int[]? chosen = null;   // the device's greedy ids of the last graph step, in place of logits
+        bool graphs = options.CudaGraphs && DecodeGraph.Supports(model);
+        DecodeGraph? graph = null;
+        try
         {
-            for (int r = 0; r < batch; r++)
+            while (true)
             {
-                var row = rows[r];
-                if (row.Finished) continue;
-                int token = row.Sampler.Next(logits.AsSpan(r * vocab, vocab));
-                row.Generated.Add(token);
-                next[r] = token;
-                yield return new BatchToken(r, token);
-                if (Stop(row, token, eos, options, tokenizer, cache.RowLength(r)) is StopReason reason)
+                for (int r = 0; r < batch; r++)
                 {
-                    row.Finished = true;
-                    reasons[r] = reason;
+                    var row = rows[r];
+                    if (row.Finished) continue;
+                    int token = chosen is not null ? chosen[r] : row.Sampler.Next(logits.AsSpan(r * vocab, vocab));
+                    row.Generated.Add(token);
+                    next[r] = token;
+                    yield return new BatchToken(r, token);
+                    if (Stop(row, token, eos, options, tokenizer, cache.RowLength(r)) is StopReason reason)
+                    {
+                        row.Finished = true;
+                        reasons[r] = reason;
+                    }
                 }
+                if (rows.All(row => row.Finished)) yield break;
+                cancellationToken.ThrowIfCancellationRequested();
+                for (int r = 0; r < batch; r++)
+                    if (rows[r].Finished)
+                    {
+                        // The throwaway token of a stopped row: its cache row is emptied so it never outgrows the cache.
+                        // After a greedy graph step it is the id the device already holds, so nothing is uploaded for it.
+                        cache.Truncate(r, 0);
+                        next[r] = chosen?[r] ?? 0;
+                    }
+                chosen = null;
+                if (graphs)
+                {
+                    try
+                    {
+                        graph ??= new DecodeGraph(model, cache, options.Sampling.IsGreedy);
+                        var (deviceChoice, hostLogits) = graph.Step(next);
+                        (chosen, logits) = (deviceChoice, hostLogits ?? logits);
+                        continue;
+                    }
+                    catch (DecodeGraphCaptureException)
+                    {
+                        // Nothing ran and the cache's bookkeeping is as it was: this step and the rest run eagerly.
+                        graph!.Dispose();
+                        graph = null;
+                        graphs = false;
+                    }
+                }
+                logits = Logits(model, cache, next, batch, null);
             }
-            if (rows.All(row => row.Finished)) yield break;
-            cancellationToken.ThrowIfCancellationRequested();
-            for (int r = 0; r < batch; r++)
-                if (rows[r].Finished)
-                {
-                    // The throwaway token of a stopped row: its cache row is emptied so it never outgrows the cache.
-                    cache.Truncate(r, 0);
-                    next[r] = 0;
-                }
-            logits = Logits(model, cache, next, batch, null);
+        }
+        finally
+        {
+            graph?.Dispose();
         }
     }
 

@@ -16,6 +16,13 @@ public sealed record GenerationOptions
     /// emitted; callers trim the text). Needs a tokenizer. Default none.</summary>
     public IReadOnlyList<string> StopStrings { get; init; } = [];
 
+    /// <summary>
+    /// On the CUDA backend, capture a decode step once as a CUDA graph and replay it for each token (one graph launch
+    /// and one host read per token; see DecodeGraph); false runs every step's kernels one by one, as the CPU backend
+    /// always does. The tokens are the same either way. Default true.
+    /// </summary>
+    public bool CudaGraphs { get; init; } = true;
+
     /// <summary>Checks the options.</summary>
     /// <exception cref="Phi2Exception">A negative token count, an empty stop string, or invalid sampling options; the message names the option.</exception>
     public void Validate()

@@ -196,6 +196,56 @@ public class OpGradientTests
         Check("Lora", () => LoraOp.Apply(x, baseOutput, a, b, new LoraBranch(1.5, dropout, 13)), [x, baseOutput, a, b]);
     }
 
+    [TestCase(0.0)]
+    [TestCase(0.3)]
+    public void LoraLinearGelu(double dropout)
+    {
+        // fc1 with LoRA and gelu_new as one op: x [2, 3, 11], W [7, 11], bias [7], A [4, 11], B [7, 4]; scaling 1.5.
+        var x = Input("x", [2, 3, 11]);
+        var weight = Input("W", [7, 11], 1);
+        var bias = Input("bias", [7], 2);
+        var a = Input("A", [4, 11], 3);
+        var b = Input("B", [7, 4], 4);
+        Check("LoraLinearGelu", () => LoraLinearGeluOp.Apply(x, weight, bias, a, b, new LoraBranch(1.5, dropout, 13)), [x, weight, bias, a, b]);
+    }
+
+    [TestCase(0.0)]
+    [TestCase(0.3)]
+    public void LoraLinearsSharingTheirInput(double dropout)
+    {
+        // Two LoRA Linears and a fused fc1 reading one x, as q, k, v and fc1 read one LayerNorm: every dx after the first
+        // is added into x's pending gradient in place (BackwardContext.PendingGradient), so a wrong beta or a lost
+        // accumulate shows here as a wrong gradient of x.
+        var x = Input("x", [2, 3, 11]);
+        var weight = Input("W", [7, 11], 1);
+        var bias = Input("bias", [7], 2);
+        var a = Input("A", [4, 11], 3);
+        var b = Input("B", [7, 4], 4);
+        var branch = new LoraBranch(0.5, dropout, 17);
+        Check("Linear + Lora twice + LoraLinearGelu", () =>
+        {
+            var q = LoraOp.Apply(x, LinearOp.Apply(x, weight, bias), a, b, branch);
+            var k = LoraOp.Apply(x, LinearOp.Apply(x, weight, null), a, b, branch with { Seed = 18 });
+            return AddOp.Apply(AddOp.Apply(q, k), LoraLinearGeluOp.Apply(x, weight, bias, a, b, branch with { Seed = 19 }));
+        }, [x, weight, bias, a, b]);
+    }
+
+    [TestCase(0.0, true, true, true)]
+    [TestCase(0.3, true, false, true)]
+    [TestCase(0.3, false, true, false)]
+    public void LoraQkv(double dropout, bool q, bool k, bool v)
+    {
+        // x [2, 3, 5] feeds a fused [2, 3, 15] base (a Linear, so x's gradient also comes through the base) and the
+        // present modules' branches: q r 2, k r 3, v r 1, scalings 1.5, 0.5, 2, a mask seed each.
+        var x = Input("x", [2, 3, 5]);
+        var weight = Input("W", [15, 5], 1);
+        LoraQkvModule? Module(bool present, int m, int rank, double scaling) =>
+            present ? new LoraQkvModule(Input($"A{m}", [rank, 5], 10 + m), Input($"B{m}", [5, rank], 20 + m), new LoraBranch(scaling, dropout, 30UL + (ulong)m)) : null;
+        var (mq, mk, mv) = (Module(q, 0, 2, 1.5), Module(k, 1, 3, 0.5), Module(v, 2, 1, 2.0));
+        Tensor[] inputs = [x, weight, .. new[] { mq, mk, mv }.Where(m => m is not null).SelectMany(m => new[] { m!.Value.A, m.Value.B })];
+        Check("LoraQkv", () => LoraQkvOp.Apply(x, LinearOp.Apply(x, weight, null), mq, mk, mv), inputs);
+    }
+
     [Test]
     public void ResidualAddOfATensorWithItself()
     {

@@ -118,13 +118,13 @@ public class ExitCodeTests : TemporaryDirectoryTest
     {
         // A kernel that writes past its output: the emulator's guard catches it. The user's input is fine. lora_up (the
         // LoRA branch added to each adapted Linear's output) runs in every LoRA fine-tuning step.
-        const string UpLine = "if (UP) store<D>(out, index, __fadd_rn(load<D>(base, index), __fmul_rn(sums[i], scaling)));";
+        const string UpLine = "if (MODE == LORA_EXPAND_UP) store<D>(out, index, __fadd_rn(load<D>(base, index), __fmul_rn(sums[i], scaling)));";
         string folder = Path.Combine(Temp, "kernels");
         Directory.CreateDirectory(folder);
         string original = KernelSourceCatalog.Embedded.SourceOf("lora.cu");
         Assert.That(original, Does.Contain(UpLine));
         File.WriteAllText(Path.Combine(folder, "lora.cu"), original.Replace(UpLine,
-            "if (UP) store<D>(out, index + (long long)rows * width, __fadd_rn(load<D>(base, index), __fmul_rn(sums[i], scaling))); // out of bounds"));
+            "if (MODE == LORA_EXPAND_UP) store<D>(out, index + (long long)rows * width, __fadd_rn(load<D>(base, index), __fmul_rn(sums[i], scaling))); // out of bounds"));
         string? before = Environment.GetEnvironmentVariable(KernelSourceOptions.EnvironmentVariable);
         try
         {

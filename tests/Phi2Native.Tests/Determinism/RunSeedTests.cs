@@ -74,13 +74,13 @@ public class RunSeedTests : TemporaryDirectoryTest
     private static ulong[] DropoutSeedsOfOneForward(Phi2Model model)
     {
         // Residual dropout lives in ParallelResidualOp (its two seeds, attention's then mlp's), LoRA's input dropout in
-        // LoraOp (its branch's seed), the rest in DropoutOp.
+        // LoraOp (its branch's seed; fc1's in LoraLinearGeluOp), the rest in DropoutOp.
         const BindingFlags instance = BindingFlags.NonPublic | BindingFlags.Instance;
         FieldInfo Field(Type type, string name) => type.GetField(name, instance)
             ?? throw new InvalidOperationException($"{type.Name} no longer keeps {name}: update this test's reader, not its numbers");
         var (seed, dropout) = (Field(typeof(DropoutOp), "_seed"), Field(typeof(ParallelResidualOp), "_dropout"));
         var (attentionSeed, mlpSeed) = (Field(typeof(ParallelResidualOp), "_attentionSeed"), Field(typeof(ParallelResidualOp), "_mlpSeed"));
-        var branch = Field(typeof(LoraOp), "_branch");
+        var (branch, fc1Branch) = (Field(typeof(LoraOp), "_branch"), Field(typeof(LoraLinearGeluOp), "_branch"));
         using var scope = TensorScope.Begin();
         using var tape = GradientTape.Begin();
         model.Forward(model.CreateInputIds([1, 2, 3, 4, 5, 6], batch: 2));
@@ -89,6 +89,7 @@ public class RunSeedTests : TemporaryDirectoryTest
             DropoutOp => [(ulong)seed.GetValue(op)!],
             ParallelResidualOp when (double)dropout.GetValue(op)! > 0 => [(ulong)attentionSeed.GetValue(op)!, (ulong)mlpSeed.GetValue(op)!],
             LoraOp when ((LoraBranch)branch.GetValue(op)!).Dropout > 0 => [((LoraBranch)branch.GetValue(op)!).Seed],
+            LoraLinearGeluOp when ((LoraBranch)fc1Branch.GetValue(op)!).Dropout > 0 => [((LoraBranch)fc1Branch.GetValue(op)!).Seed],
             _ => Array.Empty<ulong>(),
         }).ToArray();
     }

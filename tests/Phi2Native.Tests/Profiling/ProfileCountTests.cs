@@ -1,4 +1,6 @@
 using NUnit.Framework;
+using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Lora;
 using Phi2Native.Hosting;
 using Phi2Native.Models.Phi2;
 using Phi2Native.Profiling;
@@ -24,7 +26,7 @@ public class ProfileCountTests
         report.Events.Count(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas && where(e));
 
     [Test, Category("Emulated")]
-    public void ADecodedTokenLaunches7KernelsPerLayerPlus4()
+    public void ADecodedTokenLaunches7KernelsPerLayerPlus3()
     {
         // Per layer (Phi2DecoderLayer with a KV cache, fp32): input_layernorm 1; q_proj, k_proj and v_proj as one GEMM over
         // the layer's [3C, C] weight with the bias in its epilogue, then qkv_split_rotary (split into heads, rotary of q and
@@ -34,9 +36,9 @@ public class ProfileCountTests
         // h + attention, fc2 adds the MLP into it), so no parallel_residual launch: 7.
         // (8 with parallel_residual; 13 before QkvProjectionOp: 3 GEMMs for q, k, v, rotary of q and of k, cache_write of
         // k and of v, i.e. 7 where there are 2 now; 14 before LinearGelu: gelu_new was its own launch.)
-        // Per token: embed_tokens 1; the gather of the last position's row (an embedding lookup of host-made indices) 1;
-        // final_layernorm 1; lm_head 1: 4.
-        const int perLayer = 1 + 2 + 1 + 3, perToken = 4;
+        // Per token: embed_tokens 1; final_layernorm 1; lm_head 1: 3 (4 before the decode graph: the gather of the last
+        // position's row, an embedding lookup of host-made indices, which a one-token step does not need).
+        const int perLayer = 1 + 2 + 1 + 3, perToken = 3;
         foreach (int layers in new[] { 2, 4 })
         {
             var report = Profile(ProfileWorkload.Decode, layers: layers);
@@ -51,15 +53,15 @@ public class ProfileCountTests
     }
 
     [Test, Category("Emulated")]
-    public void ADecodedTokenInBf16Launches8KernelsPerLayerPlus4()
+    public void ADecodedTokenInBf16Launches8KernelsPerLayerPlus3()
     {
         // As in fp32 (above; fc1's bias and gelu_new in its GEMM's epilogue, GELU_BIAS at inference, so no gelu_new
         // launch; the residual in dense's and fc2's GEMMs), but attention through the cache at head dim 80 in bf16 is the
         // split-K decode (AttentionKernels.Choose: Tq = 1 <= 4): attention_decode (the chunks' partials) and its combine,
         // 2 launches where cached_attention was 1. input_layernorm 1 + q/k/v GEMM and qkv_split_rotary 2 + decode and
         // combine 2 + dense, fc1, fc2 GEMMs 3: 8 a layer (9 with parallel_residual, 14 before QkvProjectionOp, 15 before
-        // LinearGelu). The 4 a token are the same.
-        const int perLayer = 1 + 2 + 2 + 3, perToken = 4;
+        // LinearGelu). The 3 a token are the same.
+        const int perLayer = 1 + 2 + 2 + 3, perToken = 3;
         var report = Profile(ProfileWorkload.Decode, layers: 2, dtype: DType.BF16);
         Assert.That(report.Launches, Is.EqualTo(perLayer * 2 + perToken), Names(report));
         Assert.That(Launches(report, e => e.Name == "attention_decode_bf16_d80"), Is.EqualTo(2), Names(report));
@@ -69,6 +71,30 @@ public class ProfileCountTests
             || e.Name.StartsWith("parallel_residual", StringComparison.Ordinal)), Is.Zero, Names(report));
         Assert.That(report.HostSyncs, Is.Zero);
         Assert.That(report.Allocations, Is.Zero, "the decode's partials come from the caching allocator too");
+    }
+
+    [TestCase(DType.F32), TestCase(DType.BF16), Category("Emulated")]
+    public void ADecodedTokenFromTheCapturedGraphIsOneLaunch_OneHostRead_NoAllocation(DType dtype)
+    {
+        // The step captured as a CUDA graph (Text.DecodeGraph), as generation replays it after its first decode step: the
+        // whole token is one cuGraphLaunch; its kernels (the eager token's 7 or 8 a layer plus 3, and decode_next, the
+        // device's argmax that also advances the cache's positions) run inside it. The host reads the chosen ids once, and
+        // the graph's memory is its own pool: no allocation at all.
+        var eager = Profile(ProfileWorkload.Decode, layers: 2, dtype: dtype);
+        var report = ProfileRun.Run(new ProfileOptions
+        {
+            Device = DeviceChoice.Parse("emulated"), What = ProfileWorkload.Decode, Layers = 2, Batch = 1, Sequence = 8, DType = dtype, CudaGraphs = true,
+        });
+        Assert.That(report.Launches, Is.EqualTo(1), Names(report));
+        Assert.That(report.Events.Where(e => e.Kind == ProfileEventKind.Graph).Select(e => e.Name), Is.EqualTo(new[] { "cuGraphLaunch" }));
+        Assert.That(report.Events.Count(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas && e.InGraph), Is.EqualTo(eager.Launches + 1),
+            "the eager token's launches and decode_next, inside the graph");
+        Assert.That(report.Events.Where(e => e.InGraph).Select(e => e.Name), Does.Contain("decode_next_" + (dtype == DType.F32 ? "f32" : "bf16")));
+        var syncs = report.Events.Where(e => e.Kind == ProfileEventKind.HostSync).ToList();
+        Assert.That(syncs, Has.Count.EqualTo(1), "one host read a token: the chosen ids");
+        Assert.That(syncs[0].Name, Is.EqualTo("CopyToHost"));
+        Assert.That(report.Allocations, Is.Zero, "steady state allocates nothing");
+        Assert.That(report.Events.Where(e => e.Kind is ProfileEventKind.CopyToDevice), Is.Empty, "the ids and positions are already on the device");
     }
 
     [Test, Category("Emulated")]
@@ -133,15 +159,15 @@ public class ProfileCountTests
     }
 
     [Test, Category("Emulated")]
-    public void ALoraLinearsForwardIs3LaunchesAndItsBranchBackward4()
+    public void ALoraLinearsForwardIs3LaunchesAndItsBranchBackward4_WithNoAddForItsDx()
     {
         // Forward of a LoRA Linear (kernels/lora.cu): the base's GEMM with its bias in the epilogue (cublasLtMatmul), then
         // u = dropout(x) A^T (lora_down) and y = base + scaling u B^T (lora_up): 3, where the unfused ops took 5 (2 GemmEx,
         // scale, add; in bf16 also 3 casts).
         // Backward: dB += scaling dY^T u (lora_weight_grad), du = scaling dY B (lora_up_backward), dA += du^T dropout(x)
         // (lora_weight_grad), dx = du A through the mask (lora_down_backward): the branch is 4 (it was 5: scale, 4 GemmEx);
-        // the base's dx 1 (GemmEx; the frozen weight gets no dW); the accumulation of dx into the shared input (add or
-        // accumulate) comes on top where this module delivers second.
+        // the base's dx 1 (GemmEx; the frozen weight gets no dW), with beta 1 into the gradient the branch wrote
+        // (BackwardContext.PendingGradient): no add or accumulate launch and no [N, in] temporary (there was one each).
         var report = Profile(ProfileWorkload.Lora, layers: 2);
         const string module = "model.layers.1.self_attn.q_proj";
         var forward = report.Events.Where(e => e.Module == module && e.Phase == ProfilePhase.Forward && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas)
@@ -149,9 +175,81 @@ public class ProfileCountTests
         Assert.That(forward, Is.EquivalentTo(new[] { "cublasLtMatmul", "lora_down_f32", "lora_up_f32" }), string.Join(", ", forward));
         Assert.That(forward, Has.Count.LessThanOrEqualTo(3), "the issue's target: base GEMM, lora down, lora up");
         var backward = report.Events.Where(e => e.Module == module && e.Phase == ProfilePhase.Backward && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas)
-            .Select(e => e.Name).Where(n => n is not ("add_f32" or "accumulate_f32")).ToList();
-        Assert.That(backward, Is.EquivalentTo(new[] { "lora_weight_grad_f32", "lora_up_backward_f32", "lora_weight_grad_f32", "lora_down_backward_f32", "cublasGemmEx" }),
+            .Select(e => e.Name).ToList();
+        Assert.That(backward, Is.EqualTo(new[] { "lora_weight_grad_f32", "lora_up_backward_f32", "lora_weight_grad_f32", "lora_down_backward_f32", "cublasGemmEx" }),
             string.Join(", ", backward));
+        var baseDx = report.Events.Single(e => e.Module == module && e.Phase == ProfilePhase.Backward && e.Name == "cublasGemmEx");
+        Assert.That(baseDx.Detail, Does.Contain("+C"), "the base's dx product reads the branch's dx (beta 1): " + baseDx.Detail);
+    }
+
+    [Test, Category("Emulated")]
+    public void ALoraStepsBackwardAddsNoGradientsOfItsLinears()
+    {
+        // Every input gradient of a Linear (with or without LoRA) or of a LoRA branch goes into its input's gradient in
+        // place where one is pending (beta 1 for cuBLAS, lora_down_backward's accumulate). Before, each was a fresh
+        // [N, in] buffer then an add: layer 1's q, k, v and fc1 read one LayerNorm output, each a base and a branch (8
+        // deliveries, 7 adds), dense and fc2 a base and a branch each (2); layer 0's q, k, v and fc1 read the frozen
+        // embedding's LayerNorm (no dx), its dense and fc2 2: 11 adds and 11 temporaries. The one add left is
+        // input_layernorm's dx meeting the residual's gradient of the layer's input (a shared view: never in place).
+        var report = Profile(ProfileWorkload.Lora, layers: 2);
+        var adds = report.Events.Where(e => e.Phase == ProfilePhase.Backward && e.Name is "add_f32" or "accumulate_f32").ToList();
+        Assert.That(adds.Select(e => e.Module), Is.EqualTo(new[] { "model.layers.1.input_layernorm" }), string.Join(", ", adds.Select(e => $"{e.Name} in {e.Module}")));
+        var forwardGelu = report.Events.Where(e => e.Name.StartsWith("gelu_new", StringComparison.Ordinal)).Select(e => e.Module).ToList();
+        Assert.That(forwardGelu, Is.Empty, "fc1 with LoRA adds its branch before gelu_new inside lora_up_gelu");
+    }
+
+    [Test, Category("Emulated")]
+    public void Fc1WithLoraIs3LaunchesForward_AndNoGeluNewLaunch()
+    {
+        // fc1 with a LoRA adapter (LoraLinearGeluOp): the base GEMM with its bias (cublasLtMatmul, BIAS epilogue), lora_down,
+        // and lora_up_gelu (pre = h + scaling u B^T rounded once, y = gelu_new(pre), pre over h): 3, where the unfused path
+        // took 4 (GEMM, lora_down, lora_up, gelu_new). Backward: bias_gelu_new_backward (dh), the branch's 4 from dh, and the
+        // base's dx (GemmEx, beta 1 into the branch's dx): 6, where it took 7 (gelu_new_backward, 4, GemmEx, add).
+        var report = Profile(ProfileWorkload.Lora, layers: 2);
+        const string module = "model.layers.1.mlp.fc1";
+        List<string> Names(ProfilePhase phase) => [.. report.Events
+            .Where(e => e.Module == module && e.Phase == phase && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas).Select(e => e.Name)];
+        Assert.That(Names(ProfilePhase.Forward), Is.EqualTo(new[] { "cublasLtMatmul", "lora_down_f32", "lora_up_gelu_f32" }));
+        Assert.That(Names(ProfilePhase.Backward), Is.EqualTo(new[]
+        {
+            "bias_gelu_new_backward_f32", "lora_weight_grad_f32", "lora_up_backward_f32", "lora_weight_grad_f32", "lora_down_backward_f32", "cublasGemmEx",
+        }));
+    }
+
+    [Test, Category("Emulated")]
+    public void LoraOnQKAndVIs2LaunchesForward_And4Backward_OverTheFusedProjection()
+    {
+        // LoraQkvOp over a fused [N, 3 C] projection (the QKV GEMM not counted: the caller's), q, k and v adapted with
+        // dropout: lora_qkv_down (x read once, three masks) and lora_qkv_up (three column blocks): 2, where three LoraOps
+        // take 6. Backward: dB of all three, du, dA of all three, dx (+= into x's pending gradient): 4, where three
+        // LoraOps take 12 (and, before BackwardContext.PendingGradient, 2 adds of their dx). With k absent: the same 2 and 4.
+        using var cuda = CudaBackend.OpenEmulated();
+        using var scope = TensorScope.Begin();
+        const int rows = 6, channels = 40;
+        foreach (bool withK in new[] { true, false })
+        {
+            Tensor Values(int[] shape, DType dtype)
+            {
+                var values = new float[shape.Aggregate(1, (a, b) => a * b)];
+                for (int i = 0; i < values.Length; i++) values[i] = MathF.Sin(i * 0.37f) * 0.5f;
+                return cuda.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()), DType.F32, shape, dtype);
+            }
+            LoraQkvModule? Module(int m) => m == 1 && !withK ? null
+                : new LoraQkvModule(Values([8, channels], DType.F32), Values([channels, 8], DType.F32), new LoraBranch(2.0, 0.1, 100UL + (ulong)m));
+            LoraQkvModule?[] modules = [Module(0), Module(1), Module(2)];
+            var (x, qkv, dy, dx) = (Values([rows, channels], DType.BF16), Values([rows, 3 * channels], DType.BF16), Values([rows, 3 * channels], DType.BF16),
+                Values([rows, channels], DType.BF16));
+            Tensor?[] dA = [.. modules.Select(m => m is null ? null : Values([8, channels], DType.F32))];
+            Tensor?[] dB = [.. modules.Select(m => m is null ? null : Values([channels, 8], DType.F32))];
+            Tensor u = null!;
+            var forward = ProfileRecorder.Record(() => LoraQkvOp.Forward(x, qkv, modules, out u));
+            var backward = ProfileRecorder.Record(() => LoraQkvOp.Backward(dy, x, u, modules, dx, dA, dB, accumulateDx: true));
+            List<string> Launches(IReadOnlyList<ProfileEvent> events) =>
+                [.. events.Where(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas && e.Name.StartsWith("lora", StringComparison.Ordinal)).Select(e => e.Name)];
+            Assert.That(Launches(forward), Is.EqualTo(new[] { "lora_qkv_down_bf16", "lora_qkv_up_bf16" }), $"k present: {withK}");
+            Assert.That(Launches(backward), Is.EqualTo(new[] { "lora_qkv_weight_grad_bf16", "lora_qkv_up_backward_bf16", "lora_qkv_weight_grad_bf16", "lora_qkv_down_backward_bf16" }),
+                $"k present: {withK}");
+        }
     }
 
     [Test]
@@ -161,17 +259,20 @@ public class ProfileCountTests
         Assert.That(report.Launches, Is.Zero);
         Assert.That(report.HostSyncs, Is.Zero);
         var linear = report.Rows.Single(r => r.Name == "Linear");
-        // Per layer 6 Linears (the bases): 2 x 6 forwards (lm_head runs inside LinearCrossEntropy, with the loss); the LoRA
-        // branches' two products are inside the Lora op, one per adapted Linear: 2 x 6.
-        Assert.That(linear.Calls, Is.EqualTo(2 * 6));
+        // Per layer 5 Linears (the bases; fc1 with its adapter and gelu_new is one LoraLinearGelu op): 2 x 5 forwards
+        // (lm_head runs inside LinearCrossEntropy, with the loss); the LoRA branches' two products are inside the Lora op,
+        // one per adapted Linear: 2 x 5.
+        Assert.That(linear.Calls, Is.EqualTo(2 * 5));
         Assert.That(report.Rows.Single(r => r.Name == "LinearCrossEntropy").Calls, Is.EqualTo(1));
         Assert.That(linear.MeasuredMs, Is.GreaterThan(0));
-        Assert.That(report.Rows.Single(r => r.Name == "Lora").Calls, Is.EqualTo(2 * 6));
-        // Backward runs for every base Linear but layer 0's q, k, v and fc1: their input (input_layernorm of the frozen
-        // embedding) needs no gradient and their weights are frozen, so the tape never recorded them; every Lora op is
-        // recorded (A and B train).
-        Assert.That(report.Rows.Single(r => r.Name == "LinearBackward").Calls, Is.EqualTo(2 * 6 - 4));
-        Assert.That(report.Rows.Single(r => r.Name == "LoraBackward").Calls, Is.EqualTo(2 * 6));
+        Assert.That(report.Rows.Single(r => r.Name == "Lora").Calls, Is.EqualTo(2 * 5));
+        Assert.That(report.Rows.Single(r => r.Name == "LoraLinearGelu").Calls, Is.EqualTo(2));
+        // Backward runs for every base Linear but layer 0's q, k and v: their input (input_layernorm of the frozen
+        // embedding) needs no gradient and their weights are frozen, so the tape never recorded them; every Lora and
+        // LoraLinearGelu op is recorded (A and B train).
+        Assert.That(report.Rows.Single(r => r.Name == "LinearBackward").Calls, Is.EqualTo(2 * 5 - 3));
+        Assert.That(report.Rows.Single(r => r.Name == "LoraBackward").Calls, Is.EqualTo(2 * 5));
+        Assert.That(report.Rows.Single(r => r.Name == "LoraLinearGeluBackward").Calls, Is.EqualTo(2));
         Assert.That(report.ModelH100Ms, Is.Zero, "CPU ops have no modelled GPU time");
     }
 

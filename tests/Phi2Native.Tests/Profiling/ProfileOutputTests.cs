@@ -24,7 +24,7 @@ public class ProfileOutputTests : TemporaryDirectoryTest
             Assert.That(root.TryGetProperty(field, out _), $"field {field}");
         Assert.That(root.GetProperty("device").GetString(), Is.EqualTo("emulated"));
         Assert.That(root.GetProperty("what").GetString(), Is.EqualTo("decode"));
-        Assert.That(root.GetProperty("launches").GetInt32(), Is.EqualTo(7 * 2 + 4), "7 a layer (fp32: q/k/v one GEMM and one kernel, fc1 and gelu_new one GEMM, the residual sum in dense's and fc2's GEMMs), 4 a token (ProfileCountTests)");
+        Assert.That(root.GetProperty("launches").GetInt32(), Is.EqualTo(7 * 2 + 3), "7 a layer (fp32: q/k/v one GEMM and one kernel, fc1 and gelu_new one GEMM, the residual sum in dense's and fc2's GEMMs), 3 a token (ProfileCountTests)");
         var kernel = root.GetProperty("kernels")[0];
         foreach (string field in new[] { "name", "calls", "bytes", "flops", "measured_ms", "model_h100_ms", "model_h200_ms" })
             Assert.That(kernel.TryGetProperty(field, out _), $"kernels[0].{field}");
@@ -37,7 +37,7 @@ public class ProfileOutputTests : TemporaryDirectoryTest
         var complete = events.Where(e => e.GetProperty("ph").GetString() == "X").ToList();
         int copies = root.GetProperty("kernels").EnumerateArray().Where(k => k.GetProperty("name").GetString() is "Fill" or "CopyOnDevice")
             .Sum(k => k.GetProperty("calls").GetInt32());
-        Assert.That(complete, Has.Count.EqualTo(7 * 2 + 4 + copies), "one complete event per launch, GEMM and device copy");
+        Assert.That(complete, Has.Count.EqualTo(7 * 2 + 3 + copies), "one complete event per launch, GEMM and device copy");
         Assert.That(complete.Select(e => e.GetProperty("name").GetString()), Does.Contain("cublasLtMatmul").And.Contain("cached_attention_f32"));
         Assert.That(complete.All(e => e.GetProperty("dur").GetDouble() > 0), "modelled durations on the emulator");
         Assert.That(chrome.RootElement.GetProperty("otherData").GetProperty("durations").GetString(), Does.StartWith("modelled"));

@@ -25,10 +25,18 @@ internal static class CpuLora
         return cpu.Add(baseOutput, update);
     }
 
-    /// <summary><see cref="LoraOp.Backward(Tensor, Tensor, Tensor, Tensor, Tensor, LoraBranch, Tensor?, Tensor?, Tensor?)"/> on the CPU backend, the contract checked.</summary>
+    /// <summary><see cref="LoraOp.Backward(Tensor, Tensor, Tensor, Tensor, Tensor, LoraBranch, Tensor?, Tensor?, Tensor?, bool)"/> on the CPU backend, the contract checked.</summary>
     public static void Backward(CpuBackend cpu, Tensor dOutput, Tensor x, Tensor a, Tensor b, Tensor u, LoraBranch branch, LoraShape shape,
-        Tensor? dx, Tensor? dA, Tensor? dB)
+        Tensor? dx, Tensor? dA, Tensor? dB, bool accumulateDx = false)
     {
+        if (accumulateDx && dx is not null)
+        {
+            // dx += the branch's: taken fresh and added, bit for bit the fresh gradient delivered and added.
+            using var fresh = cpu.Empty(dx.Shape, dx.DType);
+            Backward(cpu, dOutput, x, a, b, u, branch, shape, fresh, dA, dB);
+            cpu.AddInPlace(dx, fresh);
+            return;
+        }
         using var scaled = branch.Scaling != 1 ? cpu.Cast(dOutput, dOutput.DType) : null;
         if (scaled is not null) cpu.ScaleInPlace(scaled, branch.Scaling);
         var g = scaled ?? dOutput;

@@ -36,9 +36,9 @@ internal static unsafe class LoraKernels
         return y;
     }
 
-    /// <summary><see cref="LoraOp.Backward(Tensor, Tensor, Tensor, Tensor, Tensor, LoraBranch, Tensor?, Tensor?, Tensor?)"/> on the CUDA backend, the contract checked; du [N, r] (F32) is its one temporary.</summary>
+    /// <summary><see cref="LoraOp.Backward(Tensor, Tensor, Tensor, Tensor, Tensor, LoraBranch, Tensor?, Tensor?, Tensor?, bool)"/> on the CUDA backend, the contract checked; du [N, r] (F32) is its one temporary.</summary>
     public static void Backward(CudaBackend cuda, Tensor dOutput, Tensor x, Tensor a, Tensor b, Tensor u, LoraBranch branch, LoraShape shape,
-        Tensor? dx, Tensor? dA, Tensor? dB)
+        Tensor? dx, Tensor? dA, Tensor? dB, bool accumulateDx = false)
     {
         if (shape.Rows == 0) return;
         var device = cuda.DeviceApi;
@@ -55,7 +55,7 @@ internal static unsafe class LoraKernels
                 shape.Rows, shape.In, shape.Rank, cuda.Stream);
         if (dx is not null)
             LoraDownBackward(device, dtype, duPointer, cuda.Pointer(a, nameof(a)), cuda.Pointer(dx, nameof(dx)), branch.Dropout, branch.Seed,
-                shape.Rows, shape.In, shape.Rank, cuda.Stream);
+                shape.Rows, shape.In, shape.Rank, cuda.Stream, accumulateDx);
     }
 
     /// <summary>Launches lora_down_{dtype}: u [rows, rank] = dropout(x) A^T, the mask of <paramref name="seed"/> at drop probability <paramref name="p"/>.</summary>
@@ -103,6 +103,41 @@ internal static unsafe class LoraKernels
         device.Launch(kernel, ColumnGrid(rows, outFeatures), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 8), cost);
     }
 
+    /// <summary>
+    /// Launches lora_up_gelu_{dtype}: pre [rows, out] = base + scaling u B^T (rounded once), y = gelu_new(pre); pre may be
+    /// null (not saved) and may alias base, y may alias base (each element is read before it is written, by one thread).
+    /// </summary>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or an output overlapping u or B, or y overlapping pre.</exception>
+    /// <exception cref="ArgumentNullException">A null pointer other than pre.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A size is not positive, or the scaling is not finite.</exception>
+    public static void LoraUpGelu(IDeviceApi device, DType dtype, DevicePtr u, DevicePtr b, DevicePtr baseOutput, DevicePtr y, DevicePtr pre,
+        double scaling, int rows, int outFeatures, int rank, DeviceStream stream)
+    {
+        string kernel = Begin(device, "lora_up_gelu", dtype, rows, outFeatures, rank);
+        LaunchArguments.Pointer(u, DType.F32, nameof(u));
+        LaunchArguments.Pointer(b, DType.F32, nameof(b));
+        LaunchArguments.Pointer(baseOutput, dtype, nameof(baseOutput));
+        LaunchArguments.Pointer(y, dtype, nameof(y));
+        if (!pre.IsNull) LaunchArguments.Pointer(pre, dtype, nameof(pre));
+        float factor = Scaling(scaling);
+        long uBytes = 4L * rows * rank, bBytes = 4L * outFeatures * rank, yBytes = (long)rows * outFeatures * dtype.SizeInBytes();
+        BufferOverlap.RequireNone(u, uBytes, y, yBytes, nameof(u), nameof(y));
+        BufferOverlap.RequireNone(b, bBytes, y, yBytes, nameof(b), nameof(y));
+        if (!pre.IsNull)
+        {
+            BufferOverlap.RequireNone(u, uBytes, pre, yBytes, nameof(u), nameof(pre));
+            BufferOverlap.RequireNone(b, bBytes, pre, yBytes, nameof(b), nameof(pre));
+            BufferOverlap.RequireNone(y, yBytes, pre, yBytes, nameof(y), nameof(pre));
+        }
+        nint* args = stackalloc nint[]
+        {
+            (nint)(&u), (nint)(&b), (nint)(&baseOutput), (nint)(&y), (nint)(&pre), (nint)(&factor), (nint)(&rows), (nint)(&outFeatures), (nint)(&rank),
+        };
+        // Writes y, and pre when saved; ~11 flops of gelu_new an element beside the product and the sum.
+        var cost = new KernelCost(uBytes + bBytes + yBytes, pre.IsNull ? yBytes : 2 * yBytes, 0, 2L * rows * outFeatures * rank + 13L * rows * outFeatures);
+        device.Launch(kernel, ColumnGrid(rows, outFeatures), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 9), cost);
+    }
+
     /// <summary>Launches lora_up_backward_{dtype}: du [rows, rank] = scaling dY B.</summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or du overlapping an input.</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
@@ -123,12 +158,12 @@ internal static unsafe class LoraKernels
         device.Launch(kernel, RowGrid(rows, rank), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 7), cost);
     }
 
-    /// <summary>Launches lora_down_backward_{dtype}: dx [rows, in] = dropout'(du A), written (=).</summary>
+    /// <summary>Launches lora_down_backward_{dtype}: dx [rows, in] = dropout'(du A), written (=), or added (+=) with <paramref name="accumulate"/>.</summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or dx overlapping an input.</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException">p is outside [0, 1), or a size is not positive.</exception>
     public static void LoraDownBackward(IDeviceApi device, DType dtype, DevicePtr dU, DevicePtr a, DevicePtr dX, double p, ulong seed,
-        int rows, int inFeatures, int rank, DeviceStream stream)
+        int rows, int inFeatures, int rank, DeviceStream stream, bool accumulate = false)
     {
         string kernel = Begin(device, "lora_down_backward", dtype, rows, inFeatures, rank);
         LaunchArguments.Pointer(dU, DType.F32, nameof(dU));
@@ -138,12 +173,16 @@ internal static unsafe class LoraKernels
         BufferOverlap.RequireNone(dU, duBytes, dX, dxBytes, nameof(dU), nameof(dX));
         BufferOverlap.RequireNone(a, aBytes, dX, dxBytes, nameof(a), nameof(dX));
         var (threshold, keepScale) = DropoutKernels.Mask(p);
+        int adds = accumulate ? 1 : 0;
         nint* args = stackalloc nint[]
         {
-            (nint)(&dU), (nint)(&a), (nint)(&dX), (nint)(&threshold), (nint)(&keepScale), (nint)(&seed), (nint)(&rows), (nint)(&inFeatures), (nint)(&rank),
+            (nint)(&dU), (nint)(&a), (nint)(&dX), (nint)(&threshold), (nint)(&keepScale), (nint)(&seed), (nint)(&adds), (nint)(&rows), (nint)(&inFeatures),
+            (nint)(&rank),
         };
-        var cost = new KernelCost(duBytes + aBytes, dxBytes, 0, 2L * rows * inFeatures * rank + (long)rows * inFeatures);
-        device.Launch(kernel, ColumnGrid(rows, inFeatures), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 9), cost);
+        // Accumulating, dx is read whole as well.
+        var cost = new KernelCost(duBytes + aBytes + (accumulate ? dxBytes : 0), dxBytes, 0,
+            2L * rows * inFeatures * rank + (accumulate ? 2L : 1L) * rows * inFeatures);
+        device.Launch(kernel, ColumnGrid(rows, inFeatures), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 10), cost);
     }
 
     /// <summary>Launches lora_weight_grad_{dtype} for B: dB [out, rank] += scaling dY^T u.</summary>

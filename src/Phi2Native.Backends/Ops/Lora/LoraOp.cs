@@ -53,12 +53,13 @@ internal sealed class LoraOp : AutogradOp
     }
 
     /// <summary>
-    /// The gradients alone: dx like x (=), dA like A and dB like B (+=), each null when not needed; u is the forward's.
-    /// The base's gradient is dOutput itself (no work).
+    /// The gradients alone: dx like x (=, or += with <paramref name="accumulateDx"/>), dA like A and dB like B (+=), each
+    /// null when not needed; u is the forward's. The base's gradient is dOutput itself (no work).
     /// </summary>
     /// <exception cref="ArgumentException">Shapes, dtypes or backends break the contract.</exception>
     /// <exception cref="ArgumentOutOfRangeException">The scaling is not finite, or the dropout not in [0, 1).</exception>
-    public static void Backward(Tensor dOutput, Tensor x, Tensor a, Tensor b, Tensor u, LoraBranch branch, Tensor? dx, Tensor? dA, Tensor? dB)
+    public static void Backward(Tensor dOutput, Tensor x, Tensor a, Tensor b, Tensor u, LoraBranch branch, Tensor? dx, Tensor? dA, Tensor? dB,
+        bool accumulateDx = false)
     {
         using var profile = ProfileScope.BackwardOp(Info.Name, dOutput.Backend);
         const string op = "LoraBackward";
@@ -77,8 +78,8 @@ internal sealed class LoraOp : AutogradOp
         if (dx is null && dA is null && dB is null) return;
         switch (backend)
         {
-            case CpuBackend cpu: CpuLora.Backward(cpu, dOutput, x, a, b, u, branch, shape, dx, dA, dB); break;
-            case CudaBackend cuda: LoraKernels.Backward(cuda, dOutput, x, a, b, u, branch, shape, dx, dA, dB); break;
+            case CpuBackend cpu: CpuLora.Backward(cpu, dOutput, x, a, b, u, branch, shape, dx, dA, dB, accumulateDx); break;
+            case CudaBackend cuda: LoraKernels.Backward(cuda, dOutput, x, a, b, u, branch, shape, dx, dA, dB, accumulateDx); break;
             default: throw OpContract.NoImplementation(Info, backend);
         }
     }
@@ -87,9 +88,13 @@ internal sealed class LoraOp : AutogradOp
     protected internal override void Backward(Tensor dOutput, BackwardContext context)
     {
         var (x, baseOutput, a, b) = (Inputs[0]!, Inputs[1]!, Inputs[2]!, Inputs[3]!);
-        var dx = context.NewGradient(x);
-        Backward(dOutput, x, a, b, _u, _branch, dx, context.AccumulatorFor(a), context.AccumulatorFor(b));
-        context.Deliver(x, dx);
+        // The branch's dx goes straight into x's gradient where one is pending; else it is written fresh and delivered,
+        // and the base Linear (whose backward runs next) adds its dY W into it with beta 1: either way no temporary and
+        // no add launch.
+        var pending = context.PendingGradient(x);
+        var dx = pending ?? context.NewGradient(x);
+        Backward(dOutput, x, a, b, _u, _branch, dx, context.AccumulatorFor(a), context.AccumulatorFor(b), accumulateDx: pending is not null);
+        if (pending is null) context.Deliver(x, dx);
         // A view, not a copy, as AddOp gives: the context never writes in place into a buffer two gradients share.
         if (baseOutput.RequiresGrad) context.Deliver(baseOutput, dOutput.Reshape(baseOutput.Shape.ToArray()));
     }
@@ -99,10 +104,19 @@ internal sealed class LoraOp : AutogradOp
 
     private static LoraShape Check(string op, Tensor x, Tensor output, Tensor a, Tensor b, LoraBranch branch)
     {
+        var shape = CheckAdapter(op, x, a, b, branch);
+        OpContract.OnBackend(output, x.Backend, op, "output");
+        OpContract.Shape(output, [.. x.Shape[..^1], shape.Out], op, "output");
+        OpContract.DType(output, x.DType, op, "output");
+        return shape;
+    }
+
+    /// <summary>The contract of the branch alone (x, A, B and its constants), shared with the ops that fuse a LoRA branch.</summary>
+    internal static LoraShape CheckAdapter(string op, Tensor x, Tensor a, Tensor b, LoraBranch branch)
+    {
         OpContract.OnBackend(x, x?.Backend!, op, nameof(x));
         var backend = x!.Backend;
         Info.RequireSupported(x, nameof(x));
-        OpContract.OnBackend(output, backend, op, "output");
         OpContract.OnBackend(a, backend, op, nameof(a));
         OpContract.OnBackend(b, backend, op, nameof(b));
         OpContract.Rank(a, 2, op, nameof(a), "[r, in]");
@@ -114,15 +128,19 @@ internal sealed class LoraOp : AutogradOp
         if (x.Rank == 0 || x.Size(-1) != inFeatures)
             throw new ArgumentException($"{op}: x [{x.ShapeText}] does not end in {inFeatures}, A's in-features", nameof(x));
         int rows = OpContract.Int(x.ElementCount / Math.Max(inFeatures, 1), op, "rows");
-        OpContract.Shape(output, [.. x.Shape[..^1], outFeatures], op, "output");
-        OpContract.DType(output, x.DType, op, "output");
         var adapter = x.DType == DType.F64 ? DType.F64 : DType.F32;
         OpContract.DType(a, adapter, op, nameof(a));
         OpContract.DType(b, adapter, op, nameof(b));
-        if (!double.IsFinite(branch.Scaling))
-            throw new ArgumentOutOfRangeException(nameof(branch), branch.Scaling, "the LoRA scaling must be finite");
-        if (!NumberChecks.IsProbability(branch.Dropout))
-            throw new ArgumentOutOfRangeException(nameof(branch), branch.Dropout, "the LoRA dropout probability must be in [0, 1)");
+        CheckBranch(branch);
         return new LoraShape(rows, inFeatures, outFeatures, rank);
+    }
+
+    /// <summary>A branch's constants: a finite scaling, a dropout probability in [0, 1) (NaN fails both).</summary>
+    internal static void CheckBranch(LoraBranch branch, string name = "branch")
+    {
+        if (!double.IsFinite(branch.Scaling))
+            throw new ArgumentOutOfRangeException(name, branch.Scaling, "the LoRA scaling must be finite");
+        if (!NumberChecks.IsProbability(branch.Dropout))
+            throw new ArgumentOutOfRangeException(name, branch.Dropout, "the LoRA dropout probability must be in [0, 1)");
     }
 }

@@ -29,15 +29,20 @@ internal static class CpuLinear
         return y;
     }
 
-    /// <summary><see cref="LinearOp"/>'s backward on the CPU backend, the contract checked.</summary>
-    public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias, int rows, int inFeatures, int outFeatures)
+    /// <summary>
+    /// <see cref="LinearOp"/>'s backward on the CPU backend, the contract checked. <paramref name="accumulateDx"/>: dx +=
+    /// dY W, the product taken into a temporary and added, so the sum is bit for bit the unfused ops' (a fresh dx
+    /// delivered, then added to the pending gradient).
+    /// </summary>
+    public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias, int rows, int inFeatures, int outFeatures,
+        bool accumulateDx = false)
     {
         if (x.DType == DType.F64)
             Backward(Span<double>(dOutput), Span<double>(x), Span<double>(weight), Optional<double>(dx), Optional<double>(dWeight), Optional<double>(dBias),
-                rows, inFeatures, outFeatures, 1.0, 0.0);
+                rows, inFeatures, outFeatures, 1.0, 0.0, accumulateDx);
         else
             Backward(Span<float>(dOutput), Span<float>(x), Span<float>(weight), Optional<float>(dx), Optional<float>(dWeight), Optional<float>(dBias),
-                rows, inFeatures, outFeatures, 1f, 0f);
+                rows, inFeatures, outFeatures, 1f, 0f, accumulateDx);
     }
 
     // CpuGemm has an fp32 and an fp64 entry; the two bodies below differ only in T.
@@ -54,17 +59,27 @@ internal static class CpuLinear
     }
 
     private static void Backward(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ReadOnlySpan<float> weight, Span<float> dx, Span<float> dWeight, Span<float> dBias,
-        int rows, int inFeatures, int outFeatures, float one, float zero)
+        int rows, int inFeatures, int outFeatures, float one, float zero, bool accumulateDx)
     {
-        if (!dx.IsEmpty) CpuGemm.Gemm(false, false, rows, inFeatures, outFeatures, one, dy, outFeatures, weight, inFeatures, zero, dx, inFeatures);
+        if (!dx.IsEmpty)
+        {
+            var into = accumulateDx ? new float[dx.Length] : dx;
+            CpuGemm.Gemm(false, false, rows, inFeatures, outFeatures, one, dy, outFeatures, weight, inFeatures, zero, into, inFeatures);
+            if (accumulateDx) TensorPrimitives.Add(dx, into, dx);
+        }
         if (!dWeight.IsEmpty) CpuGemm.Gemm(true, false, outFeatures, inFeatures, rows, one, dy, outFeatures, x, inFeatures, one, dWeight, inFeatures);
         AddColumnSums(dy, dBias);
     }
 
     private static void Backward(ReadOnlySpan<double> dy, ReadOnlySpan<double> x, ReadOnlySpan<double> weight, Span<double> dx, Span<double> dWeight, Span<double> dBias,
-        int rows, int inFeatures, int outFeatures, double one, double zero)
+        int rows, int inFeatures, int outFeatures, double one, double zero, bool accumulateDx)
     {
-        if (!dx.IsEmpty) CpuGemm.Gemm(false, false, rows, inFeatures, outFeatures, one, dy, outFeatures, weight, inFeatures, zero, dx, inFeatures);
+        if (!dx.IsEmpty)
+        {
+            var into = accumulateDx ? new double[dx.Length] : dx;
+            CpuGemm.Gemm(false, false, rows, inFeatures, outFeatures, one, dy, outFeatures, weight, inFeatures, zero, into, inFeatures);
+            if (accumulateDx) TensorPrimitives.Add(dx, into, dx);
+        }
         if (!dWeight.IsEmpty) CpuGemm.Gemm(true, false, outFeatures, inFeatures, rows, one, dy, outFeatures, x, inFeatures, one, dWeight, inFeatures);
         AddColumnSums(dy, dBias);
     }

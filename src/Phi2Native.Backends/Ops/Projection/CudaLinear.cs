@@ -11,7 +11,8 @@ namespace Phi2Native.Backends.Ops.Projection;
 //   forward   y [N, out] = x [N, in] W^T + b      column-major: y^T [out, N] = W [out, in] x^T [in, N] (+ b per row of y^T)
 //             A = W stored col-major [in, out] (ld in), op T -> [out, in];  B = x^T [in, N] (ld in), op N;  m = out, n = N, k = in
 //   dx        dx [N, in] = dY [N, out] W          column-major: dx^T [in, N] = W^T [in, out] dY^T [out, N]
-//             A = W^T [in, out] (ld in), op N;  B = dY^T [out, N] (ld out), op N;  m = in, n = N, k = out;  beta 0 (=)
+//             A = W^T [in, out] (ld in), op N;  B = dY^T [out, N] (ld out), op N;  m = in, n = N, k = out;  beta 0 (=),
+//             or beta 1 (+=) into a gradient already pending for x (BackwardContext.PendingGradient)
 //   dW        dW [out, in] += dY^T x              column-major: dW^T [in, out] += x^T [in, N] dY [N, out]
 //             A = x^T [in, N] (ld in), op N;  B = dY^T [out, N] (ld out), op T -> [N, out];  m = in, n = out, k = N;  beta 1 (+=)
 //   dBias     dBias [out] += column sums of dY    column-major: dBias [out, 1] += dY^T [out, N] ones [N, 1];  beta 1 (+=)
@@ -88,10 +89,11 @@ internal static class CudaLinear
 
     /// <summary>
     /// <see cref="LinearOp"/>'s backward on the CUDA backend, the contract checked: each product accumulates in fp32 and
-    /// rounds once into its output (dWeight and dBias of x's dtype or F32).
+    /// rounds once into its output (dWeight and dBias of x's dtype or F32). <paramref name="accumulateDx"/>: dx += dY W
+    /// (beta 1: dx read, the sum rounded once) instead of dx = dY W.
     /// </summary>
     public static void Backward(CudaBackend cuda, Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias,
-        int rows, int inFeatures, int outFeatures)
+        int rows, int inFeatures, int outFeatures, bool accumulateDx = false)
     {
         var (pdy, px, pw) = (cuda.Pointer(dOutput, nameof(dOutput)), cuda.Pointer(x, nameof(x)), cuda.Pointer(weight, nameof(weight)));
         var dtype = x.DType;
@@ -99,7 +101,7 @@ internal static class CudaLinear
         var stream = cuda.Stream;
         if (dx != null && rows > 0 && inFeatures > 0)
             blas.GemmEx(BlasOperation.NoTranspose, BlasOperation.NoTranspose, inFeatures, rows, outFeatures,
-                1f, pw, dtype, inFeatures, pdy, dtype, outFeatures, 0f, cuda.Pointer(dx, nameof(dx)), dtype, inFeatures, stream);
+                1f, pw, dtype, inFeatures, pdy, dtype, outFeatures, accumulateDx ? 1f : 0f, cuda.Pointer(dx, nameof(dx)), dtype, inFeatures, stream);
         // With no rows the parameter gradients gain nothing: skip rather than hand cuBLAS k = 0.
         if (rows == 0 || outFeatures == 0) return;
         if (dWeight != null && inFeatures > 0)

@@ -65,18 +65,18 @@ internal sealed class LinearOp : AutogradOp
     }
 
     /// <summary>
-    /// The gradients alone: dx (=) like x; dWeight [out, in] and dBias [out] (+=) of x's dtype, or F32 over a 16-bit
-    /// x. A null output is not computed.
+    /// The gradients alone: dx (=) like x, or (+=) with <paramref name="accumulateDx"/>; dWeight [out, in] and dBias [out]
+    /// (+=) of x's dtype, or F32 over a 16-bit x. A null output is not computed.
     /// </summary>
     /// <exception cref="ArgumentException">Shapes or dtypes break the contract; the message names the argument.</exception>
-    public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias)
+    public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias, bool accumulateDx = false)
     {
         using var profile = ProfileScope.BackwardOp(Info.Name, dOutput.Backend);
         var (rows, inFeatures, outFeatures) = CheckBackward(dOutput, x, weight, dx, dWeight, dBias);
         switch (x.Backend)
         {
-            case CpuBackend: CpuLinear.Backward(dOutput, x, weight, dx, dWeight, dBias, rows, inFeatures, outFeatures); break;
-            case CudaBackend cuda: CudaLinear.Backward(cuda, dOutput, x, weight, dx, dWeight, dBias, rows, inFeatures, outFeatures); break;
+            case CpuBackend: CpuLinear.Backward(dOutput, x, weight, dx, dWeight, dBias, rows, inFeatures, outFeatures, accumulateDx); break;
+            case CudaBackend cuda: CudaLinear.Backward(cuda, dOutput, x, weight, dx, dWeight, dBias, rows, inFeatures, outFeatures, accumulateDx); break;
             default: throw OpContract.NoImplementation(Info, x.Backend);
         }
     }
@@ -84,9 +84,12 @@ internal sealed class LinearOp : AutogradOp
     /// <inheritdoc/>
     protected internal override void Backward(Tensor dOutput, BackwardContext context)
     {
-        var dx = context.NewGradient(_x);
-        Backward(dOutput, _x, _weight, dx, context.AccumulatorFor(_weight), context.AccumulatorFor(_bias));
-        context.Deliver(_x, dx);
+        // Where x already has a gradient pending (its LoRA branch, or another Linear reading the same x, ran backward
+        // first), the dx product adds into it (beta 1): no temporary, no add.
+        var pending = context.PendingGradient(_x);
+        var dx = pending ?? context.NewGradient(_x);
+        Backward(dOutput, _x, _weight, dx, context.AccumulatorFor(_weight), context.AccumulatorFor(_bias), accumulateDx: pending is not null);
+        if (pending is null) context.Deliver(_x, dx);
     }
 
     internal static (int Rows, int In, int Out) CheckForward(Tensor x, Tensor weight, Tensor? bias)

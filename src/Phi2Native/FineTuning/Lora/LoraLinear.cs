@@ -59,10 +59,27 @@ public sealed class LoraLinear : IModuleAdapter, IDisposable
     {
         // One op (kernels/lora.cu on the CUDA backend: lora_down, lora_up): the mask is regenerated from its seed and,
         // over a bf16 base, the fp32 branch is added in fp32 and rounded once, as AddUpdate does for the unfused ops.
+        return LoraOp.Apply(input, baseOutput, A, B, Branch(training));
+    }
+
+    /// <summary>
+    /// This forward's branch constants: the scaling, and in training the dropout with the next mask's seed (counting the
+    /// forward). For the ops that fuse the branch with its base (fc1 and gelu_new: Phi2Mlp).
+    /// </summary>
+    internal LoraBranch Branch(bool training)
+    {
         double dropout = training ? Dropout : 0;
         ulong seed = dropout > 0 ? Seeds.Derive(DropoutSeed, SeedPurpose.LoraInputDropout, Interlocked.Increment(ref _trainingForwards)) : 0;
-        return LoraOp.Apply(input, baseOutput, A, B, new LoraBranch(Scaling, dropout, seed));
+        return new LoraBranch(Scaling, dropout, seed);
     }
+
+    /// <summary>
+    /// <paramref name="projection"/>'s adapter as one module of LoraQkvOp (the branches of q_proj, k_proj and v_proj over
+    /// one fused [..., 3 C] projection), counting a training forward as <see cref="Forward"/> does; null without a LoRA
+    /// adapter. A merged adapter is detached, so it is null too.
+    /// </summary>
+    internal static LoraQkvModule? QkvModule(Linear projection, bool training) =>
+        projection.Adapter is LoraLinear lora ? new LoraQkvModule(lora.A, lora.B, lora.Branch(training)) : null;
 
     /// <summary>
     /// baseOutput + update. When the base computes in another dtype than the adapter (a bf16 base, an fp32 adapter) the

@@ -18,13 +18,20 @@ namespace Phi2Native.Models.Phi2;
 /// <see cref="Truncate"/> shortens one, e.g. after a batch of prompts of different lengths was prefilled right-padded
 /// to the longest: truncating each row to its prompt's length forgets the padding, whose slots the next tokens
 /// overwrite. A pad never influences a real position, since attention is causal and pads come after.</para>
+/// <para>The per-row positions a forward reads (offsets and key counts) are two I32 [B] tensors the cache owns for its
+/// lifetime, rewritten in place, so a decode step captured as a CUDA graph (DecodeGraph) reads them at fixed addresses
+/// and advances them on the device; <see cref="RowLength"/> and <see cref="Length"/> stay the host's exact count.</para>
 /// </remarks>
 public sealed class KeyValueCache : IDisposable
 {
     private readonly Tensor[] _keys, _values;
     private readonly int[] _lengths;
     private readonly IBackend _backend;
-    private CachePositions? _positions;
+    // Each row's offset (its length) and key count (length + T) for a forward of T tokens, I32 [B] on the backend:
+    // allocated once, so a captured decode step reads them at fixed addresses, and rewritten in place, by an upload
+    // when the host changed the lengths, or on the device by the captured step itself (AdvancedOnDevice).
+    private readonly Tensor _rowOffsets, _rowKeyTimes;
+    private CachePositions? _positions;   // what the two tensors hold now, or null when stale
     private bool _disposed;
 
     /// <summary>Allocates an empty cache for <paramref name="model"/>: <paramref name="batch"/> rows of at most <paramref name="capacity"/> positions.</summary>
@@ -51,6 +58,8 @@ public sealed class KeyValueCache : IDisposable
             _keys[i] = TensorScope.Detach(model.Backend.Zeros(shape, DType));
             _values[i] = TensorScope.Detach(model.Backend.Zeros(shape, DType));
         }
+        _rowOffsets = TensorScope.Detach(model.Backend.Zeros([batch], DType.I32));
+        _rowKeyTimes = TensorScope.Detach(model.Backend.Zeros([batch], DType.I32));
     }
 
     /// <summary>B: rows of the batch.</summary>
@@ -137,27 +146,65 @@ public sealed class KeyValueCache : IDisposable
     }
 
     /// <summary>
+    /// Marks one position filled in every row after a decode step that advanced the position tensors itself on the
+    /// device (DecodeNextOp inside a captured step): the host's lengths follow, and the tensors stay current (for T = 1).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The tensors did not describe a one-token forward at the current lengths.</exception>
+    internal void AdvancedOnDevice()
+    {
+        if (_positions is not { Time: 1 })
+            throw new InvalidOperationException("the KV cache's position tensors were not current for a one-token step, so the device could not have advanced them");
+        for (int b = 0; b < _lengths.Length; b++) _lengths[b]++;
+        PositionsComputed += Batch;
+    }
+
+    /// <summary>The host's bookkeeping (lengths, positions computed, position tensors' state), to restore after a forward
+    /// that was captured into a graph rather than run.</summary>
+    internal (int[] Lengths, long Computed, CachePositions? Positions) SaveBookkeeping() => ([.. _lengths], PositionsComputed, _positions);
+
+    /// <summary>Puts back what <see cref="SaveBookkeeping"/> saved: a captured forward ran nothing, so nothing advanced.</summary>
+    internal void RestoreBookkeeping((int[] Lengths, long Computed, CachePositions? Positions) saved)
+    {
+        saved.Lengths.CopyTo(_lengths, 0);
+        PositionsComputed = saved.Computed;
+        _positions = saved.Positions;
+    }
+
+    /// <summary>
     /// Where a forward of <paramref name="time"/> new tokens puts them: each row's offset (its length) and key count
-    /// (length + T) as I32 [B] tensors on the model's backend, made once for all layers (rows of equal length give
-    /// equal values: one form for every case, read by the kernels on the device).
+    /// (length + T) as I32 [B] tensors on the model's backend, for all layers (rows of equal length give equal values:
+    /// one form for every case, read by the kernels on the device). The tensors are the cache's, at fixed addresses for
+    /// its lifetime; they are uploaded here only when the lengths or T changed since they were last made.
     /// </summary>
     internal CachePositions Positions(int time)
     {
         Alive();
         if (_positions is { } made && made.Time == time) return made;
-        ForgetPositions();
         int[] keyTimes = _lengths.Select(length => length + time).ToArray();
-        // Owned by the cache, not by the caller's scope: they live until the lengths change.
-        var offsets = TensorScope.Detach(_backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(_lengths.AsSpan()), DType.I32, [Batch], DType.I32));
-        var keys = TensorScope.Detach(_backend.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(keyTimes.AsSpan()), DType.I32, [Batch], DType.I32));
-        return _positions = new CachePositions(time, offsets, keys);
+        Upload(_rowOffsets, _lengths);
+        Upload(_rowKeyTimes, keyTimes);
+        return _positions = new CachePositions(time, _rowOffsets, _rowKeyTimes);
     }
 
-    private void ForgetPositions()
+    // Host ints into an I32 tensor in place: no allocation, so the tensor keeps its address.
+    private void Upload(Tensor destination, int[] values)
     {
-        _positions?.Dispose();
-        _positions = null;
+        var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan());
+        switch (_backend)
+        {
+            case Backends.Cpu.CpuBackend:
+                values.CopyTo(Backends.Cpu.CpuBackend.Span<int>(destination));
+                break;
+            case Backends.Cuda.CudaBackend cuda:
+                cuda.DeviceApi.CopyToDevice(cuda.Pointer(destination, nameof(destination)), bytes, cuda.Stream);
+                break;
+            default:
+                using (var staged = _backend.FromBytes(bytes, DType.I32, [values.Length], DType.I32)) _backend.Copy(staged, destination);
+                break;
+        }
     }
+
+    private void ForgetPositions() => _positions = null;
 
     /// <summary>Frees every key and value tensor.</summary>
     public void Dispose()
@@ -166,6 +213,8 @@ public sealed class KeyValueCache : IDisposable
         _disposed = true;
         ForgetPositions();
         foreach (var tensor in _keys.Concat(_values)) tensor.Dispose();
+        _rowOffsets.Dispose();
+        _rowKeyTimes.Dispose();
     }
 
     private KeyValueCache Alive()
@@ -177,13 +226,7 @@ public sealed class KeyValueCache : IDisposable
 
 /// <summary>
 /// The positions of a forward's T new tokens in a KV cache, as I32 [B] tensors: each row's offset (its length before
-/// the forward) and key count (length + T).
+/// the forward) and key count (length + T). The tensors are the cache's own (it frees them), the same two for its
+/// lifetime, so a captured decode step can read and advance them in place.
 /// </summary>
-internal sealed record CachePositions(int Time, Tensor RowOffsets, Tensor RowKeyTimes) : IDisposable
-{
-    public void Dispose()
-    {
-        RowOffsets.Dispose();
-        RowKeyTimes.Dispose();
-    }
-}
+internal sealed record CachePositions(int Time, Tensor RowOffsets, Tensor RowKeyTimes);

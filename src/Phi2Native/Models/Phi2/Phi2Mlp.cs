@@ -1,6 +1,8 @@
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Ops.Activation;
+using Phi2Native.Backends.Ops.Lora;
 using Phi2Native.Backends.Ops.Mlp;
+using Phi2Native.FineTuning.Lora;
 using Phi2Native.Models.Modules;
 using Phi2Native.Profiling;
 using Phi2Native.Tensors;
@@ -37,16 +39,18 @@ public sealed class Phi2Mlp : Module
     }
 
     /// <summary>
-    /// gelu_new(fc1(x)). With no adapter on fc1 (or a merged one: merging folds it into the weight and detaches it) this is
-    /// one fused op, fc1's bias and gelu_new in its GEMM's epilogue (or one pass after it). With an active LoRA adapter the
-    /// low-rank product must be added before gelu_new, so the unfused path stays: fc1 with its adapter, then GeluNew. The
-    /// fused LoRA kernels (lora_up with a bias + gelu_new epilogue, issue 14) will close that gap when they land.
+    /// gelu_new(fc1(x)), one fused op: fc1's bias and gelu_new in its GEMM's epilogue (or one pass after it); with a LoRA
+    /// adapter on fc1 (the low-rank product added before gelu_new) LoraLinearGeluOp: the base GEMM, lora_down and lora_up
+    /// with gelu_new in its epilogue. A merged adapter is folded into the weight and detached; any other adapter keeps the
+    /// unfused path, fc1 with its adapter then GeluNew.
     /// </summary>
     private Tensor Fc1AndGelu(Tensor x)
     {
-        if (Fc1.Adapter is not null || Fc1.Bias is null) return GeluNewOp.Apply(Fc1.Forward(x));
+        if (Fc1.Bias is null || Fc1.Adapter is not (null or LoraLinear)) return GeluNewOp.Apply(Fc1.Forward(x));
         using var profile = ProfileScope.Module(Fc1.Name);
-        return LinearGeluOp.Apply(x, Fc1.Weight, Fc1.Bias);
+        return Fc1.Adapter is LoraLinear lora
+            ? LoraLinearGeluOp.Apply(x, Fc1.Weight, Fc1.Bias, lora.A, lora.B, lora.Branch(Fc1.Training))
+            : LinearGeluOp.Apply(x, Fc1.Weight, Fc1.Bias);
     }
 
     /// <inheritdoc/>

@@ -214,6 +214,9 @@ public sealed class Phi2Model : Module
                 throw new ModelInputException($"logitPositions: row {b}'s position {logitPositions[b]} is outside the {time} new tokens [0, {time})");
         // Checked before anything runs, so a bad position leaves the cache as it was.
         var hidden = CachedHidden(inputIds, cache);                                   // [B, T, C]
+        // One new token per row (a decode step): every row's only position is the one wanted, nothing to gather. This
+        // keeps a decode step free of host uploads, so it can be captured as a CUDA graph.
+        if (time == 1) return Logits(hidden);                                         // [B, 1, V]
         // Row b * T + p of the [B * T, C] hidden states, gathered as an embedding lookup: the indices are the host's.
         int[] rows = new int[batch];
         for (int b = 0; b < batch; b++) rows[b] = b * time + logitPositions[b];
