@@ -93,7 +93,10 @@ public sealed class Trainer : IDisposable
     /// <summary>The clock of <see cref="TrainingOptions.SaveEveryMinutes"/> (tests give one they advance).</summary>
     internal TimeProvider Time { get; set; } = TimeProvider.System;
 
-    /// <summary>Raised after every optimizer step.</summary>
+    /// <summary>
+    /// Raised after every optimizer step that updated, when its status is read: after each step, or for each step of a
+    /// window of <see cref="TrainingOptions.MetricsEvery"/> steps in order when the window is read.
+    /// </summary>
     public event Action<StepMetrics>? StepCompleted;
 
     /// <summary>Raised after every validation pass.</summary>
@@ -110,7 +113,8 @@ public sealed class Trainer : IDisposable
     /// norm are checked (<see cref="NonFinitePolicy"/>): a step with a value that is not finite updates nothing, and is
     /// skipped while <see cref="TrainingOptions.SkipNonFiniteSteps"/> allows, or ends the run
     /// (<see cref="TrainingStop.NonFinite"/>) with a checkpoint of the state before it when that state is finite. On
-    /// cancellation it finishes the current step, writes a checkpoint and returns (<see cref="TrainingStop.Cancelled"/>).
+    /// cancellation it finishes the steps queued (the current step; cancellation ends a window of
+    /// <see cref="TrainingOptions.MetricsEvery"/> steps early), writes a checkpoint and returns (<see cref="TrainingStop.Cancelled"/>).
     /// A run that completes writes a final checkpoint. The model is left in evaluation mode.
     /// </summary>
     public TrainingResult Run(CancellationToken cancellation = default)
