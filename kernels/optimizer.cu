@@ -1,10 +1,11 @@
 // optimizer.cu - a training step's check and update over all its tensors at once (multi-tensor launches), so that
-// the host queues backward, the check and the update without waiting, and reads one status block per step.
+// the host queues backward, the check and the update without waiting, and reads the steps' status blocks in one copy.
 //
 //   1. chunk_sum_of_squares_{dtype}: fp32 sums of squares of fixed chunks of many tensors (one block a chunk).
 //   2. step_status: one block folds the chunk sums per tensor and over tensors (in double), adds the step's losses,
 //      finds the first tensor whose sum of squares is not finite, and writes the step's status block: the verdict
-//      (skip: the update must do nothing) and the clip scale of torch.nn.utils.clip_grad_norm_.
+//      (skip: the update must do nothing; also when the previous step of the read window was skipped) and the clip
+//      scale of torch.nn.utils.clip_grad_norm_.
 //   3. adamw_chunks_f32: one torch.optim.AdamW update of every parameter, each gradient times the clip scale, read
 //      from the status block; a step the status marks skipped changes nothing. Bit for bit the CPU backend's
 //      (src/Phi2Native.Backends/Ops/Optimizer/CpuOptimizer.cs).
@@ -26,15 +27,20 @@
 //       double clip_scale;     max_norm / (sqrt(sum_of_squares) + 1e-6) when that is below 1, else 1 (and 1 when
 //                              max_norm <= 0: no clipping)
 //       int first_non_finite;  index of the first tensor whose sum of squares is not finite; -1 when none
-//       int skip;              1 when the loss sum, a tensor's or the total sum of squares is not finite, else 0
+//       int skip;              1 when the loss sum, a tensor's or the total sum of squares is not finite, or when the
+//                              previous block of the window says skip (a halted step), else 0
 //
 // Kernels (all: block (256), no dynamic shared memory):
 //   chunk_sum_of_squares_{dtype}(tensors, chunks, partial)   dtype of the tensors: f32, bf16, f16
 //       tensors: 8-byte pointers; chunks: tensor_chunk [G]; partial: fp32 [G], partial[b] = sum over chunk b of x^2
 //       (fp32, each thread's strided elements then block_sum's fixed tree). grid (G).
-//   step_status(partial, ranges, tensors, losses, loss_count, max_norm, tensor_sums, status)
+//   step_status(partial, ranges, tensors, losses, loss_count, max_norm, tensor_sums, previous, status)
 //       partial: fp32 [chunks]; ranges: chunk_range [tensors]; losses: 8-byte pointers to fp32 scalars [loss_count];
-//       max_norm: double; tensor_sums: double workspace [tensors]; status: status_block. grid (1).
+//       max_norm: double; tensor_sums: double workspace [tensors]; previous: the status_block of the step queued
+//       before this one in the same read window, or null for a window's first step; status: status_block. grid (1).
+//       A step whose previous block says skip is skipped too (skip = 1, its own values still measured): once a step
+//       of a window is skipped, the steps queued after it update nothing, so when the host reads the window the
+//       parameters are those before its first skipped step (the host re-runs the halted steps).
 //   adamw_chunks_f32(tensors, chunks, status)
 //       tensors: adamw_tensor [P]; chunks: tensor_chunk [G] over them; status: status_block, or null (scale 1, never
 //       skipped). p, m and v updated in place, g read only; the four buffers of a parameter must not overlap, nor two
@@ -113,7 +119,8 @@ PHI2_KERNEL void chunk_sum_of_squares_f16(const unsigned long long* tensors, con
 }
 
 PHI2_KERNEL void step_status(const float* partial, const chunk_range* ranges, int tensors, const unsigned long long* losses,
-                             int loss_count, double max_norm, double* tensor_sums, status_block* status)
+                             int loss_count, double max_norm, double* tensor_sums, const status_block* previous,
+                             status_block* status)
 {
     // Per tensor, in parallel: its chunk sums in order, in double.
     for (int t = (int)threadIdx.x; t < tensors; t += (int)blockDim.x)
@@ -149,7 +156,8 @@ PHI2_KERNEL void step_status(const float* partial, const chunk_range* ranges, in
     status->first_squares = first_squares;
     status->clip_scale = scale;
     status->first_non_finite = first;
-    status->skip = (first >= 0 || !is_finite(total) || !is_finite(loss_sum)) ? 1 : 0;
+    bool halted = previous != nullptr && previous->skip != 0;
+    status->skip = (halted || first >= 0 || !is_finite(total) || !is_finite(loss_sum)) ? 1 : 0;
 }
 
 PHI2_KERNEL void adamw_chunks_f32(const adamw_tensor* tensors, const tensor_chunk* chunks, const status_block* status)

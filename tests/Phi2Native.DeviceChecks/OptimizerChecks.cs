@@ -37,6 +37,7 @@ public static class OptimizerChecks
             device => Check(device, special: null)),
         new("gradient check: the first non-finite tensor (NaN in 2, inf in 4)", ["chunk_sum_of_squares_f32", "step_status"], device => Check(device, special: "tensor")),
         new("gradient check: a NaN loss skips with no tensor named", ["chunk_sum_of_squares_f32", "step_status"], device => Check(device, special: "loss")),
+        new("gradient check: a window of 3 steps, step 2's NaN loss halts step 3", ["chunk_sum_of_squares_f32", "step_status"], Window),
     ];
 
     private static Tensor Upload(IBackend backend, float[] values) =>
@@ -159,5 +160,31 @@ public static class OptimizerChecks
             tolerance.Compare("sum of squares", [(float)actual.SumOfSquares], [(float)expected.SumOfSquares]),
             tolerance.Compare("clip scale", [(float)actual.ClipScale], [(float)expected.ClipScale]),
             tolerance.Compare("first non-finite squares", [(float)actual.FirstNonFiniteSquares], [(float)expected.FirstNonFiniteSquares]));
+    }
+
+    // Three steps measured into one window of blocks (TrainingOptions.MetricsEvery): step 1 finite, step 2 with a NaN
+    // loss, step 3 finite but halted by step 2 (skip = 1, its own sums still measured), as on the CPU.
+    private static CheckResult Window(IDeviceApi device)
+    {
+        using var cuda = new CudaBackend(device, ownsDevice: false);
+        using var cpu = new CpuReference();
+        using var scope = TensorScope.Begin();
+        using var deviceStatus = new StepStatus(cuda, blocks: 3);
+        using var cpuStatus = new StepStatus(cpu.Backend, blocks: 3);
+        float[][] losses = [[2.5f], [float.NaN], [1.25f]];
+        for (int step = 0; step < 3; step++)
+        {
+            float[] values = TestData.Uniform(3000, seed: 400 + step, scale: 1.5f);
+            deviceStatus.Current = cpuStatus.Current = step;
+            GradientCheckOp.Measure([Upload(cuda, values)], [Upload(cuda, losses[step])], 1.0, deviceStatus);
+            GradientCheckOp.Measure([cpu.F32(values, values.Length)], [Upload(cpu.Backend, losses[step])], 1.0, cpuStatus);
+        }
+        var (actual, expected) = (deviceStatus.ReadWindow(3), cpuStatus.ReadWindow(3));
+        bool[] verdicts = [false, true, true];
+        var exact = actual.Select(r => r.Skip).SequenceEqual(verdicts) && expected.Select(r => r.Skip).SequenceEqual(verdicts)
+            ? new CheckResult(0, 0, "verdicts: applied, skipped, halted")
+            : new CheckResult(double.PositiveInfinity, double.PositiveInfinity, $"device {string.Join(", ", actual)}, CPU {string.Join(", ", expected)}");
+        var tolerance = Tolerances.Forward(DType.F32);
+        return CheckResult.Combine(exact, tolerance.Compare("sums of squares", [.. actual.Select(r => (float)r.SumOfSquares)], [.. expected.Select(r => (float)r.SumOfSquares)]));
     }
 }

@@ -83,7 +83,7 @@ internal static class Phi2LaunchShapes
         ElementwiseKernels.Accumulate(device, DType.F32, P(), P(), (long)Inner * C);
         ElementwiseKernels.AccumulateScaled(device, DType.F32, P(), P(), P(), (long)V * C);
         CrossEntropyKernels.CrossEntropyPickedSum(device, P(), P(), P(), P(), P(), P(), Rows, V);
-        OptimizerKernels.StepStatus(device, P(), P(), 6 * 32, P(), 1, 1.0, P(), P(), default, Inner * C / OptimizerKernels.ChunkElements);
+        OptimizerKernels.StepStatus(device, P(), P(), 6 * 32, P(), 1, 1.0, P(), P(), P(), default, Inner * C / OptimizerKernels.ChunkElements);
         OptimizerKernels.AdamWChunks(device, P(), P(), Inner * C / OptimizerKernels.ChunkElements, P(), default, (long)Inner * C, 1);
 
         foreach (var dtype in F32Bf16)

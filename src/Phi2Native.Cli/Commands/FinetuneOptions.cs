@@ -46,6 +46,11 @@ internal sealed class FinetuneOptions
         Description = "Skip at most N steps whose loss or gradient is not finite (each updates nothing, with a warning) instead of stopping with exit code 3 (default 0).",
         DefaultValueFactory = _ => 0,
     };
+    public readonly Option<int> MetricsEvery = new("--metrics-every")
+    {
+        Description = "Read the steps' losses and checks from the device once every N steps, one wait per N steps; the run is the same bit for bit (default 1).",
+        DefaultValueFactory = _ => 1,
+    };
     public readonly Option<bool> Overwrite = new("--overwrite") { Description = "Start a new run in an --out that holds another run's checkpoints, clearing them, its metrics and adapter first." };
     public readonly DeviceOptions Device = new(
         "Compute dtype of the base: f32, or bf16 on the CUDA backend (the LoRA adapters and AdamW state stay fp32; --full modules need f32).");
@@ -53,7 +58,7 @@ internal sealed class FinetuneOptions
     public IEnumerable<Option> All =>
         [Model, Data, Validation, Out, Resume, .. Selection.All, LearningRate, Epochs, MaxSteps, BatchSize, MaxLength, GradientAccumulation,
          Warmup, Schedule, WeightDecay, MaxGradNorm, ResidualDropout, Seed, Padding, SkipBadLines, NewTokens, EvalEvery, SaveEvery, SaveEveryMinutes,
-         KeepCheckpoints, SkipNonFinite, Overwrite, .. Device.All];
+         KeepCheckpoints, SkipNonFinite, MetricsEvery, Overwrite, .. Device.All];
 
     /// <summary>What the command line said, checked, as the library's run options (the backend is the command's to open).</summary>
     public sealed record Values(FineTuningOptions Run, DeviceRequest Device);
@@ -74,6 +79,7 @@ internal sealed class FinetuneOptions
             Decay = decay, MaxGradientNorm = result.GetValue(MaxGradNorm), ResidualDropout = result.GetValue(ResidualDropout),
             Seed = result.GetValue(Seed), EvaluateEvery = result.GetValue(EvalEvery), SaveEvery = result.GetValue(SaveEvery),
             SaveEveryMinutes = result.GetValue(SaveEveryMinutes), KeepCheckpoints = result.GetValue(KeepCheckpoints), SkipNonFiniteSteps = result.GetValue(SkipNonFinite),
+            MetricsEvery = result.GetValue(MetricsEvery),
         };
         // Checked now, before any folder is made or model loads (the run checks them again).
         training.Validate();

@@ -134,5 +134,16 @@ public class NonFiniteTrainingTests : TemporaryDirectoryTest
         Assert.That(optimizer.ReadInt32(AdamW.StepKey)[0], Is.EqualTo(steps - 1));
         using var adapter = SafeTensorsFile.Open(Path.Combine(Run, "adapter_model.safetensors"));
         Assert.That(adapter.Tensors.SelectMany(t => adapter.ReadAsSingle(t.Name)).All(float.IsFinite), Is.True);
+
+        // --metrics-every 4 reads the steps 4 at a time: the skipped step halts the rest of its window, which runs
+        // again, and the run is the same: the same lines (loss or skip, step by step) and the same adapter and optimizer.
+        string windowed = Path.Combine(Temp, "windowed");
+        var again = Phi2([.. args.Select(a => a == Run ? windowed : a), "--skip-nonfinite", "1", "--metrics-every", "4"]);
+        Assert.That(again.Code, Is.EqualTo(0), again.Error);
+        static string[] Lines(string run) => [.. RunFiles.Metrics(run).Where(m => m.TryGetProperty("Step", out _))
+            .Select(m => $"{m.GetProperty("Step")} {(m.TryGetProperty("Loss", out var loss) ? loss.GetDouble().ToString("R") : "")} {(m.TryGetProperty("skipped", out var why) ? why.GetString() : "")}")];
+        Assert.That(Lines(windowed), Is.EqualTo(Lines(Run)));
+        foreach (string file in new[] { "adapter_model.safetensors", Path.Combine("checkpoints", $"step-{steps}", "optimizer.safetensors") })
+            Assert.That(File.ReadAllBytes(Path.Combine(windowed, file)), Is.EqualTo(File.ReadAllBytes(Path.Combine(Run, file))), file);
     }
 }

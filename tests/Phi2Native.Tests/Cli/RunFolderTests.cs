@@ -120,6 +120,7 @@ public class RunFolderTests : TemporaryDirectoryTest
         Assert.That(code, Is.EqualTo(0), error);
         Assert.That(RunFiles.CheckpointSteps(Run), Is.EqualTo(new[] { 4, 5 }));
         Assert.That(Finetune("--max-steps", "1", "--keep-checkpoints", "0", "--overwrite").Error, Does.Contain("--keep-checkpoints must be at least 1"));
+        Assert.That(Finetune("--max-steps", "1", "--metrics-every", "0", "--overwrite").Error, Does.Contain("--metrics-every must be at least 1"));
     }
 
     [Test]

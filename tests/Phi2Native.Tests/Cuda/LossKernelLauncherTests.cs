@@ -133,9 +133,9 @@ public class LossKernelLauncherTests : LauncherTest
             Throws.ArgumentException.With.Property("ParamName").EqualTo("chunks"));
         Assert.That(() => OptimizerKernels.ChunkSumOfSquares(Emulated, DType.F32, F(0), F(8), F(16), 0, default, 4, 1),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("chunkCount"));
-        Assert.That(() => OptimizerKernels.StepStatus(Emulated, F(0), F(8), 1, DevicePtr.Null, 0, double.NaN, F(16), F(24), default, 1),
+        Assert.That(() => OptimizerKernels.StepStatus(Emulated, F(0), F(8), 1, DevicePtr.Null, 0, double.NaN, F(16), DevicePtr.Null, F(24), default, 1),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("maxNorm"));
-        Assert.That(() => OptimizerKernels.StepStatus(Emulated, F(0), F(8), 1, DevicePtr.Null, 1, 1, F(16), F(24), default, 1),
+        Assert.That(() => OptimizerKernels.StepStatus(Emulated, F(0), F(8), 1, DevicePtr.Null, 1, 1, F(16), DevicePtr.Null, F(24), default, 1),
             Throws.InstanceOf<ArgumentNullException>().With.Property("ParamName").EqualTo("losses"));
         Assert.That(() => OptimizerKernels.AdamWChunks(Emulated, F(0), F(8), 1, F(16).Offset(4), default, 64, 1),
             Throws.ArgumentException.With.Property("ParamName").EqualTo("status"));

@@ -38,7 +38,9 @@ internal static class CpuOptimizer
             double coefficient = maxNorm / (Math.Sqrt(total) + 1e-6);
             if (coefficient < 1) scale = coefficient;
         }
-        ref var block = ref Block(status);
+        // A window's step after a skipped one is skipped too (kernels/optimizer.cu's step_status).
+        bool halted = status.Current > 0 && Block(status, status.Current - 1).Skip != 0;
+        ref var block = ref Block(status, status.Current);
         block = new StepStatus.Block
         {
             LossSum = lossSum,
@@ -46,7 +48,7 @@ internal static class CpuOptimizer
             FirstSquares = firstSquares,
             ClipScale = scale,
             FirstNonFinite = first,
-            Skip = first >= 0 || !double.IsFinite(total) || !double.IsFinite(lossSum) ? 1 : 0,
+            Skip = halted || first >= 0 || !double.IsFinite(total) || !double.IsFinite(lossSum) ? 1 : 0,
         };
     }
 
@@ -55,7 +57,7 @@ internal static class CpuOptimizer
         double scale = 1;
         if (status is not null)
         {
-            ref var block = ref Block(status);
+            ref var block = ref Block(status, status.Current);
             if (block.Skip != 0) return;
             scale = block.ClipScale;
         }
@@ -78,5 +80,6 @@ internal static class CpuOptimizer
         return total;
     }
 
-    private static ref StepStatus.Block Block(StepStatus status) => ref MemoryMarshal.AsRef<StepStatus.Block>(CpuBackend.Bytes(status.Tensor));
+    private static ref StepStatus.Block Block(StepStatus status, int index) =>
+        ref MemoryMarshal.AsRef<StepStatus.Block>(CpuBackend.Bytes(status.Tensor).Slice(index * StepStatus.Bytes, StepStatus.Bytes));
 }

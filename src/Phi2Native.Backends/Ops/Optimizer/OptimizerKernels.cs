@@ -99,8 +99,10 @@ internal static unsafe class OptimizerKernels
                 pPartial.Offset(first * (long)sizeof(float)), end - first, stream,
                 group.Sum(c => (long)c.Count), group.Select(c => c.Tensor).Distinct().Count());
         }
+        var window = cuda.Pointer(status.Tensor, "status");
         StepStatus(device, pPartial, at.Offset(rangeAt), count, at.Offset(lossAt), lossPointers.Length, maxNorm,
-            cuda.Pointer(tensorSums, "tensor sums"), cuda.Pointer(status.Tensor, "status"), stream, chunks.Count);
+            cuda.Pointer(tensorSums, "tensor sums"), status.Current > 0 ? window.Offset(status.CurrentOffset - Optimizer.StepStatus.Bytes) : DevicePtr.Null,
+            window.Offset(status.CurrentOffset), stream, chunks.Count);
     }
 
     /// <summary><see cref="AdamWOp.Step"/> on the CUDA backend: one launch over every parameter's chunks.</summary>
@@ -126,7 +128,7 @@ internal static unsafe class OptimizerKernels
         using var uploaded = table.Upload(cuda);
         var at = cuda.Pointer(uploaded, "table");
         AdamWChunks(cuda.DeviceApi, at.Offset(entryAt), at.Offset(chunkAt), chunks.Count,
-            status is null ? DevicePtr.Null : cuda.Pointer(status.Tensor, "status"), cuda.Stream,
+            status is null ? DevicePtr.Null : cuda.Pointer(status.Tensor, "status").Offset(status.CurrentOffset), cuda.Stream,
             tensors.Sum(t => t.Parameter.ElementCount), tensors.Count);
     }
 
@@ -156,12 +158,15 @@ internal static unsafe class OptimizerKernels
         device.Launch(kernel, new Dim3((uint)chunkCount), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 3), cost);
     }
 
-    /// <summary>Launches step_status: grid (1), over the <paramref name="chunkCount"/> partial sums of every group (for its cost).</summary>
+    /// <summary>
+    /// Launches step_status: grid (1), over the <paramref name="chunkCount"/> partial sums of every group (for its cost);
+    /// <paramref name="previous"/> is the block of the window's step before, or null for a window's first step.
+    /// </summary>
     /// <exception cref="ArgumentException">A misaligned pointer.</exception>
-    /// <exception cref="ArgumentNullException">A null pointer (<paramref name="partial"/>, <paramref name="ranges"/> and <paramref name="losses"/> may be null when their counts are 0).</exception>
+    /// <exception cref="ArgumentNullException">A null pointer (<paramref name="partial"/>, <paramref name="ranges"/> and <paramref name="losses"/> may be null when their counts are 0; <paramref name="previous"/> may be null).</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative count, or <paramref name="maxNorm"/> negative, infinite or NaN.</exception>
     public static void StepStatus(IDeviceApi device, DevicePtr partial, DevicePtr ranges, int tensors, DevicePtr losses, int lossCount,
-        double maxNorm, DevicePtr tensorSums, DevicePtr status, DeviceStream stream, int chunkCount)
+        double maxNorm, DevicePtr tensorSums, DevicePtr previous, DevicePtr status, DeviceStream stream, int chunkCount)
     {
         LaunchArguments.Device(device);
         ArgumentOutOfRangeException.ThrowIfNegative(tensors);
@@ -175,17 +180,18 @@ internal static unsafe class OptimizerKernels
             Table(tensorSums, nameof(tensorSums));
         }
         if (lossCount > 0) Table(losses, nameof(losses));
+        if (!previous.IsNull) Table(previous, nameof(previous));
         Table(status, nameof(status));
         nint* args = stackalloc nint[]
         {
             (nint)(&partial), (nint)(&ranges), (nint)(&tensors), (nint)(&losses), (nint)(&lossCount), (nint)(&maxNorm),
-            (nint)(&tensorSums), (nint)(&status),
+            (nint)(&tensorSums), (nint)(&previous), (nint)(&status),
         };
-        // The partial sums, the ranges, the tensor sums (written, then read back), each loss's pointer and value read; the
-        // tensor sums and the status block written; an add a partial, two a tensor, one a loss.
-        var cost = new KernelCost(chunkCount * (long)sizeof(float) + tensors * (long)(sizeof(ChunkRange) + 8) + lossCount * 12L,
+        // The partial sums, the ranges, the tensor sums (written, then read back), each loss's pointer and value read, the
+        // previous block's verdict; the tensor sums and the status block written; an add a partial, two a tensor, one a loss.
+        var cost = new KernelCost(chunkCount * (long)sizeof(float) + tensors * (long)(sizeof(ChunkRange) + 8) + lossCount * 12L + (previous.IsNull ? 0 : sizeof(int)),
             tensors * 8L + Optimizer.StepStatus.Bytes, 0, chunkCount + 2L * tensors + lossCount);
-        device.Launch("step_status", new Dim3(1), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 8), cost);
+        device.Launch("step_status", new Dim3(1), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 9), cost);
     }
 
     /// <summary>

@@ -134,7 +134,32 @@ public sealed class AdamW : IDisposable
         if (!report.Skip) Advance(updated);
     }
 
-    private void Queue(StepStatus? status)
+    /// <summary>
+    /// Queues the update of <see cref="Step(StepStatus)"/> at <paramref name="status"/>'s current block and counts it
+    /// applied at once, so that the next queued step uses the next bias corrections; a trainer that reads a window of
+    /// steps later calls <see cref="RollBack"/> with what this returns for each step the read shows skipped. Steps
+    /// queued this way need no <see cref="CompleteStep"/>.
+    /// </summary>
+    /// <returns>The indexes of the parameters the step updates (those with a gradient).</returns>
+    internal IReadOnlyList<int> StepAhead(StepStatus status)
+    {
+        ArgumentNullException.ThrowIfNull(status);
+        var updated = Queue(status, completeLater: false);
+        Advance(updated);
+        return updated;
+    }
+
+    /// <summary>
+    /// Undoes the counts of a <see cref="StepAhead"/> whose step the device skipped (it updated nothing). The steps
+    /// after a skipped one in a window are skipped too, so the counts return to those before the first skipped step.
+    /// </summary>
+    internal void RollBack(IReadOnlyList<int> updated)
+    {
+        foreach (int i in updated) _state[i]!.Step--;
+        StepCount--;
+    }
+
+    private List<int> Queue(StepStatus? status, bool completeLater = true)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_pending is not null) throw new InvalidOperationException("AdamW: the previous Step(status) was not completed; call CompleteStep with its status first");
@@ -156,7 +181,8 @@ public sealed class AdamW : IDisposable
         }
         AdamWOp.Step(tensors, status);
         if (status is null) Advance(updated);
-        else _pending = updated;
+        else if (completeLater) _pending = updated;
+        return updated;
     }
 
     private void Advance(List<int> updated)

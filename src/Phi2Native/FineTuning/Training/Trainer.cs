@@ -30,7 +30,7 @@ public sealed class Trainer : IDisposable
     private string? _lastCheckpoint;
     private int _lastCheckpointStep = -1;
     private long _lastSaveTimestamp;
-    private readonly StepStatus _status;   // each step's check, written and obeyed on the device, read once
+    private readonly StepStatus _status;   // a window of steps' checks, written and obeyed on the device, read in one copy
 
     /// <summary>Sets up a run; <paramref name="outputDirectory"/> receives checkpoints/step-N/.</summary>
     public Trainer(LoraModel lora, BatchLoader training, TrainingRows? validation, TrainingOptions options, string outputDirectory)
@@ -51,7 +51,7 @@ public sealed class Trainer : IDisposable
             _ => LearningRateSchedule.CosineWithWarmup(options.WarmupSteps, TotalSteps),
         };
         Optimizer = new AdamW(lora.TrainableParameters(), new AdamWOptions { LearningRate = options.LearningRate, WeightDecay = options.WeightDecay });
-        _status = new StepStatus(Optimizer.Parameters[0].Backend);
+        _status = new StepStatus(Optimizer.Parameters[0].Backend, options.MetricsEvery);
         var model = lora.Model;
         model.DropoutSeed = Seeds.Derive((ulong)options.Seed, SeedPurpose.ModelDropout, 0);
         model.TrainingForwardCount = 0;
@@ -93,7 +93,10 @@ public sealed class Trainer : IDisposable
     /// <summary>The clock of <see cref="TrainingOptions.SaveEveryMinutes"/> (tests give one they advance).</summary>
     internal TimeProvider Time { get; set; } = TimeProvider.System;
 
-    /// <summary>Raised after every optimizer step.</summary>
+    /// <summary>
+    /// Raised after every optimizer step that updated, when its status is read: after each step, or for each step of a
+    /// window of <see cref="TrainingOptions.MetricsEvery"/> steps in order when the window is read.
+    /// </summary>
     public event Action<StepMetrics>? StepCompleted;
 
     /// <summary>Raised after every validation pass.</summary>
@@ -110,7 +113,8 @@ public sealed class Trainer : IDisposable
     /// norm are checked (<see cref="NonFinitePolicy"/>): a step with a value that is not finite updates nothing, and is
     /// skipped while <see cref="TrainingOptions.SkipNonFiniteSteps"/> allows, or ends the run
     /// (<see cref="TrainingStop.NonFinite"/>) with a checkpoint of the state before it when that state is finite. On
-    /// cancellation it finishes the current step, writes a checkpoint and returns (<see cref="TrainingStop.Cancelled"/>).
+    /// cancellation it finishes the steps queued (the current step; cancellation ends a window of
+    /// <see cref="TrainingOptions.MetricsEvery"/> steps early), writes a checkpoint and returns (<see cref="TrainingStop.Cancelled"/>).
     /// A run that completes writes a final checkpoint. The model is left in evaluation mode.
     /// </summary>
     public TrainingResult Run(CancellationToken cancellation = default)
@@ -123,6 +127,7 @@ public sealed class Trainer : IDisposable
         int startStep = Step, epochOfLastEvaluation = _training.Order.Epoch;
         _lastSaveTimestamp = Time.GetTimestamp();
         if (Step == 0 && !Restored && _validation != null) Evaluated?.Invoke(Evaluate());
+        var window = new List<QueuedStep>(_options.MetricsEvery);
         while (Step < TotalSteps)
         {
             if (cancellation.IsCancellationRequested)
@@ -132,72 +137,57 @@ public sealed class Trainer : IDisposable
                     return new TrainingResult(Step, TrainingStop.NonFinite, _lastCheckpoint, overflowed, SkippedSteps);
                 return new TrainingResult(Step, TrainingStop.Cancelled, _lastCheckpoint, null, SkippedSteps);
             }
-            // What a checkpoint of the last good state records, should this step's values not be finite.
-            var before = TrainingCheckpoint.Capture(this);
+            // A window of steps queued without a wait, then its status blocks read in one copy (TrainingOptions.MetricsEvery).
             clock.Start();
-            double learningRate = _options.LearningRate * _schedule.Factor(Step);
-            int microBatches = 0, epoch = _training.Order.Epoch;
-            long tokens = 0;
             model.Training = true;
-            var losses = new List<Tensor>(_options.GradientAccumulation);
-            StepStatusReport status;
-            try
-            {
-                while (microBatches < _options.GradientAccumulation && _training.Order.BatchesTaken < _totalMicroBatches)
-                {
-                    var batch = _training.Next();
-                    using var scope = TensorScope.Begin();
-                    using var tape = GradientTape.Begin();
-                    // lm_head and the loss in chunks of rows: the [B x T, V] logits never exist whole.
-                    var loss = model.ForwardLoss(model.CreateInputIds(batch.InputIds, batch.BatchSize), batch.Labels);
-                    // Each micro-batch's mean loss counts 1/accumulation, as HF's Trainer does.
-                    tape.Backward(ScaleOp.Apply(loss, 1.0 / _options.GradientAccumulation));
-                    losses.Add(TensorScope.Detach(loss));
-                    tokens += batch.InputIds.Length;
-                    microBatches++;
-                }
-                // The step's check and update are queued behind backward; the host waits once, to read the status
-                // block (the losses, the norm, the first non-finite gradient, whether the device skipped the update).
-                GradientCheckOp.Measure(parameters.Select(p => p.Grad).ToList(), losses, Math.Max(_options.MaxGradientNorm, 0), _status);
-                Optimizer.LearningRate = learningRate;
-                Optimizer.Step(_status);
-                status = _status.Read();
-                Optimizer.CompleteStep(status);
-            }
-            finally
-            {
-                foreach (var loss in losses) loss.Dispose();
-            }
-            double meanLoss = status.LossSum / Math.Max(microBatches, 1);
-            var norms = GlobalNorm.Of(status);
-            var verdict = policy.Judge(Step + 1, meanLoss, norms, i => LoraModel.PeftKey(parameters[i]), out var nonFinite);
-            if ((verdict == NonFinitePolicy.Verdict.Update) == status.Skip)
-                throw new InvalidOperationException($"step {Step + 1}: the device {(status.Skip ? "skipped" : "applied")} the update but the non-finite policy says {verdict}; please report");
-            Optimizer.ZeroGrad();
+            window.Clear();
+            do window.Add(QueueStep(window.Count));
+            while (!WindowEnds(window.Count, epochOfLastEvaluation, cancellation));
+            var reports = _status.ReadWindow(window.Count);
             clock.Stop();
-            if (verdict == NonFinitePolicy.Verdict.Stop)
+            for (int i = 0; i < window.Count; i++)
             {
-                model.Training = false;
-                SaveLastGoodState(before);
-                return new TrainingResult(Step, TrainingStop.NonFinite, _lastCheckpoint, nonFinite, SkippedSteps);
-            }
-            Step++;
-            if (verdict == NonFinitePolicy.Verdict.Skip)
-            {
-                SkippedSteps = policy.Skipped;
-                StepSkipped?.Invoke(new SkippedStep(nonFinite!, policy.Skipped, policy.AllowedSkips));
-            }
-            else StepCompleted?.Invoke(new StepMetrics(Step, TotalSteps, epoch, meanLoss, learningRate, norms.Norm, tokens, clock.Elapsed.TotalSeconds));
-            bool epochEnded = _training.Order.Epoch != epochOfLastEvaluation;
-            if (_validation != null && (_options.EvaluateEvery > 0 ? Step % _options.EvaluateEvery == 0 : epochEnded) && Step < TotalSteps)
-            {
-                epochOfLastEvaluation = _training.Order.Epoch;
-                Evaluated?.Invoke(Evaluate());
-            }
-            if (Step < TotalSteps && ((_options.SaveEvery > 0 && Step % _options.SaveEvery == 0) || SaveIsDueByTime()) && !TrySaveCheckpoint(out var bad))
-            {
-                model.Training = false;
-                return new TrainingResult(Step, TrainingStop.NonFinite, _lastCheckpoint, bad, SkippedSteps);
+                var (queued, status) = (window[i], reports[i]);
+                double meanLoss = status.LossSum / Math.Max(queued.MicroBatches, 1);
+                var norms = GlobalNorm.Of(status);
+                var verdict = policy.Judge(Step + 1, meanLoss, norms, index => LoraModel.PeftKey(parameters[index]), out var nonFinite);
+                if ((verdict == NonFinitePolicy.Verdict.Update) == status.Skip)
+                    throw new InvalidOperationException($"step {Step + 1}: the device {(status.Skip ? "skipped" : "applied")} the update but the non-finite policy says {verdict}; please report");
+                // The device skipped this step and halted the rest of the window: none of them counts for the bias corrections.
+                if (verdict != NonFinitePolicy.Verdict.Update)
+                    for (int j = window.Count - 1; j >= i; j--) Optimizer.RollBack(window[j].Updated);
+                if (verdict == NonFinitePolicy.Verdict.Stop)
+                {
+                    model.Training = false;
+                    SaveLastGoodState(queued.Before);
+                    return new TrainingResult(Step, TrainingStop.NonFinite, _lastCheckpoint, nonFinite, SkippedSteps);
+                }
+                Step++;
+                if (verdict == NonFinitePolicy.Verdict.Skip)
+                {
+                    SkippedSteps = policy.Skipped;
+                    StepSkipped?.Invoke(new SkippedStep(nonFinite!, policy.Skipped, policy.AllowedSkips));
+                }
+                else StepCompleted?.Invoke(new StepMetrics(Step, TotalSteps, queued.Epoch, meanLoss, queued.LearningRate, norms.Norm, queued.Tokens, clock.Elapsed.TotalSeconds));
+                if (i + 1 < window.Count)
+                {
+                    // Validations and saves fall only on a window's last step (WindowEnds). After a skipped step the rest
+                    // of the window was halted, not judged: its inputs are put back and it runs again, as with a window of 1.
+                    if (verdict == NonFinitePolicy.Verdict.Update) continue;
+                    TrainingCheckpoint.RestoreInputs(this, window[i + 1].Before);
+                    break;
+                }
+                bool epochEnded = _training.Order.Epoch != epochOfLastEvaluation;
+                if (_validation != null && (_options.EvaluateEvery > 0 ? Step % _options.EvaluateEvery == 0 : epochEnded) && Step < TotalSteps)
+                {
+                    epochOfLastEvaluation = _training.Order.Epoch;
+                    Evaluated?.Invoke(Evaluate());
+                }
+                if (Step < TotalSteps && ((_options.SaveEvery > 0 && Step % _options.SaveEvery == 0) || SaveIsDueByTime()) && !TrySaveCheckpoint(out var bad))
+                {
+                    model.Training = false;
+                    return new TrainingResult(Step, TrainingStop.NonFinite, _lastCheckpoint, bad, SkippedSteps);
+                }
             }
         }
         // A run resumed from its own final checkpoint trains nothing: its last validation is already in its history.
@@ -206,6 +196,70 @@ public sealed class Trainer : IDisposable
         return TrySaveCheckpoint(out var last)
             ? new TrainingResult(Step, TrainingStop.Completed, _lastCheckpoint, null, SkippedSteps)
             : new TrainingResult(Step, TrainingStop.NonFinite, _lastCheckpoint, last, SkippedSteps);
+    }
+
+    /// <summary>One queued step of a window, until its status block is read.</summary>
+    /// <param name="Before">The trainer's state before the step: its checkpoint should the step not be finite, and the inputs to re-run it from.</param>
+    /// <param name="Updated">The parameters whose counts <see cref="AdamW.StepAhead"/> advanced.</param>
+    /// <param name="MicroBatches">Micro-batches the step took.</param>
+    /// <param name="Tokens">Input tokens of those micro-batches.</param>
+    /// <param name="Epoch">The epoch its data came from.</param>
+    /// <param name="LearningRate">The rate it used.</param>
+    private sealed record QueuedStep(TrainingCheckpoint.State Before, IReadOnlyList<int> Updated, int MicroBatches, long Tokens, int Epoch, double LearningRate);
+
+    // Queues step Step + block + 1 into status block `block`: forward and backward of its micro-batches, the check and
+    // the update (obeying the check, and halted when the window's previous step was skipped), without a host wait.
+    private QueuedStep QueueStep(int block)
+    {
+        var model = _lora.Model;
+        int step = Step + block;
+        // No step before this one in the window was skipped (the window is re-run from a skipped one), so the skip
+        // count is the trainer's.
+        var before = TrainingCheckpoint.Capture(this) with { Step = step };
+        double learningRate = _options.LearningRate * _schedule.Factor(step);
+        int microBatches = 0, epoch = _training.Order.Epoch;
+        long tokens = 0;
+        var losses = new List<Tensor>(_options.GradientAccumulation);
+        IReadOnlyList<int> updated;
+        try
+        {
+            while (microBatches < _options.GradientAccumulation && _training.Order.BatchesTaken < _totalMicroBatches)
+            {
+                var batch = _training.Next();
+                using var scope = TensorScope.Begin();
+                using var tape = GradientTape.Begin();
+                // lm_head and the loss in chunks of rows: the [B x T, V] logits never exist whole.
+                var loss = model.ForwardLoss(model.CreateInputIds(batch.InputIds, batch.BatchSize), batch.Labels);
+                // Each micro-batch's mean loss counts 1/accumulation, as HF's Trainer does.
+                tape.Backward(ScaleOp.Apply(loss, 1.0 / _options.GradientAccumulation));
+                losses.Add(TensorScope.Detach(loss));
+                tokens += batch.InputIds.Length;
+                microBatches++;
+            }
+            // The step's check and update are queued behind backward, into the window's block for this step (the
+            // losses, the norm, the first non-finite gradient, whether the device skipped the update).
+            _status.Current = block;
+            GradientCheckOp.Measure(Optimizer.Parameters.Select(p => p.Grad).ToList(), losses, Math.Max(_options.MaxGradientNorm, 0), _status);
+            Optimizer.LearningRate = learningRate;
+            updated = Optimizer.StepAhead(_status);
+        }
+        finally
+        {
+            foreach (var loss in losses) loss.Dispose();
+        }
+        Optimizer.ZeroGrad();
+        return new QueuedStep(before, updated, microBatches, tokens, epoch, learningRate);
+    }
+
+    // After `queued` steps of a window: read now when the window is full, at the run's last step, or when the step
+    // just queued is due a validation or a save, or the run is cancelled (each needs the step's state in memory).
+    private bool WindowEnds(int queued, int epochOfLastEvaluation, CancellationToken cancellation)
+    {
+        int step = Step + queued;
+        return queued >= _options.MetricsEvery || step >= TotalSteps || _training.Order.BatchesTaken >= _totalMicroBatches
+            || cancellation.IsCancellationRequested
+            || (_validation != null && (_options.EvaluateEvery > 0 ? step % _options.EvaluateEvery == 0 : _training.Order.Epoch != epochOfLastEvaluation))
+            || (_options.SaveEvery > 0 && step % _options.SaveEvery == 0) || SaveIsDueByTime();
     }
 
     // No checkpoint ever holds a parameter that is not finite: an update can overflow one while the step's loss and

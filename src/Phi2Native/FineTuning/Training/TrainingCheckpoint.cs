@@ -129,10 +129,20 @@ internal static class TrainingCheckpoint
         {
             foreach (var tensor in tensors.Values) tensor.Dispose();
         }
-        trainer.Batches.Order.Restore(state.DataOrder);
+        RestoreInputs(trainer, state);
         trainer.Step = state.Step;
         trainer.SkippedSteps = state.SkippedSteps;
         trainer.Restored = true;
+    }
+
+    /// <summary>
+    /// Puts back what decides the next step's inputs: the data order's cursor and the dropout seeds and counters
+    /// (not the step, the skip count, the adapter or the optimizer).
+    /// </summary>
+    internal static void RestoreInputs(Trainer trainer, State state)
+    {
+        var adapters = trainer.Model.LinearAdapters;
+        trainer.Batches.Order.Restore(state.DataOrder);
         var model = trainer.Model.Model;
         model.DropoutSeed = state.ModelDropoutSeed;
         model.TrainingForwardCount = state.ModelTrainingForwards;

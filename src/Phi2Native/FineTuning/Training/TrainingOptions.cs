@@ -56,6 +56,15 @@ public sealed record TrainingOptions
     /// </summary>
     public int SkipNonFiniteSteps { get; init; }
 
+    /// <summary>
+    /// Read the steps' losses, gradient norms and non-finite checks from the device once every this many optimizer
+    /// steps (at least 1; 1, the default, reads after every step), so the host waits once per window of steps. The run
+    /// is the same bit for bit whatever the value: a step that is not finite halts the rest of its window on the
+    /// device, and the halted steps run again after it. Saves, validations, cancellation and the last step end a
+    /// window early; <see cref="Trainer.StepCompleted"/> is raised for each step of a window when it is read.
+    /// </summary>
+    public int MetricsEvery { get; init; } = 1;
+
     /// <summary>Checks the values; the message names the option and what it must be. NaN and infinities fail every check.</summary>
     /// <exception cref="Phi2Exception">A value is out of range.</exception>
     public void Validate()
@@ -78,6 +87,7 @@ public sealed record TrainingOptions
         if (!NumberChecks.IsFiniteNonNegative(SaveEveryMinutes))
             throw new Phi2Exception($"--save-every-minutes must be a finite number >= 0 (0: off), got {SaveEveryMinutes}");
         if (KeepCheckpoints is { } keep && keep < 1) throw new Phi2Exception($"--keep-checkpoints must be at least 1 (the newest is always kept), got {keep}");
+        if (MetricsEvery < 1) throw new Phi2Exception($"--metrics-every must be at least 1 (1: read every step's metrics), got {MetricsEvery}");
         if (SkipNonFiniteSteps < 0) throw new Phi2Exception($"--skip-nonfinite must not be negative (0: stop at the first non-finite loss or gradient), got {SkipNonFiniteSteps}");
     }
 }
