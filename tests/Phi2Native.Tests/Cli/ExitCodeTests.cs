@@ -117,7 +117,8 @@ public class ExitCodeTests : TemporaryDirectoryTest
     public void AKernelOutOfBoundsOnTheEmulatedDeviceIsAnEngineFault_NotBadInput()
     {
         // A kernel that writes past its output: the emulator's guard catches it. The user's input is fine. lora_up (the
-        // LoRA branch added to each adapted Linear's output) runs in every LoRA fine-tuning step.
+        // LoRA branch added to each adapted Linear's output) runs in every LoRA fine-tuning step that adapts dense, fc2 or a
+        // Linear outside q/k/v (q_proj, k_proj and v_proj take lora_qkv_up, fc1 lora_up_gelu): dense is targeted.
         const string UpLine = "if (MODE == LORA_EXPAND_UP) store<D>(out, index, __fadd_rn(load<D>(base, index), __fmul_rn(sums[i], scaling)));";
         string folder = Path.Combine(Temp, "kernels");
         Directory.CreateDirectory(folder);
@@ -130,7 +131,7 @@ public class ExitCodeTests : TemporaryDirectoryTest
         {
             Environment.SetEnvironmentVariable(KernelSourceOptions.EnvironmentVariable, folder);
             var (code, output, error) = Phi2("finetune", "--data", RunFiles.Data(Temp), "--out", Path.Combine(Temp, "run"), "--max-steps", "1",
-                "--batch-size", "1", "--max-length", "8", "--device", "emulated");
+                "--batch-size", "1", "--max-length", "8", "--device", "emulated", "--target", "q_proj,dense");
             Assert.That(code, Is.EqualTo(1), error);
             Assert.That(error, Does.Contain("please report").And.Contain(nameof(EmulatedDeviceException)).And.Contain("lora_up_f32"));
             Assert.That(output, Does.Not.Contain("done"));

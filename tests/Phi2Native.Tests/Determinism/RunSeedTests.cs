@@ -4,6 +4,7 @@ using Phi2Native.Autograd;
 using Phi2Native.Autograd.Ops;
 using Phi2Native.Backends.Ops.Dropout;
 using Phi2Native.Backends.Ops.Lora;
+using Phi2Native.Backends.Ops.Qkv;
 using Phi2Native.Backends.Ops.Residual;
 using Phi2Native.FineTuning.Data;
 using Phi2Native.FineTuning.Lora;
@@ -74,13 +75,15 @@ public class RunSeedTests : TemporaryDirectoryTest
     private static ulong[] DropoutSeedsOfOneForward(Phi2Model model)
     {
         // Residual dropout lives in ParallelResidualOp (its two seeds, attention's then mlp's), LoRA's input dropout in
-        // LoraOp (its branch's seed; fc1's in LoraLinearGeluOp), the rest in DropoutOp.
+        // LoraOp (its branch's seed; fc1's in LoraLinearGeluOp; q_proj's, k_proj's and v_proj's, in that order, in the
+        // QkvProjectionOp's adapters), the rest in DropoutOp.
         const BindingFlags instance = BindingFlags.NonPublic | BindingFlags.Instance;
         FieldInfo Field(Type type, string name) => type.GetField(name, instance)
             ?? throw new InvalidOperationException($"{type.Name} no longer keeps {name}: update this test's reader, not its numbers");
         var (seed, dropout) = (Field(typeof(DropoutOp), "_seed"), Field(typeof(ParallelResidualOp), "_dropout"));
         var (attentionSeed, mlpSeed) = (Field(typeof(ParallelResidualOp), "_attentionSeed"), Field(typeof(ParallelResidualOp), "_mlpSeed"));
         var (branch, fc1Branch) = (Field(typeof(LoraOp), "_branch"), Field(typeof(LoraLinearGeluOp), "_branch"));
+        var qkv = Field(typeof(QkvProjectionOp), "_parameters");
         using var scope = TensorScope.Begin();
         using var tape = GradientTape.Begin();
         model.Forward(model.CreateInputIds([1, 2, 3, 4, 5, 6], batch: 2));
@@ -89,6 +92,7 @@ public class RunSeedTests : TemporaryDirectoryTest
             DropoutOp => [(ulong)seed.GetValue(op)!],
             ParallelResidualOp when (double)dropout.GetValue(op)! > 0 => [(ulong)attentionSeed.GetValue(op)!, (ulong)mlpSeed.GetValue(op)!],
             LoraOp when ((LoraBranch)branch.GetValue(op)!).Dropout > 0 => [((LoraBranch)branch.GetValue(op)!).Seed],
+            QkvProjectionOp => [.. (((QkvParameters)qkv.GetValue(op)!).Adapters ?? []).Where(m => m is { Branch.Dropout: > 0 }).Select(m => m!.Value.Branch.Seed)],
             LoraLinearGeluOp when ((LoraBranch)fc1Branch.GetValue(op)!).Dropout > 0 => [((LoraBranch)fc1Branch.GetValue(op)!).Seed],
             _ => Array.Empty<ulong>(),
         }).ToArray();
