@@ -58,6 +58,15 @@ public sealed class ProfileEvent
         InGraph = e.InGraph;
     }
 
+    // A copy of `e` attributed to the op and module of `origin` (a graph replay's operation, given those of the eager
+    // step it was captured from: a replay runs outside every scope).
+    internal ProfileEvent(ProfileEvent e, ProfileEvent origin) : this(e, e.Detail, e.Cost)
+    {
+        (Op, Module) = (origin.Op, origin.Module);
+        MeasuredMs = e.MeasuredMs;
+        CountedBytes = e.CountedBytes;
+    }
+
     /// <summary>What the event is.</summary>
     public ProfileEventKind Kind { get; }
 

@@ -103,7 +103,11 @@ public static class ProfileRun
         int[] next = Enumerable.Range(0, options.Batch).Select(_ => random.Next(config.VocabSize)).ToArray();
 
         progress?.Report("warm-up");
-        using var graphDecode = options.What == ProfileWorkload.Decode && options.CudaGraphs ? GraphDecode.Start(model, options.Batch, tokens, next) : null;
+        // The graph's replay runs outside every module scope; --model-at repeats layers by module, so the replayed
+        // operations take the modules of the eager step they were captured from (the graph's warm-up, recorded).
+        IReadOnlyList<ProfileEvent>? eagerToken = null;
+        using var graphDecode = options.What == ProfileWorkload.Decode && options.CudaGraphs
+            ? GraphDecode.Start(model, options.Batch, tokens, next, options.ModelAt is not null, out eagerToken) : null;
         if (graphDecode is null) Step(options, model, optimizer, tokens, next, recorder: null);
         progress?.Report("measured step");
         (compute.Backend as Backends.Cuda.CudaBackend)?.Synchronize();   // the warm-up's work is not the measured step's
@@ -116,6 +120,7 @@ public static class ProfileRun
         long loraParameters = trainable.Where(_ => lora is not null).Sum(p => p.ElementCount);
         IReadOnlyList<ProfileEvent> events = recorder.Events;
         int batch = options.Batch, sequence = options.Sequence;
+        if (eagerToken is not null) events = GraphDecode.Attribute(events, eagerToken);
         if (options.ModelAt is { } at)
         {
             long trained = trainable.Sum(p => p.ElementCount), toTrained = TrainedElementsAt(trainable, config.NumHiddenLayers, at.Layers);
@@ -230,8 +235,9 @@ public static class ProfileRun
 
         private GraphDecode(KeyValueCache cache, Text.DecodeGraph graph, int[] next) => (_cache, _graph, _next) = (cache, graph, next);
 
-        public static GraphDecode Start(Phi2Model model, int batch, int[] tokens, int[] next)
+        public static GraphDecode Start(Phi2Model model, int batch, int[] tokens, int[] next, bool recordWarmUp, out IReadOnlyList<ProfileEvent>? warmUp)
         {
+            warmUp = null;
             model.Training = false;
             var cache = new KeyValueCache(model, batch, tokens.Length / batch + 4);
             try
@@ -242,7 +248,12 @@ public static class ProfileRun
                 }
                 var graph = new Text.DecodeGraph(model, cache, greedy: true);
                 var decode = new GraphDecode(cache, graph, next);
-                decode.Token();   // the graph's first step runs eagerly (the capture's warm-up)
+                using (var recorder = recordWarmUp ? ProfileRecorder.Start(countTraffic: false) : null)
+                {
+                    decode.Token();   // the graph's first step runs eagerly (the capture's warm-up)
+                    recorder?.Dispose();
+                    warmUp = recorder?.Events;
+                }
                 decode.Token();   // the capture, and its first replay
                 return decode;
             }
@@ -254,6 +265,28 @@ public static class ProfileRun
         }
 
         public void Token() => _next = _graph.Step(_next).Chosen!;
+
+        /// <summary>
+        /// The replay's events with each operation attributed to the module of the eager step's operation at its place:
+        /// the graph holds the eager step's kernels and GEMMs in order, so their names must agree one for one.
+        /// </summary>
+        /// <exception cref="Phi2Exception">The two sequences differ (the capture is not the eager step).</exception>
+        public static IReadOnlyList<ProfileEvent> Attribute(IReadOnlyList<ProfileEvent> replay, IReadOnlyList<ProfileEvent> eager)
+        {
+            static bool Operation(ProfileEvent e) => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas or ProfileEventKind.CopyOnDevice;
+            var origins = eager.Where(Operation).ToList();
+            var attributed = new List<ProfileEvent>(replay.Count);
+            int next = 0;
+            foreach (var e in replay)
+            {
+                if (!e.InGraph || !Operation(e)) { attributed.Add(e); continue; }
+                if (next >= origins.Count || origins[next].Name != e.Name)
+                    throw new Phi2Exception($"--model-at with --cuda-graphs: the graph's operation {next} is {e.Name}, the eager token's is " +
+                                            $"{(next < origins.Count ? origins[next].Name : "missing")}; the replay cannot be attributed to layers");
+                attributed.Add(new ProfileEvent(e, origins[next++]));
+            }
+            return attributed;
+        }
 
         public void Dispose()
         {
