@@ -86,7 +86,15 @@ internal static unsafe class CrossEntropyKernels
     {
         LaunchArguments.Device(device);
         string kernel = KernelName.For("cross_entropy_sum", dtype, Supported);
-        LaunchArguments.Pointer(logits, dtype, nameof(logits));
+        LaunchSum(device, kernel, logits, dtype, nameof(logits), targets, logSumExp, lossSum, lossMean, counted, rows, vocabSize, ignoreIndex, stream);
+    }
+
+    // cross_entropy_sum and cross_entropy_picked_sum take the same arguments but their first: each row's target logit is
+    // read from the logits [rows, V] (of the logits' dtype) or from the picked logits [rows] (F32).
+    private static void LaunchSum(IDeviceApi device, string kernel, DevicePtr source, DType sourceType, string sourceName, DevicePtr targets,
+        DevicePtr logSumExp, DevicePtr lossSum, DevicePtr lossMean, DevicePtr counted, int rows, int vocabSize, int ignoreIndex, DeviceStream stream)
+    {
+        LaunchArguments.Pointer(source, sourceType, sourceName);
         LaunchArguments.Pointer(targets, DType.I32, nameof(targets));
         LaunchArguments.Pointer(logSumExp, DType.F32, nameof(logSumExp));
         LaunchArguments.Pointer(lossSum, DType.F32, nameof(lossSum));
@@ -95,12 +103,12 @@ internal static unsafe class CrossEntropyKernels
         CheckSizes(rows, vocabSize);
         nint* args = stackalloc nint[]
         {
-            (nint)(&logits), (nint)(&targets), (nint)(&logSumExp), (nint)(&rows), (nint)(&vocabSize), (nint)(&ignoreIndex),
+            (nint)(&source), (nint)(&targets), (nint)(&logSumExp), (nint)(&rows), (nint)(&vocabSize), (nint)(&ignoreIndex),
             (nint)(&lossSum), (nint)(&lossMean), (nint)(&counted),
         };
-        // targets, lse and each counted row's target logit read (ignored rows read no logit: an upper bound); the sum, mean and count written.
+        // targets, lse and each counted row's target logit read (ignored rows read none: an upper bound); the sum, mean and count written.
         device.Launch(kernel, new Dim3(1), SumBlock, 0, stream, new ReadOnlySpan<nint>(args, 9),
-            new KernelCost((long)rows * (sizeof(int) + sizeof(float) + dtype.SizeInBytes()), sizeof(float) * (lossMean.IsNull ? 1 : 2) + sizeof(int), 0, 2L * rows));
+            new KernelCost((long)rows * (sizeof(int) + sizeof(float) + sourceType.SizeInBytes()), sizeof(float) * (lossMean.IsNull ? 1 : 2) + sizeof(int), 0, 2L * rows));
     }
 
     /// <summary>Launches cross_entropy.cu's cross_entropy_backward_{dtype} (contract in its header); 0 rows launches nothing.</summary>
@@ -168,21 +176,8 @@ internal static unsafe class CrossEntropyKernels
         DevicePtr lossMean, DevicePtr counted, int rows, int vocabSize, int ignoreIndex = DefaultIgnoreIndex, DeviceStream stream = default)
     {
         LaunchArguments.Device(device);
-        LaunchArguments.Pointer(picked, DType.F32, nameof(picked));
-        LaunchArguments.Pointer(targets, DType.I32, nameof(targets));
-        LaunchArguments.Pointer(logSumExp, DType.F32, nameof(logSumExp));
-        LaunchArguments.Pointer(lossSum, DType.F32, nameof(lossSum));
-        LaunchArguments.OptionalPointer(lossMean, DType.F32, nameof(lossMean));
-        LaunchArguments.Pointer(counted, DType.I32, nameof(counted));
-        CheckSizes(rows, vocabSize);
-        nint* args = stackalloc nint[]
-        {
-            (nint)(&picked), (nint)(&targets), (nint)(&logSumExp), (nint)(&rows), (nint)(&vocabSize), (nint)(&ignoreIndex),
-            (nint)(&lossSum), (nint)(&lossMean), (nint)(&counted),
-        };
-        // targets, lse and each counted row's picked logit read (ignored rows read none: an upper bound); the sum, mean and count written.
-        device.Launch("cross_entropy_picked_sum", new Dim3(1), SumBlock, 0, stream, new ReadOnlySpan<nint>(args, 9),
-            new KernelCost((long)rows * (sizeof(int) + 2 * sizeof(float)), sizeof(float) * (lossMean.IsNull ? 1 : 2) + sizeof(int), 0, 2L * rows));
+        LaunchSum(device, "cross_entropy_picked_sum", picked, DType.F32, nameof(picked), targets, logSumExp, lossSum, lossMean, counted, rows, vocabSize,
+            ignoreIndex, stream);
     }
 
     private static void CheckSizes(int rows, int vocabSize)
