@@ -177,9 +177,11 @@ public sealed class ProfileRecorder : IDisposable
 
     // "Backend.Method <- Caller.Method": the first frame outside the device layer and this namespace (the backend or
     // launcher that asked), then the first outside the backends (the model, optimizer or host code that needed it).
+    // Every frame is walked, none skipped by count: once tiered compilation inlines this recorder's or the device's
+    // frames into their callers, a fixed skip of 2 skipped the backend's frame too (the asker read one frame too high).
     private static string CallSite()
     {
-        var frames = new StackTrace(2, false).GetFrames();
+        var frames = new StackTrace(false).GetFrames();
         string? asker = null;
         foreach (var frame in frames)
         {
