@@ -9,11 +9,16 @@
 //       grid (rows), block (a multiple of 32, at most 1024: the launcher takes C rounded up to 32, at most
 //       256), no dynamic shared memory.
 //       Saves mean [rows] and rstd [rows] for backward, which also needs x and gamma (not y).
-//   layernorm_backward_{dtype}(dY, x, gamma, mean, rstd, dX, dGamma, dBeta, rows, C)
+//   layernorm_backward_{dtype}(dY, x, gamma, mean, rstd, dX, dGamma, dBeta, accumulate, rows, C)
 //       With xhat = (x - mean) * rstd and g = dY * gamma:
-//       dX = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat))  written (=)
+//       dX = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat))  written (=), or with accumulate 1 added (+=) to what dX
+//           holds: the gradient already pending for x (the residual stream's, from the parallel block's sum), so no
+//           separate add. The sum is formed in fp32 from the stored dX and this fp32 term and rounded once, on store,
+//           where a fresh dX and an add_{dtype} round the term to the dtype first (in bf16 one rounding fewer; in f32
+//           the same one addition).
 //       dGamma += sum over rows of dY * xhat, dBeta += sum over rows of dY  accumulated (+=), in fp32
-//       Any of dX, dGamma, dBeta may be null: not needed, not computed.
+//       Any of dX, dGamma, dBeta may be null: not needed, not computed. dX never aliases dY or x.
+//       Per element it reads dY and x (and dX with accumulate), writes dX; ~10 flops (11 with accumulate).
 //       grid (rows, or fewer: the launcher caps it when dGamma or dBeta is wanted), block as forward,
 //       dynamic shared memory 2 * C floats when dGamma or dBeta is non-null (else 0).
 //   Both kernels walk rows blockIdx.x, + gridDim.x, ..., one row per block at a time. In backward, thread t
@@ -55,7 +60,7 @@ PHI2_DEVICE void layernorm(const typename D::type* x, const typename D::type* ga
 template <typename D>
 PHI2_DEVICE void layernorm_backward(const typename D::type* dy, const typename D::type* x, const typename D::type* gamma,
                                     const float* mean, const float* rstd, typename D::type* dx, float* dgamma, float* dbeta,
-                                    int rows, int C)
+                                    int accumulate, int rows, int C)
 {
     __shared__ float scratch[32];
     PHI2_DYNAMIC_SHARED(float, partial); // [2, C]: this block's dGamma terms, then its dBeta terms
@@ -87,7 +92,11 @@ PHI2_DEVICE void layernorm_backward(const typename D::type* dy, const typename D
         {
             float d = load<D>(dyr, c);
             float xhat = (load<D>(xr, c) - mu) * rs;
-            if (dx) store<D>(dxr, c, rs * (d * load<D>(gamma, c) - mean_g - xhat * mean_gxhat));
+            if (dx)
+            {
+                float v = rs * (d * load<D>(gamma, c) - mean_g - xhat * mean_gxhat);
+                store<D>(dxr, c, accumulate ? __fadd_rn(load<D>(dxr, c), v) : v);
+            }
             if (dgamma) pg[c] += d * xhat;
             if (dbeta) pb[c] += d;
         }
@@ -112,13 +121,14 @@ PHI2_KERNEL void layernorm_bf16(const bf16_t* x, const bf16_t* gamma, const bf16
 }
 
 PHI2_KERNEL void layernorm_backward_f32(const float* dy, const float* x, const float* gamma, const float* mean, const float* rstd,
-                                        float* dx, float* dgamma, float* dbeta, int rows, int C)
+                                        float* dx, float* dgamma, float* dbeta, int accumulate, int rows, int C)
 {
-    layernorm_backward<dtype_f32>(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, rows, C);
+    layernorm_backward<dtype_f32>(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, accumulate, rows, C);
 }
 
 PHI2_KERNEL void layernorm_backward_bf16(const bf16_t* dy, const bf16_t* x, const bf16_t* gamma, const float* mean,
-                                         const float* rstd, bf16_t* dx, float* dgamma, float* dbeta, int rows, int C)
+                                         const float* rstd, bf16_t* dx, float* dgamma, float* dbeta, int accumulate, int rows,
+                                         int C)
 {
-    layernorm_backward<dtype_bf16>(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, rows, C);
+    layernorm_backward<dtype_bf16>(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, accumulate, rows, C);
 }

@@ -9,7 +9,8 @@ namespace Phi2Native.DeviceChecks;
 /// kernels/layernorm.cu through <see cref="LayerNormKernels"/>, against the CPU backend's LayerNorm and
 /// LayerNormBackward on the same widened inputs: y, the saved mean and rstd, dX, and dGamma/dBeta accumulated into
 /// buffers that already hold a gradient (as a second micro-batch would find them), or left out (null) as for a
-/// frozen LayerNorm. Backward runs on the statistics the device's own forward saved, as training does.
+/// frozen LayerNorm; dX written, or added to a gradient dX already holds (the residual stream's, as in a decoder layer).
+/// Backward runs on the statistics the device's own forward saved, as training does.
 /// </summary>
 public static class LayerNormChecks
 {
@@ -17,7 +18,7 @@ public static class LayerNormChecks
 
     /// <summary>Which gradients a backward check asks for.</summary>
     [Flags]
-    private enum Wanted { DX = 1, DGamma = 2, DBeta = 4, All = DX | DGamma | DBeta }
+    private enum Wanted { DX = 1, DGamma = 2, DBeta = 4, All = DX | DGamma | DBeta, AddToDX = 8 }
 
     private static readonly (Wanted Flag, string Name)[] Names = [(Wanted.DX, "dX"), (Wanted.DGamma, "dGamma"), (Wanted.DBeta, "dBeta")];
 
@@ -39,6 +40,10 @@ public static class LayerNormChecks
         Backward(DType.BF16, 4, 80, Wanted.All),
         Backward(DType.BF16, 3, 2561, Wanted.All),
         Backward(DType.BF16, 5, 80, Wanted.DGamma, maxBlocks: 3),
+        Backward(DType.F32, 4, 80, Wanted.All | Wanted.AddToDX),
+        Backward(DType.F32, 3, 2561, Wanted.DX | Wanted.AddToDX),
+        Backward(DType.BF16, 4, 80, Wanted.All | Wanted.AddToDX, maxBlocks: 3),
+        Backward(DType.BF16, 3, 2561, Wanted.DX | Wanted.AddToDX),
     ];
 
     private static string Suffix(DType dtype) => KernelName.Suffix(dtype);
@@ -49,9 +54,11 @@ public static class LayerNormChecks
 
     private static DeviceCheck Backward(DType dtype, int rows, int channels, Wanted wanted, int maxBlocks = LayerNormKernels.ParameterGradientBlocks)
     {
-        string what = wanted == Wanted.All ? "all gradients" : string.Join(" and ", Names.Where(n => wanted.HasFlag(n.Flag)).Select(n => n.Name)) + " only, others null";
+        var gradients = wanted & Wanted.All;
+        string what = gradients == Wanted.All ? "all gradients" : string.Join(" and ", Names.Where(n => wanted.HasFlag(n.Flag)).Select(n => n.Name)) + " only, others null";
         string grid = maxBlocks < rows ? $", {maxBlocks} blocks" : "";
-        return new($"layernorm_backward_{Suffix(dtype)} [{rows}, {channels}] {what}{grid}", [$"layernorm_{Suffix(dtype)}", $"layernorm_backward_{Suffix(dtype)}"],
+        string added = wanted.HasFlag(Wanted.AddToDX) ? ", dX added (+=)" : "";
+        return new($"layernorm_backward_{Suffix(dtype)} [{rows}, {channels}] {what}{grid}{added}", [$"layernorm_{Suffix(dtype)}", $"layernorm_backward_{Suffix(dtype)}"],
             device => RunBackward(device, dtype, rows, channels, wanted, maxBlocks));
     }
 
@@ -99,7 +106,10 @@ public static class LayerNormChecks
         // What earlier micro-batches left in the parameter gradients: the kernel must add to it, not overwrite it.
         float[] priorGamma = TestData.Uniform(channels, seed: 500 + channels, scale: 3f);
         float[] priorBeta = TestData.Uniform(channels, seed: 600 + channels, scale: 3f);
+        // The residual stream's gradient, already pending for x when the LayerNorm's is added to it.
+        float[] priorDx = TestData.Uniform(rows * channels, seed: 700 + channels, scale: 2f);
         bool wantDx = wanted.HasFlag(Wanted.DX), wantDGamma = wanted.HasFlag(Wanted.DGamma), wantDBeta = wanted.HasFlag(Wanted.DBeta);
+        bool addToDx = wanted.HasFlag(Wanted.AddToDX);
 
         using var x = DeviceBuffer.Upload(device, dtype, inputs.X);
         using var gamma = DeviceBuffer.Upload(device, dtype, inputs.Gamma);
@@ -108,12 +118,13 @@ public static class LayerNormChecks
         using var mean = DeviceBuffer.Allocate(device, DType.F32, rows);
         using var rstd = DeviceBuffer.Allocate(device, DType.F32, rows);
         using var dY = DeviceBuffer.Upload(device, dtype, dy);
-        using var dX = wantDx ? DeviceBuffer.Allocate(device, dtype, rows * channels) : null;
+        using var dX = !wantDx ? null : addToDx ? DeviceBuffer.Upload(device, dtype, priorDx) : DeviceBuffer.Allocate(device, dtype, rows * channels);
         using var dGamma = wantDGamma ? DeviceBuffer.Upload(device, DType.F32, priorGamma) : null;
         using var dBeta = wantDBeta ? DeviceBuffer.Upload(device, DType.F32, priorBeta) : null;
         LayerNormKernels.LayerNorm(device, dtype, x.Pointer, gamma.Pointer, beta.Pointer, Eps, y.Pointer, mean.Pointer, rstd.Pointer, rows, channels);
         LayerNormKernels.LayerNormBackward(device, dtype, dY.Pointer, x.Pointer, gamma.Pointer, mean.Pointer, rstd.Pointer,
-            dX?.Pointer ?? DevicePtr.Null, dGamma?.Pointer ?? DevicePtr.Null, dBeta?.Pointer ?? DevicePtr.Null, rows, channels, maxBlocks: maxBlocks);
+            dX?.Pointer ?? DevicePtr.Null, dGamma?.Pointer ?? DevicePtr.Null, dBeta?.Pointer ?? DevicePtr.Null, rows, channels, maxBlocks: maxBlocks,
+            accumulateDx: addToDx);
 
         using var cpu = new CpuReference();
         using var cx = cpu.Stored(dtype, inputs.X, rows, channels);
@@ -121,13 +132,13 @@ public static class LayerNormChecks
         using var cb = cpu.Stored(dtype, inputs.Beta, channels);
         using var cdy = cpu.Stored(dtype, dy, rows, channels);
         using var cy = LayerNormOp.Forward(cx, cg, cb, Eps, out var cmean, out var crstd);
-        using var cdx = wantDx ? cpu.Backend.Empty([rows, channels], DType.F32) : null;
+        using var cdx = !wantDx ? null : addToDx ? cpu.Stored(dtype, priorDx, rows, channels) : cpu.Backend.Empty([rows, channels], DType.F32);
         using var cdg = wantDGamma ? cpu.F32(priorGamma, channels) : null;
         using var cdb = wantDBeta ? cpu.F32(priorBeta, channels) : null;
         using (cmean)
         using (crstd)
         {
-            LayerNormOp.Backward(cdy, cx, cg, cmean, crstd, cdx, cdg, cdb);
+            LayerNormOp.Backward(cdy, cx, cg, cmean, crstd, cdx, cdg, cdb, accumulateDx: addToDx);
             var parts = new List<CheckResult> { Tolerances.Forward(dtype).Compare("y", y.Download(), cy.ToSingleArray()) };
             if (wantDx) parts.Add(Tolerances.Gradient(dtype).Compare("dX", dX!.Download(), cdx!.ToSingleArray()));
             // fp32 sums over the rows of fp32 terms, whatever the dtype of their factors.

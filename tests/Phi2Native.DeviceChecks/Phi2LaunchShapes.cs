@@ -90,6 +90,8 @@ internal static class Phi2LaunchShapes
         {
             LayerNormKernels.LayerNorm(device, dtype, P(), P(), P(), 1e-5f, P(), P(), P(), Rows, C);
             LayerNormKernels.LayerNormBackward(device, dtype, P(), P(), P(), P(), P(), P(), P(), P(), Rows, C);
+            // A LoRA step's: frozen gamma and beta, dX added to the residual stream's gradient.
+            LayerNormKernels.LayerNormBackward(device, dtype, P(), P(), P(), P(), P(), P(), DevicePtr.Null, DevicePtr.Null, Rows, C, accumulateDx: true);
             CrossEntropyKernels.CrossEntropy(device, dtype, P(), P(), P(), P(), Rows, V);
             CrossEntropyKernels.CrossEntropySum(device, dtype, P(), P(), P(), P(), P(), P(), Rows, V);
             CrossEntropyKernels.CrossEntropyBackward(device, dtype, P(), P(), P(), P(), P(), P(), Rows, V);

@@ -186,6 +186,24 @@ public class OpGradientTests
 
     [TestCase(0.0)]
     [TestCase(0.3)]
+    public void LayerNormAndParallelResidualSharingTheirInput(double dropout)
+    {
+        // A decoder layer's shape: hidden feeds the LayerNorm (whose output feeds both branches) and the residual sum.
+        // The residual runs backward first and leaves hidden's gradient pending; the LayerNorm adds its dx into it in place
+        // (BackwardContext.PendingGradient, layernorm_backward's accumulate), so an overwrite shows as a wrong gradient.
+        var hidden = Input("hidden", [2, 3, 17], 2);
+        var weight = Input("weight", [17]);
+        var bias = Input("bias", [17]);
+        var projection = Input("W", [17, 17]);
+        Check("LayerNorm + ParallelResidual", () =>
+        {
+            var normed = LayerNormOp.Apply(hidden, weight, bias, 1e-5);
+            return ParallelResidualOp.Apply(LinearOp.Apply(normed, projection, null), GeluNewOp.Apply(normed), hidden, dropout, 11, 12);
+        }, [hidden, weight, bias, projection]);
+    }
+
+    [TestCase(0.0)]
+    [TestCase(0.3)]
     public void Lora(double dropout)
     {
         // x [2, 3, 11], base [2, 3, 7], A [4, 11], B [7, 4] (B non-zero, so A's gradient is too); scaling 1.5.

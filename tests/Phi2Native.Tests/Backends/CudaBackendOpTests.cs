@@ -174,6 +174,12 @@ public class CudaBackendOpTests : CudaBackendTestBase
         Close("dx", dx, gdx, gradient);
         Close("dWeight (+=)", dw, gdw, gradient);
         Close("dBias (+=)", db, gdb, gradient);
+
+        // dx added (+=) to a gradient already there, as the residual stream's is when the LayerNorm runs backward.
+        var (pending, gpending) = RandomPair(36, dtype, rows, channels);
+        LayerNormOp.Backward(dy, x, w, mean, rstd, pending, null, null, accumulateDx: true);
+        LayerNormOp.Backward(gdy, gx, gw, gmean, grstd, gpending, null, null, accumulateDx: true);
+        Close("dx (+=)", pending, gpending, gradient);
     }
 
     [Test]

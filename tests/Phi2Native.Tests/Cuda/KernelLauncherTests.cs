@@ -77,6 +77,15 @@ public class KernelLauncherTests : LauncherTest
     }
 
     [Test]
+    public void LayerNormBackwardAddingToANullDxIsRefused()
+    {
+        var device = new RecordingDevice(allowLaunches: false);
+        DevicePtr p = new(0x10000);
+        Assert.That(() => LayerNormKernels.LayerNormBackward(device, DType.F32, p, p, p, p, p, DevicePtr.Null, p.Offset(64), DevicePtr.Null, 4, 8,
+            accumulateDx: true), Throws.ArgumentException.With.Property("ParamName").EqualTo("accumulateDx"));
+    }
+
+    [Test]
     public void ParameterGradientsWiderThanSharedMemoryAreRefused()
     {
         int channels = LayerNormKernels.MaxParameterGradientChannels + 1;

@@ -88,6 +88,10 @@ public class PlantedKernelBugTests : Support.TemporaryDirectoryTest
             "cross_entropy_chunk_f32 [7, 1003] of a loss counting 9", "cross_entropy_chunk_bf16 [7, 1003] of a loss counting 9"),
         new("elementwise.cu", "if (i < n) y[i] = __fadd_rn(y[i], __fmul_rn(*alpha, x[i]));", "if (i < n) y[i] = __fmul_rn(*alpha, x[i]); // planted",
             "the scaled gradient written over the accumulator instead of added to it", "accumulate_scaled_f32 n=1001"),
+        new("layernorm.cu", "store<D>(dxr, c, accumulate ? __fadd_rn(load<D>(dxr, c), v) : v);", "store<D>(dxr, c, accumulate ? v : v); // planted",
+            "dX written over the residual stream's pending gradient instead of added to it",
+            "layernorm_backward_f32 [3, 2561] dX only, others null, dX added (+=)",
+            "layernorm_backward_bf16 [4, 80] all gradients, 3 blocks, dX added (+=)"),
     ];
 
     [Test]

@@ -3,7 +3,7 @@
 //
 //   Forward(x [N,C], weight [C], bias [C], eps, y [N,C], mean [N], rstd [N])
 //       y = (x - mean) * rstd * weight + bias,   rstd = 1 / sqrt(var + eps)
-//   Backward(dy [N,C], x [N,C], weight [C], mean [N], rstd [N], dx [N,C] =, dWeight [C] +=, dBias [C] +=)
+//   Backward(dy [N,C], x [N,C], weight [C], mean [N], rstd [N], dx [N,C] = (or +=), dWeight [C] +=, dBias [C] +=)
 //
 // Backward needs x, weight and the per-row mean and rstd saved by Forward (not y): xhat is rebuilt as
 // (x - mean) * rstd, which costs less than keeping a second [N,C] tensor alive.
@@ -33,9 +33,17 @@ internal static class CpuLayerNorm
     }
 
     /// <summary><see cref="LayerNormOp"/>'s backward on the CPU backend, the contract checked.</summary>
-    public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor? dx, Tensor? dWeight, Tensor? dBias,
-        int rows, int channels)
+    public static void Backward(CpuBackend cpu, Tensor dOutput, Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor? dx, Tensor? dWeight,
+        Tensor? dBias, int rows, int channels, bool accumulateDx)
     {
+        if (accumulateDx && dx is not null)
+        {
+            // dx += the fresh gradient: bit for bit the fresh gradient delivered and added (dx doubles as scratch below).
+            using var fresh = cpu.Empty(dx.Shape, dx.DType);
+            Backward(cpu, dOutput, x, weight, mean, rstd, fresh, dWeight, dBias, rows, channels, accumulateDx: false);
+            cpu.AddInPlace(dx, fresh);
+            return;
+        }
         if (x.DType == DType.F64)
             Backward(CpuBackend.Span<double>(dOutput), CpuBackend.Span<double>(x), CpuBackend.Span<double>(weight), CpuBackend.Span<double>(mean),
                 CpuBackend.Span<double>(rstd), CpuBackend.Optional<double>(dx), CpuBackend.Optional<double>(dWeight), CpuBackend.Optional<double>(dBias), rows, channels);

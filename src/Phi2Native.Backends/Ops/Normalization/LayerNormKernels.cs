@@ -27,13 +27,13 @@ internal static unsafe class LayerNormKernels
     /// dBias in fp32; a BF16 parameter gradient goes through an fp32 copy (<see cref="CudaBackend.AccumulateInSingle"/>).
     /// </summary>
     internal static void Backward(CudaBackend cuda, Tensor dOutput, Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor? dx,
-        Tensor? dWeight, Tensor? dBias, int rows, int channels)
+        Tensor? dWeight, Tensor? dBias, int rows, int channels, bool accumulateDx)
     {
         if (rows == 0 || channels == 0) return;
         var (pdy, px, pw) = (cuda.Pointer(dOutput, nameof(dOutput)), cuda.Pointer(x, nameof(x)), cuda.Pointer(weight, nameof(weight)));
         var (pm, pr, pdx) = (cuda.Pointer(mean, nameof(mean)), cuda.Pointer(rstd, nameof(rstd)), cuda.OptionalPointer(dx, nameof(dx)));
         cuda.AccumulateInSingle(dWeight, nameof(dWeight), pdw => cuda.AccumulateInSingle(dBias, nameof(dBias), pdb =>
-            LayerNormBackward(cuda.DeviceApi, x.DType, pdy, px, pw, pm, pr, pdx, pdw, pdb, rows, channels, cuda.Stream)));
+            LayerNormBackward(cuda.DeviceApi, x.DType, pdy, px, pw, pm, pr, pdx, pdw, pdb, rows, channels, cuda.Stream, accumulateDx: accumulateDx)));
     }
 
     /// <summary>
@@ -89,16 +89,16 @@ internal static unsafe class LayerNormKernels
 
     /// <summary>
     /// Launches layernorm.cu's layernorm_backward_{dtype} (contract in its header), with at most <paramref name="maxBlocks"/>
-    /// blocks when dGamma or dBeta is wanted (checks pass a small value so each block walks several rows); 0 rows, or all
-    /// three outputs null, launches nothing.
+    /// blocks when dGamma or dBeta is wanted (checks pass a small value so each block walks several rows); dX written (=),
+    /// or added to (+=) with <paramref name="accumulateDx"/>; 0 rows, or all three outputs null, launches nothing.
     /// </summary>
-    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or dX aliasing an input.</exception>
+    /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, dX aliasing an input, or accumulateDx without dX.</exception>
     /// <exception cref="ArgumentNullException">A null input pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A negative row count, no channels, or maxBlocks below 1.</exception>
     /// <exception cref="NotSupportedException">C is too wide for the parameter-gradient partials in shared memory.</exception>
     public static void LayerNormBackward(IDeviceApi device, DType dtype, DevicePtr dY, DevicePtr x, DevicePtr gamma, DevicePtr mean,
         DevicePtr rstd, DevicePtr dX, DevicePtr dGamma, DevicePtr dBeta, int rows, int channels, DeviceStream stream = default,
-        int maxBlocks = ParameterGradientBlocks)
+        int maxBlocks = ParameterGradientBlocks, bool accumulateDx = false)
     {
         LaunchArguments.Device(device);
         string kernel = KernelName.For("layernorm_backward", dtype, Supported);
@@ -112,20 +112,24 @@ internal static unsafe class LayerNormKernels
         ArgumentOutOfRangeException.ThrowIfNegative(rows);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(channels);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxBlocks);
+        if (accumulateDx && !wantDx) throw new ArgumentException("accumulateDx adds to dX, which is null", nameof(accumulateDx));
         if (wantDx && (dX == dY || dX == x)) throw new ArgumentException("dX must not alias dY or x: it is a separate output, as in the CPU backend (which uses dX as scratch), and only that is checked", nameof(dX));
         if (wantParameters && channels > MaxParameterGradientChannels)
             throw new NotSupportedException($"LayerNorm backward with dGamma/dBeta keeps 2 * C floats in shared memory; C = {channels} exceeds {MaxParameterGradientChannels}");
         if (rows == 0 || !(wantDx || wantParameters)) return;
         int blocks = wantParameters ? Math.Min(rows, maxBlocks) : rows;
         int sharedBytes = wantParameters ? 2 * channels * sizeof(float) : 0;
+        int accumulate = accumulateDx ? 1 : 0;
         nint* args = stackalloc nint[]
         {
             (nint)(&dY), (nint)(&x), (nint)(&gamma), (nint)(&mean), (nint)(&rstd), (nint)(&dX), (nint)(&dGamma), (nint)(&dBeta),
-            (nint)(&rows), (nint)(&channels),
+            (nint)(&accumulate), (nint)(&rows), (nint)(&channels),
         };
         long elements = (long)rows * channels, size = dtype.SizeInBytes(), parameters = wantParameters ? 2L * channels * sizeof(float) : 0;
-        // dY, x, gamma, mean and rstd read; dX written; dGamma and dBeta read and written (+=). ~10 flops an element.
-        device.Launch(kernel, new Dim3((uint)blocks), LaunchShape.RowBlock(channels), sharedBytes, stream, new ReadOnlySpan<nint>(args, 10),
-            new KernelCost((2 * elements + channels) * size + 2L * rows * sizeof(float) + parameters, (wantDx ? elements * size : 0) + parameters, 0, 10 * elements));
+        // dY, x, gamma, mean and rstd read (and dX with accumulate); dX written; dGamma and dBeta read and written (+=).
+        // ~10 flops an element, 11 with accumulate.
+        device.Launch(kernel, new Dim3((uint)blocks), LaunchShape.RowBlock(channels), sharedBytes, stream, new ReadOnlySpan<nint>(args, 11),
+            new KernelCost((2 * elements + channels + accumulate * elements) * size + 2L * rows * sizeof(float) + parameters,
+                (wantDx ? elements * size : 0) + parameters, 0, (10 + accumulate) * elements));
     }
 }

@@ -9,7 +9,8 @@ namespace Phi2Native.Backends.Ops.Normalization;
 /// <summary>
 /// LayerNorm over the last dimension of x [..., C] (input_layernorm, final_layernorm), torch.nn.LayerNorm's
 /// semantics: biased variance, eps inside the square root; statistics in fp32 (F64 beside F64 inputs). Forward saves
-/// mean and rstd [rows]; backward writes dx (=) and accumulates dWeight, dBias (+=), each optional. The contract is
+/// mean and rstd [rows]; backward writes dx (=), or adds it (+=) to x's gradient already pending (the residual stream's:
+/// no separate add), and accumulates dWeight, dBias (+=), each optional. The contract is
 /// checked here, once; <see cref="CpuLayerNorm"/> and <see cref="LayerNormKernels"/> trust it.
 /// </summary>
 internal sealed class LayerNormOp : AutogradOp
@@ -51,17 +52,20 @@ internal sealed class LayerNormOp : AutogradOp
 
     /// <summary>
     /// The gradients: with xhat = (x - mean) * rstd and g = dOutput * weight, dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
-    /// (=), dWeight += sum over rows of dOutput * xhat, dBias += sum over rows of dOutput. A null output is not computed.
+    /// (=, or += with <paramref name="accumulateDx"/>), dWeight += sum over rows of dOutput * xhat, dBias += sum over rows of
+    /// dOutput. A null output is not computed.
     /// </summary>
-    /// <exception cref="ArgumentException">Shapes or dtypes break the contract; the message names the argument.</exception>
-    public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor? dx, Tensor? dWeight, Tensor? dBias)
+    /// <exception cref="ArgumentException">Shapes or dtypes break the contract, or accumulateDx without dx; the message names the argument.</exception>
+    public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor? dx, Tensor? dWeight, Tensor? dBias,
+        bool accumulateDx = false)
     {
         using var profile = ProfileScope.BackwardOp(Info.Name, dOutput.Backend);
         var (rows, channels) = CheckBackward(dOutput, x, weight, mean, rstd, dx, dWeight, dBias);
+        if (accumulateDx && dx is null) throw new ArgumentException("LayerNormBackward: accumulateDx adds to dx, which is null", nameof(accumulateDx));
         switch (x.Backend)
         {
-            case CpuBackend: CpuLayerNorm.Backward(dOutput, x, weight, mean, rstd, dx, dWeight, dBias, rows, channels); break;
-            case CudaBackend cuda: LayerNormKernels.Backward(cuda, dOutput, x, weight, mean, rstd, dx, dWeight, dBias, rows, channels); break;
+            case CpuBackend cpu: CpuLayerNorm.Backward(cpu, dOutput, x, weight, mean, rstd, dx, dWeight, dBias, rows, channels, accumulateDx); break;
+            case CudaBackend cuda: LayerNormKernels.Backward(cuda, dOutput, x, weight, mean, rstd, dx, dWeight, dBias, rows, channels, accumulateDx); break;
             default: throw OpContract.NoImplementation(Info, x.Backend);
         }
     }
@@ -69,9 +73,11 @@ internal sealed class LayerNormOp : AutogradOp
     /// <inheritdoc/>
     protected internal override void Backward(Tensor dOutput, BackwardContext context)
     {
-        var dx = context.NewGradient(_x);
-        Backward(dOutput, _x, _weight, _mean, _rstd, dx, context.AccumulatorFor(_weight), context.AccumulatorFor(_bias));
-        context.Deliver(_x, dx);
+        // In a decoder layer x (the residual stream) already has the parallel block's gradient: dx is added to it.
+        var pending = context.PendingGradient(_x);
+        var dx = pending ?? context.NewGradient(_x);
+        Backward(dOutput, _x, _weight, _mean, _rstd, dx, context.AccumulatorFor(_weight), context.AccumulatorFor(_bias), accumulateDx: pending is not null);
+        if (pending is null) context.Deliver(_x, dx);
     }
 
     /// <inheritdoc/>
