@@ -98,11 +98,7 @@ internal static unsafe class EmbeddingKernels
         LaunchArguments.Pointer(ids, DType.I32, nameof(ids));
         LaunchArguments.Pointer(output, outputDtype, nameof(output));
         LaunchArguments.OptionalPointer(badPosition, DType.I32, nameof(badPosition));
-        ArgumentOutOfRangeException.ThrowIfNegative(count);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(vocabSize);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(channels);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxBlocks);
-        if (count == 0) return;
+        if (!CheckSizes(count, vocabSize, channels, maxBlocks)) return;
         nint* args = stackalloc nint[]
         {
             (nint)(&weight), (nint)(&ids), (nint)(&output), (nint)(&badPosition), (nint)(&count), (nint)(&vocabSize), (nint)(&channels),
@@ -126,11 +122,7 @@ internal static unsafe class EmbeddingKernels
         LaunchArguments.Pointer(ids, DType.I32, nameof(ids));
         LaunchArguments.Pointer(dWeight, DType.F32, nameof(dWeight));
         LaunchArguments.OptionalPointer(badPosition, DType.I32, nameof(badPosition));
-        ArgumentOutOfRangeException.ThrowIfNegative(count);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(vocabSize);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(channels);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxBlocks);
-        if (count == 0) return;
+        if (!CheckSizes(count, vocabSize, channels, maxBlocks)) return;
         nint* args = stackalloc nint[]
         {
             (nint)(&dOutput), (nint)(&ids), (nint)(&dWeight), (nint)(&badPosition), (nint)(&count), (nint)(&vocabSize), (nint)(&channels),
@@ -140,5 +132,15 @@ internal static unsafe class EmbeddingKernels
         long rowsBytes = (long)count * channels;
         device.Launch(kernel, new Dim3((uint)Math.Min(count, maxBlocks)), block, 0, stream, new ReadOnlySpan<nint>(args, 7),
             new KernelCost(rowsBytes * (dtype.SizeInBytes() + sizeof(float)) + (long)count * sizeof(int), rowsBytes * sizeof(float), 0, rowsBytes));
+    }
+
+    // The sizes both launchers take; false when there is nothing to launch (no ids).
+    private static bool CheckSizes(int count, int vocabSize, int channels, int maxBlocks)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(vocabSize);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(channels);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxBlocks);
+        return count > 0;
     }
 }
