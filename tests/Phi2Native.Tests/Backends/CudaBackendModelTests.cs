@@ -218,21 +218,14 @@ public class CudaBackendModelTests
         // Prefill 5 tokens through the cache, then decode 3 one at a time: the logits of every step, on both backends.
         int[] prompt = [7, 33, 120, 5, 199];
         int[] next = [42, 0, 150];
-        var logits = new Dictionary<string, float[]>();
-        using var device = new EmulatedDevice();
-        using var cuda = new CudaBackend(device, ownsDevice: false);
-        foreach (var backend in new IBackend[] { new CpuBackend(poisonNewMemory: true), cuda })
+        CompareWithTheCpuBackend((model, logits) =>
         {
-            string side = backend is CpuBackend ? "cpu" : "cuda";
-            using var model = Phi2Checkpoint.Load(Fixtures.ModelDirectory("f32"), backend);
             using var cache = new KeyValueCache(model, 1, 16);
             using var scope = TensorScope.Begin();
-            logits[$"{side} prefill"] = model.Forward(model.CreateInputIds(prompt), cache).ToSingleArray();
+            logits["prefill"] = model.Forward(model.CreateInputIds(prompt), cache).ToSingleArray();
             for (int i = 0; i < next.Length; i++)
-                logits[$"{side} step {i}"] = model.Forward(model.CreateInputIds([next[i]]), cache).ToSingleArray();
-        }
-        foreach (var key in logits.Keys.Where(k => k.StartsWith("cpu ", StringComparison.Ordinal)))
-            TensorAssert.Close(key[4..], logits[key], logits["cuda " + key[4..]], Tolerance.Forward(DType.F32));
+                logits[$"step {i}"] = model.Forward(model.CreateInputIds([next[i]]), cache).ToSingleArray();
+        }, _ => Tolerance.Forward(DType.F32));
     }
 
     [Test]
@@ -242,35 +235,23 @@ public class CudaBackendModelTests
         // per-row ops (SelectPositions, RotaryPerRow, CacheWritePerRow, CachedAttentionPerRow).
         int[] padded = [7, 33, 120, 5, 199, 14, 61, 2, 90, 36, 36, 36];
         int[][] steps = [[42, 8], [0, 150], [77, 3]];
-        var logits = new Dictionary<string, float[]>();
-        using var device = new EmulatedDevice();
-        using var cuda = new CudaBackend(device, ownsDevice: false);
-        foreach (var backend in new IBackend[] { new CpuBackend(poisonNewMemory: true), cuda })
+        CompareWithTheCpuBackend((model, logits) =>
         {
-            string side = backend is CpuBackend ? "cpu" : "cuda";
-            using var model = Phi2Checkpoint.Load(Fixtures.ModelDirectory("f32"), backend);
             using var cache = new KeyValueCache(model, 2, 16);
             using var scope = TensorScope.Begin();
-            logits[$"{side} prefill"] = model.Forward(model.CreateInputIds(padded, 2), cache, [5, 2]).ToSingleArray();
+            logits["prefill"] = model.Forward(model.CreateInputIds(padded, 2), cache, [5, 2]).ToSingleArray();
             cache.Truncate(1, 3);
             for (int i = 0; i < steps.Length; i++)
-                logits[$"{side} step {i}"] = model.ForwardLast(model.CreateInputIds(steps[i], 2), cache).ToSingleArray();
-        }
-        foreach (var key in logits.Keys.Where(k => k.StartsWith("cpu ", StringComparison.Ordinal)))
-            TensorAssert.Close(key[4..], logits[key], logits["cuda " + key[4..]], Tolerance.Forward(DType.F32));
+                logits[$"step {i}"] = model.ForwardLast(model.CreateInputIds(steps[i], 2), cache).ToSingleArray();
+        }, _ => Tolerance.Forward(DType.F32));
     }
 
     [Test]
     public void TrainingModeGradientsMatchTheCpuBackend()
     {
         // resid_pdrop is 0.1 in the fixture: training mode drops elements, with the same seeds on both backends.
-        var results = new Dictionary<string, float[]>();
-        using var device = new EmulatedDevice();
-        using var cuda = new CudaBackend(device, ownsDevice: false);
-        foreach (var backend in new IBackend[] { new CpuBackend(poisonNewMemory: true), cuda })
+        CompareWithTheCpuBackend((model, results) =>
         {
-            string side = backend is CpuBackend ? "cpu" : "cuda";
-            using var model = Phi2Checkpoint.Load(Fixtures.ModelDirectory("f32"), backend);
             model.SetRequiresGrad(true);
             model.Training = true;
             int[] ids = [5, 17, 202, 3, 99, 0, 150, 42];
@@ -279,16 +260,27 @@ public class CudaBackendModelTests
             var logits = model.Forward(model.CreateInputIds(ids, 2));
             var loss = model.CausalLanguageModelLoss(logits, ids);
             tape.Backward(loss);
-            results[$"{side} logits"] = logits.ToSingleArray();
-            results[$"{side} loss"] = loss.ToSingleArray();
-            foreach (var parameter in model.Parameters()) results[$"{side} {parameter.Name}"] = parameter.Grad!.ToSingleArray();
-        }
-        foreach (var key in results.Keys.Where(k => k.StartsWith("cpu ", StringComparison.Ordinal)))
+            results["logits"] = logits.ToSingleArray();
+            results["loss"] = loss.ToSingleArray();
+            foreach (var parameter in model.Parameters()) results[parameter.Name!] = parameter.Grad!.ToSingleArray();
+        }, name => name is "logits" or "loss" ? Tolerance.Forward(DType.F32) : Tolerance.Gradient(DType.F32));
+    }
+
+    // Runs record on the f32 fixture loaded on the CPU backend, then on the CUDA backend over the emulated device, and
+    // compares what the two recorded under each name, within tolerance(name).
+    private static void CompareWithTheCpuBackend(Action<Phi2Model, Dictionary<string, float[]>> record, Func<string, Tolerance> tolerance)
+    {
+        var cpuResults = new Dictionary<string, float[]>();
+        var cudaResults = new Dictionary<string, float[]>();
+        using var device = new EmulatedDevice();
+        using var cuda = new CudaBackend(device, ownsDevice: false);
+        foreach (var (backend, results) in new (IBackend, Dictionary<string, float[]>)[] { (new CpuBackend(poisonNewMemory: true), cpuResults), (cuda, cudaResults) })
         {
-            string name = key[4..];
-            var tolerance = name is "logits" or "loss" ? Tolerance.Forward(DType.F32) : Tolerance.Gradient(DType.F32);
-            TensorAssert.Close(name, results[key], results["cuda " + name], tolerance);
+            using var model = Phi2Checkpoint.Load(Fixtures.ModelDirectory("f32"), backend);
+            record(model, results);
         }
+        Assert.That(cudaResults.Keys, Is.EquivalentTo(cpuResults.Keys));
+        foreach (var (name, expected) in cpuResults) TensorAssert.Close(name, expected, cudaResults[name], tolerance(name));
     }
 
     private static void CheckGolden(string variant, string prefix, bool geluEpilogue = true)
