@@ -162,6 +162,24 @@ public class Phi2EngineConcurrencyTests : TemporaryDirectoryTest
         return await Task.WhenAll(tasks);
     }
 
+    // Each run alone, one after another: what the same runs started together must give.
+    private static async Task<int[][]> Sequentially(IReadOnlyList<(Phi2Engine Engine, GenerationOptions Options)> runs)
+    {
+        var results = new int[runs.Count][];
+        for (int i = 0; i < runs.Count; i++) results[i] = await Alone(runs[i].Engine, runs[i].Options);
+        return results;
+    }
+
+    // The runs started together: each gives its sequential result, and they ran at the same time.
+    private static async Task AssertConcurrentlyAsSequentially(IReadOnlyList<(Phi2Engine Engine, GenerationOptions Options)> runs, int[][] sequential,
+        Func<int, string>? name = null)
+    {
+        var arrivals = new ConcurrentQueue<int>();
+        var concurrent = await Concurrently(runs, arrivals);
+        for (int i = 0; i < runs.Count; i++) Assert.That(concurrent[i], Is.EqualTo(sequential[i]), name?.Invoke(i) ?? $"generation {i}");
+        AssertInterleaved(arrivals, runs.Count);
+    }
+
     private static async Task<int[]> Alone(Phi2Engine engine, GenerationOptions options)
     {
         var ids = new List<int>();
@@ -189,12 +207,8 @@ public class Phi2EngineConcurrencyTests : TemporaryDirectoryTest
     {
         using var engine = Phi2Engine.Load();
         var runs = Enumerable.Range(0, 6).Select(i => (engine, Options(i))).ToList();
-        var sequential = new List<int[]>();
-        foreach (var (e, options) in runs) sequential.Add(await Alone(e, options));
-        var arrivals = new ConcurrentQueue<int>();
-        var concurrent = await Concurrently(runs, arrivals);
-        for (int i = 0; i < runs.Count; i++) Assert.That(concurrent[i], Is.EqualTo(sequential[i]), $"generation {i}");
-        AssertInterleaved(arrivals, runs.Count);
+        var sequential = await Sequentially(runs);
+        await AssertConcurrentlyAsSequentially(runs, sequential);
     }
 
     [Test]
@@ -218,13 +232,9 @@ public class Phi2EngineConcurrencyTests : TemporaryDirectoryTest
         using var adapted = Phi2Engine.Load(adapterDirectory: adapter);
         Assert.That(adapted.Backend, Is.SameAs(plain.Backend), "both on the shared CPU backend");
         var runs = Enumerable.Range(0, 6).Select(i => (i % 2 == 0 ? plain : adapted, Options(i / 2 * 3))).ToList();
-        var sequential = new List<int[]>();
-        foreach (var (e, options) in runs) sequential.Add(await Alone(e, options));
+        var sequential = await Sequentially(runs);
         Assert.That(sequential[1], Is.Not.EqualTo(sequential[0]), "the adapter changes what is generated");
-        var arrivals = new ConcurrentQueue<int>();
-        var concurrent = await Concurrently(runs, arrivals);
-        for (int i = 0; i < runs.Count; i++) Assert.That(concurrent[i], Is.EqualTo(sequential[i]), $"generation {i} ({(i % 2 == 0 ? "plain" : "adapted")})");
-        AssertInterleaved(arrivals, runs.Count);
+        await AssertConcurrentlyAsSequentially(runs, sequential, i => $"generation {i} ({(i % 2 == 0 ? "plain" : "adapted")})");
     }
 
     [Test]
@@ -300,12 +310,8 @@ public class Phi2EngineConcurrencyTests : TemporaryDirectoryTest
         using var ____ = second;
         Assert.That(BackendTurns.For(second.Backend), Is.Not.SameAs(BackendTurns.For(first.Backend)));
         var runs = Enumerable.Range(0, 4).Select(i => (i % 2 == 0 ? first : second, Options(i))).ToList();
-        var sequential = new List<int[]>();
-        foreach (var (e, options) in runs) sequential.Add(await Alone(e, options));
-        var arrivals = new ConcurrentQueue<int>();
-        var concurrent = await Concurrently(runs, arrivals);
-        for (int i = 0; i < runs.Count; i++) Assert.That(concurrent[i], Is.EqualTo(sequential[i]), $"generation {i}");
-        AssertInterleaved(arrivals, runs.Count);
+        var sequential = await Sequentially(runs);
+        await AssertConcurrentlyAsSequentially(runs, sequential);
 
         // While the first backend's turn is held, the second engine generates to the end, and the first waits.
         var turn = BackendTurns.For(first.Backend);
@@ -350,15 +356,11 @@ public class Phi2EngineConcurrencyTests : TemporaryDirectoryTest
         using var cpu = Phi2Engine.Load();
         Assert.That(second.Backend, Is.Not.SameAs(first.Backend), "each emulated engine opens its own backend");
         var runs = Enumerable.Range(0, 4).Select(i => (i % 2 == 0 ? first : second, Options(i) with { MaxNewTokens = 4 })).ToList();
-        var sequential = new List<int[]>();
-        foreach (var (e, options) in runs) sequential.Add(await Alone(e, options));
+        var sequential = await Sequentially(runs);
         for (int i = 0; i < runs.Count; i++)
             if (runs[i].Item2.Sampling.IsGreedy)
                 Assert.That(sequential[i], Is.EqualTo(await Alone(cpu, runs[i].Item2)), $"generation {i}: the emulated device gives the CPU's greedy tokens");
-        var arrivals = new ConcurrentQueue<int>();
-        var concurrent = await Concurrently(runs, arrivals);
-        for (int i = 0; i < runs.Count; i++) Assert.That(concurrent[i], Is.EqualTo(sequential[i]), $"generation {i}");
-        AssertInterleaved(arrivals, runs.Count);
+        await AssertConcurrentlyAsSequentially(runs, sequential);
     }
 
     [Test, Category("Emulated")]
@@ -366,11 +368,7 @@ public class Phi2EngineConcurrencyTests : TemporaryDirectoryTest
     {
         using var engine = Phi2Engine.Load(new Phi2EngineOptions { Device = DeviceChoice.Emulated });
         var runs = Enumerable.Range(0, 3).Select(i => (engine, Options(i) with { MaxNewTokens = 5 })).ToList();
-        var sequential = new List<int[]>();
-        foreach (var (e, options) in runs) sequential.Add(await Alone(e, options));
-        var arrivals = new ConcurrentQueue<int>();
-        var concurrent = await Concurrently(runs, arrivals);
-        for (int i = 0; i < runs.Count; i++) Assert.That(concurrent[i], Is.EqualTo(sequential[i]), $"generation {i}");
-        AssertInterleaved(arrivals, runs.Count);
+        var sequential = await Sequentially(runs);
+        await AssertConcurrentlyAsSequentially(runs, sequential);
     }
 }
