@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 
 namespace Phi2Native.Backends.Cpu;
 
@@ -59,6 +60,23 @@ internal static unsafe partial class CpuGemm
     public static void Gemm(bool transposeA, bool transposeB, int m, int n, int k, double alpha, ReadOnlySpan<double> a, int lda,
         ReadOnlySpan<double> b, int ldb, double beta, Span<double> c, int ldc)
         => Batched(GemmKernelKind.Auto, int.MaxValue, transposeA, transposeB, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1);
+
+    /// <summary>
+    /// C = op(A) * op(B) (=), or C += op(A) * op(B) with <paramref name="accumulate"/> (beta 1), for float or double T: the
+    /// one entry of the callers whose bodies are generic over their element type.
+    /// </summary>
+    /// <inheritdoc cref="Gemm(bool, bool, int, int, int, float, ReadOnlySpan{float}, int, ReadOnlySpan{float}, int, float, Span{float}, int)"/>
+    public static void Gemm<T>(bool transposeA, bool transposeB, int m, int n, int k, ReadOnlySpan<T> a, int lda, ReadOnlySpan<T> b, int ldb,
+        bool accumulate, Span<T> c, int ldc) where T : unmanaged
+    {
+        if (typeof(T) == typeof(double))
+            Gemm(transposeA, transposeB, m, n, k, 1.0, MemoryMarshal.Cast<T, double>(a), lda, MemoryMarshal.Cast<T, double>(b), ldb,
+                accumulate ? 1.0 : 0.0, MemoryMarshal.Cast<T, double>(c), ldc);
+        else if (typeof(T) == typeof(float))
+            Gemm(transposeA, transposeB, m, n, k, 1f, MemoryMarshal.Cast<T, float>(a), lda, MemoryMarshal.Cast<T, float>(b), ldb,
+                accumulate ? 1f : 0f, MemoryMarshal.Cast<T, float>(c), ldc);
+        else throw new NotSupportedException($"CpuGemm multiplies float or double, not {typeof(T).Name}");
+    }
 
     /// <summary>
     /// <paramref name="batchCount"/> independent products, like cuBLAS's strided-batched GEMM: product i uses

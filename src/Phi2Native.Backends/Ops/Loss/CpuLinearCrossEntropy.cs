@@ -5,7 +5,6 @@
 //   dX[r0..] = dlogits W;  dW += dlogits^T x[r0..];  db += column sums of dlogits
 // One [chunk, V] buffer serves every chunk. The loss is CrossEntropyOp's: the double sum rounded once, times (float)(1 / counted).
 using System.Numerics;
-using System.Runtime.InteropServices;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Tensors;
 
@@ -71,7 +70,7 @@ internal static class CpuLinearCrossEntropy
             Span<T> logits = buffer.AsSpan(0, n * vocab);
             ReadOnlySpan<T> xChunk = xs.Slice(start * inFeatures, n * inFeatures);
             ReadOnlySpan<int> chunkTargets = targets.Slice(start, n);
-            Gemm(false, true, n, vocab, inFeatures, xChunk, inFeatures, w, inFeatures, false, logits, vocab);
+            CpuGemm.Gemm(false, true, n, vocab, inFeatures, xChunk, inFeatures, w, inFeatures, false, logits, vocab);
             if (!b.IsEmpty)
                 for (int r = 0; r < n; r++) TensorPrimitives.Add(logits.Slice(r * vocab, vocab), b, logits.Slice(r * vocab, vocab));
             CpuCrossEntropy.Forward<T>(logits, chunkTargets, lse.AsSpan(0, n), n, vocab, ignore);
@@ -80,24 +79,12 @@ internal static class CpuLinearCrossEntropy
             if (!backward) continue;
             CpuCrossEntropy.Backward<T>(logits, chunkTargets, lse.AsSpan(0, n), typeof(T) == typeof(double) ? (counted > 0 ? 1.0 / counted : 0) : shape.InverseCount,
                 logits, n, vocab, ignore);
-            if (!dxs.IsEmpty) Gemm(false, false, n, inFeatures, vocab, logits, vocab, w, inFeatures, false, dxs.Slice(start * inFeatures, n * inFeatures), inFeatures);
-            if (!dw.IsEmpty) Gemm(true, false, vocab, inFeatures, n, logits, vocab, xChunk, inFeatures, true, dw, inFeatures);
+            if (!dxs.IsEmpty) CpuGemm.Gemm(false, false, n, inFeatures, vocab, logits, vocab, w, inFeatures, false, dxs.Slice(start * inFeatures, n * inFeatures), inFeatures);
+            if (!dw.IsEmpty) CpuGemm.Gemm(true, false, vocab, inFeatures, n, logits, vocab, xChunk, inFeatures, true, dw, inFeatures);
             if (!db.IsEmpty)
                 for (int r = 0; r < n; r++) TensorPrimitives.Add(db, logits.Slice(r * vocab, vocab), db);
         }
         if (typeof(T) == typeof(double)) return counted > 0 ? sum * (1.0 / counted) : sum;
         return counted > 0 ? (float)sum * shape.InverseCount : (float)sum;
-    }
-
-    // CpuGemm with alpha 1 and beta 0 (=) or 1 (+=), for float or double.
-    private static void Gemm<T>(bool transposeA, bool transposeB, int m, int n, int k, ReadOnlySpan<T> a, int lda, ReadOnlySpan<T> b, int ldb,
-        bool accumulate, Span<T> c, int ldc) where T : unmanaged
-    {
-        if (typeof(T) == typeof(double))
-            CpuGemm.Gemm(transposeA, transposeB, m, n, k, 1.0, MemoryMarshal.Cast<T, double>(a), lda, MemoryMarshal.Cast<T, double>(b), ldb,
-                accumulate ? 1.0 : 0.0, MemoryMarshal.Cast<T, double>(c), ldc);
-        else
-            CpuGemm.Gemm(transposeA, transposeB, m, n, k, 1f, MemoryMarshal.Cast<T, float>(a), lda, MemoryMarshal.Cast<T, float>(b), ldb,
-                accumulate ? 1f : 0f, MemoryMarshal.Cast<T, float>(c), ldc);
     }
 }

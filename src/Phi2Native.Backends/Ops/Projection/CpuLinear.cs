@@ -14,8 +14,8 @@ internal static class CpuLinear
     public static Tensor Forward(CpuBackend cpu, Tensor x, Tensor weight, Tensor? bias, int rows, int inFeatures, int outFeatures)
     {
         var y = cpu.Allocate([.. x.Shape[..^1], outFeatures], x.DType);
-        if (x.DType == DType.F64) Forward(Span<double>(x), Span<double>(weight), Optional<double>(bias), Span<double>(y), rows, inFeatures, outFeatures, 1.0, 0.0);
-        else Forward(Span<float>(x), Span<float>(weight), Optional<float>(bias), Span<float>(y), rows, inFeatures, outFeatures, 1f, 0f);
+        if (x.DType == DType.F64) Forward(Span<double>(x), Span<double>(weight), Optional<double>(bias), Span<double>(y), rows, inFeatures, outFeatures, accumulate: false);
+        else Forward(Span<float>(x), Span<float>(weight), Optional<float>(bias), Span<float>(y), rows, inFeatures, outFeatures, accumulate: false);
         return y;
     }
 
@@ -24,8 +24,8 @@ internal static class CpuLinear
     {
         var y = inPlace ? residual : cpu.Allocate(residual.Shape, residual.DType);
         if (!inPlace) cpu.Copy(residual, y);
-        if (x.DType == DType.F64) Forward(Span<double>(x), Span<double>(weight), Optional<double>(bias), Span<double>(y), rows, inFeatures, outFeatures, 1.0, 1.0);
-        else Forward(Span<float>(x), Span<float>(weight), Optional<float>(bias), Span<float>(y), rows, inFeatures, outFeatures, 1f, 1f);
+        if (x.DType == DType.F64) Forward(Span<double>(x), Span<double>(weight), Optional<double>(bias), Span<double>(y), rows, inFeatures, outFeatures, accumulate: true);
+        else Forward(Span<float>(x), Span<float>(weight), Optional<float>(bias), Span<float>(y), rows, inFeatures, outFeatures, accumulate: true);
         return y;
     }
 
@@ -39,48 +39,29 @@ internal static class CpuLinear
     {
         if (x.DType == DType.F64)
             Backward(Span<double>(dOutput), Span<double>(x), Span<double>(weight), Optional<double>(dx), Optional<double>(dWeight), Optional<double>(dBias),
-                rows, inFeatures, outFeatures, 1.0, 0.0, accumulateDx);
+                rows, inFeatures, outFeatures, accumulateDx);
         else
             Backward(Span<float>(dOutput), Span<float>(x), Span<float>(weight), Optional<float>(dx), Optional<float>(dWeight), Optional<float>(dBias),
-                rows, inFeatures, outFeatures, 1f, 0f, accumulateDx);
+                rows, inFeatures, outFeatures, accumulateDx);
     }
 
-    // CpuGemm has an fp32 and an fp64 entry; the two bodies below differ only in T.
-    private static void Forward(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, Span<float> y, int rows, int inFeatures, int outFeatures, float one, float zero)
+    private static void Forward<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias, Span<T> y, int rows, int inFeatures, int outFeatures,
+        bool accumulate) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        CpuGemm.Gemm(false, true, rows, outFeatures, inFeatures, one, x, inFeatures, weight, inFeatures, zero, y, outFeatures);
+        CpuGemm.Gemm(false, true, rows, outFeatures, inFeatures, x, inFeatures, weight, inFeatures, accumulate, y, outFeatures);
         AddToEveryRow(y, bias);
     }
 
-    private static void Forward(ReadOnlySpan<double> x, ReadOnlySpan<double> weight, ReadOnlySpan<double> bias, Span<double> y, int rows, int inFeatures, int outFeatures, double one, double zero)
-    {
-        CpuGemm.Gemm(false, true, rows, outFeatures, inFeatures, one, x, inFeatures, weight, inFeatures, zero, y, outFeatures);
-        AddToEveryRow(y, bias);
-    }
-
-    private static void Backward(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ReadOnlySpan<float> weight, Span<float> dx, Span<float> dWeight, Span<float> dBias,
-        int rows, int inFeatures, int outFeatures, float one, float zero, bool accumulateDx)
+    private static void Backward<T>(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<T> weight, Span<T> dx, Span<T> dWeight, Span<T> dBias,
+        int rows, int inFeatures, int outFeatures, bool accumulateDx) where T : unmanaged, IFloatingPointIeee754<T>
     {
         if (!dx.IsEmpty)
         {
-            var into = accumulateDx ? new float[dx.Length] : dx;
-            CpuGemm.Gemm(false, false, rows, inFeatures, outFeatures, one, dy, outFeatures, weight, inFeatures, zero, into, inFeatures);
+            var into = accumulateDx ? new T[dx.Length] : dx;
+            CpuGemm.Gemm(false, false, rows, inFeatures, outFeatures, dy, outFeatures, weight, inFeatures, false, into, inFeatures);
             if (accumulateDx) TensorPrimitives.Add(dx, into, dx);
         }
-        if (!dWeight.IsEmpty) CpuGemm.Gemm(true, false, outFeatures, inFeatures, rows, one, dy, outFeatures, x, inFeatures, one, dWeight, inFeatures);
-        AddColumnSums(dy, dBias);
-    }
-
-    private static void Backward(ReadOnlySpan<double> dy, ReadOnlySpan<double> x, ReadOnlySpan<double> weight, Span<double> dx, Span<double> dWeight, Span<double> dBias,
-        int rows, int inFeatures, int outFeatures, double one, double zero, bool accumulateDx)
-    {
-        if (!dx.IsEmpty)
-        {
-            var into = accumulateDx ? new double[dx.Length] : dx;
-            CpuGemm.Gemm(false, false, rows, inFeatures, outFeatures, one, dy, outFeatures, weight, inFeatures, zero, into, inFeatures);
-            if (accumulateDx) TensorPrimitives.Add(dx, into, dx);
-        }
-        if (!dWeight.IsEmpty) CpuGemm.Gemm(true, false, outFeatures, inFeatures, rows, one, dy, outFeatures, x, inFeatures, one, dWeight, inFeatures);
+        if (!dWeight.IsEmpty) CpuGemm.Gemm(true, false, outFeatures, inFeatures, rows, dy, outFeatures, x, inFeatures, true, dWeight, inFeatures);
         AddColumnSums(dy, dBias);
     }
 
