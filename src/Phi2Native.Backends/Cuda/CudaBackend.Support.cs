@@ -113,7 +113,7 @@ public sealed partial class CudaBackend
 
     /// <summary>
     /// At least <paramref name="count"/> I32 zeros that every kernel given them leaves zero again: the split-K decode's
-    /// per-(batch row, head) counts of finished chunks (kernels/attention_decode.cu). Zeroed once when made, then kept for
+    /// per-(batch row, head) counts of finished chunks (kernels/attention_decode.cu). Zeroed once when made (uploaded), then kept for
     /// the backend's life (the kernels reset them, so no fill per launch: a fill would be one more node of a captured
     /// decode graph); grown when needed. A grown-out vector is kept until the backend is disposed too, since a captured
     /// graph may still replay kernels that hold its address. The first decode runs eagerly before a capture, so a
@@ -126,7 +126,9 @@ public sealed partial class CudaBackend
         var pointer = _device.Allocate(capacity * sizeof(int));
         try
         {
-            _device.Fill(pointer, 0, capacity * sizeof(int), _stream);
+            // An upload, not a fill: a fill is a device operation of the step that first decodes (the eager warm-up of a
+            // decode graph), which the profile matches one for one with the graph's operations.
+            _device.CopyToDevice(pointer, new byte[capacity * sizeof(int)], _stream);
         }
         catch
         {
