@@ -218,12 +218,18 @@ PHI2_DEVICE void lora_mma_down_backward(const float* du, const float* a, bf16_t*
     int col0 = (int)blockIdx.y * LORA_MMA_WARPS * LORA_MMA_EXPAND_COLUMNS + warp * LORA_MMA_EXPAND_COLUMNS;
     if (col0 >= in) return; // the whole warp; no barrier in this kernel
     float acc[2][4][4];
+    #pragma unroll
     for (int mt = 0; mt < 2; mt++)
+        #pragma unroll
         for (int nt = 0; nt < 4; nt++)
+            #pragma unroll
             for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.0f;
     lora_mma_expand<4>(du, rank, a, in, 1, rows, in, rank, row0, col0, acc);
+    #pragma unroll
     for (int mt = 0; mt < 2; mt++)
+        #pragma unroll
         for (int nt = 0; nt < 4; nt++)
+            #pragma unroll
             for (int i = 0; i < 4; i++)
             {
                 int n = row0 + 16 * mt + g + (i >= 2 ? 8 : 0), k = col0 + 8 * nt + 2 * t + (i & 1);

@@ -49,6 +49,7 @@ PHI2_DEVICE void lora_split3(float v, bf16_t& hi, bf16_t& mid, bf16_t& lo)
 template <int Count>
 PHI2_DEVICE void lora_split_fragment(const float* v, unsigned parts[3][Count / 2])
 {
+    #pragma unroll
     for (int q = 0; q < Count / 2; q++)
     {
         bf16_t h0, m0, l0, h1, m1, l1;
@@ -95,8 +96,11 @@ PHI2_DEVICE void lora_mma_weight_grad(const bf16_t* left, long long left_stride,
     int c0 = (int)blockIdx.x * LORA_MMA_GRAD_COLUMNS;
     int m_tiles = width - c0 > 16 ? 2 : 1, n_tiles = rank - j0 > 8 ? 2 : 1; // the same for the whole block
     float acc[2][2][4];
+    #pragma unroll
     for (int mt = 0; mt < 2; mt++)
+        #pragma unroll
         for (int nt = 0; nt < 2; nt++)
+            #pragma unroll
             for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.0f;
     for (int n0 = 0; n0 < rows; n0 += LORA_MMA_GRAD_ROWS)
     {
@@ -111,10 +115,12 @@ PHI2_DEVICE void lora_mma_weight_grad(const bf16_t* left, long long left_stride,
         if (s < rows) // whole warps
         {
             unsigned b[2][3][2];
-            for (int nt = 0; nt < n_tiles; nt++)
+            #pragma unroll
+            for (int nt = 0; nt < 2; nt++) if (nt < n_tiles)
             {
                 float v[4];
                 int j = j0 + 8 * nt + g;
+                #pragma unroll
                 for (int i = 0; i < 4; i++)
                 {
                     int n = s + 2 * t + (i & 1) + (i >= 2 ? 8 : 0);
@@ -122,18 +128,24 @@ PHI2_DEVICE void lora_mma_weight_grad(const bf16_t* left, long long left_stride,
                 }
                 lora_split_fragment<4>(v, b[nt]);
             }
-            for (int mt = 0; mt < m_tiles; mt++)
+            #pragma unroll
+            for (int mt = 0; mt < 2; mt++) if (mt < m_tiles)
             {
                 unsigned a[4];
                 ldmatrix_x4_trans(a, staged + (16 * warp + (lane & 7) + 8 * (lane >> 4)) * stride + 16 * mt + 8 * ((lane >> 3) & 1));
-                for (int nt = 0; nt < n_tiles; nt++)
+                #pragma unroll
+                for (int nt = 0; nt < 2; nt++) if (nt < n_tiles)
+                    #pragma unroll
                     for (int p = 2; p >= 0; p--) mma_m16n8k16_bf16(acc[mt][nt], a, b[nt][p]);
             }
         }
         __syncthreads(); // every warp's reads of the staged rows are done
     }
+    #pragma unroll
     for (int mt = 0; mt < 2; mt++)
+        #pragma unroll
         for (int nt = 0; nt < 2; nt++)
+            #pragma unroll
             for (int i = 0; i < 4; i++)
                 partial[warp][16 * mt + g + (i >= 2 ? 8 : 0)][8 * nt + 2 * t + (i & 1)] = acc[mt][nt][i];
     __syncthreads();
@@ -166,8 +178,11 @@ PHI2_DEVICE void lora_mma_row_times_weight(const bf16_t* x, long long x_stride, 
     int warp = (int)(threadIdx.x >> 5), lane = (int)(threadIdx.x & 31u), g = lane >> 2, t = lane & 3;
     int m_tiles = rows - row0 > 16 ? 2 : 1, n_tiles = rank - j0 > 8 ? 2 : 1; // the same for the whole block
     float acc[2][2][4];
+    #pragma unroll
     for (int mt = 0; mt < 2; mt++)
+        #pragma unroll
         for (int nt = 0; nt < 2; nt++)
+            #pragma unroll
             for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.0f;
     for (int k0 = 0; k0 < width; k0 += LORA_MMA_DOWN_COLUMNS)
     {
@@ -182,10 +197,12 @@ PHI2_DEVICE void lora_mma_row_times_weight(const bf16_t* x, long long x_stride, 
         if (ks < width) // whole warps
         {
             unsigned b[2][3][2];
-            for (int nt = 0; nt < n_tiles; nt++)
+            #pragma unroll
+            for (int nt = 0; nt < 2; nt++) if (nt < n_tiles)
             {
                 float v[4];
                 int j = j0 + 8 * nt + g;
+                #pragma unroll
                 for (int i = 0; i < 4; i++)
                 {
                     int k = ks + 2 * t + (i & 1) + (i >= 2 ? 8 : 0);
@@ -193,18 +210,24 @@ PHI2_DEVICE void lora_mma_row_times_weight(const bf16_t* x, long long x_stride, 
                 }
                 lora_split_fragment<4>(v, b[nt]);
             }
-            for (int mt = 0; mt < m_tiles; mt++)
+            #pragma unroll
+            for (int mt = 0; mt < 2; mt++) if (mt < m_tiles)
             {
                 unsigned a[4];
                 ldmatrix_x4(a, staged + (16 * mt + (lane & 15)) * stride + 16 * warp + 8 * (lane >> 4));
-                for (int nt = 0; nt < n_tiles; nt++)
+                #pragma unroll
+                for (int nt = 0; nt < 2; nt++) if (nt < n_tiles)
+                    #pragma unroll
                     for (int p = 2; p >= 0; p--) mma_m16n8k16_bf16(acc[mt][nt], a, b[nt][p]);
             }
         }
         __syncthreads(); // every warp's reads of the staged rows are done
     }
+    #pragma unroll
     for (int mt = 0; mt < 2; mt++)
+        #pragma unroll
         for (int nt = 0; nt < 2; nt++)
+            #pragma unroll
             for (int i = 0; i < 4; i++)
                 partial[warp][16 * mt + g + (i >= 2 ? 8 : 0)][8 * nt + 2 * t + (i & 1)] = acc[mt][nt][i];
     __syncthreads();
@@ -232,9 +255,11 @@ PHI2_DEVICE void lora_mma_expand(const float* r, long long r_stride, const float
     for (int j0 = 0; j0 < rank; j0 += 16)
     {
         unsigned a[2][3][4];
-        for (int mt = 0; mt < m_tiles; mt++)
+        #pragma unroll
+        for (int mt = 0; mt < 2; mt++) if (mt < m_tiles)
         {
             float v[8];
+            #pragma unroll
             for (int i = 0; i < 8; i++)
             {
                 int n = row0 + 16 * mt + g + ((i & 2) ? 8 : 0), j = j0 + 2 * t + (i & 1) + (i >= 4 ? 8 : 0);
@@ -242,10 +267,12 @@ PHI2_DEVICE void lora_mma_expand(const float* r, long long r_stride, const float
             }
             lora_split_fragment<8>(v, a[mt]);
         }
-        for (int nt = 0; nt < n_tiles; nt++)
+        #pragma unroll
+        for (int nt = 0; nt < NT; nt++) if (nt < n_tiles)
         {
             float v[4];
             int k = col0 + 8 * nt + g;
+            #pragma unroll
             for (int i = 0; i < 4; i++)
             {
                 int j = j0 + 2 * t + (i & 1) + (i >= 2 ? 8 : 0);
@@ -253,7 +280,8 @@ PHI2_DEVICE void lora_mma_expand(const float* r, long long r_stride, const float
             }
             unsigned b[3][2];
             lora_split_fragment<4>(v, b);
-            for (int mt = 0; mt < m_tiles; mt++)
+            #pragma unroll
+            for (int mt = 0; mt < 2; mt++) if (mt < m_tiles)
             {
                 // The smallest terms first: (mid, mid), (lo, hi), (hi, lo), (mid, hi), (hi, mid), (hi, hi).
                 mma_m16n8k16_bf16(acc[mt][nt], a[mt][1], b[1]);

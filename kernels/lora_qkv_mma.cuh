@@ -33,9 +33,13 @@ PHI2_DEVICE void lora_qkv_mma_down(const bf16_t* x, const float* a_q, const floa
     int total = rank_q + rank_k + rank_v;
     int m_tiles = rows - row0 > 16 ? 2 : 1; // the same for the whole block
     float acc[3][2][2][4];
+    #pragma unroll
     for (int m = 0; m < 3; m++)
+        #pragma unroll
         for (int mt = 0; mt < 2; mt++)
+            #pragma unroll
             for (int nt = 0; nt < 2; nt++)
+                #pragma unroll
                 for (int i = 0; i < 4; i++) acc[m][mt][nt][i] = 0.0f;
     for (int k0 = 0; k0 < channels; k0 += LORA_MMA_DOWN_COLUMNS)
     {
@@ -50,8 +54,10 @@ PHI2_DEVICE void lora_qkv_mma_down(const bf16_t* x, const float* a_q, const floa
         if (ks < channels) // whole warps
         {
             unsigned a[2][4];
-            for (int mt = 0; mt < m_tiles; mt++)
+            #pragma unroll
+            for (int mt = 0; mt < 2; mt++) if (mt < m_tiles)
                 ldmatrix_x4(a[mt], staged + (16 * mt + (lane & 15)) * stride + 16 * warp + 8 * (lane >> 4));
+            #pragma unroll
             for (int m = 0; m < 3; m++)
             {
                 int rank = lora_qkv_pick(m, rank_q, rank_k, rank_v);
@@ -61,10 +67,12 @@ PHI2_DEVICE void lora_qkv_mma_down(const bf16_t* x, const float* a_q, const floa
                 unsigned long long seed = lora_qkv_pick(m, seed_q, seed_k, seed_v);
                 int n_tiles = rank - j0 > 8 ? 2 : 1;
                 unsigned b[2][3][2];
-                for (int nt = 0; nt < n_tiles; nt++)
+                #pragma unroll
+                for (int nt = 0; nt < 2; nt++) if (nt < n_tiles)
                 {
                     float v[4];
                     int j = j0 + 8 * nt + g;
+                    #pragma unroll
                     for (int i = 0; i < 4; i++)
                     {
                         int k = ks + 2 * t + (i & 1) + (i >= 2 ? 8 : 0);
@@ -72,9 +80,11 @@ PHI2_DEVICE void lora_qkv_mma_down(const bf16_t* x, const float* a_q, const floa
                     }
                     lora_split_fragment<4>(v, b[nt]);
                 }
-                for (int mt = 0; mt < m_tiles; mt++)
+                #pragma unroll
+                for (int mt = 0; mt < 2; mt++) if (mt < m_tiles)
                 {
                     unsigned masked[4];
+                    #pragma unroll
                     for (int q = 0; q < 4; q++)
                     {
                         masked[q] = a[mt][q];
@@ -85,7 +95,9 @@ PHI2_DEVICE void lora_qkv_mma_down(const bf16_t* x, const float* a_q, const floa
                         if (dropout_bits24(seed, n * channels + k) < threshold) masked[q] &= 0xffff0000u;
                         if (dropout_bits24(seed, n * channels + k + 1) < threshold) masked[q] &= 0x0000ffffu;
                     }
-                    for (int nt = 0; nt < n_tiles; nt++)
+                    #pragma unroll
+                    for (int nt = 0; nt < 2; nt++) if (nt < n_tiles)
+                        #pragma unroll
                         for (int p = 2; p >= 0; p--) mma_m16n8k16_bf16(acc[m][mt][nt], masked, b[nt][p]);
                 }
             }
@@ -93,13 +105,17 @@ PHI2_DEVICE void lora_qkv_mma_down(const bf16_t* x, const float* a_q, const floa
         __syncthreads(); // every warp's reads of the staged rows are done
     }
     int offset = 0;
+    #pragma unroll
     for (int m = 0; m < 3; m++)
     {
         int rank = lora_qkv_pick(m, rank_q, rank_k, rank_v);
         if (j0 < rank) // the same for the whole block
         {
+            #pragma unroll
             for (int mt = 0; mt < 2; mt++)
+                #pragma unroll
                 for (int nt = 0; nt < 2; nt++)
+                    #pragma unroll
                     for (int i = 0; i < 4; i++)
                         partial[warp][16 * mt + g + (i >= 2 ? 8 : 0)][8 * nt + 2 * t + (i & 1)] = acc[m][mt][nt][i];
             __syncthreads();
@@ -148,24 +164,34 @@ PHI2_DEVICE void lora_qkv_mma_down_backward(const float* du, const float* a_q, c
     if (col0 >= channels) return; // the whole warp; no barrier in this kernel
     int total = rank_q + rank_k + rank_v, offset = 0;
     float totals[2][2][4];
+    #pragma unroll
     for (int mt = 0; mt < 2; mt++)
+        #pragma unroll
         for (int nt = 0; nt < 2; nt++)
+            #pragma unroll
             for (int i = 0; i < 4; i++) totals[mt][nt][i] = 0.0f;
+    #pragma unroll
     for (int m = 0; m < 3; m++)
     {
         int rank = lora_qkv_pick(m, rank_q, rank_k, rank_v);
         if (rank > 0)
         {
             float acc[2][2][4];
+            #pragma unroll
             for (int mt = 0; mt < 2; mt++)
+                #pragma unroll
                 for (int nt = 0; nt < 2; nt++)
+                    #pragma unroll
                     for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.0f;
             lora_mma_expand<2>(du + offset, total, lora_qkv_pick(m, a_q, a_k, a_v), channels, 1, rows, channels, rank, row0, col0, acc);
             unsigned threshold = lora_qkv_pick(m, threshold_q, threshold_k, threshold_v);
             float keep_scale = lora_qkv_pick(m, keep_q, keep_k, keep_v);
             unsigned long long seed = lora_qkv_pick(m, seed_q, seed_k, seed_v);
+            #pragma unroll
             for (int mt = 0; mt < 2; mt++)
+                #pragma unroll
                 for (int nt = 0; nt < 2; nt++)
+                    #pragma unroll
                     for (int i = 0; i < 4; i++)
                     {
                         long long index = (long long)(row0 + 16 * mt + g + (i >= 2 ? 8 : 0)) * channels + col0 + 8 * nt + 2 * t + (i & 1);
@@ -175,8 +201,11 @@ PHI2_DEVICE void lora_qkv_mma_down_backward(const float* du, const float* a_q, c
         }
         offset += rank;
     }
+    #pragma unroll
     for (int mt = 0; mt < 2; mt++)
+        #pragma unroll
         for (int nt = 0; nt < 2; nt++)
+            #pragma unroll
             for (int i = 0; i < 4; i++)
             {
                 int n = row0 + 16 * mt + g + (i >= 2 ? 8 : 0), k = col0 + 8 * nt + 2 * t + (i & 1);
