@@ -21,11 +21,12 @@ namespace Phi2Native.GpuCheck;
 /// <param name="Model">The config of the model cases (the training steps cut it to 1 and 2 layers).</param>
 /// <param name="Prefill">Tokens prefilled into the KV cache before decode steps are timed.</param>
 /// <param name="Reps">Timed repetitions at most per case (the emulator needs few: its times mean nothing).</param>
+/// <param name="NewTokens">Tokens the greedy decoding cases generate after the prefill (the GPU peers' decode has the same).</param>
 /// <param name="LoraStep">The LoRA step case: what `phi2 bench lora` runs (the GPU peers' PEFT step has its shape).</param>
-internal sealed record BenchSizes(string Label, int Tokens, Phi2Config Model, int Prefill, int Reps, BenchmarkOptions LoraStep)
+internal sealed record BenchSizes(string Label, int Tokens, Phi2Config Model, int Prefill, int Reps, int NewTokens, BenchmarkOptions LoraStep)
 {
     /// <summary>Phi-2: C 2560, H 32, D 80, intermediate 10240, V 51200, 32 layers; 2048 tokens; the LoRA step at B 4, T 2048.</summary>
-    public static BenchSizes Phi2 { get; } = new("Phi-2", 2048, Phi2Config.Phi2, 2000, Benchmarks.MaxReps,
+    public static BenchSizes Phi2 { get; } = new("Phi-2", 2048, Phi2Config.Phi2, 2000, Benchmarks.MaxReps, 32,
         new BenchmarkOptions { Workload = BenchmarkWorkload.Lora, Config = "phi2", Batch = 4, Sequence = 2048, Repeat = 3, Warmup = 1 });
 
     /// <summary>
@@ -33,7 +34,7 @@ internal sealed record BenchSizes(string Label, int Tokens, Phi2Config Model, in
     /// rotary 32) so the same kernel paths run: C 160, H 2, intermediate 640, V 512, 2 layers; 32 tokens.
     /// </summary>
     public static BenchSizes Tiny { get; } = new("tiny", 32,
-        Phi2Config.Tiny with { HiddenSize = 160, NumAttentionHeads = 2, IntermediateSize = 640, RotaryDim = 32, NumHiddenLayers = 2 }, 24, 2,
+        Phi2Config.Tiny with { HiddenSize = 160, NumAttentionHeads = 2, IntermediateSize = 640, RotaryDim = 32, NumHiddenLayers = 2 }, 24, 2, 4,
         new BenchmarkOptions { Workload = BenchmarkWorkload.Lora, Config = "embedded", Layers = 2, Batch = 1, Sequence = 32, Repeat = 1, Warmup = 1 });
 }
 
@@ -112,6 +113,8 @@ internal sealed partial class Benchmarks
         new("decoder layer forward+backward", b => b.LayerStep()),
         new("model prefill (KV cache, last logits)", b => b.Generation(prefillOnly: true)),
         new("model decode step (KV cache)", b => b.Generation(prefillOnly: false)),
+        new(GreedyDecodeEagerName, b => b.GreedyDecode(cudaGraphs: false)),
+        new(GreedyDecodeGraphName, b => b.GreedyDecode(cudaGraphs: true)),
         // A 32-layer model built and stepped 3 times at B 4, T 2048 (guessed; no GPU run has timed it yet).
         new(LoraStepName, b => b.LoraStep(), TimeSpan.FromSeconds(40)),
     ];
@@ -328,52 +331,6 @@ internal sealed partial class Benchmarks
         double ms = two - one;
         return new BenchOutcome("", shape, DtName, BenchStatus.Ran, ms, ms > 0 ? N / (ms / 1000) : double.NaN, "tokens/s", 0,
             ms > 0 ? "a difference of two medians" : "a difference of two medians, not positive: timing noise exceeds a layer's cost");
-    }
-
-    private Phi2Model? _generationModel;
-
-    private BenchOutcome Generation(bool prefillOnly)
-    {
-        var config = _sizes.Model;
-        var build = Stopwatch.StartNew();
-        // Built for the prefill case, kept for the decode case right after it, disposed there.
-        var model = _generationModel ??= RandomModel(config, seed: 9);
-        double buildSeconds = build.Elapsed.TotalSeconds;
-        try
-        {
-            int prefill = _sizes.Prefill;
-            int capacity = Math.Min(config.MaxPositionEmbeddings, prefill + WarmUp + MaxReps + 2);   // + the modelled repetition
-            int[] prompt = Ids(prefill, config.VocabSize, 10);
-            using var cache = new KeyValueCache(model, 1, capacity);
-            if (prefillOnly)
-            {
-                var (pms, preps) = Time(() =>
-                {
-                    cache.Reset();
-                    using var scope = TensorScope.Begin();
-                    model.ForwardLast(model.CreateInputIds(prompt), cache);
-                }, warmUp: 1, maxReps: 3);
-                return new BenchOutcome("model prefill (KV cache, last logits)", $"{config.NumHiddenLayers} layers, B 1, T {prefill}", DtName,
-                    BenchStatus.Ran, pms, prefill / (pms / 1000), "tokens/s", preps, $"built in {Format.Seconds(buildSeconds)} s");
-            }
-            using (TensorScope.Begin()) model.ForwardLast(model.CreateInputIds(prompt), cache);
-            int next = 1, firstTimed = prefill + WarmUp + 1;
-            var (ms, reps) = Time(() =>
-            {
-                using var scope = TensorScope.Begin();
-                model.ForwardLast(model.CreateInputIds([next++ % config.VocabSize]), cache);
-            }, maxReps: Math.Min(MaxReps, capacity - prefill - WarmUp - 1));
-            return new BenchOutcome("model decode step (KV cache)", $"{config.NumHiddenLayers} layers, B 1, keyTime {firstTimed}-{firstTimed + reps - 1}",
-                DtName, BenchStatus.Ran, ms, 1000 / ms, "tokens/s", reps, $"ms = ms/token (one token through every layer and lm_head)");
-        }
-        finally
-        {
-            if (!prefillOnly)
-            {
-                model.Dispose();
-                _generationModel = null;
-            }
-        }
     }
 
     /// <summary>

@@ -85,9 +85,10 @@ internal static class GpuRun
 
     /// <summary>What the first stage found, for the others.</summary>
     /// <summary>
-    /// Runs the GELU-epilogue probe (<see cref="GeluEpilogueProbe"/>) on the opened device, sets its
-    /// <see cref="IBlas.GeluEpilogueIsGeluNew"/> to the verdict (the benchmarks in this process then time the path the
-    /// engine would take) and records the verdict in the run's output. A probe that throws leaves the fallback in place.
+    /// Runs the GELU-epilogue probes (<see cref="GeluEpilogueProbe"/>, then the library's DGELU one) on the opened device,
+    /// sets its <see cref="IBlas.GeluEpilogueIsGeluNew"/> and <see cref="IBlas.DGeluEpilogueIsGeluNew"/> to the verdicts
+    /// (the benchmarks in this process then time the paths the engine would take) and records the verdicts in the run's
+    /// output. A probe that throws leaves its fallback in place.
     /// </summary>
     private static void RecordGeluEpilogueProbe(State state, TextWriter output)
     {
@@ -100,6 +101,17 @@ internal static class GpuRun
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             output.WriteLine($"GELU epilogue probe could not run ({e.GetType().Name}: {e.Message}); LinearGelu keeps the BIAS epilogue + gelu_new");
+        }
+        try
+        {
+            var (bf16, fp32) = Phi2Native.Backends.Ops.Mlp.DGeluEpilogueProbe.Apply(state.Device!);
+            output.WriteLine($"DGELU epilogue probe (cuBLASLt DGELU vs (P + beta C) gelu_new'(aux)): bf16 {bf16}; fp32 {fp32}; " +
+                             (state.Device!.Blas.DGeluEpilogueIsGeluNew ? "fc2's dx product takes fc1's gelu backward on this GPU" : "fc1 keeps bias_gelu_new_backward on this GPU"));
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            state.Device!.Blas.DGeluEpilogueIsGeluNew = false;
+            output.WriteLine($"DGELU epilogue probe could not run ({e.GetType().Name}: {e.Message}); fc1 keeps bias_gelu_new_backward");
         }
     }
 

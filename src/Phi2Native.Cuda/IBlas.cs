@@ -83,4 +83,13 @@ internal interface IBlas
     /// (GeluEpilogueProbe) has compared cuBLASLt's output with the CPU's gelu_new and set it. Tests set it either way.
     /// </summary>
     bool GeluEpilogueIsGeluNew { get; set; }
+
+    /// <summary>
+    /// Whether <see cref="LtEpilogue.DGelu"/> is known to compute (alpha op(A) op(B) + beta C) times gelu_new'(aux), beta C
+    /// included, to within the output's rounding: the switch that lets the product making gelu_new's output gradient
+    /// (fc2's dx GEMM) deliver the pre-activation's gradient instead, with no gelu backward pass (GeluGradientFusion).
+    /// The emulated device computes it so by definition and starts true; a GPU starts false until CudaBackend.OpenGpu's
+    /// probe (GeluEpilogueProbe) has compared cuBLASLt's output with the CPU's and set it. Tests set it either way.
+    /// </summary>
+    bool DGeluEpilogueIsGeluNew { get; set; }
 }

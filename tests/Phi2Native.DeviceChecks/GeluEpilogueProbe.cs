@@ -39,5 +39,20 @@ public static class GeluEpilogueProbe
     /// <summary>The fp32 part alone, as a check: D is the tanh form, not the erf form.</summary>
     internal static CheckResult TanhForm(IDeviceApi device) => Check("D vs tanh-form gelu(aux)", LibraryProbe.Fp32Form(device));
 
+    /// <summary>
+    /// The engine's DGELU probe (the library's DGeluEpilogueProbe) as a check: cuBLASLt's DGELU is gelu_new's derivative
+    /// times the whole product, beta C included, in bf16 and fp32. A GPU that fails it keeps bias_gelu_new_backward: the
+    /// check reports what the engine does there rather than failing the run.
+    /// </summary>
+    internal static CheckResult DGelu(IDeviceApi device)
+    {
+        var (bf16, fp32) = Phi2Native.Backends.Ops.Mlp.DGeluEpilogueProbe.Run(device);
+        var comparison = CheckResult.Combine(Check("bf16", bf16), Check("fp32", fp32));
+        string said = bf16.Passed && fp32.Passed
+            ? "verdict: DGELU is gelu_new' of (P + beta C); fc2's dx product takes fc1's gelu backward"
+            : "verdict: DGELU is NOT gelu_new' of (P + beta C); fc1 keeps bias_gelu_new_backward";
+        return comparison with { WorstRatio = Math.Min(comparison.WorstRatio, 1.0), Detail = $"{said} ({comparison})" };
+    }
+
     private static CheckResult Check(string what, LibraryProbe.Comparison part) => new(part.MaxError, part.WorstRatio, $"{what}: {part.Detail}");
 }

@@ -31,6 +31,7 @@ public static class LinearGeluChecks
         Check(DType.BF16, 1, 32, 64, epilogue: true, train: false),
         Check(DType.F16, 4, 16, 72, epilogue: false, train: true),
         new("probe: lt gelu_aux_bias is gelu_new within bf16", ["cublasLtMatmul"], d => GeluEpilogueProbe.Run(d).Result),
+        new("probe: lt dgelu is gelu_new' of the product with beta C", ["cublasLtMatmul"], GeluEpilogueProbe.DGelu),
     ];
 
     private static DeviceCheck Check(DType dtype, int rows, int inFeatures, int outFeatures, bool epilogue, bool train)

@@ -30,15 +30,18 @@ public sealed partial class CudaBackend
         if (ordinal < 0 || ordinal >= probe.Devices.Count)
             throw new Phi2Exception($"there is no CUDA device {ordinal}: this machine has {probe.Devices.Count}, numbered from 0");
         var backend = Over(CudaDevice.Open(ordinal, kernelCache, kernelSources));
-        // cuBLASLt does not document its GELU as gelu_new's tanh form: measured once here, LinearGeluOp then takes the
-        // epilogue or its fallback. A probe that cannot run leaves the fallback, which is always right.
+        // cuBLASLt does not document its GELU as gelu_new's tanh form, nor what DGELU multiplies: measured once here, and
+        // LinearGeluOp and fc2's dx product then take the epilogues or their fallbacks. A probe that cannot run leaves
+        // the fallbacks, which are always right.
         try
         {
             GeluEpilogueProbe.Apply(backend.DeviceApi);
+            DGeluEpilogueProbe.Apply(backend.DeviceApi);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             backend.DeviceApi.Blas.GeluEpilogueIsGeluNew = false;
+            backend.DeviceApi.Blas.DGeluEpilogueIsGeluNew = false;
         }
         return backend;
     }

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Phi2Native.Cuda;
 using Phi2Native.Cuda.Gpu;
@@ -146,6 +147,9 @@ public sealed partial class CudaBackend : IBackend
 
     /// <inheritdoc/>
     /// <exception cref="ArgumentException">The tensor is not this backend's, or <paramref name="destination"/> is shorter than its bytes.</exception>
+    // Never inlined (nor Synchronize): a profile names the backend method that waited (ProfileRecorder's call site), and
+    // tiered compilation's guarded devirtualization inlined this one into its caller, so the frame vanished in long runs.
+    [MethodImpl(MethodImplOptions.NoInlining)]
     public void CopyToHost(Tensor tensor, Span<byte> destination)
     {
         var pointer = Pointer(tensor, nameof(tensor));
@@ -187,6 +191,7 @@ public sealed partial class CudaBackend : IBackend
     }
 
     /// <summary>Waits until every op queued so far has finished (and reports a failed launch).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     public void Synchronize()
     {
         ThrowIfDisposed();

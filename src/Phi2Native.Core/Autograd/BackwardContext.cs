@@ -9,8 +9,53 @@ namespace Phi2Native.Autograd;
 public sealed class BackwardContext
 {
     private readonly Dictionary<Tensor, Tensor> _gradients;
+    private readonly Dictionary<Tensor, AutogradOp> _producers = new(ReferenceEqualityComparer.Instance);
+    private readonly Dictionary<Tensor, int> _consumersLeft = new(ReferenceEqualityComparer.Instance);
+    private readonly HashSet<Tensor> _throughActivation = new(ReferenceEqualityComparer.Instance);
 
-    internal BackwardContext(Dictionary<Tensor, Tensor> gradients) => _gradients = gradients;
+    /// <summary>
+    /// A context for running <paramref name="ops"/> (a tape, in recording order) backward: it knows each tensor's producer
+    /// and how many of the recorded ops read it, so a consumer can tell when it gives a tensor its last contribution.
+    /// </summary>
+    internal BackwardContext(Dictionary<Tensor, Tensor> gradients, IReadOnlyList<AutogradOp> ops)
+    {
+        _gradients = gradients;
+        foreach (var op in ops)
+        {
+            _producers[op.Output] = op;
+            foreach (var input in op.Inputs)
+                if (input is not null) _consumersLeft[input] = _consumersLeft.GetValueOrDefault(input) + 1;
+        }
+    }
+
+    /// <summary>The tape calls this after <paramref name="op"/>'s backward ran or was skipped: its inputs have one reader fewer to hear from.</summary>
+    internal void Finished(AutogradOp op)
+    {
+        foreach (var input in op.Inputs)
+            if (input is not null && _consumersLeft.TryGetValue(input, out int left)) _consumersLeft[input] = left - 1;
+    }
+
+    /// <summary>The recorded op that produced <paramref name="tensor"/>, or null (a leaf, or a tensor made off the tape).</summary>
+    internal AutogradOp? ProducerOf(Tensor tensor) => _producers.GetValueOrDefault(tensor);
+
+    /// <summary>
+    /// Whether the op running backward now, which reads <paramref name="input"/>, is the last recorded reader of it still
+    /// to run backward: what it delivers for the input completes the input's gradient.
+    /// </summary>
+    internal bool IsLastReader(Tensor input) => _consumersLeft.GetValueOrDefault(input) == 1;
+
+    /// <summary>Whether a gradient for <paramref name="input"/> has been delivered already.</summary>
+    internal bool HasGradient(Tensor input) => input.IsLeaf ? input.Grad is not null : _gradients.ContainsKey(input);
+
+    /// <summary>
+    /// Says that the whole gradient delivered for <paramref name="output"/> (an activation's output) is already the
+    /// gradient of the activation's input: its last reader multiplied it through the activation's derivative in its own
+    /// product (GeluGradientFusion), so the producer must not do it again (<see cref="TakeThroughActivation"/>).
+    /// </summary>
+    internal void MarkThroughActivation(Tensor output) => _throughActivation.Add(output);
+
+    /// <summary>Whether <see cref="MarkThroughActivation"/> was said of <paramref name="output"/>; forgets it.</summary>
+    internal bool TakeThroughActivation(Tensor output) => _throughActivation.Remove(output);
 
     /// <summary>
     /// A fresh buffer for a gradient the backend overwrites (=), or null when <paramref name="input"/> needs none;

@@ -55,18 +55,19 @@ public sealed class GradientTape : IDisposable
         if (!loss.RequiresGrad) throw new InvalidOperationException("the loss does not depend on anything that requires a gradient (is everything frozen, or was no tape active?)");
         _backwardDone = true;
         var gradients = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
-        var context = new BackwardContext(gradients);
+        var context = new BackwardContext(gradients, _ops);
         using var phase = ProfileScope.Phase(ProfilePhase.Backward);
         context.Deliver(loss, loss.Backend.FromBytes(BitConverter.GetBytes(1.0), DType.F64, loss.Shape, loss.DType));
         for (int i = _ops.Count - 1; i >= 0; i--)
         {
             var op = _ops[i];
-            if (!gradients.Remove(op.Output, out var dOutput)) { op.ReleaseSaved(); continue; }
+            if (!gradients.Remove(op.Output, out var dOutput)) { op.ReleaseSaved(); context.Finished(op); continue; }
             using (ProfileScope.Module(op.Module))
                 op.Backward(dOutput, context);
             BackwardOpsRun++;
             dOutput.Dispose();
             op.ReleaseSaved();
+            context.Finished(op);
         }
         foreach (var leftover in gradients.Values) leftover.Dispose();
     }

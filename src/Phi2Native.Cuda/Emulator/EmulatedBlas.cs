@@ -25,6 +25,10 @@ internal sealed unsafe class EmulatedBlas(EmulatedDevice device) : IBlas
     /// <remarks>Starts true: the emulator computes GELU_AUX_BIAS as gelu_new by definition (Gelu below).</remarks>
     public bool GeluEpilogueIsGeluNew { get; set; } = true;
 
+    /// <inheritdoc/>
+    /// <remarks>Starts true: the emulator computes DGELU as (P + beta C) gelu_new'(aux) by definition (GeluDerivative below).</remarks>
+    public bool DGeluEpilogueIsGeluNew { get; set; } = true;
+
     // Below this many multiply-adds a product runs on the calling thread; above, columns are spread over the pool.
     private const long ParallelThreshold = 1 << 16;
 

@@ -32,6 +32,10 @@ internal sealed unsafe class CudaBlas : IBlas, IDisposable
     /// <remarks>Starts false: unknown until CudaBackend.OpenGpu's probe has compared cuBLASLt's GELU with gelu_new.</remarks>
     public bool GeluEpilogueIsGeluNew { get; set; } = false;
 
+    /// <inheritdoc/>
+    /// <remarks>Starts false: unknown until CudaBackend.OpenGpu's probe has compared cuBLASLt's DGELU with gelu_new's derivative.</remarks>
+    public bool DGeluEpilogueIsGeluNew { get; set; } = false;
+
     /// <summary>cuBLASLt's workspace: 32 MiB, what the cuBLAS documentation recommends for Hopper.</summary>
     public const long WorkspaceBytes = 32L << 20;
 

@@ -79,6 +79,10 @@ public sealed record ProfileOptions
 /// </summary>
 public static class ProfileRun
 {
+    /// <summary>Whether <paramref name="options"/>' workload trains (gradients, optimizer) or only infers.</summary>
+    internal static ComputeUse Use(ProfileOptions options) =>
+        options.What is ProfileWorkload.Train or ProfileWorkload.Lora ? ComputeUse.Training : ComputeUse.Inference;
+
     /// <summary>Profiles the workload <paramref name="options"/> describe.</summary>
     /// <param name="options">The workload and where it runs.</param>
     /// <param name="progress">Told each stage ("loading", "warm-up", "measured step").</param>
@@ -87,8 +91,15 @@ public static class ProfileRun
     {
         ArgumentNullException.ThrowIfNull(options);
         Check(options);
-        var use = options.What is ProfileWorkload.Train or ProfileWorkload.Lora ? ComputeUse.Training : ComputeUse.Inference;
-        using var compute = ComputeBackend.Open(options.Device, options.DType, use);
+        using var compute = ComputeBackend.Open(options.Device, options.DType, Use(options));
+        return Run(options, compute, progress);
+    }
+
+    /// <summary>Profiles on a backend the caller opened and still owns (tests set its device's switches first).</summary>
+    internal static ProfileReport Run(ProfileOptions options, ComputeBackend compute, IProgress<string>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        Check(options);
         progress?.Report("loading");
         using var model = Load(options, compute.Backend);
         var config = model.Config;

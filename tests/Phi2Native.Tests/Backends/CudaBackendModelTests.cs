@@ -52,8 +52,9 @@ public class CudaBackendModelTests
     [Test]
     public void BatchWithIgnoredLabelsMatchesPyTorchOnTheDevice() => CheckGolden("f32", "batch");
 
-    // The MLP's other path (a GPU's until its GELU-epilogue probe passes): fc1 with cuBLASLt's BIAS epilogue, then the
-    // vectorised gelu_new, and the same fused backward. The emulated device takes the GELU epilogue otherwise.
+    // The MLP's other path (a GPU's until its GELU-epilogue probes pass): fc1 with cuBLASLt's BIAS epilogue, then the
+    // vectorised gelu_new, and backward bias_gelu_new_backward where fc2's dx product otherwise took gelu_new's derivative
+    // in its DGELU epilogue. The emulated device takes both epilogues otherwise.
     [Test]
     public void TraceCaseMatchesPyTorchOnTheDevice_WithoutTheGeluEpilogue() => CheckGolden("f32", "trace", geluEpilogue: false);
 
@@ -296,6 +297,8 @@ public class CudaBackendModelTests
         using var golden = Fixtures.OpenGolden(variant);
         using var device = new EmulatedDevice();
         ((IDeviceApi)device).Blas.GeluEpilogueIsGeluNew = geluEpilogue;
+        // Both GELU epilogues or neither: a device whose GELU is not gelu_new has no gelu_new derivative either.
+        ((IDeviceApi)device).Blas.DGeluEpilogueIsGeluNew = geluEpilogue;
         using var cuda = new CudaBackend(device, ownsDevice: false);
         using (var model = Phi2Checkpoint.Load(Fixtures.ModelDirectory(variant), cuda, DType.F32))
         {

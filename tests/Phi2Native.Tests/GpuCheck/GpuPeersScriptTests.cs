@@ -84,6 +84,21 @@ public partial class GpuPeersScriptTests : TemporaryDirectoryTest
         Assert.That(error.Trim(), Does.StartWith("error: torch is not importable by "));
     }
 
+    [Test]
+    public void EveryCaseOfOursTheScriptComparesWithIsABenchmarkCase()
+    {
+        // The script finds our figures by case name in the results file; a renamed case would leave its row without ours.
+        var names = OursConstant().Matches(File.ReadAllText(Script)).SelectMany(m => QuotedName().Matches(m.Groups["value"].Value)).Select(m => m.Groups[1].Value).ToList();
+        Assert.That(names, Has.Count.GreaterThanOrEqualTo(5), "OURS_SDPA (2), OURS_DECODE, OURS_DECODE_EAGER, OURS_LORA");
+        Assert.That(names, Is.SubsetOf(Phi2Native.GpuCheck.Benchmarks.CaseNames.ToList()));
+    }
+
+    [GeneratedRegex(@"^OURS_[A-Z_]+ = (?<value>.*)$", RegexOptions.Multiline)]
+    private static partial Regex OursConstant();
+
+    [GeneratedRegex("\"([^\"]+)\"")]
+    private static partial Regex QuotedName();
+
     [GeneratedRegex(@"^sdpa forward\+backward\s+(?<ours>[0-9.]+)\s+(?<theirs>[0-9.]+)\s+(?<ratio>[0-9.]+)x$", RegexOptions.Multiline)]
     private static partial Regex SdpaRow();
 }

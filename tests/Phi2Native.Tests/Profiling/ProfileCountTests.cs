@@ -16,12 +16,19 @@ namespace Phi2Native.Tests.Profiling;
 [TestFixture]
 public class ProfileCountTests
 {
+    // dGeluEpilogue false: the emulated device's DGELU switch off, as on a GPU whose probe it failed.
     private static ProfileReport Profile(ProfileWorkload what, string device = "emulated", int layers = 4, int batch = 1, int seq = 8,
-        DType dtype = DType.F32) =>
-        ProfileRun.Run(new ProfileOptions
+        DType dtype = DType.F32, bool dGeluEpilogue = true)
+    {
+        var options = new ProfileOptions
         {
             Device = DeviceChoice.Parse(device), What = what, Layers = layers, Batch = batch, Sequence = seq, DType = dtype,
-        });
+        };
+        if (dGeluEpilogue) return ProfileRun.Run(options);
+        using var compute = ComputeBackend.Open(options.Device, options.DType, ProfileRun.Use(options));
+        ((CudaBackend)compute.Backend).DeviceApi.Blas.DGeluEpilogueIsGeluNew = false;
+        return ProfileRun.Run(options, compute);
+    }
 
     private static int Launches(ProfileReport report, Func<ProfileEvent, bool> where) =>
         report.Events.Count(e => e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas && where(e));
@@ -114,17 +121,26 @@ public class ProfileCountTests
     public void Fc1AndGeluAreOneLaunchForward_AndThreeBackward()
     {
         // A full training step (fp32, no adapter on fc1): forward, fc1 and gelu_new are one cublasLtMatmul (GELU_AUX_BIAS,
-        // the pre-activation saved as its aux). Backward: bias_gelu_new_backward (dh = dY gelu_new'(pre) and fc1's bias
-        // gradient in one pass), then dx and dW (two GemmEx): 3, where Linear + GeluNew took gelu_new_backward, dx, dW and
-        // the bias's ones-vector GEMM: 4. No gelu_new launch anywhere in the step.
-        var report = Profile(ProfileWorkload.Train, layers: 2);
-        const string module = "model.layers.1.mlp.fc1";
-        List<string> Names(ProfilePhase phase) => [.. report.Events
-            .Where(e => e.Module == module && e.Phase == phase && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas).Select(e => e.Name)];
-        Assert.That(Names(ProfilePhase.Forward), Is.EqualTo(new[] { "cublasLtMatmul" }));
-        Assert.That(Names(ProfilePhase.Backward), Is.EquivalentTo(new[] { "bias_gelu_new_backward_f32", "cublasGemmEx", "cublasGemmEx" }));
-        Assert.That(report.Events.Where(e => e.Name.StartsWith("gelu_new", StringComparison.Ordinal)), Is.Empty);
-        Assert.That(report.Events.Where(e => e.Module == module && e.Name == "cublasLtMatmul").Select(e => e.Detail), Has.All.Contain("GeluAuxBias"));
+        // the pre-activation saved as its aux). Backward: fc2's dx product (cublasLtMatmul, DGELU epilogue over that aux)
+        // already gives dh = dY gelu_new'(pre) (GeluGradientFusion), so fc1 runs dx, dW and its bias's ones-vector GEMM
+        // (three GemmEx) and no gelu pass; without the DGELU epilogue, bias_gelu_new_backward (dh and the bias gradient
+        // in one pass), dx and dW: 3 either way, where Linear + GeluNew took gelu_new_backward, dx, dW and the bias's GEMM.
+        // No gelu_new launch anywhere in the step.
+        foreach (bool dGelu in new[] { true, false })
+        {
+            var report = Profile(ProfileWorkload.Train, layers: 2, dGeluEpilogue: dGelu);
+            const string module = "model.layers.1.mlp.fc1";
+            List<string> Names(string of, ProfilePhase phase) => [.. report.Events
+                .Where(e => e.Module == of && e.Phase == phase && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas).Select(e => e.Name)];
+            Assert.That(Names(module, ProfilePhase.Forward), Is.EqualTo(new[] { "cublasLtMatmul" }));
+            Assert.That(Names(module, ProfilePhase.Backward), Is.EquivalentTo(dGelu
+                ? new[] { "cublasGemmEx", "cublasGemmEx", "cublasGemmEx" }
+                : new[] { "bias_gelu_new_backward_f32", "cublasGemmEx", "cublasGemmEx" }));
+            var fc2Dx = report.Events.Where(e => e.Module == "model.layers.1.mlp.fc2" && e.Phase == ProfilePhase.Backward && e.Name == "cublasLtMatmul").ToList();
+            Assert.That(fc2Dx.Select(e => e.Detail), dGelu ? Has.Exactly(1).Contain("DGelu") : Is.Empty, "fc2's dx product, with gelu_new's backward in it");
+            Assert.That(report.Events.Where(e => e.Name.StartsWith("gelu_new", StringComparison.Ordinal)), Is.Empty);
+            Assert.That(report.Events.Where(e => e.Module == module && e.Name == "cublasLtMatmul").Select(e => e.Detail), Has.All.Contain("GeluAuxBias"));
+        }
     }
 
     [Test, Category("Emulated")]
@@ -223,17 +239,23 @@ public class ProfileCountTests
     {
         // fc1 with a LoRA adapter (LoraLinearGeluOp): the base GEMM with its bias (cublasLtMatmul, BIAS epilogue), lora_down,
         // and lora_up_gelu (pre = h + scaling u B^T rounded once, y = gelu_new(pre), pre over h): 3, where the unfused path
-        // took 4 (GEMM, lora_down, lora_up, gelu_new). Backward: bias_gelu_new_backward (dh), the branch's 4 from dh, and the
-        // base's dx (GemmEx, beta 1 into the branch's dx): 6, where it took 7 (gelu_new_backward, 4, GemmEx, add).
-        var report = Profile(ProfileWorkload.Lora, layers: 2);
-        const string module = "model.layers.1.mlp.fc1";
-        List<string> Names(ProfilePhase phase) => [.. report.Events
-            .Where(e => e.Module == module && e.Phase == phase && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas).Select(e => e.Name)];
-        Assert.That(Names(ProfilePhase.Forward), Is.EqualTo(new[] { "cublasLtMatmul", "lora_down_f32", "lora_up_gelu_f32" }));
-        Assert.That(Names(ProfilePhase.Backward), Is.EqualTo(new[]
+        // took 4 (GEMM, lora_down, lora_up, gelu_new). Backward: the branch's 4 from dh and the base's dx (GemmEx, beta 1
+        // into the branch's dx): 5, where it took 7 (gelu_new_backward, 4, GemmEx, add). dh itself comes from fc2's dx
+        // product (its DGELU epilogue, over fc2's LoRA dx pending: GeluGradientFusion); without that epilogue fc1 starts
+        // with bias_gelu_new_backward: 6.
+        foreach (bool dGelu in new[] { true, false })
         {
-            "bias_gelu_new_backward_f32", "lora_weight_grad_f32", "lora_up_backward_f32", "lora_weight_grad_f32", "lora_down_backward_f32", "cublasGemmEx",
-        }));
+            var report = Profile(ProfileWorkload.Lora, layers: 2, dGeluEpilogue: dGelu);
+            const string module = "model.layers.1.mlp.fc1";
+            List<string> Names(ProfilePhase phase) => [.. report.Events
+                .Where(e => e.Module == module && e.Phase == phase && e.Kind is ProfileEventKind.Kernel or ProfileEventKind.Blas).Select(e => e.Name)];
+            Assert.That(Names(ProfilePhase.Forward), Is.EqualTo(new[] { "cublasLtMatmul", "lora_down_f32", "lora_up_gelu_f32" }));
+            string[] branch = ["lora_weight_grad_f32", "lora_up_backward_f32", "lora_weight_grad_f32", "lora_down_backward_f32", "cublasGemmEx"];
+            Assert.That(Names(ProfilePhase.Backward), Is.EqualTo(dGelu ? branch : ["bias_gelu_new_backward_f32", .. branch]));
+            var fc2 = report.Events.Where(e => e.Module == "model.layers.1.mlp.fc2" && e.Phase == ProfilePhase.Backward && e.Kind == ProfileEventKind.Blas).ToList();
+            Assert.That(fc2.Select(e => e.Detail), dGelu ? Has.Exactly(1).Contain("DGelu").And.Exactly(1).Contain("+C") : Has.None.Contain("DGelu"),
+                "fc2's base dx product adds into its branch's dx (beta 1) and takes gelu_new's backward: " + string.Join("; ", fc2.Select(e => e.Detail)));
+        }
     }
 
     [Test, Category("Emulated")]

@@ -20,6 +20,8 @@ namespace Phi2Native.Backends.Ops.Lora;
 //   backward   dh = dY gelu_new'(pre), dBias += its column sums    bias_gelu_new_backward (deterministic)
 //              dB, du, dA, dx (=, or += into a pending gradient)  lora.cu's backward from dh (LoraKernels.Backward)
 //              dx += dh W (beta 1), dW += dh^T x                  CudaLinear.Backward
+//              Where fc2's dx product already took gelu_new's backward (DGELU epilogue, GeluGradientFusion), dY is dh:
+//              no bias_gelu_new_backward, dBias (when it trains) by CudaLinear's ones-vector GEMM.
 internal static class LoraLinearGeluKernels
 {
     /// <summary><see cref="LoraLinearGeluOp.Forward"/> on the CUDA backend, the contract checked.</summary>
@@ -43,12 +45,18 @@ internal static class LoraLinearGeluKernels
 
     /// <summary><see cref="LoraLinearGeluOp"/>'s backward on the CUDA backend, the contract checked; dh [N, out] is its one temporary beside lora.cu's du.</summary>
     public static void Backward(CudaBackend cuda, Tensor dOutput, Tensor x, Tensor weight, Tensor a, Tensor b, Tensor u, Tensor pre, LoraBranch branch,
-        LoraShape shape, Tensor? dx, Tensor? dWeight, Tensor? dBias, Tensor? dA, Tensor? dB, bool accumulateDx,
+        LoraShape shape, Tensor? dx, Tensor? dWeight, Tensor? dBias, Tensor? dA, Tensor? dB, bool accumulateDx, bool gradientIsPreActivation = false,
         bool accumulateA = true, bool accumulateB = true)
     {
         if (shape.Rows == 0)
         {
             LoraKernels.Backward(cuda, dOutput, x, a, b, u, branch, shape, dx, dA, dB, accumulateDx, accumulateA, accumulateB); // fills written adapter gradients
+            return;
+        }
+        if (gradientIsPreActivation)
+        {
+            LoraKernels.Backward(cuda, dOutput, x, a, b, u, branch, shape, dx, dA, dB, accumulateDx, accumulateA, accumulateB);
+            CudaLinear.Backward(cuda, dOutput, x, weight, dx, dWeight, dBias, shape.Rows, shape.In, shape.Out, accumulateDx: dx is not null);
             return;
         }
         using var dh = cuda.Allocate(pre.Shape, pre.DType, nameof(pre));

@@ -18,7 +18,7 @@ namespace Phi2Native.Backends.Ops.Lora;
 /// backend 3 launches forward and no gelu_new launch (<see cref="LoraLinearGeluKernels"/>). The contracts are
 /// <see cref="LinearOp"/>'s (a bias required) and <see cref="LoraOp"/>'s, checked once, here.
 /// </summary>
-internal sealed class LoraLinearGeluOp : AutogradOp
+internal sealed class LoraLinearGeluOp : AutogradOp, IGeluOutput
 {
     /// <summary>The op and the activation dtypes each backend computes it in (the adapter always fp32, or F64 beside F64).</summary>
     public static BackendOp Info { get; } = new("LoraLinearGelu", BackendOp.CpuFloats, [DType.F32, DType.BF16, DType.F16]);
@@ -33,6 +33,9 @@ internal sealed class LoraLinearGeluOp : AutogradOp
 
     /// <inheritdoc/>
     public override string Name => Info.Name;
+
+    /// <inheritdoc/>
+    public Tensor? PreActivation => _pre;
 
     /// <summary>gelu_new(x W^T + b + the branch), recorded on the tape; the pre-activation is saved only when the op will be recorded.</summary>
     /// <exception cref="ArgumentException">Shapes, dtypes or backends break the contract.</exception>
@@ -67,9 +70,10 @@ internal sealed class LoraLinearGeluOp : AutogradOp
     /// </summary>
     /// <exception cref="ArgumentException">Shapes, dtypes or backends break the contract.</exception>
     /// <exception cref="ArgumentOutOfRangeException">The scaling is not finite, or the dropout not in [0, 1).</exception>
+    /// <remarks>With <c>gradientIsPreActivation</c>, dOutput is already the pre-activation's gradient (GeluGradientFusion; the CUDA backend only).</remarks>
     public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor a, Tensor b, Tensor u, Tensor pre, LoraBranch branch,
-        Tensor? dx, Tensor? dWeight, Tensor? dBias, Tensor? dA, Tensor? dB, bool accumulateDx = false, bool accumulateA = true,
-        bool accumulateB = true)
+        Tensor? dx, Tensor? dWeight, Tensor? dBias, Tensor? dA, Tensor? dB, bool accumulateDx = false, bool gradientIsPreActivation = false,
+        bool accumulateA = true, bool accumulateB = true)
     {
         using var profile = ProfileScope.BackwardOp(Info.Name, dOutput.Backend);
         const string op = "LoraLinearGeluBackward";
@@ -92,10 +96,13 @@ internal sealed class LoraLinearGeluOp : AutogradOp
         }
         switch (backend)
         {
+            case CpuBackend when gradientIsPreActivation: throw GeluGradientFusion.CudaOnly(op);
             case CpuBackend cpu: CpuLoraLinearGelu.Backward(cpu, dOutput, x, weight, a, b, u, pre, branch, shape, dx, dWeight, dBias, dA, dB, accumulateDx, accumulateA,
                 accumulateB); break;
-            case CudaBackend cuda: LoraLinearGeluKernels.Backward(cuda, dOutput, x, weight, a, b, u, pre, branch, shape, dx, dWeight, dBias, dA, dB, accumulateDx,
-                accumulateA, accumulateB); break;
+            case CudaBackend cuda:
+                LoraLinearGeluKernels.Backward(cuda, dOutput, x, weight, a, b, u, pre, branch, shape, dx, dWeight, dBias, dA, dB, accumulateDx, gradientIsPreActivation,
+                    accumulateA, accumulateB);
+                break;
             default: throw OpContract.NoImplementation(Info, backend);
         }
     }
@@ -108,7 +115,7 @@ internal sealed class LoraLinearGeluOp : AutogradOp
         var dA = context.GradientFor(_a, out bool accumulateA);
         var dB = context.GradientFor(_b, out bool accumulateB);
         Backward(dOutput, _x, _weight, _a, _b, _u, _pre!, _branch, dx, context.AccumulatorFor(_weight), context.AccumulatorFor(_bias), dA, dB,
-            accumulateDx: pending is not null, accumulateA, accumulateB);
+            accumulateDx: pending is not null, context.TakeThroughActivation(Output), accumulateA, accumulateB);
         if (pending is null) context.Deliver(_x, dx);
     }
 

@@ -17,10 +17,10 @@ namespace Phi2Native.Backends.Ops.Mlp;
 //                     the unfused Linear + GeluNew. gelu.cu's bias_gelu_new (GEMM without bias, then bias + gelu_new)
 //                     would round h twice and move 4 passes: its header says why it is not used here.
 //   backward          gelu.cu's bias_gelu_new_backward: dh = dY * gelu_new'(pre) and dBias += column sums of dh (fp32, a
-//                     fixed order) in one pass; then CudaLinear's dx and dW GEMMs from dh. cuBLASLt's DGELU_BGRAD would
-//                     fold the dh pass into the GEMM that makes dY (fc2's dx product), which lives in fc2's Linear, not in
-//                     this op: fusing across that boundary is an MLP-wide op, not done here. A 16-bit dBias (not F32)
-//                     takes CudaLinear's ones-vector GEMM instead of the kernel's fp32 sums.
+//                     fixed order) in one pass; then CudaLinear's dx and dW GEMMs from dh. A 16-bit dBias (not F32)
+//                     takes CudaLinear's ones-vector GEMM instead of the kernel's fp32 sums. Where fc2's dx product
+//                     already took gelu_new's backward in its DGELU epilogue (GeluGradientFusion), dY is dh: only
+//                     CudaLinear's products run (dBias by its ones-vector GEMM).
 internal static class LinearGeluKernels
 {
     /// <summary><see cref="LinearGeluOp.Forward"/> on the CUDA backend, the contract checked.</summary>
@@ -68,8 +68,13 @@ internal static class LinearGeluKernels
 
     /// <summary><see cref="LinearGeluOp"/>'s backward on the CUDA backend, the contract checked.</summary>
     public static void Backward(CudaBackend cuda, Tensor dOutput, Tensor x, Tensor weight, Tensor pre, Tensor? dx, Tensor? dWeight, Tensor? dBias,
-        int rows, int inFeatures, int outFeatures)
+        int rows, int inFeatures, int outFeatures, bool gradientIsPreActivation = false)
     {
+        if (gradientIsPreActivation)
+        {
+            CudaLinear.Backward(cuda, dOutput, x, weight, dx, dWeight, dBias, rows, inFeatures, outFeatures);
+            return;
+        }
         if (rows == 0 || outFeatures == 0)
         {
             CudaLinear.Backward(cuda, dOutput, x, weight, dx, dWeight, null, rows, inFeatures, outFeatures);

@@ -17,7 +17,7 @@ namespace Phi2Native.Backends.Ops.Mlp;
 /// reference, bit-equal to the unfused ops); on the CUDA backend see <see cref="LinearGeluKernels"/>. The contract is
 /// <see cref="LinearOp"/>'s with a bias required, checked once, there.
 /// </summary>
-internal sealed class LinearGeluOp : AutogradOp
+internal sealed class LinearGeluOp : AutogradOp, IGeluOutput
 {
     /// <summary>The op and the dtypes each backend computes it in (x, weight, bias and dx share one).</summary>
     public static BackendOp Info { get; } = new("LinearGelu", BackendOp.CpuFloats, [DType.F32, DType.BF16, DType.F16]);
@@ -29,6 +29,9 @@ internal sealed class LinearGeluOp : AutogradOp
 
     /// <inheritdoc/>
     public override string Name => Info.Name;
+
+    /// <inheritdoc/>
+    public Tensor? PreActivation => _pre;
 
     /// <summary>gelu_new(x W^T + b), recorded on the tape; the pre-activation is saved only when the op will be recorded.</summary>
     public static Tensor Apply(Tensor x, Tensor weight, Tensor bias)
@@ -59,8 +62,12 @@ internal sealed class LinearGeluOp : AutogradOp
     /// The gradients alone, from dOutput and the saved pre-activation (like y): dx (=) like x; dWeight [out, in] and
     /// dBias [out] (+=) of x's dtype, or F32 over a 16-bit x. A null output is not computed.
     /// </summary>
+    /// <remarks>With <c>gradientIsPreActivation</c>, dOutput is already the pre-activation's gradient (the product that made
+    /// it took gelu_new's backward: GeluGradientFusion; the CUDA backend only): no gelu backward here.</remarks>
     /// <exception cref="ArgumentException">Shapes or dtypes break the contract; the message names the argument.</exception>
-    public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor pre, Tensor? dx, Tensor? dWeight, Tensor? dBias)
+    /// <exception cref="NotSupportedException"><paramref name="gradientIsPreActivation"/> on a backend other than CUDA.</exception>
+    public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor pre, Tensor? dx, Tensor? dWeight, Tensor? dBias,
+        bool gradientIsPreActivation = false)
     {
         using var profile = ProfileScope.BackwardOp(Info.Name, dOutput.Backend);
         const string op = "LinearGeluBackward";
@@ -70,8 +77,9 @@ internal sealed class LinearGeluOp : AutogradOp
         OpContract.DType(pre, x.DType, op, nameof(pre));
         switch (x.Backend)
         {
+            case CpuBackend when gradientIsPreActivation: throw GeluGradientFusion.CudaOnly(op);
             case CpuBackend cpu: CpuLinearGelu.Backward(cpu, dOutput, x, weight, pre, dx, dWeight, dBias, rows, inFeatures, outFeatures); break;
-            case CudaBackend cuda: LinearGeluKernels.Backward(cuda, dOutput, x, weight, pre, dx, dWeight, dBias, rows, inFeatures, outFeatures); break;
+            case CudaBackend cuda: LinearGeluKernels.Backward(cuda, dOutput, x, weight, pre, dx, dWeight, dBias, rows, inFeatures, outFeatures, gradientIsPreActivation); break;
             default: throw OpContract.NoImplementation(Info, x.Backend);
         }
     }
@@ -80,7 +88,7 @@ internal sealed class LinearGeluOp : AutogradOp
     protected internal override void Backward(Tensor dOutput, BackwardContext context)
     {
         var dx = context.NewGradient(_x);
-        Backward(dOutput, _x, _weight, _pre!, dx, context.AccumulatorFor(_weight), context.AccumulatorFor(_bias));
+        Backward(dOutput, _x, _weight, _pre!, dx, context.AccumulatorFor(_weight), context.AccumulatorFor(_bias), context.TakeThroughActivation(Output));
         context.Deliver(_x, dx);
     }
 

@@ -12,7 +12,9 @@ namespace Phi2Native.Backends.Ops.Projection;
 //             A = W stored col-major [in, out] (ld in), op T -> [out, in];  B = x^T [in, N] (ld in), op N;  m = out, n = N, k = in
 //   dx        dx [N, in] = dY [N, out] W          column-major: dx^T [in, N] = W^T [in, out] dY^T [out, N]
 //             A = W^T [in, out] (ld in), op N;  B = dY^T [out, N] (ld out), op N;  m = in, n = N, k = out;  beta 0 (=),
-//             or beta 1 (+=) into a gradient already pending for x (BackwardContext.PendingGradient)
+//             or beta 1 (+=) into a gradient already pending for x (BackwardContext.PendingGradient); where x is fc1's
+//             gelu_new output, cuBLASLt with the DGELU epilogue instead (aux = fc1's pre-activation h [N, in], ld in):
+//             dx = (dY W (+ dx)) gelu_new'(h), h's gradient (GeluGradientFusion)
 //   dW        dW [out, in] += dY^T x              column-major: dW^T [in, out] += x^T [in, N] dY [N, out]
 //             A = x^T [in, N] (ld in), op N;  B = dY^T [out, N] (ld out), op T -> [N, out];  m = in, n = out, k = N;  beta 1 (+=)
 //   dBias     dBias [out] += column sums of dY    column-major: dBias [out, 1] += dY^T [out, N] ones [N, 1];  beta 1 (+=)
@@ -90,16 +92,29 @@ internal static class CudaLinear
     /// <summary>
     /// <see cref="LinearOp"/>'s backward on the CUDA backend, the contract checked: each product accumulates in fp32 and
     /// rounds once into its output (dWeight and dBias of x's dtype or F32). <paramref name="accumulateDx"/>: dx += dY W
-    /// (beta 1: dx read, the sum rounded once) instead of dx = dY W.
+    /// (beta 1: dx read, the sum rounded once) instead of dx = dY W. <paramref name="geluPreActivation"/>: the dx product
+    /// is one cublasLtMatmul with the DGELU epilogue (aux = h [N, in], ld in), dx = (dY W (+ dx)) gelu_new'(h), written
+    /// over dx in place (C = D).
     /// </summary>
     public static void Backward(CudaBackend cuda, Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias,
-        int rows, int inFeatures, int outFeatures, bool accumulateDx = false)
+        int rows, int inFeatures, int outFeatures, bool accumulateDx = false, Tensor? geluPreActivation = null)
     {
         var (pdy, px, pw) = (cuda.Pointer(dOutput, nameof(dOutput)), cuda.Pointer(x, nameof(x)), cuda.Pointer(weight, nameof(weight)));
         var dtype = x.DType;
         var blas = cuda.DeviceApi.Blas;
         var stream = cuda.Stream;
-        if (dx != null && rows > 0 && inFeatures > 0)
+        if (dx != null && rows > 0 && inFeatures > 0 && geluPreActivation != null)
+        {
+            var pdx = cuda.Pointer(dx, nameof(dx));
+            blas.LtMatmul(new LtMatmulArguments
+            {
+                TransposeA = BlasOperation.NoTranspose, TransposeB = BlasOperation.NoTranspose, M = inFeatures, N = rows, K = outFeatures,
+                A = pw, AType = dtype, Lda = inFeatures, B = pdy, BType = dtype, Ldb = outFeatures,
+                Beta = accumulateDx ? 1f : 0f, C = accumulateDx ? pdx : DevicePtr.Null, Ldc = inFeatures, D = pdx, DType = dtype, Ldd = inFeatures,
+                Epilogue = LtEpilogue.DGelu, Aux = cuda.Pointer(geluPreActivation, nameof(geluPreActivation)), AuxLd = inFeatures,
+            }, stream);
+        }
+        else if (dx != null && rows > 0 && inFeatures > 0)
             blas.GemmEx(BlasOperation.NoTranspose, BlasOperation.NoTranspose, inFeatures, rows, outFeatures,
                 1f, pw, dtype, inFeatures, pdy, dtype, outFeatures, accumulateDx ? 1f : 0f, cuda.Pointer(dx, nameof(dx)), dtype, inFeatures, stream);
         // With no rows the parameter gradients gain nothing: skip rather than hand cuBLAS k = 0.

@@ -1,6 +1,7 @@
 using Phi2Native.Autograd;
 using Phi2Native.Backends.Cpu;
 using Phi2Native.Backends.Cuda;
+using Phi2Native.Backends.Ops.Mlp;
 using Phi2Native.Profiling;
 using Phi2Native.Tensors;
 
@@ -66,17 +67,29 @@ internal sealed class LinearOp : AutogradOp
 
     /// <summary>
     /// The gradients alone: dx (=) like x, or (+=) with <paramref name="accumulateDx"/>; dWeight [out, in] and dBias [out]
-    /// (+=) of x's dtype, or F32 over a 16-bit x. A null output is not computed.
+    /// (+=) of x's dtype, or F32 over a 16-bit x. A null output is not computed. With <paramref name="geluPreActivation"/>
+    /// (like x; the CUDA backend only, GeluGradientFusion) dx is the gradient of the h that x = gelu_new(h) came from:
+    /// dx = (dY W (+ dx)) gelu_new'(h), in the product's epilogue.
     /// </summary>
     /// <exception cref="ArgumentException">Shapes or dtypes break the contract; the message names the argument.</exception>
-    public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias, bool accumulateDx = false)
+    /// <exception cref="NotSupportedException">A pre-activation on a backend other than CUDA.</exception>
+    public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias, bool accumulateDx = false,
+        Tensor? geluPreActivation = null)
     {
         using var profile = ProfileScope.BackwardOp(Info.Name, dOutput.Backend);
         var (rows, inFeatures, outFeatures) = CheckBackward(dOutput, x, weight, dx, dWeight, dBias);
+        if (geluPreActivation is not null)
+        {
+            OpContract.OnBackend(geluPreActivation, x.Backend, "LinearBackward", nameof(geluPreActivation));
+            OpContract.Count(geluPreActivation, x.ElementCount, "LinearBackward", nameof(geluPreActivation), $"like x [{x.ShapeText}]");
+            OpContract.DType(geluPreActivation, x.DType, "LinearBackward", nameof(geluPreActivation));
+        }
         switch (x.Backend)
         {
+            case CpuBackend when geluPreActivation is not null:
+                throw new NotSupportedException("LinearBackward: the gelu_new pre-activation epilogue runs on the CUDA backend only (GeluGradientFusion never asks the CPU)");
             case CpuBackend: CpuLinear.Backward(dOutput, x, weight, dx, dWeight, dBias, rows, inFeatures, outFeatures, accumulateDx); break;
-            case CudaBackend cuda: CudaLinear.Backward(cuda, dOutput, x, weight, dx, dWeight, dBias, rows, inFeatures, outFeatures, accumulateDx); break;
+            case CudaBackend cuda: CudaLinear.Backward(cuda, dOutput, x, weight, dx, dWeight, dBias, rows, inFeatures, outFeatures, accumulateDx, geluPreActivation); break;
             default: throw OpContract.NoImplementation(Info, x.Backend);
         }
     }
@@ -85,11 +98,14 @@ internal sealed class LinearOp : AutogradOp
     protected internal override void Backward(Tensor dOutput, BackwardContext context)
     {
         // Where x already has a gradient pending (its LoRA branch, or another Linear reading the same x, ran backward
-        // first), the dx product adds into it (beta 1): no temporary, no add.
+        // first), the dx product adds into it (beta 1): no temporary, no add. Where x is fc1's gelu_new output and this is
+        // its last contribution, the product also takes gelu_new's backward (GeluGradientFusion).
         var pending = context.PendingGradient(_x);
         var dx = pending ?? context.NewGradient(_x);
-        Backward(dOutput, _x, _weight, dx, context.AccumulatorFor(_weight), context.AccumulatorFor(_bias), accumulateDx: pending is not null);
+        var pre = dx is null ? null : GeluGradientFusion.PreActivationFor(context, _x, pending);
+        Backward(dOutput, _x, _weight, dx, context.AccumulatorFor(_weight), context.AccumulatorFor(_bias), accumulateDx: pending is not null, pre);
         if (pending is null) context.Deliver(_x, dx);
+        if (pre is not null) context.MarkThroughActivation(_x);
     }
 
     internal static (int Rows, int In, int Out) CheckForward(Tensor x, Tensor weight, Tensor? bias)
