@@ -31,55 +31,14 @@
 // Cost per launch, per row of C = H D: forward reads 3 C elements (and B row offsets) and writes 3 C (v and k into the
 // cache when cached), 6 flops per rotated pair of q and k (3 H rd flops per row over both, as rotary.cu counts); the
 // backward the same with the directions swapped.
-#include "common.cuh"
-
-// Cos and sin of at most this many half angles per row: rd <= 256.
-#define PHI2_QKV_MAX_HALF 128
-
-// One row's rotated pair or passed-through dim: item k < half is the pair (k, k + half), else dim k + half in [rd, D).
-template <typename D>
-PHI2_DEVICE void qkv_rotate_item(const typename D::type* x, typename D::type* y, long long base, int k, int half, const float* cos_s,
-                                 const float* sin_s, bool bad)
-{
-    if (bad)
-    {
-        float nan = __uint_as_float(0x7fc00000u);
-        if (k < half)
-        {
-            store<D>(y, base + k, nan);
-            store<D>(y, base + k + half, nan);
-        }
-        else store<D>(y, base + k + half, nan);
-    }
-    else if (k < half)
-    {
-        float x1 = load<D>(x, base + k), x2 = load<D>(x, base + k + half);
-        float c = cos_s[k], s = sin_s[k];
-        store<D>(y, base + k, x1 * c - x2 * s);
-        store<D>(y, base + k + half, x2 * c + x1 * s);
-    }
-    else store<D>(y, base + k + half, load<D>(x, base + k + half));
-}
-
-// The row's position's cos and sin (negated for the inverse rotation), as rotary.cu computes them.
-PHI2_DEVICE void qkv_angles(float* cos_s, float* sin_s, long long p, int half, int rd, double theta, bool inverse)
-{
-    for (int j = (int)threadIdx.x; j < half; j += (int)blockDim.x)
-    {
-        double inv_freq = 1.0 / pow(theta, 2.0 * j / rd);
-        double angle = (double)p * inv_freq;
-        float s = (float)sin(angle);
-        cos_s[j] = (float)cos(angle);
-        sin_s[j] = inverse ? -s : s;
-    }
-}
+#include "rotary.cuh"
 
 template <typename D>
 PHI2_DEVICE void qkv_split_rotary(const typename D::type* qkv, typename D::type* q, typename D::type* k, typename D::type* v,
                                   const int* row_offsets, int rows, int T, int H, int headDim, int rd, double theta, int Tmax)
 {
-    __shared__ float cos_s[PHI2_QKV_MAX_HALF];
-    __shared__ float sin_s[PHI2_QKV_MAX_HALF];
+    __shared__ float cos_s[PHI2_ROTARY_MAX_HALF];
+    __shared__ float sin_s[PHI2_ROTARY_MAX_HALF];
     int half = rd / 2;
     int items = headDim - half; // per head of q or k: half rotated pairs, then headDim - rd passed-through dims
     long long c = (long long)H * headDim;
@@ -92,7 +51,7 @@ PHI2_DEVICE void qkv_split_rotary(const typename D::type* qkv, typename D::type*
         bool bad = offset < 0; // uniform over the block
         bool cached = Tmax > 0;
         bool write_kv = !cached || (!bad && offset + T <= Tmax);
-        if (!bad) qkv_angles(cos_s, sin_s, offset + t, half, rd, theta, false);
+        if (!bad) rotary_angles(cos_s, sin_s, offset + t, half, rd, theta, false);
         __syncthreads();
         const typename D::type* xr = qkv + (long long)r * 3 * c;
         long long kv_row = cached ? (long long)b * Tmax + offset + t : r; // the cache's row, or this row
@@ -101,15 +60,15 @@ PHI2_DEVICE void qkv_split_rotary(const typename D::type* qkv, typename D::type*
             if (i < H * items)
             {
                 int h = i / items;
-                qkv_rotate_item<D>(xr, q + (long long)r * c, (long long)h * headDim, i - h * items, half, cos_s, sin_s, bad);
+                rotary_item<D>(xr, q + (long long)r * c, (long long)h * headDim, i - h * items, half, cos_s, sin_s, bad);
             }
             else if (i < rotated)
             {
                 if (!write_kv) continue;
                 int ik = i - H * items, h = ik / items;
-                // k's block starts c elements into the source row; qkv_rotate_item offsets source and destination alike.
+                // k's block starts c elements into the source row; rotary_item offsets source and destination alike.
                 long long base = (long long)h * headDim;
-                qkv_rotate_item<D>(xr + c, k + kv_row * c, base, ik - h * items, half, cos_s, sin_s, bad);
+                rotary_item<D>(xr + c, k + kv_row * c, base, ik - h * items, half, cos_s, sin_s, bad);
             }
             else
             {
@@ -126,8 +85,8 @@ PHI2_DEVICE void qkv_split_rotary_backward(const typename D::type* dq, const typ
                                            typename D::type* dqkv, const int* row_offsets, int rows, int T, int H, int headDim, int rd,
                                            double theta)
 {
-    __shared__ float cos_s[PHI2_QKV_MAX_HALF];
-    __shared__ float sin_s[PHI2_QKV_MAX_HALF];
+    __shared__ float cos_s[PHI2_ROTARY_MAX_HALF];
+    __shared__ float sin_s[PHI2_ROTARY_MAX_HALF];
     int half = rd / 2;
     int items = headDim - half;
     long long c = (long long)H * headDim;
@@ -138,7 +97,7 @@ PHI2_DEVICE void qkv_split_rotary_backward(const typename D::type* dq, const typ
         int b = r / T, t = r - b * T;
         long long offset = row_offsets ? row_offsets[b] : 0;
         bool bad = offset < 0;
-        if (!bad) qkv_angles(cos_s, sin_s, offset + t, half, rd, theta, true);
+        if (!bad) rotary_angles(cos_s, sin_s, offset + t, half, rd, theta, true);
         __syncthreads();
         typename D::type* yr = dqkv + (long long)r * 3 * c;
         for (int i = (int)threadIdx.x; i < rotated + c; i += (int)blockDim.x)
@@ -150,7 +109,7 @@ PHI2_DEVICE void qkv_split_rotary_backward(const typename D::type* dq, const typ
                 const typename D::type* source = block == 0 ? dq : dk;
                 typename D::type* y = yr + block * c;
                 long long base = (long long)h * headDim;
-                if (source) qkv_rotate_item<D>(source + (long long)r * c, y, base, kk, half, cos_s, sin_s, bad);
+                if (source) rotary_item<D>(source + (long long)r * c, y, base, kk, half, cos_s, sin_s, bad);
                 else if (kk < half)
                 {
                     store<D>(y, base + kk, 0.0f);

@@ -27,10 +27,7 @@
 // which survives rounding to fp32 except in rare ties). Positions up to 2048 and beyond keep full fp32 accuracy this
 // way, where an fp32 angle would lose it. The products then differ from the CPU's only by FMA contraction on the GPU
 // (the CPU rounds x*c and x*s separately): a few fp32 ulps of the terms.
-#include "common.cuh"
-
-// Cos and sin of at most this many half angles per row: rd <= 256.
-#define PHI2_ROTARY_MAX_HALF 128
+#include "rotary.cuh"
 
 template <typename D>
 PHI2_DEVICE void rotary(const typename D::type* x, typename D::type* y, int rows, int T, int H, int headDim, int rd, double theta,
@@ -47,43 +44,14 @@ PHI2_DEVICE void rotary(const typename D::type* x, typename D::type* y, int rows
         long long offset = row_offsets ? row_offsets[r / T] : 0;
         bool bad = offset < 0; // uniform over the block
         long long p = offset + r % T;
-        for (int j = (int)threadIdx.x; j < half && !bad; j += (int)blockDim.x)
-        {
-            double inv_freq = 1.0 / pow(theta, 2.0 * j / rd);
-            double angle = (double)p * inv_freq;
-            float s = (float)sin(angle);
-            cos_s[j] = (float)cos(angle);
-            sin_s[j] = inverse ? -s : s;
-        }
+        if (!bad) rotary_angles(cos_s, sin_s, p, half, rd, theta, inverse);
         __syncthreads();
         const typename D::type* xr = x + (long long)r * row_elements;
         typename D::type* yr = y + (long long)r * row_elements;
         for (int i = (int)threadIdx.x; i < H * items; i += (int)blockDim.x)
         {
-            int h = i / items, k = i - h * items;
-            long long base = (long long)h * headDim;
-            if (bad)
-            {
-                float nan = __uint_as_float(0x7fc00000u);
-                if (k < half)
-                {
-                    store<D>(yr, base + k, nan);
-                    store<D>(yr, base + k + half, nan);
-                }
-                else store<D>(yr, base + k + half, nan);
-            }
-            else if (k < half)
-            {
-                float x1 = load<D>(xr, base + k), x2 = load<D>(xr, base + k + half);
-                float c = cos_s[k], s = sin_s[k];
-                store<D>(yr, base + k, x1 * c - x2 * s);
-                store<D>(yr, base + k + half, x2 * c + x1 * s);
-            }
-            else
-            {
-                long long d = base + k + half; // k + half in [rd, headDim)
-                store<D>(yr, d, load<D>(xr, d));
-            }
+            int h = i / items;
+            rotary_item<D>(xr, yr, (long long)h * headDim, i - h * items, half, cos_s, sin_s, bad);
         }
     }
 }

@@ -89,6 +89,10 @@ namespace phi2_emu
 
 inline void __syncthreads() { phi2_emu::sync_block(); }
 [[noreturn]] inline void __trap() { phi2_emu::fail("__trap() called"); }
+// A memory fence orders one thread's stores before its later ones as other blocks see them. Here blocks run one after
+// another, each to completion, on one OS thread: every store of an earlier block is seen by every later one, and a
+// block's own threads switch only at barriers. So the fence has nothing to order and is a no-op.
+inline void __threadfence() {}
 
 template <typename T> inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = 32)
 {

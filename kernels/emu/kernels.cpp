@@ -200,7 +200,7 @@ namespace
         PHI2_EMU_ENTRY(cached_attention_mma_f16_d64),
         PHI2_EMU_ENTRY(cached_attention_mma_f16_d80),
         PHI2_EMU_ENTRY(cached_attention_mma_f16_d128),
-        // attention_decode.cu (split-K decoding through the KV cache on tensor cores, and its combine)
+        // attention_decode.cu (split-K decoding through the KV cache on tensor cores, the combine folded in)
         PHI2_EMU_ENTRY(attention_decode_bf16_d32),
         PHI2_EMU_ENTRY(attention_decode_bf16_d64),
         PHI2_EMU_ENTRY(attention_decode_bf16_d80),
@@ -209,8 +209,6 @@ namespace
         PHI2_EMU_ENTRY(attention_decode_f16_d64),
         PHI2_EMU_ENTRY(attention_decode_f16_d80),
         PHI2_EMU_ENTRY(attention_decode_f16_d128),
-        PHI2_EMU_ENTRY(attention_decode_combine_bf16),
-        PHI2_EMU_ENTRY(attention_decode_combine_f16),
         // attention_mma_backward.cu (the attention backward on tensor cores, one kernel per head-dim bound)
         PHI2_EMU_ENTRY(attention_mma_backward_bf16_d32),
         PHI2_EMU_ENTRY(attention_mma_backward_bf16_d64),

@@ -23,7 +23,6 @@ namespace phi2_emu
         return 0;                                                                                             \
     }
 
-PHI2_EMU_UNSUPPORTED(__threadfence, "kernels/README.md lists what kernels may use")
 PHI2_EMU_UNSUPPORTED(__threadfence_block, "kernels/README.md lists what kernels may use")
 PHI2_EMU_UNSUPPORTED(__syncwarp, "whole-warp code needs no warp barrier here; use __syncthreads or a *_sync shuffle")
 PHI2_EMU_UNSUPPORTED(__syncthreads_count, "use __syncthreads and a block reduction (common.cuh block_sum)")

@@ -14,7 +14,8 @@ namespace Phi2Native.DeviceChecks;
 /// shows it). Pairwise coverage, not the product: D in {16, 32, 48, 64, 80, 96, 128} (each head-dim bound's kernels in
 /// bf16 and f16; 7 and 24 on SIMT), key times and capacities in {1, 15, 16, 17, 64, 127, 129, 300}, Tq 1..4 and above,
 /// batch rows with their own key times and a time outside [Tq, Tmax] (NaN rows), large scores (the max moves between
-/// chunks), a row that sees no key of the last chunk (Tq 4, key time 129). With one key time for every row, logSumExp is
+/// chunks), a row that sees no key of the last chunk (Tq 4, key time 129). The split-K decode's counters must be back at
+/// zero after the launch (its last chunk of each (batch row, head) resets them). With one key time for every row, logSumExp is
 /// checked too, against the CPU's uncached forward over the first key-time rows. Tolerances:
 /// <see cref="Tolerances.AttentionTensorCoreOutput"/> (tensor cores) or <see cref="Tolerances.Forward"/> for the output,
 /// <see cref="Tolerances.Forward"/>(F32) for logSumExp.
@@ -65,12 +66,7 @@ public static class CachedAttentionChecks
 
     private static AttentionChoice Choice(DType dtype, Shape s) => AttentionKernels.Choose(dtype, s.Tq, s.Tmax, s.D, cached: true, default, default, default);
 
-    private static string[] Kernels(DType dtype, Shape s)
-    {
-        var choice = Choice(dtype, s);
-        string kernel = choice.Kernel(dtype, cached: true);
-        return choice.Kind == AttentionKernel.SplitKDecode ? [kernel, "attention_decode_combine_" + Backends.Cuda.KernelName.Suffix(dtype)] : [kernel];
-    }
+    private static string[] Kernels(DType dtype, Shape s) => [Choice(dtype, s).Kernel(dtype, cached: true)];
 
     /// <summary>One key time for every batch row: the output, and logSumExp against the CPU's forward over those rows.</summary>
     private static DeviceCheck Uniform(DType dtype, Shape s, int keyTime, float scale = 1.5f)
@@ -109,8 +105,11 @@ public static class CachedAttentionChecks
         using var lse = DeviceBuffer.Allocate(device, DType.F32, s.B * s.H * s.Tq);
         long partialsBytes = AttentionKernels.DecodePartialsBytes(choice, s.B, s.Tq, s.H, s.D);
         using var partials = partialsBytes > 0 ? DeviceBuffer.Allocate(device, DType.F32, partialsBytes / sizeof(float)) : null;
+        // The split-K decode's counters start at zero and must be left at zero (a captured graph replays on them).
+        using var counters = partialsBytes > 0 ? DeviceBuffer.Upload(device, new int[AttentionKernels.DecodeCountersBytes(choice, s.B, s.H) / sizeof(int)]) : null;
         AttentionKernels.CachedAttention(device, dtype, dq.Pointer, dk.Pointer, dv.Pointer, times.Pointer, output.Pointer, s.B, s.Tq, s.Tmax, s.H, s.D,
-            logSumExp: lse.Pointer, partials: partials?.Pointer ?? DevicePtr.Null);
+            logSumExp: lse.Pointer, partials: partials?.Pointer ?? DevicePtr.Null, counters: counters?.Pointer ?? DevicePtr.Null);
+        int[] countersLeft = counters?.DownloadInt32() ?? [];
 
         using var cpu = new CpuReference();
         int[] cpuTimes = keyTimes.Select((t, b) => bad[b] ? s.Tmax : t).ToArray(); // the CPU throws for a bad time
@@ -125,6 +124,8 @@ public static class CachedAttentionChecks
         double valueBound = v.Where(float.IsFinite).Select(Math.Abs).DefaultIfEmpty(0).Max();
         var tolerance = choice.Kind == AttentionKernel.Simt ? Tolerances.Forward(dtype) : Tolerances.AttentionTensorCoreOutput(dtype, valueBound);
         var outputResult = tolerance.Compare("output", output.Download(), expected);
+        if (countersLeft.Any(c => c != 0))
+            outputResult = new CheckResult(0, double.PositiveInfinity, $"counters left at [{string.Join(", ", countersLeft)}], not reset to zero");
         if (!checkLogSumExp) return outputResult;
 
         // The uncached forward over each row's first keyTime rows puts query i at keyTime - Tq + i too, and saves lse.

@@ -109,8 +109,8 @@ internal static class Phi2LaunchShapes
             AttentionKernels.Attention(device, dtype, P().Offset(8), P(), P(), P(), P(), B, T, T, H, D);
             AttentionKernels.AttentionBackward(device, dtype, P(), P(), P(), P(), P(), P(), P(), P(), P(), P(), B, T, T, H, D);
             // Decoding (split-K for bf16) at batch 1 and B, and a prefill through the cache.
-            AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), 1, 1, T, H, D, partials: P());
-            AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), B, 1, T, H, D, partials: P());
+            AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), 1, 1, T, H, D, partials: P(), counters: P());
+            AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), B, 1, T, H, D, partials: P(), counters: P());
             AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), 1, T, T, H, D);
             // q 8 bytes past 16-byte alignment: the SIMT cached_attention (bf16 otherwise decodes split-K or runs cached_attention_mma).
             AttentionKernels.CachedAttention(device, dtype, P().Offset(8), P(), P(), P(), P(), B, 1, T, H, D);
@@ -122,7 +122,7 @@ internal static class Phi2LaunchShapes
                 if (dtype == DType.BF16 && headDim == D) continue;
                 int heads = H * D / headDim;
                 AttentionKernels.Attention(device, dtype, P(), P(), P(), P(), P(), B, T, T, heads, headDim);
-                AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), 1, 1, T, heads, headDim, partials: P());
+                AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), 1, 1, T, heads, headDim, partials: P(), counters: P());
                 AttentionKernels.CachedAttention(device, dtype, P(), P(), P(), P(), P(), 1, T, T, heads, headDim);
             }
         // dO 8 bytes past 16-byte alignment: the SIMT backward that AttentionKernels falls back to (bf16 otherwise runs

@@ -9,6 +9,8 @@ namespace Phi2Native.Backends.Cuda;
 public sealed partial class CudaBackend
 {
     private readonly Dictionary<DType, (DevicePtr Pointer, long Count)> _ones = [];
+    private readonly List<DevicePtr> _retiredCounters = [];
+    private (DevicePtr Pointer, long Count) _counters;
 
     /// <summary>
     /// The device address of <paramref name="tensor"/>'s first element, refusing a disposed tensor, a CPU tensor or one of
@@ -109,10 +111,43 @@ public sealed partial class CudaBackend
         return pointer;
     }
 
+    /// <summary>
+    /// At least <paramref name="count"/> I32 zeros that every kernel given them leaves zero again: the split-K decode's
+    /// per-(batch row, head) counts of finished chunks (kernels/attention_decode.cu). Zeroed once when made (uploaded), then kept for
+    /// the backend's life (the kernels reset them, so no fill per launch: a fill would be one more node of a captured
+    /// decode graph); grown when needed. A grown-out vector is kept until the backend is disposed too, since a captured
+    /// graph may still replay kernels that hold its address. The first decode runs eagerly before a capture, so a
+    /// capture finds them made.
+    /// </summary>
+    internal DevicePtr ZeroedCounters(long count)
+    {
+        if (_counters.Count >= count) return _counters.Pointer;
+        long capacity = Math.Max(count, 2 * _counters.Count);
+        var pointer = _device.Allocate(capacity * sizeof(int));
+        try
+        {
+            // An upload, not a fill: a fill is a device operation of the step that first decodes (the eager warm-up of a
+            // decode graph), which the profile matches one for one with the graph's operations.
+            _device.CopyToDevice(pointer, new byte[capacity * sizeof(int)], _stream);
+        }
+        catch
+        {
+            _device.Free(pointer);
+            throw;
+        }
+        if (!_counters.Pointer.IsNull) _retiredCounters.Add(_counters.Pointer);
+        _counters = (pointer, capacity);
+        return pointer;
+    }
+
     private void FreeScratch()
     {
         foreach (var (pointer, _) in _ones.Values) _device.Free(pointer);
         _ones.Clear();
+        foreach (var pointer in _retiredCounters) _device.Free(pointer);
+        _retiredCounters.Clear();
+        if (!_counters.Pointer.IsNull) _device.Free(_counters.Pointer);
+        _counters = default;
     }
 
     /// <summary>A device buffer of <paramref name="bytes"/> for the length of one op (freed on dispose; nothing for 0 bytes).</summary>

@@ -12,7 +12,7 @@ namespace Phi2Native.Tests.Cuda;
 [TestFixture, Category("Emulated")]
 public class EmulatorSubsetTests : TemporaryDirectoryTest
 {
-    [TestCase("__threadfence();", "__threadfence is outside the emulated CUDA subset")]
+    [TestCase("__threadfence_block();", "__threadfence_block is outside the emulated CUDA subset")]
     [TestCase("__syncwarp();", "__syncwarp is outside the emulated CUDA subset")]
     [TestCase("__half h; (void)h;", "__half / __nv_bfloat16 types are outside the kernel subset")]
     [TestCase("y[0] = __bfloat162float(0);", "use bf16_to_f32 from common.cuh")]

@@ -63,7 +63,7 @@ public partial class KernelSourceTests
     [Test]
     public void KernelFilesIncludeNothingButTheEmbeddedHeaders()
     {
-        // NVRTC gets no include path: only the headers handed over by name (kernels/*.cuh: common.cuh, gelu.cuh), which
+        // NVRTC gets no include path: only the headers handed over by name (kernels/*.cuh: common.cuh, gelu.cuh, rotary.cuh), which
         // the cache key covers too.
         var headers = Embedded.Headers.Select(h => $"\"{h.Name}\"").ToList();
         Assert.That(headers, Does.Contain("\"common.cuh\""));

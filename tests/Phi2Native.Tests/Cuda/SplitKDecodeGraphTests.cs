@@ -11,7 +11,8 @@ namespace Phi2Native.Tests.Cuda;
 /// <summary>
 /// The split-K decode's launches depend on (B, H, Tq, Tmax) only (kernels/attention_decode.cu): captured once in a CUDA
 /// graph on the emulated device, the same graph replayed as each row's key time grows (device data, written between
-/// replays) gives the CPU's cached attention at every step, chunk boundaries included.
+/// replays) gives the CPU's cached attention at every step, chunk boundaries included, and leaves its chunk counters at
+/// zero for the next replay.
 /// </summary>
 [TestFixture, Category("Emulated")]
 public class SplitKDecodeGraphTests
@@ -33,10 +34,11 @@ public class SplitKDecodeGraphTests
         var choice = AttentionKernels.Choose(dtype, 1, capacity, headDim, cached: true, dq.Pointer, dk.Pointer, dv.Pointer);
         Assert.That(choice.Kind, Is.EqualTo(AttentionKernel.SplitKDecode));
         using var partials = DeviceBuffer.Allocate(device, DType.F32, AttentionKernels.DecodePartialsBytes(choice, batch, 1, heads, headDim) / sizeof(float));
+        using var counters = DeviceBuffer.Upload(device, new int[AttentionKernels.DecodeCountersBytes(choice, batch, heads) / sizeof(int)]);
 
         device.BeginCapture(stream);
         AttentionKernels.CachedAttention(device, dtype, dq.Pointer, dk.Pointer, dv.Pointer, times.Pointer, output.Pointer, batch, 1, capacity, heads, headDim,
-            stream, partials: partials.Pointer);
+            stream, partials: partials.Pointer, counters: counters.Pointer);
         var graph = device.EndCapture(stream);
 
         using var cpu = new CpuReference();
@@ -52,6 +54,7 @@ public class SplitKDecodeGraphTests
             using var co = AttentionOp.Cached(cq, ck, cv, ct);
             var result = tolerance.Compare("output", output.Download(stream), cpu.CastTo(dtype, co));
             Assert.That(result.Passed, $"key times [{string.Join(", ", keyTimes)}]: {result}");
+            Assert.That(counters.DownloadInt32(stream), Is.All.Zero, "the last chunk of each (batch row, head) resets its counter for the next replay");
         }
         device.DestroyGraph(graph);
     }

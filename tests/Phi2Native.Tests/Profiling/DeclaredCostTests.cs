@@ -23,10 +23,10 @@ public class DeclaredCostTests
     // a repeated id's table row is read once; each row's key time (a KV cache's rows may hold different lengths); an
     // ignored row (the last position of each sequence in a causal-LM loss) reads no logits, lse or target logit; a
     // dropped element's branch value is not read. The split-K decode's chunks past a row's key time exit at once (no K, V
-    // read, no partial written) and its combine reads only the chunks below the key time: both declare every chunk.
+    // read, no partial written) and its combining blocks read only the chunks below the key time: it declares every chunk.
     private static readonly HashSet<string> UpperBounds =
         ["embedding_f32", "embedding_backward_f32", "cached_attention_f32", "cross_entropy_sum_f32", "cross_entropy_picked_sum", "cross_entropy_backward_f32",
-         "parallel_residual_f32", "cached_attention_mma_bf16_d80", "attention_decode_bf16_d80", "attention_decode_combine_bf16"];
+         "parallel_residual_f32", "cached_attention_mma_bf16_d80", "attention_decode_bf16_d80"];
 
     // Tails: a few bytes of a launch's memory that its declaration leaves out or counts twice (a scalar, the last
     // partial vector): 1 % of the declaration or 16 bytes, whichever is more.

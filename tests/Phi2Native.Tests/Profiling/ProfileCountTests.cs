@@ -61,31 +61,31 @@ public class ProfileCountTests
     }
 
     [Test, Category("Emulated")]
-    public void ADecodedTokenInBf16Launches8KernelsPerLayerPlus3()
+    public void ADecodedTokenInBf16Launches7KernelsPerLayerPlus3()
     {
         // As in fp32 (above; fc1's bias and gelu_new in its GEMM's epilogue, GELU_BIAS at inference, so no gelu_new
         // launch; the residual in dense's and fc2's GEMMs), but attention through the cache at head dim 80 in bf16 is the
-        // split-K decode (AttentionKernels.Choose: Tq = 1 <= 4): attention_decode (the chunks' partials) and its combine,
-        // 2 launches where cached_attention was 1. input_layernorm 1 + q/k/v GEMM and qkv_split_rotary 2 + decode and
-        // combine 2 + dense, fc1, fc2 GEMMs 3: 8 a layer (9 with parallel_residual, 14 before QkvProjectionOp, 15 before
-        // LinearGelu). The 3 a token are the same.
-        const int perLayer = 1 + 2 + 2 + 3, perToken = 3;
+        // split-K decode (AttentionKernels.Choose: Tq = 1 <= 4): attention_decode, whose last chunk of each (batch row,
+        // head) combines the chunks' partials, 1 launch as cached_attention was. input_layernorm 1 + q/k/v GEMM and
+        // qkv_split_rotary 2 + decode 1 + dense, fc1, fc2 GEMMs 3: 7 a layer (8 with attention_decode_combine as a launch
+        // of its own, 9 with parallel_residual, 14 before QkvProjectionOp, 15 before LinearGelu). The 3 a token are the same.
+        const int perLayer = 1 + 2 + 1 + 3, perToken = 3;
         var report = Profile(ProfileWorkload.Decode, layers: 2, dtype: DType.BF16);
         Assert.That(report.Launches, Is.EqualTo(perLayer * 2 + perToken), Names(report));
         Assert.That(Launches(report, e => e.Name == "attention_decode_bf16_d80"), Is.EqualTo(2), Names(report));
-        Assert.That(Launches(report, e => e.Name == "attention_decode_combine_bf16"), Is.EqualTo(2), Names(report));
+        Assert.That(Launches(report, e => e.Name.StartsWith("attention_decode_combine", StringComparison.Ordinal)), Is.Zero, Names(report));
         Assert.That(Launches(report, e => e.Name == "qkv_split_rotary_bf16"), Is.EqualTo(2), Names(report));
         Assert.That(Launches(report, e => e.Name.StartsWith("rotary", StringComparison.Ordinal) || e.Name.StartsWith("cache_write", StringComparison.Ordinal)
             || e.Name.StartsWith("parallel_residual", StringComparison.Ordinal)), Is.Zero, Names(report));
         Assert.That(report.HostSyncs, Is.Zero);
-        Assert.That(report.Allocations, Is.Zero, "the decode's partials come from the caching allocator too");
+        Assert.That(report.Allocations, Is.Zero, "the decode's partials come from the caching allocator too, its counters are the backend's");
     }
 
     [TestCase(DType.F32), TestCase(DType.BF16), Category("Emulated")]
     public void ADecodedTokenFromTheCapturedGraphIsOneLaunch_OneHostRead_NoAllocation(DType dtype)
     {
         // The step captured as a CUDA graph (Text.DecodeGraph), as generation replays it after its first decode step: the
-        // whole token is one cuGraphLaunch; its kernels (the eager token's 7 or 8 a layer plus 3, and decode_next, the
+        // whole token is one cuGraphLaunch; its kernels (the eager token's 7 a layer plus 3, and decode_next, the
         // device's argmax that also advances the cache's positions) run inside it. The host reads the chosen ids once, and
         // the graph's memory is its own pool: no allocation at all.
         var eager = Profile(ProfileWorkload.Decode, layers: 2, dtype: dtype);

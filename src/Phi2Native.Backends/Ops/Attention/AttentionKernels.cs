@@ -25,8 +25,8 @@ internal static unsafe partial class AttentionKernels
     /// <summary>Threads per block of the delta kernel: 8 warps, one row each.</summary>
     public const uint DeltaThreads = 256;
 
-    /// <summary>Threads per block of attention_decode (one warp a chunk) and of its combine (a warp an output row).</summary>
-    public const uint DecodeThreads = 32, DecodeCombineThreads = 128;
+    /// <summary>Threads per block of attention_decode: one warp a chunk.</summary>
+    public const uint DecodeThreads = 32;
 
     private static readonly DType[] Supported = [DType.F32, DType.BF16];
 
@@ -70,6 +70,13 @@ internal static unsafe partial class AttentionKernels
     /// <summary>Bytes of the split-K decode's fp32 partials (attention_decode.cu: [B * H, splits, Tq, D + 2]); 0 for another choice.</summary>
     public static long DecodePartialsBytes(AttentionChoice choice, int batch, int queryTime, int heads, int headDim) =>
         choice.Kind == AttentionKernel.SplitKDecode ? (long)batch * heads * choice.Splits * queryTime * (headDim + 2) * sizeof(float) : 0;
+
+    /// <summary>
+    /// Bytes of the split-K decode's counters (attention_decode.cu: I32 [B * H], the chunks of each (batch row, head) counted
+    /// in; zero before a launch and left zero by it); 0 for another choice.
+    /// </summary>
+    public static long DecodeCountersBytes(AttentionChoice choice, int batch, int heads) =>
+        choice.Kind == AttentionKernel.SplitKDecode ? (long)batch * heads * sizeof(int) : 0;
 
     /// <summary>
     /// The one place the backward's kernel is chosen: attention_mma_backward_{dtype}_d{bound} (tensor cores) under the
@@ -171,14 +178,14 @@ internal enum AttentionKernel
     /// <summary>attention_mma.cu on tensor cores: attention_mma, or cached_attention_mma through a cache.</summary>
     TensorCore,
 
-    /// <summary>attention_decode.cu: split-K decoding through a cache on tensor cores, then its combine.</summary>
+    /// <summary>attention_decode.cu: split-K decoding through a cache on tensor cores, the last chunk of each (batch row, head) combining.</summary>
     SplitKDecode,
 }
 
 /// <summary>An attention forward's kernel: its kind, the tensor-core head-dim bound (0 for SIMT) and the decode's split count (else 0).</summary>
 internal readonly record struct AttentionChoice(AttentionKernel Kind, int Bound, int Splits)
 {
-    /// <summary>The entry point (for a split-K decode, its first kernel; the combine is <c>attention_decode_combine_{dtype}</c>).</summary>
+    /// <summary>The entry point.</summary>
     public string Kernel(DType dtype, bool cached) => Kind switch
     {
         AttentionKernel.Simt => (cached ? "cached_attention_" : "attention_") + KernelName.Suffix(dtype),
