@@ -4,16 +4,20 @@
 // dropout module per adapted Linear, so one mask per module, each over x's flat index n C + k, dropout.cu's).
 // y [N, 3 C] = base + scaling_m dropout_m(x) A_m^T B_m^T in module m's column block (base as is where m is absent), the
 // sum in fp32 rounded once; u [N, R] fp32, R = r_q + r_k + r_v, module m's columns at offset_m = the ranks before it
-// (saved by forward), du likewise. The arithmetic of each module is lora.cu's (the same sums in the same order per
-// element), so the CPU reference is LoraOp's per module (CpuLoraQkv); results agree with it to fp32 rounding of sums,
-// the masks bit for bit. Absent modules: rank 0 and null pointers; their blocks return at once.
+// (saved by forward), du likewise. The arithmetic of each module is lora.cu's (the same products; bf16's on tensor cores,
+// lora_mma.cuh, all but lora_qkv_up), so the CPU reference is LoraOp's per module (CpuLoraQkv); results agree with it
+// to fp32 rounding of sums, the masks bit for bit. Absent modules: rank 0 and null pointers; their blocks return at once.
+// bf16 launches (tensor cores, block 256, static shared memory only): down grid ((N + 31) / 32, (max r_m + 15) / 16), x
+// staged once for the three modules, each warp's A fragments masked per module in registers; up_backward as lora.cu's
+// per module, grid ((N + 31) / 32, (max r_m + 15) / 16, 3); down_backward a warp 32 rows x 16 columns, grid ((N + 31) /
+// 32, (C + 127) / 128), each module's six-term product masked and added in q, k, v order; weight_grad below.
 //
 // Kernels (dtype: x's, base's, y's, dy's, dx's: f32, bf16, f16; adapters, u, du fp32). Per-module arguments come as
 // _q, _k, _v triples (rank, threshold and keep_scale of the mask as DropoutKernels.Mask gives them, seed, scaling).
 //   lora_qkv_down_{dtype}(x, a_q, a_k, a_v, u, ranks, thresholds, keep_scales, seeds, rows, channels)
 //       u[n, offset_m + j] = sum_k drop_m(x)[n, k] a_m[j, k], every present module          (written)
-//       Grid ((N + 7) / 8), block (256), dynamic shared memory 8 C sizeof(dtype) (x's 8 rows as stored: 40 KiB bf16,
-//       80 KiB f32 at C 2560): x is read from DRAM once for all three modules; a warp a row then runs each module's
+//       f32, f16: grid ((N + 7) / 8), block (256), dynamic shared memory 8 C sizeof(dtype) (x's 8 rows as stored: 80
+//       KiB f32 at C 2560): x is read from DRAM once for all three modules; a warp a row then runs each module's
 //       ranks 16 at a time over the staged row, regenerating that module's mask.
 //   lora_qkv_up_{dtype}(u, b_q, b_k, b_v, base, y, ranks, scalings, rows, channels)
 //       y[n, m C + c] = base[n, m C + c] + scaling_m sum_j u[n, offset_m + j] b_m[c, j]     (written; y may not alias base)
@@ -23,12 +27,16 @@
 //       du[n, offset_m + j] = scaling_m sum_c dy[n, m C + c] b_m[c, j]                       (written)
 //       Grid ((N + 7) / 8, (max r_m + 15) / 16, 3), block (256): a warp a row, 16 ranks a block, as lora_up_backward.
 //   lora_qkv_weight_grad_{dtype}(left, right, grad_q, grad_k, grad_v, ranks, thresholds, keep_scales, seeds, scalings,
-//                                of_a, rows, channels)
+//                                of_a, accumulate, rows, channels)
 //       of_a 0 (dB): grad_m[c, j] += scaling_m sum_n dy[n, m C + c] u[n, offset_m + j]       (left dy, no mask)
 //       of_a 1 (dA): grad_m[j, c] += sum_n drop_m(x)[n, c] du[n, offset_m + j]               (left x, scalings 1)
+//       += where bit m of accumulate is set, = (written whole, no zero fill first: a gradient new this step) where not.
 //       A null grad_m skips module m (its gradient not needed; its rank still places u's columns).
-//       Grid ((C + 63) / 64, (max r_m + 15) / 16, 3), block (256): lora_weight_grad's 64 columns x 4 row slices, summed
-//       in a fixed order through 16 KiB of static shared memory (deterministic, no atomics).
+//       f32, f16: grid ((C + 63) / 64, (max r_m + 15) / 16, 3), block (256): lora_weight_grad's 64 columns x 4 row
+//       slices, summed in a fixed order through 16 KiB of static shared memory (deterministic, no atomics).
+//       bf16, on tensor cores: lora_mma.cuh's lora_mma_weight_grad per module (its header: 3 mmas a product, the
+//       warps' sums added in warp order, deterministic), grid ((C + 31) / 32, (max r_m + 15) / 16, 3), block (256),
+//       26 KiB static shared memory; 80 x 3 blocks at C 2560, r 16.
 //   lora_qkv_down_backward_{dtype}(du, a_q, a_k, a_v, dx, ranks, thresholds, keep_scales, seeds, accumulate, rows, channels)
 //       dx[n, k] = sum_m keep_m(n, k) ? keep_scale_m sum_j du[n, offset_m + j] a_m[j, k] : 0, the modules added in q, k,
 //       v order in fp32; written (=), or added into dx (accumulate 1: a gradient already pending for x, the fused QKV
@@ -40,9 +48,12 @@
 // splitting its grid; that would save one launch (3 us) a layer at the price of a kernel with two block shapes: not done.
 // Cost (the launchers declare it): down reads x once and each A, writes u, 2 N C R flops; up reads u, the B's and base,
 // writes y, 2 N C R + 2 N C (present modules) flops; up_backward reads dY's present blocks and the B's, writes du;
-// weight_grad reads left (present blocks), right, grad, writes grad; down_backward reads du and the A's (and dx when
-// accumulating), writes dx.
+// weight_grad reads left (present blocks), right (and grad where it accumulates), writes grad, 2 N C r_m flops a module;
+// down_backward reads du and the A's (and dx when accumulating), writes dx. bf16's flops are the mmas issued, 4096 each,
+// per module 3 ceil(N/16) ceil(C/16) ceil(r_m/8) for down, up_backward and weight_grad, 6 ceil(N/16) ceil(C/8)
+// ceil(r_m/16) for down_backward, and the SIMT rest (splits, reductions, masks: LoraMmaCost), the bytes the same.
 #include "common.cuh"
+#include "lora_qkv_mma.cuh"
 
 #define LORA_QKV_RANKS 16
 #define LORA_QKV_ROWS 8
@@ -51,12 +62,6 @@
 #define LORA_QKV_GRAD_SLICES 4
 
 
-// Module m's value of three per-module arguments.
-template <typename T>
-PHI2_DEVICE T lora_qkv_pick(int m, T q, T k, T v)
-{
-    return m == 0 ? q : (m == 1 ? k : v);
-}
 
 // u[n, offset_m + j] = sum_k drop_m(x)[n, k] a_m[j, k] for every present module: x's 8 rows staged once in dynamic shared
 // memory (as stored), then a warp a row over every module's ranks, 16 at a time, each module's mask regenerated.
@@ -196,7 +201,7 @@ PHI2_DEVICE void lora_qkv_weight_grad(const typename D::type* left, const float*
                                       int rank_q, int rank_k, int rank_v, unsigned threshold_q, unsigned threshold_k,
                                       unsigned threshold_v, float keep_q, float keep_k, float keep_v, unsigned long long seed_q,
                                       unsigned long long seed_k, unsigned long long seed_v, float scaling_q, float scaling_k,
-                                      float scaling_v, int of_a, int rows, int channels)
+                                      float scaling_v, int of_a, int accumulate, int rows, int channels)
 {
     __shared__ float partial[LORA_QKV_GRAD_SLICES][LORA_QKV_RANKS][LORA_QKV_GRAD_COLUMNS];
     int m = (int)blockIdx.z;
@@ -232,7 +237,8 @@ PHI2_DEVICE void lora_qkv_weight_grad(const typename D::type* left, const float*
     {
         float sum = ((partial[0][jj][column] + partial[1][jj][column]) + partial[2][jj][column]) + partial[3][jj][column];
         long long at = of_a ? (long long)(j0 + jj) * channels + c : (long long)c * rank + j0 + jj;
-        grad[at] = __fadd_rn(grad[at], __fmul_rn(sum, scaling));
+        float v = __fmul_rn(sum, scaling);
+        grad[at] = (accumulate >> m) & 1 ? __fadd_rn(grad[at], v) : v;
     }
 }
 
@@ -320,11 +326,11 @@ PHI2_KERNEL void lora_qkv_weight_grad_f32(const float* left, const float* right,
                                         int rank_k, int rank_v, unsigned threshold_q, unsigned threshold_k, unsigned threshold_v,
                                         float keep_q, float keep_k, float keep_v, unsigned long long seed_q,
                                         unsigned long long seed_k, unsigned long long seed_v, float scaling_q, float scaling_k,
-                                        float scaling_v, int of_a, int rows, int channels)
+                                        float scaling_v, int of_a, int accumulate, int rows, int channels)
 {
     lora_qkv_weight_grad<dtype_f32>(left, right, grad_q, grad_k, grad_v, rank_q, rank_k, rank_v, threshold_q, threshold_k, threshold_v,
-                                   keep_q, keep_k, keep_v, seed_q, seed_k, seed_v, scaling_q, scaling_k, scaling_v, of_a, rows,
-                                   channels);
+                                   keep_q, keep_k, keep_v, seed_q, seed_k, seed_v, scaling_q, scaling_k, scaling_v, of_a, accumulate,
+                                   rows, channels);
 }
 PHI2_KERNEL void lora_qkv_down_backward_f32(const float* du, const float* a_q, const float* a_k, const float* a_v, float* dx, int rank_q,
                                           int rank_k, int rank_v, unsigned threshold_q, unsigned threshold_k, unsigned threshold_v,
@@ -340,8 +346,8 @@ PHI2_KERNEL void lora_qkv_down_bf16(const bf16_t* x, const float* a_q, const flo
                                  float keep_k, float keep_v, unsigned long long seed_q, unsigned long long seed_k,
                                  unsigned long long seed_v, int rows, int channels)
 {
-    lora_qkv_down<dtype_bf16>(x, a_q, a_k, a_v, u, rank_q, rank_k, rank_v, threshold_q, threshold_k, threshold_v, keep_q, keep_k, keep_v,
-                            seed_q, seed_k, seed_v, rows, channels);
+    lora_qkv_mma_down(x, a_q, a_k, a_v, u, rank_q, rank_k, rank_v, threshold_q, threshold_k, threshold_v, keep_q, keep_k, keep_v,
+                      seed_q, seed_k, seed_v, rows, channels);
 }
 PHI2_KERNEL void lora_qkv_up_bf16(const float* u, const float* b_q, const float* b_k, const float* b_v, const bf16_t* base, bf16_t* y,
                                int rank_q, int rank_k, int rank_v, float scaling_q, float scaling_k, float scaling_v, int rows,
@@ -353,17 +359,17 @@ PHI2_KERNEL void lora_qkv_up_backward_bf16(const bf16_t* dy, const float* b_q, c
                                         int rank_k, int rank_v, float scaling_q, float scaling_k, float scaling_v, int rows,
                                         int channels)
 {
-    lora_qkv_up_backward<dtype_bf16>(dy, b_q, b_k, b_v, du, rank_q, rank_k, rank_v, scaling_q, scaling_k, scaling_v, rows, channels);
+    lora_qkv_mma_up_backward(dy, b_q, b_k, b_v, du, rank_q, rank_k, rank_v, scaling_q, scaling_k, scaling_v, rows, channels);
 }
 PHI2_KERNEL void lora_qkv_weight_grad_bf16(const bf16_t* left, const float* right, float* grad_q, float* grad_k, float* grad_v, int rank_q,
                                         int rank_k, int rank_v, unsigned threshold_q, unsigned threshold_k, unsigned threshold_v,
                                         float keep_q, float keep_k, float keep_v, unsigned long long seed_q,
                                         unsigned long long seed_k, unsigned long long seed_v, float scaling_q, float scaling_k,
-                                        float scaling_v, int of_a, int rows, int channels)
+                                        float scaling_v, int of_a, int accumulate, int rows, int channels)
 {
-    lora_qkv_weight_grad<dtype_bf16>(left, right, grad_q, grad_k, grad_v, rank_q, rank_k, rank_v, threshold_q, threshold_k, threshold_v,
-                                   keep_q, keep_k, keep_v, seed_q, seed_k, seed_v, scaling_q, scaling_k, scaling_v, of_a, rows,
-                                   channels);
+    lora_qkv_mma_weight_grad(left, right, grad_q, grad_k, grad_v, rank_q, rank_k, rank_v, threshold_q, threshold_k, threshold_v,
+                             keep_q, keep_k, keep_v, seed_q, seed_k, seed_v, scaling_q, scaling_k, scaling_v, of_a, accumulate,
+                             rows, channels);
 }
 PHI2_KERNEL void lora_qkv_down_backward_bf16(const float* du, const float* a_q, const float* a_k, const float* a_v, bf16_t* dx, int rank_q,
                                           int rank_k, int rank_v, unsigned threshold_q, unsigned threshold_k, unsigned threshold_v,
@@ -371,8 +377,8 @@ PHI2_KERNEL void lora_qkv_down_backward_bf16(const float* du, const float* a_q, 
                                           unsigned long long seed_k, unsigned long long seed_v, int accumulate, int rows,
                                           int channels)
 {
-    lora_qkv_down_backward<dtype_bf16>(du, a_q, a_k, a_v, dx, rank_q, rank_k, rank_v, threshold_q, threshold_k, threshold_v, keep_q,
-                                     keep_k, keep_v, seed_q, seed_k, seed_v, accumulate, rows, channels);
+    lora_qkv_mma_down_backward(du, a_q, a_k, a_v, dx, rank_q, rank_k, rank_v, threshold_q, threshold_k, threshold_v, keep_q, keep_k,
+                               keep_v, seed_q, seed_k, seed_v, accumulate, rows, channels);
 }
 PHI2_KERNEL void lora_qkv_down_f16(const f16_t* x, const float* a_q, const float* a_k, const float* a_v, float* u, int rank_q, int rank_k,
                                  int rank_v, unsigned threshold_q, unsigned threshold_k, unsigned threshold_v, float keep_q,
@@ -398,11 +404,11 @@ PHI2_KERNEL void lora_qkv_weight_grad_f16(const f16_t* left, const float* right,
                                         int rank_k, int rank_v, unsigned threshold_q, unsigned threshold_k, unsigned threshold_v,
                                         float keep_q, float keep_k, float keep_v, unsigned long long seed_q,
                                         unsigned long long seed_k, unsigned long long seed_v, float scaling_q, float scaling_k,
-                                        float scaling_v, int of_a, int rows, int channels)
+                                        float scaling_v, int of_a, int accumulate, int rows, int channels)
 {
     lora_qkv_weight_grad<dtype_f16>(left, right, grad_q, grad_k, grad_v, rank_q, rank_k, rank_v, threshold_q, threshold_k, threshold_v,
-                                   keep_q, keep_k, keep_v, seed_q, seed_k, seed_v, scaling_q, scaling_k, scaling_v, of_a, rows,
-                                   channels);
+                                   keep_q, keep_k, keep_v, seed_q, seed_k, seed_v, scaling_q, scaling_k, scaling_v, of_a, accumulate,
+                                   rows, channels);
 }
 PHI2_KERNEL void lora_qkv_down_backward_f16(const float* du, const float* a_q, const float* a_k, const float* a_v, f16_t* dx, int rank_q,
                                           int rank_k, int rank_v, unsigned threshold_q, unsigned threshold_k, unsigned threshold_v,

@@ -34,6 +34,9 @@ public static class LoraChecks
         Check(DType.F32, 16, 0.2, backward: true, accumulate: true),
         Check(DType.BF16, 8, 0.2, backward: true, accumulate: true),
         Check(DType.F16, 1, 0.0, backward: true, accumulate: true),
+        Check(DType.BF16, 16, 0.2, backward: true, writeAdapter: true),
+        Check(DType.BF16, 70, 0.0, backward: true, writeAdapter: true),
+        Check(DType.F32, 8, 0.2, backward: true, writeAdapter: true),
         .. from dtype in new[] { DType.F32, DType.BF16, DType.F16 }
            from rank in new[] { 1, 16, 70 }
            from p in new[] { 0.0, 0.2 }
@@ -42,18 +45,20 @@ public static class LoraChecks
         LoraLinearGeluCheck.Check(DType.BF16, 8, 0.0, train: false),
     ];
 
-    private static DeviceCheck Check(DType dtype, int rank, double p, bool backward, bool accumulate = false)
+    private static DeviceCheck Check(DType dtype, int rank, double p, bool backward, bool accumulate = false, bool writeAdapter = false)
     {
         string suffix = KernelName.Suffix(dtype);
         string[] kernels = backward
             ? [$"lora_weight_grad_{suffix}", $"lora_up_backward_{suffix}", $"lora_down_backward_{suffix}"]
             : [$"lora_down_{suffix}", $"lora_up_{suffix}"];
-        return new($"lora{(backward ? " backward" : "")} {suffix} r={rank} p={p:R} x [{Batch}, {Time}, {In}] out {Out}{(accumulate ? ", dx +=" : "")}", kernels,
-            device => Run(device, dtype, rank, p, backward, accumulate));
+        return new($"lora{(backward ? " backward" : "")} {suffix} r={rank} p={p:R} x [{Batch}, {Time}, {In}] out {Out}{(accumulate ? ", dx +=" : "")}{(writeAdapter ? ", dA dB =" : "")}",
+            kernels, device => Run(device, dtype, rank, p, backward, accumulate, writeAdapter));
     }
 
     // accumulate: dx starts non-zero on both sides and the branch's dx is added into it (a pending gradient).
-    private static CheckResult Run(IDeviceApi device, DType dtype, int rank, double p, bool backward, bool accumulate)
+    // writeAdapter: dA and dB are written (a gradient new this step) over a buffer that starts undefined (NaN on the
+    // emulator); the reference accumulates onto zeros.
+    private static CheckResult Run(IDeviceApi device, DType dtype, int rank, double p, bool backward, bool accumulate, bool writeAdapter)
     {
         using var cuda = new CudaBackend(device, ownsDevice: false);
         using var cpu = new CpuReference();
@@ -79,13 +84,13 @@ public static class LoraChecks
         float[] aGradient = TestData.Uniform(rank * In, seed: 906), bGradient = TestData.Uniform(Out * rank, seed: 907);
         float[] dx0 = CpuReference.RoundTrip(dtype, TestData.Uniform(rows * In, seed: 908));
         var dxDevice = accumulate ? OnDevice(dtype, dx0, xShape) : cuda.Empty(xShape, dtype);
-        var dADevice = OnDevice(DType.F32, aGradient, aShape);
-        var dBDevice = OnDevice(DType.F32, bGradient, bShape);
+        var dADevice = writeAdapter ? cuda.Empty(aShape, DType.F32) : OnDevice(DType.F32, aGradient, aShape);
+        var dBDevice = writeAdapter ? cuda.Empty(bShape, DType.F32) : OnDevice(DType.F32, bGradient, bShape);
         LoraOp.Backward(OnDevice(dtype, dy, outShape), OnDevice(dtype, x, xShape), OnDevice(DType.F32, a, aShape), OnDevice(DType.F32, b, bShape),
-            uDevice, branch, dxDevice, dADevice, dBDevice, accumulate);
+            uDevice, branch, dxDevice, dADevice, dBDevice, accumulate, accumulateA: !writeAdapter, accumulateB: !writeAdapter);
         var dxCpu = accumulate ? cpu.F32(dx0, xShape) : cpu.Backend.Empty(xShape, DType.F32);
-        var dACpu = cpu.F32(aGradient, aShape);
-        var dBCpu = cpu.F32(bGradient, bShape);
+        var dACpu = writeAdapter ? cpu.Backend.Zeros(aShape, DType.F32) : cpu.F32(aGradient, aShape);
+        var dBCpu = writeAdapter ? cpu.Backend.Zeros(bShape, DType.F32) : cpu.F32(bGradient, bShape);
         LoraOp.Backward(cpu.F32(dy, outShape), cpu.F32(x, xShape), cpu.F32(a, aShape), cpu.F32(b, bShape), uCpu, branch, dxCpu, dACpu, dBCpu, accumulate);
         return CheckResult.Combine(
             forward,

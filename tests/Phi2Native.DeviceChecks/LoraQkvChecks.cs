@@ -29,18 +29,22 @@ public static class LoraQkvChecks
         Check(DType.BF16, [0, 19, 64], 0.2, accumulate: true),
         Check(DType.F16, [8, 16, 0], 0.2, accumulate: false),
         Check(DType.F16, [0, 0, 19], 0.0, accumulate: true),
+        Check(DType.BF16, [16, 16, 16], 0.2, accumulate: true, writtenModules: 0b101),
+        Check(DType.F32, [8, 0, 19], 0.0, accumulate: false, writtenModules: 0b111),
     ];
 
-    private static DeviceCheck Check(DType dtype, int[] ranks, double p, bool accumulate)
+    // writtenModules: bit m set, module m's dA and dB are written (new this step) over buffers that start undefined (NaN
+    // on the emulator); the reference accumulates them onto zeros.
+    private static DeviceCheck Check(DType dtype, int[] ranks, double p, bool accumulate, int writtenModules = 0)
     {
         string suffix = KernelName.Suffix(dtype);
         string present = string.Join(" ", ranks.Select((r, m) => r > 0 ? $"{"qkv"[m]} r={r}" : null).Where(s => s is not null));
-        return new($"lora qkv {suffix} {present} p={p:R} x [{Batch}, {Time}, {C}]{(accumulate ? ", dx +=" : "")}",
+        return new($"lora qkv {suffix} {present} p={p:R} x [{Batch}, {Time}, {C}]{(accumulate ? ", dx +=" : "")}{(writtenModules != 0 ? $", dA dB = for modules {writtenModules}" : "")}",
             [$"lora_qkv_down_{suffix}", $"lora_qkv_up_{suffix}", $"lora_qkv_up_backward_{suffix}", $"lora_qkv_weight_grad_{suffix}", $"lora_qkv_down_backward_{suffix}"],
-            device => Run(device, dtype, ranks, p, accumulate));
+            device => Run(device, dtype, ranks, p, accumulate, writtenModules));
     }
 
-    private static CheckResult Run(IDeviceApi device, DType dtype, int[] ranks, double p, bool accumulate)
+    private static CheckResult Run(IDeviceApi device, DType dtype, int[] ranks, double p, bool accumulate, int writtenModules)
     {
         using var cuda = new CudaBackend(device, ownsDevice: false);
         using var cpu = new CpuReference();
@@ -84,12 +88,14 @@ public static class LoraQkvChecks
         for (int m = 0; m < 3; m++)
         {
             if (ranks[m] == 0) continue;
-            dADevice[m] = OnDevice(DType.F32, gradients[m].A, ranks[m], C);
-            dBDevice[m] = OnDevice(DType.F32, gradients[m].B, C, ranks[m]);
-            dACpu[m] = cpu.F32(gradients[m].A, ranks[m], C);
-            dBCpu[m] = cpu.F32(gradients[m].B, C, ranks[m]);
+            bool written = ((writtenModules >> m) & 1) != 0;
+            dADevice[m] = written ? cuda.Empty([ranks[m], C], DType.F32) : OnDevice(DType.F32, gradients[m].A, ranks[m], C);
+            dBDevice[m] = written ? cuda.Empty([C, ranks[m]], DType.F32) : OnDevice(DType.F32, gradients[m].B, C, ranks[m]);
+            dACpu[m] = written ? cpu.Backend.Zeros([ranks[m], C], DType.F32) : cpu.F32(gradients[m].A, ranks[m], C);
+            dBCpu[m] = written ? cpu.Backend.Zeros([C, ranks[m]], DType.F32) : cpu.F32(gradients[m].B, C, ranks[m]);
         }
-        LoraQkvOp.Backward(OnDevice(dtype, dy, outShape), gx, uDevice, deviceModules, dxDevice, dADevice, dBDevice, accumulate);
+        LoraQkvOp.Backward(OnDevice(dtype, dy, outShape), gx, uDevice, deviceModules, dxDevice, dADevice, dBDevice, accumulate,
+            accumulateA: 0b111 & ~writtenModules, accumulateB: 0b111 & ~writtenModules);
         LoraQkvOp.Backward(cpu.F32(dy, outShape), cx, uCpu, cpuModules, dxCpu, dACpu, dBCpu, accumulate);
         parts.Add(Tolerances.Gradient(dtype).Compare("dx", dxDevice.ToSingleArray(), CpuReference.RoundTrip(dtype, dxCpu.ToSingleArray())));
         for (int m = 0; m < 3; m++)

@@ -87,6 +87,20 @@ public sealed class BackwardContext
     }
 
     /// <summary>
+    /// <see cref="AccumulatorFor"/> for an op that can also write its gradient (=) in place of adding it: where
+    /// <paramref name="input"/> is a leaf with no gradient yet, an uninitialised buffer becomes its gradient and
+    /// <paramref name="accumulate"/> is false, and the op must write every element of it (that saves the zero fill
+    /// AccumulatorFor runs); otherwise AccumulatorFor's buffer, <paramref name="accumulate"/> true.
+    /// </summary>
+    internal Tensor? GradientFor(Tensor? input, out bool accumulate)
+    {
+        accumulate = input is not { RequiresGrad: true, IsLeaf: true, Grad: null };
+        if (accumulate) return AccumulatorFor(input);
+        ReplaceLeafGradient(input!, input!.Backend.Empty(input.Shape, input.DType));
+        return input.Grad;
+    }
+
+    /// <summary>
     /// The gradient already pending for <paramref name="input"/>, for an op that can add its contribution into it (+=)
     /// in place of writing a fresh buffer (<see cref="NewGradient"/>) and delivering it: that saves the temporary and the
     /// add <see cref="Deliver"/> would run (a cuBLAS product takes beta = 1 for it). It is the input's own gradient where

@@ -88,15 +88,18 @@ public static partial class ProfileScaling
         return adapters;
     }
 
-    // A LoRA launch: its adapter traffic fixed (lora_weight_grad: the gradient read and written, 2 flops an element,
-    // r x width elements of 4 bytes), the rest scaled with the rows. Without the module's sizes (no backward in the run),
+    // A LoRA launch: its adapter traffic fixed (lora_weight_grad: the gradient written, r x width elements of 4 bytes, and
+    // its reduction's flops an element: 9 on tensor cores, kernels/lora_mma.cuh's 7 adds of the warps' partial sums and 2
+    // scalings, 1 in the SIMT kernels), the rest scaled with the rows. A weight gradient that accumulates also reads the
+    // gradient (and adds 1 flop an element): never in a profiled step, whose adapter gradients are all new (written), so
+    // that read would be scaled with the rows. Without the module's sizes (no backward in the run),
     // all of it scales with the rows.
     private static KernelCost Lora(ProfileEvent e, Dictionary<string, (long B, long A)> adapters, double rowFactor)
     {
         if (!e.Cost.IsDeclared) return e.Cost;
         KernelCost fixedPart;
         if (IsWeightGradient(e.Name))
-            fixedPart = new(e.Cost.BytesWritten, e.Cost.BytesWritten, 0, e.Cost.BytesWritten / 2);
+            fixedPart = new(0, e.Cost.BytesWritten, 0, e.Cost.BytesWritten / 4 * (e.Cost.TensorCoreFlops > 0 ? 9 : 1));
         else if (e.Module is null || !adapters.TryGetValue(e.Module, out var sizes))
             return Times(e.Cost, rowFactor, rowFactor);
         else

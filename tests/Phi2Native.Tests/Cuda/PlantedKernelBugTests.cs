@@ -32,7 +32,12 @@ public class PlantedKernelBugTests : Support.TemporaryDirectoryTest
         new("lora.cu", "v = dropout_bits24(seed, index) >= threshold ? __fmul_rn(v, keep_scale) : 0.0f;",
             "v = dropout_bits24(seed ^ 1ull, index) >= threshold ? __fmul_rn(v, keep_scale) : 0.0f; // planted",
             "dA's regenerated mask from another seed than forward's",
-            "lora backward f32 r=8 p=0.2 x [3, 13, 97] out 83", "lora backward bf16 r=64 p=0.2 x [3, 13, 97] out 83"),
+            "lora backward f32 r=8 p=0.2 x [3, 13, 97] out 83"),
+        // bf16's weight gradients run on tensor cores (lora_mma.cuh, shared by lora.cu and lora_qkv.cu).
+        new("lora_mma.cuh", "lora_mma_load8(left, left_stride, mask_stride, n0 + r, c0 + 8 * part, rows, width, threshold, seed);",
+            "lora_mma_load8(left, left_stride, mask_stride, n0 + r, c0 + 8 * part, rows, width, threshold, seed ^ 1ull); // planted",
+            "dA's regenerated mask from another seed than forward's (tensor cores)",
+            "lora backward bf16 r=64 p=0.2 x [3, 13, 97] out 83"),
         new("lora_qkv.cu", "float v = D::to_f32(mine[k]);", "float v = D::to_f32(staged[k]); // planted",
             "every warp of lora_qkv_down reads the block's first staged row of x instead of its own",
             "lora qkv f32 q r=8 k r=8 v r=8 p=0 x [3, 13, 83]", "lora qkv bf16 q r=16 k r=16 v r=16 p=0.2 x [3, 13, 83]"),
@@ -109,7 +114,9 @@ public class PlantedKernelBugTests : Support.TemporaryDirectoryTest
         Directory.CreateDirectory(folder);
         foreach (var file in Bugs.Select(b => b.File).Distinct())
         {
-            string source = KernelSourceCatalog.Embedded.SourceOf(file);
+            string source = file.EndsWith(".cuh", StringComparison.Ordinal)
+                ? KernelSourceCatalog.Embedded.Headers.Single(h => h.Name == file).Text
+                : KernelSourceCatalog.Embedded.SourceOf(file);
             foreach (var bug in Bugs.Where(b => b.File == file))
             {
                 Assert.That(source, Does.Contain(bug.Line), $"{file}: the line this test plants a bug in");

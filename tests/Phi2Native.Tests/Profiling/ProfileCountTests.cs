@@ -225,6 +225,24 @@ public class ProfileCountTests
         Assert.That(forwardGelu, Is.Empty, "fc1 with LoRA adds its branch before gelu_new inside lora_up_gelu");
     }
 
+    [TestCase(DType.F32)]
+    [TestCase(DType.BF16)]
+    [Category("Emulated")]
+    public void ALoraStepZeroFillsNoAdapterGradient(DType dtype)
+    {
+        // The adapters' gradients are new each step (ZeroGrad drops them): their first lora_weight_grad /
+        // lora_qkv_weight_grad writes them (accumulate off) instead of adding into a zero-filled buffer. Before, each of
+        // the 6 adapted modules' dA and dB took a Fill first: 2 x 6 a layer, 24 at 2 layers (384 at Phi-2's 32).
+        var report = Profile(ProfileWorkload.Lora, layers: 2, dtype: dtype);
+        var fills = report.Events.Where(e => e.Kind == ProfileEventKind.CopyOnDevice && e.Name == "Fill" && e.Phase == ProfilePhase.Backward).ToList();
+        Assert.That(fills, Is.Empty, string.Join(", ", fills.Select(e => $"{e.Cost.BytesWritten} bytes in {e.Module}")));
+        var weightGradients = report.Events.Count(e => e.Phase == ProfilePhase.Backward
+            && (e.Name.StartsWith("lora_weight_grad", StringComparison.Ordinal) || e.Name.StartsWith("lora_qkv_weight_grad", StringComparison.Ordinal)));
+        // Per layer: dense, fc1 and fc2's dB and dA (6) and q, k, v's together (2); layer 0's too (x needs no gradient there,
+        // the adapters do).
+        Assert.That(weightGradients, Is.EqualTo(2 * 8));
+    }
+
     [Test, Category("Emulated")]
     public void Fc1WithLoraIs3LaunchesForward_AndNoGeluNewLaunch()
     {

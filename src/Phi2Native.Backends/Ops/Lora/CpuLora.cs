@@ -25,10 +25,13 @@ internal static class CpuLora
         return cpu.Add(baseOutput, update);
     }
 
-    /// <summary><see cref="LoraOp.Backward(Tensor, Tensor, Tensor, Tensor, Tensor, LoraBranch, Tensor?, Tensor?, Tensor?, bool)"/> on the CPU backend, the contract checked.</summary>
+    /// <summary><see cref="LoraOp.Backward(Tensor, Tensor, Tensor, Tensor, Tensor, LoraBranch, Tensor?, Tensor?, Tensor?, bool, bool, bool)"/> on the CPU backend, the contract checked.</summary>
     public static void Backward(CpuBackend cpu, Tensor dOutput, Tensor x, Tensor a, Tensor b, Tensor u, LoraBranch branch, LoraShape shape,
-        Tensor? dx, Tensor? dA, Tensor? dB, bool accumulateDx = false)
+        Tensor? dx, Tensor? dA, Tensor? dB, bool accumulateDx = false, bool accumulateA = true, bool accumulateB = true)
     {
+        // A gradient to be written (=) is the accumulated one from zero: the CPU's products accumulate.
+        if (dA is not null && !accumulateA) Zero(dA);
+        if (dB is not null && !accumulateB) Zero(dB);
         if (accumulateDx && dx is not null)
         {
             // dx += the branch's: taken fresh and added, bit for bit the fresh gradient delivered and added.
@@ -46,6 +49,12 @@ internal static class CpuLora
         using var dropped = dA is not null ? Dropped(cpu, x, branch) : null;
         CpuLinear.Backward(du, dropped ?? x, a, dx, dA, null, shape.Rows, shape.In, shape.Rank);
         if (dx is not null && branch.Dropout > 0) CpuDropout.Backward(dx, dx, branch.Dropout, branch.Seed);
+    }
+
+    private static void Zero(Tensor gradient)
+    {
+        if (gradient.DType == DType.F64) CpuBackend.Span<double>(gradient).Clear();
+        else CpuBackend.Span<float>(gradient).Clear();
     }
 
     // dropout(x) as DropoutOp computes it, or null at p = 0 (x itself).

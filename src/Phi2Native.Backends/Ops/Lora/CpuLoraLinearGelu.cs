@@ -26,11 +26,12 @@ internal static class CpuLoraLinearGelu
 
     /// <summary><see cref="LoraLinearGeluOp"/>'s backward on the CPU backend, the contract checked.</summary>
     public static void Backward(CpuBackend cpu, Tensor dOutput, Tensor x, Tensor weight, Tensor a, Tensor b, Tensor u, Tensor pre, LoraBranch branch,
-        LoraShape shape, Tensor? dx, Tensor? dWeight, Tensor? dBias, Tensor? dA, Tensor? dB, bool accumulateDx)
+        LoraShape shape, Tensor? dx, Tensor? dWeight, Tensor? dBias, Tensor? dA, Tensor? dB, bool accumulateDx,
+        bool accumulateA = true, bool accumulateB = true)
     {
         using var dh = cpu.Allocate(pre.Shape, pre.DType);
         CpuGelu.Backward(dOutput, pre, dh);
-        CpuLora.Backward(cpu, dh, x, a, b, u, branch, shape, dx, dA, dB, accumulateDx);
+        CpuLora.Backward(cpu, dh, x, a, b, u, branch, shape, dx, dA, dB, accumulateDx, accumulateA, accumulateB);
         CpuLinear.Backward(dh, x, weight, dx, dWeight, dBias, shape.Rows, shape.In, shape.Out, accumulateDx: dx is not null);
     }
 }

@@ -35,7 +35,7 @@ internal static class CpuLoraQkv
 
     /// <summary><see cref="LoraQkvOp"/>'s backward on the CPU backend, the contract checked: dx (=, or += with <paramref name="accumulateDx"/>), the present modules' dA, dB (+=).</summary>
     public static void Backward(CpuBackend cpu, Tensor dOutput, Tensor x, Tensor u, LoraQkvModule?[] modules, Tensor? dx, Tensor?[] dA, Tensor?[] dB,
-        bool accumulateDx, int rows, int channels)
+        bool accumulateDx, int rows, int channels, int accumulateA = 0b111, int accumulateB = 0b111)
     {
         int total = u.Size(-1), offset = 0;
         bool accumulate = accumulateDx;
@@ -47,7 +47,7 @@ internal static class CpuLoraQkv
             using var moduleU = cpu.Allocate([.. x.Shape[..^1], rank], u.DType);
             Take(u, moduleU, offset, total, rows, rank);
             CpuLora.Backward(cpu, dy, x, module.A, module.B, moduleU, module.Branch, new LoraShape(rows, channels, channels, rank), dx, dA[m], dB[m],
-                accumulate);
+                accumulate, ((accumulateA >> m) & 1) != 0, ((accumulateB >> m) & 1) != 0);
             accumulate |= dx is not null;
             offset += rank;
         }

@@ -19,6 +19,9 @@ internal static unsafe class LoraKernels
     /// <summary>Rows a block (lora_down, lora_up and their backward), ranks a block (lora_down, lora_up_backward, lora_weight_grad).</summary>
     private const int RowsPerBlock = 8, RanksPerBlock = 16, GradientColumns = 64;
 
+    /// <summary>The bf16 kernels on tensor cores (kernels/lora_mma.cuh): rows a block (down, up_backward, down_backward), columns a block (weight_grad).</summary>
+    private const int MmaRowsPerBlock = 32, MmaGradientColumns = 32;
+
     private static readonly DType[] Supported = [DType.F32, DType.BF16, DType.F16];
 
     /// <summary><see cref="LoraOp.Forward"/> on the CUDA backend, the contract checked: allocates u [..., r] (F32) and y like the base.</summary>
@@ -36,23 +39,30 @@ internal static unsafe class LoraKernels
         return y;
     }
 
-    /// <summary><see cref="LoraOp.Backward(Tensor, Tensor, Tensor, Tensor, Tensor, LoraBranch, Tensor?, Tensor?, Tensor?, bool)"/> on the CUDA backend, the contract checked; du [N, r] (F32) is its one temporary.</summary>
+    /// <summary><see cref="LoraOp.Backward(Tensor, Tensor, Tensor, Tensor, Tensor, LoraBranch, Tensor?, Tensor?, Tensor?, bool, bool, bool)"/> on the CUDA backend, the contract checked; du [N, r] (F32) is its one temporary.</summary>
     public static void Backward(CudaBackend cuda, Tensor dOutput, Tensor x, Tensor a, Tensor b, Tensor u, LoraBranch branch, LoraShape shape,
-        Tensor? dx, Tensor? dA, Tensor? dB, bool accumulateDx = false)
+        Tensor? dx, Tensor? dA, Tensor? dB, bool accumulateDx = false, bool accumulateA = true, bool accumulateB = true)
     {
-        if (shape.Rows == 0) return;
+        if (shape.Rows == 0)
+        {
+            // No rows: the adapter's gradients are zero; one to be written (not accumulated) still must be.
+            if (dA is not null && !accumulateA) cuda.DeviceApi.Fill(cuda.Pointer(dA, nameof(dA)), 0, 4L * dA.ElementCount, cuda.Stream);
+            if (dB is not null && !accumulateB) cuda.DeviceApi.Fill(cuda.Pointer(dB, nameof(dB)), 0, 4L * dB.ElementCount, cuda.Stream);
+            return;
+        }
         var device = cuda.DeviceApi;
         var dtype = x.DType;
         var dy = cuda.Pointer(dOutput, nameof(dOutput));
         if (dB is not null)
-            GradientOfB(device, dtype, dy, cuda.Pointer(u, nameof(u)), cuda.Pointer(dB, nameof(dB)), branch.Scaling, shape.Rows, shape.Out, shape.Rank, cuda.Stream);
+            GradientOfB(device, dtype, dy, cuda.Pointer(u, nameof(u)), cuda.Pointer(dB, nameof(dB)), branch.Scaling, shape.Rows, shape.Out, shape.Rank, cuda.Stream,
+                accumulateB);
         if (dx is null && dA is null) return;
         using var du = cuda.Allocate(u.Shape, DType.F32, "du");
         var duPointer = cuda.Pointer(du, "du");
         LoraUpBackward(device, dtype, dy, cuda.Pointer(b, nameof(b)), duPointer, branch.Scaling, shape.Rows, shape.Out, shape.Rank, cuda.Stream);
         if (dA is not null)
             GradientOfA(device, dtype, cuda.Pointer(x, nameof(x)), duPointer, cuda.Pointer(dA, nameof(dA)), branch.Dropout, branch.Seed,
-                shape.Rows, shape.In, shape.Rank, cuda.Stream);
+                shape.Rows, shape.In, shape.Rank, cuda.Stream, accumulateA);
         if (dx is not null)
             LoraDownBackward(device, dtype, duPointer, cuda.Pointer(a, nameof(a)), cuda.Pointer(dx, nameof(dx)), branch.Dropout, branch.Seed,
                 shape.Rows, shape.In, shape.Rank, cuda.Stream, accumulateDx);
@@ -77,8 +87,10 @@ internal static unsafe class LoraKernels
         {
             (nint)(&x), (nint)(&a), (nint)(&u), (nint)(&threshold), (nint)(&keepScale), (nint)(&seed), (nint)(&rows), (nint)(&inFeatures), (nint)(&rank),
         };
-        var cost = new KernelCost(xBytes + aBytes, uBytes, 0, 2L * rows * inFeatures * rank + (p > 0 ? (long)rows * inFeatures : 0));
-        device.Launch(kernel, RowGrid(rows, rank), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 9), cost);
+        var cost = dtype == DType.BF16
+            ? LoraMmaCost.RowTimesWeight(xBytes + aBytes, uBytes, rows, inFeatures, rank, p > 0)
+            : new KernelCost(xBytes + aBytes, uBytes, 0, 2L * rows * inFeatures * rank + (p > 0 ? (long)rows * inFeatures : 0));
+        device.Launch(kernel, RowGrid(dtype, rows, rank), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 9), cost);
     }
 
     /// <summary>Launches lora_up_{dtype}: y [rows, out] = base + scaling u B^T, summed in fp32 and rounded once.</summary>
@@ -154,8 +166,10 @@ internal static unsafe class LoraKernels
         BufferOverlap.RequireNone(dY, dyBytes, dU, duBytes, nameof(dY), nameof(dU));
         BufferOverlap.RequireNone(b, bBytes, dU, duBytes, nameof(b), nameof(dU));
         nint* args = stackalloc nint[] { (nint)(&dY), (nint)(&b), (nint)(&dU), (nint)(&factor), (nint)(&rows), (nint)(&outFeatures), (nint)(&rank) };
-        var cost = new KernelCost(dyBytes + bBytes, duBytes, 0, 2L * rows * outFeatures * rank + (long)rows * rank);
-        device.Launch(kernel, RowGrid(rows, rank), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 7), cost);
+        var cost = dtype == DType.BF16
+            ? LoraMmaCost.RowTimesWeight(dyBytes + bBytes, duBytes, rows, outFeatures, rank, masked: false)
+            : new KernelCost(dyBytes + bBytes, duBytes, 0, 2L * rows * outFeatures * rank + (long)rows * rank);
+        device.Launch(kernel, RowGrid(dtype, rows, rank), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 7), cost);
     }
 
     /// <summary>Launches lora_down_backward_{dtype}: dx [rows, in] = dropout'(du A), written (=), or added (+=) with <paramref name="accumulate"/>.</summary>
@@ -180,30 +194,40 @@ internal static unsafe class LoraKernels
             (nint)(&rank),
         };
         // Accumulating, dx is read whole as well.
-        var cost = new KernelCost(duBytes + aBytes + (accumulate ? dxBytes : 0), dxBytes, 0,
-            2L * rows * inFeatures * rank + (accumulate ? 2L : 1L) * rows * inFeatures);
+        long read = duBytes + aBytes + (accumulate ? dxBytes : 0);
+        if (dtype == DType.BF16)
+        {
+            // A warp 32 rows x 32 columns, 8 warps side by side (256 columns) a block.
+            var grid = new Dim3((uint)((rows + MmaRowsPerBlock - 1) / MmaRowsPerBlock), (uint)((inFeatures + (int)BlockSize - 1) / (int)BlockSize));
+            device.Launch(kernel, grid, BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 10),
+                LoraMmaCost.Expand(read, dxBytes, rows, inFeatures, rank, columnsPerWarp: 32, (accumulate ? 2L : 1L) * rows * inFeatures));
+            return;
+        }
+        var cost = new KernelCost(read, dxBytes, 0, 2L * rows * inFeatures * rank + (accumulate ? 2L : 1L) * rows * inFeatures);
         device.Launch(kernel, ColumnGrid(rows, inFeatures), BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 10), cost);
     }
 
-    /// <summary>Launches lora_weight_grad_{dtype} for B: dB [out, rank] += scaling dY^T u.</summary>
+    /// <summary>Launches lora_weight_grad_{dtype} for B: dB [out, rank] += scaling dY^T u, or = with <paramref name="accumulate"/> false.</summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or dB overlapping an input.</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A size is not positive, or the scaling is not finite.</exception>
     public static void GradientOfB(IDeviceApi device, DType dtype, DevicePtr dY, DevicePtr u, DevicePtr dB, double scaling,
-        int rows, int outFeatures, int rank, DeviceStream stream) =>
-        WeightGradient(device, dtype, dY, nameof(dY), u, nameof(u), dB, nameof(dB), 0, 0, Scaling(scaling), rows, outFeatures, rank, rank, 1, stream);
+        int rows, int outFeatures, int rank, DeviceStream stream, bool accumulate = true) =>
+        WeightGradient(device, dtype, dY, nameof(dY), u, nameof(u), dB, nameof(dB), 0, 0, Scaling(scaling), rows, outFeatures, rank, rank, 1, stream,
+            accumulate);
 
-    /// <summary>Launches lora_weight_grad_{dtype} for A: dA [rank, in] += du^T dropout(x), the forward's mask.</summary>
+    /// <summary>Launches lora_weight_grad_{dtype} for A: dA [rank, in] += du^T dropout(x), the forward's mask, or = with <paramref name="accumulate"/> false.</summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, or dA overlapping an input.</exception>
     /// <exception cref="ArgumentNullException">A null pointer.</exception>
     /// <exception cref="ArgumentOutOfRangeException">p is outside [0, 1), or a size is not positive.</exception>
     public static void GradientOfA(IDeviceApi device, DType dtype, DevicePtr x, DevicePtr dU, DevicePtr dA, double p, ulong seed,
-        int rows, int inFeatures, int rank, DeviceStream stream) =>
-        WeightGradient(device, dtype, x, nameof(x), dU, nameof(dU), dA, nameof(dA), p, seed, 1f, rows, inFeatures, rank, 1, inFeatures, stream);
+        int rows, int inFeatures, int rank, DeviceStream stream, bool accumulate = true) =>
+        WeightGradient(device, dtype, x, nameof(x), dU, nameof(dU), dA, nameof(dA), p, seed, 1f, rows, inFeatures, rank, 1, inFeatures, stream,
+            accumulate);
 
     private static void WeightGradient(IDeviceApi device, DType dtype, DevicePtr left, string leftName, DevicePtr right, string rightName,
         DevicePtr gradient, string gradientName, double p, ulong seed, float scaling, int rows, int width, int rank, int columnStride, int rankStride,
-        DeviceStream stream)
+        DeviceStream stream, bool accumulate)
     {
         string kernel = Begin(device, "lora_weight_grad", dtype, rows, width, rank);
         LaunchArguments.Pointer(left, dtype, leftName);
@@ -213,16 +237,21 @@ internal static unsafe class LoraKernels
         BufferOverlap.RequireNone(left, leftBytes, gradient, gradientBytes, leftName, gradientName);
         BufferOverlap.RequireNone(right, rightBytes, gradient, gradientBytes, rightName, gradientName);
         var (threshold, keepScale) = DropoutKernels.Mask(p);
+        int adds = accumulate ? 1 : 0;
         nint* args = stackalloc nint[]
         {
-            (nint)(&left), (nint)(&right), (nint)(&gradient), (nint)(&threshold), (nint)(&keepScale), (nint)(&seed), (nint)(&scaling),
+            (nint)(&left), (nint)(&right), (nint)(&gradient), (nint)(&threshold), (nint)(&keepScale), (nint)(&seed), (nint)(&scaling), (nint)(&adds),
             (nint)(&rows), (nint)(&width), (nint)(&rank), (nint)(&columnStride), (nint)(&rankStride),
         };
-        // grad is read and written whole (+=).
-        var cost = new KernelCost(leftBytes + rightBytes + gradientBytes, gradientBytes, 0,
-            2L * rows * width * rank + 2L * width * rank + (p > 0 ? (long)rows * width : 0));
-        var grid = new Dim3((uint)((width + GradientColumns - 1) / GradientColumns), (uint)((rank + RanksPerBlock - 1) / RanksPerBlock));
-        device.Launch(kernel, grid, BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 12), cost);
+        // grad is written whole, and read whole when accumulating (+=).
+        long read = leftBytes + rightBytes + (accumulate ? gradientBytes : 0);
+        bool mma = dtype == DType.BF16;
+        var cost = mma
+            ? LoraMmaCost.WeightGradient(read, gradientBytes, rows, width, rank, p > 0, accumulate)
+            : new KernelCost(read, gradientBytes, 0, 2L * rows * width * rank + (accumulate ? 2L : 1L) * width * rank + (p > 0 ? (long)rows * width : 0));
+        int columns = mma ? MmaGradientColumns : GradientColumns;
+        var grid = new Dim3((uint)((width + columns - 1) / columns), (uint)((rank + RanksPerBlock - 1) / RanksPerBlock));
+        device.Launch(kernel, grid, BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 13), cost);
     }
 
     // The kernel's name, after the checks every launcher shares.
@@ -242,9 +271,12 @@ internal static unsafe class LoraKernels
         return (float)scaling;
     }
 
-    // A warp a row, 8 rows and 16 ranks a block (lora_down, lora_up_backward).
-    private static Dim3 RowGrid(int rows, int rank) =>
-        new((uint)((rows + RowsPerBlock - 1) / RowsPerBlock), (uint)((rank + RanksPerBlock - 1) / RanksPerBlock));
+    // lora_down, lora_up_backward: 16 ranks a block; a warp a row, 8 rows a block, or on tensor cores (bf16) 32 rows a block.
+    private static Dim3 RowGrid(DType dtype, int rows, int rank)
+    {
+        int rowsPerBlock = dtype == DType.BF16 ? MmaRowsPerBlock : RowsPerBlock;
+        return new((uint)((rows + rowsPerBlock - 1) / rowsPerBlock), (uint)((rank + RanksPerBlock - 1) / RanksPerBlock));
+    }
 
     // 8 rows and 256 columns a block (lora_up, lora_down_backward).
     private static Dim3 ColumnGrid(int rows, int columns) =>

@@ -45,12 +45,17 @@ internal static class LoraLinearGeluKernels
 
     /// <summary><see cref="LoraLinearGeluOp"/>'s backward on the CUDA backend, the contract checked; dh [N, out] is its one temporary beside lora.cu's du.</summary>
     public static void Backward(CudaBackend cuda, Tensor dOutput, Tensor x, Tensor weight, Tensor a, Tensor b, Tensor u, Tensor pre, LoraBranch branch,
-        LoraShape shape, Tensor? dx, Tensor? dWeight, Tensor? dBias, Tensor? dA, Tensor? dB, bool accumulateDx, bool gradientIsPreActivation = false)
+        LoraShape shape, Tensor? dx, Tensor? dWeight, Tensor? dBias, Tensor? dA, Tensor? dB, bool accumulateDx, bool gradientIsPreActivation = false,
+        bool accumulateA = true, bool accumulateB = true)
     {
-        if (shape.Rows == 0) return;
+        if (shape.Rows == 0)
+        {
+            LoraKernels.Backward(cuda, dOutput, x, a, b, u, branch, shape, dx, dA, dB, accumulateDx, accumulateA, accumulateB); // fills written adapter gradients
+            return;
+        }
         if (gradientIsPreActivation)
         {
-            LoraKernels.Backward(cuda, dOutput, x, a, b, u, branch, shape, dx, dA, dB, accumulateDx);
+            LoraKernels.Backward(cuda, dOutput, x, a, b, u, branch, shape, dx, dA, dB, accumulateDx, accumulateA, accumulateB);
             CudaLinear.Backward(cuda, dOutput, x, weight, dx, dWeight, dBias, shape.Rows, shape.In, shape.Out, accumulateDx: dx is not null);
             return;
         }
@@ -58,7 +63,7 @@ internal static class LoraLinearGeluKernels
         bool kernelBias = dBias is { DType: DType.F32 };
         GeluKernels.BiasGeluNewBackward(cuda.DeviceApi, x.DType, cuda.Pointer(dOutput, nameof(dOutput)), cuda.Pointer(pre, nameof(pre)),
             cuda.Pointer(dh, "dh"), kernelBias ? cuda.Pointer(dBias!, nameof(dBias)) : DevicePtr.Null, shape.Rows, shape.Out, cuda.Stream);
-        LoraKernels.Backward(cuda, dh, x, a, b, u, branch, shape, dx, dA, dB, accumulateDx);
+        LoraKernels.Backward(cuda, dh, x, a, b, u, branch, shape, dx, dA, dB, accumulateDx, accumulateA, accumulateB);
         CudaLinear.Backward(cuda, dh, x, weight, dx, dWeight, kernelBias ? null : dBias, shape.Rows, shape.In, shape.Out, accumulateDx: dx is not null);
     }
 }

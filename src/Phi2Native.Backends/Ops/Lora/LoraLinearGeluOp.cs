@@ -65,14 +65,15 @@ internal sealed class LoraLinearGeluOp : AutogradOp, IGeluOutput
 
     /// <summary>
     /// The gradients alone, from dOutput and the saved pre-activation and u: dx like x (=, or += with
-    /// <paramref name="accumulateDx"/>); dWeight, dBias (x's dtype, or F32 over a 16-bit x), dA and dB (+=); a null one is
-    /// not computed.
+    /// <paramref name="accumulateDx"/>); dWeight, dBias (x's dtype, or F32 over a 16-bit x), dA and dB (+=, or = where
+    /// <paramref name="accumulateA"/>, <paramref name="accumulateB"/> are false); a null one is not computed.
     /// </summary>
     /// <exception cref="ArgumentException">Shapes, dtypes or backends break the contract.</exception>
     /// <exception cref="ArgumentOutOfRangeException">The scaling is not finite, or the dropout not in [0, 1).</exception>
     /// <remarks>With <c>gradientIsPreActivation</c>, dOutput is already the pre-activation's gradient (GeluGradientFusion; the CUDA backend only).</remarks>
     public static void Backward(Tensor dOutput, Tensor x, Tensor weight, Tensor a, Tensor b, Tensor u, Tensor pre, LoraBranch branch,
-        Tensor? dx, Tensor? dWeight, Tensor? dBias, Tensor? dA, Tensor? dB, bool accumulateDx = false, bool gradientIsPreActivation = false)
+        Tensor? dx, Tensor? dWeight, Tensor? dBias, Tensor? dA, Tensor? dB, bool accumulateDx = false, bool gradientIsPreActivation = false,
+        bool accumulateA = true, bool accumulateB = true)
     {
         using var profile = ProfileScope.BackwardOp(Info.Name, dOutput.Backend);
         const string op = "LoraLinearGeluBackward";
@@ -96,9 +97,11 @@ internal sealed class LoraLinearGeluOp : AutogradOp, IGeluOutput
         switch (backend)
         {
             case CpuBackend when gradientIsPreActivation: throw GeluGradientFusion.CudaOnly(op);
-            case CpuBackend cpu: CpuLoraLinearGelu.Backward(cpu, dOutput, x, weight, a, b, u, pre, branch, shape, dx, dWeight, dBias, dA, dB, accumulateDx); break;
+            case CpuBackend cpu: CpuLoraLinearGelu.Backward(cpu, dOutput, x, weight, a, b, u, pre, branch, shape, dx, dWeight, dBias, dA, dB, accumulateDx, accumulateA,
+                accumulateB); break;
             case CudaBackend cuda:
-                LoraLinearGeluKernels.Backward(cuda, dOutput, x, weight, a, b, u, pre, branch, shape, dx, dWeight, dBias, dA, dB, accumulateDx, gradientIsPreActivation);
+                LoraLinearGeluKernels.Backward(cuda, dOutput, x, weight, a, b, u, pre, branch, shape, dx, dWeight, dBias, dA, dB, accumulateDx, gradientIsPreActivation,
+                    accumulateA, accumulateB);
                 break;
             default: throw OpContract.NoImplementation(Info, backend);
         }
@@ -109,8 +112,10 @@ internal sealed class LoraLinearGeluOp : AutogradOp, IGeluOutput
     {
         var pending = context.PendingGradient(_x);
         var dx = pending ?? context.NewGradient(_x);
-        Backward(dOutput, _x, _weight, _a, _b, _u, _pre!, _branch, dx, context.AccumulatorFor(_weight), context.AccumulatorFor(_bias),
-            context.AccumulatorFor(_a), context.AccumulatorFor(_b), accumulateDx: pending is not null, context.TakeThroughActivation(Output));
+        var dA = context.GradientFor(_a, out bool accumulateA);
+        var dB = context.GradientFor(_b, out bool accumulateB);
+        Backward(dOutput, _x, _weight, _a, _b, _u, _pre!, _branch, dx, context.AccumulatorFor(_weight), context.AccumulatorFor(_bias), dA, dB,
+            accumulateDx: pending is not null, context.TakeThroughActivation(Output), accumulateA, accumulateB);
         if (pending is null) context.Deliver(_x, dx);
     }
 

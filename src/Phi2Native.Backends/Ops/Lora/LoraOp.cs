@@ -53,13 +53,14 @@ internal sealed class LoraOp : AutogradOp
     }
 
     /// <summary>
-    /// The gradients alone: dx like x (=, or += with <paramref name="accumulateDx"/>), dA like A and dB like B (+=), each
-    /// null when not needed; u is the forward's. The base's gradient is dOutput itself (no work).
+    /// The gradients alone: dx like x (=, or += with <paramref name="accumulateDx"/>), dA like A and dB like B (+=, or =
+    /// where <paramref name="accumulateA"/>, <paramref name="accumulateB"/> are false: a gradient new this step, no zero
+    /// fill before it), each null when not needed; u is the forward's. The base's gradient is dOutput itself (no work).
     /// </summary>
     /// <exception cref="ArgumentException">Shapes, dtypes or backends break the contract.</exception>
     /// <exception cref="ArgumentOutOfRangeException">The scaling is not finite, or the dropout not in [0, 1).</exception>
     public static void Backward(Tensor dOutput, Tensor x, Tensor a, Tensor b, Tensor u, LoraBranch branch, Tensor? dx, Tensor? dA, Tensor? dB,
-        bool accumulateDx = false)
+        bool accumulateDx = false, bool accumulateA = true, bool accumulateB = true)
     {
         using var profile = ProfileScope.BackwardOp(Info.Name, dOutput.Backend);
         const string op = "LoraBackward";
@@ -78,8 +79,8 @@ internal sealed class LoraOp : AutogradOp
         if (dx is null && dA is null && dB is null) return;
         switch (backend)
         {
-            case CpuBackend cpu: CpuLora.Backward(cpu, dOutput, x, a, b, u, branch, shape, dx, dA, dB, accumulateDx); break;
-            case CudaBackend cuda: LoraKernels.Backward(cuda, dOutput, x, a, b, u, branch, shape, dx, dA, dB, accumulateDx); break;
+            case CpuBackend cpu: CpuLora.Backward(cpu, dOutput, x, a, b, u, branch, shape, dx, dA, dB, accumulateDx, accumulateA, accumulateB); break;
+            case CudaBackend cuda: LoraKernels.Backward(cuda, dOutput, x, a, b, u, branch, shape, dx, dA, dB, accumulateDx, accumulateA, accumulateB); break;
             default: throw OpContract.NoImplementation(Info, backend);
         }
     }
@@ -93,7 +94,9 @@ internal sealed class LoraOp : AutogradOp
         // no add launch.
         var pending = context.PendingGradient(x);
         var dx = pending ?? context.NewGradient(x);
-        Backward(dOutput, x, a, b, _u, _branch, dx, context.AccumulatorFor(a), context.AccumulatorFor(b), accumulateDx: pending is not null);
+        var dA = context.GradientFor(a, out bool accumulateA);
+        var dB = context.GradientFor(b, out bool accumulateB);
+        Backward(dOutput, x, a, b, _u, _branch, dx, dA, dB, accumulateDx: pending is not null, accumulateA, accumulateB);
         if (pending is null) context.Deliver(x, dx);
         // A view, not a copy, as AddOp gives: the context never writes in place into a buffer two gradients share.
         if (baseOutput.RequiresGrad) context.Deliver(baseOutput, dOutput.Reshape(baseOutput.Shape.ToArray()));

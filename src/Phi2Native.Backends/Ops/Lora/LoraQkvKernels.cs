@@ -19,6 +19,9 @@ internal static unsafe class LoraQkvKernels
 
     private const int RowsPerBlock = 8, RanksPerBlock = 16, GradientColumns = 64;
 
+    /// <summary>bf16 on tensor cores: rows a block (down, up_backward, down_backward), columns a block (weight_grad, down_backward).</summary>
+    private const int MmaRowsPerBlock = 32, MmaGradientColumns = 32, MmaDownBackwardColumns = 128;
+
     private static readonly DType[] Supported = [DType.F32, DType.BF16, DType.F16];
 
     /// <summary>The per-module arguments of one launch (absent modules: rank 0, null pointers, no mask).</summary>
@@ -68,9 +71,16 @@ internal static unsafe class LoraQkvKernels
 
     /// <summary><see cref="LoraQkvOp"/>'s backward on the CUDA backend, the contract checked; du [N, R] (F32) is its one temporary.</summary>
     public static void Backward(CudaBackend cuda, Tensor dOutput, Tensor x, Tensor u, LoraQkvModule?[] modules, Tensor? dx, Tensor?[] dA, Tensor?[] dB,
-        bool accumulateDx, int rows, int channels)
+        bool accumulateDx, int rows, int channels, int accumulateA = 0b111, int accumulateB = 0b111)
     {
-        if (rows == 0) return;
+        if (rows == 0)
+        {
+            // No rows: the adapters' gradients are zero; one to be written (not accumulated) still must be.
+            for (int m = 0; m < 3; m++)
+                foreach (var (gradient, adds) in new[] { (dA[m], (accumulateA >> m) & 1), (dB[m], (accumulateB >> m) & 1) })
+                    if (gradient is not null && adds == 0) cuda.DeviceApi.Fill(cuda.Pointer(gradient, "gradient"), 0, 4L * gradient.ElementCount, cuda.Stream);
+            return;
+        }
         var device = cuda.DeviceApi;
         var dtype = x.DType;
         var dy = cuda.Pointer(dOutput, nameof(dOutput));
@@ -79,7 +89,7 @@ internal static unsafe class LoraQkvKernels
         {
             var forB = arguments;
             (forB.Grad0, forB.Grad1, forB.Grad2) = (Grad(cuda, dB[0]), Grad(cuda, dB[1]), Grad(cuda, dB[2]));
-            WeightGradient(device, dtype, dy, cuda.Pointer(u, nameof(u)), forB, ofA: false, rows, channels, cuda.Stream);
+            WeightGradient(device, dtype, dy, cuda.Pointer(u, nameof(u)), forB, ofA: false, rows, channels, cuda.Stream, accumulateB);
         }
         if (dx is null && dA.All(g => g is null)) return;
         using var du = cuda.Allocate(u.Shape, DType.F32, "du");
@@ -89,7 +99,7 @@ internal static unsafe class LoraQkvKernels
         {
             var forA = arguments;
             (forA.Grad0, forA.Grad1, forA.Grad2) = (Grad(cuda, dA[0]), Grad(cuda, dA[1]), Grad(cuda, dA[2]));
-            WeightGradient(device, dtype, cuda.Pointer(x, nameof(x)), duPointer, forA, ofA: true, rows, channels, cuda.Stream);
+            WeightGradient(device, dtype, cuda.Pointer(x, nameof(x)), duPointer, forA, ofA: true, rows, channels, cuda.Stream, accumulateA);
         }
         if (dx is not null)
             LoraQkvDownBackward(device, dtype, duPointer, cuda.Pointer(dx, nameof(dx)), arguments, accumulateDx, rows, channels, cuda.Stream);
@@ -112,6 +122,17 @@ internal static unsafe class LoraQkvKernels
             (nint)(&m.Threshold0), (nint)(&m.Threshold1), (nint)(&m.Threshold2), (nint)(&m.Keep0), (nint)(&m.Keep1), (nint)(&m.Keep2),
             (nint)(&m.Seed0), (nint)(&m.Seed1), (nint)(&m.Seed2), (nint)(&rows), (nint)(&channels),
         };
+        if (dtype == DType.BF16)
+        {
+            // Tensor cores (lora_qkv.cu's lora_qkv_mma_down): 32 rows and 16 ranks of every module a block, x staged once.
+            var products = default(KernelCost);
+            foreach (var (rank, threshold) in new[] { (m.Rank0, m.Threshold0), (m.Rank1, m.Threshold1), (m.Rank2, m.Threshold2) })
+                if (rank > 0) products += LoraMmaCost.RowTimesWeight(0, 0, rows, channels, rank, masked: threshold != 0);
+            var grid = new Dim3((uint)((rows + MmaRowsPerBlock - 1) / MmaRowsPerBlock), (uint)((m.Largest + RanksPerBlock - 1) / RanksPerBlock));
+            device.Launch(kernel, grid, BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 19),
+                new KernelCost(xBytes + aBytes, uBytes, products.TensorCoreFlops, products.SimtFlops));
+            return;
+        }
         var cost = new KernelCost(xBytes + aBytes, uBytes, 0, 2L * rows * channels * m.Total + (long)rows * channels * m.Present);
         int shared = RowsPerBlock * channels * dtype.SizeInBytes();
         device.Launch(kernel, new Dim3((uint)((rows + RowsPerBlock - 1) / RowsPerBlock)), BlockSize, shared, stream, new ReadOnlySpan<nint>(args, 19), cost);
@@ -159,30 +180,48 @@ internal static unsafe class LoraQkvKernels
         };
         // dY's present column blocks only.
         var cost = new KernelCost(dyBytes / 3 * m.Present + bBytes, duBytes, 0, 2L * rows * channels * m.Total + (long)rows * m.Total);
-        var grid = new Dim3((uint)((rows + RowsPerBlock - 1) / RowsPerBlock), (uint)((m.Largest + RanksPerBlock - 1) / RanksPerBlock), 3);
+        int rowsPerBlock = RowsPerBlock;
+        if (dtype == DType.BF16)
+        {
+            // Tensor cores (lora_mma.cuh's lora_mma_row_times_weight per module): 32 rows a block.
+            var products = default(KernelCost);
+            foreach (int rank in new[] { m.Rank0, m.Rank1, m.Rank2 })
+                if (rank > 0) products += LoraMmaCost.RowTimesWeight(0, 0, rows, channels, rank, masked: false);
+            cost = new KernelCost(cost.BytesRead, cost.BytesWritten, products.TensorCoreFlops, products.SimtFlops);
+            rowsPerBlock = MmaRowsPerBlock;
+        }
+        var grid = new Dim3((uint)((rows + rowsPerBlock - 1) / rowsPerBlock), (uint)((m.Largest + RanksPerBlock - 1) / RanksPerBlock), 3);
         device.Launch(kernel, grid, BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 13), cost);
     }
 
     /// <summary>
     /// Launches lora_qkv_weight_grad_{dtype}: the present modules' dB [C, r] += scaling dY_m^T u_m (<paramref name="ofA"/>
     /// false, left dY [rows, 3 C], right u) or dA [r, C] += du_m^T dropout_m(x) (left x [rows, C], right du); the gradient
-    /// pointers in <paramref name="m"/> (Grad0..2; null: not needed).
+    /// pointers in <paramref name="m"/> (Grad0..2; null: not needed); bit m of <paramref name="accumulate"/> clear: module
+    /// m's gradient is written (=) instead.
     /// </summary>
     /// <exception cref="ArgumentException">An unsupported dtype, a misaligned pointer, no module present, or a gradient overlapping an input.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A size is not positive.</exception>
     public static void WeightGradient(IDeviceApi device, DType dtype, DevicePtr left, DevicePtr right, Modules m, bool ofA, int rows, int channels,
-        DeviceStream stream)
+        DeviceStream stream, int accumulate = 0b111)
     {
         string kernel = Begin(device, "lora_qkv_weight_grad", dtype, rows, channels, m);
         LaunchArguments.Pointer(left, dtype, nameof(left));
         LaunchArguments.Pointer(right, DType.F32, nameof(right));
         // A module whose gradient is not needed keeps its rank (u's and du's layout) and is skipped by its null pointer.
         long rightBytes = 4L * rows * m.Total, leftBytes = (long)rows * channels * dtype.SizeInBytes() * (ofA ? 1 : 3);
-        long gradientBytes = 0, rightRead = 0;
+        long gradientBytes = 0, gradientRead = 0, rightRead = 0;
         int computed = 0;
-        foreach (var (gradient, rank) in new[] { (m.Grad0, m.Rank0), (m.Grad1, m.Rank1), (m.Grad2, m.Rank2) })
+        bool mma = dtype == DType.BF16;
+        var tensorCoreCost = default(KernelCost);
+        var modules = new[] { (m.Grad0, m.Rank0, m.Threshold0), (m.Grad1, m.Rank1, m.Threshold1), (m.Grad2, m.Rank2, m.Threshold2) };
+        for (int index = 0; index < 3; index++)
         {
+            var (gradient, rank, threshold) = modules[index];
             if (rank == 0 || gradient.IsNull) continue;
+            bool adds = ((accumulate >> index) & 1) != 0;
+            if (adds) gradientRead += 4L * rank * channels;
+            if (mma) tensorCoreCost += LoraMmaCost.WeightGradient(0, 0, rows, channels, rank, masked: ofA && threshold != 0, adds);
             LaunchArguments.Pointer(gradient, DType.F32, "gradient");
             BufferOverlap.RequireNone(left, leftBytes, gradient, 4L * rank * channels, nameof(left), "gradient");
             BufferOverlap.RequireNone(right, rightBytes, gradient, 4L * rank * channels, nameof(right), "gradient");
@@ -199,13 +238,19 @@ internal static unsafe class LoraQkvKernels
             (nint)(&left), (nint)(&right), (nint)(&m.Grad0), (nint)(&m.Grad1), (nint)(&m.Grad2), (nint)(&m.Rank0), (nint)(&m.Rank1), (nint)(&m.Rank2),
             (nint)(&m.Threshold0), (nint)(&m.Threshold1), (nint)(&m.Threshold2), (nint)(&m.Keep0), (nint)(&m.Keep1), (nint)(&m.Keep2),
             (nint)(&m.Seed0), (nint)(&m.Seed1), (nint)(&m.Seed2), (nint)(&m.Scaling0), (nint)(&m.Scaling1), (nint)(&m.Scaling2), (nint)(&adapted),
-            (nint)(&rows), (nint)(&channels),
+            (nint)(&accumulate), (nint)(&rows), (nint)(&channels),
         };
-        // Only the computed modules' blocks of left (x whole for the A's) and of right are read; grad is read and written whole (+=).
+        // Only the computed modules' blocks of left (x whole for the A's) and of right are read; grad is written whole, and read
+        // whole where it accumulates (+=).
         long leftRead = (long)rows * channels * dtype.SizeInBytes() * (ofA ? 1 : computed);
-        var cost = new KernelCost(leftRead + rightRead + gradientBytes, gradientBytes, 0, 2L * rows * gradientBytes / 4 + 2L * gradientBytes / 4);
-        var grid = new Dim3((uint)((channels + GradientColumns - 1) / GradientColumns), (uint)((m.Largest + RanksPerBlock - 1) / RanksPerBlock), 3);
-        device.Launch(kernel, grid, BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 23), cost);
+        long read = leftRead + rightRead + gradientRead;
+        var cost = mma
+            ? new KernelCost(read, gradientBytes, tensorCoreCost.TensorCoreFlops, tensorCoreCost.SimtFlops)
+            : new KernelCost(read, gradientBytes, 0, 2L * rows * gradientBytes / 4 + (gradientBytes + gradientRead) / 4);
+        // bf16 on tensor cores: 32 columns a block (kernels/lora_mma.cuh), else 64.
+        int columns = mma ? MmaGradientColumns : GradientColumns;
+        var grid = new Dim3((uint)((channels + columns - 1) / columns), (uint)((m.Largest + RanksPerBlock - 1) / RanksPerBlock), 3);
+        device.Launch(kernel, grid, BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 24), cost);
     }
 
     /// <summary>Launches lora_qkv_down_backward_{dtype}: dx [rows, C] = the present modules' dropout'(du_m A_m) summed, written (=) or added (+=).</summary>
@@ -227,9 +272,18 @@ internal static unsafe class LoraQkvKernels
             (nint)(&m.Threshold0), (nint)(&m.Threshold1), (nint)(&m.Threshold2), (nint)(&m.Keep0), (nint)(&m.Keep1), (nint)(&m.Keep2),
             (nint)(&m.Seed0), (nint)(&m.Seed1), (nint)(&m.Seed2), (nint)(&adds), (nint)(&rows), (nint)(&channels),
         };
-        var cost = new KernelCost(duBytes + aBytes + (accumulate ? dxBytes : 0), dxBytes, 0,
-            2L * rows * channels * m.Total + (2L * m.Present + (accumulate ? 1 : 0)) * rows * channels);
+        long epilogue = (2L * m.Present + (accumulate ? 1 : 0)) * rows * channels;
+        var cost = new KernelCost(duBytes + aBytes + (accumulate ? dxBytes : 0), dxBytes, 0, 2L * rows * channels * m.Total + epilogue);
         var grid = new Dim3((uint)((rows + RowsPerBlock - 1) / RowsPerBlock), (uint)((channels + (int)BlockSize - 1) / (int)BlockSize));
+        if (dtype == DType.BF16)
+        {
+            // Tensor cores (lora_qkv.cu's lora_qkv_mma_down_backward): a warp 32 rows x 16 columns, 128 columns a block.
+            var products = new KernelCost(0, 0, 0, epilogue);
+            foreach (int rank in new[] { m.Rank0, m.Rank1, m.Rank2 })
+                if (rank > 0) products += LoraMmaCost.Expand(0, 0, rows, channels, rank, columnsPerWarp: 16, epilogueFlops: 0);
+            cost = new KernelCost(cost.BytesRead, cost.BytesWritten, products.TensorCoreFlops, products.SimtFlops);
+            grid = new Dim3((uint)((rows + MmaRowsPerBlock - 1) / MmaRowsPerBlock), (uint)((channels + MmaDownBackwardColumns - 1) / MmaDownBackwardColumns));
+        }
         device.Launch(kernel, grid, BlockSize, 0, stream, new ReadOnlySpan<nint>(args, 20), cost);
     }
 

@@ -61,7 +61,9 @@ internal sealed class LoraQkvOp : AutogradOp
     /// </summary>
     /// <exception cref="ArgumentException">Shapes, dtypes or backends break the contract.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A scaling is not finite, or a dropout not in [0, 1).</exception>
-    public static void Backward(Tensor dOutput, Tensor x, Tensor u, LoraQkvModule?[] modules, Tensor? dx, Tensor?[] dA, Tensor?[] dB, bool accumulateDx = false)
+    /// <remarks><paramref name="accumulateA"/>, <paramref name="accumulateB"/>: bit m set, module m's gradient accumulates (+=); clear, it is written (=).</remarks>
+    public static void Backward(Tensor dOutput, Tensor x, Tensor u, LoraQkvModule?[] modules, Tensor? dx, Tensor?[] dA, Tensor?[] dB, bool accumulateDx = false,
+        int accumulateA = 0b111, int accumulateB = 0b111)
     {
         using var profile = ProfileScope.BackwardOp(Info.Name, dOutput.Backend);
         const string op = "LoraQkvBackward";
@@ -90,8 +92,8 @@ internal sealed class LoraQkvOp : AutogradOp
         if (dx is null && dA.All(g => g is null) && dB.All(g => g is null)) return;
         switch (backend)
         {
-            case CpuBackend cpu: CpuLoraQkv.Backward(cpu, dOutput, x, u, modules, dx, dA, dB, accumulateDx, rows, channels); break;
-            case CudaBackend cuda: LoraQkvKernels.Backward(cuda, dOutput, x, u, modules, dx, dA, dB, accumulateDx, rows, channels); break;
+            case CpuBackend cpu: CpuLoraQkv.Backward(cpu, dOutput, x, u, modules, dx, dA, dB, accumulateDx, rows, channels, accumulateA, accumulateB); break;
+            case CudaBackend cuda: LoraQkvKernels.Backward(cuda, dOutput, x, u, modules, dx, dA, dB, accumulateDx, rows, channels, accumulateA, accumulateB); break;
             default: throw OpContract.NoImplementation(Info, backend);
         }
     }
@@ -102,9 +104,16 @@ internal sealed class LoraQkvOp : AutogradOp
         var (x, baseOutput) = (Inputs[0]!, Inputs[1]!);
         var pending = context.PendingGradient(x);
         var dx = pending ?? context.NewGradient(x);
-        Tensor?[] dA = [.. _modules.Select(m => context.AccumulatorFor(m?.A))];
-        Tensor?[] dB = [.. _modules.Select(m => context.AccumulatorFor(m?.B))];
-        Backward(dOutput, x, _u, _modules, dx, dA, dB, accumulateDx: pending is not null);
+        Tensor?[] dA = new Tensor?[3], dB = new Tensor?[3];
+        int accumulateA = 0, accumulateB = 0;
+        for (int m = 0; m < 3; m++)
+        {
+            dA[m] = context.GradientFor(_modules[m]?.A, out bool adds);
+            accumulateA |= adds ? 1 << m : 0;
+            dB[m] = context.GradientFor(_modules[m]?.B, out adds);
+            accumulateB |= adds ? 1 << m : 0;
+        }
+        Backward(dOutput, x, _u, _modules, dx, dA, dB, accumulateDx: pending is not null, accumulateA, accumulateB);
         if (pending is null) context.Deliver(x, dx);
         if (baseOutput.RequiresGrad) context.Deliver(baseOutput, dOutput.Reshape(baseOutput.Shape.ToArray()));
     }

@@ -91,11 +91,14 @@ internal sealed class QkvProjectionOp : AutogradOp
     /// The gradients alone, from dq, dk, dv [B, T, H, D] (any may be null: no gradient reached it): dx (+=) like x, and
     /// the weight [C, C] and bias [C] gradients (+=, x's dtype or F32 over a 16-bit x) of each projection, null where
     /// that projection is frozen (no product is computed for it). With adapters, <paramref name="u"/> is the forward's and
-    /// <paramref name="adapterGradients"/> holds dA and dB (+=, null where absent or frozen) of q, k, v: 6 slots, A then B each.
+    /// <paramref name="adapterGradients"/> holds dA and dB (+=, null where absent or frozen) of q, k, v: 6 slots, A then B each;
+    /// <paramref name="adapterAccumulates"/>, in the same slots, false where that gradient is written (=) instead (new this
+    /// step: no zero fill before it); null: all accumulate.
     /// </summary>
     /// <exception cref="ArgumentException">Shapes or dtypes break the contract; the message names the argument.</exception>
     public static void Backward(Tensor? dq, Tensor? dk, Tensor? dv, Tensor x, QkvParameters parameters, QkvShape shape, Tensor? positions,
-        Tensor? dx, Tensor?[] weightGradients, Tensor?[] biasGradients, Tensor? u = null, Tensor?[]? adapterGradients = null)
+        Tensor? dx, Tensor?[] weightGradients, Tensor?[] biasGradients, Tensor? u = null, Tensor?[]? adapterGradients = null,
+        bool[]? adapterAccumulates = null)
     {
         using var profile = ProfileScope.BackwardOp(Info.Name, x.Backend);
         const string op = "QkvProjectionBackward";
@@ -131,7 +134,7 @@ internal sealed class QkvProjectionOp : AutogradOp
                 OpContract.GradientDType(db, x.DType, op, $"{QkvParameters.Names[j]} bias gradient");
             }
         }
-        var adapters = parameters.Adapted && x.ElementCount > 0 ? new QkvAdapterGradients(parameters.Adapters!, u, adapterGradients, op) : null;
+        var adapters = parameters.Adapted && x.ElementCount > 0 ? new QkvAdapterGradients(parameters.Adapters!, u, adapterGradients, op, adapterAccumulates) : null;
         switch (x.Backend)
         {
             case CpuBackend: CpuQkvProjection.Backward(dq, dk, dv, x, parameters, shape, positions, dx, weightGradients, biasGradients, adapters); break;
@@ -156,8 +159,16 @@ internal sealed class QkvProjectionOp : AutogradOp
         // Gradients new to this step become views of one buffer, so adjacent trained projections take one dW GEMM.
         var weightGradients = context.AccumulatorsFor(_parameters.Weights);
         var biasGradients = context.AccumulatorsFor(_parameters.Biases);
-        Tensor?[] adapterGradients = [.. _parameters.AdapterTensors.Select(context.AccumulatorFor)];
-        Backward(dOutput, _dk, _dv, _x, _parameters, _shape, _positions, dx, weightGradients, biasGradients, _u, adapterGradients);
+        // New adapter gradients are written by the LoRA kernels, not zero-filled first; none is computed without rows.
+        var adapterTensors = _parameters.AdapterTensors;
+        var adapterAccumulates = new bool[adapterTensors.Length];
+        var adapterGradients = new Tensor?[adapterTensors.Length];
+        for (int i = 0; i < adapterTensors.Length; i++)
+        {
+            adapterAccumulates[i] = true;
+            adapterGradients[i] = _x.ElementCount > 0 ? context.GradientFor(adapterTensors[i], out adapterAccumulates[i]) : context.AccumulatorFor(adapterTensors[i]);
+        }
+        Backward(dOutput, _dk, _dv, _x, _parameters, _shape, _positions, dx, weightGradients, biasGradients, _u, adapterGradients, adapterAccumulates);
     }
 
     /// <inheritdoc/>
@@ -247,7 +258,7 @@ internal sealed class QkvPartOp : AutogradOp
 internal sealed class QkvAdapterGradients
 {
     /// <summary>The modules and gradients, checked: u is required, 6 gradient slots (q's A, B, k's, v's) or null for none.</summary>
-    public QkvAdapterGradients(LoraQkvModule?[] modules, Tensor? u, Tensor?[]? gradients, string op)
+    public QkvAdapterGradients(LoraQkvModule?[] modules, Tensor? u, Tensor?[]? gradients, string op, bool[]? accumulates = null)
     {
         if (u is null) throw new ArgumentException($"{op}: the projections carry LoRA modules; their forward's u is required", nameof(u));
         if (gradients is not null and not { Length: 6 })
@@ -256,7 +267,20 @@ internal sealed class QkvAdapterGradients
         U = u;
         DA = [.. Enumerable.Range(0, 3).Select(m => gradients?[2 * m])];
         DB = [.. Enumerable.Range(0, 3).Select(m => gradients?[2 * m + 1])];
+        if (accumulates is not null && accumulates.Length != 6)
+            throw new ArgumentException($"{op}: expected 6 adapter accumulate flags, as the gradients", nameof(accumulates));
+        for (int m = 0; m < 3; m++)
+        {
+            if (accumulates?[2 * m] ?? true) AccumulateA |= 1 << m;
+            if (accumulates?[2 * m + 1] ?? true) AccumulateB |= 1 << m;
+        }
     }
+
+    /// <summary>Bit m set: module m's dA accumulates (+=); clear: it is written (=).</summary>
+    public int AccumulateA { get; }
+
+    /// <summary>Bit m set: module m's dB accumulates (+=); clear: it is written (=).</summary>
+    public int AccumulateB { get; }
 
     /// <summary>The LoRA modules of q, k, v.</summary>
     public LoraQkvModule?[] Modules { get; }
@@ -271,5 +295,5 @@ internal sealed class QkvAdapterGradients
     public Tensor?[] DB { get; }
 
     /// <summary>LoraQkvOp's backward from dqkv [B, T, 3C]: dA, dB (+=) and dx (+=, x's gradient so far is in it).</summary>
-    public void Apply(Tensor dqkv, Tensor x, Tensor? dx) => LoraQkvOp.Backward(dqkv, x, U, Modules, dx, DA, DB, accumulateDx: true);
+    public void Apply(Tensor dqkv, Tensor x, Tensor? dx) => LoraQkvOp.Backward(dqkv, x, U, Modules, dx, DA, DB, accumulateDx: true, AccumulateA, AccumulateB);
 }
