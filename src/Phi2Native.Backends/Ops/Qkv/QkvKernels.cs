@@ -1,6 +1,7 @@
 using Phi2Native.Backends.Cuda;
 using Phi2Native.Backends.Ops.Lora;
 using Phi2Native.Backends.Ops.Projection;
+using Phi2Native.Backends.Ops.Rotary;
 using Phi2Native.Cuda;
 using Phi2Native.Profiling;
 using Phi2Native.Tensors;
@@ -24,9 +25,6 @@ namespace Phi2Native.Backends.Ops.Qkv;
 internal static unsafe class QkvKernels
 {
     private static readonly DType[] Supported = [DType.F32, DType.BF16, DType.F16];
-
-    /// <summary>The widest rotary part the kernels' shared cos/sin table takes (PHI2_QKV_MAX_HALF * 2 in qkv.cu).</summary>
-    public const int MaxRotaryDim = 256;
 
     /// <summary><see cref="QkvProjectionOp"/>'s forward on the CUDA backend, the contract checked: q, and k and v unless they went into the caches.</summary>
     internal static (Tensor Q, Tensor? K, Tensor? V) Forward(CudaBackend cuda, Tensor x, QkvParameters p, QkvShape shape, Tensor? positions, Tensor? keys, Tensor? values,
@@ -222,15 +220,7 @@ internal static unsafe class QkvKernels
 
     private static (long Rows, long C, int Items) CheckShape(int batch, int time, int heads, int headDim, int rotaryDim, double theta, int maxBlocks)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(batch);
-        ArgumentOutOfRangeException.ThrowIfNegative(time);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(heads);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(headDim);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxBlocks);
-        if (rotaryDim < 0 || rotaryDim > headDim || rotaryDim % 2 != 0 || rotaryDim > MaxRotaryDim)
-            throw new ArgumentOutOfRangeException(nameof(rotaryDim), rotaryDim, $"rotaryDim must be even and in [0, min(headDim = {headDim}, {MaxRotaryDim})]");
-        if (rotaryDim > 0 && !(theta > 0 && double.IsFinite(theta)))
-            throw new ArgumentOutOfRangeException(nameof(theta), theta, "theta must be finite and > 0");
+        RotaryKernels.CheckRotaryShape(batch, time, heads, headDim, rotaryDim, theta, maxBlocks);
         long rows = (long)batch * time, c = (long)heads * headDim;
         long items = 2L * heads * (headDim - rotaryDim / 2) + c;
         if (rows > int.MaxValue || 3 * c > int.MaxValue || items > int.MaxValue)

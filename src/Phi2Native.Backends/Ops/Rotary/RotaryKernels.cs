@@ -8,7 +8,7 @@ namespace Phi2Native.Backends.Ops.Rotary;
 /// <summary>Launchers for kernels/rotary.cu (each kernel's contract is in its header), and <see cref="RotaryOp"/> on the CUDA backend.</summary>
 internal static unsafe class RotaryKernels
 {
-    /// <summary>The widest rotary part the kernel's shared cos/sin table takes (PHI2_ROTARY_MAX_HALF * 2 in rotary.cu).</summary>
+    /// <summary>The widest rotary part the kernels' shared cos/sin table takes (PHI2_ROTARY_MAX_HALF * 2 in rotary.cuh; rotary.cu and qkv.cu).</summary>
     public const int MaxRotaryDim = 256;
 
     private static readonly DType[] Supported = [DType.F32, DType.BF16];
@@ -55,15 +55,7 @@ internal static unsafe class RotaryKernels
         LaunchArguments.Pointer(x, dtype, xName);
         LaunchArguments.Pointer(y, dtype, yName);
         LaunchArguments.OptionalPointer(rowOffsets, DType.I32, nameof(rowOffsets));
-        ArgumentOutOfRangeException.ThrowIfNegative(batch);
-        ArgumentOutOfRangeException.ThrowIfNegative(time);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(heads);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(headDim);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxBlocks);
-        if (rotaryDim < 0 || rotaryDim > headDim || rotaryDim % 2 != 0 || rotaryDim > MaxRotaryDim)
-            throw new ArgumentOutOfRangeException(nameof(rotaryDim), rotaryDim, $"rotaryDim must be even and in [0, min(headDim = {headDim}, {MaxRotaryDim})]");
-        if (rotaryDim > 0 && !(theta > 0 && double.IsFinite(theta)))
-            throw new ArgumentOutOfRangeException(nameof(theta), theta, "theta must be finite and > 0");
+        CheckRotaryShape(batch, time, heads, headDim, rotaryDim, theta, maxBlocks);
         long rows = (long)batch * time;
         long rowElements = (long)heads * headDim;
         long items = (long)heads * (headDim - rotaryDim / 2);
@@ -82,5 +74,23 @@ internal static unsafe class RotaryKernels
         // x read and y written once (in place when y is x); the row offsets; 3 flops per rotated element.
         device.Launch(kernel, new Dim3((uint)Math.Min(rowCount, maxBlocks)), LaunchShape.RowBlock((int)items), 0, stream, new ReadOnlySpan<nint>(args, 9),
             new KernelCost(bytes + (rowOffsets.IsNull ? 0 : (long)batch * sizeof(int)), bytes, 0, 3 * rows * heads * rotaryDim));
+    }
+
+    /// <summary>
+    /// The checks every rotary launcher makes (rotary.cu's and qkv.cu's): B, T not negative, H, D and the block cap
+    /// positive, rotaryDim even and in [0, min(D, <see cref="MaxRotaryDim"/>)], theta finite and positive where anything rotates.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The first argument out of range, by name.</exception>
+    internal static void CheckRotaryShape(int batch, int time, int heads, int headDim, int rotaryDim, double theta, int maxBlocks)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(batch);
+        ArgumentOutOfRangeException.ThrowIfNegative(time);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(heads);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(headDim);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxBlocks);
+        if (rotaryDim < 0 || rotaryDim > headDim || rotaryDim % 2 != 0 || rotaryDim > MaxRotaryDim)
+            throw new ArgumentOutOfRangeException(nameof(rotaryDim), rotaryDim, $"rotaryDim must be even and in [0, min(headDim = {headDim}, {MaxRotaryDim})]");
+        if (rotaryDim > 0 && !(theta > 0 && double.IsFinite(theta)))
+            throw new ArgumentOutOfRangeException(nameof(theta), theta, "theta must be finite and > 0");
     }
 }
