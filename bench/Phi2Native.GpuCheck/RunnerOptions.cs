@@ -5,8 +5,8 @@ namespace Phi2Native.GpuCheck;
 /// <summary>The runner's command line, parsed by hand: the runner takes no dependencies beyond the check library.</summary>
 internal sealed record RunnerOptions
 {
-    /// <summary>How long the whole run may start work for: the stage budgets' total less the runner's reserve (320 s),
-    /// so it ends, tables printed, before bench/gpu-check.sh's outer timeout (the budgets' total, 330 s).</summary>
+    /// <summary>How long the whole run may start work for: the stage budgets' total less the runner's reserve (330 s),
+    /// so it ends, tables printed, before bench/gpu-check.sh's outer timeout (the budgets' total, 340 s).</summary>
     public static readonly TimeSpan DefaultTimeLimit = Stages.Total - Stages.Reserve;
 
     /// <summary>Run on the kernel emulator instead of a GPU.</summary>
