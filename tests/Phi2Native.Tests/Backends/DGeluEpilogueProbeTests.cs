@@ -1,4 +1,5 @@
 using NUnit.Framework;
+using Phi2Native.Backends.Ops.Activation;
 using Phi2Native.Backends.Ops.Mlp;
 using Phi2Native.Cuda.Emulator;
 using Phi2Native.Tensors;
@@ -26,6 +27,14 @@ public class DGeluEpilogueProbeTests
 
     private static float Bf16(double value) => DTypes.BFloat16ToSingle(DTypes.SingleToBFloat16((float)value));
 
+    // sums gelu_new'(aux), by the CPU's gelu_new backward.
+    private static double[] TanhForm(double[] sums, double[] aux)
+    {
+        var result = new double[sums.Length];
+        CpuGelu.Backward<double>(sums, aux, result);
+        return result;
+    }
+
     [Test, Category("Emulated")]
     public void OnTheEmulatedDeviceDGeluIsGeluNewsDerivativeOfTheWholeProduct()
     {
@@ -39,12 +48,13 @@ public class DGeluEpilogueProbeTests
     public void Fp32_TheTanhFormPasses_TheErfFormFails_LeavingCOutFails()
     {
         var (sums, c, aux) = Inputs(1024);
-        double[] tanh = [.. sums.Select((s, i) => s * DGeluEpilogueProbe.TanhFormDerivative(aux[i]))];
+        double[] tanh = TanhForm(sums, aux);
         double[] erf = [.. sums.Select((s, i) => s * DGeluEpilogueProbe.ErfFormDerivative(aux[i]))];
         Assert.That(DGeluEpilogueProbe.JudgeFp32([.. tanh.Select(v => (float)v)], tanh, erf).Passed, Is.True);
         var erfForm = DGeluEpilogueProbe.JudgeFp32([.. erf.Select(v => (float)v)], tanh, erf);
         Assert.That(erfForm.WorstRatio, Is.EqualTo(double.PositiveInfinity), erfForm.ToString());
-        float[] withoutC = [.. sums.Select((s, i) => (float)((s - c[i]) * DGeluEpilogueProbe.TanhFormDerivative(aux[i])) + (float)c[i])];
+        double[] withoutCProduct = TanhForm([.. sums.Select((s, i) => s - c[i])], aux);
+        float[] withoutC = [.. withoutCProduct.Select((v, i) => (float)v + (float)c[i])];
         Assert.That(DGeluEpilogueProbe.JudgeFp32(withoutC, tanh, erf).Passed, Is.False, "beta C added after the derivative, not multiplied by it");
     }
 
@@ -52,7 +62,7 @@ public class DGeluEpilogueProbeTests
     public void Bf16_TheReferenceRoundedPasses_TwoUlpsOffFails_NaNFails()
     {
         var (sums, _, aux) = Inputs(2048);
-        double[] reference = [.. sums.Select((s, i) => s * DGeluEpilogueProbe.TanhFormDerivative(Bf16(aux[i])))];
+        double[] reference = TanhForm(sums, [.. aux.Select(x => (double)Bf16(x))]);
         float[] rounded = [.. reference.Select(Bf16)];
         Assert.That(DGeluEpilogueProbe.JudgeBf16(rounded, reference).Passed, Is.True, DGeluEpilogueProbe.JudgeBf16(rounded, reference).ToString());
         Assert.That(DGeluEpilogueProbe.JudgeBf16([.. rounded.Select(y => y * (1 + 2f / 128))], reference).Passed, Is.False);

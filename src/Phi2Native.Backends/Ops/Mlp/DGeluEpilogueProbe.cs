@@ -1,3 +1,4 @@
+using Phi2Native.Backends.Ops.Activation;
 using Phi2Native.Cuda;
 using Phi2Native.Tensors;
 using static Phi2Native.Backends.Ops.Mlp.GeluEpilogueProbe;
@@ -18,10 +19,6 @@ namespace Phi2Native.Backends.Ops.Mlp;
 /// </summary>
 internal static class DGeluEpilogueProbe
 {
-    private const double Bf16Absolute = 1e-5, Bf16Relative = 1.0 / 128;
-    private const double Fp32Absolute = 1e-6, Fp32Relative = 2e-3;
-    private const double GeluScale = 0.7978845608028654, GeluCubic = 0.044715;
-
     /// <summary>Both parts pass on <paramref name="device"/>: (bf16, fp32).</summary>
     public static (Comparison Bf16, Comparison Fp32) Run(IDeviceApi device)
     {
@@ -69,13 +66,6 @@ internal static class DGeluEpilogueProbe
     /// <summary>The erf form's derivative, Phi(x) + x phi(x), in double (what an exact-GELU DGELU would multiply by).</summary>
     internal static double ErfFormDerivative(double x) => 0.5 * (1 + Erf(x / Math.Sqrt(2))) + x * Math.Exp(-x * x / 2) / Math.Sqrt(2 * Math.PI);
 
-    /// <summary>gelu_new'(x), the tanh form's derivative, in double.</summary>
-    internal static double TanhFormDerivative(double x)
-    {
-        double t = Math.Tanh(GeluScale * (x + GeluCubic * x * x * x));
-        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GeluScale * (1 + 3 * GeluCubic * x * x);
-    }
-
     // fc2's dx product in CudaLinear's terms: A = W^T [m, k] (ld m), B = dY^T [k, n] (ld k), D = C [m, n] in place (ld m),
     // aux [m, n] (ld m) spanning [-4, 4]; inputs uniform in [-1, 1) rounded to the dtype. Returns D and the two references.
     private static (float[] D, double[] TanhForm, double[] ErfForm) DGelu(IDeviceApi device, DType dtype, int m, int n, int k, int seed)
@@ -97,16 +87,16 @@ internal static class DGeluEpilogueProbe
             Aux = deviceAux.Pointer, AuxLd = m,
         }, default);
         var d = deviceD.Download();
-        var (tanhForm, erfForm) = (new double[m * n], new double[m * n]);
+        var (sums, erfForm, tanhForm) = (new double[m * n], new double[m * n], new double[m * n]);
         for (int j = 0; j < n; j++)
             for (int i = 0; i < m; i++)
             {
                 double sum = c[i + j * m];
                 for (int p = 0; p < k; p++) sum += (double)a[i + p * m] * b[p + j * k];
-                double x = aux[i + j * m];
-                tanhForm[i + j * m] = sum * TanhFormDerivative(x);
-                erfForm[i + j * m] = sum * ErfFormDerivative(x);
+                sums[i + j * m] = sum;
+                erfForm[i + j * m] = sum * ErfFormDerivative(aux[i + j * m]);
             }
+        CpuGelu.Backward<double>(sums, Array.ConvertAll(aux, x => (double)x), tanhForm);   // the tanh form: the CPU's gelu_new backward
         return (d, tanhForm, erfForm);
     }
 

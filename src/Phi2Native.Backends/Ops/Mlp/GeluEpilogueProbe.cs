@@ -48,9 +48,9 @@ internal static class GeluEpilogueProbe
         public override string ToString() => $"worst {WorstRatio:G3} of tolerance, max |error| {MaxError:G3}: {Detail}";
     }
 
-    // bf16's forward tolerance: one ulp (2^-7 relative at the bottom of a binade), plus fp32 noise near zero.
-    private const double Bf16Absolute = 1e-5, Bf16Relative = 1.0 / 128;
-    private const double Fp32Absolute = 1e-6, Fp32Relative = 2e-3;
+    // bf16's tolerance: one ulp (2^-7 relative at the bottom of a binade), plus fp32 noise near zero; DGeluEpilogueProbe's too.
+    internal const double Bf16Absolute = 1e-5, Bf16Relative = 1.0 / 128;
+    internal const double Fp32Absolute = 1e-6, Fp32Relative = 2e-3;
 
     /// <summary>Runs both parts on <paramref name="device"/>; does not change its flag (<see cref="Apply"/> does).</summary>
     public static Verdict Run(IDeviceApi device)
